@@ -1,0 +1,1 @@
+//! IP access control: CIDR allow-lists for SIP signalling and RTP.

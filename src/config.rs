@@ -1,0 +1,1 @@
+//! Configuration: the TOML schema, its defaults and field-level validation.

@@ -1,0 +1,1 @@
+//! The tokio shell: sockets, clocks, and the wiring of the sans-IO cores.

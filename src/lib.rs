@@ -1,0 +1,30 @@
+//! callbackd — an embedded SIP/RTP engine for contact-center callbacks.
+//!
+//! A carrier's SIP trunk points at callbackd. It answers the call, plays
+//! prompts over G.711 RTP, offers a callback instead of waiting on hold,
+//! collects a number over RFC 4733 DTMF, stores the request durably and later
+//! calls agent and customer back and bridges them.
+//!
+//! # Layers
+//!
+//! Dependencies point down only. Everything above `engine` is *sans-IO*: it
+//! never reads a clock, never touches a socket and never spawns a task. Time
+//! comes in as an argument (`now: Instant`), bytes come in through `handle_*`
+//! and leave through `poll_*`, which the caller drains until `None`.
+//!
+//! | module | owns | IO / clock |
+//! |---|---|---|
+//! | [`config`] | TOML schema, defaults, validation with field-level errors | reads the file |
+//! | [`acl`] | CIDR allow-lists for signalling and media | pure |
+//! | [`sip`] | messages (rsip wrapped), SDP offer/answer, the four RFC 3261/6026 transaction machines, dialogs, session timers, the UAS endpoint | sans-IO |
+//! | [`media`] | G.711, RTP, RFC 4733 DTMF, prompts (WAV → 8 kHz → pre-encoded frames), paced playback, RTP port pool | sans-IO |
+//! | [`engine`] | tokio shell: SIP over UDP/TCP, the media thread (one pacing clock for every stream), call orchestration | all IO lives here |
+//!
+//! The binary (`src/main.rs`) is a thin CLI over [`engine`] and [`config`].
+#![forbid(unsafe_code)]
+
+pub mod acl;
+pub mod config;
+pub mod engine;
+pub mod media;
+pub mod sip;

@@ -1,0 +1,3 @@
+//! Media, sans-IO: G.711, RTP, RFC 4733 DTMF, prompts and paced playback.
+
+pub mod g711;
