@@ -12,6 +12,8 @@
 //! | a bare LF inside the reason phrase (or any header value) is accepted | rejected here as malformed |
 //! | `SIP/1.0` (any `SIP/1.x`) accepted as a version | only `SIP/2.0` is accepted; others give [`ParseError::VersionNotSupported`] (→ 505) |
 //!
+//! | `Uri` rejects IPv6 references (`sip:[::1]:5060`), unknown `transport=` values and `tel:` URIs | [`SipUri`] is parsed here |
+//!
 //! rsip also knows neither compact header forms (`v:`, `i:`, `l:` …) nor
 //! folded header lines; names are expanded and folded lines unfolded here.
 //!
@@ -399,6 +401,78 @@ impl NameAddr {
     }
 }
 
+/// The parts of a `sip:`/`sips:` URI that routing needs (RFC 3261 §19.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipUri {
+    /// `sips:` rather than `sip:`.
+    pub secure: bool,
+    /// The user part, when present (still escaped).
+    pub user: Option<Box<str>>,
+    /// The host: a name, an IPv4 literal, or an IPv6 literal without brackets.
+    pub host: Box<str>,
+    /// The port, when given.
+    pub port: Option<u16>,
+    /// The `transport` parameter, lower-cased, when given.
+    pub transport: Option<Box<str>>,
+    /// The `lr` parameter (loose routing, §16.12.1.1).
+    pub lr: bool,
+    /// The `maddr` parameter.
+    pub maddr: Option<Box<str>>,
+}
+
+impl SipUri {
+    /// Parses a `sip:` or `sips:` URI (without angle brackets).
+    pub fn parse(uri: &str) -> Result<SipUri, ParseError> {
+        let uri = uri.trim();
+        let (secure, rest) = if let Some(r) = strip_prefix_ci(uri, "sips:") {
+            (true, r)
+        } else if let Some(r) = strip_prefix_ci(uri, "sip:") {
+            (false, r)
+        } else {
+            return Err(ParseError::BadUri);
+        };
+        // Headers (`?…`) are not used for routing.
+        let rest = rest.split('?').next().unwrap_or(rest);
+        let (user, hostport_params) = match rest.rfind('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
+        };
+        let (hostport, params) = match hostport_params.find(';') {
+            Some(i) => (&hostport_params[..i], &hostport_params[i..]),
+            None => (hostport_params, ""),
+        };
+        let (host, port) = split_host_port(hostport).ok_or(ParseError::BadUri)?;
+        if host.is_empty() || host.contains(['<', '>', ' ', '"']) {
+            return Err(ParseError::BadUri);
+        }
+        let mut parsed = SipUri {
+            secure,
+            user: user.filter(|u| !u.is_empty()).map(Into::into),
+            host: host.into(),
+            port,
+            transport: None,
+            lr: false,
+            maddr: None,
+        };
+        for (name, value) in params_iter(params) {
+            if name.eq_ignore_ascii_case("transport") {
+                parsed.transport = value.map(|v| v.to_ascii_lowercase().into());
+            } else if name.eq_ignore_ascii_case("lr") {
+                parsed.lr = true;
+            } else if name.eq_ignore_ascii_case("maddr") {
+                parsed.maddr = value.map(Into::into);
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
 /// Why a message could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -444,6 +518,9 @@ pub enum ParseError {
     /// The Request-URI is not a URI.
     #[error("malformed Request-URI")]
     BadRequestUri,
+    /// A SIP URI (Contact, Route, Record-Route) is malformed.
+    #[error("malformed SIP URI")]
+    BadUri,
 }
 
 /// A parse failure, with what is needed to answer it when the message was a
@@ -1468,6 +1545,26 @@ From: <sip:b@127.0.0.1>;tag=9\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: abc\r\nCSeq: 
         assert_eq!((&*a.uri, a.tag.as_deref()), ("sip:a@b;lr", Some("2")));
         assert_eq!(NameAddr::parse("<sip:a@b"), Err(ParseError::BadAddress));
         assert_eq!(NameAddr::parse("nothing"), Err(ParseError::BadAddress));
+    }
+
+    #[test]
+    fn rsip_defect_uri_forms_rsip_rejects_are_parsed() {
+        let u = SipUri::parse("sip:[::1]:5060;transport=TCP").expect("IPv6 reference");
+        assert_eq!(
+            (&*u.host, u.port, u.transport.as_deref()),
+            ("::1", Some(5060), Some("tcp"))
+        );
+        let u = SipUri::parse("sips:a@example.com;transport=xyz;lr;maddr=1.2.3.4")
+            .expect("unknown transport");
+        assert!(u.secure && u.lr);
+        assert_eq!(u.transport.as_deref(), Some("xyz"));
+        assert_eq!(u.maddr.as_deref(), Some("1.2.3.4"));
+        assert_eq!(u.user.as_deref(), Some("a"));
+        let u = SipUri::parse("sip:127.0.0.1:5060;ftag=abc;lr=on").expect("lr with a value");
+        assert!(u.lr);
+        assert_eq!(SipUri::parse("tel:+15551234567"), Err(ParseError::BadUri));
+        assert_eq!(SipUri::parse("sip:a@b:99999"), Err(ParseError::BadUri));
+        assert_eq!(SipUri::parse("sip:"), Err(ParseError::BadUri));
     }
 
     #[test]

@@ -1,3 +1,4 @@
 //! SIP (RFC 3261 and friends), sans-IO.
 
+pub mod dialog;
 pub mod message;
