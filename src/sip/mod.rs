@@ -2,3 +2,4 @@
 
 pub mod dialog;
 pub mod message;
+pub mod session_timer;
