@@ -1,1 +1,1759 @@
 //! Configuration: the TOML schema, its defaults and field-level validation.
+//!
+//! Every key is optional. A missing key takes the built-in default, and the
+//! built-in defaults are exactly the values in the shipped `config.toml`
+//! (a test holds the two together), so an empty file is a valid configuration:
+//! loopback only, SIP on 127.0.0.1:5060, ACL allowing 127.0.0.1/32.
+//! Unknown keys are refused (`deny_unknown_fields` on every table) so that a
+//! typo cannot silently fall back to a default.
+//!
+//! Loading happens in three steps, each of which names the file, the field
+//! and the reason on failure:
+//!
+//! 1. TOML syntax and schema (types, unknown keys, enum values, CIDRs, host
+//!    names) — [`ConfigError::Syntax`], with line and column;
+//! 2. value rules (ranges, orderings, duplicates, cross-field limits) —
+//!    [`ConfigError::Invalid`] with the dotted field path, no IO;
+//! 3. prompt files exist — [`Config::validate_prompts`], the only step that
+//!    touches the file system besides reading the file itself.
+//!
+//! [`Config::load`] runs all three; [`Config::from_toml_str`] runs 1 and 2.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+use thiserror::Error;
+
+use crate::acl::{self, Acl, AclAction};
+
+/// Every prompt the call flows play, in the order of `PROMPTS.md`; the file
+/// for `name` is `<prompts.dir>/<name>.wav` unless `[prompts.files]`
+/// overrides it. Start-up fails when one of them is missing.
+#[rustfmt::skip]
+pub const PROMPT_NAMES: &[&str] = &[
+    "welcome",
+    "ecbt_intro",
+    "ecbt_more_than",
+    "number_0", "number_1", "number_2", "number_3", "number_4",
+    "number_5", "number_6", "number_7", "number_8", "number_9",
+    "number_10", "number_11", "number_12", "number_13", "number_14",
+    "number_15", "number_16", "number_17", "number_18", "number_19",
+    "number_20", "number_21", "number_22", "number_23", "number_24",
+    "number_25", "number_26", "number_27", "number_28", "number_29",
+    "number_30", "number_31", "number_32", "number_33", "number_34",
+    "number_35", "number_36", "number_37", "number_38", "number_39",
+    "number_40", "number_41", "number_42", "number_43", "number_44",
+    "number_45", "number_46", "number_47", "number_48", "number_49",
+    "number_50", "number_51", "number_52", "number_53", "number_54",
+    "number_55", "number_56", "number_57", "number_58", "number_59",
+    "number_60",
+    "minute",
+    "minutes",
+    "callback_offer",
+    "ani_offer",
+    "enter_number",
+    "invalid_number",
+    "you_entered",
+    "digit_0", "digit_1", "digit_2", "digit_3", "digit_4",
+    "digit_5", "digit_6", "digit_7", "digit_8", "digit_9",
+    "digit_star",
+    "digit_pound",
+    "international_prefix",
+    "confirm",
+    "registered",
+    "already_scheduled",
+    "unable",
+    "returning_to_queue",
+    "hold_music",
+    "ringback",
+    "agent_whisper",
+    "customer_no_answer",
+    "recording_notice",
+    "goodbye",
+];
+
+/// The whole configuration file.
+///
+/// Equality compares the settings only, not where they were read from, so
+/// `Config::default() == Config::from_toml_str("", "x")?`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[sip]`: signalling listener and protocol timers.
+    pub sip: SipConfig,
+    /// `[rtp]`: media addresses and port range.
+    pub rtp: RtpConfig,
+    /// `[media]`: codecs and packetization.
+    pub media: MediaConfig,
+    /// `[prompts]`: where the prompt WAV files are.
+    pub prompts: PromptsConfig,
+    /// `[acl]`: who may send SIP and RTP.
+    pub acl: AclConfig,
+    /// `[call]`: per-call and global call limits.
+    pub call: CallConfig,
+    /// `[log]`: logging.
+    pub log: LogConfig,
+    /// Name used in error messages (the file path, or a label).
+    #[serde(skip)]
+    origin: String,
+}
+
+impl Config {
+    /// Reads, parses and fully validates the file at `path`, including that
+    /// every prompt file exists; relative prompt paths are resolved against
+    /// the directory containing `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Config::from_toml_str(&text, &path.display().to_string())?;
+        config.validate_prompts(path.parent().unwrap_or(Path::new("")))?;
+        Ok(config)
+    }
+
+    /// Parses TOML text and checks every value rule (steps 1 and 2 of the
+    /// module documentation; no IO). `origin` names the text in errors,
+    /// normally the file path.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| syntax_error(text, origin, &e))?;
+        config.origin = origin.to_owned();
+        config.check_values()?;
+        Ok(config)
+    }
+
+    /// Checks every value rule and that every prompt file exists under
+    /// `base_dir` (the directory relative paths are resolved against). For
+    /// configurations built or modified in code.
+    pub fn validate(&self, base_dir: &Path) -> Result<(), ConfigError> {
+        self.check_values()?;
+        self.validate_prompts(base_dir)
+    }
+
+    /// Checks that the file of every name in [`PROMPT_NAMES`] exists, as
+    /// resolved by [`PromptsConfig::file_path`]. The error names the first
+    /// missing file and how many more are missing.
+    pub fn validate_prompts(&self, base_dir: &Path) -> Result<(), ConfigError> {
+        let mut missing = PROMPT_NAMES
+            .iter()
+            .map(|name| self.prompts.file_path(base_dir, name))
+            .filter(|path| !path.is_file());
+        let Some(first) = missing.next() else {
+            return Ok(());
+        };
+        let more = missing.count();
+        Err(self.invalid("prompts", Invalid::MissingPromptFile { path: first, more }))
+    }
+
+    /// The name errors use for this configuration: the file path given to
+    /// [`Config::load`], the origin given to [`Config::from_toml_str`], or
+    /// `<built-in defaults>`.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Step 2: value rules, in file order; the first failure is returned.
+    fn check_values(&self) -> Result<(), ConfigError> {
+        let fail = |field: &str, reason: Invalid| Err(self.invalid(field, reason));
+        let in_range = |field: &str, value: u64, range: RangeInclusive<u64>| {
+            if range.contains(&value) {
+                return Ok(());
+            }
+            let (min, max) = range.into_inner();
+            fail(field, Invalid::OutOfRange { value, min, max })
+        };
+        let sip = &self.sip;
+        if sip.bind.port() == 0 {
+            return fail("sip.bind", Invalid::PortZero);
+        }
+        match &sip.advertised_host {
+            None if sip.bind.ip().is_unspecified() => {
+                return fail(
+                    "sip.advertised_host",
+                    Invalid::WildcardNeedsAdvertised {
+                        bound_field: "sip.bind",
+                        ip: sip.bind.ip(),
+                    },
+                );
+            }
+            Some(Host::Ip(ip)) if ip.is_unspecified() => {
+                return fail("sip.advertised_host", Invalid::Unspecified { ip: *ip });
+            }
+            None | Some(Host::Ip(_)) | Some(Host::Name(_)) => {}
+        }
+        if sip.advertised_port == Some(0) {
+            return fail("sip.advertised_port", Invalid::PortZero);
+        }
+        if sip.transports.is_empty() {
+            return fail("sip.transports", Invalid::Empty);
+        }
+        if let Some(dup) = first_duplicate(&sip.transports) {
+            return fail("sip.transports", Invalid::duplicate(dup.as_str()));
+        }
+        in_range(
+            "sip.max_message_size",
+            u64::try_from(sip.max_message_size).unwrap_or(u64::MAX),
+            1500..=1_048_576,
+        )?;
+        in_range("sip.t1_ms", sip.t1_ms, 1..=60_000)?;
+        in_range("sip.t2_ms", sip.t2_ms, 1..=60_000)?;
+        if sip.t1_ms > sip.t2_ms {
+            // RFC 3261 §17.1.2.2: T2 caps the doubling interval that starts at T1.
+            return fail(
+                "sip.t1_ms",
+                Invalid::exceeds(sip.t1_ms, "sip.t2_ms", sip.t2_ms),
+            );
+        }
+        in_range("sip.t4_ms", sip.t4_ms, 1..=60_000)?;
+        if !is_header_text(&sip.user_agent) {
+            return fail("sip.user_agent", Invalid::NotHeaderText);
+        }
+        if sip.min_se_s < MIN_SE_FLOOR_S {
+            // RFC 4028 §5: the Min-SE value MUST NOT be less than 90 seconds.
+            return fail(
+                "sip.min_se_s",
+                Invalid::BelowRfcMinimum {
+                    value: sip.min_se_s.into(),
+                    min: MIN_SE_FLOOR_S.into(),
+                    rule: "RFC 4028 §5",
+                },
+            );
+        }
+        if sip.min_se_s > sip.session_expires_s {
+            return fail(
+                "sip.min_se_s",
+                Invalid::exceeds(sip.min_se_s, "sip.session_expires_s", sip.session_expires_s),
+            );
+        }
+        in_range("sip.max_forwards", sip.max_forwards.into(), 1..=255)?;
+        in_range("sip.tcp_idle_timeout_s", sip.tcp_idle_timeout_s, 1..=86_400)?;
+
+        let rtp = &self.rtp;
+        match rtp.advertised_ip {
+            None if rtp.bind_ip.is_unspecified() => {
+                return fail(
+                    "rtp.advertised_ip",
+                    Invalid::WildcardNeedsAdvertised {
+                        bound_field: "rtp.bind_ip",
+                        ip: rtp.bind_ip,
+                    },
+                );
+            }
+            Some(ip) if ip.is_unspecified() => {
+                return fail("rtp.advertised_ip", Invalid::Unspecified { ip });
+            }
+            None | Some(_) => {}
+        }
+        in_range("rtp.port_min", u64::from(rtp.port_min), 1024..=65_535)?;
+        in_range("rtp.port_max", u64::from(rtp.port_max), 1024..=65_535)?;
+        if rtp.port_min % 2 != 0 {
+            // RFC 3550 §11: RTP on an even port, RTCP on the next (odd) one.
+            return fail(
+                "rtp.port_min",
+                Invalid::OddPort {
+                    value: rtp.port_min,
+                },
+            );
+        }
+        if rtp.port_min > rtp.port_max {
+            return fail(
+                "rtp.port_min",
+                Invalid::exceeds(rtp.port_min, "rtp.port_max", rtp.port_max),
+            );
+        }
+        if rtp.port_min == rtp.port_max {
+            return fail("rtp.port_max", Invalid::SinglePort { port: rtp.port_max });
+        }
+        in_range("rtp.rtp_timeout_s", rtp.rtp_timeout_s, 1..=3600)?;
+
+        let media = &self.media;
+        if media.codecs.is_empty() {
+            return fail("media.codecs", Invalid::Empty);
+        }
+        if let Some(dup) = first_duplicate(&media.codecs) {
+            return fail("media.codecs", Invalid::duplicate(dup.encoding_name()));
+        }
+        in_range("media.ptime_ms", u64::from(media.ptime_ms), 10..=60)?;
+        if media.ptime_ms % 10 != 0 {
+            return fail(
+                "media.ptime_ms",
+                Invalid::NotMultiple {
+                    value: media.ptime_ms.into(),
+                    of: 10,
+                },
+            );
+        }
+
+        if self.prompts.dir.as_os_str().is_empty() {
+            return fail("prompts.dir", Invalid::EmptyPath);
+        }
+        for (name, file) in &self.prompts.files {
+            let field = format!("prompts.files.{name}");
+            if !PROMPT_NAMES.contains(&name.as_str()) {
+                return fail(&field, Invalid::UnknownPrompt { name: name.clone() });
+            }
+            if file.as_os_str().is_empty() {
+                return fail(&field, Invalid::EmptyPath);
+            }
+        }
+
+        if self.call.max_duration_s == 0 {
+            return fail("call.max_duration_s", Invalid::Zero);
+        }
+        if self.call.max_calls == 0 {
+            return fail("call.max_calls", Invalid::Zero);
+        }
+        let pairs = rtp.port_pairs();
+        if self.call.max_calls > u32::from(pairs) {
+            return fail(
+                "call.max_calls",
+                Invalid::NotEnoughPorts {
+                    calls: self.call.max_calls,
+                    pairs,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn invalid(&self, field: &str, reason: Invalid) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.clone(),
+            field: field.to_owned(),
+            reason,
+        }
+    }
+}
+
+/// The built-in defaults: the values of the shipped `config.toml`.
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            sip: SipConfig::default(),
+            rtp: RtpConfig::default(),
+            media: MediaConfig::default(),
+            prompts: PromptsConfig::default(),
+            acl: AclConfig::default(),
+            call: CallConfig::default(),
+            log: LogConfig::default(),
+            origin: DEFAULTS_ORIGIN.to_owned(),
+        }
+    }
+}
+
+/// Compares the settings; [`Config::origin`] is deliberately left out.
+impl PartialEq for Config {
+    fn eq(&self, other: &Config) -> bool {
+        let Config {
+            sip,
+            rtp,
+            media,
+            prompts,
+            acl,
+            call,
+            log,
+            origin: _,
+        } = self;
+        *sip == other.sip
+            && *rtp == other.rtp
+            && *media == other.media
+            && *prompts == other.prompts
+            && *acl == other.acl
+            && *call == other.call
+            && *log == other.log
+    }
+}
+
+impl Eq for Config {}
+
+/// `[sip]`: the signalling listener and RFC 3261 / RFC 4028 parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// Local address for SIP over both UDP and TCP.
+    pub bind: SocketAddr,
+    /// Host put in Via sent-by and Contact; `None` = the IP of `bind`.
+    pub advertised_host: Option<Host>,
+    /// Port put next to `advertised_host`; `None` = the port of `bind`.
+    pub advertised_port: Option<u16>,
+    /// Transports served on `bind`.
+    pub transports: Vec<Transport>,
+    /// Largest SIP message accepted, in bytes.
+    pub max_message_size: usize,
+    /// RFC 3261 T1 (RTT estimate), milliseconds.
+    pub t1_ms: u64,
+    /// RFC 3261 T2 (retransmit interval cap), milliseconds.
+    pub t2_ms: u64,
+    /// RFC 3261 T4 (maximum message lifetime in the network), milliseconds.
+    pub t4_ms: u64,
+    /// Value of the User-Agent and Server header fields.
+    pub user_agent: String,
+    /// RFC 4028 Session-Expires we request, seconds.
+    pub session_expires_s: u32,
+    /// RFC 4028 Min-SE we accept, seconds (≥ 90).
+    pub min_se_s: u32,
+    /// Max-Forwards in requests we originate.
+    pub max_forwards: u8,
+    /// Idle TCP connections are closed after this many seconds.
+    pub tcp_idle_timeout_s: u64,
+}
+
+impl SipConfig {
+    /// The host for Via sent-by and Contact: `advertised_host`, else the IP
+    /// of `bind`.
+    pub fn advertised_host(&self) -> Host {
+        self.advertised_host
+            .clone()
+            .unwrap_or(Host::Ip(self.bind.ip()))
+    }
+
+    /// The port for Via sent-by and Contact: `advertised_port`, else the
+    /// port of `bind`.
+    pub fn advertised_port(&self) -> u16 {
+        self.advertised_port.unwrap_or(self.bind.port())
+    }
+
+    /// Whether `transport` is enabled.
+    pub fn serves(&self, transport: Transport) -> bool {
+        self.transports.contains(&transport)
+    }
+
+    /// T1 as a duration.
+    pub fn t1(&self) -> Duration {
+        Duration::from_millis(self.t1_ms)
+    }
+
+    /// T2 as a duration.
+    pub fn t2(&self) -> Duration {
+        Duration::from_millis(self.t2_ms)
+    }
+
+    /// T4 as a duration.
+    pub fn t4(&self) -> Duration {
+        Duration::from_millis(self.t4_ms)
+    }
+
+    /// The TCP idle timeout as a duration.
+    pub fn tcp_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.tcp_idle_timeout_s)
+    }
+}
+
+impl Default for SipConfig {
+    fn default() -> SipConfig {
+        SipConfig {
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060),
+            advertised_host: None,
+            advertised_port: None,
+            transports: vec![Transport::Udp, Transport::Tcp],
+            max_message_size: 65_535,
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            user_agent: "callbackd".to_owned(),
+            session_expires_s: 1800,
+            min_se_s: MIN_SE_FLOOR_S,
+            max_forwards: 70,
+            tcp_idle_timeout_s: 600,
+        }
+    }
+}
+
+/// A SIP transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// SIP over UDP (RFC 3261 §18).
+    Udp,
+    /// SIP over TCP (RFC 3261 §18).
+    Tcp,
+}
+
+impl Transport {
+    /// The lowercase name used in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// A host for Via sent-by and Contact: an IP address or a DNS name
+/// (RFC 3261 §25.1 `host`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Host {
+    /// A literal IPv4 or IPv6 address.
+    Ip(IpAddr),
+    /// A DNS name (letters, digits, hyphens; the last label starts with a
+    /// letter, so a mistyped dotted quad is not taken for a name).
+    Name(String),
+}
+
+/// Formats as in a SIP URI: IPv6 addresses in brackets.
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            Host::Ip(IpAddr::V4(ip)) => write!(f, "{ip}"),
+            Host::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+impl FromStr for Host {
+    type Err = InvalidHost;
+
+    /// Accepts an IPv4 address, an IPv6 address with or without brackets,
+    /// or a DNS name (RFC 3261 §25.1 `hostname`, without a trailing dot).
+    fn from_str(text: &str) -> Result<Host, InvalidHost> {
+        let invalid = || InvalidHost {
+            text: text.to_owned(),
+        };
+        if let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            return match inner.parse() {
+                Ok(ip) => Ok(Host::Ip(IpAddr::V6(ip))),
+                Err(_) => Err(invalid()),
+            };
+        }
+        if let Ok(ip) = text.parse() {
+            return Ok(Host::Ip(ip));
+        }
+        if text.is_empty() || text.len() > 253 {
+            return Err(invalid());
+        }
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        let top_starts_with_letter = text
+            .rsplit('.')
+            .next()
+            .and_then(|top| top.bytes().next())
+            .is_some_and(|b| b.is_ascii_alphabetic());
+        if text.split('.').all(label_ok) && top_starts_with_letter {
+            Ok(Host::Name(text.to_owned()))
+        } else {
+            Err(invalid())
+        }
+    }
+}
+
+impl TryFrom<String> for Host {
+    type Error = InvalidHost;
+
+    fn try_from(text: String) -> Result<Host, InvalidHost> {
+        text.parse()
+    }
+}
+
+/// A string that is neither an IP address nor a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid host {text:?}: expected an IP address or a DNS name")]
+pub struct InvalidHost {
+    /// The text as written.
+    pub text: String,
+}
+
+/// `[rtp]`: media addresses and the port range.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtpConfig {
+    /// Local IP the RTP/RTCP sockets bind to.
+    pub bind_ip: IpAddr,
+    /// IP put in the SDP c= line; `None` = `bind_ip`.
+    pub advertised_ip: Option<IpAddr>,
+    /// First port of the range (even).
+    pub port_min: u16,
+    /// Last port of the range (inclusive).
+    pub port_max: u16,
+    /// Hang up after this many seconds without incoming RTP.
+    pub rtp_timeout_s: u64,
+}
+
+impl RtpConfig {
+    /// The IP for the SDP c= line: `advertised_ip`, else `bind_ip`.
+    pub fn advertised_ip(&self) -> IpAddr {
+        self.advertised_ip.unwrap_or(self.bind_ip)
+    }
+
+    /// The configured ports, `port_min..=port_max`.
+    pub fn ports(&self) -> RangeInclusive<u16> {
+        self.port_min..=self.port_max
+    }
+
+    /// How many (even RTP, odd RTCP) port pairs fit into the range, i.e. how
+    /// many media streams can be open at once. Zero for an invalid range.
+    pub fn port_pairs(&self) -> u16 {
+        let first = self.port_min.saturating_add(self.port_min % 2);
+        if self.port_max <= first {
+            return 0;
+        }
+        (self.port_max - first).div_ceil(2)
+    }
+
+    /// The RTP inactivity timeout as a duration.
+    pub fn rtp_timeout(&self) -> Duration {
+        Duration::from_secs(self.rtp_timeout_s)
+    }
+}
+
+impl Default for RtpConfig {
+    fn default() -> RtpConfig {
+        RtpConfig {
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            advertised_ip: None,
+            port_min: 20_000,
+            port_max: 20_999,
+            rtp_timeout_s: 60,
+        }
+    }
+}
+
+/// `[media]`: codecs and packetization.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Codecs in order of preference.
+    pub codecs: Vec<Codec>,
+    /// Packetization time of the audio we send, milliseconds.
+    pub ptime_ms: u32,
+}
+
+impl MediaConfig {
+    /// The packetization time as a duration.
+    pub fn ptime(&self) -> Duration {
+        Duration::from_millis(self.ptime_ms.into())
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> MediaConfig {
+        MediaConfig {
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            ptime_ms: 20,
+        }
+    }
+}
+
+/// An audio codec callbackd can answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum Codec {
+    /// G.711 µ-law, static payload type 0 (RFC 3551 §6).
+    #[serde(rename = "PCMU")]
+    Pcmu,
+    /// G.711 A-law, static payload type 8 (RFC 3551 §6).
+    #[serde(rename = "PCMA")]
+    Pcma,
+}
+
+impl Codec {
+    /// The static RTP payload type (RFC 3551 §6, Table 4).
+    pub fn payload_type(self) -> u8 {
+        match self {
+            Codec::Pcmu => 0,
+            Codec::Pcma => 8,
+        }
+    }
+
+    /// The SDP encoding name (`a=rtpmap:<pt> <name>/8000`).
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+        }
+    }
+}
+
+/// `[prompts]`: where the prompt WAV files are.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PromptsConfig {
+    /// Prompt directory; relative to the configuration file's directory.
+    pub dir: PathBuf,
+    /// Per-prompt file overrides, `name -> file` relative to `dir`.
+    pub files: BTreeMap<String, PathBuf>,
+}
+
+impl PromptsConfig {
+    /// Where the file for prompt `name` is: `base_dir/dir/<override or
+    /// name.wav>` (an absolute `dir` or override replaces what precedes it).
+    pub fn file_path(&self, base_dir: &Path, name: &str) -> PathBuf {
+        let dir = base_dir.join(&self.dir);
+        match self.files.get(name) {
+            Some(file) => dir.join(file),
+            None => dir.join(format!("{name}.wav")),
+        }
+    }
+}
+
+impl Default for PromptsConfig {
+    fn default() -> PromptsConfig {
+        PromptsConfig {
+            dir: PathBuf::from("prompts"),
+            files: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[acl]`: allow-lists for SIP and RTP sources.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AclConfig {
+    /// Networks allowed to send SIP (empty = nobody).
+    #[serde(deserialize_with = "deserialize_sip_nets")]
+    pub sip: Vec<IpNet>,
+    /// Networks allowed to send RTP (empty = nobody).
+    #[serde(deserialize_with = "deserialize_rtp_nets")]
+    pub rtp: Vec<IpNet>,
+    /// What happens to SIP requests from other sources.
+    pub action: AclAction,
+}
+
+impl AclConfig {
+    /// The SIP allow-list, ready for per-message checks.
+    pub fn sip_acl(&self) -> Acl {
+        Acl::new(&self.sip)
+    }
+
+    /// The RTP allow-list, ready for per-packet checks.
+    pub fn rtp_acl(&self) -> Acl {
+        Acl::new(&self.rtp)
+    }
+}
+
+impl Default for AclConfig {
+    fn default() -> AclConfig {
+        let loopback = IpNet::from(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        AclConfig {
+            sip: vec![loopback],
+            rtp: vec![loopback],
+            action: AclAction::Reject,
+        }
+    }
+}
+
+/// `[call]`: call limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallConfig {
+    /// Longest call, seconds; the engine sends BYE when it is reached.
+    pub max_duration_s: u64,
+    /// Most concurrent calls; INVITEs above it are answered 503.
+    pub max_calls: u32,
+}
+
+impl CallConfig {
+    /// The longest call as a duration.
+    pub fn max_duration(&self) -> Duration {
+        Duration::from_secs(self.max_duration_s)
+    }
+}
+
+impl Default for CallConfig {
+    fn default() -> CallConfig {
+        CallConfig {
+            max_duration_s: 14_400,
+            max_calls: 200,
+        }
+    }
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Least severe level written.
+    pub level: LogLevel,
+}
+
+/// A log verbosity, as in `tracing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Normal operation (the default).
+    #[default]
+    Info,
+    /// Per-call detail.
+    Debug,
+    /// Per-message detail.
+    Trace,
+}
+
+impl From<LogLevel> for tracing::Level {
+    fn from(level: LogLevel) -> tracing::Level {
+        match level {
+            LogLevel::Error => tracing::Level::ERROR,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Trace => tracing::Level::TRACE,
+        }
+    }
+}
+
+/// Why a configuration was refused. All are local faults (the operator's
+/// file), displayed as `origin: where: what`.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The path given to [`Config::load`].
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The text is not TOML or does not fit the schema: bad syntax, unknown
+    /// key, wrong type, unknown enum value, malformed address.
+    #[error("{origin}{}: {message}", location_prefix(location.as_ref(), message))]
+    Syntax {
+        /// The file (or label) the text came from.
+        origin: String,
+        /// Where in the text, when the parser knows.
+        location: Option<Location>,
+        /// The parser's description.
+        message: String,
+    },
+    /// A well-formed value breaks a rule.
+    #[error("{origin}: {field}: {reason}")]
+    Invalid {
+        /// The file (or label) the configuration came from.
+        origin: String,
+        /// Dotted path of the field, e.g. `rtp.port_min` or `acl.sip[1]`.
+        field: String,
+        /// The rule it breaks.
+        reason: Invalid,
+    },
+}
+
+/// A position in the configuration text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// The `[table]` header the position is under, if any.
+    pub table: Option<String>,
+}
+
+/// The rule a configuration value breaks.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Invalid {
+    /// A number is outside its allowed range.
+    #[error("{value} is outside {min}..={max}")]
+    OutOfRange {
+        /// The configured value.
+        value: u64,
+        /// Smallest allowed value.
+        min: u64,
+        /// Largest allowed value.
+        max: u64,
+    },
+    /// A value must not exceed another field.
+    #[error("{value} is greater than {other_field} {other}")]
+    Exceeds {
+        /// The configured value.
+        value: u64,
+        /// The field it is compared with.
+        other_field: &'static str,
+        /// That field's value.
+        other: u64,
+    },
+    /// A value is below a floor set by a standard.
+    #[error("{value} is below {min}, the minimum set by {rule}")]
+    BelowRfcMinimum {
+        /// The configured value.
+        value: u64,
+        /// The floor.
+        min: u64,
+        /// Where the floor comes from.
+        rule: &'static str,
+    },
+    /// A value must be a multiple of a step.
+    #[error("{value} is not a multiple of {of}")]
+    NotMultiple {
+        /// The configured value.
+        value: u64,
+        /// The step.
+        of: u64,
+    },
+    /// A value must be at least 1.
+    #[error("must be at least 1")]
+    Zero,
+    /// Port 0 (an ephemeral port) cannot be configured.
+    #[error("port 0 is not allowed")]
+    PortZero,
+    /// The RTP range must start on an even port.
+    #[error(
+        "{value} is odd; RTP takes the even port of each pair and RTCP the odd one (RFC 3550 §11)"
+    )]
+    OddPort {
+        /// The configured port.
+        value: u16,
+    },
+    /// The RTP range holds a single port.
+    #[error("equals rtp.port_min {port}; the range needs at least one RTP/RTCP port pair")]
+    SinglePort {
+        /// The port.
+        port: u16,
+    },
+    /// More concurrent calls than RTP port pairs.
+    #[error(
+        "{calls} calls need more RTP port pairs than the {pairs} in rtp.port_min..=rtp.port_max"
+    )]
+    NotEnoughPorts {
+        /// Configured concurrent calls.
+        calls: u32,
+        /// Port pairs in the range.
+        pairs: u16,
+    },
+    /// A wildcard bind address cannot be put into Via, Contact or SDP.
+    #[error("must be set when {bound_field} is the wildcard address {ip}")]
+    WildcardNeedsAdvertised {
+        /// The bind field.
+        bound_field: &'static str,
+        /// Its wildcard IP.
+        ip: IpAddr,
+    },
+    /// The unspecified address cannot be advertised.
+    #[error("{ip} cannot be advertised to peers")]
+    Unspecified {
+        /// The configured IP.
+        ip: IpAddr,
+    },
+    /// A list must not be empty.
+    #[error("must list at least one entry")]
+    Empty,
+    /// A list names an entry twice.
+    #[error("{entry} is listed twice")]
+    Duplicate {
+        /// The repeated entry.
+        entry: String,
+    },
+    /// A header value with control characters or non-ASCII text.
+    #[error("must be 1..=256 printable ASCII characters (it becomes a header value)")]
+    NotHeaderText,
+    /// A path is empty.
+    #[error("must not be empty")]
+    EmptyPath,
+    /// `[prompts.files]` names a prompt that does not exist.
+    #[error("unknown prompt name {name:?} (see config::PROMPT_NAMES)")]
+    UnknownPrompt {
+        /// The name as written.
+        name: String,
+    },
+    /// A prompt file is not there.
+    #[error("missing prompt file {}{}", path.display(), and_more(*more))]
+    MissingPromptFile {
+        /// The first missing file, as resolved.
+        path: PathBuf,
+        /// How many other prompt files are missing too.
+        more: usize,
+    },
+}
+
+impl Invalid {
+    fn exceeds(value: impl Into<u64>, other_field: &'static str, other: impl Into<u64>) -> Invalid {
+        Invalid::Exceeds {
+            value: value.into(),
+            other_field,
+            other: other.into(),
+        }
+    }
+
+    fn duplicate(entry: &str) -> Invalid {
+        Invalid::Duplicate {
+            entry: entry.to_owned(),
+        }
+    }
+}
+
+/// Origin of [`Config::default`].
+const DEFAULTS_ORIGIN: &str = "<built-in defaults>";
+
+/// RFC 4028 §5: no Min-SE below 90 seconds.
+const MIN_SE_FLOOR_S: u32 = 90;
+
+fn first_duplicate<T: PartialEq>(items: &[T]) -> Option<&T> {
+    items
+        .iter()
+        .enumerate()
+        .find(|(i, item)| items[..*i].contains(item))
+        .map(|(_, item)| item)
+}
+
+/// 1..=256 characters of printable ASCII (space through `~`): nothing that
+/// could end or fold a header line.
+fn is_header_text(text: &str) -> bool {
+    (1..=256).contains(&text.len()) && text.bytes().all(|b| (b' '..=b'~').contains(&b))
+}
+
+fn deserialize_sip_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    deserialize_nets(d, "acl.sip")
+}
+
+fn deserialize_rtp_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    deserialize_nets(d, "acl.rtp")
+}
+
+/// A list of CIDR strings (bare addresses allowed, see [`acl::parse_cidr`]);
+/// the error names the field and the entry index.
+fn deserialize_nets<'de, D: Deserializer<'de>>(d: D, field: &str) -> Result<Vec<IpNet>, D::Error> {
+    let entries = Vec::<String>::deserialize(d)?;
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            acl::parse_cidr(entry)
+                .map_err(|e| serde::de::Error::custom(format!("{field}[{i}]: {e}")))
+        })
+        .collect()
+}
+
+/// Turns a toml error into [`ConfigError::Syntax`] with line, column and the
+/// enclosing table.
+fn syntax_error(text: &str, origin: &str, error: &toml::de::Error) -> ConfigError {
+    let location = error.span().and_then(|span| locate(text, span.start));
+    ConfigError::Syntax {
+        origin: origin.to_owned(),
+        location,
+        message: error.message().trim_end().replace('\n', "; "),
+    }
+}
+
+/// Line, column and enclosing `[table]` of byte offset `offset`.
+fn locate(text: &str, offset: usize) -> Option<Location> {
+    let before = text.get(..offset)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
+    // The table is the last header line above this one. Only lines that look
+    // like a header of bare keys count, so an array element on a line of its
+    // own is not mistaken for one. An error on a header line itself (an
+    // unknown table) is about a key whose parent the header spells out, so
+    // no enclosing table is named for it.
+    let this_line = text[line_start..].lines().next().unwrap_or("");
+    let table = match table_header(this_line) {
+        Some(_) => None,
+        None => before[..line_start].lines().rev().find_map(table_header),
+    };
+    Some(Location {
+        line,
+        column,
+        table,
+    })
+}
+
+/// The table name if `line` is a `[table]` or `[[table]]` header of bare keys.
+fn table_header(line: &str) -> Option<String> {
+    let line = line.split('#').next().unwrap_or("").trim();
+    let inner = line.strip_prefix('[')?.strip_suffix(']')?;
+    let inner = inner
+        .strip_prefix('[')
+        .and_then(|i| i.strip_suffix(']'))
+        .unwrap_or(inner);
+    let name: String = inner.chars().filter(|c| *c != ' ' && *c != '\t').collect();
+    let bare = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.';
+    (!name.is_empty() && name.chars().all(bare)).then_some(name)
+}
+
+/// `:line:column` and, unless the message already names it, `: in [table]`.
+fn location_prefix(location: Option<&Location>, message: &str) -> String {
+    let Some(loc) = location else {
+        return String::new();
+    };
+    match &loc.table {
+        Some(table) if !message.starts_with(&format!("{table}.")) => {
+            format!(":{}:{}: in [{table}]", loc.line, loc.column)
+        }
+        Some(_) | None => format!(":{}:{}", loc.line, loc.column),
+    }
+}
+
+fn and_more(more: usize) -> String {
+    match more {
+        0 => String::new(),
+        n => format!(" (and {n} more)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../config.toml");
+
+    /// A directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir()
+                .join(format!("callbackd-config-test-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("create temp dir");
+            TempDir(dir)
+        }
+
+        /// Creates `prompts/<name>.wav` for every prompt except `skip`.
+        fn with_prompts(skip: &[&str]) -> TempDir {
+            let t = TempDir::new();
+            let dir = t.0.join("prompts");
+            std::fs::create_dir_all(&dir).expect("create prompts dir");
+            for name in PROMPT_NAMES.iter().filter(|n| !skip.contains(n)) {
+                std::fs::write(dir.join(format!("{name}.wav")), b"RIFF").expect("write prompt");
+            }
+            t
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, "config.toml")
+    }
+
+    /// Parses `text`, expects an error, returns its display.
+    fn error(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn shipped_config_parses_and_equals_defaults() {
+        let shipped = parse(SHIPPED).expect("shipped config.toml");
+        assert_eq!(shipped, Config::default());
+        assert_eq!(shipped.origin(), "config.toml");
+    }
+
+    #[test]
+    fn shipped_config_validates_with_prompts_present() {
+        let dir = TempDir::with_prompts(&[]);
+        let shipped = parse(SHIPPED).expect("shipped config.toml");
+        shipped.validate(&dir.0).expect("all prompts exist");
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let empty = parse("").expect("empty file");
+        assert_eq!(empty, Config::default());
+        let sections_only =
+            parse("[sip]\n[rtp]\n[media]\n[prompts]\n[prompts.files]\n[acl]\n[call]\n[log]\n")
+                .expect("empty tables");
+        assert_eq!(sections_only, Config::default());
+    }
+
+    #[test]
+    fn defaults_are_the_documented_values() {
+        let c = Config::default();
+        assert_eq!(c.sip.bind, "127.0.0.1:5060".parse().expect("addr"));
+        assert_eq!(
+            c.sip.advertised_host(),
+            Host::Ip("127.0.0.1".parse().expect("ip"))
+        );
+        assert_eq!(c.sip.advertised_port(), 5060);
+        assert!(c.sip.serves(Transport::Udp) && c.sip.serves(Transport::Tcp));
+        assert_eq!(c.sip.max_message_size, 65_535);
+        assert_eq!(
+            (c.sip.t1(), c.sip.t2(), c.sip.t4()),
+            (
+                Duration::from_millis(500),
+                Duration::from_millis(4000),
+                Duration::from_millis(5000),
+            )
+        );
+        assert_eq!(
+            (c.sip.session_expires_s, c.sip.min_se_s, c.sip.max_forwards),
+            (1800, 90, 70)
+        );
+        assert_eq!(c.rtp.advertised_ip(), c.rtp.bind_ip);
+        assert_eq!(c.rtp.ports(), 20_000..=20_999);
+        assert_eq!(c.rtp.port_pairs(), 500);
+        assert_eq!(c.rtp.rtp_timeout(), Duration::from_secs(60));
+        assert_eq!(c.media.codecs, [Codec::Pcmu, Codec::Pcma]);
+        assert_eq!(c.media.ptime(), Duration::from_millis(20));
+        assert_eq!(c.prompts.dir, Path::new("prompts"));
+        assert_eq!(c.acl.action, AclAction::Reject);
+        assert_eq!(c.call.max_duration(), Duration::from_secs(14_400));
+        assert_eq!(c.log.level, LogLevel::Info);
+        assert_eq!(c.origin(), "<built-in defaults>");
+    }
+
+    #[test]
+    fn shipped_acl_allows_loopback_only() {
+        let c = parse(SHIPPED).expect("shipped config.toml");
+        for acl in [c.acl.sip_acl(), c.acl.rtp_acl()] {
+            assert!(acl.allows("127.0.0.1".parse().expect("ip")));
+            assert!(acl.allows("::ffff:127.0.0.1".parse().expect("ip")));
+            assert!(!acl.allows("127.0.0.2".parse().expect("ip")), "outsider");
+            assert!(!acl.allows("192.0.2.1".parse().expect("ip")));
+        }
+    }
+
+    #[test]
+    fn reads_every_field() {
+        let c = parse(
+            r#"
+            [sip]
+            bind = "0.0.0.0:5080"
+            advertised_host = "sip.example.com"
+            advertised_port = 5070
+            transports = ["tcp"]
+            max_message_size = 1500
+            t1_ms = 250
+            t2_ms = 250
+            t4_ms = 2500
+            user_agent = "acme-ivr/2"
+            session_expires_s = 600
+            min_se_s = 120
+            max_forwards = 20
+            tcp_idle_timeout_s = 30
+            [rtp]
+            bind_ip = "::"
+            advertised_ip = "2001:db8::5"
+            port_min = 30000
+            port_max = 30001
+            rtp_timeout_s = 5
+            [media]
+            codecs = ["PCMA"]
+            ptime_ms = 30
+            [prompts]
+            dir = "/srv/prompts"
+            files = { welcome = "hello.wav" }
+            [acl]
+            sip = ["198.51.100.0/24", "2001:db8::1"]
+            rtp = []
+            action = "drop"
+            [call]
+            max_duration_s = 60
+            max_calls = 1
+            [log]
+            level = "trace"
+            "#,
+        )
+        .expect("full config");
+        assert_eq!(
+            c.sip.advertised_host(),
+            Host::Name("sip.example.com".into())
+        );
+        assert_eq!(c.sip.advertised_port(), 5070);
+        assert!(!c.sip.serves(Transport::Udp));
+        assert_eq!(c.sip.t4(), Duration::from_millis(2500));
+        assert_eq!(
+            c.rtp.advertised_ip(),
+            "2001:db8::5".parse::<IpAddr>().expect("ip")
+        );
+        assert_eq!(c.rtp.port_pairs(), 1);
+        assert_eq!(c.media.codecs, [Codec::Pcma]);
+        assert_eq!(
+            c.prompts.file_path(Path::new("/etc"), "welcome"),
+            Path::new("/srv/prompts/hello.wav")
+        );
+        assert_eq!(
+            c.prompts.file_path(Path::new("/etc"), "goodbye"),
+            Path::new("/srv/prompts/goodbye.wav")
+        );
+        assert_eq!(c.acl.sip[1].prefix_len(), 128);
+        assert!(c.acl.rtp_acl().is_empty());
+        assert_eq!(c.acl.action, AclAction::Drop);
+        assert_eq!(tracing::Level::from(c.log.level), tracing::Level::TRACE);
+    }
+
+    #[test]
+    fn rejects_unknown_key() {
+        let e = error("[sip]\nbind = \"127.0.0.1:5060\"\nbnd = \"127.0.0.1:5060\"\n");
+        assert!(
+            e.starts_with("config.toml:3:1: in [sip]: unknown field `bnd`, expected one of"),
+            "{e}"
+        );
+        assert!(e.contains("`bind`"), "{e}");
+    }
+
+    #[test]
+    fn rejects_unknown_table() {
+        let e = error("[sip]\n[sipp]\nbind = 1\n");
+        assert!(
+            e.starts_with("config.toml:2:2: unknown field `sipp`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_nested_key() {
+        let e = error("[prompts]\nfiles = {}\ndirr = \"x\"\n");
+        assert!(
+            e.starts_with("config.toml:3:1: in [prompts]: unknown field `dirr`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_toml_syntax_error() {
+        let e = error("[sip\nbind = 1\n");
+        assert!(e.starts_with("config.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn rejects_wrong_type_with_position() {
+        let e = error("[rtp]\nport_min = \"20000\"\n");
+        assert!(
+            e.starts_with("config.toml:2:12: in [rtp]: invalid type: string"),
+            "{e}"
+        );
+        let e = error("[sip]\nbind = \"localhost:5060\"\n");
+        assert!(
+            e.starts_with("config.toml:2:8: in [sip]: invalid socket address"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_cidr() {
+        let e = error("[acl]\nsip = [\n  \"10.0.0.1\",\n  \"10.0.0.300/8\",\n]\n");
+        assert!(
+            e.starts_with("config.toml:2:7: acl.sip[1]: invalid CIDR \"10.0.0.300/8\": "),
+            "{e}"
+        );
+        let e = error("[acl]\nrtp = [\"10.0.0.0/33\"]\n");
+        assert!(
+            e.contains("acl.rtp[0]: invalid CIDR \"10.0.0.0/33\": prefix length /33"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_acl_action() {
+        let e = error("[acl]\naction = \"deny\"\n");
+        assert!(
+            e.starts_with("config.toml:2:10: in [acl]: unknown variant `deny`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_inverted_port_range() {
+        let e = error("[rtp]\nport_min = 30000\nport_max = 20000\n");
+        assert_eq!(
+            e,
+            "config.toml: rtp.port_min: 30000 is greater than rtp.port_max 20000"
+        );
+    }
+
+    #[test]
+    fn rejects_single_port_range() {
+        let e = error("[rtp]\nport_min = 30000\nport_max = 30000\n");
+        assert!(
+            e.starts_with("config.toml: rtp.port_max: equals rtp.port_min 30000"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_odd_port_min() {
+        let e = error("[rtp]\nport_min = 20001\n");
+        assert!(
+            e.starts_with("config.toml: rtp.port_min: 20001 is odd"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_privileged_rtp_port() {
+        let e = error("[rtp]\nport_min = 1000\nport_max = 2000\n");
+        assert_eq!(e, "config.toml: rtp.port_min: 1000 is outside 1024..=65535");
+    }
+
+    #[test]
+    fn rejects_missing_prompt_file() {
+        let dir = TempDir::with_prompts(&["welcome", "goodbye"]);
+        let c = parse("").expect("defaults");
+        let e = c
+            .validate_prompts(&dir.0)
+            .expect_err("two missing")
+            .to_string();
+        let expected = dir.0.join("prompts").join("welcome.wav");
+        assert_eq!(
+            e,
+            format!(
+                "config.toml: prompts: missing prompt file {} (and 1 more)",
+                expected.display()
+            )
+        );
+    }
+
+    #[test]
+    fn rejects_missing_prompt_dir() {
+        let dir = TempDir::new();
+        let e = Config::default()
+            .validate(&dir.0)
+            .expect_err("no prompts")
+            .to_string();
+        assert!(
+            e.starts_with("<built-in defaults>: prompts: missing prompt file"),
+            "{e}"
+        );
+        assert!(
+            e.ends_with(&format!("(and {} more)", PROMPT_NAMES.len() - 1)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn prompt_override_replaces_default_file() {
+        let dir = TempDir::with_prompts(&["welcome"]);
+        std::fs::write(dir.0.join("prompts").join("hi.wav"), b"RIFF").expect("write");
+        let c = parse("[prompts.files]\nwelcome = \"hi.wav\"\n").expect("override");
+        c.validate_prompts(&dir.0)
+            .expect("override satisfies welcome");
+        let c = parse("[prompts.files]\nwelcome = \"nope.wav\"\n").expect("override");
+        let e = c
+            .validate_prompts(&dir.0)
+            .expect_err("override missing")
+            .to_string();
+        assert!(
+            e.contains("prompts: missing prompt file") && e.ends_with("nope.wav"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_prompt_override() {
+        let e = error("[prompts.files]\nwelcom = \"w.wav\"\n");
+        assert_eq!(
+            e,
+            "config.toml: prompts.files.welcom: unknown prompt name \"welcom\" (see config::PROMPT_NAMES)"
+        );
+    }
+
+    #[test]
+    fn rejects_empty_prompt_dir() {
+        let e = error("[prompts]\ndir = \"\"\n");
+        assert_eq!(e, "config.toml: prompts.dir: must not be empty");
+    }
+
+    #[test]
+    fn rejects_duplicate_codec() {
+        let e = error("[media]\ncodecs = [\"PCMA\", \"PCMU\", \"PCMA\"]\n");
+        assert_eq!(e, "config.toml: media.codecs: PCMA is listed twice");
+    }
+
+    #[test]
+    fn rejects_empty_codec_list() {
+        let e = error("[media]\ncodecs = []\n");
+        assert_eq!(e, "config.toml: media.codecs: must list at least one entry");
+    }
+
+    #[test]
+    fn rejects_unknown_codec() {
+        let e = error("[media]\ncodecs = [\"G729\"]\n");
+        assert!(
+            e.starts_with("config.toml:2:11: in [media]: unknown variant `G729`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_min_se_below_90() {
+        let e = error("[sip]\nmin_se_s = 89\n");
+        assert_eq!(
+            e,
+            "config.toml: sip.min_se_s: 89 is below 90, the minimum set by RFC 4028 §5"
+        );
+    }
+
+    #[test]
+    fn rejects_min_se_above_session_expires() {
+        let e = error("[sip]\nsession_expires_s = 300\nmin_se_s = 600\n");
+        assert_eq!(
+            e,
+            "config.toml: sip.min_se_s: 600 is greater than sip.session_expires_s 300"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_ptime() {
+        let e = error("[media]\nptime_ms = 25\n");
+        assert_eq!(e, "config.toml: media.ptime_ms: 25 is not a multiple of 10");
+        let e = error("[media]\nptime_ms = 70\n");
+        assert_eq!(e, "config.toml: media.ptime_ms: 70 is outside 10..=60");
+        let e = error("[media]\nptime_ms = 0\n");
+        assert_eq!(e, "config.toml: media.ptime_ms: 0 is outside 10..=60");
+    }
+
+    #[test]
+    fn rejects_t1_above_t2() {
+        let e = error("[sip]\nt1_ms = 5000\nt2_ms = 4000\n");
+        assert_eq!(
+            e,
+            "config.toml: sip.t1_ms: 5000 is greater than sip.t2_ms 4000"
+        );
+    }
+
+    #[test]
+    fn rejects_max_message_size_out_of_range() {
+        let e = error("[sip]\nmax_message_size = 1499\n");
+        assert_eq!(
+            e,
+            "config.toml: sip.max_message_size: 1499 is outside 1500..=1048576"
+        );
+        let e = error("[sip]\nmax_message_size = 1048577\n");
+        assert_eq!(
+            e,
+            "config.toml: sip.max_message_size: 1048577 is outside 1500..=1048576"
+        );
+    }
+
+    #[test]
+    fn rejects_zero_max_forwards() {
+        let e = error("[sip]\nmax_forwards = 0\n");
+        assert_eq!(e, "config.toml: sip.max_forwards: 0 is outside 1..=255");
+    }
+
+    #[test]
+    fn rejects_empty_and_duplicate_transports() {
+        let e = error("[sip]\ntransports = []\n");
+        assert_eq!(
+            e,
+            "config.toml: sip.transports: must list at least one entry"
+        );
+        let e = error("[sip]\ntransports = [\"udp\", \"udp\"]\n");
+        assert_eq!(e, "config.toml: sip.transports: udp is listed twice");
+        let e = error("[sip]\ntransports = [\"tls\"]\n");
+        assert!(e.contains("unknown variant `tls`"), "{e}");
+    }
+
+    #[test]
+    fn rejects_header_injection_in_user_agent() {
+        let e = error("[sip]\nuser_agent = \"x\\r\\nVia: evil\"\n");
+        assert!(
+            e.starts_with("config.toml: sip.user_agent: must be 1..=256 printable ASCII"),
+            "{e}"
+        );
+        let e = error("[sip]\nuser_agent = \"\"\n");
+        assert!(e.starts_with("config.toml: sip.user_agent: "), "{e}");
+    }
+
+    #[test]
+    fn rejects_wildcard_bind_without_advertised_host() {
+        let e = error("[sip]\nbind = \"0.0.0.0:5060\"\n");
+        assert_eq!(
+            e,
+            "config.toml: sip.advertised_host: must be set when sip.bind is the wildcard address 0.0.0.0"
+        );
+        parse("[sip]\nbind = \"0.0.0.0:5060\"\nadvertised_host = \"203.0.113.10\"\n")
+            .expect("wildcard with advertised host");
+    }
+
+    #[test]
+    fn rejects_wildcard_rtp_bind_without_advertised_ip() {
+        let e = error("[rtp]\nbind_ip = \"::\"\n");
+        assert_eq!(
+            e,
+            "config.toml: rtp.advertised_ip: must be set when rtp.bind_ip is the wildcard address ::"
+        );
+        let e = error("[rtp]\nadvertised_ip = \"0.0.0.0\"\n");
+        assert_eq!(
+            e,
+            "config.toml: rtp.advertised_ip: 0.0.0.0 cannot be advertised to peers"
+        );
+    }
+
+    #[test]
+    fn rejects_invalid_advertised_host() {
+        for bad in [
+            "10.0.0.300",
+            "-sip.example.com",
+            "sip..example.com",
+            "sip_x.example.com",
+            "[10.0.0.1]",
+            "",
+        ] {
+            let e = error(&format!("[sip]\nadvertised_host = \"{bad}\"\n"));
+            assert!(
+                e.starts_with("config.toml:2:19: in [sip]: invalid host"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_parses_addresses_and_names() {
+        assert_eq!(
+            "[2001:db8::1]".parse(),
+            Ok(Host::Ip("2001:db8::1".parse().expect("ip")))
+        );
+        assert_eq!(
+            "2001:db8::1".parse::<Host>().map(|h| h.to_string()),
+            Ok("[2001:db8::1]".into())
+        );
+        assert_eq!(
+            "192.0.2.1".parse::<Host>().map(|h| h.to_string()),
+            Ok("192.0.2.1".into())
+        );
+        assert_eq!(
+            "pbx-1.example.net".parse(),
+            Ok(Host::Name("pbx-1.example.net".into()))
+        );
+        assert_eq!("localhost".parse(), Ok(Host::Name("localhost".into())));
+    }
+
+    #[test]
+    fn rejects_bind_port_zero() {
+        let e = error("[sip]\nbind = \"127.0.0.1:0\"\n");
+        assert_eq!(e, "config.toml: sip.bind: port 0 is not allowed");
+    }
+
+    #[test]
+    fn rejects_zero_call_limits() {
+        let e = error("[call]\nmax_duration_s = 0\n");
+        assert_eq!(e, "config.toml: call.max_duration_s: must be at least 1");
+        let e = error("[call]\nmax_calls = 0\n");
+        assert_eq!(e, "config.toml: call.max_calls: must be at least 1");
+    }
+
+    #[test]
+    fn rejects_max_calls_beyond_port_pairs() {
+        let e = error("[rtp]\nport_min = 20000\nport_max = 20009\n[call]\nmax_calls = 6\n");
+        assert_eq!(
+            e,
+            "config.toml: call.max_calls: 6 calls need more RTP port pairs than the 5 in rtp.port_min..=rtp.port_max"
+        );
+        parse("[rtp]\nport_min = 20000\nport_max = 20009\n[call]\nmax_calls = 5\n")
+            .expect("5 pairs");
+    }
+
+    #[test]
+    fn port_pairs_need_the_odd_rtcp_port() {
+        let rtp = |port_min, port_max| RtpConfig {
+            port_min,
+            port_max,
+            ..RtpConfig::default()
+        };
+        assert_eq!(rtp(20_000, 20_001).port_pairs(), 1);
+        assert_eq!(
+            rtp(20_000, 20_002).port_pairs(),
+            1,
+            "20002 has no RTCP partner"
+        );
+        assert_eq!(rtp(20_000, 20_003).port_pairs(), 2);
+        assert_eq!(rtp(20_000, 20_000).port_pairs(), 0);
+        assert_eq!(rtp(30_000, 20_000).port_pairs(), 0);
+        assert_eq!(rtp(65_534, 65_535).port_pairs(), 1);
+    }
+
+    #[test]
+    fn rejects_unknown_log_level() {
+        let e = error("[log]\nlevel = \"verbose\"\n");
+        assert!(
+            e.starts_with("config.toml:2:9: in [log]: unknown variant `verbose`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn load_resolves_prompts_next_to_the_file() {
+        let dir = TempDir::with_prompts(&[]);
+        let path = dir.0.join("callbackd.toml");
+        std::fs::write(&path, "[call]\nmax_calls = 10\n").expect("write config");
+        let c = Config::load(&path).expect("load");
+        assert_eq!(c.call.max_calls, 10);
+        assert_eq!(c.origin(), path.display().to_string());
+    }
+
+    #[test]
+    fn load_names_the_file_in_errors() {
+        let dir = TempDir::new();
+        let path = dir.0.join("callbackd.toml");
+        let e = Config::load(&path).expect_err("no file").to_string();
+        assert!(
+            e.starts_with(&format!("{}: cannot read: ", path.display())),
+            "{e}"
+        );
+        std::fs::write(&path, "[rtp]\nport_min = 20001\n").expect("write config");
+        let e = Config::load(&path).expect_err("odd port").to_string();
+        assert!(
+            e.starts_with(&format!("{}: rtp.port_min: 20001 is odd", path.display())),
+            "{e}"
+        );
+        std::fs::write(&path, "").expect("write config");
+        let e = Config::load(&path).expect_err("no prompts").to_string();
+        assert!(
+            e.starts_with(&format!("{}: prompts: missing prompt file", path.display())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn prompt_names_match_prompts_md() {
+        assert_eq!(PROMPT_NAMES.len(), 95);
+        assert_eq!(first_duplicate(PROMPT_NAMES), None);
+        for n in 0..=60 {
+            assert!(
+                PROMPT_NAMES.contains(&format!("number_{n}").as_str()),
+                "number_{n}"
+            );
+        }
+        for d in 0..=9 {
+            assert!(
+                PROMPT_NAMES.contains(&format!("digit_{d}").as_str()),
+                "digit_{d}"
+            );
+        }
+        assert_eq!(PROMPT_NAMES.first(), Some(&"welcome"));
+        assert_eq!(PROMPT_NAMES.last(), Some(&"goodbye"));
+        for name in [
+            "ecbt_more_than",
+            "digit_star",
+            "digit_pound",
+            "international_prefix",
+            "hold_music",
+            "ringback",
+        ] {
+            assert!(PROMPT_NAMES.contains(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn locate_counts_lines_columns_and_tables() {
+        let text = "a = 1\n[sip]\n# [not]\nsip = [\n  [1],\n]\nx = 2\n";
+        let at = text.find("x =").expect("x");
+        let loc = locate(text, at).expect("in range");
+        assert_eq!(
+            (loc.line, loc.column, loc.table.as_deref()),
+            (7, 1, Some("sip"))
+        );
+        assert_eq!(locate(text, 2).expect("start").table, None);
+        assert_eq!(locate(text, text.len() + 1), None);
+        assert_eq!(table_header("[[ a.b ]] # c"), Some("a.b".into()));
+        assert_eq!(table_header("[\"quoted\"]"), None);
+    }
+}
