@@ -728,6 +728,48 @@ impl Headers {
         })
     }
 
+    /// Records in the top Via where a request really came from (RFC 3261
+    /// §18.2.1: `received`; RFC 3581 §4: `rport` filled with the source port
+    /// when `requested_rport`). Responses built afterwards copy it.
+    pub fn stamp_top_via(&mut self, source: std::net::SocketAddr, requested_rport: bool) {
+        let Some(field) = self.fields.iter_mut().find(|f| f.name == HeaderName::Via) else {
+            return;
+        };
+        let value = &*field.value;
+        let first_len = split_list(value).next().map_or(value.len(), |first| {
+            // `first` is a trimmed sub-slice of `value`; find where it ends.
+            first.as_ptr() as usize - value.as_ptr() as usize + first.len()
+        });
+        let (first, rest) = value.split_at(first_len);
+        let mut out = String::with_capacity(value.len() + 40);
+        for (i, part) in first.split(';').enumerate() {
+            let name = part.split('=').next().unwrap_or("").trim();
+            if i > 0
+                && (name.eq_ignore_ascii_case("received")
+                    || (requested_rport && name.eq_ignore_ascii_case("rport")))
+            {
+                continue;
+            }
+            if i > 0 {
+                out.push(';');
+            }
+            out.push_str(part);
+        }
+        write!(out, ";received={}", source.ip()).ok();
+        if requested_rport {
+            write!(out, ";rport={}", source.port()).ok();
+        }
+        out.push_str(rest);
+        field.value = out.into();
+        if let Some(top) = self.vias.first_mut() {
+            top.received = Some(source.ip());
+            if requested_rport {
+                top.rport = Rport::Value(source.port());
+            }
+            top.raw = split_list(&field.value).next().unwrap_or("").into();
+        }
+    }
+
     /// The first value of a known header field.
     pub fn get(&self, name: HeaderName) -> Option<&str> {
         debug_assert!(name != HeaderName::Other, "use Headers::other");
@@ -1354,6 +1396,24 @@ From: <sip:b@127.0.0.1>;tag=9\r\nTo: <sip:a@127.0.0.1>;tag=8\r\nCall-ID: abc\r\n
             Some("192.0.2.1".parse().expect("literal"))
         );
         assert_eq!(vias[2].port, None);
+    }
+
+    #[test]
+    fn stamping_the_top_via_fills_received_and_rport() {
+        let text = INVITE.replace(
+            "Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0\r\n",
+            "Via: SIP/2.0/UDP 10.0.0.5:5061;rport;branch=z9hG4bK-1-0, SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKp\r\n",
+        );
+        let mut r = request(&text);
+        r.headers
+            .stamp_top_via("192.0.2.7:40000".parse().expect("addr"), true);
+        let bytes = r.response(200, Some("t")).finish(None, b"");
+        let text = String::from_utf8(bytes.to_vec()).expect("ascii");
+        assert!(
+            text.contains("Via: SIP/2.0/UDP 10.0.0.5:5061;branch=z9hG4bK-1-0;received=192.0.2.7;rport=40000, SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKp\r\n"),
+            "{text}"
+        );
+        assert_eq!(r.headers.top_via().rport, Rport::Value(40000));
     }
 
     #[test]
