@@ -47,102 +47,23 @@ pub const MAX_PROMPT_DURATION: Duration = Duration::from_secs(30 * 60);
 
 /// The canonical prompt names (`prompts/<name>.wav`, listed with their texts in
 /// `prompts/README.md`), in that document's order.
+#[rustfmt::skip]
 pub const STANDARD_PROMPTS: [&str; 95] = [
-    "welcome",
-    "ecbt_intro",
-    "ecbt_more_than",
-    "number_0",
-    "number_1",
-    "number_2",
-    "number_3",
-    "number_4",
-    "number_5",
-    "number_6",
-    "number_7",
-    "number_8",
-    "number_9",
-    "number_10",
-    "number_11",
-    "number_12",
-    "number_13",
-    "number_14",
-    "number_15",
-    "number_16",
-    "number_17",
-    "number_18",
-    "number_19",
-    "number_20",
-    "number_21",
-    "number_22",
-    "number_23",
-    "number_24",
-    "number_25",
-    "number_26",
-    "number_27",
-    "number_28",
-    "number_29",
-    "number_30",
-    "number_31",
-    "number_32",
-    "number_33",
-    "number_34",
-    "number_35",
-    "number_36",
-    "number_37",
-    "number_38",
-    "number_39",
-    "number_40",
-    "number_41",
-    "number_42",
-    "number_43",
-    "number_44",
-    "number_45",
-    "number_46",
-    "number_47",
-    "number_48",
-    "number_49",
-    "number_50",
-    "number_51",
-    "number_52",
-    "number_53",
-    "number_54",
-    "number_55",
-    "number_56",
-    "number_57",
-    "number_58",
-    "number_59",
-    "number_60",
-    "minute",
-    "minutes",
-    "callback_offer",
-    "ani_offer",
-    "enter_number",
-    "invalid_number",
-    "you_entered",
-    "digit_0",
-    "digit_1",
-    "digit_2",
-    "digit_3",
-    "digit_4",
-    "digit_5",
-    "digit_6",
-    "digit_7",
-    "digit_8",
-    "digit_9",
-    "digit_star",
-    "digit_pound",
-    "international_prefix",
-    "confirm",
-    "registered",
-    "already_scheduled",
-    "unable",
-    "returning_to_queue",
-    "hold_music",
-    "ringback",
-    "agent_whisper",
-    "customer_no_answer",
-    "recording_notice",
-    "goodbye",
+    "welcome", "ecbt_intro", "ecbt_more_than", "number_0", "number_1", "number_2", "number_3",
+    "number_4", "number_5", "number_6", "number_7", "number_8", "number_9", "number_10",
+    "number_11", "number_12", "number_13", "number_14", "number_15", "number_16", "number_17",
+    "number_18", "number_19", "number_20", "number_21", "number_22", "number_23", "number_24",
+    "number_25", "number_26", "number_27", "number_28", "number_29", "number_30", "number_31",
+    "number_32", "number_33", "number_34", "number_35", "number_36", "number_37", "number_38",
+    "number_39", "number_40", "number_41", "number_42", "number_43", "number_44", "number_45",
+    "number_46", "number_47", "number_48", "number_49", "number_50", "number_51", "number_52",
+    "number_53", "number_54", "number_55", "number_56", "number_57", "number_58", "number_59",
+    "number_60", "minute", "minutes", "callback_offer", "ani_offer", "enter_number",
+    "invalid_number", "you_entered", "digit_0", "digit_1", "digit_2", "digit_3", "digit_4",
+    "digit_5", "digit_6", "digit_7", "digit_8", "digit_9", "digit_star", "digit_pound",
+    "international_prefix", "confirm", "registered", "already_scheduled", "unable",
+    "returning_to_queue", "hold_music", "ringback", "agent_whisper", "customer_no_answer",
+    "recording_notice", "goodbye",
 ];
 
 /// Index of a prompt in the [`PromptLibrary`] that issued it.
@@ -407,9 +328,11 @@ impl PromptLibrary {
                 .map(|p| prompt.pcm.len().div_ceil(p.samples()) * p.samples())
                 .max()
                 .unwrap_or(longest.samples());
-            for &law in laws {
+            for law in [Law::Ulaw, Law::Alaw] {
                 let slot = &mut prompt.encoded[law_index(law)];
-                if slot.as_ref().is_some_and(|b| b.len() >= padded) {
+                // Laws prepared earlier are re-padded for new packet times too.
+                let wanted = laws.contains(&law) || slot.is_some();
+                if !wanted || slot.as_ref().is_some_and(|b| b.len() >= padded) {
                     continue;
                 }
                 let mut bytes = Vec::with_capacity(padded);
@@ -1017,6 +940,27 @@ mod tests {
     }
 
     #[test]
+    fn law_prepared_earlier_is_repadded_for_a_later_ptime() {
+        let dir = TempDir::new("repad");
+        let path = dir.path("a.wav");
+        write_wav(&path, spec(8000, 1, 16, false), 800, sine(440.0, 0.5));
+        let mut lib = load_one(&path).expect("load");
+        let id = lib.id("p").expect("id");
+        lib.prepare(&[Law::Ulaw], &[ms(20)]);
+        lib.prepare(&[Law::Alaw], &[ms(30)]);
+        // 800 samples: 5 frames of 160, or 4 frames of 240 (the last padded).
+        for law in [Law::Ulaw, Law::Alaw] {
+            assert_eq!(lib.frames(id, law, ms(20)).map(|f| f.len()), Some(5));
+            let f = lib.frames(id, law, ms(30)).expect("prepared");
+            assert_eq!(f.len(), 4);
+            assert!(
+                f.frame(3)[80..].iter().all(|&b| b == law.silence()),
+                "{law:?}"
+            );
+        }
+    }
+
+    #[test]
     fn rejects_missing_file_naming_it() {
         let dir = TempDir::new("missing");
         let err = PromptLibrary::load(&dir.0, &["welcome"]).expect_err("missing");
@@ -1033,6 +977,18 @@ mod tests {
         std::fs::write(&path, b"ID3\x03\x00 this is an mp3, honest").expect("write");
         let err = load_one(&path).expect_err("not a wav");
         assert!(matches!(err, PromptError::NotWav { .. }), "{err:?}");
+        assert!(err.to_string().contains("a.wav"), "{err}");
+    }
+
+    #[test]
+    fn rejects_truncated_wav() {
+        let dir = TempDir::new("trunc");
+        let path = dir.path("a.wav");
+        write_wav(&path, spec(8000, 1, 16, false), 800, sine(440.0, 0.5));
+        let bytes = std::fs::read(&path).expect("read");
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("truncate");
+        let err = load_one(&path).expect_err("truncated");
+        assert!(matches!(err, PromptError::Io { .. }), "{err:?}");
         assert!(err.to_string().contains("a.wav"), "{err}");
     }
 
