@@ -1,1 +1,3 @@
 //! SIP (RFC 3261 and friends), sans-IO.
+
+pub mod transaction;
