@@ -3,10 +3,15 @@
 //! - [`message`]: parsing (rsip wrapped, its defects worked around) and
 //!   building of requests and responses.
 //! - [`framing`]: cutting messages out of a TCP byte stream.
+//! - [`transaction`]: the four RFC 3261/6026 transaction machines and the
+//!   UAS's 2xx retransmission.
 //! - [`dialog`]: dialogs, route sets, in-dialog requests.
 //! - [`session_timer`]: RFC 4028 session timers.
+//! - [`endpoint`]: matching, stateless answers, calls as the UAS sees them.
 
 pub mod dialog;
+pub mod endpoint;
 pub mod framing;
 pub mod message;
 pub mod session_timer;
+pub mod transaction;
