@@ -1,0 +1,1670 @@
+//! The SIP endpoint, sans-IO: everything between the transport and the call
+//! logic for the UAS side of calls.
+//!
+//! It matches messages to transactions (RFC 3261 §17.2.3) and dialogs (§12),
+//! answers what needs no application decision statelessly or from the
+//! transaction layer, and reports the rest as [`Event`]s:
+//!
+//! ```text
+//!  datagram ─▶ ACL ─▶ parse ─▶ response? ─▶ client transaction (our BYE, refresh)
+//!                        │
+//!                        └─▶ request ─▶ server transaction retransmission? ─▶ resend / absorb
+//!                                  ├─▶ ACK ─▶ non-2xx: IST; 2xx: dialog (stop 2xx retransmission)
+//!                                  ├─▶ CANCEL ─▶ 200, and 487 to the INVITE
+//!                                  ├─▶ To-tag ─▶ dialog? BYE/re-INVITE/UPDATE/INFO/OPTIONS : 481
+//!                                  └─▶ no tag ─▶ 483/420/405/501 checks ─▶ INVITE: Event::IncomingCall
+//!                                                                        OPTIONS: 200
+//! ```
+//!
+//! Inputs are `handle_*(now, …)`; outputs are drained with
+//! [`Endpoint::poll_transmit`] and [`Endpoint::poll_event`]; the caller sleeps
+//! until [`Endpoint::poll_timeout`]. Timers live in one heap for the whole
+//! endpoint (stale entries are skipped lazily), so the cost of a timeout does
+//! not grow with the number of calls.
+
+use std::cmp::Reverse;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::{debug, trace};
+
+use crate::acl::{Acl, AclAction};
+use crate::sip::dialog::{Dialog, DialogError, DialogId, LocalIdentity};
+use crate::sip::message::{
+    self, HeaderName, Message, Method, ParseError, Request, Response, Rport, SipUri,
+};
+use crate::sip::session_timer::{
+    Negotiated, SessionTimer, SessionTimerConfig, SessionTimerError, TimerAction, negotiate_uas,
+};
+use crate::sip::transaction::{
+    AckDisposition, AckWait, InviteServer, NonInviteClient, NonInviteServer, Reliability,
+    RequestRetransmission, ResponseAction, TimerConfig, TuEvent,
+};
+
+/// Methods we implement, for `Allow` (RFC 3261 §20.5).
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
+/// Body types we accept, for `Accept` (§20.1).
+pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/dtmf";
+/// Extensions we support, for `Supported` (§20.37): session timers (RFC
+/// 4028). `100rel` is accepted in `Require` because we never send a
+/// provisional response other than 100, which RFC 3262 exempts.
+pub const SUPPORTED: &str = "timer";
+const KNOWN_EXTENSIONS: &[&str] = &["timer", "100rel"];
+
+/// Static settings of the endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// RFC 3261 timer values.
+    pub timers: TimerConfig,
+    /// Session timer settings (RFC 4028).
+    pub session: SessionTimerConfig,
+    /// Advertised host for Via sent-by and Contact (may differ from the bind
+    /// address, e.g. a public address in front of NAT).
+    pub advertised_host: Box<str>,
+    /// Advertised SIP port.
+    pub advertised_port: u16,
+    /// The `User-Agent`/`Server` value.
+    pub user_agent: Box<str>,
+    /// Signalling allow-list.
+    pub acl: Acl,
+    /// What to do with requests from outside the allow-list.
+    pub acl_action: AclAction,
+    /// Seed for tags and branches (tests pass a fixed one).
+    pub seed: u64,
+}
+
+/// How a message reached us, and how to reach the peer back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    /// The peer's address (source of what we received).
+    pub remote: SocketAddr,
+    /// UDP, or the TCP connection it came on.
+    pub transport: FlowTransport,
+}
+
+/// The transport of a [`Flow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowTransport {
+    /// UDP, from our listening socket.
+    Udp,
+    /// A TCP connection, by the engine's connection id.
+    Tcp(u64),
+}
+
+impl FlowTransport {
+    fn reliability(self) -> Reliability {
+        match self {
+            FlowTransport::Udp => Reliability::Unreliable,
+            FlowTransport::Tcp(_) => Reliability::Reliable,
+        }
+    }
+
+    fn via_token(self) -> &'static str {
+        match self {
+            FlowTransport::Udp => "UDP",
+            FlowTransport::Tcp(_) => "TCP",
+        }
+    }
+}
+
+/// Where a message must go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A UDP datagram from the listening socket.
+    Udp(SocketAddr),
+    /// Over TCP: on `conn` if it is still open, else any connection to
+    /// `remote`, else a new one.
+    Tcp {
+        /// The connection to prefer.
+        conn: Option<u64>,
+        /// The address to (re)connect to.
+        remote: SocketAddr,
+    },
+    /// A host name to resolve first (RFC 3263); `tcp` selects the transport.
+    Resolve {
+        /// Host name.
+        host: Box<str>,
+        /// Port (default 5060).
+        port: u16,
+        /// TCP rather than UDP.
+        tcp: bool,
+    },
+}
+
+/// A message to send.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    /// Where.
+    pub destination: Destination,
+    /// What.
+    pub data: Bytes,
+}
+
+/// A call as the application knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallKey(pub u64);
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The caller sent BYE.
+    RemoteBye,
+    /// The caller cancelled before we answered.
+    Cancelled,
+    /// Our 2xx was never acknowledged (RFC 3261 §13.3.1.4); we sent BYE.
+    NoAck,
+    /// The peer stopped refreshing the session (RFC 4028 §10); we sent BYE.
+    SessionExpired,
+    /// We hung up (our BYE completed or timed out).
+    LocalHangup,
+    /// We rejected the call with this status.
+    Rejected(u16),
+}
+
+/// What the application must learn or decide.
+#[derive(Debug)]
+pub enum Event {
+    /// A new INVITE passed every check. Answer with [`Endpoint::answer`] or
+    /// [`Endpoint::reject`].
+    IncomingCall {
+        /// The call.
+        call: CallKey,
+        /// The INVITE.
+        request: Box<Request>,
+        /// Where it came from.
+        source: Flow,
+    },
+    /// The ACK for our 2xx arrived; its body is the SDP answer when the
+    /// INVITE had no offer (late offer).
+    Confirmed {
+        /// The call.
+        call: CallKey,
+        /// The ACK's body (empty when none).
+        body: Bytes,
+    },
+    /// A re-INVITE or UPDATE arrived; answer it with
+    /// [`Endpoint::answer_reoffer`] (or [`Endpoint::reject_reoffer`]).
+    Reoffer {
+        /// The call.
+        call: CallKey,
+        /// INVITE or UPDATE.
+        method: Method,
+        /// The offer; empty for a re-INVITE without SDP (we then offer).
+        sdp: Bytes,
+    },
+    /// An INFO arrived in the dialog (already answered 200).
+    Info {
+        /// The call.
+        call: CallKey,
+        /// Its Content-Type value.
+        content_type: Box<str>,
+        /// Its body.
+        body: Bytes,
+    },
+    /// The call is over; no more events come for it.
+    Ended {
+        /// The call.
+        call: CallKey,
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// Counters of live state (for metrics and leak tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Calls not yet ended.
+    pub calls: usize,
+    /// Live transactions (server and client).
+    pub transactions: usize,
+    /// Live objects with a pending timer.
+    pub timers: usize,
+}
+
+/// Misuse of the application-facing API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The call does not exist (ended or never existed).
+    #[error("no such call")]
+    NoSuchCall,
+    /// The call is not in a state where this makes sense.
+    #[error("call is not in a state for this")]
+    WrongState,
+}
+
+/// The endpoint.
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    rng: fastrand::Rng,
+    next_id: u64,
+    txs: HashMap<u64, Tx>,
+    server_index: HashMap<TxKey, u64>,
+    client_index: HashMap<TxKey, u64>,
+    calls: HashMap<u64, Call>,
+    dialogs: HashMap<DialogId, u64>,
+    heap: BinaryHeap<Reverse<(Instant, Owner)>>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    draining: bool,
+}
+
+impl Endpoint {
+    /// Creates an endpoint.
+    pub fn new(cfg: EndpointConfig) -> Endpoint {
+        Endpoint {
+            rng: fastrand::Rng::with_seed(cfg.seed),
+            cfg,
+            next_id: 1,
+            txs: HashMap::new(),
+            server_index: HashMap::new(),
+            client_index: HashMap::new(),
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            heap: BinaryHeap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            draining: false,
+        }
+    }
+
+    /// While draining, new INVITEs and OPTIONS get 503 (a dispatcher in front
+    /// takes us out of rotation); existing calls go on.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+
+    /// Handles one received message (a datagram or a frame from a stream).
+    pub fn handle_message(&mut self, now: Instant, data: &[u8], source: Flow) {
+        // ACL before anything else: no state for outsiders.
+        if !self.cfg.acl.allows(source.remote.ip()) {
+            self.refuse_outsider(data, source);
+            return;
+        }
+        match message::parse(data) {
+            Ok(Message::Request(req)) => self.handle_request(now, req, source),
+            Ok(Message::Response(resp)) => self.handle_response(now, resp),
+            Err(failure) => {
+                debug!(remote = %source.remote, error = %failure.error, "malformed SIP message");
+                let Some(seed) = failure.seed else { return };
+                let status = match failure.error {
+                    ParseError::VersionNotSupported => 505,
+                    _ => 400,
+                };
+                let tag = stateless_tag(data);
+                let warning = format!("399 callbackd \"{}\"", failure.error);
+                let bytes = seed.response(
+                    status,
+                    message::reason_phrase(status),
+                    &tag,
+                    &[("Warning", &warning)],
+                );
+                self.push_response(source, bytes);
+            }
+        }
+    }
+
+    /// Answers an incoming call with 200 OK and `sdp` (our answer, or our
+    /// offer when the INVITE had none).
+    pub fn answer(&mut self, now: Instant, call: CallKey, sdp: &[u8]) -> Result<(), CallError> {
+        let c = self.calls.get_mut(&call.0).ok_or(CallError::NoSuchCall)?;
+        let (CallState::Offered, Some(invite), Some(tx_id)) =
+            (c.state, c.invite.take(), c.invite_tx)
+        else {
+            return Err(CallError::WrongState);
+        };
+        let tag = c.dialog.id().local_tag.clone();
+        let mut b = invite.response(200, Some(&tag));
+        for rr in c.dialog.record_route() {
+            b = b.header("Record-Route", rr);
+        }
+        b = b
+            .header_fmt("Contact", format_args!("<{}>", c.contact))
+            .header("Allow", ALLOW)
+            .header("Supported", SUPPORTED)
+            .header("Server", &self.cfg.user_agent);
+        if let Some(n) = c.session {
+            b = b.header("Session-Expires", &n.header_value());
+            if n.requires_timer() {
+                b = b.header("Require", "timer");
+            }
+        }
+        let bytes = b.finish(Some("application/sdp"), sdp);
+        let reliability = c.flow.transport.reliability();
+        c.state = CallState::Answered;
+        c.ack_wait = Some(AckWait::new(
+            now,
+            self.cfg.timers,
+            reliability,
+            bytes.clone(),
+        ));
+        c.session_timer = c.session.map(|n| SessionTimer::start(now, n));
+        c.dialog.confirm();
+        if let Some(tx) = self.txs.get_mut(&tx_id)
+            && let TxMachine::Ist(ist) = &mut tx.machine
+        {
+            // The transaction sends the 2xx once and moves to Accepted
+            // (RFC 6026 §8.5); AckWait retransmits it.
+            if let Err(e) = ist.send_response(now, 200, bytes) {
+                debug!(error = %e, "IST refused the 2xx");
+            }
+        }
+        self.drain_tx(now, tx_id);
+        self.drain_call(now, call.0);
+        Ok(())
+    }
+
+    /// Rejects an incoming call with a final status (4xx–6xx) and optional
+    /// extra header fields (e.g. `Retry-After`).
+    pub fn reject(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        status: u16,
+        extra: &[(&str, &str)],
+    ) -> Result<(), CallError> {
+        let c = self.calls.get_mut(&call.0).ok_or(CallError::NoSuchCall)?;
+        let (CallState::Offered, Some(invite), Some(tx_id)) =
+            (c.state, c.invite.take(), c.invite_tx)
+        else {
+            return Err(CallError::WrongState);
+        };
+        let tag = c.dialog.id().local_tag.clone();
+        let mut b = invite
+            .response(status, Some(&tag))
+            .header("Server", &self.cfg.user_agent);
+        for (name, value) in extra {
+            b = b.header(name, value);
+        }
+        self.send_ist_final(now, tx_id, status, b.finish(None, b""));
+        self.end_call(call.0, EndReason::Rejected(status));
+        Ok(())
+    }
+
+    /// Answers a pending re-INVITE/UPDATE with 200 and `sdp`.
+    pub fn answer_reoffer(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        sdp: &[u8],
+    ) -> Result<(), CallError> {
+        self.finish_reoffer(now, call, 200, Some(sdp))
+    }
+
+    /// Rejects a pending re-INVITE/UPDATE (e.g. 488); the session is unchanged.
+    pub fn reject_reoffer(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        status: u16,
+    ) -> Result<(), CallError> {
+        self.finish_reoffer(now, call, status, None)
+    }
+
+    /// Ends a call from our side: BYE once confirmed (after the ACK, §15),
+    /// 480 before we answered.
+    pub fn hangup(&mut self, now: Instant, call: CallKey) -> Result<(), CallError> {
+        let c = self.calls.get_mut(&call.0).ok_or(CallError::NoSuchCall)?;
+        match c.state {
+            CallState::Offered => return self.reject(now, call, 480, &[]),
+            // §15: the callee must not send BYE before the ACK (or Timer H
+            // / 64·T1); remember and send it when the ACK comes.
+            CallState::Answered => c.bye_after_ack = Some(EndReason::LocalHangup),
+            CallState::Confirmed => self.send_bye(now, call.0, EndReason::LocalHangup),
+            CallState::Ending => {}
+        }
+        Ok(())
+    }
+
+    /// Counters of live state.
+    pub fn stats(&self) -> Stats {
+        let tx_timers = self
+            .txs
+            .values()
+            .filter(|t| t.poll_timeout().is_some())
+            .count();
+        let call_timers = self
+            .calls
+            .values()
+            .filter(|c| c.poll_timeout().is_some())
+            .count();
+        Stats {
+            calls: self.calls.len(),
+            transactions: self.txs.len(),
+            timers: tx_timers + call_timers,
+        }
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Endpoint::handle_timeout`] must be called next.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, owner))) = self.heap.peek().copied() {
+            if self.owner_deadline(owner) == Some(at) {
+                return Some(at);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, owner))) = self.heap.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            if self.owner_deadline(owner) != Some(at) {
+                continue;
+            }
+            match owner {
+                Owner::Tx(id) => {
+                    if let Some(tx) = self.txs.get_mut(&id) {
+                        tx.scheduled = None;
+                        tx.handle_timeout(now);
+                    }
+                    self.drain_tx(now, id);
+                }
+                Owner::Call(id) => {
+                    if let Some(c) = self.calls.get_mut(&id) {
+                        c.scheduled = None;
+                    }
+                    self.call_timeout(now, id);
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // requests
+
+    fn handle_request(&mut self, now: Instant, mut req: Request, source: Flow) {
+        // RFC 3261 §18.2.1 / RFC 3581 §4: note where the request really came
+        // from in the top Via of our responses.
+        stamp_received(&mut req, source.remote);
+        let key = TxKey::of_request(&req);
+
+        // A retransmission, an ACK for a non-2xx, or a CANCEL's INVITE?
+        if let Some(&id) = self.server_index.get(&key) {
+            self.handle_server_retransmission(now, id, &req);
+            return;
+        }
+        match req.method {
+            Method::Ack => self.handle_ack(now, &req),
+            Method::Cancel => self.handle_cancel(now, &req, source),
+            _ if req.headers.to.tag.is_some() => self.handle_in_dialog(now, req, source, key),
+            _ => self.handle_out_of_dialog(now, req, source, key),
+        }
+    }
+
+    fn handle_server_retransmission(&mut self, now: Instant, id: u64, req: &Request) {
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
+        match &mut tx.machine {
+            TxMachine::Ist(ist) if req.method == Method::Ack => {
+                if ist.handle_ack(now) == AckDisposition::ToTu {
+                    // An ACK for the 2xx with the INVITE's branch (RFC 2543
+                    // style peers): treat as the dialog's ACK.
+                    self.handle_ack(now, req);
+                    return;
+                }
+            }
+            TxMachine::Ist(ist) => {
+                if ist.handle_request_retransmission() == RequestRetransmission::Accepted {
+                    // RFC 6026 §8.6: absorbed by the transaction; our 2xx
+                    // retransmission (AckWait) also answers it at once.
+                    if let Some(call_id) = tx.call
+                        && let Some(c) = self.calls.get_mut(&call_id)
+                        && let Some(aw) = &mut c.ack_wait
+                    {
+                        aw.handle_request_retransmission();
+                        self.drain_call(now, call_id);
+                    }
+                }
+            }
+            TxMachine::Nist(nist) => {
+                nist.handle_request_retransmission();
+            }
+            TxMachine::Nict(_) => {}
+        }
+        self.drain_tx(now, id);
+    }
+
+    fn handle_ack(&mut self, now: Instant, req: &Request) {
+        // ACK for a 2xx is its own transaction (§17.1.1.3): match the dialog.
+        let Some(did) = DialogId::of_request(req) else {
+            trace!("ACK without To-tag dropped");
+            return;
+        };
+        let Some(&call_id) = self.dialogs.get(&did) else {
+            // §17: an ACK is never answered, not even with 481.
+            trace!(call_id = %req.headers.call_id, "ACK for unknown dialog dropped");
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if let Some(aw) = &mut c.ack_wait
+            && aw.handle_ack()
+            && c.state == CallState::Answered
+        {
+            c.state = CallState::Confirmed;
+            self.events.push_back(Event::Confirmed {
+                call: CallKey(call_id),
+                body: req.body.clone(),
+            });
+            if let Some(reason) = c.bye_after_ack.take() {
+                self.send_bye(now, call_id, reason);
+            }
+        }
+        self.drain_call(now, call_id);
+    }
+
+    fn handle_cancel(&mut self, now: Instant, req: &Request, source: Flow) {
+        // §9.2: the CANCEL matches the INVITE's server transaction.
+        let invite_key = TxKey::of_request_as(req, TxKind::Invite);
+        let Some(&tx_id) = self.server_index.get(&invite_key) else {
+            self.respond_stateless(now, req, source, 481, &[]);
+            return;
+        };
+        // The CANCEL gets its own (non-INVITE) transaction and a 200.
+        self.respond_in_new_nist(now, req, source, 200, &[]);
+        let call_id = self.txs.get(&tx_id).and_then(|t| t.call);
+        let Some(call_id) = call_id else { return };
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if c.state != CallState::Offered {
+            // Already answered: the CANCEL has no effect (§9.2).
+            return;
+        }
+        let Some(invite) = c.invite.take() else {
+            return;
+        };
+        let tag = c.dialog.id().local_tag.clone();
+        let bytes = invite.response(487, Some(&tag)).finish(None, b"");
+        self.send_ist_final(now, tx_id, 487, bytes);
+        self.end_call(call_id, EndReason::Cancelled);
+    }
+
+    fn handle_in_dialog(&mut self, now: Instant, req: Request, source: Flow, key: TxKey) {
+        let Some(did) = DialogId::of_request(&req) else {
+            return;
+        };
+        let Some(&call_id) = self.dialogs.get(&did) else {
+            // §12.2.2: a request for a dialog we do not know gets 481.
+            self.respond_stateless(now, &req, source, 481, &[]);
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            self.respond_stateless(now, &req, source, 481, &[]);
+            return;
+        };
+        if !c
+            .dialog
+            .accept_remote_cseq(&req.method, req.headers.cseq.seq)
+        {
+            // §12.2.2: lower CSeq than the last one → 500.
+            self.respond_in_new_nist(now, &req, source, 500, &[]);
+            return;
+        }
+        match req.method {
+            Method::Bye => {
+                self.respond_in_new_nist(now, &req, source, 200, &[]);
+                self.end_call(call_id, EndReason::RemoteBye);
+            }
+            Method::Options => {
+                self.respond_in_new_nist(now, &req, source, 200, &CAPABILITIES);
+            }
+            Method::Info => {
+                let content_type = req
+                    .headers
+                    .get(HeaderName::ContentType)
+                    .unwrap_or("")
+                    .into();
+                let body = req.body.clone();
+                self.respond_in_new_nist(now, &req, source, 200, &[]);
+                self.events.push_back(Event::Info {
+                    call: CallKey(call_id),
+                    content_type,
+                    body,
+                });
+            }
+            Method::Invite | Method::Update => self.handle_reoffer(now, call_id, req, source, key),
+            Method::Ack | Method::Cancel => {}
+            Method::Prack => self.respond_in_new_nist(now, &req, source, 481, &[]),
+            Method::Register
+            | Method::Subscribe
+            | Method::Notify
+            | Method::Refer
+            | Method::Message
+            | Method::Publish => {
+                self.respond_in_new_nist(now, &req, source, 405, &[("Allow", ALLOW)]);
+            }
+            Method::Extension(_) => {
+                self.respond_in_new_nist(now, &req, source, 501, &[("Allow", ALLOW)])
+            }
+        }
+    }
+
+    fn handle_reoffer(
+        &mut self,
+        now: Instant,
+        call_id: u64,
+        req: Request,
+        source: Flow,
+        key: TxKey,
+    ) {
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if c.reoffer.is_some() || c.state == CallState::Answered {
+            // RFC 3261 §14.2: an offer while one is pending → 491.
+            let retry = [("Retry-After", "1")];
+            let invite = req.method == Method::Invite;
+            if invite {
+                self.respond_in_new_ist(now, &req, source, key, 491, &retry);
+            } else {
+                self.respond_in_new_nist(now, &req, source, 491, &retry);
+            }
+            return;
+        }
+        let session = match negotiate_uas(&req.headers, &self.cfg.session) {
+            Ok(s) => s,
+            Err(SessionTimerError::TooSmall { min_se }) => {
+                let min = min_se.to_string();
+                self.respond_reoffer_error(now, &req, source, key, 422, &[("Min-SE", &min)]);
+                return;
+            }
+            Err(SessionTimerError::Malformed) => {
+                self.respond_reoffer_error(now, &req, source, key, 400, &[]);
+                return;
+            }
+        };
+        c.dialog.refresh_target(&req);
+        let method = req.method.clone();
+        let sdp = if req.headers.content_type_is("application/sdp") {
+            req.body.clone()
+        } else {
+            Bytes::new()
+        };
+        let tx_id = self.alloc_id();
+        let machine = if method == Method::Invite {
+            TxMachine::Ist(InviteServer::new(
+                self.cfg.timers,
+                source.transport.reliability(),
+            ))
+        } else {
+            TxMachine::Nist(NonInviteServer::new(
+                self.cfg.timers,
+                source.transport.reliability(),
+            ))
+        };
+        self.insert_server_tx(tx_id, key, machine, source, Some(call_id));
+        if method == Method::Invite {
+            let trying = req.response(100, None).finish(None, b"");
+            self.send_server_response(now, tx_id, 100, trying);
+        }
+        if let Some(c) = self.calls.get_mut(&call_id) {
+            c.reoffer = Some(Reoffer {
+                tx: tx_id,
+                request: Box::new(req),
+                session,
+            });
+        }
+        self.events.push_back(Event::Reoffer {
+            call: CallKey(call_id),
+            method,
+            sdp,
+        });
+    }
+
+    fn respond_reoffer_error(
+        &mut self,
+        now: Instant,
+        req: &Request,
+        source: Flow,
+        key: TxKey,
+        status: u16,
+        extra: &[(&str, &str)],
+    ) {
+        if req.method == Method::Invite {
+            self.respond_in_new_ist(now, req, source, key, status, extra);
+        } else {
+            self.respond_in_new_nist(now, req, source, status, extra);
+        }
+    }
+
+    fn finish_reoffer(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        status: u16,
+        sdp: Option<&[u8]>,
+    ) -> Result<(), CallError> {
+        let c = self.calls.get_mut(&call.0).ok_or(CallError::NoSuchCall)?;
+        let reoffer = c.reoffer.take().ok_or(CallError::WrongState)?;
+        let tag = c.dialog.id().local_tag.clone();
+        let mut b = reoffer
+            .request
+            .response(status, Some(&tag))
+            .header("Server", &self.cfg.user_agent);
+        if (200..300).contains(&status) {
+            b = b
+                .header_fmt("Contact", format_args!("<{}>", c.contact))
+                .header("Allow", ALLOW)
+                .header("Supported", SUPPORTED);
+            if let Some(n) = reoffer.session {
+                b = b.header("Session-Expires", &n.header_value());
+                if n.requires_timer() {
+                    b = b.header("Require", "timer");
+                }
+                // A refresh restarts the session timer (RFC 4028 §10).
+                c.session = Some(n);
+                c.session_timer = Some(SessionTimer::start(now, n));
+            }
+        }
+        let bytes = match sdp {
+            Some(sdp) if !sdp.is_empty() => b.finish(Some("application/sdp"), sdp),
+            _ => b.finish(None, b""),
+        };
+        let is_invite = reoffer.request.method == Method::Invite;
+        if is_invite && (200..300).contains(&status) {
+            // A 2xx to a re-INVITE is retransmitted until its ACK (§13.3.1.4).
+            let reliability = c.flow.transport.reliability();
+            c.ack_wait = Some(AckWait::new(
+                now,
+                self.cfg.timers,
+                reliability,
+                bytes.clone(),
+            ));
+            c.state = CallState::Answered;
+        }
+        if is_invite && status >= 300 {
+            self.send_ist_final(now, reoffer.tx, status, bytes);
+        } else {
+            self.send_server_response(now, reoffer.tx, status, bytes);
+        }
+        self.drain_call(now, call.0);
+        Ok(())
+    }
+
+    fn handle_out_of_dialog(&mut self, now: Instant, req: Request, source: Flow, key: TxKey) {
+        // §8.2.2.1 would check the Request-URI domain; as the trunk's target
+        // we accept any user part at any host.
+        if req.method == Method::Options {
+            // §11: an OPTIONS ending here is answered even with
+            // Max-Forwards 0. A draining node says 503 so dispatchers notice.
+            if self.draining {
+                self.respond_in_new_nist(now, &req, source, 503, &[("Retry-After", "30")]);
+            } else {
+                self.respond_in_new_nist(now, &req, source, 200, &CAPABILITIES);
+            }
+            return;
+        }
+        if req.headers.max_forwards == Some(0) {
+            // §16.3 item 2 / §8.2: out of hops.
+            self.respond_out_of_dialog(now, &req, source, key, 483, &[]);
+            return;
+        }
+        // §8.2.2.3: unknown extensions in Require → 420 with Unsupported.
+        let unsupported: Vec<&str> = req
+            .headers
+            .get_all(HeaderName::Require)
+            .filter(|ext| !KNOWN_EXTENSIONS.iter().any(|k| k.eq_ignore_ascii_case(ext)))
+            .collect();
+        if !unsupported.is_empty() {
+            let list = unsupported.join(", ");
+            self.respond_out_of_dialog(now, &req, source, key, 420, &[("Unsupported", &list)]);
+            return;
+        }
+        match req.method {
+            Method::Invite => self.handle_new_invite(now, req, source, key),
+            // In-dialog methods without a To-tag: no such dialog.
+            Method::Bye | Method::Info | Method::Update | Method::Prack => {
+                self.respond_in_new_nist(now, &req, source, 481, &[]);
+            }
+            Method::Register
+            | Method::Subscribe
+            | Method::Notify
+            | Method::Refer
+            | Method::Message
+            | Method::Publish => {
+                self.respond_in_new_nist(now, &req, source, 405, &[("Allow", ALLOW)]);
+            }
+            Method::Extension(_) => {
+                self.respond_in_new_nist(now, &req, source, 501, &[("Allow", ALLOW)])
+            }
+            Method::Ack | Method::Cancel | Method::Options => {}
+        }
+    }
+
+    fn respond_out_of_dialog(
+        &mut self,
+        now: Instant,
+        req: &Request,
+        source: Flow,
+        key: TxKey,
+        status: u16,
+        extra: &[(&str, &str)],
+    ) {
+        if req.method == Method::Invite {
+            self.respond_in_new_ist(now, req, source, key, status, extra);
+        } else {
+            self.respond_in_new_nist(now, req, source, status, extra);
+        }
+    }
+
+    fn handle_new_invite(&mut self, now: Instant, req: Request, source: Flow, key: TxKey) {
+        if self.draining {
+            self.respond_in_new_ist(now, &req, source, key, 503, &[("Retry-After", "30")]);
+            return;
+        }
+        let session = match negotiate_uas(&req.headers, &self.cfg.session) {
+            Ok(s) => s,
+            Err(SessionTimerError::TooSmall { min_se }) => {
+                let min = min_se.to_string();
+                self.respond_in_new_ist(now, &req, source, key, 422, &[("Min-SE", &min)]);
+                return;
+            }
+            Err(SessionTimerError::Malformed) => {
+                self.respond_in_new_ist(now, &req, source, key, 400, &[]);
+                return;
+            }
+        };
+        let local_tag = self.new_token();
+        let local_seq = self.rng.u32(1..1 << 20);
+        let dialog = match Dialog::new_uas(&req, &local_tag, local_seq) {
+            Ok(d) => d,
+            Err(e @ (DialogError::BadContact | DialogError::BadRecordRoute)) => {
+                let warning = format!("399 callbackd \"{e}\"");
+                self.respond_in_new_ist(now, &req, source, key, 400, &[("Warning", &warning)]);
+                return;
+            }
+        };
+        let call_id = self.alloc_id();
+        let tx_id = self.alloc_id();
+        self.insert_server_tx(
+            tx_id,
+            key,
+            TxMachine::Ist(InviteServer::new(
+                self.cfg.timers,
+                source.transport.reliability(),
+            )),
+            source,
+            Some(call_id),
+        );
+        // §17.2.1: 100 Trying at once, so the UAC stops retransmitting.
+        let trying = req.response(100, None).finish(None, b"");
+        self.send_server_response(now, tx_id, 100, trying);
+
+        let contact = self.contact_uri(source.transport);
+        self.dialogs.insert(dialog.id().clone(), call_id);
+        self.calls.insert(
+            call_id,
+            Call {
+                dialog,
+                flow: source,
+                contact,
+                state: CallState::Offered,
+                invite: Some(Box::new(req.clone())),
+                invite_tx: Some(tx_id),
+                ack_wait: None,
+                session,
+                session_timer: None,
+                bye_after_ack: None,
+                bye_tx: None,
+                end_reason: None,
+                reoffer: None,
+                scheduled: None,
+            },
+        );
+        self.events.push_back(Event::IncomingCall {
+            call: CallKey(call_id),
+            request: Box::new(req),
+            source,
+        });
+    }
+
+    // -----------------------------------------------------------------------
+    // responses (to our BYE and refreshes)
+
+    fn handle_response(&mut self, now: Instant, resp: Response) {
+        let key = TxKey::of_response(&resp);
+        let Some(&id) = self.client_index.get(&key) else {
+            trace!(status = resp.status, "stray response dropped");
+            return;
+        };
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
+        if let TxMachine::Nict(nict) = &mut tx.machine
+            && let Ok(ResponseAction::PassToTu) = nict.handle_response(now, resp.status)
+            && resp.status >= 200
+            && let Some(call_id) = tx.call
+        {
+            self.client_final(call_id, id);
+        }
+        self.drain_tx(now, id);
+    }
+
+    fn client_final(&mut self, call_id: u64, tx_id: u64) {
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if c.bye_tx == Some(tx_id) {
+            let reason = c.end_reason.unwrap_or(EndReason::LocalHangup);
+            self.end_call(call_id, reason);
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // calls
+
+    fn call_timeout(&mut self, now: Instant, call_id: u64) {
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if let Some(aw) = &mut c.ack_wait {
+            aw.handle_timeout(now);
+        }
+        let action = c.session_timer.as_mut().and_then(|t| t.handle_timeout(now));
+        match action {
+            Some(TimerAction::Expired) => {
+                debug!(call_id = %c.dialog.id().call_id, "session expired without refresh");
+                self.send_bye(now, call_id, EndReason::SessionExpired);
+            }
+            Some(TimerAction::Refresh) => self.send_refresh(now, call_id),
+            None => {}
+        }
+        self.drain_call(now, call_id);
+    }
+
+    fn send_refresh(&mut self, now: Instant, call_id: u64) {
+        // RFC 4028 §7.4 / §9: as refresher we send UPDATE without a body
+        // (RFC 3311 allows it and the session is unchanged).
+        let branch = self.new_branch();
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let Some(n) = c.session else { return };
+        let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
+        let se = n.header_value();
+        let out = c.dialog.request(
+            Method::Update,
+            &me,
+            &branch,
+            &[("Session-Expires", &se), ("Supported", SUPPORTED)],
+            None,
+        );
+        c.session_timer = Some(SessionTimer::start(now, n));
+        let flow = c.flow;
+        self.start_client_tx(
+            now,
+            call_id,
+            Method::Update,
+            out.bytes,
+            &out.next_hop,
+            &branch,
+            flow,
+        );
+    }
+
+    fn send_bye(&mut self, now: Instant, call_id: u64, reason: EndReason) {
+        let branch = self.new_branch();
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if c.state == CallState::Ending {
+            return;
+        }
+        let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
+        let out = c.dialog.request(Method::Bye, &me, &branch, &[], None);
+        c.state = CallState::Ending;
+        c.end_reason = Some(reason);
+        c.ack_wait = None;
+        c.session_timer = None;
+        let flow = c.flow;
+        let tx_id = self.start_client_tx(
+            now,
+            call_id,
+            Method::Bye,
+            out.bytes,
+            &out.next_hop,
+            &branch,
+            flow,
+        );
+        if let Some(c) = self.calls.get_mut(&call_id) {
+            c.bye_tx = Some(tx_id);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_client_tx(
+        &mut self,
+        now: Instant,
+        call_id: u64,
+        method: Method,
+        bytes: Bytes,
+        next_hop: &SipUri,
+        branch: &str,
+        flow: Flow,
+    ) -> u64 {
+        let destination = destination_for(next_hop, flow);
+        let reliability = match destination {
+            Destination::Tcp { .. } => Reliability::Reliable,
+            Destination::Resolve { tcp, .. } if tcp => Reliability::Reliable,
+            _ => Reliability::Unreliable,
+        };
+        let id = self.alloc_id();
+        let key = TxKey {
+            branch: branch.into(),
+            kind: TxKind::of(&method),
+        };
+        self.client_index.insert(key.clone(), id);
+        self.txs.insert(
+            id,
+            Tx {
+                machine: TxMachine::Nict(NonInviteClient::new(
+                    now,
+                    self.cfg.timers,
+                    reliability,
+                    bytes,
+                )),
+                destination,
+                key,
+                server: false,
+                call: Some(call_id),
+                scheduled: None,
+            },
+        );
+        self.drain_tx(now, id);
+        id
+    }
+
+    fn end_call(&mut self, call_id: u64, reason: EndReason) {
+        let Some(c) = self.calls.remove(&call_id) else {
+            return;
+        };
+        self.dialogs.remove(c.dialog.id());
+        self.events.push_back(Event::Ended {
+            call: CallKey(call_id),
+            reason,
+        });
+    }
+
+    fn drain_call(&mut self, now: Instant, call_id: u64) {
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let destination = response_destination(c.flow, &c.dialog);
+        let mut no_ack = false;
+        if let Some(aw) = &mut c.ack_wait {
+            while let Some(data) = aw.poll_transmit() {
+                self.transmits.push_back(Transmit {
+                    destination: destination.clone(),
+                    data,
+                });
+            }
+            while let Some(ev) = aw.poll_event() {
+                if ev == TuEvent::NoAck {
+                    no_ack = true;
+                }
+            }
+            if aw.is_terminated() {
+                c.ack_wait = None;
+            }
+        }
+        if no_ack && c.state == CallState::Answered {
+            // §13.3.1.4: no ACK within 64·T1 → confirm and end with BYE.
+            debug!(call_id = %c.dialog.id().call_id, "no ACK for our 2xx");
+            c.state = CallState::Confirmed;
+            self.send_bye(now, call_id, EndReason::NoAck);
+        }
+        self.schedule(Owner::Call(call_id));
+    }
+
+    // -----------------------------------------------------------------------
+    // transactions
+
+    fn insert_server_tx(
+        &mut self,
+        id: u64,
+        key: TxKey,
+        machine: TxMachine,
+        source: Flow,
+        call: Option<u64>,
+    ) {
+        self.server_index.insert(key.clone(), id);
+        self.txs.insert(
+            id,
+            Tx {
+                machine,
+                destination: flow_destination(source),
+                key,
+                server: true,
+                call,
+                scheduled: None,
+            },
+        );
+    }
+
+    fn send_server_response(&mut self, now: Instant, tx_id: u64, status: u16, bytes: Bytes) {
+        let Some(tx) = self.txs.get_mut(&tx_id) else {
+            return;
+        };
+        let result = match &mut tx.machine {
+            TxMachine::Ist(ist) => ist.send_response(now, status, bytes),
+            TxMachine::Nist(nist) => nist.send_response(now, status, bytes),
+            TxMachine::Nict(_) => Ok(()),
+        };
+        if let Err(e) = result {
+            debug!(error = %e, status, "transaction refused a response");
+        }
+        self.drain_tx(now, tx_id);
+    }
+
+    fn send_ist_final(&mut self, now: Instant, tx_id: u64, status: u16, bytes: Bytes) {
+        self.send_server_response(now, tx_id, status, bytes);
+    }
+
+    fn respond_in_new_nist(
+        &mut self,
+        now: Instant,
+        req: &Request,
+        source: Flow,
+        status: u16,
+        extra: &[(&str, &str)],
+    ) {
+        let key = TxKey::of_request(req);
+        let id = self.alloc_id();
+        let machine = TxMachine::Nist(NonInviteServer::new(
+            self.cfg.timers,
+            source.transport.reliability(),
+        ));
+        self.insert_server_tx(id, key, machine, source, None);
+        let tag = stateless_tag_of(req);
+        let mut b = req
+            .response(status, Some(&tag))
+            .header("Server", &self.cfg.user_agent);
+        for (name, value) in extra {
+            b = b.header(name, value);
+        }
+        self.send_server_response(now, id, status, b.finish(None, b""));
+    }
+
+    fn respond_in_new_ist(
+        &mut self,
+        now: Instant,
+        req: &Request,
+        source: Flow,
+        key: TxKey,
+        status: u16,
+        extra: &[(&str, &str)],
+    ) {
+        // A final response to an INVITE needs its IST so the ACK is absorbed
+        // and the response retransmitted (§17.2.1).
+        let id = self.alloc_id();
+        let machine = TxMachine::Ist(InviteServer::new(
+            self.cfg.timers,
+            source.transport.reliability(),
+        ));
+        self.insert_server_tx(id, key, machine, source, None);
+        let tag = stateless_tag_of(req);
+        let mut b = req
+            .response(status, Some(&tag))
+            .header("Server", &self.cfg.user_agent);
+        for (name, value) in extra {
+            b = b.header(name, value);
+        }
+        self.send_server_response(now, id, status, b.finish(None, b""));
+    }
+
+    /// A response without any transaction: for requests that cannot create
+    /// one (CANCEL or in-dialog request matching nothing).
+    fn respond_stateless(
+        &mut self,
+        _now: Instant,
+        req: &Request,
+        source: Flow,
+        status: u16,
+        extra: &[(&str, &str)],
+    ) {
+        let tag = stateless_tag_of(req);
+        let mut b = req
+            .response(status, Some(&tag))
+            .header("Server", &self.cfg.user_agent);
+        for (name, value) in extra {
+            b = b.header(name, value);
+        }
+        self.push_response(source, b.finish(None, b""));
+    }
+
+    fn drain_tx(&mut self, now: Instant, id: u64) {
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
+        let mut timed_out = false;
+        loop {
+            let data = match &mut tx.machine {
+                TxMachine::Ist(m) => m.poll_transmit(),
+                TxMachine::Nist(m) => m.poll_transmit(),
+                TxMachine::Nict(m) => m.poll_transmit(),
+            };
+            let Some(data) = data else { break };
+            self.transmits.push_back(Transmit {
+                destination: tx.destination.clone(),
+                data,
+            });
+        }
+        loop {
+            let ev = match &mut tx.machine {
+                TxMachine::Ist(m) => m.poll_event(),
+                TxMachine::Nist(m) => m.poll_event(),
+                TxMachine::Nict(m) => m.poll_event(),
+            };
+            let Some(ev) = ev else { break };
+            if matches!(ev, TuEvent::Timeout(_) | TuEvent::TransportError) {
+                timed_out = true;
+            }
+        }
+        let terminated = match &tx.machine {
+            TxMachine::Ist(m) => m.is_terminated(),
+            TxMachine::Nist(m) => m.is_terminated(),
+            TxMachine::Nict(m) => m.is_terminated(),
+        };
+        let call = tx.call;
+        let is_client = !tx.server;
+        if terminated {
+            let tx = self.txs.remove(&id).expect("present: looked up above");
+            let index = if tx.server {
+                &mut self.server_index
+            } else {
+                &mut self.client_index
+            };
+            if index.get(&tx.key) == Some(&id) {
+                index.remove(&tx.key);
+            }
+            if let Some(call_id) = call
+                && let Some(c) = self.calls.get_mut(&call_id)
+                && c.invite_tx == Some(id)
+            {
+                c.invite_tx = None;
+            }
+        } else {
+            self.schedule(Owner::Tx(id));
+        }
+        // Our BYE timed out (Timer F) or failed: the call is over anyway.
+        if is_client
+            && timed_out
+            && let Some(call_id) = call
+        {
+            self.client_final(call_id, id);
+        }
+        let _ = now;
+    }
+
+    fn schedule(&mut self, owner: Owner) {
+        let (deadline, scheduled) = match owner {
+            Owner::Tx(id) => match self.txs.get_mut(&id) {
+                Some(tx) => (tx.poll_timeout(), &mut tx.scheduled),
+                None => return,
+            },
+            Owner::Call(id) => match self.calls.get_mut(&id) {
+                Some(c) => (c.poll_timeout(), &mut c.scheduled),
+                None => return,
+            },
+        };
+        if deadline != *scheduled {
+            *scheduled = deadline;
+            if let Some(at) = deadline {
+                self.heap.push(Reverse((at, owner)));
+            }
+        }
+    }
+
+    fn owner_deadline(&self, owner: Owner) -> Option<Instant> {
+        match owner {
+            Owner::Tx(id) => self.txs.get(&id).and_then(|t| t.scheduled),
+            Owner::Call(id) => self.calls.get(&id).and_then(|c| c.scheduled),
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // helpers
+
+    fn refuse_outsider(&mut self, data: &[u8], source: Flow) {
+        if self.cfg.acl_action == AclAction::Drop {
+            trace!(remote = %source.remote, "ACL: dropped");
+            return;
+        }
+        // Stateless 403 (§8.2.6) with a To-tag derived from the request, so
+        // its retransmissions get the same answer; ACKs and responses are
+        // dropped. Nothing is stored.
+        match message::parse(data) {
+            Ok(Message::Request(req)) if req.method != Method::Ack => {
+                debug!(remote = %source.remote, method = %req.method, "ACL: 403");
+                let tag = stateless_tag_of(&req);
+                let bytes = req
+                    .response(403, Some(&tag))
+                    .header("Server", &self.cfg.user_agent)
+                    .finish(None, b"");
+                self.push_response(source, bytes);
+            }
+            _ => trace!(remote = %source.remote, "ACL: dropped non-request"),
+        }
+    }
+
+    fn push_response(&mut self, source: Flow, data: Bytes) {
+        self.transmits.push_back(Transmit {
+            destination: flow_destination(source),
+            data,
+        });
+    }
+
+    fn alloc_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn new_token(&mut self) -> String {
+        format!("{:016x}", self.rng.u64(..))
+    }
+
+    fn new_branch(&mut self) -> String {
+        format!("z9hG4bK{:016x}", self.rng.u64(..))
+    }
+
+    fn contact_uri(&self, transport: FlowTransport) -> Box<str> {
+        let host = bracket_v6(&self.cfg.advertised_host);
+        match transport {
+            FlowTransport::Udp => {
+                format!("sip:callbackd@{host}:{}", self.cfg.advertised_port).into()
+            }
+            FlowTransport::Tcp(_) => format!(
+                "sip:callbackd@{host}:{};transport=tcp",
+                self.cfg.advertised_port
+            )
+            .into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// internal types
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Owner {
+    Tx(u64),
+    Call(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallState {
+    /// INVITE received, waiting for the application's answer.
+    Offered,
+    /// 2xx sent, waiting for the ACK.
+    Answered,
+    /// ACK received.
+    Confirmed,
+    /// Our BYE is out.
+    Ending,
+}
+
+struct Call {
+    dialog: Dialog,
+    flow: Flow,
+    contact: Box<str>,
+    state: CallState,
+    invite: Option<Box<Request>>,
+    invite_tx: Option<u64>,
+    ack_wait: Option<AckWait>,
+    session: Option<Negotiated>,
+    session_timer: Option<SessionTimer>,
+    bye_after_ack: Option<EndReason>,
+    bye_tx: Option<u64>,
+    end_reason: Option<EndReason>,
+    reoffer: Option<Reoffer>,
+    scheduled: Option<Instant>,
+}
+
+impl Call {
+    fn poll_timeout(&self) -> Option<Instant> {
+        let a = self.ack_wait.as_ref().and_then(AckWait::poll_timeout);
+        let s = self
+            .session_timer
+            .as_ref()
+            .and_then(SessionTimer::poll_timeout);
+        match (a, s) {
+            (Some(a), Some(s)) => Some(a.min(s)),
+            (a, s) => a.or(s),
+        }
+    }
+}
+
+struct Reoffer {
+    tx: u64,
+    request: Box<Request>,
+    session: Option<Negotiated>,
+}
+
+enum TxMachine {
+    Ist(InviteServer),
+    Nist(NonInviteServer),
+    Nict(NonInviteClient),
+}
+
+struct Tx {
+    machine: TxMachine,
+    destination: Destination,
+    key: TxKey,
+    server: bool,
+    call: Option<u64>,
+    scheduled: Option<Instant>,
+}
+
+impl Tx {
+    fn poll_timeout(&self) -> Option<Instant> {
+        match &self.machine {
+            TxMachine::Ist(m) => m.poll_timeout(),
+            TxMachine::Nist(m) => m.poll_timeout(),
+            TxMachine::Nict(m) => m.poll_timeout(),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match &mut self.machine {
+            TxMachine::Ist(m) => m.handle_timeout(now),
+            TxMachine::Nist(m) => m.handle_timeout(now),
+            TxMachine::Nict(m) => m.handle_timeout(now),
+        }
+    }
+}
+
+/// Transaction matching key (RFC 3261 §17.2.3): the branch and the method,
+/// with ACK matching its INVITE. For pre-3261 branches the key falls back to
+/// Call-ID, CSeq number, From-tag and top Via (§17.2.3's older rules, close
+/// enough for the peers that still send them).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TxKey {
+    branch: Box<str>,
+    kind: TxKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum TxKind {
+    Invite,
+    Cancel,
+    Other(Method),
+}
+
+impl TxKind {
+    fn of(method: &Method) -> TxKind {
+        match method {
+            Method::Invite | Method::Ack => TxKind::Invite,
+            Method::Cancel => TxKind::Cancel,
+            other => TxKind::Other(other.clone()),
+        }
+    }
+}
+
+impl TxKey {
+    fn of_request(req: &Request) -> TxKey {
+        TxKey::of_request_as(req, TxKind::of(&req.method))
+    }
+
+    fn of_request_as(req: &Request, kind: TxKind) -> TxKey {
+        let via = req.headers.top_via();
+        let branch: Box<str> = if via.is_rfc3261_branch() {
+            // §17.2.3: branch plus sent-by.
+            let b = via.branch.as_deref().unwrap_or("");
+            format!("{b}|{}:{}", via.host, via.port.unwrap_or(0)).into()
+        } else {
+            let h = &req.headers;
+            format!(
+                "2543|{}|{}|{}|{}",
+                h.call_id,
+                h.cseq.seq,
+                h.from.tag.as_deref().unwrap_or(""),
+                via.raw
+            )
+            .into()
+        };
+        TxKey { branch, kind }
+    }
+
+    fn of_response(resp: &Response) -> TxKey {
+        TxKey {
+            branch: resp.headers.top_via().branch.clone().unwrap_or_default(),
+            kind: TxKind::of(&resp.headers.cseq.method),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// free helpers
+
+/// What OPTIONS answers with (RFC 3261 §11.2); `Server` is added by the
+/// responder.
+const CAPABILITIES: [(&str, &str); 3] = [
+    ("Allow", ALLOW),
+    ("Accept", ACCEPT),
+    ("Supported", SUPPORTED),
+];
+
+fn local_identity(cfg: &EndpointConfig, transport: FlowTransport, contact: &str) -> LocalIdentity {
+    LocalIdentity {
+        transport: transport.via_token(),
+        sent_by: format!(
+            "{}:{}",
+            bracket_v6(&cfg.advertised_host),
+            cfg.advertised_port
+        )
+        .into(),
+        contact: contact.into(),
+    }
+}
+
+fn bracket_v6(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]").into()
+    } else {
+        host.into()
+    }
+}
+
+/// Adds `received` (and fills `rport`) in the top Via (RFC 3261 §18.2.1,
+/// RFC 3581 §4), so responses copy what the server saw.
+fn stamp_received(req: &mut Request, remote: SocketAddr) {
+    let via = req.headers.top_via();
+    let host_is_source = via.host.parse::<IpAddr>().ok() == Some(remote.ip());
+    let wants_rport = via.rport == Rport::Requested;
+    if host_is_source && !wants_rport {
+        return;
+    }
+    req.headers.stamp_top_via(remote, wants_rport);
+}
+
+/// Where responses go (§18.2.2 with RFC 3581): back to the source for UDP
+/// (the address the request came from, which is what `received`/`rport`
+/// describe), and on the same connection for TCP.
+fn flow_destination(flow: Flow) -> Destination {
+    match flow.transport {
+        FlowTransport::Udp => Destination::Udp(flow.remote),
+        FlowTransport::Tcp(conn) => Destination::Tcp {
+            conn: Some(conn),
+            remote: flow.remote,
+        },
+    }
+}
+
+fn response_destination(flow: Flow, _dialog: &Dialog) -> Destination {
+    flow_destination(flow)
+}
+
+/// Where an in-dialog request goes: the next hop's address when it is an IP
+/// literal (reusing the call's TCP connection when the next hop is the peer
+/// it came from), else a name to resolve.
+fn destination_for(next_hop: &SipUri, flow: Flow) -> Destination {
+    let tcp = match next_hop.transport.as_deref() {
+        Some("tcp") => true,
+        Some(_) => false,
+        None => matches!(flow.transport, FlowTransport::Tcp(_)),
+    };
+    let host = next_hop.maddr.as_deref().unwrap_or(&next_hop.host);
+    let port = next_hop.port.unwrap_or(5060);
+    match host.parse::<IpAddr>() {
+        Ok(ip) => {
+            let remote = SocketAddr::new(ip, port);
+            if tcp {
+                let conn = match flow.transport {
+                    FlowTransport::Tcp(c) if flow.remote == remote => Some(c),
+                    _ => None,
+                };
+                Destination::Tcp { conn, remote }
+            } else {
+                Destination::Udp(remote)
+            }
+        }
+        Err(_) => Destination::Resolve {
+            host: host.into(),
+            port,
+            tcp,
+        },
+    }
+}
+
+/// A To-tag that is a function of the request (§8.2.6.2 allows any; making it
+/// deterministic gives retransmissions of a stateless answer the same tag).
+fn stateless_tag_of(req: &Request) -> String {
+    let mut h = DefaultHasher::new();
+    req.headers.call_id.hash(&mut h);
+    req.headers.from.tag.hash(&mut h);
+    req.headers.top_via().branch.hash(&mut h);
+    req.headers.cseq.seq.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+fn stateless_tag(data: &[u8]) -> String {
+    let mut h = DefaultHasher::new();
+    data.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+#[cfg(test)]
+#[path = "endpoint_tests.rs"]
+mod tests;
