@@ -6,6 +6,7 @@
 //! - [`transaction`]: the four RFC 3261/6026 transaction machines and the
 //!   UAS's 2xx retransmission.
 //! - [`dialog`]: dialogs, route sets, in-dialog requests.
+//! - [`sdp`]: SDP parsing and RFC 3264 offer/answer.
 //! - [`session_timer`]: RFC 4028 session timers.
 //! - [`endpoint`]: matching, stateless answers, calls as the UAS sees them.
 
@@ -13,5 +14,6 @@ pub mod dialog;
 pub mod endpoint;
 pub mod framing;
 pub mod message;
+pub mod sdp;
 pub mod session_timer;
 pub mod transaction;
