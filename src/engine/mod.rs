@@ -1,2 +1,351 @@
 //! The tokio shell: sockets, clocks, and the wiring of the sans-IO cores.
+//!
+//! ```text
+//!   transport (UDP/TCP tasks) ──Inbound──▶ ┌──────────── core task ─────────────┐
+//!                                          │ Endpoint (sip, sans-IO)            │
+//!   transport ◀──────────Transmit───────── │ calls: SDP, RTP ports, call flow   │
+//!                                          │ one sleep: min(poll_timeout, ...)  │
+//!   media thread ◀──Command (Add/Play…)─── │                                    │
+//!   media thread ───MediaEvent (digits…)─▶ └────────────────────────────────────┘
+//! ```
+//!
+//! The core task owns the endpoint and every call's state; nothing is shared
+//! behind a lock. The media thread owns every RTP socket (see [`media`]).
+
+pub mod calls;
+pub mod media;
 pub mod transport;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::{Config, Transport as ConfiguredTransport};
+use crate::media::g711::Law;
+use crate::media::prompt::{PromptError, PromptLibrary, Ptime, STANDARD_PROMPTS};
+use crate::media::ports::{PortPool, PortPoolError};
+use crate::sip::endpoint::{Destination, Endpoint, EndpointConfig, Flow, FlowTransport, Stats};
+use crate::sip::session_timer::SessionTimerConfig;
+use crate::sip::transaction::TimerConfig;
+use calls::Calls;
+use transport::{Inbound, Target, Transport, TransportKind};
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A prompt file could not be loaded.
+    #[error("prompts: {0}")]
+    Prompts(#[from] PromptError),
+    /// A socket could not be bound.
+    #[error("cannot bind SIP sockets on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The media thread could not start.
+    #[error("cannot start the media thread: {0}")]
+    Media(std::io::Error),
+    /// The RTP port range is unusable.
+    #[error("rtp port range: {0}")]
+    Ports(#[from] PortPoolError),
+}
+
+/// Counters of live state, for tests, metrics and leak checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// SIP endpoint state (calls, transactions, pending timers).
+    pub sip: Stats,
+    /// Calls known to the call layer.
+    pub calls: usize,
+    /// RTP port pairs in use.
+    pub rtp_ports: usize,
+}
+
+/// A running engine.
+pub struct EngineHandle {
+    udp: Option<SocketAddr>,
+    tcp: Option<SocketAddr>,
+    control: mpsc::Sender<Control>,
+    task: JoinHandle<()>,
+}
+
+enum Control {
+    Stats(oneshot::Sender<EngineStats>),
+    Shutdown,
+}
+
+impl EngineHandle {
+    /// The bound UDP address (useful with port 0).
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp
+    }
+
+    /// The bound TCP address.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp
+    }
+
+    /// Current counters.
+    pub async fn stats(&self) -> Option<EngineStats> {
+        let (tx, rx) = oneshot::channel();
+        self.control.send(Control::Stats(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Hangs up every call, waits briefly for the BYEs, and stops.
+    pub async fn shutdown(self) {
+        let _ = self.control.send(Control::Shutdown).await;
+        let _ = self.task.await;
+    }
+
+    /// Waits until the engine stops by itself (it does not, unless shut down).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Loads the prompts the configuration names, pre-encoded for both laws at
+/// every packet time we may negotiate (10–60 ms).
+pub fn load_prompts(config: &Config, base_dir: &Path) -> Result<PromptLibrary, PromptError> {
+    let files: Vec<(&str, std::path::PathBuf)> = STANDARD_PROMPTS
+        .iter()
+        .map(|name| (*name, config.prompts.file_path(base_dir, name)))
+        .collect();
+    let mut library = PromptLibrary::load_files(&files)?;
+    let ptimes: Vec<Ptime> = (1..=6).filter_map(|i| Ptime::from_ms(i * 10)).collect();
+    library.prepare(&[Law::Ulaw, Law::Alaw], &ptimes);
+    Ok(library)
+}
+
+/// Starts the engine: binds sockets, starts the media thread and the core.
+pub async fn start(config: Config, base_dir: &Path) -> Result<EngineHandle, EngineError> {
+    let started = Instant::now();
+    let prompts = Arc::new(load_prompts(&config, base_dir)?);
+    let sip = &config.sip;
+    let udp = sip.serves(ConfiguredTransport::Udp).then_some(sip.bind);
+    let tcp = sip.serves(ConfiguredTransport::Tcp).then_some(sip.bind);
+    let (transport, inbound) = Transport::bind(udp, tcp, sip.max_message_size, sip.tcp_idle_timeout())
+        .await
+        .map_err(|source| EngineError::Bind { addr: sip.bind, source })?;
+    let udp_addr = transport.local_udp_addr();
+    let tcp_addr = transport.local_tcp_addr();
+    let advertised_port = match (sip.advertised_port, udp_addr.or(tcp_addr)) {
+        (Some(p), _) => p,
+        // Bound to port 0 (tests): advertise the port we actually got.
+        (None, Some(bound)) if sip.bind.port() == 0 => bound.port(),
+        (None, _) => sip.advertised_port(),
+    };
+    let endpoint = Endpoint::new(EndpointConfig {
+        timers: TimerConfig {
+            t1: sip.t1(),
+            t2: sip.t2(),
+            t4: sip.t4(),
+        },
+        session: SessionTimerConfig {
+            session_expires: sip.session_expires_s,
+            min_se: sip.min_se_s,
+        },
+        advertised_host: sip.advertised_host().to_string().trim_matches(['[', ']']).into(),
+        advertised_port,
+        user_agent: sip.user_agent.as_str().into(),
+        acl: config.acl.sip_acl(),
+        acl_action: config.acl.action,
+        seed: fastrand::u64(..),
+    });
+    let (media_events_tx, media_events) = mpsc::unbounded_channel();
+    let (media, _media_thread) = media::spawn(
+        media::MediaConfig {
+            acl: config.acl.rtp_acl(),
+            rtp_timeout: config.rtp.rtp_timeout(),
+        },
+        prompts.clone(),
+        media_events_tx,
+    )
+    .map_err(EngineError::Media)?;
+    let ports = PortPool::new(config.rtp.port_min, config.rtp.port_max)?;
+    let calls = Calls::new(&config, prompts, media, ports);
+
+    info!(
+        udp = ?udp_addr,
+        tcp = ?tcp_addr,
+        rtp = %format!("{}:{}-{}", config.rtp.bind_ip, config.rtp.port_min, config.rtp.port_max),
+        sip_acl = %config.acl.sip_acl(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "callbackd listening"
+    );
+    let (control, control_rx) = mpsc::channel(16);
+    let core = Core {
+        endpoint,
+        calls,
+        transport,
+        inbound,
+        media_events,
+        control: control_rx,
+        resolved: mpsc::unbounded_channel(),
+        stopping: None,
+    };
+    let task = tokio::spawn(core.run());
+    Ok(EngineHandle {
+        udp: udp_addr,
+        tcp: tcp_addr,
+        control,
+        task,
+    })
+}
+
+struct Core {
+    endpoint: Endpoint,
+    calls: Calls,
+    transport: Transport,
+    inbound: mpsc::Receiver<Inbound>,
+    media_events: mpsc::UnboundedReceiver<media::MediaEvent>,
+    control: mpsc::Receiver<Control>,
+    /// DNS results for in-dialog requests to host names.
+    resolved: (
+        mpsc::UnboundedSender<(Target, bytes::Bytes)>,
+        mpsc::UnboundedReceiver<(Target, bytes::Bytes)>,
+    ),
+    /// Set when shutting down: stop once no call is left or at this instant.
+    stopping: Option<Instant>,
+}
+
+/// How many more inbound messages are taken before outputs are flushed.
+const BATCH: usize = 64;
+
+impl Core {
+    async fn run(mut self) {
+        loop {
+            let now = Instant::now();
+            let deadline = [self.endpoint.poll_timeout(), self.calls.poll_timeout(), self.stopping]
+                .into_iter()
+                .flatten()
+                .min();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                control = self.control.recv() => match control {
+                    Some(Control::Stats(reply)) => {
+                        let _ = reply.send(EngineStats {
+                            sip: self.endpoint.stats(),
+                            calls: self.calls.len(),
+                            rtp_ports: self.calls.ports_in_use(),
+                        });
+                    }
+                    Some(Control::Shutdown) | None => {
+                        if self.stopping.is_none() {
+                            info!(calls = self.calls.len(), "shutting down");
+                            self.endpoint.set_draining(true);
+                            self.calls.hangup_all(now, &mut self.endpoint);
+                            self.stopping = Some(now + std::time::Duration::from_secs(3));
+                        }
+                    }
+                },
+                Some(message) = self.inbound.recv() => {
+                    self.handle_inbound(now, message);
+                    for _ in 0..BATCH {
+                        let Ok(message) = self.inbound.try_recv() else { break };
+                        self.handle_inbound(now, message);
+                    }
+                }
+                Some(event) = self.media_events.recv() => {
+                    self.calls.handle_media_event(now, event, &mut self.endpoint);
+                    while let Ok(event) = self.media_events.try_recv() {
+                        self.calls.handle_media_event(now, event, &mut self.endpoint);
+                    }
+                }
+                Some((target, data)) = self.resolved.1.recv() => {
+                    if let Err(e) = self.transport.send(target, data) {
+                        warn!(error = %e, "send failed");
+                    }
+                }
+                () = sleep => {
+                    let now = Instant::now();
+                    self.endpoint.handle_timeout(now);
+                    self.calls.handle_timeout(now, &mut self.endpoint);
+                }
+            }
+            self.flush(Instant::now());
+            if let Some(limit) = self.stopping
+                && (self.calls.len() == 0 || Instant::now() >= limit)
+            {
+                info!("stopped");
+                self.transport.shutdown();
+                return;
+            }
+        }
+    }
+
+    fn handle_inbound(&mut self, now: Instant, message: Inbound) {
+        let flow = Flow {
+            remote: message.source.remote,
+            transport: match message.source.transport {
+                TransportKind::Udp => FlowTransport::Udp,
+                TransportKind::Tcp(conn) => FlowTransport::Tcp(conn.0),
+            },
+        };
+        self.endpoint.handle_message(now, &message.data, flow);
+    }
+
+    /// Drains the endpoint until it has nothing more to say (the calls layer
+    /// may make it say more).
+    fn flush(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(event) = self.endpoint.poll_event() {
+                progressed = true;
+                self.calls.handle_sip_event(now, event, &mut self.endpoint);
+            }
+            while let Some(t) = self.endpoint.poll_transmit() {
+                progressed = true;
+                self.send(t.destination, t.data);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn send(&mut self, destination: Destination, data: bytes::Bytes) {
+        let target = match destination {
+            Destination::Udp(addr) => Target::Udp(addr),
+            Destination::Tcp { conn, remote } => Target::Tcp {
+                conn: conn.map(transport::ConnId),
+                remote,
+            },
+            Destination::Resolve { host, port, tcp } => {
+                let tx = self.resolved.0.clone();
+                tokio::spawn(async move {
+                    match tokio::net::lookup_host((&*host, port)).await {
+                        Ok(mut addrs) => {
+                            if let Some(addr) = addrs.next() {
+                                let target = if tcp {
+                                    Target::Tcp { conn: None, remote: addr }
+                                } else {
+                                    Target::Udp(addr)
+                                };
+                                let _ = tx.send((target, data));
+                            }
+                        }
+                        Err(e) => warn!(%host, error = %e, "cannot resolve next hop"),
+                    }
+                });
+                return;
+            }
+        };
+        if let Err(e) = self.transport.send(target, data) {
+            warn!(error = %e, "send failed");
+        }
+    }
+}

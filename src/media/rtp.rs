@@ -364,6 +364,13 @@ impl SendStream {
         header
     }
 
+    /// Lets `samples` of media time pass without sending (hold, silence
+    /// suppression, a stalled sender): the next timestamp moves on, the
+    /// sequence number does not (RFC 3550 §5.1: it counts packets sent).
+    pub fn skip(&mut self, samples: u32) {
+        self.next_timestamp = self.next_timestamp.wrapping_add(samples);
+    }
+
     /// Our SSRC.
     pub fn ssrc(&self) -> Ssrc {
         self.ssrc
@@ -422,6 +429,15 @@ mod tests {
         ];
         p.extend(std::iter::repeat_n(0xD5, 160));
         p
+    }
+
+    #[test]
+    fn skip_moves_the_timestamp_but_not_the_sequence() {
+        let mut s = SendStream::new(Ssrc(1), PayloadType::new(0).expect("valid"), 8000, 10, 1000);
+        s.skip(480);
+        let h = s.next_header(160, false);
+        assert_eq!((h.sequence, h.timestamp), (10, 1480));
+        assert_eq!((s.next_sequence(), s.next_timestamp()), (11, 1640));
     }
 
     #[test]
