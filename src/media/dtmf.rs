@@ -216,7 +216,8 @@ impl DtmfReceiver {
 
     /// Handles one telephone-event packet; returns the digit if this packet
     /// starts a new event. `marker` is only counted in the stats: it decides
-    /// nothing (see the type's rules).
+    /// nothing (see the type's rules). `now` orders the remembered events for
+    /// replacement (least recently seen goes first).
     pub fn handle(
         &mut self,
         now: Instant,
