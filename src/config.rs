@@ -255,7 +255,7 @@ impl Config {
         }
         in_range("rtp.port_min", u64::from(rtp.port_min), 1024..=65_535)?;
         in_range("rtp.port_max", u64::from(rtp.port_max), 1024..=65_535)?;
-        if rtp.port_min % 2 != 0 {
+        if !rtp.port_min.is_multiple_of(2) {
             // RFC 3550 §11: RTP on an even port, RTCP on the next (odd) one.
             return fail(
                 "rtp.port_min",
@@ -283,7 +283,7 @@ impl Config {
             return fail("media.codecs", Invalid::duplicate(dup.encoding_name()));
         }
         in_range("media.ptime_ms", u64::from(media.ptime_ms), 10..=60)?;
-        if media.ptime_ms % 10 != 0 {
+        if !media.ptime_ms.is_multiple_of(10) {
             return fail(
                 "media.ptime_ms",
                 Invalid::NotMultiple {

@@ -9,7 +9,11 @@ use tracing::error;
 use callbackd::config::Config;
 
 #[derive(Parser)]
-#[command(name = "callbackd", version, about = "SIP/RTP engine for contact-center callbacks")]
+#[command(
+    name = "callbackd",
+    version,
+    about = "SIP/RTP engine for contact-center callbacks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -56,11 +60,26 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("callbackd={}", tracing::Level::from(config.log.level)))
+        tracing_subscriber::EnvFilter::new(format!(
+            "callbackd={}",
+            tracing::Level::from(config.log.level)
+        ))
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let base_dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

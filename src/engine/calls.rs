@@ -25,9 +25,11 @@ use crate::media::g711::Law;
 use crate::media::player::Item;
 use crate::media::ports::PortPool;
 use crate::media::prompt::{PromptId, PromptLibrary, Ptime};
-use crate::sip::endpoint::{CallKey, Endpoint, EndReason, Event};
+use crate::sip::endpoint::{CallKey, EndReason, Endpoint, Event};
 use crate::sip::message::Request;
-use crate::sip::sdp::{self, LocalMedia, NegotiatedMedia, NegotiationError, SessionDescription, SessionVersion};
+use crate::sip::sdp::{
+    self, LocalMedia, NegotiatedMedia, NegotiationError, SessionDescription, SessionVersion,
+};
 
 /// Every call the engine is handling.
 pub struct Calls {
@@ -62,7 +64,12 @@ struct CallCtx {
 
 impl Calls {
     /// The call layer for `config`.
-    pub fn new(config: &Config, prompts: Arc<PromptLibrary>, media: MediaHandle, ports: PortPool) -> Calls {
+    pub fn new(
+        config: &Config,
+        prompts: Arc<PromptLibrary>,
+        media: MediaHandle,
+        ports: PortPool,
+    ) -> Calls {
         Calls {
             calls: HashMap::new(),
             closing: HashMap::new(),
@@ -138,7 +145,11 @@ impl Calls {
     /// Reacts to a SIP event.
     pub fn handle_sip_event(&mut self, now: Instant, event: Event, endpoint: &mut Endpoint) {
         match event {
-            Event::IncomingCall { call, request, source } => {
+            Event::IncomingCall {
+                call,
+                request,
+                source,
+            } => {
                 self.incoming(now, call, &request, source.remote.ip(), endpoint);
             }
             Event::Confirmed { call, body } => self.confirmed(now, call, &body, endpoint),
@@ -151,9 +162,11 @@ impl Calls {
                 content_type,
                 body,
             } => {
-                let Some(ctx) = self.calls.get(&call) else { return };
+                let Some(ctx) = self.calls.get(&call) else {
+                    return;
+                };
                 if let Some(digit) = info_digit(&content_type, &body) {
-                    info!(call_id = %ctx.call_id, digit = %digit, source = "info", "dtmf");
+                    info!(digit = %digit, call_id = %ctx.call_id, source = "info", "dtmf");
                 }
             }
             Event::Ended { call, reason } => self.ended(call, reason),
@@ -165,7 +178,7 @@ impl Calls {
         match event {
             MediaEvent::Digit { key, digit } => {
                 if let Some(ctx) = self.calls.get(&CallKey(key)) {
-                    info!(call_id = %ctx.call_id, digit = %digit.as_char(), source = "rfc4733", "dtmf");
+                    info!(digit = %digit.as_char(), call_id = %ctx.call_id, source = "rfc4733", "dtmf");
                 }
             }
             MediaEvent::RtpTimeout { key } => {
@@ -185,7 +198,14 @@ impl Calls {
         }
     }
 
-    fn incoming(&mut self, now: Instant, call: CallKey, request: &Request, peer: IpAddr, endpoint: &mut Endpoint) {
+    fn incoming(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        request: &Request,
+        peer: IpAddr,
+        endpoint: &mut Endpoint,
+    ) {
         let call_id: Arc<str> = request.headers.call_id.as_str().into();
         if self.calls.len() >= self.max_calls {
             warn!(%call_id, max = self.max_calls, "call limit reached; 503");
@@ -292,7 +312,14 @@ impl Calls {
         }
     }
 
-    fn add_stream(&mut self, call: CallKey, ctx: &mut CallCtx, media: NegotiatedMedia, rtp: UdpSocket, rtcp: UdpSocket) {
+    fn add_stream(
+        &mut self,
+        call: CallKey,
+        ctx: &mut CallCtx,
+        media: NegotiatedMedia,
+        rtp: UdpSocket,
+        rtcp: UdpSocket,
+    ) {
         let params = stream_params(&media, ctx.signalling_peer);
         self.media.send(Command::Add {
             key: call.0,
@@ -306,7 +333,9 @@ impl Calls {
     }
 
     fn confirmed(&mut self, now: Instant, call: CallKey, body: &[u8], endpoint: &mut Endpoint) {
-        let Some(ctx) = self.calls.get_mut(&call) else { return };
+        let Some(ctx) = self.calls.get_mut(&call) else {
+            return;
+        };
         if ctx.awaiting_answer {
             ctx.awaiting_answer = false;
             let answer = SessionDescription::parse(body)
@@ -316,7 +345,10 @@ impl Calls {
                 Ok(media) => {
                     let params = stream_params(&media, ctx.signalling_peer);
                     ctx.media = Some(media);
-                    self.media.send(Command::Update { key: call.0, params });
+                    self.media.send(Command::Update {
+                        key: call.0,
+                        params,
+                    });
                 }
                 Err(e) => {
                     // RFC 3264 §5 / RFC 3261 §13.2.1: a bad or missing answer
@@ -340,12 +372,15 @@ impl Calls {
                 .chain(self.hold.map(Item::Loop))
                 .collect();
             self.media.send(Command::Play { key: call.0, items });
-            self.deadlines.push(Reverse((now + self.max_duration, call)));
+            self.deadlines
+                .push(Reverse((now + self.max_duration, call)));
         }
     }
 
     fn reoffer(&mut self, now: Instant, call: CallKey, offer: &[u8], endpoint: &mut Endpoint) {
-        let Some(ctx) = self.calls.get_mut(&call) else { return };
+        let Some(ctx) = self.calls.get_mut(&call) else {
+            return;
+        };
         if offer.is_empty() {
             // re-INVITE without SDP: we offer, the answer comes in the ACK.
             let body = ctx.version.stamp(&sdp::offer(&ctx.local));
@@ -368,7 +403,10 @@ impl Calls {
                 let params = stream_params(&media, ctx.signalling_peer);
                 debug!(call_id = %ctx.call_id, direction = ?media.direction, remote = ?media.remote, "re-offer answered");
                 ctx.media = Some(media);
-                self.media.send(Command::Update { key: call.0, params });
+                self.media.send(Command::Update {
+                    key: call.0,
+                    params,
+                });
                 let _ = endpoint.answer_reoffer(now, call, body.as_bytes());
             }
             Err(e) => {
@@ -379,7 +417,9 @@ impl Calls {
     }
 
     fn ended(&mut self, call: CallKey, reason: EndReason) {
-        let Some(ctx) = self.calls.remove(&call) else { return };
+        let Some(ctx) = self.calls.remove(&call) else {
+            return;
+        };
         info!(call_id = %ctx.call_id, ?reason, "call ended");
         if ctx.stream_added {
             self.closing.insert(call.0, ctx.port);
@@ -405,7 +445,12 @@ impl Calls {
             match (rtp, rtcp) {
                 (Ok(rtp), Ok(rtcp)) => return Some((port, rtp, rtcp)),
                 (rtp, rtcp) => {
-                    debug!(port, rtp_ok = rtp.is_ok(), rtcp_ok = rtcp.is_ok(), "RTP port busy; skipping");
+                    debug!(
+                        port,
+                        rtp_ok = rtp.is_ok(),
+                        rtcp_ok = rtcp.is_ok(),
+                        "RTP port busy; skipping"
+                    );
                     let _ = self.ports.release(port);
                     let _ = self.ports.mark_unusable(port);
                 }
@@ -441,7 +486,9 @@ fn info_digit(content_type: &str, body: &[u8]) -> Option<char> {
     let candidate = if mime.eq_ignore_ascii_case("application/dtmf-relay") {
         body.lines().find_map(|line| {
             let (name, value) = line.split_once('=')?;
-            name.trim().eq_ignore_ascii_case("signal").then(|| value.trim())
+            name.trim()
+                .eq_ignore_ascii_case("signal")
+                .then(|| value.trim())
         })?
     } else if mime.eq_ignore_ascii_case("application/dtmf") {
         body.trim()
@@ -450,7 +497,8 @@ fn info_digit(content_type: &str, body: &[u8]) -> Option<char> {
     };
     let mut chars = candidate.chars();
     let c = chars.next()?;
-    (chars.next().is_none() && matches!(c, '0'..='9' | '*' | '#' | 'A'..='D' | 'a'..='d')).then(|| c.to_ascii_uppercase())
+    (chars.next().is_none() && matches!(c, '0'..='9' | '*' | '#' | 'A'..='D' | 'a'..='d'))
+        .then(|| c.to_ascii_uppercase())
 }
 
 #[cfg(test)]
@@ -459,8 +507,14 @@ mod tests {
 
     #[test]
     fn info_digits_in_both_formats() {
-        assert_eq!(info_digit("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n"), Some('5'));
-        assert_eq!(info_digit("application/dtmf-relay", b"Signal= #\r\n"), Some('#'));
+        assert_eq!(
+            info_digit("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n"),
+            Some('5')
+        );
+        assert_eq!(
+            info_digit("application/dtmf-relay", b"Signal= #\r\n"),
+            Some('#')
+        );
         assert_eq!(info_digit("application/dtmf", b"7"), Some('7'));
         assert_eq!(info_digit("application/dtmf-relay", b"Signal=55\r\n"), None);
         assert_eq!(info_digit("text/plain", b"5"), None);

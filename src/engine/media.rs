@@ -169,24 +169,26 @@ pub fn spawn(
         tx,
         waker: waker.clone(),
     };
-    let thread = thread::Builder::new().name("callbackd-media".into()).spawn(move || {
-        let mut media = MediaThread {
-            poll,
-            commands: rx,
-            events,
-            prompts,
-            cfg,
-            streams: Vec::new(),
-            free: Vec::new(),
-            index: HashMap::new(),
-            pacing: BinaryHeap::new(),
-            recv_buf: vec![0u8; 2048],
-            send_buf: Vec::with_capacity(1500),
-            next_timeout_check: Instant::now(),
-            stats: Counters::default(),
-        };
-        media.run();
-    })?;
+    let thread = thread::Builder::new()
+        .name("callbackd-media".into())
+        .spawn(move || {
+            let mut media = MediaThread {
+                poll,
+                commands: rx,
+                events,
+                prompts,
+                cfg,
+                streams: Vec::new(),
+                free: Vec::new(),
+                index: HashMap::new(),
+                pacing: BinaryHeap::new(),
+                recv_buf: vec![0u8; 2048],
+                send_buf: Vec::with_capacity(1500),
+                next_timeout_check: Instant::now(),
+                stats: Counters::default(),
+            };
+            media.run();
+        })?;
     Ok((handle, thread))
 }
 
@@ -283,7 +285,11 @@ impl MediaThread {
                 Ok(command) => self.command(now, command),
                 Err(mpsc::TryRecvError::Empty) => return true,
                 Err(mpsc::TryRecvError::Disconnected) => {
-                    debug!(sent = self.stats.sent, received = self.stats.received, "media thread stops");
+                    debug!(
+                        sent = self.stats.sent,
+                        received = self.stats.received,
+                        "media thread stops"
+                    );
                     return false;
                 }
             }
@@ -305,7 +311,9 @@ impl MediaThread {
                 }
             }
             Command::Update { key, params } => {
-                let Some(s) = self.stream_mut(key) else { return };
+                let Some(s) = self.stream_mut(key) else {
+                    return;
+                };
                 s.target = params.remote;
                 s.latched = false;
                 if s.params.law != params.law || s.params.ptime != params.ptime {
@@ -322,7 +330,9 @@ impl MediaThread {
                 s.last_rx = now;
             }
             Command::Play { key, items } => {
-                let Some(s) = self.stream_mut(key) else { return };
+                let Some(s) = self.stream_mut(key) else {
+                    return;
+                };
                 s.player.play(items);
             }
             Command::Remove { key } => {
@@ -358,10 +368,15 @@ impl MediaThread {
                 self.streams.len() - 1
             }
         };
-        self.poll.registry().register(&mut rtp, Token(slot * 2), Interest::READABLE)?;
-        self.poll.registry().register(&mut rtcp, Token(slot * 2 + 1), Interest::READABLE)?;
+        self.poll
+            .registry()
+            .register(&mut rtp, Token(slot * 2), Interest::READABLE)?;
+        self.poll
+            .registry()
+            .register(&mut rtcp, Token(slot * 2 + 1), Interest::READABLE)?;
         let generation = fastrand::u32(..);
-        let pt = PayloadType::new(params.payload_type).unwrap_or(PayloadType::new(0).expect("0 is a valid payload type"));
+        let pt = PayloadType::new(params.payload_type)
+            .unwrap_or(PayloadType::new(0).expect("0 is a valid payload type"));
         let stream = Stream {
             key,
             generation,
@@ -389,7 +404,9 @@ impl MediaThread {
     }
 
     fn readable(&mut self, now: Instant, slot: usize, rtcp: bool) {
-        let Some(Some(s)) = self.streams.get_mut(slot) else { return };
+        let Some(Some(s)) = self.streams.get_mut(slot) else {
+            return;
+        };
         if rtcp {
             // RTCP is terminated here: read and discard (RR/SR handling is
             // the bridge's, issue 4).
@@ -417,7 +434,8 @@ impl MediaThread {
             };
             // Latch only to the expected peer (SDP address or signalling
             // source): anything else could be an RTP-Bleed attempt.
-            let expected = s.params.remote.map(|r| r.ip()) == Some(src.ip()) || s.params.signalling_peer == src.ip();
+            let expected = s.params.remote.map(|r| r.ip()) == Some(src.ip())
+                || s.params.signalling_peer == src.ip();
             if !expected {
                 self.stats.refused += 1;
                 continue;
@@ -453,7 +471,9 @@ impl MediaThread {
                 break;
             }
             self.pacing.pop();
-            let Some(Some(s)) = self.streams.get_mut(slot) else { continue };
+            let Some(Some(s)) = self.streams.get_mut(slot) else {
+                continue;
+            };
             if s.generation != generation {
                 continue;
             }

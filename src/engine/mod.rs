@@ -27,8 +27,8 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Transport as ConfiguredTransport};
 use crate::media::g711::Law;
-use crate::media::prompt::{PromptError, PromptLibrary, Ptime, STANDARD_PROMPTS};
 use crate::media::ports::{PortPool, PortPoolError};
+use crate::media::prompt::{PromptError, PromptLibrary, Ptime, STANDARD_PROMPTS};
 use crate::sip::endpoint::{Destination, Endpoint, EndpointConfig, Flow, FlowTransport, Stats};
 use crate::sip::session_timer::SessionTimerConfig;
 use crate::sip::transaction::TimerConfig;
@@ -131,9 +131,13 @@ pub async fn start(config: Config, base_dir: &Path) -> Result<EngineHandle, Engi
     let sip = &config.sip;
     let udp = sip.serves(ConfiguredTransport::Udp).then_some(sip.bind);
     let tcp = sip.serves(ConfiguredTransport::Tcp).then_some(sip.bind);
-    let (transport, inbound) = Transport::bind(udp, tcp, sip.max_message_size, sip.tcp_idle_timeout())
-        .await
-        .map_err(|source| EngineError::Bind { addr: sip.bind, source })?;
+    let (transport, inbound) =
+        Transport::bind(udp, tcp, sip.max_message_size, sip.tcp_idle_timeout())
+            .await
+            .map_err(|source| EngineError::Bind {
+                addr: sip.bind,
+                source,
+            })?;
     let udp_addr = transport.local_udp_addr();
     let tcp_addr = transport.local_tcp_addr();
     let advertised_port = match (sip.advertised_port, udp_addr.or(tcp_addr)) {
@@ -152,7 +156,11 @@ pub async fn start(config: Config, base_dir: &Path) -> Result<EngineHandle, Engi
             session_expires: sip.session_expires_s,
             min_se: sip.min_se_s,
         },
-        advertised_host: sip.advertised_host().to_string().trim_matches(['[', ']']).into(),
+        advertised_host: sip
+            .advertised_host()
+            .to_string()
+            .trim_matches(['[', ']'])
+            .into(),
         advertised_port,
         user_agent: sip.user_agent.as_str().into(),
         acl: config.acl.sip_acl(),
@@ -181,6 +189,7 @@ pub async fn start(config: Config, base_dir: &Path) -> Result<EngineHandle, Engi
         "callbackd listening"
     );
     let (control, control_rx) = mpsc::channel(16);
+    let (resolved_tx, resolved_rx) = mpsc::unbounded_channel();
     let core = Core {
         endpoint,
         calls,
@@ -188,7 +197,8 @@ pub async fn start(config: Config, base_dir: &Path) -> Result<EngineHandle, Engi
         inbound,
         media_events,
         control: control_rx,
-        resolved: mpsc::unbounded_channel(),
+        resolved_tx,
+        resolved_rx,
         stopping: None,
     };
     let task = tokio::spawn(core.run());
@@ -207,14 +217,15 @@ struct Core {
     inbound: mpsc::Receiver<Inbound>,
     media_events: mpsc::UnboundedReceiver<media::MediaEvent>,
     control: mpsc::Receiver<Control>,
-    /// DNS results for in-dialog requests to host names.
-    resolved: (
-        mpsc::UnboundedSender<(Target, bytes::Bytes)>,
-        mpsc::UnboundedReceiver<(Target, bytes::Bytes)>,
-    ),
+    /// DNS results for in-dialog requests to host names come back here.
+    resolved_tx: mpsc::UnboundedSender<Resolved>,
+    resolved_rx: mpsc::UnboundedReceiver<Resolved>,
     /// Set when shutting down: stop once no call is left or at this instant.
     stopping: Option<Instant>,
 }
+
+/// A message whose next hop had to be resolved first.
+type Resolved = (Target, bytes::Bytes);
 
 /// How many more inbound messages are taken before outputs are flushed.
 const BATCH: usize = 64;
@@ -223,10 +234,14 @@ impl Core {
     async fn run(mut self) {
         loop {
             let now = Instant::now();
-            let deadline = [self.endpoint.poll_timeout(), self.calls.poll_timeout(), self.stopping]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = [
+                self.endpoint.poll_timeout(),
+                self.calls.poll_timeout(),
+                self.stopping,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -265,7 +280,7 @@ impl Core {
                         self.calls.handle_media_event(now, event, &mut self.endpoint);
                     }
                 }
-                Some((target, data)) = self.resolved.1.recv() => {
+                Some((target, data)) = self.resolved_rx.recv() => {
                     if let Err(e) = self.transport.send(target, data) {
                         warn!(error = %e, "send failed");
                     }
@@ -278,7 +293,7 @@ impl Core {
             }
             self.flush(Instant::now());
             if let Some(limit) = self.stopping
-                && (self.calls.len() == 0 || Instant::now() >= limit)
+                && (self.calls.is_empty() || Instant::now() >= limit)
             {
                 info!("stopped");
                 self.transport.shutdown();
@@ -325,13 +340,16 @@ impl Core {
                 remote,
             },
             Destination::Resolve { host, port, tcp } => {
-                let tx = self.resolved.0.clone();
+                let tx = self.resolved_tx.clone();
                 tokio::spawn(async move {
                     match tokio::net::lookup_host((&*host, port)).await {
                         Ok(mut addrs) => {
                             if let Some(addr) = addrs.next() {
                                 let target = if tcp {
-                                    Target::Tcp { conn: None, remote: addr }
+                                    Target::Tcp {
+                                        conn: None,
+                                        remote: addr,
+                                    }
                                 } else {
                                     Target::Udp(addr)
                                 };

@@ -1,11 +1,11 @@
 //! Media, sans-IO: G.711, RTP, RFC 4733 DTMF, prompts and paced playback.
 //!
-//! - [`g711`]: µ-law/A-law.
-//! - [`rtp`]: RTP packet view and writer, the send-side sequence/timestamp.
-//! - [`dtmf`]: RFC 4733 telephone-event receiver and sender.
-//! - [`prompt`]: WAV prompts loaded once, resampled to 8 kHz, pre-encoded.
-//! - [`player`]: per-call playback state driven by the shared pacing clock.
-//! - [`ports`]: the RTP port pool.
+//! - [`g711`] — µ-law/A-law.
+//! - [`rtp`] — RTP packet view and writer, the send-side sequence/timestamp.
+//! - [`dtmf`] — RFC 4733 telephone-event receiver and sender.
+//! - [`prompt`] — WAV prompts loaded once, resampled to 8 kHz, pre-encoded.
+//! - [`player`] — per-call playback state driven by the shared pacing clock.
+//! - [`ports`] — the RTP port pool.
 
 pub mod dtmf;
 pub mod g711;

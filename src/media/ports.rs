@@ -56,7 +56,7 @@ impl PortPool {
         if min == 0 {
             return Err(PortPoolError::ZeroMin);
         }
-        if min % 2 != 0 {
+        if !min.is_multiple_of(2) {
             return Err(PortPoolError::OddMin(min));
         }
         if max <= min {
@@ -144,7 +144,7 @@ impl PortPool {
     }
 
     fn take_allocated(&mut self, port: u16) -> Result<usize, PortPoolError> {
-        if port < self.min || port % 2 != 0 {
+        if port < self.min || !port.is_multiple_of(2) {
             return Err(PortPoolError::NotInPool(port));
         }
         let i = usize::from((port - self.min) / 2);

@@ -503,7 +503,7 @@ fn read_wav_8k(name: &str, path: &Path) -> Result<Vec<i16>, PromptError> {
     let mut acc = 0.0f64;
     let mut push = |i: usize, x: f64| {
         acc += x;
-        if (i + 1) % channels == 0 {
+        if (i + 1).is_multiple_of(channels) {
             mono.push(acc / channels as f64);
             acc = 0.0;
         }

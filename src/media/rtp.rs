@@ -177,12 +177,13 @@ impl<'a> RtpPacket<'a> {
         // RFC 5761 §4: RTP and RTCP on one port are told apart by the second
         // octet; 192..=223 is RTCP (the RTP payload types 64..=95 it would
         // alias are never used for that reason). rtp-rs does not check this.
-        if let [first, second, ..] = *datagram {
-            if first >> 6 == 2 && (192..=223).contains(&second) {
-                return Err(RtpError::Rtcp {
-                    packet_type: second,
-                });
-            }
+        if let [first, second, ..] = *datagram
+            && first >> 6 == 2
+            && (192..=223).contains(&second)
+        {
+            return Err(RtpError::Rtcp {
+                packet_type: second,
+            });
         }
         let reader = RtpReader::new(datagram).map_err(|e| map_reader_error(e, datagram.len()))?;
         let csrc_end = RTP_HEADER_LEN + 4 * usize::from(reader.csrc_count());

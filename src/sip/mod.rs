@@ -1,14 +1,14 @@
 //! SIP (RFC 3261 and friends), sans-IO.
 //!
-//! - [`message`]: parsing (rsip wrapped, its defects worked around) and
+//! - [`message`] — parsing (rsip wrapped, its defects worked around) and
 //!   building of requests and responses.
-//! - [`framing`]: cutting messages out of a TCP byte stream.
-//! - [`transaction`]: the four RFC 3261/6026 transaction machines and the
+//! - [`framing`] — cutting messages out of a TCP byte stream.
+//! - [`transaction`] — the four RFC 3261/6026 transaction machines and the
 //!   UAS's 2xx retransmission.
-//! - [`dialog`]: dialogs, route sets, in-dialog requests.
-//! - [`sdp`]: SDP parsing and RFC 3264 offer/answer.
-//! - [`session_timer`]: RFC 4028 session timers.
-//! - [`endpoint`]: matching, stateless answers, calls as the UAS sees them.
+//! - [`dialog`] — dialogs, route sets, in-dialog requests.
+//! - [`sdp`] — SDP parsing and RFC 3264 offer/answer.
+//! - [`session_timer`] — RFC 4028 session timers.
+//! - [`endpoint`] — matching, stateless answers, calls as the UAS sees them.
 
 pub mod dialog;
 pub mod endpoint;

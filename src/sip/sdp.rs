@@ -1079,7 +1079,7 @@ fn our_direction(
 /// The ptime we send with: the peer's when valid for G.711 (10..=60 ms, a
 /// multiple of 10), else `default`; then lowered to the peer's maxptime.
 fn negotiate_ptime(ptime: Option<u32>, maxptime: Option<u32>, default: u32) -> u32 {
-    let valid = |p: u32| (10..=60).contains(&p) && p % 10 == 0;
+    let valid = |p: u32| (10..=60).contains(&p) && p.is_multiple_of(10);
     let ptime = ptime.filter(|&p| valid(p)).unwrap_or(default);
     match maxptime {
         Some(max) if max >= 10 && ptime > max => (max - max % 10).min(60),
