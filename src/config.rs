@@ -34,51 +34,10 @@ use thiserror::Error;
 
 use crate::acl::{self, Acl, AclAction};
 
-/// Every prompt the call flows play, in the order of `PROMPTS.md`; the file
-/// for `name` is `<prompts.dir>/<name>.wav` unless `[prompts.files]`
-/// overrides it. Start-up fails when one of them is missing.
-#[rustfmt::skip]
-pub const PROMPT_NAMES: &[&str] = &[
-    "welcome",
-    "ecbt_intro",
-    "ecbt_more_than",
-    "number_0", "number_1", "number_2", "number_3", "number_4",
-    "number_5", "number_6", "number_7", "number_8", "number_9",
-    "number_10", "number_11", "number_12", "number_13", "number_14",
-    "number_15", "number_16", "number_17", "number_18", "number_19",
-    "number_20", "number_21", "number_22", "number_23", "number_24",
-    "number_25", "number_26", "number_27", "number_28", "number_29",
-    "number_30", "number_31", "number_32", "number_33", "number_34",
-    "number_35", "number_36", "number_37", "number_38", "number_39",
-    "number_40", "number_41", "number_42", "number_43", "number_44",
-    "number_45", "number_46", "number_47", "number_48", "number_49",
-    "number_50", "number_51", "number_52", "number_53", "number_54",
-    "number_55", "number_56", "number_57", "number_58", "number_59",
-    "number_60",
-    "minute",
-    "minutes",
-    "callback_offer",
-    "ani_offer",
-    "enter_number",
-    "invalid_number",
-    "you_entered",
-    "digit_0", "digit_1", "digit_2", "digit_3", "digit_4",
-    "digit_5", "digit_6", "digit_7", "digit_8", "digit_9",
-    "digit_star",
-    "digit_pound",
-    "international_prefix",
-    "confirm",
-    "registered",
-    "already_scheduled",
-    "unable",
-    "returning_to_queue",
-    "hold_music",
-    "ringback",
-    "agent_whisper",
-    "customer_no_answer",
-    "recording_notice",
-    "goodbye",
-];
+/// Every prompt the call flows play (one list, owned by the prompt module);
+/// the file for `name` is `<prompts.dir>/<name>.wav` unless
+/// `[prompts.files]` overrides it. Start-up fails when one is missing.
+pub use crate::media::prompt::STANDARD_PROMPTS as PROMPT_NAMES;
 
 /// The whole configuration file.
 ///
@@ -1715,7 +1674,7 @@ mod tests {
     #[test]
     fn prompt_names_match_prompts_md() {
         assert_eq!(PROMPT_NAMES.len(), 95);
-        assert_eq!(first_duplicate(PROMPT_NAMES), None);
+        assert_eq!(first_duplicate(&PROMPT_NAMES), None);
         for n in 0..=60 {
             assert!(
                 PROMPT_NAMES.contains(&format!("number_{n}").as_str()),
