@@ -339,6 +339,7 @@ impl Endpoint {
         let bytes = b.finish(Some("application/sdp"), sdp);
         let reliability = c.flow.transport.reliability();
         c.state = CallState::Answered;
+        c.ack_cseq = invite.headers.cseq.seq;
         c.ack_wait = Some(AckWait::new(
             now,
             self.cfg.timers,
@@ -561,7 +562,11 @@ impl Endpoint {
         let Some(c) = self.calls.get_mut(&call_id) else {
             return;
         };
+        // §13.2.2.4: the ACK carries the CSeq number of the INVITE it
+        // acknowledges; a late ACK for an earlier 2xx must not stop the
+        // retransmission of the current one.
         if let Some(aw) = &mut c.ack_wait
+            && req.headers.cseq.seq == c.ack_cseq
             && aw.handle_ack()
             && c.state == CallState::Answered
         {
@@ -796,6 +801,7 @@ impl Endpoint {
         if is_invite && (200..300).contains(&status) {
             // A 2xx to a re-INVITE is retransmitted until its ACK (§13.3.1.4).
             let reliability = c.flow.transport.reliability();
+            c.ack_cseq = reoffer.request.headers.cseq.seq;
             c.ack_wait = Some(AckWait::new(
                 now,
                 self.cfg.timers,
@@ -934,6 +940,7 @@ impl Endpoint {
                 invite: Some(Box::new(req.clone())),
                 invite_tx: Some(tx_id),
                 ack_wait: None,
+                ack_cseq: 0,
                 session,
                 session_timer: None,
                 bye_after_ack: None,
@@ -1462,6 +1469,8 @@ struct Call {
     invite: Option<Box<Request>>,
     invite_tx: Option<u64>,
     ack_wait: Option<AckWait>,
+    /// The CSeq number of the INVITE whose 2xx `ack_wait` waits for.
+    ack_cseq: u32,
     session: Option<Negotiated>,
     session_timer: Option<SessionTimer>,
     bye_after_ack: Option<EndReason>,

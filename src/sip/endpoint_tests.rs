@@ -761,6 +761,40 @@ fn cancel_from_another_sent_by_does_not_match_the_invite() {
 }
 
 #[test]
+fn rfc2543_invite_without_magic_cookie_is_matched_for_retransmission_and_cancel() {
+    // §17.2.3's older rules: no z9hG4bK branch → Call-ID, CSeq, From-tag
+    // and top Via identify the transaction.
+    let old_style = |m: Vec<u8>| {
+        String::from_utf8(m)
+            .expect("UTF-8")
+            .replace("branch=z9hG4bK-", "branch=old-")
+            .into_bytes()
+    };
+    let mut sim = Sim::new();
+    let mut uac = Uac::new("rfc2543", udp_from(5061));
+    let invite = old_style(uac.invite(&[]));
+    assert_eq!(
+        statuses(&sim.deliver(Duration::ZERO, &invite, uac.flow)),
+        [100]
+    );
+    let call = incoming(&sim.take_events());
+    assert_eq!(statuses(&sim.deliver(ms(500), &invite, uac.flow)), [100]);
+    assert!(sim.take_events().is_empty());
+    let out = sim.deliver(secs(1), &old_style(uac.cancel()), uac.flow);
+    assert_eq!(statuses(&out), [200, 487]);
+    let events = sim.take_events();
+    assert!(
+        matches!(&events[..], [(_, Event::Ended { call: c, reason: EndReason::Cancelled })]
+            if *c == call),
+        "{events:?}"
+    );
+    let ack = old_style(uac.ack_non_2xx(out[1].resp()));
+    assert!(sim.deliver(ms(1100), &ack, uac.flow).is_empty());
+    assert!(sim.run_until(secs(60)).is_empty());
+    assert_eq!(sim.ep.stats(), Stats::default());
+}
+
+#[test]
 fn cancel_after_answer_gets_200_and_leaves_the_call_alone() {
     let mut sim = Sim::new();
     let mut uac = Uac::new("cancel-late", udp_from(5061));
@@ -1242,6 +1276,68 @@ fn garbage_nul_filled_and_truncated_messages_get_nothing() {
 }
 
 #[test]
+fn mutated_messages_never_panic_and_get_at_most_one_response() {
+    let mut sim = Sim::new();
+    let mut uac = Uac::new("mutant", udp_from(5061));
+    let mut seeds = vec![uac.invite(&[("Record-Route", "<sip:127.0.0.1:5070;lr>")])];
+    uac.to_tag = Some("x".into());
+    seeds.push(uac.ack_2xx());
+    seeds.push(uac.cancel());
+    seeds.push(uac.in_dialog("BYE", &[], None));
+    seeds.push(uac.in_dialog("UPDATE", &[("Session-Expires", "90")], None));
+    let mut rng = fastrand::Rng::with_seed(4475);
+    for round in 0..3000u64 {
+        let mut m = seeds[rng.usize(..seeds.len())].clone();
+        for _ in 0..rng.usize(1..6) {
+            let i = rng.usize(..m.len());
+            match rng.u8(..4) {
+                0 => m[i] = rng.u8(..),
+                1 => m.truncate(i),
+                2 => m.insert(i, *b"\r\n;:,<> \0".get(rng.usize(..10)).unwrap_or(&b'x')),
+                _ => {
+                    m.remove(i);
+                }
+            }
+            if m.is_empty() {
+                break;
+            }
+        }
+        let now = sim.at(ms(round));
+        sim.ep.handle_message(now, &m, uac.flow);
+        let sent = std::iter::from_fn(|| sim.ep.poll_transmit()).count();
+        assert!(sent <= 2, "round {round}: {sent} messages");
+        sim.ep.handle_timeout(now);
+        while sim.ep.poll_transmit().is_some() {}
+    }
+    sim.run_until(secs(3600));
+    // Whatever got through as a new call waits for the application (its
+    // IST in Proceeding has no timer); nothing else may linger.
+    let mut live = std::collections::BTreeSet::new();
+    for (_, ev) in sim.take_events() {
+        match ev {
+            Event::IncomingCall { call, .. } => {
+                live.insert(call);
+            }
+            Event::Ended { call, .. } => {
+                live.remove(&call);
+            }
+            Event::Confirmed { .. } | Event::Reoffer { .. } | Event::Info { .. } => {}
+        }
+    }
+    let offered = live.len();
+    for call in live {
+        sim.ep
+            .reject(sim.at(secs(3600)), call, 486, &[])
+            .expect("offered");
+    }
+    let stats = sim.ep.stats();
+    assert_eq!((stats.calls, stats.transactions), (0, offered), "{stats:?}");
+    assert!(offered > 0, "some mutants are still valid INVITEs");
+    sim.run_until(secs(7200));
+    assert_eq!(sim.ep.stats(), Stats::default());
+}
+
+#[test]
 fn request_with_bad_cseq_gets_400() {
     let mut sim = Sim::new();
     let msg = "INVITE sip:callbackd@127.0.0.1 SIP/2.0\r\n\
@@ -1367,6 +1463,65 @@ fn reinvite_with_sdp_is_a_reoffer_answered_with_200_and_acked() {
         sim.ep.answer_reoffer(sim.at(secs(60)), call, ANSWER),
         Err(CallError::WrongState)
     );
+}
+
+#[test]
+fn late_ack_for_the_first_2xx_does_not_confirm_a_reinvite() {
+    let mut sim = Sim::new();
+    let mut uac = Uac::new("late-ack", udp_from(5061));
+    let invite = uac.invite(&[]);
+    sim.deliver(Duration::ZERO, &invite, uac.flow);
+    let call = incoming(&sim.take_events());
+    let ok = sim.answer(Duration::ZERO, call);
+    uac.learn(ok[0].resp());
+    let first_ack = uac.ack_2xx();
+    assert!(sim.deliver(ms(100), &first_ack, uac.flow).is_empty());
+    sim.take_events();
+
+    sim.deliver(secs(2), &uac.reinvite(&[], true), uac.flow);
+    reoffer(&sim.take_events());
+    sim.ep
+        .answer_reoffer(sim.at(secs(2)), call, ANSWER)
+        .expect("pending reoffer");
+    let ok2 = sim.drain(secs(2));
+    // A delayed copy of the first ACK (CSeq of the first INVITE) arrives.
+    assert!(sim.deliver(ms(2100), &first_ack, uac.flow).is_empty());
+    assert!(sim.take_events().is_empty(), "not the ACK for this 2xx");
+    let out = sim.run_until(ms(2500));
+    assert_eq!(offsets(&out), [ms(2500)], "2xx still retransmitted");
+    assert_eq!(out[0].data, ok2[0].data);
+    assert!(sim.deliver(ms(2600), &uac.ack_2xx(), uac.flow).is_empty());
+    assert_eq!(sim.take_events().len(), 1);
+    assert!(sim.run_until(secs(60)).is_empty());
+}
+
+#[test]
+fn rejected_reinvite_keeps_the_call_and_absorbs_the_ack() {
+    let mut sim = Sim::new();
+    let mut uac = Uac::new("reject-reoffer", udp_from(5061));
+    let call = establish(&mut sim, &mut uac, Duration::ZERO, &[]);
+    sim.deliver(secs(1), &uac.reinvite(&[], true), uac.flow);
+    reoffer(&sim.take_events());
+    sim.ep
+        .reject_reoffer(sim.at(secs(1)), call, 488)
+        .expect("pending reoffer");
+    let out = sim.drain(secs(1));
+    assert_eq!(statuses(&out), [488]);
+    let ack = uac.ack_non_2xx(out[0].resp());
+    assert!(sim.deliver(ms(1100), &ack, uac.flow).is_empty());
+    assert!(sim.take_events().is_empty());
+    assert!(sim.run_until(secs(60)).is_empty());
+    assert_eq!(
+        sim.ep.stats(),
+        Stats {
+            calls: 1,
+            transactions: 0,
+            timers: 0
+        }
+    );
+    // The call is still there.
+    let out = sim.deliver(secs(61), &uac.in_dialog("BYE", &[], None), uac.flow);
+    assert_eq!(statuses(&out), [200]);
 }
 
 #[test]
