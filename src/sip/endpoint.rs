@@ -290,6 +290,10 @@ impl Endpoint {
             Err(failure) => {
                 debug!(remote = %source.remote, error = %failure.error, "malformed SIP message");
                 let Some(seed) = failure.seed else { return };
+                if is_ack(data) {
+                    // §17: an ACK is never answered, not even a broken one.
+                    return;
+                }
                 let status = match failure.error {
                     ParseError::VersionNotSupported => 505,
                     _ => 400,
@@ -335,6 +339,7 @@ impl Endpoint {
         let bytes = b.finish(Some("application/sdp"), sdp);
         let reliability = c.flow.transport.reliability();
         c.state = CallState::Answered;
+        c.ack_cseq = invite.headers.cseq.seq;
         c.ack_wait = Some(AckWait::new(
             now,
             self.cfg.timers,
@@ -380,7 +385,7 @@ impl Endpoint {
             b = b.header(name, value);
         }
         self.send_ist_final(now, tx_id, status, b.finish(None, b""));
-        self.end_call(call.0, EndReason::Rejected(status));
+        self.end_call(now, call.0, EndReason::Rejected(status));
         Ok(())
     }
 
@@ -557,7 +562,11 @@ impl Endpoint {
         let Some(c) = self.calls.get_mut(&call_id) else {
             return;
         };
+        // §13.2.2.4: the ACK carries the CSeq number of the INVITE it
+        // acknowledges; a late ACK for an earlier 2xx must not stop the
+        // retransmission of the current one.
         if let Some(aw) = &mut c.ack_wait
+            && req.headers.cseq.seq == c.ack_cseq
             && aw.handle_ack()
             && c.state == CallState::Answered
         {
@@ -597,7 +606,7 @@ impl Endpoint {
         let tag = c.dialog.id().local_tag.clone();
         let bytes = invite.response(487, Some(&tag)).finish(None, b"");
         self.send_ist_final(now, tx_id, 487, bytes);
-        self.end_call(call_id, EndReason::Cancelled);
+        self.end_call(now, call_id, EndReason::Cancelled);
     }
 
     fn handle_in_dialog(&mut self, now: Instant, req: Request, source: Flow, key: TxKey) {
@@ -617,14 +626,15 @@ impl Endpoint {
             .dialog
             .accept_remote_cseq(&req.method, req.headers.cseq.seq)
         {
-            // §12.2.2: lower CSeq than the last one → 500.
-            self.respond_in_new_nist(now, &req, source, 500, &[]);
+            // §12.2.2: lower CSeq than the last one → 500. A re-INVITE's
+            // 500 needs its IST, so the ACK is absorbed (§17.2.1).
+            self.respond_out_of_dialog(now, &req, source, key, 500, &[]);
             return;
         }
         match req.method {
             Method::Bye => {
                 self.respond_in_new_nist(now, &req, source, 200, &[]);
-                self.end_call(call_id, EndReason::RemoteBye);
+                self.end_call(now, call_id, EndReason::RemoteBye);
             }
             Method::Options => {
                 self.respond_in_new_nist(now, &req, source, 200, &CAPABILITIES);
@@ -775,6 +785,12 @@ impl Endpoint {
                 // A refresh restarts the session timer (RFC 4028 §10).
                 c.session = Some(n);
                 c.session_timer = Some(SessionTimer::start(now, n));
+            } else {
+                // RFC 4028 §9: our 2xx carries no Session-Expires, so from
+                // now on the session has no timer; the old one must not
+                // fire.
+                c.session = None;
+                c.session_timer = None;
             }
         }
         let bytes = match sdp {
@@ -785,6 +801,7 @@ impl Endpoint {
         if is_invite && (200..300).contains(&status) {
             // A 2xx to a re-INVITE is retransmitted until its ACK (§13.3.1.4).
             let reliability = c.flow.transport.reliability();
+            c.ack_cseq = reoffer.request.headers.cseq.seq;
             c.ack_wait = Some(AckWait::new(
                 now,
                 self.cfg.timers,
@@ -923,6 +940,7 @@ impl Endpoint {
                 invite: Some(Box::new(req.clone())),
                 invite_tx: Some(tx_id),
                 ack_wait: None,
+                ack_cseq: 0,
                 session,
                 session_timer: None,
                 bye_after_ack: None,
@@ -956,18 +974,27 @@ impl Endpoint {
             && resp.status >= 200
             && let Some(call_id) = tx.call
         {
-            self.client_final(call_id, id);
+            self.client_final(now, call_id, id, Some(resp.status));
         }
         self.drain_tx(now, id);
     }
 
-    fn client_final(&mut self, call_id: u64, tx_id: u64) {
+    /// A client transaction of the call ended: with a final `status`, or
+    /// `None` when it timed out (Timer F) or the transport failed.
+    fn client_final(&mut self, now: Instant, call_id: u64, tx_id: u64, status: Option<u16>) {
         let Some(c) = self.calls.get_mut(&call_id) else {
             return;
         };
         if c.bye_tx == Some(tx_id) {
             let reason = c.end_reason.unwrap_or(EndReason::LocalHangup);
-            self.end_call(call_id, reason);
+            self.end_call(now, call_id, reason);
+        } else if matches!(status, None | Some(408 | 481)) {
+            // RFC 3261 §12.2.1.2 (a timeout counts as 408, §8.1.3.1): our
+            // session refresh failed, the peer is gone; end the dialog with
+            // BYE rather than refreshing a dead call forever.
+            debug!(call_id = %c.dialog.id().call_id, ?status, "session refresh failed");
+            self.send_bye(now, call_id, EndReason::SessionExpired);
+            self.drain_call(now, call_id);
         }
     }
 
@@ -1095,11 +1122,21 @@ impl Endpoint {
         id
     }
 
-    fn end_call(&mut self, call_id: u64, reason: EndReason) {
+    fn end_call(&mut self, now: Instant, call_id: u64, reason: EndReason) {
         let Some(c) = self.calls.remove(&call_id) else {
             return;
         };
         self.dialogs.remove(c.dialog.id());
+        if let Some(reoffer) = c.reoffer {
+            // §15.1.2: pending requests of the dialog still get a final
+            // response, 487 RECOMMENDED; else their transaction never ends.
+            let bytes = reoffer
+                .request
+                .response(487, Some(&c.dialog.id().local_tag))
+                .header("Server", &self.cfg.user_agent)
+                .finish(None, b"");
+            self.send_server_response(now, reoffer.tx, 487, bytes);
+        }
         self.events.push_back(Event::Ended {
             call: CallKey(call_id),
             reason,
@@ -1312,9 +1349,8 @@ impl Endpoint {
             && timed_out
             && let Some(call_id) = call
         {
-            self.client_final(call_id, id);
+            self.client_final(now, call_id, id, None);
         }
-        let _ = now;
     }
 
     fn schedule(&mut self, owner: Owner) {
@@ -1433,6 +1469,8 @@ struct Call {
     invite: Option<Box<Request>>,
     invite_tx: Option<u64>,
     ack_wait: Option<AckWait>,
+    /// The CSeq number of the INVITE whose 2xx `ack_wait` waits for.
+    ack_cseq: u32,
     session: Option<Negotiated>,
     session_timer: Option<SessionTimer>,
     bye_after_ack: Option<EndReason>,
@@ -1657,6 +1695,16 @@ fn stateless_tag_of(req: &Request) -> String {
     req.headers.top_via().branch.hash(&mut h);
     req.headers.cseq.seq.hash(&mut h);
     format!("{:016x}", h.finish())
+}
+
+/// Whether a message that failed to parse is an ACK request (its start line
+/// begins with the method, after any leading CRLFs, §7.5).
+fn is_ack(data: &[u8]) -> bool {
+    let start = data
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(data.len());
+    data[start..].starts_with(b"ACK ")
 }
 
 fn stateless_tag(data: &[u8]) -> String {
