@@ -234,6 +234,9 @@ pub enum CallError {
     /// The call is not in a state where this makes sense.
     #[error("call is not in a state for this")]
     WrongState,
+    /// `reject` was given a status that is not a failure (300–699).
+    #[error("{0} is not a failure status")]
+    NotAFailure(u16),
 }
 
 /// The endpoint.
@@ -371,6 +374,9 @@ impl Endpoint {
         status: u16,
         extra: &[(&str, &str)],
     ) -> Result<(), CallError> {
+        if !(300..=699).contains(&status) {
+            return Err(CallError::NotAFailure(status));
+        }
         let c = self.calls.get_mut(&call.0).ok_or(CallError::NoSuchCall)?;
         let (CallState::Offered, Some(invite), Some(tx_id)) =
             (c.state, c.invite.take(), c.invite_tx)
@@ -589,9 +595,14 @@ impl Endpoint {
             self.respond_stateless(now, req, source, 481, &[]);
             return;
         };
-        // The CANCEL gets its own (non-INVITE) transaction and a 200.
-        self.respond_in_new_nist(now, req, source, 200, &[]);
+        // The CANCEL gets its own (non-INVITE) transaction and a 200, with
+        // the same To-tag as the 487 that follows (§9.2).
         let call_id = self.txs.get(&tx_id).and_then(|t| t.call);
+        let tag = call_id
+            .and_then(|id| self.calls.get(&id))
+            .map(|c| c.dialog.id().local_tag.to_string())
+            .unwrap_or_else(|| stateless_tag_of(req));
+        self.respond_in_new_nist_tagged(now, req, source, 200, &[], &tag);
         let Some(call_id) = call_id else { return };
         let Some(c) = self.calls.get_mut(&call_id) else {
             return;
@@ -1226,6 +1237,19 @@ impl Endpoint {
         status: u16,
         extra: &[(&str, &str)],
     ) {
+        let tag = stateless_tag_of(req);
+        self.respond_in_new_nist_tagged(now, req, source, status, extra, &tag);
+    }
+
+    fn respond_in_new_nist_tagged(
+        &mut self,
+        now: Instant,
+        req: &Request,
+        source: Flow,
+        status: u16,
+        extra: &[(&str, &str)],
+        tag: &str,
+    ) {
         let key = TxKey::of_request(req);
         let id = self.alloc_id();
         let machine = TxMachine::Nist(NonInviteServer::new(
@@ -1233,7 +1257,6 @@ impl Endpoint {
             source.transport.reliability(),
         ));
         self.insert_server_tx(id, key, machine, source, None);
-        let tag = stateless_tag_of(req);
         let mut b = req
             .response(status, Some(&tag))
             .header("Server", &self.cfg.user_agent);

@@ -586,12 +586,12 @@ pub fn parse(data: &[u8]) -> Result<Message, ParseFailure> {
         .position(|&b| b != b'\r' && b != b'\n')
         .ok_or_else(|| fail(ParseError::Empty))?;
     let data = &data[start..];
-    let (head_len, body_start) = match find(data, b"\r\n\r\n") {
-        Some(i) => (i + 2, i + 4),
-        // No blank line: accept a header block that runs to the end (no body).
-        None if data.ends_with(b"\r\n") => (data.len(), data.len()),
-        None => return Err(fail(ParseError::Syntax)),
+    // RFC 3261 §7: the header block ends with an empty line. A datagram
+    // without one was cut short (or is not SIP); reject it rather than guess.
+    let Some(i) = find(data, b"\r\n\r\n") else {
+        return Err(fail(ParseError::Syntax));
     };
+    let (head_len, body_start) = (i + 2, i + 4);
     let head = &data[..head_len];
     let raw_body = &data[body_start..];
 
@@ -614,7 +614,6 @@ pub fn parse(data: &[u8]) -> Result<Message, ParseFailure> {
 
     match tokens {
         MessageTokenizer::Request(req) => {
-            check_version(req.version.major, req.version.minor).map_err(fail)?;
             let method = std::str::from_utf8(req.method.value)
                 .ok()
                 .and_then(Method::from_token)
@@ -625,6 +624,8 @@ pub fn parse(data: &[u8]) -> Result<Message, ParseFailure> {
                 error,
                 seed: seed.clone(),
             };
+            // After the seed, so a SIP/1.0 request can be answered with 505.
+            check_version(req.version.major, req.version.minor).map_err(with_seed)?;
             // The Request-URI as written: between the first and last space of
             // the start line (rsip has validated its shape).
             let line_end = find(head, b"\r\n").unwrap_or(head.len());
@@ -1500,6 +1501,13 @@ From: <sip:b@127.0.0.1>;tag=9\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: abc\r\nCSeq: 
         assert!(text.contains("\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0\r\n"));
         assert!(text.contains("\r\nCSeq: one INVITE\r\n"));
         assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
+    }
+
+    #[test]
+    fn rejects_header_block_without_the_empty_line() {
+        let text = "OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\n\
+From: <sip:b@127.0.0.1>;tag=9\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: abc\r\nCSeq: 7 OPTIONS\r\n";
+        assert_eq!(error(text.as_bytes()), ParseError::Syntax);
     }
 
     #[test]
