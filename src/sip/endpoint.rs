@@ -1258,7 +1258,7 @@ impl Endpoint {
         ));
         self.insert_server_tx(id, key, machine, source, None);
         let mut b = req
-            .response(status, Some(&tag))
+            .response(status, Some(tag))
             .header("Server", &self.cfg.user_agent);
         for (name, value) in extra {
             b = b.header(name, value);
