@@ -639,7 +639,7 @@ impl Endpoint {
         {
             // §12.2.2: lower CSeq than the last one → 500. A re-INVITE's
             // 500 needs its IST, so the ACK is absorbed (§17.2.1).
-            self.respond_out_of_dialog(now, &req, source, key, 500, &[]);
+            self.respond_final(now, &req, source, key, 500, &[]);
             return;
         }
         match req.method {
@@ -694,26 +694,14 @@ impl Endpoint {
         };
         if c.reoffer.is_some() || c.state == CallState::Answered {
             // RFC 3261 §14.2: an offer while one is pending → 491.
-            let retry = [("Retry-After", "1")];
-            let invite = req.method == Method::Invite;
-            if invite {
-                self.respond_in_new_ist(now, &req, source, key, 491, &retry);
-            } else {
-                self.respond_in_new_nist(now, &req, source, 491, &retry);
-            }
+            self.respond_final(now, &req, source, key, 491, &[("Retry-After", "1")]);
             return;
         }
-        let session = match negotiate_uas(&req.headers, &self.cfg.session) {
-            Ok(s) => s,
-            Err(SessionTimerError::TooSmall { min_se }) => {
-                let min = min_se.to_string();
-                self.respond_reoffer_error(now, &req, source, key, 422, &[("Min-SE", &min)]);
-                return;
-            }
-            Err(SessionTimerError::Malformed) => {
-                self.respond_reoffer_error(now, &req, source, key, 400, &[]);
-                return;
-            }
+        let Some(session) = self.negotiate_session(now, &req, source, &key) else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
         };
         c.dialog.refresh_target(&req);
         let method = req.method.clone();
@@ -751,22 +739,6 @@ impl Endpoint {
             method,
             sdp,
         });
-    }
-
-    fn respond_reoffer_error(
-        &mut self,
-        now: Instant,
-        req: &Request,
-        source: Flow,
-        key: TxKey,
-        status: u16,
-        extra: &[(&str, &str)],
-    ) {
-        if req.method == Method::Invite {
-            self.respond_in_new_ist(now, req, source, key, status, extra);
-        } else {
-            self.respond_in_new_nist(now, req, source, status, extra);
-        }
     }
 
     fn finish_reoffer(
@@ -845,7 +817,7 @@ impl Endpoint {
         }
         if req.headers.max_forwards == Some(0) {
             // §16.3 item 2 / §8.2: out of hops.
-            self.respond_out_of_dialog(now, &req, source, key, 483, &[]);
+            self.respond_final(now, &req, source, key, 483, &[]);
             return;
         }
         // §8.2.2.3: unknown extensions in Require → 420 with Unsupported.
@@ -856,7 +828,7 @@ impl Endpoint {
             .collect();
         if !unsupported.is_empty() {
             let list = unsupported.join(", ");
-            self.respond_out_of_dialog(now, &req, source, key, 420, &[("Unsupported", &list)]);
+            self.respond_final(now, &req, source, key, 420, &[("Unsupported", &list)]);
             return;
         }
         match req.method {
@@ -880,7 +852,33 @@ impl Endpoint {
         }
     }
 
-    fn respond_out_of_dialog(
+    /// RFC 4028 negotiation for a session-creating or refreshing request;
+    /// answers 422 (with our Min-SE) or 400 itself and gives `None` then.
+    fn negotiate_session(
+        &mut self,
+        now: Instant,
+        req: &Request,
+        source: Flow,
+        key: &TxKey,
+    ) -> Option<Option<Negotiated>> {
+        match negotiate_uas(&req.headers, &self.cfg.session) {
+            Ok(session) => Some(session),
+            Err(SessionTimerError::TooSmall { min_se }) => {
+                let min = min_se.to_string();
+                self.respond_final(now, req, source, key.clone(), 422, &[("Min-SE", &min)]);
+                None
+            }
+            Err(SessionTimerError::Malformed) => {
+                self.respond_final(now, req, source, key.clone(), 400, &[]);
+                None
+            }
+        }
+    }
+
+    /// A final response in a new server transaction: an IST for INVITE (so
+    /// its ACK is absorbed and the response retransmitted, §17.2.1), a NIST
+    /// otherwise.
+    fn respond_final(
         &mut self,
         now: Instant,
         req: &Request,
@@ -901,17 +899,8 @@ impl Endpoint {
             self.respond_in_new_ist(now, &req, source, key, 503, &[("Retry-After", "30")]);
             return;
         }
-        let session = match negotiate_uas(&req.headers, &self.cfg.session) {
-            Ok(s) => s,
-            Err(SessionTimerError::TooSmall { min_se }) => {
-                let min = min_se.to_string();
-                self.respond_in_new_ist(now, &req, source, key, 422, &[("Min-SE", &min)]);
-                return;
-            }
-            Err(SessionTimerError::Malformed) => {
-                self.respond_in_new_ist(now, &req, source, key, 400, &[]);
-                return;
-            }
+        let Some(session) = self.negotiate_session(now, &req, source, &key) else {
+            return;
         };
         let local_tag = self.new_token();
         let local_seq = self.rng.u32(1..1 << 20);
