@@ -23,8 +23,11 @@
 //! The binary (`src/main.rs`) is a thin CLI over [`engine`] and [`config`].
 #![forbid(unsafe_code)]
 
+pub mod acd;
 pub mod acl;
+pub mod callback;
 pub mod config;
 pub mod engine;
+pub mod ivr;
 pub mod media;
 pub mod sip;
