@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs the tools the tests use, and only those that are missing
+# (Debian/Ubuntu; see TESTING.md):
+#   sipp + its pcaps (sip-tester), tshark, sox, flite.
+# `apt-get update` runs once, and only when something has to be installed.
+#
+# tshark captures on the loopback interface: as root that just works; a
+# non-root CI user needs dumpcap's capture capabilities (Debian's
+# wireshark-common/install-setuid, plus membership of the wireshark group).
+set -euo pipefail
+
+packages=()
+want() {
+    local pkg=$1
+    local p
+    for p in "${packages[@]}"; do
+        [[ $p == "$pkg" ]] && return
+    done
+    packages+=("$pkg")
+}
+
+command -v sipp >/dev/null || want sip-tester
+[[ -f /usr/share/sip-tester/g711a.pcap ]] || want sip-tester
+command -v tshark >/dev/null || want tshark
+command -v sox >/dev/null || want sox
+command -v flite >/dev/null || want flite
+
+if ((${#packages[@]} == 0)); then
+    echo "test tools present: sipp, tshark, sox, flite"
+    exit 0
+fi
+
+sudo=()
+if [[ $(id -u) != 0 ]]; then
+    if ! command -v sudo >/dev/null; then
+        echo "install-test-tools: need root (or sudo) to install: ${packages[*]}" >&2
+        exit 1
+    fi
+    sudo=(sudo)
+fi
+
+echo "installing: ${packages[*]}"
+# Non-interactive: tshark's package otherwise asks whether non-root users
+# may capture.
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${packages[@]}"
