@@ -18,6 +18,9 @@
 //! | [`acl`] | CIDR allow-lists for signalling and media | pure |
 //! | [`sip`] | messages (rsip wrapped), SDP offer/answer, the four RFC 3261/6026 transaction machines, dialogs, session timers, the UAS endpoint | sans-IO |
 //! | [`media`] | G.711, RTP, RFC 4733 DTMF, prompts (WAV → 8 kHz → pre-encoded frames), paced playback, RTP port pool | sans-IO |
+//! | [`ivr`] | the caller's registration flow as a pure state machine; the ECBT estimator | pure |
+//! | [`callback`] | callback domain: validated numbers, business-hours gates, the durable store | store only |
+//! | [`acd`] | queues: order (priority, then original entry time), positions | pure |
 //! | [`engine`] | tokio shell: SIP over UDP/TCP, the media thread (one pacing clock for every stream), call orchestration | all IO lives here |
 //!
 //! The binary (`src/main.rs`) is a thin CLI over [`engine`] and [`config`].
