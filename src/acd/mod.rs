@@ -134,6 +134,44 @@ mod tests {
     }
 
     #[test]
+    fn a_caller_back_from_the_ivr_hears_the_ecbt_of_its_original_place() {
+        use crate::ivr::Ecbt;
+        use crate::ivr::ecbt::{EcbtSettings, Estimator, callers_ahead};
+
+        let t0 = Instant::now();
+        let support = id("support");
+        let mut acd = Acd::new();
+        acd.add_queue(Queue::new(support.clone(), 0), 1).unwrap();
+        let estimator = Estimator::new(EcbtSettings {
+            aht_seed: Duration::from_secs(300),
+            window: 20,
+            floor_minutes: 1,
+            ceiling_minutes: 60,
+        })
+        .unwrap();
+        let (a, b, c, d, e) = (
+            CallerId(1),
+            CallerId(2),
+            CallerId(3),
+            CallerId(4),
+            CallerId(5),
+        );
+        let q = acd.queue_mut(&support).unwrap();
+        q.join(a, t0, 0).unwrap();
+        q.join(b, t0 + Duration::from_secs(1), 0).unwrap();
+        q.join(c, t0 + Duration::from_secs(2), 0).unwrap();
+        q.mark_registering(b).unwrap();
+        q.join(d, t0 + Duration::from_secs(60), 0).unwrap();
+        q.join(e, t0 + Duration::from_secs(70), 0).unwrap();
+
+        let position = q.return_to_hold(b).unwrap();
+        assert_eq!(position, 2);
+        let ecbt = estimator.estimate(callers_ahead(position, 0), acd.staffed_agents(&support));
+        // One caller ahead × 5 minutes / 1 agent; at the end it would be 20.
+        assert_eq!(ecbt, Ecbt::Minutes(5));
+    }
+
+    #[test]
     fn rejects_a_queue_defined_twice() {
         let mut acd = Acd::new();
         acd.add_queue(Queue::new(id("support"), 1), 4).unwrap();
