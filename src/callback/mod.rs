@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+pub mod hours;
+pub mod store;
+
 /// A queue's identifier from the configuration (e.g. `"support"`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueueId(pub Box<str>);

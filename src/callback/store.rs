@@ -1,0 +1,1299 @@
+//! The durable store of callback requests: SQLite through rusqlite.
+//!
+//! A callback is registered in one `BEGIN IMMEDIATE` transaction that either
+//! finds an active (pending or dialing) callback for the same `(queue,
+//! number)` and writes nothing, or inserts one row and commits it. With
+//! `journal_mode=WAL` and `synchronous=FULL` the commit has reached the disk
+//! (the WAL is fsynced) before `register` returns, so the caller hears
+//! "registered" only for a callback that survives a crash or power loss.
+//!
+//! # Schema
+//!
+//! Versioned with `PRAGMA user_version`: version N means migrations `1..=N`
+//! of [`MIGRATIONS`] have been applied, each set atomically with the schema
+//! change it describes. A file with a version newer than this build knows is
+//! refused, never "repaired".
+//!
+//! Timestamps are stored as `INTEGER` Unix time in **milliseconds, UTC**
+//! (truncated from the caller's `jiff::Timestamp`). Integers compare
+//! correctly in SQL (`queued_at < ?`, the place in line) without any
+//! reliance on text formatting, and `sqlite3` shows them with
+//! `datetime(queued_at / 1000, 'unixepoch')`. Numbers are stored as TEXT of
+//! plain digits exactly as keyed (`3125550188`, `011…`); the table checks it.
+//!
+//! `created_at`/`updated_at` are bookkeeping written by SQLite's own clock
+//! (when the row was written); every domain time (`queued_at`,
+//! `registered_at`, …) comes from the caller.
+//!
+//! The [`Store`] trait is narrow on purpose: issue 4 (launching callbacks)
+//! adds claiming due callbacks, recording attempts and status changes.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use thiserror::Error;
+
+use crate::callback::{CallbackId, QueueId};
+
+/// Lifecycle of a stored callback (the `status` TEXT column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Registered, waiting for its turn to be dialed.
+    Pending,
+    /// Claimed by the launcher; an outbound call is in progress.
+    Dialing,
+    /// The customer was reached and connected.
+    Completed,
+    /// All attempts were used without reaching the customer.
+    Failed,
+    /// `expires_at` passed before the callback could be completed.
+    Expired,
+    /// Cancelled by an operator or the customer.
+    Cancelled,
+}
+
+impl Status {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Status; 6] = [
+        Status::Pending,
+        Status::Dialing,
+        Status::Completed,
+        Status::Failed,
+        Status::Expired,
+        Status::Cancelled,
+    ];
+
+    /// The text stored in the `status` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Dialing => "dialing",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Expired => "expired",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the text stored in the `status` column (exact, lower case).
+    pub fn parse(text: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// True for the statuses that block a second registration of the same
+    /// number in the same queue (pending, dialing).
+    pub fn is_active(self) -> bool {
+        match self {
+            Status::Pending | Status::Dialing => true,
+            Status::Completed | Status::Failed | Status::Expired | Status::Cancelled => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A callback request to register, as collected by the IVR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCallback {
+    /// The queue the caller was waiting in.
+    pub queue: QueueId,
+    /// The number to call back, plain digits as keyed (validated by the caller).
+    pub number: String,
+    /// The caller's ANI (From user part) as received.
+    pub caller_ani: String,
+    /// The number the caller dialed (Request-URI / To user part).
+    pub called_number: String,
+    /// Queue priority (same ordering as live callers).
+    pub priority: i32,
+    /// When the caller originally entered the queue: the place in line.
+    pub queued_at: Timestamp,
+    /// When the callback was registered (the durable commit).
+    pub registered_at: Timestamp,
+    /// The ECBT announced to the caller, in whole minutes.
+    pub ecbt_quoted_minutes: u32,
+    /// After this instant the callback is no longer attempted.
+    pub expires_at: Timestamp,
+    /// Call-ID of the inbound call that registered it.
+    pub inbound_call_id: String,
+}
+
+/// A stored callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackRow {
+    /// Row id.
+    pub id: CallbackId,
+    /// See [`NewCallback::queue`].
+    pub queue: QueueId,
+    /// Plain digits, see [`NewCallback::number`].
+    pub number: String,
+    /// See [`NewCallback::caller_ani`].
+    pub caller_ani: String,
+    /// See [`NewCallback::called_number`].
+    pub called_number: String,
+    /// See [`NewCallback::priority`].
+    pub priority: i32,
+    /// See [`NewCallback::queued_at`] (millisecond precision).
+    pub queued_at: Timestamp,
+    /// See [`NewCallback::registered_at`] (millisecond precision).
+    pub registered_at: Timestamp,
+    /// See [`NewCallback::ecbt_quoted_minutes`].
+    pub ecbt_quoted_minutes: u32,
+    /// Lifecycle status.
+    pub status: Status,
+    /// Outbound attempts made so far.
+    pub attempts: u32,
+    /// When the next outbound attempt is due, if scheduled.
+    pub next_attempt_at: Option<Timestamp>,
+    /// See [`NewCallback::expires_at`] (millisecond precision).
+    pub expires_at: Timestamp,
+    /// See [`NewCallback::inbound_call_id`].
+    pub inbound_call_id: String,
+}
+
+/// Outcome of [`Store::register`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// A new pending callback was durably committed with this id.
+    Registered(CallbackId),
+    /// A pending or dialing callback for the same number in the same queue
+    /// already exists (this id); nothing was written.
+    AlreadyScheduled(CallbackId),
+}
+
+/// Errors of the callback store. All are local faults (no peer input reaches
+/// the store unvalidated): the environment (file, disk, SQLite), the file's
+/// contents (schema version, corrupt rows), or a caller bug (bad number).
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database file could not be opened or its connection configured.
+    #[error("cannot open callback store {}: {source}", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's reason.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// SQLite did not accept a durability setting the store relies on.
+    #[error(
+        "callback store {}: PRAGMA {pragma} is {got:?}, need {expected}",
+        path.display()
+    )]
+    Pragma {
+        /// The database file.
+        path: PathBuf,
+        /// The pragma (`journal_mode`, `synchronous`, `foreign_keys`).
+        pragma: &'static str,
+        /// The value required.
+        expected: &'static str,
+        /// The value SQLite reported.
+        got: String,
+    },
+    /// Applying a schema migration failed; the file keeps its old version.
+    #[error(
+        "cannot migrate callback store {} to schema version {version}: {source}",
+        path.display()
+    )]
+    Migrate {
+        /// The database file.
+        path: PathBuf,
+        /// The schema version being applied.
+        version: u32,
+        /// SQLite's reason.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file's schema version is not one this build knows (newer callbackd).
+    #[error(
+        "callback store {} has schema version {found}, this build knows versions 0..={known}",
+        path.display()
+    )]
+    UnknownSchemaVersion {
+        /// The database file.
+        path: PathBuf,
+        /// `PRAGMA user_version` of the file.
+        found: i64,
+        /// The newest version this build can apply.
+        known: u32,
+    },
+    /// A query or transaction failed (I/O error, disk full, lock timeout…);
+    /// for `register`, nothing was written.
+    #[error("callback store {}: {op} failed: {source}", path.display())]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The store operation (`register`, `list`, `pending_ahead`).
+        op: &'static str,
+        /// SQLite's reason.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A stored row holds a value this build cannot decode.
+    #[error("callback store row {id}: column {column} holds {value:?}, which is not valid")]
+    CorruptRow {
+        /// Row id.
+        id: i64,
+        /// The column that failed to decode.
+        column: &'static str,
+        /// The stored value, as text.
+        value: String,
+    },
+    /// The caller passed a number that is not plain digits (a caller bug:
+    /// numbers are validated before they reach the store).
+    #[error("callback number {number:?} is not plain digits")]
+    NumberNotDigits {
+        /// The rejected number.
+        number: String,
+    },
+}
+
+/// The durable store of callbacks, as the IVR sees it.
+///
+/// Issue 4 grows this trait with claiming due callbacks, recording attempts
+/// and status changes; until then it stays this narrow.
+pub trait Store: Send {
+    /// One transaction: if a pending or dialing callback exists for
+    /// `(new.queue, new.number)` → [`Registration::AlreadyScheduled`] and
+    /// nothing is written; else the row is inserted with status pending and
+    /// committed durably → [`Registration::Registered`]. An error means
+    /// nothing was written.
+    fn register(&mut self, new: &NewCallback) -> Result<Registration, StoreError>;
+
+    /// Every stored callback, oldest id first.
+    fn list(&self) -> Result<Vec<CallbackRow>, StoreError>;
+
+    /// Pending callbacks in `queue` whose place in line (`queued_at`) is
+    /// strictly earlier than `queued_at` (millisecond precision).
+    fn pending_ahead(&self, queue: &QueueId, queued_at: Timestamp) -> Result<u32, StoreError>;
+}
+
+/// Schema migrations; index `i` takes the file from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// How long a statement waits for another connection's lock before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The [`Store`] on an SQLite file (WAL, `synchronous=FULL`).
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, sets
+    /// `busy_timeout`, `journal_mode=WAL`, `synchronous=FULL` and
+    /// `foreign_keys=ON` (each verified), and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut store = SqliteStore {
+            conn,
+            path: path.to_owned(),
+        };
+        store.configure(true)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// A private in-memory database for tests. Same schema and settings,
+    /// except the journal mode, which SQLite keeps at `memory`.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let mut store = SqliteStore { conn, path };
+        store.configure(false)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The database file this store was opened on.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn configure(&self, wal: bool) -> Result<(), StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: self.path.clone(),
+            source,
+        };
+        let pragma_err = |pragma, expected, got: String| StoreError::Pragma {
+            path: self.path.clone(),
+            pragma,
+            expected,
+            got,
+        };
+        // Before anything that may need a lock (the WAL switch, migrations).
+        self.conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        if wal {
+            // The pragma answers with the mode actually in effect; SQLite
+            // silently keeps the old one where WAL is impossible.
+            let mode: String = self
+                .conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+                .map_err(open_err)?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(pragma_err("journal_mode", "wal", mode));
+            }
+        }
+        // Per connection, not stored in the file: set on every open.
+        // FULL: in WAL mode the WAL is fsynced at every commit, so a
+        // committed callback survives power loss, not just a process crash.
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        let sync: i64 = self
+            .conn
+            .pragma_query_value(None, "synchronous", |row| row.get(0))
+            .map_err(open_err)?;
+        if sync != SYNCHRONOUS_FULL {
+            return Err(pragma_err("synchronous", "2 (FULL)", sync.to_string()));
+        }
+        self.conn
+            .pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        let fk: i64 = self
+            .conn
+            .pragma_query_value(None, "foreign_keys", |row| row.get(0))
+            .map_err(open_err)?;
+        if fk != 1 {
+            return Err(pragma_err("foreign_keys", "1 (ON)", fk.to_string()));
+        }
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let known = u32::try_from(MIGRATIONS.len()).expect("a handful of migrations fits in u32");
+        let path = &self.path;
+        let unknown = |found| StoreError::UnknownSchemaVersion {
+            path: path.clone(),
+            found,
+            known,
+        };
+        let found = user_version(&self.conn).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let Ok(current) = u32::try_from(found) else {
+            return Err(unknown(found));
+        };
+        if current > known {
+            return Err(unknown(found));
+        }
+        if current == known {
+            return Ok(());
+        }
+        let first = current + 1;
+        let migrate_err = |version| {
+            move |source| StoreError::Migrate {
+                path: path.clone(),
+                version,
+                source,
+            }
+        };
+        // All pending migrations in one write transaction; the version is
+        // re-read under the lock in case another process migrated meanwhile.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(migrate_err(first))?;
+        let found = user_version(&tx).map_err(migrate_err(first))?;
+        let Ok(current) = u32::try_from(found) else {
+            return Err(unknown(found));
+        };
+        if current > known {
+            return Err(unknown(found));
+        }
+        for version in current + 1..=known {
+            let sql = MIGRATIONS
+                .get(version as usize - 1)
+                .expect("version is in 1..=MIGRATIONS.len()");
+            tx.execute_batch(sql).map_err(migrate_err(version))?;
+            // user_version lives in the file header and is transactional.
+            tx.pragma_update(None, "user_version", version)
+                .map_err(migrate_err(version))?;
+        }
+        tx.commit().map_err(migrate_err(known))?;
+        Ok(())
+    }
+
+    fn sqlite_err(&self, op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            op,
+            source,
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn register(&mut self, new: &NewCallback) -> Result<Registration, StoreError> {
+        if !is_plain_digits(&new.number) {
+            return Err(StoreError::NumberNotDigits {
+                number: new.number.clone(),
+            });
+        }
+        let path = &self.path;
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            op: "register",
+            source,
+        };
+        // IMMEDIATE takes the write lock before the lookup, so no other
+        // writer can slip a row in between the check and the insert; the
+        // partial unique index is the backstop for any writer that does not
+        // go through this method.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let existing: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM callbacks \
+                 WHERE queue = ?1 AND number = ?2 AND status IN ('pending', 'dialing') \
+                 ORDER BY id LIMIT 1",
+                params![new.queue.as_str(), new.number],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        if let Some(id) = existing {
+            tx.rollback().map_err(err)?;
+            return Ok(Registration::AlreadyScheduled(CallbackId(id)));
+        }
+        tx.execute(
+            "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
+                 queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
+                 next_attempt_at, expires_at, inbound_call_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, NULL, ?9, ?10)",
+            params![
+                new.queue.as_str(),
+                new.number,
+                new.caller_ani,
+                new.called_number,
+                new.priority,
+                new.queued_at.as_millisecond(),
+                new.registered_at.as_millisecond(),
+                new.ecbt_quoted_minutes,
+                new.expires_at.as_millisecond(),
+                new.inbound_call_id,
+            ],
+        )
+        .map_err(err)?;
+        let id = tx.last_insert_rowid();
+        // On failure the dropped transaction rolls back: nothing is written.
+        tx.commit().map_err(err)?;
+        Ok(Registration::Registered(CallbackId(id)))
+    }
+
+    fn list(&self) -> Result<Vec<CallbackRow>, StoreError> {
+        let err = self.sqlite_err("list");
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, queue, number, caller_ani, called_number, priority, queued_at, \
+                     registered_at, ecbt_quoted_minutes, status, attempts, next_attempt_at, \
+                     expires_at, inbound_call_id \
+                 FROM callbacks ORDER BY id",
+            )
+            .map_err(&err)?;
+        let mut rows = stmt.query([]).map_err(&err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(&err)? {
+            out.push(decode_row(row).map_err(|e| match e {
+                Decode::Sqlite(source) => err(source),
+                Decode::Corrupt(e) => e,
+            })?);
+        }
+        Ok(out)
+    }
+
+    fn pending_ahead(&self, queue: &QueueId, queued_at: Timestamp) -> Result<u32, StoreError> {
+        let count: i64 = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM callbacks \
+                 WHERE queue = ?1 AND status = 'pending' AND queued_at < ?2",
+                params![queue.as_str(), queued_at.as_millisecond()],
+                |row| row.get(0),
+            )
+            .map_err(self.sqlite_err("pending_ahead"))?;
+        // COUNT(*) is never negative; beyond u32::MAX is not a real queue.
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+}
+
+/// A plain-text table of `rows` for `callbackd callbacks list`: id, queue,
+/// number (plain digits), ANI, status, attempts, queued_at, registered_at
+/// (RFC 3339 UTC, seconds) and the ECBT quoted in minutes.
+pub fn format_list(rows: &[CallbackRow]) -> String {
+    const HEADERS: [&str; 9] = [
+        "ID",
+        "QUEUE",
+        "NUMBER",
+        "ANI",
+        "STATUS",
+        "ATTEMPTS",
+        "QUEUED_AT",
+        "REGISTERED_AT",
+        "ECBT_MIN",
+    ];
+    let cells: Vec<[String; 9]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.id.to_string(),
+                r.queue.to_string(),
+                r.number.clone(),
+                r.caller_ani.clone(),
+                r.status.to_string(),
+                r.attempts.to_string(),
+                utc_seconds(r.queued_at),
+                utc_seconds(r.registered_at),
+                r.ecbt_quoted_minutes.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = HEADERS.map(str::len);
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut push_line = |line: &mut dyn Iterator<Item = &str>| {
+        let start = out.len();
+        for (i, (cell, w)) in line.zip(widths).enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            let _ = write!(out, "{cell:<w$}");
+        }
+        let trimmed = out[start..].trim_end().len();
+        out.truncate(start + trimmed);
+        out.push('\n');
+    };
+    push_line(&mut HEADERS.into_iter());
+    for row in &cells {
+        push_line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// Test doubles for the store (for tests only; nothing here is used by the
+/// daemon).
+pub mod testing {
+    use std::path::PathBuf;
+
+    use jiff::Timestamp;
+
+    use super::{CallbackRow, NewCallback, Registration, SqliteStore, Store, StoreError};
+    use crate::callback::QueueId;
+
+    /// A [`Store`] whose `register` always fails with an injected SQLite
+    /// I/O error and writes nothing (`list` stays empty). For tests of the
+    /// "unable to register" path.
+    #[derive(Debug, Default)]
+    pub struct FailingStore {
+        /// How many times `register` was called.
+        pub register_calls: u32,
+    }
+
+    impl Store for FailingStore {
+        fn register(&mut self, _new: &NewCallback) -> Result<Registration, StoreError> {
+            self.register_calls += 1;
+            Err(StoreError::Sqlite {
+                path: PathBuf::from("<FailingStore>"),
+                op: "register",
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                    Some("injected failure (FailingStore)".to_owned()),
+                ),
+            })
+        }
+
+        fn list(&self) -> Result<Vec<CallbackRow>, StoreError> {
+            Ok(Vec::new())
+        }
+
+        fn pending_ahead(
+            &self,
+            _queue: &QueueId,
+            _queued_at: Timestamp,
+        ) -> Result<u32, StoreError> {
+            Ok(0)
+        }
+    }
+
+    /// Makes every later COMMIT of a registration on this connection fail
+    /// (SQLite `FOREIGN KEY constraint failed`), after the INSERT itself
+    /// succeeded inside the transaction. Uses TEMP objects only (a deferred
+    /// foreign key violated by a TEMP trigger on insert), so the database
+    /// file is never changed and closing the store removes them.
+    pub fn arm_commit_failure(store: &SqliteStore) -> Result<(), StoreError> {
+        store
+            .conn
+            .execute_batch(
+                "CREATE TEMP TABLE commit_blocker_parent (id INTEGER PRIMARY KEY);
+                 CREATE TEMP TABLE commit_blocker (
+                     parent INTEGER REFERENCES commit_blocker_parent (id)
+                         DEFERRABLE INITIALLY DEFERRED);
+                 CREATE TEMP TRIGGER commit_blocker_on_insert AFTER INSERT ON main.callbacks
+                 BEGIN
+                     INSERT INTO commit_blocker (parent) VALUES (-1);
+                 END;",
+            )
+            .map_err(store.sqlite_err("arm_commit_failure"))
+    }
+
+    /// Undoes [`arm_commit_failure`].
+    pub fn disarm_commit_failure(store: &SqliteStore) -> Result<(), StoreError> {
+        store
+            .conn
+            .execute_batch(
+                "DROP TRIGGER temp.commit_blocker_on_insert;
+                 DROP TABLE temp.commit_blocker;
+                 DROP TABLE temp.commit_blocker_parent;",
+            )
+            .map_err(store.sqlite_err("disarm_commit_failure"))
+    }
+}
+
+/// `PRAGMA synchronous` value of FULL.
+const SYNCHRONOUS_FULL: i64 = 2;
+
+/// Schema version 1: the callbacks table.
+const MIGRATION_1: &str = "
+CREATE TABLE callbacks (
+    id                  INTEGER PRIMARY KEY,
+    queue               TEXT    NOT NULL,
+    -- plain digits as keyed: 3125550188, 011...
+    number              TEXT    NOT NULL
+                        CHECK (number <> '' AND number NOT GLOB '*[^0-9]*'),
+    caller_ani          TEXT    NOT NULL,
+    called_number       TEXT    NOT NULL,
+    priority            INTEGER NOT NULL,
+    -- all times: Unix milliseconds, UTC
+    queued_at           INTEGER NOT NULL,
+    registered_at       INTEGER NOT NULL,
+    ecbt_quoted_minutes INTEGER NOT NULL CHECK (ecbt_quoted_minutes >= 0),
+    status              TEXT    NOT NULL CHECK (status IN
+                            ('pending', 'dialing', 'completed', 'failed', 'expired', 'cancelled')),
+    attempts            INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at     INTEGER,
+    expires_at          INTEGER NOT NULL,
+    inbound_call_id     TEXT    NOT NULL,
+    created_at          INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),
+    updated_at          INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER))
+) STRICT;
+
+-- At most one active callback per number and queue, whoever writes.
+CREATE UNIQUE INDEX callbacks_one_active_per_number
+    ON callbacks (queue, number) WHERE status IN ('pending', 'dialing');
+
+-- The launcher's order: per queue and status, priority then place in line.
+CREATE INDEX callbacks_by_queue_status
+    ON callbacks (queue, status, priority, queued_at);
+
+CREATE TRIGGER callbacks_touch_updated_at AFTER UPDATE ON callbacks
+    FOR EACH ROW WHEN NEW.updated_at = OLD.updated_at
+BEGIN
+    UPDATE callbacks SET updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+        WHERE id = NEW.id;
+END;
+";
+
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+fn is_plain_digits(number: &str) -> bool {
+    !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn utc_seconds(ts: Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Why a row could not be decoded: SQLite itself, or a value we reject.
+enum Decode {
+    Sqlite(rusqlite::Error),
+    Corrupt(StoreError),
+}
+
+impl From<rusqlite::Error> for Decode {
+    fn from(e: rusqlite::Error) -> Self {
+        Decode::Sqlite(e)
+    }
+}
+
+fn decode_row(row: &rusqlite::Row<'_>) -> Result<CallbackRow, Decode> {
+    let id: i64 = row.get("id")?;
+    let corrupt = |column: &'static str, value: String| {
+        Decode::Corrupt(StoreError::CorruptRow { id, column, value })
+    };
+    let timestamp = |column: &'static str, ms: i64| {
+        Timestamp::from_millisecond(ms).map_err(|_| corrupt(column, ms.to_string()))
+    };
+    let unsigned =
+        |column: &'static str, n: i64| u32::try_from(n).map_err(|_| corrupt(column, n.to_string()));
+    let queue: String = row.get("queue")?;
+    let number: String = row.get("number")?;
+    if !is_plain_digits(&number) {
+        return Err(corrupt("number", number));
+    }
+    let status_text: String = row.get("status")?;
+    let Some(status) = Status::parse(&status_text) else {
+        return Err(corrupt("status", status_text));
+    };
+    let next_attempt_at = match row.get::<_, Option<i64>>("next_attempt_at")? {
+        Some(ms) => Some(timestamp("next_attempt_at", ms)?),
+        None => None,
+    };
+    Ok(CallbackRow {
+        id: CallbackId(id),
+        queue: QueueId(queue.into_boxed_str()),
+        number,
+        caller_ani: row.get("caller_ani")?,
+        called_number: row.get("called_number")?,
+        priority: row.get("priority")?,
+        queued_at: timestamp("queued_at", row.get("queued_at")?)?,
+        registered_at: timestamp("registered_at", row.get("registered_at")?)?,
+        ecbt_quoted_minutes: unsigned("ecbt_quoted_minutes", row.get("ecbt_quoted_minutes")?)?,
+        status,
+        attempts: unsigned("attempts", row.get("attempts")?)?,
+        next_attempt_at,
+        expires_at: timestamp("expires_at", row.get("expires_at")?)?,
+        inbound_call_id: row.get("inbound_call_id")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::testing::{FailingStore, arm_commit_failure, disarm_commit_failure};
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("test timestamp")
+    }
+
+    fn queue(name: &str) -> QueueId {
+        QueueId(name.into())
+    }
+
+    fn new_cb(q: &str, number: &str, queued_at: &str) -> NewCallback {
+        NewCallback {
+            queue: queue(q),
+            number: number.to_owned(),
+            caller_ani: "+13125550100".to_owned(),
+            called_number: "8005550199".to_owned(),
+            priority: 5,
+            queued_at: ts(queued_at),
+            registered_at: ts("2025-06-02T15:04:05Z"),
+            ecbt_quoted_minutes: 12,
+            expires_at: ts("2025-06-02T23:00:00Z"),
+            inbound_call_id: "a84b4c76e66710@pc33.example.com".to_owned(),
+        }
+    }
+
+    /// A fresh directory under the system temp dir (no tempfile crate),
+    /// removed when dropped.
+    struct TempDb {
+        dir: PathBuf,
+        path: PathBuf,
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn temp_db(name: &str) -> TempDb {
+        let dir =
+            std::env::temp_dir().join(format!("callbackd-store-{}-{}", std::process::id(), name));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        let path = dir.join("callbacks.db");
+        TempDb { dir, path }
+    }
+
+    fn set_status(store: &SqliteStore, id: CallbackId, status: &str) {
+        store
+            .conn
+            .execute(
+                "UPDATE callbacks SET status = ?1 WHERE id = ?2",
+                params![status, id.0],
+            )
+            .expect("update status");
+    }
+
+    fn registered(r: Registration) -> CallbackId {
+        match r {
+            Registration::Registered(id) => id,
+            Registration::AlreadyScheduled(id) => {
+                panic!("expected Registered, got AlreadyScheduled({id})")
+            }
+        }
+    }
+
+    #[test]
+    fn status_text_round_trips() {
+        for s in Status::ALL {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Status::parse("Pending"), None);
+        assert_eq!(Status::parse(""), None);
+        let active: Vec<_> = Status::ALL.into_iter().filter(|s| s.is_active()).collect();
+        assert_eq!(active, [Status::Pending, Status::Dialing]);
+    }
+
+    #[test]
+    fn register_then_list_shows_exactly_that_row() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let new = new_cb("support", "3125550188", "2025-06-02T15:00:00Z");
+        let id = registered(store.register(&new).unwrap());
+        let rows = store.list().unwrap();
+        assert_eq!(
+            rows,
+            [CallbackRow {
+                id,
+                queue: new.queue.clone(),
+                number: "3125550188".to_owned(),
+                caller_ani: new.caller_ani.clone(),
+                called_number: new.called_number.clone(),
+                priority: 5,
+                queued_at: new.queued_at,
+                registered_at: new.registered_at,
+                ecbt_quoted_minutes: 12,
+                status: Status::Pending,
+                attempts: 0,
+                next_attempt_at: None,
+                expires_at: new.expires_at,
+                inbound_call_id: new.inbound_call_id.clone(),
+            }]
+        );
+    }
+
+    #[test]
+    fn duplicate_pending_is_already_scheduled_and_writes_nothing() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let first = registered(
+            store
+                .register(&new_cb("support", "3125550188", "2025-06-02T15:00:00Z"))
+                .unwrap(),
+        );
+        let again = store
+            .register(&new_cb("support", "3125550188", "2025-06-02T15:30:00Z"))
+            .unwrap();
+        assert_eq!(again, Registration::AlreadyScheduled(first));
+        let rows = store.list().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].queued_at, ts("2025-06-02T15:00:00Z"));
+    }
+
+    #[test]
+    fn dialing_callback_also_blocks_a_second_registration() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let new = new_cb("support", "3125550188", "2025-06-02T15:00:00Z");
+        let first = registered(store.register(&new).unwrap());
+        set_status(&store, first, "dialing");
+        assert_eq!(
+            store.register(&new).unwrap(),
+            Registration::AlreadyScheduled(first)
+        );
+        assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn same_number_in_another_queue_gets_its_own_row() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let a = registered(
+            store
+                .register(&new_cb("support", "3125550188", "2025-06-02T15:00:00Z"))
+                .unwrap(),
+        );
+        let b = registered(
+            store
+                .register(&new_cb("billing", "3125550188", "2025-06-02T15:00:00Z"))
+                .unwrap(),
+        );
+        assert_ne!(a, b);
+        let rows = store.list().unwrap();
+        let queues: Vec<_> = rows.iter().map(|r| r.queue.as_str()).collect();
+        assert_eq!(queues, ["support", "billing"]);
+    }
+
+    #[test]
+    fn finished_callback_allows_a_new_registration() {
+        for finished in ["completed", "failed", "expired", "cancelled"] {
+            let mut store = SqliteStore::open_in_memory().unwrap();
+            let new = new_cb("support", "3125550188", "2025-06-02T15:00:00Z");
+            let first = registered(store.register(&new).unwrap());
+            set_status(&store, first, finished);
+            let second = registered(store.register(&new).unwrap());
+            assert_ne!(first, second, "{finished}");
+            let statuses: Vec<_> = store.list().unwrap().iter().map(|r| r.status).collect();
+            assert_eq!(
+                statuses,
+                [Status::parse(finished).unwrap(), Status::Pending]
+            );
+        }
+    }
+
+    #[test]
+    fn pending_ahead_counts_only_earlier_pending_in_the_same_queue() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let cases = [
+            ("support", "3125550101", "2025-06-02T14:00:00Z"), // ahead
+            ("support", "3125550102", "2025-06-02T14:30:00Z"), // ahead
+            ("support", "3125550103", "2025-06-02T14:45:00Z"), // ahead, but completed
+            ("support", "3125550104", "2025-06-02T15:00:00Z"), // same instant: not ahead
+            ("support", "3125550105", "2025-06-02T15:30:00Z"), // behind
+            ("billing", "3125550106", "2025-06-02T13:00:00Z"), // other queue
+        ];
+        let mut ids = Vec::new();
+        for (q, n, at) in cases {
+            ids.push(registered(store.register(&new_cb(q, n, at)).unwrap()));
+        }
+        set_status(&store, ids[2], "completed");
+        let support = queue("support");
+        let at = ts("2025-06-02T15:00:00Z");
+        assert_eq!(store.pending_ahead(&support, at).unwrap(), 2);
+        set_status(&store, ids[1], "dialing");
+        assert_eq!(store.pending_ahead(&support, at).unwrap(), 1);
+        assert_eq!(store.pending_ahead(&queue("billing"), at).unwrap(), 1);
+        assert_eq!(store.pending_ahead(&queue("sales"), at).unwrap(), 0);
+        assert_eq!(
+            store
+                .pending_ahead(&support, ts("2025-06-02T14:00:00Z"))
+                .unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn registration_survives_drop_and_reopen() {
+        let db = temp_db("reopen");
+        let path = db.path.clone();
+        let new = new_cb("support", "3125550188", "2025-06-02T15:00:00Z");
+        let id = {
+            let mut store = SqliteStore::open(&path).unwrap();
+            registered(store.register(&new).unwrap())
+        };
+        let store = SqliteStore::open(&path).unwrap();
+        let rows = store.list().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].id, id);
+        assert_eq!(rows[0].number, "3125550188");
+    }
+
+    #[test]
+    fn file_store_uses_wal_and_synchronous_full() {
+        let db = temp_db("pragmas");
+        let path = db.path.clone();
+        let store = SqliteStore::open(&path).unwrap();
+        let mode: String = store
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = store
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous must be FULL");
+        let fk: i64 = store
+            .conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+        // WAL is persistent: a plain connection sees it too.
+        let plain = Connection::open(&path).unwrap();
+        let mode: String = plain
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn migration_is_idempotent() {
+        let db = temp_db("migrate-twice");
+        let path = db.path.clone();
+        {
+            let mut store = SqliteStore::open(&path).unwrap();
+            store
+                .register(&new_cb("support", "3125550188", "2025-06-02T15:00:00Z"))
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&store.conn).unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn rejects_newer_schema_version() {
+        let db = temp_db("future");
+        let path = db.path.clone();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = SqliteStore::open(&path).unwrap_err();
+        match &err {
+            StoreError::UnknownSchemaVersion {
+                path: p,
+                found,
+                known,
+            } => {
+                assert_eq!(p, &path);
+                assert_eq!(*found, 99);
+                assert_eq!(*known as usize, MIGRATIONS.len());
+            }
+            other => panic!("expected UnknownSchemaVersion, got {other:?}"),
+        }
+        assert!(err.to_string().contains("99"), "{err}");
+        assert!(err.to_string().contains("callbacks.db"), "{err}");
+    }
+
+    #[test]
+    fn rejects_unopenable_path_naming_it() {
+        let db = temp_db("missing-dir");
+        let path = db.dir.join("no-such-dir").join("callbacks.db");
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+        assert!(err.to_string().contains("no-such-dir"), "{err}");
+    }
+
+    #[test]
+    fn failing_commit_leaves_nothing_written() {
+        let db = temp_db("commit-fails");
+        let path = db.path.clone();
+        let mut store = SqliteStore::open(&path).unwrap();
+        let kept = registered(
+            store
+                .register(&new_cb("support", "3125550101", "2025-06-02T14:00:00Z"))
+                .unwrap(),
+        );
+        let before = store.list().unwrap();
+
+        arm_commit_failure(&store).unwrap();
+        let err = store
+            .register(&new_cb("support", "3125550188", "2025-06-02T15:00:00Z"))
+            .unwrap_err();
+        match &err {
+            StoreError::Sqlite {
+                op: "register",
+                source,
+                ..
+            } => match source {
+                // A deferred foreign key is only checked by COMMIT.
+                rusqlite::Error::SqliteFailure(e, _) => {
+                    assert_eq!(e.extended_code, rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
+                }
+                other => panic!("expected an SQLite failure, got {other:?}"),
+            },
+            other => panic!("expected a register Sqlite error, got {other:?}"),
+        }
+        // The INSERT itself ran (it assigned the next rowid), then COMMIT
+        // failed and the transaction was rolled back.
+        assert_eq!(store.conn.last_insert_rowid(), kept.0 + 1);
+        assert!(store.conn.is_autocommit(), "transaction left open");
+        assert_eq!(store.list().unwrap(), before);
+        // Another connection (another process) sees nothing either.
+        let other = SqliteStore::open(&path).unwrap();
+        assert_eq!(other.list().unwrap(), before);
+
+        // The failed number is not blocked: once commits work it registers.
+        disarm_commit_failure(&store).unwrap();
+        let id = registered(
+            store
+                .register(&new_cb("support", "3125550188", "2025-06-02T15:00:00Z"))
+                .unwrap(),
+        );
+        assert_ne!(id, kept);
+        assert_eq!(other.list().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn unique_index_rejects_a_racing_duplicate_insert() {
+        let db = temp_db("race");
+        let path = db.path.clone();
+        let mut store = SqliteStore::open(&path).unwrap();
+        store
+            .register(&new_cb("support", "3125550188", "2025-06-02T15:00:00Z"))
+            .unwrap();
+        // A second writer that skips the lookup and inserts directly.
+        let racer = Connection::open(&path).unwrap();
+        let err = racer
+            .execute(
+                "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
+                     queued_at, registered_at, ecbt_quoted_minutes, status, expires_at, \
+                     inbound_call_id) \
+                 VALUES ('support', '3125550188', '', '', 0, 0, 0, 0, 'pending', 0, 'x')",
+                [],
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::ConstraintViolation),
+            "{err}"
+        );
+        assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn rejects_number_with_non_digits() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        for bad in ["", "+13125550188", "312-555-0188", "312555018#"] {
+            let err = store
+                .register(&new_cb("support", bad, "2025-06-02T15:00:00Z"))
+                .unwrap_err();
+            assert!(
+                matches!(err, StoreError::NumberNotDigits { .. }),
+                "{bad}: {err:?}"
+            );
+        }
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn list_reports_corrupt_status_as_corrupt_row() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = registered(
+            store
+                .register(&new_cb("support", "3125550188", "2025-06-02T15:00:00Z"))
+                .unwrap(),
+        );
+        // The CHECK constraint stops this normally; a foreign tool may not.
+        store
+            .conn
+            .pragma_update(None, "ignore_check_constraints", "ON")
+            .unwrap();
+        set_status(&store, id, "ringing");
+        match store.list().unwrap_err() {
+            StoreError::CorruptRow {
+                id: row,
+                column,
+                value,
+            } => {
+                assert_eq!((row, column, value.as_str()), (id.0, "status", "ringing"));
+            }
+            other => panic!("expected CorruptRow, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn list_reports_out_of_range_timestamp_as_corrupt_row() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = registered(
+            store
+                .register(&new_cb("support", "3125550188", "2025-06-02T15:00:00Z"))
+                .unwrap(),
+        );
+        store
+            .conn
+            .execute(
+                "UPDATE callbacks SET queued_at = ?1 WHERE id = ?2",
+                params![i64::MAX, id.0],
+            )
+            .unwrap();
+        assert!(matches!(
+            store.list().unwrap_err(),
+            StoreError::CorruptRow {
+                column: "queued_at",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn timestamps_are_unix_milliseconds_utc() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = registered(
+            store
+                .register(&new_cb(
+                    "support",
+                    "3125550188",
+                    "2025-06-02T15:00:00.123456Z",
+                ))
+                .unwrap(),
+        );
+        let ms: i64 = store
+            .conn
+            .query_row(
+                "SELECT queued_at FROM callbacks WHERE id = ?1",
+                [id.0],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(ms, ts("2025-06-02T15:00:00.123Z").as_millisecond());
+        assert_eq!(
+            store.list().unwrap()[0].queued_at,
+            ts("2025-06-02T15:00:00.123Z")
+        );
+    }
+
+    #[test]
+    fn failing_store_errors_and_keeps_nothing() {
+        let mut store = FailingStore::default();
+        let err = store
+            .register(&new_cb("support", "3125550188", "2025-06-02T15:00:00Z"))
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Sqlite { op: "register", .. }),
+            "{err:?}"
+        );
+        assert_eq!(store.register_calls, 1);
+        assert!(store.list().unwrap().is_empty());
+        assert_eq!(
+            store
+                .pending_ahead(&queue("support"), ts("2025-06-02T15:00:00Z"))
+                .unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn format_list_prints_plain_digits_in_aligned_columns() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        store
+            .register(&new_cb("support", "3125550188", "2025-06-02T15:00:00Z"))
+            .unwrap();
+        store
+            .register(&new_cb("billing", "01144207946000", "2025-06-02T15:01:00Z"))
+            .unwrap();
+        let text = format_list(&store.list().unwrap());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[0].starts_with("ID  QUEUE    NUMBER          ANI"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("1   support  3125550188      +13125550100  pending  0"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("2025-06-02T15:00:00Z  2025-06-02T15:04:05Z  12"),
+            "{text}"
+        );
+        assert!(lines[2].contains("01144207946000"), "{text}");
+        assert!(text.lines().all(|l| l == l.trim_end()));
+        assert_eq!(format_list(&[]).lines().count(), 1);
+    }
+}
