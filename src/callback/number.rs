@@ -9,12 +9,12 @@
 //! the rate table prices the destination within the configured maximum.
 //!
 //! ```text
-//!   entered ──▶ all digits? ──no──▶ NotDigits
-//!                   │
-//!          starts with 011? ──yes──▶ 7..=15 digits after 011 (E.164 §6)
-//!                   │ no             ──▶ allowed? ──▶ blacklist ──▶ longest rate prefix ≤ max
-//!                   ▼
-//!       first digit 2–9 ──▶ ten digits ──▶ NPA not N11 ──▶ NXX 2–9, not N11 ──▶ blacklist
+//!   entered --> all digits? --no--> NotDigits
+//!                  |
+//!         starts with 011? --yes--> 7..=15 digits after 011 (E.164) --> allowed?
+//!                  | no                 --> blacklist --> longest rate prefix <= max
+//!                  v
+//!   first digit 2-9 --> ten digits --> NPA not N11 --> NXX 2-9, not N11 --> blacklist
 //! ```
 
 use std::fmt;
@@ -247,8 +247,8 @@ fn validate_international(
         .max_by_key(|&(len, _)| len)
         .map(|(_, rate)| rate)
         .ok_or(InvalidNumber::NoRate)?;
-    // `!(a <= b)` rather than `a > b`: a NaN rate is refused too.
-    if !(rate <= policy.max_rate_per_minute) {
+    // A NaN rate (or maximum) compares false both ways: refused too.
+    if rate.is_nan() || policy.max_rate_per_minute.is_nan() || rate > policy.max_rate_per_minute {
         return Err(InvalidNumber::RateTooHigh);
     }
     Ok(PhoneNumber::International {

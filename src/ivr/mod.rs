@@ -1,6 +1,8 @@
 //! The caller-facing IVR, pure: the registration flow and the estimated
 //! callback time (ECBT).
 
+pub mod flow;
+
 /// An estimated callback time as it is announced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ecbt {
