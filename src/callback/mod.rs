@@ -1,6 +1,8 @@
 //! The callback domain: validated numbers, business-hours gates, and the
 //! durable store of callback requests.
 
+pub mod number;
+
 use std::fmt;
 
 pub mod hours;

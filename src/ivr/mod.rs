@@ -2,6 +2,7 @@
 //! callback time (ECBT).
 
 pub mod ecbt;
+pub mod flow;
 
 /// An estimated callback time as it is announced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
