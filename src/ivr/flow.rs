@@ -38,7 +38,8 @@
 //!             | '1'
 //!             v
 //!           Registering: Register --RegistrationDone-->
-//!           Closing: Registered        "registered" [N "minutes"] "goodbye"
+//!           Closing: Registered        "registered" "about" N "minutes" "goodbye"
+//!                                      (no ECBT quoted: "registered_asap" "goodbye")
 //!                    AlreadyScheduled  "already_scheduled" "goodbye"
 //!                    Failed            "unable" "goodbye"
 //!             | done
@@ -801,16 +802,16 @@ impl Flow {
             (State::Registering, Event::RegistrationDone(outcome)) => {
                 // The durable commit is done (or failed) before any of these.
                 let speech = match outcome {
-                    RegistrationOutcome::Registered => {
-                        let mut speech = vec![named("registered")];
-                        if self.announce_ecbt
-                            && let Some(ecbt) = self.ecbt
-                        {
+                    RegistrationOutcome::Registered => match self.ecbt {
+                        Some(ecbt) if self.announce_ecbt => {
+                            let mut speech = vec![named("registered")];
                             speech.extend(minutes_phrase(ecbt));
+                            speech.push(named("goodbye"));
+                            speech
                         }
-                        speech.push(named("goodbye"));
-                        speech
-                    }
+                        // No time was quoted: a sentence that needs none.
+                        _ => vec![named("registered_asap"), named("goodbye")],
+                    },
                     RegistrationOutcome::AlreadyScheduled => {
                         vec![named("already_scheduled"), named("goodbye")]
                     }
@@ -1067,7 +1068,7 @@ fn digit_prompt(c: char) -> Option<Prompt> {
     DIGIT_PROMPTS.get(d as usize).map(|&name| named(name))
 }
 
-/// "Your estimated wait time is about" + [`minutes_phrase`].
+/// "Your estimated wait time is" + [`minutes_phrase`].
 fn ecbt_phrase(ecbt: Ecbt) -> Vec<Prompt> {
     let mut speech = vec![named("ecbt_intro")];
     speech.extend(minutes_phrase(ecbt));
@@ -1078,9 +1079,9 @@ fn ecbt_phrase(ecbt: Ecbt) -> Vec<Prompt> {
 ///
 /// | estimate            | spoken                          |
 /// |---------------------|---------------------------------|
-/// | `Minutes(0)`        | "one minute" (never "zero")     |
-/// | `Minutes(1)`        | "one minute"                    |
-/// | `Minutes(2..=60)`   | "N minutes"                     |
+/// | `Minutes(0)`        | "about one minute" (never zero) |
+/// | `Minutes(1)`        | "about one minute"              |
+/// | `Minutes(2..=60)`   | "about N minutes"               |
 /// | `Minutes(61..)`     | "more than sixty minutes"       |
 /// | `MoreThan(n)`       | "more than min(n, 60) minutes"  |
 fn minutes_phrase(ecbt: Ecbt) -> Vec<Prompt> {
@@ -1090,9 +1091,11 @@ fn minutes_phrase(ecbt: Ecbt) -> Vec<Prompt> {
         Ecbt::MoreThan(n) => (true, n.min(MAX_SPOKEN_NUMBER)),
     };
     let mut speech = Vec::with_capacity(3);
-    if more_than {
-        speech.push(named("ecbt_more_than"));
-    }
+    speech.push(named(if more_than {
+        "ecbt_more_than"
+    } else {
+        "ecbt_about"
+    }));
     let number = NUMBER_PROMPTS
         .get(n as usize)
         .copied()
@@ -1217,6 +1220,7 @@ mod tests {
         play(&[
             "welcome",
             "ecbt_intro",
+            "ecbt_about",
             "number_5",
             "minutes",
             "callback_offer",
@@ -1288,7 +1292,13 @@ mod tests {
                 end + 7_200,
                 Input::RegistrationDone(RegistrationOutcome::Registered)
             ),
-            [play(&["registered", "number_5", "minutes", "goodbye"])]
+            [play(&[
+                "registered",
+                "ecbt_about",
+                "number_5",
+                "minutes",
+                "goodbye"
+            ])]
         );
         // The closing prompts are not interruptible.
         assert_eq!(call.key(end + 8_000, '1'), []);
@@ -1429,6 +1439,7 @@ mod tests {
             call.input(34_010, Input::Ecbt(Ecbt::Minutes(7))),
             [play(&[
                 "ecbt_intro",
+                "ecbt_about",
                 "number_7",
                 "minutes",
                 "callback_offer"
@@ -1444,6 +1455,7 @@ mod tests {
             call.input(94_020, Input::Ecbt(Ecbt::Minutes(6))),
             [play(&[
                 "ecbt_intro",
+                "ecbt_about",
                 "number_6",
                 "minutes",
                 "callback_offer"
@@ -1470,7 +1482,13 @@ mod tests {
                 110_100,
                 Input::RegistrationDone(RegistrationOutcome::Registered)
             ),
-            [play(&["registered", "number_6", "minutes", "goodbye"])]
+            [play(&[
+                "registered",
+                "ecbt_about",
+                "number_6",
+                "minutes",
+                "goodbye"
+            ])]
         );
     }
 
@@ -1716,7 +1734,7 @@ mod tests {
             73_100,
             Input::RegistrationDone(RegistrationOutcome::Registered),
         ));
-        assert_eq!(all.last(), Some(&play(&["registered", "goodbye"])));
+        assert_eq!(all.last(), Some(&play(&["registered_asap", "goodbye"])));
         assert!(!all.contains(&Action::RequestEcbt));
         assert!(!spoke(&all, "ecbt_intro"));
         assert!(!spoke(&all, "number_5"));
@@ -1731,7 +1749,13 @@ mod tests {
         let mut call = Call::new(settings, None);
         assert_eq!(
             call.start(0, Ecbt::Minutes(5)),
-            [play(&["welcome", "ecbt_intro", "number_5", "minutes"])]
+            [play(&[
+                "welcome",
+                "ecbt_intro",
+                "ecbt_about",
+                "number_5",
+                "minutes"
+            ])]
         );
         // Not offered yet: '1' is no choice and does not interrupt.
         assert_eq!(call.key(2_000, '1'), []);
@@ -1957,10 +1981,22 @@ mod tests {
         let words = |e| -> Vec<Prompt> { minutes_phrase(e) };
         let n =
             |names: &[&'static str]| -> Vec<Prompt> { names.iter().map(|&x| named(x)).collect() };
-        assert_eq!(words(Ecbt::Minutes(0)), n(&["number_1", "minute"]));
-        assert_eq!(words(Ecbt::Minutes(1)), n(&["number_1", "minute"]));
-        assert_eq!(words(Ecbt::Minutes(2)), n(&["number_2", "minutes"]));
-        assert_eq!(words(Ecbt::Minutes(60)), n(&["number_60", "minutes"]));
+        assert_eq!(
+            words(Ecbt::Minutes(0)),
+            n(&["ecbt_about", "number_1", "minute"])
+        );
+        assert_eq!(
+            words(Ecbt::Minutes(1)),
+            n(&["ecbt_about", "number_1", "minute"])
+        );
+        assert_eq!(
+            words(Ecbt::Minutes(2)),
+            n(&["ecbt_about", "number_2", "minutes"])
+        );
+        assert_eq!(
+            words(Ecbt::Minutes(60)),
+            n(&["ecbt_about", "number_60", "minutes"])
+        );
         assert_eq!(
             words(Ecbt::Minutes(61)),
             n(&["ecbt_more_than", "number_60", "minutes"])

@@ -48,8 +48,9 @@ pub const MAX_PROMPT_DURATION: Duration = Duration::from_secs(30 * 60);
 /// The canonical prompt names (`prompts/<name>.wav`, listed with their texts in
 /// `prompts/README.md`), in that document's order.
 #[rustfmt::skip]
-pub const STANDARD_PROMPTS: [&str; 95] = [
-    "welcome", "ecbt_intro", "ecbt_more_than", "number_0", "number_1", "number_2", "number_3",
+pub const STANDARD_PROMPTS: [&str; 97] = [
+    "welcome", "ecbt_intro",
+    "ecbt_about", "ecbt_more_than", "number_0", "number_1", "number_2", "number_3",
     "number_4", "number_5", "number_6", "number_7", "number_8", "number_9", "number_10",
     "number_11", "number_12", "number_13", "number_14", "number_15", "number_16", "number_17",
     "number_18", "number_19", "number_20", "number_21", "number_22", "number_23", "number_24",
@@ -61,7 +62,8 @@ pub const STANDARD_PROMPTS: [&str; 95] = [
     "number_60", "minute", "minutes", "callback_offer", "ani_offer", "enter_number",
     "invalid_number", "you_entered", "digit_0", "digit_1", "digit_2", "digit_3", "digit_4",
     "digit_5", "digit_6", "digit_7", "digit_8", "digit_9", "digit_star", "digit_pound",
-    "international_prefix", "confirm", "registered", "already_scheduled", "unable",
+    "international_prefix", "confirm", "registered",
+    "registered_asap", "already_scheduled", "unable",
     "returning_to_queue", "hold_music", "ringback", "agent_whisper", "customer_no_answer",
     "recording_notice", "goodbye",
 ];
