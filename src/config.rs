@@ -3,7 +3,8 @@
 //! Every key is optional. A missing key takes the built-in default, and the
 //! built-in defaults are exactly the values in the shipped `config.toml`
 //! (a test holds the two together), so an empty file is a valid configuration:
-//! loopback only, SIP on 127.0.0.1:5060, ACL allowing 127.0.0.1/32.
+//! loopback only, SIP on 127.0.0.1:5060, ACL allowing 127.0.0.1/32, callbacks
+//! offered around the clock for one queue, `support`.
 //! Unknown keys are refused (`deny_unknown_fields` on every table) so that a
 //! typo cannot silently fall back to a default.
 //!
@@ -12,8 +13,9 @@
 //!
 //! 1. TOML syntax and schema (types, unknown keys, enum values, CIDRs, host
 //!    names) — [`ConfigError::Syntax`], with line and column;
-//! 2. value rules (ranges, orderings, duplicates, cross-field limits) —
-//!    [`ConfigError::Invalid`] with the dotted field path, no IO;
+//! 2. value rules (ranges, orderings, duplicates, cross-field limits,
+//!    business hours and time zone) — [`ConfigError::Invalid`] with the
+//!    dotted field path (`org.hours.mon`, `queues[1].dids[0]`), no IO;
 //! 3. prompt files exist — [`Config::validate_prompts`], the only step that
 //!    touches the file system besides reading the file itself.
 //!
@@ -33,6 +35,9 @@ use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
 use crate::acl::{self, Acl, AclAction};
+use crate::callback::QueueId;
+use crate::callback::hours::{BusinessHours, Gates, HoursError};
+use crate::ivr::ecbt::{EcbtSettings, EcbtSettingsError, Estimator};
 
 /// Every prompt the call flows play (one list, owned by the prompt module);
 /// the file for `name` is `<prompts.dir>/<name>.wav` unless
@@ -60,6 +65,16 @@ pub struct Config {
     pub call: CallConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
+    /// `[store]`: where the callback requests are kept.
+    pub store: StoreConfig,
+    /// `[org]`: organisation-wide callback policy and business hours.
+    pub org: OrgConfig,
+    /// `[ivr]`: caller-side timeouts and retries.
+    pub ivr: IvrConfig,
+    /// `[ecbt]`: how the estimated callback time is computed.
+    pub ecbt: EcbtConfig,
+    /// `[[queues]]`: the queues callers wait in (at least one).
+    pub queues: Vec<QueueConfig>,
     /// Name used in error messages (the file path, or a label).
     #[serde(skip)]
     origin: String,
@@ -111,6 +126,29 @@ impl Config {
         };
         let more = missing.count();
         Err(self.invalid("prompts", Invalid::MissingPromptFile { path: first, more }))
+    }
+
+    /// Where the SQLite file is: `store.path` resolved against `base_dir`
+    /// (the configuration file's directory; an absolute path stays as is).
+    pub fn store_path(&self, base_dir: &Path) -> PathBuf {
+        base_dir.join(&self.store.path)
+    }
+
+    /// The queue a call to `called_user` (the Request-URI or To user part)
+    /// goes to: the queue listing it in `dids`, else the first queue. A
+    /// leading `+` is ignored; otherwise the digits must match exactly.
+    ///
+    /// # Panics
+    ///
+    /// If `queues` is empty, which [`Config::from_toml_str`] and
+    /// [`Config::validate`] refuse.
+    pub fn queue_for(&self, called_user: &str) -> &QueueConfig {
+        let digits = called_user.strip_prefix('+').unwrap_or(called_user);
+        self.queues
+            .iter()
+            .find(|q| q.dids.iter().any(|did| did == digits))
+            .or_else(|| self.queues.first())
+            .expect("validation requires at least one queue")
     }
 
     /// The name errors use for this configuration: the file path given to
@@ -281,6 +319,131 @@ impl Config {
                 },
             );
         }
+
+        if self.store.path.as_os_str().is_empty() {
+            return fail("store.path", Invalid::EmptyPath);
+        }
+
+        let org = &self.org;
+        // Time zone, holidays and weekly hours in one go; the error is
+        // placed on the key it came from.
+        if let Err(e) = org.business_hours() {
+            let (field, reason) = hours_invalid(org, "org.hours", e);
+            return fail(&field, reason);
+        }
+        if let Some(reason) = bad_rate(org.max_rate_per_minute) {
+            return fail("org.max_rate_per_minute", reason);
+        }
+        for (i, entry) in org.blacklist.iter().enumerate() {
+            if !is_digits(entry) {
+                return fail(&format!("org.blacklist[{i}]"), Invalid::not_digits(entry));
+            }
+        }
+        for (prefix, rate) in &org.rates {
+            let field = format!("org.rates.{prefix}");
+            if !is_digits(prefix) {
+                return fail(&field, Invalid::not_digits(prefix));
+            }
+            if let Some(reason) = bad_rate(*rate) {
+                return fail(&field, reason);
+            }
+        }
+
+        let ivr = &self.ivr;
+        in_range(
+            "ivr.first_digit_timeout_s",
+            ivr.first_digit_timeout_s,
+            1..=120,
+        )?;
+        in_range(
+            "ivr.inter_digit_timeout_s",
+            ivr.inter_digit_timeout_s,
+            1..=120,
+        )?;
+        in_range("ivr.max_invalid", ivr.max_invalid.into(), 1..=10)?;
+        in_range(
+            "ivr.announce_interval_s",
+            ivr.announce_interval_s,
+            10..=3600,
+        )?;
+
+        let ecbt = &self.ecbt;
+        in_range("ecbt.aht_s", ecbt.aht_s, 1..=86_400)?;
+        // The estimator's own rules first, so config and estimator agree.
+        match Estimator::new(ecbt.settings()) {
+            Ok(_) => {}
+            Err(EcbtSettingsError::ZeroWindow) => return fail("ecbt.window", Invalid::Zero),
+            Err(EcbtSettingsError::FloorAboveCeiling { floor, ceiling }) => {
+                return fail(
+                    "ecbt.floor_minutes",
+                    Invalid::exceeds(floor, "ecbt.ceiling_minutes", ceiling),
+                );
+            }
+        }
+        in_range(
+            "ecbt.window",
+            u64::try_from(ecbt.window).unwrap_or(u64::MAX),
+            1..=MAX_ECBT_WINDOW,
+        )?;
+        if ecbt.ceiling_minutes == 0 {
+            return fail("ecbt.ceiling_minutes", Invalid::Zero);
+        }
+        if ecbt.ceiling_minutes > MAX_SPOKEN_NUMBER {
+            return fail(
+                "ecbt.ceiling_minutes",
+                Invalid::NotSpeakable {
+                    value: ecbt.ceiling_minutes,
+                    max: MAX_SPOKEN_NUMBER,
+                },
+            );
+        }
+
+        if self.queues.is_empty() {
+            return fail("queues", Invalid::Empty);
+        }
+        for (i, queue) in self.queues.iter().enumerate() {
+            let at = |key: &str| format!("queues[{i}].{key}");
+            if !is_queue_id(queue.id.as_str()) {
+                return fail(
+                    &at("id"),
+                    Invalid::BadQueueId {
+                        id: queue.id.as_str().to_owned(),
+                    },
+                );
+            }
+            if self.queues[..i].iter().any(|q| q.id == queue.id) {
+                return fail(&at("id"), Invalid::duplicate(queue.id.as_str()));
+            }
+            in_range(&at("offer_after_s"), queue.offer_after_s, 0..=3600)?;
+            in_range(
+                &at("staffed_agents"),
+                queue.staffed_agents.into(),
+                0..=10_000,
+            )?;
+            in_range(&at("callback_expiry_h"), queue.callback_expiry_h, 1..=720)?;
+            for (j, did) in queue.dids.iter().enumerate() {
+                let field = format!("queues[{i}].dids[{j}]");
+                if !is_digits(did) {
+                    return fail(&field, Invalid::not_digits(did));
+                }
+                if queue.dids[..j].contains(did) {
+                    return fail(&field, Invalid::duplicate(did));
+                }
+                if let Some(owner) = self.queues[..i].iter().find(|q| q.dids.contains(did)) {
+                    return fail(
+                        &field,
+                        Invalid::DidClaimed {
+                            did: did.clone(),
+                            queue: owner.id.as_str().to_owned(),
+                        },
+                    );
+                }
+            }
+            if let Err(e) = queue.hours(org) {
+                let (field, reason) = hours_invalid(org, &at("hours"), e);
+                return fail(&field, reason);
+            }
+        }
         Ok(())
     }
 
@@ -304,6 +467,11 @@ impl Default for Config {
             acl: AclConfig::default(),
             call: CallConfig::default(),
             log: LogConfig::default(),
+            store: StoreConfig::default(),
+            org: OrgConfig::default(),
+            ivr: IvrConfig::default(),
+            ecbt: EcbtConfig::default(),
+            queues: vec![QueueConfig::default()],
             origin: DEFAULTS_ORIGIN.to_owned(),
         }
     }
@@ -320,6 +488,11 @@ impl PartialEq for Config {
             acl,
             call,
             log,
+            store,
+            org,
+            ivr,
+            ecbt,
+            queues,
             origin: _,
         } = self;
         *sip == other.sip
@@ -329,10 +502,13 @@ impl PartialEq for Config {
             && *acl == other.acl
             && *call == other.call
             && *log == other.log
+            && *store == other.store
+            && *org == other.org
+            && *ivr == other.ivr
+            && *ecbt == other.ecbt
+            && *queues == other.queues
     }
 }
-
-impl Eq for Config {}
 
 /// `[sip]`: the signalling listener and RFC 3261 / RFC 4028 parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -768,6 +944,273 @@ impl From<LogLevel> for tracing::Level {
     }
 }
 
+/// `[store]`: the durable store of callback requests.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The SQLite file; relative to the configuration file's directory (see
+    /// [`Config::store_path`]).
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig {
+            path: PathBuf::from("callbackd.sqlite"),
+        }
+    }
+}
+
+/// `[org]`: the organisation's callback policy, business hours and
+/// holidays.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrgConfig {
+    /// IANA time zone the hours and holidays are written in.
+    pub timezone: String,
+    /// Callbacks are offered at all (a runtime switch can override).
+    pub registration_enabled: bool,
+    /// Registered callbacks are launched; when off, registration still
+    /// works but no ECBT is announced.
+    pub launch_enabled: bool,
+    /// Local dates (`YYYY-MM-DD`) closed all day, for every queue.
+    pub holidays: Vec<String>,
+    /// Numbers entered with the `011` international prefix may be accepted.
+    pub allow_international: bool,
+    /// International destinations dearer than this per minute are refused.
+    pub max_rate_per_minute: f64,
+    /// Numbers or prefixes (digits) never called back.
+    pub blacklist: Vec<String>,
+    /// Read back "international" before a number entered with `011`.
+    pub spoken_international_prefix: bool,
+    /// Weekday (`mon`…`sun`) → `HH:MM-HH:MM` or `closed`; a day not listed
+    /// is closed. The default is open around the clock.
+    pub hours: BTreeMap<String, String>,
+    /// International destination prefix (the digits after `011`) → price
+    /// per minute.
+    pub rates: BTreeMap<String, f64>,
+}
+
+impl OrgConfig {
+    /// The organisation's business hours: [`OrgConfig::timezone`],
+    /// [`OrgConfig::hours`] and [`OrgConfig::holidays`]. Cannot fail on a
+    /// configuration that passed [`Config::from_toml_str`] or
+    /// [`Config::validate`].
+    pub fn business_hours(&self) -> Result<BusinessHours, HoursError> {
+        self.business_hours_with(&self.hours)
+    }
+
+    /// The configured on/off switches, before any runtime override.
+    pub fn gates(&self) -> Gates {
+        Gates {
+            registration_enabled: self.registration_enabled,
+            launch_enabled: self.launch_enabled,
+        }
+    }
+
+    /// The per-minute rate for an international destination, given as the
+    /// digits after `011`: the entry of [`OrgConfig::rates`] with the longest
+    /// matching prefix; `None` when no entry matches (such a destination
+    /// has no known price).
+    pub fn international_rate(&self, after_011: &str) -> Option<f64> {
+        self.rates
+            .iter()
+            .filter(|(prefix, _)| after_011.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, rate)| *rate)
+    }
+
+    /// Whether `number` (the digits as entered: ten national digits, or
+    /// `011…`) equals or starts with a [`OrgConfig::blacklist`] entry.
+    pub fn is_blacklisted(&self, number: &str) -> bool {
+        self.blacklist
+            .iter()
+            .any(|entry| number.starts_with(entry.as_str()))
+    }
+
+    /// Business hours from `weekly` in this organisation's zone, with its
+    /// holidays.
+    fn business_hours_with(
+        &self,
+        weekly: &BTreeMap<String, String>,
+    ) -> Result<BusinessHours, HoursError> {
+        let days: Vec<(&str, &str)> = weekly
+            .iter()
+            .map(|(day, range)| (day.as_str(), range.as_str()))
+            .collect();
+        let holidays: Vec<&str> = self.holidays.iter().map(String::as_str).collect();
+        BusinessHours::parse(&self.timezone, &days, &holidays)
+    }
+}
+
+impl Default for OrgConfig {
+    fn default() -> OrgConfig {
+        OrgConfig {
+            timezone: "America/Chicago".to_owned(),
+            registration_enabled: true,
+            launch_enabled: true,
+            holidays: Vec::new(),
+            allow_international: false,
+            max_rate_per_minute: 0.10,
+            blacklist: Vec::new(),
+            spoken_international_prefix: true,
+            // Open around the clock, so a fresh checkout can be tried at
+            // any hour.
+            hours: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+                .into_iter()
+                .map(|day| (day.to_owned(), "00:00-24:00".to_owned()))
+                .collect(),
+            rates: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[ivr]`: the caller-side timeouts and retry limit.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IvrConfig {
+    /// Wait for the first digit of an entry, seconds.
+    pub first_digit_timeout_s: u64,
+    /// Wait between digits of an entry, seconds.
+    pub inter_digit_timeout_s: u64,
+    /// Invalid entries before the caller is returned to the queue.
+    pub max_invalid: u32,
+    /// While a caller holds, the ECBT is announced again this often, seconds.
+    pub announce_interval_s: u64,
+}
+
+impl IvrConfig {
+    /// The first-digit timeout as a duration.
+    pub fn first_digit_timeout(&self) -> Duration {
+        Duration::from_secs(self.first_digit_timeout_s)
+    }
+
+    /// The inter-digit timeout as a duration.
+    pub fn inter_digit_timeout(&self) -> Duration {
+        Duration::from_secs(self.inter_digit_timeout_s)
+    }
+
+    /// The ECBT re-announcement interval as a duration.
+    pub fn announce_interval(&self) -> Duration {
+        Duration::from_secs(self.announce_interval_s)
+    }
+}
+
+impl Default for IvrConfig {
+    fn default() -> IvrConfig {
+        IvrConfig {
+            first_digit_timeout_s: 10,
+            inter_digit_timeout_s: 5,
+            max_invalid: 3,
+            announce_interval_s: 60,
+        }
+    }
+}
+
+/// `[ecbt]`: the estimated-callback-time estimator (see
+/// [`crate::ivr::ecbt`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EcbtConfig {
+    /// Average handle time assumed before calls have been handled, seconds.
+    pub aht_s: u64,
+    /// Handle-time samples in the rolling average.
+    pub window: usize,
+    /// Smallest figure announced, minutes.
+    pub floor_minutes: u32,
+    /// Above this, "more than N minutes" is announced.
+    pub ceiling_minutes: u32,
+}
+
+impl EcbtConfig {
+    /// The estimator settings ([`Estimator::new`] accepts them once the
+    /// configuration is validated).
+    pub fn settings(&self) -> EcbtSettings {
+        EcbtSettings {
+            aht_seed: Duration::from_secs(self.aht_s),
+            window: self.window,
+            floor_minutes: self.floor_minutes,
+            ceiling_minutes: self.ceiling_minutes,
+        }
+    }
+}
+
+impl Default for EcbtConfig {
+    fn default() -> EcbtConfig {
+        EcbtConfig {
+            aht_s: 300,
+            window: 20,
+            floor_minutes: 1,
+            ceiling_minutes: 60,
+        }
+    }
+}
+
+/// One `[[queues]]` entry. `id` is required; every other key has a default.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// The queue's name: 1..=64 of `A-Z a-z 0-9 - _ .`, unique.
+    #[serde(deserialize_with = "deserialize_queue_id")]
+    pub id: QueueId,
+    /// Order across queues; higher is served first.
+    #[serde(default)]
+    pub priority: i32,
+    /// Seconds in the queue before the callback offer is made.
+    #[serde(default)]
+    pub offer_after_s: u64,
+    /// Agents the ECBT assumes (until agents are managed).
+    #[serde(default = "default_staffed_agents")]
+    pub staffed_agents: u32,
+    /// A pending callback expires this many hours after registration.
+    #[serde(default = "default_callback_expiry_h")]
+    pub callback_expiry_h: u64,
+    /// Called numbers (Request-URI / To user part, digits) routed here.
+    #[serde(default)]
+    pub dids: Vec<String>,
+    /// Weekly hours replacing [`OrgConfig::hours`] for this queue, same
+    /// format; the organisation's time zone and holidays still apply.
+    #[serde(default)]
+    pub hours: Option<BTreeMap<String, String>>,
+}
+
+impl QueueConfig {
+    /// This queue's own business hours, if it overrides the organisation's:
+    /// its weekly hours in `org`'s time zone, closed on `org`'s holidays.
+    /// Cannot fail on a validated configuration.
+    pub fn hours(&self, org: &OrgConfig) -> Result<Option<BusinessHours>, HoursError> {
+        self.hours
+            .as_ref()
+            .map(|weekly| org.business_hours_with(weekly))
+            .transpose()
+    }
+
+    /// The wait before the callback offer, as a duration.
+    pub fn offer_after(&self) -> Duration {
+        Duration::from_secs(self.offer_after_s)
+    }
+
+    /// How long a pending callback stays valid, as a duration.
+    pub fn callback_expiry(&self) -> Duration {
+        Duration::from_secs(self.callback_expiry_h.saturating_mul(3600))
+    }
+}
+
+/// The queue an empty file gets: `support`, one agent, offer at once.
+impl Default for QueueConfig {
+    fn default() -> QueueConfig {
+        QueueConfig {
+            id: QueueId("support".into()),
+            priority: 0,
+            offer_after_s: 0,
+            staffed_agents: 1,
+            callback_expiry_h: 24,
+            dids: Vec::new(),
+            hours: None,
+        }
+    }
+}
+
 /// Why a configuration was refused. All are local faults (the operator's
 /// file), displayed as `origin: where: what`.
 #[derive(Debug, Error)]
@@ -928,6 +1371,74 @@ pub enum Invalid {
         /// How many other prompt files are missing too.
         more: usize,
     },
+    /// The time zone is not in the IANA database.
+    #[error("unknown time zone {name:?} (expected an IANA name such as \"America/Chicago\")")]
+    UnknownTimeZone {
+        /// The name as written.
+        name: String,
+    },
+    /// An hours key that is not a weekday.
+    #[error("unknown weekday (expected mon, tue, wed, thu, fri, sat or sun)")]
+    UnknownWeekday,
+    /// Two hours keys name the same weekday (e.g. `Mon` and `mon`).
+    #[error("names a weekday that is already given")]
+    DuplicateWeekday,
+    /// Opening hours that are not `HH:MM-HH:MM` or `closed`.
+    #[error("{range:?} is not HH:MM-HH:MM (24-hour clock, 24:00 = midnight) or \"closed\"")]
+    BadHours {
+        /// The hours as written.
+        range: String,
+    },
+    /// Opening hours that close before they open (write a window across
+    /// midnight as two days).
+    #[error("closes at {close}, which is not after it opens at {open}")]
+    CloseNotAfterOpen {
+        /// Opening time as written.
+        open: String,
+        /// Closing time as written.
+        close: String,
+    },
+    /// A date that is not a real `YYYY-MM-DD` date.
+    #[error("{value:?} is not a YYYY-MM-DD date")]
+    BadDate {
+        /// The date as written.
+        value: String,
+    },
+    /// A number or prefix with something other than the digits 0-9.
+    #[error("{value:?} must be digits 0-9 only, at least one")]
+    NotDigits {
+        /// The value as written.
+        value: String,
+    },
+    /// A price that is negative, infinite or not a number.
+    #[error("{value} is not a finite price of 0 or more")]
+    BadRate {
+        /// The price as parsed.
+        value: String,
+    },
+    /// A queue id that is empty, too long, or has spaces, commas or other
+    /// characters outside the allowed set.
+    #[error("{id:?} must be 1..=64 characters of A-Z a-z 0-9 - _ .")]
+    BadQueueId {
+        /// The id as written.
+        id: String,
+    },
+    /// A called number already routed to an earlier queue.
+    #[error("{did} is already routed to queue {queue:?}")]
+    DidClaimed {
+        /// The called number.
+        did: String,
+        /// The queue that lists it first.
+        queue: String,
+    },
+    /// A number of minutes the number prompts cannot say.
+    #[error("{value} minutes cannot be announced; the prompts say numbers up to {max}")]
+    NotSpeakable {
+        /// The configured value.
+        value: u32,
+        /// The largest number prompt (`number_<max>`).
+        max: u32,
+    },
 }
 
 impl Invalid {
@@ -944,6 +1455,12 @@ impl Invalid {
             entry: entry.to_owned(),
         }
     }
+
+    fn not_digits(value: &str) -> Invalid {
+        Invalid::NotDigits {
+            value: value.to_owned(),
+        }
+    }
 }
 
 /// Origin of [`Config::default`].
@@ -951,6 +1468,75 @@ const DEFAULTS_ORIGIN: &str = "<built-in defaults>";
 
 /// RFC 4028 §5: no Min-SE below 90 seconds.
 const MIN_SE_FLOOR_S: u32 = 90;
+
+/// Largest rolling handle-time window (samples kept per queue).
+const MAX_ECBT_WINDOW: u64 = 10_000;
+
+/// The largest number the prompts can say: [`PROMPT_NAMES`] has
+/// `number_0` … `number_60`.
+const MAX_SPOKEN_NUMBER: u32 = 60;
+
+fn default_staffed_agents() -> u32 {
+    QueueConfig::default().staffed_agents
+}
+
+fn default_callback_expiry_h() -> u64 {
+    QueueConfig::default().callback_expiry_h
+}
+
+fn deserialize_queue_id<'de, D: Deserializer<'de>>(d: D) -> Result<QueueId, D::Error> {
+    String::deserialize(d).map(|id| QueueId(id.into_boxed_str()))
+}
+
+/// Where a business-hours error belongs in the file, and why. `hours_field`
+/// is the table the weekly hours came from (`org.hours`, `queues[1].hours`);
+/// the time zone and holidays are always the organisation's.
+fn hours_invalid(org: &OrgConfig, hours_field: &str, error: HoursError) -> (String, Invalid) {
+    match error {
+        HoursError::UnknownZone { name, source: _ } => {
+            ("org.timezone".to_owned(), Invalid::UnknownTimeZone { name })
+        }
+        HoursError::UnknownDay { day } => (format!("{hours_field}.{day}"), Invalid::UnknownWeekday),
+        HoursError::DuplicateDay { day } => {
+            (format!("{hours_field}.{day}"), Invalid::DuplicateWeekday)
+        }
+        HoursError::BadRange { day, range } => {
+            (format!("{hours_field}.{day}"), Invalid::BadHours { range })
+        }
+        HoursError::CloseNotAfterOpen { day, open, close } => (
+            format!("{hours_field}.{day}"),
+            Invalid::CloseNotAfterOpen { open, close },
+        ),
+        HoursError::BadHoliday { value, source: _ } => {
+            let field = org.holidays.iter().position(|h| *h == value).map_or_else(
+                || "org.holidays".to_owned(),
+                |i| format!("org.holidays[{i}]"),
+            );
+            (field, Invalid::BadDate { value })
+        }
+    }
+}
+
+/// Why `rate` is not a usable price, if it is not.
+fn bad_rate(rate: f64) -> Option<Invalid> {
+    (!rate.is_finite() || rate < 0.0).then(|| Invalid::BadRate {
+        value: rate.to_string(),
+    })
+}
+
+/// One or more ASCII digits.
+fn is_digits(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// 1..=64 of `A-Z a-z 0-9 - _ .`: no spaces or commas, so an id can be put
+/// in a list, a log line or a command line as it is.
+fn is_queue_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
 
 fn first_duplicate<T: PartialEq>(items: &[T]) -> Option<&T> {
     items
