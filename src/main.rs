@@ -32,6 +32,17 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Inspect the stored callbacks (the store named by the configuration).
+    Callbacks {
+        #[command(subcommand)]
+        command: CallbacksCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CallbacksCommand {
+    /// Print every stored callback, numbers in plain digits.
+    List,
 }
 
 fn main() -> ExitCode {
@@ -48,7 +59,41 @@ fn main() -> ExitCode {
             }
         },
         Command::Run => run(&cli.config),
+        Command::Callbacks {
+            command: CallbacksCommand::List,
+        } => list_callbacks(&cli.config),
     }
+}
+
+fn list_callbacks(path: &Path) -> ExitCode {
+    use callbackd::callback::store::{SqliteStore, Store, format_list};
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let store_path = config.store_path(base_dir(path));
+    let rows = SqliteStore::open(&store_path).and_then(|store| store.list());
+    match rows {
+        Ok(rows) => {
+            print!("{}", format_list(&rows));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Relative paths in a configuration are resolved against its directory.
+fn base_dir(config: &Path) -> &Path {
+    config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 fn run(path: &Path) -> ExitCode {

@@ -1,10 +1,13 @@
 //! The call layer: what happens to an answered call.
 //!
-//! For this slice of the product the flow is
-//! `INVITE → 100 → 200 (SDP) → ACK → welcome prompt → hold music`, until the
-//! caller hangs up or the configured maximum call length passes (then we send
-//! BYE). It owns each call's RTP ports and media stream, and turns SDP offers
-//! into answers.
+//! `INVITE → 100 → 200 (SDP) → ACK`, then the caller is in its queue (place
+//! in line = arrival time) and the IVR [`Flow`] takes over: greeting, ECBT,
+//! callback offer, number entry, read-back, durable registration, goodbye.
+//! This layer is the flow's hands: it plays what the flow asks (play lists
+//! carry a token so only the current one can report "done"), feeds it digits
+//! (RFC 4733 events and SIP INFO), asks the store thread for the ECBT's
+//! pending callbacks and for the commit, and hangs up when told — or when the
+//! configured maximum call length passes.
 //!
 //! Port life: allocated when the INVITE is accepted, handed to the media
 //! thread with the stream, and returned to the pool only when the media
@@ -17,10 +20,20 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jiff::Timestamp;
 use tracing::{debug, info, warn};
 
+use crate::acd::{Acd, CallerId, Queue};
+use crate::callback::QueueId;
+use crate::callback::hours::{BusinessHours, GateDecision, Gates, registration_gate};
+use crate::callback::number::NumberPolicy;
+use crate::callback::store::{NewCallback, Registration};
 use crate::config::{Codec, Config};
 use crate::engine::media::{Command, MediaEvent, MediaHandle, StreamParams};
+use crate::engine::store::{StoreHandle, StoreReply};
+use crate::ivr::ecbt::{Estimator, callers_ahead};
+use crate::ivr::flow::{Action, CallInfo, Flow, FlowSettings, Input, Prompt, RegistrationOutcome};
+use crate::ivr::Ecbt;
 use crate::media::g711::Law;
 use crate::media::player::Item;
 use crate::media::ports::PortPool;
@@ -36,11 +49,20 @@ pub struct Calls {
     calls: HashMap<CallKey, CallCtx>,
     /// Ports whose stream is being removed: released on `Removed`.
     closing: HashMap<u64, u16>,
+    /// Per-call wake-ups (flow timers, maximum length); an entry is stale
+    /// unless it equals the call's `scheduled`.
     deadlines: BinaryHeap<Reverse<(Instant, CallKey)>>,
     ports: PortPool,
     media: MediaHandle,
-    welcome: Option<PromptId>,
+    store: StoreHandle,
+    prompts: Arc<PromptLibrary>,
     hold: Option<PromptId>,
+    acd: Acd,
+    estimator: Estimator,
+    gates: Gates,
+    org_hours: BusinessHours,
+    queues: Vec<QueueRuntime>,
+    flow_settings: FlowSettings,
     rtp_bind: IpAddr,
     rtp_advertised: IpAddr,
     codecs: Vec<Law>,
@@ -60,6 +82,47 @@ struct CallCtx {
     /// Our offer awaiting an answer in the ACK (late offer).
     awaiting_answer: bool,
     stream_added: bool,
+    /// Index into `Calls::queues`.
+    queue: usize,
+    /// Arrival: the place in line (monotonic for the queue, wall clock for
+    /// the store).
+    arrived: Instant,
+    arrived_at: Timestamp,
+    ani: Option<String>,
+    called: String,
+    /// The IVR, once the call is confirmed.
+    flow: Option<Flow>,
+    /// Waiting for the store's pending-callback count before `Start`.
+    starting: bool,
+    /// Token of the play list the flow last asked for.
+    play_token: u32,
+    max_deadline: Option<Instant>,
+    scheduled: Option<Instant>,
+}
+
+/// Settings the call layer could not use (a configuration built in code
+/// without [`Config::validate`]; loaded files are checked before this).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Business hours did not parse.
+    #[error("business hours: {0}")]
+    Hours(#[from] crate::callback::hours::HoursError),
+    /// ECBT settings are inconsistent.
+    #[error("ecbt: {0}")]
+    Ecbt(crate::ivr::ecbt::EcbtSettingsError),
+    /// Two queues share an id.
+    #[error("queues: {0}")]
+    Queue(crate::acd::AcdError),
+}
+
+/// A queue's settings as the call layer uses them.
+struct QueueRuntime {
+    id: QueueId,
+    priority: i32,
+    offer_after: Duration,
+    expiry: Duration,
+    hours: Option<BusinessHours>,
+    dids: Vec<String>,
 }
 
 impl Calls {
@@ -68,16 +131,53 @@ impl Calls {
         config: &Config,
         prompts: Arc<PromptLibrary>,
         media: MediaHandle,
+        store: StoreHandle,
         ports: PortPool,
-    ) -> Calls {
-        Calls {
+    ) -> Result<Calls, SetupError> {
+        let org = &config.org;
+        let mut acd = Acd::new();
+        let mut queues = Vec::with_capacity(config.queues.len());
+        for q in &config.queues {
+            acd.add_queue(Queue::new(q.id.clone(), q.priority), q.staffed_agents)
+                .map_err(SetupError::Queue)?;
+            queues.push(QueueRuntime {
+                id: q.id.clone(),
+                priority: q.priority,
+                offer_after: q.offer_after(),
+                expiry: q.callback_expiry(),
+                hours: q.hours(org).map_err(SetupError::Hours)?,
+                dids: q.dids.clone(),
+            });
+        }
+        let flow_settings = FlowSettings {
+            first_digit_timeout: config.ivr.first_digit_timeout(),
+            inter_digit_timeout: config.ivr.inter_digit_timeout(),
+            max_invalid: config.ivr.max_invalid,
+            offer_after: Duration::ZERO,
+            announce_interval: config.ivr.announce_interval(),
+            policy: NumberPolicy {
+                allow_international: org.allow_international,
+                max_rate_per_minute: org.max_rate_per_minute,
+                rates: org.rates.iter().map(|(p, r)| (p.clone(), *r)).collect(),
+                blacklist: org.blacklist.clone(),
+            },
+            spoken_international_prefix: org.spoken_international_prefix,
+        };
+        Ok(Calls {
             calls: HashMap::new(),
             closing: HashMap::new(),
             deadlines: BinaryHeap::new(),
             ports,
             media,
-            welcome: prompts.id("welcome"),
+            store,
             hold: prompts.id("hold_music"),
+            prompts,
+            acd,
+            estimator: Estimator::new(config.ecbt.settings()).map_err(SetupError::Ecbt)?,
+            gates: org.gates(),
+            org_hours: org.business_hours().map_err(SetupError::Hours)?,
+            queues,
+            flow_settings,
             rtp_bind: config.rtp.bind_ip,
             rtp_advertised: config.rtp.advertised_ip(),
             codecs: config
@@ -92,7 +192,19 @@ impl Calls {
             ptime_ms: config.media.ptime_ms,
             max_calls: config.call.max_calls as usize,
             max_duration: config.call.max_duration(),
-        }
+        })
+    }
+
+    /// The runtime registration switches (the configuration gives the
+    /// initial values).
+    pub fn set_gates(&mut self, gates: Gates) {
+        info!(?gates, "gates changed");
+        self.gates = gates;
+    }
+
+    /// The current gates.
+    pub fn gates(&self) -> Gates {
+        self.gates
     }
 
     /// Calls in progress.
@@ -113,7 +225,7 @@ impl Calls {
     /// The next maximum-call-length deadline.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         while let Some(Reverse((at, key))) = self.deadlines.peek().copied() {
-            if self.calls.contains_key(&key) {
+            if self.calls.get(&key).and_then(|c| c.scheduled) == Some(at) {
                 return Some(at);
             }
             self.deadlines.pop();
@@ -121,17 +233,30 @@ impl Calls {
         None
     }
 
-    /// Hangs up calls that reached the maximum length.
+    /// Runs the flows' timers and hangs up calls that reached the maximum
+    /// length.
     pub fn handle_timeout(&mut self, now: Instant, endpoint: &mut Endpoint) {
         while let Some(Reverse((at, key))) = self.deadlines.peek().copied() {
             if at > now {
                 return;
             }
             self.deadlines.pop();
-            if let Some(call) = self.calls.get(&key) {
-                info!(call_id = %call.call_id, "maximum call length reached; hanging up");
+            let Some(ctx) = self.calls.get_mut(&key) else {
+                continue;
+            };
+            if ctx.scheduled != Some(at) {
+                continue;
+            }
+            ctx.scheduled = None;
+            if ctx.max_deadline.is_some_and(|d| d <= now) {
+                info!(call_id = %ctx.call_id, "maximum call length reached; hanging up");
+                ctx.max_deadline = None;
                 let _ = endpoint.hangup(now, key);
             }
+            if let Some(flow) = &mut ctx.flow {
+                flow.handle_timeout(now);
+            }
+            self.drive(now, key, endpoint);
         }
     }
 
@@ -167,6 +292,7 @@ impl Calls {
                 };
                 if let Some(digit) = info_digit(&content_type, &body) {
                     info!(digit = %digit, call_id = %ctx.call_id, source = "info", "dtmf");
+                    self.digit(now, call, digit, endpoint);
                 }
             }
             Event::Ended { call, reason } => self.ended(call, reason),
@@ -176,10 +302,13 @@ impl Calls {
     /// Reacts to a media-thread event.
     pub fn handle_media_event(&mut self, now: Instant, event: MediaEvent, endpoint: &mut Endpoint) {
         match event {
-            MediaEvent::Digit { key, digit } => {
-                if let Some(ctx) = self.calls.get(&CallKey(key)) {
-                    info!(digit = %digit.as_char(), call_id = %ctx.call_id, source = "rfc4733", "dtmf");
-                }
+            MediaEvent::Digit { key, digit, inband } => {
+                let Some(ctx) = self.calls.get(&CallKey(key)) else {
+                    return;
+                };
+                let source = if inband { "inband" } else { "rfc4733" };
+                info!(digit = %digit.as_char(), call_id = %ctx.call_id, source, "dtmf");
+                self.digit(now, CallKey(key), digit.as_char(), endpoint);
             }
             MediaEvent::RtpTimeout { key } => {
                 if let Some(ctx) = self.calls.get(&CallKey(key)) {
@@ -194,7 +323,212 @@ impl Calls {
                     warn!(error = %e, port, "port release");
                 }
             }
-            MediaEvent::PromptFinished { .. } | MediaEvent::Idle { .. } => {}
+            MediaEvent::Idle { key, token } => {
+                let call = CallKey(key);
+                let Some(ctx) = self.calls.get_mut(&call) else {
+                    return;
+                };
+                // Only the play list the flow asked for last counts.
+                if token != ctx.play_token {
+                    return;
+                }
+                if let Some(flow) = &mut ctx.flow {
+                    flow.handle(now, Input::PlaybackDone);
+                }
+                self.drive(now, call, endpoint);
+            }
+            MediaEvent::PromptFinished { .. } => {}
+        }
+    }
+
+    /// Reacts to an answer from the store thread.
+    pub fn handle_store_reply(&mut self, now: Instant, reply: StoreReply, endpoint: &mut Endpoint) {
+        match reply {
+            StoreReply::PendingAhead { call, count } => {
+                let call = CallKey(call);
+                let Some(ecbt) = self.estimate(call, count) else {
+                    return;
+                };
+                let Some(ctx) = self.calls.get_mut(&call) else {
+                    return;
+                };
+                let Some(flow) = &mut ctx.flow else {
+                    return;
+                };
+                if ctx.starting {
+                    ctx.starting = false;
+                    let queue = &self.queues[ctx.queue];
+                    let gate = registration_gate(&self.gates, &self.org_hours, queue.hours.as_ref(), Timestamp::now());
+                    let (offer_callbacks, announce_ecbt) = match gate {
+                        GateDecision::Offer { announce_ecbt } => (true, announce_ecbt),
+                        GateDecision::Unavailable => (false, false),
+                    };
+                    info!(call_id = %ctx.call_id, queue = %queue.id, offer_callbacks, ?ecbt, "IVR starts");
+                    flow.handle(
+                        now,
+                        Input::Start {
+                            offer_callbacks,
+                            announce_ecbt,
+                            ecbt,
+                        },
+                    );
+                } else {
+                    flow.handle(now, Input::Ecbt(ecbt));
+                }
+                self.drive(now, call, endpoint);
+            }
+            StoreReply::Registered { call, result } => {
+                let call = CallKey(call);
+                let Some(ctx) = self.calls.get_mut(&call) else {
+                    // The caller hung up while the commit ran: the row (if
+                    // any) stands; nothing else to do.
+                    return;
+                };
+                let outcome = match result {
+                    Ok(Registration::Registered(id)) => {
+                        info!(call_id = %ctx.call_id, callback = %id, "callback registered");
+                        // The stored callback now holds the caller's place.
+                        if let Some(q) = self.acd.queue_mut(&self.queues[ctx.queue].id) {
+                            q.leave(CallerId(call.0));
+                        }
+                        RegistrationOutcome::Registered
+                    }
+                    Ok(Registration::AlreadyScheduled(id)) => {
+                        info!(call_id = %ctx.call_id, callback = %id, "callback already scheduled");
+                        RegistrationOutcome::AlreadyScheduled
+                    }
+                    Err(e) => {
+                        warn!(call_id = %ctx.call_id, error = %e, "callback not stored");
+                        RegistrationOutcome::Failed
+                    }
+                };
+                if let Some(flow) = &mut ctx.flow {
+                    flow.handle(now, Input::RegistrationDone(outcome));
+                }
+                self.drive(now, call, endpoint);
+            }
+        }
+    }
+
+    /// The ECBT for `call` given the pending callbacks ahead of it.
+    fn estimate(&self, call: CallKey, pending_ahead: u32) -> Option<Ecbt> {
+        let ctx = self.calls.get(&call)?;
+        let queue = &self.queues[ctx.queue].id;
+        let position = self
+            .acd
+            .queue(queue)
+            .and_then(|q| q.position(CallerId(call.0)))
+            .unwrap_or(1);
+        let ahead = callers_ahead(position, pending_ahead);
+        let ecbt = self.estimator.estimate(ahead, self.acd.staffed_agents(queue));
+        debug!(call_id = %ctx.call_id, position, pending_ahead, ?ecbt, "ECBT");
+        Some(ecbt)
+    }
+
+    /// A digit for the call's flow (RFC 4733, INFO).
+    fn digit(&mut self, now: Instant, call: CallKey, digit: char, endpoint: &mut Endpoint) {
+        let Some(flow) = self.calls.get_mut(&call).and_then(|c| c.flow.as_mut()) else {
+            return;
+        };
+        flow.handle(now, Input::Digit(digit));
+        self.drive(now, call, endpoint);
+    }
+
+    /// Carries out what the flow asks, then re-arms the call's wake-up.
+    fn drive(&mut self, now: Instant, call: CallKey, endpoint: &mut Endpoint) {
+        loop {
+            let Some(ctx) = self.calls.get_mut(&call) else {
+                return;
+            };
+            let Some(action) = ctx.flow.as_mut().and_then(Flow::poll_action) else {
+                break;
+            };
+            match action {
+                Action::Play(prompts) => {
+                    ctx.play_token = ctx.play_token.wrapping_add(1);
+                    let items = prompts
+                        .iter()
+                        .filter_map(|p| match p {
+                            Prompt::Named(name) => self.prompts.id(name).map(Item::Prompt),
+                            Prompt::Hold => self.hold.map(Item::Loop),
+                        })
+                        .collect();
+                    self.media.send(Command::Play {
+                        key: call.0,
+                        items,
+                        token: ctx.play_token,
+                    });
+                }
+                Action::StopPlayback => {
+                    ctx.play_token = ctx.play_token.wrapping_add(1);
+                    self.media.send(Command::Play {
+                        key: call.0,
+                        items: Vec::new(),
+                        token: ctx.play_token,
+                    });
+                }
+                Action::RequestEcbt => {
+                    let queue = self.queues[ctx.queue].id.clone();
+                    self.store.pending_ahead(call.0, queue, ctx.arrived_at);
+                }
+                Action::Register { number } => {
+                    let queue = &self.queues[ctx.queue];
+                    let registered_at = Timestamp::now();
+                    let quoted = match ctx.flow.as_ref().and_then(Flow::ecbt) {
+                        Some(Ecbt::Minutes(m) | Ecbt::MoreThan(m)) => m,
+                        None => 0,
+                    };
+                    let expires_at = registered_at
+                        .checked_add(jiff::SignedDuration::try_from(queue.expiry).unwrap_or(jiff::SignedDuration::MAX))
+                        .unwrap_or(Timestamp::MAX);
+                    let new = NewCallback {
+                        queue: queue.id.clone(),
+                        number: number.as_digits(),
+                        caller_ani: ctx.ani.clone().unwrap_or_default(),
+                        called_number: ctx.called.clone(),
+                        priority: queue.priority,
+                        queued_at: ctx.arrived_at,
+                        registered_at,
+                        ecbt_quoted_minutes: quoted,
+                        expires_at,
+                        inbound_call_id: ctx.call_id.to_string(),
+                    };
+                    info!(call_id = %ctx.call_id, number = %number.as_digits(), "registering callback");
+                    if !self.store.register(call.0, new) {
+                        warn!(call_id = %ctx.call_id, "store thread gone");
+                        if let Some(flow) = &mut ctx.flow {
+                            flow.handle(now, Input::RegistrationDone(RegistrationOutcome::Failed));
+                        }
+                    }
+                }
+                Action::ReturnToQueue => {
+                    let queue = &self.queues[ctx.queue].id;
+                    let position = self.acd.queue(queue).and_then(|q| q.position(CallerId(call.0)));
+                    info!(call_id = %ctx.call_id, %queue, ?position, "returned to the queue");
+                }
+                Action::Hangup => {
+                    debug!(call_id = %ctx.call_id, "flow hangs up");
+                    let _ = endpoint.hangup(now, call);
+                }
+            }
+        }
+        self.reschedule(call);
+    }
+
+    fn reschedule(&mut self, call: CallKey) {
+        let Some(ctx) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let flow = ctx.flow.as_ref().and_then(Flow::poll_timeout);
+        let next = match (flow, ctx.max_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if next != ctx.scheduled {
+            ctx.scheduled = next;
+            if let Some(at) = next {
+                self.deadlines.push(Reverse((at, call)));
+            }
         }
     }
 
@@ -207,6 +541,12 @@ impl Calls {
         endpoint: &mut Endpoint,
     ) {
         let call_id: Arc<str> = request.headers.call_id.as_str().into();
+        // The called number: the Request-URI's user part (the trunk's DID),
+        // else To's.
+        let called = user_part(&request.uri)
+            .or_else(|| user_part(&request.headers.to.uri))
+            .unwrap_or_default()
+            .to_owned();
         if self.calls.len() >= self.max_calls {
             warn!(%call_id, max = self.max_calls, "call limit reached; 503");
             let _ = endpoint.reject(now, call, 503, &[("Retry-After", "5")]);
@@ -281,6 +621,16 @@ impl Calls {
             awaiting_answer: media.is_none(),
             media: None,
             stream_added: false,
+            queue: self.queue_index(&called),
+            arrived: now,
+            arrived_at: Timestamp::now(),
+            ani: user_part(&request.headers.from.uri).map(str::to_owned),
+            called,
+            flow: None,
+            starting: false,
+            play_token: 0,
+            max_deadline: None,
+            scheduled: None,
         };
         if let Some(media) = media {
             self.add_stream(call, &mut ctx, media, rtp, rtcp);
@@ -363,18 +713,36 @@ impl Calls {
             return;
         }
         // A re-INVITE's ACK confirms again: only the first starts the flow.
-        let first = !self.deadlines.iter().any(|Reverse((_, k))| *k == call);
-        if first {
-            let items: Vec<Item> = self
-                .welcome
-                .map(Item::Prompt)
-                .into_iter()
-                .chain(self.hold.map(Item::Loop))
-                .collect();
-            self.media.send(Command::Play { key: call.0, items });
-            self.deadlines
-                .push(Reverse((now + self.max_duration, call)));
+        if ctx.flow.is_some() {
+            return;
         }
+        // In line from now on; the IVR starts once the store has said how
+        // many callbacks are ahead (for the first ECBT).
+        let queue = &self.queues[ctx.queue];
+        let position = self.acd.queue_mut(&queue.id).map(|q| {
+            q.join(CallerId(call.0), ctx.arrived, queue.priority)
+                .unwrap_or_else(|e| {
+                    warn!(error = %e, "queue join");
+                    0
+                })
+        });
+        debug!(call_id = %ctx.call_id, queue = %queue.id, ?position, "in queue");
+        let settings = FlowSettings {
+            offer_after: queue.offer_after,
+            ..self.flow_settings.clone()
+        };
+        let info = CallInfo {
+            ani: ctx.ani.clone(),
+            called: ctx.called.clone(),
+        };
+        ctx.flow = Some(Flow::new(ctx.arrived, settings, info));
+        ctx.starting = true;
+        ctx.max_deadline = Some(now + self.max_duration);
+        if !self.store.pending_ahead(call.0, queue.id.clone(), ctx.arrived_at) {
+            warn!(call_id = %ctx.call_id, "store thread gone; hanging up");
+            let _ = endpoint.hangup(now, call);
+        }
+        self.reschedule(call);
     }
 
     fn reoffer(&mut self, now: Instant, call: CallKey, offer: &[u8], endpoint: &mut Endpoint) {
@@ -421,6 +789,9 @@ impl Calls {
             return;
         };
         info!(call_id = %ctx.call_id, ?reason, "call ended");
+        if let Some(q) = self.acd.queue_mut(&self.queues[ctx.queue].id) {
+            q.leave(CallerId(call.0));
+        }
         if ctx.stream_added {
             self.closing.insert(call.0, ctx.port);
             self.media.send(Command::Remove { key: call.0 });
@@ -433,6 +804,14 @@ impl Calls {
         if let Err(e) = self.ports.release(port) {
             warn!(error = %e, port, "port release");
         }
+    }
+
+    /// The queue a called number routes to (its DIDs, else the first queue).
+    fn queue_index(&self, called: &str) -> usize {
+        self.queues
+            .iter()
+            .position(|q| q.dids.iter().any(|d| d == called))
+            .unwrap_or(0)
     }
 
     /// Allocates an even port and binds RTP on it and RTCP on the next one;
@@ -458,6 +837,15 @@ impl Calls {
         }
         None
     }
+}
+
+/// The user part of a SIP URI (`sip:3125550188@host` → `3125550188`),
+/// without a leading `+`.
+fn user_part(uri: &str) -> Option<&str> {
+    let rest = uri.split_once(':')?.1;
+    let (user, _) = rest.split_once('@')?;
+    let user = user.split(';').next()?.trim_start_matches('+');
+    (!user.is_empty()).then_some(user)
 }
 
 /// The media thread's parameters for a negotiated session.

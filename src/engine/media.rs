@@ -82,12 +82,15 @@ pub enum Command {
         /// Parameters.
         params: StreamParams,
     },
-    /// Replace what the stream plays.
+    /// Replace what the stream plays (an empty list stops playback).
     Play {
         /// The call's key.
         key: StreamKey,
         /// The play list.
         items: Vec<Item>,
+        /// Echoed in [`MediaEvent::Idle`], so a play list that was replaced
+        /// can never be mistaken for the current one finishing.
+        token: u32,
     },
     /// Stop and drop a stream (its sockets close).
     Remove {
@@ -99,12 +102,14 @@ pub enum Command {
 /// Reports from the media thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEvent {
-    /// An RFC 4733 digit started.
+    /// A digit started (RFC 4733 event, or in-band tones).
     Digit {
         /// The call's key.
         key: StreamKey,
         /// The digit.
         digit: DtmfDigit,
+        /// Whether it came as an RFC 4733 event or was heard in the audio.
+        inband: bool,
     },
     /// A prompt finished playing.
     PromptFinished {
@@ -117,6 +122,8 @@ pub enum MediaEvent {
     Idle {
         /// The call's key.
         key: StreamKey,
+        /// The token of the play list that ran out.
+        token: u32,
     },
     /// No RTP arrived for the configured time.
     RtpTimeout {
@@ -241,6 +248,7 @@ struct Stream {
     dtmf: DtmfReceiver,
     last_rx: Instant,
     next_due: Instant,
+    play_token: u32,
 }
 
 impl MediaThread {
@@ -329,11 +337,16 @@ impl MediaThread {
                 s.params = params;
                 s.last_rx = now;
             }
-            Command::Play { key, items } => {
+            Command::Play { key, items, token } => {
                 let Some(s) = self.stream_mut(key) else {
                     return;
                 };
-                s.player.play(items);
+                s.play_token = token;
+                if items.is_empty() {
+                    s.player.stop();
+                } else {
+                    s.player.play(items);
+                }
             }
             Command::Remove { key } => {
                 if let Some(slot) = self.index.remove(&key)
@@ -390,6 +403,7 @@ impl MediaThread {
             dtmf: DtmfReceiver::new(),
             last_rx: now,
             next_due: now,
+            play_token: 0,
             params,
         };
         self.pacing.push(Reverse((now, slot, generation)));
@@ -452,7 +466,11 @@ impl MediaThread {
             if Some(pt) == s.params.telephone_event {
                 match s.dtmf.handle_packet(now, &packet) {
                     Ok(Some(digit)) => {
-                        let _ = self.events.send(MediaEvent::Digit { key: s.key, digit });
+                        let _ = self.events.send(MediaEvent::Digit {
+                            key: s.key,
+                            digit,
+                            inband: false,
+                        });
                     }
                     Ok(None) => {}
                     Err(e) => trace!(error = %e, "bad telephone-event payload"),
@@ -536,7 +554,10 @@ fn drain_player(s: &mut Stream, events: &UnboundedSender<MediaEvent>) {
     while let Some(ev) = s.player.poll_event() {
         let ev = match ev {
             PlayerEvent::Finished(prompt) => MediaEvent::PromptFinished { key: s.key, prompt },
-            PlayerEvent::Idle => MediaEvent::Idle { key: s.key },
+            PlayerEvent::Idle => MediaEvent::Idle {
+                key: s.key,
+                token: s.play_token,
+            },
             PlayerEvent::NotPrepared(prompt) => {
                 warn!(?prompt, "prompt not prepared for this codec/ptime");
                 continue;

@@ -26,6 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::callback::hours::Gates;
+use crate::callback::store::SqliteStore;
 use crate::config::{Config, Transport as ConfiguredTransport};
 use crate::media::g711::Law;
 use crate::media::ports::{PortPool, PortPoolError};
@@ -56,6 +58,15 @@ pub enum EngineError {
     /// The RTP port range is unusable.
     #[error("rtp port range: {0}")]
     Ports(#[from] PortPoolError),
+    /// The callback store could not be opened.
+    #[error("callback store: {0}")]
+    Store(#[from] crate::callback::store::StoreError),
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+    /// The call layer refused its settings.
+    #[error("{0}")]
+    Setup(#[from] calls::SetupError),
 }
 
 /// Counters of live state, for tests, metrics and leak checks.
@@ -79,6 +90,7 @@ pub struct EngineHandle {
 
 enum Control {
     Stats(oneshot::Sender<EngineStats>),
+    SetGates(Gates),
     Shutdown,
 }
 
@@ -98,6 +110,12 @@ impl EngineHandle {
         let (tx, rx) = oneshot::channel();
         self.control.send(Control::Stats(tx)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Switches callback registration and launching at run time (the
+    /// configuration's `[org]` values apply at start).
+    pub async fn set_gates(&self, gates: Gates) -> bool {
+        self.control.send(Control::SetGates(gates)).await.is_ok()
     }
 
     /// Hangs up every call, waits briefly for the BYEs, and stops.
@@ -179,13 +197,18 @@ pub async fn start(config: Config, base_dir: &Path) -> Result<EngineHandle, Engi
     )
     .map_err(EngineError::Media)?;
     let ports = PortPool::new(config.rtp.port_min, config.rtp.port_max)?;
-    let calls = Calls::new(&config, prompts, media, ports);
+    let store_path = config.store_path(base_dir);
+    let store = SqliteStore::open(&store_path)?;
+    let (store_replies_tx, store_replies) = mpsc::unbounded_channel();
+    let (store, _store_thread) = store::spawn(Box::new(store), store_replies_tx).map_err(EngineError::Thread)?;
+    let calls = Calls::new(&config, prompts, media, store, ports)?;
 
     info!(
         udp = ?udp_addr,
         tcp = ?tcp_addr,
         rtp = %format!("{}:{}-{}", config.rtp.bind_ip, config.rtp.port_min, config.rtp.port_max),
         sip_acl = %config.acl.sip_acl(),
+        store = %store_path.display(),
         startup_ms = started.elapsed().as_millis() as u64,
         "callbackd listening"
     );
@@ -197,6 +220,7 @@ pub async fn start(config: Config, base_dir: &Path) -> Result<EngineHandle, Engi
         transport,
         inbound,
         media_events,
+        store_replies,
         control: control_rx,
         resolved_tx,
         resolved_rx,
@@ -217,6 +241,7 @@ struct Core {
     transport: Transport,
     inbound: mpsc::Receiver<Inbound>,
     media_events: mpsc::UnboundedReceiver<media::MediaEvent>,
+    store_replies: mpsc::UnboundedReceiver<store::StoreReply>,
     control: mpsc::Receiver<Control>,
     /// DNS results for in-dialog requests to host names come back here.
     resolved_tx: mpsc::UnboundedSender<Resolved>,
@@ -259,6 +284,7 @@ impl Core {
                             rtp_ports: self.calls.ports_in_use(),
                         });
                     }
+                    Some(Control::SetGates(gates)) => self.calls.set_gates(gates),
                     Some(Control::Shutdown) | None => {
                         if self.stopping.is_none() {
                             info!(calls = self.calls.len(), "shutting down");
@@ -280,6 +306,9 @@ impl Core {
                     while let Ok(event) = self.media_events.try_recv() {
                         self.calls.handle_media_event(now, event, &mut self.endpoint);
                     }
+                }
+                Some(reply) = self.store_replies.recv() => {
+                    self.calls.handle_store_reply(now, reply, &mut self.endpoint);
                 }
                 Some((target, data)) = self.resolved_rx.recv() => {
                     if let Err(e) = self.transport.send(target, data) {
