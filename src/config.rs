@@ -1712,9 +1712,15 @@ mod tests {
         let empty = parse("").expect("empty file");
         assert_eq!(empty, Config::default());
         let sections_only =
-            parse("[sip]\n[rtp]\n[media]\n[prompts]\n[prompts.files]\n[acl]\n[call]\n[log]\n")
+            parse("[sip]\n[rtp]\n[media]\n[prompts]\n[prompts.files]\n[acl]\n[call]\n[log]\n[store]\n[org]\n[org.rates]\n[ivr]\n[ecbt]\n")
                 .expect("empty tables");
         assert_eq!(sections_only, Config::default());
+        let support = parse("[[queues]]\nid = \"support\"\n").expect("one bare queue");
+        assert_eq!(
+            support,
+            Config::default(),
+            "queue keys default as documented"
+        );
     }
 
     #[test]
@@ -1751,6 +1757,51 @@ mod tests {
         assert_eq!(c.call.max_duration(), Duration::from_secs(14_400));
         assert_eq!(c.log.level, LogLevel::Info);
         assert_eq!(c.origin(), "<built-in defaults>");
+        assert_eq!(c.store.path, Path::new("callbackd.sqlite"));
+        assert_eq!(c.org.timezone, "America/Chicago");
+        assert_eq!(
+            c.org.gates(),
+            Gates {
+                registration_enabled: true,
+                launch_enabled: true
+            }
+        );
+        assert!(c.org.holidays.is_empty() && c.org.blacklist.is_empty());
+        assert!(!c.org.allow_international && c.org.spoken_international_prefix);
+        assert_eq!(c.org.max_rate_per_minute, 0.10);
+        assert!(c.org.rates.is_empty());
+        assert_eq!(
+            (
+                c.ivr.first_digit_timeout(),
+                c.ivr.inter_digit_timeout(),
+                c.ivr.max_invalid,
+                c.ivr.announce_interval()
+            ),
+            (
+                Duration::from_secs(10),
+                Duration::from_secs(5),
+                3,
+                Duration::from_secs(60)
+            )
+        );
+        assert_eq!(
+            c.ecbt.settings(),
+            EcbtSettings {
+                aht_seed: Duration::from_secs(300),
+                window: 20,
+                floor_minutes: 1,
+                ceiling_minutes: 60,
+            }
+        );
+        let [q] = c.queues.as_slice() else {
+            panic!("one default queue: {:?}", c.queues);
+        };
+        assert_eq!(q.id.as_str(), "support");
+        assert_eq!((q.priority, q.staffed_agents), (0, 1));
+        assert_eq!(q.offer_after(), Duration::ZERO);
+        assert_eq!(q.callback_expiry(), Duration::from_secs(24 * 3600));
+        assert!(q.dids.is_empty());
+        assert_eq!(q.hours(&c.org).expect("no override"), None);
     }
 
     #[test]
@@ -2285,6 +2336,517 @@ mod tests {
         ] {
             assert!(PROMPT_NAMES.contains(&name), "{name}");
         }
+    }
+
+    fn ts(text: &str) -> jiff::Timestamp {
+        text.parse().expect("test timestamp")
+    }
+
+    #[test]
+    fn shipped_hours_are_open_around_the_clock_in_chicago() {
+        let c = parse(SHIPPED).expect("shipped config.toml");
+        let hours = c.org.business_hours().expect("valid hours");
+        assert_eq!(
+            hours.tz,
+            jiff::tz::TimeZone::get("America/Chicago").expect("zone")
+        );
+        assert!(hours.holidays.is_empty());
+        // Sunday 03:00 local, Christmas evening, Monday midnight.
+        for at in [
+            "2026-06-07T08:00:00Z",
+            "2026-12-26T03:00:00Z",
+            "2026-06-08T05:00:00Z",
+        ] {
+            assert!(hours.is_open(ts(at)), "{at}");
+        }
+    }
+
+    #[test]
+    fn org_hours_table_closes_days_it_does_not_list() {
+        let c = parse(
+            "[org]\ntimezone = \"America/Chicago\"\nholidays = [\"2026-12-25\"]\n\
+             [org.hours]\nmon = \"08:00-18:00\"\nthu = \"08:00-18:00\"\nsat = \"closed\"\n",
+        )
+        .expect("office hours");
+        let hours = c.org.business_hours().expect("valid hours");
+        // Monday 2026-06-08, CDT (UTC-5).
+        assert!(hours.is_open(ts("2026-06-08T13:00:00Z")), "mon 08:00");
+        assert!(!hours.is_open(ts("2026-06-08T23:00:00Z")), "mon 18:00");
+        assert!(!hours.is_open(ts("2026-06-09T15:00:00Z")), "tue not listed");
+        assert!(!hours.is_open(ts("2026-06-13T15:00:00Z")), "sat closed");
+        // Thursday 2026-12-24 is open, Thursday 2026-12-25 a holiday (CST).
+        assert!(hours.is_open(ts("2026-12-24T18:00:00Z")));
+        assert!(!hours.is_open(ts("2026-12-25T18:00:00Z")), "holiday");
+    }
+
+    #[test]
+    fn rejects_unknown_time_zone() {
+        let e = error("[org]\ntimezone = \"America/Gotham\"\n");
+        assert_eq!(
+            e,
+            "config.toml: org.timezone: unknown time zone \"America/Gotham\" (expected an IANA name such as \"America/Chicago\")"
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_org_hours() {
+        let e = error("[org.hours]\nmon = \"8-18\"\n");
+        assert_eq!(
+            e,
+            "config.toml: org.hours.mon: \"8-18\" is not HH:MM-HH:MM (24-hour clock, 24:00 = midnight) or \"closed\""
+        );
+    }
+
+    #[test]
+    fn rejects_org_hours_closing_before_opening() {
+        let e = error("[org.hours]\nfri = \"18:00-08:00\"\n");
+        assert_eq!(
+            e,
+            "config.toml: org.hours.fri: closes at 08:00, which is not after it opens at 18:00"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_weekday_in_hours() {
+        let e = error("[org.hours]\nmonday = \"08:00-18:00\"\n");
+        assert_eq!(
+            e,
+            "config.toml: org.hours.monday: unknown weekday (expected mon, tue, wed, thu, fri, sat or sun)"
+        );
+    }
+
+    #[test]
+    fn rejects_weekday_given_twice_in_hours() {
+        let e = error("[org.hours]\nMon = \"08:00-12:00\"\nmon = \"13:00-18:00\"\n");
+        assert_eq!(
+            e,
+            "config.toml: org.hours.mon: names a weekday that is already given"
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_holiday() {
+        let e = error("[org]\nholidays = [\"2026-12-25\", \"2026-02-30\"]\n");
+        assert_eq!(
+            e,
+            "config.toml: org.holidays[1]: \"2026-02-30\" is not a YYYY-MM-DD date"
+        );
+        let e = error("[org]\nholidays = [\"christmas\"]\n");
+        assert!(e.starts_with("config.toml: org.holidays[0]: "), "{e}");
+    }
+
+    #[test]
+    fn rejects_malformed_queue_hours_override() {
+        let e = error("[[queues]]\nid = \"support\"\n[queues.hours]\ntue = \"09:00-25:00\"\n");
+        assert!(
+            e.starts_with("config.toml: queues[0].hours.tue: \"09:00-25:00\" is not HH:MM-HH:MM"),
+            "{e}"
+        );
+        let e = error(
+            "[[queues]]\nid = \"a\"\n[[queues]]\nid = \"b\"\n[queues.hours]\nsat = \"13:00-09:00\"\n",
+        );
+        assert_eq!(
+            e,
+            "config.toml: queues[1].hours.sat: closes at 09:00, which is not after it opens at 13:00"
+        );
+    }
+
+    #[test]
+    fn rejects_negative_or_non_finite_max_rate() {
+        for (text, shown) in [("-0.01", "-0.01"), ("nan", "NaN"), ("inf", "inf")] {
+            let e = error(&format!("[org]\nmax_rate_per_minute = {text}\n"));
+            assert_eq!(
+                e,
+                format!(
+                    "config.toml: org.max_rate_per_minute: {shown} is not a finite price of 0 or more"
+                )
+            );
+        }
+        parse("[org]\nmax_rate_per_minute = 0.0\n").expect("zero allows only free destinations");
+    }
+
+    #[test]
+    fn rejects_negative_or_non_finite_rate() {
+        let e = error("[org.rates]\n\"44\" = 0.02\n\"52\" = -1.5\n");
+        assert_eq!(
+            e,
+            "config.toml: org.rates.52: -1.5 is not a finite price of 0 or more"
+        );
+        let e = error("[org.rates]\n\"44\" = inf\n");
+        assert_eq!(
+            e,
+            "config.toml: org.rates.44: inf is not a finite price of 0 or more"
+        );
+    }
+
+    #[test]
+    fn rejects_rate_prefix_that_is_not_digits() {
+        let e = error("[org.rates]\n\"+44\" = 0.02\n");
+        assert_eq!(
+            e,
+            "config.toml: org.rates.+44: \"+44\" must be digits 0-9 only, at least one"
+        );
+    }
+
+    #[test]
+    fn rejects_blacklist_entry_that_is_not_digits() {
+        let e = error("[org]\nblacklist = [\"900\", \"312-555-0100\"]\n");
+        assert_eq!(
+            e,
+            "config.toml: org.blacklist[1]: \"312-555-0100\" must be digits 0-9 only, at least one"
+        );
+        let e = error("[org]\nblacklist = [\"\"]\n");
+        assert_eq!(
+            e,
+            "config.toml: org.blacklist[0]: \"\" must be digits 0-9 only, at least one"
+        );
+    }
+
+    #[test]
+    fn rejects_digit_timeouts_out_of_range() {
+        for key in ["first_digit_timeout_s", "inter_digit_timeout_s"] {
+            parse(&format!("[ivr]\n{key} = 1\n")).expect("1 s");
+            parse(&format!("[ivr]\n{key} = 120\n")).expect("120 s");
+            for bad in [0, 121] {
+                let e = error(&format!("[ivr]\n{key} = {bad}\n"));
+                assert_eq!(
+                    e,
+                    format!("config.toml: ivr.{key}: {bad} is outside 1..=120")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_max_invalid_out_of_range() {
+        let e = error("[ivr]\nmax_invalid = 0\n");
+        assert_eq!(e, "config.toml: ivr.max_invalid: 0 is outside 1..=10");
+        let e = error("[ivr]\nmax_invalid = 11\n");
+        assert_eq!(e, "config.toml: ivr.max_invalid: 11 is outside 1..=10");
+    }
+
+    #[test]
+    fn rejects_announce_interval_out_of_range() {
+        let e = error("[ivr]\nannounce_interval_s = 9\n");
+        assert_eq!(
+            e,
+            "config.toml: ivr.announce_interval_s: 9 is outside 10..=3600"
+        );
+        let e = error("[ivr]\nannounce_interval_s = 3601\n");
+        assert_eq!(
+            e,
+            "config.toml: ivr.announce_interval_s: 3601 is outside 10..=3600"
+        );
+    }
+
+    #[test]
+    fn rejects_zero_aht_seed() {
+        let e = error("[ecbt]\naht_s = 0\n");
+        assert_eq!(e, "config.toml: ecbt.aht_s: 0 is outside 1..=86400");
+    }
+
+    #[test]
+    fn rejects_ecbt_floor_above_ceiling() {
+        let e = error("[ecbt]\nfloor_minutes = 31\nceiling_minutes = 30\n");
+        assert_eq!(
+            e,
+            "config.toml: ecbt.floor_minutes: 31 is greater than ecbt.ceiling_minutes 30"
+        );
+        parse("[ecbt]\nfloor_minutes = 30\nceiling_minutes = 30\n").expect("floor == ceiling");
+    }
+
+    #[test]
+    fn rejects_zero_ecbt_window() {
+        let e = error("[ecbt]\nwindow = 0\n");
+        assert_eq!(e, "config.toml: ecbt.window: must be at least 1");
+    }
+
+    #[test]
+    fn rejects_oversized_ecbt_window() {
+        let e = error("[ecbt]\nwindow = 10001\n");
+        assert_eq!(e, "config.toml: ecbt.window: 10001 is outside 1..=10000");
+    }
+
+    #[test]
+    fn rejects_zero_ecbt_ceiling() {
+        let e = error("[ecbt]\nfloor_minutes = 0\nceiling_minutes = 0\n");
+        assert_eq!(e, "config.toml: ecbt.ceiling_minutes: must be at least 1");
+    }
+
+    #[test]
+    fn rejects_ecbt_ceiling_the_prompts_cannot_say() {
+        let e = error("[ecbt]\nceiling_minutes = 61\n");
+        assert_eq!(
+            e,
+            "config.toml: ecbt.ceiling_minutes: 61 minutes cannot be announced; the prompts say numbers up to 60"
+        );
+        let said = |n: u32| PROMPT_NAMES.contains(&format!("number_{n}").as_str());
+        assert!(said(MAX_SPOKEN_NUMBER) && !said(MAX_SPOKEN_NUMBER + 1));
+    }
+
+    #[test]
+    fn rejects_empty_queue_list() {
+        let e = error("queues = []\n");
+        assert_eq!(e, "config.toml: queues: must list at least one entry");
+    }
+
+    #[test]
+    fn rejects_queue_without_id() {
+        let e = error("[[queues]]\npriority = 1\n");
+        assert!(e.contains("missing field `id`"), "{e}");
+    }
+
+    #[test]
+    fn rejects_malformed_queue_id() {
+        let long = "q".repeat(65);
+        for bad in [
+            "",
+            "sales team",
+            "sales,vip",
+            "ventes-québec",
+            long.as_str(),
+        ] {
+            let e = error(&format!("[[queues]]\nid = \"{bad}\"\n"));
+            assert_eq!(
+                e,
+                format!(
+                    "config.toml: queues[0].id: {bad:?} must be 1..=64 characters of A-Z a-z 0-9 - _ ."
+                )
+            );
+        }
+        parse(&format!("[[queues]]\nid = \"{}\"\n", "q".repeat(64))).expect("64 chars");
+        parse("[[queues]]\nid = \"sales-2.vip_EN\"\n").expect("all allowed characters");
+    }
+
+    #[test]
+    fn rejects_duplicate_queue_id() {
+        let e = error(
+            "[[queues]]\nid = \"sales\"\n[[queues]]\nid = \"support\"\n[[queues]]\nid = \"sales\"\n",
+        );
+        assert_eq!(e, "config.toml: queues[2].id: sales is listed twice");
+    }
+
+    #[test]
+    fn rejects_did_that_is_not_digits() {
+        let e = error("[[queues]]\nid = \"support\"\ndids = [\"+13125550100\"]\n");
+        assert_eq!(
+            e,
+            "config.toml: queues[0].dids[0]: \"+13125550100\" must be digits 0-9 only, at least one"
+        );
+    }
+
+    #[test]
+    fn rejects_did_listed_twice_in_a_queue() {
+        let e = error("[[queues]]\nid = \"support\"\ndids = [\"3125550100\", \"3125550100\"]\n");
+        assert_eq!(
+            e,
+            "config.toml: queues[0].dids[1]: 3125550100 is listed twice"
+        );
+    }
+
+    #[test]
+    fn rejects_did_claimed_by_two_queues() {
+        let e = error(
+            "[[queues]]\nid = \"sales\"\ndids = [\"3125550100\"]\n\
+             [[queues]]\nid = \"support\"\ndids = [\"3125550199\", \"3125550100\"]\n",
+        );
+        assert_eq!(
+            e,
+            "config.toml: queues[1].dids[1]: 3125550100 is already routed to queue \"sales\""
+        );
+    }
+
+    #[test]
+    fn rejects_queue_timings_out_of_range() {
+        let queue = |line: &str| format!("[[queues]]\nid = \"support\"\n{line}\n");
+        let e = error(&queue("offer_after_s = 3601"));
+        assert_eq!(
+            e,
+            "config.toml: queues[0].offer_after_s: 3601 is outside 0..=3600"
+        );
+        let e = error(&queue("callback_expiry_h = 0"));
+        assert_eq!(
+            e,
+            "config.toml: queues[0].callback_expiry_h: 0 is outside 1..=720"
+        );
+        let e = error(&queue("staffed_agents = 10001"));
+        assert_eq!(
+            e,
+            "config.toml: queues[0].staffed_agents: 10001 is outside 0..=10000"
+        );
+        parse(&queue("staffed_agents = 0")).expect("no agents: ECBT says more than");
+    }
+
+    #[test]
+    fn rejects_empty_store_path() {
+        let e = error("[store]\npath = \"\"\n");
+        assert_eq!(e, "config.toml: store.path: must not be empty");
+    }
+
+    #[test]
+    fn store_path_resolves_against_the_config_directory() {
+        let c = Config::default();
+        assert_eq!(
+            c.store_path(Path::new("/etc/callbackd")),
+            Path::new("/etc/callbackd/callbackd.sqlite")
+        );
+        let c = parse("[store]\npath = \"/var/lib/callbackd/cb.sqlite\"\n").expect("absolute");
+        assert_eq!(
+            c.store_path(Path::new("/etc/callbackd")),
+            Path::new("/var/lib/callbackd/cb.sqlite")
+        );
+    }
+
+    /// Two queues, the second with its own hours and a higher priority.
+    const TWO_QUEUES: &str = r#"
+        [org]
+        timezone = "America/New_York"
+        holidays = ["2026-07-03"]
+        [org.hours]
+        mon = "08:00-18:00"
+        tue = "08:00-18:00"
+        wed = "08:00-18:00"
+        thu = "08:00-18:00"
+        fri = "08:00-18:00"
+
+        [[queues]]
+        id = "support"
+        dids = ["8005550100", "3125550100"]
+
+        [[queues]]
+        id = "sales"
+        priority = 10
+        offer_after_s = 30
+        staffed_agents = 4
+        callback_expiry_h = 48
+        dids = ["8005550199"]
+        [queues.hours]
+        fri = "08:00-12:00"
+        sat = "10:00-14:00"
+    "#;
+
+    #[test]
+    fn two_queues_with_an_hours_override_parse() {
+        let c = parse(TWO_QUEUES).expect("two queues");
+        let [support, sales] = c.queues.as_slice() else {
+            panic!("two queues: {:?}", c.queues);
+        };
+        assert_eq!(support.id.as_str(), "support");
+        assert_eq!(
+            (
+                support.priority,
+                support.staffed_agents,
+                support.callback_expiry_h
+            ),
+            (0, 1, 24),
+            "defaults for keys not written"
+        );
+        assert_eq!(support.hours(&c.org).expect("valid"), None);
+        assert_eq!(sales.id.as_str(), "sales");
+        assert_eq!(sales.priority, 10);
+        assert_eq!(sales.offer_after(), Duration::from_secs(30));
+        assert_eq!(sales.staffed_agents, 4);
+        assert_eq!(sales.callback_expiry(), Duration::from_secs(48 * 3600));
+
+        let org = c.org.business_hours().expect("org hours");
+        let own = sales
+            .hours(&c.org)
+            .expect("valid")
+            .expect("sales overrides the hours");
+        assert_eq!(own.tz, org.tz, "the override keeps the org's zone");
+        // Saturday 2026-06-13 11:00 EDT (UTC-4): only sales is open.
+        let saturday = ts("2026-06-13T15:00:00Z");
+        assert!(!org.is_open(saturday) && own.is_open(saturday));
+        // Friday 2026-06-12 13:00 EDT: org open, sales closed since noon.
+        let friday = ts("2026-06-12T17:00:00Z");
+        assert!(org.is_open(friday) && !own.is_open(friday));
+        // Monday is not in the override: sales is closed all day.
+        assert!(!own.is_open(ts("2026-06-08T14:00:00Z")));
+        // Friday 2026-07-03 is an org holiday, and closes sales too.
+        let holiday = ts("2026-07-03T14:00:00Z");
+        assert!(!org.is_open(holiday) && !own.is_open(holiday));
+    }
+
+    #[test]
+    fn queue_for_routes_by_did_else_to_the_first_queue() {
+        let c = parse(TWO_QUEUES).expect("two queues");
+        assert_eq!(c.queue_for("8005550199").id.as_str(), "sales");
+        assert_eq!(c.queue_for("+8005550199").id.as_str(), "sales");
+        assert_eq!(c.queue_for("3125550100").id.as_str(), "support");
+        assert_eq!(c.queue_for("8005550100").id.as_str(), "support");
+        // No queue claims these: the first queue takes them.
+        for other in [
+            "9995550100",
+            "800555019",
+            "80055501990",
+            "",
+            "callbackd",
+            "+",
+        ] {
+            assert_eq!(c.queue_for(other).id.as_str(), "support", "{other:?}");
+        }
+        let reordered = TWO_QUEUES.replacen("id = \"support\"", "id = \"helpdesk\"", 1);
+        let c = parse(&reordered).expect("renamed");
+        assert_eq!(c.queue_for("unknown").id.as_str(), "helpdesk");
+        assert_eq!(
+            Config::default().queue_for("3125550100").id.as_str(),
+            "support"
+        );
+    }
+
+    #[test]
+    fn ecbt_settings_are_accepted_by_the_estimator() {
+        let c = parse("[ecbt]\naht_s = 240\nwindow = 5\nfloor_minutes = 2\nceiling_minutes = 45\n")
+            .expect("ecbt");
+        let estimator = Estimator::new(c.ecbt.settings()).expect("validated settings");
+        assert_eq!(estimator.average_handle_time(), Duration::from_secs(240));
+        assert_eq!(estimator.settings().window, 5);
+        // 10 ahead × 4 min / 1 agent = 40 min; 12 ahead = 48 > 45.
+        assert_eq!(estimator.estimate(10, 1), crate::ivr::Ecbt::Minutes(40));
+        assert_eq!(estimator.estimate(12, 1), crate::ivr::Ecbt::MoreThan(45));
+        assert_eq!(estimator.estimate(0, 1), crate::ivr::Ecbt::Minutes(2));
+    }
+
+    #[test]
+    fn international_rate_takes_the_longest_prefix() {
+        let c = parse(
+            "[org]\nallow_international = true\nmax_rate_per_minute = 0.05\n\
+             [org.rates]\n\"44\" = 0.02\n\"447\" = 0.12\n\"52\" = 0\n",
+        )
+        .expect("rates");
+        assert!(c.org.allow_international);
+        assert_eq!(c.org.international_rate("442071234567"), Some(0.02));
+        assert_eq!(c.org.international_rate("447911123456"), Some(0.12));
+        assert_eq!(c.org.international_rate("5255"), Some(0.0));
+        assert_eq!(c.org.international_rate("4"), None);
+        assert_eq!(c.org.international_rate("33123456789"), None);
+    }
+
+    #[test]
+    fn blacklist_matches_numbers_and_prefixes() {
+        let c = parse("[org]\nblacklist = [\"900\", \"3125550188\"]\n").expect("blacklist");
+        assert!(c.org.is_blacklisted("9005551234"));
+        assert!(c.org.is_blacklisted("3125550188"));
+        assert!(!c.org.is_blacklisted("3125550187"));
+        assert!(!c.org.is_blacklisted("2129005555"), "prefix, not substring");
+        assert!(!Config::default().org.is_blacklisted("9005551234"));
+    }
+
+    #[test]
+    fn reads_the_callback_switches() {
+        let c = parse(
+            "[org]\nregistration_enabled = false\nlaunch_enabled = false\n\
+             spoken_international_prefix = false\n",
+        )
+        .expect("switches");
+        assert_eq!(
+            c.org.gates(),
+            Gates {
+                registration_enabled: false,
+                launch_enabled: false
+            }
+        );
+        assert!(!c.org.spoken_international_prefix);
     }
 
     #[test]
