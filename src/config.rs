@@ -1008,24 +1008,15 @@ impl OrgConfig {
         }
     }
 
-    /// The per-minute rate for an international destination, given as the
-    /// digits after `011`: the entry of [`OrgConfig::rates`] with the longest
-    /// matching prefix; `None` when no entry matches (such a destination
-    /// has no known price).
-    pub fn international_rate(&self, after_011: &str) -> Option<f64> {
-        self.rates
-            .iter()
-            .filter(|(prefix, _)| after_011.starts_with(prefix.as_str()))
-            .max_by_key(|(prefix, _)| prefix.len())
-            .map(|(_, rate)| *rate)
-    }
-
-    /// Whether `number` (the digits as entered: ten national digits, or
-    /// `011…`) equals or starts with a [`OrgConfig::blacklist`] entry.
-    pub fn is_blacklisted(&self, number: &str) -> bool {
-        self.blacklist
-            .iter()
-            .any(|entry| number.starts_with(entry.as_str()))
+    /// The number rules for [`crate::callback::number::validate`]: one
+    /// place applies blacklist and international rates.
+    pub fn number_policy(&self) -> crate::callback::number::NumberPolicy {
+        crate::callback::number::NumberPolicy {
+            allow_international: self.allow_international,
+            max_rate_per_minute: self.max_rate_per_minute,
+            rates: self.rates.iter().map(|(p, r)| (p.clone(), *r)).collect(),
+            blacklist: self.blacklist.clone(),
+        }
     }
 
     /// Business hours from `weekly` in this organisation's zone, with its
@@ -2808,28 +2799,22 @@ mod tests {
     }
 
     #[test]
-    fn international_rate_takes_the_longest_prefix() {
+    fn number_policy_carries_the_org_rules() {
         let c = parse(
-            "[org]\nallow_international = true\nmax_rate_per_minute = 0.05\n\
-             [org.rates]\n\"44\" = 0.02\n\"447\" = 0.12\n\"52\" = 0\n",
+            "[org]\nallow_international = true\nmax_rate_per_minute = 0.05\nblacklist = [\"900\"]\n[org.rates]\n\"44\" = 0.02\n",
         )
-        .expect("rates");
-        assert!(c.org.allow_international);
-        assert_eq!(c.org.international_rate("442071234567"), Some(0.02));
-        assert_eq!(c.org.international_rate("447911123456"), Some(0.12));
-        assert_eq!(c.org.international_rate("5255"), Some(0.0));
-        assert_eq!(c.org.international_rate("4"), None);
-        assert_eq!(c.org.international_rate("33123456789"), None);
-    }
-
-    #[test]
-    fn blacklist_matches_numbers_and_prefixes() {
-        let c = parse("[org]\nblacklist = [\"900\", \"3125550188\"]\n").expect("blacklist");
-        assert!(c.org.is_blacklisted("9005551234"));
-        assert!(c.org.is_blacklisted("3125550188"));
-        assert!(!c.org.is_blacklisted("3125550187"));
-        assert!(!c.org.is_blacklisted("2129005555"), "prefix, not substring");
-        assert!(!Config::default().org.is_blacklisted("9005551234"));
+        .expect("org");
+        let policy = c.org.number_policy();
+        assert!(policy.allow_international);
+        assert_eq!(policy.max_rate_per_minute, 0.05);
+        assert_eq!(policy.rates, vec![("44".to_string(), 0.02)]);
+        assert_eq!(policy.blacklist, vec!["900".to_string()]);
+        use crate::callback::number::{InvalidNumber, validate};
+        assert_eq!(
+            validate("9005551234", &policy),
+            Err(InvalidNumber::Blacklisted)
+        );
+        assert!(validate("011442071234567", &policy).is_ok());
     }
 
     #[test]

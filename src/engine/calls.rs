@@ -26,14 +26,13 @@ use tracing::{debug, info, warn};
 use crate::acd::{Acd, CallerId, Queue};
 use crate::callback::QueueId;
 use crate::callback::hours::{BusinessHours, GateDecision, Gates, registration_gate};
-use crate::callback::number::NumberPolicy;
 use crate::callback::store::{NewCallback, Registration};
 use crate::config::{Codec, Config};
 use crate::engine::media::{Command, MediaEvent, MediaHandle, StreamParams};
 use crate::engine::store::{StoreHandle, StoreReply};
+use crate::ivr::Ecbt;
 use crate::ivr::ecbt::{Estimator, callers_ahead};
 use crate::ivr::flow::{Action, CallInfo, Flow, FlowSettings, Input, Prompt, RegistrationOutcome};
-use crate::ivr::Ecbt;
 use crate::media::g711::Law;
 use crate::media::player::Item;
 use crate::media::ports::PortPool;
@@ -155,12 +154,7 @@ impl Calls {
             max_invalid: config.ivr.max_invalid,
             offer_after: Duration::ZERO,
             announce_interval: config.ivr.announce_interval(),
-            policy: NumberPolicy {
-                allow_international: org.allow_international,
-                max_rate_per_minute: org.max_rate_per_minute,
-                rates: org.rates.iter().map(|(p, r)| (p.clone(), *r)).collect(),
-                blacklist: org.blacklist.clone(),
-            },
+            policy: org.number_policy(),
             spoken_international_prefix: org.spoken_international_prefix,
         };
         Ok(Calls {
@@ -358,7 +352,12 @@ impl Calls {
                 if ctx.starting {
                     ctx.starting = false;
                     let queue = &self.queues[ctx.queue];
-                    let gate = registration_gate(&self.gates, &self.org_hours, queue.hours.as_ref(), Timestamp::now());
+                    let gate = registration_gate(
+                        &self.gates,
+                        &self.org_hours,
+                        queue.hours.as_ref(),
+                        Timestamp::now(),
+                    );
                     let (offer_callbacks, announce_ecbt) = match gate {
                         GateDecision::Offer { announce_ecbt } => (true, announce_ecbt),
                         GateDecision::Unavailable => (false, false),
@@ -420,7 +419,9 @@ impl Calls {
             .and_then(|q| q.position(CallerId(call.0)))
             .unwrap_or(1);
         let ahead = callers_ahead(position, pending_ahead);
-        let ecbt = self.estimator.estimate(ahead, self.acd.staffed_agents(queue));
+        let ecbt = self
+            .estimator
+            .estimate(ahead, self.acd.staffed_agents(queue));
         debug!(call_id = %ctx.call_id, position, pending_ahead, ?ecbt, "ECBT");
         Some(ecbt)
     }
@@ -479,7 +480,10 @@ impl Calls {
                         None => 0,
                     };
                     let expires_at = registered_at
-                        .checked_add(jiff::SignedDuration::try_from(queue.expiry).unwrap_or(jiff::SignedDuration::MAX))
+                        .checked_add(
+                            jiff::SignedDuration::try_from(queue.expiry)
+                                .unwrap_or(jiff::SignedDuration::MAX),
+                        )
                         .unwrap_or(Timestamp::MAX);
                     let new = NewCallback {
                         queue: queue.id.clone(),
@@ -503,7 +507,10 @@ impl Calls {
                 }
                 Action::ReturnToQueue => {
                     let queue = &self.queues[ctx.queue].id;
-                    let position = self.acd.queue(queue).and_then(|q| q.position(CallerId(call.0)));
+                    let position = self
+                        .acd
+                        .queue(queue)
+                        .and_then(|q| q.position(CallerId(call.0)));
                     info!(call_id = %ctx.call_id, %queue, ?position, "returned to the queue");
                 }
                 Action::Hangup => {
@@ -738,7 +745,10 @@ impl Calls {
         ctx.flow = Some(Flow::new(ctx.arrived, settings, info));
         ctx.starting = true;
         ctx.max_deadline = Some(now + self.max_duration);
-        if !self.store.pending_ahead(call.0, queue.id.clone(), ctx.arrived_at) {
+        if !self
+            .store
+            .pending_ahead(call.0, queue.id.clone(), ctx.arrived_at)
+        {
             warn!(call_id = %ctx.call_id, "store thread gone; hanging up");
             let _ = endpoint.hangup(now, call);
         }

@@ -200,7 +200,8 @@ pub async fn start(config: Config, base_dir: &Path) -> Result<EngineHandle, Engi
     let store_path = config.store_path(base_dir);
     let store = SqliteStore::open(&store_path)?;
     let (store_replies_tx, store_replies) = mpsc::unbounded_channel();
-    let (store, _store_thread) = store::spawn(Box::new(store), store_replies_tx).map_err(EngineError::Thread)?;
+    let (store, _store_thread) =
+        store::spawn(Box::new(store), store_replies_tx).map_err(EngineError::Thread)?;
     let calls = Calls::new(&config, prompts, media, store, ports)?;
 
     info!(
