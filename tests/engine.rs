@@ -1,0 +1,863 @@
+//! The whole engine in-process: a hand-written SIP UA and RTP sockets on
+//! loopback against `engine::start` (SIP on 127.0.0.1:0, each test its own
+//! RTP port range `31000 + 100·n`). Every wait is bounded.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use tokio::time::timeout;
+
+use callbackd::config::Config;
+use callbackd::engine::{self, EngineStats};
+use callbackd::media::g711::Law;
+use callbackd::media::prompt::{PromptLibrary, Ptime};
+use callbackd::sip::message::Message;
+
+use common::*;
+
+/// Upper bound for a whole test.
+const TEST_LIMIT: Duration = Duration::from_secs(30);
+/// How long a call's timers may take to run out (64·T1 = 3.2 s, plus slack).
+const IDLE_WITHIN: Duration = Duration::from_secs(5);
+
+fn library(config: &Config) -> PromptLibrary {
+    engine::load_prompts(config, repo()).expect("prompts load")
+}
+
+/// The frames the engine must send for welcome-then-hold: welcome once,
+/// then hold music looping.
+fn expected_frames(lib: &PromptLibrary, law: Law, ptime: Ptime, count: usize) -> Vec<Vec<u8>> {
+    let welcome = lib
+        .frames(lib.id("welcome").expect("welcome prompt"), law, ptime)
+        .expect("welcome prepared");
+    let hold = lib
+        .frames(lib.id("hold_music").expect("hold prompt"), law, ptime)
+        .expect("hold prepared");
+    welcome
+        .iter()
+        .chain(hold.iter().cycle())
+        .take(count)
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// Checks one engine-to-us stream: payload type, sequence +1, timestamp
+/// +samples, one SSRC, marker only on the first packet, and every payload
+/// equal to the expected pre-encoded frame.
+fn check_stream(packets: &[Rtp], pt: u8, expected: &[Vec<u8>]) {
+    assert!(!packets.is_empty(), "no RTP received");
+    let first = &packets[0];
+    assert!(
+        first.marker,
+        "first packet of the talk spurt carries the marker"
+    );
+    for (i, p) in packets.iter().enumerate() {
+        assert_eq!(p.pt, pt, "payload type of packet {i}");
+        assert_eq!(p.ssrc, first.ssrc, "SSRC changed at packet {i}");
+        assert_eq!(
+            p.seq,
+            first.seq.wrapping_add(i as u16),
+            "sequence of packet {i} (loss or reorder on loopback?)"
+        );
+        let samples = expected[0].len() as u32;
+        assert_eq!(
+            p.ts,
+            first.ts.wrapping_add(i as u32 * samples),
+            "timestamp of packet {i}"
+        );
+        if i > 0 {
+            assert!(!p.marker, "marker on packet {i} of a continuous stream");
+        }
+        assert!(
+            p.payload == expected[i],
+            "payload of packet {i} differs from the pre-encoded prompt frame"
+        );
+    }
+}
+
+/// Inter-arrival gaps in ms.
+fn gaps_ms(packets: &[Rtp]) -> Vec<f64> {
+    packets
+        .windows(2)
+        .map(|w| (w[1].at - w[0].at).as_secs_f64() * 1000.0)
+        .collect()
+}
+
+async fn full_call(slot: u16, law: Law) {
+    let config = config(slot, |_| {});
+    let lib = library(&config);
+    let engine = start(config).await;
+    let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
+    let rtp = RtpSock::bind("127.0.0.1");
+    let offer = match law {
+        Law::Ulaw => pcmu_offer(rtp.port()),
+        Law::Alaw => pcma_offer(rtp.port()),
+    };
+    let mut dialog = ua.dialog();
+    ua.send(dialog.invite(1, &branch(), Some(&offer))).await;
+    let trying = ua
+        .recv_where(
+            "100 Trying",
+            |m| matches!(m, Message::Response(r) if r.status == 100),
+        )
+        .await;
+    let Message::Response(trying) = trying else {
+        unreachable!()
+    };
+    assert_eq!(trying.headers.cseq.seq, 1);
+    let ok = ua.final_response(1, "INVITE").await;
+    assert_eq!(ok.status, 200);
+    assert!(
+        ok.headers.content_type_is("application/sdp"),
+        "200 carries SDP"
+    );
+    let answer = SdpInfo::parse(&ok.body);
+    assert_eq!(answer.connection, "127.0.0.1", "c= is the advertised IP");
+    let base = rtp_base(slot);
+    assert!(
+        (base..=base + 99).contains(&answer.port) && answer.port % 2 == 0,
+        "m=audio port {} is an even port of the configured range",
+        answer.port
+    );
+    let pt = law.payload_type();
+    assert_eq!(answer.formats.first(), Some(&pt), "chosen codec first");
+    assert!(!answer.formats.contains(&(pt ^ 8)), "only the offered law");
+    assert!(answer.formats.contains(&101), "telephone-event accepted");
+    dialog.learn_tag(&ok);
+    assert!(contact(&ok.headers).is_some(), "200 has a Contact");
+
+    let capture = rtp.capture(Duration::from_millis(3500));
+    ua.send(dialog.request("ACK", 1, &branch(), None)).await;
+    let packets = capture.await.expect("capture");
+    assert!(
+        packets.len() >= 160,
+        "about 175 packets in 3.5 s, got {}",
+        packets.len()
+    );
+    assert!(
+        packets.iter().all(|p| p.from == media_addr(&answer)),
+        "RTP comes from the m=/c= address"
+    );
+    let expected = expected_frames(&lib, law, Ptime::DEFAULT, packets.len());
+    assert_eq!(expected[0].len(), 160);
+    check_stream(&packets, pt, &expected);
+
+    // Pacing: skip the first few packets (thread start-up, first wake).
+    let gaps = gaps_ms(&packets[5..]);
+    let (p1, p50, p99) = (
+        percentile(&gaps, 1.0),
+        percentile(&gaps, 50.0),
+        percentile(&gaps, 99.0),
+    );
+    let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+    eprintln!(
+        "{law:?} pacing over {} gaps: mean {mean:.3} ms, p1 {p1:.2} ms, p50 {p50:.2} ms, p99 {p99:.2} ms",
+        gaps.len()
+    );
+    eprintln!(
+        "{:?}",
+        gaps.iter()
+            .take(40)
+            .map(|g| (g * 100.0).round() / 100.0)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        (18.0..=22.0).contains(&p1) && (18.0..=22.0).contains(&p99),
+        "inter-arrival p1 {p1:.2} / p99 {p99:.2} ms not within 20 ± 2 ms"
+    );
+
+    ua.bye(&dialog, 2).await;
+    // No more RTP once the call is over (allow packets already in flight).
+    let after = rtp
+        .capture(Duration::from_millis(300))
+        .await
+        .expect("capture");
+    assert!(after.len() <= 2, "RTP after BYE: {} packets", after.len());
+    wait_idle(&engine, IDLE_WITHIN).await;
+    assert_eq!(engine.stats().await, Some(EngineStats::default()));
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_call_plays_welcome_then_hold_music_pcmu() {
+    timeout(TEST_LIMIT, full_call(0, Law::Ulaw))
+        .await
+        .expect("test within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_call_plays_welcome_then_hold_music_pcma() {
+    timeout(TEST_LIMIT, full_call(1, Law::Alaw))
+        .await
+        .expect("test within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ptime_30_offer_gets_240_byte_frames() {
+    timeout(TEST_LIMIT, async {
+        let config = config(2, |_| {});
+        let lib = library(&config);
+        let engine = start(config).await;
+        let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
+        let rtp = RtpSock::bind("127.0.0.1");
+        let offer = sdp(
+            1,
+            rtp.port(),
+            "0 101",
+            &[
+                "a=rtpmap:0 PCMU/8000",
+                "a=rtpmap:101 telephone-event/8000",
+                "a=ptime:30",
+            ],
+        );
+        let capture = rtp.capture(Duration::from_millis(1500));
+        let (dialog, ok) = ua.call(Some(&offer)).await;
+        let answer = SdpInfo::parse(&ok.body);
+        assert!(
+            answer.has("ptime:30"),
+            "ptime echoed: {:?}",
+            answer.attributes
+        );
+        let packets = capture.await.expect("capture");
+        assert!(
+            packets.len() >= 40,
+            "about 50 packets in 1.5 s, got {}",
+            packets.len()
+        );
+        assert!(
+            packets.iter().all(|p| p.payload.len() == 240),
+            "240-byte payloads"
+        );
+        let expected = expected_frames(
+            &lib,
+            Law::Ulaw,
+            Ptime::from_ms(30).expect("30 ms"),
+            packets.len(),
+        );
+        check_stream(&packets, 0, &expected);
+        let gaps = gaps_ms(&packets[3..]);
+        let p50 = percentile(&gaps, 50.0);
+        assert!(
+            (29.0..=31.0).contains(&p50),
+            "median gap {p50:.2} ms at ptime 30"
+        );
+        ua.bye(&dialog, 2).await;
+        wait_idle(&engine, IDLE_WITHIN).await;
+        engine.shutdown().await;
+    })
+    .await
+    .expect("test within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_call_length_sends_bye() {
+    timeout(TEST_LIMIT, async {
+        let engine = start(config(3, |c| c.call.max_duration_s = 2)).await;
+        let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
+        let rtp = RtpSock::bind("127.0.0.1");
+        let (dialog, _ok) = ua.call(Some(&pcmu_offer(rtp.port()))).await;
+        let acked = Instant::now();
+        let bye = ua.request("BYE").await;
+        let after = acked.elapsed();
+        assert!(
+            (Duration::from_millis(1900)..=Duration::from_millis(2600)).contains(&after),
+            "BYE {after:?} after the ACK, expected ~2 s"
+        );
+        assert_eq!(bye.headers.call_id.as_str(), dialog.call_id);
+        assert_eq!(
+            bye.headers.to.tag.as_deref(),
+            Some(dialog.from_tag.as_str()),
+            "BYE To is our From"
+        );
+        assert_eq!(
+            bye.headers.from.tag.as_deref(),
+            dialog.to_tag.as_deref(),
+            "BYE From is the engine's tag"
+        );
+        assert!(
+            bye.uri.contains(&ua.local.to_string()),
+            "BYE goes to our Contact, got {}",
+            bye.uri
+        );
+        ua.send(response_to(&bye, 200, "OK")).await;
+        // The media stops with the call.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rtp.drain();
+        let late = rtp
+            .capture(Duration::from_millis(300))
+            .await
+            .expect("capture");
+        assert!(late.is_empty(), "RTP after the BYE: {} packets", late.len());
+        wait_idle(&engine, IDLE_WITHIN).await;
+        engine.shutdown().await;
+    })
+    .await
+    .expect("test within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_for_unknown_transaction_gets_481() {
+    timeout(TEST_LIMIT, async {
+        let engine = start(config(4, |_| {})).await;
+        let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
+        let dialog = ua.dialog();
+        ua.send(dialog.request("CANCEL", 1, &branch(), None)).await;
+        let r = ua.final_response(1, "CANCEL").await;
+        assert_eq!(r.status, 481);
+        assert_eq!(engine.stats().await.expect("stats").calls, 0);
+        wait_idle(&engine, IDLE_WITHIN).await;
+        engine.shutdown().await;
+    })
+    .await
+    .expect("test within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retransmitted_invite_after_200_resends_200_without_second_call() {
+    timeout(TEST_LIMIT, async {
+        // T1 = 500 ms here: the engine's own 2xx retransmission comes 500 ms
+        // after the first 200, so a 200 within 200 ms of our retransmitted
+        // INVITE is the answer to that INVITE.
+        let engine = start(config(5, |c| {
+            c.sip.t1_ms = 500;
+            c.sip.t2_ms = 4000;
+        }))
+        .await;
+        let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
+        let rtp = RtpSock::bind("127.0.0.1");
+        let mut dialog = ua.dialog();
+        let invite = dialog.invite(1, &branch(), Some(&pcmu_offer(rtp.port())));
+        ua.send(&invite).await;
+        let ok = ua.final_response(1, "INVITE").await;
+        assert_eq!(ok.status, 200);
+        dialog.learn_tag(&ok);
+        let sent = Instant::now();
+        ua.send(&invite).await;
+        let again = ua.final_response(1, "INVITE").await;
+        assert!(
+            sent.elapsed() < Duration::from_millis(200),
+            "200 resent at once for the retransmitted INVITE, took {:?}",
+            sent.elapsed()
+        );
+        assert_eq!(again.status, 200);
+        assert_eq!(again.headers.to.tag, ok.headers.to.tag, "same dialog");
+        assert_eq!(again.body, ok.body, "same answer");
+        let stats = engine.stats().await.expect("stats");
+        assert_eq!(
+            (stats.calls, stats.sip.calls, stats.rtp_ports),
+            (1, 1, 1),
+            "{stats:?}"
+        );
+
+        ua.send(dialog.request("ACK", 1, &branch(), None)).await;
+        // After the ACK the retransmission is absorbed: still one call.
+        ua.send(&invite).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stats = engine.stats().await.expect("stats");
+        assert_eq!(
+            (stats.calls, stats.sip.calls, stats.rtp_ports),
+            (1, 1, 1),
+            "{stats:?}"
+        );
+        ua.bye(&dialog, 2).await;
+        wait_stats(&engine, IDLE_WITHIN, "call and ports released", |s| {
+            s.calls == 0 && s.sip.calls == 0 && s.rtp_ports == 0
+        })
+        .await;
+        engine.shutdown().await;
+    })
+    .await
+    .expect("test within its time limit");
+}
+
+/// Sends INVITE with `body`, expects final `status`, ACKs it (same branch,
+/// RFC 3261 §17.1.1.3), and checks the engine forgets everything.
+async fn rejected_invite(slot: u16, content_type: &str, body: &str, status: u16) {
+    let engine = start(config(slot, |_| {})).await;
+    let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
+    let mut dialog = ua.dialog();
+    let branch = branch();
+    ua.send(dialog.request("INVITE", 1, &branch, Some((content_type, body))))
+        .await;
+    let r = ua.final_response(1, "INVITE").await;
+    assert_eq!(r.status, status, "{}", r.reason);
+    dialog.learn_tag(&r);
+    ua.send(dialog.request("ACK", 1, &branch, None)).await;
+    let stats = engine.stats().await.expect("stats");
+    assert_eq!(
+        (stats.calls, stats.rtp_ports),
+        (0, 0),
+        "nothing kept: {stats:?}"
+    );
+    wait_idle(&engine, IDLE_WITHIN).await;
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_common_codec_gets_488() {
+    let offer = sdp(1, 4000, "18", &["a=rtpmap:18 G729/8000"]);
+    timeout(
+        TEST_LIMIT,
+        rejected_invite(6, "application/sdp", &offer, 488),
+    )
+    .await
+    .expect("test within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_sdp_gets_400() {
+    let body = "v=0\r\nthis is not SDP at all\r\nm=audio banana RTP/AVP 0\r\n";
+    timeout(TEST_LIMIT, rejected_invite(7, "application/sdp", body, 400))
+        .await
+        .expect("test within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_offer_gets_our_offer_and_answer_in_ack() {
+    timeout(TEST_LIMIT, async {
+        let config = config(8, |_| {});
+        let lib = library(&config);
+        let engine = start(config).await;
+        let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
+        let rtp = RtpSock::bind("127.0.0.1");
+        let mut dialog = ua.dialog();
+        ua.send(dialog.invite(1, &branch(), None)).await;
+        let ok = ua.final_response(1, "INVITE").await;
+        assert_eq!(ok.status, 200);
+        dialog.learn_tag(&ok);
+        let offer = SdpInfo::parse(&ok.body);
+        assert_eq!(
+            offer.formats,
+            vec![0, 8, 101],
+            "PCMU, PCMA, telephone-event"
+        );
+        assert_eq!(offer.rtpmap(0).as_deref(), Some("PCMU/8000"));
+        assert_eq!(offer.rtpmap(8).as_deref(), Some("PCMA/8000"));
+        assert_eq!(offer.rtpmap(101).as_deref(), Some("TELEPHONE-EVENT/8000"));
+        assert!(offer.has("sendrecv"));
+        // No RTP before the answer.
+        let early = rtp
+            .capture(Duration::from_millis(200))
+            .await
+            .expect("capture");
+        assert!(early.is_empty(), "RTP before the answer in the ACK");
+
+        let answer = sdp(
+            1,
+            rtp.port(),
+            "8 101",
+            &[
+                "a=rtpmap:8 PCMA/8000",
+                "a=rtpmap:101 telephone-event/8000",
+                "a=sendrecv",
+            ],
+        );
+        let capture = rtp.capture(Duration::from_millis(1000));
+        ua.send(dialog.request("ACK", 1, &branch(), Some(("application/sdp", &answer))))
+            .await;
+        let packets = capture.await.expect("capture");
+        assert!(
+            packets.len() >= 40,
+            "RTP after the ACK's answer, got {}",
+            packets.len()
+        );
+        let expected = expected_frames(&lib, Law::Alaw, Ptime::DEFAULT, packets.len());
+        check_stream(&packets, 8, &expected);
+        assert!(packets.iter().all(|p| p.from == media_addr(&offer)));
+        ua.bye(&dialog, 2).await;
+        wait_idle(&engine, IDLE_WITHIN).await;
+        engine.shutdown().await;
+    })
+    .await
+    .expect("test within its time limit");
+}
+
+#[test]
+fn config_requires_a_port_pair_per_call() {
+    let text = |max_calls: u32| {
+        format!("[rtp]\nport_min = 40000\nport_max = 40003\n[call]\nmax_calls = {max_calls}\n")
+    };
+    let err = Config::from_toml_str(&text(3), "test.toml").expect_err("3 calls, 2 pairs");
+    assert!(err.to_string().contains("call.max_calls"), "{err}");
+    let ok = Config::from_toml_str(&text(2), "test.toml").expect("2 calls, 2 pairs");
+    assert_eq!(ok.rtp.port_pairs(), 2);
+}
+
+/// An INVITE from a fresh dialog; returns its final response and dialog.
+async fn try_call(ua: &Ua, rtp_port: u16) -> (Dialog, callbackd::sip::message::Response) {
+    let mut dialog = ua.dialog();
+    let branch = branch();
+    ua.send(dialog.invite(1, &branch, Some(&pcmu_offer(rtp_port))))
+        .await;
+    let r = ua.final_response(1, "INVITE").await;
+    dialog.learn_tag(&r);
+    if r.status >= 300 {
+        ua.send(dialog.request("ACK", 1, &branch, None)).await;
+    } else {
+        ua.send(dialog.request("ACK", 1, &self::branch(), None))
+            .await;
+    }
+    (dialog, r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_limit_gets_503_and_ports_are_reused() {
+    timeout(TEST_LIMIT, async {
+        let base = rtp_base(9);
+        let engine = start(config(9, |c| {
+            c.rtp.port_max = base + 3;
+            c.call.max_calls = 2;
+        }))
+        .await;
+        let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
+        let rtp = RtpSock::bind("127.0.0.1");
+        let (d1, r1) = try_call(&ua, rtp.port()).await;
+        let (d2, r2) = try_call(&ua, rtp.port()).await;
+        assert_eq!((r1.status, r2.status), (200, 200));
+        let mut ports = [SdpInfo::parse(&r1.body).port, SdpInfo::parse(&r2.body).port];
+        ports.sort_unstable();
+        assert_eq!(ports, [base, base + 2], "both pairs of the range in use");
+        let (_, r3) = try_call(&ua, rtp.port()).await;
+        assert_eq!(r3.status, 503, "third call over max_calls");
+        assert!(
+            header(&r3.headers, "Retry-After").is_some(),
+            "503 says when to retry"
+        );
+        ua.bye(&d1, 2).await;
+        ua.bye(&d2, 2).await;
+        wait_stats(&engine, IDLE_WITHIN, "ports released", |s| {
+            s.rtp_ports == 0 && s.calls == 0
+        })
+        .await;
+        // Both pairs are free again.
+        let (d4, r4) = try_call(&ua, rtp.port()).await;
+        let (d5, r5) = try_call(&ua, rtp.port()).await;
+        assert_eq!(
+            (r4.status, r5.status),
+            (200, 200),
+            "ports reused after the BYEs"
+        );
+        let mut again = [SdpInfo::parse(&r4.body).port, SdpInfo::parse(&r5.body).port];
+        again.sort_unstable();
+        assert_eq!(again, [base, base + 2]);
+        ua.bye(&d4, 2).await;
+        ua.bye(&d5, 2).await;
+        wait_idle(&engine, IDLE_WITHIN).await;
+        engine.shutdown().await;
+    })
+    .await
+    .expect("test within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_rtp_port_is_skipped_and_exhaustion_gets_503() {
+    timeout(TEST_LIMIT, async {
+        let base = rtp_base(10);
+        // Another "process" holds the first RTP port of the range.
+        let squatter = std::net::UdpSocket::bind(("127.0.0.1", base)).expect("bind the first port");
+        let engine = start(config(10, |c| {
+            c.rtp.port_max = base + 3;
+            c.call.max_calls = 2;
+        }))
+        .await;
+        let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
+        let rtp = RtpSock::bind("127.0.0.1");
+        let (d1, r1) = try_call(&ua, rtp.port()).await;
+        assert_eq!(r1.status, 200);
+        assert_eq!(SdpInfo::parse(&r1.body).port, base + 2, "busy pair skipped");
+        // Below max_calls, but no pair can be bound.
+        let (_, r2) = try_call(&ua, rtp.port()).await;
+        assert_eq!(r2.status, 503, "no RTP port free");
+        assert_eq!(engine.stats().await.expect("stats").rtp_ports, 1);
+        // Once the port is free again it is used.
+        drop(squatter);
+        let (d3, r3) = try_call(&ua, rtp.port()).await;
+        assert_eq!(r3.status, 200);
+        assert_eq!(
+            SdpInfo::parse(&r3.body).port,
+            base,
+            "freed port taken again"
+        );
+        ua.bye(&d1, 2).await;
+        ua.bye(&d3, 2).await;
+        wait_idle(&engine, IDLE_WITHIN).await;
+        engine.shutdown().await;
+    })
+    .await
+    .expect("test within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtp_latching_refuses_other_sources() {
+    timeout(TEST_LIMIT, async {
+        let engine = start(config(11, |c| {
+            c.acl.rtp = vec!["127.0.0.0/8".parse().expect("CIDR")];
+        }))
+        .await;
+        let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
+        let sdp_sock = RtpSock::bind("127.0.0.1");
+        let outsider = RtpSock::bind("127.0.0.2");
+        let moved = RtpSock::bind("127.0.0.1");
+        let (dialog, ok) = ua.call(Some(&pcmu_offer(sdp_sock.port()))).await;
+        let media = media_addr(&SdpInfo::parse(&ok.body));
+        let first = sdp_sock
+            .capture(Duration::from_millis(300))
+            .await
+            .expect("capture");
+        assert!(first.len() >= 10, "RTP to the SDP address");
+
+        // RTP from another IP (allowed by the ACL) must not steal the stream.
+        outsider.send_rtp(media, 0x1111, 0, 5);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let at_sdp = sdp_sock.capture(Duration::from_millis(400));
+        let at_outsider = outsider.capture(Duration::from_millis(400));
+        let (at_sdp, at_outsider) = (
+            at_sdp.await.expect("capture"),
+            at_outsider.await.expect("capture"),
+        );
+        assert!(
+            at_outsider.is_empty(),
+            "engine latched to 127.0.0.2: {} packets",
+            at_outsider.len()
+        );
+        assert!(
+            at_sdp.len() >= 15,
+            "still sending to the SDP address: {}",
+            at_sdp.len()
+        );
+
+        // RTP from the SDP IP on another port (NAT rebinding): latch.
+        moved.send_rtp(media, 0x2222, 0, 5);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        sdp_sock.drain();
+        let at_sdp = sdp_sock.capture(Duration::from_millis(400));
+        let at_moved = moved.capture(Duration::from_millis(400));
+        let (at_sdp, at_moved) = (
+            at_sdp.await.expect("capture"),
+            at_moved.await.expect("capture"),
+        );
+        assert!(
+            at_moved.len() >= 15,
+            "latched to the source port: {} packets",
+            at_moved.len()
+        );
+        assert!(
+            at_sdp.is_empty(),
+            "still sending to the SDP port: {}",
+            at_sdp.len()
+        );
+        // The same stream continues (only the destination moved).
+        let before = first.last().expect("packets");
+        let after = &at_moved[0];
+        assert_eq!(after.ssrc, before.ssrc);
+        assert!(after.seq.wrapping_sub(before.seq) < 100);
+
+        ua.bye(&dialog, 2).await;
+        wait_idle(&engine, IDLE_WITHIN).await;
+        engine.shutdown().await;
+    })
+    .await
+    .expect("test within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_reinvite_stops_and_resumes_rtp() {
+    timeout(TEST_LIMIT, async {
+        let engine = start(config(12, |_| {})).await;
+        let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
+        let rtp = RtpSock::bind("127.0.0.1");
+        let capture = rtp.capture(Duration::from_millis(3500));
+        let (dialog, _) = ua.call(Some(&pcmu_offer(rtp.port()))).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        let hold = sdp(
+            2,
+            rtp.port(),
+            "0 101",
+            &[
+                "a=rtpmap:0 PCMU/8000",
+                "a=rtpmap:101 telephone-event/8000",
+                "a=sendonly",
+            ],
+        );
+        ua.send(dialog.invite(2, &branch(), Some(&hold))).await;
+        let ok = ua.final_response(2, "INVITE").await;
+        let held_at = Instant::now();
+        assert_eq!(ok.status, 200);
+        let answer = SdpInfo::parse(&ok.body);
+        assert!(
+            answer.has("recvonly"),
+            "sendonly answered recvonly: {:?}",
+            answer.attributes
+        );
+        ua.send(dialog.request("ACK", 2, &branch(), None)).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+
+        let resume = sdp(
+            3,
+            rtp.port(),
+            "0 101",
+            &[
+                "a=rtpmap:0 PCMU/8000",
+                "a=rtpmap:101 telephone-event/8000",
+                "a=sendrecv",
+            ],
+        );
+        let resume_sent = Instant::now();
+        ua.send(dialog.invite(3, &branch(), Some(&resume))).await;
+        let ok = ua.final_response(3, "INVITE").await;
+        assert_eq!(ok.status, 200);
+        assert!(SdpInfo::parse(&ok.body).has("sendrecv"));
+        ua.send(dialog.request("ACK", 3, &branch(), None)).await;
+
+        let packets = capture.await.expect("capture");
+        let before: Vec<&Rtp> = packets.iter().filter(|p| p.at < held_at).collect();
+        let during = packets
+            .iter()
+            .filter(|p| p.at > held_at + Duration::from_millis(50) && p.at < resume_sent)
+            .count();
+        let after: Vec<&Rtp> = packets.iter().filter(|p| p.at > resume_sent).collect();
+        assert!(before.len() >= 20, "RTP before the hold: {}", before.len());
+        assert_eq!(during, 0, "RTP while the peer is sendonly");
+        assert!(after.len() >= 20, "RTP after resuming: {}", after.len());
+        // The last packet sent before the hold and the first after it.
+        let last = packets
+            .iter()
+            .filter(|p| p.at < resume_sent)
+            .last()
+            .expect("packets before");
+        let next = after[0];
+        assert_eq!(next.ssrc, last.ssrc, "same stream");
+        assert_eq!(next.seq, last.seq.wrapping_add(1), "sequence continues");
+        let ts_ms = f64::from(next.ts.wrapping_sub(last.ts)) / 8.0;
+        let wall_ms = (next.at - last.at).as_secs_f64() * 1000.0;
+        assert!(
+            ts_ms > 900.0,
+            "timestamp jumped by the hold time: {ts_ms} ms"
+        );
+        assert!(
+            (ts_ms - wall_ms).abs() <= 30.0,
+            "timestamp jump {ts_ms:.0} ms vs {wall_ms:.0} ms elapsed"
+        );
+        for w in after.windows(2) {
+            assert_eq!(w[1].seq, w[0].seq.wrapping_add(1));
+            assert_eq!(w[1].ts, w[0].ts.wrapping_add(160));
+        }
+        ua.bye(&dialog, 4).await;
+        wait_idle(&engine, IDLE_WITHIN).await;
+        engine.shutdown().await;
+    })
+    .await
+    .expect("test within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_and_garbage() {
+    timeout(TEST_LIMIT, async {
+        let engine = start(config(13, |_| {})).await;
+        let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
+        let full = ua.dialog().invite(1, &branch(), Some(&pcmu_offer(4000)));
+        let junk: Vec<Vec<u8>> = vec![
+            b"garbage\r\n\r\n".to_vec(),
+            vec![0u8; 1400],
+            vec![0xff; 3],
+            b"\r\n\r\n".to_vec(),
+            full.as_bytes()[..full.len() / 2].to_vec(),
+            // Body shorter than Content-Length says.
+            full.as_bytes()[..full.len() - 20].to_vec(),
+            b"INVITE sip:x SIP/2.0\r\nContent-Length: 99999999999999999999\r\n\r\n".to_vec(),
+            b"SIP/2.0 200 OK\r\n\r\n".to_vec(),
+            vec![b'x'; 65_507],
+        ];
+        for j in &junk {
+            ua.send(j).await;
+        }
+        // Bigger than any UDP datagram: the kernel refuses it here.
+        let too_big = vec![b'y'; 70_000];
+        assert!(ua.sock.send_to(&too_big, ua.engine).await.is_err());
+
+        let dialog = ua.dialog();
+        ua.send(dialog.request("OPTIONS", 1, &branch(), None)).await;
+        let r = ua.final_response(1, "OPTIONS").await;
+        assert_eq!(r.status, 200);
+        let allow = header(&r.headers, "Allow").unwrap_or_default();
+        assert!(
+            allow.contains("INVITE") && allow.contains("BYE"),
+            "Allow: {allow}"
+        );
+        let stats = engine.stats().await.expect("stats");
+        assert_eq!(
+            (stats.calls, stats.rtp_ports),
+            (0, 0),
+            "no call from junk: {stats:?}"
+        );
+        wait_idle(&engine, IDLE_WITHIN).await;
+        engine.shutdown().await;
+    })
+    .await
+    .expect("test within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_call() {
+    timeout(TEST_LIMIT, async {
+        let config = config(14, |c| c.call.max_duration_s = 2);
+        let lib = library(&config);
+        let engine = start(config).await;
+        let mut ua = TcpUa::connect(engine.tcp_addr().expect("TCP served")).await;
+        let rtp = RtpSock::bind("127.0.0.1");
+        let mut dialog = ua.dialog();
+        ua.send(dialog.invite(1, &branch(), Some(&pcmu_offer(rtp.port()))))
+            .await;
+        let first = ua.recv().await;
+        assert!(
+            matches!(&first, Message::Response(r) if r.status == 100),
+            "100 Trying first"
+        );
+        let ok = ua.final_response(1, "INVITE").await;
+        assert_eq!(ok.status, 200);
+        assert!(
+            contact(&ok.headers).is_some_and(|c| c.to_ascii_lowercase().contains("transport=tcp")),
+            "Contact for TCP: {:?}",
+            contact(&ok.headers)
+        );
+        dialog.learn_tag(&ok);
+        let capture = rtp.capture(Duration::from_millis(1000));
+        ua.send(dialog.request("ACK", 1, &branch(), None)).await;
+        let acked = Instant::now();
+        let packets = capture.await.expect("capture");
+        assert!(
+            packets.len() >= 40,
+            "RTP on a TCP-signalled call: {}",
+            packets.len()
+        );
+        let expected = expected_frames(&lib, Law::Ulaw, Ptime::DEFAULT, packets.len());
+        check_stream(&packets, 0, &expected);
+
+        // The engine's BYE at max_duration comes on this connection.
+        let bye = loop {
+            match ua.recv().await {
+                Message::Request(r) if r.method.as_str() == "BYE" => break r,
+                _ => continue,
+            }
+        };
+        let after = acked.elapsed();
+        assert!(
+            (Duration::from_millis(1900)..=Duration::from_millis(2600)).contains(&after),
+            "BYE {after:?} after the ACK"
+        );
+        assert_eq!(bye.headers.call_id.as_str(), dialog.call_id);
+        assert!(
+            bye.headers.vias[0]
+                .raw
+                .to_ascii_uppercase()
+                .contains("SIP/2.0/TCP")
+        );
+        ua.send(response_to(&bye, 200, "OK")).await;
+        wait_idle(&engine, IDLE_WITHIN).await;
+        engine.shutdown().await;
+    })
+    .await
+    .expect("test within its time limit");
+}
