@@ -4,9 +4,13 @@
 
 mod common;
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::time::timeout;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 use callbackd::config::Config;
 use callbackd::engine::{self, EngineStats};
@@ -154,13 +158,6 @@ async fn full_call(slot: u16, law: Law) {
     eprintln!(
         "{law:?} pacing over {} gaps: mean {mean:.3} ms, p1 {p1:.2} ms, p50 {p50:.2} ms, p99 {p99:.2} ms",
         gaps.len()
-    );
-    eprintln!(
-        "{:?}",
-        gaps.iter()
-            .take(40)
-            .map(|g| (g * 100.0).round() / 100.0)
-            .collect::<Vec<_>>()
     );
     assert!(
         (18.0..=22.0).contains(&p1) && (18.0..=22.0).contains(&p99),
@@ -855,6 +852,201 @@ async fn tcp_call() {
                 .contains("SIP/2.0/TCP")
         );
         ua.send(response_to(&bye, 200, "OK")).await;
+        wait_idle(&engine, IDLE_WITHIN).await;
+        engine.shutdown().await;
+    })
+    .await
+    .expect("test within its time limit");
+}
+
+/// The engine's call-layer log lines, captured in-process (the digits are
+/// reported only there).
+fn logs() -> &'static LogBuf {
+    static LOGS: OnceLock<LogBuf> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = LogBuf::default();
+        tracing_subscriber::fmt()
+            .with_writer(buf.clone())
+            .with_ansi(false)
+            .with_env_filter(EnvFilter::new("callbackd::engine::calls=info"))
+            .try_init()
+            .expect("the only subscriber of this test binary");
+        buf
+    })
+}
+
+/// A shared, growing log buffer.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl LogBuf {
+    /// Captured lines mentioning `needle`.
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        let bytes = self.0.lock().expect("log lock").clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogBuf {
+    type Writer = LogBuf;
+
+    fn make_writer(&'a self) -> LogBuf {
+        self.clone()
+    }
+}
+
+/// Sends one RFC 4733 event as a real sender does: a start packet with the
+/// marker, two updates, and the end packet three times, all with the
+/// event's timestamp (RFC 4733 §2.5).
+fn send_digit(sock: &RtpSock, to: SocketAddr, pt: u8, event: u8, seq: &mut u16, ts: u32) {
+    let durations = [160u16, 320, 480, 640, 640, 640];
+    for (i, duration) in durations.into_iter().enumerate() {
+        let end = i >= 3;
+        let mut packet = vec![0x80, pt | if i == 0 { 0x80 } else { 0 }];
+        packet.extend_from_slice(&seq.to_be_bytes());
+        packet.extend_from_slice(&ts.to_be_bytes());
+        packet.extend_from_slice(&0x4242_4242u32.to_be_bytes());
+        packet.extend_from_slice(&[event, if end { 0x80 | 10 } else { 10 }]);
+        packet.extend_from_slice(&duration.to_be_bytes());
+        sock.sock
+            .send_to(&packet, to)
+            .expect("send telephone-event");
+        *seq = seq.wrapping_add(1);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_rfc4733_and_info_are_logged() {
+    let logs = logs();
+    timeout(TEST_LIMIT, async {
+        let engine = start(config(15, |_| {})).await;
+        let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
+        let rtp = RtpSock::bind("127.0.0.1");
+        // telephone-event offered at 101.
+        let (dialog, ok) = ua.call(Some(&pcmu_offer(rtp.port()))).await;
+        let media = media_addr(&SdpInfo::parse(&ok.body));
+        let mut seq = 7000;
+        send_digit(&rtp, media, 101, 5, &mut seq, 160_000);
+        send_digit(&rtp, media, 101, 11, &mut seq, 168_000); // '#'
+        // Not negotiated: an event on PT 96 is not DTMF for this call.
+        send_digit(&rtp, media, 96, 7, &mut seq, 176_000);
+        // SIP INFO (application/dtmf-relay).
+        ua.send(dialog.request(
+            "INFO",
+            2,
+            &branch(),
+            Some(("application/dtmf-relay", "Signal=3\r\nDuration=160\r\n")),
+        ))
+        .await;
+        let r = ua.final_response(2, "INFO").await;
+        assert_eq!(r.status, 200);
+
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let digits = loop {
+            let digits: Vec<String> = logs
+                .lines_with(&dialog.call_id)
+                .into_iter()
+                .filter(|l| l.contains(" dtmf"))
+                .collect();
+            if digits.len() >= 3 || Instant::now() > deadline {
+                break digits;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // Let a wrongly accepted PT 96 event show up too.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let all = logs.lines_with(&dialog.call_id);
+        assert!(
+            !all.iter().any(|l| l.contains("digit=7")),
+            "PT 96 event taken as DTMF"
+        );
+        assert_eq!(digits.len(), 3, "three digits logged: {digits:#?}");
+        assert!(
+            digits[0].contains("digit=5") && digits[0].contains("source=\"rfc4733\""),
+            "{}",
+            digits[0]
+        );
+        assert!(
+            digits[1].contains("digit=#") && digits[1].contains("source=\"rfc4733\""),
+            "{}",
+            digits[1]
+        );
+        assert!(
+            digits[2].contains("digit=3") && digits[2].contains("source=\"info\""),
+            "{}",
+            digits[2]
+        );
+        ua.bye(&dialog, 3).await;
+        wait_idle(&engine, IDLE_WITHIN).await;
+        engine.shutdown().await;
+    })
+    .await
+    .expect("test within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinvite_changing_codec_and_ptime_keeps_playing() {
+    timeout(TEST_LIMIT, async {
+        let engine = start(config(16, |_| {})).await;
+        let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
+        let rtp = RtpSock::bind("127.0.0.1");
+        let capture = rtp.capture(Duration::from_millis(2000));
+        let (dialog, _) = ua.call(Some(&pcmu_offer(rtp.port()))).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let pcma30 = sdp(
+            2,
+            rtp.port(),
+            "8 101",
+            &[
+                "a=rtpmap:8 PCMA/8000",
+                "a=rtpmap:101 telephone-event/8000",
+                "a=ptime:30",
+            ],
+        );
+        ua.send(dialog.invite(2, &branch(), Some(&pcma30))).await;
+        let ok = ua.final_response(2, "INVITE").await;
+        assert_eq!(ok.status, 200);
+        let answer = SdpInfo::parse(&ok.body);
+        assert_eq!(answer.formats.first(), Some(&8), "PCMA chosen");
+        ua.send(dialog.request("ACK", 2, &branch(), None)).await;
+        let packets = capture.await.expect("capture");
+        let switch = packets
+            .iter()
+            .position(|p| p.pt == 8)
+            .expect("RTP goes on in PCMA after the re-INVITE");
+        assert!(switch >= 20, "PCMU before the re-INVITE: {switch} packets");
+        let pcma = &packets[switch..];
+        assert!(
+            pcma.len() >= 30,
+            "PCMA packets after the switch: {}",
+            pcma.len()
+        );
+        let (last, first) = (&packets[switch - 1], &pcma[0]);
+        assert_eq!(first.ssrc, last.ssrc, "same stream");
+        assert_eq!(first.seq, last.seq.wrapping_add(1), "sequence continues");
+        assert_eq!(first.ts, last.ts.wrapping_add(160), "timestamp continues");
+        for w in pcma.windows(2) {
+            assert_eq!((w[1].pt, w[1].payload.len()), (8, 240));
+            assert_eq!(w[1].seq, w[0].seq.wrapping_add(1));
+            assert_eq!(w[1].ts, w[0].ts.wrapping_add(240));
+        }
+        ua.bye(&dialog, 3).await;
         wait_idle(&engine, IDLE_WITHIN).await;
         engine.shutdown().await;
     })

@@ -238,6 +238,9 @@ struct Stream {
     latched: bool,
     send: SendStream,
     player: Player,
+    /// The play list as last given, minus prompts already finished: played
+    /// again by the new player when a re-INVITE changes law or packet time.
+    items: Vec<Item>,
     dtmf: DtmfReceiver,
     last_rx: Instant,
     next_due: Instant,
@@ -317,7 +320,11 @@ impl MediaThread {
                 s.target = params.remote;
                 s.latched = false;
                 if s.params.law != params.law || s.params.ptime != params.ptime {
+                    // A player encodes one law at one packet time: start a
+                    // new one on what is still to play (a looping item
+                    // restarts from its beginning), not on silence.
                     s.player = Player::new(params.law, params.ptime);
+                    s.player.play(s.items.iter().copied());
                 }
                 s.send = SendStream::new(
                     s.send.ssrc(),
@@ -333,6 +340,7 @@ impl MediaThread {
                 let Some(s) = self.stream_mut(key) else {
                     return;
                 };
+                s.items.clone_from(&items);
                 s.player.play(items);
             }
             Command::Remove { key } => {
@@ -387,6 +395,7 @@ impl MediaThread {
             latched: false,
             send: SendStream::from_seed(fastrand::u64(..), pt, 8000),
             player: Player::new(params.law, params.ptime),
+            items: Vec::new(),
             dtmf: DtmfReceiver::new(),
             last_rx: now,
             next_due: now,
@@ -535,7 +544,12 @@ impl MediaThread {
 fn drain_player(s: &mut Stream, events: &UnboundedSender<MediaEvent>) {
     while let Some(ev) = s.player.poll_event() {
         let ev = match ev {
-            PlayerEvent::Finished(prompt) => MediaEvent::PromptFinished { key: s.key, prompt },
+            PlayerEvent::Finished(prompt) => {
+                if s.items.first() == Some(&Item::Prompt(prompt)) {
+                    s.items.remove(0);
+                }
+                MediaEvent::PromptFinished { key: s.key, prompt }
+            }
             PlayerEvent::Idle => MediaEvent::Idle { key: s.key },
             PlayerEvent::NotPrepared(prompt) => {
                 warn!(?prompt, "prompt not prepared for this codec/ptime");
