@@ -727,6 +727,14 @@ async fn hold_reinvite_stops_and_resumes_rtp() {
         let next = after[0];
         assert_eq!(next.ssrc, last.ssrc, "same stream");
         assert_eq!(next.seq, last.seq.wrapping_add(1), "sequence continues");
+        assert!(
+            next.marker,
+            "RFC 3551 §4.1: first packet after the pause is marked"
+        );
+        assert!(
+            after[1..].iter().all(|p| !p.marker),
+            "one marker per talk spurt"
+        );
         let ts_ms = f64::from(next.ts.wrapping_sub(last.ts)) / 8.0;
         let wall_ms = (next.at - last.at).as_secs_f64() * 1000.0;
         assert!(

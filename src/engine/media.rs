@@ -241,6 +241,9 @@ struct Stream {
     /// The play list as last given, minus prompts already finished: played
     /// again by the new player when a re-INVITE changes law or packet time.
     items: Vec<Item>,
+    /// A tick passed without sending (on hold): the next packet starts a
+    /// talk spurt (RFC 3551 §4.1 marker), as after an idle player.
+    gap: bool,
     dtmf: DtmfReceiver,
     last_rx: Instant,
     next_due: Instant,
@@ -396,6 +399,7 @@ impl MediaThread {
             send: SendStream::from_seed(fastrand::u64(..), pt, 8000),
             player: Player::new(params.law, params.ptime),
             items: Vec::new(),
+            gap: false,
             dtmf: DtmfReceiver::new(),
             last_rx: now,
             next_due: now,
@@ -501,6 +505,9 @@ impl MediaThread {
             self.pacing.push(Reverse((next, slot, generation)));
 
             let Some(frame) = s.player.next_frame(&self.prompts) else {
+                // Idle: nothing sent, but the timestamp keeps time (RFC
+                // 3550 §5.1) for the next talk spurt.
+                s.send.skip(samples);
                 drain_player(s, &self.events);
                 continue;
             };
@@ -509,9 +516,11 @@ impl MediaThread {
             let Some(target) = target else {
                 // On hold: time moves on, nothing is sent.
                 s.send.skip(samples);
+                s.gap = true;
                 drain_player(s, &self.events);
                 continue;
             };
+            let marker = marker || std::mem::take(&mut s.gap);
             let header = s.send.next_header(samples, marker);
             write_rtp(&mut self.send_buf, &header, payload);
             match s.rtp.send_to(&self.send_buf, target) {
