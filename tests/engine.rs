@@ -120,7 +120,7 @@ async fn full_call(slot: u16, law: Law) {
     assert_eq!(answer.connection, "127.0.0.1", "c= is the advertised IP");
     let base = rtp_base(slot);
     assert!(
-        (base..=base + 99).contains(&answer.port) && answer.port % 2 == 0,
+        (base..=base + 99).contains(&answer.port) && answer.port.is_multiple_of(2),
         "m=audio port {} is an even port of the configured range",
         answer.port
     );
@@ -324,7 +324,8 @@ async fn retransmitted_invite_after_200_resends_200_without_second_call() {
         let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
         let rtp = RtpSock::bind("127.0.0.1");
         let mut dialog = ua.dialog();
-        let invite = dialog.invite(1, &branch(), Some(&pcmu_offer(rtp.port())));
+        let invite_branch = branch();
+        let invite = dialog.invite(1, &invite_branch, Some(&pcmu_offer(rtp.port())));
         ua.send(&invite).await;
         let ok = ua.final_response(1, "INVITE").await;
         assert_eq!(ok.status, 200);
@@ -346,6 +347,26 @@ async fn retransmitted_invite_after_200_resends_200_without_second_call() {
             (1, 1, 1),
             "{stats:?}"
         );
+
+        // RFC 3261 §9.2: a CANCEL after the final response has no effect.
+        let untagged = Dialog {
+            to_tag: None,
+            ..dialog.clone()
+        };
+        ua.send(untagged.request("CANCEL", 1, &invite_branch, None))
+            .await;
+        let cancel = ua.final_response(1, "CANCEL").await;
+        assert!(
+            matches!(cancel.status, 200 | 481),
+            "CANCEL got {}",
+            cancel.status
+        );
+        while let Some(m) = ua.try_recv(Duration::from_millis(150)).await {
+            if let Message::Response(r) = m {
+                assert_ne!(r.status, 487, "answered call cancelled");
+            }
+        }
+        assert_eq!(engine.stats().await.expect("stats").calls, 1);
 
         ua.send(dialog.request("ACK", 1, &branch(), None)).await;
         // After the ACK the retransmission is absorbed: still one call.
@@ -721,8 +742,7 @@ async fn hold_reinvite_stops_and_resumes_rtp() {
         // The last packet sent before the hold and the first after it.
         let last = packets
             .iter()
-            .filter(|p| p.at < resume_sent)
-            .last()
+            .rfind(|p| p.at < resume_sent)
             .expect("packets before");
         let next = after[0];
         assert_eq!(next.ssrc, last.ssrc, "same stream");
@@ -1057,6 +1077,39 @@ async fn reinvite_changing_codec_and_ptime_keeps_playing() {
         ua.bye(&dialog, 3).await;
         wait_idle(&engine, IDLE_WITHIN).await;
         engine.shutdown().await;
+    })
+    .await
+    .expect("test within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hangs_up_calls_and_refuses_new_ones() {
+    timeout(TEST_LIMIT, async {
+        let engine = start(config(17, |_| {})).await;
+        let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
+        let rtp = RtpSock::bind("127.0.0.1");
+        let (dialog, _) = ua.call(Some(&pcmu_offer(rtp.port()))).await;
+        let stopping = Instant::now();
+        let stopped = tokio::spawn(engine.shutdown());
+        let bye = ua.request("BYE").await;
+        assert_eq!(bye.headers.call_id.as_str(), dialog.call_id);
+        assert!(stopping.elapsed() < Duration::from_secs(1), "BYE at once");
+
+        // Draining: new calls are refused, so a dispatcher moves on.
+        let (_, refused) = try_call(&ua, rtp.port()).await;
+        assert_eq!(refused.status, 503);
+
+        ua.send(response_to(&bye, 200, "OK")).await;
+        timeout(Duration::from_secs(2), stopped)
+            .await
+            .expect("engine stops once its calls are gone")
+            .expect("engine task");
+        let probe = ua.dialog();
+        ua.send(probe.request("OPTIONS", 1, &branch(), None)).await;
+        assert!(
+            ua.try_recv(Duration::from_millis(300)).await.is_none(),
+            "a stopped engine answers nothing"
+        );
     })
     .await
     .expect("test within its time limit");

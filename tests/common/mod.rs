@@ -351,20 +351,17 @@ impl Ua {
     /// The next SIP message within `within`, or `None`.
     pub async fn try_recv(&self, within: Duration) -> Option<Message> {
         let mut buf = vec![0u8; 65_536];
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let (len, _) = tokio::time::timeout_at(deadline, self.sock.recv_from(&mut buf))
-                .await
-                .ok()?
-                .expect("UA receive");
-            match message::parse(&buf[..len]) {
-                Ok(m) => return Some(m),
-                Err(e) => panic!(
-                    "engine sent unparsable SIP ({:?}): {}",
-                    e.error,
-                    String::from_utf8_lossy(&buf[..len])
-                ),
-            }
+        let (len, _) = timeout(within, self.sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .expect("UA receive");
+        match message::parse(&buf[..len]) {
+            Ok(m) => Some(m),
+            Err(e) => panic!(
+                "engine sent unparsable SIP ({:?}): {}",
+                e.error,
+                String::from_utf8_lossy(&buf[..len])
+            ),
         }
     }
 
