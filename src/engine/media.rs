@@ -278,6 +278,12 @@ impl MediaThread {
             }
             self.pace(Instant::now());
             if now >= self.next_timeout_check {
+                // The engine may be gone without a wake-up (the waker fires
+                // on commands, not when the last handle drops): notice it
+                // here, so the thread ends within a check period.
+                if !self.drain_commands(now) {
+                    return;
+                }
                 self.check_timeouts(now);
                 self.next_timeout_check = now + TIMEOUT_CHECK;
             }

@@ -19,6 +19,11 @@ use callbackd::config::Config;
 use callbackd::engine::{self, EngineHandle, EngineStats};
 use callbackd::sip::message::{self, HeaderName, Message, Request, Response};
 
+/// Tests that measure packet timing hold this exclusively, every other test
+/// shares it: the timing tests then run while this binary's other engines
+/// are idle (the machine may still be busy with other work).
+pub static TIMING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Longest wait for any single SIP message.
 pub const WAIT: Duration = Duration::from_secs(5);
 
@@ -658,6 +663,51 @@ impl RtpSock {
             packet.extend_from_slice(&[0xff; 160]);
             self.sock.send_to(&packet, to).expect("send RTP");
         }
+    }
+}
+
+/// How late this process's threads wake up while a measurement runs: a
+/// thread sleeping 1 ms in a loop records its oversleep, to tell a stalled
+/// machine from a badly paced sender.
+pub struct Canary;
+
+/// What the canary saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Stalls {
+    /// Worst oversleep, ms.
+    pub worst_ms: f64,
+    /// Wake-ups more than 2 ms late.
+    pub over_2ms: usize,
+}
+
+impl std::fmt::Display for Stalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "canary: worst oversleep {:.2} ms, {} wake-ups > 2 ms late",
+            self.worst_ms, self.over_2ms
+        )
+    }
+}
+
+impl Canary {
+    /// Runs for `for_` on a blocking thread.
+    pub fn start(for_: Duration) -> tokio::task::JoinHandle<Stalls> {
+        tokio::task::spawn_blocking(move || {
+            let end = Instant::now() + for_;
+            let mut stalls = Stalls {
+                worst_ms: 0.0,
+                over_2ms: 0,
+            };
+            while Instant::now() < end {
+                let before = Instant::now();
+                std::thread::sleep(Duration::from_millis(1));
+                let late = (before.elapsed().as_secs_f64() - 0.001) * 1000.0;
+                stalls.worst_ms = stalls.worst_ms.max(late);
+                stalls.over_2ms += usize::from(late > 2.0);
+            }
+            stalls
+        })
     }
 }
 
