@@ -245,6 +245,12 @@ struct Stream {
     latched: bool,
     send: SendStream,
     player: Player,
+    /// The play list as last given, minus prompts already finished: played
+    /// again by the new player when a re-INVITE changes law or packet time.
+    items: Vec<Item>,
+    /// A tick passed without sending (on hold): the next packet starts a
+    /// talk spurt (RFC 3551 §4.1 marker), as after an idle player.
+    gap: bool,
     dtmf: DtmfReceiver,
     last_rx: Instant,
     next_due: Instant,
@@ -280,6 +286,12 @@ impl MediaThread {
             }
             self.pace(Instant::now());
             if now >= self.next_timeout_check {
+                // The engine may be gone without a wake-up (the waker fires
+                // on commands, not when the last handle drops): notice it
+                // here, so the thread ends within a check period.
+                if !self.drain_commands(now) {
+                    return;
+                }
                 self.check_timeouts(now);
                 self.next_timeout_check = now + TIMEOUT_CHECK;
             }
@@ -325,7 +337,11 @@ impl MediaThread {
                 s.target = params.remote;
                 s.latched = false;
                 if s.params.law != params.law || s.params.ptime != params.ptime {
+                    // A player encodes one law at one packet time: start a
+                    // new one on what is still to play (a looping item
+                    // restarts from its beginning), not on silence.
                     s.player = Player::new(params.law, params.ptime);
+                    s.player.play(s.items.iter().copied());
                 }
                 s.send = SendStream::new(
                     s.send.ssrc(),
@@ -342,6 +358,7 @@ impl MediaThread {
                     return;
                 };
                 s.play_token = token;
+                s.items.clone_from(&items);
                 if items.is_empty() {
                     s.player.stop();
                 } else {
@@ -400,6 +417,8 @@ impl MediaThread {
             latched: false,
             send: SendStream::from_seed(fastrand::u64(..), pt, 8000),
             player: Player::new(params.law, params.ptime),
+            items: Vec::new(),
+            gap: false,
             dtmf: DtmfReceiver::new(),
             last_rx: now,
             next_due: now,
@@ -510,6 +529,9 @@ impl MediaThread {
             self.pacing.push(Reverse((next, slot, generation)));
 
             let Some(frame) = s.player.next_frame(&self.prompts) else {
+                // Idle: nothing sent, but the timestamp keeps time (RFC
+                // 3550 §5.1) for the next talk spurt.
+                s.send.skip(samples);
                 drain_player(s, &self.events);
                 continue;
             };
@@ -518,9 +540,11 @@ impl MediaThread {
             let Some(target) = target else {
                 // On hold: time moves on, nothing is sent.
                 s.send.skip(samples);
+                s.gap = true;
                 drain_player(s, &self.events);
                 continue;
             };
+            let marker = marker || std::mem::take(&mut s.gap);
             let header = s.send.next_header(samples, marker);
             write_rtp(&mut self.send_buf, &header, payload);
             match s.rtp.send_to(&self.send_buf, target) {
@@ -553,7 +577,12 @@ impl MediaThread {
 fn drain_player(s: &mut Stream, events: &UnboundedSender<MediaEvent>) {
     while let Some(ev) = s.player.poll_event() {
         let ev = match ev {
-            PlayerEvent::Finished(prompt) => MediaEvent::PromptFinished { key: s.key, prompt },
+            PlayerEvent::Finished(prompt) => {
+                if s.items.first() == Some(&Item::Prompt(prompt)) {
+                    s.items.remove(0);
+                }
+                MediaEvent::PromptFinished { key: s.key, prompt }
+            }
             PlayerEvent::Idle => MediaEvent::Idle {
                 key: s.key,
                 token: s.play_token,
