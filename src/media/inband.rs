@@ -14,13 +14,16 @@
 //! | twist | low group ≤ 8 dB above the high group ("normal"), high group ≤ 4 dB above the low group ("reverse") | the usual receiver limits (lines attenuate the high group more, so more slack that way) |
 //! | relative peak | the strongest row (column) ≥ 6 dB above the other three rows (columns) | measured on G.711 keys: ≥ 11 dB at equal tone levels, down to 7.5 dB at the normal twist limit, where the loud row tone's sidelobes reach the column filters; speech and music spread energy over several filters |
 //! | energy share | the two tones ≥ 70 % (−1.5 dB) of the block's whole power | DTMF is two tones and nothing else; speech, music and noise put most of their power elsewhere. This is the main talk-off guard |
-//! | second harmonic | each tone's 2nd harmonic ≥ 15 dB below the tone | voiced speech is a harmonic series; a keypad's sine has no harmonics worth the name (G.711 adds about −35 dB) |
+//! | second harmonic | each tone's 2nd harmonic ≥ 15 dB below the tone | voiced speech is a harmonic series; a keypad's sine has none (measured on G.711 keys, also in noise: −27 dB or lower) |
 //!
-//! The row tone's harmonic is not judged for the five digits whose column
-//! tone lies within 100 Hz of it (697 Hz × 2 = 1394 Hz beside 1336 and
-//! 1477 Hz; 770 × 2 = 1540 beside 1477 and 1633; 852 × 2 = 1704 beside 1633):
-//! at 102 samples the column tone itself leaks 10–17 dB into that filter.
-//! The column harmonics (2418–3266 Hz) are clear of every DTMF tone.
+//! The harmonic filters see Hann-windowed samples: with the plain block the
+//! column tone leaks about −18 dB into the row harmonic filter 185 Hz away,
+//! too close to the limit once twist is added; the window's sidelobes beyond
+//! its ±157 Hz main lobe are below −31 dB. The row tone's harmonic is not
+//! judged for the five keys whose column tone lies inside that main lobe
+//! (2, 3: 697 × 2 = 1394 Hz beside 1336 and 1477 Hz; 6, B: 770 × 2 = 1540
+//! beside 1477 and 1633; C: 852 × 2 = 1704 beside 1633). The column
+//! harmonics (2418–3266 Hz) are clear of every DTMF tone.
 //!
 //! # Timing (ITU-T Q.24 practice)
 //!
@@ -101,8 +104,6 @@ pub const RELATIVE_PEAK_DB: f32 = 6.0;
 pub const MIN_ENERGY_SHARE: f32 = 0.70;
 /// How far below its tone a second harmonic must stay, dB.
 pub const HARMONIC_REJECT_DB: f32 = 15.0;
-/// Blocks in a row that must hear a digit before it is reported.
-pub const HITS_TO_REPORT: u8 = 2;
 /// Blocks in a row without the digit before it is released.
 pub const MISSES_TO_RELEASE: u8 = 3;
 /// Audio missing between two chunks beyond which the detector treats the
@@ -185,8 +186,9 @@ impl InbandDetector {
 
     /// Feeds linear 8 kHz samples that arrived at `now` (any count; blocks
     /// run on across calls) and returns the first digit they completed.
-    /// Chunks of up to 60 ms cannot complete two digits; callers that push
-    /// longer chunks drain the rest with [`InbandDetector::poll_digit`].
+    /// A chunk completes a second digit only if it spans several blocks and
+    /// two keys follow each other with no pause; such extra digits wait in
+    /// [`InbandDetector::poll_digit`], which a caller drains after each push.
     pub fn push(&mut self, now: Instant, samples: &[i16]) -> Option<DtmfDigit> {
         self.check_hole(now, samples.len());
         for &s in samples {
@@ -299,7 +301,8 @@ enum Track {
 
 impl Track {
     /// The next state after a block that heard `heard`, and the digit to
-    /// report, if any. ([`HITS_TO_REPORT`] is two: an onset plus this block.)
+    /// report, if any. A digit is reported on its second block in a row:
+    /// the `onset` block plus this one.
     fn step(self, heard: Option<DtmfDigit>) -> (Track, Option<DtmfDigit>) {
         match (self, heard) {
             (Track::Idle { onset }, Some(h)) if onset == Some(h) => (Self::held(h), Some(h)),
@@ -359,6 +362,8 @@ static HANN: LazyLock<[f32; BLOCK_LEN]> = LazyLock::new(|| {
 struct Filters {
     /// 2·cos(2πf/fs) per filter.
     coeff: [f32; FILTERS],
+    /// [`HANN`], forced once here rather than checked per sample.
+    window: &'static [f32; BLOCK_LEN],
     s1: [f32; FILTERS],
     s2: [f32; FILTERS],
     /// Sum of squares of the block's samples.
@@ -375,6 +380,7 @@ impl Filters {
         }
         Filters {
             coeff,
+            window: LazyLock::force(&HANN),
             s1: [0.0; FILTERS],
             s2: [0.0; FILTERS],
             energy: 0.0,
@@ -392,7 +398,7 @@ impl Filters {
             self.s2[i] = self.s1[i];
             self.s1[i] = s;
         }
-        let xw = x * HANN[self.filled];
+        let xw = x * self.window[self.filled];
         for i in HARMONICS..FILTERS {
             let s = xw + self.coeff[i] * self.s1[i] - self.s2[i];
             self.s2[i] = self.s1[i];
