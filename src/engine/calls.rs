@@ -33,6 +33,8 @@ use crate::engine::store::{StoreHandle, StoreReply};
 use crate::ivr::Ecbt;
 use crate::ivr::ecbt::{Estimator, callers_ahead};
 use crate::ivr::flow::{Action, CallInfo, Flow, FlowSettings, Input, Prompt, RegistrationOutcome};
+use crate::media::digits::{DigitMerger, DigitSource, parse_info_digit};
+use crate::media::dtmf::DtmfDigit;
 use crate::media::g711::Law;
 use crate::media::player::Item;
 use crate::media::ports::PortPool;
@@ -95,6 +97,8 @@ struct CallCtx {
     starting: bool,
     /// Token of the play list the flow last asked for.
     play_token: u32,
+    /// One digit per key press across RFC 4733, INFO and in-band.
+    digits: DigitMerger,
     max_deadline: Option<Instant>,
     scheduled: Option<Instant>,
 }
@@ -284,9 +288,12 @@ impl Calls {
                 let Some(ctx) = self.calls.get(&call) else {
                     return;
                 };
-                if let Some(digit) = info_digit(&content_type, &body) {
-                    info!(digit = %digit, call_id = %ctx.call_id, source = "info", "dtmf");
-                    self.digit(now, call, digit, endpoint);
+                match parse_info_digit(&content_type, &body) {
+                    Ok(digit) => {
+                        info!(digit = %digit.as_char(), call_id = %ctx.call_id, source = "info", "dtmf");
+                        self.digit(now, call, DigitSource::Info, digit, endpoint);
+                    }
+                    Err(e) => debug!(call_id = %ctx.call_id, error = %e, "INFO without a digit"),
                 }
             }
             Event::Ended { call, reason } => self.ended(call, reason),
@@ -300,9 +307,13 @@ impl Calls {
                 let Some(ctx) = self.calls.get(&CallKey(key)) else {
                     return;
                 };
-                let source = if inband { "inband" } else { "rfc4733" };
-                info!(digit = %digit.as_char(), call_id = %ctx.call_id, source, "dtmf");
-                self.digit(now, CallKey(key), digit.as_char(), endpoint);
+                let (source, name) = if inband {
+                    (DigitSource::Inband, "inband")
+                } else {
+                    (DigitSource::Rfc4733, "rfc4733")
+                };
+                info!(digit = %digit.as_char(), call_id = %ctx.call_id, source = name, "dtmf");
+                self.digit(now, CallKey(key), source, digit, endpoint);
             }
             MediaEvent::RtpTimeout { key } => {
                 if let Some(ctx) = self.calls.get(&CallKey(key)) {
@@ -426,9 +437,24 @@ impl Calls {
         Some(ecbt)
     }
 
-    /// A digit for the call's flow (RFC 4733, INFO).
-    fn digit(&mut self, now: Instant, call: CallKey, digit: char, endpoint: &mut Endpoint) {
-        let Some(flow) = self.calls.get_mut(&call).and_then(|c| c.flow.as_mut()) else {
+    /// A digit for the call's flow, once per key press whichever ways the
+    /// peer sent it (RFC 4733 and INFO together are common).
+    fn digit(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        source: DigitSource,
+        digit: DtmfDigit,
+        endpoint: &mut Endpoint,
+    ) {
+        let Some(ctx) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(digit) = ctx.digits.push(now, source, digit) else {
+            debug!(call_id = %ctx.call_id, ?source, "duplicate digit dropped");
+            return;
+        };
+        let Some(flow) = ctx.flow.as_mut() else {
             return;
         };
         flow.handle(now, Input::Digit(digit));
@@ -636,6 +662,7 @@ impl Calls {
             flow: None,
             starting: false,
             play_token: 0,
+            digits: DigitMerger::new(),
             max_deadline: None,
             scheduled: None,
         };
@@ -873,49 +900,5 @@ fn stream_params(media: &NegotiatedMedia, peer: IpAddr) -> StreamParams {
         signalling_peer: peer,
         send: media.direction.can_send(),
         receive: media.direction.can_receive() && media.remote.is_some(),
-    }
-}
-
-/// The digit of a SIP INFO (RFC 6086 use with `application/dtmf-relay`, the
-/// de-facto `Signal=5` format, or `application/dtmf` with the bare digit).
-fn info_digit(content_type: &str, body: &[u8]) -> Option<char> {
-    let body = std::str::from_utf8(body).ok()?;
-    let mime = content_type.split(';').next()?.trim();
-    let candidate = if mime.eq_ignore_ascii_case("application/dtmf-relay") {
-        body.lines().find_map(|line| {
-            let (name, value) = line.split_once('=')?;
-            name.trim()
-                .eq_ignore_ascii_case("signal")
-                .then(|| value.trim())
-        })?
-    } else if mime.eq_ignore_ascii_case("application/dtmf") {
-        body.trim()
-    } else {
-        return None;
-    };
-    let mut chars = candidate.chars();
-    let c = chars.next()?;
-    (chars.next().is_none() && matches!(c, '0'..='9' | '*' | '#' | 'A'..='D' | 'a'..='d'))
-        .then(|| c.to_ascii_uppercase())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn info_digits_in_both_formats() {
-        assert_eq!(
-            info_digit("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n"),
-            Some('5')
-        );
-        assert_eq!(
-            info_digit("application/dtmf-relay", b"Signal= #\r\n"),
-            Some('#')
-        );
-        assert_eq!(info_digit("application/dtmf", b"7"), Some('7'));
-        assert_eq!(info_digit("application/dtmf-relay", b"Signal=55\r\n"), None);
-        assert_eq!(info_digit("text/plain", b"5"), None);
-        assert_eq!(info_digit("application/dtmf", b"\xff"), None);
     }
 }

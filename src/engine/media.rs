@@ -31,9 +31,10 @@ use tracing::{debug, trace, warn};
 use crate::acl::Acl;
 use crate::media::dtmf::{DtmfDigit, DtmfReceiver};
 use crate::media::g711::Law;
+use crate::media::inband::InbandDetector;
 use crate::media::player::{Item, Player, PlayerEvent};
 use crate::media::prompt::{PromptId, PromptLibrary, Ptime};
-use crate::media::rtp::{PayloadType, RtpPacket, SendStream, write_rtp};
+use crate::media::rtp::{PayloadType, RtpPacket, SendStream, Ssrc, write_rtp};
 
 /// Identifies a stream: the engine's call key.
 pub type StreamKey = u64;
@@ -252,6 +253,9 @@ struct Stream {
     /// talk spurt (RFC 3551 §4.1 marker), as after an idle player.
     gap: bool,
     dtmf: DtmfReceiver,
+    /// In-band detection, only when no telephone-event was negotiated.
+    inband: Option<Box<InbandDetector>>,
+    inband_ssrc: Option<Ssrc>,
     last_rx: Instant,
     next_due: Instant,
     play_token: u32,
@@ -420,6 +424,8 @@ impl MediaThread {
             items: Vec::new(),
             gap: false,
             dtmf: DtmfReceiver::new(),
+            inband: None,
+            inband_ssrc: None,
             last_rx: now,
             next_due: now,
             play_token: 0,
@@ -495,9 +501,29 @@ impl MediaThread {
                     Err(e) => trace!(error = %e, "bad telephone-event payload"),
                 }
             }
-            // Audio (our codec), comfort noise (PT 13, never decoded as
-            // audio) and un-negotiated types (sipp's PT 97 filler) need
-            // nothing more here: in-band detection comes with the IVR.
+            // Without telephone-event, digits can only be heard in the
+            // audio (our codec's payload type; comfort noise, PT 13, and
+            // un-negotiated types such as sipp's PT 97 filler are never
+            // decoded as audio). The detector is made on first use.
+            else if s.params.telephone_event.is_none() && pt == s.params.payload_type {
+                let detector = s
+                    .inband
+                    .get_or_insert_with(|| Box::new(InbandDetector::new()));
+                if s.inband_ssrc != Some(packet.ssrc()) {
+                    // A new source: its audio does not continue the old one.
+                    detector.reset();
+                    s.inband_ssrc = Some(packet.ssrc());
+                }
+                let mut digit = detector.push_g711(now, s.params.law, packet.payload());
+                while let Some(d) = digit {
+                    let _ = self.events.send(MediaEvent::Digit {
+                        key: s.key,
+                        digit: d,
+                        inband: true,
+                    });
+                    digit = detector.poll_digit();
+                }
+            }
         }
     }
 
