@@ -383,6 +383,7 @@ impl Calls {
                         },
                     );
                 } else {
+                    info!(call_id = %ctx.call_id, ?ecbt, "ECBT refreshed");
                     flow.handle(now, Input::Ecbt(ecbt));
                 }
                 self.drive(now, call, endpoint);
@@ -433,7 +434,7 @@ impl Calls {
         let ecbt = self
             .estimator
             .estimate(ahead, self.acd.staffed_agents(queue));
-        debug!(call_id = %ctx.call_id, position, pending_ahead, ?ecbt, "ECBT");
+        debug!(call_id = %ctx.call_id, position, pending_ahead, ?ecbt, "ECBT estimated");
         Some(ecbt)
     }
 

@@ -143,8 +143,21 @@ pub fn load_prompts(config: &Config, base_dir: &Path) -> Result<PromptLibrary, P
     Ok(library)
 }
 
-/// Starts the engine: binds sockets, starts the media thread and the core.
+/// Starts the engine: binds sockets, opens the callback store named by the
+/// configuration, starts the media and store threads and the core.
 pub async fn start(config: Config, base_dir: &Path) -> Result<EngineHandle, EngineError> {
+    let store = SqliteStore::open(&config.store_path(base_dir))?;
+    start_with_store(config, base_dir, Box::new(store)).await
+}
+
+/// [`start`] with a callback store of the caller's choosing (another
+/// [`Store`](crate::callback::store::Store) implementation, or a test double
+/// such as one whose commits fail).
+pub async fn start_with_store(
+    config: Config,
+    base_dir: &Path,
+    store: Box<dyn crate::callback::store::Store>,
+) -> Result<EngineHandle, EngineError> {
     let started = Instant::now();
     let prompts = Arc::new(load_prompts(&config, base_dir)?);
     let sip = &config.sip;
