@@ -211,10 +211,9 @@ pub async fn start_with_store(
     .map_err(EngineError::Media)?;
     let ports = PortPool::new(config.rtp.port_min, config.rtp.port_max)?;
     let store_path = config.store_path(base_dir);
-    let store = SqliteStore::open(&store_path)?;
     let (store_replies_tx, store_replies) = mpsc::unbounded_channel();
     let (store, _store_thread) =
-        store::spawn(Box::new(store), store_replies_tx).map_err(EngineError::Thread)?;
+        store::spawn(store, store_replies_tx).map_err(EngineError::Thread)?;
     let calls = Calls::new(&config, prompts, media, store, ports)?;
 
     info!(
