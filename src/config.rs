@@ -65,6 +65,8 @@ pub struct Config {
     pub call: CallConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
+    /// `[api]`: the admin HTTP API.
+    pub api: ApiConfig,
     /// `[store]`: where the callback requests are kept.
     pub store: StoreConfig,
     /// `[org]`: organisation-wide callback policy and business hours.
@@ -320,6 +322,20 @@ impl Config {
             );
         }
 
+        let api = &self.api;
+        if api.bind.port() == 0 {
+            return fail("api.bind", Invalid::PortZero);
+        }
+        if sip.serves(Transport::Tcp) && same_listener(api.bind, sip.bind) {
+            return fail(
+                "api.bind",
+                Invalid::SipTcpListener {
+                    addr: api.bind,
+                    sip: sip.bind,
+                },
+            );
+        }
+
         if self.store.path.as_os_str().is_empty() {
             return fail("store.path", Invalid::EmptyPath);
         }
@@ -467,6 +483,7 @@ impl Default for Config {
             acl: AclConfig::default(),
             call: CallConfig::default(),
             log: LogConfig::default(),
+            api: ApiConfig::default(),
             store: StoreConfig::default(),
             org: OrgConfig::default(),
             ivr: IvrConfig::default(),
@@ -488,6 +505,7 @@ impl PartialEq for Config {
             acl,
             call,
             log,
+            api,
             store,
             org,
             ivr,
@@ -502,6 +520,7 @@ impl PartialEq for Config {
             && *acl == other.acl
             && *call == other.call
             && *log == other.log
+            && *api == other.api
             && *store == other.store
             && *org == other.org
             && *ivr == other.ivr
@@ -940,6 +959,27 @@ impl From<LogLevel> for tracing::Level {
             LogLevel::Info => tracing::Level::INFO,
             LogLevel::Debug => tracing::Level::DEBUG,
             LogLevel::Trace => tracing::Level::TRACE,
+        }
+    }
+}
+
+/// `[api]`: the admin HTTP API (health, statistics, gates, callbacks,
+/// Prometheus metrics; see [`crate::api`]). It has no authentication: keep
+/// it on loopback, or behind a proxy that authenticates.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Serve the API at all.
+    pub enabled: bool,
+    /// Local address of the HTTP listener.
+    pub bind: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig {
+            enabled: true,
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 8089)),
         }
     }
 }
@@ -1422,6 +1462,14 @@ pub enum Invalid {
         /// The queue that lists it first.
         queue: String,
     },
+    /// A TCP listener on the address SIP over TCP already listens on.
+    #[error("{addr} overlaps sip.bind {sip}, where SIP over TCP listens")]
+    SipTcpListener {
+        /// The configured address.
+        addr: SocketAddr,
+        /// SIP's listening address.
+        sip: SocketAddr,
+    },
     /// A number of minutes the number prompts cannot say.
     #[error("{value} minutes cannot be announced; the prompts say numbers up to {max}")]
     NotSpeakable {
@@ -1527,6 +1575,12 @@ fn is_queue_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Whether TCP listeners on `a` and `b` would collide: the same port, and
+/// the same IP or either one a wildcard.
+fn same_listener(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn first_duplicate<T: PartialEq>(items: &[T]) -> Option<&T> {
@@ -2264,6 +2318,64 @@ mod tests {
             e.starts_with("config.toml:2:9: in [log]: unknown variant `verbose`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn api_defaults_to_loopback_and_enabled() {
+        let c = Config::default();
+        assert!(c.api.enabled);
+        assert_eq!(c.api.bind, "127.0.0.1:8089".parse().expect("addr"));
+        assert!(c.api.bind.ip().is_loopback());
+    }
+
+    #[test]
+    fn reads_api_section() {
+        let c = parse("[api]\nenabled = false\nbind = \"[::1]:9000\"\n").expect("api section");
+        assert!(!c.api.enabled);
+        assert_eq!(c.api.bind, "[::1]:9000".parse().expect("addr"));
+    }
+
+    #[test]
+    fn rejects_api_bind_port_zero() {
+        let e = error("[api]\nbind = \"127.0.0.1:0\"\n");
+        assert_eq!(e, "config.toml: api.bind: port 0 is not allowed");
+    }
+
+    #[test]
+    fn rejects_api_bind_on_the_sip_tcp_listener() {
+        let e = error("[api]\nbind = \"127.0.0.1:5060\"\n");
+        assert_eq!(
+            e,
+            "config.toml: api.bind: 127.0.0.1:5060 overlaps sip.bind 127.0.0.1:5060, \
+             where SIP over TCP listens"
+        );
+        let e = error("[api]\nbind = \"0.0.0.0:5060\"\n");
+        assert!(
+            e.starts_with("config.toml: api.bind: 0.0.0.0:5060 overlaps"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn accepts_api_on_the_sip_port_when_sip_is_udp_only() {
+        let c = parse("[sip]\ntransports = [\"udp\"]\n[api]\nbind = \"127.0.0.1:5060\"\n")
+            .expect("UDP and TCP do not collide");
+        assert_eq!(c.api.bind.port(), c.sip.bind.port());
+    }
+
+    #[test]
+    fn rejects_unknown_api_key() {
+        let e = error("[api]\nport = 8089\n");
+        assert!(
+            e.starts_with("config.toml:2:1: in [api]: unknown field `port`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_api_bind_without_port() {
+        let e = error("[api]\nbind = \"127.0.0.1\"\n");
+        assert!(e.starts_with("config.toml:2:8: in [api]: "), "{e}");
     }
 
     #[test]

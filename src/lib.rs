@@ -22,12 +22,14 @@
 //! | [`callback`] | callback domain: validated numbers, business-hours gates, the durable store | store only |
 //! | [`acd`] | queues: order (priority, then original entry time), positions | pure |
 //! | [`engine`] | tokio shell: SIP over UDP/TCP, the media thread (one pacing clock for every stream), call orchestration | all IO lives here |
+//! | [`api`] | admin HTTP API (axum): health, statistics, runtime gates, stored callbacks, Prometheus metrics | HTTP |
 //!
 //! The binary (`src/main.rs`) is a thin CLI over [`engine`] and [`config`].
 #![forbid(unsafe_code)]
 
 pub mod acd;
 pub mod acl;
+pub mod api;
 pub mod callback;
 pub mod config;
 pub mod engine;

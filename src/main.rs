@@ -131,6 +131,8 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let api = config.api.enabled.then_some(config.api.bind);
+    let store_path = config.store_path(base_dir);
     runtime.block_on(async move {
         let engine = match callbackd::engine::start(config, base_dir).await {
             Ok(engine) => engine,
@@ -139,8 +141,26 @@ fn run(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // The admin API beside the engine; it answers (health: draining)
+        // until the engine has stopped.
+        let api = match api {
+            Some(bind) => {
+                match callbackd::api::ApiServer::start(bind, engine.control(), store_path).await {
+                    Ok(api) => Some(api),
+                    Err(e) => {
+                        error!("{e}");
+                        engine.shutdown().await;
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            None => None,
+        };
         wait_for_signal().await;
         engine.shutdown().await;
+        if let Some(api) = api {
+            api.shutdown().await;
+        }
         ExitCode::SUCCESS
     })
 }

@@ -27,12 +27,14 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::callback::hours::Gates;
-use crate::callback::store::SqliteStore;
+use crate::callback::store::{Registration, SqliteStore};
 use crate::config::{Config, Transport as ConfiguredTransport};
 use crate::media::g711::Law;
 use crate::media::ports::{PortPool, PortPoolError};
 use crate::media::prompt::{PromptError, PromptLibrary, Ptime, STANDARD_PROMPTS};
-use crate::sip::endpoint::{Destination, Endpoint, EndpointConfig, Flow, FlowTransport, Stats};
+use crate::sip::endpoint::{
+    Destination, Endpoint, EndpointConfig, Event, Flow, FlowTransport, Stats,
+};
 use crate::sip::session_timer::SessionTimerConfig;
 use crate::sip::transaction::TimerConfig;
 use calls::Calls;
@@ -80,6 +82,35 @@ pub struct EngineStats {
     pub rtp_ports: usize,
 }
 
+/// Totals since start-up, counted by the core task (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineTotals {
+    /// INVITEs that passed the SIP layer's checks and reached the call
+    /// layer (one above `max_calls` is counted, then refused with 503).
+    pub incoming_calls: u64,
+    /// Callbacks durably registered.
+    pub callbacks_registered: u64,
+    /// Registrations that found an active callback for the same number in
+    /// the same queue (nothing written).
+    pub callbacks_already_scheduled: u64,
+    /// Registrations the store failed to commit (the caller heard "unable
+    /// to offer callbacks"; nothing written).
+    pub registration_failures: u64,
+}
+
+/// One consistent snapshot of a running engine, taken by the core task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineStatus {
+    /// Live state.
+    pub stats: EngineStats,
+    /// The registration and launch switches in effect.
+    pub gates: Gates,
+    /// Shutting down: calls are being hung up, new ones refused.
+    pub draining: bool,
+    /// Totals since start-up.
+    pub totals: EngineTotals,
+}
+
 /// A running engine.
 pub struct EngineHandle {
     udp: Option<SocketAddr>,
@@ -88,10 +119,50 @@ pub struct EngineHandle {
     task: JoinHandle<()>,
 }
 
+/// A cloneable remote control of a running engine (the admin API holds
+/// one). Every call is a message to the core task, which owns all state, and
+/// a oneshot reply; `None` means the engine has stopped. Holding one does
+/// not keep the engine running past [`EngineHandle::shutdown`].
+#[derive(Debug, Clone)]
+pub struct EngineControl {
+    control: mpsc::Sender<Control>,
+}
+
+#[derive(Debug)]
 enum Control {
     Stats(oneshot::Sender<EngineStats>),
+    Status(oneshot::Sender<EngineStatus>),
     SetGates(Gates),
     Shutdown,
+}
+
+impl EngineControl {
+    /// Current counters.
+    pub async fn stats(&self) -> Option<EngineStats> {
+        let (tx, rx) = oneshot::channel();
+        self.control.send(Control::Stats(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Counters, gates, draining flag and totals in one snapshot.
+    pub async fn status(&self) -> Option<EngineStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.control.send(Control::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The registration and launch switches in effect.
+    pub async fn gates(&self) -> Option<Gates> {
+        self.status().await.map(|s| s.gates)
+    }
+
+    /// Switches callback registration and launching at run time and returns
+    /// the gates in effect afterwards (the control channel is in order, so
+    /// this change or a later one).
+    pub async fn set_gates(&self, gates: Gates) -> Option<Gates> {
+        self.control.send(Control::SetGates(gates)).await.ok()?;
+        self.gates().await
+    }
 }
 
 impl EngineHandle {
@@ -107,9 +178,24 @@ impl EngineHandle {
 
     /// Current counters.
     pub async fn stats(&self) -> Option<EngineStats> {
-        let (tx, rx) = oneshot::channel();
-        self.control.send(Control::Stats(tx)).await.ok()?;
-        rx.await.ok()
+        self.control().stats().await
+    }
+
+    /// Counters, gates, draining flag and totals in one snapshot.
+    pub async fn status(&self) -> Option<EngineStatus> {
+        self.control().status().await
+    }
+
+    /// The registration and launch switches in effect.
+    pub async fn gates(&self) -> Option<Gates> {
+        self.control().gates().await
+    }
+
+    /// A cloneable remote control for other tasks (the admin API).
+    pub fn control(&self) -> EngineControl {
+        EngineControl {
+            control: self.control.clone(),
+        }
     }
 
     /// Switches callback registration and launching at run time (the
@@ -238,6 +324,7 @@ pub async fn start_with_store(
         resolved_tx,
         resolved_rx,
         stopping: None,
+        totals: EngineTotals::default(),
     };
     let task = tokio::spawn(core.run());
     Ok(EngineHandle {
@@ -261,6 +348,8 @@ struct Core {
     resolved_rx: mpsc::UnboundedReceiver<Resolved>,
     /// Set when shutting down: stop once no call is left or at this instant.
     stopping: Option<Instant>,
+    /// Totals since start-up.
+    totals: EngineTotals,
 }
 
 /// A message whose next hop had to be resolved first.
@@ -291,10 +380,14 @@ impl Core {
                 biased;
                 control = self.control.recv() => match control {
                     Some(Control::Stats(reply)) => {
-                        let _ = reply.send(EngineStats {
-                            sip: self.endpoint.stats(),
-                            calls: self.calls.len(),
-                            rtp_ports: self.calls.ports_in_use(),
+                        let _ = reply.send(self.stats());
+                    }
+                    Some(Control::Status(reply)) => {
+                        let _ = reply.send(EngineStatus {
+                            stats: self.stats(),
+                            gates: self.calls.gates(),
+                            draining: self.stopping.is_some(),
+                            totals: self.totals,
                         });
                     }
                     Some(Control::SetGates(gates)) => self.calls.set_gates(gates),
@@ -321,6 +414,7 @@ impl Core {
                     }
                 }
                 Some(reply) = self.store_replies.recv() => {
+                    self.count_store_reply(&reply);
                     self.calls.handle_store_reply(now, reply, &mut self.endpoint);
                 }
                 Some((target, data)) = self.resolved_rx.recv() => {
@@ -345,6 +439,27 @@ impl Core {
         }
     }
 
+    fn stats(&self) -> EngineStats {
+        EngineStats {
+            sip: self.endpoint.stats(),
+            calls: self.calls.len(),
+            rtp_ports: self.calls.ports_in_use(),
+        }
+    }
+
+    /// Counts registrations as the store thread reports them.
+    fn count_store_reply(&mut self, reply: &store::StoreReply) {
+        let totals = &mut self.totals;
+        match reply {
+            store::StoreReply::Registered { result, .. } => match result {
+                Ok(Registration::Registered(_)) => totals.callbacks_registered += 1,
+                Ok(Registration::AlreadyScheduled(_)) => totals.callbacks_already_scheduled += 1,
+                Err(_) => totals.registration_failures += 1,
+            },
+            store::StoreReply::PendingAhead { .. } => {}
+        }
+    }
+
     fn handle_inbound(&mut self, now: Instant, message: Inbound) {
         let flow = Flow {
             remote: message.source.remote,
@@ -363,6 +478,9 @@ impl Core {
             let mut progressed = false;
             while let Some(event) = self.endpoint.poll_event() {
                 progressed = true;
+                if matches!(event, Event::IncomingCall { .. }) {
+                    self.totals.incoming_calls += 1;
+                }
                 self.calls.handle_sip_event(now, event, &mut self.endpoint);
             }
             while let Some(t) = self.endpoint.poll_transmit() {
