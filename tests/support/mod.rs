@@ -303,7 +303,10 @@ pub fn config_toml(c: &EngineConfig) -> String {
          max_calls = {max_calls}\n\
          \n\
          [log]\n\
-         level = {level}\n",
+         level = {level}\n\
+         \n\
+         [api]\n\
+         enabled = false\n",
         sip_port = c.sip_port,
         rtp_min = c.rtp_min,
         rtp_max = c.rtp_max,
