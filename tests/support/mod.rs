@@ -1165,7 +1165,15 @@ pub fn assert_paced_audio(streams: &[RtpStream], pt: u8, min_packets: usize, max
             ));
         }
     }
-    match gap_deviation_p99_ms(streams) {
+    let p99 = gap_deviation_p99_ms(streams);
+    let packets: usize = streams.iter().map(|s| s.packets).sum();
+    println!(
+        "pacing: {} streams, {packets} packets, p99 |gap - {} ms| = {}",
+        streams.len(),
+        streams.first().map_or(0, |s| s.ptime_ms),
+        p99.map_or_else(|| "n/a".to_string(), |ms| format!("{ms:.3} ms"))
+    );
+    match p99 {
         Some(ms) if ms <= max_p99_ms => {}
         Some(ms) => bad.push(format!(
             "p99 |gap - ptime| = {ms:.3} ms, limit {max_p99_ms} ms"
