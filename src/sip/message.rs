@@ -303,15 +303,18 @@ pub enum Transport {
 
 impl Transport {
     fn parse(token: &str) -> Transport {
-        match token.to_ascii_uppercase().as_str() {
-            "UDP" => Transport::Udp,
-            "TCP" => Transport::Tcp,
-            "TLS" => Transport::Tls,
-            "SCTP" => Transport::Sctp,
-            "WS" => Transport::Ws,
-            "WSS" => Transport::Wss,
-            _ => Transport::Other(token.into()),
-        }
+        const KNOWN: [(&str, Transport); 6] = [
+            ("UDP", Transport::Udp),
+            ("TCP", Transport::Tcp),
+            ("TLS", Transport::Tls),
+            ("SCTP", Transport::Sctp),
+            ("WS", Transport::Ws),
+            ("WSS", Transport::Wss),
+        ];
+        KNOWN
+            .into_iter()
+            .find(|(name, _)| token.eq_ignore_ascii_case(name))
+            .map_or_else(|| Transport::Other(token.into()), |(_, t)| t)
     }
 }
 
@@ -597,16 +600,16 @@ pub fn parse(data: &[u8]) -> Result<Message, ParseFailure> {
 
     // rsip wants the header block terminated by a blank line, and knows no
     // folding; unfold (RFC 3261 §7.3.1) into a copy only when needed.
-    let mut unfolded;
+    // Without folding (nearly always) the slice up to the blank line is
+    // passed as it is: no copy on the common path.
+    let unfolded;
     let head: &[u8] = if has_folding(head) {
-        unfolded = unfold(head);
-        unfolded.extend_from_slice(b"\r\n");
+        let mut copy = unfold(head);
+        copy.extend_from_slice(b"\r\n");
+        unfolded = copy;
         &unfolded
     } else {
-        unfolded = Vec::with_capacity(head.len() + 2);
-        unfolded.extend_from_slice(head);
-        unfolded.extend_from_slice(b"\r\n");
-        &unfolded
+        &data[..body_start]
     };
 
     use rsip::message::sip_message::Tokenizer as MessageTokenizer;
