@@ -891,12 +891,18 @@ async fn return_to_queue_keeps_position() {
             .hear("the ECBT after the return", |h| {
                 h.iter()
                     .position(|n| *n == "returning_to_queue")
-                    .is_some_and(|at| h[at..].contains(&"minute"))
+                    .is_some_and(|at| h[at..].contains(&"callback_offer"))
             })
             .await;
         assert_eq!(
-            prompts_after(&heard, "returning_to_queue")[..4],
-            ["ecbt_intro", "ecbt_about", "number_1", "minute"],
+            prompts_after(&heard, "returning_to_queue")[..5],
+            [
+                "ecbt_intro",
+                "ecbt_about",
+                "number_1",
+                "minute",
+                "callback_offer"
+            ],
             "A is still first in line: {heard:?}"
         );
 
