@@ -95,6 +95,9 @@ struct CallCtx {
     flow: Option<Flow>,
     /// Waiting for the store's pending-callback count before `Start`.
     starting: bool,
+    /// The flow was started with ECBT announcements (launching enabled):
+    /// only then is an estimate quoted, and stored as quoted.
+    announces_ecbt: bool,
     /// Token of the play list the flow last asked for.
     play_token: u32,
     /// One digit per key press across RFC 4733, INFO and in-band.
@@ -373,6 +376,7 @@ impl Calls {
                         GateDecision::Offer { announce_ecbt } => (true, announce_ecbt),
                         GateDecision::Unavailable => (false, false),
                     };
+                    ctx.announces_ecbt = announce_ecbt;
                     info!(call_id = %ctx.call_id, queue = %queue.id, offer_callbacks, ?ecbt, "IVR starts");
                     flow.handle(
                         now,
@@ -502,9 +506,11 @@ impl Calls {
                 Action::Register { number } => {
                     let queue = &self.queues[ctx.queue];
                     let registered_at = Timestamp::now();
+                    // With launching off the caller was told no time: none
+                    // was quoted, whatever the flow estimated.
                     let quoted = match ctx.flow.as_ref().and_then(Flow::ecbt) {
-                        Some(Ecbt::Minutes(m) | Ecbt::MoreThan(m)) => m,
-                        None => 0,
+                        Some(Ecbt::Minutes(m) | Ecbt::MoreThan(m)) if ctx.announces_ecbt => m,
+                        Some(_) | None => 0,
                     };
                     let expires_at = registered_at
                         .checked_add(
@@ -662,6 +668,7 @@ impl Calls {
             called,
             flow: None,
             starting: false,
+            announces_ecbt: false,
             play_token: 0,
             digits: DigitMerger::new(),
             max_deadline: None,

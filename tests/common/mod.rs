@@ -17,6 +17,8 @@ use tokio::time::timeout;
 
 use callbackd::config::Config;
 use callbackd::engine::{self, EngineHandle, EngineStats};
+use callbackd::media::g711::Law;
+use callbackd::media::prompt::{Frames, PromptLibrary, Ptime, STANDARD_PROMPTS, silence_frame};
 use callbackd::sip::message::{self, HeaderName, Message, Request, Response};
 
 /// Tests that measure packet timing hold this exclusively, every other test
@@ -737,4 +739,230 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 /// The prompt directory's path.
 pub fn prompts_dir() -> PathBuf {
     repo().join("prompts")
+}
+
+/// Everything the engine sends to one RTP socket, read on a thread of its
+/// own until dropped (or until `within` has passed), and readable while it
+/// runs: a test can wait for a prompt and then react.
+pub struct Listener {
+    packets: Arc<std::sync::Mutex<Vec<Rtp>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Listener {
+    /// Starts reading `sock` at once, for at most `within`.
+    pub fn start(sock: &RtpSock, within: Duration) -> Listener {
+        let packets = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sock = sock.sock.clone();
+        let thread = {
+            let packets = packets.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("test-rtp-listener".into())
+                .spawn(move || {
+                    let end = Instant::now() + within;
+                    let mut buf = [0u8; 2048];
+                    while Instant::now() < end && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match sock.recv_from(&mut buf) {
+                            Ok((len, from)) => {
+                                let packet = parse_rtp(&buf[..len], Instant::now(), from);
+                                packets.lock().expect("listener lock").push(packet);
+                            }
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                ) => {}
+                            Err(e) => panic!("RTP receive: {e}"),
+                        }
+                    }
+                })
+                .expect("start the RTP listener")
+        };
+        Listener {
+            packets,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Runs `f` on the packets received so far.
+    pub fn with<R>(&self, f: impl FnOnce(&[Rtp]) -> R) -> R {
+        f(&self.packets.lock().expect("listener lock"))
+    }
+
+    /// Packets received so far.
+    pub fn len(&self) -> usize {
+        self.with(<[Rtp]>::len)
+    }
+
+    /// Whether nothing was received yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// [`Segment::name`] of a run of silence-coded frames that belong to no prompt.
+pub const SILENCE: &str = "silence";
+/// [`Segment::name`] of a run of frames that match no prompt.
+pub const UNKNOWN: &str = "unknown";
+
+/// A stretch of received audio identified as (part of) one prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// The prompt's name ([`STANDARD_PROMPTS`] spelling), or [`SILENCE`] /
+    /// [`UNKNOWN`].
+    pub name: &'static str,
+    /// Index of its first packet among the audio packets.
+    pub start: usize,
+    /// Frames received.
+    pub frames: usize,
+    /// Frames the prompt has (for [`SILENCE`]/[`UNKNOWN`]: `frames`). Hold
+    /// music loops: consecutive rounds form one segment of `frames` >
+    /// `total`.
+    pub total: usize,
+}
+
+impl Segment {
+    /// The whole prompt was received (or more, for looping hold music).
+    pub fn complete(&self) -> bool {
+        self.frames >= self.total
+    }
+}
+
+/// A prompt cut short (by barge-in, or still playing at the end of the
+/// capture) must match at least this many frames to count; fewer are
+/// [`UNKNOWN`]. So a prompt is "heard" once 60 ms of it arrived.
+pub const MIN_PARTIAL_FRAMES: usize = 3;
+
+/// What the caller hears, as the sequence of prompt names (see [`segments`]).
+pub fn heard(packets: &[Rtp], lib: &PromptLibrary, law: Law) -> Vec<&'static str> {
+    segments(packets, lib, law).iter().map(|s| s.name).collect()
+}
+
+/// Splits the received audio (packets of `law`'s static payload type, in
+/// arrival order) into the prompts it is made of, by comparing payloads
+/// with the library's pre-encoded frames at the received packet time.
+///
+/// At each packet the prompt whose frames match the longest run from there
+/// wins; a run shorter than the prompt (stopped by barge-in, or still
+/// playing) counts only when it has at least [`MIN_PARTIAL_FRAMES`] frames. Several prompts with the
+/// very same audio (`digit_N` and `number_N` are one recording) are told
+/// apart by context: after "about"/"more than" it is a number, elsewhere a
+/// digit. Silence-coded frames outside prompts become [`SILENCE`], anything
+/// else [`UNKNOWN`]; consecutive rounds of hold music are one segment.
+pub fn segments(packets: &[Rtp], lib: &PromptLibrary, law: Law) -> Vec<Segment> {
+    let audio: Vec<&[u8]> = packets
+        .iter()
+        .filter(|p| p.pt == law.payload_type())
+        .map(|p| p.payload.as_slice())
+        .collect();
+    let Some(first) = audio.first() else {
+        return Vec::new();
+    };
+    let ptime = u16::try_from(first.len() / 8)
+        .ok()
+        .and_then(Ptime::from_ms)
+        .unwrap_or_else(|| panic!("audio payload of {} bytes is no packet time", first.len()));
+    let silence = silence_frame(law, ptime);
+    let prompts: Vec<(&'static str, Frames<'_>)> = STANDARD_PROMPTS
+        .iter()
+        .filter_map(|&name| {
+            let id = lib.id(name)?;
+            Some((name, lib.frames(id, law, ptime)?))
+        })
+        .collect();
+    let mut out: Vec<Segment> = Vec::new();
+    let mut i = 0;
+    while i < audio.len() {
+        // The longest run of matching frames from `i`, per prompt.
+        let mut best = 0;
+        let mut candidates: Vec<(&'static str, usize)> = Vec::new();
+        for &(name, frames) in &prompts {
+            let run = frames
+                .iter()
+                .zip(&audio[i..])
+                .take_while(|(want, got)| *want == **got)
+                .count();
+            if run == 0 || run < best {
+                continue;
+            }
+            if run > best {
+                best = run;
+                candidates.clear();
+            }
+            candidates.push((name, frames.len()));
+        }
+        let acceptable = best > 0
+            && candidates
+                .iter()
+                .any(|&(_, total)| best >= total.min(MIN_PARTIAL_FRAMES));
+        if !acceptable {
+            let name = if audio[i] == silence {
+                SILENCE
+            } else {
+                UNKNOWN
+            };
+            match out.last_mut() {
+                Some(last) if last.name == name && last.start + last.frames == i => {
+                    last.frames += 1;
+                    last.total += 1;
+                }
+                _ => out.push(Segment {
+                    name,
+                    start: i,
+                    frames: 1,
+                    total: 1,
+                }),
+            }
+            i += 1;
+            continue;
+        }
+        let after_about = out
+            .last()
+            .is_some_and(|s| s.name == "ecbt_about" || s.name == "ecbt_more_than");
+        let preferred = if after_about { "number_" } else { "digit_" };
+        let &(name, total) = candidates
+            .iter()
+            .find(|(n, _)| n.starts_with(preferred))
+            .unwrap_or(&candidates[0]);
+        match out.last_mut() {
+            // Hold music loops: the next round continues the segment.
+            Some(last) if name == "hold_music" && last.name == name && last.complete() => {
+                last.frames += best;
+            }
+            _ => out.push(Segment {
+                name,
+                start: i,
+                frames: best,
+                total,
+            }),
+        }
+        i += best;
+    }
+    out
+}
+
+/// Where `run` occurs as consecutive items of `seq`, if it does.
+pub fn find_run(seq: &[&str], run: &[&str]) -> Option<usize> {
+    if run.is_empty() {
+        return Some(0);
+    }
+    seq.windows(run.len()).position(|w| w == run)
+}
+
+/// How often `name` occurs in `seq`.
+pub fn count(seq: &[&str], name: &str) -> usize {
+    seq.iter().filter(|n| **n == name).count()
 }
