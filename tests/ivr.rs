@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use tokio::time::timeout;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
 
 use callbackd::callback::QueueId;
 use callbackd::callback::hours::Gates;
@@ -148,41 +147,6 @@ fn logs() -> &'static LogBuf {
             .expect("the only subscriber of this test binary");
         buf
     })
-}
-
-/// A shared, growing log buffer.
-#[derive(Clone, Default)]
-struct LogBuf(Arc<Mutex<Vec<u8>>>);
-
-impl LogBuf {
-    /// Captured lines containing every one of `needles`.
-    fn lines(&self, needles: &[&str]) -> Vec<String> {
-        let bytes = self.0.lock().expect("log lock").clone();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter(|l| needles.iter().all(|n| l.contains(n)))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl std::io::Write for LogBuf {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log lock").extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for LogBuf {
-    type Writer = LogBuf;
-
-    fn make_writer(&'a self) -> LogBuf {
-        self.clone()
-    }
 }
 
 /// A PCMU-only offer: no telephone-event, so keys can only be heard in the

@@ -376,6 +376,13 @@ impl Calls {
                         GateDecision::Offer { announce_ecbt } => (true, announce_ecbt),
                         GateDecision::Unavailable => (false, false),
                     };
+                    if !offer_callbacks {
+                        // The caller hears "unable" and is disconnected: it
+                        // must not count as ahead of anyone meanwhile.
+                        if let Some(q) = self.acd.queue_mut(&queue.id) {
+                            q.leave(CallerId(call.0));
+                        }
+                    }
                     ctx.announces_ecbt = announce_ecbt;
                     info!(call_id = %ctx.call_id, queue = %queue.id, offer_callbacks, ?ecbt, "IVR starts");
                     flow.handle(

@@ -966,3 +966,39 @@ pub fn find_run(seq: &[&str], run: &[&str]) -> Option<usize> {
 pub fn count(seq: &[&str], name: &str) -> usize {
     seq.iter().filter(|n| **n == name).count()
 }
+
+/// Log lines captured from a `tracing` subscriber (tests read what the
+/// engine logs, e.g. the digits it counted).
+#[derive(Clone, Default)]
+pub struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuf {
+    /// Captured lines containing every one of `needles`.
+    pub fn lines(&self, needles: &[&str]) -> Vec<String> {
+        let bytes = self.0.lock().expect("log lock").clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuf {
+    type Writer = LogBuf;
+
+    fn make_writer(&'a self) -> LogBuf {
+        self.clone()
+    }
+}
