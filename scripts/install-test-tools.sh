@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the tools the tests use, and only those that are missing
 # (Debian/Ubuntu; see TESTING.md):
-#   sipp + its pcaps (sip-tester), tshark, sox, flite.
+#   sipp + its pcaps (sip-tester), tshark, sox, flite, baresip (a real
+#   softphone for the IVR interop test; its aubridge/cons modules are in
+#   baresip-core, which the baresip package pulls in).
 # `apt-get update` runs once, and only when something has to be installed.
 #
 # tshark captures on the loopback interface: as root that just works; a
@@ -24,9 +26,11 @@ command -v sipp >/dev/null || want sip-tester
 command -v tshark >/dev/null || want tshark
 command -v sox >/dev/null || want sox
 command -v flite >/dev/null || want flite
+command -v baresip >/dev/null || want baresip
+[[ -f /usr/lib/baresip/modules/aubridge.so ]] || want baresip-core
 
 if ((${#packages[@]} == 0)); then
-    echo "test tools present: sipp, tshark, sox, flite"
+    echo "test tools present: sipp, tshark, sox, flite, baresip"
     exit 0
 fi
 

@@ -15,7 +15,8 @@
 //!
 //! The parts the engine's authors may need to adjust are in one place each:
 //! [`config_toml`] (config key names), [`is_ready_line`],
-//! [`is_call_started_line`] and [`parse_dtmf_line`] (log wording).
+//! [`is_call_started_line`], [`parse_dtmf_line`] and [`log_field`] (log
+//! wording).
 
 // Each test crate that includes this module uses a subset of it.
 #![allow(dead_code)]
@@ -222,6 +223,8 @@ pub struct EngineConfig {
     pub rtp_min: u16,
     /// `rtp.port_max`.
     pub rtp_max: u16,
+    /// `rtp.rtp_timeout_s`: a call without RTP for this long is hung up.
+    pub rtp_timeout_s: u32,
     /// `prompts.dir` (absolute).
     pub prompts_dir: PathBuf,
     /// `acl.sip` entries.
@@ -236,8 +239,41 @@ pub struct EngineConfig {
     pub max_calls: u32,
     /// `sip.max_message_size`; the engine's default when `None`.
     pub max_message_size: Option<u32>,
+    /// `sip.t1_ms`: server transactions linger 64·T1 after their final
+    /// response.
+    pub t1_ms: u32,
+    /// `store.path`: a relative path is resolved against the directory of
+    /// the configuration file, i.e. the test's own directory, so every test
+    /// has its own database.
+    pub store_path: PathBuf,
+    /// The `[ivr]` table.
+    pub ivr: IvrConfig,
     /// `log.level`.
     pub log_level: String,
+}
+
+/// The `[ivr]` table; [`Default`] is the shipped configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IvrConfig {
+    /// `ivr.first_digit_timeout_s`.
+    pub first_digit_timeout_s: u32,
+    /// `ivr.inter_digit_timeout_s`.
+    pub inter_digit_timeout_s: u32,
+    /// `ivr.max_invalid`.
+    pub max_invalid: u32,
+    /// `ivr.announce_interval_s`.
+    pub announce_interval_s: u32,
+}
+
+impl Default for IvrConfig {
+    fn default() -> Self {
+        IvrConfig {
+            first_digit_timeout_s: 10,
+            inter_digit_timeout_s: 5,
+            max_invalid: 3,
+            announce_interval_s: 60,
+        }
+    }
 }
 
 impl EngineConfig {
@@ -248,6 +284,7 @@ impl EngineConfig {
             sip_port: ports.engine_sip,
             rtp_min: ports.rtp_min,
             rtp_max: ports.rtp_max,
+            rtp_timeout_s: 60,
             prompts_dir: repo_root().join("prompts"),
             acl_sip: vec!["127.0.0.1/32".into()],
             acl_rtp: vec!["127.0.0.1/32".into()],
@@ -255,6 +292,9 @@ impl EngineConfig {
             max_duration_s: 120,
             max_calls: 200,
             max_message_size: None,
+            t1_ms: 500,
+            store_path: PathBuf::from("callbackd.sqlite"),
+            ivr: IvrConfig::default(),
             log_level: "info".into(),
         }
     }
@@ -282,13 +322,14 @@ pub fn config_toml(c: &EngineConfig) -> String {
         "[sip]\n\
          bind = \"127.0.0.1:{sip_port}\"\n\
          advertised_host = \"127.0.0.1\"\n\
-         t1_ms = 500\n\
+         t1_ms = {t1_ms}\n\
          {max_message_size}\
          \n\
          [rtp]\n\
          bind_ip = \"127.0.0.1\"\n\
          port_min = {rtp_min}\n\
          port_max = {rtp_max}\n\
+         rtp_timeout_s = {rtp_timeout_s}\n\
          \n\
          [prompts]\n\
          dir = {prompts}\n\
@@ -302,6 +343,15 @@ pub fn config_toml(c: &EngineConfig) -> String {
          max_duration_s = {max_duration_s}\n\
          max_calls = {max_calls}\n\
          \n\
+         [store]\n\
+         path = {store}\n\
+         \n\
+         [ivr]\n\
+         first_digit_timeout_s = {first_digit}\n\
+         inter_digit_timeout_s = {inter_digit}\n\
+         max_invalid = {max_invalid}\n\
+         announce_interval_s = {announce}\n\
+         \n\
          [log]\n\
          level = {level}\n\
          \n\
@@ -310,12 +360,19 @@ pub fn config_toml(c: &EngineConfig) -> String {
         sip_port = c.sip_port,
         rtp_min = c.rtp_min,
         rtp_max = c.rtp_max,
+        rtp_timeout_s = c.rtp_timeout_s,
         prompts = toml_string(&c.prompts_dir.to_string_lossy()),
         acl_sip = list(&c.acl_sip),
         acl_rtp = list(&c.acl_rtp),
         action = toml_string(&c.acl_action),
         max_duration_s = c.max_duration_s,
         max_calls = c.max_calls,
+        t1_ms = c.t1_ms,
+        store = toml_string(&c.store_path.to_string_lossy()),
+        first_digit = c.ivr.first_digit_timeout_s,
+        inter_digit = c.ivr.inter_digit_timeout_s,
+        max_invalid = c.ivr.max_invalid,
+        announce = c.ivr.announce_interval_s,
         level = toml_string(&c.log_level),
     )
 }
@@ -351,6 +408,18 @@ pub fn is_panic_line(line: &str) -> bool {
     line.contains("panicked at")
 }
 
+/// The value of field `key` in a tracing text line (`key=value` or
+/// `key="value"`), e.g. `log_field(line, "call_id")`.
+pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    field_value(line, key)
+}
+
+/// True when `line` carries the event `message` (tracing prints it right
+/// after the target's `: `) for the call `call_id`.
+pub fn is_call_event(line: &str, message: &str, call_id: &str) -> bool {
+    line.contains(&format!(": {message} ")) && field_value(line, "call_id") == Some(call_id)
+}
+
 /// A received DTMF digit as the engine logs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DtmfLog {
@@ -381,6 +450,7 @@ pub fn parse_dtmf_line(line: &str) -> Option<DtmfLog> {
 pub struct Engine {
     child: Child,
     config: EngineConfig,
+    config_path: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
     log_path: PathBuf,
     readers: Vec<JoinHandle<()>>,
@@ -421,6 +491,7 @@ impl Engine {
         let mut engine = Engine {
             child,
             config: config.clone(),
+            config_path,
             log,
             log_path,
             readers,
@@ -438,6 +509,38 @@ impl Engine {
     /// The configuration it runs with.
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// The configuration file it was started with.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The SQLite file of its callback store (`store.path`, a relative one
+    /// resolved against the configuration file's directory, as the engine
+    /// does).
+    pub fn store_path(&self) -> PathBuf {
+        let dir = self.config_path.parent().expect("config file has a parent");
+        dir.join(&self.config.store_path)
+    }
+
+    /// Waits until a logged line satisfies `pred` and returns it, or `None`
+    /// after `timeout` (or when the engine exited).
+    pub fn wait_for_line(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = lock(&self.log).iter().find(|l| pred(l)) {
+                return Some(line.clone());
+            }
+            if Instant::now() >= deadline || !self.is_running() {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The OS process id.
@@ -528,6 +631,33 @@ impl Drop for Engine {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Every callback in the SQLite store at `path`, oldest first, read through
+/// the engine's own [`SqliteStore`](callbackd::callback::store::SqliteStore)
+/// (WAL: safe while the engine runs). Fails the test when the file is
+/// missing, so "no row" cannot pass because the store was never created.
+pub fn stored_callbacks(path: &Path) -> Vec<callbackd::callback::store::CallbackRow> {
+    use callbackd::callback::store::{SqliteStore, Store};
+    assert!(
+        path.is_file(),
+        "no callback store at {} (did the engine open it?)",
+        path.display()
+    );
+    SqliteStore::open(path)
+        .and_then(|store| store.list())
+        .unwrap_or_else(|e| panic!("cannot read the callback store {}: {e}", path.display()))
+}
+
+/// Runs `callbackd callbacks list --config <config>` and returns its output.
+pub fn callbacks_list(config: &Path) -> Output {
+    Command::new(callbackd_bin())
+        .args(["callbacks", "list", "--config"])
+        .arg(config)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("callbackd can be spawned")
 }
 
 /// Runs `callbackd check-config <path>` and returns its output.
@@ -621,6 +751,11 @@ impl Sipp {
         self
     }
 
+    /// Injection file (`-inf`): `[field0]`… of each call.
+    pub fn inf(self, path: &Path) -> Sipp {
+        self.arg("-inf").arg(&path.display().to_string())
+    }
+
     /// One more raw argument.
     pub fn arg(mut self, arg: &str) -> Sipp {
         self.extra.push(arg.to_owned());
@@ -694,6 +829,7 @@ impl Sipp {
             .stderr(stderr)
             .spawn()
             .expect("sipp can be spawned");
+        let pid = child.id();
         let limit = Duration::from_secs(u64::from(self.timeout_s) + 30);
         let deadline = Instant::now() + limit;
         let status = loop {
@@ -710,6 +846,7 @@ impl Sipp {
         let read = |file: &str| fs::read_to_string(work.join(file)).unwrap_or_default();
         SippRun {
             command,
+            pid,
             status,
             stats: parse_stat_csv(&read("stat.csv")),
             errors: read("errors.log"),
@@ -719,11 +856,34 @@ impl Sipp {
     }
 }
 
+impl SippRun {
+    /// The Call-ID sipp gave its call number `n` (1-based), from its
+    /// default `-cid_str` `%u-%p@%s`.
+    pub fn call_id(&self, n: u32, ip: IpAddr) -> String {
+        format!("{n}-{}@{ip}", self.pid)
+    }
+}
+
+/// Writes a sipp injection file `<dir>/<name>`: `SEQUENTIAL`, then one row
+/// per call (call `n` takes row `n − 1`), fields `;`-separated.
+pub fn write_inf(dir: &TestDir, name: &str, rows: &[String]) -> PathBuf {
+    let path = dir.join(name);
+    let mut text = String::from("SEQUENTIAL\n");
+    for row in rows {
+        text.push_str(row);
+        text.push('\n');
+    }
+    fs::write(&path, text).expect("test dir is writable");
+    path
+}
+
 /// What one sipp run left behind.
 #[derive(Debug)]
 pub struct SippRun {
     /// The command line, for messages.
     pub command: String,
+    /// sipp's process id: its Call-IDs are `<call number>-<pid>@<ip>`.
+    pub pid: u32,
     /// sipp's exit status: 0 when every call passed.
     pub status: ExitStatus,
     /// The last row of the `-stf` statistics file, or why it is unusable.
@@ -870,6 +1030,144 @@ pub fn assert_clean(run: &SippRun, calls: u64) {
         run.stderr,
         tail(&run.screen, 3_000),
     );
+}
+
+// ---------------------------------------------------------------------------
+// baresip
+// ---------------------------------------------------------------------------
+
+/// A baresip softphone (Debian's 1.0.0) placing one call, headless: no
+/// sound device (`aubridge` loops what it hears back as its microphone),
+/// PCMU only, keys pressed through its `cons` module (every UDP datagram's
+/// characters are key presses; in a call a digit key sends an RFC 4733
+/// telephone-event). Killed on drop.
+pub struct Baresip {
+    child: Option<Child>,
+    keys: UdpSocket,
+    cons: SocketAddr,
+    out_path: PathBuf,
+}
+
+impl Baresip {
+    /// Writes a configuration into `<dir>/baresip/` and starts baresip
+    /// dialling `sip:service@<target>` as `sip:<user>@127.0.0.1`. SIP on
+    /// `ports.sipp_sip` (TLS takes the port above it), the key console on
+    /// `ports.sipp_sip + 2`, RTP within `ports.sipp_media`'s span. baresip
+    /// quits by itself after 90 s.
+    pub fn dial(dir: &TestDir, ports: &Ports, target: SocketAddr, user: &str) -> Baresip {
+        let conf = dir.join("baresip");
+        fs::create_dir_all(&conf).expect("test dir is writable");
+        let cons = SocketAddr::from((Ipv4Addr::LOCALHOST, ports.sipp_sip + 2));
+        let config = format!(
+            "poll_method\tepoll\n\
+             call_local_timeout\t30\n\
+             call_max_calls\t1\n\
+             sip_listen\t127.0.0.1:{sip}\n\
+             net_interface\t127.0.0.1\n\
+             audio_player\taubridge,x\n\
+             audio_source\taubridge,x\n\
+             audio_alert\taubridge,x\n\
+             rtp_ports\t{rtp_min}-{rtp_max}\n\
+             module_path\t/usr/lib/baresip/modules\n\
+             module\tg711.so\n\
+             module\taubridge.so\n\
+             module\tcons.so\n\
+             module_tmp\taccount.so\n\
+             module_app\tmenu.so\n\
+             cons_listen\t{cons}\n",
+            sip = ports.sipp_sip,
+            rtp_min = ports.sipp_media,
+            rtp_max = ports.sipp_media + 99,
+        );
+        fs::write(conf.join("config"), config).expect("test dir is writable");
+        fs::write(
+            conf.join("accounts"),
+            format!("<sip:{user}@127.0.0.1>;regint=0;audio_codecs=PCMU/8000/1\n"),
+        )
+        .expect("test dir is writable");
+        fs::write(conf.join("contacts"), "").expect("test dir is writable");
+        let out_path = dir.join("baresip.out");
+        let out = File::create(&out_path).expect("test dir is writable");
+        let err = out.try_clone().expect("file handle can be cloned");
+        let child = Command::new("baresip")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-e")
+            .arg(format!("/dial sip:service@{target}"))
+            .args(["-t", "90"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("baresip can be spawned");
+        let keys = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind UDP on loopback");
+        Baresip {
+            child: Some(child),
+            keys,
+            cons,
+            out_path,
+        }
+    }
+
+    /// Presses each key of `keys`, `gap` apart (after each one).
+    pub fn keys(&self, keys: &str, gap: Duration) {
+        for key in keys.chars() {
+            let mut buf = [0u8; 4];
+            self.keys
+                .send_to(key.encode_utf8(&mut buf).as_bytes(), self.cons)
+                .expect("loopback accepts the datagram");
+            thread::sleep(gap);
+        }
+    }
+
+    /// Everything baresip printed so far.
+    pub fn output(&self) -> String {
+        fs::read_to_string(&self.out_path).unwrap_or_default()
+    }
+
+    /// Waits until the output contains `text`; false after `timeout` or
+    /// when baresip exited.
+    pub fn wait_output(&mut self, timeout: Duration, text: &str) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.output().contains(text) {
+                return true;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|c| !matches!(c.try_wait(), Ok(None)));
+            if exited || Instant::now() >= deadline {
+                return self.output().contains(text);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Quits (key `q`), killing baresip if it is still there after 5 s, and
+    /// returns its output.
+    pub fn quit(&mut self) -> String {
+        if let Some(mut child) = self.child.take() {
+            let _ = self.keys.send_to(b"q", self.cons);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.output()
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1704,6 +2002,32 @@ mod tests {
         assert_eq!(table["rtp"]["port_max"].as_integer(), Some(30499));
         assert_eq!(table["prompts"]["dir"].as_str(), Some("/a \"b\"\\c"));
         assert_eq!(table["acl"]["sip"][0].as_str(), Some("127.0.0.1/32"));
+        assert_eq!(table["sip"]["t1_ms"].as_integer(), Some(500));
+        assert_eq!(table["rtp"]["rtp_timeout_s"].as_integer(), Some(60));
+        assert_eq!(table["store"]["path"].as_str(), Some("callbackd.sqlite"));
+        assert_eq!(table["ivr"]["first_digit_timeout_s"].as_integer(), Some(10));
+        assert_eq!(table["ivr"]["inter_digit_timeout_s"].as_integer(), Some(5));
+        assert_eq!(table["ivr"]["max_invalid"].as_integer(), Some(3));
+        assert_eq!(table["ivr"]["announce_interval_s"].as_integer(), Some(60));
+    }
+
+    #[test]
+    fn log_field_reads_call_events() {
+        let line = "2026-11-21T11:07:49Z  INFO callbackd::engine::calls: returned to the queue \
+            call_id=1-17529@127.0.0.1 queue=support position=Some(1)";
+        assert!(is_call_event(
+            line,
+            "returned to the queue",
+            "1-17529@127.0.0.1"
+        ));
+        assert!(!is_call_event(
+            line,
+            "returned to the queue",
+            "1-17529@127.0.0"
+        ));
+        assert!(!is_call_event(line, "call ended", "1-17529@127.0.0.1"));
+        assert_eq!(log_field(line, "position"), Some("Some(1)"));
+        assert_eq!(log_field(line, "queue"), Some("support"));
     }
 
     #[test]
