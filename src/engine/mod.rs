@@ -361,7 +361,10 @@ const BATCH: usize = 64;
 impl Core {
     async fn run(mut self) {
         loop {
-            let now = Instant::now();
+            // Each branch below reads the clock itself, after its wait: a
+            // value from before the wait may be seconds old and would
+            // back-date every timer started while handling the event (a BYE's
+            // Timer E already due: sent twice).
             let deadline = [
                 self.endpoint.poll_timeout(),
                 self.calls.poll_timeout(),
@@ -395,12 +398,14 @@ impl Core {
                         if self.stopping.is_none() {
                             info!(calls = self.calls.len(), "shutting down");
                             self.endpoint.set_draining(true);
+                            let now = Instant::now();
                             self.calls.hangup_all(now, &mut self.endpoint);
                             self.stopping = Some(now + std::time::Duration::from_secs(3));
                         }
                     }
                 },
                 Some(message) = self.inbound.recv() => {
+                    let now = Instant::now();
                     self.handle_inbound(now, message);
                     for _ in 0..BATCH {
                         let Ok(message) = self.inbound.try_recv() else { break };
@@ -408,6 +413,7 @@ impl Core {
                     }
                 }
                 Some(event) = self.media_events.recv() => {
+                    let now = Instant::now();
                     self.calls.handle_media_event(now, event, &mut self.endpoint);
                     while let Ok(event) = self.media_events.try_recv() {
                         self.calls.handle_media_event(now, event, &mut self.endpoint);
@@ -415,7 +421,7 @@ impl Core {
                 }
                 Some(reply) = self.store_replies.recv() => {
                     self.count_store_reply(&reply);
-                    self.calls.handle_store_reply(now, reply, &mut self.endpoint);
+                    self.calls.handle_store_reply(Instant::now(), reply, &mut self.endpoint);
                 }
                 Some((target, data)) = self.resolved_rx.recv() => {
                     if let Err(e) = self.transport.send(target, data) {
