@@ -1,12 +1,13 @@
-//! The callback domain: validated numbers, business-hours gates, and the
-//! durable store of callback requests.
+//! The callback domain: validated numbers, business-hours gates, the
+//! durable store of callback requests, and one callback attempt (agent
+//! first) as a state machine.
 
+pub mod dialer;
+pub mod hours;
 pub mod number;
+pub mod store;
 
 use std::fmt;
-
-pub mod hours;
-pub mod store;
 
 /// A queue's identifier from the configuration (e.g. `"support"`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
