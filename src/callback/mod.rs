@@ -7,6 +7,7 @@ use std::fmt;
 
 pub mod hours;
 pub mod store;
+pub mod trunk;
 
 /// A queue's identifier from the configuration (e.g. `"support"`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
