@@ -535,9 +535,10 @@ impl TargetList {
         self.current.and_then(|i| self.targets.get(i))
     }
 
-    /// The target to send to first: the first untried one that is
-    /// [`Availability::Up`], else the first untried one held down; targets
-    /// under a Retry-After are skipped. `None` when none is left.
+    /// The next target to send to (on a fresh list, the first): the first
+    /// untried one that is [`Availability::Up`], else the first untried one
+    /// held down; targets under a Retry-After are skipped. `None` when none
+    /// is left or `max_attempts` targets have been handed out.
     pub fn first(&mut self, now: Instant, health: &TargetHealth) -> Option<&Target> {
         if self.attempts >= self.max_attempts {
             self.current = None;
