@@ -37,6 +37,11 @@ use thiserror::Error;
 use crate::acl::{self, Acl, AclAction};
 use crate::callback::QueueId;
 use crate::callback::hours::{BusinessHours, Gates, HoursError};
+use crate::callback::number::{self, InvalidNumber, NumberPolicy, PhoneNumber};
+use crate::callback::trunk::{
+    CpsLimiter, Credentials, NumberFormat, Password, Termination, TrunkError, TrunkSettings,
+    TrunkTransport,
+};
 use crate::ivr::ecbt::{EcbtSettings, EcbtSettingsError, Estimator};
 
 /// Every prompt the call flows play (one list, owned by the prompt module);
@@ -75,6 +80,8 @@ pub struct Config {
     pub ivr: IvrConfig,
     /// `[ecbt]`: how the estimated callback time is computed.
     pub ecbt: EcbtConfig,
+    /// `[trunk]`: the carrier trunk callbacks are dialled through.
+    pub trunk: TrunkConfig,
     /// `[[queues]]`: the queues callers wait in (at least one).
     pub queues: Vec<QueueConfig>,
     /// Name used in error messages (the file path, or a label).
@@ -414,6 +421,46 @@ impl Config {
             );
         }
 
+        let trunk = &self.trunk;
+        if let Err(e) = Termination::parse(&trunk.termination) {
+            return fail("trunk.termination", Invalid::Trunk(e));
+        }
+        if trunk.user_phone && trunk.number_format == NumberFormat::National {
+            return fail("trunk.user_phone", Invalid::UserPhoneNeedsE164);
+        }
+        if let Err(e) = CpsLimiter::new(trunk.cps_limit, 1) {
+            return fail("trunk.cps_limit", Invalid::Trunk(e));
+        }
+        match (&trunk.username, &trunk.password) {
+            (Some(_), None) => {
+                return fail(
+                    "trunk.password",
+                    Invalid::RequiredWith {
+                        other_field: "trunk.username",
+                    },
+                );
+            }
+            (None, Some(_)) => {
+                return fail(
+                    "trunk.username",
+                    Invalid::RequiredWith {
+                        other_field: "trunk.password",
+                    },
+                );
+            }
+            (Some(username), Some(password)) => {
+                if !is_header_text(username) {
+                    return fail("trunk.username", Invalid::NotHeaderText);
+                }
+                if password.expose().is_empty() {
+                    return fail("trunk.password", Invalid::EmptyValue);
+                }
+            }
+            (None, None) => {}
+        }
+        in_range("trunk.max_targets", trunk.max_targets.into(), 1..=16)?;
+        in_range("trunk.holddown_s", trunk.holddown_s, 0..=3600)?;
+
         if self.queues.is_empty() {
             return fail("queues", Invalid::Empty);
         }
@@ -459,6 +506,15 @@ impl Config {
                 let (field, reason) = hours_invalid(org, &at("hours"), e);
                 return fail(&field, reason);
             }
+            if let Err(reason) = queue.caller_id() {
+                return fail(
+                    &at("callback_number"),
+                    Invalid::BadCallbackNumber {
+                        value: queue.callback_number.clone(),
+                        reason,
+                    },
+                );
+            }
         }
         Ok(())
     }
@@ -488,6 +544,7 @@ impl Default for Config {
             org: OrgConfig::default(),
             ivr: IvrConfig::default(),
             ecbt: EcbtConfig::default(),
+            trunk: TrunkConfig::default(),
             queues: vec![QueueConfig::default()],
             origin: DEFAULTS_ORIGIN.to_owned(),
         }
@@ -510,6 +567,7 @@ impl PartialEq for Config {
             org,
             ivr,
             ecbt,
+            trunk,
             queues,
             origin: _,
         } = self;
@@ -525,6 +583,7 @@ impl PartialEq for Config {
             && *org == other.org
             && *ivr == other.ivr
             && *ecbt == other.ecbt
+            && *trunk == other.trunk
             && *queues == other.queues
     }
 }
@@ -1203,6 +1262,11 @@ pub struct QueueConfig {
     /// format; the organisation's time zone and holidays still apply.
     #[serde(default)]
     pub hours: Option<BTreeMap<String, String>>,
+    /// The number customers see when called back (From and
+    /// P-Asserted-Identity), keyed as a caller would: ten NANP digits, or
+    /// `011` and an international number.
+    #[serde(default = "default_callback_number")]
+    pub callback_number: String,
 }
 
 impl QueueConfig {
@@ -1225,6 +1289,21 @@ impl QueueConfig {
     pub fn callback_expiry(&self) -> Duration {
         Duration::from_secs(self.callback_expiry_h.saturating_mul(3600))
     }
+
+    /// The caller ID of this queue's callbacks: [`QueueConfig::callback_number`]
+    /// under the numbering rules of a callback entry. The organisation's
+    /// blacklist and international rates do not apply: they guard what
+    /// customers may ask for, and this is the organisation's own number.
+    /// Cannot fail on a validated configuration.
+    pub fn caller_id(&self) -> Result<PhoneNumber, InvalidNumber> {
+        let own_number = NumberPolicy {
+            allow_international: true,
+            max_rate_per_minute: 0.0,
+            rates: vec![(String::new(), 0.0)],
+            blacklist: Vec::new(),
+        };
+        number::validate(&self.callback_number, &own_number)
+    }
 }
 
 /// The queue an empty file gets: `support`, one agent, offer at once.
@@ -1238,6 +1317,100 @@ impl Default for QueueConfig {
             callback_expiry_h: 24,
             dids: Vec::new(),
             hours: None,
+            callback_number: DEFAULT_CALLBACK_NUMBER.to_owned(),
+        }
+    }
+}
+
+/// `[trunk]`: the carrier trunk callbacks are dialled through (see
+/// [`crate::callback::trunk`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrunkConfig {
+    /// Where customer INVITEs go: `sip:host[:port]` or `host[:port]`.
+    pub termination: String,
+    /// The transport towards the trunk.
+    pub transport: TrunkTransportSetting,
+    /// How numbers are written in the Request-URI, From and PAI.
+    pub number_format: NumberFormat,
+    /// Add `;user=phone` to E.164 SIP URIs.
+    pub user_phone: bool,
+    /// Send P-Asserted-Identity with the caller ID.
+    pub p_asserted_identity: bool,
+    /// Most new calls per second.
+    pub cps_limit: f64,
+    /// Digest username for 401/407 challenges (with `password`).
+    pub username: Option<String>,
+    /// Digest password (with `username`); never shown by `Debug`.
+    pub password: Option<Password>,
+    /// Most targets one call tries before it fails (RFC 3263 §4.3).
+    pub max_targets: u8,
+    /// Seconds a failed target is tried after the healthy ones.
+    pub holddown_s: u64,
+}
+
+impl TrunkConfig {
+    /// The settings the dialer uses. Cannot fail on a configuration that
+    /// passed [`Config::from_toml_str`] or [`Config::validate`].
+    pub fn settings(&self) -> Result<TrunkSettings, TrunkError> {
+        let credentials = match (&self.username, &self.password) {
+            (Some(username), Some(password)) => Some(Credentials {
+                username: username.as_str().into(),
+                password: password.clone(),
+            }),
+            (Some(_), None) | (None, Some(_)) | (None, None) => None,
+        };
+        Ok(TrunkSettings {
+            termination: Termination::parse(&self.termination)?,
+            transport: self.transport.transport(),
+            number_format: self.number_format,
+            user_phone: self.user_phone,
+            p_asserted_identity: self.p_asserted_identity,
+            cps_limit: self.cps_limit,
+            credentials,
+            max_targets: self.max_targets.into(),
+            holddown: Duration::from_secs(self.holddown_s),
+        })
+    }
+}
+
+impl Default for TrunkConfig {
+    fn default() -> TrunkConfig {
+        TrunkConfig {
+            // A loopback placeholder: a test carrier (sipp) on port 5070.
+            termination: "127.0.0.1:5070".to_owned(),
+            transport: TrunkTransportSetting::Udp,
+            number_format: NumberFormat::E164,
+            user_phone: true,
+            p_asserted_identity: true,
+            cps_limit: 10.0,
+            username: None,
+            password: None,
+            max_targets: 4,
+            holddown_s: 30,
+        }
+    }
+}
+
+/// `trunk.transport`: a fixed transport, or `auto` to let RFC 3263 choose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrunkTransportSetting {
+    /// SRV for UDP and TCP, UDP preferred; UDP for an IP or explicit port.
+    Auto,
+    /// UDP only.
+    Udp,
+    /// TCP only.
+    Tcp,
+}
+
+impl TrunkTransportSetting {
+    /// The fixed transport, or `None` for `auto`.
+    pub fn transport(self) -> Option<TrunkTransport> {
+        match self {
+            TrunkTransportSetting::Auto => None,
+            TrunkTransportSetting::Udp => Some(TrunkTransport::Udp),
+            TrunkTransportSetting::Tcp => Some(TrunkTransport::Tcp),
         }
     }
 }
@@ -1470,6 +1643,31 @@ pub enum Invalid {
         /// SIP's listening address.
         sip: SocketAddr,
     },
+    /// A trunk setting the trunk cannot use (termination, call rate).
+    #[error("{0}")]
+    Trunk(TrunkError),
+    /// `user=phone` asked for national numbers.
+    #[error(
+        "needs number_format = \"e164\": a national number with user=phone must carry a phone-context (RFC 3966 §5.1.5)"
+    )]
+    UserPhoneNeedsE164,
+    /// One of a pair of settings without the other.
+    #[error("must be set when {other_field} is")]
+    RequiredWith {
+        /// The field that is set.
+        other_field: &'static str,
+    },
+    /// A text value is empty.
+    #[error("must not be empty")]
+    EmptyValue,
+    /// A queue's callback number is not a number that can be called.
+    #[error("{value:?} is not a callable number: {reason}")]
+    BadCallbackNumber {
+        /// The number as written.
+        value: String,
+        /// Why not.
+        reason: InvalidNumber,
+    },
     /// A number of minutes the number prompts cannot say.
     #[error("{value} minutes cannot be announced; the prompts say numbers up to {max}")]
     NotSpeakable {
@@ -1521,6 +1719,14 @@ fn default_staffed_agents() -> u32 {
 
 fn default_callback_expiry_h() -> u64 {
     QueueConfig::default().callback_expiry_h
+}
+
+/// The shipped caller ID: 312-555-0100, from the 555-0100…0199 range kept
+/// for fiction, so a placeholder never shows a real subscriber's number.
+const DEFAULT_CALLBACK_NUMBER: &str = "3125550100";
+
+fn default_callback_number() -> String {
+    DEFAULT_CALLBACK_NUMBER.to_owned()
 }
 
 fn deserialize_queue_id<'de, D: Deserializer<'de>>(d: D) -> Result<QueueId, D::Error> {
@@ -2959,5 +3165,194 @@ mod tests {
         assert_eq!(locate(text, text.len() + 1), None);
         assert_eq!(table_header("[[ a.b ]] # c"), Some("a.b".into()));
         assert_eq!(table_header("[\"quoted\"]"), None);
+    }
+
+    #[test]
+    fn trunk_defaults_are_the_documented_values() {
+        let c = Config::default();
+        let t = c.trunk.settings().expect("default trunk");
+        assert_eq!(t.termination.to_string(), "127.0.0.1:5070");
+        assert_eq!(t.transport, Some(TrunkTransport::Udp));
+        assert_eq!(t.number_format, NumberFormat::E164);
+        assert!(t.user_phone && t.p_asserted_identity);
+        assert_eq!(t.cps_limit, 10.0);
+        assert_eq!(t.credentials, None);
+        assert_eq!(t.max_targets, 4);
+        assert_eq!(t.holddown, Duration::from_secs(30));
+        let q = &c.queues[0];
+        assert_eq!(q.callback_number, "3125550100");
+        assert_eq!(
+            q.caller_id().expect("valid").as_digits(),
+            "3125550100",
+            "the shipped caller ID is a valid number"
+        );
+        let empty = parse("[trunk]\n").expect("empty trunk table");
+        assert_eq!(empty.trunk, TrunkConfig::default());
+    }
+
+    #[test]
+    fn reads_the_trunk_section() {
+        let c = parse(
+            r#"
+            [trunk]
+            termination = "sip:termination.carrier.example.net"
+            transport = "auto"
+            number_format = "national"
+            user_phone = false
+            p_asserted_identity = false
+            cps_limit = 2.5
+            username = "acme"
+            password = "hunter2"
+            max_targets = 2
+            holddown_s = 0
+            [[queues]]
+            id = "sales"
+            callback_number = "011442079460000"
+            "#,
+        )
+        .expect("trunk section");
+        let t = c.trunk.settings().expect("trunk settings");
+        assert_eq!(t.termination.to_string(), "termination.carrier.example.net");
+        assert_eq!(t.transport, None);
+        assert_eq!(t.number_format, NumberFormat::National);
+        assert!(!t.user_phone && !t.p_asserted_identity);
+        assert_eq!(t.cps_limit, 2.5);
+        let creds = t.credentials.expect("credentials");
+        assert_eq!(
+            (&*creds.username, creds.password.expose()),
+            ("acme", "hunter2")
+        );
+        assert_eq!((t.max_targets, t.holddown), (2, Duration::ZERO));
+        assert!(
+            !format!("{c:?}").contains("hunter2"),
+            "password not in Debug"
+        );
+        let cid = c.queues[0].caller_id().expect("international caller ID");
+        assert_eq!(cid.as_digits(), "011442079460000");
+        let tcp = parse("[trunk]\ntransport = \"tcp\"\n").expect("tcp");
+        assert_eq!(tcp.trunk.transport.transport(), Some(TrunkTransport::Tcp));
+    }
+
+    #[test]
+    fn rejects_malformed_trunk_termination() {
+        let e = error("[trunk]\ntermination = \"carrier example\"\n");
+        assert_eq!(
+            e,
+            "config.toml: trunk.termination: \"carrier example\" is not sip:host[:port] or host[:port]"
+        );
+        let e = error("[trunk]\ntermination = \"sips:carrier.example.net\"\n");
+        assert_eq!(
+            e,
+            "config.toml: trunk.termination: sips: needs TLS, which is not supported; use sip:"
+        );
+        let e = error("[trunk]\ntermination = \"sip:carrier.example.net;transport=tcp\"\n");
+        assert!(
+            e.starts_with("config.toml: trunk.termination: must not have a transport"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_trunk_transport_and_number_format() {
+        let e = error("[trunk]\ntransport = \"tls\"\n");
+        assert!(e.contains("tls") && e.contains("trunk"), "{e}");
+        let e = error("[trunk]\nnumber_format = \"E.164\"\n");
+        assert!(e.contains("E.164"), "{e}");
+    }
+
+    #[test]
+    fn rejects_trunk_cps_limit_out_of_range() {
+        for value in ["0", "-1", "nan", "inf", "1000.5"] {
+            let e = error(&format!("[trunk]\ncps_limit = {value}\n"));
+            assert!(
+                e.starts_with("config.toml: trunk.cps_limit: ")
+                    && e.ends_with("is not a call rate in 0.001..=1000 per second"),
+                "{value}: {e}"
+            );
+        }
+        parse("[trunk]\ncps_limit = 1000\n").expect("upper bound");
+        parse("[trunk]\ncps_limit = 0.5\n").expect("one call every two seconds");
+    }
+
+    #[test]
+    fn rejects_user_phone_with_national_numbers() {
+        let e = error("[trunk]\nnumber_format = \"national\"\n");
+        assert!(
+            e.starts_with("config.toml: trunk.user_phone: needs number_format = \"e164\""),
+            "{e}"
+        );
+        parse("[trunk]\nnumber_format = \"national\"\nuser_phone = false\n")
+            .expect("national without user=phone");
+    }
+
+    #[test]
+    fn rejects_trunk_username_without_password() {
+        let e = error("[trunk]\nusername = \"acme\"\n");
+        assert_eq!(
+            e,
+            "config.toml: trunk.password: must be set when trunk.username is"
+        );
+        let e = error("[trunk]\npassword = \"secret\"\n");
+        assert_eq!(
+            e,
+            "config.toml: trunk.username: must be set when trunk.password is"
+        );
+        let e = error("[trunk]\nusername = \"acme\"\npassword = \"\"\n");
+        assert_eq!(e, "config.toml: trunk.password: must not be empty");
+        let e = error("[trunk]\nusername = \"a\\nb\"\npassword = \"x\"\n");
+        assert!(
+            e.starts_with("config.toml: trunk.username: must be 1..=256"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_trunk_failover_settings_out_of_range() {
+        let e = error("[trunk]\nmax_targets = 0\n");
+        assert_eq!(e, "config.toml: trunk.max_targets: 0 is outside 1..=16");
+        let e = error("[trunk]\nmax_targets = 17\n");
+        assert_eq!(e, "config.toml: trunk.max_targets: 17 is outside 1..=16");
+        let e = error("[trunk]\nholddown_s = 3601\n");
+        assert_eq!(e, "config.toml: trunk.holddown_s: 3601 is outside 0..=3600");
+    }
+
+    #[test]
+    fn rejects_unknown_trunk_key() {
+        let e = error("[trunk]\ncaller_id = \"3125550100\"\n");
+        assert!(e.contains("caller_id"), "{e}");
+    }
+
+    #[test]
+    fn rejects_invalid_callback_number() {
+        let cases = [
+            ("13125550100", "area code must start with 2-9"),
+            ("+13125550100", "not all digits"),
+            ("312555010", "too few digits"),
+            ("9115550100", "N11 service code"),
+            ("011", "too few digits"),
+        ];
+        for (number, reason) in cases {
+            let e = error(&format!(
+                "[[queues]]\nid = \"support\"\n[[queues]]\nid = \"sales\"\ncallback_number = \"{number}\"\n"
+            ));
+            assert_eq!(
+                e,
+                format!(
+                    "config.toml: queues[1].callback_number: {number:?} is not a callable number: {reason}"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn callback_number_ignores_the_customer_blacklist() {
+        let c = parse(
+            "[org]\nblacklist = [\"312\"]\n[[queues]]\nid = \"support\"\ncallback_number = \"3125550100\"\n",
+        )
+        .expect("the organisation's own number is not a customer entry");
+        assert_eq!(
+            c.queues[0].caller_id().expect("caller ID").as_digits(),
+            "3125550100"
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod dialer;
 pub mod hours;
 pub mod number;
 pub mod store;
+pub mod trunk;
 
 use std::fmt;
 

@@ -14,6 +14,7 @@
 
 pub mod calls;
 pub mod media;
+pub mod resolve;
 pub mod store;
 pub mod transport;
 
