@@ -1,11 +1,14 @@
-//! The callback domain: validated numbers, business-hours gates, and the
-//! durable store of callback requests.
+//! The callback domain: validated numbers, business-hours gates, the
+//! durable store of callback requests, the launch scheduler and call detail
+//! records.
 
 pub mod number;
 
 use std::fmt;
 
+pub mod cdr;
 pub mod hours;
+pub mod scheduler;
 pub mod store;
 
 /// A queue's identifier from the configuration (e.g. `"support"`).
