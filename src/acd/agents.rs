@@ -22,7 +22,7 @@
 //! - **Paused**: not offered work (break, wrap-up) until unpaused.
 //! - **CoolingDown { until }**: the agent did not answer its last offer
 //!   (issue 4 point 5: not a customer attempt; that agent cools down). It is
-//!   free again from `until` on, without any event: [`Agents::is_free`] reads
+//!   free again from `until` on, without any event: [`Agent::is_free`] reads
 //!   the state against the `now` it is given.
 //!
 //! One call per agent holds by construction: only a free agent can be

@@ -326,7 +326,8 @@ pub enum StoreError {
     Sqlite {
         /// The database file.
         path: PathBuf,
-        /// The store operation (`register`, `list`, `pending_ahead`).
+        /// The store operation (`register`, `claim`, `record_attempt`, …:
+        /// the method name).
         op: &'static str,
         /// SQLite's reason.
         #[source]
@@ -1448,6 +1449,7 @@ mod tests {
 
     use super::testing::{FailingStore, arm_commit_failure, disarm_commit_failure};
     use super::*;
+    use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
 
     fn ts(s: &str) -> Timestamp {
         s.parse().expect("test timestamp")
@@ -1958,5 +1960,552 @@ mod tests {
         assert!(lines[2].contains("01144207946000"), "{text}");
         assert!(text.lines().all(|l| l == l.trim_end()));
         assert_eq!(format_list(&[]).lines().count(), 1);
+    }
+
+    // ---- schema version 2: launching ----
+
+    /// Monday 2025-06-02 15:10Z: after every `new_cb` queued_at used below,
+    /// before their expiry (23:00Z).
+    fn now() -> Timestamp {
+        ts("2025-06-02T15:10:00Z")
+    }
+
+    fn secs(n: i64) -> jiff::SignedDuration {
+        jiff::SignedDuration::from_secs(n)
+    }
+
+    fn attempt(outcome: Outcome, sip_status: Option<u16>) -> Attempt {
+        Attempt {
+            started_at: now(),
+            ended_at: now() + secs(40),
+            outcome,
+            sip_status,
+            agent: Some("alice".to_owned()),
+        }
+    }
+
+    fn row_of(store: &SqliteStore, id: CallbackId) -> CallbackRow {
+        store
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.id == id)
+            .expect("row exists")
+    }
+
+    fn register_one(store: &mut SqliteStore, q: &str, number: &str, at: &str) -> CallbackId {
+        registered(store.register(&new_cb(q, number, at)).unwrap())
+    }
+
+    #[test]
+    fn claim_twice_second_is_false() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = register_one(&mut store, "support", "3125550188", "2025-06-02T15:00:00Z");
+        assert!(store.claim(id, now()).unwrap());
+        assert!(!store.claim(id, now()).unwrap());
+        assert_eq!(row_of(&store, id).status, Status::Dialing);
+        let claimed_at: Option<i64> = store
+            .conn
+            .query_row(
+                "SELECT claimed_at FROM callbacks WHERE id = ?1",
+                [id.0],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(claimed_at, Some(now().as_millisecond()));
+        assert!(!store.claim(CallbackId(999), now()).unwrap());
+    }
+
+    #[test]
+    fn claim_refuses_callbacks_not_due_expired_or_finished() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let later = register_one(&mut store, "support", "3125550101", "2025-06-02T15:00:00Z");
+        store
+            .conn
+            .execute(
+                "UPDATE callbacks SET next_attempt_at = ?1 WHERE id = ?2",
+                params![(now() + secs(1)).as_millisecond(), later.0],
+            )
+            .unwrap();
+        assert!(!store.claim(later, now()).unwrap());
+        assert!(store.claim(later, now() + secs(1)).unwrap());
+
+        let expired = register_one(&mut store, "support", "3125550102", "2025-06-02T15:00:00Z");
+        let expiry = ts("2025-06-02T23:00:00Z");
+        assert!(!store.claim(expired, expiry).unwrap());
+        assert_eq!(row_of(&store, expired).status, Status::Pending);
+
+        let cancelled = register_one(&mut store, "support", "3125550103", "2025-06-02T15:00:00Z");
+        set_status(&store, cancelled, "cancelled");
+        assert!(!store.claim(cancelled, now()).unwrap());
+        assert_eq!(row_of(&store, cancelled).status, Status::Cancelled);
+    }
+
+    #[test]
+    fn two_connections_racing_claims_each_callback_is_won_exactly_once() {
+        let db = temp_db("claim-race");
+        let path = db.path.clone();
+        let ids: Vec<CallbackId> = {
+            let mut store = SqliteStore::open(&path).unwrap();
+            (0..25)
+                .map(|i| {
+                    let number = format!("31255501{i:02}");
+                    register_one(&mut store, "support", &number, "2025-06-02T15:00:00Z")
+                })
+                .collect()
+        };
+        let barrier = std::sync::Barrier::new(2);
+        let wins: Vec<Vec<CallbackId>> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (path, ids, barrier) = (&path, &ids, &barrier);
+                    scope.spawn(move || {
+                        // Each racer is its own connection, as another
+                        // process would be.
+                        let mut store = SqliteStore::open(path).unwrap();
+                        barrier.wait();
+                        ids.iter()
+                            .copied()
+                            .filter(|&id| store.claim(id, now()).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let mut all: Vec<CallbackId> = wins.concat();
+        all.sort_unstable();
+        assert_eq!(all, ids, "every callback claimed exactly once: {wins:?}");
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(
+            store
+                .list()
+                .unwrap()
+                .iter()
+                .all(|r| r.status == Status::Dialing)
+        );
+    }
+
+    #[test]
+    fn due_lists_pending_due_unexpired_by_priority_then_place() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let late = register_one(&mut store, "support", "3125550101", "2025-06-02T14:30:00Z");
+        let early = register_one(&mut store, "support", "3125550102", "2025-06-02T14:00:00Z");
+        let mut urgent = new_cb("billing", "3125550103", "2025-06-02T14:45:00Z");
+        urgent.priority = 9;
+        let urgent = registered(store.register(&urgent).unwrap());
+        let not_yet = register_one(&mut store, "support", "3125550104", "2025-06-02T13:00:00Z");
+        store
+            .conn
+            .execute(
+                "UPDATE callbacks SET next_attempt_at = ?1 WHERE id = ?2",
+                params![(now() + secs(60)).as_millisecond(), not_yet.0],
+            )
+            .unwrap();
+        let dialing = register_one(&mut store, "support", "3125550105", "2025-06-02T13:00:00Z");
+        assert!(store.claim(dialing, now()).unwrap());
+        let mut short = new_cb("support", "3125550106", "2025-06-02T13:00:00Z");
+        short.expires_at = now();
+        let expired = registered(store.register(&short).unwrap());
+
+        let ids = |rows: Vec<CallbackRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.due(now()).unwrap()), [urgent, early, late]);
+        assert_eq!(
+            ids(store.due(now() + secs(60)).unwrap()),
+            [urgent, not_yet, early, late]
+        );
+        assert_eq!(store.expire(now()).unwrap(), [expired]);
+        assert_eq!(row_of(&store, expired).status, Status::Expired);
+        assert_eq!(store.expire(now()).unwrap(), []);
+        // The dialing one is not expired by the sweep: its attempt decides.
+        assert_eq!(
+            store.expire(ts("2025-06-02T23:00:00Z")).unwrap(),
+            [late, early, urgent, not_yet]
+        );
+        assert_eq!(row_of(&store, dialing).status, Status::Dialing);
+    }
+
+    #[test]
+    fn record_attempt_writes_the_attempt_and_the_transition_together() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = register_one(&mut store, "support", "3125550188", "2025-06-02T15:00:00Z");
+        let retry_at = now() + secs(600);
+
+        // No answer → pending again at retry time, one attempt counted.
+        assert!(store.claim(id, now()).unwrap());
+        let no_answer = attempt(Outcome::NoAnswer, Some(487));
+        assert_eq!(
+            store
+                .record_attempt(id, &no_answer, &NextStep::Retry { at: retry_at })
+                .unwrap(),
+            Recorded::Applied(Status::Pending)
+        );
+        let row = row_of(&store, id);
+        assert_eq!(
+            (row.status, row.attempts, row.next_attempt_at),
+            (Status::Pending, 1, Some(retry_at))
+        );
+        assert!(
+            !store.claim(id, now()).unwrap(),
+            "not due before retry_time"
+        );
+
+        // The agent did not answer → pending at once, not counted.
+        assert!(store.claim(id, retry_at).unwrap());
+        let agent_missed = attempt(Outcome::AgentNoAnswer, Some(480));
+        store
+            .record_attempt(id, &agent_missed, &NextStep::Retry { at: retry_at })
+            .unwrap();
+        assert_eq!(row_of(&store, id).attempts, 1);
+
+        // Answered → completed.
+        assert!(store.claim(id, retry_at).unwrap());
+        let answered = attempt(Outcome::Answered, Some(200));
+        assert_eq!(
+            store
+                .record_attempt(id, &answered, &NextStep::Completed)
+                .unwrap(),
+            Recorded::Applied(Status::Completed)
+        );
+        let row = row_of(&store, id);
+        assert_eq!(
+            (row.status, row.attempts, row.next_attempt_at),
+            (Status::Completed, 2, None)
+        );
+
+        let stored = store.attempts(id).unwrap();
+        let outcomes: Vec<_> = stored.iter().map(|a| a.attempt.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [Outcome::NoAnswer, Outcome::AgentNoAnswer, Outcome::Answered]
+        );
+        assert_eq!(stored[0].attempt, no_answer);
+        assert_eq!(stored[0].queue, queue("support"));
+        assert!(stored.iter().all(|a| a.callback == id));
+    }
+
+    #[test]
+    fn record_attempt_marks_failed_and_expired() {
+        for (next, status) in [
+            (NextStep::Failed, Status::Failed),
+            (NextStep::Expired, Status::Expired),
+        ] {
+            let mut store = SqliteStore::open_in_memory().unwrap();
+            let id = register_one(&mut store, "support", "3125550188", "2025-06-02T15:00:00Z");
+            assert!(store.claim(id, now()).unwrap());
+            let busy = attempt(Outcome::Busy, Some(486));
+            assert_eq!(
+                store.record_attempt(id, &busy, &next).unwrap(),
+                Recorded::Applied(status)
+            );
+            let row = row_of(&store, id);
+            assert_eq!((row.status, row.attempts), (status, 1));
+            // Finished: the number may register again.
+            register_one(&mut store, "support", "3125550188", "2025-06-02T15:05:00Z");
+        }
+    }
+
+    #[test]
+    fn rejects_attempt_for_a_callback_that_is_not_dialing() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = register_one(&mut store, "support", "3125550188", "2025-06-02T15:00:00Z");
+        let busy = attempt(Outcome::Busy, Some(486));
+        match store.record_attempt(id, &busy, &NextStep::Failed) {
+            Err(StoreError::NotDialing {
+                id: got,
+                found: Some(Status::Pending),
+            }) => assert_eq!(got, id),
+            other => panic!("expected NotDialing, got {other:?}"),
+        }
+        assert!(matches!(
+            store.record_attempt(CallbackId(77), &busy, &NextStep::Failed),
+            Err(StoreError::NotDialing { found: None, .. })
+        ));
+        assert!(store.attempts(id).unwrap().is_empty());
+        assert_eq!(row_of(&store, id).status, Status::Pending);
+        assert!(store.conn.is_autocommit(), "transaction left open");
+    }
+
+    #[test]
+    fn failover_moves_the_callback_keeping_its_place_in_line() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = register_one(&mut store, "support", "3125550188", "2025-06-02T14:00:00Z");
+        store
+            .conn
+            .execute("UPDATE callbacks SET attempts = 2 WHERE id = ?1", [id.0])
+            .unwrap();
+        assert!(store.claim(id, now()).unwrap());
+        let at = now() + secs(600);
+        let next = NextStep::Failover {
+            queue: queue("billing"),
+            priority: 7,
+            at,
+        };
+        let failed = attempt(Outcome::Failure, Some(503));
+        assert_eq!(
+            store.record_attempt(id, &failed, &next).unwrap(),
+            Recorded::Applied(Status::Pending)
+        );
+        let row = row_of(&store, id);
+        assert_eq!(row.queue, queue("billing"));
+        assert_eq!(row.moved_from, Some(queue("support")));
+        assert_eq!(row.queued_at, ts("2025-06-02T14:00:00Z"));
+        assert_eq!(
+            (row.status, row.priority, row.attempts, row.next_attempt_at),
+            (Status::Pending, 7, 0, Some(at))
+        );
+        // The attempt stays filed under the queue it was made in.
+        assert_eq!(store.attempts(id).unwrap()[0].queue, queue("support"));
+        // In its new queue it counts ahead of later billing callers.
+        assert_eq!(
+            store
+                .pending_ahead(&queue("billing"), ts("2025-06-02T14:30:00Z"))
+                .unwrap(),
+            1
+        );
+    }
+
+    #[test]
+    fn failover_onto_an_active_duplicate_fails_instead() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = register_one(&mut store, "support", "3125550188", "2025-06-02T14:00:00Z");
+        let other = register_one(&mut store, "billing", "3125550188", "2025-06-02T14:30:00Z");
+        assert!(store.claim(id, now()).unwrap());
+        let next = NextStep::Failover {
+            queue: queue("billing"),
+            priority: 7,
+            at: now(),
+        };
+        assert_eq!(
+            store
+                .record_attempt(id, &attempt(Outcome::Busy, Some(486)), &next)
+                .unwrap(),
+            Recorded::FailoverDuplicate { existing: other }
+        );
+        let row = row_of(&store, id);
+        assert_eq!(
+            (row.status, row.queue.as_str()),
+            (Status::Failed, "support")
+        );
+        assert_eq!(store.attempts(id).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn recover_interrupted_after_a_crash_pends_again_after_the_longest_ring() {
+        let db = temp_db("recover");
+        let path = db.path.clone();
+        let claimed_at = now();
+        let (dialing, pending) = {
+            let mut store = SqliteStore::open(&path).unwrap();
+            let dialing = register_one(&mut store, "support", "3125550101", "2025-06-02T14:00:00Z");
+            let pending = register_one(&mut store, "support", "3125550102", "2025-06-02T14:10:00Z");
+            assert!(store.claim(dialing, claimed_at).unwrap());
+            // The process dies here (no attempt recorded).
+            (dialing, pending)
+        };
+        let restart = claimed_at + secs(5);
+        let ring = Duration::from_secs(45);
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.recover_interrupted(restart, ring).unwrap(), [dialing]);
+        let row = row_of(&store, dialing);
+        let due_at = restart + secs(45);
+        assert_eq!(
+            (row.status, row.attempts, row.next_attempt_at),
+            (Status::Pending, 0, Some(due_at))
+        );
+        let attempts = store.attempts(dialing).unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(
+            attempts[0].attempt,
+            Attempt {
+                started_at: claimed_at,
+                ended_at: restart,
+                outcome: Outcome::Interrupted,
+                sip_status: None,
+                agent: None,
+            }
+        );
+        // Not redialed while the old leg may still ring.
+        let due_ids = |store: &SqliteStore, at| {
+            store
+                .due(at)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(due_ids(&store, due_at - secs(1)), [pending]);
+        assert!(!store.claim(dialing, due_at - secs(1)).unwrap());
+        assert_eq!(due_ids(&store, due_at), [dialing, pending]);
+        assert!(store.claim(dialing, due_at).unwrap());
+        // Nothing dialing: nothing to recover.
+        store
+            .record_attempt(
+                dialing,
+                &attempt(Outcome::Answered, Some(200)),
+                &NextStep::Completed,
+            )
+            .unwrap();
+        assert_eq!(store.recover_interrupted(due_at, ring).unwrap(), []);
+        assert_eq!(store.attempts(dialing).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn migration_1_to_2_keeps_existing_rows() {
+        let db = temp_db("migrate-1-2");
+        let path = db.path.clone();
+        {
+            // A file written by the previous release: version 1 only.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATION_1).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
+                     queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
+                     next_attempt_at, expires_at, inbound_call_id) \
+                 VALUES ('support', '3125550188', '+13125550100', '8005550199', 5, ?1, ?1, \
+                     12, 'pending', 1, ?2, ?3, 'old-call@pc33')",
+                params![
+                    ts("2025-06-02T15:00:00Z").as_millisecond(),
+                    now().as_millisecond(),
+                    ts("2025-06-02T23:00:00Z").as_millisecond()
+                ],
+            )
+            .unwrap();
+        }
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&store.conn).unwrap(), 2);
+        let rows = store.list().unwrap();
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!(
+            (row.number.as_str(), row.attempts, row.next_attempt_at),
+            ("3125550188", 1, Some(now()))
+        );
+        assert_eq!(row.queued_at, ts("2025-06-02T15:00:00Z"));
+        assert_eq!(
+            (row.moved_from.clone(), row.status),
+            (None, Status::Pending)
+        );
+        assert_eq!(row.inbound_call_id, "old-call@pc33");
+        // The new tables work on the migrated file.
+        assert!(store.claim(row.id, now()).unwrap());
+        store
+            .record_attempt(
+                row.id,
+                &attempt(Outcome::Answered, Some(200)),
+                &NextStep::Completed,
+            )
+            .unwrap();
+        assert_eq!(store.attempts(row.id).unwrap().len(), 1);
+    }
+
+    fn cdr(leg: Leg, start: &str, callback: Option<CallbackId>) -> CdrRecord {
+        CdrRecord {
+            callback,
+            inbound_call_id: "a84b4c76e66710@pc33.example.com".into(),
+            leg,
+            call_id: format!("{}-leg@callbackd", leg.as_str()),
+            start: ts(start),
+            answer: Some(ts(start) + secs(3)),
+            end: ts(start) + secs(120),
+            outcome: LegOutcome::Answered,
+            sip_code: Some(200),
+            peer: "sip:201@pbx.example.com".into(),
+        }
+    }
+
+    #[test]
+    fn cdrs_round_trip_and_filter_by_start() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = register_one(&mut store, "support", "3125550188", "2025-06-02T14:00:00Z");
+        let inbound = cdr(Leg::Inbound, "2025-06-02T14:00:00Z", Some(id));
+        let mut agent = cdr(Leg::Agent, "2025-06-02T15:10:00Z", Some(id));
+        agent.answer = None;
+        agent.outcome = LegOutcome::NoAnswer;
+        agent.sip_code = None;
+        let customer = cdr(Leg::Customer, "2025-06-02T15:20:00.5Z", Some(id));
+        let walk_in = cdr(Leg::Inbound, "2025-06-02T15:00:00Z", None);
+        for r in [&customer, &inbound, &agent, &walk_in] {
+            store.write_cdr(r).unwrap();
+        }
+        assert_eq!(
+            store.cdrs(None, None).unwrap(),
+            [
+                inbound.clone(),
+                walk_in.clone(),
+                agent.clone(),
+                customer.clone()
+            ]
+        );
+        assert_eq!(
+            store
+                .cdrs(
+                    Some(ts("2025-06-02T15:00:00Z")),
+                    Some(ts("2025-06-02T15:20:00.5Z"))
+                )
+                .unwrap(),
+            [walk_in, agent]
+        );
+        assert_eq!(
+            store
+                .cdrs(Some(ts("2025-06-02T15:20:00.5Z")), None)
+                .unwrap(),
+            [customer]
+        );
+        // What `callbackd cdr` writes.
+        let mut out = Vec::new();
+        crate::callback::cdr::write_csv(&store.cdrs(None, None).unwrap(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 5);
+        assert!(
+            text.contains(
+                "\r\n1,a84b4c76e66710@pc33.example.com,customer,customer-leg@callbackd,\
+                 2025-06-02T15:20:00.500Z,2025-06-02T15:20:03.500Z,2025-06-02T15:22:00.500Z,\
+                 answered,200,sip:201@pbx.example.com\r\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn attempts_report_corrupt_outcome_as_corrupt_row() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = register_one(&mut store, "support", "3125550188", "2025-06-02T14:00:00Z");
+        assert!(store.claim(id, now()).unwrap());
+        store
+            .record_attempt(id, &attempt(Outcome::Busy, Some(486)), &NextStep::Failed)
+            .unwrap();
+        store
+            .conn
+            .pragma_update(None, "ignore_check_constraints", "ON")
+            .unwrap();
+        store
+            .conn
+            .execute("UPDATE attempts SET outcome = 'hung'", [])
+            .unwrap();
+        match store.attempts(id).unwrap_err() {
+            StoreError::CorruptRow { column, value, .. } => {
+                assert_eq!((column, value.as_str()), ("attempts.outcome", "hung"));
+            }
+            other => panic!("expected CorruptRow, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn failing_store_fails_every_launch_write() {
+        let mut store = FailingStore::default();
+        assert!(matches!(
+            store.claim(CallbackId(1), now()),
+            Err(StoreError::Sqlite { op: "claim", .. })
+        ));
+        assert!(matches!(
+            store.recover_interrupted(now(), Duration::from_secs(1)),
+            Err(StoreError::Sqlite {
+                op: "recover_interrupted",
+                ..
+            })
+        ));
+        assert!(store.due(now()).unwrap().is_empty());
     }
 }
