@@ -12,6 +12,7 @@
 //! Like the rest of the pure layers, nothing here reads a clock: entry times
 //! come in as arguments.
 
+pub mod agents;
 pub mod queue;
 
 use std::collections::BTreeMap;

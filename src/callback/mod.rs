@@ -1,10 +1,13 @@
 //! The callback domain: validated numbers, business-hours gates, the
-//! durable store of callback requests, and one callback attempt (agent
-//! first) as a state machine.
+//! durable store of callback requests, the launch scheduler, one callback
+//! attempt (agent first) as a state machine, trunk dialing rules and call
+//! detail records.
 
+pub mod cdr;
 pub mod dialer;
 pub mod hours;
 pub mod number;
+pub mod scheduler;
 pub mod store;
 pub mod trunk;
 

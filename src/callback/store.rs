@@ -25,8 +25,27 @@
 //! (when the row was written); every domain time (`queued_at`,
 //! `registered_at`, …) comes from the caller.
 //!
-//! The [`Store`] trait is narrow on purpose: issue 4 (launching callbacks)
-//! adds claiming due callbacks, recording attempts and status changes.
+//! The [`Store`] trait is the IVR's narrow view (register, list, place in
+//! line). The launcher's view is [`LaunchStore`], a sub-trait: claiming due
+//! callbacks, recording attempts with their status change, start-up
+//! recovery and call detail records.
+//!
+//! # Launching (schema version 2)
+//!
+//! ```text
+//!  pending ──claim──▶ dialing ──record_attempt──▶ completed | failed | expired
+//!     ▲                  │                        | pending (retry, failover)
+//!     └── recover_interrupted (at start-up) ──────┘
+//!  pending ──expire (expires_at passed)──▶ expired
+//! ```
+//!
+//! `claim` is a single conditional `UPDATE … WHERE status = 'pending' AND
+//! <due> AND <not expired>`: SQLite serialises writers, so of two racing
+//! claims exactly one changes the row, and only that one dials. The claim
+//! time is kept (`claimed_at`) so that an attempt interrupted by a crash is
+//! recorded with its real start. An attempt row and the status change it
+//! causes are one `BEGIN IMMEDIATE` transaction. `moved_from` marks a
+//! callback moved to its failover queue.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -36,6 +55,8 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use thiserror::Error;
 
+use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
+use crate::callback::scheduler::Outcome;
 use crate::callback::{CallbackId, QueueId};
 
 /// Lifecycle of a stored callback (the `status` TEXT column).
@@ -155,6 +176,9 @@ pub struct CallbackRow {
     pub expires_at: Timestamp,
     /// See [`NewCallback::inbound_call_id`].
     pub inbound_call_id: String,
+    /// The queue the callback was registered in, if it has since been moved
+    /// to its failover queue (`queue`); a callback fails over at most once.
+    pub moved_from: Option<QueueId>,
 }
 
 /// Outcome of [`Store::register`].
@@ -165,6 +189,79 @@ pub enum Registration {
     /// A pending or dialing callback for the same number in the same queue
     /// already exists (this id); nothing was written.
     AlreadyScheduled(CallbackId),
+}
+
+/// One attempt to reach the customer, as [`LaunchStore::record_attempt`]
+/// stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// When the attempt began (the agent's INVITE).
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub ended_at: Timestamp,
+    /// How it ended ([`scheduler::classify`](crate::callback::scheduler::classify)).
+    pub outcome: Outcome,
+    /// The final SIP status of the leg that decided the outcome, if any.
+    pub sip_status: Option<u16>,
+    /// The agent rung for it, if one was.
+    pub agent: Option<String>,
+}
+
+/// A stored attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRow {
+    /// Row id.
+    pub id: i64,
+    /// The callback.
+    pub callback: CallbackId,
+    /// The queue the callback was in when the attempt was made.
+    pub queue: QueueId,
+    /// The attempt (an interrupted one has outcome
+    /// [`Outcome::Interrupted`], no status, no agent).
+    pub attempt: Attempt,
+}
+
+/// What becomes of a callback after an attempt: the status transition
+/// [`LaunchStore::record_attempt`] writes in the attempt's transaction
+/// (decided by [`Scheduler::after_attempt`](crate::callback::scheduler::Scheduler::after_attempt)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextStep {
+    /// The customer was reached: completed.
+    Completed,
+    /// Pending again, due at `at`.
+    Retry {
+        /// The new `next_attempt_at`.
+        at: Timestamp,
+    },
+    /// No more attempts: failed.
+    Failed,
+    /// Past `expires_at`: expired.
+    Expired,
+    /// Moved to its failover queue: pending there from `at`, with a fresh
+    /// attempt count and the queue's priority; `queued_at` is kept and
+    /// `moved_from` records the old queue.
+    Failover {
+        /// The failover queue.
+        queue: QueueId,
+        /// The failover queue's priority.
+        priority: i32,
+        /// The new `next_attempt_at`.
+        at: Timestamp,
+    },
+}
+
+/// Result of [`LaunchStore::record_attempt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The attempt was stored and the callback now has this status.
+    Applied(Status),
+    /// The failover queue already holds an active callback for the same
+    /// number (that id): this one was marked failed instead of moved, since
+    /// the customer will be called by the other.
+    FailoverDuplicate {
+        /// The active callback in the failover queue.
+        existing: CallbackId,
+    },
 }
 
 /// Errors of the callback store. All are local faults (no peer input reaches
@@ -229,7 +326,8 @@ pub enum StoreError {
     Sqlite {
         /// The database file.
         path: PathBuf,
-        /// The store operation (`register`, `list`, `pending_ahead`).
+        /// The store operation (`register`, `claim`, `record_attempt`, …:
+        /// the method name).
         op: &'static str,
         /// SQLite's reason.
         #[source]
@@ -240,10 +338,20 @@ pub enum StoreError {
     CorruptRow {
         /// Row id.
         id: i64,
-        /// The column that failed to decode.
+        /// The column that failed to decode (`table.column` outside the
+        /// callbacks table).
         column: &'static str,
         /// The stored value, as text.
         value: String,
+    },
+    /// An attempt was recorded for a callback that is not dialing (a caller
+    /// bug: only a claimed callback has an attempt to record).
+    #[error("callback {id} is not dialing (status {found:?}); attempt not recorded")]
+    NotDialing {
+        /// The callback.
+        id: CallbackId,
+        /// Its status; `None` if there is no such callback.
+        found: Option<Status>,
     },
     /// The caller passed a number that is not plain digits (a caller bug:
     /// numbers are validated before they reach the store).
@@ -254,10 +362,8 @@ pub enum StoreError {
     },
 }
 
-/// The durable store of callbacks, as the IVR sees it.
-///
-/// Issue 4 grows this trait with claiming due callbacks, recording attempts
-/// and status changes; until then it stays this narrow.
+/// The durable store of callbacks, as the IVR sees it. The launcher's
+/// methods are in [`LaunchStore`].
 pub trait Store: Send {
     /// One transaction: if a pending or dialing callback exists for
     /// `(new.queue, new.number)` → [`Registration::AlreadyScheduled`] and
@@ -274,8 +380,73 @@ pub trait Store: Send {
     fn pending_ahead(&self, queue: &QueueId, queued_at: Timestamp) -> Result<u32, StoreError>;
 }
 
+/// The store as the launcher sees it (issue 4): claiming due callbacks,
+/// recording attempts with their status transition, start-up recovery, and
+/// call detail records. A sub-trait so the IVR's view ([`Store`]) stays as
+/// narrow as it was, and the engine can hold one `Box<dyn LaunchStore>` for
+/// both.
+///
+/// Every method is one transaction (or one statement): a status change is
+/// never half-written. Times are wall-clock instants from the caller.
+pub trait LaunchStore: Store {
+    /// Pending callbacks due at `now` (`next_attempt_at` unset or `<= now`)
+    /// and not expired (`expires_at > now`), highest priority first, then
+    /// earliest `queued_at`, then id.
+    fn due(&self, now: Timestamp) -> Result<Vec<CallbackRow>, StoreError>;
+
+    /// Moves callback `id` from pending to dialing if — at this instant, in
+    /// one statement — it is still pending, due and not expired; `true` if
+    /// this call claimed it. At most one of any number of racing claimers
+    /// (threads, processes) gets `true`, so a callback is never dialed twice
+    /// at once. The claim is durable before this returns.
+    fn claim(&mut self, id: CallbackId, now: Timestamp) -> Result<bool, StoreError>;
+
+    /// Stores the attempt of a dialing callback and applies `next` in the
+    /// same transaction. The callback's `attempts` grows by one when the
+    /// outcome is a customer attempt ([`Outcome::is_customer_attempt`]);
+    /// a failover resets it. Fails with [`StoreError::NotDialing`] (nothing
+    /// written) if the callback is not dialing.
+    fn record_attempt(
+        &mut self,
+        id: CallbackId,
+        attempt: &Attempt,
+        next: &NextStep,
+    ) -> Result<Recorded, StoreError>;
+
+    /// Marks every pending callback with `expires_at <= now` expired and
+    /// returns their ids (ascending).
+    fn expire(&mut self, now: Timestamp) -> Result<Vec<CallbackId>, StoreError>;
+
+    /// At start-up, before anything is launched: every dialing callback
+    /// (its call died with the process) becomes pending again, due at
+    /// `now + longest_ring` (its old leg may still be ringing, issue 4
+    /// point 8), with an attempt recorded as [`Outcome::Interrupted`]
+    /// (started when it was claimed, ended `now`, not counted in
+    /// `attempts`). Returns their ids (ascending). Assumes one process per
+    /// store file.
+    fn recover_interrupted(
+        &mut self,
+        now: Timestamp,
+        longest_ring: Duration,
+    ) -> Result<Vec<CallbackId>, StoreError>;
+
+    /// The attempts of callback `id`, oldest first.
+    fn attempts(&self, id: CallbackId) -> Result<Vec<AttemptRow>, StoreError>;
+
+    /// Stores one call detail record.
+    fn write_cdr(&mut self, record: &CdrRecord) -> Result<(), StoreError>;
+
+    /// Call detail records whose leg started in `[since, until)` (either
+    /// bound optional), oldest first.
+    fn cdrs(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> Result<Vec<CdrRecord>, StoreError>;
+}
+
 /// Schema migrations; index `i` takes the file from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// How long a statement waits for another connection's lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -505,17 +676,14 @@ impl Store for SqliteStore {
             .prepare(
                 "SELECT id, queue, number, caller_ani, called_number, priority, queued_at, \
                      registered_at, ecbt_quoted_minutes, status, attempts, next_attempt_at, \
-                     expires_at, inbound_call_id \
+                     expires_at, inbound_call_id, moved_from \
                  FROM callbacks ORDER BY id",
             )
             .map_err(&err)?;
         let mut rows = stmt.query([]).map_err(&err)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(&err)? {
-            out.push(decode_row(row).map_err(|e| match e {
-                Decode::Sqlite(source) => err(source),
-                Decode::Corrupt(e) => e,
-            })?);
+            out.push(decode_row(row).map_err(|e| e.into_store_error(&err))?);
         }
         Ok(out)
     }
@@ -532,6 +700,310 @@ impl Store for SqliteStore {
             .map_err(self.sqlite_err("pending_ahead"))?;
         // COUNT(*) is never negative; beyond u32::MAX is not a real queue.
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+}
+
+impl LaunchStore for SqliteStore {
+    fn due(&self, now: Timestamp) -> Result<Vec<CallbackRow>, StoreError> {
+        let err = self.sqlite_err("due");
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, queue, number, caller_ani, called_number, priority, queued_at, \
+                     registered_at, ecbt_quoted_minutes, status, attempts, next_attempt_at, \
+                     expires_at, inbound_call_id, moved_from \
+                 FROM callbacks \
+                 WHERE status = 'pending' \
+                     AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) \
+                     AND expires_at > ?1 \
+                 ORDER BY priority DESC, queued_at, id",
+            )
+            .map_err(&err)?;
+        let mut rows = stmt.query([now.as_millisecond()]).map_err(&err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(&err)? {
+            out.push(decode_row(row).map_err(|e| e.into_store_error(&err))?);
+        }
+        Ok(out)
+    }
+
+    fn claim(&mut self, id: CallbackId, now: Timestamp) -> Result<bool, StoreError> {
+        // One statement: the check and the change are atomic, and SQLite
+        // lets one writer at a time through, so a racing claimer finds the
+        // row dialing and changes nothing.
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE callbacks SET status = 'dialing', claimed_at = ?2 \
+                 WHERE id = ?1 AND status = 'pending' \
+                     AND (next_attempt_at IS NULL OR next_attempt_at <= ?2) \
+                     AND expires_at > ?2",
+                params![id.0, now.as_millisecond()],
+            )
+            .map_err(self.sqlite_err("claim"))?;
+        Ok(changed == 1)
+    }
+
+    fn record_attempt(
+        &mut self,
+        id: CallbackId,
+        attempt: &Attempt,
+        next: &NextStep,
+    ) -> Result<Recorded, StoreError> {
+        let path = &self.path;
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            op: "record_attempt",
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let current: Option<(String, String, String)> = tx
+            .query_row(
+                "SELECT status, queue, number FROM callbacks WHERE id = ?1",
+                [id.0],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(err)?;
+        let Some((status_text, queue, number)) = current else {
+            return Err(StoreError::NotDialing { id, found: None });
+        };
+        let Some(status) = Status::parse(&status_text) else {
+            return Err(StoreError::CorruptRow {
+                id: id.0,
+                column: "status",
+                value: status_text,
+            });
+        };
+        if status != Status::Dialing {
+            return Err(StoreError::NotDialing {
+                id,
+                found: Some(status),
+            });
+        }
+        tx.execute(
+            "INSERT INTO attempts (callback_id, queue, started_at, ended_at, outcome, \
+                 sip_status, agent) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                id.0,
+                queue,
+                attempt.started_at.as_millisecond(),
+                attempt.ended_at.as_millisecond(),
+                attempt.outcome.as_str(),
+                attempt.sip_status,
+                attempt.agent,
+            ],
+        )
+        .map_err(err)?;
+        let counted = i64::from(attempt.outcome.is_customer_attempt());
+        let finish = |status: Status| {
+            tx.execute(
+                "UPDATE callbacks SET status = ?2, attempts = attempts + ?3, \
+                     next_attempt_at = NULL, claimed_at = NULL \
+                 WHERE id = ?1",
+                params![id.0, status.as_str(), counted],
+            )
+        };
+        let recorded = match next {
+            NextStep::Completed => {
+                finish(Status::Completed).map_err(err)?;
+                Recorded::Applied(Status::Completed)
+            }
+            NextStep::Failed => {
+                finish(Status::Failed).map_err(err)?;
+                Recorded::Applied(Status::Failed)
+            }
+            NextStep::Expired => {
+                finish(Status::Expired).map_err(err)?;
+                Recorded::Applied(Status::Expired)
+            }
+            NextStep::Retry { at } => {
+                tx.execute(
+                    "UPDATE callbacks SET status = 'pending', attempts = attempts + ?2, \
+                         next_attempt_at = ?3, claimed_at = NULL \
+                     WHERE id = ?1",
+                    params![id.0, counted, at.as_millisecond()],
+                )
+                .map_err(err)?;
+                Recorded::Applied(Status::Pending)
+            }
+            NextStep::Failover {
+                queue: target,
+                priority,
+                at,
+            } => {
+                // The partial unique index allows one active callback per
+                // (queue, number): look before moving.
+                let existing: Option<i64> = tx
+                    .query_row(
+                        "SELECT id FROM callbacks \
+                         WHERE queue = ?1 AND number = ?2 \
+                             AND status IN ('pending', 'dialing') AND id <> ?3 \
+                         ORDER BY id LIMIT 1",
+                        params![target.as_str(), number, id.0],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(err)?;
+                if let Some(existing) = existing {
+                    finish(Status::Failed).map_err(err)?;
+                    Recorded::FailoverDuplicate {
+                        existing: CallbackId(existing),
+                    }
+                } else {
+                    tx.execute(
+                        "UPDATE callbacks SET status = 'pending', queue = ?2, priority = ?3, \
+                             moved_from = queue, attempts = 0, next_attempt_at = ?4, \
+                             claimed_at = NULL \
+                         WHERE id = ?1",
+                        params![id.0, target.as_str(), priority, at.as_millisecond()],
+                    )
+                    .map_err(err)?;
+                    Recorded::Applied(Status::Pending)
+                }
+            }
+        };
+        tx.commit().map_err(err)?;
+        Ok(recorded)
+    }
+
+    fn expire(&mut self, now: Timestamp) -> Result<Vec<CallbackId>, StoreError> {
+        let err = self.sqlite_err("expire");
+        let mut stmt = self
+            .conn
+            .prepare(
+                "UPDATE callbacks SET status = 'expired', next_attempt_at = NULL \
+                 WHERE status = 'pending' AND expires_at <= ?1 \
+                 RETURNING id",
+            )
+            .map_err(&err)?;
+        let mut ids = stmt
+            .query_map([now.as_millisecond()], |r| r.get(0).map(CallbackId))
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)?;
+        // RETURNING yields rows in no promised order.
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn recover_interrupted(
+        &mut self,
+        now: Timestamp,
+        longest_ring: Duration,
+    ) -> Result<Vec<CallbackId>, StoreError> {
+        let path = &self.path;
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            op: "recover_interrupted",
+            source,
+        };
+        let now_ms = now.as_millisecond();
+        let ring_ms = i64::try_from(longest_ring.as_millis()).unwrap_or(i64::MAX);
+        let due_ms = now_ms.saturating_add(ring_ms);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        // One INSERT … SELECT and one UPDATE over the same rows, under the
+        // write lock: nothing can change them in between.
+        tx.execute(
+            "INSERT INTO attempts (callback_id, queue, started_at, ended_at, outcome) \
+             SELECT id, queue, coalesce(claimed_at, ?1), ?1, 'interrupted' \
+             FROM callbacks WHERE status = 'dialing' ORDER BY id",
+            [now_ms],
+        )
+        .map_err(err)?;
+        let mut ids = {
+            let mut stmt = tx
+                .prepare(
+                    "UPDATE callbacks SET status = 'pending', next_attempt_at = ?1, \
+                         claimed_at = NULL \
+                     WHERE status = 'dialing' \
+                     RETURNING id",
+                )
+                .map_err(err)?;
+            stmt.query_map([due_ms], |r| r.get(0).map(CallbackId))
+                .map_err(err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?
+        };
+        tx.commit().map_err(err)?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn attempts(&self, id: CallbackId) -> Result<Vec<AttemptRow>, StoreError> {
+        let err = self.sqlite_err("attempts");
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, callback_id, queue, started_at, ended_at, outcome, sip_status, agent \
+                 FROM attempts WHERE callback_id = ?1 ORDER BY id",
+            )
+            .map_err(&err)?;
+        let mut rows = stmt.query([id.0]).map_err(&err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(&err)? {
+            out.push(decode_attempt(row).map_err(|e| e.into_store_error(&err))?);
+        }
+        Ok(out)
+    }
+
+    fn write_cdr(&mut self, record: &CdrRecord) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO cdr (callback_id, inbound_call_id, leg, call_id, start_at, \
+                     answer_at, end_at, outcome, sip_code, peer) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    record.callback.map(|c| c.0),
+                    record.inbound_call_id,
+                    record.leg.as_str(),
+                    record.call_id,
+                    record.start.as_millisecond(),
+                    record.answer.map(Timestamp::as_millisecond),
+                    record.end.as_millisecond(),
+                    record.outcome.as_str(),
+                    record.sip_code,
+                    record.peer,
+                ],
+            )
+            .map_err(self.sqlite_err("write_cdr"))?;
+        Ok(())
+    }
+
+    fn cdrs(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> Result<Vec<CdrRecord>, StoreError> {
+        let err = self.sqlite_err("cdrs");
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, callback_id, inbound_call_id, leg, call_id, start_at, answer_at, \
+                     end_at, outcome, sip_code, peer \
+                 FROM cdr \
+                 WHERE (?1 IS NULL OR start_at >= ?1) AND (?2 IS NULL OR start_at < ?2) \
+                 ORDER BY start_at, id",
+            )
+            .map_err(&err)?;
+        let mut rows = stmt
+            .query(params![
+                since.map(Timestamp::as_millisecond),
+                until.map(Timestamp::as_millisecond)
+            ])
+            .map_err(&err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(&err)? {
+            out.push(decode_cdr(row).map_err(|e| e.into_store_error(&err))?);
+        }
+        Ok(out)
     }
 }
 
@@ -599,29 +1071,40 @@ pub mod testing {
 
     use jiff::Timestamp;
 
-    use super::{CallbackRow, NewCallback, Registration, SqliteStore, Store, StoreError};
-    use crate::callback::QueueId;
+    use std::time::Duration;
+
+    use super::{
+        Attempt, AttemptRow, CallbackRow, LaunchStore, NewCallback, NextStep, Recorded,
+        Registration, SqliteStore, Store, StoreError,
+    };
+    use crate::callback::cdr::CdrRecord;
+    use crate::callback::{CallbackId, QueueId};
 
     /// A [`Store`] whose `register` always fails with an injected SQLite
     /// I/O error and writes nothing (`list` stays empty). For tests of the
-    /// "unable to register" path.
+    /// "unable to register" path. As a [`LaunchStore`] every write fails
+    /// the same way and every read finds nothing.
     #[derive(Debug, Default)]
     pub struct FailingStore {
         /// How many times `register` was called.
         pub register_calls: u32,
     }
 
+    fn injected(op: &'static str) -> StoreError {
+        StoreError::Sqlite {
+            path: PathBuf::from("<FailingStore>"),
+            op,
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                Some("injected failure (FailingStore)".to_owned()),
+            ),
+        }
+    }
+
     impl Store for FailingStore {
         fn register(&mut self, _new: &NewCallback) -> Result<Registration, StoreError> {
             self.register_calls += 1;
-            Err(StoreError::Sqlite {
-                path: PathBuf::from("<FailingStore>"),
-                op: "register",
-                source: rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-                    Some("injected failure (FailingStore)".to_owned()),
-                ),
-            })
+            Err(injected("register"))
         }
 
         fn list(&self) -> Result<Vec<CallbackRow>, StoreError> {
@@ -634,6 +1117,53 @@ pub mod testing {
             _queued_at: Timestamp,
         ) -> Result<u32, StoreError> {
             Ok(0)
+        }
+    }
+
+    impl LaunchStore for FailingStore {
+        fn due(&self, _now: Timestamp) -> Result<Vec<CallbackRow>, StoreError> {
+            Ok(Vec::new())
+        }
+
+        fn claim(&mut self, _id: CallbackId, _now: Timestamp) -> Result<bool, StoreError> {
+            Err(injected("claim"))
+        }
+
+        fn record_attempt(
+            &mut self,
+            _id: CallbackId,
+            _attempt: &Attempt,
+            _next: &NextStep,
+        ) -> Result<Recorded, StoreError> {
+            Err(injected("record_attempt"))
+        }
+
+        fn expire(&mut self, _now: Timestamp) -> Result<Vec<CallbackId>, StoreError> {
+            Err(injected("expire"))
+        }
+
+        fn recover_interrupted(
+            &mut self,
+            _now: Timestamp,
+            _longest_ring: Duration,
+        ) -> Result<Vec<CallbackId>, StoreError> {
+            Err(injected("recover_interrupted"))
+        }
+
+        fn attempts(&self, _id: CallbackId) -> Result<Vec<AttemptRow>, StoreError> {
+            Ok(Vec::new())
+        }
+
+        fn write_cdr(&mut self, _record: &CdrRecord) -> Result<(), StoreError> {
+            Err(injected("write_cdr"))
+        }
+
+        fn cdrs(
+            &self,
+            _since: Option<Timestamp>,
+            _until: Option<Timestamp>,
+        ) -> Result<Vec<CdrRecord>, StoreError> {
+            Ok(Vec::new())
         }
     }
 
@@ -715,6 +1245,56 @@ BEGIN
 END;
 ";
 
+/// Schema version 2 (issue 4): launching. The claim time and failover mark
+/// on callbacks, the attempts of each callback, and call detail records.
+/// Existing rows keep every value (the new columns start NULL).
+const MIGRATION_2: &str = "
+-- when the row became dialing (the start of an interrupted attempt)
+ALTER TABLE callbacks ADD COLUMN claimed_at INTEGER;
+-- the queue it was registered in, once moved to its failover queue
+ALTER TABLE callbacks ADD COLUMN moved_from TEXT;
+
+-- due(): pending rows by next attempt time.
+CREATE INDEX callbacks_by_status_next_attempt
+    ON callbacks (status, next_attempt_at);
+
+CREATE TABLE attempts (
+    id          INTEGER PRIMARY KEY,
+    callback_id INTEGER NOT NULL REFERENCES callbacks (id),
+    -- the queue the callback was in at the time (failover moves it)
+    queue       TEXT    NOT NULL,
+    -- Unix milliseconds, UTC
+    started_at  INTEGER NOT NULL,
+    ended_at    INTEGER NOT NULL,
+    -- 'interrupted': the process stopped during the attempt
+    outcome     TEXT    NOT NULL CHECK (outcome IN ('answered', 'busy', 'no_answer',
+                    'failure', 'invalid_number', 'agent_no_answer', 'interrupted')),
+    sip_status  INTEGER CHECK (sip_status BETWEEN 0 AND 65535),
+    agent       TEXT
+) STRICT;
+
+CREATE INDEX attempts_by_callback ON attempts (callback_id, id);
+
+-- One row per leg: inbound, agent, customer.
+CREATE TABLE cdr (
+    id              INTEGER PRIMARY KEY,
+    callback_id     INTEGER REFERENCES callbacks (id),
+    inbound_call_id TEXT    NOT NULL,
+    leg             TEXT    NOT NULL CHECK (leg IN ('inbound', 'agent', 'customer')),
+    call_id         TEXT    NOT NULL,
+    -- Unix milliseconds, UTC
+    start_at        INTEGER NOT NULL,
+    answer_at       INTEGER,
+    end_at          INTEGER NOT NULL,
+    outcome         TEXT    NOT NULL CHECK (outcome IN ('answered', 'busy', 'no_answer',
+                        'failure', 'invalid_number', 'cancelled', 'interrupted')),
+    sip_code        INTEGER CHECK (sip_code BETWEEN 0 AND 65535),
+    peer            TEXT    NOT NULL
+) STRICT;
+
+CREATE INDEX cdr_by_start ON cdr (start_at, id);
+";
+
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.pragma_query_value(None, "user_version", |row| row.get(0))
 }
@@ -731,6 +1311,15 @@ fn utc_seconds(ts: Timestamp) -> String {
 enum Decode {
     Sqlite(rusqlite::Error),
     Corrupt(StoreError),
+}
+
+impl Decode {
+    fn into_store_error(self, sqlite: impl Fn(rusqlite::Error) -> StoreError) -> StoreError {
+        match self {
+            Decode::Sqlite(source) => sqlite(source),
+            Decode::Corrupt(e) => e,
+        }
+    }
 }
 
 impl From<rusqlite::Error> for Decode {
@@ -777,6 +1366,80 @@ fn decode_row(row: &rusqlite::Row<'_>) -> Result<CallbackRow, Decode> {
         next_attempt_at,
         expires_at: timestamp("expires_at", row.get("expires_at")?)?,
         inbound_call_id: row.get("inbound_call_id")?,
+        moved_from: row
+            .get::<_, Option<String>>("moved_from")?
+            .map(|q| QueueId(q.into_boxed_str())),
+    })
+}
+
+fn decode_attempt(row: &rusqlite::Row<'_>) -> Result<AttemptRow, Decode> {
+    let id: i64 = row.get("id")?;
+    let corrupt = |column: &'static str, value: String| {
+        Decode::Corrupt(StoreError::CorruptRow { id, column, value })
+    };
+    let timestamp = |column: &'static str, ms: i64| {
+        Timestamp::from_millisecond(ms).map_err(|_| corrupt(column, ms.to_string()))
+    };
+    let outcome_text: String = row.get("outcome")?;
+    let Some(outcome) = Outcome::parse(&outcome_text) else {
+        return Err(corrupt("attempts.outcome", outcome_text));
+    };
+    let sip_status = match row.get::<_, Option<i64>>("sip_status")? {
+        Some(n) => {
+            Some(u16::try_from(n).map_err(|_| corrupt("attempts.sip_status", n.to_string()))?)
+        }
+        None => None,
+    };
+    let queue: String = row.get("queue")?;
+    Ok(AttemptRow {
+        id,
+        callback: CallbackId(row.get("callback_id")?),
+        queue: QueueId(queue.into_boxed_str()),
+        attempt: Attempt {
+            started_at: timestamp("attempts.started_at", row.get("started_at")?)?,
+            ended_at: timestamp("attempts.ended_at", row.get("ended_at")?)?,
+            outcome,
+            sip_status,
+            agent: row.get("agent")?,
+        },
+    })
+}
+
+fn decode_cdr(row: &rusqlite::Row<'_>) -> Result<CdrRecord, Decode> {
+    let id: i64 = row.get("id")?;
+    let corrupt = |column: &'static str, value: String| {
+        Decode::Corrupt(StoreError::CorruptRow { id, column, value })
+    };
+    let timestamp = |column: &'static str, ms: i64| {
+        Timestamp::from_millisecond(ms).map_err(|_| corrupt(column, ms.to_string()))
+    };
+    let leg_text: String = row.get("leg")?;
+    let Some(leg) = Leg::parse(&leg_text) else {
+        return Err(corrupt("cdr.leg", leg_text));
+    };
+    let outcome_text: String = row.get("outcome")?;
+    let Some(outcome) = LegOutcome::parse(&outcome_text) else {
+        return Err(corrupt("cdr.outcome", outcome_text));
+    };
+    let answer = match row.get::<_, Option<i64>>("answer_at")? {
+        Some(ms) => Some(timestamp("cdr.answer_at", ms)?),
+        None => None,
+    };
+    let sip_code = match row.get::<_, Option<i64>>("sip_code")? {
+        Some(n) => Some(u16::try_from(n).map_err(|_| corrupt("cdr.sip_code", n.to_string()))?),
+        None => None,
+    };
+    Ok(CdrRecord {
+        callback: row.get::<_, Option<i64>>("callback_id")?.map(CallbackId),
+        inbound_call_id: row.get("inbound_call_id")?,
+        leg,
+        call_id: row.get("call_id")?,
+        start: timestamp("cdr.start_at", row.get("start_at")?)?,
+        answer,
+        end: timestamp("cdr.end_at", row.get("end_at")?)?,
+        outcome,
+        sip_code,
+        peer: row.get("peer")?,
     })
 }
 
@@ -786,6 +1449,7 @@ mod tests {
 
     use super::testing::{FailingStore, arm_commit_failure, disarm_commit_failure};
     use super::*;
+    use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
 
     fn ts(s: &str) -> Timestamp {
         s.parse().expect("test timestamp")
@@ -885,6 +1549,7 @@ mod tests {
                 next_attempt_at: None,
                 expires_at: new.expires_at,
                 inbound_call_id: new.inbound_call_id.clone(),
+                moved_from: None,
             }]
         );
     }
@@ -1295,5 +1960,552 @@ mod tests {
         assert!(lines[2].contains("01144207946000"), "{text}");
         assert!(text.lines().all(|l| l == l.trim_end()));
         assert_eq!(format_list(&[]).lines().count(), 1);
+    }
+
+    // ---- schema version 2: launching ----
+
+    /// Monday 2025-06-02 15:10Z: after every `new_cb` queued_at used below,
+    /// before their expiry (23:00Z).
+    fn now() -> Timestamp {
+        ts("2025-06-02T15:10:00Z")
+    }
+
+    fn secs(n: i64) -> jiff::SignedDuration {
+        jiff::SignedDuration::from_secs(n)
+    }
+
+    fn attempt(outcome: Outcome, sip_status: Option<u16>) -> Attempt {
+        Attempt {
+            started_at: now(),
+            ended_at: now() + secs(40),
+            outcome,
+            sip_status,
+            agent: Some("alice".to_owned()),
+        }
+    }
+
+    fn row_of(store: &SqliteStore, id: CallbackId) -> CallbackRow {
+        store
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.id == id)
+            .expect("row exists")
+    }
+
+    fn register_one(store: &mut SqliteStore, q: &str, number: &str, at: &str) -> CallbackId {
+        registered(store.register(&new_cb(q, number, at)).unwrap())
+    }
+
+    #[test]
+    fn claim_twice_second_is_false() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = register_one(&mut store, "support", "3125550188", "2025-06-02T15:00:00Z");
+        assert!(store.claim(id, now()).unwrap());
+        assert!(!store.claim(id, now()).unwrap());
+        assert_eq!(row_of(&store, id).status, Status::Dialing);
+        let claimed_at: Option<i64> = store
+            .conn
+            .query_row(
+                "SELECT claimed_at FROM callbacks WHERE id = ?1",
+                [id.0],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(claimed_at, Some(now().as_millisecond()));
+        assert!(!store.claim(CallbackId(999), now()).unwrap());
+    }
+
+    #[test]
+    fn claim_refuses_callbacks_not_due_expired_or_finished() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let later = register_one(&mut store, "support", "3125550101", "2025-06-02T15:00:00Z");
+        store
+            .conn
+            .execute(
+                "UPDATE callbacks SET next_attempt_at = ?1 WHERE id = ?2",
+                params![(now() + secs(1)).as_millisecond(), later.0],
+            )
+            .unwrap();
+        assert!(!store.claim(later, now()).unwrap());
+        assert!(store.claim(later, now() + secs(1)).unwrap());
+
+        let expired = register_one(&mut store, "support", "3125550102", "2025-06-02T15:00:00Z");
+        let expiry = ts("2025-06-02T23:00:00Z");
+        assert!(!store.claim(expired, expiry).unwrap());
+        assert_eq!(row_of(&store, expired).status, Status::Pending);
+
+        let cancelled = register_one(&mut store, "support", "3125550103", "2025-06-02T15:00:00Z");
+        set_status(&store, cancelled, "cancelled");
+        assert!(!store.claim(cancelled, now()).unwrap());
+        assert_eq!(row_of(&store, cancelled).status, Status::Cancelled);
+    }
+
+    #[test]
+    fn two_connections_racing_claims_each_callback_is_won_exactly_once() {
+        let db = temp_db("claim-race");
+        let path = db.path.clone();
+        let ids: Vec<CallbackId> = {
+            let mut store = SqliteStore::open(&path).unwrap();
+            (0..25)
+                .map(|i| {
+                    let number = format!("31255501{i:02}");
+                    register_one(&mut store, "support", &number, "2025-06-02T15:00:00Z")
+                })
+                .collect()
+        };
+        let barrier = std::sync::Barrier::new(2);
+        let wins: Vec<Vec<CallbackId>> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (path, ids, barrier) = (&path, &ids, &barrier);
+                    scope.spawn(move || {
+                        // Each racer is its own connection, as another
+                        // process would be.
+                        let mut store = SqliteStore::open(path).unwrap();
+                        barrier.wait();
+                        ids.iter()
+                            .copied()
+                            .filter(|&id| store.claim(id, now()).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let mut all: Vec<CallbackId> = wins.concat();
+        all.sort_unstable();
+        assert_eq!(all, ids, "every callback claimed exactly once: {wins:?}");
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(
+            store
+                .list()
+                .unwrap()
+                .iter()
+                .all(|r| r.status == Status::Dialing)
+        );
+    }
+
+    #[test]
+    fn due_lists_pending_due_unexpired_by_priority_then_place() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let late = register_one(&mut store, "support", "3125550101", "2025-06-02T14:30:00Z");
+        let early = register_one(&mut store, "support", "3125550102", "2025-06-02T14:00:00Z");
+        let mut urgent = new_cb("billing", "3125550103", "2025-06-02T14:45:00Z");
+        urgent.priority = 9;
+        let urgent = registered(store.register(&urgent).unwrap());
+        let not_yet = register_one(&mut store, "support", "3125550104", "2025-06-02T13:00:00Z");
+        store
+            .conn
+            .execute(
+                "UPDATE callbacks SET next_attempt_at = ?1 WHERE id = ?2",
+                params![(now() + secs(60)).as_millisecond(), not_yet.0],
+            )
+            .unwrap();
+        let dialing = register_one(&mut store, "support", "3125550105", "2025-06-02T13:00:00Z");
+        assert!(store.claim(dialing, now()).unwrap());
+        let mut short = new_cb("support", "3125550106", "2025-06-02T13:00:00Z");
+        short.expires_at = now();
+        let expired = registered(store.register(&short).unwrap());
+
+        let ids = |rows: Vec<CallbackRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.due(now()).unwrap()), [urgent, early, late]);
+        assert_eq!(
+            ids(store.due(now() + secs(60)).unwrap()),
+            [urgent, not_yet, early, late]
+        );
+        assert_eq!(store.expire(now()).unwrap(), [expired]);
+        assert_eq!(row_of(&store, expired).status, Status::Expired);
+        assert_eq!(store.expire(now()).unwrap(), []);
+        // The dialing one is not expired by the sweep: its attempt decides.
+        assert_eq!(
+            store.expire(ts("2025-06-02T23:00:00Z")).unwrap(),
+            [late, early, urgent, not_yet]
+        );
+        assert_eq!(row_of(&store, dialing).status, Status::Dialing);
+    }
+
+    #[test]
+    fn record_attempt_writes_the_attempt_and_the_transition_together() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = register_one(&mut store, "support", "3125550188", "2025-06-02T15:00:00Z");
+        let retry_at = now() + secs(600);
+
+        // No answer → pending again at retry time, one attempt counted.
+        assert!(store.claim(id, now()).unwrap());
+        let no_answer = attempt(Outcome::NoAnswer, Some(487));
+        assert_eq!(
+            store
+                .record_attempt(id, &no_answer, &NextStep::Retry { at: retry_at })
+                .unwrap(),
+            Recorded::Applied(Status::Pending)
+        );
+        let row = row_of(&store, id);
+        assert_eq!(
+            (row.status, row.attempts, row.next_attempt_at),
+            (Status::Pending, 1, Some(retry_at))
+        );
+        assert!(
+            !store.claim(id, now()).unwrap(),
+            "not due before retry_time"
+        );
+
+        // The agent did not answer → pending at once, not counted.
+        assert!(store.claim(id, retry_at).unwrap());
+        let agent_missed = attempt(Outcome::AgentNoAnswer, Some(480));
+        store
+            .record_attempt(id, &agent_missed, &NextStep::Retry { at: retry_at })
+            .unwrap();
+        assert_eq!(row_of(&store, id).attempts, 1);
+
+        // Answered → completed.
+        assert!(store.claim(id, retry_at).unwrap());
+        let answered = attempt(Outcome::Answered, Some(200));
+        assert_eq!(
+            store
+                .record_attempt(id, &answered, &NextStep::Completed)
+                .unwrap(),
+            Recorded::Applied(Status::Completed)
+        );
+        let row = row_of(&store, id);
+        assert_eq!(
+            (row.status, row.attempts, row.next_attempt_at),
+            (Status::Completed, 2, None)
+        );
+
+        let stored = store.attempts(id).unwrap();
+        let outcomes: Vec<_> = stored.iter().map(|a| a.attempt.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [Outcome::NoAnswer, Outcome::AgentNoAnswer, Outcome::Answered]
+        );
+        assert_eq!(stored[0].attempt, no_answer);
+        assert_eq!(stored[0].queue, queue("support"));
+        assert!(stored.iter().all(|a| a.callback == id));
+    }
+
+    #[test]
+    fn record_attempt_marks_failed_and_expired() {
+        for (next, status) in [
+            (NextStep::Failed, Status::Failed),
+            (NextStep::Expired, Status::Expired),
+        ] {
+            let mut store = SqliteStore::open_in_memory().unwrap();
+            let id = register_one(&mut store, "support", "3125550188", "2025-06-02T15:00:00Z");
+            assert!(store.claim(id, now()).unwrap());
+            let busy = attempt(Outcome::Busy, Some(486));
+            assert_eq!(
+                store.record_attempt(id, &busy, &next).unwrap(),
+                Recorded::Applied(status)
+            );
+            let row = row_of(&store, id);
+            assert_eq!((row.status, row.attempts), (status, 1));
+            // Finished: the number may register again.
+            register_one(&mut store, "support", "3125550188", "2025-06-02T15:05:00Z");
+        }
+    }
+
+    #[test]
+    fn rejects_attempt_for_a_callback_that_is_not_dialing() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = register_one(&mut store, "support", "3125550188", "2025-06-02T15:00:00Z");
+        let busy = attempt(Outcome::Busy, Some(486));
+        match store.record_attempt(id, &busy, &NextStep::Failed) {
+            Err(StoreError::NotDialing {
+                id: got,
+                found: Some(Status::Pending),
+            }) => assert_eq!(got, id),
+            other => panic!("expected NotDialing, got {other:?}"),
+        }
+        assert!(matches!(
+            store.record_attempt(CallbackId(77), &busy, &NextStep::Failed),
+            Err(StoreError::NotDialing { found: None, .. })
+        ));
+        assert!(store.attempts(id).unwrap().is_empty());
+        assert_eq!(row_of(&store, id).status, Status::Pending);
+        assert!(store.conn.is_autocommit(), "transaction left open");
+    }
+
+    #[test]
+    fn failover_moves_the_callback_keeping_its_place_in_line() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = register_one(&mut store, "support", "3125550188", "2025-06-02T14:00:00Z");
+        store
+            .conn
+            .execute("UPDATE callbacks SET attempts = 2 WHERE id = ?1", [id.0])
+            .unwrap();
+        assert!(store.claim(id, now()).unwrap());
+        let at = now() + secs(600);
+        let next = NextStep::Failover {
+            queue: queue("billing"),
+            priority: 7,
+            at,
+        };
+        let failed = attempt(Outcome::Failure, Some(503));
+        assert_eq!(
+            store.record_attempt(id, &failed, &next).unwrap(),
+            Recorded::Applied(Status::Pending)
+        );
+        let row = row_of(&store, id);
+        assert_eq!(row.queue, queue("billing"));
+        assert_eq!(row.moved_from, Some(queue("support")));
+        assert_eq!(row.queued_at, ts("2025-06-02T14:00:00Z"));
+        assert_eq!(
+            (row.status, row.priority, row.attempts, row.next_attempt_at),
+            (Status::Pending, 7, 0, Some(at))
+        );
+        // The attempt stays filed under the queue it was made in.
+        assert_eq!(store.attempts(id).unwrap()[0].queue, queue("support"));
+        // In its new queue it counts ahead of later billing callers.
+        assert_eq!(
+            store
+                .pending_ahead(&queue("billing"), ts("2025-06-02T14:30:00Z"))
+                .unwrap(),
+            1
+        );
+    }
+
+    #[test]
+    fn failover_onto_an_active_duplicate_fails_instead() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = register_one(&mut store, "support", "3125550188", "2025-06-02T14:00:00Z");
+        let other = register_one(&mut store, "billing", "3125550188", "2025-06-02T14:30:00Z");
+        assert!(store.claim(id, now()).unwrap());
+        let next = NextStep::Failover {
+            queue: queue("billing"),
+            priority: 7,
+            at: now(),
+        };
+        assert_eq!(
+            store
+                .record_attempt(id, &attempt(Outcome::Busy, Some(486)), &next)
+                .unwrap(),
+            Recorded::FailoverDuplicate { existing: other }
+        );
+        let row = row_of(&store, id);
+        assert_eq!(
+            (row.status, row.queue.as_str()),
+            (Status::Failed, "support")
+        );
+        assert_eq!(store.attempts(id).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn recover_interrupted_after_a_crash_pends_again_after_the_longest_ring() {
+        let db = temp_db("recover");
+        let path = db.path.clone();
+        let claimed_at = now();
+        let (dialing, pending) = {
+            let mut store = SqliteStore::open(&path).unwrap();
+            let dialing = register_one(&mut store, "support", "3125550101", "2025-06-02T14:00:00Z");
+            let pending = register_one(&mut store, "support", "3125550102", "2025-06-02T14:10:00Z");
+            assert!(store.claim(dialing, claimed_at).unwrap());
+            // The process dies here (no attempt recorded).
+            (dialing, pending)
+        };
+        let restart = claimed_at + secs(5);
+        let ring = Duration::from_secs(45);
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.recover_interrupted(restart, ring).unwrap(), [dialing]);
+        let row = row_of(&store, dialing);
+        let due_at = restart + secs(45);
+        assert_eq!(
+            (row.status, row.attempts, row.next_attempt_at),
+            (Status::Pending, 0, Some(due_at))
+        );
+        let attempts = store.attempts(dialing).unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(
+            attempts[0].attempt,
+            Attempt {
+                started_at: claimed_at,
+                ended_at: restart,
+                outcome: Outcome::Interrupted,
+                sip_status: None,
+                agent: None,
+            }
+        );
+        // Not redialed while the old leg may still ring.
+        let due_ids = |store: &SqliteStore, at| {
+            store
+                .due(at)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(due_ids(&store, due_at - secs(1)), [pending]);
+        assert!(!store.claim(dialing, due_at - secs(1)).unwrap());
+        assert_eq!(due_ids(&store, due_at), [dialing, pending]);
+        assert!(store.claim(dialing, due_at).unwrap());
+        // Nothing dialing: nothing to recover.
+        store
+            .record_attempt(
+                dialing,
+                &attempt(Outcome::Answered, Some(200)),
+                &NextStep::Completed,
+            )
+            .unwrap();
+        assert_eq!(store.recover_interrupted(due_at, ring).unwrap(), []);
+        assert_eq!(store.attempts(dialing).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn migration_1_to_2_keeps_existing_rows() {
+        let db = temp_db("migrate-1-2");
+        let path = db.path.clone();
+        {
+            // A file written by the previous release: version 1 only.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATION_1).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
+                     queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
+                     next_attempt_at, expires_at, inbound_call_id) \
+                 VALUES ('support', '3125550188', '+13125550100', '8005550199', 5, ?1, ?1, \
+                     12, 'pending', 1, ?2, ?3, 'old-call@pc33')",
+                params![
+                    ts("2025-06-02T15:00:00Z").as_millisecond(),
+                    now().as_millisecond(),
+                    ts("2025-06-02T23:00:00Z").as_millisecond()
+                ],
+            )
+            .unwrap();
+        }
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&store.conn).unwrap(), 2);
+        let rows = store.list().unwrap();
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!(
+            (row.number.as_str(), row.attempts, row.next_attempt_at),
+            ("3125550188", 1, Some(now()))
+        );
+        assert_eq!(row.queued_at, ts("2025-06-02T15:00:00Z"));
+        assert_eq!(
+            (row.moved_from.clone(), row.status),
+            (None, Status::Pending)
+        );
+        assert_eq!(row.inbound_call_id, "old-call@pc33");
+        // The new tables work on the migrated file.
+        assert!(store.claim(row.id, now()).unwrap());
+        store
+            .record_attempt(
+                row.id,
+                &attempt(Outcome::Answered, Some(200)),
+                &NextStep::Completed,
+            )
+            .unwrap();
+        assert_eq!(store.attempts(row.id).unwrap().len(), 1);
+    }
+
+    fn cdr(leg: Leg, start: &str, callback: Option<CallbackId>) -> CdrRecord {
+        CdrRecord {
+            callback,
+            inbound_call_id: "a84b4c76e66710@pc33.example.com".into(),
+            leg,
+            call_id: format!("{}-leg@callbackd", leg.as_str()),
+            start: ts(start),
+            answer: Some(ts(start) + secs(3)),
+            end: ts(start) + secs(120),
+            outcome: LegOutcome::Answered,
+            sip_code: Some(200),
+            peer: "sip:201@pbx.example.com".into(),
+        }
+    }
+
+    #[test]
+    fn cdrs_round_trip_and_filter_by_start() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = register_one(&mut store, "support", "3125550188", "2025-06-02T14:00:00Z");
+        let inbound = cdr(Leg::Inbound, "2025-06-02T14:00:00Z", Some(id));
+        let mut agent = cdr(Leg::Agent, "2025-06-02T15:10:00Z", Some(id));
+        agent.answer = None;
+        agent.outcome = LegOutcome::NoAnswer;
+        agent.sip_code = None;
+        let customer = cdr(Leg::Customer, "2025-06-02T15:20:00.5Z", Some(id));
+        let walk_in = cdr(Leg::Inbound, "2025-06-02T15:00:00Z", None);
+        for r in [&customer, &inbound, &agent, &walk_in] {
+            store.write_cdr(r).unwrap();
+        }
+        assert_eq!(
+            store.cdrs(None, None).unwrap(),
+            [
+                inbound.clone(),
+                walk_in.clone(),
+                agent.clone(),
+                customer.clone()
+            ]
+        );
+        assert_eq!(
+            store
+                .cdrs(
+                    Some(ts("2025-06-02T15:00:00Z")),
+                    Some(ts("2025-06-02T15:20:00.5Z"))
+                )
+                .unwrap(),
+            [walk_in, agent]
+        );
+        assert_eq!(
+            store
+                .cdrs(Some(ts("2025-06-02T15:20:00.5Z")), None)
+                .unwrap(),
+            [customer]
+        );
+        // What `callbackd cdr` writes.
+        let mut out = Vec::new();
+        crate::callback::cdr::write_csv(&store.cdrs(None, None).unwrap(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 5);
+        assert!(
+            text.contains(
+                "\r\n1,a84b4c76e66710@pc33.example.com,customer,customer-leg@callbackd,\
+                 2025-06-02T15:20:00.500Z,2025-06-02T15:20:03.500Z,2025-06-02T15:22:00.500Z,\
+                 answered,200,sip:201@pbx.example.com\r\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn attempts_report_corrupt_outcome_as_corrupt_row() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = register_one(&mut store, "support", "3125550188", "2025-06-02T14:00:00Z");
+        assert!(store.claim(id, now()).unwrap());
+        store
+            .record_attempt(id, &attempt(Outcome::Busy, Some(486)), &NextStep::Failed)
+            .unwrap();
+        store
+            .conn
+            .pragma_update(None, "ignore_check_constraints", "ON")
+            .unwrap();
+        store
+            .conn
+            .execute("UPDATE attempts SET outcome = 'hung'", [])
+            .unwrap();
+        match store.attempts(id).unwrap_err() {
+            StoreError::CorruptRow { column, value, .. } => {
+                assert_eq!((column, value.as_str()), ("attempts.outcome", "hung"));
+            }
+            other => panic!("expected CorruptRow, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn failing_store_fails_every_launch_write() {
+        let mut store = FailingStore::default();
+        assert!(matches!(
+            store.claim(CallbackId(1), now()),
+            Err(StoreError::Sqlite { op: "claim", .. })
+        ));
+        assert!(matches!(
+            store.recover_interrupted(now(), Duration::from_secs(1)),
+            Err(StoreError::Sqlite {
+                op: "recover_interrupted",
+                ..
+            })
+        ));
+        assert!(store.due(now()).unwrap().is_empty());
     }
 }
