@@ -697,7 +697,8 @@ impl Challenger {
         lookup: &dyn Fn(&str) -> Option<Secret>,
         now: Instant,
     ) -> Result<String, AuthError> {
-        let mut malformed = None;
+        // Why the values we could not use were refused, when it matters.
+        let mut refused = None;
         let mut other_realm = false;
         let mut ours = None;
         for value in authorizations {
@@ -709,14 +710,15 @@ impl Challenger {
                 Ok(_) => other_realm = true,
                 // Another scheme (Basic …) is not an answer to our challenge.
                 Err(DigestError::NotDigest) => {}
-                Err(DigestError::UnsupportedAlgorithm) => malformed = Some(None),
-                Err(e) => malformed = Some(Some(e)),
+                Err(DigestError::UnsupportedAlgorithm) => {
+                    refused = Some(AuthError::UnsupportedAlgorithm);
+                }
+                Err(e) => refused = Some(AuthError::Malformed(e)),
             }
         }
-        let auth = match (ours, malformed, other_realm) {
+        let auth = match (ours, refused, other_realm) {
             (Some(a), _, _) => a,
-            (None, Some(None), _) => return Err(AuthError::UnsupportedAlgorithm),
-            (None, Some(Some(e)), _) => return Err(AuthError::Malformed(e)),
+            (None, Some(e), _) => return Err(e),
             (None, None, true) => return Err(AuthError::WrongRealm),
             (None, None, false) => return Err(AuthError::Missing),
         };
@@ -1581,6 +1583,12 @@ mod tests {
         let value = answer(&mut md5_side, t0, "s3cret", 1);
         assert_eq!(
             sha_only.verify([value.as_str()], &register(URI), &lookup, t0),
+            Err(AuthError::UnsupportedAlgorithm)
+        );
+        let unknown = "Digest username=\"agent7\", realm=\"callbackd\", nonce=\"n\", \
+                       uri=\"sip:callbackd.example\", response=\"00\", algorithm=SHA-512-256";
+        assert_eq!(
+            sha_only.verify([unknown], &register(URI), &lookup, t0),
             Err(AuthError::UnsupportedAlgorithm)
         );
     }
