@@ -9,11 +9,17 @@
 //! - [`sdp`] — SDP parsing and RFC 3264 offer/answer.
 //! - [`session_timer`] — RFC 4028 session timers.
 //! - [`endpoint`] — matching, stateless answers, calls as the UAS sees them.
+//! - [`digest`] — HTTP Digest authentication (RFC 2617/7616/8760): answering
+//!   challenges, issuing and verifying them.
+//! - [`registrar`] — REGISTER handling (RFC 3261 §10.3): bindings per user,
+//!   with the source address kept for NAT.
 
 pub mod dialog;
+pub mod digest;
 pub mod endpoint;
 pub mod framing;
 pub mod message;
+pub mod registrar;
 pub mod sdp;
 pub mod session_timer;
 pub mod transaction;

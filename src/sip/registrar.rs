@@ -1,0 +1,1097 @@
+//! REGISTER handling for agents' phones (RFC 3261 §10.3), sans-IO.
+//!
+//! Agents' softphones register to callbackd so it can call them. Users and
+//! passwords come from the configuration; each REGISTER is authenticated
+//! with Digest ([`crate::sip::digest`]), and each binding keeps the [`Flow`]
+//! the REGISTER arrived on: behind a NAT the Contact names a private address,
+//! so the agent is called back where its REGISTER came from (the idea of
+//! RFC 5626, without its flow tokens and keep-alives).
+//!
+//! ```text
+//!  REGISTER ─▶ authenticate (§10.3 step 3) ── no/wrong credentials ─▶ 401 + challenges
+//!                 │                          └ old nonce, right password ─▶ 401 stale=true
+//!                 ▼                          └ malformed credentials ─▶ 400
+//!              To user = authenticated user? (step 4) ── no ─▶ 403
+//!                 ▼
+//!              Contact: * ? (step 6) ── with Expires: 0 only ─▶ remove all ─▶ 200
+//!                 ▼                    └ otherwise ─▶ 400
+//!              each Contact: expires = param | Expires | default (step 7)
+//!                 │  0 < expires < min_expires ─▶ 423 + Min-Expires
+//!                 │  same Call-ID, CSeq not higher ─▶ 500 (out of order)
+//!                 ▼
+//!              commit all or nothing; 200 + every binding with its expires + Date (step 8)
+//! ```
+//!
+//! Not done here (the endpoint does it before calling in): Require/420
+//! (step 2). Not done at all: the domain check of the Request-URI (steps
+//! 1, 5: this registrar serves any domain), `q` ordering (bindings are
+//! listed most recently refreshed first), URI comparison beyond
+//! case-insensitive equality (§19.1.4).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use jiff::fmt::rfc2822::DateTimePrinter;
+
+use crate::sip::digest::{Algorithm, AuthError, Challenger, DigestRequest, Secret};
+use crate::sip::endpoint::Flow;
+use crate::sip::message::{CallId, HeaderName, Method, NameAddr, Request, SipUri, params_iter};
+
+/// Registrar settings.
+#[derive(Debug, Clone)]
+pub struct RegistrarSettings {
+    /// The Digest realm of the challenges.
+    pub realm: String,
+    /// Shorter registrations get 423 (RFC 3261 §10.3 step 7).
+    pub min_expires: u32,
+    /// Longer registrations are shortened to this.
+    pub max_expires: u32,
+    /// The interval when a REGISTER names none.
+    pub default_expires: u32,
+    /// How long a nonce may be used before it is stale.
+    pub nonce_lifetime: Duration,
+    /// Bindings kept per user; a new one beyond this drops the oldest.
+    pub max_bindings_per_user: usize,
+    /// Digest algorithms offered, preferred first (RFC 8760 §2.4).
+    pub algorithms: Vec<Algorithm>,
+}
+
+impl Default for RegistrarSettings {
+    fn default() -> Self {
+        RegistrarSettings {
+            realm: "callbackd".into(),
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            nonce_lifetime: Duration::from_secs(300),
+            max_bindings_per_user: 5,
+            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+        }
+    }
+}
+
+/// One registered contact of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The Contact URI, without angle brackets or header parameters.
+    pub contact: Box<str>,
+    /// Where the REGISTER came from: call the agent back through this
+    /// (source address and transport, or the TCP connection).
+    pub flow: Flow,
+    /// When the binding lapses unless refreshed.
+    pub expires_at: Instant,
+    /// When it was last registered or refreshed.
+    pub refreshed_at: Instant,
+    /// The Call-ID of the REGISTER that last touched it (§10.3 step 7).
+    pub call_id: CallId,
+    /// That REGISTER's CSeq number.
+    pub cseq: u32,
+}
+
+/// What to answer a REGISTER with: the caller builds the response with
+/// [`Request::response`] and adds `headers` in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterOutcome {
+    /// The status code.
+    pub status: u16,
+    /// Header fields to add (WWW-Authenticate, Min-Expires, Contact, Date).
+    pub headers: Vec<(&'static str, String)>,
+    /// The authenticated user, when authentication succeeded.
+    pub user: Option<String>,
+}
+
+/// Changes in who is reachable, for the agent roster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrarEvent {
+    /// The user went from no binding to at least one.
+    Registered {
+        /// The user.
+        user: String,
+    },
+    /// The user's last binding was removed or expired.
+    Unregistered {
+        /// The user.
+        user: String,
+    },
+}
+
+/// The registrar: users from the configuration, bindings per user.
+#[derive(Debug)]
+pub struct Registrar {
+    settings: RegistrarSettings,
+    challenger: Challenger,
+    users: HashMap<String, Secret>,
+    /// user → bindings, most recently refreshed first; never an empty list.
+    bindings: HashMap<String, Vec<Binding>>,
+    events: VecDeque<RegistrarEvent>,
+}
+
+impl Registrar {
+    /// A registrar for `users` (user part of the AoR → secret). `nonce_key`
+    /// must be random (the engine draws it at start-up).
+    pub fn new(
+        settings: RegistrarSettings,
+        users: impl IntoIterator<Item = (String, Secret)>,
+        nonce_key: [u8; 32],
+        now: Instant,
+    ) -> Registrar {
+        let challenger = Challenger::new(&settings.realm, settings.nonce_lifetime, nonce_key, now)
+            .with_algorithms(&settings.algorithms);
+        Registrar {
+            settings,
+            challenger,
+            users: users.into_iter().collect(),
+            bindings: HashMap::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Replaces the user table (configuration reload); bindings of users no
+    /// longer configured are dropped.
+    pub fn set_users(&mut self, users: impl IntoIterator<Item = (String, Secret)>) {
+        self.users = users.into_iter().collect();
+        let users = &self.users;
+        let events = &mut self.events;
+        self.bindings.retain(|user, _| {
+            let keep = users.contains_key(user);
+            if !keep {
+                events.push_back(RegistrarEvent::Unregistered { user: user.clone() });
+            }
+            keep
+        });
+    }
+
+    /// Handles a REGISTER (RFC 3261 §10.3) that arrived on `flow`; `date`
+    /// is the wall clock for the Date header of a 200.
+    pub fn handle_register(
+        &mut self,
+        now: Instant,
+        date: Timestamp,
+        request: &Request,
+        flow: Flow,
+    ) -> RegisterOutcome {
+        if request.method != Method::Register {
+            return RegisterOutcome::bare(405);
+        }
+        // RFC 3261 §10.3 step 3 and §22.2: authenticate.
+        let credentials = request
+            .headers
+            .fields()
+            .iter()
+            .filter(|f| f.name == HeaderName::Authorization)
+            .map(|f| &*f.value);
+        let digest_request = DigestRequest {
+            method: Method::Register.as_str(),
+            uri: &request.uri,
+            body: &request.body,
+        };
+        let users = &self.users;
+        let user = match self.challenger.verify(
+            credentials,
+            &digest_request,
+            &|name| users.get(name).cloned(),
+            now,
+        ) {
+            Ok(user) => user,
+            Err(AuthError::Malformed(_)) => return RegisterOutcome::bare(400),
+            Err(e) => {
+                let stale = e == AuthError::StaleNonce;
+                let headers = self
+                    .challenger
+                    .challenges(now, stale)
+                    .into_iter()
+                    .map(|c| ("WWW-Authenticate", c))
+                    .collect();
+                return RegisterOutcome {
+                    status: 401,
+                    headers,
+                    user: None,
+                };
+            }
+        };
+
+        // Step 4: the authenticated user may only register its own AoR.
+        let aor_user = SipUri::parse(&request.headers.to.uri)
+            .ok()
+            .and_then(|uri| uri.user);
+        if aor_user.as_deref() != Some(user.as_str()) {
+            return RegisterOutcome::bare(403);
+        }
+
+        // Steps 6–7: validate every Contact before changing anything.
+        let expires_header = request
+            .headers
+            .get(HeaderName::Expires)
+            .and_then(parse_delta);
+        let Some(contacts) = parse_contacts(request) else {
+            return RegisterOutcome::bare(400);
+        };
+        let call_id = &request.headers.call_id;
+        let cseq = request.headers.cseq.seq;
+        let existing = self.bindings.get(&user).map_or(&[][..], Vec::as_slice);
+        // Step 7: a binding last touched by this Call-ID with a CSeq at
+        // least as high means this REGISTER is older: "the update MUST be
+        // aborted and the request fails" (RFC names no code: 500).
+        let out_of_order = |b: &Binding| b.call_id == *call_id && cseq <= b.cseq;
+        // `None`: remove every binding.
+        let plan: Option<Vec<(&str, u32)>> = match contacts {
+            Contacts::Wildcard => {
+                // Step 6: "*" only alone and with Expires: 0.
+                if expires_header != Some(0) {
+                    return RegisterOutcome::bare(400);
+                }
+                if existing.iter().any(out_of_order) {
+                    return RegisterOutcome::bare(500);
+                }
+                None
+            }
+            Contacts::List(list) => {
+                let mut plan = Vec::with_capacity(list.len());
+                for (uri, param) in list {
+                    let expires = param
+                        .or(expires_header)
+                        .unwrap_or(self.settings.default_expires);
+                    if expires > 0 && expires < self.settings.min_expires {
+                        return RegisterOutcome {
+                            status: 423,
+                            headers: vec![("Min-Expires", self.settings.min_expires.to_string())],
+                            user: Some(user),
+                        };
+                    }
+                    if existing
+                        .iter()
+                        .any(|b| b.contact.eq_ignore_ascii_case(uri) && out_of_order(b))
+                    {
+                        return RegisterOutcome::bare(500);
+                    }
+                    plan.push((uri, expires.min(self.settings.max_expires)));
+                }
+                Some(plan)
+            }
+        };
+
+        // Commit (step 7: all or nothing, and nothing failed above).
+        let was_registered = self.bindings.contains_key(&user);
+        let list = self.bindings.entry(user.clone()).or_default();
+        // Lapsed bindings are gone before they could be refreshed.
+        list.retain(|b| b.expires_at > now);
+        let Some(plan) = plan else {
+            list.clear();
+            return self.finish(now, date, user, was_registered);
+        };
+        for (uri, expires) in plan {
+            let found = list
+                .iter()
+                .position(|b| b.contact.eq_ignore_ascii_case(uri));
+            let old = found.map(|i| list.remove(i));
+            if expires == 0 {
+                continue;
+            }
+            let binding = Binding {
+                contact: old.map_or_else(|| uri.into(), |b| b.contact),
+                flow,
+                expires_at: now + Duration::from_secs(u64::from(expires)),
+                refreshed_at: now,
+                call_id: call_id.clone(),
+                cseq,
+            };
+            list.insert(0, binding);
+        }
+        list.truncate(self.settings.max_bindings_per_user.max(1));
+        self.finish(now, date, user, was_registered)
+    }
+
+    /// The live bindings of `user`, most recently refreshed first.
+    pub fn lookup(&self, user: &str, now: Instant) -> impl Iterator<Item = &Binding> {
+        self.bindings
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter(move |b| b.expires_at > now)
+    }
+
+    /// Bindings held, all users together (lapsed ones count until
+    /// [`Registrar::handle_timeout`] removes them).
+    pub fn bindings_count(&self) -> usize {
+        self.bindings.values().map(Vec::len).sum()
+    }
+
+    /// When the next binding lapses.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.bindings.values().flatten().map(|b| b.expires_at).min()
+    }
+
+    /// Removes the bindings that lapsed by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let events = &mut self.events;
+        self.bindings.retain(|user, list| {
+            list.retain(|b| b.expires_at > now);
+            if list.is_empty() {
+                events.push_back(RegistrarEvent::Unregistered { user: user.clone() });
+            }
+            !list.is_empty()
+        });
+    }
+
+    /// The next registration change.
+    pub fn poll_event(&mut self) -> Option<RegistrarEvent> {
+        self.events.pop_front()
+    }
+
+    /// Step 8: 200 with every current binding and its remaining time; the
+    /// events for a change of registered-or-not.
+    fn finish(
+        &mut self,
+        now: Instant,
+        date: Timestamp,
+        user: String,
+        was_registered: bool,
+    ) -> RegisterOutcome {
+        let list = self.bindings.get(&user).map_or(&[][..], Vec::as_slice);
+        let mut headers: Vec<(&'static str, String)> = list
+            .iter()
+            .map(|b| {
+                let left = b.expires_at.saturating_duration_since(now).as_secs();
+                ("Contact", format!("<{}>;expires={left}", b.contact))
+            })
+            .collect();
+        if let Ok(date) = DateTimePrinter::new().timestamp_to_rfc9110_string(&date) {
+            headers.push(("Date", date));
+        }
+        let registered = !list.is_empty();
+        if !registered {
+            self.bindings.remove(&user);
+        }
+        match (was_registered, registered) {
+            (false, true) => self
+                .events
+                .push_back(RegistrarEvent::Registered { user: user.clone() }),
+            (true, false) => self
+                .events
+                .push_back(RegistrarEvent::Unregistered { user: user.clone() }),
+            (true, true) | (false, false) => {}
+        }
+        RegisterOutcome {
+            status: 200,
+            headers,
+            user: Some(user),
+        }
+    }
+}
+
+impl RegisterOutcome {
+    fn bare(status: u16) -> RegisterOutcome {
+        RegisterOutcome {
+            status,
+            headers: Vec::new(),
+            user: None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// helpers
+
+/// The Contact header fields of a REGISTER.
+enum Contacts<'a> {
+    /// `Contact: *` (remove all).
+    Wildcard,
+    /// URIs with their `expires` parameter (none: a query, §10.2.3).
+    List(Vec<(&'a str, Option<u32>)>),
+}
+
+/// `None` when a Contact is malformed, or `*` is not alone (§10.3 step 6).
+fn parse_contacts(request: &Request) -> Option<Contacts<'_>> {
+    let mut list = Vec::new();
+    let mut wildcard = false;
+    for value in request.headers.get_all(HeaderName::Contact) {
+        if value == "*" {
+            wildcard = true;
+            continue;
+        }
+        let uri = NameAddr::parse(value).ok()?.uri;
+        // The URI as a sub-slice of `value`, so the plan can borrow it.
+        let start = value.find(&*uri)?;
+        let uri = value.get(start..start + uri.len())?;
+        // Header parameters follow the `>`, or the URI without brackets.
+        let params = match value.rfind('>') {
+            Some(close) => value.get(close + 1..)?,
+            None => value.get(start + uri.len()..)?,
+        };
+        let expires = params_iter(params)
+            .find(|(name, _)| name.eq_ignore_ascii_case("expires"))
+            .and_then(|(_, v)| v)
+            .and_then(parse_delta);
+        list.push((uri, expires));
+    }
+    match (wildcard, list.is_empty()) {
+        (true, true) => Some(Contacts::Wildcard),
+        (true, false) => None,
+        (false, _) => Some(Contacts::List(list)),
+    }
+}
+
+/// delta-seconds (RFC 3261 §25.1); values past 2^32−1 are clamped, and a
+/// malformed value counts as absent (§10.2.1.1: treated as the default).
+fn parse_delta(value: &str) -> Option<u32> {
+    let value = value.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(value.parse::<u32>().unwrap_or(u32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::sip::digest::{Challenge, Credentials};
+    use crate::sip::endpoint::FlowTransport;
+    use crate::sip::message::{Message, Response, parse};
+
+    const DOMAIN: &str = "callbackd.example";
+
+    fn settings() -> RegistrarSettings {
+        RegistrarSettings {
+            realm: DOMAIN.into(),
+            ..RegistrarSettings::default()
+        }
+    }
+
+    fn registrar(t0: Instant) -> Registrar {
+        Registrar::new(
+            settings(),
+            [
+                ("agent7".to_owned(), Secret::Password("s3cret".into())),
+                ("agent8".to_owned(), Secret::Password("other".into())),
+            ],
+            [9; 32],
+            t0,
+        )
+    }
+
+    fn date() -> Timestamp {
+        Timestamp::from_second(1_700_000_000).expect("valid")
+    }
+
+    fn udp(addr: &str) -> Flow {
+        Flow {
+            remote: addr.parse::<SocketAddr>().expect("address"),
+            transport: FlowTransport::Udp,
+        }
+    }
+
+    /// A NATed phone: its Contact names 192.168.1.10, its packets come
+    /// from 203.0.113.5:40000.
+    fn nat() -> Flow {
+        udp("203.0.113.5:40000")
+    }
+
+    fn request(to_user: &str, call_id: &str, cseq: u32, headers: &str) -> Request {
+        let text = format!(
+            "REGISTER sip:{DOMAIN} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bK{cseq}{call_id}\r\n\
+             From: <sip:{to_user}@{DOMAIN}>;tag=f\r\nTo: <sip:{to_user}@{DOMAIN}>\r\n\
+             Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n{headers}Content-Length: 0\r\n\r\n"
+        );
+        match parse(text.as_bytes()) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("fixture does not parse: {other:?}"),
+        }
+    }
+
+    /// The response the endpoint would send for `outcome`, parsed back.
+    fn response_to(req: &Request, outcome: &RegisterOutcome) -> Response {
+        let mut builder = req.response(outcome.status, Some("reg"));
+        for (name, value) in &outcome.headers {
+            builder = builder.header(name, value);
+        }
+        match parse(&builder.finish(None, b"")) {
+            Ok(Message::Response(r)) => r,
+            other => panic!("response does not parse: {other:?}"),
+        }
+    }
+
+    fn header<'a>(outcome: &'a RegisterOutcome, name: &str) -> Vec<&'a str> {
+        outcome
+            .headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// A softphone: one Call-ID, CSeq counting up, reuses the last
+    /// challenge with nc + 1 and answers a 401 once per REGISTER.
+    struct Phone {
+        user: &'static str,
+        aor: &'static str,
+        password: &'static str,
+        call_id: &'static str,
+        cseq: u32,
+        challenge: Option<Challenge>,
+        nc: u32,
+    }
+
+    impl Phone {
+        fn new(user: &'static str, password: &'static str) -> Phone {
+            Phone {
+                user,
+                aor: user,
+                password,
+                call_id: "reg-1",
+                cseq: 0,
+                challenge: None,
+                nc: 0,
+            }
+        }
+
+        fn build(&mut self, headers: &str) -> Request {
+            self.cseq += 1;
+            let mut headers = headers.to_owned();
+            if let Some(challenge) = &self.challenge {
+                self.nc += 1;
+                let digest_request = DigestRequest {
+                    method: "REGISTER",
+                    uri: &format!("sip:{DOMAIN}"),
+                    body: b"",
+                };
+                let value = Credentials::new(self.user, self.password)
+                    .respond(challenge, &digest_request, "0badcafe", self.nc)
+                    .expect("responds");
+                headers.push_str(&format!("Authorization: {value}\r\n"));
+            }
+            request(self.aor, self.call_id, self.cseq, &headers)
+        }
+
+        fn register(
+            &mut self,
+            reg: &mut Registrar,
+            now: Instant,
+            flow: Flow,
+            headers: &str,
+        ) -> RegisterOutcome {
+            let req = self.build(headers);
+            let outcome = reg.handle_register(now, date(), &req, flow);
+            if outcome.status != 401 {
+                return outcome;
+            }
+            let resp = response_to(&req, &outcome);
+            let values = resp
+                .headers
+                .fields()
+                .iter()
+                .filter(|f| f.name == HeaderName::WwwAuthenticate)
+                .map(|f| &*f.value);
+            self.challenge = Some(
+                Credentials::new(self.user, self.password)
+                    .choose(values)
+                    .expect("a usable challenge"),
+            );
+            self.nc = 0;
+            let req = self.build(headers);
+            reg.handle_register(now, date(), &req, flow)
+        }
+    }
+
+    const CONTACT: &str = "Contact: <sip:agent7@192.168.1.10:5060;transport=udp>\r\n";
+
+    #[test]
+    fn challenges_then_binds_with_source_kept_for_nat() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        // Without credentials: 401 with SHA-256 and MD5 challenges.
+        let req = request("agent7", "reg-1", 1, CONTACT);
+        let first = reg.handle_register(t0, date(), &req, nat());
+        assert_eq!(first.status, 401);
+        let challenges = header(&first, "WWW-Authenticate");
+        assert_eq!(challenges.len(), 2);
+        assert!(
+            challenges[0].contains("algorithm=SHA-256"),
+            "{challenges:?}"
+        );
+        assert!(challenges[1].contains("algorithm=MD5"), "{challenges:?}");
+        assert_eq!(reg.bindings_count(), 0);
+
+        let mut phone = Phone::new("agent7", "s3cret");
+        let ok = phone.register(&mut reg, t0, nat(), CONTACT);
+        assert_eq!(ok.status, 200);
+        assert_eq!(ok.user.as_deref(), Some("agent7"));
+        assert_eq!(
+            header(&ok, "Contact"),
+            ["<sip:agent7@192.168.1.10:5060;transport=udp>;expires=3600"]
+        );
+        assert_eq!(header(&ok, "Date"), ["Tue, 14 Nov 2023 22:13:20 GMT"]);
+        let bindings: Vec<&Binding> = reg.lookup("agent7", t0).collect();
+        assert_eq!(bindings.len(), 1);
+        assert_eq!(
+            &*bindings[0].contact,
+            "sip:agent7@192.168.1.10:5060;transport=udp"
+        );
+        assert_eq!(bindings[0].flow, nat(), "the NAT's public side is kept");
+        assert_eq!(bindings[0].expires_at, t0 + Duration::from_secs(3600));
+        assert_eq!(
+            reg.poll_event(),
+            Some(RegistrarEvent::Registered {
+                user: "agent7".into()
+            })
+        );
+        assert_eq!(reg.poll_event(), None);
+    }
+
+    #[test]
+    fn wrong_password_is_challenged_again() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let outcome = Phone::new("agent7", "guess").register(&mut reg, t0, nat(), CONTACT);
+        assert_eq!(outcome.status, 401);
+        assert!(
+            header(&outcome, "WWW-Authenticate")
+                .iter()
+                .all(|c| !c.contains("stale"))
+        );
+        assert_eq!(reg.bindings_count(), 0);
+        assert_eq!(reg.poll_event(), None);
+    }
+
+    #[test]
+    fn unknown_user_is_challenged_again() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let outcome = Phone::new("mallory", "x").register(&mut reg, t0, nat(), CONTACT);
+        assert_eq!(outcome.status, 401);
+        assert_eq!(reg.bindings_count(), 0);
+    }
+
+    #[test]
+    fn credentials_for_another_realm_are_challenged() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let challenge =
+            Challenge::parse("Digest realm=\"elsewhere\", nonce=\"n\", qop=auth").expect("parses");
+        let value = Credentials::new("agent7", "s3cret")
+            .respond(
+                &challenge,
+                &DigestRequest {
+                    method: "REGISTER",
+                    uri: &format!("sip:{DOMAIN}"),
+                    body: b"",
+                },
+                "c",
+                1,
+            )
+            .expect("responds");
+        let req = request(
+            "agent7",
+            "reg-1",
+            1,
+            &format!("{CONTACT}Authorization: {value}\r\n"),
+        );
+        let outcome = reg.handle_register(t0, date(), &req, nat());
+        assert_eq!(outcome.status, 401);
+        assert_eq!(header(&outcome, "WWW-Authenticate").len(), 2);
+    }
+
+    #[test]
+    fn rejects_registering_another_users_aor_with_403() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let mut phone = Phone::new("agent7", "s3cret");
+        phone.aor = "agent8";
+        let outcome = phone.register(&mut reg, t0, nat(), CONTACT);
+        assert_eq!(outcome.status, 403);
+        assert_eq!(reg.bindings_count(), 0);
+    }
+
+    #[test]
+    fn rejects_malformed_credentials_with_400() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let req = request(
+            "agent7",
+            "reg-1",
+            1,
+            &format!("{CONTACT}Authorization: Digest username=\"agent7\", realm=\"{DOMAIN}\"\r\n"),
+        );
+        assert_eq!(reg.handle_register(t0, date(), &req, nat()).status, 400);
+    }
+
+    #[test]
+    fn too_brief_gets_423_with_min_expires() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let mut phone = Phone::new("agent7", "s3cret");
+        let by_param = phone.register(
+            &mut reg,
+            t0,
+            nat(),
+            "Contact: <sip:agent7@192.168.1.10>;expires=30\r\n",
+        );
+        assert_eq!(by_param.status, 423);
+        assert_eq!(header(&by_param, "Min-Expires"), ["60"]);
+        let by_header = phone.register(
+            &mut reg,
+            t0,
+            nat(),
+            "Contact: <sip:agent7@192.168.1.10>\r\nExpires: 59\r\n",
+        );
+        assert_eq!(by_header.status, 423);
+        assert_eq!(reg.bindings_count(), 0);
+        // The minimum itself is accepted.
+        let ok = phone.register(
+            &mut reg,
+            t0,
+            nat(),
+            "Contact: <sip:agent7@192.168.1.10>\r\nExpires: 60\r\n",
+        );
+        assert_eq!(ok.status, 200);
+        assert_eq!(
+            header(&ok, "Contact"),
+            ["<sip:agent7@192.168.1.10>;expires=60"]
+        );
+    }
+
+    #[test]
+    fn expires_param_beats_header_and_is_capped_at_max() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let mut phone = Phone::new("agent7", "s3cret");
+        let ok = phone.register(
+            &mut reg,
+            t0,
+            nat(),
+            "Contact: <sip:a@10.0.0.1>;expires=120, <sip:b@10.0.0.2>\r\n\
+             Contact: sip:c@10.0.0.3;expires=99999999999\r\nExpires: 600\r\n",
+        );
+        assert_eq!(ok.status, 200);
+        let mut contacts = header(&ok, "Contact");
+        contacts.sort_unstable();
+        assert_eq!(
+            contacts,
+            [
+                "<sip:a@10.0.0.1>;expires=120",
+                "<sip:b@10.0.0.2>;expires=600",
+                "<sip:c@10.0.0.3>;expires=3600",
+            ]
+        );
+    }
+
+    #[test]
+    fn expires_zero_removes_only_that_binding() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let mut phone = Phone::new("agent7", "s3cret");
+        let two = "Contact: <sip:a@10.0.0.1>, <sip:b@10.0.0.2>\r\n";
+        assert_eq!(phone.register(&mut reg, t0, nat(), two).status, 200);
+        assert_eq!(reg.bindings_count(), 2);
+        let t1 = t0 + Duration::from_secs(10);
+        let ok = phone.register(
+            &mut reg,
+            t1,
+            nat(),
+            "Contact: <sip:a@10.0.0.1>;expires=0\r\n",
+        );
+        assert_eq!(ok.status, 200);
+        assert_eq!(header(&ok, "Contact"), ["<sip:b@10.0.0.2>;expires=3590"]);
+        let ok = phone.register(
+            &mut reg,
+            t1,
+            nat(),
+            "Contact: <sip:b@10.0.0.2>\r\nExpires: 0\r\n",
+        );
+        assert_eq!(ok.status, 200);
+        assert!(header(&ok, "Contact").is_empty());
+        assert_eq!(reg.bindings_count(), 0);
+        assert_eq!(
+            reg.poll_event(),
+            Some(RegistrarEvent::Registered {
+                user: "agent7".into()
+            })
+        );
+        assert_eq!(
+            reg.poll_event(),
+            Some(RegistrarEvent::Unregistered {
+                user: "agent7".into()
+            })
+        );
+    }
+
+    #[test]
+    fn wildcard_with_expires_zero_removes_all() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let mut phone = Phone::new("agent7", "s3cret");
+        let two = "Contact: <sip:a@10.0.0.1>, <sip:b@10.0.0.2>\r\n";
+        assert_eq!(phone.register(&mut reg, t0, nat(), two).status, 200);
+        let ok = phone.register(&mut reg, t0, nat(), "Contact: *\r\nExpires: 0\r\n");
+        assert_eq!(ok.status, 200);
+        assert!(header(&ok, "Contact").is_empty());
+        assert_eq!(reg.bindings_count(), 0);
+        assert_eq!(reg.lookup("agent7", t0).count(), 0);
+    }
+
+    #[test]
+    fn rejects_wildcard_without_expires_zero_or_with_other_contacts() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let mut phone = Phone::new("agent7", "s3cret");
+        assert_eq!(phone.register(&mut reg, t0, nat(), CONTACT).status, 200);
+        for headers in [
+            "Contact: *\r\n",
+            "Contact: *\r\nExpires: 60\r\n",
+            "Contact: *, <sip:a@10.0.0.1>\r\nExpires: 0\r\n",
+            "Contact: *;expires=0\r\n",
+        ] {
+            let outcome = phone.register(&mut reg, t0, nat(), headers);
+            assert_eq!(outcome.status, 400, "{headers:?}");
+        }
+        assert_eq!(reg.bindings_count(), 1, "nothing was removed");
+    }
+
+    #[test]
+    fn rejects_malformed_contact_with_400() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let mut phone = Phone::new("agent7", "s3cret");
+        for headers in ["Contact: <sip:a@10.0.0.1\r\n", "Contact: nonsense\r\n"] {
+            assert_eq!(
+                phone.register(&mut reg, t0, nat(), headers).status,
+                400,
+                "{headers:?}"
+            );
+        }
+        assert_eq!(reg.bindings_count(), 0);
+    }
+
+    #[test]
+    fn binding_lapses_when_not_refreshed() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let mut phone = Phone::new("agent7", "s3cret");
+        let ok = phone.register(
+            &mut reg,
+            t0,
+            nat(),
+            "Contact: <sip:a@10.0.0.1>;expires=120\r\n",
+        );
+        assert_eq!(ok.status, 200);
+        let deadline = t0 + Duration::from_secs(120);
+        assert_eq!(reg.poll_timeout(), Some(deadline));
+        let just_before = deadline - Duration::from_millis(1);
+        assert_eq!(reg.lookup("agent7", just_before).count(), 1);
+        assert_eq!(reg.lookup("agent7", deadline).count(), 0);
+        reg.handle_timeout(just_before);
+        assert_eq!(reg.bindings_count(), 1);
+        reg.handle_timeout(deadline);
+        assert_eq!(reg.bindings_count(), 0);
+        assert_eq!(reg.poll_timeout(), None);
+        assert_eq!(
+            reg.poll_event(),
+            Some(RegistrarEvent::Registered {
+                user: "agent7".into()
+            })
+        );
+        assert_eq!(
+            reg.poll_event(),
+            Some(RegistrarEvent::Unregistered {
+                user: "agent7".into()
+            })
+        );
+    }
+
+    #[test]
+    fn refresh_from_new_address_moves_binding_first_and_updates_flow() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let mut phone = Phone::new("agent7", "s3cret");
+        let a = "Contact: <sip:a@10.0.0.1>\r\n";
+        let b = "Contact: <sip:b@10.0.0.2>\r\n";
+        assert_eq!(phone.register(&mut reg, t0, nat(), a).status, 200);
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(phone.register(&mut reg, t1, nat(), b).status, 200);
+        let order: Vec<&str> = reg.lookup("agent7", t1).map(|b| &*b.contact).collect();
+        assert_eq!(order, ["sip:b@10.0.0.2", "sip:a@10.0.0.1"]);
+        // The NAT rebinds: a refresh of `a` comes from a new port.
+        let t2 = t0 + Duration::from_secs(10);
+        let moved = udp("203.0.113.5:41234");
+        assert_eq!(phone.register(&mut reg, t2, moved, a).status, 200);
+        let first = reg.lookup("agent7", t2).next().expect("bound");
+        assert_eq!(&*first.contact, "sip:a@10.0.0.1");
+        assert_eq!(first.flow, moved);
+        assert_eq!(first.refreshed_at, t2);
+        assert_eq!(first.expires_at, t2 + Duration::from_secs(3600));
+        assert_eq!(reg.bindings_count(), 2);
+    }
+
+    #[test]
+    fn tcp_flow_is_kept_with_its_connection() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let flow = Flow {
+            remote: "198.51.100.7:50000".parse().expect("address"),
+            transport: FlowTransport::Tcp(17),
+        };
+        let mut phone = Phone::new("agent7", "s3cret");
+        assert_eq!(phone.register(&mut reg, t0, flow, CONTACT).status, 200);
+        let binding = reg.lookup("agent7", t0).next().expect("bound");
+        assert_eq!(binding.flow.transport, FlowTransport::Tcp(17));
+    }
+
+    #[test]
+    fn query_without_contact_lists_bindings() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let mut phone = Phone::new("agent7", "s3cret");
+        assert_eq!(phone.register(&mut reg, t0, nat(), CONTACT).status, 200);
+        let t1 = t0 + Duration::from_secs(100);
+        let ok = phone.register(&mut reg, t1, nat(), "");
+        assert_eq!(ok.status, 200);
+        assert_eq!(
+            header(&ok, "Contact"),
+            ["<sip:agent7@192.168.1.10:5060;transport=udp>;expires=3500"]
+        );
+    }
+
+    #[test]
+    fn rejects_out_of_order_register_with_500() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let mut phone = Phone::new("agent7", "s3cret");
+        assert_eq!(phone.register(&mut reg, t0, nat(), CONTACT).status, 200);
+        // The binding holds CSeq 2 (1 was challenged). An older REGISTER of
+        // the same Call-ID arriving late:
+        phone.cseq = 0;
+        let outcome = phone.register(
+            &mut reg,
+            t0,
+            nat(),
+            "Contact: <sip:agent7@192.168.1.10:5060;transport=udp>;expires=0\r\n",
+        );
+        assert_eq!(outcome.status, 500);
+        assert_eq!(
+            reg.bindings_count(),
+            1,
+            "the late unregister changed nothing"
+        );
+        // Another Call-ID (the phone rebooted) may replace it at any CSeq.
+        phone.call_id = "reg-2";
+        let ok = phone.register(&mut reg, t0, nat(), CONTACT);
+        assert_eq!(ok.status, 200);
+        assert_eq!(
+            reg.lookup("agent7", t0)
+                .next()
+                .expect("bound")
+                .call_id
+                .as_str(),
+            "reg-2"
+        );
+    }
+
+    #[test]
+    fn replayed_register_is_refused() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let mut phone = Phone::new("agent7", "s3cret");
+        assert_eq!(phone.register(&mut reg, t0, nat(), CONTACT).status, 200);
+        // An attacker resends the exact authorized REGISTER (same nonce,
+        // same nc), from elsewhere, to steal the agent's calls.
+        phone.cseq -= 1;
+        phone.nc -= 1;
+        let replay = phone.build(CONTACT);
+        let outcome = reg.handle_register(t0, date(), &replay, udp("192.0.2.66:5060"));
+        assert_eq!(outcome.status, 401);
+        assert_eq!(reg.lookup("agent7", t0).next().expect("bound").flow, nat());
+    }
+
+    #[test]
+    fn stale_nonce_gets_401_with_stale_true_then_succeeds() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let mut phone = Phone::new("agent7", "s3cret");
+        assert_eq!(phone.register(&mut reg, t0, nat(), CONTACT).status, 200);
+        // Refresh after the nonce lifetime (300 s) with the old nonce.
+        let t1 = t0 + Duration::from_secs(1800);
+        let req = phone.build(CONTACT);
+        let stale = reg.handle_register(t1, date(), &req, nat());
+        assert_eq!(stale.status, 401);
+        let challenges = header(&stale, "WWW-Authenticate");
+        assert!(
+            challenges.iter().all(|c| c.contains("stale=true")),
+            "{challenges:?}"
+        );
+        // The phone retries with the new nonce, without asking anyone.
+        let ok = phone.register(&mut reg, t1, nat(), CONTACT);
+        assert_eq!(ok.status, 200);
+        assert!(phone.challenge.as_ref().is_some_and(|c| c.stale));
+    }
+
+    #[test]
+    fn keeps_at_most_max_bindings_dropping_the_oldest() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let mut phone = Phone::new("agent7", "s3cret");
+        for i in 0..7u64 {
+            let now = t0 + Duration::from_secs(i);
+            let contact = format!("Contact: <sip:a@10.0.0.{i}>\r\n");
+            assert_eq!(phone.register(&mut reg, now, nat(), &contact).status, 200);
+        }
+        let now = t0 + Duration::from_secs(7);
+        let kept: Vec<&str> = reg.lookup("agent7", now).map(|b| &*b.contact).collect();
+        assert_eq!(
+            kept,
+            [
+                "sip:a@10.0.0.6",
+                "sip:a@10.0.0.5",
+                "sip:a@10.0.0.4",
+                "sip:a@10.0.0.3",
+                "sip:a@10.0.0.2"
+            ]
+        );
+    }
+
+    #[test]
+    fn removing_a_user_drops_its_bindings() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let mut phone = Phone::new("agent7", "s3cret");
+        assert_eq!(phone.register(&mut reg, t0, nat(), CONTACT).status, 200);
+        reg.poll_event();
+        reg.set_users([("agent8".to_owned(), Secret::Password("other".into()))]);
+        assert_eq!(reg.bindings_count(), 0);
+        assert_eq!(
+            reg.poll_event(),
+            Some(RegistrarEvent::Unregistered {
+                user: "agent7".into()
+            })
+        );
+        // And the removed user can no longer register.
+        assert_eq!(phone.register(&mut reg, t0, nat(), CONTACT).status, 401);
+    }
+
+    #[test]
+    fn users_are_kept_apart() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let mut seven = Phone::new("agent7", "s3cret");
+        let mut eight = Phone::new("agent8", "other");
+        eight.call_id = "reg-8";
+        assert_eq!(seven.register(&mut reg, t0, nat(), CONTACT).status, 200);
+        assert_eq!(
+            eight
+                .register(
+                    &mut reg,
+                    t0,
+                    udp("198.51.100.1:5060"),
+                    "Contact: <sip:agent8@10.1.1.1>\r\n"
+                )
+                .status,
+            200
+        );
+        assert_eq!(reg.bindings_count(), 2);
+        let eights: Vec<&str> = reg.lookup("agent8", t0).map(|b| &*b.contact).collect();
+        assert_eq!(eights, ["sip:agent8@10.1.1.1"]);
+        assert_eq!(reg.lookup("nobody", t0).count(), 0);
+    }
+}
