@@ -10,22 +10,32 @@
 //!                                   Terminated ◀──────────────────────┘
 //! ```
 //!
+//! As UAC the object exists from the moment our INVITE leaves, in the
+//! `Pending` state (no remote tag yet; not a dialog in §12's sense): the first
+//! response with a To-tag establishes it (§12.1.2), early for a 1xx and
+//! confirmed for a 2xx.
+//!
 //! The route set is what keeps a proxy such as Kamailio in the path: as UAS it
-//! is the request's Record-Route in order (§12.1.1), copied into our 2xx, and
-//! every in-dialog request we send goes through it (§12.2.1.1), with loose
-//! routing (`;lr`) or, for an old strict router, the route-URI dance.
+//! is the request's Record-Route in order (§12.1.1), copied into our 2xx; as
+//! UAC it is the response's Record-Route in reverse order (§12.1.2),
+//! recomputed from the 2xx (§13.2.2.4). Every in-dialog request we send goes
+//! through it (§12.2.1.1), with loose routing (`;lr`) or, for an old strict
+//! router, the route-URI dance.
 
 use std::fmt::Write as _;
 
 use bytes::Bytes;
 
 use crate::sip::message::{
-    CallId, HeaderName, Method, NameAddr, Request, RequestBuilder, SipUri, split_list,
+    CallId, HeaderName, Method, NameAddr, Request, RequestBuilder, Response, SipUri, split_list,
 };
 
 /// Where a dialog is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DialogState {
+    /// UAC only: our INVITE is out and no response with a To-tag has come;
+    /// the object holds what the INVITE carried (From, To, Request-URI).
+    Pending,
     /// Created by a provisional response with a To-tag.
     Early,
     /// A 2xx has been sent or received.
@@ -79,6 +89,10 @@ pub enum DialogError {
     /// A Record-Route value is malformed (→ 400).
     #[error("malformed Record-Route")]
     BadRecordRoute,
+    /// A response meant to establish a UAC dialog has no To-tag (§12.1.2:
+    /// only a response with a tag creates a dialog).
+    #[error("response without To-tag")]
+    NoToTag,
 }
 
 /// One dialog.
@@ -141,6 +155,95 @@ impl Dialog {
         })
     }
 
+    /// The UAC side while our INVITE waits for a response with a To-tag
+    /// ([`DialogState::Pending`]): `local` is our From value with `local_tag`,
+    /// `remote` the To value (no tag), `target` the Request-URI, `local_seq`
+    /// the INVITE's CSeq number. [`Dialog::establish_uac`] makes it a dialog.
+    pub fn new_uac(
+        call_id: CallId,
+        local: &str,
+        local_tag: &str,
+        remote: &str,
+        target: &str,
+        local_seq: u32,
+    ) -> Dialog {
+        Dialog {
+            id: DialogId {
+                call_id,
+                local_tag: local_tag.into(),
+                remote_tag: "".into(),
+            },
+            local: local.into(),
+            remote: remote.into(),
+            local_seq,
+            remote_seq: None,
+            remote_target: target.into(),
+            route_set: Vec::new(),
+            record_route: Vec::new(),
+            state: DialogState::Pending,
+        }
+    }
+
+    /// A UAC dialog straight from a response to our INVITE (a 2xx of a fork
+    /// we do not keep, which still needs its ACK and BYE): everything comes
+    /// from the response (§12.1.2).
+    pub fn from_uac_response(response: &Response) -> Result<Dialog, DialogError> {
+        let h = &response.headers;
+        let local_tag = h.from.tag.as_deref().unwrap_or("");
+        let mut d = Dialog::new_uac(
+            h.call_id.clone(),
+            &h.from.raw,
+            local_tag,
+            &h.to.raw,
+            &h.to.uri,
+            h.cseq.seq,
+        );
+        d.establish_uac(response)?;
+        Ok(d)
+    }
+
+    /// Establishes (1xx or 2xx with a To-tag, §12.1.2) or confirms (2xx,
+    /// §13.2.2.4) the UAC dialog from a response to our INVITE: the remote
+    /// tag and To come from the response, the remote target from its Contact
+    /// and the route set from its Record-Route in reverse order. A 2xx
+    /// recomputes target and route set of an early dialog and confirms it.
+    ///
+    /// Lenient where the peer is sloppy, because a 2xx must be ACKed
+    /// whatever it looks like: a missing or malformed Contact keeps the
+    /// current target (the Request-URI), a malformed Record-Route value is
+    /// skipped. Errors: no To-tag ([`DialogError::NoToTag`]); nothing changes.
+    pub fn establish_uac(&mut self, response: &Response) -> Result<(), DialogError> {
+        let h = &response.headers;
+        let tag = h.to.tag.as_deref().ok_or(DialogError::NoToTag)?;
+        self.id.remote_tag = tag.into();
+        self.remote = h.to.raw.clone();
+        if let Some(contact) = h
+            .get(HeaderName::Contact)
+            .and_then(|c| split_list(c).next())
+            .and_then(|c| NameAddr::parse(c).ok())
+            .filter(|c| SipUri::parse(&c.uri).is_ok())
+        {
+            self.remote_target = contact.uri;
+        }
+        // §12.1.2: the route set is the Record-Route list in reverse order.
+        self.route_set = h
+            .get_all(HeaderName::RecordRoute)
+            .filter(|v| {
+                NameAddr::parse(v)
+                    .ok()
+                    .is_some_and(|a| SipUri::parse(&a.uri).is_ok())
+            })
+            .map(Box::<str>::from)
+            .collect();
+        self.route_set.reverse();
+        self.state = if (200..300).contains(&response.status) {
+            DialogState::Confirmed
+        } else {
+            DialogState::Early
+        };
+        Ok(())
+    }
+
     /// The dialog's identifier.
     pub fn id(&self) -> &DialogId {
         &self.id
@@ -153,7 +256,7 @@ impl Dialog {
 
     /// Marks the dialog confirmed (2xx sent or received).
     pub fn confirm(&mut self) {
-        if self.state == DialogState::Early {
+        if matches!(self.state, DialogState::Early | DialogState::Pending) {
             self.state = DialogState::Confirmed;
         }
     }

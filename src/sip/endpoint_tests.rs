@@ -1339,7 +1339,12 @@ fn mutated_messages_never_panic_and_get_at_most_one_response() {
             Event::Ended { call, .. } => {
                 live.remove(&call);
             }
-            Event::Confirmed { .. } | Event::Reoffer { .. } | Event::Info { .. } => {}
+            Event::Confirmed { .. }
+            | Event::Reoffer { .. }
+            | Event::Info { .. }
+            | Event::Progress { .. }
+            | Event::Answered { .. }
+            | Event::Failed { .. } => {}
         }
     }
     let offered = live.len();

@@ -8,7 +8,9 @@
 //! - [`dialog`] — dialogs, route sets, in-dialog requests.
 //! - [`sdp`] — SDP parsing and RFC 3264 offer/answer.
 //! - [`session_timer`] — RFC 4028 session timers.
-//! - [`endpoint`] — matching, stateless answers, calls as the UAS sees them.
+//! - [`endpoint`] — matching, stateless answers, calls as UAS and UAC.
+//! - [`uac`] — outbound calls: what the application passes, the UAC state
+//!   machine, the INVITE and what derives from it.
 
 pub mod dialog;
 pub mod endpoint;
@@ -17,3 +19,4 @@ pub mod message;
 pub mod sdp;
 pub mod session_timer;
 pub mod transaction;
+pub mod uac;
