@@ -582,4 +582,91 @@ Call-ID: c1@127.0.0.1\r\nCSeq: 11 INVITE\r\nContact: <sip:moved@127.0.0.9:7000>\
         assert_eq!(d.remote_target(), "sip:moved@127.0.0.9:7000");
         assert_eq!(DialogId::of_request(&reinvite).as_ref(), Some(d.id()));
     }
+
+    fn response(status: u16, extra: &str) -> Response {
+        let text = format!(
+            "SIP/2.0 {status} X\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKinv\r\n\
+From: \"Acme\" <sip:+15550100@127.0.0.1>;tag=ours\r\n\
+To: <sip:+15551234567@trunk.example>{extra}\r\n\
+Call-ID: out-1\r\n\
+CSeq: 1 INVITE\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+        match parse(text.as_bytes()) {
+            Ok(Message::Response(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn pending() -> Dialog {
+        Dialog::new_uac(
+            CallId("out-1".into()),
+            "\"Acme\" <sip:+15550100@127.0.0.1>;tag=ours",
+            "ours",
+            "<sip:+15551234567@trunk.example>",
+            "sip:+15551234567@trunk.example",
+            1,
+        )
+    }
+
+    #[test]
+    fn uac_dialog_takes_contact_and_reversed_record_route() {
+        let mut d = pending();
+        assert_eq!(d.state(), DialogState::Pending);
+        let r = response(
+            180,
+            ";tag=theirs\r\nContact: <sip:cust@10.1.1.1:5080>\r\n\
+Record-Route: <sip:p2.example;lr>\r\nRecord-Route: <sip:p1.example;lr>",
+        );
+        d.establish_uac(&r).expect("tagged");
+        assert_eq!(d.state(), DialogState::Early);
+        assert_eq!(&*d.id().remote_tag, "theirs");
+        assert_eq!(d.remote_target(), "sip:cust@10.1.1.1:5080");
+        // §12.1.2: reverse order; the proxy nearest us first.
+        assert_eq!(
+            d.route_set(),
+            ["<sip:p1.example;lr>".into(), "<sip:p2.example;lr>".into()]
+        );
+        let out = d.request(Method::Prack, &me(), "z9hG4bKp", &[], None);
+        let prack = parse_request(&out.bytes);
+        assert_eq!(prack.headers.cseq.seq, 2);
+        assert_eq!(prack.headers.to.tag.as_deref(), Some("theirs"));
+        assert_eq!(prack.headers.from.tag.as_deref(), Some("ours"));
+        assert_eq!(&*out.next_hop.host, "p1.example");
+        // An incoming request of this dialog has our tag in To.
+        let bye = parse_request(
+            b"BYE sip:callbackd@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.1.1.1;branch=z9hG4bKb\r\n\
+From: <sip:+15551234567@trunk.example>;tag=theirs\r\nTo: <sip:+15550100@127.0.0.1>;tag=ours\r\n\
+Call-ID: out-1\r\nCSeq: 5 BYE\r\n\r\n",
+        );
+        assert_eq!(DialogId::of_request(&bye).as_ref(), Some(d.id()));
+    }
+
+    #[test]
+    fn uac_2xx_recomputes_target_and_route_set_and_confirms() {
+        let mut d = pending();
+        let early = response(
+            183,
+            ";tag=theirs\r\nContact: <sip:early@10.1.1.1>\r\nRecord-Route: <sip:p1.example;lr>",
+        );
+        d.establish_uac(&early).expect("tagged");
+        let ok = response(200, ";tag=theirs\r\nContact: <sip:final@10.1.1.2>");
+        d.establish_uac(&ok).expect("tagged");
+        assert_eq!(d.state(), DialogState::Confirmed);
+        assert_eq!(d.remote_target(), "sip:final@10.1.1.2");
+        assert!(d.route_set().is_empty());
+    }
+
+    #[test]
+    fn rejects_uac_response_without_to_tag() {
+        let mut d = pending();
+        let r = response(180, "");
+        assert_eq!(d.establish_uac(&r), Err(DialogError::NoToTag));
+        assert_eq!(d.state(), DialogState::Pending);
+        assert_eq!(
+            Dialog::from_uac_response(&r).err(),
+            Some(DialogError::NoToTag)
+        );
+    }
 }

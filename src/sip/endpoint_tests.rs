@@ -2136,3 +2136,6 @@ fn rport_via_gets_received_and_source_port_and_udp_response_goes_to_source() {
         Destination::Udp(addr([127, 0, 0, 1], 40004))
     );
 }
+
+#[path = "uac_tests.rs"]
+mod uac;

@@ -57,7 +57,7 @@ pub struct OutboundInvite {
     /// It also selects the transport: TCP for `Tcp` and `Resolve { tcp:
     /// true }`, UDP otherwise.
     pub next_hop: Destination,
-    /// Our SDP offer.
+    /// Our SDP offer (required: no late offer).
     pub sdp_offer: Bytes,
     /// More header fields for the INVITE (name, value).
     pub extra_headers: Vec<(String, String)>,
@@ -91,6 +91,10 @@ pub enum InviteError {
     /// A header name is not a token, or a value holds CR, LF or NUL.
     #[error("malformed extra header field")]
     BadHeader,
+    /// No SDP offer: a late offer would need our answer in the ACK, which
+    /// is not implemented.
+    #[error("an outbound INVITE needs an SDP offer")]
+    NoOffer,
 }
 
 /// Parses a `Retry-After` value (RFC 3261 §20.33): `delta-seconds
@@ -372,6 +376,9 @@ impl InviteTemplate {
         if invite.request_uri.contains(char::is_whitespace) {
             return Err(InviteError::BadRequestUri);
         }
+        if invite.sdp_offer.is_empty() {
+            return Err(InviteError::NoOffer);
+        }
         let mut from = name_addr(&invite.from).ok_or(InviteError::BadParty("From"))?;
         write!(from, ";tag={}", ctx.from_tag).ok();
         let to = name_addr(&invite.to).ok_or(InviteError::BadParty("To"))?;
@@ -418,9 +425,7 @@ impl InviteTemplate {
         for (name, value) in auth {
             put_header(&mut out, name, value);
         }
-        if !self.sdp.is_empty() {
-            put_header(&mut out, "Content-Type", "application/sdp");
-        }
+        put_header(&mut out, "Content-Type", "application/sdp");
         put_header_fmt(
             &mut out,
             "Content-Length",
