@@ -1420,8 +1420,9 @@ impl Endpoint {
                     }
                 }
                 Some(last) => {
+                    // §4: not PRACKed and not processed further.
                     debug!(rseq, last, "out-of-order reliable provisional ignored");
-                    return;
+                    report = false;
                 }
             }
         }
@@ -2295,7 +2296,7 @@ impl Tx {
             TxMachine::Nist(m) => m.poll_timeout(),
             TxMachine::Nict(m) => m.poll_timeout(),
             TxMachine::Ict(m) if m.abandoned => None,
-            TxMachine::Ict(m) => match (m.machine.poll_timeout(), m.abandon_at) {
+            TxMachine::Ict(m) => match (m.machine.poll_timeout(), m.waiting_until()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             },
@@ -2309,7 +2310,7 @@ impl Tx {
             TxMachine::Nict(m) => m.handle_timeout(now),
             TxMachine::Ict(m) => {
                 m.machine.handle_timeout(now);
-                if m.abandon_at.is_some_and(|at| at <= now) && !m.machine.is_terminated() {
+                if m.waiting_until().is_some_and(|at| at <= now) {
                     m.abandoned = true;
                 }
             }

@@ -14,7 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::sip::endpoint::Destination;
 use crate::sip::message::{CallId, Method, SipUri};
-use crate::sip::transaction::InviteClient;
+use crate::sip::transaction::{IctState, InviteClient};
 
 /// Answers digest challenges for an outbound call (RFC 3261 §22.2). The lead
 /// implements it on top of `sip::digest`; tests use a fake.
@@ -317,6 +317,17 @@ pub(crate) struct IctTx {
     /// transaction is given up.
     pub(crate) abandon_at: Option<Instant>,
     pub(crate) abandoned: bool,
+}
+
+impl IctTx {
+    /// The 64·T1 deadline after our CANCEL, while the INVITE still has no
+    /// final (after one, the transaction's own timers end it).
+    pub(crate) fn waiting_until(&self) -> Option<Instant> {
+        match self.machine.state() {
+            IctState::Calling | IctState::Proceeding => self.abandon_at,
+            IctState::Completed | IctState::Accepted | IctState::Terminated => None,
+        }
+    }
 }
 
 /// Completes [`IctTx::ack_head`] into the ACK for a non-2xx final whose To

@@ -928,3 +928,46 @@ fn second_fork_answering_is_acked_and_byed_and_the_first_dialog_kept() {
         Some("cust")
     );
 }
+
+#[test]
+fn first_2xx_wins_over_an_early_dialog_of_another_fork() {
+    let mut sim = Sim::new();
+    let (call, invite) = ringing(&mut sim, "fork1");
+    let out = sim.deliver(secs(1), &ok_2xx(&invite, "fork2"), trunk());
+    // Only an ACK: the answering fork's dialog becomes the call.
+    assert_eq!(methods(&out), ["ACK"]);
+    assert_eq!(out[0].req().headers.to.tag.as_deref(), Some("fork2"));
+    let ev = events_of(&mut sim);
+    assert!(
+        matches!(ev.as_slice(), [Event::Answered { call: c, .. }] if *c == call),
+        "{ev:?}"
+    );
+    // The far end of fork2 reaches the call; fork1's early dialog is gone.
+    let bye1 = from_callee(&invite, "BYE", 1, None);
+    let bye1 = String::from_utf8(bye1)
+        .expect("utf-8")
+        .replace("tag=cust", "tag=fork1");
+    assert_eq!(
+        statuses(&sim.deliver(secs(2), bye1.as_bytes(), trunk())),
+        [481]
+    );
+    assert!(sim.take_events().is_empty());
+    let bye2 = String::from_utf8(from_callee(&invite, "BYE", 2, None))
+        .expect("utf-8")
+        .replace("tag=cust", "tag=fork2");
+    assert_eq!(
+        statuses(&sim.deliver(secs(3), bye2.as_bytes(), trunk())),
+        [200]
+    );
+    let ev = events_of(&mut sim);
+    assert!(
+        matches!(
+            ev.as_slice(),
+            [Event::Ended {
+                reason: EndReason::RemoteBye,
+                ..
+            }]
+        ),
+        "{ev:?}"
+    );
+}
