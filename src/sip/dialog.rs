@@ -10,22 +10,32 @@
 //!                                   Terminated ◀──────────────────────┘
 //! ```
 //!
+//! As UAC the object exists from the moment our INVITE leaves, in the
+//! `Pending` state (no remote tag yet; not a dialog in §12's sense): the first
+//! response with a To-tag establishes it (§12.1.2), early for a 1xx and
+//! confirmed for a 2xx.
+//!
 //! The route set is what keeps a proxy such as Kamailio in the path: as UAS it
-//! is the request's Record-Route in order (§12.1.1), copied into our 2xx, and
-//! every in-dialog request we send goes through it (§12.2.1.1), with loose
-//! routing (`;lr`) or, for an old strict router, the route-URI dance.
+//! is the request's Record-Route in order (§12.1.1), copied into our 2xx; as
+//! UAC it is the response's Record-Route in reverse order (§12.1.2),
+//! recomputed from the 2xx (§13.2.2.4). Every in-dialog request we send goes
+//! through it (§12.2.1.1), with loose routing (`;lr`) or, for an old strict
+//! router, the route-URI dance.
 
 use std::fmt::Write as _;
 
 use bytes::Bytes;
 
 use crate::sip::message::{
-    CallId, HeaderName, Method, NameAddr, Request, RequestBuilder, SipUri, split_list,
+    CallId, HeaderName, Method, NameAddr, Request, RequestBuilder, Response, SipUri, split_list,
 };
 
 /// Where a dialog is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DialogState {
+    /// UAC only: our INVITE is out and no response with a To-tag has come;
+    /// the object holds what the INVITE carried (From, To, Request-URI).
+    Pending,
     /// Created by a provisional response with a To-tag.
     Early,
     /// A 2xx has been sent or received.
@@ -79,6 +89,10 @@ pub enum DialogError {
     /// A Record-Route value is malformed (→ 400).
     #[error("malformed Record-Route")]
     BadRecordRoute,
+    /// A response meant to establish a UAC dialog has no To-tag (§12.1.2:
+    /// only a response with a tag creates a dialog).
+    #[error("response without To-tag")]
+    NoToTag,
 }
 
 /// One dialog.
@@ -141,6 +155,95 @@ impl Dialog {
         })
     }
 
+    /// The UAC side while our INVITE waits for a response with a To-tag
+    /// ([`DialogState::Pending`]): `local` is our From value with `local_tag`,
+    /// `remote` the To value (no tag), `target` the Request-URI, `local_seq`
+    /// the INVITE's CSeq number. [`Dialog::establish_uac`] makes it a dialog.
+    pub fn new_uac(
+        call_id: CallId,
+        local: &str,
+        local_tag: &str,
+        remote: &str,
+        target: &str,
+        local_seq: u32,
+    ) -> Dialog {
+        Dialog {
+            id: DialogId {
+                call_id,
+                local_tag: local_tag.into(),
+                remote_tag: "".into(),
+            },
+            local: local.into(),
+            remote: remote.into(),
+            local_seq,
+            remote_seq: None,
+            remote_target: target.into(),
+            route_set: Vec::new(),
+            record_route: Vec::new(),
+            state: DialogState::Pending,
+        }
+    }
+
+    /// A UAC dialog straight from a response to our INVITE (a 2xx of a fork
+    /// we do not keep, which still needs its ACK and BYE): everything comes
+    /// from the response (§12.1.2).
+    pub fn from_uac_response(response: &Response) -> Result<Dialog, DialogError> {
+        let h = &response.headers;
+        let local_tag = h.from.tag.as_deref().unwrap_or("");
+        let mut d = Dialog::new_uac(
+            h.call_id.clone(),
+            &h.from.raw,
+            local_tag,
+            &h.to.raw,
+            &h.to.uri,
+            h.cseq.seq,
+        );
+        d.establish_uac(response)?;
+        Ok(d)
+    }
+
+    /// Establishes (1xx or 2xx with a To-tag, §12.1.2) or confirms (2xx,
+    /// §13.2.2.4) the UAC dialog from a response to our INVITE: the remote
+    /// tag and To come from the response, the remote target from its Contact
+    /// and the route set from its Record-Route in reverse order. A 2xx
+    /// recomputes target and route set of an early dialog and confirms it.
+    ///
+    /// Lenient where the peer is sloppy, because a 2xx must be ACKed
+    /// whatever it looks like: a missing or malformed Contact keeps the
+    /// current target (the Request-URI), a malformed Record-Route value is
+    /// skipped. Errors: no To-tag ([`DialogError::NoToTag`]); nothing changes.
+    pub fn establish_uac(&mut self, response: &Response) -> Result<(), DialogError> {
+        let h = &response.headers;
+        let tag = h.to.tag.as_deref().ok_or(DialogError::NoToTag)?;
+        self.id.remote_tag = tag.into();
+        self.remote = h.to.raw.clone();
+        if let Some(contact) = h
+            .get(HeaderName::Contact)
+            .and_then(|c| split_list(c).next())
+            .and_then(|c| NameAddr::parse(c).ok())
+            .filter(|c| SipUri::parse(&c.uri).is_ok())
+        {
+            self.remote_target = contact.uri;
+        }
+        // §12.1.2: the route set is the Record-Route list in reverse order.
+        self.route_set = h
+            .get_all(HeaderName::RecordRoute)
+            .filter(|v| {
+                NameAddr::parse(v)
+                    .ok()
+                    .is_some_and(|a| SipUri::parse(&a.uri).is_ok())
+            })
+            .map(Box::<str>::from)
+            .collect();
+        self.route_set.reverse();
+        self.state = if (200..300).contains(&response.status) {
+            DialogState::Confirmed
+        } else {
+            DialogState::Early
+        };
+        Ok(())
+    }
+
     /// The dialog's identifier.
     pub fn id(&self) -> &DialogId {
         &self.id
@@ -153,7 +256,7 @@ impl Dialog {
 
     /// Marks the dialog confirmed (2xx sent or received).
     pub fn confirm(&mut self) {
-        if self.state == DialogState::Early {
+        if matches!(self.state, DialogState::Early | DialogState::Pending) {
             self.state = DialogState::Confirmed;
         }
     }
@@ -478,5 +581,92 @@ Call-ID: c1@127.0.0.1\r\nCSeq: 11 INVITE\r\nContact: <sip:moved@127.0.0.9:7000>\
         d.refresh_target(&reinvite);
         assert_eq!(d.remote_target(), "sip:moved@127.0.0.9:7000");
         assert_eq!(DialogId::of_request(&reinvite).as_ref(), Some(d.id()));
+    }
+
+    fn response(status: u16, extra: &str) -> Response {
+        let text = format!(
+            "SIP/2.0 {status} X\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKinv\r\n\
+From: \"Acme\" <sip:+15550100@127.0.0.1>;tag=ours\r\n\
+To: <sip:+15551234567@trunk.example>{extra}\r\n\
+Call-ID: out-1\r\n\
+CSeq: 1 INVITE\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+        match parse(text.as_bytes()) {
+            Ok(Message::Response(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn pending() -> Dialog {
+        Dialog::new_uac(
+            CallId("out-1".into()),
+            "\"Acme\" <sip:+15550100@127.0.0.1>;tag=ours",
+            "ours",
+            "<sip:+15551234567@trunk.example>",
+            "sip:+15551234567@trunk.example",
+            1,
+        )
+    }
+
+    #[test]
+    fn uac_dialog_takes_contact_and_reversed_record_route() {
+        let mut d = pending();
+        assert_eq!(d.state(), DialogState::Pending);
+        let r = response(
+            180,
+            ";tag=theirs\r\nContact: <sip:cust@10.1.1.1:5080>\r\n\
+Record-Route: <sip:p2.example;lr>\r\nRecord-Route: <sip:p1.example;lr>",
+        );
+        d.establish_uac(&r).expect("tagged");
+        assert_eq!(d.state(), DialogState::Early);
+        assert_eq!(&*d.id().remote_tag, "theirs");
+        assert_eq!(d.remote_target(), "sip:cust@10.1.1.1:5080");
+        // §12.1.2: reverse order; the proxy nearest us first.
+        assert_eq!(
+            d.route_set(),
+            ["<sip:p1.example;lr>".into(), "<sip:p2.example;lr>".into()]
+        );
+        let out = d.request(Method::Prack, &me(), "z9hG4bKp", &[], None);
+        let prack = parse_request(&out.bytes);
+        assert_eq!(prack.headers.cseq.seq, 2);
+        assert_eq!(prack.headers.to.tag.as_deref(), Some("theirs"));
+        assert_eq!(prack.headers.from.tag.as_deref(), Some("ours"));
+        assert_eq!(&*out.next_hop.host, "p1.example");
+        // An incoming request of this dialog has our tag in To.
+        let bye = parse_request(
+            b"BYE sip:callbackd@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.1.1.1;branch=z9hG4bKb\r\n\
+From: <sip:+15551234567@trunk.example>;tag=theirs\r\nTo: <sip:+15550100@127.0.0.1>;tag=ours\r\n\
+Call-ID: out-1\r\nCSeq: 5 BYE\r\n\r\n",
+        );
+        assert_eq!(DialogId::of_request(&bye).as_ref(), Some(d.id()));
+    }
+
+    #[test]
+    fn uac_2xx_recomputes_target_and_route_set_and_confirms() {
+        let mut d = pending();
+        let early = response(
+            183,
+            ";tag=theirs\r\nContact: <sip:early@10.1.1.1>\r\nRecord-Route: <sip:p1.example;lr>",
+        );
+        d.establish_uac(&early).expect("tagged");
+        let ok = response(200, ";tag=theirs\r\nContact: <sip:final@10.1.1.2>");
+        d.establish_uac(&ok).expect("tagged");
+        assert_eq!(d.state(), DialogState::Confirmed);
+        assert_eq!(d.remote_target(), "sip:final@10.1.1.2");
+        assert!(d.route_set().is_empty());
+    }
+
+    #[test]
+    fn rejects_uac_response_without_to_tag() {
+        let mut d = pending();
+        let r = response(180, "");
+        assert_eq!(d.establish_uac(&r), Err(DialogError::NoToTag));
+        assert_eq!(d.state(), DialogState::Pending);
+        assert_eq!(
+            Dialog::from_uac_response(&r).err(),
+            Some(DialogError::NoToTag)
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! The SIP endpoint, sans-IO: everything between the transport and the call
-//! logic for the UAS side of calls.
+//! logic, for calls we answer (UAS) and calls we place (UAC).
 //!
 //! It matches messages to transactions (RFC 3261 §17.2.3) and dialogs (§12),
 //! answers what needs no application decision statelessly or from the
@@ -16,6 +16,32 @@
 //!                                                                        OPTIONS: 200
 //! ```
 //!
+//! Outbound calls ([`Endpoint::invite`], state machine in [`crate::sip::uac`]):
+//!
+//! ```text
+//!  invite() ─▶ INVITE (ICT, §17.1.1) ─▶ 1xx ─▶ Event::Progress (To-tag: early dialog, §12.1.2;
+//!                 │                          reliable: PRACK, RFC 3262)
+//!                 │                 ─▶ 2xx ─▶ dialog confirmed, ACK (new branch, §13.2.2.4),
+//!                 │                          Event::Answered; each retransmitted 2xx is ACKed again
+//!                 │                 ─▶ 401/407 ─▶ credentials? INVITE again, CSeq + 1 (§22.2)
+//!                 │                 ─▶ 300–699 ─▶ ACK (same branch, §17.1.1.3), Event::Failed
+//!                 │                 ─▶ Timer B / transport error ─▶ Event::Failed 408 / 503
+//!  hangup()/cancel(): no 1xx yet ─▶ wait for one (§9.1); else CANCEL ─▶ 487 ─▶ Event::Ended
+//!                     (a 2xx crossing the CANCEL gets ACK then BYE); confirmed ─▶ BYE
+//! ```
+//!
+//! Once confirmed, an outbound call is a dialog like any other: the far end's
+//! BYE, re-INVITE, UPDATE, INFO and OPTIONS take the same paths as on
+//! incoming calls (dialogs are keyed by our tag, which is the From-tag of
+//! our INVITE and the To-tag of our 2xx alike).
+//!
+//! Forking (§13.2.2.4, §19.3): the first dialog is kept. Provisionals from
+//! other forks are reported without their SDP and not PRACKed; a 2xx from
+//! another fork once the call has one — or for a call that is over — is
+//! ACKed and at once ended with BYE, so the far end stops retransmitting it.
+//! A 2xx from another fork while the call only has an early dialog wins
+//! (first 2xx, not first 1xx).
+//!
 //! Inputs are `handle_*(now, …)`; outputs are drained with
 //! [`Endpoint::poll_transmit`] and [`Endpoint::poll_event`]; the caller sleeps
 //! until [`Endpoint::poll_timeout`]. Timers live in one heap for the whole
@@ -26,23 +52,27 @@ use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tracing::{debug, trace};
 
 use crate::acl::{Acl, AclAction};
-use crate::sip::dialog::{Dialog, DialogError, DialogId, LocalIdentity};
+use crate::sip::dialog::{Dialog, DialogError, DialogId, DialogState, LocalIdentity};
 use crate::sip::message::{
-    self, HeaderName, Message, Method, ParseError, Request, Response, Rport, SipUri,
+    self, CallId, HeaderName, Message, Method, ParseError, Request, Response, Rport, SipUri,
 };
 use crate::sip::session_timer::{
     Negotiated, SessionTimer, SessionTimerConfig, SessionTimerError, TimerAction, negotiate_uas,
 };
 use crate::sip::transaction::{
-    AckDisposition, AckWait, InviteServer, NonInviteClient, NonInviteServer, Reliability,
-    RequestRetransmission, ResponseAction, TimerConfig, TuEvent,
+    AckDisposition, AckWait, IctState, InviteClient, InviteServer, NictState, NonInviteClient,
+    NonInviteServer, Reliability, RequestRetransmission, ResponseAction, TimerConfig, TuEvent,
+};
+use crate::sip::uac::{
+    IctTx, InviteError, InviteTemplate, OutboundInvite, SentPrack, TemplateContext, UacInput,
+    UacState, UacStep, finish_ack, is_stale, parse_retry_after, parse_rseq,
 };
 
 /// Methods we implement, for `Allow` (RFC 3261 §20.5).
@@ -94,6 +124,12 @@ pub enum FlowTransport {
     /// A TCP connection, by the engine's connection id.
     Tcp(u64),
 }
+
+/// The connection id of a TCP flow we opened ourselves and have not heard
+/// back on yet (an outbound INVITE before its first response): no such
+/// connection exists, so the engine falls back to any connection to the
+/// address, else a new one. The first response replaces it with the real id.
+pub const NO_CONNECTION: u64 = u64::MAX;
 
 impl FlowTransport {
     fn reliability(self) -> Reliability {
@@ -155,6 +191,10 @@ pub enum EndReason {
     RemoteBye,
     /// The caller cancelled before we answered.
     Cancelled,
+    /// We cancelled our outbound INVITE: it got its 487, or no final within
+    /// 64·T1 of the CANCEL (§9.1), or a 2xx that crossed the CANCEL, which
+    /// was ACKed and ended with BYE (§15).
+    LocalCancel,
     /// Our 2xx was never acknowledged (RFC 3261 §13.3.1.4); we sent BYE.
     NoAck,
     /// The peer stopped refreshing the session (RFC 4028 §10); we sent BYE.
@@ -205,6 +245,39 @@ pub enum Event {
         /// Its body.
         body: Bytes,
     },
+    /// A provisional response to our INVITE (outbound calls).
+    Progress {
+        /// The call.
+        call: CallKey,
+        /// 100–199.
+        status: u16,
+        /// Its SDP (early media): only from the dialog we keep, and only
+        /// when the response has an `application/sdp` body.
+        sdp: Option<Bytes>,
+        /// Sent reliably (RFC 3262) and PRACKed by us.
+        reliable: bool,
+    },
+    /// Our INVITE was answered (2xx), ACKed, and the dialog is confirmed.
+    Answered {
+        /// The call.
+        call: CallKey,
+        /// The 2xx's body: the SDP answer (empty when it came earlier, in a
+        /// reliable provisional).
+        sdp: Bytes,
+    },
+    /// Our INVITE failed before any answer: 300–699 (ACKed), 408 when no
+    /// response came (Timer B, §8.1.3.1), 503 on a transport error (§8.1.3.1).
+    /// No more events come for the call.
+    Failed {
+        /// The call.
+        call: CallKey,
+        /// The final status.
+        status: u16,
+        /// Its reason phrase (a synthesized one for 408/503).
+        reason: Box<str>,
+        /// The response's `Retry-After` (RFC 3261 §20.33), if any.
+        retry_after: Option<Duration>,
+    },
     /// The call is over; no more events come for it.
     Ended {
         /// The call.
@@ -234,6 +307,9 @@ pub enum CallError {
     /// The call is not in a state where this makes sense.
     #[error("call is not in a state for this")]
     WrongState,
+    /// `cancel` on a call that is not an outbound call still ringing.
+    #[error("not an outbound call awaiting its answer")]
+    NotOutbound,
     /// `reject` was given a status that is not a failure (300–699).
     #[error("{0} is not a failure status")]
     NotAFailure(u16),
@@ -289,7 +365,7 @@ impl Endpoint {
         }
         match message::parse(data) {
             Ok(Message::Request(req)) => self.handle_request(now, req, source),
-            Ok(Message::Response(resp)) => self.handle_response(now, resp),
+            Ok(Message::Response(resp)) => self.handle_response(now, resp, source),
             Err(failure) => {
                 debug!(remote = %source.remote, error = %failure.error, "malformed SIP message");
                 let Some(seed) = failure.seed else { return };
@@ -416,11 +492,13 @@ impl Endpoint {
     }
 
     /// Ends a call from our side: BYE once confirmed (after the ACK, §15),
-    /// 480 before we answered.
+    /// 480 before we answered; an outbound call not yet answered is
+    /// cancelled ([`Endpoint::cancel`]).
     pub fn hangup(&mut self, now: Instant, call: CallKey) -> Result<(), CallError> {
         let c = self.calls.get_mut(&call.0).ok_or(CallError::NoSuchCall)?;
         match c.state {
             CallState::Offered => return self.reject(now, call, 480, &[]),
+            CallState::Inviting => return self.cancel(now, call),
             // §15: the callee must not send BYE before the ACK (or Timer H
             // / 64·T1); remember and send it when the ACK comes.
             CallState::Answered => c.bye_after_ack = Some(EndReason::LocalHangup),
@@ -428,6 +506,150 @@ impl Endpoint {
             CallState::Ending => {}
         }
         Ok(())
+    }
+
+    /// Places an outbound call: sends the INVITE (its own client
+    /// transaction, RFC 3261 §17.1.1) towards `invite.next_hop`. Events
+    /// follow: [`Event::Progress`]*, then [`Event::Answered`] (and later
+    /// [`Event::Ended`]) or [`Event::Failed`] — or [`Event::Ended`] with
+    /// [`EndReason::LocalCancel`] after a [`Endpoint::cancel`].
+    ///
+    /// The application bounds the ring time itself (Timer B only runs until
+    /// the first provisional) and cancels when it is up.
+    pub fn invite(
+        &mut self,
+        now: Instant,
+        mut invite: OutboundInvite,
+    ) -> Result<CallKey, InviteError> {
+        let tcp = matches!(
+            invite.next_hop,
+            Destination::Tcp { .. } | Destination::Resolve { tcp: true, .. }
+        );
+        let transport = if tcp {
+            FlowTransport::Tcp(NO_CONNECTION)
+        } else {
+            FlowTransport::Udp
+        };
+        let contact = self.contact_uri(transport);
+        let from_tag = self.new_token();
+        let call_id = CallId(format!("{}{}", self.new_token(), self.new_token()).into());
+        let me = local_identity(&self.cfg, transport, &contact);
+        let template = InviteTemplate::new(
+            &mut invite,
+            TemplateContext {
+                from_tag: &from_tag,
+                call_id: call_id.clone(),
+                contact: contact.clone(),
+                transport: me.transport,
+                sent_by: me.sent_by,
+                user_agent: &self.cfg.user_agent,
+            },
+        )?;
+        // §8.1.1.5: any initial CSeq below 2³¹ will do; 1 reads best.
+        let cseq = 1;
+        let dialog = Dialog::new_uac(
+            call_id,
+            &template.from,
+            &from_tag,
+            &template.to,
+            &template.request_uri,
+            cseq,
+        );
+        // Until the first response tells us the flow, the next hop stands in
+        // for it (an unresolved name has no address yet).
+        let remote = match &invite.next_hop {
+            Destination::Udp(a) => *a,
+            Destination::Tcp { remote, .. } => *remote,
+            Destination::Resolve { port, .. } => {
+                SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), *port)
+            }
+        };
+        let transport = match &invite.next_hop {
+            Destination::Tcp { conn: Some(c), .. } => FlowTransport::Tcp(*c),
+            _ => transport,
+        };
+        let call_id = self.alloc_id();
+        self.calls.insert(
+            call_id,
+            Call {
+                dialog,
+                flow: Flow { remote, transport },
+                contact,
+                state: CallState::Inviting,
+                invite: None,
+                invite_tx: None,
+                ack_wait: None,
+                ack_cseq: 0,
+                session: None,
+                session_timer: None,
+                bye_after_ack: None,
+                bye_tx: None,
+                end_reason: None,
+                reoffer: None,
+                uac: Some(Box::new(crate::sip::uac::Outbound {
+                    state: UacState::Calling,
+                    template,
+                    next_hop: invite.next_hop,
+                    cseq,
+                    auth: invite.credentials,
+                    auth_headers: Vec::new(),
+                    answered: [false; 2],
+                    auth_rounds: 0,
+                    rseq: None,
+                    prack: None,
+                })),
+                scheduled: None,
+            },
+        );
+        self.send_invite(now, call_id);
+        Ok(CallKey(call_id))
+    }
+
+    /// Cancels an outbound call that has no final response yet (RFC 3261
+    /// §9.1): at once when a provisional has arrived, else as soon as one
+    /// does. Ends with [`EndReason::LocalCancel`] — or with whatever final
+    /// the far end had already sent.
+    pub fn cancel(&mut self, now: Instant, call: CallKey) -> Result<(), CallError> {
+        let c = self.calls.get_mut(&call.0).ok_or(CallError::NoSuchCall)?;
+        if c.state != CallState::Inviting {
+            return Err(CallError::NotOutbound);
+        }
+        let u = c.uac.as_mut().ok_or(CallError::NotOutbound)?;
+        match u.state.step(UacInput::Hangup) {
+            UacStep::SendCancel => self.send_cancel(now, call.0),
+            UacStep::Quiet
+            | UacStep::Report
+            | UacStep::Answer
+            | UacStep::AckAndBye
+            | UacStep::Challenge
+            | UacStep::Fail
+            | UacStep::Cancelled => {}
+        }
+        Ok(())
+    }
+
+    /// The transport could not deliver a message to `destination` (no
+    /// route, connection refused, name did not resolve): every client
+    /// transaction sending there fails (RFC 3261 §17.1.4) — an outbound
+    /// INVITE with [`Event::Failed`] 503 (§8.1.3.1), a BYE by ending its
+    /// call.
+    pub fn handle_transport_error(&mut self, now: Instant, destination: &Destination) {
+        let ids: Vec<u64> = self
+            .txs
+            .iter()
+            .filter(|(_, t)| !t.server && t.destination == *destination)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            if let Some(tx) = self.txs.get_mut(&id) {
+                match &mut tx.machine {
+                    TxMachine::Ict(m) => m.machine.handle_transport_error(),
+                    TxMachine::Nict(m) => m.handle_transport_error(),
+                    TxMachine::Ist(_) | TxMachine::Nist(_) => {}
+                }
+            }
+            self.drain_tx(now, id);
+        }
     }
 
     /// Counters of live state.
@@ -549,7 +771,7 @@ impl Endpoint {
             TxMachine::Nist(nist) => {
                 nist.handle_request_retransmission();
             }
-            TxMachine::Nict(_) => {}
+            TxMachine::Nict(_) | TxMachine::Ict(_) => {}
         }
         self.drain_tx(now, id);
     }
@@ -906,7 +1128,9 @@ impl Endpoint {
         let local_seq = self.rng.u32(1..1 << 20);
         let dialog = match Dialog::new_uas(&req, &local_tag, local_seq) {
             Ok(d) => d,
-            Err(e @ (DialogError::BadContact | DialogError::BadRecordRoute)) => {
+            Err(
+                e @ (DialogError::BadContact | DialogError::BadRecordRoute | DialogError::NoToTag),
+            ) => {
                 let warning = format!("399 callbackd \"{e}\"");
                 self.respond_in_new_ist(now, &req, source, key, 400, &[("Warning", &warning)]);
                 return;
@@ -947,6 +1171,7 @@ impl Endpoint {
                 bye_tx: None,
                 end_reason: None,
                 reoffer: None,
+                uac: None,
                 scheduled: None,
             },
         );
@@ -958,9 +1183,9 @@ impl Endpoint {
     }
 
     // -----------------------------------------------------------------------
-    // responses (to our BYE and refreshes)
+    // responses (to our INVITE, BYE, CANCEL, PRACK and refreshes)
 
-    fn handle_response(&mut self, now: Instant, resp: Response) {
+    fn handle_response(&mut self, now: Instant, resp: Response, source: Flow) {
         let key = TxKey::of_response(&resp);
         let Some(&id) = self.client_index.get(&key) else {
             trace!(status = resp.status, "stray response dropped");
@@ -969,25 +1194,60 @@ impl Endpoint {
         let Some(tx) = self.txs.get_mut(&id) else {
             return;
         };
-        if let TxMachine::Nict(nict) = &mut tx.machine
-            && let Ok(ResponseAction::PassToTu) = nict.handle_response(now, resp.status)
-            && resp.status >= 200
-            && let Some(call_id) = tx.call
-        {
-            self.client_final(now, call_id, id, Some(resp.status));
+        let call = tx.call;
+        match &mut tx.machine {
+            TxMachine::Ict(ict) => {
+                let head = &ict.ack_head;
+                let to = &resp.headers.to.raw;
+                let build_ack = || finish_ack(head, to);
+                let action = match ict.machine.handle_response(now, resp.status, build_ack) {
+                    Ok(action) => action,
+                    Err(e) => {
+                        debug!(error = %e, "response refused by the INVITE transaction");
+                        ResponseAction::Absorb
+                    }
+                };
+                // The transaction's own output (the ACK for a non-2xx) goes
+                // before anything the TU sends in answer.
+                self.drain_tx(now, id);
+                if action == ResponseAction::PassToTu {
+                    self.invite_response(now, id, call, &resp, source);
+                }
+            }
+            TxMachine::Nict(nict) => {
+                let kind = tx.key.kind.clone();
+                if let Ok(ResponseAction::PassToTu) = nict.handle_response(now, resp.status)
+                    && resp.status >= 200
+                    && let Some(call_id) = call
+                {
+                    self.client_final(now, call_id, id, &kind, Some(resp.status));
+                }
+                self.drain_tx(now, id);
+            }
+            TxMachine::Ist(_) | TxMachine::Nist(_) => {}
         }
-        self.drain_tx(now, id);
     }
 
     /// A client transaction of the call ended: with a final `status`, or
     /// `None` when it timed out (Timer F) or the transport failed.
-    fn client_final(&mut self, now: Instant, call_id: u64, tx_id: u64, status: Option<u16>) {
+    fn client_final(
+        &mut self,
+        now: Instant,
+        call_id: u64,
+        tx_id: u64,
+        kind: &TxKind,
+        status: Option<u16>,
+    ) {
         let Some(c) = self.calls.get_mut(&call_id) else {
             return;
         };
         if c.bye_tx == Some(tx_id) {
             let reason = c.end_reason.unwrap_or(EndReason::LocalHangup);
             self.end_call(now, call_id, reason);
+        } else if *kind != TxKind::Other(Method::Update) {
+            // PRACK and CANCEL: nothing follows from their outcome; the
+            // INVITE's own final decides (RFC 3262 §4, RFC 3261 §9.1).
+            trace!(call_id = %c.dialog.id().call_id, ?kind, ?status, "client transaction done");
         } else if matches!(status, None | Some(408 | 481)) {
             // RFC 3261 §12.2.1.2 (a timeout counts as 408, §8.1.3.1): our
             // session refresh failed, the peer is gone; end the dialog with
@@ -996,6 +1256,441 @@ impl Endpoint {
             self.send_bye(now, call_id, EndReason::SessionExpired);
             self.drain_call(now, call_id);
         }
+    }
+
+    // -----------------------------------------------------------------------
+    // outbound calls (UAC)
+
+    /// Sends the call's INVITE with its current CSeq and credentials in a new
+    /// client transaction (new branch).
+    fn send_invite(&mut self, now: Instant, call_id: u64) {
+        let branch = self.new_branch();
+        let id = self.alloc_id();
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let Some(u) = c.uac.as_deref() else { return };
+        let t = &u.template;
+        let invite = t.invite(&branch, u.cseq, &u.auth_headers);
+        let ict = IctTx {
+            machine: InviteClient::new(now, self.cfg.timers, reliability_of(&u.next_hop), invite),
+            ack_head: t.ack_head(&branch, u.cseq),
+            cancel: t.cancel(&branch, u.cseq),
+            cancel_sent: false,
+            acks: Vec::new(),
+            abandon_at: None,
+            abandoned: false,
+        };
+        let destination = u.next_hop.clone();
+        c.invite_tx = Some(id);
+        let key = TxKey {
+            branch: branch.into(),
+            kind: TxKind::Invite,
+        };
+        self.client_index.insert(key.clone(), id);
+        self.txs.insert(
+            id,
+            Tx {
+                machine: TxMachine::Ict(Box::new(ict)),
+                destination,
+                key,
+                server: false,
+                call: Some(call_id),
+                scheduled: None,
+            },
+        );
+        self.drain_tx(now, id);
+    }
+
+    /// Sends the CANCEL of the call's current INVITE (§9.1).
+    fn send_cancel(&mut self, now: Instant, call_id: u64) {
+        let Some(tx_id) = self.calls.get(&call_id).and_then(|c| c.invite_tx) else {
+            return;
+        };
+        self.cancel_invite_tx(now, tx_id);
+    }
+
+    /// CANCELs the INVITE of client transaction `tx_id` once, if it is still
+    /// waiting for its final after a provisional (§9.1), and gives it 64·T1
+    /// to end.
+    fn cancel_invite_tx(&mut self, now: Instant, tx_id: u64) {
+        let give_up = now + self.cfg.timers.t1 * 64;
+        let Some(tx) = self.txs.get_mut(&tx_id) else {
+            return;
+        };
+        let TxMachine::Ict(ict) = &mut tx.machine else {
+            return;
+        };
+        if ict.cancel_sent || ict.machine.state() != IctState::Proceeding {
+            return;
+        }
+        ict.cancel_sent = true;
+        ict.abandon_at = Some(give_up);
+        // §9.1: the CANCEL has its own transaction, with the INVITE's
+        // branch, to the INVITE's destination.
+        let bytes = ict.cancel.clone();
+        let destination = tx.destination.clone();
+        let branch = tx.key.branch.clone();
+        let call = tx.call;
+        self.schedule(Owner::Tx(tx_id));
+        self.start_nict(now, call, Method::Cancel, bytes, destination, &branch);
+    }
+
+    /// A response the INVITE transaction `tx_id` passed up.
+    fn invite_response(
+        &mut self,
+        now: Instant,
+        tx_id: u64,
+        call: Option<u64>,
+        resp: &Response,
+        source: Flow,
+    ) {
+        match resp.status {
+            100..=199 => {
+                if let Some(call_id) = call {
+                    self.uac_provisional(now, tx_id, call_id, resp, source);
+                }
+            }
+            200..=299 => self.uac_success(now, tx_id, call, resp, source),
+            _ => {
+                if let Some(call_id) = call {
+                    self.uac_failure(now, tx_id, call_id, resp);
+                }
+            }
+        }
+    }
+
+    fn uac_provisional(
+        &mut self,
+        now: Instant,
+        tx_id: u64,
+        call_id: u64,
+        resp: &Response,
+        source: Flow,
+    ) {
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if c.invite_tx != Some(tx_id) || c.state != CallState::Inviting {
+            return;
+        }
+        let Some(u) = c.uac.as_deref_mut() else {
+            return;
+        };
+        c.flow = source;
+        let step = u.state.step(UacInput::Provisional);
+        // §12.1.2: a provisional with a To-tag creates the early dialog; we
+        // keep the first one (forks: see the module doc).
+        let ours = match resp.headers.to.tag.as_deref() {
+            None => false,
+            Some(_) if c.dialog.state() == DialogState::Pending => {
+                // Cannot fail: the response has a To-tag.
+                let created = c.dialog.establish_uac(resp).is_ok();
+                if created {
+                    self.dialogs.insert(c.dialog.id().clone(), call_id);
+                }
+                created
+            }
+            Some(tag) => *c.dialog.id().remote_tag == *tag,
+        };
+        // RFC 3262 §4: a reliable provisional (Require: 100rel, RSeq) gets a
+        // PRACK; in order only (RSeq one higher than the last), and a
+        // retransmission (same RSeq) is not a new response.
+        let rseq = resp.headers.get(HeaderName::RSeq).and_then(parse_rseq);
+        let reliable = ours && resp.headers.has_token(HeaderName::Require, "100rel");
+        let mut report = step == UacStep::Report;
+        let mut prack = None;
+        if let (true, Some(rseq)) = (reliable, rseq) {
+            match u.rseq {
+                None => prack = Some(rseq),
+                Some(last) if rseq == last.wrapping_add(1) => prack = Some(rseq),
+                Some(last) if rseq == last => {
+                    report = false;
+                    // Our PRACK may be lost: resend the same request while its
+                    // transaction waits (the far end's NIST absorbs doubles).
+                    if let Some(p) = &u.prack
+                        && let Some(tx) = self.txs.get(&p.tx)
+                        && let TxMachine::Nict(m) = &tx.machine
+                        && matches!(m.state(), NictState::Trying | NictState::Proceeding)
+                    {
+                        self.transmits.push_back(Transmit {
+                            destination: p.destination.clone(),
+                            data: p.bytes.clone(),
+                        });
+                    }
+                }
+                Some(last) => {
+                    // §4: not PRACKed and not processed further.
+                    debug!(rseq, last, "out-of-order reliable provisional ignored");
+                    report = false;
+                }
+            }
+        }
+        if let Some(rseq) = prack {
+            u.rseq = Some(rseq);
+            self.send_prack(now, call_id, rseq, resp.headers.cseq.seq);
+        }
+        match step {
+            UacStep::SendCancel => self.send_cancel(now, call_id),
+            UacStep::Report
+            | UacStep::Quiet
+            | UacStep::Answer
+            | UacStep::AckAndBye
+            | UacStep::Challenge
+            | UacStep::Fail
+            | UacStep::Cancelled => {}
+        }
+        if report {
+            let sdp = (ours && resp.headers.content_type_is("application/sdp"))
+                .then(|| resp.body.clone())
+                .filter(|b| !b.is_empty());
+            self.events.push_back(Event::Progress {
+                call: CallKey(call_id),
+                status: resp.status,
+                sdp,
+                reliable: prack.is_some(),
+            });
+        }
+    }
+
+    fn send_prack(&mut self, now: Instant, call_id: u64, rseq: u32, invite_seq: u32) {
+        let branch = self.new_branch();
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
+        // RFC 3262 §7.2: RAck = response-num CSeq-num Method.
+        let rack = format!("{rseq} {invite_seq} INVITE");
+        let out = c
+            .dialog
+            .request(Method::Prack, &me, &branch, &[("RAck", &rack)], None);
+        let destination = destination_for(&out.next_hop, c.flow);
+        let tx = self.start_nict(
+            now,
+            Some(call_id),
+            Method::Prack,
+            out.bytes.clone(),
+            destination.clone(),
+            &branch,
+        );
+        if let Some(u) = self
+            .calls
+            .get_mut(&call_id)
+            .and_then(|c| c.uac.as_deref_mut())
+        {
+            u.prack = Some(SentPrack {
+                tx,
+                bytes: out.bytes,
+                destination,
+            });
+        }
+    }
+
+    fn uac_success(
+        &mut self,
+        now: Instant,
+        tx_id: u64,
+        call: Option<u64>,
+        resp: &Response,
+        source: Flow,
+    ) {
+        let tag: Box<str> = resp.headers.to.tag.clone().unwrap_or_default();
+        // §13.2.2.4: every retransmission of a 2xx gets the same ACK.
+        if let Some(tx) = self.txs.get(&tx_id)
+            && let TxMachine::Ict(ict) = &tx.machine
+            && let Some((_, data, destination)) = ict.acks.iter().find(|(t, _, _)| *t == tag)
+        {
+            self.transmits.push_back(Transmit {
+                destination: destination.clone(),
+                data: data.clone(),
+            });
+            return;
+        }
+        let ack_branch = self.new_branch();
+        let wanted = call.and_then(|id| self.calls.get_mut(&id)).filter(|c| {
+            c.invite_tx == Some(tx_id) && c.state == CallState::Inviting && c.uac.is_some()
+        });
+        let Some(c) = wanted else {
+            self.ack_and_bye_unwanted(now, tx_id, resp, source, ack_branch);
+            return;
+        };
+        let call_id = call.expect("a wanted 2xx has its call");
+        let u = c.uac.as_deref_mut().expect("checked above");
+        let step = u.state.step(UacInput::Success);
+        let invite_seq = u.cseq;
+        c.flow = source;
+        // §13.2.2.4: the early dialog of the same tag is confirmed and its
+        // route set recomputed from the 2xx; another fork's 2xx wins over an
+        // early dialog (the first 2xx makes the call).
+        if self.dialogs.get(c.dialog.id()) == Some(&call_id) {
+            self.dialogs.remove(c.dialog.id());
+        }
+        if let Err(e) = c.dialog.establish_uac(resp) {
+            debug!(error = %e, "2xx without To-tag; ACKing it as is");
+            c.dialog.confirm();
+        }
+        self.dialogs.insert(c.dialog.id().clone(), call_id);
+        c.state = CallState::Confirmed;
+        let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
+        let ack = c.dialog.ack(invite_seq, &me, &ack_branch);
+        let destination = destination_for(&ack.next_hop, c.flow);
+        self.send_2xx_ack(tx_id, tag, ack.bytes, destination);
+        match step {
+            UacStep::Answer => self.events.push_back(Event::Answered {
+                call: CallKey(call_id),
+                sdp: resp.body.clone(),
+            }),
+            // §15: the 2xx crossed our CANCEL; the session is not wanted.
+            UacStep::AckAndBye => self.send_bye(now, call_id, EndReason::LocalCancel),
+            UacStep::Report
+            | UacStep::Quiet
+            | UacStep::SendCancel
+            | UacStep::Challenge
+            | UacStep::Fail
+            | UacStep::Cancelled => {}
+        }
+        self.drain_call(now, call_id);
+    }
+
+    /// Sends the ACK for a 2xx and keeps it for the 2xx's retransmissions.
+    fn send_2xx_ack(&mut self, tx_id: u64, tag: Box<str>, data: Bytes, destination: Destination) {
+        self.transmits.push_back(Transmit {
+            destination: destination.clone(),
+            data: data.clone(),
+        });
+        if let Some(tx) = self.txs.get_mut(&tx_id)
+            && let TxMachine::Ict(ict) = &mut tx.machine
+        {
+            ict.acks.push((tag, data, destination));
+        }
+    }
+
+    /// A 2xx nobody wants (another fork once the call has its dialog, or a
+    /// call that is over): ACK it so the far end stops retransmitting, then
+    /// end that dialog with BYE (§13.2.2.4).
+    fn ack_and_bye_unwanted(
+        &mut self,
+        now: Instant,
+        tx_id: u64,
+        resp: &Response,
+        source: Flow,
+        ack_branch: String,
+    ) {
+        let Ok(mut dialog) = Dialog::from_uac_response(resp) else {
+            debug!(status = resp.status, "untagged 2xx from a fork dropped");
+            return;
+        };
+        let tag: Box<str> = dialog.id().remote_tag.clone();
+        debug!(call_id = %dialog.id().call_id, %tag, "unwanted 2xx: ACK and BYE");
+        let contact = self.contact_uri(source.transport);
+        let me = local_identity(&self.cfg, source.transport, &contact);
+        let ack = dialog.ack(resp.headers.cseq.seq, &me, &ack_branch);
+        let destination = destination_for(&ack.next_hop, source);
+        self.send_2xx_ack(tx_id, tag, ack.bytes, destination);
+        let bye_branch = self.new_branch();
+        let bye = dialog.request(Method::Bye, &me, &bye_branch, &[], None);
+        let destination = destination_for(&bye.next_hop, source);
+        self.start_nict(now, None, Method::Bye, bye.bytes, destination, &bye_branch);
+    }
+
+    fn uac_failure(&mut self, now: Instant, tx_id: u64, call_id: u64, resp: &Response) {
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if c.invite_tx != Some(tx_id) || c.state != CallState::Inviting {
+            return;
+        }
+        let Some(u) = c.uac.as_deref_mut() else {
+            return;
+        };
+        let step = u.state.step(UacInput::Failure(resp.status));
+        match step {
+            UacStep::Challenge if self.answer_challenge(now, call_id, resp) => {}
+            UacStep::Challenge | UacStep::Fail => {
+                let retry_after = resp
+                    .headers
+                    .get(HeaderName::RetryAfter)
+                    .and_then(parse_retry_after);
+                self.finish_call(
+                    now,
+                    call_id,
+                    Event::Failed {
+                        call: CallKey(call_id),
+                        status: resp.status,
+                        reason: resp.reason.clone(),
+                        retry_after,
+                    },
+                );
+            }
+            UacStep::Cancelled => self.end_call(now, call_id, EndReason::LocalCancel),
+            UacStep::Report
+            | UacStep::Quiet
+            | UacStep::SendCancel
+            | UacStep::Answer
+            | UacStep::AckAndBye => {}
+        }
+    }
+
+    /// RFC 3261 §22.2: answers a 401/407 with a new INVITE carrying
+    /// credentials — same Call-ID, From-tag and To, CSeq + 1, new branch.
+    /// False when there is no answer (no credentials, the Authenticator
+    /// declines, or the same challenge again: wrong credentials).
+    fn answer_challenge(&mut self, now: Instant, call_id: u64, resp: &Response) -> bool {
+        let proxy = resp.status == 407;
+        let name = if proxy {
+            HeaderName::ProxyAuthenticate
+        } else {
+            HeaderName::WwwAuthenticate
+        };
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return false;
+        };
+        let Some(u) = c.uac.as_deref_mut() else {
+            return false;
+        };
+        // Whole field values: a challenge holds commas.
+        let challenges: Vec<&str> = resp
+            .headers
+            .fields()
+            .iter()
+            .filter(|f| f.name == name)
+            .map(|f| &*f.value)
+            .collect();
+        let stale = challenges.iter().any(|ch| is_stale(ch));
+        if !u.may_answer(proxy, stale) {
+            debug!(status = resp.status, "challenge not answered");
+            return false;
+        }
+        let Some(auth) = u.auth.as_mut() else {
+            return false;
+        };
+        let uri = &u.template.request_uri;
+        let Some(value) = challenges
+            .iter()
+            .find_map(|ch| auth.authorize(ch, &Method::Invite, uri, proxy))
+        else {
+            debug!(status = resp.status, "no credentials for this challenge");
+            return false;
+        };
+        u.set_credentials(proxy, value);
+        u.cseq = u.cseq.wrapping_add(1);
+        u.rseq = None;
+        u.prack = None;
+        // The new INVITE starts afresh: no early dialog from the last one.
+        if self.dialogs.get(c.dialog.id()) == Some(&call_id) {
+            self.dialogs.remove(c.dialog.id());
+        }
+        let t = &u.template;
+        c.dialog = Dialog::new_uac(
+            t.call_id.clone(),
+            &t.from,
+            &t.from_tag,
+            &t.to,
+            &t.request_uri,
+            u.cseq,
+        );
+        self.send_invite(now, call_id);
+        true
     }
 
     // -----------------------------------------------------------------------
@@ -1091,11 +1786,20 @@ impl Endpoint {
         flow: Flow,
     ) -> u64 {
         let destination = destination_for(next_hop, flow);
-        let reliability = match destination {
-            Destination::Tcp { .. } => Reliability::Reliable,
-            Destination::Resolve { tcp, .. } if tcp => Reliability::Reliable,
-            _ => Reliability::Unreliable,
-        };
+        self.start_nict(now, Some(call_id), method, bytes, destination, branch)
+    }
+
+    /// Starts a non-INVITE client transaction sending `bytes` to `destination`.
+    fn start_nict(
+        &mut self,
+        now: Instant,
+        call: Option<u64>,
+        method: Method,
+        bytes: Bytes,
+        destination: Destination,
+        branch: &str,
+    ) -> u64 {
+        let reliability = reliability_of(&destination);
         let id = self.alloc_id();
         let key = TxKey {
             branch: branch.into(),
@@ -1114,7 +1818,7 @@ impl Endpoint {
                 destination,
                 key,
                 server: false,
-                call: Some(call_id),
+                call,
                 scheduled: None,
             },
         );
@@ -1123,10 +1827,32 @@ impl Endpoint {
     }
 
     fn end_call(&mut self, now: Instant, call_id: u64, reason: EndReason) {
+        self.finish_call(
+            now,
+            call_id,
+            Event::Ended {
+                call: CallKey(call_id),
+                reason,
+            },
+        );
+    }
+
+    /// Removes a call and reports its last `event` (Ended or Failed).
+    fn finish_call(&mut self, now: Instant, call_id: u64, event: Event) {
         let Some(c) = self.calls.remove(&call_id) else {
             return;
         };
-        self.dialogs.remove(c.dialog.id());
+        if self.dialogs.get(c.dialog.id()) == Some(&call_id) {
+            self.dialogs.remove(c.dialog.id());
+        }
+        if c.state == CallState::Inviting
+            && let Some(tx_id) = c.invite_tx
+        {
+            // An outbound call ended before its final (the far end's BYE
+            // in an early dialog): the INVITE is cancelled, so its
+            // transaction ends too (§15: the early dialog is over).
+            self.cancel_invite_tx(now, tx_id);
+        }
         if let Some(reoffer) = c.reoffer {
             // §15.1.2: pending requests of the dialog still get a final
             // response, 487 RECOMMENDED; else their transaction never ends.
@@ -1137,10 +1863,7 @@ impl Endpoint {
                 .finish(None, b"");
             self.send_server_response(now, reoffer.tx, 487, bytes);
         }
-        self.events.push_back(Event::Ended {
-            call: CallKey(call_id),
-            reason,
-        });
+        self.events.push_back(event);
     }
 
     fn drain_call(&mut self, now: Instant, call_id: u64) {
@@ -1206,7 +1929,7 @@ impl Endpoint {
         let result = match &mut tx.machine {
             TxMachine::Ist(ist) => ist.send_response(now, status, bytes),
             TxMachine::Nist(nist) => nist.send_response(now, status, bytes),
-            TxMachine::Nict(_) => Ok(()),
+            TxMachine::Nict(_) | TxMachine::Ict(_) => Ok(()),
         };
         if let Err(e) = result {
             debug!(error = %e, status, "transaction refused a response");
@@ -1306,12 +2029,14 @@ impl Endpoint {
         let Some(tx) = self.txs.get_mut(&id) else {
             return;
         };
-        let mut timed_out = false;
+        // 408 for a timeout, 503 for a transport error (§8.1.3.1).
+        let mut failure = None;
         loop {
             let data = match &mut tx.machine {
                 TxMachine::Ist(m) => m.poll_transmit(),
                 TxMachine::Nist(m) => m.poll_transmit(),
                 TxMachine::Nict(m) => m.poll_transmit(),
+                TxMachine::Ict(m) => m.machine.poll_transmit(),
             };
             let Some(data) = data else { break };
             self.transmits.push_back(Transmit {
@@ -1324,19 +2049,32 @@ impl Endpoint {
                 TxMachine::Ist(m) => m.poll_event(),
                 TxMachine::Nist(m) => m.poll_event(),
                 TxMachine::Nict(m) => m.poll_event(),
+                TxMachine::Ict(m) => m.machine.poll_event(),
             };
             let Some(ev) = ev else { break };
-            if matches!(ev, TuEvent::Timeout(_) | TuEvent::TransportError) {
-                timed_out = true;
+            match ev {
+                TuEvent::Timeout(_) => failure = Some(408),
+                TuEvent::TransportError => failure = Some(503),
+                TuEvent::NoAck | TuEvent::Terminated => {}
             }
         }
-        let terminated = match &tx.machine {
-            TxMachine::Ist(m) => m.is_terminated(),
-            TxMachine::Nist(m) => m.is_terminated(),
-            TxMachine::Nict(m) => m.is_terminated(),
-        };
+        let abandoned = matches!(&tx.machine, TxMachine::Ict(m) if m.abandoned);
+        let terminated = abandoned
+            || match &tx.machine {
+                TxMachine::Ist(m) => m.is_terminated(),
+                TxMachine::Nist(m) => m.is_terminated(),
+                TxMachine::Nict(m) => m.is_terminated(),
+                TxMachine::Ict(m) => m.machine.is_terminated(),
+            };
         let call = tx.call;
         let is_client = !tx.server;
+        let is_invite_client = matches!(tx.machine, TxMachine::Ict(_));
+        let kind = tx.key.kind.clone();
+        // Whether this is the INVITE the call still waits on (checked before
+        // the removal below forgets it).
+        let current_invite = call
+            .and_then(|c| self.calls.get(&c))
+            .is_some_and(|c| c.invite_tx == Some(id) && c.state == CallState::Inviting);
         if terminated {
             let tx = self.txs.remove(&id).expect("present: looked up above");
             let index = if tx.server {
@@ -1356,12 +2094,30 @@ impl Endpoint {
         } else {
             self.schedule(Owner::Tx(id));
         }
-        // Our BYE timed out (Timer F) or failed: the call is over anyway.
-        if is_client
-            && timed_out
-            && let Some(call_id) = call
-        {
-            self.client_final(now, call_id, id, None);
+        let Some(call_id) = call else { return };
+        if is_invite_client {
+            if !current_invite {
+                return;
+            }
+            if let Some(status) = failure {
+                // Timer B or a transport error: the INVITE failed.
+                self.finish_call(
+                    now,
+                    call_id,
+                    Event::Failed {
+                        call: CallKey(call_id),
+                        status,
+                        reason: message::reason_phrase(status).into(),
+                        retry_after: None,
+                    },
+                );
+            } else if abandoned {
+                // §9.1: no final within 64·T1 of our CANCEL.
+                self.end_call(now, call_id, EndReason::LocalCancel);
+            }
+        } else if is_client && failure.is_some() {
+            // Our BYE timed out (Timer F) or failed: the call is over anyway.
+            self.client_final(now, call_id, id, &kind, None);
         }
     }
 
@@ -1465,6 +2221,9 @@ enum Owner {
 enum CallState {
     /// INVITE received, waiting for the application's answer.
     Offered,
+    /// Outbound: our INVITE has no final response yet (see
+    /// [`UacState`] for the details).
+    Inviting,
     /// 2xx sent, waiting for the ACK.
     Answered,
     /// ACK received.
@@ -1489,6 +2248,8 @@ struct Call {
     bye_tx: Option<u64>,
     end_reason: Option<EndReason>,
     reoffer: Option<Reoffer>,
+    /// The UAC part of an outbound call; `None` for incoming calls.
+    uac: Option<Box<crate::sip::uac::Outbound>>,
     scheduled: Option<Instant>,
 }
 
@@ -1516,6 +2277,7 @@ enum TxMachine {
     Ist(InviteServer),
     Nist(NonInviteServer),
     Nict(NonInviteClient),
+    Ict(Box<IctTx>),
 }
 
 struct Tx {
@@ -1533,6 +2295,11 @@ impl Tx {
             TxMachine::Ist(m) => m.poll_timeout(),
             TxMachine::Nist(m) => m.poll_timeout(),
             TxMachine::Nict(m) => m.poll_timeout(),
+            TxMachine::Ict(m) if m.abandoned => None,
+            TxMachine::Ict(m) => match (m.machine.poll_timeout(), m.waiting_until()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
         }
     }
 
@@ -1541,6 +2308,12 @@ impl Tx {
             TxMachine::Ist(m) => m.handle_timeout(now),
             TxMachine::Nist(m) => m.handle_timeout(now),
             TxMachine::Nict(m) => m.handle_timeout(now),
+            TxMachine::Ict(m) => {
+                m.machine.handle_timeout(now);
+                if m.waiting_until().is_some_and(|at| at <= now) {
+                    m.abandoned = true;
+                }
+            }
         }
     }
 }
@@ -1659,6 +2432,14 @@ fn flow_destination(flow: Flow) -> Destination {
             conn: Some(conn),
             remote: flow.remote,
         },
+    }
+}
+
+/// Whether the transport to `destination` retransmits by itself (§17).
+fn reliability_of(destination: &Destination) -> Reliability {
+    match destination {
+        Destination::Tcp { .. } | Destination::Resolve { tcp: true, .. } => Reliability::Reliable,
+        Destination::Udp(_) | Destination::Resolve { tcp: false, .. } => Reliability::Unreliable,
     }
 }
 

@@ -1339,7 +1339,12 @@ fn mutated_messages_never_panic_and_get_at_most_one_response() {
             Event::Ended { call, .. } => {
                 live.remove(&call);
             }
-            Event::Confirmed { .. } | Event::Reoffer { .. } | Event::Info { .. } => {}
+            Event::Confirmed { .. }
+            | Event::Reoffer { .. }
+            | Event::Info { .. }
+            | Event::Progress { .. }
+            | Event::Answered { .. }
+            | Event::Failed { .. } => {}
         }
     }
     let offered = live.len();
@@ -2131,3 +2136,6 @@ fn rport_via_gets_received_and_source_port_and_udp_response_goes_to_source() {
         Destination::Udp(addr([127, 0, 0, 1], 40004))
     );
 }
+
+#[path = "uac_tests.rs"]
+mod uac;
