@@ -9,14 +9,14 @@
 //!               │ agent answers
 //!               ▼
 //!          Whispering  (PlayToAgent "agent_whisper" + the number's digits)
-//!               │ whisper played          ╲── agent hangs up ─▶ Done(AgentHungUp)
+//!               │ whisper played          ╲── agent hangs up ─▶ Done(AgentNoAnswer)
 //!               │ InviteCustomer
 //!               ▼
 //!       CustomerRinging ──180 without SDP──▶ PlayRingbackToAgent
 //!               │  ──183/180 with SDP────▶ RelayEarlyMedia (customer → agent)
 //!               │  ──wait-for-answer timeout─▶ CancelCustomer ─▶ Telling(NoAnswer)
 //!               │  ──4xx/5xx/6xx───────────▶ Telling(by status)
-//!               │  ──agent hangs up────────▶ CancelCustomer ─▶ Done(AgentHungUp)
+//!               │  ──agent hangs up────────▶ CancelCustomer ─▶ Done(AgentNoAnswer)
 //!               │ customer answers
 //!               ▼
 //!            Bridged ──BYE from either side──▶ Hangup the other ─▶ Done(Answered)
@@ -27,10 +27,15 @@
 //! The engine turns [`Action`]s into SIP and media work and feeds back
 //! [`Input`]s; time is passed in. What happens to the callback afterwards
 //! (retry, failover, completed) is the scheduler's decision, from the
-//! [`Outcome`] and the customer leg's SIP status.
+//! [`Outcome`] (the scheduler's; an agent who hangs up before the customer
+//! answers counts as `AgentNoAnswer`: the customer was not reached through
+//! any fault of theirs) and the customer leg's SIP status.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+pub use crate::callback::scheduler::Outcome;
+use crate::callback::scheduler::classify;
 
 /// How long each leg may ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,43 +105,6 @@ pub enum Action {
     },
 }
 
-/// How an attempt ended (issue 4 point 5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Agent and customer talked: the callback is completed.
-    Answered,
-    /// The customer was busy (486, 600).
-    Busy,
-    /// No answer: timeout, 480, 408.
-    NoAnswer,
-    /// The network says the number is invalid (404, 484, 604): not retried.
-    InvalidNumber,
-    /// Any other failure on the customer leg.
-    Failure,
-    /// The agent did not answer: not a customer attempt; the agent cools down.
-    AgentNoAnswer,
-    /// The agent hung up before the customer answered: not a customer attempt.
-    AgentHungUp,
-}
-
-impl Outcome {
-    /// The outcome of a customer leg's final failure status.
-    pub fn of_customer_status(status: u16) -> Outcome {
-        match status {
-            486 | 600 => Outcome::Busy,
-            408 | 480 | 487 => Outcome::NoAnswer,
-            404 | 484 | 604 => Outcome::InvalidNumber,
-            _ => Outcome::Failure,
-        }
-    }
-
-    /// Whether this counts as an attempt on the customer (agent-side
-    /// problems do not).
-    pub fn is_customer_attempt(self) -> bool {
-        !matches!(self, Outcome::AgentNoAnswer | Outcome::AgentHungUp)
-    }
-}
-
 /// One attempt.
 #[derive(Debug)]
 pub struct Dialer {
@@ -202,7 +170,7 @@ impl Dialer {
                 State::CustomerRinging
             }
             (State::Whispering, Input::AgentEnded | Input::AgentFailed(_)) => {
-                self.finish(Outcome::AgentHungUp, None)
+                self.finish(Outcome::AgentNoAnswer, None)
             }
             // ---- customer leg ringing
             (
@@ -235,11 +203,11 @@ impl Dialer {
             }
             (State::CustomerRinging, Input::CustomerFailed(status)) => {
                 self.deadline = None;
-                self.tell(Outcome::of_customer_status(status), Some(status))
+                self.tell(classify(Some(status), false), Some(status))
             }
             (State::CustomerRinging, Input::AgentEnded | Input::AgentFailed(_)) => {
                 self.actions.push_back(Action::CancelCustomer);
-                self.finish(Outcome::AgentHungUp, None)
+                self.finish(Outcome::AgentNoAnswer, None)
             }
             // ---- telling the agent
             (State::Telling { outcome, status }, Input::AgentPromptDone) => {
@@ -524,9 +492,12 @@ mod tests {
         d.handle(t0, Input::AgentEnded);
         assert_eq!(
             drain(&mut d),
-            [Action::CancelCustomer, finished(Outcome::AgentHungUp, None)]
+            [
+                Action::CancelCustomer,
+                finished(Outcome::AgentNoAnswer, None)
+            ]
         );
-        assert!(!Outcome::AgentHungUp.is_customer_attempt());
+        assert!(!Outcome::AgentNoAnswer.is_customer_attempt());
         assert_eq!(d.poll_timeout(), None);
     }
 
@@ -537,7 +508,7 @@ mod tests {
         d.handle(t0, Input::AgentAnswered);
         drain(&mut d);
         d.handle(t0, Input::AgentEnded);
-        assert_eq!(drain(&mut d), [finished(Outcome::AgentHungUp, None)]);
+        assert_eq!(drain(&mut d), [finished(Outcome::AgentNoAnswer, None)]);
     }
 
     #[test]
