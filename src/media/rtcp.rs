@@ -300,7 +300,7 @@ pub fn write_report(
     buf.extend_from_slice(cname);
     // At least one null octet ends the item list, then pad to a word.
     buf.push(0);
-    while (buf.len() - start) % 4 != 0 {
+    while !(buf.len() - start).is_multiple_of(4) {
         buf.push(0);
     }
     let sdes_words = ((buf.len() - start) / 4 - 1) as u16;
