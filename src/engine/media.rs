@@ -150,7 +150,8 @@ pub enum Command {
     /// thread of its own; ends with [`Command::Unbridge`] or
     /// [`Command::Remove`] of either. With `notice_first`, the
     /// `recording_notice` prompt is played to `b` and recording starts when
-    /// it has finished.
+    /// it has finished. Send it after [`Command::Bridge`], which stops
+    /// players (and so a notice in progress).
     Record {
         /// The agent's leg (left channel).
         a: StreamKey,
@@ -480,6 +481,11 @@ impl MediaThread {
                     debug!(
                         sent = self.stats.sent,
                         received = self.stats.received,
+                        relayed = self.stats.relayed,
+                        refused = self.stats.refused,
+                        send_errors = self.stats.send_errors,
+                        rtcp_sent = self.stats.rtcp_sent,
+                        rtcp_received = self.stats.rtcp_received,
                         "media thread stops"
                     );
                     return false;
