@@ -9,6 +9,18 @@
 //! ptime`, so lateness does not accumulate). Frames come pre-encoded from the
 //! shared [`PromptLibrary`]; the send and receive buffers are reused.
 //!
+//! Bridging ([`Command::Bridge`]): two streams relay to each other in the
+//! receive path — a packet read on one leg is rewritten by its
+//! [`Relay`](crate::media::bridge::Relay) and sent on the other leg's socket
+//! at once (no pacing, no queue), from the thread's two reused buffers. The
+//! pacing clock keeps ticking for bridged streams: it advances each leg's
+//! media clock while the leg is silent and plays prompts (the recording
+//! notice); while a leg plays, relaying to it pauses. RTCP is terminated per
+//! leg: reports read on a leg feed that leg's statistics and go nowhere else,
+//! and each leg gets our own SR/RR every 2.5–7.5 s. Recording decodes what
+//! each leg receives into fixed-size chunks sent over a bounded channel to a
+//! recorder thread that owns the file; a full channel drops and counts.
+//!
 //! Security: we send to the SDP address and latch to the source of incoming
 //! RTP only when that source's IP is the SDP address's or the signalling
 //! peer's (no RTP-Bleed); the RTP allow-list is checked first. Send errors
@@ -18,22 +30,27 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::mpsc::UnboundedSender;
-use tracing::{debug, trace, warn};
+use tracing::{debug, info, trace, warn};
 
 use crate::acl::Acl;
+use crate::media::bridge::{Dropped, LegCodecs, Relay};
 use crate::media::dtmf::{DtmfDigit, DtmfReceiver};
 use crate::media::g711::Law;
 use crate::media::inband::InbandDetector;
 use crate::media::player::{Item, Player, PlayerEvent};
 use crate::media::prompt::{PromptId, PromptLibrary, Ptime};
+use crate::media::recorder::{self, Channel, Chunk, Placement, RecorderError, StereoWriter};
+use crate::media::rtcp::{self, ReceiveStats, RtcpPacket, SenderInfo};
 use crate::media::rtp::{PayloadType, RtpPacket, SendStream, Ssrc, write_rtp};
 
 /// Identifies a stream: the engine's call key.
@@ -93,11 +110,69 @@ pub enum Command {
         /// can never be mistaken for the current one finishing.
         token: u32,
     },
-    /// Stop and drop a stream (its sockets close).
+    /// Stop and drop a stream (its sockets close). A bridge it is in ends,
+    /// and so does a recording of it.
     Remove {
         /// The call's key.
         key: StreamKey,
     },
+    /// Negotiated details that [`StreamParams`] does not carry (yet): the
+    /// comfort-noise payload type and an `a=rtcp` address.
+    Extra {
+        /// The call's key.
+        key: StreamKey,
+        /// The details.
+        extra: ExtraParams,
+    },
+    /// Connects two streams: both players stop, and RTP is relayed both ways
+    /// (see [`crate::media::bridge`]). A stream already bridged elsewhere is
+    /// unbridged from there first. While one of them plays a prompt, relaying
+    /// *to* it pauses. Digits from a leg are still reported as
+    /// [`MediaEvent::Digit`] on that leg; when the other leg negotiated no
+    /// telephone-event they are not relayed, and the engine may send them
+    /// as SIP INFO.
+    Bridge {
+        /// One leg (the agent's, by convention).
+        a: StreamKey,
+        /// The other leg (the customer's).
+        b: StreamKey,
+    },
+    /// Disconnects two bridged streams; a recording of them ends. Both are
+    /// idle afterwards (send [`Command::Play`] for anything else).
+    Unbridge {
+        /// One leg.
+        a: StreamKey,
+        /// The other leg.
+        b: StreamKey,
+    },
+    /// Records what `a` and `b` receive as a stereo WAV at `path`: `a` (the
+    /// agent) left, `b` (the customer) right, 8 kHz 16-bit. Written on a
+    /// thread of its own; ends with [`Command::Unbridge`] or
+    /// [`Command::Remove`] of either. With `notice_first`, the
+    /// `recording_notice` prompt is played to `b` and recording starts when
+    /// it has finished. Send it after [`Command::Bridge`], which stops
+    /// players (and so a notice in progress).
+    Record {
+        /// The agent's leg (left channel).
+        a: StreamKey,
+        /// The customer's leg (right channel).
+        b: StreamKey,
+        /// The WAV file to create.
+        path: PathBuf,
+        /// Play the recording notice to `b` first.
+        notice_first: bool,
+    },
+}
+
+/// Negotiated details of a stream beyond [`StreamParams`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtraParams {
+    /// The comfort-noise payload type (RFC 3389; 13 at 8 kHz) when the peer
+    /// accepts it; without it comfort noise is never sent to this stream.
+    pub comfort_noise: Option<u8>,
+    /// Where to send RTCP when the SDP said (`a=rtcp`, RFC 3605); otherwise
+    /// the RTP address's port + 1 (RFC 3550 §11).
+    pub rtcp: Option<SocketAddr>,
 }
 
 /// Reports from the media thread.
@@ -191,9 +266,10 @@ pub fn spawn(
                 index: HashMap::new(),
                 pacing: BinaryHeap::new(),
                 recv_buf: vec![0u8; 2048],
-                send_buf: Vec::with_capacity(1500),
+                send_buf: Vec::with_capacity(2048),
                 next_timeout_check: Instant::now(),
                 stats: Counters::default(),
+                record_starts: Vec::new(),
             };
             media.run();
         })?;
@@ -209,6 +285,11 @@ const TIMEOUT_CHECK: Duration = Duration::from_secs(1);
 /// A stream more than this many packets behind is resynchronised instead of
 /// bursting to catch up.
 const MAX_CATCH_UP: u32 = 3;
+/// Recording chunks queued for the recorder thread (256 × 60 ms: 15 s of one
+/// channel, 7.5 s of both) before the media thread drops them.
+const RECORD_QUEUE: usize = 256;
+/// The prompt played to the customer before a recording starts.
+const RECORDING_NOTICE: &str = "recording_notice";
 
 struct MediaThread {
     poll: Poll,
@@ -225,6 +306,8 @@ struct MediaThread {
     send_buf: Vec<u8>,
     next_timeout_check: Instant,
     stats: Counters,
+    /// Recordings whose notice finished in this pacing round.
+    record_starts: Vec<PendingRecord>,
 }
 
 #[derive(Debug, Default)]
@@ -233,6 +316,9 @@ struct Counters {
     send_errors: u64,
     received: u64,
     refused: u64,
+    relayed: u64,
+    rtcp_received: u64,
+    rtcp_sent: u64,
 }
 
 struct Stream {
@@ -259,6 +345,89 @@ struct Stream {
     last_rx: Instant,
     next_due: Instant,
     play_token: u32,
+    extra: ExtraParams,
+    /// The bridge this stream is in: RTP received here goes to the peer.
+    bridge: Option<BridgeLeg>,
+    /// The recording of what this stream receives.
+    tap: Option<Tap>,
+    /// A recording that starts when this prompt (the notice) has played here.
+    notice: Option<(PromptId, PendingRecord)>,
+    rtcp_target: Option<SocketAddr>,
+    rtcp_latched: bool,
+    /// What we received on this leg, for our report blocks.
+    rx_stats: ReceiveStats,
+    /// Sent on this leg, for our SRs (RFC 3550 §6.4.1: they wrap).
+    sent_packets: u32,
+    sent_octets: u32,
+    sent_since_report: bool,
+    next_report: Instant,
+    /// Our RTCP CNAME on this leg (RFC 7022: random per session).
+    cname: [u8; 16],
+}
+
+/// One side of a bridge.
+struct BridgeLeg {
+    peer: usize,
+    peer_generation: u32,
+    peer_key: StreamKey,
+    /// Rewrites what this stream receives for the peer.
+    relay: Relay,
+}
+
+/// The recording tap on one stream.
+struct Tap {
+    tx: mpsc::SyncSender<Chunk>,
+    channel: Channel,
+    law: Law,
+    placement: Placement,
+    /// Chunks dropped on a full queue, shared by both taps and the writer.
+    dropped: Arc<AtomicU64>,
+}
+
+/// A recording to start once the notice has played.
+#[derive(Debug, Clone)]
+struct PendingRecord {
+    a: StreamKey,
+    b: StreamKey,
+    path: PathBuf,
+}
+
+impl Stream {
+    /// What the relay needs from this stream's negotiation.
+    fn codecs(&self) -> LegCodecs {
+        LegCodecs {
+            law: self.params.law,
+            audio: PayloadType::new(self.params.payload_type)
+                .unwrap_or(PayloadType::from(self.params.law)),
+            telephone_event: self
+                .params
+                .telephone_event
+                .and_then(|pt| PayloadType::new(pt).ok()),
+            comfort_noise: self
+                .extra
+                .comfort_noise
+                .and_then(|pt| PayloadType::new(pt).ok()),
+        }
+    }
+
+    /// Whether this leg is on hold (RFC 3264 §8.4: sendonly, recvonly,
+    /// inactive, or a hold address): a bridge with it pauses RTP timeouts.
+    fn held(&self) -> bool {
+        !self.params.send || !self.params.receive || self.params.remote.is_none()
+    }
+
+    /// Where our RTCP goes: the latched source, `a=rtcp`, or RTP port + 1.
+    fn rtcp_destination(&self) -> Option<SocketAddr> {
+        if self.rtcp_latched {
+            return self.rtcp_target;
+        }
+        let remote = self.params.remote?;
+        Some(
+            self.extra
+                .rtcp
+                .unwrap_or_else(|| SocketAddr::new(remote.ip(), remote.port().wrapping_add(1))),
+        )
+    }
 }
 
 impl MediaThread {
@@ -312,6 +481,11 @@ impl MediaThread {
                     debug!(
                         sent = self.stats.sent,
                         received = self.stats.received,
+                        relayed = self.stats.relayed,
+                        refused = self.stats.refused,
+                        send_errors = self.stats.send_errors,
+                        rtcp_sent = self.stats.rtcp_sent,
+                        rtcp_received = self.stats.rtcp_received,
                         "media thread stops"
                     );
                     return false;
@@ -354,8 +528,13 @@ impl MediaThread {
                     s.send.next_sequence(),
                     s.send.next_timestamp(),
                 );
+                if let Some(tap) = &mut s.tap {
+                    tap.law = params.law;
+                }
                 s.params = params;
                 s.last_rx = now;
+                s.rtcp_latched = false;
+                self.refresh_bridge(key);
             }
             Command::Play { key, items, token } => {
                 let Some(s) = self.stream_mut(key) else {
@@ -370,6 +549,10 @@ impl MediaThread {
                 }
             }
             Command::Remove { key } => {
+                if let Some(peer) = self.stream_mut(key).and_then(|s| s.bridge.as_ref()) {
+                    let peer = peer.peer_key;
+                    self.unbridge(key, peer);
+                }
                 if let Some(slot) = self.index.remove(&key)
                     && let Some(mut s) = self.streams[slot].take()
                 {
@@ -378,6 +561,170 @@ impl MediaThread {
                     self.free.push(slot);
                 }
                 let _ = self.events.send(MediaEvent::Removed { key });
+            }
+            Command::Extra { key, extra } => {
+                let Some(s) = self.stream_mut(key) else {
+                    return;
+                };
+                s.extra = extra;
+                s.rtcp_latched = false;
+                self.refresh_bridge(key);
+            }
+            Command::Bridge { a, b } => self.bridge(a, b),
+            Command::Unbridge { a, b } => self.unbridge(a, b),
+            Command::Record {
+                a,
+                b,
+                path,
+                notice_first,
+            } => {
+                let pending = PendingRecord { a, b, path };
+                let notice = self.prompts.id(RECORDING_NOTICE);
+                match (notice_first, notice, self.stream_mut(b)) {
+                    (true, Some(notice), Some(s)) => {
+                        // The notice replaces whatever the customer hears;
+                        // relaying to them pauses until it has played.
+                        s.items = vec![Item::Prompt(notice)];
+                        s.player.play([Item::Prompt(notice)]);
+                        s.notice = Some((notice, pending));
+                    }
+                    (true, None, _) => {
+                        warn!("no {RECORDING_NOTICE} prompt; recording without the notice");
+                        self.start_recording(now, pending);
+                    }
+                    (_, _, _) => self.start_recording(now, pending),
+                }
+            }
+        }
+    }
+
+    /// Connects `a` and `b` (see [`Command::Bridge`]).
+    fn bridge(&mut self, a: StreamKey, b: StreamKey) {
+        let (Some(&sa), Some(&sb)) = (self.index.get(&a), self.index.get(&b)) else {
+            warn!(a, b, "bridge of an unknown stream ignored");
+            return;
+        };
+        if sa == sb {
+            warn!(a, "a stream cannot be bridged to itself");
+            return;
+        }
+        for key in [a, b] {
+            if let Some(peer) = self.stream_mut(key).and_then(|s| s.bridge.as_ref()) {
+                let peer = peer.peer_key;
+                self.unbridge(key, peer);
+            }
+        }
+        let Ok([Some(x), Some(y)]) = self.streams.get_disjoint_mut([sa, sb]) else {
+            return;
+        };
+        for s in [&mut *x, &mut *y] {
+            s.player.stop();
+            s.items.clear();
+            s.notice = None;
+            // Relayed packets are not checked for in-band digits: they are
+            // heard by the other party as they are.
+            s.inband = None;
+            s.inband_ssrc = None;
+        }
+        x.bridge = Some(BridgeLeg {
+            peer: sb,
+            peer_generation: y.generation,
+            peer_key: b,
+            relay: Relay::new(x.codecs(), y.codecs()),
+        });
+        y.bridge = Some(BridgeLeg {
+            peer: sa,
+            peer_generation: x.generation,
+            peer_key: a,
+            relay: Relay::new(y.codecs(), x.codecs()),
+        });
+        debug!(a_call = %x.call_id, b_call = %y.call_id, "bridged");
+    }
+
+    /// Disconnects `a` and `b`; their recording ends.
+    fn unbridge(&mut self, a: StreamKey, b: StreamKey) {
+        for (key, peer) in [(a, b), (b, a)] {
+            let Some(s) = self.stream_mut(key) else {
+                continue;
+            };
+            if s.bridge.as_ref().is_some_and(|l| l.peer_key == peer)
+                && let Some(leg) = s.bridge.take()
+            {
+                let st = leg.relay.stats();
+                debug!(
+                    call_id = %s.call_id,
+                    audio = st.audio,
+                    transcoded = st.transcoded,
+                    events = st.events,
+                    comfort_noise = st.comfort_noise,
+                    dropped = st.dropped,
+                    resyncs = st.resyncs,
+                    "unbridged"
+                );
+            }
+            // Dropping the taps closes the recorder's queue: it finishes
+            // the file once both are gone.
+            s.tap = None;
+            s.notice = None;
+        }
+    }
+
+    /// Re-reads both legs' codecs after a re-INVITE on `key`.
+    fn refresh_bridge(&mut self, key: StreamKey) {
+        let Some(&slot) = self.index.get(&key) else {
+            return;
+        };
+        let Some(peer) = self.streams[slot].as_ref().and_then(|s| s.bridge.as_ref()) else {
+            return;
+        };
+        let peer = peer.peer;
+        let Ok([Some(x), Some(y)]) = self.streams.get_disjoint_mut([slot, peer]) else {
+            return;
+        };
+        let (cx, cy) = (x.codecs(), y.codecs());
+        if let Some(leg) = &mut x.bridge {
+            leg.relay.set_legs(cx, cy);
+        }
+        if let Some(leg) = &mut y.bridge {
+            leg.relay.set_legs(cy, cx);
+        }
+    }
+
+    /// Starts recording `a` (left) and `b` (right) on a thread of its own.
+    fn start_recording(&mut self, now: Instant, pending: PendingRecord) {
+        let PendingRecord { a, b, path } = pending;
+        if !self.index.contains_key(&a) || !self.index.contains_key(&b) {
+            warn!(a, b, path = %path.display(), "recording of an unknown stream ignored");
+            return;
+        }
+        let (tx, rx) = mpsc::sync_channel::<Chunk>(RECORD_QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let writer_dropped = dropped.clone();
+        let spawned = thread::Builder::new()
+            .name("callbackd-rec".into())
+            .spawn(move || match write_recording(&path, rx) {
+                Ok((frames, late)) => info!(
+                    path = %path.display(),
+                    seconds = frames / u64::from(crate::media::prompt::SAMPLE_RATE),
+                    dropped_chunks = writer_dropped.load(Ordering::Relaxed),
+                    late_samples = late,
+                    "recording written"
+                ),
+                Err(e) => warn!(path = %path.display(), error = %e, "recording failed"),
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start the recorder thread");
+            return;
+        }
+        for (key, channel) in [(a, Channel::Left), (b, Channel::Right)] {
+            if let Some(s) = self.stream_mut(key) {
+                s.tap = Some(Tap {
+                    tx: tx.clone(),
+                    channel,
+                    law: s.params.law,
+                    placement: Placement::new(now),
+                    dropped: dropped.clone(),
+                });
             }
         }
     }
@@ -430,6 +777,18 @@ impl MediaThread {
             next_due: now,
             play_token: 0,
             params,
+            extra: ExtraParams::default(),
+            bridge: None,
+            tap: None,
+            notice: None,
+            rtcp_target: None,
+            rtcp_latched: false,
+            rx_stats: ReceiveStats::default(),
+            sent_packets: 0,
+            sent_octets: 0,
+            sent_since_report: false,
+            next_report: now + rtcp::report_interval(fastrand::f64()),
+            cname: cname(),
         };
         self.pacing.push(Reverse((now, slot, generation)));
         self.streams[slot] = Some(stream);
@@ -443,13 +802,26 @@ impl MediaThread {
     }
 
     fn readable(&mut self, now: Instant, slot: usize, rtcp: bool) {
-        let Some(Some(s)) = self.streams.get_mut(slot) else {
-            return;
+        // The peer's slot, when bridged to a live stream: both are borrowed
+        // for the whole read loop (the relay writes with the peer's state
+        // and sends on the peer's socket).
+        let peer_slot = match self.streams.get(slot) {
+            Some(Some(s)) => s.bridge.as_ref().map(|l| (l.peer, l.peer_generation)),
+            _ => return,
+        };
+        let (s, mut peer) = match peer_slot {
+            Some((p, generation)) if p != slot => match self.streams.get_disjoint_mut([slot, p]) {
+                Ok([Some(s), Some(peer)]) if peer.generation == generation => (s, Some(peer)),
+                Ok([Some(s), _]) => (s, None),
+                _ => return,
+            },
+            _ => match self.streams.get_mut(slot) {
+                Some(Some(s)) => (s, None),
+                _ => return,
+            },
         };
         if rtcp {
-            // RTCP is terminated here: read and discard (RR/SR handling is
-            // the bridge's, issue 4).
-            while s.rtcp.recv_from(&mut self.recv_buf).is_ok() {}
+            read_rtcp(now, s, &mut self.recv_buf, &self.cfg.acl, &mut self.stats);
             return;
         }
         loop {
@@ -473,9 +845,7 @@ impl MediaThread {
             };
             // Latch only to the expected peer (SDP address or signalling
             // source): anything else could be an RTP-Bleed attempt.
-            let expected = s.params.remote.map(|r| r.ip()) == Some(src.ip())
-                || s.params.signalling_peer == src.ip();
-            if !expected {
+            if !s.expects(src.ip()) {
                 self.stats.refused += 1;
                 continue;
             }
@@ -488,6 +858,8 @@ impl MediaThread {
             }
             s.last_rx = now;
             let pt = packet.payload_type().get();
+            let audio = pt == s.params.payload_type;
+            s.rx_stats.on_rtp(now, &packet.header(), audio, 8000);
             if Some(pt) == s.params.telephone_event {
                 match s.dtmf.handle_packet(now, &packet) {
                     Ok(Some(digit)) => {
@@ -504,8 +876,9 @@ impl MediaThread {
             // Without telephone-event, digits can only be heard in the
             // audio (our codec's payload type; comfort noise, PT 13, and
             // un-negotiated types such as sipp's PT 97 filler are never
-            // decoded as audio). The detector is made on first use.
-            else if s.params.telephone_event.is_none() && pt == s.params.payload_type {
+            // decoded as audio). The detector is made on first use. Not
+            // while bridged: the other party hears the tones themselves.
+            else if s.params.telephone_event.is_none() && audio && s.bridge.is_none() {
                 let detector = s
                     .inband
                     .get_or_insert_with(|| Box::new(InbandDetector::new()));
@@ -523,6 +896,46 @@ impl MediaThread {
                     });
                     digit = detector.poll_digit();
                 }
+            }
+            if audio
+                && let Some(tap) = &mut s.tap
+                && !record(now, tap, packet.payload())
+            {
+                s.tap = None;
+            }
+            let (Some(leg), Some(peer)) = (&mut s.bridge, peer.as_deref_mut()) else {
+                continue;
+            };
+            // Hold: nothing is sent to a leg that does not receive; it
+            // restarts its timing (and marks a talk spurt) on resume. A leg
+            // playing a prompt (the recording notice) is not relayed to.
+            let target = if peer.params.send { peer.target } else { None };
+            let Some(target) = target else {
+                leg.relay.resync();
+                continue;
+            };
+            if !peer.player.is_idle() {
+                leg.relay.resync();
+                continue;
+            }
+            match leg.relay.relay(&packet, &mut peer.send, &mut self.send_buf) {
+                Ok(_) => match peer.rtp.send_to(&self.send_buf, target) {
+                    Ok(_) => {
+                        self.stats.relayed += 1;
+                        peer.sent_packets = peer.sent_packets.wrapping_add(1);
+                        peer.sent_octets =
+                            peer.sent_octets.wrapping_add(packet.payload().len() as u32);
+                        peer.sent_since_report = true;
+                    }
+                    Err(e) => {
+                        self.stats.send_errors += 1;
+                        trace!(error = %e, %target, "RTP send error ignored");
+                    }
+                },
+                Err(Dropped::UnknownPayloadType(pt)) => {
+                    trace!(call_id = %s.call_id, %pt, "payload type not relayed");
+                }
+                Err(reason) => trace!(call_id = %s.call_id, %reason, "not relayed"),
             }
         }
     }
@@ -558,7 +971,7 @@ impl MediaThread {
                 // Idle: nothing sent, but the timestamp keeps time (RFC
                 // 3550 §5.1) for the next talk spurt.
                 s.send.skip(samples);
-                drain_player(s, &self.events);
+                drain_player(s, &self.events, &mut self.record_starts);
                 continue;
             };
             let (payload, marker) = (frame.payload, frame.marker);
@@ -567,26 +980,51 @@ impl MediaThread {
                 // On hold: time moves on, nothing is sent.
                 s.send.skip(samples);
                 s.gap = true;
-                drain_player(s, &self.events);
+                drain_player(s, &self.events, &mut self.record_starts);
                 continue;
             };
             let marker = marker || std::mem::take(&mut s.gap);
             let header = s.send.next_header(samples, marker);
             write_rtp(&mut self.send_buf, &header, payload);
             match s.rtp.send_to(&self.send_buf, target) {
-                Ok(_) => self.stats.sent += 1,
+                Ok(_) => {
+                    self.stats.sent += 1;
+                    s.sent_packets = s.sent_packets.wrapping_add(1);
+                    s.sent_octets = s.sent_octets.wrapping_add(payload.len() as u32);
+                    s.sent_since_report = true;
+                }
                 Err(e) => {
                     self.stats.send_errors += 1;
                     trace!(error = %e, %target, "RTP send error ignored");
                 }
             }
-            drain_player(s, &self.events);
+            drain_player(s, &self.events, &mut self.record_starts);
+        }
+        // Recording notices that finished: their recordings start now.
+        while let Some(pending) = self.record_starts.pop() {
+            self.start_recording(now, pending);
         }
     }
 
     fn check_timeouts(&mut self, now: Instant) {
-        for s in self.streams.iter_mut().flatten() {
-            if !s.params.receive {
+        for slot in 0..self.streams.len() {
+            // RFC 3264 §8.4 hold on either leg of a bridge pauses both legs'
+            // RTP timeouts: the held party's phone may send nothing.
+            let peer_held = match &self.streams[slot] {
+                Some(s) => s.bridge.as_ref().is_some_and(|leg| {
+                    matches!(self.streams.get(leg.peer), Some(Some(p))
+                        if p.generation == leg.peer_generation && p.held())
+                }),
+                None => continue,
+            };
+            let Some(s) = self.streams[slot].as_mut() else {
+                continue;
+            };
+            if now >= s.next_report {
+                send_report(now, s, &mut self.send_buf, &mut self.stats);
+                s.next_report = now + rtcp::report_interval(fastrand::f64());
+            }
+            if s.held() || peer_held {
                 s.last_rx = now;
                 continue;
             }
@@ -600,12 +1038,165 @@ impl MediaThread {
     }
 }
 
-fn drain_player(s: &mut Stream, events: &UnboundedSender<MediaEvent>) {
+impl Stream {
+    /// Whether `ip` may send us RTP/RTCP (and be latched to): the SDP
+    /// address's or the signalling peer's.
+    fn expects(&self, ip: IpAddr) -> bool {
+        self.params.remote.map(|r| r.ip()) == Some(ip) || self.params.signalling_peer == ip
+    }
+}
+
+/// Reads and consumes RTCP from a leg (RFC 3550 §6): SRs feed the LSR/DLSR
+/// of our reports on that leg; nothing is forwarded to the other leg.
+fn read_rtcp(now: Instant, s: &mut Stream, buf: &mut [u8], acl: &Acl, stats: &mut Counters) {
+    loop {
+        let (len, src) = match s.rtcp.recv_from(buf) {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                trace!(error = %e, "RTCP receive error ignored");
+                continue;
+            }
+        };
+        if !acl.allows(src.ip()) || !s.expects(src.ip()) {
+            stats.refused += 1;
+            continue;
+        }
+        stats.rtcp_received += 1;
+        if !s.rtcp_latched && s.params.remote.is_some() {
+            s.rtcp_target = Some(src);
+            s.rtcp_latched = true;
+        }
+        let ours = s.send.ssrc();
+        for packet in rtcp::parse_compound(&buf[..len]) {
+            match packet {
+                Ok(RtcpPacket::SenderReport { info, blocks, .. }) => {
+                    s.rx_stats.on_sender_report(now, &info);
+                    trace_blocks(&s.call_id, ours, blocks.iter());
+                }
+                Ok(RtcpPacket::ReceiverReport { blocks, .. }) => {
+                    trace_blocks(&s.call_id, ours, blocks.iter());
+                }
+                Ok(RtcpPacket::Bye { .. }) => trace!(call_id = %s.call_id, "RTCP BYE"),
+                Ok(RtcpPacket::SourceDescription { .. } | RtcpPacket::Other { .. }) => {}
+                Err(e) => {
+                    trace!(call_id = %s.call_id, error = %e, "malformed RTCP");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn trace_blocks(call_id: &str, ours: Ssrc, blocks: impl Iterator<Item = rtcp::ReportBlock>) {
+    for b in blocks.filter(|b| b.ssrc == ours) {
+        trace!(
+            call_id,
+            fraction_lost = b.fraction_lost,
+            cumulative_lost = b.cumulative_lost,
+            jitter = b.jitter,
+            "RTCP report on our stream"
+        );
+    }
+}
+
+/// Sends our SR (when we sent since the last report) or RR on a leg.
+fn send_report(now: Instant, s: &mut Stream, buf: &mut Vec<u8>, stats: &mut Counters) {
+    let Some(dest) = s.rtcp_destination() else {
+        return;
+    };
+    let block = s.rx_stats.report_block(now);
+    if block.is_none() && !s.sent_since_report {
+        // Nothing sent, nothing heard: nothing to report.
+        return;
+    }
+    let sender = s.sent_since_report.then(|| {
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        SenderInfo {
+            ntp: rtcp::ntp_timestamp(since_epoch),
+            // The media clock the pacing keeps in real time.
+            rtp_timestamp: s.send.next_timestamp(),
+            packets: s.sent_packets,
+            octets: s.sent_octets,
+        }
+    });
+    s.sent_since_report = false;
+    rtcp::write_report(
+        buf,
+        s.send.ssrc(),
+        sender.as_ref(),
+        block.as_ref(),
+        &s.cname,
+    );
+    match s.rtcp.send_to(buf, dest) {
+        Ok(_) => stats.rtcp_sent += 1,
+        Err(e) => {
+            stats.send_errors += 1;
+            trace!(error = %e, %dest, "RTCP send error ignored");
+        }
+    }
+}
+
+/// Decodes a received payload into the recording; false when the recorder
+/// is gone (it failed), so the tap can be dropped.
+fn record(now: Instant, tap: &mut Tap, payload: &[u8]) -> bool {
+    let position = tap.placement.place(now, payload.len());
+    for chunk in recorder::chunks(tap.channel, position, tap.law, payload) {
+        match tap.tx.try_send(chunk) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(_)) => {
+                tap.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return false,
+        }
+    }
+    true
+}
+
+/// The recorder thread's body: chunks until both taps are gone, then the
+/// file is finished. Returns frames written and late samples dropped.
+fn write_recording(
+    path: &Path,
+    chunks: mpsc::Receiver<Chunk>,
+) -> Result<(u64, u64), RecorderError> {
+    let file = std::fs::File::create(path).map_err(hound::Error::from)?;
+    let mut writer = StereoWriter::new(io::BufWriter::new(file))?;
+    for chunk in chunks {
+        writer.push(&chunk)?;
+    }
+    let late = writer.late_samples();
+    Ok((writer.finish()?, late))
+}
+
+/// A random RTCP CNAME (RFC 7022 §4.2: per session), 16 hex digits.
+fn cname() -> [u8; 16] {
+    let v = fastrand::u64(..);
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = b"0123456789abcdef"[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
+}
+
+fn drain_player(
+    s: &mut Stream,
+    events: &UnboundedSender<MediaEvent>,
+    record_starts: &mut Vec<PendingRecord>,
+) {
     while let Some(ev) = s.player.poll_event() {
         let ev = match ev {
             PlayerEvent::Finished(prompt) => {
                 if s.items.first() == Some(&Item::Prompt(prompt)) {
                     s.items.remove(0);
+                }
+                if s.notice
+                    .as_ref()
+                    .is_some_and(|(notice, _)| *notice == prompt)
+                    && let Some((_, pending)) = s.notice.take()
+                {
+                    record_starts.push(pending);
                 }
                 MediaEvent::PromptFinished { key: s.key, prompt }
             }

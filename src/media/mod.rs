@@ -8,7 +8,11 @@
 //! - [`prompt`] — WAV prompts loaded once, resampled to 8 kHz, pre-encoded.
 //! - [`player`] — per-call playback state driven by the shared pacing clock.
 //! - [`ports`] — the RTP port pool.
+//! - [`bridge`] — the RTP relay between two bridged legs (rewrite, remap, transcode).
+//! - [`rtcp`] — RTCP SR/RR, terminated per leg.
+//! - [`recorder`] — a bridged call as a stereo WAV.
 
+pub mod bridge;
 pub mod digits;
 pub mod dtmf;
 pub mod g711;
@@ -16,4 +20,6 @@ pub mod inband;
 pub mod player;
 pub mod ports;
 pub mod prompt;
+pub mod recorder;
+pub mod rtcp;
 pub mod rtp;
