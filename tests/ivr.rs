@@ -22,12 +22,14 @@ use jiff::Timestamp;
 use tokio::time::timeout;
 use tracing_subscriber::EnvFilter;
 
-use callbackd::callback::QueueId;
+use callbackd::callback::cdr::CdrRecord;
 use callbackd::callback::hours::Gates;
 use callbackd::callback::store::testing::{FailingStore, arm_commit_failure};
 use callbackd::callback::store::{
-    CallbackRow, NewCallback, Registration, SqliteStore, Status, Store, StoreError,
+    Attempt, AttemptRow, CallbackRow, LaunchStore, NewCallback, NextStep, Recorded, Registration,
+    SqliteStore, Status, Store, StoreError,
 };
+use callbackd::callback::{CallbackId, QueueId};
 use callbackd::config::Config;
 use callbackd::engine::{self, EngineHandle};
 use callbackd::media::dtmf::{DtmfDigit, DtmfSender};
@@ -99,7 +101,7 @@ fn rows(path: &Path) -> Vec<CallbackRow> {
 }
 
 /// Starts an engine over `store`.
-async fn start_on(config: Config, store: impl Store + 'static) -> EngineHandle {
+async fn start_on(config: Config, store: impl LaunchStore + 'static) -> EngineHandle {
     engine::start_with_store(config, repo(), Box::new(store))
         .await
         .expect("engine starts")
@@ -130,6 +132,54 @@ impl<S: Store> Store for Counting<S> {
 
     fn pending_ahead(&self, queue: &QueueId, queued_at: Timestamp) -> Result<u32, StoreError> {
         self.inner.pending_ahead(queue, queued_at)
+    }
+}
+
+/// The engine's store must also serve the dialing side; passed through.
+impl<S: LaunchStore> LaunchStore for Counting<S> {
+    fn due(&self, now: Timestamp) -> Result<Vec<CallbackRow>, StoreError> {
+        self.inner.due(now)
+    }
+
+    fn claim(&mut self, id: CallbackId, now: Timestamp) -> Result<bool, StoreError> {
+        self.inner.claim(id, now)
+    }
+
+    fn record_attempt(
+        &mut self,
+        id: CallbackId,
+        attempt: &Attempt,
+        next: &NextStep,
+    ) -> Result<Recorded, StoreError> {
+        self.inner.record_attempt(id, attempt, next)
+    }
+
+    fn expire(&mut self, now: Timestamp) -> Result<Vec<CallbackId>, StoreError> {
+        self.inner.expire(now)
+    }
+
+    fn recover_interrupted(
+        &mut self,
+        now: Timestamp,
+        longest_ring: Duration,
+    ) -> Result<Vec<CallbackId>, StoreError> {
+        self.inner.recover_interrupted(now, longest_ring)
+    }
+
+    fn attempts(&self, id: CallbackId) -> Result<Vec<AttemptRow>, StoreError> {
+        self.inner.attempts(id)
+    }
+
+    fn write_cdr(&mut self, record: &CdrRecord) -> Result<(), StoreError> {
+        self.inner.write_cdr(record)
+    }
+
+    fn cdrs(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> Result<Vec<CdrRecord>, StoreError> {
+        self.inner.cdrs(since, until)
     }
 }
 

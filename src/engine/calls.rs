@@ -50,6 +50,8 @@ pub struct Calls {
     calls: HashMap<CallKey, CallCtx>,
     /// Ports whose stream is being removed: released on `Removed`.
     closing: HashMap<u64, u16>,
+    /// Outbound legs' media (the dialing side's calls).
+    legs: HashMap<CallKey, LegMedia>,
     /// Per-call wake-ups (flow timers, maximum length); an entry is stale
     /// unless it equals the call's `scheduled`.
     deadlines: BinaryHeap<Reverse<(Instant, CallKey)>>,
@@ -121,6 +123,23 @@ pub enum SetupError {
     Queue(crate::acd::AcdError),
 }
 
+/// Media reserved for an outbound leg before its INVITE is sent.
+pub struct ReservedLeg {
+    port: u16,
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    local: LocalMedia,
+    /// Our SDP offer for the INVITE.
+    pub offer: String,
+}
+
+/// An outbound leg's media.
+struct LegMedia {
+    port: u16,
+    local: LocalMedia,
+    peer: Option<IpAddr>,
+}
+
 /// A queue's settings as the call layer uses them.
 struct QueueRuntime {
     id: QueueId,
@@ -167,6 +186,7 @@ impl Calls {
         Ok(Calls {
             calls: HashMap::new(),
             closing: HashMap::new(),
+            legs: HashMap::new(),
             deadlines: BinaryHeap::new(),
             ports,
             media,
@@ -354,6 +374,10 @@ impl Calls {
     /// Reacts to an answer from the store thread.
     pub fn handle_store_reply(&mut self, now: Instant, reply: StoreReply, endpoint: &mut Endpoint) {
         match reply {
+            // The dialing side's replies; the core routes them there.
+            StoreReply::Due { .. }
+            | StoreReply::Claimed { .. }
+            | StoreReply::AttemptRecorded { .. } => {}
             StoreReply::PendingAhead { call, count } => {
                 let call = CallKey(call);
                 let Some(ecbt) = self.estimate(call, count) else {
@@ -858,6 +882,137 @@ impl Calls {
         if let Err(e) = self.ports.release(port) {
             warn!(error = %e, port, "port release");
         }
+    }
+
+    // -----------------------------------------------------------------
+    // Outbound legs (the dialing side's agent and customer calls)
+
+    /// Reserves media for an outbound leg: a port pair and our SDP offer.
+    pub fn reserve_leg(&mut self) -> Option<ReservedLeg> {
+        let (port, rtp, rtcp) = self.bind_ports()?;
+        let session_id = fastrand::u64(1..u64::MAX / 2);
+        let local = LocalMedia {
+            addr: self.rtp_advertised,
+            port,
+            codecs: self.codecs.clone(),
+            ptime_default_ms: self.ptime_ms,
+            session_id,
+            session_version: session_id,
+            user: "callbackd".into(),
+            session_name: "callbackd".into(),
+        };
+        let offer = SessionVersion::new(session_id).stamp(&sdp::offer(&local));
+        Some(ReservedLeg {
+            port,
+            rtp,
+            rtcp,
+            local,
+            offer,
+        })
+    }
+
+    /// Gives back a reservation whose INVITE was never sent.
+    pub fn release_leg(&mut self, leg: ReservedLeg) {
+        drop((leg.rtp, leg.rtcp));
+        self.ports_release_now(leg.port);
+    }
+
+    /// Starts the media stream of an outbound leg (silent until answered).
+    pub fn attach_leg(
+        &mut self,
+        call: CallKey,
+        call_id: Arc<str>,
+        leg: ReservedLeg,
+        peer: Option<IpAddr>,
+    ) {
+        let law = self.codecs.first().copied().unwrap_or(Law::Ulaw);
+        let params = StreamParams {
+            law,
+            payload_type: law.payload_type(),
+            telephone_event: None,
+            ptime: Ptime::DEFAULT,
+            remote: None,
+            signalling_peer: peer.unwrap_or(self.rtp_advertised),
+            send: false,
+            receive: false,
+        };
+        self.media.send(Command::Add {
+            key: call.0,
+            call_id,
+            rtp: leg.rtp,
+            rtcp: leg.rtcp,
+            params,
+        });
+        self.legs.insert(
+            call,
+            LegMedia {
+                port: leg.port,
+                local: leg.local,
+                peer,
+            },
+        );
+    }
+
+    /// An SDP answer on an outbound leg (early media or the 2xx).
+    pub fn leg_answered(&mut self, _now: Instant, call: CallKey, sdp_answer: &[u8]) {
+        let Some(leg) = self.legs.get(&call) else {
+            return;
+        };
+        let media = SessionDescription::parse(sdp_answer)
+            .map_err(|e| e.to_string())
+            .and_then(|sdp| sdp::process_answer(&leg.local, &sdp).map_err(|e| e.to_string()));
+        match media {
+            Ok(media) => {
+                let peer = leg
+                    .peer
+                    .or(media.remote.map(|r| r.ip()))
+                    .unwrap_or(self.rtp_advertised);
+                let params = stream_params(&media, peer);
+                self.media.send(Command::Update {
+                    key: call.0,
+                    params,
+                });
+            }
+            Err(e) => warn!(error = %e, "unusable SDP answer on an outbound leg"),
+        }
+    }
+
+    /// Plays named prompts on a leg (the agent's whisper).
+    pub fn play_names(&mut self, call: CallKey, names: &[String], token: u32) {
+        let items = names
+            .iter()
+            .filter_map(|n| self.prompts.id(n).map(Item::Prompt))
+            .collect();
+        self.media.send(Command::Play {
+            key: call.0,
+            items,
+            token,
+        });
+    }
+
+    /// Loops one prompt on a leg (ringback to the agent).
+    pub fn play_loop(&mut self, call: CallKey, name: &str, token: u32) {
+        let items = self.prompts.id(name).map(Item::Loop).into_iter().collect();
+        self.media.send(Command::Play {
+            key: call.0,
+            items,
+            token,
+        });
+    }
+
+    /// Relays RTP both ways between two calls.
+    pub fn bridge(&mut self, a: CallKey, b: CallKey) {
+        self.media.send(Command::Bridge { a: a.0, b: b.0 });
+    }
+
+    /// Ends an outbound leg's media; its ports return to the pool once the
+    /// media thread has closed the sockets.
+    pub fn close_leg(&mut self, call: CallKey) {
+        let Some(leg) = self.legs.remove(&call) else {
+            return;
+        };
+        self.closing.insert(call.0, leg.port);
+        self.media.send(Command::Remove { key: call.0 });
     }
 
     /// The queue a called number routes to (its DIDs, else the first queue).

@@ -13,6 +13,7 @@
 //! behind a lock. The media thread owns every RTP socket (see [`media`]).
 
 pub mod calls;
+pub mod dialing;
 pub mod media;
 pub mod resolve;
 pub mod store;
@@ -238,12 +239,12 @@ pub async fn start(config: Config, base_dir: &Path) -> Result<EngineHandle, Engi
 }
 
 /// [`start`] with a callback store of the caller's choosing (another
-/// [`Store`](crate::callback::store::Store) implementation, or a test double
+/// [`LaunchStore`](crate::callback::store::LaunchStore) implementation, or a test double
 /// such as one whose commits fail).
 pub async fn start_with_store(
     config: Config,
     base_dir: &Path,
-    store: Box<dyn crate::callback::store::Store>,
+    store: Box<dyn crate::callback::store::LaunchStore>,
 ) -> Result<EngineHandle, EngineError> {
     let started = Instant::now();
     let prompts = Arc::new(load_prompts(&config, base_dir)?);
@@ -463,7 +464,10 @@ impl Core {
                 Ok(Registration::AlreadyScheduled(_)) => totals.callbacks_already_scheduled += 1,
                 Err(_) => totals.registration_failures += 1,
             },
-            store::StoreReply::PendingAhead { .. } => {}
+            store::StoreReply::PendingAhead { .. }
+            | store::StoreReply::Due { .. }
+            | store::StoreReply::Claimed { .. }
+            | store::StoreReply::AttemptRecorded { .. } => {}
         }
     }
 

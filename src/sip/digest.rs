@@ -1149,9 +1149,79 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// Answers a trunk's 401/407 for outbound calls ([`uac::Authenticator`]):
+/// digest [`Credentials`] plus a fresh client nonce per answer.
+///
+/// [`uac::Authenticator`]: crate::sip::uac::Authenticator
+pub struct DigestAuthenticator {
+    credentials: Credentials,
+    rng: fastrand::Rng,
+}
+
+impl DigestAuthenticator {
+    /// Credentials for `username`/`password`; `seed` drives the cnonces.
+    pub fn new(username: &str, password: &str, seed: u64) -> DigestAuthenticator {
+        DigestAuthenticator {
+            credentials: Credentials::new(username, password),
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+}
+
+impl crate::sip::uac::Authenticator for DigestAuthenticator {
+    fn authorize(
+        &mut self,
+        challenge: &str,
+        method: &crate::sip::message::Method,
+        uri: &str,
+        _proxy: bool,
+    ) -> Option<String> {
+        let challenge = self.credentials.choose(std::iter::once(challenge)).ok()?;
+        let request = DigestRequest {
+            method: method.as_str(),
+            uri,
+            body: b"",
+        };
+        let value = self
+            .credentials
+            .respond(&challenge, &request, &cnonce(self.rng.u64(..)), 1)
+            .ok()?;
+        Some(value.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authenticator_answers_a_challenge_the_challenger_accepts() {
+        use crate::sip::uac::Authenticator;
+        let t0 = Instant::now();
+        let mut server = Challenger::new("carrier", Duration::from_secs(300), [7; 32], t0);
+        let challenge = server.challenges(t0, false).remove(0);
+        let mut client = DigestAuthenticator::new("trunkuser", "s3cret", 1);
+        let method = crate::sip::message::Method::Invite;
+        let value = client
+            .authorize(&challenge, &method, "sip:+13125550188@127.0.0.1", false)
+            .expect("an answer");
+        let lookup = |user: &str| (user == "trunkuser").then(|| Secret::Password("s3cret".into()));
+        let request = DigestRequest {
+            method: "INVITE",
+            uri: "sip:+13125550188@127.0.0.1",
+            body: b"",
+        };
+        assert_eq!(
+            server
+                .verify([value.as_str()], &request, &lookup, t0)
+                .as_deref(),
+            Ok("trunkuser")
+        );
+        assert_eq!(
+            client.authorize("Basic realm=\"x\"", &method, "sip:a@b", false),
+            None
+        );
+    }
 
     const GET: DigestRequest<'static> = DigestRequest {
         method: "GET",

@@ -1,0 +1,841 @@
+//! Calling back: the scheduler's launches turned into SIP legs and media.
+//!
+//! Every `poll_interval` the store thread is asked for due callbacks; the
+//! [`Scheduler`] decides which to launch with which free agent; each launch
+//! is claimed in the store (pending → dialing, one transaction, so a
+//! callback is never dialed twice at once), then a [`Dialer`] runs the
+//! attempt: INVITE the agent, whisper "callback for" + the number, INVITE
+//! the customer through the trunk (CPS cap, target failover on 503/408
+//! before ringing), ringback or early media to the agent, bridge. When the
+//! dialer finishes, the attempt and the callback's next step (completed,
+//! retry, failover, failed, expired) are written in one transaction, with a
+//! CDR row per leg, and the agent is released (or cools down).
+//!
+//! Legs are outbound [`Endpoint`] calls; their media streams live in the
+//! media thread like every other call's, with ports from the call layer's
+//! pool ([`Calls::open_leg`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use tracing::{debug, info, warn};
+
+use crate::acd::agents::{AgentId, Agents, Work};
+use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
+use crate::callback::dialer::{self, Dialer, DialerSettings, Outcome};
+use crate::callback::number::NumberPolicy;
+use crate::callback::number::{PhoneNumber, validate};
+use crate::callback::scheduler::{Action as Plan, Scheduler, Snapshot};
+use crate::callback::store::{Attempt, CallbackRow, Recorded};
+use crate::callback::trunk::{
+    CpsLimiter, TargetFailure, TargetHealth, TargetList, TrunkSettings, customer_request_uri,
+    from_header, pai_header,
+};
+use crate::callback::{CallbackId, QueueId};
+use crate::engine::calls::Calls;
+use crate::engine::store::{StoreHandle, StoreReply};
+use crate::sip::endpoint::{CallKey, Destination, Endpoint, Event};
+use crate::sip::message::SipUri;
+use crate::sip::uac::{OutboundInvite, Party};
+
+/// How an agent is reached.
+#[derive(Debug, Clone)]
+pub struct AgentTarget {
+    /// The Request-URI (the agent's contact).
+    pub uri: String,
+    /// Where the INVITE goes first.
+    pub next_hop: Destination,
+}
+
+/// Settings of the dialing side.
+pub struct DialingSettings {
+    /// How often due callbacks are looked up.
+    pub poll_interval: Duration,
+    /// The trunk.
+    pub trunk: TrunkSettings,
+    /// The trunk's resolved targets (RFC 3263), in order.
+    pub trunk_targets: Vec<crate::callback::trunk::Target>,
+    /// Caller ID per queue (the queue's callback number).
+    pub caller_ids: HashMap<QueueId, PhoneNumber>,
+    /// Number rules (a stored number is re-validated before dialing).
+    pub policy: NumberPolicy,
+    /// Our identity for the agent leg's From.
+    pub local_uri: String,
+    /// The agent's cool-down after not answering.
+    pub agent_cooldown: Duration,
+}
+
+/// The dialing side of the engine.
+pub struct Dialing {
+    settings: DialingSettings,
+    scheduler: Scheduler,
+    agents: Agents,
+    targets: HashMap<AgentId, AgentTarget>,
+    launch_enabled: bool,
+    cps: CpsLimiter,
+    health: TargetHealth,
+    store: StoreHandle,
+    next_poll: Instant,
+    polling: bool,
+    next_id: u64,
+    attempts: HashMap<u64, AttemptCtx>,
+    legs: HashMap<CallKey, (u64, Side)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Agent,
+    Customer,
+}
+
+struct AttemptCtx {
+    callback: CallbackRow,
+    number: PhoneNumber,
+    agent: AgentId,
+    dialer: Option<Dialer>,
+    settings: DialerSettings,
+    started_at: Timestamp,
+    agent_leg: Option<LegCtx>,
+    customer_leg: Option<LegCtx>,
+    customer_targets: Option<TargetList>,
+    /// Waiting for the CPS cap before inviting the customer.
+    customer_wait: Option<Instant>,
+    rang: bool,
+    play_token: u32,
+    claimed: bool,
+}
+
+struct LegCtx {
+    call: CallKey,
+    call_id: String,
+    peer: String,
+    started: Timestamp,
+    answered: Option<Timestamp>,
+    status: Option<u16>,
+    ended: bool,
+}
+
+impl Dialing {
+    /// The dialing side: `agents` is the roster (static agents with their
+    /// targets in `targets`; registered ones are added as they register).
+    pub fn new(
+        settings: DialingSettings,
+        scheduler: Scheduler,
+        agents: Agents,
+        targets: HashMap<AgentId, AgentTarget>,
+        launch_enabled: bool,
+        store: StoreHandle,
+        now: Instant,
+    ) -> Result<Dialing, crate::callback::trunk::TrunkError> {
+        Ok(Dialing {
+            cps: settings.trunk.cps_limiter()?,
+            health: settings.trunk.target_health(),
+            next_poll: now,
+            settings,
+            scheduler,
+            agents,
+            targets,
+            launch_enabled,
+            store,
+            polling: false,
+            next_id: 1,
+            attempts: HashMap::new(),
+            legs: HashMap::new(),
+        })
+    }
+
+    /// The launch switch (issue 4: stops new launches at once).
+    pub fn set_launch_enabled(&mut self, enabled: bool) {
+        self.launch_enabled = enabled;
+    }
+
+    /// Whether `call` is one of our legs.
+    pub fn owns(&self, call: CallKey) -> bool {
+        self.legs.contains_key(&call)
+    }
+
+    /// Attempts in progress.
+    pub fn active(&self) -> usize {
+        self.attempts.len()
+    }
+
+    /// The agent roster.
+    pub fn agents(&self) -> &Agents {
+        &self.agents
+    }
+
+    /// The next wake-up: the poll, a dialer's ring timeout, a CPS wait.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let dialers = self
+            .attempts
+            .values()
+            .filter_map(|a| {
+                a.dialer
+                    .as_ref()
+                    .and_then(Dialer::poll_timeout)
+                    .min(a.customer_wait.or(None))
+                    .or(a.customer_wait)
+            })
+            .min();
+        let poll = (!self.polling).then_some(self.next_poll);
+        [dialers, poll].into_iter().flatten().min()
+    }
+
+    /// Runs timers: polls the store, ring timeouts, delayed customer INVITEs.
+    pub fn handle_timeout(&mut self, now: Instant, calls: &mut Calls, endpoint: &mut Endpoint) {
+        if !self.polling && now >= self.next_poll {
+            self.polling = self.store.due(Timestamp::now());
+            self.next_poll = now + self.settings.poll_interval;
+        }
+        let ids: Vec<u64> = self.attempts.keys().copied().collect();
+        for id in ids {
+            let Some(a) = self.attempts.get_mut(&id) else {
+                continue;
+            };
+            if a.customer_wait.is_some_and(|w| w <= now) {
+                a.customer_wait = None;
+                self.invite_customer(now, id, calls, endpoint);
+            }
+            if let Some(a) = self.attempts.get_mut(&id)
+                && let Some(d) = &mut a.dialer
+            {
+                d.handle_timeout(now);
+            }
+            self.drive(now, id, calls, endpoint);
+        }
+    }
+
+    /// A store reply for the dialing side.
+    pub fn handle_store_reply(
+        &mut self,
+        now: Instant,
+        reply: StoreReply,
+        calls: &mut Calls,
+        endpoint: &mut Endpoint,
+    ) {
+        match reply {
+            StoreReply::Due { rows } => {
+                self.polling = false;
+                self.plan(now, rows, calls, endpoint);
+            }
+            StoreReply::Claimed { attempt, id, won } => {
+                let Some(a) = self.attempts.get_mut(&attempt) else {
+                    return;
+                };
+                if !won {
+                    // Another node (or an earlier attempt) has it: give the
+                    // agent back.
+                    debug!(callback = %id, "claim lost");
+                    let agent = a.agent.clone();
+                    self.attempts.remove(&attempt);
+                    let _ = self.agents.released(&agent, now);
+                    return;
+                }
+                a.claimed = true;
+                info!(callback = %id, agent = %a.agent, number = %a.number.as_digits(), "callback launched");
+                a.dialer = Some(Dialer::start(now, a.settings, &a.number.as_digits()));
+                self.drive(now, attempt, calls, endpoint);
+            }
+            StoreReply::AttemptRecorded { id, result } => match result {
+                Ok(Recorded::Applied(status)) => {
+                    info!(callback = %id, status = status.as_str(), "attempt recorded")
+                }
+                Ok(Recorded::FailoverDuplicate { existing }) => {
+                    info!(callback = %id, %existing, "failover queue already holds this number; marked failed")
+                }
+                Err(e) => warn!(callback = %id, error = %e, "attempt not recorded"),
+            },
+            StoreReply::Registered { .. } | StoreReply::PendingAhead { .. } => {}
+        }
+    }
+
+    /// A SIP event on one of our legs.
+    pub fn handle_sip_event(
+        &mut self,
+        now: Instant,
+        event: Event,
+        calls: &mut Calls,
+        endpoint: &mut Endpoint,
+    ) {
+        let call = match &event {
+            Event::Progress { call, .. }
+            | Event::Answered { call, .. }
+            | Event::Failed { call, .. }
+            | Event::Ended { call, .. }
+            | Event::Reoffer { call, .. }
+            | Event::Info { call, .. }
+            | Event::Confirmed { call, .. } => *call,
+            Event::IncomingCall { call, .. } => *call,
+        };
+        let Some(&(id, side)) = self.legs.get(&call) else {
+            return;
+        };
+        let input = match event {
+            Event::Progress { status, sdp, .. } => {
+                let early = sdp.as_ref().is_some_and(|s| !s.is_empty());
+                if let Some(sdp) = sdp.filter(|s| !s.is_empty()) {
+                    calls.leg_answered(now, call, &sdp);
+                }
+                match side {
+                    Side::Agent => None,
+                    Side::Customer => {
+                        if let Some(a) = self.attempts.get_mut(&id) {
+                            a.rang |= status >= 180;
+                        }
+                        Some(dialer::Input::CustomerProgress {
+                            status,
+                            early_media: early,
+                        })
+                    }
+                }
+            }
+            Event::Answered { sdp, .. } => {
+                if !sdp.is_empty() {
+                    calls.leg_answered(now, call, &sdp);
+                }
+                if let Some(leg) = self.leg_mut(id, side) {
+                    leg.answered = Some(Timestamp::now());
+                    leg.status = Some(200);
+                }
+                Some(match side {
+                    Side::Agent => dialer::Input::AgentAnswered,
+                    Side::Customer => dialer::Input::CustomerAnswered,
+                })
+            }
+            Event::Failed {
+                status,
+                retry_after,
+                ..
+            } => {
+                if let Some(leg) = self.leg_mut(id, side) {
+                    leg.status = Some(status);
+                    leg.ended = true;
+                }
+                self.end_leg(call, calls);
+                if side == Side::Customer
+                    && self.failover(now, id, status, retry_after, calls, endpoint)
+                {
+                    return;
+                }
+                Some(match side {
+                    Side::Agent => dialer::Input::AgentFailed(status),
+                    Side::Customer => dialer::Input::CustomerFailed(status),
+                })
+            }
+            Event::Ended { .. } => {
+                if let Some(leg) = self.leg_mut(id, side) {
+                    leg.ended = true;
+                }
+                self.end_leg(call, calls);
+                Some(match side {
+                    Side::Agent => dialer::Input::AgentEnded,
+                    Side::Customer => dialer::Input::CustomerEnded,
+                })
+            }
+            Event::Reoffer { .. } => {
+                // A re-INVITE/UPDATE on a leg (hold, refresh): keep the
+                // session as it is.
+                let _ = endpoint.reject_reoffer(now, call, 488);
+                None
+            }
+            Event::Info { .. } | Event::Confirmed { .. } | Event::IncomingCall { .. } => None,
+        };
+        if let Some(input) = input
+            && let Some(d) = self.attempts.get_mut(&id).and_then(|a| a.dialer.as_mut())
+        {
+            d.handle(now, input);
+        }
+        self.drive(now, id, calls, endpoint);
+    }
+
+    /// The agent leg's play list finished (media Idle with its token).
+    pub fn prompt_done(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        token: u32,
+        calls: &mut Calls,
+        endpoint: &mut Endpoint,
+    ) {
+        let Some(&(id, Side::Agent)) = self.legs.get(&call) else {
+            return;
+        };
+        let Some(a) = self.attempts.get_mut(&id) else {
+            return;
+        };
+        if a.play_token != token {
+            return;
+        }
+        if let Some(d) = &mut a.dialer {
+            d.handle(now, dialer::Input::AgentPromptDone);
+        }
+        self.drive(now, id, calls, endpoint);
+    }
+
+    fn plan(
+        &mut self,
+        now: Instant,
+        rows: Vec<CallbackRow>,
+        calls: &mut Calls,
+        _endpoint: &mut Endpoint,
+    ) {
+        let free = self.agents.free_agents(now);
+        let free_lines = self.agents.free_lines();
+        // Callbacks already being dialed by this process are not due again.
+        let rows: Vec<CallbackRow> = rows
+            .into_iter()
+            .filter(|r| !self.attempts.values().any(|a| a.callback.id == r.id))
+            .collect();
+        let plan = self.scheduler.decide(
+            Timestamp::now(),
+            &Snapshot {
+                launch_enabled: self.launch_enabled,
+                callbacks: &rows,
+                live: &[],
+                free_agents: &free,
+                free_lines,
+            },
+        );
+        let launches: Vec<(CallbackId, QueueId, AgentId)> = plan
+            .actions
+            .into_iter()
+            .filter_map(|action| match action {
+                Plan::Launch {
+                    callback,
+                    queue,
+                    agent,
+                } => Some((callback, queue, agent)),
+                // Live callers reaching agents and expiry are handled by
+                // the call layer and the store's due() respectively.
+                Plan::Serve { .. } | Plan::Expire(_) => None,
+            })
+            .collect();
+        drop(free);
+        for (callback, queue, agent) in launches {
+            let Some(row) = rows.iter().find(|r| r.id == callback).cloned() else {
+                continue;
+            };
+            let Ok(number) = validate(&row.number, &self.settings.policy) else {
+                warn!(%callback, number = %row.number, "stored number no longer valid; skipped");
+                continue;
+            };
+            let Some(policy) = self.scheduler.queue(&queue).map(|q| q.policy.clone()) else {
+                continue;
+            };
+            if self
+                .agents
+                .reserve(&agent, Work::Callback(callback), now)
+                .is_err()
+            {
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            self.attempts.insert(
+                id,
+                AttemptCtx {
+                    callback: row,
+                    number,
+                    agent,
+                    dialer: None,
+                    settings: DialerSettings {
+                        agent_ring_timeout: policy.agent_ring_timeout,
+                        customer_ring_timeout: policy.customer_ring_timeout,
+                    },
+                    started_at: Timestamp::now(),
+                    agent_leg: None,
+                    customer_leg: None,
+                    customer_targets: None,
+                    customer_wait: None,
+                    rang: false,
+                    play_token: 0,
+                    claimed: false,
+                },
+            );
+            self.store.claim(id, callback, Timestamp::now());
+        }
+        let _ = calls;
+    }
+
+    fn drive(&mut self, now: Instant, id: u64, calls: &mut Calls, endpoint: &mut Endpoint) {
+        loop {
+            let Some(a) = self.attempts.get_mut(&id) else {
+                return;
+            };
+            let Some(action) = a.dialer.as_mut().and_then(Dialer::poll_action) else {
+                return;
+            };
+            match action {
+                dialer::Action::InviteAgent => self.invite_agent(now, id, calls, endpoint),
+                dialer::Action::CancelAgent | dialer::Action::HangupAgent => {
+                    if let Some(leg) = a.agent_leg.as_ref().filter(|l| !l.ended) {
+                        let _ = endpoint.hangup(now, leg.call);
+                    }
+                }
+                dialer::Action::CancelCustomer | dialer::Action::HangupCustomer => {
+                    if let Some(leg) = a.customer_leg.as_ref().filter(|l| !l.ended) {
+                        let _ = endpoint.hangup(now, leg.call);
+                    }
+                    a.customer_wait = None;
+                }
+                dialer::Action::PlayToAgent(names) => {
+                    if let Some(leg) = &a.agent_leg {
+                        a.play_token = a.play_token.wrapping_add(1);
+                        calls.play_names(leg.call, &names, a.play_token);
+                    }
+                }
+                dialer::Action::PlayRingbackToAgent => {
+                    if let Some(leg) = &a.agent_leg {
+                        a.play_token = a.play_token.wrapping_add(1);
+                        calls.play_loop(leg.call, "ringback", a.play_token);
+                    }
+                }
+                dialer::Action::RelayEarlyMedia | dialer::Action::Bridge => {
+                    if let (Some(agent), Some(customer)) = (&a.agent_leg, &a.customer_leg) {
+                        calls.bridge(agent.call, customer.call);
+                    }
+                }
+                dialer::Action::InviteCustomer => match self.cps.try_acquire(now) {
+                    Ok(()) => self.invite_customer(now, id, calls, endpoint),
+                    Err(wait) => {
+                        debug!(
+                            wait_ms = wait.as_millis() as u64,
+                            "trunk CPS cap: customer INVITE delayed"
+                        );
+                        a.customer_wait = Some(now + wait);
+                    }
+                },
+                dialer::Action::Finished {
+                    outcome,
+                    customer_status,
+                } => {
+                    self.finish(now, id, outcome, customer_status, calls, endpoint);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn invite_agent(&mut self, now: Instant, id: u64, calls: &mut Calls, endpoint: &mut Endpoint) {
+        let Some(a) = self.attempts.get_mut(&id) else {
+            return;
+        };
+        let Some(target) = self.targets.get(&a.agent).cloned() else {
+            warn!(agent = %a.agent, "agent has no dial target");
+            if let Some(d) = &mut a.dialer {
+                d.handle(now, dialer::Input::AgentFailed(480));
+            }
+            return;
+        };
+        let invite = OutboundInvite {
+            request_uri: target.uri.clone(),
+            from: Party {
+                display: Some("callback".into()),
+                uri: self.settings.local_uri.clone(),
+            },
+            to: Party {
+                display: None,
+                uri: target.uri.clone(),
+            },
+            p_asserted_identity: None,
+            next_hop: target.next_hop.clone(),
+            sdp_offer: Bytes::new(),
+            extra_headers: Vec::new(),
+            credentials: None,
+        };
+        match self.open_leg(now, id, Side::Agent, invite, &target.uri, calls, endpoint) {
+            Ok(()) => {}
+            Err(status) => {
+                if let Some(d) = self.attempts.get_mut(&id).and_then(|a| a.dialer.as_mut()) {
+                    d.handle(now, dialer::Input::AgentFailed(status));
+                }
+            }
+        }
+    }
+
+    fn invite_customer(
+        &mut self,
+        now: Instant,
+        id: u64,
+        calls: &mut Calls,
+        endpoint: &mut Endpoint,
+    ) {
+        let trunk = &self.settings.trunk;
+        let Some(a) = self.attempts.get_mut(&id) else {
+            return;
+        };
+        let targets = a.customer_targets.get_or_insert_with(|| {
+            TargetList::new(self.settings.trunk_targets.clone(), trunk.max_targets)
+        });
+        let Some(target) = targets
+            .first(now, &self.health)
+            .cloned()
+            .or_else(|| targets.current().cloned())
+        else {
+            warn!("the trunk has no target");
+            if let Some(d) = &mut a.dialer {
+                d.handle(now, dialer::Input::CustomerFailed(503));
+            }
+            return;
+        };
+        self.invite_customer_at(now, id, target.destination(), calls, endpoint);
+    }
+
+    fn invite_customer_at(
+        &mut self,
+        now: Instant,
+        id: u64,
+        next_hop: Destination,
+        calls: &mut Calls,
+        endpoint: &mut Endpoint,
+    ) {
+        let trunk = &self.settings.trunk;
+        let Some(a) = self.attempts.get_mut(&id) else {
+            return;
+        };
+        let request_uri = customer_request_uri(&a.number, trunk);
+        let caller_id = self.settings.caller_ids.get(&a.callback.queue).cloned();
+        let (from, pai) = match &caller_id {
+            Some(id) => (strip_angle(&from_header(id, trunk)), pai_header(id, trunk)),
+            None => (self.settings.local_uri.clone(), None),
+        };
+        let invite = OutboundInvite {
+            request_uri: request_uri.clone(),
+            from: Party {
+                display: None,
+                uri: from,
+            },
+            to: Party {
+                display: None,
+                uri: request_uri.clone(),
+            },
+            p_asserted_identity: pai,
+            next_hop,
+            sdp_offer: Bytes::new(),
+            extra_headers: Vec::new(),
+            credentials: trunk.credentials.as_ref().map(|c| {
+                Box::new(crate::sip::digest::DigestAuthenticator::new(
+                    &c.username,
+                    c.password.expose(),
+                    fastrand::u64(..),
+                )) as Box<dyn crate::sip::uac::Authenticator>
+            }),
+        };
+        if let Err(status) = self.open_leg(
+            now,
+            id,
+            Side::Customer,
+            invite,
+            &request_uri,
+            calls,
+            endpoint,
+        ) && let Some(d) = self.attempts.get_mut(&id).and_then(|a| a.dialer.as_mut())
+        {
+            d.handle(now, dialer::Input::CustomerFailed(status));
+        }
+    }
+
+    /// Binds media, builds the offer, sends the INVITE, remembers the leg.
+    #[allow(clippy::too_many_arguments)]
+    fn open_leg(
+        &mut self,
+        _now: Instant,
+        id: u64,
+        side: Side,
+        mut invite: OutboundInvite,
+        peer: &str,
+        calls: &mut Calls,
+        endpoint: &mut Endpoint,
+    ) -> Result<(), u16> {
+        let Some(leg) = calls.reserve_leg() else {
+            warn!("no RTP port for an outbound leg");
+            return Err(503);
+        };
+        invite.sdp_offer = Bytes::from(leg.offer.clone());
+        let hop_ip = match &invite.next_hop {
+            Destination::Udp(a) | Destination::Tcp { remote: a, .. } => Some(a.ip()),
+            Destination::Resolve { .. } => None,
+        };
+        let call = match endpoint.invite(Instant::now(), invite) {
+            Ok(call) => call,
+            Err(e) => {
+                warn!(error = %e, "outbound INVITE refused");
+                calls.release_leg(leg);
+                return Err(500);
+            }
+        };
+        let call_id = format!("leg-{}", call.0);
+        calls.attach_leg(call, Arc::from(call_id.as_str()), leg, hop_ip);
+        self.legs.insert(call, (id, side));
+        let ctx = LegCtx {
+            call,
+            call_id,
+            peer: peer.to_owned(),
+            started: Timestamp::now(),
+            answered: None,
+            status: None,
+            ended: false,
+        };
+        if let Some(a) = self.attempts.get_mut(&id) {
+            match side {
+                Side::Agent => a.agent_leg = Some(ctx),
+                Side::Customer => a.customer_leg = Some(ctx),
+            }
+        }
+        Ok(())
+    }
+
+    /// A 503/408 (or transport error) before the customer rang: the next
+    /// trunk target (RFC 3263 failover). Returns true when retried.
+    fn failover(
+        &mut self,
+        now: Instant,
+        id: u64,
+        status: u16,
+        retry_after: Option<Duration>,
+        calls: &mut Calls,
+        endpoint: &mut Endpoint,
+    ) -> bool {
+        let Some(a) = self.attempts.get_mut(&id) else {
+            return false;
+        };
+        let Some(failure) = TargetFailure::from_response(status, retry_after, a.rang) else {
+            return false;
+        };
+        let Some(targets) = a.customer_targets.as_mut() else {
+            return false;
+        };
+        let Some(next) = targets.next_after(failure, now, &mut self.health).cloned() else {
+            return false;
+        };
+        info!(status, next = %next.addr, "trunk target failed; trying the next");
+        a.customer_leg = None;
+        self.invite_customer_at(now, id, next.destination(), calls, endpoint);
+        true
+    }
+
+    fn finish(
+        &mut self,
+        now: Instant,
+        id: u64,
+        outcome: Outcome,
+        customer_status: Option<u16>,
+        calls: &mut Calls,
+        endpoint: &mut Endpoint,
+    ) {
+        let Some(a) = self.attempts.remove(&id) else {
+            return;
+        };
+        let ended_at = Timestamp::now();
+        // The agent: back to work, or cooling down when it did not answer.
+        let agent_answered = a.agent_leg.as_ref().is_some_and(|l| l.answered.is_some());
+        if outcome == Outcome::AgentNoAnswer && !agent_answered {
+            let _ = self
+                .agents
+                .no_answer(&a.agent, now, self.settings.agent_cooldown);
+        } else {
+            let _ = self.agents.released(&a.agent, now);
+        }
+        for leg in [&a.agent_leg, &a.customer_leg].into_iter().flatten() {
+            if !leg.ended {
+                let _ = endpoint.hangup(now, leg.call);
+            }
+        }
+        let next = self.scheduler.after_attempt(&a.callback, outcome, ended_at);
+        info!(
+            callback = %a.callback.id,
+            outcome = outcome.as_str(),
+            customer_status,
+            ?next,
+            "callback attempt finished"
+        );
+        if a.claimed {
+            self.store.record_attempt(
+                a.callback.id,
+                Attempt {
+                    started_at: a.started_at,
+                    ended_at,
+                    outcome,
+                    sip_status: customer_status,
+                    agent: Some(a.agent.as_str().to_owned()),
+                },
+                next,
+            );
+        }
+        for (leg, kind) in [(&a.agent_leg, Leg::Agent), (&a.customer_leg, Leg::Customer)] {
+            let Some(leg) = leg else { continue };
+            self.store.write_cdr(CdrRecord {
+                callback: Some(a.callback.id),
+                inbound_call_id: a.callback.inbound_call_id.clone(),
+                leg: kind,
+                call_id: leg.call_id.clone(),
+                start: leg.started,
+                answer: leg.answered,
+                end: ended_at,
+                outcome: leg_outcome(leg.answered.is_some(), leg.status),
+                sip_code: leg.status,
+                peer: leg.peer.clone(),
+            });
+        }
+        let _ = calls;
+    }
+
+    fn end_leg(&mut self, call: CallKey, calls: &mut Calls) {
+        calls.close_leg(call);
+    }
+
+    fn leg_mut(&mut self, id: u64, side: Side) -> Option<&mut LegCtx> {
+        let a = self.attempts.get_mut(&id)?;
+        match side {
+            Side::Agent => a.agent_leg.as_mut(),
+            Side::Customer => a.customer_leg.as_mut(),
+        }
+    }
+}
+
+/// A leg's CDR outcome from whether it was answered and its final status.
+fn leg_outcome(answered: bool, status: Option<u16>) -> LegOutcome {
+    if answered {
+        return LegOutcome::Answered;
+    }
+    match status {
+        Some(486 | 600) => LegOutcome::Busy,
+        Some(408 | 480) => LegOutcome::NoAnswer,
+        Some(404 | 484 | 604) => LegOutcome::InvalidNumber,
+        // Our own CANCEL (ring timeout, or the other leg went away).
+        Some(487) | None => LegOutcome::Cancelled,
+        Some(_) => LegOutcome::Failure,
+    }
+}
+
+/// `<sip:…>` → `sip:…` (the UAC adds its own brackets and tag).
+fn strip_angle(value: &str) -> String {
+    value
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_owned()
+}
+
+/// A SIP URI's next hop (IP literal → UDP address, else a name to resolve).
+pub fn destination_of(uri: &str) -> Option<Destination> {
+    let parsed = SipUri::parse(uri).ok()?;
+    let port = parsed.port.unwrap_or(5060);
+    let tcp = parsed.transport.as_deref() == Some("tcp");
+    Some(match parsed.host.parse::<std::net::IpAddr>() {
+        Ok(ip) if tcp => Destination::Tcp {
+            conn: None,
+            remote: SocketAddr::new(ip, port),
+        },
+        Ok(ip) => Destination::Udp(SocketAddr::new(ip, port)),
+        Err(_) => Destination::Resolve {
+            host: parsed.host,
+            port,
+            tcp,
+        },
+    })
+}
