@@ -285,6 +285,7 @@ pub async fn start_with_store(
         acl: config.acl.sip_acl(),
         acl_action: config.acl.action,
         seed: fastrand::u64(..),
+        registrar: false,
     });
     let (media_events_tx, media_events) = mpsc::unbounded_channel();
     let (media, _media_thread) = media::spawn(
