@@ -1224,7 +1224,7 @@ impl From<LogLevel> for tracing::Level {
     }
 }
 
-/// `[api]`: the admin HTTP API (health, statistics, gates, callbacks,
+/// `[api]`: the admin HTTP API (health, statistics, gates, callbacks, agents,
 /// Prometheus metrics; see [`crate::api`]). It has no authentication: keep
 /// it on loopback, or behind a proxy that authenticates.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
