@@ -97,6 +97,7 @@ fn endpoint() -> Endpoint {
         acl: Acl::parse(&["127.0.0.1/32"]).expect("valid CIDR"),
         acl_action: AclAction::Reject,
         seed: 1,
+        registrar: false,
     })
 }
 

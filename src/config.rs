@@ -28,21 +28,26 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
+use crate::acd::agents::{Agent, AgentError, AgentId, Agents, Contact};
 use crate::acl::{self, Acl, AclAction};
 use crate::callback::QueueId;
 use crate::callback::hours::{BusinessHours, Gates, HoursError};
 use crate::callback::number::{self, InvalidNumber, NumberPolicy, PhoneNumber};
+use crate::callback::scheduler::{QueueSchedule, RetryPolicy};
 use crate::callback::trunk::{
     CpsLimiter, Credentials, NumberFormat, Password, Termination, TrunkError, TrunkSettings,
     TrunkTransport,
 };
 use crate::ivr::ecbt::{EcbtSettings, EcbtSettingsError, Estimator};
+use crate::sip::digest::Secret;
+use crate::sip::message::SipUri;
+use crate::sip::registrar::RegistrarSettings;
 
 /// Every prompt the call flows play (one list, owned by the prompt module);
 /// the file for `name` is `<prompts.dir>/<name>.wav` unless
@@ -82,8 +87,15 @@ pub struct Config {
     pub ecbt: EcbtConfig,
     /// `[trunk]`: the carrier trunk callbacks are dialled through.
     pub trunk: TrunkConfig,
+    /// `[callbacks]`: how many callbacks run at once, how often due ones
+    /// are looked up.
+    pub callbacks: CallbacksConfig,
+    /// `[registrar]`: REGISTER handling for agents' phones.
+    pub registrar: RegistrarConfig,
     /// `[[queues]]`: the queues callers wait in (at least one).
     pub queues: Vec<QueueConfig>,
+    /// `[[agents]]`: who takes the calls (none shipped).
+    pub agents: Vec<AgentConfig>,
     /// Name used in error messages (the file path, or a label).
     #[serde(skip)]
     origin: String,
@@ -461,6 +473,54 @@ impl Config {
         in_range("trunk.max_targets", trunk.max_targets.into(), 1..=16)?;
         in_range("trunk.holddown_s", trunk.holddown_s, 0..=3600)?;
 
+        let callbacks = &self.callbacks;
+        in_range(
+            "callbacks.max_lines",
+            callbacks.max_lines.into(),
+            1..=MAX_LINES,
+        )?;
+        in_range(
+            "callbacks.poll_interval_ms",
+            callbacks.poll_interval_ms,
+            100..=60_000,
+        )?;
+
+        let registrar = &self.registrar;
+        if !is_header_text(&registrar.realm) || registrar.realm.contains(['"', '\\']) {
+            return fail("registrar.realm", Invalid::BadRealm);
+        }
+        let (min, max, default) = (
+            registrar.min_expires_s,
+            registrar.max_expires_s,
+            registrar.default_expires_s,
+        );
+        in_range("registrar.min_expires_s", min.into(), 1..=MAX_EXPIRES_S)?;
+        in_range("registrar.max_expires_s", max.into(), 1..=MAX_EXPIRES_S)?;
+        if min > max {
+            return fail(
+                "registrar.min_expires_s",
+                Invalid::exceeds(min, "registrar.max_expires_s", max),
+            );
+        }
+        if default < min {
+            // RFC 3261 §10.3 step 7: the default applies like a requested
+            // interval, so it must not itself earn a 423.
+            return fail(
+                "registrar.default_expires_s",
+                Invalid::Below {
+                    value: default.into(),
+                    other_field: "registrar.min_expires_s",
+                    other: min.into(),
+                },
+            );
+        }
+        if default > max {
+            return fail(
+                "registrar.default_expires_s",
+                Invalid::exceeds(default, "registrar.max_expires_s", max),
+            );
+        }
+
         if self.queues.is_empty() {
             return fail("queues", Invalid::Empty);
         }
@@ -515,8 +575,141 @@ impl Config {
                     },
                 );
             }
+            in_range(&at("retry_time_s"), queue.retry_time_s, 1..=86_400)?;
+            in_range(&at("max_retries"), queue.max_retries.into(), 0..=100)?;
+            if let Some(failover) = &queue.failover {
+                if *failover == queue.id {
+                    return fail(&at("failover"), Invalid::FailoverToItself);
+                }
+                if !self.queues.iter().any(|q| q.id == *failover) {
+                    return fail(&at("failover"), Invalid::unknown_queue(failover));
+                }
+            }
+            in_range(
+                &at("agent_ring_timeout_s"),
+                queue.agent_ring_timeout_s,
+                1..=MAX_RING_S,
+            )?;
+            in_range(
+                &at("customer_ring_timeout_s"),
+                queue.customer_ring_timeout_s,
+                1..=MAX_RING_S,
+            )?;
+            in_range(&at("agent_cooldown_s"), queue.agent_cooldown_s, 0..=3600)?;
+        }
+
+        for (i, agent) in self.agents.iter().enumerate() {
+            let at = |key: &str| format!("agents[{i}].{key}");
+            if !is_queue_id(agent.id.as_str()) {
+                return fail(
+                    &at("id"),
+                    Invalid::BadAgentId {
+                        id: agent.id.as_str().to_owned(),
+                    },
+                );
+            }
+            let earlier = &self.agents[..i];
+            if earlier.iter().any(|a| a.id == agent.id) {
+                return fail(&at("id"), Invalid::duplicate(agent.id.as_str()));
+            }
+            match (&agent.uri, &agent.user) {
+                (None, None) | (Some(_), Some(_)) => {
+                    return fail(
+                        &format!("agents[{i}]"),
+                        Invalid::ExactlyOneOf {
+                            first: "uri",
+                            second: "user",
+                        },
+                    );
+                }
+                (Some(uri), None) => {
+                    if let Err(reason) = AgentUri::parse(uri) {
+                        return fail(
+                            &at("uri"),
+                            Invalid::BadAgentUri {
+                                value: uri.clone(),
+                                reason,
+                            },
+                        );
+                    }
+                    if agent.password.is_some() {
+                        return fail(
+                            &at("password"),
+                            Invalid::OnlyWith {
+                                other_field: "user",
+                            },
+                        );
+                    }
+                }
+                (None, Some(user)) => {
+                    if !is_sip_user(user) {
+                        return fail(&at("user"), Invalid::BadSipUser { user: user.clone() });
+                    }
+                    if earlier.iter().any(|a| a.user.as_ref() == Some(user)) {
+                        return fail(&at("user"), Invalid::duplicate(user));
+                    }
+                    match &agent.password {
+                        None => {
+                            return fail(
+                                &at("password"),
+                                Invalid::RequiredWith {
+                                    other_field: "user",
+                                },
+                            );
+                        }
+                        Some(password) if password.expose().is_empty() => {
+                            return fail(&at("password"), Invalid::EmptyValue);
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            if agent.queues.is_empty() {
+                return fail(&at("queues"), Invalid::Empty);
+            }
+            for (j, queue) in agent.queues.iter().enumerate() {
+                let field = format!("agents[{i}].queues[{j}]");
+                if agent.queues[..j].contains(queue) {
+                    return fail(&field, Invalid::duplicate(queue.as_str()));
+                }
+                if !self.queues.iter().any(|q| q.id == *queue) {
+                    return fail(&field, Invalid::unknown_queue(queue));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The agent roster of `[[agents]]`, every agent available and idle
+    /// since `now`, with `[callbacks] max_lines`. Registered agents start
+    /// unreachable until their phone REGISTERs. Cannot fail on a validated
+    /// configuration (ids are unique).
+    pub fn agents(&self, now: Instant) -> Result<Agents, AgentError> {
+        let mut roster = Agents::new(self.callbacks.max_lines);
+        for agent in &self.agents {
+            roster.add(Agent::new(
+                agent.id.clone(),
+                agent.contact(&self.sip),
+                agent.queues.clone(),
+                now,
+            ))?;
+        }
+        Ok(roster)
+    }
+
+    /// The registrar's users: the `user` and `password` of every agent that
+    /// REGISTERs. Empty when every agent is static: then there is no
+    /// registrar, and REGISTER is answered 405 as before.
+    pub fn registrar_users(&self) -> Vec<(String, Secret)> {
+        self.agents
+            .iter()
+            .filter_map(|a| match (&a.user, &a.password) {
+                (Some(user), Some(password)) => {
+                    Some((user.clone(), Secret::Password(password.expose().to_owned())))
+                }
+                (Some(_), None) | (None, Some(_)) | (None, None) => None,
+            })
+            .collect()
     }
 
     fn invalid(&self, field: &str, reason: Invalid) -> ConfigError {
@@ -545,7 +738,10 @@ impl Default for Config {
             ivr: IvrConfig::default(),
             ecbt: EcbtConfig::default(),
             trunk: TrunkConfig::default(),
+            callbacks: CallbacksConfig::default(),
+            registrar: RegistrarConfig::default(),
             queues: vec![QueueConfig::default()],
+            agents: Vec::new(),
             origin: DEFAULTS_ORIGIN.to_owned(),
         }
     }
@@ -568,7 +764,10 @@ impl PartialEq for Config {
             ivr,
             ecbt,
             trunk,
+            callbacks,
+            registrar,
             queues,
+            agents,
             origin: _,
         } = self;
         *sip == other.sip
@@ -584,7 +783,10 @@ impl PartialEq for Config {
             && *ivr == other.ivr
             && *ecbt == other.ecbt
             && *trunk == other.trunk
+            && *callbacks == other.callbacks
+            && *registrar == other.registrar
             && *queues == other.queues
+            && *agents == other.agents
     }
 }
 
@@ -1022,7 +1224,7 @@ impl From<LogLevel> for tracing::Level {
     }
 }
 
-/// `[api]`: the admin HTTP API (health, statistics, gates, callbacks,
+/// `[api]`: the admin HTTP API (health, statistics, gates, callbacks, agents,
 /// Prometheus metrics; see [`crate::api`]). It has no authentication: keep
 /// it on loopback, or behind a proxy that authenticates.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -1267,6 +1469,27 @@ pub struct QueueConfig {
     /// `011` and an international number.
     #[serde(default = "default_callback_number")]
     pub callback_number: String,
+    /// Seconds between a failed attempt and the next one.
+    #[serde(default = "default_retry_time_s")]
+    pub retry_time_s: u64,
+    /// Retries after the first attempt (a customer is called at most
+    /// `max_retries + 1` times in this queue).
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// Where a callback goes once its retries are exhausted: another
+    /// configured queue; `None`: it is failed.
+    #[serde(default, deserialize_with = "deserialize_optional_queue_id")]
+    pub failover: Option<QueueId>,
+    /// Seconds the agent's leg rings before it is cancelled.
+    #[serde(default = "default_agent_ring_timeout_s")]
+    pub agent_ring_timeout_s: u64,
+    /// Seconds the customer's leg rings before it is cancelled (the
+    /// queue's wait-for-answer time).
+    #[serde(default = "default_customer_ring_timeout_s")]
+    pub customer_ring_timeout_s: u64,
+    /// Seconds an agent who did not answer is not offered work.
+    #[serde(default = "default_agent_cooldown_s")]
+    pub agent_cooldown_s: u64,
 }
 
 impl QueueConfig {
@@ -1304,6 +1527,34 @@ impl QueueConfig {
         };
         number::validate(&self.callback_number, &own_number)
     }
+
+    /// Retries, failover and ring timeouts for the scheduler and dialer.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            retry_time: Duration::from_secs(self.retry_time_s),
+            max_retries: self.max_retries,
+            failover: self.failover.clone(),
+            agent_ring_timeout: Duration::from_secs(self.agent_ring_timeout_s),
+            customer_ring_timeout: Duration::from_secs(self.customer_ring_timeout_s),
+        }
+    }
+
+    /// How long an agent who did not answer cools down, as a duration.
+    pub fn agent_cooldown(&self) -> Duration {
+        Duration::from_secs(self.agent_cooldown_s)
+    }
+
+    /// The queue as the scheduler sees it: id, priority, own hours (in
+    /// `org`'s zone, with its holidays) and retry policy. Cannot fail on a
+    /// validated configuration.
+    pub fn schedule(&self, org: &OrgConfig) -> Result<QueueSchedule, HoursError> {
+        Ok(QueueSchedule {
+            id: self.id.clone(),
+            priority: self.priority,
+            hours: self.hours(org)?,
+            policy: self.retry_policy(),
+        })
+    }
 }
 
 /// The queue an empty file gets: `support`, one agent, offer at once.
@@ -1318,8 +1569,198 @@ impl Default for QueueConfig {
             dids: Vec::new(),
             hours: None,
             callback_number: DEFAULT_CALLBACK_NUMBER.to_owned(),
+            retry_time_s: 300,
+            max_retries: 3,
+            failover: None,
+            agent_ring_timeout_s: 20,
+            customer_ring_timeout_s: 30,
+            agent_cooldown_s: 60,
         }
     }
+}
+
+/// `[callbacks]`: the launcher's limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallbacksConfig {
+    /// Most callback calls at once (issue 4: shipped 15).
+    pub max_lines: u32,
+    /// How often due callbacks are looked up, milliseconds.
+    pub poll_interval_ms: u64,
+}
+
+impl CallbacksConfig {
+    /// The look-up interval as a duration.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+}
+
+impl Default for CallbacksConfig {
+    fn default() -> CallbacksConfig {
+        CallbacksConfig {
+            max_lines: 15,
+            poll_interval_ms: 1000,
+        }
+    }
+}
+
+/// `[registrar]`: REGISTER handling for agents that register (RFC 3261
+/// §10.3; see [`crate::sip::registrar`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrarConfig {
+    /// The Digest realm of the challenges (phones hash it with the
+    /// password).
+    pub realm: String,
+    /// Shorter registrations get 423 Interval Too Brief.
+    pub min_expires_s: u32,
+    /// Longer registrations are shortened to this.
+    pub max_expires_s: u32,
+    /// The interval when a REGISTER names none.
+    pub default_expires_s: u32,
+}
+
+impl RegistrarConfig {
+    /// The registrar's settings; nonce lifetime, bindings per user and
+    /// the digest algorithms (SHA-256, then MD5) keep their defaults.
+    pub fn settings(&self) -> RegistrarSettings {
+        RegistrarSettings {
+            realm: self.realm.clone(),
+            min_expires: self.min_expires_s,
+            max_expires: self.max_expires_s,
+            default_expires: self.default_expires_s,
+            ..RegistrarSettings::default()
+        }
+    }
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> RegistrarConfig {
+        RegistrarConfig {
+            realm: "callbackd".to_owned(),
+            min_expires_s: 60,
+            max_expires_s: 3600,
+            default_expires_s: 3600,
+        }
+    }
+}
+
+/// One `[[agents]]` entry: a static SIP URI (`uri`, e.g. a PBX extension)
+/// or a phone that REGISTERs with callbackd (`user` and `password`), never
+/// both.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The agent's name: 1..=64 of `A-Z a-z 0-9 - _ .`, unique.
+    #[serde(deserialize_with = "deserialize_agent_id")]
+    pub id: AgentId,
+    /// A static agent's SIP URI, always reachable.
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// A registering agent's user name (the user part of its AoR and its
+    /// digest username), unique.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// A registering agent's digest password; never shown by `Debug`.
+    #[serde(default)]
+    pub password: Option<Password>,
+    /// The queues the agent serves (at least one, each configured).
+    #[serde(default, deserialize_with = "deserialize_queue_ids")]
+    pub queues: Vec<QueueId>,
+}
+
+impl AgentConfig {
+    /// How the agent is reached: its static URI, or the address-of-record
+    /// `sip:<user>@<sip advertised host>` that the registrar binds.
+    pub fn contact(&self, sip: &SipConfig) -> Contact {
+        match (&self.uri, &self.user) {
+            (Some(uri), _) => Contact::Static(uri.clone()),
+            (None, Some(user)) => Contact::Registered {
+                aor: format!("sip:{user}@{}", sip.advertised_host()),
+            },
+            // Refused by validation; an empty static URI fails to parse
+            // when dialled rather than panicking here.
+            (None, None) => Contact::Static(String::new()),
+        }
+    }
+}
+
+/// A static agent's URI, checked and taken apart for dialling: where the
+/// INVITE goes is the URI's own host (RFC 3263 §4: a port or an IP skips
+/// SRV; a name without a port is looked up for A/AAAA on 5060).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentUri {
+    /// The URI as configured: the Request-URI of the agent's INVITE.
+    pub uri: String,
+    /// Its host.
+    pub host: Host,
+    /// Its port, 5060 when none is given.
+    pub port: u16,
+    /// `transport=tcp`.
+    pub tcp: bool,
+}
+
+impl AgentUri {
+    /// Parses a `sip:` URI with an IP or DNS host, an optional port and an
+    /// optional `transport` of `udp` or `tcp`.
+    pub fn parse(text: &str) -> Result<AgentUri, AgentUriError> {
+        let uri = SipUri::parse(text).map_err(|_| AgentUriError::NotSipUri)?;
+        if uri.secure {
+            return Err(AgentUriError::Sips);
+        }
+        if uri.maddr.is_some() {
+            return Err(AgentUriError::Maddr);
+        }
+        let tcp = match uri.transport.as_deref() {
+            None | Some("udp") => false,
+            Some("tcp") => true,
+            Some(other) => {
+                return Err(AgentUriError::Transport {
+                    transport: other.to_owned(),
+                });
+            }
+        };
+        let host = uri
+            .host
+            .parse::<Host>()
+            .map_err(|_| AgentUriError::BadHost)?;
+        if uri.port == Some(0) {
+            return Err(AgentUriError::PortZero);
+        }
+        Ok(AgentUri {
+            uri: text.trim().to_owned(),
+            host,
+            port: uri.port.unwrap_or(5060),
+            tcp,
+        })
+    }
+}
+
+/// Why a static agent's `uri` cannot be dialled.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AgentUriError {
+    /// Not `sip:…` (or not a URI at all).
+    #[error("is not a sip: URI")]
+    NotSipUri,
+    /// `sips:` needs TLS.
+    #[error("sips: needs TLS, which is not supported; use sip:")]
+    Sips,
+    /// The host is neither an IP address nor a DNS name.
+    #[error("its host is not an IP address or a DNS name")]
+    BadHost,
+    /// Port 0.
+    #[error("port 0 is not allowed")]
+    PortZero,
+    /// A transport other than UDP or TCP.
+    #[error("transport={transport} is not supported (udp or tcp)")]
+    Transport {
+        /// The parameter's value.
+        transport: String,
+    },
+    /// `maddr` would send the INVITE somewhere else than the host.
+    #[error("must not have a maddr parameter")]
+    Maddr,
 }
 
 /// `[trunk]`: the carrier trunk callbacks are dialled through (see
@@ -1668,6 +2109,65 @@ pub enum Invalid {
         /// Why not.
         reason: InvalidNumber,
     },
+    /// A value must not be below another field.
+    #[error("{value} is less than {other_field} {other}")]
+    Below {
+        /// The configured value.
+        value: u64,
+        /// The field it is compared with.
+        other_field: &'static str,
+        /// That field's value.
+        other: u64,
+    },
+    /// A realm that cannot be put in a quoted string.
+    #[error(
+        "must be 1..=256 printable ASCII characters without \" or \\ (it is quoted in WWW-Authenticate)"
+    )]
+    BadRealm,
+    /// A queue id that names no configured queue.
+    #[error("{id:?} is not a configured queue")]
+    UnknownQueue {
+        /// The id as written.
+        id: String,
+    },
+    /// A queue failing over to itself.
+    #[error("must name another queue, not the queue itself")]
+    FailoverToItself,
+    /// An agent id that is empty, too long, or has characters outside the
+    /// allowed set.
+    #[error("{id:?} must be 1..=64 characters of A-Z a-z 0-9 - _ .")]
+    BadAgentId {
+        /// The id as written.
+        id: String,
+    },
+    /// Neither or both of two alternative settings.
+    #[error("set exactly one of {first} or {second}")]
+    ExactlyOneOf {
+        /// One setting.
+        first: &'static str,
+        /// The other.
+        second: &'static str,
+    },
+    /// A setting that only means something with another one.
+    #[error("is only allowed with {other_field}")]
+    OnlyWith {
+        /// The setting it needs.
+        other_field: &'static str,
+    },
+    /// A static agent URI that cannot be dialled.
+    #[error("{value:?} {reason}")]
+    BadAgentUri {
+        /// The URI as written.
+        value: String,
+        /// Why not.
+        reason: AgentUriError,
+    },
+    /// A user name that is not a plain SIP user part.
+    #[error("{user:?} must be 1..=64 characters of A-Z a-z 0-9 - _ . +")]
+    BadSipUser {
+        /// The user as written.
+        user: String,
+    },
     /// A number of minutes the number prompts cannot say.
     #[error("{value} minutes cannot be announced; the prompts say numbers up to {max}")]
     NotSpeakable {
@@ -1696,6 +2196,12 @@ impl Invalid {
     fn not_digits(value: &str) -> Invalid {
         Invalid::NotDigits {
             value: value.to_owned(),
+        }
+    }
+
+    fn unknown_queue(id: &QueueId) -> Invalid {
+        Invalid::UnknownQueue {
+            id: id.as_str().to_owned(),
         }
     }
 }
@@ -1729,8 +2235,55 @@ fn default_callback_number() -> String {
     DEFAULT_CALLBACK_NUMBER.to_owned()
 }
 
+fn default_retry_time_s() -> u64 {
+    QueueConfig::default().retry_time_s
+}
+
+fn default_max_retries() -> u32 {
+    QueueConfig::default().max_retries
+}
+
+fn default_agent_ring_timeout_s() -> u64 {
+    QueueConfig::default().agent_ring_timeout_s
+}
+
+fn default_customer_ring_timeout_s() -> u64 {
+    QueueConfig::default().customer_ring_timeout_s
+}
+
+fn default_agent_cooldown_s() -> u64 {
+    QueueConfig::default().agent_cooldown_s
+}
+
+/// Most concurrent callback calls `[callbacks] max_lines` may allow.
+const MAX_LINES: u64 = 10_000;
+
+/// Longest registration interval `[registrar]` accepts: one day.
+const MAX_EXPIRES_S: u64 = 86_400;
+
+/// Longest ring time of an agent or customer leg, seconds.
+const MAX_RING_S: u64 = 300;
+
 fn deserialize_queue_id<'de, D: Deserializer<'de>>(d: D) -> Result<QueueId, D::Error> {
     String::deserialize(d).map(|id| QueueId(id.into_boxed_str()))
+}
+
+fn deserialize_optional_queue_id<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<QueueId>, D::Error> {
+    Option::<String>::deserialize(d).map(|id| id.map(|id| QueueId(id.into_boxed_str())))
+}
+
+fn deserialize_queue_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<QueueId>, D::Error> {
+    Vec::<String>::deserialize(d).map(|ids| {
+        ids.into_iter()
+            .map(|id| QueueId(id.into_boxed_str()))
+            .collect()
+    })
+}
+
+fn deserialize_agent_id<'de, D: Deserializer<'de>>(d: D) -> Result<AgentId, D::Error> {
+    String::deserialize(d).map(|id| AgentId(id.into_boxed_str()))
 }
 
 /// Where a business-hours error belongs in the file, and why. `hours_field`
@@ -1781,6 +2334,16 @@ fn is_queue_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// A plain SIP user part (RFC 3261 §25.1 `user`, restricted): 1..=64 of
+/// `A-Z a-z 0-9 - _ . +`, so it needs no escaping in a URI and no quoting
+/// in a digest `username`.
+fn is_sip_user(user: &str) -> bool {
+    (1..=64).contains(&user.len())
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'))
 }
 
 /// Whether TCP listeners on `a` and `b` would collide: the same port, and
@@ -1963,7 +2526,7 @@ mod tests {
         let empty = parse("").expect("empty file");
         assert_eq!(empty, Config::default());
         let sections_only =
-            parse("[sip]\n[rtp]\n[media]\n[prompts]\n[prompts.files]\n[acl]\n[call]\n[log]\n[store]\n[org]\n[org.rates]\n[ivr]\n[ecbt]\n")
+            parse("[sip]\n[rtp]\n[media]\n[prompts]\n[prompts.files]\n[acl]\n[call]\n[log]\n[store]\n[org]\n[org.rates]\n[ivr]\n[ecbt]\n[callbacks]\n[registrar]\n")
                 .expect("empty tables");
         assert_eq!(sections_only, Config::default());
         let support = parse("[[queues]]\nid = \"support\"\n").expect("one bare queue");
@@ -3354,5 +3917,468 @@ mod tests {
             c.queues[0].caller_id().expect("caller ID").as_digits(),
             "3125550100"
         );
+    }
+
+    #[test]
+    fn issue4_defaults_are_the_documented_values() {
+        let c = Config::default();
+        assert_eq!(c.callbacks.max_lines, 15, "issue 4: shipped default 15");
+        assert_eq!(c.callbacks.poll_interval(), Duration::from_secs(1));
+        let r = c.registrar.settings();
+        assert_eq!(r.realm, "callbackd");
+        assert_eq!(
+            (r.min_expires, r.max_expires, r.default_expires),
+            (60, 3600, 3600)
+        );
+        let q = &c.queues[0];
+        assert_eq!(
+            q.retry_policy(),
+            RetryPolicy {
+                retry_time: Duration::from_secs(300),
+                max_retries: 3,
+                failover: None,
+                agent_ring_timeout: Duration::from_secs(20),
+                customer_ring_timeout: Duration::from_secs(30),
+            }
+        );
+        assert_eq!(q.agent_cooldown(), Duration::from_secs(60));
+        assert!(c.agents.is_empty());
+        assert!(c.registrar_users().is_empty(), "no registrar as shipped");
+        let t0 = Instant::now();
+        let roster = c.agents(t0).expect("no agents");
+        assert_eq!((roster.iter().count(), roster.max_lines()), (0, 15));
+    }
+
+    #[test]
+    fn shipped_agent_examples_parse_when_uncommented() {
+        let start = SHIPPED
+            .find("\n# [[agents]]\n")
+            .expect("the example in config.toml");
+        let example: String = SHIPPED[start..]
+            .lines()
+            .map(|line| {
+                let line = line.strip_prefix('#').unwrap_or(line);
+                line.strip_prefix(' ').unwrap_or(line)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let text = format!("{}{example}\n", &SHIPPED[..start]);
+        let c = parse(&text).expect("uncommented example");
+        let ids: Vec<&str> = c.agents.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["alice", "bob"]);
+        assert_eq!(c.registrar_users().len(), 1, "bob registers");
+    }
+
+    /// Two queues with failover, a static and a registered agent.
+    const AGENTS: &str = r#"
+        [callbacks]
+        max_lines = 2
+        poll_interval_ms = 250
+        [registrar]
+        realm = "acme.example"
+        min_expires_s = 30
+        max_expires_s = 600
+        default_expires_s = 120
+
+        [[queues]]
+        id = "support"
+        retry_time_s = 5
+        max_retries = 1
+        failover = "sales"
+        agent_ring_timeout_s = 7
+        customer_ring_timeout_s = 9
+        agent_cooldown_s = 0
+
+        [[queues]]
+        id = "sales"
+        priority = 5
+
+        [[agents]]
+        id = "alice"
+        uri = "sip:1001@127.0.0.1:5080"
+        queues = ["support"]
+
+        [[agents]]
+        id = "bob"
+        user = "bob"
+        password = "hunter2"
+        queues = ["support", "sales"]
+    "#;
+
+    #[test]
+    fn reads_agents_registrar_and_queue_policy() {
+        let c = parse(AGENTS).expect("agents config");
+        assert_eq!(c.callbacks.max_lines, 2);
+        assert_eq!(c.callbacks.poll_interval(), Duration::from_millis(250));
+        let r = c.registrar.settings();
+        assert_eq!(r.realm, "acme.example");
+        assert_eq!(
+            (r.min_expires, r.max_expires, r.default_expires),
+            (30, 600, 120)
+        );
+        let [support, sales] = c.queues.as_slice() else {
+            panic!("two queues: {:?}", c.queues);
+        };
+        assert_eq!(
+            support.retry_policy(),
+            RetryPolicy {
+                retry_time: Duration::from_secs(5),
+                max_retries: 1,
+                failover: Some(QueueId("sales".into())),
+                agent_ring_timeout: Duration::from_secs(7),
+                customer_ring_timeout: Duration::from_secs(9),
+            }
+        );
+        assert_eq!(support.agent_cooldown(), Duration::ZERO);
+        assert_eq!(
+            sales.retry_policy(),
+            QueueConfig::default().retry_policy(),
+            "keys not written take the defaults"
+        );
+        let schedule = sales.schedule(&c.org).expect("schedule");
+        assert_eq!(
+            (schedule.id.as_str(), schedule.priority, schedule.hours),
+            ("sales", 5, None)
+        );
+
+        let t0 = Instant::now();
+        let roster = c.agents(t0).expect("roster");
+        assert_eq!(roster.max_lines(), 2);
+        let alice = roster.get(&AgentId("alice".into())).expect("alice");
+        assert_eq!(
+            alice.contact(),
+            &Contact::Static("sip:1001@127.0.0.1:5080".into())
+        );
+        assert!(alice.is_reachable(), "a static agent is always reachable");
+        assert_eq!(alice.queues(), [QueueId("support".into())]);
+        let bob = roster.get(&AgentId("bob".into())).expect("bob");
+        assert_eq!(
+            bob.contact(),
+            &Contact::Registered {
+                aor: "sip:bob@127.0.0.1".into()
+            }
+        );
+        assert!(!bob.is_reachable(), "unreachable until it registers");
+        assert_eq!(bob.idle_since(), t0);
+        assert_eq!(
+            c.registrar_users(),
+            [("bob".to_owned(), Secret::Password("hunter2".into()))]
+        );
+        assert!(
+            !format!("{c:?}").contains("hunter2"),
+            "password not in Debug"
+        );
+        let uri = AgentUri::parse(c.agents[0].uri.as_deref().expect("uri")).expect("valid");
+        assert_eq!(
+            uri,
+            AgentUri {
+                uri: "sip:1001@127.0.0.1:5080".into(),
+                host: Host::Ip("127.0.0.1".parse().expect("ip")),
+                port: 5080,
+                tcp: false,
+            }
+        );
+    }
+
+    #[test]
+    fn agent_uri_takes_host_port_and_transport() {
+        let uri = AgentUri::parse("sip:201@pbx.example.com;transport=TCP").expect("valid");
+        assert_eq!(uri.host, Host::Name("pbx.example.com".into()));
+        assert_eq!((uri.port, uri.tcp), (5060, true));
+        let uri = AgentUri::parse("sip:[2001:db8::7]:5070").expect("no user part is fine");
+        assert_eq!(uri.host, Host::Ip("2001:db8::7".parse().expect("ip")));
+        assert_eq!((uri.port, uri.tcp), (5070, false));
+    }
+
+    /// `AGENTS` with `old` replaced by `new` (which must be there).
+    fn agents_with(old: &str, new: &str) -> String {
+        assert!(AGENTS.contains(old), "fixture has {old:?}");
+        AGENTS.replacen(old, new, 1)
+    }
+
+    #[test]
+    fn rejects_max_lines_out_of_range() {
+        let e = error("[callbacks]\nmax_lines = 0\n");
+        assert_eq!(
+            e,
+            "config.toml: callbacks.max_lines: 0 is outside 1..=10000"
+        );
+        let e = error("[callbacks]\nmax_lines = 10001\n");
+        assert_eq!(
+            e,
+            "config.toml: callbacks.max_lines: 10001 is outside 1..=10000"
+        );
+    }
+
+    #[test]
+    fn rejects_poll_interval_out_of_range() {
+        let e = error("[callbacks]\npoll_interval_ms = 99\n");
+        assert_eq!(
+            e,
+            "config.toml: callbacks.poll_interval_ms: 99 is outside 100..=60000"
+        );
+        let e = error("[callbacks]\npoll_interval_ms = 60001\n");
+        assert_eq!(
+            e,
+            "config.toml: callbacks.poll_interval_ms: 60001 is outside 100..=60000"
+        );
+    }
+
+    #[test]
+    fn rejects_realm_that_cannot_be_quoted() {
+        for bad in ["", "a\\\"b", "a\\\\b", "tab\\there"] {
+            let e = error(&format!("[registrar]\nrealm = \"{bad}\"\n"));
+            assert!(
+                e.starts_with("config.toml: registrar.realm: must be 1..=256 printable ASCII"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_registrar_expires_out_of_range() {
+        let e = error("[registrar]\nmin_expires_s = 0\n");
+        assert_eq!(
+            e,
+            "config.toml: registrar.min_expires_s: 0 is outside 1..=86400"
+        );
+        let e = error("[registrar]\nmax_expires_s = 86401\n");
+        assert_eq!(
+            e,
+            "config.toml: registrar.max_expires_s: 86401 is outside 1..=86400"
+        );
+    }
+
+    #[test]
+    fn rejects_min_expires_above_max_expires() {
+        let e = error("[registrar]\nmin_expires_s = 600\nmax_expires_s = 300\n");
+        assert_eq!(
+            e,
+            "config.toml: registrar.min_expires_s: 600 is greater than registrar.max_expires_s 300"
+        );
+    }
+
+    #[test]
+    fn rejects_default_expires_outside_min_and_max() {
+        let e = error("[registrar]\ndefault_expires_s = 59\n");
+        assert_eq!(
+            e,
+            "config.toml: registrar.default_expires_s: 59 is less than registrar.min_expires_s 60"
+        );
+        let e = error("[registrar]\ndefault_expires_s = 3601\n");
+        assert_eq!(
+            e,
+            "config.toml: registrar.default_expires_s: 3601 is greater than registrar.max_expires_s 3600"
+        );
+    }
+
+    #[test]
+    fn rejects_failover_to_itself() {
+        let e = error(&agents_with(
+            "failover = \"sales\"",
+            "failover = \"support\"",
+        ));
+        assert_eq!(
+            e,
+            "config.toml: queues[0].failover: must name another queue, not the queue itself"
+        );
+    }
+
+    #[test]
+    fn rejects_failover_to_unknown_queue() {
+        let e = error(&agents_with(
+            "failover = \"sales\"",
+            "failover = \"billing\"",
+        ));
+        assert_eq!(
+            e,
+            "config.toml: queues[0].failover: \"billing\" is not a configured queue"
+        );
+    }
+
+    #[test]
+    fn rejects_queue_retry_settings_out_of_range() {
+        let queue = |line: &str| format!("[[queues]]\nid = \"support\"\n{line}\n");
+        let cases = [
+            ("retry_time_s = 0", "retry_time_s: 0 is outside 1..=86400"),
+            ("max_retries = 101", "max_retries: 101 is outside 0..=100"),
+            (
+                "agent_ring_timeout_s = 0",
+                "agent_ring_timeout_s: 0 is outside 1..=300",
+            ),
+            (
+                "customer_ring_timeout_s = 301",
+                "customer_ring_timeout_s: 301 is outside 1..=300",
+            ),
+            (
+                "agent_cooldown_s = 3601",
+                "agent_cooldown_s: 3601 is outside 0..=3600",
+            ),
+        ];
+        for (line, message) in cases {
+            assert_eq!(
+                error(&queue(line)),
+                format!("config.toml: queues[0].{message}")
+            );
+        }
+        parse(&queue("max_retries = 0")).expect("no retries: one attempt");
+    }
+
+    #[test]
+    fn rejects_agent_with_neither_uri_nor_user() {
+        let e = error(&agents_with("uri = \"sip:1001@127.0.0.1:5080\"", ""));
+        assert_eq!(e, "config.toml: agents[0]: set exactly one of uri or user");
+    }
+
+    #[test]
+    fn rejects_agent_with_both_uri_and_user() {
+        let e = error(&agents_with(
+            "uri = \"sip:1001@127.0.0.1:5080\"",
+            "uri = \"sip:1001@127.0.0.1:5080\"\nuser = \"alice\"\npassword = \"x\"",
+        ));
+        assert_eq!(e, "config.toml: agents[0]: set exactly one of uri or user");
+    }
+
+    #[test]
+    fn rejects_malformed_agent_id() {
+        let e = error(&agents_with("id = \"alice\"", "id = \"alice smith\""));
+        assert_eq!(
+            e,
+            "config.toml: agents[0].id: \"alice smith\" must be 1..=64 characters of A-Z a-z 0-9 - _ ."
+        );
+    }
+
+    #[test]
+    fn rejects_duplicate_agent_id() {
+        let e = error(&agents_with("id = \"bob\"", "id = \"alice\""));
+        assert_eq!(e, "config.toml: agents[1].id: alice is listed twice");
+    }
+
+    #[test]
+    fn rejects_agent_without_id() {
+        let e = error("[[agents]]\nuri = \"sip:1@127.0.0.1\"\nqueues = [\"support\"]\n");
+        assert!(e.contains("missing field `id`"), "{e}");
+    }
+
+    #[test]
+    fn rejects_malformed_agent_uri() {
+        let cases = [
+            ("tel:+13125550100", "is not a sip: URI"),
+            ("1001@127.0.0.1", "is not a sip: URI"),
+            (
+                "sips:1001@pbx.example.com",
+                "sips: needs TLS, which is not supported; use sip:",
+            ),
+            (
+                "sip:1001@pbx.example.com;transport=tls",
+                "transport=tls is not supported (udp or tcp)",
+            ),
+            (
+                "sip:1001@pbx.example.com;maddr=10.0.0.1",
+                "must not have a maddr parameter",
+            ),
+            (
+                "sip:1001@pbx_1.example.com",
+                "its host is not an IP address or a DNS name",
+            ),
+            ("sip:1001@127.0.0.1:0", "port 0 is not allowed"),
+        ];
+        for (uri, reason) in cases {
+            let e = error(&agents_with(
+                "uri = \"sip:1001@127.0.0.1:5080\"",
+                &format!("uri = \"{uri}\""),
+            ));
+            assert_eq!(e, format!("config.toml: agents[0].uri: {uri:?} {reason}"));
+        }
+    }
+
+    #[test]
+    fn rejects_password_on_static_agent() {
+        let e = error(&agents_with(
+            "uri = \"sip:1001@127.0.0.1:5080\"",
+            "uri = \"sip:1001@127.0.0.1:5080\"\npassword = \"x\"",
+        ));
+        assert_eq!(
+            e,
+            "config.toml: agents[0].password: is only allowed with user"
+        );
+    }
+
+    #[test]
+    fn rejects_registered_agent_without_password() {
+        let e = error(&agents_with("password = \"hunter2\"", ""));
+        assert_eq!(
+            e,
+            "config.toml: agents[1].password: must be set when user is"
+        );
+        let e = error(&agents_with("password = \"hunter2\"", "password = \"\""));
+        assert_eq!(e, "config.toml: agents[1].password: must not be empty");
+    }
+
+    #[test]
+    fn rejects_malformed_agent_user() {
+        for bad in ["", "bob@acme", "bob smith", "b:ob"] {
+            let e = error(&agents_with("user = \"bob\"", &format!("user = \"{bad}\"")));
+            assert_eq!(
+                e,
+                format!(
+                    "config.toml: agents[1].user: {bad:?} must be 1..=64 characters of A-Z a-z 0-9 - _ . +"
+                )
+            );
+        }
+        parse(&agents_with("user = \"bob\"", "user = \"+1312.bob_2-x\"")).expect("allowed");
+    }
+
+    #[test]
+    fn rejects_duplicate_agent_user() {
+        let text = format!(
+            "{AGENTS}\n[[agents]]\nid = \"bob2\"\nuser = \"bob\"\npassword = \"x\"\nqueues = [\"sales\"]\n"
+        );
+        let e = error(&text);
+        assert_eq!(e, "config.toml: agents[2].user: bob is listed twice");
+    }
+
+    #[test]
+    fn rejects_agent_without_queues() {
+        let e = error(&agents_with("queues = [\"support\"]\n", "queues = []\n"));
+        assert_eq!(
+            e,
+            "config.toml: agents[0].queues: must list at least one entry"
+        );
+        let e = error("[[agents]]\nid = \"a\"\nuri = \"sip:1@127.0.0.1\"\n");
+        assert_eq!(
+            e,
+            "config.toml: agents[0].queues: must list at least one entry"
+        );
+    }
+
+    #[test]
+    fn rejects_agent_queue_not_configured() {
+        let e = error(&agents_with(
+            "queues = [\"support\", \"sales\"]",
+            "queues = [\"support\", \"billing\"]",
+        ));
+        assert_eq!(
+            e,
+            "config.toml: agents[1].queues[1]: \"billing\" is not a configured queue"
+        );
+    }
+
+    #[test]
+    fn rejects_agent_queue_listed_twice() {
+        let e = error(&agents_with(
+            "queues = [\"support\", \"sales\"]",
+            "queues = [\"sales\", \"sales\"]",
+        ));
+        assert_eq!(e, "config.toml: agents[1].queues[1]: sales is listed twice");
+    }
+
+    #[test]
+    fn rejects_unknown_agent_key() {
+        let e = error(&agents_with(
+            "user = \"bob\"",
+            "user = \"bob\"\nsecret = \"x\"",
+        ));
+        assert!(e.contains("unknown field `secret`"), "{e}");
     }
 }

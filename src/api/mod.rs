@@ -8,6 +8,7 @@
 //! | GET | `/v1/gates` | `{"registration_enabled":bool,"launch_enabled":bool}` |
 //! | PUT | `/v1/gates` | the same object, both fields required → 200 with the gates now in effect |
 //! | GET | `/v1/callbacks[?status=S]` | the stored callbacks, oldest first, optionally one status |
+//! | GET | `/v1/agents` | every configured agent: `{"id","state","reachable"}`, in id order |
 //! | GET | `/metrics` | Prometheus text format 0.0.4 (see [`metrics`]) |
 //!
 //! Bodies are JSON (`application/json`). Every refusal is a 4xx (5xx for a
@@ -55,6 +56,7 @@ use tracing::{info, warn};
 
 use crate::callback::hours::Gates;
 use crate::callback::store::{CallbackRow, SqliteStore, Status, Store};
+use crate::engine::agents::AgentStatus;
 use crate::engine::{EngineControl, EngineStatus};
 
 /// Largest request body accepted, in bytes (a gates object is ~60).
@@ -89,6 +91,7 @@ pub fn router(engine: EngineControl, store_path: PathBuf) -> Router {
         .route("/v1/stats", get(stats))
         .route("/v1/gates", get(get_gates).put(put_gates))
         .route("/v1/callbacks", get(callbacks))
+        .route("/v1/agents", get(agents))
         .route("/metrics", get(metrics))
         // Applies to the routes above: a known path, another method.
         .method_not_allowed_fallback(method_not_allowed)
@@ -304,6 +307,27 @@ impl From<CallbackRow> for CallbackBody {
     }
 }
 
+/// One element of the `/v1/agents` array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentBody {
+    /// The agent's id from the configuration.
+    pub id: String,
+    /// `available`, `ringing`, `on_call`, `paused` or `cooling_down`.
+    pub state: &'static str,
+    /// Can be called now: a static URI, or a phone with a live registration.
+    pub reachable: bool,
+}
+
+impl From<&AgentStatus> for AgentBody {
+    fn from(a: &AgentStatus) -> AgentBody {
+        AgentBody {
+            id: a.id.as_str().to_owned(),
+            state: a.state_name(),
+            reachable: a.reachable,
+        }
+    }
+}
+
 /// What `/health` answers for an engine status (`None`: the engine has
 /// stopped).
 pub fn health_of(status: Option<&EngineStatus>) -> (StatusCode, &'static str) {
@@ -479,6 +503,15 @@ async fn callbacks(
     ))
 }
 
+async fn agents(State(state): State<ApiState>) -> Result<Json<Vec<AgentBody>>, Problem> {
+    let agents = state
+        .engine
+        .agents()
+        .await
+        .ok_or_else(Problem::engine_stopped)?;
+    Ok(Json(agents.iter().map(AgentBody::from).collect()))
+}
+
 async fn metrics(State(state): State<ApiState>) -> Result<Response, Problem> {
     let status = state
         .engine
@@ -551,6 +584,32 @@ mod tests {
         assert_eq!(
             health_of(None),
             (StatusCode::SERVICE_UNAVAILABLE, "stopped")
+        );
+    }
+
+    #[test]
+    fn agent_body_names_the_state() {
+        use crate::acd::agents::{AgentId, AgentState, Work};
+        use crate::callback::CallbackId;
+        let status = |state, reachable| AgentStatus {
+            id: AgentId("alice".into()),
+            state,
+            reachable,
+        };
+        assert_eq!(
+            AgentBody::from(&status(
+                AgentState::OnCall(Work::Callback(CallbackId(3))),
+                true
+            )),
+            AgentBody {
+                id: "alice".into(),
+                state: "on_call",
+                reachable: true,
+            }
+        );
+        assert_eq!(
+            AgentBody::from(&status(AgentState::Paused, false)).state,
+            "paused"
         );
     }
 

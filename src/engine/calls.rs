@@ -322,6 +322,8 @@ impl Calls {
             Event::Ended { call, reason } => self.ended(call, reason),
             // Outbound calls (issue 4) are the dialer's; the IVR places none.
             Event::Progress { .. } | Event::Answered { .. } | Event::Failed { .. } => {}
+            // The core hands REGISTERs to the agent roster, never here.
+            Event::Register { .. } => {}
         }
     }
 

@@ -4,6 +4,7 @@
 //!   transport (UDP/TCP tasks) ──Inbound──▶ ┌──────────── core task ─────────────┐
 //!                                          │ Endpoint (sip, sans-IO)            │
 //!   transport ◀──────────Transmit───────── │ calls: SDP, RTP ports, call flow   │
+//!                                          │ roster: agents and their REGISTERs │
 //!                                          │ one sleep: min(poll_timeout, ...)  │
 //!   media thread ◀──Command (Add/Play…)─── │                                    │
 //!   media thread ───MediaEvent (digits…)─▶ └────────────────────────────────────┘
@@ -12,6 +13,7 @@
 //! The core task owns the endpoint and every call's state; nothing is shared
 //! behind a lock. The media thread owns every RTP socket (see [`media`]).
 
+pub mod agents;
 pub mod calls;
 pub mod dialing;
 pub mod media;
@@ -39,6 +41,7 @@ use crate::sip::endpoint::{
 };
 use crate::sip::session_timer::SessionTimerConfig;
 use crate::sip::transaction::TimerConfig;
+use agents::{AgentStatus, Roster};
 use calls::Calls;
 use transport::{Inbound, Target, Transport, TransportKind};
 
@@ -71,6 +74,9 @@ pub enum EngineError {
     /// The call layer refused its settings.
     #[error("{0}")]
     Setup(#[from] calls::SetupError),
+    /// The agents could not be set up.
+    #[error("{0}")]
+    Agents(#[from] agents::RosterError),
 }
 
 /// Counters of live state, for tests, metrics and leak checks.
@@ -134,6 +140,7 @@ pub struct EngineControl {
 enum Control {
     Stats(oneshot::Sender<EngineStats>),
     Status(oneshot::Sender<EngineStatus>),
+    Agents(oneshot::Sender<Vec<AgentStatus>>),
     SetGates(Gates),
     Shutdown,
 }
@@ -156,6 +163,14 @@ impl EngineControl {
     /// The registration and launch switches in effect.
     pub async fn gates(&self) -> Option<Gates> {
         self.status().await.map(|s| s.gates)
+    }
+
+    /// Every configured agent with its state and whether it can be called
+    /// (static, or registered now), in id order.
+    pub async fn agents(&self) -> Option<Vec<AgentStatus>> {
+        let (tx, rx) = oneshot::channel();
+        self.control.send(Control::Agents(tx)).await.ok()?;
+        rx.await.ok()
     }
 
     /// Switches callback registration and launching at run time and returns
@@ -191,6 +206,11 @@ impl EngineHandle {
     /// The registration and launch switches in effect.
     pub async fn gates(&self) -> Option<Gates> {
         self.control().gates().await
+    }
+
+    /// Every configured agent with its state and reachability.
+    pub async fn agents(&self) -> Option<Vec<AgentStatus>> {
+        self.control().agents().await
     }
 
     /// A cloneable remote control for other tasks (the admin API).
@@ -266,6 +286,7 @@ pub async fn start_with_store(
         (None, Some(bound)) if sip.bind.port() == 0 => bound.port(),
         (None, _) => sip.advertised_port(),
     };
+    let roster = Roster::new(&config, agents::random_nonce_key(), started)?;
     let endpoint = Endpoint::new(EndpointConfig {
         timers: TimerConfig {
             t1: sip.t1(),
@@ -286,6 +307,7 @@ pub async fn start_with_store(
         acl: config.acl.sip_acl(),
         acl_action: config.acl.action,
         seed: fastrand::u64(..),
+        registrar: roster.registrar_enabled(),
     });
     let (media_events_tx, media_events) = mpsc::unbounded_channel();
     let (media, _media_thread) = media::spawn(
@@ -318,6 +340,7 @@ pub async fn start_with_store(
     let core = Core {
         endpoint,
         calls,
+        roster,
         transport,
         inbound,
         media_events,
@@ -340,6 +363,7 @@ pub async fn start_with_store(
 struct Core {
     endpoint: Endpoint,
     calls: Calls,
+    roster: Roster,
     transport: Transport,
     inbound: mpsc::Receiver<Inbound>,
     media_events: mpsc::UnboundedReceiver<media::MediaEvent>,
@@ -370,6 +394,7 @@ impl Core {
             let deadline = [
                 self.endpoint.poll_timeout(),
                 self.calls.poll_timeout(),
+                self.roster.poll_timeout(),
                 self.stopping,
             ]
             .into_iter()
@@ -394,6 +419,9 @@ impl Core {
                             draining: self.stopping.is_some(),
                             totals: self.totals,
                         });
+                    }
+                    Some(Control::Agents(reply)) => {
+                        let _ = reply.send(self.roster.status(Instant::now()));
                     }
                     Some(Control::SetGates(gates)) => self.calls.set_gates(gates),
                     Some(Control::Shutdown) | None => {
@@ -434,6 +462,7 @@ impl Core {
                     let now = Instant::now();
                     self.endpoint.handle_timeout(now);
                     self.calls.handle_timeout(now, &mut self.endpoint);
+                    self.roster.handle_timeout(now);
                 }
             }
             self.flush(Instant::now());
@@ -489,10 +518,26 @@ impl Core {
             let mut progressed = false;
             while let Some(event) = self.endpoint.poll_event() {
                 progressed = true;
-                if matches!(event, Event::IncomingCall { .. }) {
-                    self.totals.incoming_calls += 1;
+                match event {
+                    Event::Register {
+                        request,
+                        source,
+                        tx,
+                    } => self.roster.answer_register(
+                        now,
+                        jiff::Timestamp::now(),
+                        &request,
+                        source,
+                        tx,
+                        &mut self.endpoint,
+                    ),
+                    event => {
+                        if matches!(event, Event::IncomingCall { .. }) {
+                            self.totals.incoming_calls += 1;
+                        }
+                        self.calls.handle_sip_event(now, event, &mut self.endpoint);
+                    }
                 }
-                self.calls.handle_sip_event(now, event, &mut self.endpoint);
             }
             while let Some(t) = self.endpoint.poll_transmit() {
                 progressed = true;

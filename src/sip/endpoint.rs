@@ -14,6 +14,8 @@
 //!                                  ├─▶ To-tag ─▶ dialog? BYE/re-INVITE/UPDATE/INFO/OPTIONS : 481
 //!                                  └─▶ no tag ─▶ 483/420/405/501 checks ─▶ INVITE: Event::IncomingCall
 //!                                                                        OPTIONS: 200
+//!                                                                        REGISTER: Event::Register
+//!                                                                          (with a registrar; else 405)
 //! ```
 //!
 //! Outbound calls ([`Endpoint::invite`], state machine in [`crate::sip::uac`]):
@@ -105,6 +107,9 @@ pub struct EndpointConfig {
     pub acl_action: AclAction,
     /// Seed for tags and branches (tests pass a fixed one).
     pub seed: u64,
+    /// Hand REGISTERs to the application ([`Event::Register`]) instead of
+    /// answering 405: set when a registrar runs.
+    pub registrar: bool,
 }
 
 /// How a message reached us, and how to reach the peer back.
@@ -179,6 +184,11 @@ pub struct Transmit {
     /// What.
     pub data: Bytes,
 }
+
+/// A server transaction the application answers with
+/// [`Endpoint::respond`] (a REGISTER, see [`Event::Register`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServerTx(u64);
 
 /// A call as the application knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -285,6 +295,18 @@ pub enum Event {
         /// Why.
         reason: EndReason,
     },
+    /// A REGISTER outside any dialog passed the checks (Max-Forwards,
+    /// Require) and waits in its server transaction (RFC 3261 §17.2.2):
+    /// answer it with [`Endpoint::respond`]. Only with
+    /// [`EndpointConfig::registrar`]; otherwise REGISTER gets 405.
+    Register {
+        /// The REGISTER.
+        request: Box<Request>,
+        /// Where it came from (kept by the registrar for NAT).
+        source: Flow,
+        /// Its server transaction.
+        tx: ServerTx,
+    },
 }
 
 /// Counters of live state (for metrics and leak tests).
@@ -313,6 +335,13 @@ pub enum CallError {
     /// `reject` was given a status that is not a failure (300–699).
     #[error("{0} is not a failure status")]
     NotAFailure(u16),
+    /// `respond` for a transaction that was answered already or does not
+    /// exist.
+    #[error("no such server transaction awaiting a response")]
+    NoSuchTransaction,
+    /// `respond` was given a status outside 100–699.
+    #[error("{0} is not a response status")]
+    NotAStatus(u16),
 }
 
 /// The endpoint.
@@ -329,6 +358,9 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     draining: bool,
+    /// Requests the application answers ([`Endpoint::respond`]), by their
+    /// server transaction, until the final response.
+    awaiting: HashMap<u64, Box<Request>>,
 }
 
 impl Endpoint {
@@ -347,6 +379,7 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             draining: false,
+            awaiting: HashMap::new(),
         }
     }
 
@@ -354,6 +387,44 @@ impl Endpoint {
     /// takes us out of rotation); existing calls go on.
     pub fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
+    }
+
+    /// Answers a request the application was handed with its server
+    /// transaction ([`Event::Register`]): `status` with `extra_headers` in
+    /// order, no body. A provisional (1xx) leaves the transaction waiting
+    /// for a final response; a final one completes it, and the transaction
+    /// then absorbs retransmissions of the request (RFC 3261 §17.2.2).
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        tx: ServerTx,
+        status: u16,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<(), CallError> {
+        if !(100..=699).contains(&status) {
+            return Err(CallError::NotAStatus(status));
+        }
+        if !self.txs.contains_key(&tx.0) {
+            self.awaiting.remove(&tx.0);
+            return Err(CallError::NoSuchTransaction);
+        }
+        let req = self
+            .awaiting
+            .get(&tx.0)
+            .ok_or(CallError::NoSuchTransaction)?;
+        let tag = stateless_tag_of(req);
+        let mut b = req
+            .response(status, Some(&tag))
+            .header("Server", &self.cfg.user_agent);
+        for (name, value) in extra_headers {
+            b = b.header(name, value);
+        }
+        let bytes = b.finish(None, b"");
+        if status >= 200 {
+            self.awaiting.remove(&tx.0);
+        }
+        self.send_server_response(now, tx.0, status, bytes);
+        Ok(())
     }
 
     /// Handles one received message (a datagram or a frame from a stream).
@@ -1058,6 +1129,23 @@ impl Endpoint {
             // In-dialog methods without a To-tag: no such dialog.
             Method::Bye | Method::Info | Method::Update | Method::Prack => {
                 self.respond_in_new_nist(now, &req, source, 481, &[]);
+            }
+            // RFC 3261 §10.3: the registrar decides; the NIST holds the
+            // request (absorbing retransmissions) until it does.
+            Method::Register if self.cfg.registrar => {
+                let id = self.alloc_id();
+                let machine = TxMachine::Nist(NonInviteServer::new(
+                    self.cfg.timers,
+                    source.transport.reliability(),
+                ));
+                self.insert_server_tx(id, key, machine, source, None);
+                let request = Box::new(req);
+                self.awaiting.insert(id, request.clone());
+                self.events.push_back(Event::Register {
+                    request,
+                    source,
+                    tx: ServerTx(id),
+                });
             }
             Method::Register
             | Method::Subscribe

@@ -43,6 +43,7 @@ fn config() -> EndpointConfig {
         acl: Acl::parse(&["127.0.0.1/32"]).expect("valid CIDR"),
         acl_action: AclAction::Reject,
         seed: 7,
+        registrar: false,
     }
 }
 
@@ -1344,7 +1345,8 @@ fn mutated_messages_never_panic_and_get_at_most_one_response() {
             | Event::Info { .. }
             | Event::Progress { .. }
             | Event::Answered { .. }
-            | Event::Failed { .. } => {}
+            | Event::Failed { .. }
+            | Event::Register { .. } => {}
         }
     }
     let offered = live.len();
@@ -2135,6 +2137,214 @@ fn rport_via_gets_received_and_source_port_and_udp_response_goes_to_source() {
         out[0].destination,
         Destination::Udp(addr([127, 0, 0, 1], 40004))
     );
+}
+
+// ---------------------------------------------------------------------------
+// REGISTER with a registrar: handed to the application, answered by respond()
+
+fn with_registrar() -> Sim {
+    Sim::with(EndpointConfig {
+        registrar: true,
+        ..config()
+    })
+}
+
+/// Takes the one Register among `events`.
+fn register_event(events: &[(Duration, Event)]) -> (ServerTx, Flow, &Request) {
+    let found: Vec<_> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Register {
+                request,
+                source,
+                tx,
+            } => Some((*tx, *source, &**request)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "events: {events:?}");
+    found[0]
+}
+
+#[test]
+fn register_waits_in_its_nist_for_the_application() {
+    let mut sim = with_registrar();
+    let mut uac = Uac::new("reg", udp_from(5061));
+    let register = uac.out_of_dialog("REGISTER", &[("Expires", "3600")]);
+    // RFC 3261 §17.2.2: nothing is sent until the TU answers.
+    assert!(sim.deliver(Duration::ZERO, &register, uac.flow).is_empty());
+    let events = sim.take_events();
+    let (tx, source, request) = register_event(&events);
+    assert_eq!(request.method, Method::Register);
+    assert_eq!(request.headers.get(HeaderName::Expires), Some("3600"));
+    assert_eq!(source, uac.flow);
+    assert_eq!(sim.ep.stats().transactions, 1);
+    // A retransmission before the answer is absorbed: no second event.
+    assert!(sim.deliver(ms(500), &register, uac.flow).is_empty());
+    assert!(sim.take_events().is_empty());
+
+    sim.ep
+        .respond(
+            sim.at(ms(600)),
+            tx,
+            401,
+            &[(
+                "WWW-Authenticate",
+                "Digest realm=\"callbackd\", nonce=\"n1\"",
+            )],
+        )
+        .expect("awaiting its answer");
+    let out = sim.drain(ms(600));
+    assert_eq!(statuses(&out), [401]);
+    let resp = out[0].resp();
+    assert_eq!(out[0].destination, Destination::Udp(uac.flow.remote));
+    assert_eq!(resp.headers.call_id.as_str(), "reg");
+    assert_eq!(resp.headers.cseq.method, Method::Register);
+    let challenges: Vec<&str> = resp
+        .headers
+        .fields()
+        .iter()
+        .filter(|f| f.name == HeaderName::WwwAuthenticate)
+        .map(|f| &*f.value)
+        .collect();
+    assert_eq!(challenges, ["Digest realm=\"callbackd\", nonce=\"n1\""]);
+    assert_eq!(resp.headers.get(HeaderName::Server), Some("callbackd-test"));
+    let tag = tag_of(resp);
+
+    // The completed NIST answers a retransmission with the same 401.
+    let again = sim.deliver(secs(1), &register, uac.flow);
+    assert_eq!(statuses(&again), [401]);
+    assert_eq!(tag_of(again[0].resp()), tag);
+    assert!(sim.take_events().is_empty());
+    // Answered once only.
+    assert_eq!(
+        sim.ep.respond(sim.at(secs(1)), tx, 200, &[]),
+        Err(CallError::NoSuchTransaction)
+    );
+    // Timer J (64·T1 over UDP) ends the transaction; nothing is left.
+    assert!(sim.run_until(ms(600) + 64 * T1).is_empty());
+    assert_eq!(sim.ep.stats(), Stats::default());
+    assert_eq!(
+        sim.ep.respond(sim.at(secs(60)), tx, 200, &[]),
+        Err(CallError::NoSuchTransaction)
+    );
+}
+
+#[test]
+fn register_over_tcp_is_done_once_answered() {
+    let mut sim = with_registrar();
+    let mut uac = Uac::new("reg-tcp", tcp_from(40010, 4));
+    let out = sim.deliver(
+        Duration::ZERO,
+        &uac.out_of_dialog("REGISTER", &[]),
+        uac.flow,
+    );
+    assert!(out.is_empty());
+    let events = sim.take_events();
+    let (tx, source, _) = register_event(&events);
+    assert_eq!(source.transport, FlowTransport::Tcp(4));
+    sim.ep
+        .respond(
+            sim.at(ms(1)),
+            tx,
+            200,
+            &[("Contact", "<sip:bob@10.0.0.5>;expires=60"), ("Date", "x")],
+        )
+        .expect("answers");
+    let out = sim.drain(ms(1));
+    assert_eq!(statuses(&out), [200]);
+    assert_eq!(
+        out[0].destination,
+        Destination::Tcp {
+            conn: Some(4),
+            remote: uac.flow.remote
+        }
+    );
+    assert_eq!(
+        values(&out[0].resp().headers, HeaderName::Contact),
+        ["<sip:bob@10.0.0.5>;expires=60"]
+    );
+    // §17.2.2: Timer J is zero over a reliable transport.
+    assert!(sim.run_until(ms(1)).is_empty());
+    assert_eq!(sim.ep.stats(), Stats::default());
+}
+
+#[test]
+fn register_provisional_keeps_the_transaction_waiting() {
+    let mut sim = with_registrar();
+    let mut uac = Uac::new("reg-100", udp_from(5061));
+    sim.deliver(
+        Duration::ZERO,
+        &uac.out_of_dialog("REGISTER", &[]),
+        uac.flow,
+    );
+    let events = sim.take_events();
+    let (tx, _, _) = register_event(&events);
+    sim.ep.respond(sim.at(ms(1)), tx, 100, &[]).expect("1xx");
+    assert_eq!(statuses(&sim.drain(ms(1))), [100]);
+    sim.ep
+        .respond(sim.at(ms(2)), tx, 423, &[("Min-Expires", "60")])
+        .expect("final");
+    let out = sim.drain(ms(2));
+    assert_eq!(statuses(&out), [423]);
+    assert_eq!(
+        out[0].resp().headers.get(HeaderName::MinExpires),
+        Some("60")
+    );
+}
+
+#[test]
+fn rejects_respond_with_a_status_out_of_range() {
+    let mut sim = with_registrar();
+    let mut uac = Uac::new("reg-bad", udp_from(5061));
+    sim.deliver(
+        Duration::ZERO,
+        &uac.out_of_dialog("REGISTER", &[]),
+        uac.flow,
+    );
+    let events = sim.take_events();
+    let (tx, _, _) = register_event(&events);
+    for status in [0, 99, 700] {
+        assert_eq!(
+            sim.ep.respond(sim.at(ms(1)), tx, status, &[]),
+            Err(CallError::NotAStatus(status))
+        );
+    }
+    assert!(sim.drain(ms(1)).is_empty(), "nothing sent");
+    sim.ep
+        .respond(sim.at(ms(2)), tx, 200, &[])
+        .expect("still waiting");
+    assert_eq!(statuses(&sim.drain(ms(2))), [200]);
+}
+
+#[test]
+fn register_checks_come_before_the_registrar() {
+    let mut sim = with_registrar();
+    let mut uac = Uac::new("reg-chk", udp_from(5061));
+    let out = sim.deliver(
+        Duration::ZERO,
+        &uac.out_of_dialog("REGISTER", &[("Max-Forwards", "0")]),
+        uac.flow,
+    );
+    assert_eq!(statuses(&out), [483]);
+    let out = sim.deliver(
+        Duration::ZERO,
+        &uac.out_of_dialog("REGISTER", &[("Require", "gruu")]),
+        uac.flow,
+    );
+    assert_eq!(statuses(&out), [420]);
+    assert_eq!(
+        out[0].resp().headers.get(HeaderName::Unsupported),
+        Some("gruu")
+    );
+    assert!(sim.take_events().is_empty());
+    // Other methods keep their 405 with a registrar.
+    let out = sim.deliver(
+        Duration::ZERO,
+        &uac.out_of_dialog("SUBSCRIBE", &[]),
+        uac.flow,
+    );
+    assert_eq!(statuses(&out), [405]);
 }
 
 #[path = "uac_tests.rs"]

@@ -1,0 +1,399 @@
+//! Agents registering to an engine running in this process, over real UDP
+//! on 127.0.0.1: the 401 challenge, the digest answer, 423 with Min-Expires
+//! for a too brief interval, 200 with Contact;expires and Date, a wrong
+//! password, unregistering, a registration that lapses — and the engine's
+//! view of the agent through `EngineHandle::agents` and `GET /v1/agents`.
+//! Without an agent that registers, REGISTER keeps its 405.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request as HttpRequest, StatusCode};
+use serde::Deserialize;
+use tokio::net::UdpSocket;
+use tower::ServiceExt;
+
+use callbackd::api;
+use callbackd::config::Config;
+use callbackd::engine::{self, EngineHandle};
+use callbackd::sip::digest::{Credentials, DigestRequest};
+use callbackd::sip::message::{self, HeaderName, Message, Response};
+
+/// Every wait in these tests is bounded by this.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A directory under cargo's target tmp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("register-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("target tmp dir is writable");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An engine (SIP on an ephemeral UDP port) with `agents` appended to its
+/// configuration, and the admin API's router over it.
+struct Harness {
+    engine: Option<EngineHandle>,
+    app: Router,
+    sip: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Harness {
+    async fn start(name: &str, rtp_base: u16, extra: &str) -> Harness {
+        let dir = TempDir::new(name);
+        let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
+        let text = format!(
+            r#"
+            [sip]
+            # Replaced by port 0 below (the configuration refuses port 0).
+            bind = "127.0.0.1:5999"
+            transports = ["udp"]
+            [rtp]
+            port_min = {rtp_base}
+            port_max = {}
+            [call]
+            max_calls = 10
+            [prompts]
+            dir = '{}'
+            [store]
+            path = "callbacks.sqlite"
+            {extra}
+            "#,
+            rtp_base + 99,
+            prompts.display()
+        );
+        let mut config = Config::from_toml_str(&text, "register-test").expect("test config");
+        config.sip.bind = "127.0.0.1:0".parse().expect("addr");
+        let store_path = config.store_path(&dir.0);
+        let engine = engine::start(config, &dir.0).await.expect("engine starts");
+        let sip = engine.udp_addr().expect("UDP bound");
+        let app = api::router(engine.control(), store_path);
+        Harness {
+            engine: Some(engine),
+            app,
+            sip,
+            _dir: dir,
+        }
+    }
+
+    fn engine(&self) -> &EngineHandle {
+        self.engine.as_ref().expect("engine still running")
+    }
+
+    /// `GET /v1/agents` through the router.
+    async fn agents(&self) -> Vec<AgentBody> {
+        let request = HttpRequest::builder()
+            .uri("/v1/agents")
+            .body(Body::empty())
+            .expect("request");
+        let response = tokio::time::timeout(WAIT, self.app.clone().oneshot(request))
+            .await
+            .expect("answered in time")
+            .expect("router is infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        match axum::Json::<Vec<AgentBody>>::from_bytes(&body) {
+            Ok(axum::Json(agents)) => agents,
+            Err(e) => panic!("{e}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+
+    /// Bob's entry, from the API and from the engine handle (they agree).
+    async fn bob(&self) -> AgentBody {
+        let api = self.agents().await;
+        let bob = api
+            .iter()
+            .find(|a| a.id == "bob")
+            .cloned()
+            .expect("bob is listed");
+        let handle = self.engine().agents().await.expect("engine running");
+        let from_handle = handle
+            .iter()
+            .find(|a| a.id.as_str() == "bob")
+            .expect("bob is known to the engine");
+        assert_eq!(from_handle.reachable, bob.reachable);
+        assert_eq!(from_handle.state_name(), bob.state);
+        bob
+    }
+
+    async fn shutdown(mut self) {
+        self.engine.take().expect("engine").shutdown().await;
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct AgentBody {
+    id: String,
+    state: String,
+    reachable: bool,
+}
+
+/// Bob's softphone: one Call-ID, CSeq counting up, answering the last
+/// challenge with nc + 1 like a real phone.
+struct Phone {
+    socket: UdpSocket,
+    engine: SocketAddr,
+    password: &'static str,
+    cseq: u32,
+    challenge: Option<Response>,
+    nc: u32,
+}
+
+impl Phone {
+    async fn new(engine: SocketAddr, password: &'static str) -> Phone {
+        Phone {
+            socket: UdpSocket::bind("127.0.0.1:0").await.expect("bind"),
+            engine,
+            password,
+            cseq: 0,
+            challenge: None,
+            nc: 0,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.socket.local_addr().expect("bound").port()
+    }
+
+    fn request_uri(&self) -> String {
+        format!("sip:{}", self.engine)
+    }
+
+    /// Sends one REGISTER (`expires`: the Expires header, if any) and
+    /// returns the final response.
+    async fn register(&mut self, expires: Option<u32>) -> Response {
+        self.cseq += 1;
+        let port = self.port();
+        let uri = self.request_uri();
+        let mut headers = String::new();
+        if let Some(expires) = expires {
+            headers.push_str(&format!("Expires: {expires}\r\n"));
+        }
+        if let Some(challenge) = &self.challenge {
+            self.nc += 1;
+            let answer = Credentials::new("bob", self.password)
+                .answer(
+                    challenge,
+                    &DigestRequest {
+                        method: "REGISTER",
+                        uri: &uri,
+                        body: b"",
+                    },
+                    "0a4f113b",
+                    self.nc,
+                )
+                .expect("answers the challenge");
+            headers.push_str(&format!("Authorization: {}\r\n", answer.value));
+        }
+        let text = format!(
+            "REGISTER {uri} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-reg-{}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:bob@127.0.0.1>;tag=phone1\r\n\
+             To: <sip:bob@127.0.0.1>\r\n\
+             Call-ID: bob-phone-1\r\n\
+             CSeq: {} REGISTER\r\n\
+             Contact: <sip:bob@127.0.0.1:{port}>\r\n\
+             {headers}Content-Length: 0\r\n\r\n",
+            self.cseq, self.cseq
+        );
+        self.socket
+            .send_to(text.as_bytes(), self.engine)
+            .await
+            .expect("send");
+        let response = self.receive().await;
+        if response.status == 401 {
+            self.challenge = Some(response.clone());
+            self.nc = 0;
+        }
+        response
+    }
+
+    async fn receive(&self) -> Response {
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            let (n, _) = tokio::time::timeout(WAIT, self.socket.recv_from(&mut buf))
+                .await
+                .expect("a response in time")
+                .expect("recv");
+            match message::parse(&buf[..n]) {
+                Ok(Message::Response(r)) if r.status >= 200 => return r,
+                Ok(Message::Response(_)) => continue,
+                other => panic!("expected a response, got {other:?}"),
+            }
+        }
+    }
+}
+
+fn header_fields(response: &Response, name: HeaderName) -> Vec<&str> {
+    response
+        .headers
+        .fields()
+        .iter()
+        .filter(|f| f.name == name)
+        .map(|f| &*f.value)
+        .collect()
+}
+
+const AGENTS: &str = r#"
+    [registrar]
+    realm = "callbackd.test"
+    min_expires_s = 60
+    [[agents]]
+    id = "alice"
+    uri = "sip:1001@127.0.0.1:5080"
+    queues = ["support"]
+    [[agents]]
+    id = "bob"
+    user = "bob"
+    password = "s3cret"
+    queues = ["support"]
+"#;
+
+#[tokio::test]
+async fn agent_registers_with_digest_and_the_engine_sees_it() {
+    let h = Harness::start("digest", 36_200, AGENTS).await;
+    assert_eq!(
+        h.agents().await,
+        [
+            AgentBody {
+                id: "alice".into(),
+                state: "available".into(),
+                reachable: true,
+            },
+            AgentBody {
+                id: "bob".into(),
+                state: "available".into(),
+                reachable: false,
+            },
+        ],
+        "a static agent is reachable, a registering one not yet"
+    );
+
+    let mut phone = Phone::new(h.sip, "s3cret").await;
+    // No credentials: 401 with a challenge per algorithm, SHA-256 first.
+    let challenged = phone.register(Some(3600)).await;
+    assert_eq!(challenged.status, 401);
+    let challenges = header_fields(&challenged, HeaderName::WwwAuthenticate);
+    assert_eq!(challenges.len(), 2, "{challenges:?}");
+    assert!(challenges[0].contains("realm=\"callbackd.test\""));
+    assert!(challenges[0].contains("algorithm=SHA-256"));
+    assert!(challenges[1].contains("algorithm=MD5"));
+    assert!(!h.bob().await.reachable);
+
+    // Authenticated but too brief: 423 with our minimum (RFC 3261 §10.3).
+    let brief = phone.register(Some(30)).await;
+    assert_eq!(brief.status, 423);
+    assert_eq!(brief.headers.get(HeaderName::MinExpires), Some("60"));
+    assert!(!h.bob().await.reachable);
+
+    // Authenticated, acceptable: 200 listing the binding and the Date.
+    let ok = phone.register(Some(3600)).await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(
+        header_fields(&ok, HeaderName::Contact),
+        [format!("<sip:bob@127.0.0.1:{}>;expires=3600", phone.port()).as_str()]
+    );
+    let date = ok.headers.other("Date");
+    assert!(date.is_some_and(|d| d.ends_with(" GMT")), "{date:?}");
+    assert_eq!(
+        h.bob().await,
+        AgentBody {
+            id: "bob".into(),
+            state: "available".into(),
+            reachable: true,
+        }
+    );
+
+    // Unregister (Expires: 0): 200 without bindings, and bob is offline.
+    let gone = phone.register(Some(0)).await;
+    assert_eq!(gone.status, 200);
+    assert!(header_fields(&gone, HeaderName::Contact).is_empty());
+    assert!(!h.bob().await.reachable);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn rejects_wrong_password_with_another_challenge() {
+    let h = Harness::start("password", 36_300, AGENTS).await;
+    let mut phone = Phone::new(h.sip, "guess").await;
+    assert_eq!(phone.register(Some(3600)).await.status, 401);
+    let again = phone.register(Some(3600)).await;
+    assert_eq!(again.status, 401, "wrong password: challenged again");
+    assert!(!header_fields(&again, HeaderName::WwwAuthenticate).is_empty());
+    assert!(!h.bob().await.reachable);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn registration_lapses_at_its_expiry() {
+    let h = Harness::start(
+        "lapse",
+        36_400,
+        &AGENTS.replace("min_expires_s = 60", "min_expires_s = 1"),
+    )
+    .await;
+    let mut phone = Phone::new(h.sip, "s3cret").await;
+    assert_eq!(phone.register(Some(1)).await.status, 401);
+    let started = Instant::now();
+    assert_eq!(phone.register(Some(1)).await.status, 200);
+    assert!(h.bob().await.reachable);
+    // Nothing refreshes it: the engine's own timer drops the binding.
+    loop {
+        if !h.bob().await.reachable {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "binding still live after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "dropped early: {:?}",
+        started.elapsed()
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn rejects_register_with_405_without_registering_agents() {
+    let h = Harness::start(
+        "no-registrar",
+        36_500,
+        "[[agents]]\nid = \"alice\"\nuri = \"sip:1001@127.0.0.1:5080\"\nqueues = [\"support\"]\n",
+    )
+    .await;
+    let mut phone = Phone::new(h.sip, "s3cret").await;
+    let refused = phone.register(Some(3600)).await;
+    assert_eq!(refused.status, 405);
+    let allow = refused.headers.get(HeaderName::Allow).unwrap_or("");
+    assert!(
+        allow.contains("INVITE") && !allow.contains("REGISTER"),
+        "{allow}"
+    );
+    h.shutdown().await;
+}
