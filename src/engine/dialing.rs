@@ -24,7 +24,7 @@ use bytes::Bytes;
 use jiff::Timestamp;
 use tracing::{debug, info, warn};
 
-use crate::acd::agents::{AgentId, Agents, Work};
+use crate::acd::agents::{AgentId, Work};
 use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
 use crate::callback::dialer::{self, Dialer, DialerSettings, Outcome};
 use crate::callback::number::NumberPolicy;
@@ -36,19 +36,21 @@ use crate::callback::trunk::{
     from_header, pai_header,
 };
 use crate::callback::{CallbackId, QueueId};
+use crate::engine::agents::Roster;
 use crate::engine::calls::Calls;
 use crate::engine::store::{StoreHandle, StoreReply};
 use crate::sip::endpoint::{CallKey, Destination, Endpoint, Event};
 use crate::sip::message::SipUri;
 use crate::sip::uac::{OutboundInvite, Party};
 
-/// How an agent is reached.
-#[derive(Debug, Clone)]
-pub struct AgentTarget {
-    /// The Request-URI (the agent's contact).
-    pub uri: String,
-    /// Where the INVITE goes first.
-    pub next_hop: Destination,
+/// What the dialing side works with, lent by the core for each call.
+pub struct Env<'a> {
+    /// Media for the legs (ports, streams, prompts, bridges).
+    pub calls: &'a mut Calls,
+    /// The SIP endpoint (the legs are its outbound calls).
+    pub endpoint: &'a mut Endpoint,
+    /// The agents and their registrations.
+    pub roster: &'a mut Roster,
 }
 
 /// Settings of the dialing side.
@@ -73,8 +75,6 @@ pub struct DialingSettings {
 pub struct Dialing {
     settings: DialingSettings,
     scheduler: Scheduler,
-    agents: Agents,
-    targets: HashMap<AgentId, AgentTarget>,
     launch_enabled: bool,
     cps: CpsLimiter,
     health: TargetHealth,
@@ -120,13 +120,10 @@ struct LegCtx {
 }
 
 impl Dialing {
-    /// The dialing side: `agents` is the roster (static agents with their
-    /// targets in `targets`; registered ones are added as they register).
+    /// The dialing side; agents come from the roster lent in [`Env`].
     pub fn new(
         settings: DialingSettings,
         scheduler: Scheduler,
-        agents: Agents,
-        targets: HashMap<AgentId, AgentTarget>,
         launch_enabled: bool,
         store: StoreHandle,
         now: Instant,
@@ -137,8 +134,6 @@ impl Dialing {
             next_poll: now,
             settings,
             scheduler,
-            agents,
-            targets,
             launch_enabled,
             store,
             polling: false,
@@ -163,11 +158,6 @@ impl Dialing {
         self.attempts.len()
     }
 
-    /// The agent roster.
-    pub fn agents(&self) -> &Agents {
-        &self.agents
-    }
-
     /// The next wake-up: the poll, a dialer's ring timeout, a CPS wait.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let dialers = self
@@ -186,7 +176,7 @@ impl Dialing {
     }
 
     /// Runs timers: polls the store, ring timeouts, delayed customer INVITEs.
-    pub fn handle_timeout(&mut self, now: Instant, calls: &mut Calls, endpoint: &mut Endpoint) {
+    pub fn handle_timeout(&mut self, now: Instant, env: &mut Env<'_>) {
         if !self.polling && now >= self.next_poll {
             self.polling = self.store.due(Timestamp::now());
             self.next_poll = now + self.settings.poll_interval;
@@ -198,29 +188,23 @@ impl Dialing {
             };
             if a.customer_wait.is_some_and(|w| w <= now) {
                 a.customer_wait = None;
-                self.invite_customer(now, id, calls, endpoint);
+                self.invite_customer(now, id, env);
             }
             if let Some(a) = self.attempts.get_mut(&id)
                 && let Some(d) = &mut a.dialer
             {
                 d.handle_timeout(now);
             }
-            self.drive(now, id, calls, endpoint);
+            self.drive(now, id, env);
         }
     }
 
     /// A store reply for the dialing side.
-    pub fn handle_store_reply(
-        &mut self,
-        now: Instant,
-        reply: StoreReply,
-        calls: &mut Calls,
-        endpoint: &mut Endpoint,
-    ) {
+    pub fn handle_store_reply(&mut self, now: Instant, reply: StoreReply, env: &mut Env<'_>) {
         match reply {
             StoreReply::Due { rows } => {
                 self.polling = false;
-                self.plan(now, rows, calls, endpoint);
+                self.plan(now, rows, env);
             }
             StoreReply::Claimed { attempt, id, won } => {
                 let Some(a) = self.attempts.get_mut(&attempt) else {
@@ -232,13 +216,13 @@ impl Dialing {
                     debug!(callback = %id, "claim lost");
                     let agent = a.agent.clone();
                     self.attempts.remove(&attempt);
-                    let _ = self.agents.released(&agent, now);
+                    let _ = env.roster.agents_mut().released(&agent, now);
                     return;
                 }
                 a.claimed = true;
                 info!(callback = %id, agent = %a.agent, number = %a.number.as_digits(), "callback launched");
                 a.dialer = Some(Dialer::start(now, a.settings, &a.number.as_digits()));
-                self.drive(now, attempt, calls, endpoint);
+                self.drive(now, attempt, env);
             }
             StoreReply::AttemptRecorded { id, result } => match result {
                 Ok(Recorded::Applied(status)) => {
@@ -254,13 +238,7 @@ impl Dialing {
     }
 
     /// A SIP event on one of our legs.
-    pub fn handle_sip_event(
-        &mut self,
-        now: Instant,
-        event: Event,
-        calls: &mut Calls,
-        endpoint: &mut Endpoint,
-    ) {
+    pub fn handle_sip_event(&mut self, now: Instant, event: Event, env: &mut Env<'_>) {
         let call = match &event {
             Event::Progress { call, .. }
             | Event::Answered { call, .. }
@@ -268,8 +246,10 @@ impl Dialing {
             | Event::Ended { call, .. }
             | Event::Reoffer { call, .. }
             | Event::Info { call, .. }
-            | Event::Confirmed { call, .. } => *call,
-            Event::IncomingCall { call, .. } => *call,
+            | Event::Confirmed { call, .. }
+            | Event::IncomingCall { call, .. } => *call,
+            // REGISTER is the roster's, never a leg's.
+            Event::Register { .. } => return,
         };
         let Some(&(id, side)) = self.legs.get(&call) else {
             return;
@@ -278,7 +258,7 @@ impl Dialing {
             Event::Progress { status, sdp, .. } => {
                 let early = sdp.as_ref().is_some_and(|s| !s.is_empty());
                 if let Some(sdp) = sdp.filter(|s| !s.is_empty()) {
-                    calls.leg_answered(now, call, &sdp);
+                    env.calls.leg_answered(now, call, &sdp);
                 }
                 match side {
                     Side::Agent => None,
@@ -295,7 +275,7 @@ impl Dialing {
             }
             Event::Answered { sdp, .. } => {
                 if !sdp.is_empty() {
-                    calls.leg_answered(now, call, &sdp);
+                    env.calls.leg_answered(now, call, &sdp);
                 }
                 if let Some(leg) = self.leg_mut(id, side) {
                     leg.answered = Some(Timestamp::now());
@@ -315,10 +295,8 @@ impl Dialing {
                     leg.status = Some(status);
                     leg.ended = true;
                 }
-                self.end_leg(call, calls);
-                if side == Side::Customer
-                    && self.failover(now, id, status, retry_after, calls, endpoint)
-                {
+                self.end_leg(call, env);
+                if side == Side::Customer && self.failover(now, id, status, retry_after, env) {
                     return;
                 }
                 Some(match side {
@@ -330,7 +308,7 @@ impl Dialing {
                 if let Some(leg) = self.leg_mut(id, side) {
                     leg.ended = true;
                 }
-                self.end_leg(call, calls);
+                self.end_leg(call, env);
                 Some(match side {
                     Side::Agent => dialer::Input::AgentEnded,
                     Side::Customer => dialer::Input::CustomerEnded,
@@ -339,28 +317,24 @@ impl Dialing {
             Event::Reoffer { .. } => {
                 // A re-INVITE/UPDATE on a leg (hold, refresh): keep the
                 // session as it is.
-                let _ = endpoint.reject_reoffer(now, call, 488);
+                let _ = env.endpoint.reject_reoffer(now, call, 488);
                 None
             }
-            Event::Info { .. } | Event::Confirmed { .. } | Event::IncomingCall { .. } => None,
+            Event::Info { .. }
+            | Event::Confirmed { .. }
+            | Event::IncomingCall { .. }
+            | Event::Register { .. } => None,
         };
         if let Some(input) = input
             && let Some(d) = self.attempts.get_mut(&id).and_then(|a| a.dialer.as_mut())
         {
             d.handle(now, input);
         }
-        self.drive(now, id, calls, endpoint);
+        self.drive(now, id, env);
     }
 
     /// The agent leg's play list finished (media Idle with its token).
-    pub fn prompt_done(
-        &mut self,
-        now: Instant,
-        call: CallKey,
-        token: u32,
-        calls: &mut Calls,
-        endpoint: &mut Endpoint,
-    ) {
+    pub fn prompt_done(&mut self, now: Instant, call: CallKey, token: u32, env: &mut Env<'_>) {
         let Some(&(id, Side::Agent)) = self.legs.get(&call) else {
             return;
         };
@@ -373,18 +347,12 @@ impl Dialing {
         if let Some(d) = &mut a.dialer {
             d.handle(now, dialer::Input::AgentPromptDone);
         }
-        self.drive(now, id, calls, endpoint);
+        self.drive(now, id, env);
     }
 
-    fn plan(
-        &mut self,
-        now: Instant,
-        rows: Vec<CallbackRow>,
-        calls: &mut Calls,
-        _endpoint: &mut Endpoint,
-    ) {
-        let free = self.agents.free_agents(now);
-        let free_lines = self.agents.free_lines();
+    fn plan(&mut self, now: Instant, rows: Vec<CallbackRow>, env: &mut Env<'_>) {
+        let free = env.roster.agents().free_agents(now);
+        let free_lines = env.roster.agents().free_lines();
         // Callbacks already being dialed by this process are not due again.
         let rows: Vec<CallbackRow> = rows
             .into_iter()
@@ -426,8 +394,9 @@ impl Dialing {
             let Some(policy) = self.scheduler.queue(&queue).map(|q| q.policy.clone()) else {
                 continue;
             };
-            if self
-                .agents
+            if env
+                .roster
+                .agents_mut()
                 .reserve(&agent, Work::Callback(callback), now)
                 .is_err()
             {
@@ -458,10 +427,9 @@ impl Dialing {
             );
             self.store.claim(id, callback, Timestamp::now());
         }
-        let _ = calls;
     }
 
-    fn drive(&mut self, now: Instant, id: u64, calls: &mut Calls, endpoint: &mut Endpoint) {
+    fn drive(&mut self, now: Instant, id: u64, env: &mut Env<'_>) {
         loop {
             let Some(a) = self.attempts.get_mut(&id) else {
                 return;
@@ -470,37 +438,37 @@ impl Dialing {
                 return;
             };
             match action {
-                dialer::Action::InviteAgent => self.invite_agent(now, id, calls, endpoint),
+                dialer::Action::InviteAgent => self.invite_agent(now, id, env),
                 dialer::Action::CancelAgent | dialer::Action::HangupAgent => {
                     if let Some(leg) = a.agent_leg.as_ref().filter(|l| !l.ended) {
-                        let _ = endpoint.hangup(now, leg.call);
+                        let _ = env.endpoint.hangup(now, leg.call);
                     }
                 }
                 dialer::Action::CancelCustomer | dialer::Action::HangupCustomer => {
                     if let Some(leg) = a.customer_leg.as_ref().filter(|l| !l.ended) {
-                        let _ = endpoint.hangup(now, leg.call);
+                        let _ = env.endpoint.hangup(now, leg.call);
                     }
                     a.customer_wait = None;
                 }
                 dialer::Action::PlayToAgent(names) => {
                     if let Some(leg) = &a.agent_leg {
                         a.play_token = a.play_token.wrapping_add(1);
-                        calls.play_names(leg.call, &names, a.play_token);
+                        env.calls.play_names(leg.call, &names, a.play_token);
                     }
                 }
                 dialer::Action::PlayRingbackToAgent => {
                     if let Some(leg) = &a.agent_leg {
                         a.play_token = a.play_token.wrapping_add(1);
-                        calls.play_loop(leg.call, "ringback", a.play_token);
+                        env.calls.play_loop(leg.call, "ringback", a.play_token);
                     }
                 }
                 dialer::Action::RelayEarlyMedia | dialer::Action::Bridge => {
                     if let (Some(agent), Some(customer)) = (&a.agent_leg, &a.customer_leg) {
-                        calls.bridge(agent.call, customer.call);
+                        env.calls.bridge(agent.call, customer.call);
                     }
                 }
                 dialer::Action::InviteCustomer => match self.cps.try_acquire(now) {
-                    Ok(()) => self.invite_customer(now, id, calls, endpoint),
+                    Ok(()) => self.invite_customer(now, id, env),
                     Err(wait) => {
                         debug!(
                             wait_ms = wait.as_millis() as u64,
@@ -513,33 +481,39 @@ impl Dialing {
                     outcome,
                     customer_status,
                 } => {
-                    self.finish(now, id, outcome, customer_status, calls, endpoint);
+                    self.finish(now, id, outcome, customer_status, env);
                     return;
                 }
             }
         }
     }
 
-    fn invite_agent(&mut self, now: Instant, id: u64, calls: &mut Calls, endpoint: &mut Endpoint) {
+    fn invite_agent(&mut self, now: Instant, id: u64, env: &mut Env<'_>) {
         let Some(a) = self.attempts.get_mut(&id) else {
             return;
         };
-        let Some(target) = self.targets.get(&a.agent).cloned() else {
-            warn!(agent = %a.agent, "agent has no dial target");
+        let target = match env.roster.dial_target(&a.agent, now) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!(agent = %a.agent, error = %e, "agent cannot be dialled");
+                None
+            }
+        };
+        let Some(target) = target else {
             if let Some(d) = &mut a.dialer {
                 d.handle(now, dialer::Input::AgentFailed(480));
             }
             return;
         };
         let invite = OutboundInvite {
-            request_uri: target.uri.clone(),
+            request_uri: target.request_uri.clone(),
             from: Party {
                 display: Some("callback".into()),
                 uri: self.settings.local_uri.clone(),
             },
             to: Party {
                 display: None,
-                uri: target.uri.clone(),
+                uri: target.request_uri.clone(),
             },
             p_asserted_identity: None,
             next_hop: target.next_hop.clone(),
@@ -547,7 +521,7 @@ impl Dialing {
             extra_headers: Vec::new(),
             credentials: None,
         };
-        match self.open_leg(now, id, Side::Agent, invite, &target.uri, calls, endpoint) {
+        match self.open_leg(now, id, Side::Agent, invite, &target.request_uri, env) {
             Ok(()) => {}
             Err(status) => {
                 if let Some(d) = self.attempts.get_mut(&id).and_then(|a| a.dialer.as_mut()) {
@@ -557,13 +531,7 @@ impl Dialing {
         }
     }
 
-    fn invite_customer(
-        &mut self,
-        now: Instant,
-        id: u64,
-        calls: &mut Calls,
-        endpoint: &mut Endpoint,
-    ) {
+    fn invite_customer(&mut self, now: Instant, id: u64, env: &mut Env<'_>) {
         let trunk = &self.settings.trunk;
         let Some(a) = self.attempts.get_mut(&id) else {
             return;
@@ -582,7 +550,7 @@ impl Dialing {
             }
             return;
         };
-        self.invite_customer_at(now, id, target.destination(), calls, endpoint);
+        self.invite_customer_at(now, id, target.destination(), env);
     }
 
     fn invite_customer_at(
@@ -590,8 +558,7 @@ impl Dialing {
         now: Instant,
         id: u64,
         next_hop: Destination,
-        calls: &mut Calls,
-        endpoint: &mut Endpoint,
+        env: &mut Env<'_>,
     ) {
         let trunk = &self.settings.trunk;
         let Some(a) = self.attempts.get_mut(&id) else {
@@ -625,15 +592,8 @@ impl Dialing {
                 )) as Box<dyn crate::sip::uac::Authenticator>
             }),
         };
-        if let Err(status) = self.open_leg(
-            now,
-            id,
-            Side::Customer,
-            invite,
-            &request_uri,
-            calls,
-            endpoint,
-        ) && let Some(d) = self.attempts.get_mut(&id).and_then(|a| a.dialer.as_mut())
+        if let Err(status) = self.open_leg(now, id, Side::Customer, invite, &request_uri, env)
+            && let Some(d) = self.attempts.get_mut(&id).and_then(|a| a.dialer.as_mut())
         {
             d.handle(now, dialer::Input::CustomerFailed(status));
         }
@@ -648,10 +608,9 @@ impl Dialing {
         side: Side,
         mut invite: OutboundInvite,
         peer: &str,
-        calls: &mut Calls,
-        endpoint: &mut Endpoint,
+        env: &mut Env<'_>,
     ) -> Result<(), u16> {
-        let Some(leg) = calls.reserve_leg() else {
+        let Some(leg) = env.calls.reserve_leg() else {
             warn!("no RTP port for an outbound leg");
             return Err(503);
         };
@@ -660,16 +619,17 @@ impl Dialing {
             Destination::Udp(a) | Destination::Tcp { remote: a, .. } => Some(a.ip()),
             Destination::Resolve { .. } => None,
         };
-        let call = match endpoint.invite(Instant::now(), invite) {
+        let call = match env.endpoint.invite(Instant::now(), invite) {
             Ok(call) => call,
             Err(e) => {
                 warn!(error = %e, "outbound INVITE refused");
-                calls.release_leg(leg);
+                env.calls.release_leg(leg);
                 return Err(500);
             }
         };
         let call_id = format!("leg-{}", call.0);
-        calls.attach_leg(call, Arc::from(call_id.as_str()), leg, hop_ip);
+        env.calls
+            .attach_leg(call, Arc::from(call_id.as_str()), leg, hop_ip);
         self.legs.insert(call, (id, side));
         let ctx = LegCtx {
             call,
@@ -697,8 +657,7 @@ impl Dialing {
         id: u64,
         status: u16,
         retry_after: Option<Duration>,
-        calls: &mut Calls,
-        endpoint: &mut Endpoint,
+        env: &mut Env<'_>,
     ) -> bool {
         let Some(a) = self.attempts.get_mut(&id) else {
             return false;
@@ -714,7 +673,7 @@ impl Dialing {
         };
         info!(status, next = %next.addr, "trunk target failed; trying the next");
         a.customer_leg = None;
-        self.invite_customer_at(now, id, next.destination(), calls, endpoint);
+        self.invite_customer_at(now, id, next.destination(), env);
         true
     }
 
@@ -724,8 +683,7 @@ impl Dialing {
         id: u64,
         outcome: Outcome,
         customer_status: Option<u16>,
-        calls: &mut Calls,
-        endpoint: &mut Endpoint,
+        env: &mut Env<'_>,
     ) {
         let Some(a) = self.attempts.remove(&id) else {
             return;
@@ -734,15 +692,16 @@ impl Dialing {
         // The agent: back to work, or cooling down when it did not answer.
         let agent_answered = a.agent_leg.as_ref().is_some_and(|l| l.answered.is_some());
         if outcome == Outcome::AgentNoAnswer && !agent_answered {
-            let _ = self
-                .agents
+            let _ = env
+                .roster
+                .agents_mut()
                 .no_answer(&a.agent, now, self.settings.agent_cooldown);
         } else {
-            let _ = self.agents.released(&a.agent, now);
+            let _ = env.roster.agents_mut().released(&a.agent, now);
         }
         for leg in [&a.agent_leg, &a.customer_leg].into_iter().flatten() {
             if !leg.ended {
-                let _ = endpoint.hangup(now, leg.call);
+                let _ = env.endpoint.hangup(now, leg.call);
             }
         }
         let next = self.scheduler.after_attempt(&a.callback, outcome, ended_at);
@@ -781,11 +740,10 @@ impl Dialing {
                 peer: leg.peer.clone(),
             });
         }
-        let _ = calls;
     }
 
-    fn end_leg(&mut self, call: CallKey, calls: &mut Calls) {
-        calls.close_leg(call);
+    fn end_leg(&mut self, call: CallKey, env: &mut Env<'_>) {
+        env.calls.close_leg(call);
     }
 
     fn leg_mut(&mut self, id: u64, side: Side) -> Option<&mut LegCtx> {

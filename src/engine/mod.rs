@@ -31,13 +31,14 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::callback::hours::Gates;
+use crate::callback::scheduler::Scheduler;
 use crate::callback::store::{Registration, SqliteStore};
 use crate::config::{Config, Transport as ConfiguredTransport};
 use crate::media::g711::Law;
 use crate::media::ports::{PortPool, PortPoolError};
 use crate::media::prompt::{PromptError, PromptLibrary, Ptime, STANDARD_PROMPTS};
 use crate::sip::endpoint::{
-    Destination, Endpoint, EndpointConfig, Event, Flow, FlowTransport, Stats,
+    CallKey, Destination, Endpoint, EndpointConfig, Event, Flow, FlowTransport, Stats,
 };
 use crate::sip::session_timer::SessionTimerConfig;
 use crate::sip::transaction::TimerConfig;
@@ -74,6 +75,12 @@ pub enum EngineError {
     /// The call layer refused its settings.
     #[error("{0}")]
     Setup(#[from] calls::SetupError),
+    /// The queues' launch rules are inconsistent.
+    #[error("scheduler: {0}")]
+    Scheduler(#[from] crate::callback::scheduler::SchedulerError),
+    /// The trunk settings are unusable.
+    #[error("trunk: {0}")]
+    Trunk(#[from] crate::callback::trunk::TrunkError),
     /// The agents could not be set up.
     #[error("{0}")]
     Agents(#[from] agents::RosterError),
@@ -321,9 +328,78 @@ pub async fn start_with_store(
     .map_err(EngineError::Media)?;
     let ports = PortPool::new(config.rtp.port_min, config.rtp.port_max)?;
     let store_path = config.store_path(base_dir);
+
+    // The dialing side's rules, and what an earlier process left behind.
+    let org_hours = config
+        .org
+        .business_hours()
+        .map_err(calls::SetupError::Hours)?;
+    let schedules = config
+        .queues
+        .iter()
+        .map(|q| q.schedule(&config.org))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(calls::SetupError::Hours)?;
+    let scheduler = Scheduler::new(org_hours, schedules)?;
+    let mut store = store;
+    // Issue 4 point 8: a callback that was dialing when the process died is
+    // pending again, with the attempt recorded as interrupted, and is not
+    // redialed before its old legs could have stopped ringing.
+    let recovered = store.recover_interrupted(jiff::Timestamp::now(), scheduler.longest_ring())?;
+    if !recovered.is_empty() {
+        info!(
+            count = recovered.len(),
+            "interrupted callbacks are pending again"
+        );
+    }
+    let trunk = config.trunk.settings()?;
+    let trunk_targets = match resolve::HickoryLookup::from_system() {
+        Ok(lookup) => resolve::resolve_termination(&lookup, &trunk, &mut fastrand::Rng::new())
+            .await
+            .map(|list| list.targets().to_vec())
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "trunk termination not resolved; customer calls will fail until it is");
+                Vec::new()
+            }),
+        Err(e) => {
+            warn!(error = %e, "no DNS configuration; only IP literals can be dialled");
+            Vec::new()
+        }
+    };
+    let mut caller_ids = std::collections::HashMap::new();
+    for q in &config.queues {
+        match q.caller_id() {
+            Ok(number) => {
+                caller_ids.insert(q.id.clone(), number);
+            }
+            Err(e) => {
+                warn!(queue = %q.id, error = %e, "queue callback number unusable; From falls back to ours")
+            }
+        }
+    }
+    let advertised = sip.advertised_host().to_string();
+
     let (store_replies_tx, store_replies) = mpsc::unbounded_channel();
     let (store, _store_thread) =
         store::spawn(store, store_replies_tx).map_err(EngineError::Thread)?;
+    let dialing = dialing::Dialing::new(
+        dialing::DialingSettings {
+            poll_interval: config.callbacks.poll_interval(),
+            trunk,
+            trunk_targets,
+            caller_ids,
+            policy: config.org.number_policy(),
+            local_uri: format!("sip:callbackd@{advertised}:{advertised_port}"),
+            agent_cooldown: config
+                .queues
+                .first()
+                .map_or(std::time::Duration::from_secs(60), |q| q.agent_cooldown()),
+        },
+        scheduler,
+        config.org.launch_enabled,
+        store.clone(),
+        started,
+    )?;
     let calls = Calls::new(&config, prompts, media, store, ports)?;
 
     info!(
@@ -340,6 +416,7 @@ pub async fn start_with_store(
     let core = Core {
         endpoint,
         calls,
+        dialing,
         roster,
         transport,
         inbound,
@@ -363,6 +440,7 @@ pub async fn start_with_store(
 struct Core {
     endpoint: Endpoint,
     calls: Calls,
+    dialing: dialing::Dialing,
     roster: Roster,
     transport: Transport,
     inbound: mpsc::Receiver<Inbound>,
@@ -376,6 +454,21 @@ struct Core {
     stopping: Option<Instant>,
     /// Totals since start-up.
     totals: EngineTotals,
+}
+
+/// The call an endpoint event is about (`None` for REGISTER).
+fn event_call(event: &Event) -> Option<CallKey> {
+    match event {
+        Event::IncomingCall { call, .. }
+        | Event::Confirmed { call, .. }
+        | Event::Reoffer { call, .. }
+        | Event::Info { call, .. }
+        | Event::Ended { call, .. }
+        | Event::Progress { call, .. }
+        | Event::Answered { call, .. }
+        | Event::Failed { call, .. } => Some(*call),
+        Event::Register { .. } => None,
+    }
 }
 
 /// A message whose next hop had to be resolved first.
@@ -395,6 +488,7 @@ impl Core {
                 self.endpoint.poll_timeout(),
                 self.calls.poll_timeout(),
                 self.roster.poll_timeout(),
+                self.dialing.poll_timeout(),
                 self.stopping,
             ]
             .into_iter()
@@ -423,7 +517,10 @@ impl Core {
                     Some(Control::Agents(reply)) => {
                         let _ = reply.send(self.roster.status(Instant::now()));
                     }
-                    Some(Control::SetGates(gates)) => self.calls.set_gates(gates),
+                    Some(Control::SetGates(gates)) => {
+                        self.dialing.set_launch_enabled(gates.launch_enabled);
+                        self.calls.set_gates(gates);
+                    }
                     Some(Control::Shutdown) | None => {
                         if self.stopping.is_none() {
                             info!(calls = self.calls.len(), "shutting down");
@@ -444,14 +541,30 @@ impl Core {
                 }
                 Some(event) = self.media_events.recv() => {
                     let now = Instant::now();
-                    self.calls.handle_media_event(now, event, &mut self.endpoint);
+                    self.media_event(now, event);
                     while let Ok(event) = self.media_events.try_recv() {
-                        self.calls.handle_media_event(now, event, &mut self.endpoint);
+                        self.media_event(now, event);
                     }
                 }
                 Some(reply) = self.store_replies.recv() => {
                     self.count_store_reply(&reply);
-                    self.calls.handle_store_reply(Instant::now(), reply, &mut self.endpoint);
+                    let now = Instant::now();
+                    match reply {
+                        store::StoreReply::Due { .. }
+                        | store::StoreReply::Claimed { .. }
+                        | store::StoreReply::AttemptRecorded { .. } => {
+                            let mut env = dialing::Env {
+                                calls: &mut self.calls,
+                                endpoint: &mut self.endpoint,
+                                roster: &mut self.roster,
+                            };
+                            self.dialing.handle_store_reply(now, reply, &mut env);
+                        }
+                        reply @ (store::StoreReply::Registered { .. }
+                        | store::StoreReply::PendingAhead { .. }) => {
+                            self.calls.handle_store_reply(now, reply, &mut self.endpoint);
+                        }
+                    }
                 }
                 Some((target, data)) = self.resolved_rx.recv() => {
                     if let Err(e) = self.transport.send(target, data) {
@@ -463,6 +576,12 @@ impl Core {
                     self.endpoint.handle_timeout(now);
                     self.calls.handle_timeout(now, &mut self.endpoint);
                     self.roster.handle_timeout(now);
+                    let mut env = dialing::Env {
+                        calls: &mut self.calls,
+                        endpoint: &mut self.endpoint,
+                        roster: &mut self.roster,
+                    };
+                    self.dialing.handle_timeout(now, &mut env);
                 }
             }
             self.flush(Instant::now());
@@ -474,6 +593,24 @@ impl Core {
                 return;
             }
         }
+    }
+
+    /// A media event: the agent leg's prompts are the dialing side's;
+    /// everything else (and port release for every stream) the call layer's.
+    fn media_event(&mut self, now: Instant, event: media::MediaEvent) {
+        if let media::MediaEvent::Idle { key, token } = event
+            && self.dialing.owns(CallKey(key))
+        {
+            let mut env = dialing::Env {
+                calls: &mut self.calls,
+                endpoint: &mut self.endpoint,
+                roster: &mut self.roster,
+            };
+            self.dialing.prompt_done(now, CallKey(key), token, &mut env);
+            return;
+        }
+        self.calls
+            .handle_media_event(now, event, &mut self.endpoint);
     }
 
     fn stats(&self) -> EngineStats {
@@ -531,6 +668,14 @@ impl Core {
                         tx,
                         &mut self.endpoint,
                     ),
+                    event if event_call(&event).is_some_and(|c| self.dialing.owns(c)) => {
+                        let mut env = dialing::Env {
+                            calls: &mut self.calls,
+                            endpoint: &mut self.endpoint,
+                            roster: &mut self.roster,
+                        };
+                        self.dialing.handle_sip_event(now, event, &mut env);
+                    }
                     event => {
                         if matches!(event, Event::IncomingCall { .. }) {
                             self.totals.incoming_calls += 1;
