@@ -32,6 +32,16 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Write the call detail records (one row per leg: inbound, agent,
+    /// customer) as CSV to standard output.
+    Cdr {
+        /// Only legs that started at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<jiff::Timestamp>,
+        /// Only legs that started before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<jiff::Timestamp>,
+    },
     /// Inspect the stored callbacks (the store named by the configuration).
     Callbacks {
         #[command(subcommand)]
@@ -62,6 +72,39 @@ fn main() -> ExitCode {
         Command::Callbacks {
             command: CallbacksCommand::List,
         } => list_callbacks(&cli.config),
+        Command::Cdr { since, until } => write_cdrs(&cli.config, since, until),
+    }
+}
+
+fn write_cdrs(
+    path: &Path,
+    since: Option<jiff::Timestamp>,
+    until: Option<jiff::Timestamp>,
+) -> ExitCode {
+    use callbackd::callback::cdr::write_csv;
+    use callbackd::callback::store::{LaunchStore, SqliteStore};
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let store_path = config.store_path(base_dir(path));
+    let rows = match SqliteStore::open(&store_path).and_then(|store| store.cdrs(since, until)) {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stdout = std::io::stdout();
+    match write_csv(&rows, &mut stdout.lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("writing CSV: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

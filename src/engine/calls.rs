@@ -137,6 +137,7 @@ pub struct ReservedLeg {
 struct LegMedia {
     port: u16,
     local: LocalMedia,
+    version: SessionVersion,
     peer: Option<IpAddr>,
 }
 
@@ -945,11 +946,13 @@ impl Calls {
             rtcp: leg.rtcp,
             params,
         });
+        let version = SessionVersion::new(leg.local.session_version);
         self.legs.insert(
             call,
             LegMedia {
                 port: leg.port,
                 local: leg.local,
+                version,
                 peer,
             },
         );
@@ -976,6 +979,49 @@ impl Calls {
                 });
             }
             Err(e) => warn!(error = %e, "unusable SDP answer on an outbound leg"),
+        }
+    }
+
+    /// A re-INVITE/UPDATE on an outbound leg (hold, resume, a new address):
+    /// answered like one on an inbound call, with the leg's media updated.
+    pub fn leg_reoffer(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        offer: &[u8],
+        endpoint: &mut Endpoint,
+    ) {
+        let Some(leg) = self.legs.get_mut(&call) else {
+            let _ = endpoint.reject_reoffer(now, call, 481);
+            return;
+        };
+        if offer.is_empty() {
+            // re-INVITE without SDP: we offer the same session again.
+            let body = leg.version.stamp(&sdp::offer(&leg.local));
+            let _ = endpoint.answer_reoffer(now, call, body.as_bytes());
+            return;
+        }
+        let answer = SessionDescription::parse(offer)
+            .map_err(|e| e.to_string())
+            .and_then(|sdp| sdp::answer(&sdp, &leg.local).map_err(|e| e.to_string()));
+        match answer {
+            Ok(answer) => {
+                let body = leg.version.stamp(&answer.sdp);
+                let peer = leg
+                    .peer
+                    .or(answer.media.remote.map(|r| r.ip()))
+                    .unwrap_or(self.rtp_advertised);
+                let params = stream_params(&answer.media, peer);
+                self.media.send(Command::Update {
+                    key: call.0,
+                    params,
+                });
+                let _ = endpoint.answer_reoffer(now, call, body.as_bytes());
+            }
+            Err(e) => {
+                debug!(error = %e, "re-offer on an outbound leg refused");
+                let _ = endpoint.reject_reoffer(now, call, 488);
+            }
         }
     }
 

@@ -314,10 +314,10 @@ impl Dialing {
                     Side::Customer => dialer::Input::CustomerEnded,
                 })
             }
-            Event::Reoffer { .. } => {
-                // A re-INVITE/UPDATE on a leg (hold, refresh): keep the
-                // session as it is.
-                let _ = env.endpoint.reject_reoffer(now, call, 488);
+            Event::Reoffer { sdp, .. } => {
+                // Hold, resume, a refresh: answered, the leg's media follows
+                // (a leg on hold gets nothing relayed; RFC 3264 §8.4).
+                env.calls.leg_reoffer(now, call, &sdp, env.endpoint);
                 None
             }
             Event::Info { .. }

@@ -598,6 +598,15 @@ impl Core {
     /// A media event: the agent leg's prompts are the dialing side's;
     /// everything else (and port release for every stream) the call layer's.
     fn media_event(&mut self, now: Instant, event: media::MediaEvent) {
+        // No RTP on a callback leg for rtp_timeout: hang it up; the dialer
+        // then ends the other leg (issue 4 point 4).
+        if let media::MediaEvent::RtpTimeout { key } = event
+            && self.dialing.owns(CallKey(key))
+        {
+            info!(leg = key, "no RTP on a callback leg; hanging up");
+            let _ = self.endpoint.hangup(now, CallKey(key));
+            return;
+        }
         if let media::MediaEvent::Idle { key, token } = event
             && self.dialing.owns(CallKey(key))
         {
