@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use crate::acd::{Acd, CallerId, Queue};
 use crate::callback::QueueId;
 use crate::callback::hours::{BusinessHours, GateDecision, Gates, registration_gate};
+use crate::callback::scheduler::LiveCaller;
 use crate::callback::store::{NewCallback, Registration};
 use crate::config::{Codec, Config};
 use crate::engine::media::{Command, MediaEvent, MediaHandle, StreamParams};
@@ -104,6 +105,8 @@ struct CallCtx {
     play_token: u32,
     /// One digit per key press across RFC 4733, INFO and in-band.
     digits: DigitMerger,
+    /// The agent leg this caller is talking to (the IVR is then detached).
+    connected_to: Option<CallKey>,
     max_deadline: Option<Instant>,
     scheduled: Option<Instant>,
 }
@@ -320,7 +323,13 @@ impl Calls {
                     Err(e) => debug!(call_id = %ctx.call_id, error = %e, "INFO without a digit"),
                 }
             }
-            Event::Ended { call, reason } => self.ended(call, reason),
+            Event::Ended { call, reason } => {
+                // A caller talking to an agent hangs up: the agent leg ends too.
+                if let Some(agent_leg) = self.calls.get(&call).and_then(|c| c.connected_to) {
+                    let _ = endpoint.hangup(now, agent_leg);
+                }
+                self.ended(call, reason);
+            }
             // Outbound calls (issue 4) are the dialer's; the IVR places none.
             Event::Progress { .. } | Event::Answered { .. } | Event::Failed { .. } => {}
             // The core hands REGISTERs to the agent roster, never here.
@@ -707,6 +716,7 @@ impl Calls {
             announces_ecbt: false,
             play_token: 0,
             digits: DigitMerger::new(),
+            connected_to: None,
             max_deadline: None,
             scheduled: None,
         };
@@ -885,6 +895,59 @@ impl Calls {
         if let Err(e) = self.ports.release(port) {
             warn!(error = %e, port, "port release");
         }
+    }
+
+    // -----------------------------------------------------------------
+    // Live callers and agents
+
+    /// Callers simply waiting in their queue (hold music, ECBT), in the
+    /// scheduler's terms: they can be connected to a free agent.
+    pub fn live_callers(&self) -> Vec<LiveCaller> {
+        self.calls
+            .iter()
+            .filter(|(_, c)| {
+                c.connected_to.is_none() && c.flow.as_ref().is_some_and(Flow::is_waiting_in_queue)
+            })
+            .map(|(key, c)| {
+                let queue = &self.queues[c.queue];
+                LiveCaller {
+                    queue: queue.id.clone(),
+                    caller: CallerId(key.0),
+                    priority: queue.priority,
+                    queued_at: c.arrived_at,
+                }
+            })
+            .collect()
+    }
+
+    /// Connects a waiting caller to an answered agent leg: the IVR stops,
+    /// the caller leaves the queue, RTP is bridged. False when the caller is
+    /// gone or no longer waiting (the agent leg should then be hung up).
+    pub fn connect_to_agent(&mut self, caller: CallKey, agent_leg: CallKey) -> bool {
+        let Some(ctx) = self.calls.get_mut(&caller) else {
+            return false;
+        };
+        if ctx.connected_to.is_some() || !ctx.flow.as_ref().is_some_and(Flow::is_waiting_in_queue) {
+            return false;
+        }
+        info!(call_id = %ctx.call_id, "caller connected to an agent");
+        ctx.flow = None;
+        ctx.scheduled = None;
+        ctx.connected_to = Some(agent_leg);
+        ctx.play_token = ctx.play_token.wrapping_add(1);
+        if let Some(q) = self.acd.queue_mut(&self.queues[ctx.queue].id) {
+            q.leave(CallerId(caller.0));
+        }
+        self.media.send(Command::Bridge {
+            a: caller.0,
+            b: agent_leg.0,
+        });
+        true
+    }
+
+    /// The Call-ID of an inbound call (for CDRs of live callers' agent legs).
+    pub fn call_id_of(&self, call: CallKey) -> Option<Arc<str>> {
+        self.calls.get(&call).map(|c| c.call_id.clone())
     }
 
     // -----------------------------------------------------------------

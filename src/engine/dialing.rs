@@ -24,6 +24,7 @@ use bytes::Bytes;
 use jiff::Timestamp;
 use tracing::{debug, info, warn};
 
+use crate::acd::CallerId;
 use crate::acd::agents::{AgentId, Work};
 use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
 use crate::callback::dialer::{self, Dialer, DialerSettings, Outcome};
@@ -83,6 +84,7 @@ pub struct Dialing {
     polling: bool,
     next_id: u64,
     attempts: HashMap<u64, AttemptCtx>,
+    live: HashMap<u64, LiveCtx>,
     legs: HashMap<CallKey, (u64, Side)>,
 }
 
@@ -90,6 +92,17 @@ pub struct Dialing {
 enum Side {
     Agent,
     Customer,
+    /// An agent rung for a live caller waiting in a queue.
+    LiveAgent,
+}
+
+/// A live caller being connected to an agent.
+struct LiveCtx {
+    caller: CallKey,
+    agent: AgentId,
+    leg: Option<CallKey>,
+    answered: bool,
+    ring_deadline: Instant,
 }
 
 struct AttemptCtx {
@@ -139,6 +152,7 @@ impl Dialing {
             polling: false,
             next_id: 1,
             attempts: HashMap::new(),
+            live: HashMap::new(),
             legs: HashMap::new(),
         })
     }
@@ -172,7 +186,13 @@ impl Dialing {
             })
             .min();
         let poll = (!self.polling).then_some(self.next_poll);
-        [dialers, poll].into_iter().flatten().min()
+        let live = self
+            .live
+            .values()
+            .filter(|l| !l.answered)
+            .map(|l| l.ring_deadline)
+            .min();
+        [dialers, poll, live].into_iter().flatten().min()
     }
 
     /// Runs timers: polls the store, ring timeouts, delayed customer INVITEs.
@@ -180,6 +200,16 @@ impl Dialing {
         if !self.polling && now >= self.next_poll {
             self.polling = self.store.due(Timestamp::now());
             self.next_poll = now + self.settings.poll_interval;
+        }
+        for live in self.live.values() {
+            if !live.answered
+                && live.ring_deadline <= now
+                && let Some(leg) = live.leg
+            {
+                // The agent did not answer in time: CANCEL; the leg's end
+                // (Failed/Ended) finishes the connection attempt.
+                let _ = env.endpoint.hangup(now, leg);
+            }
         }
         let ids: Vec<u64> = self.attempts.keys().copied().collect();
         for id in ids {
@@ -254,6 +284,10 @@ impl Dialing {
         let Some(&(id, side)) = self.legs.get(&call) else {
             return;
         };
+        if side == Side::LiveAgent {
+            self.live_event(now, id, call, event, env);
+            return;
+        }
         let input = match event {
             Event::Progress { status, sdp, .. } => {
                 let early = sdp.as_ref().is_some_and(|s| !s.is_empty());
@@ -261,7 +295,7 @@ impl Dialing {
                     env.calls.leg_answered(now, call, &sdp);
                 }
                 match side {
-                    Side::Agent => None,
+                    Side::Agent | Side::LiveAgent => None,
                     Side::Customer => {
                         if let Some(a) = self.attempts.get_mut(&id) {
                             a.rang |= status >= 180;
@@ -282,7 +316,7 @@ impl Dialing {
                     leg.status = Some(200);
                 }
                 Some(match side {
-                    Side::Agent => dialer::Input::AgentAnswered,
+                    Side::Agent | Side::LiveAgent => dialer::Input::AgentAnswered,
                     Side::Customer => dialer::Input::CustomerAnswered,
                 })
             }
@@ -300,7 +334,7 @@ impl Dialing {
                     return;
                 }
                 Some(match side {
-                    Side::Agent => dialer::Input::AgentFailed(status),
+                    Side::Agent | Side::LiveAgent => dialer::Input::AgentFailed(status),
                     Side::Customer => dialer::Input::CustomerFailed(status),
                 })
             }
@@ -310,7 +344,7 @@ impl Dialing {
                 }
                 self.end_leg(call, env);
                 Some(match side {
-                    Side::Agent => dialer::Input::AgentEnded,
+                    Side::Agent | Side::LiveAgent => dialer::Input::AgentEnded,
                     Side::Customer => dialer::Input::CustomerEnded,
                 })
             }
@@ -351,6 +385,7 @@ impl Dialing {
     }
 
     fn plan(&mut self, now: Instant, rows: Vec<CallbackRow>, env: &mut Env<'_>) {
+        let live = env.calls.live_callers();
         let free = env.roster.agents().free_agents(now);
         let free_lines = env.roster.agents().free_lines();
         // Callbacks already being dialed by this process are not due again.
@@ -363,11 +398,12 @@ impl Dialing {
             &Snapshot {
                 launch_enabled: self.launch_enabled,
                 callbacks: &rows,
-                live: &[],
+                live: &live,
                 free_agents: &free,
                 free_lines,
             },
         );
+        let mut serves = Vec::new();
         let launches: Vec<(CallbackId, QueueId, AgentId)> = plan
             .actions
             .into_iter()
@@ -377,12 +413,18 @@ impl Dialing {
                     queue,
                     agent,
                 } => Some((callback, queue, agent)),
-                // Live callers reaching agents and expiry are handled by
-                // the call layer and the store's due() respectively.
-                Plan::Serve { .. } | Plan::Expire(_) => None,
+                Plan::Serve { caller, agent, .. } => {
+                    serves.push((caller, agent));
+                    None
+                }
+                // Expiry is the store's (due() expires first).
+                Plan::Expire(_) => None,
             })
             .collect();
         drop(free);
+        for (caller, agent) in serves {
+            self.serve(now, CallKey(caller.0), agent, env);
+        }
         for (callback, queue, agent) in launches {
             let Some(row) = rows.iter().find(|r| r.id == callback).cloned() else {
                 continue;
@@ -426,6 +468,116 @@ impl Dialing {
                 },
             );
             self.store.claim(id, callback, Timestamp::now());
+        }
+    }
+
+    /// Rings `agent` for the live caller `caller` (issue 4: live callers
+    /// reach a free agent in line order, interleaved with callbacks).
+    fn serve(&mut self, now: Instant, caller: CallKey, agent: AgentId, env: &mut Env<'_>) {
+        if env
+            .roster
+            .agents_mut()
+            .reserve(&agent, Work::Live(CallerId(caller.0)), now)
+            .is_err()
+        {
+            return;
+        }
+        let target = match env.roster.dial_target(&agent, now) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(%agent, error = %e, "agent cannot be dialled");
+                let _ = env.roster.agents_mut().released(&agent, now);
+                return;
+            }
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let ring = self.scheduler.longest_ring().min(Duration::from_secs(60));
+        self.live.insert(
+            id,
+            LiveCtx {
+                caller,
+                agent: agent.clone(),
+                leg: None,
+                answered: false,
+                ring_deadline: now + ring,
+            },
+        );
+        let invite = OutboundInvite {
+            request_uri: target.request_uri.clone(),
+            from: Party {
+                display: Some("queue".into()),
+                uri: self.settings.local_uri.clone(),
+            },
+            to: Party {
+                display: None,
+                uri: target.request_uri.clone(),
+            },
+            p_asserted_identity: None,
+            next_hop: target.next_hop.clone(),
+            sdp_offer: Bytes::new(),
+            extra_headers: Vec::new(),
+            credentials: None,
+        };
+        info!(%agent, "ringing an agent for a live caller");
+        if self
+            .open_leg(now, id, Side::LiveAgent, invite, &target.request_uri, env)
+            .is_err()
+        {
+            self.live.remove(&id);
+            let _ = env.roster.agents_mut().released(&agent, now);
+        }
+    }
+
+    /// An event on a live caller's agent leg.
+    fn live_event(
+        &mut self,
+        now: Instant,
+        id: u64,
+        call: CallKey,
+        event: Event,
+        env: &mut Env<'_>,
+    ) {
+        let Some(live) = self.live.get_mut(&id) else {
+            return;
+        };
+        match event {
+            Event::Progress { sdp: Some(sdp), .. } if !sdp.is_empty() => {
+                env.calls.leg_answered(now, call, &sdp)
+            }
+            Event::Answered { sdp, .. } => {
+                if !sdp.is_empty() {
+                    env.calls.leg_answered(now, call, &sdp);
+                }
+                live.answered = true;
+                let _ = env.roster.agents_mut().answered(&live.agent, now);
+                if !env.calls.connect_to_agent(live.caller, call) {
+                    // The caller left (or started registering) meanwhile.
+                    let _ = env.endpoint.hangup(now, call);
+                }
+            }
+            Event::Failed { .. } | Event::Ended { .. } => {
+                let live = self.live.remove(&id).expect("looked up above");
+                self.legs.remove(&call);
+                env.calls.close_leg(call);
+                if live.answered {
+                    let _ = env.roster.agents_mut().released(&live.agent, now);
+                    // The agent hung up: the caller's call ends too.
+                    let _ = env.endpoint.hangup(now, live.caller);
+                } else {
+                    let cooldown = self.settings.agent_cooldown;
+                    let _ = env
+                        .roster
+                        .agents_mut()
+                        .no_answer(&live.agent, now, cooldown);
+                }
+            }
+            Event::Reoffer { sdp, .. } => env.calls.leg_reoffer(now, call, &sdp, env.endpoint),
+            Event::Progress { .. }
+            | Event::Info { .. }
+            | Event::Confirmed { .. }
+            | Event::IncomingCall { .. }
+            | Event::Register { .. } => {}
         }
     }
 
@@ -640,10 +792,20 @@ impl Dialing {
             status: None,
             ended: false,
         };
-        if let Some(a) = self.attempts.get_mut(&id) {
-            match side {
-                Side::Agent => a.agent_leg = Some(ctx),
-                Side::Customer => a.customer_leg = Some(ctx),
+        match side {
+            Side::LiveAgent => {
+                if let Some(live) = self.live.get_mut(&id) {
+                    live.leg = Some(call);
+                }
+            }
+            Side::Agent | Side::Customer => {
+                if let Some(a) = self.attempts.get_mut(&id) {
+                    if side == Side::Agent {
+                        a.agent_leg = Some(ctx);
+                    } else {
+                        a.customer_leg = Some(ctx);
+                    }
+                }
             }
         }
         Ok(())
@@ -749,7 +911,7 @@ impl Dialing {
     fn leg_mut(&mut self, id: u64, side: Side) -> Option<&mut LegCtx> {
         let a = self.attempts.get_mut(&id)?;
         match side {
-            Side::Agent => a.agent_leg.as_mut(),
+            Side::Agent | Side::LiveAgent => a.agent_leg.as_mut(),
             Side::Customer => a.customer_leg.as_mut(),
         }
     }

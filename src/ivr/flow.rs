@@ -358,6 +358,13 @@ impl Flow {
         };
     }
 
+    /// Whether the caller is simply waiting in the queue (hold music and
+    /// ECBT announcements), not entering a number or being told something:
+    /// such a caller can be connected to an agent.
+    pub fn is_waiting_in_queue(&self) -> bool {
+        matches!(self.state, State::Holding { .. })
+    }
+
     /// Whether the flow has asked for the hangup and wants nothing more.
     pub fn is_ended(&self) -> bool {
         matches!(self.state, State::Ended)
