@@ -16,12 +16,12 @@
 //! |---|---|---|
 //! | [`config`] | TOML schema, defaults, validation with field-level errors | reads the file |
 //! | [`acl`] | CIDR allow-lists for signalling and media | pure |
-//! | [`sip`] | messages (rsip wrapped), SDP offer/answer, the four RFC 3261/6026 transaction machines, dialogs, session timers, the UAS endpoint | sans-IO |
-//! | [`media`] | G.711, RTP, RFC 4733 DTMF, prompts (WAV → 8 kHz → pre-encoded frames), paced playback, RTP port pool | sans-IO |
+//! | [`sip`] | messages (rsip wrapped), SDP offer/answer, the four RFC 3261/6026 transaction machines, dialogs, session timers, the endpoint (UAS and UAC), digest auth, registrar | sans-IO |
+//! | [`media`] | G.711, RTP/RTCP, DTMF (RFC 4733, in-band, merged with SIP INFO), prompts (WAV → 8 kHz → pre-encoded frames), paced playback, the relay bridge, recorder, RTP port pool | sans-IO |
 //! | [`ivr`] | the caller's registration flow as a pure state machine; the ECBT estimator | pure |
-//! | [`callback`] | callback domain: validated numbers, business-hours gates, the durable store | store only |
-//! | [`acd`] | queues: order (priority, then original entry time), positions | pure |
-//! | [`engine`] | tokio shell: SIP over UDP/TCP, the media thread (one pacing clock for every stream), call orchestration | all IO lives here |
+//! | [`callback`] | callback domain: validated numbers, business-hours gates, the durable store, the launch scheduler, one agent-first attempt (dialer), trunk dialing rules, CDRs | store only |
+//! | [`acd`] | queues (order: priority, then original entry time; positions) and agents | pure |
+//! | [`engine`] | tokio shell: SIP over UDP/TCP, the media thread (one pacing clock for every stream), the store thread, the agent roster, call orchestration (IVR calls, callback dialing) | all IO lives here |
 //! | [`api`] | admin HTTP API (axum): health, statistics, runtime gates, stored callbacks, Prometheus metrics | HTTP |
 //!
 //! The binary (`src/main.rs`) is a thin CLI over [`engine`] and [`config`].
