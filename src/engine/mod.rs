@@ -345,12 +345,17 @@ pub async fn start_with_store(
     // Issue 4 point 8: a callback that was dialing when the process died is
     // pending again, with the attempt recorded as interrupted, and is not
     // redialed before its old legs could have stopped ringing.
-    let recovered = store.recover_interrupted(jiff::Timestamp::now(), scheduler.longest_ring())?;
-    if !recovered.is_empty() {
-        info!(
-            count = recovered.len(),
-            "interrupted callbacks are pending again"
-        );
+    // A store that cannot do this leaves those rows `dialing`: never due, so
+    // never dialed twice; the IVR still works. Logged, not fatal.
+    match store.recover_interrupted(jiff::Timestamp::now(), scheduler.longest_ring()) {
+        Ok(recovered) if !recovered.is_empty() => {
+            info!(
+                count = recovered.len(),
+                "interrupted callbacks are pending again"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "interrupted callbacks could not be recovered"),
     }
     let trunk = config.trunk.settings()?;
     let trunk_targets = match resolve::HickoryLookup::from_system() {
