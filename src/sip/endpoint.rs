@@ -79,6 +79,8 @@ use crate::sip::uac::{
 
 /// Methods we implement, for `Allow` (RFC 3261 §20.5).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
+/// [`ALLOW`] when agents may REGISTER here (the registrar is on).
+pub const ALLOW_WITH_REGISTER: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REGISTER";
 /// Body types we accept, for `Accept` (§20.1).
 pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/dtmf";
 /// Extensions we support, for `Supported` (§20.37): session timers (RFC
@@ -477,7 +479,7 @@ impl Endpoint {
         }
         b = b
             .header_fmt("Contact", format_args!("<{}>", c.contact))
-            .header("Allow", ALLOW)
+            .header("Allow", allow_for(self.cfg.registrar))
             .header("Supported", SUPPORTED)
             .header("Server", &self.cfg.user_agent);
         if let Some(n) = c.session {
@@ -941,7 +943,7 @@ impl Endpoint {
                 self.end_call(now, call_id, EndReason::RemoteBye);
             }
             Method::Options => {
-                self.respond_in_new_nist(now, &req, source, 200, &CAPABILITIES);
+                self.respond_in_new_nist(now, &req, source, 200, &self.capabilities());
             }
             Method::Info => {
                 let content_type = req
@@ -966,10 +968,10 @@ impl Endpoint {
             | Method::Refer
             | Method::Message
             | Method::Publish => {
-                self.respond_in_new_nist(now, &req, source, 405, &[("Allow", ALLOW)]);
+                self.respond_in_new_nist(now, &req, source, 405, &[("Allow", self.allow())]);
             }
             Method::Extension(_) => {
-                self.respond_in_new_nist(now, &req, source, 501, &[("Allow", ALLOW)])
+                self.respond_in_new_nist(now, &req, source, 501, &[("Allow", self.allow())])
             }
         }
     }
@@ -1051,7 +1053,7 @@ impl Endpoint {
         if (200..300).contains(&status) {
             b = b
                 .header_fmt("Contact", format_args!("<{}>", c.contact))
-                .header("Allow", ALLOW)
+                .header("Allow", allow_for(self.cfg.registrar))
                 .header("Supported", SUPPORTED);
             if let Some(n) = reoffer.session {
                 b = b.header("Session-Expires", &n.header_value());
@@ -1104,7 +1106,7 @@ impl Endpoint {
             if self.draining {
                 self.respond_in_new_nist(now, &req, source, 503, &[("Retry-After", "30")]);
             } else {
-                self.respond_in_new_nist(now, &req, source, 200, &CAPABILITIES);
+                self.respond_in_new_nist(now, &req, source, 200, &self.capabilities());
             }
             return;
         }
@@ -1153,10 +1155,10 @@ impl Endpoint {
             | Method::Refer
             | Method::Message
             | Method::Publish => {
-                self.respond_in_new_nist(now, &req, source, 405, &[("Allow", ALLOW)]);
+                self.respond_in_new_nist(now, &req, source, 405, &[("Allow", self.allow())]);
             }
             Method::Extension(_) => {
-                self.respond_in_new_nist(now, &req, source, 501, &[("Allow", ALLOW)])
+                self.respond_in_new_nist(now, &req, source, 501, &[("Allow", self.allow())])
             }
             Method::Ack | Method::Cancel | Method::Options => {}
         }
@@ -2267,6 +2269,19 @@ impl Endpoint {
         });
     }
 
+    /// What `Allow` lists (RFC 3261 §20.5): REGISTER only when agents may
+    /// register here.
+    fn allow(&self) -> &'static str {
+        allow_for(self.cfg.registrar)
+    }
+
+    /// The OPTIONS answer's header fields (§11.2).
+    fn capabilities(&self) -> [(&'static str, &'static str); 3] {
+        let mut caps = CAPABILITIES;
+        caps[0].1 = self.allow();
+        caps
+    }
+
     fn alloc_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -2468,6 +2483,15 @@ impl TxKey {
 
 // ---------------------------------------------------------------------------
 // free helpers
+
+/// [`ALLOW`], with REGISTER when the registrar is on.
+fn allow_for(registrar: bool) -> &'static str {
+    if registrar {
+        ALLOW_WITH_REGISTER
+    } else {
+        ALLOW
+    }
+}
 
 /// What OPTIONS answers with (RFC 3261 §11.2); `Server` is added by the
 /// responder.

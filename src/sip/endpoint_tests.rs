@@ -1128,6 +1128,31 @@ fn options_with_max_forwards_zero_gets_200() {
 // 11. OPTIONS, draining
 
 #[test]
+fn allow_lists_register_only_when_the_registrar_is_on() {
+    let options = "OPTIONS sip:callbackd@127.0.0.1:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKallow\r\n\
+From: <sip:ping@127.0.0.1>;tag=p1\r\nTo: <sip:callbackd@127.0.0.1>\r\n\
+Call-ID: allow-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    for registrar in [false, true] {
+        let mut ep = Endpoint::new(EndpointConfig {
+            registrar,
+            ..config()
+        });
+        ep.handle_message(Instant::now(), options.as_bytes(), udp_from(5061));
+        let out: Vec<Transmit> = std::iter::from_fn(|| ep.poll_transmit()).collect();
+        let Ok(Message::Response(resp)) = parse(&out[0].data) else {
+            panic!("a response");
+        };
+        assert_eq!(resp.status, 200);
+        assert_eq!(
+            resp.headers.has_token(HeaderName::Allow, "REGISTER"),
+            registrar
+        );
+        assert!(resp.headers.has_token(HeaderName::Allow, "INVITE"));
+    }
+}
+
+#[test]
 fn options_out_of_dialog_gets_200_with_capabilities() {
     let t0 = Instant::now();
     let mut ep = Endpoint::new(config());
