@@ -68,8 +68,8 @@ pub struct DialingSettings {
     pub policy: NumberPolicy,
     /// Our identity for the agent leg's From.
     pub local_uri: String,
-    /// The agent's cool-down after not answering.
-    pub agent_cooldown: Duration,
+    /// The agent's cool-down after not answering, per queue (default 60 s).
+    pub agent_cooldowns: HashMap<QueueId, Duration>,
 }
 
 /// The dialing side of the engine.
@@ -99,6 +99,7 @@ enum Side {
 /// A live caller being connected to an agent.
 struct LiveCtx {
     caller: CallKey,
+    queue: QueueId,
     agent: AgentId,
     leg: Option<CallKey>,
     answered: bool,
@@ -413,8 +414,12 @@ impl Dialing {
                     queue,
                     agent,
                 } => Some((callback, queue, agent)),
-                Plan::Serve { caller, agent, .. } => {
-                    serves.push((caller, agent));
+                Plan::Serve {
+                    caller,
+                    agent,
+                    queue,
+                } => {
+                    serves.push((caller, agent, queue));
                     None
                 }
                 // Expiry is the store's (due() expires first).
@@ -422,8 +427,8 @@ impl Dialing {
             })
             .collect();
         drop(free);
-        for (caller, agent) in serves {
-            self.serve(now, CallKey(caller.0), agent, env);
+        for (caller, agent, queue) in serves {
+            self.serve(now, CallKey(caller.0), agent, queue, env);
         }
         for (callback, queue, agent) in launches {
             let Some(row) = rows.iter().find(|r| r.id == callback).cloned() else {
@@ -473,7 +478,14 @@ impl Dialing {
 
     /// Rings `agent` for the live caller `caller` (issue 4: live callers
     /// reach a free agent in line order, interleaved with callbacks).
-    fn serve(&mut self, now: Instant, caller: CallKey, agent: AgentId, env: &mut Env<'_>) {
+    fn serve(
+        &mut self,
+        now: Instant,
+        caller: CallKey,
+        agent: AgentId,
+        queue: QueueId,
+        env: &mut Env<'_>,
+    ) {
         if env
             .roster
             .agents_mut()
@@ -497,6 +509,7 @@ impl Dialing {
             id,
             LiveCtx {
                 caller,
+                queue,
                 agent: agent.clone(),
                 leg: None,
                 answered: false,
@@ -565,7 +578,7 @@ impl Dialing {
                     // The agent hung up: the caller's call ends too.
                     let _ = env.endpoint.hangup(now, live.caller);
                 } else {
-                    let cooldown = self.settings.agent_cooldown;
+                    let cooldown = self.cooldown(&live.queue);
                     let _ = env
                         .roster
                         .agents_mut()
@@ -854,10 +867,8 @@ impl Dialing {
         // The agent: back to work, or cooling down when it did not answer.
         let agent_answered = a.agent_leg.as_ref().is_some_and(|l| l.answered.is_some());
         if outcome == Outcome::AgentNoAnswer && !agent_answered {
-            let _ = env
-                .roster
-                .agents_mut()
-                .no_answer(&a.agent, now, self.settings.agent_cooldown);
+            let cooldown = self.cooldown(&a.callback.queue);
+            let _ = env.roster.agents_mut().no_answer(&a.agent, now, cooldown);
         } else {
             let _ = env.roster.agents_mut().released(&a.agent, now);
         }
@@ -906,6 +917,14 @@ impl Dialing {
 
     fn end_leg(&mut self, call: CallKey, env: &mut Env<'_>) {
         env.calls.close_leg(call);
+    }
+
+    fn cooldown(&self, queue: &QueueId) -> Duration {
+        self.settings
+            .agent_cooldowns
+            .get(queue)
+            .copied()
+            .unwrap_or(Duration::from_secs(60))
     }
 
     fn leg_mut(&mut self, id: u64, side: Side) -> Option<&mut LegCtx> {

@@ -395,10 +395,11 @@ pub async fn start_with_store(
             caller_ids,
             policy: config.org.number_policy(),
             local_uri: format!("sip:callbackd@{advertised}:{advertised_port}"),
-            agent_cooldown: config
+            agent_cooldowns: config
                 .queues
-                .first()
-                .map_or(std::time::Duration::from_secs(60), |q| q.agent_cooldown()),
+                .iter()
+                .map(|q| (q.id.clone(), q.agent_cooldown()))
+                .collect(),
         },
         scheduler,
         config.org.launch_enabled,
