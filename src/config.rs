@@ -484,6 +484,14 @@ impl Config {
             callbacks.poll_interval_ms,
             100..=60_000,
         )?;
+        in_range(
+            "callbacks.recording_retention_days",
+            callbacks.recording_retention_days,
+            1..=3650,
+        )?;
+        if callbacks.recordings_dir.as_os_str().is_empty() {
+            return fail("callbacks.recordings_dir", Invalid::EmptyValue);
+        }
 
         let registrar = &self.registrar;
         if !is_header_text(&registrar.realm) || registrar.realm.contains(['"', '\\']) {
@@ -1490,6 +1498,13 @@ pub struct QueueConfig {
     /// Seconds an agent who did not answer is not offered work.
     #[serde(default = "default_agent_cooldown_s")]
     pub agent_cooldown_s: u64,
+    /// Record bridged callback calls of this queue (stereo WAV: agent left,
+    /// customer right) into `[callbacks] recordings_dir`.
+    #[serde(default)]
+    pub recording: bool,
+    /// Play the "recording_notice" prompt to the customer before recording.
+    #[serde(default = "default_true")]
+    pub recording_notice: bool,
 }
 
 impl QueueConfig {
@@ -1575,6 +1590,8 @@ impl Default for QueueConfig {
             agent_ring_timeout_s: 20,
             customer_ring_timeout_s: 30,
             agent_cooldown_s: 60,
+            recording: false,
+            recording_notice: true,
         }
     }
 }
@@ -1587,12 +1604,26 @@ pub struct CallbacksConfig {
     pub max_lines: u32,
     /// How often due callbacks are looked up, milliseconds.
     pub poll_interval_ms: u64,
+    /// Where call recordings go; relative to the configuration's directory.
+    pub recordings_dir: PathBuf,
+    /// Recordings older than this many days are deleted.
+    pub recording_retention_days: u64,
 }
 
 impl CallbacksConfig {
     /// The look-up interval as a duration.
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
+    }
+
+    /// The recordings directory, resolved against `base_dir`.
+    pub fn recordings_dir(&self, base_dir: &Path) -> PathBuf {
+        base_dir.join(&self.recordings_dir)
+    }
+
+    /// How long recordings are kept.
+    pub fn recording_retention(&self) -> Duration {
+        Duration::from_secs(self.recording_retention_days.saturating_mul(86_400))
     }
 }
 
@@ -1601,6 +1632,8 @@ impl Default for CallbacksConfig {
         CallbacksConfig {
             max_lines: 15,
             poll_interval_ms: 1000,
+            recordings_dir: PathBuf::from("recordings"),
+            recording_retention_days: 30,
         }
     }
 }
@@ -2249,6 +2282,10 @@ fn default_agent_ring_timeout_s() -> u64 {
 
 fn default_customer_ring_timeout_s() -> u64 {
     QueueConfig::default().customer_ring_timeout_s
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_agent_cooldown_s() -> u64 {
@@ -4108,6 +4145,23 @@ mod tests {
             e,
             "config.toml: callbacks.max_lines: 10001 is outside 1..=10000"
         );
+    }
+
+    #[test]
+    fn rejects_recording_retention_out_of_range_and_empty_dir() {
+        let e = error("[callbacks]\nrecording_retention_days = 0\n");
+        assert_eq!(
+            e,
+            "config.toml: callbacks.recording_retention_days: 0 is outside 1..=3650"
+        );
+        let e = error("[callbacks]\nrecordings_dir = \"\"\n");
+        assert!(
+            e.starts_with("config.toml: callbacks.recordings_dir: "),
+            "{e}"
+        );
+        let c = parse("[[queues]]\nid = \"support\"\nrecording = true\nrecording_notice = false\n")
+            .expect("recording keys");
+        assert!(c.queues[0].recording && !c.queues[0].recording_notice);
     }
 
     #[test]

@@ -1116,6 +1116,23 @@ impl Calls {
         self.media.send(Command::Bridge { a: a.0, b: b.0 });
     }
 
+    /// Records a bridged call: `agent` on the left channel, `customer` on
+    /// the right, the notice played to the customer first when asked.
+    pub fn record(
+        &mut self,
+        agent: CallKey,
+        customer: CallKey,
+        path: std::path::PathBuf,
+        notice_first: bool,
+    ) {
+        self.media.send(Command::Record {
+            a: agent.0,
+            b: customer.0,
+            path,
+            notice_first,
+        });
+    }
+
     /// Ends an outbound leg's media; its ports return to the pool once the
     /// media thread has closed the sockets.
     pub fn close_leg(&mut self, call: CallKey) {

@@ -70,6 +70,12 @@ pub struct DialingSettings {
     pub local_uri: String,
     /// The agent's cool-down after not answering, per queue (default 60 s).
     pub agent_cooldowns: HashMap<QueueId, Duration>,
+    /// Queues whose bridged calls are recorded: (record, notice first).
+    pub recording: HashMap<QueueId, (bool, bool)>,
+    /// Where recordings go.
+    pub recordings_dir: std::path::PathBuf,
+    /// Recordings older than this are deleted.
+    pub recording_retention: Duration,
 }
 
 /// The dialing side of the engine.
@@ -81,6 +87,7 @@ pub struct Dialing {
     health: TargetHealth,
     store: StoreHandle,
     next_poll: Instant,
+    next_purge: Instant,
     polling: bool,
     next_id: u64,
     attempts: HashMap<u64, AttemptCtx>,
@@ -146,6 +153,7 @@ impl Dialing {
             cps: settings.trunk.cps_limiter()?,
             health: settings.trunk.target_health(),
             next_poll: now,
+            next_purge: now,
             settings,
             scheduler,
             launch_enabled,
@@ -198,6 +206,13 @@ impl Dialing {
 
     /// Runs timers: polls the store, ring timeouts, delayed customer INVITEs.
     pub fn handle_timeout(&mut self, now: Instant, env: &mut Env<'_>) {
+        if now >= self.next_purge {
+            self.next_purge = now + PURGE_INTERVAL;
+            purge_recordings(
+                &self.settings.recordings_dir,
+                self.settings.recording_retention,
+            );
+        }
         if !self.polling && now >= self.next_poll {
             self.polling = self.store.due(Timestamp::now());
             self.next_poll = now + self.settings.poll_interval;
@@ -627,9 +642,28 @@ impl Dialing {
                         env.calls.play_loop(leg.call, "ringback", a.play_token);
                     }
                 }
-                dialer::Action::RelayEarlyMedia | dialer::Action::Bridge => {
+                dialer::Action::RelayEarlyMedia => {
                     if let (Some(agent), Some(customer)) = (&a.agent_leg, &a.customer_leg) {
                         env.calls.bridge(agent.call, customer.call);
+                    }
+                }
+                dialer::Action::Bridge => {
+                    if let (Some(agent), Some(customer)) = (&a.agent_leg, &a.customer_leg) {
+                        env.calls.bridge(agent.call, customer.call);
+                        // Issue 4 point 7: the bridged call as a stereo WAV,
+                        // after the notice to the customer when configured.
+                        if let Some(&(true, notice)) =
+                            self.settings.recording.get(&a.callback.queue)
+                        {
+                            let name = format!(
+                                "callback-{}-{}.wav",
+                                a.callback.id,
+                                Timestamp::now().as_second()
+                            );
+                            let path = self.settings.recordings_dir.join(name);
+                            info!(callback = %a.callback.id, path = %path.display(), "recording");
+                            env.calls.record(agent.call, customer.call, path, notice);
+                        }
                     }
                 }
                 dialer::Action::InviteCustomer => match self.cps.try_acquire(now) {
@@ -936,6 +970,59 @@ impl Dialing {
     }
 }
 
+/// How often old recordings are looked for.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Deletes old recordings on a short-lived thread (file IO stays off the
+/// core task).
+fn purge_recordings(dir: &std::path::Path, retention: Duration) {
+    let dir = dir.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("callbackd-purge".into())
+        .spawn(move || {
+            for path in purge_old_recordings(&dir, retention, std::time::SystemTime::now()) {
+                info!(path = %path.display(), "recording past retention deleted");
+            }
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "recording purge not started");
+    }
+}
+
+/// Deletes the `callback-*.wav` files in `dir` last written more than
+/// `retention` before `now`; returns what it deleted. Other files are left.
+fn purge_old_recordings(
+    dir: &std::path::Path,
+    retention: Duration,
+    now: std::time::SystemTime,
+) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut deleted = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_recording = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("callback-") && n.ends_with(".wav"));
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > retention);
+        if !(is_recording && old) {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => deleted.push(path),
+            Err(e) => warn!(path = %path.display(), error = %e, "recording not deleted"),
+        }
+    }
+    deleted
+}
+
 /// A leg's CDR outcome from whether it was answered and its final status.
 fn leg_outcome(answered: bool, status: Option<u16>) -> LegOutcome {
     if answered {
@@ -977,4 +1064,61 @@ pub fn destination_of(uri: &str) -> Option<Destination> {
             tcp,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_recordings_past_retention_are_purged() {
+        let dir = std::env::temp_dir().join(format!("callbackd-purge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let now = std::time::SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let make = |name: &str, age: Duration| {
+            let path = dir.join(name);
+            let file = std::fs::File::create(&path).expect("create");
+            file.set_modified(now - age).expect("set mtime");
+            path
+        };
+        let old = make("callback-1-100.wav", 31 * day);
+        let recent = make("callback-2-200.wav", 2 * day);
+        let other = make("notes.txt", 90 * day);
+        let deleted = purge_old_recordings(&dir, 30 * day, now);
+        assert_eq!(deleted, vec![old.clone()]);
+        assert!(!old.exists());
+        assert!(recent.exists(), "inside the retention period");
+        assert!(other.exists(), "not a recording");
+        assert!(purge_old_recordings(&dir.join("missing"), day, now).is_empty());
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn leg_outcomes_follow_the_final_status() {
+        assert_eq!(leg_outcome(true, Some(200)), LegOutcome::Answered);
+        assert_eq!(leg_outcome(false, Some(486)), LegOutcome::Busy);
+        assert_eq!(leg_outcome(false, Some(480)), LegOutcome::NoAnswer);
+        assert_eq!(leg_outcome(false, Some(604)), LegOutcome::InvalidNumber);
+        assert_eq!(leg_outcome(false, Some(487)), LegOutcome::Cancelled);
+        assert_eq!(leg_outcome(false, None), LegOutcome::Cancelled);
+        assert_eq!(leg_outcome(false, Some(503)), LegOutcome::Failure);
+    }
+
+    #[test]
+    fn agent_uri_next_hops() {
+        assert_eq!(
+            destination_of("sip:alice@127.0.0.1:5080"),
+            Some(Destination::Udp("127.0.0.1:5080".parse().expect("addr")))
+        );
+        assert!(matches!(
+            destination_of("sip:alice@pbx.example;transport=tcp"),
+            Some(Destination::Resolve {
+                tcp: true,
+                port: 5060,
+                ..
+            })
+        ));
+        assert_eq!(destination_of("tel:+13125550188"), None);
+    }
 }

@@ -383,6 +383,11 @@ pub async fn start_with_store(
         }
     }
     let advertised = sip.advertised_host().to_string();
+    if config.queues.iter().any(|q| q.recording)
+        && let Err(e) = std::fs::create_dir_all(config.callbacks.recordings_dir(base_dir))
+    {
+        warn!(error = %e, "recordings directory cannot be created; recordings will fail");
+    }
 
     let (store_replies_tx, store_replies) = mpsc::unbounded_channel();
     let (store, _store_thread) =
@@ -395,6 +400,13 @@ pub async fn start_with_store(
             caller_ids,
             policy: config.org.number_policy(),
             local_uri: format!("sip:callbackd@{advertised}:{advertised_port}"),
+            recording: config
+                .queues
+                .iter()
+                .map(|q| (q.id.clone(), (q.recording, q.recording_notice)))
+                .collect(),
+            recordings_dir: config.callbacks.recordings_dir(base_dir),
+            recording_retention: config.callbacks.recording_retention(),
             agent_cooldowns: config
                 .queues
                 .iter()
