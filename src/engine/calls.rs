@@ -659,17 +659,8 @@ impl Calls {
             let _ = endpoint.reject(now, call, 503, &[("Retry-After", "5")]);
             return;
         };
-        let session_id = fastrand::u64(1..u64::MAX / 2);
-        let local = LocalMedia {
-            addr: self.rtp_advertised,
-            port,
-            codecs: self.codecs.clone(),
-            ptime_default_ms: self.ptime_ms,
-            session_id,
-            session_version: session_id,
-            user: "callbackd".into(),
-            session_name: "callbackd".into(),
-        };
+        let local = self.local_media(port);
+        let session_id = local.session_id;
         let mut version = SessionVersion::new(session_id);
         let (body, media) = match offer {
             Some(offer) => match sdp::answer(&offer, &local) {
@@ -953,11 +944,11 @@ impl Calls {
     // -----------------------------------------------------------------
     // Outbound legs (the dialing side's agent and customer calls)
 
-    /// Reserves media for an outbound leg: a port pair and our SDP offer.
-    pub fn reserve_leg(&mut self) -> Option<ReservedLeg> {
-        let (port, rtp, rtcp) = self.bind_ports()?;
+    /// Our side of a session on `port`, with a fresh session id (RFC 4566
+    /// §5.2: the o= line's id and first version).
+    fn local_media(&self, port: u16) -> LocalMedia {
         let session_id = fastrand::u64(1..u64::MAX / 2);
-        let local = LocalMedia {
+        LocalMedia {
             addr: self.rtp_advertised,
             port,
             codecs: self.codecs.clone(),
@@ -966,7 +957,14 @@ impl Calls {
             session_version: session_id,
             user: "callbackd".into(),
             session_name: "callbackd".into(),
-        };
+        }
+    }
+
+    /// Reserves media for an outbound leg: a port pair and our SDP offer.
+    pub fn reserve_leg(&mut self) -> Option<ReservedLeg> {
+        let (port, rtp, rtcp) = self.bind_ports()?;
+        let local = self.local_media(port);
+        let session_id = local.session_id;
         let offer = SessionVersion::new(session_id).stamp(&sdp::offer(&local));
         Some(ReservedLeg {
             port,
