@@ -250,6 +250,70 @@ pub struct EngineConfig {
     pub ivr: IvrConfig,
     /// `log.level`.
     pub log_level: String,
+    /// `[trunk]`, `[callbacks]`, the `support` queue's dialing keys and
+    /// `[[agents]]`; `None`: the shipped defaults, no agents.
+    pub callbacks: Option<CallbackConfig>,
+}
+
+/// The dialing side of a test configuration: one queue (`support`), static
+/// agents, the trunk's termination on loopback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackConfig {
+    /// `trunk.termination`: where customer INVITEs go.
+    pub termination: SocketAddr,
+    /// `[[agents]]`: `(id, uri)` of static agents serving `support`.
+    pub agents: Vec<(String, String)>,
+    /// `callbacks.poll_interval_ms`.
+    pub poll_interval_ms: u64,
+    /// `queues.retry_time_s`.
+    pub retry_time_s: u64,
+    /// `queues.max_retries`.
+    pub max_retries: u32,
+    /// `queues.agent_ring_timeout_s`.
+    pub agent_ring_timeout_s: u64,
+    /// `queues.customer_ring_timeout_s`.
+    pub customer_ring_timeout_s: u64,
+    /// `queues.agent_cooldown_s`.
+    pub agent_cooldown_s: u64,
+    /// `queues.callback_number`: the caller ID customers see.
+    pub callback_number: String,
+}
+
+/// The `[trunk]`, `[callbacks]`, `[[queues]]` and `[[agents]]` text of `c`.
+pub fn callbacks_toml(c: &CallbackConfig) -> String {
+    let mut text = format!(
+        "\n[trunk]\n\
+         termination = {termination}\n\
+         cps_limit = 100\n\
+         \n\
+         [callbacks]\n\
+         poll_interval_ms = {poll}\n\
+         \n\
+         [[queues]]\n\
+         id = \"support\"\n\
+         callback_number = {number}\n\
+         retry_time_s = {retry}\n\
+         max_retries = {max_retries}\n\
+         agent_ring_timeout_s = {agent_ring}\n\
+         customer_ring_timeout_s = {customer_ring}\n\
+         agent_cooldown_s = {cooldown}\n",
+        termination = toml_string(&c.termination.to_string()),
+        poll = c.poll_interval_ms,
+        number = toml_string(&c.callback_number),
+        retry = c.retry_time_s,
+        max_retries = c.max_retries,
+        agent_ring = c.agent_ring_timeout_s,
+        customer_ring = c.customer_ring_timeout_s,
+        cooldown = c.agent_cooldown_s,
+    );
+    for (id, uri) in &c.agents {
+        text.push_str(&format!(
+            "\n[[agents]]\nid = {}\nuri = {}\nqueues = [\"support\"]\n",
+            toml_string(id),
+            toml_string(uri)
+        ));
+    }
+    text
 }
 
 /// The `[ivr]` table; [`Default`] is the shipped configuration.
@@ -296,6 +360,7 @@ impl EngineConfig {
             store_path: PathBuf::from("callbackd.sqlite"),
             ivr: IvrConfig::default(),
             log_level: "info".into(),
+            callbacks: None,
         }
     }
 
@@ -318,6 +383,7 @@ pub fn config_toml(c: &EngineConfig) -> String {
         .max_message_size
         .map(|n| format!("max_message_size = {n}\n"))
         .unwrap_or_default();
+    let callbacks = c.callbacks.as_ref().map(callbacks_toml).unwrap_or_default();
     format!(
         "[sip]\n\
          bind = \"127.0.0.1:{sip_port}\"\n\
@@ -356,7 +422,8 @@ pub fn config_toml(c: &EngineConfig) -> String {
          level = {level}\n\
          \n\
          [api]\n\
-         enabled = false\n",
+         enabled = false\n\
+         {callbacks}",
         sip_port = c.sip_port,
         rtp_min = c.rtp_min,
         rtp_max = c.rtp_max,
