@@ -1254,13 +1254,21 @@ impl Capture {
     /// `first..=last`, writing `<dir>/<name>.pcapng`, and returns once tshark
     /// reports it is capturing.
     pub fn start(dir: &TestDir, name: &str, first: u16, last: u16) -> Capture {
+        Capture::start_filter(dir, name, &format!("udp portrange {first}-{last}"))
+    }
+
+    /// Starts capturing on loopback what the capture filter `bpf` selects
+    /// (e.g. `udp port 15060 or udp portrange 30000-30499`), writing
+    /// `<dir>/<name>.pcapng`, and returns once tshark reports it is
+    /// capturing.
+    pub fn start_filter(dir: &TestDir, name: &str, bpf: &str) -> Capture {
         let file = dir.join(&format!("{name}.pcapng"));
         let stderr_path = dir.join(&format!("{name}.tshark.txt"));
         let stderr = File::create(&stderr_path).expect("test dir is writable");
         let child = Command::new("tshark")
             .args(["-i", "lo", "-q", "-w"])
             .arg(&file)
-            .args(["-f", &format!("udp portrange {first}-{last}")])
+            .args(["-f", bpf])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -1375,6 +1383,104 @@ pub fn read_rtp(pcap: &Path, first: u16, last: u16) -> Vec<RtpPacket> {
         .filter(|l| !l.is_empty())
         .map(|l| parse_rtp_fields(l).unwrap_or_else(|| panic!("unexpected tshark line {l:?}")))
         .collect()
+}
+
+/// One UDP datagram from a capture.
+#[derive(Debug, Clone)]
+pub struct UdpPacket {
+    /// Capture time, nanoseconds since the Unix epoch.
+    pub time_ns: i128,
+    /// Source address.
+    pub src: SocketAddr,
+    /// Destination address.
+    pub dst: SocketAddr,
+    /// The UDP payload.
+    pub payload: Vec<u8>,
+}
+
+/// Every UDP datagram in `pcap` matching the display filter `filter` (e.g.
+/// `udp.port==15060` for the engine's SIP), in capture order.
+pub fn read_udp(pcap: &Path, filter: &str) -> Vec<UdpPacket> {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args(["-Y", filter, "-T", "fields", "-E", "separator=/t"])
+        .args(["-e", "frame.time_epoch", "-e", "ip.src", "-e", "udp.srcport"])
+        .args(["-e", "ip.dst", "-e", "udp.dstport", "-e", "udp.payload"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("tshark can be spawned");
+    assert!(
+        out.status.success(),
+        "tshark -r {} failed: {}",
+        pcap.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| parse_udp_fields(l).unwrap_or_else(|| panic!("unexpected tshark line {l:?}")))
+        .collect()
+}
+
+/// Writes a classic pcap file (Ethernet, IPv4, UDP 127.0.0.1 → 127.0.0.1)
+/// of `packets` RTP packets 20 ms apart: payload type 8 (PCMA), 160 bytes
+/// of a `hz` sine each, one SSRC, sequence and timestamp counting up — the
+/// kind of file sipp's `play_pcap_audio` replays. Its audio differs from
+/// every prompt and from sipp's `g711a.pcap`, so a capture shows where it
+/// went.
+pub fn write_tone_pcap(path: &Path, hz: f64, packets: u16) {
+    use callbackd::media::g711::Law;
+    let mut out = Vec::new();
+    // Global header: magic, version 2.4, UTC offset, accuracy, snaplen,
+    // link type 1 (Ethernet).
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&65_535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    let ssrc: u32 = 0x7e57_0001;
+    for i in 0..packets {
+        let mut rtp = vec![0x80, 8];
+        rtp.extend_from_slice(&i.to_be_bytes());
+        rtp.extend_from_slice(&(u32::from(i) * 160).to_be_bytes());
+        rtp.extend_from_slice(&ssrc.to_be_bytes());
+        for n in 0..160u32 {
+            let t = f64::from(u32::from(i) * 160 + n) / 8000.0;
+            let sample = (8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16;
+            rtp.push(Law::Alaw.encode(sample));
+        }
+        let udp_len = u16::try_from(8 + rtp.len()).expect("small packet");
+        let ip_len = 20 + udp_len;
+        let mut frame = Vec::with_capacity(14 + usize::from(ip_len));
+        frame.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00]);
+        let mut ip = vec![0x45, 0];
+        ip.extend_from_slice(&ip_len.to_be_bytes());
+        ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
+        let sum = ip
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum::<u32>();
+        let folded = (sum & 0xffff) + (sum >> 16);
+        let checksum = !u16::try_from((folded & 0xffff) + (folded >> 16)).expect("folded");
+        ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&6000u16.to_be_bytes());
+        frame.extend_from_slice(&6002u16.to_be_bytes());
+        frame.extend_from_slice(&udp_len.to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(&rtp);
+        let micros = u32::from(i) * 20_000;
+        out.extend_from_slice(&(1_700_000_000 + micros / 1_000_000).to_le_bytes());
+        out.extend_from_slice(&(micros % 1_000_000).to_le_bytes());
+        let len = u32::try_from(frame.len()).expect("small frame");
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    fs::write(path, out).expect("test dir is writable");
 }
 
 /// One RTP stream: the packets of one SSRC from one source address.
@@ -1820,6 +1926,30 @@ fn parse_rtp_fields(line: &str) -> Option<RtpPacket> {
         seq: f[6].parse().ok()?,
         ts: f[7].parse().ok()?,
         ssrc: u32::from_str_radix(ssrc, 16).ok()?,
+        payload,
+    })
+}
+
+fn parse_udp_fields(line: &str) -> Option<UdpPacket> {
+    let f: Vec<&str> = line.split('\t').collect();
+    if f.len() < 5 {
+        return None;
+    }
+    let (secs, frac) = f[0].split_once('.').unwrap_or((f[0], "0"));
+    let frac_ns = format!("{frac:0<9}");
+    let time_ns =
+        secs.parse::<i128>().ok()? * 1_000_000_000 + frac_ns.get(..9)?.parse::<i128>().ok()?;
+    let addr = |ip: &str, port: &str| -> Option<SocketAddr> {
+        Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
+    };
+    let hex: String = f.get(5).unwrap_or(&"").chars().filter(|c| *c != ':').collect();
+    let payload = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some(UdpPacket {
+        time_ns,
+        src: addr(f[1], f[2])?,
+        dst: addr(f[3], f[4])?,
         payload,
     })
 }
