@@ -73,13 +73,8 @@ const SOON: Duration = Duration::from_secs(10);
 /// CDR row per leg.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_first_whisper_then_customer_bridged_and_recorded() {
-    let agent = Peer::start("agent", vec![Answer::after(100)], AGENT_FILL).await;
-    let carrier = Peer::start(
-        "carrier",
-        vec![Answer::hangup(300, 1500)],
-        CARRIER_FILL,
-    )
-    .await;
+    let agent = Peer::start("agent", vec![Reply::after(100)], AGENT_FILL).await;
+    let carrier = Peer::start("carrier", vec![Reply::hangup(300, 1500)], CARRIER_FILL).await;
     let setup = Setup::new(60, &[("alice", &agent)], &carrier);
     let config = setup.config();
     let lib = library(&config);
@@ -97,7 +92,10 @@ async fn agent_first_whisper_then_customer_bridged_and_recorded() {
     assert_eq!(&*agent_invite.1.uri, agent.uri().as_str());
     let carrier_invite = carrier.wait_invite(1, SOON).await;
     let acked = agent.acked_at(0).expect("the agent's 200 was ACKed");
-    assert!(acked < carrier_invite.0, "the agent answered before the customer INVITE");
+    assert!(
+        acked < carrier_invite.0,
+        "the agent answered before the customer INVITE"
+    );
     let before_customer = agent.rtp_before(carrier_invite.0);
     let said = heard(&before_customer, &lib, Law::Ulaw);
     assert!(
@@ -129,7 +127,10 @@ async fn agent_first_whisper_then_customer_bridged_and_recorded() {
     let carrier_bye = carrier
         .sent_bye_at()
         .expect("the carrier sent its BYE before the agent's");
-    assert!(bye.0 >= carrier_bye, "the agent's BYE follows the carrier's");
+    assert!(
+        bye.0 >= carrier_bye,
+        "the agent's BYE follows the carrier's"
+    );
     assert!(
         carrier.response_to_bye().is_some_and(|s| s == 200),
         "the engine answers the carrier's BYE with 200"
@@ -169,11 +170,17 @@ async fn agent_first_whisper_then_customer_bridged_and_recorded() {
     let cdrs = wait_cdrs(&config, id, 2).await;
     let agent_cdr = cdr_of(&cdrs, Leg::Agent);
     let customer_cdr = cdr_of(&cdrs, Leg::Customer);
-    for (cdr, peer) in [(agent_cdr, agent.uri()), (customer_cdr, invite.uri.to_string())] {
+    for (cdr, peer) in [
+        (agent_cdr, agent.uri()),
+        (customer_cdr, invite.uri.to_string()),
+    ] {
         assert_eq!(cdr.outcome, LegOutcome::Answered, "{cdr:?}");
         assert_eq!(cdr.sip_code, Some(200), "{cdr:?}");
         let answer = cdr.answer.expect("an answer time");
-        assert!(before <= cdr.start && cdr.start <= answer && answer <= cdr.end, "{cdr:?}");
+        assert!(
+            before <= cdr.start && cdr.start <= answer && answer <= cdr.end,
+            "{cdr:?}"
+        );
         assert_eq!(cdr.peer, peer);
         assert_eq!(cdr.inbound_call_id, "inbound-1@test");
     }
@@ -195,10 +202,10 @@ async fn agent_first_whisper_then_customer_bridged_and_recorded() {
 /// is answered and completes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_answer_is_cancelled_then_retried_and_completed() {
-    let agent = Peer::start("agent", vec![Answer::after(100)], AGENT_FILL).await;
+    let agent = Peer::start("agent", vec![Reply::after(100)], AGENT_FILL).await;
     let carrier = Peer::start(
         "carrier",
-        vec![Answer::Ring, Answer::hangup(200, 500)],
+        vec![Reply::Ring, Reply::hangup(200, 500)],
         CARRIER_FILL,
     )
     .await;
@@ -219,7 +226,11 @@ async fn no_answer_is_cancelled_then_retried_and_completed() {
     let bye = agent.wait_request("BYE", 1, SOON).await;
     let told = agent.rtp_between(cancel.0, bye.0);
     assert!(
-        find_run(&heard(&told, &lib, Law::Ulaw), &["customer_no_answer", "goodbye"]).is_some(),
+        find_run(
+            &heard(&told, &lib, Law::Ulaw),
+            &["customer_no_answer", "goodbye"]
+        )
+        .is_some(),
         "after the CANCEL the agent hears customer_no_answer, heard {:?}",
         common::segments(&told, &lib, Law::Ulaw)
     );
@@ -268,8 +279,8 @@ async fn no_answer_is_cancelled_then_retried_and_completed() {
 /// attempts, both busy, then failed; no third INVITE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_until_retries_exhausted_then_failed() {
-    let agent = Peer::start("agent", vec![Answer::after(100)], AGENT_FILL).await;
-    let carrier = Peer::start("carrier", vec![Answer::Reject(486)], CARRIER_FILL).await;
+    let agent = Peer::start("agent", vec![Reply::after(100)], AGENT_FILL).await;
+    let carrier = Peer::start("carrier", vec![Reply::Reject(486)], CARRIER_FILL).await;
     let mut setup = Setup::new(62, &[("alice", &agent)], &carrier);
     setup.max_retries = 1;
     let config = setup.config();
@@ -283,14 +294,21 @@ async fn busy_until_retries_exhausted_then_failed() {
         .iter()
         .map(|a| (a.attempt.outcome, a.attempt.sip_status))
         .collect();
-    assert_eq!(got, [(Outcome::Busy, Some(486)), (Outcome::Busy, Some(486))]);
+    assert_eq!(
+        got,
+        [(Outcome::Busy, Some(486)), (Outcome::Busy, Some(486))]
+    );
     // Nothing more is dialed.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(carrier.invites().len(), 2, "customer INVITEs");
     assert_eq!(agent.invites().len(), 2, "agent INVITEs");
     let cdrs = wait_cdrs(&config, id, 4).await;
     for c in cdrs.iter().filter(|c| c.leg == Leg::Customer) {
-        assert_eq!((c.outcome, c.sip_code), (LegOutcome::Busy, Some(486)), "{c:?}");
+        assert_eq!(
+            (c.outcome, c.sip_code),
+            (LegOutcome::Busy, Some(486)),
+            "{c:?}"
+        );
     }
     legs_closed(&engine).await;
     engine.shutdown().await;
@@ -304,8 +322,8 @@ async fn busy_until_retries_exhausted_then_failed() {
 /// though retries are left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_number_fails_at_once_without_retry() {
-    let agent = Peer::start("agent", vec![Answer::after(100)], AGENT_FILL).await;
-    let carrier = Peer::start("carrier", vec![Answer::Reject(404)], CARRIER_FILL).await;
+    let agent = Peer::start("agent", vec![Reply::after(100)], AGENT_FILL).await;
+    let carrier = Peer::start("carrier", vec![Reply::Reject(404)], CARRIER_FILL).await;
     let setup = Setup::new(63, &[("alice", &agent)], &carrier);
     let config = setup.config();
     let id = register(&config, NUMBER);
@@ -341,8 +359,8 @@ async fn invalid_number_fails_at_once_without_retry() {
 /// stays pending; the agent is offered it again only after the cool-down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_no_answer_cancels_and_cools_down() {
-    let agent = Peer::start("agent", vec![Answer::Ring, Answer::Reject(603)], AGENT_FILL).await;
-    let carrier = Peer::start("carrier", vec![Answer::after(100)], CARRIER_FILL).await;
+    let agent = Peer::start("agent", vec![Reply::Ring, Reply::Reject(603)], AGENT_FILL).await;
+    let carrier = Peer::start("carrier", vec![Reply::after(100)], CARRIER_FILL).await;
     let mut setup = Setup::new(64, &[("alice", &agent)], &carrier);
     setup.agent_cooldown_s = 4;
     setup.poll_ms = 10_000;
@@ -362,7 +380,10 @@ async fn agent_no_answer_cancels_and_cools_down() {
     assert_eq!(agents[0].state_name(), "cooling_down", "{agents:?}");
     let row = wait_attempts(&config, id, 1).await;
     assert_eq!(row.status, Status::Pending);
-    assert_eq!(row.attempts, 0, "an agent's no-answer is not a customer attempt");
+    assert_eq!(
+        row.attempts, 0,
+        "an agent's no-answer is not a customer attempt"
+    );
     let all = attempts(&config, id);
     assert_eq!(all[0].attempt.outcome, Outcome::AgentNoAnswer);
     assert_eq!(all[0].attempt.sip_status, None);
@@ -374,7 +395,10 @@ async fn agent_no_answer_cancels_and_cools_down() {
         cooled >= Duration::from_millis(3_900),
         "the agent was offered the callback again {cooled:?} after not answering (cool-down 4 s)"
     );
-    assert!(carrier.invites().is_empty(), "no customer INVITE without an agent");
+    assert!(
+        carrier.invites().is_empty(),
+        "no customer INVITE without an agent"
+    );
     let cdrs = wait_cdrs(&config, id, 2).await;
     assert!(cdrs.iter().all(|c| c.leg == Leg::Agent), "{cdrs:#?}");
     assert_eq!(cdrs[0].outcome, LegOutcome::Cancelled);
@@ -394,9 +418,9 @@ async fn agent_no_answer_cancels_and_cools_down() {
 /// called, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_engines_on_one_store_dial_a_callback_once() {
-    let alice = Peer::start("alice", vec![Answer::after(100)], AGENT_FILL).await;
-    let bob = Peer::start("bob", vec![Answer::after(100)], AGENT_FILL).await;
-    let carrier = Peer::start("carrier", vec![Answer::hangup(100, 500)], CARRIER_FILL).await;
+    let alice = Peer::start("alice", vec![Reply::after(100)], AGENT_FILL).await;
+    let bob = Peer::start("bob", vec![Reply::after(100)], AGENT_FILL).await;
+    let carrier = Peer::start("carrier", vec![Reply::hangup(100, 500)], CARRIER_FILL).await;
     let config_a = Setup::new(65, &[("alice", &alice)], &carrier).config();
     let mut setup_b = Setup::new(66, &[("bob", &bob)], &carrier);
     setup_b.store = Some(config_a.store_path(repo()));
@@ -542,10 +566,10 @@ async fn killed_during_an_attempt_recovers_and_redials_after_the_ring_time() {
     if !support::require_tools(test, &["kill"]) {
         return;
     }
-    let agent = Peer::start("agent", vec![Answer::after(100)], AGENT_FILL).await;
+    let agent = Peer::start("agent", vec![Reply::after(100)], AGENT_FILL).await;
     let carrier = Peer::start(
         "carrier",
-        vec![Answer::Ring, Answer::hangup(100, 500)],
+        vec![Reply::Ring, Reply::hangup(100, 500)],
         CARRIER_FILL,
     )
     .await;
@@ -584,7 +608,10 @@ async fn killed_during_an_attempt_recovers_and_redials_after_the_ring_time() {
     let mut engine = tokio::task::block_in_place(|| support::Engine::start(&config, &dir));
     let recovered = row(&store_path, id);
     assert_eq!(recovered.status, Status::Pending, "{recovered:?}");
-    assert_eq!(recovered.attempts, 0, "an interrupted attempt does not count");
+    assert_eq!(
+        recovered.attempts, 0,
+        "an interrupted attempt does not count"
+    );
     let due = recovered.next_attempt_at.expect("due again at a set time");
     let wait = due.duration_since(restarted_ts).as_secs_f64();
     assert!(
@@ -752,11 +779,21 @@ fn attempts_at(path: &Path, id: CallbackId) -> Vec<AttemptRow> {
         .expect("read attempts")
 }
 
-async fn wait_status(config: &Config, id: CallbackId, want: Status, within: Duration) -> CallbackRow {
+async fn wait_status(
+    config: &Config,
+    id: CallbackId,
+    want: Status,
+    within: Duration,
+) -> CallbackRow {
     wait_status_at(&config.store_path(repo()), id, want, within).await
 }
 
-async fn wait_status_at(path: &Path, id: CallbackId, want: Status, within: Duration) -> CallbackRow {
+async fn wait_status_at(
+    path: &Path,
+    id: CallbackId,
+    want: Status,
+    within: Duration,
+) -> CallbackRow {
     let deadline = Instant::now() + within;
     loop {
         let r = row(path, id);
@@ -776,7 +813,10 @@ async fn wait_status_at(path: &Path, id: CallbackId, want: Status, within: Durat
 async fn wait_attempts(config: &Config, id: CallbackId, count: usize) -> CallbackRow {
     let deadline = Instant::now() + SOON;
     while attempts(config, id).len() < count {
-        assert!(Instant::now() < deadline, "fewer than {count} attempts stored");
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {count} attempts stored"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     row(&config.store_path(repo()), id)
@@ -841,7 +881,7 @@ fn whisper_end(packets: &[Rtp], lib: &PromptLibrary) -> Instant {
 
 /// How the peer answers its n-th INVITE (the last entry repeats).
 #[derive(Debug, Clone, Copy)]
-enum Answer {
+enum Reply {
     /// 180, then 200 with an SDP answer after `ring`; a BYE of ours
     /// `hangup` after the ACK, if given.
     Answer {
@@ -854,16 +894,16 @@ enum Answer {
     Reject(u16),
 }
 
-impl Answer {
-    fn after(ring_ms: u64) -> Answer {
-        Answer::Answer {
+impl Reply {
+    fn after(ring_ms: u64) -> Reply {
+        Reply::Answer {
             ring: Duration::from_millis(ring_ms),
             hangup: None,
         }
     }
 
-    fn hangup(ring_ms: u64, hangup_ms: u64) -> Answer {
-        Answer::Answer {
+    fn hangup(ring_ms: u64, hangup_ms: u64) -> Reply {
+        Reply::Answer {
             ring: Duration::from_millis(ring_ms),
             hangup: Some(Duration::from_millis(hangup_ms)),
         }
@@ -871,6 +911,8 @@ impl Answer {
 }
 
 /// What the peer received or sent, with when.
+// A few dozen per test: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum Seen {
     Received(Instant, Message),
@@ -893,7 +935,7 @@ struct PeerCall {
     invite: Request,
     engine: SocketAddr,
     tag: String,
-    answer: Answer,
+    answer: Reply,
     last_response: Option<String>,
     answered: bool,
     confirmed: bool,
@@ -906,7 +948,7 @@ enum Due {
 }
 
 impl Peer {
-    async fn start(name: &'static str, script: Vec<Answer>, fill: u8) -> Peer {
+    async fn start(name: &'static str, script: Vec<Reply>, fill: u8) -> Peer {
         assert!(!script.is_empty());
         let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind peer SIP");
         let sip = sock.local_addr().expect("peer address");
@@ -995,21 +1037,29 @@ impl Peer {
     }
 
     fn sent_bye_at(&self) -> Option<Instant> {
-        self.seen.lock().expect("peer lock").iter().find_map(|s| match s {
-            Seen::SentBye(at) => Some(*at),
-            Seen::Received(..) => None,
-        })
+        self.seen
+            .lock()
+            .expect("peer lock")
+            .iter()
+            .find_map(|s| match s {
+                Seen::SentBye(at) => Some(*at),
+                Seen::Received(..) => None,
+            })
     }
 
     fn response_to_bye(&self) -> Option<u16> {
-        self.seen.lock().expect("peer lock").iter().find_map(|s| match s {
-            Seen::Received(_, Message::Response(r))
-                if r.headers.cseq.method.as_str() == "BYE" =>
-            {
-                Some(r.status)
-            }
-            _ => None,
-        })
+        self.seen
+            .lock()
+            .expect("peer lock")
+            .iter()
+            .find_map(|s| match s {
+                Seen::Received(_, Message::Response(r))
+                    if r.headers.cseq.method.as_str() == "BYE" =>
+                {
+                    Some(r.status)
+                }
+                _ => None,
+            })
     }
 
     fn rtp_between(&self, from: Instant, to: Instant) -> Vec<Rtp> {
@@ -1043,7 +1093,12 @@ impl Peer {
             .iter()
             .map(|s| match s {
                 Seen::Received(_, Message::Request(r)) => {
-                    format!("{} {} ({})", r.method.as_str(), r.uri, r.headers.call_id.as_str())
+                    format!(
+                        "{} {} ({})",
+                        r.method.as_str(),
+                        r.uri,
+                        r.headers.call_id.as_str()
+                    )
                 }
                 Seen::Received(_, Message::Response(r)) => {
                     format!("{} to {}", r.status, r.headers.cseq.method.as_str())
@@ -1101,7 +1156,7 @@ fn spawn_rtp_sender(
 async fn run_peer(
     sock: UdpSocket,
     rtp_port: u16,
-    script: Vec<Answer>,
+    script: Vec<Reply>,
     seen: Arc<Mutex<Vec<Seen>>>,
     target: Arc<Mutex<Option<SocketAddr>>>,
 ) {
@@ -1125,7 +1180,9 @@ async fn run_peer(
                     panic!("engine sent unparsable SIP: {}", String::from_utf8_lossy(&buf[..len]));
                 };
                 let now = Instant::now();
-                seen.lock().expect("peer lock").push(Seen::Received(now, msg.clone()));
+                seen.lock()
+                    .expect("peer lock")
+                    .push(Seen::Received(now, msg.clone()));
                 let Message::Request(req) = msg else { continue };
                 let call_id = req.headers.call_id.as_str().to_owned();
                 match req.method.as_str() {
@@ -1150,14 +1207,14 @@ async fn run_peer(
                             ended: false,
                         };
                         let text = match answer {
-                            Answer::Reject(status) => response(&req, status, &call.tag, local, None),
-                            Answer::Ring | Answer::Answer { .. } => {
+                            Reply::Reject(status) => response(&req, status, &call.tag, local, None),
+                            Reply::Ring | Reply::Answer { .. } => {
                                 response(&req, 180, &call.tag, local, None)
                             }
                         };
                         let _ = sock.send_to(text.as_bytes(), from).await;
                         call.last_response = Some(text);
-                        if let Answer::Answer { ring, .. } = answer {
+                        if let Reply::Answer { ring, .. } = answer {
                             timers.push((now + ring, Due::Answer(call_id.clone())));
                         }
                         calls.insert(call_id, call);
@@ -1170,7 +1227,7 @@ async fn run_peer(
                             call.confirmed = true;
                             let offer = SdpInfo::parse(&call.invite.body);
                             *target.lock().expect("target lock") = Some(media_addr(&offer));
-                            if let Answer::Answer { hangup: Some(after), .. } = call.answer {
+                            if let Reply::Answer { hangup: Some(after), .. } = call.answer {
                                 timers.push((now + after, Due::Hangup(call_id.clone())));
                             }
                         }
@@ -1297,7 +1354,14 @@ fn response(req: &Request, status: u16, tag: &str, local: SocketAddr, sdp: Optio
 /// Our BYE in the dialog `invite` created (we are its UAS).
 fn bye(invite: &Request, tag: &str, local: SocketAddr) -> String {
     let target = common::contact(&invite.headers)
-        .map(|c| c.trim().trim_start_matches('<').split('>').next().unwrap_or(c).to_owned())
+        .map(|c| {
+            c.trim()
+                .trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap_or(c)
+                .to_owned()
+        })
         .expect("the engine's INVITE has a Contact");
     format!(
         "BYE {target} SIP/2.0\r\n\

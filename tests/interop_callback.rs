@@ -26,13 +26,16 @@ use std::time::Duration;
 
 use callbackd::callback::cdr::{CdrRecord, Leg, LegOutcome};
 use callbackd::callback::scheduler::Outcome;
-use callbackd::callback::store::{LaunchStore, SqliteStore, Status};
+use callbackd::callback::store::{
+    LaunchStore, NewCallback, Registration, SqliteStore, Status, Store,
+};
+use callbackd::callback::{CallbackId, QueueId};
 use callbackd::sip::message::{self, Message, Request, Response};
 
 use support::{
     CallbackConfig, Capture, Engine, EngineConfig, Ports, RtpPacket, Sipp, TestDir, UdpPacket,
-    assert_clean, interop_lock, read_rtp, read_udp, require_tools, scenario_file,
-    stored_callbacks, write_inf, write_tone_pcap,
+    assert_clean, interop_lock, read_rtp, read_udp, require_tools, scenario_file, stored_callbacks,
+    write_inf, write_tone_pcap,
 };
 
 /// sipp's address (`-i`/`-mi`).
@@ -86,10 +89,14 @@ fn callback_calls_agent_first_then_customer_and_bridges() {
 
     let (caller, agent, carrier) = thread::scope(|s| {
         let agent = s.spawn(|| {
-            Sipp::uac(scenario_file("uas_answer_with_audio.xml"), engine_addr, &agent_ports)
-                .arg("-aa")
-                .timeout_s(90)
-                .run(&dir, "agent")
+            Sipp::uac(
+                scenario_file("uas_answer_with_audio.xml"),
+                engine_addr,
+                &agent_ports,
+            )
+            .arg("-aa")
+            .timeout_s(90)
+            .run(&dir, "agent")
         });
         let carrier = s.spawn(|| {
             Sipp::uac(
@@ -149,7 +156,11 @@ fn callback_calls_agent_first_then_customer_and_bridges() {
     let invite = &customer_invite.1;
     assert_eq!(
         &*invite.uri,
-        format!("sip:+1{NUMBER}@127.0.0.1:{};user=phone", carrier_ports.sipp_sip).as_str(),
+        format!(
+            "sip:+1{NUMBER}@127.0.0.1:{};user=phone",
+            carrier_ports.sipp_sip
+        )
+        .as_str(),
         "customer Request-URI"
     );
     let caller_id = format!("sip:+1{CALLER_ID}@127.0.0.1;user=phone");
@@ -162,12 +173,15 @@ fn callback_calls_agent_first_then_customer_and_bridges() {
     // BYE from the carrier, then the engine's BYE to the agent; both 200.
     let carrier_bye = first_request(&sip, "BYE", from_carrier);
     let agent_bye = first_request(&sip, "BYE", to_agent);
-    assert!(carrier_bye.0 < agent_bye.0, "the carrier's BYE ends the agent leg");
+    assert!(
+        carrier_bye.0 < agent_bye.0,
+        "the carrier's BYE ends the agent leg"
+    );
     first_response(&sip, 200, "BYE", to_carrier);
     first_response(&sip, 200, "BYE", from_agent);
     assert!(
-        !sip.iter()
-            .any(|m| from_agent(&m) && matches!(&m.message, Message::Request(r) if r.method.as_str() == "BYE")),
+        !sip.iter().any(|m| from_agent(&m)
+            && matches!(&m.message, Message::Request(r) if r.method.as_str() == "BYE")),
         "the agent never hung up by itself"
     );
 
@@ -178,8 +192,11 @@ fn callback_calls_agent_first_then_customer_and_bridges() {
     let carrier_media = sdp_port(&customer_ok.1.body);
     let rtp = read_rtp(&pcap, main.rtp_min, main.rtp_max);
     let sent = |to: u16| -> Vec<&RtpPacket> { rtp.iter().filter(|p| p.dst.port() == to).collect() };
-    let received =
-        |from: u16, to: u16| -> Vec<&RtpPacket> { rtp.iter().filter(|p| p.src.port() == from && p.dst.port() == to).collect() };
+    let received = |from: u16, to: u16| -> Vec<&RtpPacket> {
+        rtp.iter()
+            .filter(|p| p.src.port() == from && p.dst.port() == to)
+            .collect()
+    };
     let by_carrier = sent(customer_leg);
     let by_agent = sent(agent_leg);
     let at_agent = received(agent_leg, agent_media);
@@ -240,7 +257,10 @@ fn callback_calls_agent_first_then_customer_and_bridges() {
     };
     let agent_cdr = of(Leg::Agent);
     let customer_cdr = of(Leg::Customer);
-    for (cdr, peer) in [(agent_cdr, agent_uri.as_str()), (customer_cdr, &*invite.uri)] {
+    for (cdr, peer) in [
+        (agent_cdr, agent_uri.as_str()),
+        (customer_cdr, &*invite.uri),
+    ] {
         assert_eq!(cdr.inbound_call_id, inbound_call_id);
         assert_eq!(cdr.outcome, LegOutcome::Answered, "{cdr:?}");
         assert_eq!(cdr.sip_code, Some(200), "{cdr:?}");
@@ -256,6 +276,193 @@ fn callback_calls_agent_first_then_customer_and_bridges() {
 
     engine.stop();
     engine.assert_no_panic();
+}
+
+/// The customer does not answer (sipp rings, takes our CANCEL): retried
+/// after retry_time (5 s) and answered the second time (another sipp on the
+/// same port, started once the first has gone) → completed after two
+/// attempts; the agent (one sipp, two calls) is told and hung up the first
+/// time.
+#[test]
+fn no_answer_is_retried_after_retry_time_and_completed() {
+    let test = "no_answer_is_retried_after_retry_time_and_completed";
+    if !require_tools(test, &["sipp"]) {
+        return;
+    }
+    let _serial = interop_lock();
+    let dir = TestDir::new(test);
+    let (main, agent_ports, carrier_ports) =
+        (Ports::allocate(), Ports::allocate(), Ports::allocate());
+    let config = dialing_config(&main, &agent_ports, &carrier_ports, 5, 3);
+    let id = register_direct(&dir);
+    let mut engine = Engine::start(&config, &dir);
+    let engine_addr = engine.sip_addr();
+    std::fs::create_dir_all(dir.join("answer")).expect("test dir is writable");
+    write_tone_pcap(&dir.join("answer").join("carrier_audio.pcap"), 440.0, 400);
+
+    let (agent, ring, answer) = thread::scope(|s| {
+        let agent = s.spawn(|| {
+            Sipp::uac(
+                scenario_file("uas_answer_with_audio.xml"),
+                engine_addr,
+                &agent_ports,
+            )
+            .load(2, 10, 10)
+            .arg("-aa")
+            .timeout_s(90)
+            .run(&dir, "agent")
+        });
+        let ring = Sipp::uac(
+            scenario_file("uas_ring_no_answer.xml"),
+            engine_addr,
+            &carrier_ports,
+        )
+        .timeout_s(60)
+        .run(&dir, "ring");
+        let answer = Sipp::uac(
+            scenario_file("uas_answer_audio_hangup.xml"),
+            engine_addr,
+            &carrier_ports,
+        )
+        .arg("-aa")
+        .timeout_s(60)
+        .run(&dir, "answer");
+        (agent.join().expect("agent sipp thread"), ring, answer)
+    });
+    assert_clean(&ring, 1);
+    assert_clean(&answer, 1);
+    assert_clean(&agent, 2);
+    let rows = wait_rows(&engine.store_path(), |r| r.status == Status::Completed);
+    assert_eq!(rows[0].id, id);
+    assert_eq!(rows[0].attempts, 2);
+    let store = SqliteStore::open(&engine.store_path()).expect("open the store");
+    let outcomes: Vec<Outcome> = store
+        .attempts(id)
+        .expect("attempts")
+        .iter()
+        .map(|a| a.attempt.outcome)
+        .collect();
+    assert_eq!(outcomes, [Outcome::NoAnswer, Outcome::Answered]);
+    let attempts = store.attempts(id).expect("attempts");
+    let pause = attempts[1]
+        .attempt
+        .started_at
+        .duration_since(attempts[0].attempt.ended_at);
+    assert!(
+        pause.as_secs_f64() >= 4.9,
+        "the retry started {pause:?} after the first attempt ended, retry_time is 5 s"
+    );
+    engine.stop();
+    engine.assert_no_panic();
+}
+
+/// max_retries = 1 and the customer is busy (486) every time: two
+/// attempts, then failed; the agent is told and hung up both times.
+#[test]
+fn busy_customer_exhausts_retries_and_fails() {
+    let test = "busy_customer_exhausts_retries_and_fails";
+    if !require_tools(test, &["sipp"]) {
+        return;
+    }
+    let _serial = interop_lock();
+    let dir = TestDir::new(test);
+    let (main, agent_ports, carrier_ports) =
+        (Ports::allocate(), Ports::allocate(), Ports::allocate());
+    let config = dialing_config(&main, &agent_ports, &carrier_ports, 2, 1);
+    let id = register_direct(&dir);
+    let mut engine = Engine::start(&config, &dir);
+    let engine_addr = engine.sip_addr();
+
+    let (agent, carrier) = thread::scope(|s| {
+        let agent = s.spawn(|| {
+            Sipp::uac(
+                scenario_file("uas_answer_with_audio.xml"),
+                engine_addr,
+                &agent_ports,
+            )
+            .load(2, 10, 10)
+            .arg("-aa")
+            .timeout_s(60)
+            .run(&dir, "agent")
+        });
+        let carrier = Sipp::uac(scenario_file("uas_busy.xml"), engine_addr, &carrier_ports)
+            .load(2, 10, 10)
+            .timeout_s(60)
+            .run(&dir, "carrier");
+        (agent.join().expect("agent sipp thread"), carrier)
+    });
+    assert_clean(&carrier, 2);
+    assert_clean(&agent, 2);
+    let rows = wait_rows(&engine.store_path(), |r| r.status == Status::Failed);
+    assert_eq!(rows[0].id, id);
+    assert_eq!(rows[0].attempts, 2);
+    let store = SqliteStore::open(&engine.store_path()).expect("open the store");
+    let got: Vec<(Outcome, Option<u16>)> = store
+        .attempts(id)
+        .expect("attempts")
+        .iter()
+        .map(|a| (a.attempt.outcome, a.attempt.sip_status))
+        .collect();
+    assert_eq!(
+        got,
+        [(Outcome::Busy, Some(486)), (Outcome::Busy, Some(486))]
+    );
+    // Nothing more is dialed (the carrier sipp has exited: a third INVITE
+    // would fail as a transport error and be recorded).
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(store.attempts(id).expect("attempts").len(), 2);
+    engine.stop();
+    engine.assert_no_panic();
+}
+
+/// The dialing configuration of the retry tests: the agent and the carrier
+/// are sipp UASes on their own port blocks.
+fn dialing_config(
+    main: &Ports,
+    agent: &Ports,
+    carrier: &Ports,
+    retry_time_s: u64,
+    max_retries: u32,
+) -> EngineConfig {
+    let mut config = EngineConfig::new(main);
+    config.callbacks = Some(CallbackConfig {
+        termination: SocketAddr::from((Ipv4Addr::LOCALHOST, carrier.sipp_sip)),
+        agents: vec![(
+            "alice".into(),
+            format!("sip:alice@127.0.0.1:{}", agent.sipp_sip),
+        )],
+        poll_interval_ms: 200,
+        retry_time_s,
+        max_retries,
+        agent_ring_timeout_s: 10,
+        customer_ring_timeout_s: 3,
+        agent_cooldown_s: 60,
+        callback_number: CALLER_ID.into(),
+    });
+    config
+}
+
+/// A due callback for [`NUMBER`] in the test's store file (as if a caller
+/// had registered it), before the engine starts.
+fn register_direct(dir: &TestDir) -> CallbackId {
+    let mut store = SqliteStore::open(&dir.join("callbackd.sqlite")).expect("open the store");
+    let now = jiff::Timestamp::now();
+    let new = NewCallback {
+        queue: QueueId("support".into()),
+        number: NUMBER.into(),
+        caller_ani: "3125550111".into(),
+        called_number: "8005550100".into(),
+        priority: 0,
+        queued_at: now,
+        registered_at: now,
+        ecbt_quoted_minutes: 1,
+        expires_at: now + jiff::SignedDuration::from_hours(1),
+        inbound_call_id: "inbound@test".into(),
+    };
+    match store.register(&new).expect("register") {
+        Registration::Registered(id) => id,
+        other => panic!("not registered: {other:?}"),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -274,15 +481,22 @@ struct Sip {
 fn sip_messages(pcap: &Path, engine_port: u16) -> Vec<Sip> {
     read_udp(pcap, &format!("udp.port=={engine_port}"))
         .into_iter()
-        .filter_map(|UdpPacket { time_ns, src, dst, payload }| {
-            let message = message::parse(&payload).ok()?;
-            Some(Sip {
-                time_ns,
-                src,
-                dst,
-                message,
-            })
-        })
+        .filter_map(
+            |UdpPacket {
+                 time_ns,
+                 src,
+                 dst,
+                 payload,
+             }| {
+                let message = message::parse(&payload).ok()?;
+                Some(Sip {
+                    time_ns,
+                    src,
+                    dst,
+                    message,
+                })
+            },
+        )
         .collect()
 }
 

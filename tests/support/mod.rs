@@ -1405,7 +1405,14 @@ pub fn read_udp(pcap: &Path, filter: &str) -> Vec<UdpPacket> {
         .arg("-r")
         .arg(pcap)
         .args(["-Y", filter, "-T", "fields", "-E", "separator=/t"])
-        .args(["-e", "frame.time_epoch", "-e", "ip.src", "-e", "udp.srcport"])
+        .args([
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "ip.src",
+            "-e",
+            "udp.srcport",
+        ])
         .args(["-e", "ip.dst", "-e", "udp.dstport", "-e", "udp.payload"])
         .stdin(Stdio::null())
         .output()
@@ -1942,7 +1949,12 @@ fn parse_udp_fields(line: &str) -> Option<UdpPacket> {
     let addr = |ip: &str, port: &str| -> Option<SocketAddr> {
         Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
     };
-    let hex: String = f.get(5).unwrap_or(&"").chars().filter(|c| *c != ':').collect();
+    let hex: String = f
+        .get(5)
+        .unwrap_or(&"")
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
     let payload = (0..hex.len() / 2)
         .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
         .collect::<Option<Vec<u8>>>()?;
@@ -2206,6 +2218,54 @@ mod tests {
         assert_eq!(table["ivr"]["inter_digit_timeout_s"].as_integer(), Some(5));
         assert_eq!(table["ivr"]["max_invalid"].as_integer(), Some(3));
         assert_eq!(table["ivr"]["announce_interval_s"].as_integer(), Some(60));
+    }
+
+    #[test]
+    fn callbacks_text_is_a_valid_engine_config() {
+        let ports = Ports {
+            engine_sip: 15060,
+            sipp_sip: 15065,
+            rtp_min: 30000,
+            rtp_max: 30499,
+            sipp_media: 40000,
+        };
+        let mut config = EngineConfig::new(&ports);
+        config.callbacks = Some(CallbackConfig {
+            termination: SocketAddr::from((Ipv4Addr::LOCALHOST, 15075)),
+            agents: vec![("alice".into(), "sip:alice@127.0.0.1:15085".into())],
+            poll_interval_ms: 200,
+            retry_time_s: 2,
+            max_retries: 1,
+            agent_ring_timeout_s: 3,
+            customer_ring_timeout_s: 4,
+            agent_cooldown_s: 5,
+            callback_number: "3125550100".into(),
+        });
+        let parsed = callbackd::config::Config::from_toml_str(&config_toml(&config), "t.toml")
+            .expect("the engine accepts the test configuration");
+        assert_eq!(parsed.trunk.termination, "127.0.0.1:15075");
+        assert_eq!(parsed.callbacks.poll_interval_ms, 200);
+        let queue = &parsed.queues[0];
+        assert_eq!(queue.id.as_str(), "support");
+        assert_eq!(queue.callback_number, "3125550100");
+        assert_eq!(
+            (queue.retry_time_s, queue.max_retries),
+            (2, 1),
+            "retry keys"
+        );
+        assert_eq!(
+            (
+                queue.agent_ring_timeout_s,
+                queue.customer_ring_timeout_s,
+                queue.agent_cooldown_s
+            ),
+            (3, 4, 5)
+        );
+        assert_eq!(parsed.agents.len(), 1);
+        assert_eq!(
+            parsed.agents[0].uri.as_deref(),
+            Some("sip:alice@127.0.0.1:15085")
+        );
     }
 
     #[test]
