@@ -139,8 +139,24 @@ async fn agent_first_whisper_then_customer_bridged_and_recorded() {
     // Bridged RTP: the carrier's audio reached the agent and the agent's
     // the carrier, while both legs were up.
     let answered = carrier.acked_at(0).expect("the customer's 200 was ACKed");
+    // The carrier's 180 had no SDP: local ringback to the agent until the
+    // customer answered.
+    let ringing = heard(
+        &agent.rtp_between(carrier_invite.0, answered),
+        &lib,
+        Law::Ulaw,
+    );
+    assert!(
+        ringing.contains(&"ringback"),
+        "the agent hears ringback while the customer rings, heard {ringing:?}"
+    );
     let to_agent = agent.rtp_filled(CARRIER_FILL);
     let to_carrier = carrier.rtp_filled(AGENT_FILL);
+    assert_eq!(
+        to_carrier.len(),
+        carrier.rtp_before(Instant::now()).len(),
+        "the customer hears the agent only (no whisper, no prompt)"
+    );
     assert!(
         to_agent.len() >= 25,
         "the carrier's RTP reaches the agent: {} packets",

@@ -165,7 +165,12 @@ impl Dialing {
         let dialers = self
             .attempts
             .values()
-            .flat_map(|a| [a.dialer.as_ref().and_then(Dialer::poll_timeout), a.customer_wait])
+            .flat_map(|a| {
+                [
+                    a.dialer.as_ref().and_then(Dialer::poll_timeout),
+                    a.customer_wait,
+                ]
+            })
             .flatten()
             .min();
         let poll = (!self.polling).then_some(self.next_poll);
