@@ -77,6 +77,7 @@ async fn agent_first_whisper_then_customer_bridged_and_recorded() {
     let carrier = Peer::start("carrier", vec![Reply::hangup(300, 1500)], CARRIER_FILL).await;
     let setup = Setup::new(60, &[("alice", &agent)], &carrier);
     let config = setup.config();
+    let _files = StoreFiles::of(&config);
     let lib = library(&config);
     let id = register(&config, NUMBER);
     let before = Timestamp::now();
@@ -227,6 +228,7 @@ async fn no_answer_is_cancelled_then_retried_and_completed() {
     .await;
     let setup = Setup::new(61, &[("alice", &agent)], &carrier);
     let config = setup.config();
+    let _files = StoreFiles::of(&config);
     let lib = library(&config);
     let id = register(&config, NUMBER);
     let engine = common::start(config.clone()).await;
@@ -300,6 +302,7 @@ async fn busy_until_retries_exhausted_then_failed() {
     let mut setup = Setup::new(62, &[("alice", &agent)], &carrier);
     setup.max_retries = 1;
     let config = setup.config();
+    let _files = StoreFiles::of(&config);
     let id = register(&config, NUMBER);
     let engine = common::start(config.clone()).await;
 
@@ -342,6 +345,7 @@ async fn invalid_number_fails_at_once_without_retry() {
     let carrier = Peer::start("carrier", vec![Reply::Reject(404)], CARRIER_FILL).await;
     let setup = Setup::new(63, &[("alice", &agent)], &carrier);
     let config = setup.config();
+    let _files = StoreFiles::of(&config);
     let id = register(&config, NUMBER);
     let engine = common::start(config.clone()).await;
 
@@ -381,6 +385,7 @@ async fn agent_no_answer_cancels_and_cools_down() {
     setup.agent_cooldown_s = 4;
     setup.poll_ms = 10_000;
     let config = setup.config();
+    let _files = StoreFiles::of(&config);
     let id = register(&config, NUMBER);
     let engine = common::start(config.clone()).await;
 
@@ -441,6 +446,7 @@ async fn two_engines_on_one_store_dial_a_callback_once() {
     let mut setup_b = Setup::new(66, &[("bob", &bob)], &carrier);
     setup_b.store = Some(config_a.store_path(repo()));
     let config_b = setup_b.config();
+    let _files = StoreFiles::of(&config_a);
     assert_eq!(config_a.store_path(repo()), config_b.store_path(repo()));
     let id = register(&config_a, NUMBER);
 
@@ -743,6 +749,28 @@ impl Setup {
             .unwrap_or_else(|e| panic!("valid test config: {e}\n{text}"));
         config.sip.bind.set_port(0);
         config
+    }
+}
+
+/// Removes a test's store file (and its WAL and shared-memory files) when
+/// the test passed; a failing test leaves it for the post-mortem.
+struct StoreFiles(PathBuf);
+
+impl StoreFiles {
+    fn of(config: &Config) -> StoreFiles {
+        StoreFiles(config.store_path(repo()))
+    }
+}
+
+impl Drop for StoreFiles {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("store kept: {}", self.0.display());
+            return;
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
     }
 }
 
