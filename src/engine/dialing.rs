@@ -183,16 +183,18 @@ impl Dialing {
 
     /// The next wake-up: the poll, a dialer's ring timeout, a CPS wait.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        // Each attempt's ring deadline and CPS wait, whichever is set
+        // (`Option::min` would take `None` for the smaller).
         let dialers = self
             .attempts
             .values()
-            .filter_map(|a| {
-                a.dialer
-                    .as_ref()
-                    .and_then(Dialer::poll_timeout)
-                    .min(a.customer_wait.or(None))
-                    .or(a.customer_wait)
+            .flat_map(|a| {
+                [
+                    a.dialer.as_ref().and_then(Dialer::poll_timeout),
+                    a.customer_wait,
+                ]
             })
+            .flatten()
             .min();
         let poll = (!self.polling).then_some(self.next_poll);
         let live = self

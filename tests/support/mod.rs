@@ -250,6 +250,70 @@ pub struct EngineConfig {
     pub ivr: IvrConfig,
     /// `log.level`.
     pub log_level: String,
+    /// `[trunk]`, `[callbacks]`, the `support` queue's dialing keys and
+    /// `[[agents]]`; `None`: the shipped defaults, no agents.
+    pub callbacks: Option<CallbackConfig>,
+}
+
+/// The dialing side of a test configuration: one queue (`support`), static
+/// agents, the trunk's termination on loopback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackConfig {
+    /// `trunk.termination`: where customer INVITEs go.
+    pub termination: SocketAddr,
+    /// `[[agents]]`: `(id, uri)` of static agents serving `support`.
+    pub agents: Vec<(String, String)>,
+    /// `callbacks.poll_interval_ms`.
+    pub poll_interval_ms: u64,
+    /// `queues.retry_time_s`.
+    pub retry_time_s: u64,
+    /// `queues.max_retries`.
+    pub max_retries: u32,
+    /// `queues.agent_ring_timeout_s`.
+    pub agent_ring_timeout_s: u64,
+    /// `queues.customer_ring_timeout_s`.
+    pub customer_ring_timeout_s: u64,
+    /// `queues.agent_cooldown_s`.
+    pub agent_cooldown_s: u64,
+    /// `queues.callback_number`: the caller ID customers see.
+    pub callback_number: String,
+}
+
+/// The `[trunk]`, `[callbacks]`, `[[queues]]` and `[[agents]]` text of `c`.
+pub fn callbacks_toml(c: &CallbackConfig) -> String {
+    let mut text = format!(
+        "\n[trunk]\n\
+         termination = {termination}\n\
+         cps_limit = 100\n\
+         \n\
+         [callbacks]\n\
+         poll_interval_ms = {poll}\n\
+         \n\
+         [[queues]]\n\
+         id = \"support\"\n\
+         callback_number = {number}\n\
+         retry_time_s = {retry}\n\
+         max_retries = {max_retries}\n\
+         agent_ring_timeout_s = {agent_ring}\n\
+         customer_ring_timeout_s = {customer_ring}\n\
+         agent_cooldown_s = {cooldown}\n",
+        termination = toml_string(&c.termination.to_string()),
+        poll = c.poll_interval_ms,
+        number = toml_string(&c.callback_number),
+        retry = c.retry_time_s,
+        max_retries = c.max_retries,
+        agent_ring = c.agent_ring_timeout_s,
+        customer_ring = c.customer_ring_timeout_s,
+        cooldown = c.agent_cooldown_s,
+    );
+    for (id, uri) in &c.agents {
+        text.push_str(&format!(
+            "\n[[agents]]\nid = {}\nuri = {}\nqueues = [\"support\"]\n",
+            toml_string(id),
+            toml_string(uri)
+        ));
+    }
+    text
 }
 
 /// The `[ivr]` table; [`Default`] is the shipped configuration.
@@ -296,6 +360,7 @@ impl EngineConfig {
             store_path: PathBuf::from("callbackd.sqlite"),
             ivr: IvrConfig::default(),
             log_level: "info".into(),
+            callbacks: None,
         }
     }
 
@@ -318,6 +383,7 @@ pub fn config_toml(c: &EngineConfig) -> String {
         .max_message_size
         .map(|n| format!("max_message_size = {n}\n"))
         .unwrap_or_default();
+    let callbacks = c.callbacks.as_ref().map(callbacks_toml).unwrap_or_default();
     format!(
         "[sip]\n\
          bind = \"127.0.0.1:{sip_port}\"\n\
@@ -356,7 +422,8 @@ pub fn config_toml(c: &EngineConfig) -> String {
          level = {level}\n\
          \n\
          [api]\n\
-         enabled = false\n",
+         enabled = false\n\
+         {callbacks}",
         sip_port = c.sip_port,
         rtp_min = c.rtp_min,
         rtp_max = c.rtp_max,
@@ -1187,13 +1254,21 @@ impl Capture {
     /// `first..=last`, writing `<dir>/<name>.pcapng`, and returns once tshark
     /// reports it is capturing.
     pub fn start(dir: &TestDir, name: &str, first: u16, last: u16) -> Capture {
+        Capture::start_filter(dir, name, &format!("udp portrange {first}-{last}"))
+    }
+
+    /// Starts capturing on loopback what the capture filter `bpf` selects
+    /// (e.g. `udp port 15060 or udp portrange 30000-30499`), writing
+    /// `<dir>/<name>.pcapng`, and returns once tshark reports it is
+    /// capturing.
+    pub fn start_filter(dir: &TestDir, name: &str, bpf: &str) -> Capture {
         let file = dir.join(&format!("{name}.pcapng"));
         let stderr_path = dir.join(&format!("{name}.tshark.txt"));
         let stderr = File::create(&stderr_path).expect("test dir is writable");
         let child = Command::new("tshark")
             .args(["-i", "lo", "-q", "-w"])
             .arg(&file)
-            .args(["-f", &format!("udp portrange {first}-{last}")])
+            .args(["-f", bpf])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -1308,6 +1383,111 @@ pub fn read_rtp(pcap: &Path, first: u16, last: u16) -> Vec<RtpPacket> {
         .filter(|l| !l.is_empty())
         .map(|l| parse_rtp_fields(l).unwrap_or_else(|| panic!("unexpected tshark line {l:?}")))
         .collect()
+}
+
+/// One UDP datagram from a capture.
+#[derive(Debug, Clone)]
+pub struct UdpPacket {
+    /// Capture time, nanoseconds since the Unix epoch.
+    pub time_ns: i128,
+    /// Source address.
+    pub src: SocketAddr,
+    /// Destination address.
+    pub dst: SocketAddr,
+    /// The UDP payload.
+    pub payload: Vec<u8>,
+}
+
+/// Every UDP datagram in `pcap` matching the display filter `filter` (e.g.
+/// `udp.port==15060` for the engine's SIP), in capture order.
+pub fn read_udp(pcap: &Path, filter: &str) -> Vec<UdpPacket> {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args(["-Y", filter, "-T", "fields", "-E", "separator=/t"])
+        .args([
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "ip.src",
+            "-e",
+            "udp.srcport",
+        ])
+        .args(["-e", "ip.dst", "-e", "udp.dstport", "-e", "udp.payload"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("tshark can be spawned");
+    assert!(
+        out.status.success(),
+        "tshark -r {} failed: {}",
+        pcap.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| parse_udp_fields(l).unwrap_or_else(|| panic!("unexpected tshark line {l:?}")))
+        .collect()
+}
+
+/// Writes a classic pcap file (Ethernet, IPv4, UDP 127.0.0.1 → 127.0.0.1)
+/// of `packets` RTP packets 20 ms apart: payload type 8 (PCMA), 160 bytes
+/// of a `hz` sine each, one SSRC, sequence and timestamp counting up — the
+/// kind of file sipp's `play_pcap_audio` replays. Its audio differs from
+/// every prompt and from sipp's `g711a.pcap`, so a capture shows where it
+/// went.
+pub fn write_tone_pcap(path: &Path, hz: f64, packets: u16) {
+    use callbackd::media::g711::Law;
+    let mut out = Vec::new();
+    // Global header: magic, version 2.4, UTC offset, accuracy, snaplen,
+    // link type 1 (Ethernet).
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&65_535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    let ssrc: u32 = 0x7e57_0001;
+    for i in 0..packets {
+        let mut rtp = vec![0x80, 8];
+        rtp.extend_from_slice(&i.to_be_bytes());
+        rtp.extend_from_slice(&(u32::from(i) * 160).to_be_bytes());
+        rtp.extend_from_slice(&ssrc.to_be_bytes());
+        for n in 0..160u32 {
+            let t = f64::from(u32::from(i) * 160 + n) / 8000.0;
+            let sample = (8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16;
+            rtp.push(Law::Alaw.encode(sample));
+        }
+        let udp_len = u16::try_from(8 + rtp.len()).expect("small packet");
+        let ip_len = 20 + udp_len;
+        let mut frame = Vec::with_capacity(14 + usize::from(ip_len));
+        frame.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00]);
+        let mut ip = vec![0x45, 0];
+        ip.extend_from_slice(&ip_len.to_be_bytes());
+        ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
+        let sum = ip
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum::<u32>();
+        let folded = (sum & 0xffff) + (sum >> 16);
+        let checksum = !u16::try_from((folded & 0xffff) + (folded >> 16)).expect("folded");
+        ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&6000u16.to_be_bytes());
+        frame.extend_from_slice(&6002u16.to_be_bytes());
+        frame.extend_from_slice(&udp_len.to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(&rtp);
+        let micros = u32::from(i) * 20_000;
+        out.extend_from_slice(&(1_700_000_000 + micros / 1_000_000).to_le_bytes());
+        out.extend_from_slice(&(micros % 1_000_000).to_le_bytes());
+        let len = u32::try_from(frame.len()).expect("small frame");
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    fs::write(path, out).expect("test dir is writable");
 }
 
 /// One RTP stream: the packets of one SSRC from one source address.
@@ -1757,6 +1937,35 @@ fn parse_rtp_fields(line: &str) -> Option<RtpPacket> {
     })
 }
 
+fn parse_udp_fields(line: &str) -> Option<UdpPacket> {
+    let f: Vec<&str> = line.split('\t').collect();
+    if f.len() < 5 {
+        return None;
+    }
+    let (secs, frac) = f[0].split_once('.').unwrap_or((f[0], "0"));
+    let frac_ns = format!("{frac:0<9}");
+    let time_ns =
+        secs.parse::<i128>().ok()? * 1_000_000_000 + frac_ns.get(..9)?.parse::<i128>().ok()?;
+    let addr = |ip: &str, port: &str| -> Option<SocketAddr> {
+        Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
+    };
+    let hex: String = f
+        .get(5)
+        .unwrap_or(&"")
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
+    let payload = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some(UdpPacket {
+        time_ns,
+        src: addr(f[1], f[2])?,
+        dst: addr(f[3], f[4])?,
+        payload,
+    })
+}
+
 fn toml_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -2009,6 +2218,54 @@ mod tests {
         assert_eq!(table["ivr"]["inter_digit_timeout_s"].as_integer(), Some(5));
         assert_eq!(table["ivr"]["max_invalid"].as_integer(), Some(3));
         assert_eq!(table["ivr"]["announce_interval_s"].as_integer(), Some(60));
+    }
+
+    #[test]
+    fn callbacks_text_is_a_valid_engine_config() {
+        let ports = Ports {
+            engine_sip: 15060,
+            sipp_sip: 15065,
+            rtp_min: 30000,
+            rtp_max: 30499,
+            sipp_media: 40000,
+        };
+        let mut config = EngineConfig::new(&ports);
+        config.callbacks = Some(CallbackConfig {
+            termination: SocketAddr::from((Ipv4Addr::LOCALHOST, 15075)),
+            agents: vec![("alice".into(), "sip:alice@127.0.0.1:15085".into())],
+            poll_interval_ms: 200,
+            retry_time_s: 2,
+            max_retries: 1,
+            agent_ring_timeout_s: 3,
+            customer_ring_timeout_s: 4,
+            agent_cooldown_s: 5,
+            callback_number: "3125550100".into(),
+        });
+        let parsed = callbackd::config::Config::from_toml_str(&config_toml(&config), "t.toml")
+            .expect("the engine accepts the test configuration");
+        assert_eq!(parsed.trunk.termination, "127.0.0.1:15075");
+        assert_eq!(parsed.callbacks.poll_interval_ms, 200);
+        let queue = &parsed.queues[0];
+        assert_eq!(queue.id.as_str(), "support");
+        assert_eq!(queue.callback_number, "3125550100");
+        assert_eq!(
+            (queue.retry_time_s, queue.max_retries),
+            (2, 1),
+            "retry keys"
+        );
+        assert_eq!(
+            (
+                queue.agent_ring_timeout_s,
+                queue.customer_ring_timeout_s,
+                queue.agent_cooldown_s
+            ),
+            (3, 4, 5)
+        );
+        assert_eq!(parsed.agents.len(), 1);
+        assert_eq!(
+            parsed.agents[0].uri.as_deref(),
+            Some("sip:alice@127.0.0.1:15085")
+        );
     }
 
     #[test]
