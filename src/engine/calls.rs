@@ -24,7 +24,9 @@ use jiff::Timestamp;
 use tracing::{debug, info, warn};
 
 use crate::acd::{Acd, CallerId, Queue};
+use crate::callback::CallbackId;
 use crate::callback::QueueId;
+use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
 use crate::callback::hours::{BusinessHours, GateDecision, Gates, registration_gate};
 use crate::callback::scheduler::LiveCaller;
 use crate::callback::store::{NewCallback, Registration};
@@ -107,6 +109,10 @@ struct CallCtx {
     digits: DigitMerger,
     /// The agent leg this caller is talking to (the IVR is then detached).
     connected_to: Option<CallKey>,
+    /// The callback this call registered, for its CDR row.
+    callback: Option<CallbackId>,
+    /// The caller (From URI), for its CDR row.
+    from: String,
     max_deadline: Option<Instant>,
     scheduled: Option<Instant>,
 }
@@ -447,6 +453,7 @@ impl Calls {
                 let outcome = match result {
                     Ok(Registration::Registered(id)) => {
                         info!(call_id = %ctx.call_id, callback = %id, "callback registered");
+                        ctx.callback = Some(id);
                         // The stored callback now holds the caller's place.
                         if let Some(q) = self.acd.queue_mut(&self.queues[ctx.queue].id) {
                             q.leave(CallerId(call.0));
@@ -708,6 +715,8 @@ impl Calls {
             play_token: 0,
             digits: DigitMerger::new(),
             connected_to: None,
+            callback: None,
+            from: request.headers.from.uri.to_string(),
             max_deadline: None,
             scheduled: None,
         };
@@ -871,6 +880,20 @@ impl Calls {
             return;
         };
         info!(call_id = %ctx.call_id, ?reason, "call ended");
+        // Issue 4 point 6: a CDR row for the inbound leg too (answered at
+        // once; linked to the callback it registered, if any).
+        self.store.write_cdr(CdrRecord {
+            callback: ctx.callback,
+            inbound_call_id: ctx.call_id.to_string(),
+            leg: Leg::Inbound,
+            call_id: ctx.call_id.to_string(),
+            start: ctx.arrived_at,
+            answer: Some(ctx.arrived_at),
+            end: Timestamp::now(),
+            outcome: LegOutcome::Answered,
+            sip_code: Some(200),
+            peer: ctx.from.clone(),
+        });
         if let Some(q) = self.acd.queue_mut(&self.queues[ctx.queue].id) {
             q.leave(CallerId(call.0));
         }

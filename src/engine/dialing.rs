@@ -828,7 +828,11 @@ impl Dialing {
                 return Err(500);
             }
         };
-        let call_id = format!("leg-{}", call.0);
+        // The leg's own SIP Call-ID, for logs and its CDR row.
+        let call_id = env
+            .endpoint
+            .call_id(call)
+            .map_or_else(|| format!("leg-{}", call.0), str::to_owned);
         env.calls
             .attach_leg(call, Arc::from(call_id.as_str()), leg, hop_ip);
         self.legs.insert(call, (id, side));
@@ -952,6 +956,7 @@ impl Dialing {
     }
 
     fn end_leg(&mut self, call: CallKey, env: &mut Env<'_>) {
+        self.legs.remove(&call);
         env.calls.close_leg(call);
     }
 

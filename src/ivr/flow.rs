@@ -358,11 +358,19 @@ impl Flow {
         };
     }
 
-    /// Whether the caller is simply waiting in the queue (hold music and
-    /// ECBT announcements), not entering a number or being told something:
-    /// such a caller can be connected to an agent.
+    /// Whether the caller is simply waiting in the queue — the greeting and
+    /// the callback offer have been said and hold music plays — and not
+    /// entering a number or being told something: such a caller can be
+    /// connected to a free agent. (During the greeting the caller is still
+    /// deciding whether to take the callback offer.)
     pub fn is_waiting_in_queue(&self) -> bool {
-        matches!(self.state, State::Holding { .. })
+        matches!(
+            self.state,
+            State::Holding {
+                speaking: false,
+                ..
+            }
+        ) && self.offer_announced
     }
 
     /// Whether the flow has asked for the hangup and wants nothing more.
@@ -1278,6 +1286,26 @@ mod tests {
             | Action::ReturnToQueue
             | Action::Hangup => false,
         })
+    }
+
+    #[test]
+    fn waiting_in_queue_only_once_the_offer_was_said_and_hold_music_plays() {
+        let mut call = Call::new(FlowSettings::default(), None);
+        call.start(0, Ecbt::Minutes(5));
+        assert!(
+            !call.flow.is_waiting_in_queue(),
+            "the greeting and offer are playing"
+        );
+        call.done(9_000);
+        assert!(
+            call.flow.is_waiting_in_queue(),
+            "hold music after the offer"
+        );
+        call.key(10_000, '1');
+        assert!(
+            !call.flow.is_waiting_in_queue(),
+            "taking the callback offer"
+        );
     }
 
     #[test]

@@ -725,6 +725,13 @@ impl Endpoint {
         }
     }
 
+    /// The SIP Call-ID of a call (incoming or outbound) while it exists.
+    pub fn call_id(&self, call: CallKey) -> Option<&str> {
+        self.calls
+            .get(&call.0)
+            .map(|c| c.dialog.id().call_id.as_str())
+    }
+
     /// Counters of live state.
     pub fn stats(&self) -> Stats {
         let tx_timers = self
