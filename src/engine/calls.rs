@@ -959,11 +959,6 @@ impl Calls {
         true
     }
 
-    /// The Call-ID of an inbound call (for CDRs of live callers' agent legs).
-    pub fn call_id_of(&self, call: CallKey) -> Option<Arc<str>> {
-        self.calls.get(&call).map(|c| c.call_id.clone())
-    }
-
     // -----------------------------------------------------------------
     // Outbound legs (the dialing side's agent and customer calls)
 

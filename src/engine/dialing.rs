@@ -16,7 +16,6 @@
 //! pool ([`Calls::open_leg`]).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,7 +40,6 @@ use crate::engine::agents::Roster;
 use crate::engine::calls::Calls;
 use crate::engine::store::{StoreHandle, StoreReply};
 use crate::sip::endpoint::{CallKey, Destination, Endpoint, Event};
-use crate::sip::message::SipUri;
 use crate::sip::uac::{OutboundInvite, Party};
 
 /// What the dialing side works with, lent by the core for each call.
@@ -174,11 +172,6 @@ impl Dialing {
     /// Whether `call` is one of our legs.
     pub fn owns(&self, call: CallKey) -> bool {
         self.legs.contains_key(&call)
-    }
-
-    /// Attempts in progress.
-    pub fn active(&self) -> usize {
-        self.attempts.len()
     }
 
     /// The next wake-up: the poll, a dialer's ring timeout, a CPS wait.
@@ -1054,25 +1047,6 @@ fn strip_angle(value: &str) -> String {
         .to_owned()
 }
 
-/// A SIP URI's next hop (IP literal → UDP address, else a name to resolve).
-pub fn destination_of(uri: &str) -> Option<Destination> {
-    let parsed = SipUri::parse(uri).ok()?;
-    let port = parsed.port.unwrap_or(5060);
-    let tcp = parsed.transport.as_deref() == Some("tcp");
-    Some(match parsed.host.parse::<std::net::IpAddr>() {
-        Ok(ip) if tcp => Destination::Tcp {
-            conn: None,
-            remote: SocketAddr::new(ip, port),
-        },
-        Ok(ip) => Destination::Udp(SocketAddr::new(ip, port)),
-        Err(_) => Destination::Resolve {
-            host: parsed.host,
-            port,
-            tcp,
-        },
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1110,22 +1084,5 @@ mod tests {
         assert_eq!(leg_outcome(false, Some(487)), LegOutcome::Cancelled);
         assert_eq!(leg_outcome(false, None), LegOutcome::Cancelled);
         assert_eq!(leg_outcome(false, Some(503)), LegOutcome::Failure);
-    }
-
-    #[test]
-    fn agent_uri_next_hops() {
-        assert_eq!(
-            destination_of("sip:alice@127.0.0.1:5080"),
-            Some(Destination::Udp("127.0.0.1:5080".parse().expect("addr")))
-        );
-        assert!(matches!(
-            destination_of("sip:alice@pbx.example;transport=tcp"),
-            Some(Destination::Resolve {
-                tcp: true,
-                port: 5060,
-                ..
-            })
-        ));
-        assert_eq!(destination_of("tel:+13125550188"), None);
     }
 }
