@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod dialing;
+
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
