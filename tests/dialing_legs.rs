@@ -1,0 +1,622 @@
+//! Calling back, in-process, what happens on the legs (issue 4 points 3, 4,
+//! 7): the recording of a bridged callback (notice, stereo WAV), hold and
+//! resume re-INVITEs on either leg with the RTP timeout paused while held,
+//! the RTP timeout ending a bridged call, early media from a carrier's 183,
+//! digest challenges from the trunk (401 and 407), and the trunk's
+//! calls-per-second cap. Same kit as `tests/dialing.rs`
+//! (`common::dialing`): the engine on `127.0.0.1:0`, a scripted agent phone
+//! and carrier, the store read afterwards. RTP ranges `rtp_base(70..)`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+
+use callbackd::callback::cdr::{Leg, LegOutcome};
+use callbackd::callback::scheduler::Outcome;
+use callbackd::callback::store::Status;
+use callbackd::media::g711::Law;
+use callbackd::sip::message::Request;
+
+use common::dialing::*;
+use common::{Rtp, SdpInfo, heard, segments};
+
+// ---------------------------------------------------------------------------
+// 1. Recording
+// ---------------------------------------------------------------------------
+
+/// A queue with `recording = true` and the notice: once the customer
+/// answers, the customer hears the whole recording notice before any of
+/// the agent's audio; then the bridged call is written as a stereo WAV,
+/// 8 kHz 16-bit, the agent on the left and the customer on the right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_plays_the_notice_then_writes_a_stereo_wav() {
+    let agent = Peer::start("agent", vec![Reply::after(100)], AGENT_FILL).await;
+    let carrier = Peer::start("carrier", vec![Reply::hangup(200, 6_000)], CARRIER_FILL).await;
+    let setup = Setup::new(70, &[("alice", &agent)], &carrier);
+    let recordings = Recordings::new("recording");
+    let mut config = setup.config();
+    config.queues[0].recording = true;
+    config.queues[0].recording_notice = true;
+    config.callbacks.recordings_dir = recordings.0.clone();
+    let _files = StoreFiles::of(&config);
+    let lib = library(&config);
+    let id = register(&config, NUMBER);
+    let engine = common::start(config.clone()).await;
+
+    carrier.wait_invite(1, SOON).await;
+    agent.wait_request("BYE", 1, Duration::from_secs(20)).await;
+    let answered = carrier.acked_at(0).expect("the customer's 200 was ACKed");
+
+    // The customer: the notice, whole, then the agent.
+    let to_carrier = carrier.rtp_before(Instant::now());
+    let said = segments(&to_carrier, &lib, Law::Ulaw);
+    let notice = said
+        .iter()
+        .position(|s| s.name == "recording_notice")
+        .unwrap_or_else(|| panic!("the customer heard no recording notice: {said:?}"));
+    assert!(said[notice].complete(), "the notice was played whole");
+    let audio: Vec<&Rtp> = to_carrier
+        .iter()
+        .filter(|p| p.pt == Law::Ulaw.payload_type())
+        .collect();
+    let notice_end = audio[said[notice].start + said[notice].frames - 1].at;
+    let first_agent = carrier.rtp_filled(AGENT_FILL);
+    assert!(
+        !first_agent.is_empty(),
+        "the agent's audio reached the customer"
+    );
+    assert!(
+        audio[said[notice].start].at >= answered - Duration::from_millis(100),
+        "the notice starts when the customer answers"
+    );
+    assert!(
+        first_agent[0].at > notice_end,
+        "the customer heard the agent before the notice ended"
+    );
+
+    // The recording: one stereo WAV, agent left, customer right.
+    let row = wait_status(&config, id, Status::Completed, SOON).await;
+    assert_eq!(row.attempts, 1);
+    let files = recordings.wait_files(1).await;
+    assert!(
+        files[0]
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&format!("callback-{id}-")) && n.ends_with(".wav")),
+        "{files:?}"
+    );
+    let mut wav = hound::WavReader::open(&files[0]).expect("a readable, finished WAV");
+    let spec = wav.spec();
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (2, 8_000, 16)
+    );
+    let samples: Vec<i16> = wav
+        .samples::<i16>()
+        .collect::<Result<_, _>>()
+        .expect("samples");
+    let agent_level = Law::Ulaw.decode(AGENT_FILL);
+    let carrier_level = Law::Ulaw.decode(CARRIER_FILL);
+    let frames: Vec<(i16, i16)> = samples.chunks_exact(2).map(|f| (f[0], f[1])).collect();
+    let left_agent = frames.iter().filter(|f| f.0 == agent_level).count();
+    let right_carrier = frames.iter().filter(|f| f.1 == carrier_level).count();
+    // The customer hung up 6 s after answering, the notice took 2.9 s:
+    // about 3 s were recorded.
+    assert!(
+        left_agent >= 8_000 * 2,
+        "left channel: {left_agent} samples of the agent's audio in {} frames",
+        frames.len()
+    );
+    assert!(
+        right_carrier >= 8_000 * 2,
+        "right channel: {right_carrier} samples of the customer's audio in {} frames",
+        frames.len()
+    );
+    assert!(
+        frames.len() <= 8_000 * 4,
+        "{} frames: more than the bridged time after the notice",
+        frames.len()
+    );
+    assert!(
+        !frames
+            .iter()
+            .any(|f| f.0 == carrier_level || f.1 == agent_level),
+        "the channels are swapped or mixed"
+    );
+    legs_closed(&engine).await;
+    engine.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 2. Hold, resume, RTP timeout
+// ---------------------------------------------------------------------------
+
+/// The customer puts the bridged callback on hold (`a=inactive`) for 4 s
+/// and sends nothing, twice the RTP timeout (2 s): the engine answers
+/// `inactive`, sends the customer nothing, and the call survives. Resumed
+/// (`sendrecv`), the agent's audio flows again. Then the customer's RTP
+/// stops without a re-INVITE: the RTP timeout ends the call, BYE to both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_hold_pauses_the_rtp_timeout_and_silence_ends_both_legs() {
+    let agent = Peer::start("agent", vec![Reply::after(100)], AGENT_FILL).await;
+    let carrier = Peer::start(
+        "carrier",
+        vec![
+            Answer::after(200)
+                .hold(1_000, 5_000, "inactive")
+                .silent_after(7_000)
+                .reply(),
+        ],
+        CARRIER_FILL,
+    )
+    .await;
+    let setup = Setup::new(71, &[("alice", &agent)], &carrier);
+    let mut config = setup.config();
+    config.rtp.rtp_timeout_s = 2;
+    let _files = StoreFiles::of(&config);
+    let id = register(&config, NUMBER);
+    let engine = common::start(config.clone()).await;
+
+    carrier.wait_invite(1, SOON).await;
+    let (held_at, hold) = carrier.wait_response("INVITE", 1, SOON).await;
+    assert_eq!(hold.status, 200, "hold re-INVITE: {hold:?}");
+    let sdp = SdpInfo::parse(&hold.body);
+    assert!(
+        sdp.has("inactive"),
+        "RFC 3264 §6.1: inactive is answered inactive: {:?}",
+        sdp.attributes
+    );
+    let (resumed_at, resume) = carrier.wait_response("INVITE", 2, SOON).await;
+    assert_eq!(resume.status, 200, "resume re-INVITE: {resume:?}");
+    assert!(SdpInfo::parse(&resume.body).has("sendrecv"));
+    let resume_sent = carrier.sent("INVITE")[1].0;
+    assert!(
+        resume_sent - held_at >= Duration::from_millis(3_800),
+        "held {:?}",
+        resume_sent - held_at
+    );
+    assert!(
+        carrier.requests("BYE").is_empty() && agent.requests("BYE").is_empty(),
+        "a held call was ended by the RTP timeout: {:?}",
+        carrier.summary()
+    );
+    let during_hold = carrier.rtp_between(held_at + Duration::from_millis(100), resume_sent);
+    assert!(
+        during_hold.is_empty(),
+        "{} packets sent to the customer while it was on hold (inactive)",
+        during_hold.len()
+    );
+
+    // Resumed: the agent is heard again.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let after_resume: Vec<Rtp> = carrier
+        .rtp_filled(AGENT_FILL)
+        .into_iter()
+        .filter(|p| p.at > resumed_at)
+        .collect();
+    assert!(
+        after_resume.len() >= 25,
+        "{} agent packets reached the customer in the second after the resume",
+        after_resume.len()
+    );
+
+    // The customer goes silent (2 s after the resume): BYE to both legs
+    // once rtp_timeout (2 s) passed.
+    let silent_from = resume_sent + Duration::from_millis(2_000);
+    let (customer_bye, _) = carrier.wait_request("BYE", 1, SOON).await;
+    let (agent_bye, _) = agent.wait_request("BYE", 1, SOON).await;
+    let waited = customer_bye - silent_from;
+    assert!(
+        waited >= Duration::from_millis(1_800) && waited <= Duration::from_millis(3_500),
+        "the customer leg was hung up {waited:?} after its RTP stopped (rtp_timeout 2 s)"
+    );
+    assert!(
+        agent_bye >= customer_bye && agent_bye - customer_bye < Duration::from_secs(1),
+        "the agent leg ends with the customer's"
+    );
+    let row = wait_status(&config, id, Status::Completed, SOON).await;
+    assert_eq!(row.attempts, 1);
+    let cdrs = wait_cdrs(&config, id, 2).await;
+    assert_eq!(cdr_of(&cdrs, Leg::Customer).outcome, LegOutcome::Answered);
+    legs_closed(&engine).await;
+    engine.shutdown().await;
+}
+
+/// The agent puts the bridged callback on hold (`a=sendonly`) for 3 s and
+/// sends nothing: answered `recvonly`, the agent is sent nothing and the
+/// call outlives the RTP timeout (2 s); resumed, the customer's audio
+/// reaches the agent again; the customer's BYE ends both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_hold_and_resume_on_a_bridged_callback() {
+    // The whisper takes about 5 s after the agent answers; the customer
+    // answers 200 ms after its INVITE: the hold (9 s after the agent's
+    // ACK) falls inside the bridge.
+    let agent = Peer::start(
+        "agent",
+        vec![Answer::after(100).hold(9_000, 12_000, "sendonly").reply()],
+        AGENT_FILL,
+    )
+    .await;
+    let carrier = Peer::start("carrier", vec![Reply::hangup(200, 10_000)], CARRIER_FILL).await;
+    let setup = Setup::new(72, &[("alice", &agent)], &carrier);
+    let mut config = setup.config();
+    config.rtp.rtp_timeout_s = 2;
+    let _files = StoreFiles::of(&config);
+    let id = register(&config, NUMBER);
+    let engine = common::start(config.clone()).await;
+
+    carrier.wait_invite(1, SOON).await;
+    let (held_at, hold) = agent
+        .wait_response("INVITE", 1, Duration::from_secs(15))
+        .await;
+    let bridged = carrier.acked_at(0).expect("the customer answered");
+    assert!(held_at > bridged, "the hold came after the bridge");
+    assert_eq!(hold.status, 200, "hold re-INVITE: {hold:?}");
+    let sdp = SdpInfo::parse(&hold.body);
+    assert!(
+        sdp.has("recvonly"),
+        "RFC 3264 §6.1: sendonly is answered recvonly: {:?}",
+        sdp.attributes
+    );
+    let (resumed_at, resume) = agent.wait_response("INVITE", 2, SOON).await;
+    assert_eq!(resume.status, 200);
+    assert!(SdpInfo::parse(&resume.body).has("sendrecv"));
+    let resume_sent = agent.sent("INVITE")[1].0;
+    assert!(
+        agent.requests("BYE").is_empty() && carrier.requests("BYE").is_empty(),
+        "the held call was ended: {:?}",
+        agent.summary()
+    );
+    let during_hold = agent.rtp_between(held_at + Duration::from_millis(100), resume_sent);
+    assert!(
+        during_hold.is_empty(),
+        "{} packets sent to the agent while it was on hold (sendonly)",
+        during_hold.len()
+    );
+    // Before the hold and after the resume the customer is heard.
+    let before: Vec<Rtp> = agent
+        .rtp_filled(CARRIER_FILL)
+        .into_iter()
+        .filter(|p| p.at < held_at)
+        .collect();
+    assert!(
+        before.len() >= 25,
+        "{} packets before the hold",
+        before.len()
+    );
+    let (agent_bye, _) = agent.wait_request("BYE", 1, Duration::from_secs(15)).await;
+    let after: Vec<Rtp> = agent
+        .rtp_filled(CARRIER_FILL)
+        .into_iter()
+        .filter(|p| p.at > resumed_at)
+        .collect();
+    assert!(
+        after.len() >= 25,
+        "{} customer packets reached the agent after the resume",
+        after.len()
+    );
+    let carrier_bye = carrier.sent_bye_at().expect("the customer hung up");
+    assert!(agent_bye >= carrier_bye);
+    let row = wait_status(&config, id, Status::Completed, SOON).await;
+    assert_eq!(row.attempts, 1);
+    legs_closed(&engine).await;
+    engine.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 3. Early media
+// ---------------------------------------------------------------------------
+
+/// The carrier answers the customer INVITE with a 183 and SDP, then sends
+/// its RTP (an announcement, a ringback of its own) for 2 s before the
+/// 200: the agent hears that early media, not our local ringback, and the
+/// customer's audio after the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_media_from_a_183_is_relayed_to_the_agent() {
+    let agent = Peer::start("agent", vec![Reply::after(100)], AGENT_FILL).await;
+    let carrier = Peer::start(
+        "carrier",
+        vec![
+            Answer::after(2_000)
+                .with_early_media()
+                .hangup_after(1_500)
+                .reply(),
+        ],
+        CARRIER_FILL,
+    )
+    .await;
+    let setup = Setup::new(73, &[("alice", &agent)], &carrier);
+    let config = setup.config();
+    let _files = StoreFiles::of(&config);
+    let lib = library(&config);
+    let id = register(&config, NUMBER);
+    let engine = common::start(config.clone()).await;
+
+    let (invited, _) = carrier.wait_invite(1, SOON).await;
+    agent.wait_request("BYE", 1, SOON).await;
+    let answered = carrier.acked_at(0).expect("the customer's 200 was ACKed");
+    let early: Vec<Rtp> = agent
+        .rtp_filled(EARLY_FILL)
+        .into_iter()
+        .filter(|p| p.at < answered)
+        .collect();
+    assert!(
+        early.len() >= 60,
+        "{} early-media packets reached the agent in the 2 s before the answer",
+        early.len()
+    );
+    let ringing = heard(
+        &agent.rtp_between(invited + Duration::from_millis(100), answered),
+        &lib,
+        Law::Ulaw,
+    );
+    assert!(
+        !ringing.contains(&"ringback"),
+        "local ringback over the carrier's early media: {ringing:?}"
+    );
+    let after = agent
+        .rtp_filled(CARRIER_FILL)
+        .into_iter()
+        .filter(|p| p.at > answered)
+        .count();
+    assert!(after >= 50, "{after} customer packets after the answer");
+    let row = wait_status(&config, id, Status::Completed, SOON).await;
+    assert_eq!(row.attempts, 1);
+    legs_closed(&engine).await;
+    engine.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 4. Trunk digest authentication
+// ---------------------------------------------------------------------------
+
+/// The trunk challenges the customer INVITE with 401 (qop=auth): the INVITE
+/// is sent again with the same Call-ID and From tag, CSeq + 1, and an
+/// Authorization header whose response is right for the configured
+/// credentials; the call then goes through. The challenge is not an
+/// attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunk_401_is_answered_with_digest_credentials() {
+    trunk_challenge(74, 401, true).await;
+}
+
+/// The same with 407 and Proxy-Authorization (no qop: RFC 2069 style).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunk_407_is_answered_with_proxy_credentials() {
+    trunk_challenge(75, 407, false).await;
+}
+
+const TRUNK_USER: &str = "acct-17";
+const TRUNK_PASSWORD: &str = "s3cret-Pa55";
+
+async fn trunk_challenge(slot: u16, status: u16, qop: bool) {
+    let agent = Peer::start("agent", vec![Reply::after(100)], AGENT_FILL).await;
+    let carrier = Peer::start(
+        "carrier",
+        vec![Reply::Challenge { status, qop }, Reply::hangup(200, 1_000)],
+        CARRIER_FILL,
+    )
+    .await;
+    let setup = Setup::new(slot, &[("alice", &agent)], &carrier);
+    let mut config = setup.config();
+    config.trunk.username = Some(TRUNK_USER.into());
+    config.trunk.password = Some(TRUNK_PASSWORD.to_owned().into());
+    let _files = StoreFiles::of(&config);
+    let id = register(&config, NUMBER);
+    let engine = common::start(config.clone()).await;
+
+    let (_, first) = carrier.wait_invite(1, SOON).await;
+    let (_, second) = carrier.wait_invite(2, SOON).await;
+    assert_eq!(
+        second.headers.call_id, first.headers.call_id,
+        "same Call-ID"
+    );
+    assert_eq!(
+        second.headers.from.tag, first.headers.from.tag,
+        "same From tag"
+    );
+    assert_eq!(
+        second.headers.cseq.seq,
+        first.headers.cseq.seq + 1,
+        "CSeq + 1"
+    );
+    assert_ne!(
+        second.headers.vias[0].branch, first.headers.vias[0].branch,
+        "a new transaction"
+    );
+    // The challenge's ACK (RFC 3261 §17.1.1.3: same branch, CSeq method ACK).
+    let ack = carrier
+        .requests("ACK")
+        .into_iter()
+        .find(|(_, a)| a.headers.cseq.seq == first.headers.cseq.seq)
+        .expect("the challenge was ACKed");
+    assert_eq!(ack.1.headers.vias[0].branch, first.headers.vias[0].branch);
+
+    let (header, other) = if status == 407 {
+        ("Proxy-Authorization", "Authorization")
+    } else {
+        ("Authorization", "Proxy-Authorization")
+    };
+    assert!(common::header(&first.headers, header).is_none());
+    assert!(common::header(&second.headers, other).is_none());
+    let credentials = common::header(&second.headers, header)
+        .unwrap_or_else(|| panic!("the retried INVITE carries {header}"));
+    check_digest(credentials, &second, qop);
+
+    let row = wait_status(&config, id, Status::Completed, SOON).await;
+    assert_eq!(row.attempts, 1, "the challenge is not an attempt");
+    let all = attempts(&config, id);
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].attempt.outcome, Outcome::Answered);
+    legs_closed(&engine).await;
+    engine.shutdown().await;
+}
+
+/// Checks a Digest credentials header against RFC 2617 / RFC 7616 (MD5),
+/// computed here independently of the crate's digest module.
+fn check_digest(value: &str, invite: &Request, qop: bool) {
+    let value = value
+        .strip_prefix("Digest ")
+        .unwrap_or_else(|| panic!("not Digest: {value}"));
+    let params = auth_params(value);
+    let get = |k: &str| {
+        params
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {k} in {value}"))
+    };
+    assert_eq!(get("username"), TRUNK_USER);
+    assert_eq!(get("realm"), REALM);
+    assert_eq!(get("nonce"), NONCE);
+    let uri = get("uri");
+    assert_eq!(uri, invite.uri.to_string(), "uri is the Request-URI");
+    if let Some(algorithm) = params.get("algorithm") {
+        assert!(algorithm.eq_ignore_ascii_case("MD5"), "{value}");
+    }
+    let md5 = |s: String| {
+        Md5::digest(s.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let ha1 = md5(format!("{TRUNK_USER}:{REALM}:{TRUNK_PASSWORD}"));
+    let ha2 = md5(format!("INVITE:{uri}"));
+    let want = if qop {
+        assert_eq!(get("qop"), "auth");
+        let nc = get("nc");
+        assert_eq!(nc, "00000001", "the first use of this nonce");
+        let cnonce = get("cnonce");
+        assert!(!cnonce.is_empty());
+        md5(format!("{ha1}:{NONCE}:{nc}:{cnonce}:auth:{ha2}"))
+    } else {
+        assert!(!params.contains_key("qop"), "qop without a qop challenge");
+        md5(format!("{ha1}:{NONCE}:{ha2}"))
+    };
+    assert_eq!(get("response"), want, "digest response for {value}");
+}
+
+/// `k=v, k="v", …` into a map (keys lower-cased, quotes removed).
+fn auth_params(text: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=').expect("k=v");
+        let after = after.trim_start();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"').expect("closing quote");
+            (&quoted[..end], &quoted[end + 1..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim(), &after[end..])
+        };
+        out.insert(key.trim().to_ascii_lowercase(), value.to_owned());
+        rest = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// 5. Calls-per-second cap
+// ---------------------------------------------------------------------------
+
+/// Two callbacks due at once, two free agents, a trunk capped at 0.5 calls
+/// per second: both agents are rung at once, but the second customer
+/// INVITE waits until 2 s after the first. Both complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunk_cps_cap_spaces_customer_invites() {
+    let alice = Peer::start("alice", vec![Reply::after(100)], AGENT_FILL).await;
+    let bob = Peer::start("bob", vec![Reply::after(100)], AGENT_FILL).await;
+    let carrier = Peer::start("carrier", vec![Reply::hangup(100, 1_000)], CARRIER_FILL).await;
+    let mut setup = Setup::new(76, &[("alice", &alice), ("bob", &bob)], &carrier);
+    setup.cps_limit = 0.5;
+    let config = setup.config();
+    let _files = StoreFiles::of(&config);
+    let first = register(&config, NUMBER);
+    let second = register(&config, "3125550199");
+    let engine = common::start(config.clone()).await;
+
+    let (a, _) = alice.wait_invite(1, SOON).await;
+    let (b, _) = bob.wait_invite(1, SOON).await;
+    let agents_apart = if a > b { a - b } else { b - a };
+    assert!(
+        agents_apart < Duration::from_millis(500),
+        "the agents were rung {agents_apart:?} apart: the cap is on the trunk only"
+    );
+    let (c1, _) = carrier.wait_invite(1, SOON).await;
+    let (c2, _) = carrier.wait_invite(2, SOON).await;
+    let apart = c2 - c1;
+    assert!(
+        apart >= Duration::from_millis(1_950),
+        "customer INVITEs {apart:?} apart, cap 0.5/s"
+    );
+    assert!(
+        apart <= Duration::from_millis(2_600),
+        "{apart:?}: waited too long"
+    );
+    for id in [first, second] {
+        wait_status(&config, id, Status::Completed, SOON).await;
+    }
+    legs_closed(&engine).await;
+    engine.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// A fresh recordings directory, removed when the test passes.
+struct Recordings(PathBuf);
+
+impl Recordings {
+    fn new(name: &str) -> Recordings {
+        let dir = std::env::temp_dir().join(format!(
+            "callbackd-recordings-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        Recordings(dir)
+    }
+
+    /// The WAV files once there are `count` and they stopped growing.
+    async fn wait_files(&self, count: usize) -> Vec<PathBuf> {
+        let deadline = Instant::now() + SOON;
+        let mut last: Option<Vec<(PathBuf, u64)>> = None;
+        loop {
+            let mut files: Vec<(PathBuf, u64)> = std::fs::read_dir(&self.0)
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .map(|e| {
+                            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                            (e.path(), len)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            files.sort();
+            if files.len() >= count && last.as_ref() == Some(&files) {
+                assert_eq!(files.len(), count, "{files:?}");
+                return files.into_iter().map(|(p, _)| p).collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} recordings in {}, want {count}",
+                files.len(),
+                self.0.display()
+            );
+            last = Some(files);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Recordings {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
