@@ -1821,6 +1821,11 @@ pub struct TrunkConfig {
     pub max_targets: u8,
     /// Seconds a failed target is tried after the healthy ones.
     pub holddown_s: u64,
+    /// Name servers asked for the termination's SRV and A/AAAA records
+    /// instead of `/etc/resolv.conf`'s (the hosts file is still read
+    /// first); `ip` or `ip:port`, port 53 by default.
+    #[serde(deserialize_with = "deserialize_dns_servers")]
+    pub dns_servers: Vec<SocketAddr>,
 }
 
 impl TrunkConfig {
@@ -1862,6 +1867,7 @@ impl Default for TrunkConfig {
             password: None,
             max_targets: 4,
             holddown_s: 30,
+            dns_servers: Vec::new(),
         }
     }
 }
@@ -2409,6 +2415,34 @@ fn deserialize_sip_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D
 
 fn deserialize_rtp_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
     deserialize_nets(d, "acl.rtp")
+}
+
+/// `trunk.dns_servers`: `ip`, `ip:port`, `[v6]:port`; port 53 if none. The
+/// error names the entry index.
+fn deserialize_dns_servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    /// RFC 1035 §4.2: DNS over UDP and TCP on port 53.
+    const DNS_PORT: u16 = 53;
+    let entries = Vec::<String>::deserialize(d)?;
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let addr = entry
+                .parse::<SocketAddr>()
+                .or_else(|_| entry.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, DNS_PORT)))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "trunk.dns_servers[{i}]: {entry:?} is not an IP address or ip:port"
+                    ))
+                })?;
+            if addr.port() == 0 || addr.ip().is_unspecified() {
+                return Err(serde::de::Error::custom(format!(
+                    "trunk.dns_servers[{i}]: {entry:?} cannot be asked (port 0 or unspecified address)"
+                )));
+            }
+            Ok(addr)
+        })
+        .collect()
 }
 
 /// A list of CIDR strings (bare addresses allowed, see [`acl::parse_cidr`]);
@@ -3914,6 +3948,36 @@ mod tests {
         assert_eq!(e, "config.toml: trunk.max_targets: 17 is outside 1..=16");
         let e = error("[trunk]\nholddown_s = 3601\n");
         assert_eq!(e, "config.toml: trunk.holddown_s: 3601 is outside 0..=3600");
+    }
+
+    #[test]
+    fn trunk_dns_servers_take_ip_or_ip_port() {
+        let c = parse(
+            "[trunk]\ndns_servers = [\"192.0.2.53\", \"127.0.0.1:5353\", \"[::1]:53\", \"::1\"]\n",
+        )
+        .expect("valid name servers");
+        let want: Vec<SocketAddr> = ["192.0.2.53:53", "127.0.0.1:5353", "[::1]:53", "[::1]:53"]
+            .iter()
+            .map(|a| a.parse().expect("test address"))
+            .collect();
+        assert_eq!(c.trunk.dns_servers, want);
+        assert!(Config::default().trunk.dns_servers.is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_trunk_dns_servers() {
+        for (text, index, entry) in [
+            ("[\"ns1.example.net\"]", 0, "ns1.example.net"),
+            ("[\"127.0.0.1\", \"127.0.0.1:99999\"]", 1, "127.0.0.1:99999"),
+            ("[\"127.0.0.1:0\"]", 0, "127.0.0.1:0"),
+            ("[\"0.0.0.0\"]", 0, "0.0.0.0"),
+        ] {
+            let e = error(&format!("[trunk]\ndns_servers = {text}\n"));
+            assert!(
+                e.contains(&format!("trunk.dns_servers[{index}]: \"{entry}\"")),
+                "{text}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -620,3 +620,210 @@ impl Drop for Recordings {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// 6. RFC 3263: SRV, failover, Retry-After, lookups again
+// ---------------------------------------------------------------------------
+
+/// The termination is a name (`trunk.test`) served by a DNS server of the
+/// test's (`[trunk] dns_servers`): SRV gives carrier A (priority 10) and
+/// carrier B (priority 20). The name server refuses everything for the
+/// first second, so the engine starts without targets: the callback waits
+/// (no agent is rung for a call that cannot go out) until the name is
+/// looked up again (every 5 s while it does not resolve). Carrier A answers 503 with Retry-After: 30: the same
+/// attempt fails over to B, which answers; the next callback goes straight
+/// to B. The Request-URI keeps the domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunk_srv_failover_honours_retry_after_and_dns_coming_up_late() {
+    let agent = Peer::start("agent", vec![Reply::after(300)], AGENT_FILL).await;
+    let carrier_a = Peer::start(
+        "carrier-a",
+        vec![Reply::Unavailable {
+            retry_after: Some(30),
+        }],
+        CARRIER_FILL,
+    )
+    .await;
+    let carrier_b = Peer::start("carrier-b", vec![Reply::hangup(100, 1_000)], CARRIER_FILL).await;
+    let dns = FakeDns::start(vec![
+        (
+            "_sip._udp.trunk.test.",
+            Zone::Srv(vec![
+                (10, 1, carrier_a.sip_addr().port(), "a.trunk.test."),
+                (20, 1, carrier_b.sip_addr().port(), "b.trunk.test."),
+            ]),
+        ),
+        ("a.trunk.test.", Zone::Loopback),
+        ("b.trunk.test.", Zone::Loopback),
+    ]);
+    let mut setup = Setup::new(77, &[("alice", &agent)], &carrier_a);
+    setup.termination = "trunk.test".into();
+    let mut config = setup.config();
+    config.trunk.dns_servers = vec![dns.addr];
+    let _files = StoreFiles::of(&config);
+    let first = register(&config, NUMBER);
+    let engine = common::start(config.clone()).await;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    dns.set_up(true);
+
+    // Nothing is launched before the name resolves.
+    let (agent_rung, _) = agent.wait_invite(1, Duration::from_secs(10)).await;
+    assert!(
+        agent_rung - started >= Duration::from_millis(4_500),
+        "the agent was rung {:?} after the start, before the trunk resolved",
+        agent_rung - started
+    );
+    // The first callback: A refuses with 503, B takes the same attempt.
+    let (to_a, invite_a) = carrier_a.wait_invite(1, Duration::from_secs(15)).await;
+    let (to_b, invite_b) = carrier_b.wait_invite(1, SOON).await;
+    assert!(
+        to_b - to_a < Duration::from_millis(500),
+        "failover took {:?}",
+        to_b - to_a
+    );
+    let uri = format!("sip:+1{NUMBER}@trunk.test;user=phone");
+    assert_eq!(&*invite_a.uri, uri.as_str());
+    assert_eq!(&*invite_b.uri, uri.as_str());
+    assert_eq!(agent.invites().len(), 1, "one attempt, one agent call");
+    let row = wait_status(&config, first, Status::Completed, SOON).await;
+    assert_eq!(row.attempts, 1, "the failover is inside one attempt");
+    let srv_asked = dns.asked("_sip._udp.trunk.test.");
+    assert!(
+        srv_asked >= 2,
+        "the SRV name was asked {srv_asked} times: not looked up again after the refusal"
+    );
+
+    // The next callback: A asked not to be used for 30 s.
+    let second = register(&config, "3125550199");
+    carrier_b.wait_invite(2, Duration::from_secs(20)).await;
+    wait_status(&config, second, Status::Completed, SOON).await;
+    assert_eq!(
+        carrier_a.invites().len(),
+        1,
+        "carrier A was used during its Retry-After"
+    );
+    legs_closed(&engine).await;
+    engine.shutdown().await;
+}
+
+/// What [`FakeDns`] answers for a name.
+enum Zone {
+    /// SRV records `(priority, weight, port, target)`.
+    Srv(Vec<(u16, u16, u16, &'static str)>),
+    /// A 127.0.0.1 (AAAA: no records).
+    Loopback,
+}
+
+/// A DNS server on 127.0.0.1 (UDP) answering from a fixed zone, REFUSED to
+/// everything while down; NXDOMAIN for names outside the zone. Counts the
+/// questions per name.
+struct FakeDns {
+    addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeDns {
+    fn start(zone: Vec<(&'static str, Zone)>) -> FakeDns {
+        use hickory_resolver::proto::op::{Message, ResponseCode};
+        use hickory_resolver::proto::rr::rdata::{A, SRV};
+        use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the DNS socket");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("read timeout");
+        let addr = sock.local_addr().expect("DNS address");
+        let up = Arc::new(AtomicBool::new(false));
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (up2, asked2, stop2) = (up.clone(), asked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((len, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(query) = Message::from_vec(&buf[..len]) else {
+                    continue;
+                };
+                let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
+                reply.metadata.recursion_desired = query.metadata.recursion_desired;
+                reply.metadata.recursion_available = true;
+                reply.metadata.authoritative = true;
+                reply.queries = query.queries.clone();
+                if let Some(edns) = &query.edns {
+                    reply.edns = Some(edns.clone());
+                }
+                for q in &query.queries {
+                    let name = q.name().to_ascii();
+                    asked2.lock().expect("asked lock").push(name.clone());
+                    if !up2.load(Ordering::Relaxed) {
+                        reply.metadata.response_code = ResponseCode::Refused;
+                        continue;
+                    }
+                    let Some((_, answer)) =
+                        zone.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name))
+                    else {
+                        reply.metadata.response_code = ResponseCode::NXDomain;
+                        continue;
+                    };
+                    let owner = q.name().clone();
+                    match (answer, q.query_type()) {
+                        (Zone::Srv(records), RecordType::SRV) => {
+                            for &(priority, weight, port, target) in records {
+                                let target = Name::from_ascii(target).expect("SRV target name");
+                                reply.answers.push(Record::from_rdata(
+                                    owner.clone(),
+                                    60,
+                                    RData::SRV(SRV::new(priority, weight, port, target)),
+                                ));
+                            }
+                        }
+                        (Zone::Loopback, RecordType::A) => {
+                            reply.answers.push(Record::from_rdata(
+                                owner,
+                                60,
+                                RData::A(A(std::net::Ipv4Addr::LOCALHOST)),
+                            ));
+                        }
+                        // The name exists; no records of that type.
+                        _ => {}
+                    }
+                }
+                if let Ok(bytes) = reply.to_vec() {
+                    let _ = sock.send_to(&bytes, from);
+                }
+            }
+        });
+        FakeDns {
+            addr,
+            up,
+            asked,
+            stop,
+        }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many questions named `name`.
+    fn asked(&self, name: &str) -> usize {
+        self.asked
+            .lock()
+            .expect("asked lock")
+            .iter()
+            .filter(|n| n.eq_ignore_ascii_case(name))
+            .count()
+    }
+}
+
+impl Drop for FakeDns {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -572,6 +572,95 @@ impl TargetList {
     }
 }
 
+/// Orders items as RFC 2782 orders SRV records, `key` giving each one's
+/// `(priority, weight)`: by priority, lowest first; within a priority by
+/// weighted random selection, drawing from `rng`.
+///
+/// The draw is from `1..=sum` rather than RFC 2782's `0..=sum`, so an item
+/// is picked with exactly its share of the weight (3:1 is 75 % : 25 %);
+/// the inclusive zero would hand the first item in the list an extra
+/// `1 / (sum + 1)`. Items of weight 0 therefore come after the weighted
+/// ones of their priority, in the order given.
+pub fn order_weighted<T>(
+    mut items: Vec<T>,
+    key: impl Fn(&T) -> (u16, u16),
+    rng: &mut fastrand::Rng,
+) -> Vec<T> {
+    // A stable sort: equal priorities keep the order given.
+    items.sort_by_key(|i| key(i).0);
+    let mut ordered = Vec::with_capacity(items.len());
+    let mut rest = items;
+    while let Some(first) = rest.first() {
+        let priority = key(first).0;
+        let len = rest.iter().take_while(|i| key(i).0 == priority).count();
+        let tail = rest.split_off(len);
+        let mut group = rest;
+        while !group.is_empty() {
+            let sum: u32 = group.iter().map(|i| u32::from(key(i).1)).sum();
+            let index = if sum == 0 {
+                0
+            } else {
+                // The first item whose running sum reaches the draw.
+                let pick = rng.u32(1..=sum);
+                let mut running = 0u32;
+                group
+                    .iter()
+                    .position(|i| {
+                        running += u32::from(key(i).1);
+                        running >= pick
+                    })
+                    .unwrap_or(0)
+            };
+            ordered.push(group.remove(index));
+        }
+        rest = tail;
+    }
+    ordered
+}
+
+/// The order one call tries the trunk's resolved targets in. RFC 2782's
+/// weighted choice is drawn again for every call, so equal-priority SRV
+/// targets share the calls by weight (a single draw at resolution time
+/// would send every call to the same one until the next lookup).
+///
+/// `targets` is the resolver's list: transport blocks (UDP's targets, then
+/// TCP's) kept in that order; within a block, the addresses of one SRV
+/// record (same name, port, priority and weight) stay together and in
+/// order, and the records are ordered by [`order_weighted`].
+pub fn order_for_call(targets: &[Target], rng: &mut fastrand::Rng) -> Vec<Target> {
+    let mut out = Vec::with_capacity(targets.len());
+    let mut block_start = 0;
+    while let Some(first) = targets.get(block_start) {
+        let len = targets[block_start..]
+            .iter()
+            .take_while(|t| t.transport == first.transport)
+            .count();
+        let block = &targets[block_start..block_start + len];
+        // One group per SRV record, in first-appearance order.
+        let mut groups: Vec<Vec<&Target>> = Vec::new();
+        for t in block {
+            match groups.iter_mut().find(|g| same_record(g[0], t)) {
+                Some(group) => group.push(t),
+                None => groups.push(vec![t]),
+            }
+        }
+        for group in order_weighted(groups, |g| (g[0].priority, g[0].weight), rng) {
+            out.extend(group.into_iter().cloned());
+        }
+        block_start += len;
+    }
+    out
+}
+
+/// Whether two targets came from the same SRV record (or the same host's
+/// A/AAAA records).
+fn same_record(a: &Target, b: &Target) -> bool {
+    a.name == b.name
+        && a.addr.port() == b.addr.port()
+        && a.priority == b.priority
+        && a.weight == b.weight
+}
+
 /// Why a trunk setting cannot be used. All are local (configuration)
 /// faults.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -705,6 +794,76 @@ mod tests {
             weight: 0,
             name: "sip.carrier.example".into(),
         }
+    }
+
+    fn srv_target(
+        name: &str,
+        last_octet: u8,
+        (priority, weight): (u16, u16),
+        transport: TrunkTransport,
+    ) -> Target {
+        Target {
+            addr: SocketAddr::from(([192, 0, 2, last_octet], 5060)),
+            transport,
+            priority,
+            weight,
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn order_for_call_shares_equal_priorities_by_weight() {
+        use TrunkTransport::Udp;
+        // a: weight 3 with two addresses, b: weight 1, c: the backup.
+        let targets = vec![
+            srv_target("a", 1, (10, 3), Udp),
+            srv_target("a", 2, (10, 3), Udp),
+            srv_target("b", 3, (10, 1), Udp),
+            srv_target("c", 4, (20, 0), Udp),
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut a_first = 0;
+        for _ in 0..4_000 {
+            let order = order_for_call(&targets, &mut rng);
+            let names: Vec<&str> = order.iter().map(|t| &*t.name).collect();
+            let octets: Vec<u8> = order
+                .iter()
+                .map(|t| match t.addr.ip() {
+                    std::net::IpAddr::V4(v4) => v4.octets()[3],
+                    std::net::IpAddr::V6(_) => 0,
+                })
+                .collect();
+            match names.as_slice() {
+                ["a", "a", "b", "c"] => {
+                    a_first += 1;
+                    assert_eq!(octets, [1, 2, 3, 4]);
+                }
+                ["b", "a", "a", "c"] => assert_eq!(octets, [3, 1, 2, 4]),
+                other => panic!("one record's addresses split or backup first: {other:?}"),
+            }
+        }
+        // 3:1 → 75 %; ±5 % is far outside chance for 4,000 draws.
+        assert!(
+            (2_800..=3_200).contains(&a_first),
+            "a first {a_first} / 4000"
+        );
+    }
+
+    #[test]
+    fn order_for_call_keeps_udp_targets_before_tcp() {
+        use TrunkTransport::{Tcp, Udp};
+        let targets = vec![
+            srv_target("u", 1, (20, 1), Udp),
+            srv_target("u2", 2, (20, 1), Udp),
+            srv_target("t", 3, (10, 1), Tcp),
+        ];
+        let mut rng = fastrand::Rng::with_seed(1);
+        for _ in 0..100 {
+            let order = order_for_call(&targets, &mut rng);
+            let transports: Vec<TrunkTransport> = order.iter().map(|t| t.transport).collect();
+            assert_eq!(transports, [Udp, Udp, Tcp]);
+        }
+        assert!(order_for_call(&[], &mut rng).is_empty());
     }
 
     fn list(n: u8, max_attempts: usize) -> TargetList {

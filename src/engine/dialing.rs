@@ -32,8 +32,8 @@ use crate::callback::number::{PhoneNumber, validate};
 use crate::callback::scheduler::{Action as Plan, Scheduler, Snapshot};
 use crate::callback::store::{Attempt, CallbackRow, Recorded};
 use crate::callback::trunk::{
-    CpsLimiter, TargetFailure, TargetHealth, TargetList, TrunkSettings, customer_request_uri,
-    from_header, pai_header,
+    CpsLimiter, Target, TargetFailure, TargetHealth, TargetList, TrunkSettings,
+    customer_request_uri, from_header, order_for_call, pai_header,
 };
 use crate::callback::{CallbackId, QueueId};
 use crate::engine::agents::Roster;
@@ -59,7 +59,7 @@ pub struct DialingSettings {
     /// The trunk.
     pub trunk: TrunkSettings,
     /// The trunk's resolved targets (RFC 3263), in order.
-    pub trunk_targets: Vec<crate::callback::trunk::Target>,
+    pub trunk_targets: Vec<Target>,
     /// Caller ID per queue (the queue's callback number).
     pub caller_ids: HashMap<QueueId, PhoneNumber>,
     /// Number rules (a stored number is re-validated before dialing).
@@ -91,6 +91,10 @@ pub struct Dialing {
     attempts: HashMap<u64, AttemptCtx>,
     live: HashMap<u64, LiveCtx>,
     legs: HashMap<CallKey, (u64, Side)>,
+    /// Draws each call's RFC 2782 order of the trunk's targets.
+    rng: fastrand::Rng,
+    /// "No trunk target" was logged (once per outage).
+    trunk_down_logged: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +165,16 @@ impl Dialing {
             attempts: HashMap::new(),
             live: HashMap::new(),
             legs: HashMap::new(),
+            rng: fastrand::Rng::new(),
+            trunk_down_logged: false,
         })
+    }
+
+    /// The trunk's termination was looked up again (DNS changed, or it
+    /// resolves now): calls from now on use `targets`; attempts under way
+    /// keep the list they started with.
+    pub fn set_trunk_targets(&mut self, targets: Vec<Target>) {
+        self.settings.trunk_targets = targets;
     }
 
     /// The launch switch (issue 4: stops new launches at once).
@@ -404,11 +417,22 @@ impl Dialing {
             .into_iter()
             .filter(|r| !self.attempts.values().any(|a| a.callback.id == r.id))
             .collect();
+        // No trunk target (the termination does not resolve yet): ringing
+        // an agent would only end in a failed customer attempt; callbacks
+        // wait, live callers are still served.
+        let trunk_down = self.settings.trunk_targets.is_empty();
+        if trunk_down && !rows.is_empty() && !self.trunk_down_logged {
+            warn!(
+                due = rows.len(),
+                "no trunk target; callbacks wait until the termination resolves"
+            );
+        }
+        self.trunk_down_logged = trunk_down;
         let plan = self.scheduler.decide(
             Timestamp::now(),
             &Snapshot {
                 launch_enabled: self.launch_enabled,
-                callbacks: &rows,
+                callbacks: if trunk_down { &[] } else { &rows },
                 live: &live,
                 free_agents: &free,
                 free_lines,
@@ -731,7 +755,10 @@ impl Dialing {
             return;
         };
         let targets = a.customer_targets.get_or_insert_with(|| {
-            TargetList::new(self.settings.trunk_targets.clone(), trunk.max_targets)
+            TargetList::new(
+                order_for_call(&self.settings.trunk_targets, &mut self.rng),
+                trunk.max_targets,
+            )
         });
         let Some(target) = targets
             .first(now, &self.health)

@@ -24,7 +24,7 @@ pub mod transport;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -33,7 +33,8 @@ use tracing::{info, warn};
 use crate::callback::hours::Gates;
 use crate::callback::scheduler::Scheduler;
 use crate::callback::store::{Registration, SqliteStore};
-use crate::config::{Config, Transport as ConfiguredTransport};
+use crate::callback::trunk::{Target as TrunkTarget, TerminationHost, TrunkSettings};
+use crate::config::{self, Config, Transport as ConfiguredTransport};
 use crate::media::g711::Law;
 use crate::media::ports::{PortPool, PortPoolError};
 use crate::media::prompt::{PromptError, PromptLibrary, Ptime, STANDARD_PROMPTS};
@@ -358,19 +359,7 @@ pub async fn start_with_store(
         Err(e) => warn!(error = %e, "interrupted callbacks could not be recovered"),
     }
     let trunk = config.trunk.settings()?;
-    let trunk_targets = match resolve::HickoryLookup::from_system() {
-        Ok(lookup) => resolve::resolve_termination(&lookup, &trunk, &mut fastrand::Rng::new())
-            .await
-            .map(|list| list.targets().to_vec())
-            .unwrap_or_else(|e| {
-                warn!(error = %e, "trunk termination not resolved; customer calls will fail until it is");
-                Vec::new()
-            }),
-        Err(e) => {
-            warn!(error = %e, "no DNS configuration; only IP literals can be dialled");
-            Vec::new()
-        }
-    };
+    let (trunk_targets, trunk_refresh) = resolve_trunk(&config.trunk, &trunk).await;
     let mut caller_ids = std::collections::HashMap::new();
     for q in &config.queues {
         match q.caller_id() {
@@ -431,6 +420,10 @@ pub async fn start_with_store(
     );
     let (control, control_rx) = mpsc::channel(16);
     let (resolved_tx, resolved_rx) = mpsc::unbounded_channel();
+    let (trunk_tx, trunk_rx) = mpsc::unbounded_channel();
+    if let Some(refresh) = trunk_refresh {
+        tokio::spawn(refresh.run(trunk_tx));
+    }
     let core = Core {
         endpoint,
         calls,
@@ -443,6 +436,7 @@ pub async fn start_with_store(
         control: control_rx,
         resolved_tx,
         resolved_rx,
+        trunk_targets: trunk_rx,
         stopping: None,
         totals: EngineTotals::default(),
     };
@@ -453,6 +447,98 @@ pub async fn start_with_store(
         control,
         task,
     })
+}
+
+/// How often a trunk termination that resolved is looked up again: DNS
+/// changes (a carrier moving its SBCs) reach new calls within this, and
+/// hickory's cache still honours the records' TTLs in between.
+const TRUNK_REFRESH: Duration = Duration::from_secs(30);
+/// How often a termination that did not resolve is tried again.
+const TRUNK_RETRY: Duration = Duration::from_secs(5);
+
+/// Resolves the trunk's termination once at start (RFC 3263), and gives the
+/// background refresh for a host name (an IP literal needs none).
+async fn resolve_trunk(
+    config: &config::TrunkConfig,
+    trunk: &TrunkSettings,
+) -> (Vec<TrunkTarget>, Option<TrunkRefresh>) {
+    let lookup = if config.dns_servers.is_empty() {
+        resolve::HickoryLookup::from_system()
+    } else {
+        resolve::HickoryLookup::with_servers(&config.dns_servers)
+    };
+    let lookup = match lookup {
+        Ok(lookup) => lookup,
+        Err(e) => {
+            warn!(error = %e, "no DNS configuration; only IP literals can be dialled");
+            return (Vec::new(), None);
+        }
+    };
+    let (targets, resolved) =
+        match resolve::resolve_termination(&lookup, trunk, &mut fastrand::Rng::new()).await {
+            Ok(list) => (list.targets().to_vec(), true),
+            Err(e) => {
+                warn!(error = %e, "trunk termination not resolved; trying again every 5 s");
+                (Vec::new(), false)
+            }
+        };
+    let refresh =
+        matches!(trunk.termination.host, TerminationHost::Name(_)).then(|| TrunkRefresh {
+            lookup,
+            trunk: trunk.clone(),
+            resolved,
+            last: targets.clone(),
+        });
+    (targets, refresh)
+}
+
+/// Looks the trunk's termination up again, every [`TRUNK_REFRESH`] (every
+/// [`TRUNK_RETRY`] while it does not resolve), and hands a changed target
+/// list to the core. A failed lookup keeps the last good list.
+struct TrunkRefresh {
+    lookup: resolve::HickoryLookup,
+    trunk: TrunkSettings,
+    resolved: bool,
+    last: Vec<TrunkTarget>,
+}
+
+impl TrunkRefresh {
+    async fn run(mut self, tx: mpsc::UnboundedSender<Vec<TrunkTarget>>) {
+        let mut rng = fastrand::Rng::new();
+        loop {
+            let wait = if self.resolved {
+                TRUNK_REFRESH
+            } else {
+                TRUNK_RETRY
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = tx.closed() => return,
+            }
+            match resolve::resolve_termination(&self.lookup, &self.trunk, &mut rng).await {
+                Ok(list) => {
+                    let targets = list.targets().to_vec();
+                    if !self.resolved || !same_targets(&targets, &self.last) {
+                        info!(targets = targets.len(), "trunk termination resolved");
+                        if tx.send(targets.clone()).is_err() {
+                            return;
+                        }
+                    }
+                    self.resolved = true;
+                    self.last = targets;
+                }
+                Err(e) => {
+                    warn!(error = %e, "trunk termination lookup failed; keeping the last targets");
+                    self.resolved = !self.last.is_empty();
+                }
+            }
+        }
+    }
+}
+
+/// The same targets, whatever their (random, per-lookup) weighted order.
+fn same_targets(a: &[TrunkTarget], b: &[TrunkTarget]) -> bool {
+    a.len() == b.len() && a.iter().all(|t| b.contains(t))
 }
 
 struct Core {
@@ -468,6 +554,8 @@ struct Core {
     /// DNS results for in-dialog requests to host names come back here.
     resolved_tx: mpsc::UnboundedSender<Resolved>,
     resolved_rx: mpsc::UnboundedReceiver<Resolved>,
+    /// The trunk's termination, looked up again (see [`TrunkRefresh`]).
+    trunk_targets: mpsc::UnboundedReceiver<Vec<TrunkTarget>>,
     /// Set when shutting down: stop once no call is left or at this instant.
     stopping: Option<Instant>,
     /// Totals since start-up.
@@ -583,6 +671,9 @@ impl Core {
                             self.calls.handle_store_reply(now, reply, &mut self.endpoint);
                         }
                     }
+                }
+                Some(targets) = self.trunk_targets.recv() => {
+                    self.dialing.set_trunk_targets(targets);
                 }
                 Some((target, data)) = self.resolved_rx.recv() => {
                     if let Err(e) = self.transport.send(target, data) {

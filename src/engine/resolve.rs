@@ -35,13 +35,16 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::ResolveHosts;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::NetError;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use thiserror::Error;
 use tracing::{debug, warn};
 
-use crate::callback::trunk::{Target, TargetList, TerminationHost, TrunkSettings, TrunkTransport};
+use crate::callback::trunk::{
+    Target, TargetList, TerminationHost, TrunkSettings, TrunkTransport, order_weighted,
+};
 
 /// The DNS questions RFC 3263 needs, so resolution can be tested without a
 /// name server.
@@ -212,43 +215,10 @@ pub async fn resolve_termination<L: Lookup>(
 }
 
 /// Orders SRV records as RFC 2782 asks: by priority, lowest first; within a
-/// priority by weighted random selection, drawing from `rng`.
-///
-/// The draw is from `1..=sum` rather than RFC 2782's `0..=sum`, so a record
-/// is picked with exactly its share of the weight (3:1 is 75 % : 25 %);
-/// the inclusive zero would hand the first record in the list an extra
-/// `1 / (sum + 1)`. Records of weight 0 therefore come after the weighted
-/// ones of their priority, in the order served.
-pub fn order_srv(mut records: Vec<SrvRecord>, rng: &mut fastrand::Rng) -> Vec<SrvRecord> {
-    records.sort_by_key(|r| r.priority);
-    let mut ordered = Vec::with_capacity(records.len());
-    let mut rest = records;
-    while !rest.is_empty() {
-        let priority = rest[0].priority;
-        let len = rest.iter().take_while(|r| r.priority == priority).count();
-        let tail = rest.split_off(len);
-        let mut group = rest;
-        while !group.is_empty() {
-            let sum: u32 = group.iter().map(|r| u32::from(r.weight)).sum();
-            let index = if sum == 0 {
-                0
-            } else {
-                // The first record whose running sum reaches the draw.
-                let pick = rng.u32(1..=sum);
-                let mut running = 0u32;
-                group
-                    .iter()
-                    .position(|r| {
-                        running += u32::from(r.weight);
-                        running >= pick
-                    })
-                    .unwrap_or(0)
-            };
-            ordered.push(group.remove(index));
-        }
-        rest = tail;
-    }
-    ordered
+/// priority by weighted random selection, drawing from `rng` (see
+/// [`order_weighted`]).
+pub fn order_srv(records: Vec<SrvRecord>, rng: &mut fastrand::Rng) -> Vec<SrvRecord> {
+    order_weighted(records, |r| (r.priority, r.weight), rng)
 }
 
 /// [`Lookup`] through the hickory resolver.
@@ -263,6 +233,25 @@ impl HickoryLookup {
     /// a tokio runtime.
     pub fn from_system() -> Result<HickoryLookup, ResolveError> {
         let mut builder = TokioResolver::builder_tokio().map_err(ResolveError::SystemConfig)?;
+        builder.options_mut().use_hosts_file = ResolveHosts::Always;
+        let resolver = builder.build().map_err(ResolveError::SystemConfig)?;
+        Ok(HickoryLookup { resolver })
+    }
+
+    /// A resolver asking `servers` (UDP, then TCP for truncated answers)
+    /// instead of the system's name servers, still answering from
+    /// `/etc/hosts` first. Must be called inside a tokio runtime.
+    pub fn with_servers(servers: &[SocketAddr]) -> Result<HickoryLookup, ResolveError> {
+        let mut config = ResolverConfig::from_parts(None, Vec::new(), Vec::new());
+        for server in servers {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = server.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = server.port();
+            config.add_name_server(NameServerConfig::new(server.ip(), true, vec![udp, tcp]));
+        }
+        let mut builder =
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
         builder.options_mut().use_hosts_file = ResolveHosts::Always;
         let resolver = builder.build().map_err(ResolveError::SystemConfig)?;
         Ok(HickoryLookup { resolver })
