@@ -16,6 +16,11 @@
 //! through the engine, and the BYE ending both legs. Every sipp run must be
 //! clean as issue 2 defines it; the store must hold the completed callback,
 //! its answered attempt and a CDR row per outbound leg.
+//!
+//! Beside it: the same loop with baresip as the agent (auto-answer, its
+//! `aubridge` sending back what it hears), the retry and failure paths, and
+//! live callers (`caller_holds.xml`, no digit) reaching one agent in the
+//! order they arrived.
 
 mod support;
 
@@ -33,9 +38,9 @@ use callbackd::callback::{CallbackId, QueueId};
 use callbackd::sip::message::{self, Message, Request, Response};
 
 use support::{
-    CallbackConfig, Capture, Engine, EngineConfig, Ports, RtpPacket, Sipp, TestDir, UdpPacket,
-    assert_clean, interop_lock, read_rtp, read_udp, require_tools, scenario_file, stored_callbacks,
-    write_inf, write_tone_pcap,
+    Baresip, CallbackConfig, Capture, Engine, EngineConfig, Ports, RtpPacket, Sipp, TestDir,
+    UdpPacket, assert_clean, interop_lock, log_field, read_rtp, read_udp, require_tools,
+    scenario_file, stored_callbacks, write_inf, write_tone_pcap,
 };
 
 /// sipp's address (`-i`/`-mi`).
@@ -415,6 +420,461 @@ fn busy_customer_exhausts_retries_and_fails() {
     engine.assert_no_panic();
 }
 
+/// Issue 4: live callers reach a free agent in line order. Two callers
+/// (two sipp UACs, 1.5 s apart, `caller_holds.xml`: no digit, each sends
+/// its own tone) hear the greeting, the ECBT and the offer, then hold; one
+/// static agent (a sipp UAS taking two calls, `uas_answer_audio_hangup.xml`:
+/// answers, sends its own tone, hangs up after 5 s) is rung for the first
+/// caller, talks, hangs up — the engine ends that caller's call — and is
+/// then rung for the second. The engine's "ringing an agent" lines name the
+/// callers' Call-IDs in arrival order, the capture shows the first caller's
+/// BYE before the agent's second INVITE, and each side's audio reaching the
+/// other through the engine (and never the caller who is not connected).
+#[test]
+fn live_callers_reach_a_free_agent_in_order() {
+    let test = "live_callers_reach_a_free_agent_in_order";
+    if !require_tools(test, &["sipp", "tshark"]) {
+        return;
+    }
+    let _serial = interop_lock();
+    let dir = TestDir::new(test);
+    // `main`: the engine and caller A; the trunk is configured but never
+    // dialled (no callback exists).
+    let (main, b_ports, agent_ports, carrier_ports) = (
+        Ports::allocate(),
+        Ports::allocate(),
+        Ports::allocate(),
+        Ports::allocate(),
+    );
+    let config = dialing_config(&main, &agent_ports, &carrier_ports, 60, 3);
+    let capture = Capture::start_filter(
+        &dir,
+        "live",
+        &format!(
+            "udp port {} or udp portrange {}-{}",
+            main.engine_sip, main.rtp_min, main.rtp_max
+        ),
+    );
+    let mut engine = Engine::start(&config, &dir);
+    let engine_addr = engine.sip_addr();
+    // Three tones, so the capture tells whose audio went where (none a
+    // multiple of 50 Hz: every 20 ms payload differs from the next).
+    for (name, file, hz) in [
+        ("caller_a", "caller_audio.pcap", 523.0),
+        ("caller_b", "caller_audio.pcap", 659.0),
+        ("agent", "carrier_audio.pcap", 1013.0),
+    ] {
+        std::fs::create_dir_all(dir.join(name)).expect("test dir is writable");
+        // 40 s for the callers (talking outlasts the queue), 8 s for the
+        // agent (it hangs up after 5 s).
+        let packets = if name == "agent" { 400 } else { 2000 };
+        write_tone_pcap(&dir.join(name).join(file), hz, packets);
+    }
+
+    let started = std::time::Instant::now();
+    let (caller_a, caller_b, agent) = thread::scope(|s| {
+        let agent = s.spawn(|| {
+            Sipp::uac(
+                scenario_file("uas_answer_audio_hangup.xml"),
+                engine_addr,
+                &agent_ports,
+            )
+            .load(2, 10, 10)
+            .arg("-aa")
+            .timeout_s(90)
+            .run(&dir, "agent")
+        });
+        thread::sleep(Duration::from_millis(500));
+        let caller_a = s.spawn(|| {
+            Sipp::uac(scenario_file("caller_holds.xml"), engine_addr, &main)
+                .timeout_s(90)
+                .run(&dir, "caller_a")
+        });
+        thread::sleep(Duration::from_millis(1500));
+        let caller_b = Sipp::uac(scenario_file("caller_holds.xml"), engine_addr, &b_ports)
+            .timeout_s(90)
+            .run(&dir, "caller_b");
+        (
+            caller_a.join().expect("caller A sipp thread"),
+            caller_b,
+            agent.join().expect("agent sipp thread"),
+        )
+    });
+    eprintln!("callers and agent done after {:?}", started.elapsed());
+    let pcap = capture.stop();
+    assert_clean(&caller_a, 1);
+    assert_clean(&caller_b, 1);
+    assert_clean(&agent, 2);
+    let a_id = caller_a.call_id(1, SIPP_IP);
+    let b_id = caller_b.call_id(1, SIPP_IP);
+
+    // The engine rang the agent for A, then for B, and connected them in
+    // that order.
+    let log = engine.log_lines();
+    let call_ids_of = |event: &str| -> Vec<String> {
+        log.iter()
+            .filter(|l| l.contains(&format!(": {event}")))
+            .filter_map(|l| log_field(l, "call_id").map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        call_ids_of("ringing an agent for a live caller"),
+        [a_id.clone(), b_id.clone()],
+        "the agent is rung for the first caller, then the second"
+    );
+    assert_eq!(
+        call_ids_of("caller connected to an agent"),
+        [a_id.clone(), b_id.clone()],
+        "both callers were connected, in arrival order"
+    );
+
+    // SIP on the wire, in order.
+    let sip = sip_messages(&pcap, main.engine_sip);
+    let port_is = |port: u16| move |m: &&Sip| m.dst.port() == port;
+    let from_port = |port: u16| move |m: &&Sip| m.src.port() == port;
+    let agent_invites = requests(&sip, "INVITE", port_is(agent_ports.sipp_sip));
+    let agent_byes = requests(&sip, "BYE", from_port(agent_ports.sipp_sip));
+    assert_eq!(agent_invites.len(), 2, "two agent INVITEs");
+    assert_eq!(agent_byes.len(), 2, "the agent hung up twice");
+    for (invite, bye) in agent_invites.iter().zip(&agent_byes) {
+        assert_eq!(
+            invite.1.headers.call_id, bye.1.headers.call_id,
+            "each agent call ends before the next starts"
+        );
+    }
+    let a_invite = first_request(&sip, "INVITE", from_port(main.sipp_sip));
+    let b_invite = first_request(&sip, "INVITE", from_port(b_ports.sipp_sip));
+    assert_eq!(a_invite.1.headers.call_id.as_str(), a_id);
+    assert_eq!(b_invite.1.headers.call_id.as_str(), b_id);
+    let bye_to_a = first_request(&sip, "BYE", port_is(main.sipp_sip));
+    let bye_to_b = first_request(&sip, "BYE", port_is(b_ports.sipp_sip));
+    let times = [
+        ("A's INVITE", a_invite.0),
+        ("B's INVITE", b_invite.0),
+        ("the agent's first INVITE", agent_invites[0].0),
+        ("the agent's first BYE", agent_byes[0].0),
+        ("the engine's BYE to A", bye_to_a.0),
+        ("the agent's second INVITE", agent_invites[1].0),
+        ("the agent's second BYE", agent_byes[1].0),
+        ("the engine's BYE to B", bye_to_b.0),
+    ];
+    for pair in times.windows(2) {
+        assert!(
+            pair[0].1 < pair[1].1,
+            "{} comes before {}: {times:?}",
+            pair[0].0,
+            pair[1].0
+        );
+    }
+    eprintln!(
+        "agent rung for A {:.1} s after A called, for B {:.1} s after A's BYE",
+        (agent_invites[0].0 - a_invite.0) as f64 / 1e9,
+        (agent_invites[1].0 - bye_to_a.0) as f64 / 1e9
+    );
+    first_response(&sip, 200, "BYE", from_port(main.sipp_sip));
+    first_response(&sip, 200, "BYE", from_port(b_ports.sipp_sip));
+    first_response(&sip, 200, "BYE", port_is(agent_ports.sipp_sip));
+    for port in [main.sipp_sip, b_ports.sipp_sip] {
+        assert!(
+            requests(&sip, "BYE", from_port(port)).is_empty(),
+            "a caller never hangs up by itself"
+        );
+    }
+
+    // RTP: while each agent call lasts, the agent's tone reaches its
+    // caller and the caller's tone reaches the agent; nothing reaches the
+    // other caller.
+    let rtp = read_rtp(&pcap, main.rtp_min, main.rtp_max);
+    let agent_ok = |n: usize| {
+        let call_id = agent_invites[n].1.headers.call_id.as_str();
+        first_response(&sip, 200, "INVITE", |m: &&Sip| {
+            m.src.port() == agent_ports.sipp_sip && sip_call_id(m) == call_id
+        })
+    };
+    let a_ok = first_response(&sip, 200, "INVITE", port_is(main.sipp_sip));
+    let b_ok = first_response(&sip, 200, "INVITE", port_is(b_ports.sipp_sip));
+    // (engine port, peer port) of each call.
+    let a_call = (sdp_port(&a_ok.1.body), sdp_port(&a_invite.1.body));
+    let b_call = (sdp_port(&b_ok.1.body), sdp_port(&b_invite.1.body));
+    for (n, (caller, other), name) in [(0, (a_call, b_call), "A"), (1, (b_call, a_call), "B")] {
+        let ok = agent_ok(n);
+        let agent_call = (sdp_port(&agent_invites[n].1.body), sdp_port(&ok.1.body));
+        let (from, to) = (ok.0, agent_byes[n].0);
+        let window = |p: &&RtpPacket| p.time_ns > from && p.time_ns < to;
+        let sent_to = |(engine, _): (u16, u16)| -> Vec<&RtpPacket> {
+            rtp.iter()
+                .filter(|p| p.dst.port() == engine)
+                .filter(window)
+                .collect()
+        };
+        let got_by = |(engine, peer): (u16, u16)| -> Vec<&RtpPacket> {
+            rtp.iter()
+                .filter(|p| p.src.port() == engine && p.dst.port() == peer)
+                .filter(window)
+                .collect()
+        };
+        let (by_agent, by_caller) = (sent_to(agent_call), sent_to(caller));
+        let (at_agent, at_caller) = (got_by(agent_call), got_by(caller));
+        let to_caller = relayed(&by_agent, &at_caller);
+        let to_agent = relayed(&by_caller, &at_agent);
+        eprintln!(
+            "agent call {} (caller {name}): agent sent {}, {to_caller} reached the caller; \
+             caller sent {}, {to_agent} reached the agent",
+            n + 1,
+            by_agent.len(),
+            by_caller.len()
+        );
+        assert!(
+            by_agent.len() >= 150 && by_caller.len() >= 150,
+            "both sides talked during agent call {}: agent {}, caller {name} {}",
+            n + 1,
+            by_agent.len(),
+            by_caller.len()
+        );
+        assert!(
+            to_caller * 10 >= by_agent.len() * 9,
+            "the agent's audio reaches caller {name}: {to_caller} of {}",
+            by_agent.len()
+        );
+        assert!(
+            to_agent * 10 >= by_caller.len() * 9,
+            "caller {name}'s audio reaches the agent: {to_agent} of {}",
+            by_caller.len()
+        );
+        assert_eq!(
+            relayed(&by_agent, &got_by(other)),
+            0,
+            "the agent's audio must not reach the other caller"
+        );
+        assert_eq!(
+            relayed(&sent_to(other), &at_agent),
+            0,
+            "the other caller's audio must not reach the agent"
+        );
+    }
+
+    engine.stop();
+    engine.assert_no_panic();
+}
+
+/// Issue 4 with a real softphone as the agent: the loop of
+/// [`callback_calls_agent_first_then_customer_and_bridges`] (the caller
+/// registers a callback with sipp's `play_dtmf`, the callback is launched,
+/// the agent is called first, then the customer at the carrier sipp UAS,
+/// and both are bridged), but the agent is baresip 1.0.0 answering by
+/// itself (`answermode=auto`). Its `aubridge` plays what it hears back as
+/// its microphone, so the carrier's 440 Hz tone comes back from baresip:
+/// the capture shows the tone reaching baresip and baresip's audio (the
+/// tone) reaching the carrier, both through the engine. The carrier hangs
+/// up; the engine ends baresip's leg.
+#[test]
+fn baresip_agent_completes_the_callback() {
+    let test = "baresip_agent_completes_the_callback";
+    if !require_tools(
+        test,
+        &[
+            "sipp",
+            "tshark",
+            "baresip",
+            "/usr/lib/baresip/modules/aubridge.so",
+        ],
+    ) {
+        return;
+    }
+    let _serial = interop_lock();
+    let dir = TestDir::new(test);
+    let (main, agent_ports, carrier_ports) =
+        (Ports::allocate(), Ports::allocate(), Ports::allocate());
+    let agent_uri = format!("sip:agent@127.0.0.1:{}", agent_ports.sipp_sip);
+    let mut config = dialing_config(&main, &agent_ports, &carrier_ports, 60, 3);
+    if let Some(c) = config.callbacks.as_mut() {
+        c.agents = vec![("alice".into(), agent_uri.clone())];
+        c.customer_ring_timeout_s = 10;
+    }
+    let capture = Capture::start_filter(
+        &dir,
+        "baresip",
+        &format!(
+            "udp port {} or udp port {} or udp port {} or udp portrange {}-{}",
+            main.engine_sip,
+            agent_ports.sipp_sip,
+            carrier_ports.sipp_sip,
+            main.rtp_min,
+            main.rtp_max
+        ),
+    );
+    let mut engine = Engine::start(&config, &dir);
+    let engine_addr = engine.sip_addr();
+    let mut phone = Baresip::agent(&dir, &agent_ports, "agent");
+    assert!(
+        phone.wait_output(Duration::from_secs(10), "baresip is ready"),
+        "baresip did not start:\n{}",
+        phone.output()
+    );
+    std::fs::create_dir_all(dir.join("carrier")).expect("test dir is writable");
+    write_tone_pcap(&dir.join("carrier").join("carrier_audio.pcap"), 440.0, 400);
+    let inf = write_inf(&dir, "numbers.csv", &[NUMBER.to_owned()]);
+
+    let (caller, carrier) = thread::scope(|s| {
+        let carrier = s.spawn(|| {
+            Sipp::uac(
+                scenario_file("uas_answer_audio_hangup.xml"),
+                engine_addr,
+                &carrier_ports,
+            )
+            .arg("-aa")
+            .timeout_s(90)
+            .run(&dir, "carrier")
+        });
+        thread::sleep(Duration::from_millis(500));
+        let caller = Sipp::uac(scenario_file("register_callback.xml"), engine_addr, &main)
+            .inf(&inf)
+            .load(1, 1, 1)
+            .run(&dir, "caller");
+        (caller, carrier.join().expect("carrier sipp thread"))
+    });
+    assert_clean(&caller, 1);
+    assert_clean(&carrier, 1);
+    let ended = phone.wait_output(Duration::from_secs(10), "terminated");
+    let pcap = capture.stop();
+    let output = phone.quit();
+    assert!(ended, "baresip's call did not end:\n{output}");
+    // answermode=auto: baresip answers the engine's INVITE by itself.
+    assert!(
+        output.contains("answering call") && output.contains("Call established"),
+        "baresip did not answer:\n{output}"
+    );
+    for line in output.lines().filter(|l| !l.contains("audio=")) {
+        eprintln!("baresip: {line}");
+    }
+    let inbound_call_id = caller.call_id(1, SIPP_IP);
+
+    // The store: completed after one answered attempt with alice.
+    let store_path = engine.store_path();
+    let rows = wait_rows(&store_path, |r| r.status == Status::Completed);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    let row = &rows[0];
+    assert_eq!(row.inbound_call_id, inbound_call_id);
+    assert_eq!(row.attempts, 1);
+    let store = SqliteStore::open(&store_path).expect("open the store");
+    let attempts = store.attempts(row.id).expect("attempts");
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!(attempts[0].attempt.outcome, Outcome::Answered);
+    assert_eq!(attempts[0].attempt.agent.as_deref(), Some("alice"));
+
+    // SIP: baresip answers before the customer is called; the carrier's
+    // BYE ends baresip's leg, which baresip accepts.
+    let sip = sip_messages(&pcap, main.engine_sip);
+    let to_agent = |m: &&Sip| m.dst.port() == agent_ports.sipp_sip;
+    let from_agent = |m: &&Sip| m.src.port() == agent_ports.sipp_sip;
+    let to_carrier = |m: &&Sip| m.dst.port() == carrier_ports.sipp_sip;
+    let from_carrier = |m: &&Sip| m.src.port() == carrier_ports.sipp_sip;
+    let agent_invite = first_request(&sip, "INVITE", to_agent);
+    let agent_ok = first_response(&sip, 200, "INVITE", from_agent);
+    let customer_invite = first_request(&sip, "INVITE", to_carrier);
+    let customer_ok = first_response(&sip, 200, "INVITE", from_carrier);
+    assert!(
+        agent_invite.0 < agent_ok.0 && agent_ok.0 < customer_invite.0,
+        "baresip is INVITEd and answers before the customer is INVITEd"
+    );
+    assert_eq!(&*agent_invite.1.uri, agent_uri.as_str());
+    let carrier_bye = first_request(&sip, "BYE", from_carrier);
+    let agent_bye = first_request(&sip, "BYE", to_agent);
+    assert!(
+        carrier_bye.0 < agent_bye.0,
+        "the carrier's BYE ends baresip's leg"
+    );
+    let agent_bye_ok = first_response(&sip, 200, "BYE", from_agent);
+    assert!(agent_bye.0 < agent_bye_ok.0);
+    assert!(
+        requests(&sip, "BYE", from_agent).is_empty(),
+        "baresip never hung up by itself"
+    );
+
+    // RTP while bridged: the carrier's tone reaches baresip unchanged (both
+    // legs PCMA), baresip sends it back (aubridge) and that reaches the
+    // carrier unchanged.
+    let agent_leg = sdp_port(&agent_invite.1.body);
+    let customer_leg = sdp_port(&customer_invite.1.body);
+    let baresip_media = sdp_port(&agent_ok.1.body);
+    let carrier_media = sdp_port(&customer_ok.1.body);
+    let rtp = read_rtp(&pcap, main.rtp_min, main.rtp_max);
+    let bridged = |p: &&RtpPacket| p.time_ns > customer_ok.0 && p.time_ns < carrier_bye.0;
+    let flow = |from: u16, to: u16| -> Vec<&RtpPacket> {
+        rtp.iter()
+            .filter(|p| p.src.port() == from && p.dst.port() == to)
+            .filter(bridged)
+            .collect()
+    };
+    let by_carrier = flow(carrier_media, customer_leg);
+    let at_baresip = flow(agent_leg, baresip_media);
+    let by_baresip = flow(baresip_media, agent_leg);
+    let at_carrier = flow(customer_leg, carrier_media);
+    let to_baresip = relayed(&by_carrier, &at_baresip);
+    let to_carrier = relayed(&by_baresip, &at_carrier);
+    // baresip's echo lags what it hears: judge its audio from 0.5 s on.
+    let echo_from = customer_ok.0 + 500_000_000;
+    let echoed: Vec<&RtpPacket> = by_baresip
+        .iter()
+        .copied()
+        .filter(|p| p.time_ns > echo_from)
+        .collect();
+    let with_tone = echoed
+        .iter()
+        .filter(|p| p.pt == 8 && tone_share(&p.payload, 440.0) > 0.8)
+        .count();
+    eprintln!(
+        "RTP while bridged: carrier sent {}, {to_baresip} reached baresip; baresip sent {} \
+         ({with_tone} of {} after 0.5 s carry the 440 Hz tone), {to_carrier} reached the carrier",
+        by_carrier.len(),
+        by_baresip.len(),
+        echoed.len()
+    );
+    assert!(
+        by_carrier.len() >= 150,
+        "the carrier sent audio: {}",
+        by_carrier.len()
+    );
+    assert!(
+        to_baresip * 10 >= by_carrier.len() * 9,
+        "the carrier's audio reaches baresip: {to_baresip} of {}",
+        by_carrier.len()
+    );
+    assert!(
+        echoed.len() >= 150 && with_tone * 10 >= echoed.len() * 9,
+        "baresip sends the carrier's tone back: {with_tone} of {} packets",
+        echoed.len()
+    );
+    assert!(
+        to_carrier * 10 >= by_baresip.len() * 9,
+        "baresip's audio reaches the carrier: {to_carrier} of {}",
+        by_baresip.len()
+    );
+
+    // CDR: an answered row per leg, linked to the callback.
+    let cdrs: Vec<CdrRecord> = store
+        .cdrs(None, None)
+        .expect("CDRs")
+        .into_iter()
+        .filter(|c| c.callback == Some(row.id))
+        .collect();
+    for (leg, peer) in [
+        (Leg::Agent, agent_uri.as_str()),
+        (Leg::Customer, &*customer_invite.1.uri),
+    ] {
+        let rows: Vec<&CdrRecord> = cdrs.iter().filter(|c| c.leg == leg).collect();
+        assert_eq!(rows.len(), 1, "one {leg:?} row: {cdrs:#?}");
+        let cdr = rows[0];
+        assert_eq!(cdr.outcome, LegOutcome::Answered, "{cdr:?}");
+        assert_eq!(cdr.sip_code, Some(200), "{cdr:?}");
+        assert_eq!(cdr.peer, peer);
+        assert_eq!(cdr.inbound_call_id, inbound_call_id);
+    }
+
+    engine.stop();
+    engine.assert_no_panic();
+}
+
 /// The dialing configuration of the retry tests: the agent and the carrier
 /// are sipp UASes on their own port blocks.
 fn dialing_config(
@@ -514,6 +974,29 @@ fn first_request<'a>(
         .unwrap_or_else(|| panic!("no {method} in the capture"))
 }
 
+/// Every request `method` that `pick` selects, in capture order.
+fn requests<'a>(
+    sip: &'a [Sip],
+    method: &str,
+    pick: impl Fn(&&Sip) -> bool,
+) -> Vec<(i128, &'a Request)> {
+    sip.iter()
+        .filter(|m| pick(m))
+        .filter_map(|m| match &m.message {
+            Message::Request(r) if r.method.as_str() == method => Some((m.time_ns, r)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The Call-ID of a captured message.
+fn sip_call_id(m: &Sip) -> &str {
+    match &m.message {
+        Message::Request(r) => r.headers.call_id.as_str(),
+        Message::Response(r) => r.headers.call_id.as_str(),
+    }
+}
+
 fn first_response<'a>(
     sip: &'a [Sip],
     status: u16,
@@ -569,6 +1052,28 @@ fn relayed(sent: &[&RtpPacket], got: &[&RtpPacket]) -> usize {
     got.iter()
         .filter(|p| payloads.contains(p.payload.as_slice()))
         .count()
+}
+
+/// The share of a PCMA payload's energy at `hz` (single-bin DFT): near 1
+/// for a pure tone at that frequency, near 0 for other sounds or silence.
+fn tone_share(payload: &[u8], hz: f64) -> f64 {
+    let samples: Vec<f64> = payload
+        .iter()
+        .map(|&b| f64::from(callbackd::media::g711::Law::Alaw.decode(b)))
+        .collect();
+    let total: f64 = samples.iter().map(|x| x * x).sum();
+    if total < 1.0 {
+        return 0.0;
+    }
+    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
+    let (re, im) = samples
+        .iter()
+        .enumerate()
+        .fold((0.0, 0.0), |(re, im), (n, x)| {
+            let phase = w * n as f64;
+            (re + x * phase.cos(), im + x * phase.sin())
+        });
+    2.0 * (re * re + im * im) / samples.len() as f64 / total
 }
 
 /// The store's rows once `done` holds for one of them (the engine records

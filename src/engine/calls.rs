@@ -959,6 +959,11 @@ impl Calls {
         true
     }
 
+    /// The SIP Call-ID of an inbound call, while it exists.
+    pub fn call_id_of(&self, call: CallKey) -> Option<&str> {
+        self.calls.get(&call).map(|c| &*c.call_id)
+    }
+
     // -----------------------------------------------------------------
     // Outbound legs (the dialing side's agent and customer calls)
 

@@ -566,7 +566,11 @@ impl Dialing {
             extra_headers: Vec::new(),
             credentials: None,
         };
-        info!(%agent, "ringing an agent for a live caller");
+        info!(
+            %agent,
+            call_id = %env.calls.call_id_of(caller).unwrap_or("-"),
+            "ringing an agent for a live caller"
+        );
         if self
             .open_leg(now, id, Side::LiveAgent, invite, &target.request_uri, env)
             .is_err()

@@ -1103,11 +1103,12 @@ pub fn assert_clean(run: &SippRun, calls: u64) {
 // baresip
 // ---------------------------------------------------------------------------
 
-/// A baresip softphone (Debian's 1.0.0) placing one call, headless: no
-/// sound device (`aubridge` loops what it hears back as its microphone),
-/// PCMU only, keys pressed through its `cons` module (every UDP datagram's
-/// characters are key presses; in a call a digit key sends an RFC 4733
-/// telephone-event). Killed on drop.
+/// A baresip softphone (Debian's 1.0.0), headless: no sound device
+/// (`aubridge` loops what it hears back as its microphone), one codec, keys
+/// pressed through its `cons` module (every UDP datagram's characters are
+/// key presses; in a call a digit key sends an RFC 4733 telephone-event).
+/// Either it places one call ([`Baresip::dial`]) or it is an agent's phone
+/// that answers by itself ([`Baresip::agent`]). Killed on drop.
 pub struct Baresip {
     child: Option<Child>,
     keys: UdpSocket,
@@ -1117,11 +1118,37 @@ pub struct Baresip {
 
 impl Baresip {
     /// Writes a configuration into `<dir>/baresip/` and starts baresip
-    /// dialling `sip:service@<target>` as `sip:<user>@127.0.0.1`. SIP on
-    /// `ports.sipp_sip` (TLS takes the port above it), the key console on
-    /// `ports.sipp_sip + 2`, RTP within `ports.sipp_media`'s span. baresip
-    /// quits by itself after 90 s.
+    /// dialling `sip:service@<target>` as `sip:<user>@127.0.0.1`, PCMU only.
+    /// SIP on `ports.sipp_sip` (TLS takes the port above it), the key
+    /// console on `ports.sipp_sip + 2`, RTP within `ports.sipp_media`'s span.
+    /// baresip quits by itself after 90 s.
     pub fn dial(dir: &TestDir, ports: &Ports, target: SocketAddr, user: &str) -> Baresip {
+        let account = format!("<sip:{user}@127.0.0.1>;regint=0;audio_codecs=PCMU/8000/1");
+        Baresip::start(
+            dir,
+            ports,
+            &account,
+            Some(&format!("/dial sip:service@{target}")),
+        )
+    }
+
+    /// Starts baresip as an agent's phone that answers every call at once
+    /// (`answermode=auto`), PCMA only, as `sip:<user>@127.0.0.1` listening
+    /// on `ports.sipp_sip`: the static agent URI
+    /// `sip:<user>@127.0.0.1:<ports.sipp_sip>` reaches it. It does not
+    /// register: Debian's baresip 1.0.0 (libre 1.1.0) gives up on a
+    /// challenge whose first `WWW-Authenticate` names `algorithm=SHA-256`
+    /// ("Register: Function not implemented") instead of taking the MD5
+    /// one that follows, and callbackd's registrar offers SHA-256 first
+    /// (RFC 8760 §2.4). Files, ports and the 90 s limit as for
+    /// [`Baresip::dial`].
+    pub fn agent(dir: &TestDir, ports: &Ports, user: &str) -> Baresip {
+        let account =
+            format!("<sip:{user}@127.0.0.1>;answermode=auto;regint=0;audio_codecs=PCMA/8000/1");
+        Baresip::start(dir, ports, &account, None)
+    }
+
+    fn start(dir: &TestDir, ports: &Ports, account: &str, command: Option<&str>) -> Baresip {
         let conf = dir.join("baresip");
         fs::create_dir_all(&conf).expect("test dir is writable");
         let cons = SocketAddr::from((Ipv4Addr::LOCALHOST, ports.sipp_sip + 2));
@@ -1147,20 +1174,17 @@ impl Baresip {
             rtp_max = ports.sipp_media + 99,
         );
         fs::write(conf.join("config"), config).expect("test dir is writable");
-        fs::write(
-            conf.join("accounts"),
-            format!("<sip:{user}@127.0.0.1>;regint=0;audio_codecs=PCMU/8000/1\n"),
-        )
-        .expect("test dir is writable");
+        fs::write(conf.join("accounts"), format!("{account}\n")).expect("test dir is writable");
         fs::write(conf.join("contacts"), "").expect("test dir is writable");
         let out_path = dir.join("baresip.out");
         let out = File::create(&out_path).expect("test dir is writable");
         let err = out.try_clone().expect("file handle can be cloned");
-        let child = Command::new("baresip")
-            .arg("-f")
-            .arg(&conf)
-            .arg("-e")
-            .arg(format!("/dial sip:service@{target}"))
+        let mut cmd = Command::new("baresip");
+        cmd.arg("-f").arg(&conf);
+        if let Some(command) = command {
+            cmd.arg("-e").arg(command);
+        }
+        let child = cmd
             .args(["-t", "90"])
             .current_dir(dir.path())
             .stdin(Stdio::null())
