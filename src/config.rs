@@ -45,7 +45,7 @@ use crate::callback::trunk::{
     TrunkTransport,
 };
 use crate::ivr::ecbt::{EcbtSettings, EcbtSettingsError, Estimator};
-use crate::sip::digest::Secret;
+use crate::sip::digest::{Algorithm, Secret};
 use crate::sip::message::SipUri;
 use crate::sip::registrar::RegistrarSettings;
 
@@ -496,6 +496,19 @@ impl Config {
         let registrar = &self.registrar;
         if !is_header_text(&registrar.realm) || registrar.realm.contains(['"', '\\']) {
             return fail("registrar.realm", Invalid::BadRealm);
+        }
+        if registrar.digest_algorithms.is_empty() {
+            return fail("registrar.digest_algorithms", Invalid::Empty);
+        }
+        for (i, a) in registrar.digest_algorithms.iter().enumerate() {
+            if registrar.digest_algorithms[..i].contains(a) {
+                return fail(
+                    "registrar.digest_algorithms",
+                    Invalid::Duplicate {
+                        entry: a.to_string(),
+                    },
+                );
+            }
         }
         let (min, max, default) = (
             registrar.min_expires_s,
@@ -1652,17 +1665,22 @@ pub struct RegistrarConfig {
     pub max_expires_s: u32,
     /// The interval when a REGISTER names none.
     pub default_expires_s: u32,
+    /// The digest algorithms challenged with, one WWW-Authenticate each,
+    /// preferred first (RFC 8760 §2.4).
+    #[serde(deserialize_with = "deserialize_algorithms")]
+    pub digest_algorithms: Vec<Algorithm>,
 }
 
 impl RegistrarConfig {
-    /// The registrar's settings; nonce lifetime, bindings per user and
-    /// the digest algorithms (SHA-256, then MD5) keep their defaults.
+    /// The registrar's settings; nonce lifetime and bindings per user keep
+    /// their defaults.
     pub fn settings(&self) -> RegistrarSettings {
         RegistrarSettings {
             realm: self.realm.clone(),
             min_expires: self.min_expires_s,
             max_expires: self.max_expires_s,
             default_expires: self.default_expires_s,
+            algorithms: self.digest_algorithms.clone(),
             ..RegistrarSettings::default()
         }
     }
@@ -1675,6 +1693,7 @@ impl Default for RegistrarConfig {
             min_expires_s: 60,
             max_expires_s: 3600,
             default_expires_s: 3600,
+            digest_algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
         }
     }
 }
@@ -2415,6 +2434,23 @@ fn deserialize_sip_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D
 
 fn deserialize_rtp_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
     deserialize_nets(d, "acl.rtp")
+}
+
+/// `registrar.digest_algorithms`: "SHA-256", "MD5" (and their "-sess"
+/// forms), case-insensitive.
+fn deserialize_algorithms<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Algorithm>, D::Error> {
+    let entries = Vec::<String>::deserialize(d)?;
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            Algorithm::parse(entry).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "registrar.digest_algorithms[{i}]: {entry:?} is not one of \"SHA-256\", \"MD5\", \"SHA-256-sess\", \"MD5-sess\""
+                ))
+            })
+        })
+        .collect()
 }
 
 /// `trunk.dns_servers`: `ip`, `ip:port`, `[v6]:port`; port 53 if none. The
@@ -3948,6 +3984,39 @@ mod tests {
         assert_eq!(e, "config.toml: trunk.max_targets: 17 is outside 1..=16");
         let e = error("[trunk]\nholddown_s = 3601\n");
         assert_eq!(e, "config.toml: trunk.holddown_s: 3601 is outside 0..=3600");
+    }
+
+    #[test]
+    fn registrar_digest_algorithms_in_preference_order() {
+        assert_eq!(
+            Config::default().registrar.settings().algorithms,
+            [Algorithm::Sha256, Algorithm::Md5]
+        );
+        let c =
+            parse("[registrar]\ndigest_algorithms = [\"md5\", \"SHA-256\"]\n").expect("algorithms");
+        assert_eq!(
+            c.registrar.settings().algorithms,
+            [Algorithm::Md5, Algorithm::Sha256]
+        );
+    }
+
+    #[test]
+    fn rejects_bad_registrar_digest_algorithms() {
+        let e = error("[registrar]\ndigest_algorithms = []\n");
+        assert_eq!(
+            e,
+            "config.toml: registrar.digest_algorithms: must list at least one entry"
+        );
+        let e = error("[registrar]\ndigest_algorithms = [\"MD5\", \"md5\"]\n");
+        assert_eq!(
+            e,
+            "config.toml: registrar.digest_algorithms: MD5 is listed twice"
+        );
+        let e = error("[registrar]\ndigest_algorithms = [\"MD5\", \"SHA-512-256\"]\n");
+        assert!(
+            e.contains("registrar.digest_algorithms[1]: \"SHA-512-256\" is not one of"),
+            "{e}"
+        );
     }
 
     #[test]

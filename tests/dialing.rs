@@ -578,6 +578,8 @@ async fn killed_during_an_attempt_recovers_and_redials_after_the_ring_time() {
         customer_ring_timeout_s: 6,
         agent_cooldown_s: 60,
         callback_number: CALLER_ID.into(),
+        registered_agents: Vec::new(),
+        digest_algorithms: Vec::new(),
     });
     let store_path = dir.join("callbackd.sqlite");
     let id = register_at(&store_path, NUMBER);

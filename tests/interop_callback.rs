@@ -73,6 +73,8 @@ fn callback_calls_agent_first_then_customer_and_bridges() {
         customer_ring_timeout_s: 10,
         agent_cooldown_s: 60,
         callback_number: CALLER_ID.into(),
+        registered_agents: Vec::new(),
+        digest_algorithms: Vec::new(),
     });
     let capture = Capture::start_filter(
         &dir,
@@ -685,10 +687,13 @@ fn baresip_agent_completes_the_callback() {
     let dir = TestDir::new(test);
     let (main, agent_ports, carrier_ports) =
         (Ports::allocate(), Ports::allocate(), Ports::allocate());
-    let agent_uri = format!("sip:agent@127.0.0.1:{}", agent_ports.sipp_sip);
     let mut config = dialing_config(&main, &agent_ports, &carrier_ports, 60, 3);
     if let Some(c) = config.callbacks.as_mut() {
-        c.agents = vec![("alice".into(), agent_uri.clone())];
+        // alice's phone REGISTERs (digest); libre 1.1 needs MD5 alone
+        // (see Baresip::agent).
+        c.agents = Vec::new();
+        c.registered_agents = vec![("alice".into(), "alice".into(), "phone-Secret-7".into())];
+        c.digest_algorithms = vec!["MD5".into()];
         c.customer_ring_timeout_s = 10;
     }
     let capture = Capture::start_filter(
@@ -705,10 +710,15 @@ fn baresip_agent_completes_the_callback() {
     );
     let mut engine = Engine::start(&config, &dir);
     let engine_addr = engine.sip_addr();
-    let mut phone = Baresip::agent(&dir, &agent_ports, "agent");
+    let mut phone = Baresip::agent(&dir, &agent_ports, "alice", engine_addr, "phone-Secret-7");
     assert!(
         phone.wait_output(Duration::from_secs(10), "baresip is ready"),
         "baresip did not start:\n{}",
+        phone.output()
+    );
+    assert!(
+        phone.wait_output(Duration::from_secs(10), "200 OK"),
+        "baresip did not register:\n{}",
         phone.output()
     );
     std::fs::create_dir_all(dir.join("carrier")).expect("test dir is writable");
@@ -777,7 +787,35 @@ fn baresip_agent_completes_the_callback() {
         agent_invite.0 < agent_ok.0 && agent_ok.0 < customer_invite.0,
         "baresip is INVITEd and answers before the customer is INVITEd"
     );
-    assert_eq!(&*agent_invite.1.uri, agent_uri.as_str());
+    // The phone registered with digest auth (401 with MD5, then 200),
+    // and the agent leg went to the Contact it registered.
+    let registers = requests(&sip, "REGISTER", from_agent);
+    assert!(registers.len() >= 2, "REGISTER, then with credentials");
+    let challenge = first_response(&sip, 401, "REGISTER", to_agent);
+    let first_challenge = header(&challenge.1.headers, "WWW-Authenticate").unwrap_or_default();
+    assert!(
+        first_challenge.contains("algorithm=MD5"),
+        "MD5 offered: {first_challenge}"
+    );
+    let registered = first_response(&sip, 200, "REGISTER", to_agent);
+    assert!(challenge.0 < registered.0 && registered.0 < agent_invite.0);
+    let authorized = registers
+        .iter()
+        .find(|r| header(&r.1.headers, "Authorization").is_some())
+        .expect("a REGISTER with Authorization");
+    let contact = header(&authorized.1.headers, "Contact").expect("REGISTER Contact");
+    let agent_uri = contact
+        .trim()
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        &*agent_invite.1.uri,
+        agent_uri.as_str(),
+        "INVITE to the registered Contact"
+    );
     let carrier_bye = first_request(&sip, "BYE", from_carrier);
     let agent_bye = first_request(&sip, "BYE", to_agent);
     assert!(
@@ -898,6 +936,8 @@ fn dialing_config(
         customer_ring_timeout_s: 3,
         agent_cooldown_s: 60,
         callback_number: CALLER_ID.into(),
+        registered_agents: Vec::new(),
+        digest_algorithms: Vec::new(),
     });
     config
 }

@@ -277,6 +277,11 @@ pub struct CallbackConfig {
     pub agent_cooldown_s: u64,
     /// `queues.callback_number`: the caller ID customers see.
     pub callback_number: String,
+    /// `[[agents]]`: `(id, user, password)` of agents whose phones
+    /// REGISTER with callbackd, serving `support`.
+    pub registered_agents: Vec<(String, String, String)>,
+    /// `registrar.digest_algorithms`; the shipped default when empty.
+    pub digest_algorithms: Vec<String>,
 }
 
 /// The `[trunk]`, `[callbacks]`, `[[queues]]` and `[[agents]]` text of `c`.
@@ -311,6 +316,21 @@ pub fn callbacks_toml(c: &CallbackConfig) -> String {
             "\n[[agents]]\nid = {}\nuri = {}\nqueues = [\"support\"]\n",
             toml_string(id),
             toml_string(uri)
+        ));
+    }
+    for (id, user, password) in &c.registered_agents {
+        text.push_str(&format!(
+            "\n[[agents]]\nid = {}\nuser = {}\npassword = {}\nqueues = [\"support\"]\n",
+            toml_string(id),
+            toml_string(user),
+            toml_string(password)
+        ));
+    }
+    if !c.digest_algorithms.is_empty() {
+        let quoted: Vec<String> = c.digest_algorithms.iter().map(|a| toml_string(a)).collect();
+        text.push_str(&format!(
+            "\n[registrar]\ndigest_algorithms = [{}]\n",
+            quoted.join(", ")
         ));
     }
     text
@@ -1133,18 +1153,25 @@ impl Baresip {
     }
 
     /// Starts baresip as an agent's phone that answers every call at once
-    /// (`answermode=auto`), PCMA only, as `sip:<user>@127.0.0.1` listening
-    /// on `ports.sipp_sip`: the static agent URI
-    /// `sip:<user>@127.0.0.1:<ports.sipp_sip>` reaches it. It does not
-    /// register: Debian's baresip 1.0.0 (libre 1.1.0) gives up on a
-    /// challenge whose first `WWW-Authenticate` names `algorithm=SHA-256`
-    /// ("Register: Function not implemented") instead of taking the MD5
-    /// one that follows, and callbackd's registrar offers SHA-256 first
-    /// (RFC 8760 §2.4). Files, ports and the 90 s limit as for
-    /// [`Baresip::dial`].
-    pub fn agent(dir: &TestDir, ports: &Ports, user: &str) -> Baresip {
-        let account =
-            format!("<sip:{user}@127.0.0.1>;answermode=auto;regint=0;audio_codecs=PCMA/8000/1");
+    /// (`answermode=auto`), PCMA only, listening on `ports.sipp_sip`. It
+    /// REGISTERs as `sip:<user>@<registrar>` with digest `password`, every
+    /// 300 s. Debian's baresip 1.0.0 (libre 1.1.0) gives up on a 401 with
+    /// any `WWW-Authenticate` naming an algorithm it does not know
+    /// ("Register: Function not implemented"), even when an MD5 challenge
+    /// comes first: the registrar must offer MD5 alone for it
+    /// (`registrar.digest_algorithms = ["MD5"]`). Files, ports and the 90 s limit as
+    /// for [`Baresip::dial`].
+    pub fn agent(
+        dir: &TestDir,
+        ports: &Ports,
+        user: &str,
+        registrar: SocketAddr,
+        password: &str,
+    ) -> Baresip {
+        let account = format!(
+            "<sip:{user}@{registrar}>;auth_pass={password};answermode=auto;regint=300;\
+             audio_codecs=PCMA/8000/1"
+        );
         Baresip::start(dir, ports, &account, None)
     }
 
@@ -2264,6 +2291,8 @@ mod tests {
             customer_ring_timeout_s: 4,
             agent_cooldown_s: 5,
             callback_number: "3125550100".into(),
+            registered_agents: Vec::new(),
+            digest_algorithms: Vec::new(),
         });
         let parsed = callbackd::config::Config::from_toml_str(&config_toml(&config), "t.toml")
             .expect("the engine accepts the test configuration");
