@@ -22,8 +22,8 @@ use jiff::Timestamp;
 use callbackd::callback::cdr::{CdrRecord, Leg, LegOutcome};
 use callbackd::callback::scheduler::Outcome;
 use callbackd::callback::store::{
-    Attempt, AttemptRow, CallbackRow, LaunchStore, NewCallback, NextStep, Recorded, Registration,
-    SqliteStore, Status, Store, StoreError,
+    Attempt, AttemptRow, CallbackRow, LaunchStore, NewCallback, NextStep, Recorded, Recovery,
+    Registration, SqliteStore, Status, Store, StoreError,
 };
 use callbackd::callback::{CallbackId, QueueId};
 use callbackd::engine;
@@ -457,6 +457,60 @@ async fn two_engines_on_one_store_dial_a_callback_once() {
     }
 }
 
+/// Engine A is dialing (the customer rings for 2.5 s) when engine B starts on
+/// the same store file: B's start-up recovery leaves A's live claim alone
+/// (it is another node's, under a lease A renews), so the callback stays
+/// dialing, no interrupted attempt is written, B calls nobody, and A's call
+/// completes: one agent call, one customer call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_engine_starting_mid_attempt_leaves_the_claim_alone() {
+    let alice = Peer::start("alice", vec![Reply::after(100)], AGENT_FILL).await;
+    let bob = Peer::start("bob", vec![Reply::after(100)], AGENT_FILL).await;
+    let carrier = Peer::start("carrier", vec![Reply::hangup(2_500, 500)], CARRIER_FILL).await;
+    let config_a = Setup::new(67, &[("alice", &alice)], &carrier).config();
+    let mut setup_b = Setup::new(68, &[("bob", &bob)], &carrier);
+    setup_b.store = Some(config_a.store_path(repo()));
+    let config_b = setup_b.config();
+    let _files = StoreFiles::of(&config_a);
+    let id = register(&config_a, NUMBER);
+    let engine_a = common::start(config_a.clone()).await;
+
+    carrier.wait_invite(1, SOON).await;
+    assert_eq!(
+        row(&config_a.store_path(repo()), id).status,
+        Status::Dialing
+    );
+    let engine_b = common::start(config_b).await;
+    // B has started (recovery done) and polled a few times.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let during = row(&config_a.store_path(repo()), id);
+    assert_eq!(
+        during.status,
+        Status::Dialing,
+        "B reset A's claim: {during:?}"
+    );
+    assert!(
+        attempts(&config_a, id).is_empty(),
+        "an interrupted attempt was written for a live call"
+    );
+
+    let done = wait_status(&config_a, id, Status::Completed, SOON).await;
+    assert_eq!(done.attempts, 1);
+    let outcomes: Vec<Outcome> = attempts(&config_a, id)
+        .iter()
+        .map(|a| a.attempt.outcome)
+        .collect();
+    assert_eq!(outcomes, [Outcome::Answered]);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(carrier.invites().len(), 1, "customer INVITEs");
+    assert_eq!(alice.invites().len(), 1);
+    assert!(bob.invites().is_empty(), "B dialed A's callback");
+    for engine in [engine_a, engine_b] {
+        legs_closed(&engine).await;
+        engine.shutdown().await;
+    }
+}
+
 /// Claims counted across both engines' stores.
 #[derive(Default)]
 struct Race {
@@ -517,12 +571,21 @@ impl LaunchStore for Racing {
         self.inner.expire(now)
     }
 
+    fn set_claimant(&mut self, node: &str, lease: Duration) {
+        self.inner.set_claimant(node, lease);
+    }
+
+    fn renew_claims(&mut self, now: Timestamp) -> Result<usize, StoreError> {
+        self.inner.renew_claims(now)
+    }
+
     fn recover_interrupted(
         &mut self,
         now: Timestamp,
         longest_ring: Duration,
+        scope: Recovery,
     ) -> Result<Vec<CallbackId>, StoreError> {
-        self.inner.recover_interrupted(now, longest_ring)
+        self.inner.recover_interrupted(now, longest_ring, scope)
     }
 
     fn attempts(&self, id: CallbackId) -> Result<Vec<AttemptRow>, StoreError> {

@@ -26,8 +26,8 @@ use callbackd::callback::cdr::CdrRecord;
 use callbackd::callback::hours::Gates;
 use callbackd::callback::store::testing::{FailingStore, arm_commit_failure};
 use callbackd::callback::store::{
-    Attempt, AttemptRow, CallbackRow, LaunchStore, NewCallback, NextStep, Recorded, Registration,
-    SqliteStore, Status, Store, StoreError,
+    Attempt, AttemptRow, CallbackRow, LaunchStore, NewCallback, NextStep, Recorded, Recovery,
+    Registration, SqliteStore, Status, Store, StoreError,
 };
 use callbackd::callback::{CallbackId, QueueId};
 use callbackd::config::Config;
@@ -158,12 +158,21 @@ impl<S: LaunchStore> LaunchStore for Counting<S> {
         self.inner.expire(now)
     }
 
+    fn set_claimant(&mut self, node: &str, lease: Duration) {
+        self.inner.set_claimant(node, lease);
+    }
+
+    fn renew_claims(&mut self, now: Timestamp) -> Result<usize, StoreError> {
+        self.inner.renew_claims(now)
+    }
+
     fn recover_interrupted(
         &mut self,
         now: Timestamp,
         longest_ring: Duration,
+        scope: Recovery,
     ) -> Result<Vec<CallbackId>, StoreError> {
-        self.inner.recover_interrupted(now, longest_ring)
+        self.inner.recover_interrupted(now, longest_ring, scope)
     }
 
     fn attempts(&self, id: CallbackId) -> Result<Vec<AttemptRow>, StoreError> {

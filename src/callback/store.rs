@@ -43,7 +43,16 @@
 //! <due> AND <not expired>`: SQLite serialises writers, so of two racing
 //! claims exactly one changes the row, and only that one dials. The claim
 //! time is kept (`claimed_at`) so that an attempt interrupted by a crash is
-//! recorded with its real start. An attempt row and the status change it
+//! recorded with its real start.
+//!
+//! Several engines may share one store (a failover pair on one file, or
+//! two processes during a restart). Each claims as a *node* (host and SIP
+//! address) with a *lease* it renews while it dials (`claimed_by`,
+//! `lease_until`). A starting node recovers its own claims at once (they
+//! died with its previous process) and another node's only when that lease
+//! ran out: a live node's call is never reset under it.
+//!
+//! An attempt row and the status change it
 //! causes are one `BEGIN IMMEDIATE` transaction. `moved_from` marks a
 //! callback moved to its failover queue.
 
@@ -417,17 +426,26 @@ pub trait LaunchStore: Store {
     /// returns their ids (ascending).
     fn expire(&mut self, now: Timestamp) -> Result<Vec<CallbackId>, StoreError>;
 
-    /// At start-up, before anything is launched: every dialing callback
-    /// (its call died with the process) becomes pending again, due at
-    /// `now + longest_ring` (its old leg may still be ringing, issue 4
+    /// Claims from now on are made as `node`, held for `lease` past the
+    /// claim or the last [`LaunchStore::renew_claims`].
+    fn set_claimant(&mut self, node: &str, lease: Duration);
+
+    /// Extends the lease of every callback this node is dialing to
+    /// `now + lease`; returns how many.
+    fn renew_claims(&mut self, now: Timestamp) -> Result<usize, StoreError>;
+
+    /// Dialing callbacks whose call died become pending again, due at
+    /// `now + longest_ring` (the old leg may still be ringing, issue 4
     /// point 8), with an attempt recorded as [`Outcome::Interrupted`]
     /// (started when it was claimed, ended `now`, not counted in
-    /// `attempts`). Returns their ids (ascending). Assumes one process per
-    /// store file.
+    /// `attempts`): those whose lease ran out (their node stopped
+    /// renewing), and with [`Recovery::AtStart`] also this node's own (its
+    /// previous process died). Returns their ids (ascending).
     fn recover_interrupted(
         &mut self,
         now: Timestamp,
         longest_ring: Duration,
+        scope: Recovery,
     ) -> Result<Vec<CallbackId>, StoreError>;
 
     /// The attempts of callback `id`, oldest first.
@@ -445,8 +463,21 @@ pub trait LaunchStore: Store {
     ) -> Result<Vec<CdrRecord>, StoreError>;
 }
 
+/// Which interrupted claims [`LaunchStore::recover_interrupted`] takes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// At start-up, before anything is launched: this node's claims (its
+    /// previous process is gone) and any whose lease ran out.
+    AtStart,
+    /// While running: only claims whose lease ran out (another node died).
+    Expired,
+}
+
+/// How long a claim holds without renewal unless set otherwise.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
 /// Schema migrations; index `i` takes the file from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// How long a statement waits for another connection's lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -456,6 +487,9 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// Who claims (see [`LaunchStore::set_claimant`]).
+    node: Box<str>,
+    lease: Duration,
 }
 
 impl SqliteStore {
@@ -470,6 +504,8 @@ impl SqliteStore {
         let mut store = SqliteStore {
             conn,
             path: path.to_owned(),
+            node: "local".into(),
+            lease: DEFAULT_LEASE,
         };
         store.configure(true)?;
         store.migrate()?;
@@ -484,7 +520,12 @@ impl SqliteStore {
             path: path.clone(),
             source,
         })?;
-        let mut store = SqliteStore { conn, path };
+        let mut store = SqliteStore {
+            conn,
+            path,
+            node: "local".into(),
+            lease: DEFAULT_LEASE,
+        };
         store.configure(false)?;
         store.migrate()?;
         Ok(store)
@@ -731,17 +772,40 @@ impl LaunchStore for SqliteStore {
         // One statement: the check and the change are atomic, and SQLite
         // lets one writer at a time through, so a racing claimer finds the
         // row dialing and changes nothing.
+        let now_ms = now.as_millisecond();
         let changed = self
             .conn
             .execute(
-                "UPDATE callbacks SET status = 'dialing', claimed_at = ?2 \
+                "UPDATE callbacks SET status = 'dialing', claimed_at = ?2, \
+                     claimed_by = ?3, lease_until = ?4 \
                  WHERE id = ?1 AND status = 'pending' \
                      AND (next_attempt_at IS NULL OR next_attempt_at <= ?2) \
                      AND expires_at > ?2",
-                params![id.0, now.as_millisecond()],
+                params![
+                    id.0,
+                    now_ms,
+                    &*self.node,
+                    now_ms.saturating_add(millis(self.lease))
+                ],
             )
             .map_err(self.sqlite_err("claim"))?;
         Ok(changed == 1)
+    }
+
+    fn set_claimant(&mut self, node: &str, lease: Duration) {
+        self.node = node.into();
+        self.lease = lease;
+    }
+
+    fn renew_claims(&mut self, now: Timestamp) -> Result<usize, StoreError> {
+        let until = now.as_millisecond().saturating_add(millis(self.lease));
+        self.conn
+            .execute(
+                "UPDATE callbacks SET lease_until = ?2 \
+                 WHERE status = 'dialing' AND claimed_by = ?1",
+                params![&*self.node, until],
+            )
+            .map_err(self.sqlite_err("renew_claims"))
     }
 
     fn record_attempt(
@@ -803,7 +867,7 @@ impl LaunchStore for SqliteStore {
         let finish = |status: Status| {
             tx.execute(
                 "UPDATE callbacks SET status = ?2, attempts = attempts + ?3, \
-                     next_attempt_at = NULL, claimed_at = NULL \
+                     next_attempt_at = NULL, claimed_at = NULL, claimed_by = NULL, lease_until = NULL \
                  WHERE id = ?1",
                 params![id.0, status.as_str(), counted],
             )
@@ -824,7 +888,7 @@ impl LaunchStore for SqliteStore {
             NextStep::Retry { at } => {
                 tx.execute(
                     "UPDATE callbacks SET status = 'pending', attempts = attempts + ?2, \
-                         next_attempt_at = ?3, claimed_at = NULL \
+                         next_attempt_at = ?3, claimed_at = NULL, claimed_by = NULL, lease_until = NULL \
                      WHERE id = ?1",
                     params![id.0, counted, at.as_millisecond()],
                 )
@@ -858,7 +922,7 @@ impl LaunchStore for SqliteStore {
                     tx.execute(
                         "UPDATE callbacks SET status = 'pending', queue = ?2, priority = ?3, \
                              moved_from = queue, attempts = 0, next_attempt_at = ?4, \
-                             claimed_at = NULL \
+                             claimed_at = NULL, claimed_by = NULL, lease_until = NULL \
                          WHERE id = ?1",
                         params![id.0, target.as_str(), priority, at.as_millisecond()],
                     )
@@ -895,7 +959,10 @@ impl LaunchStore for SqliteStore {
         &mut self,
         now: Timestamp,
         longest_ring: Duration,
+        scope: Recovery,
     ) -> Result<Vec<CallbackId>, StoreError> {
+        let own = scope == Recovery::AtStart;
+        let node = &*self.node;
         let path = &self.path;
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -903,8 +970,11 @@ impl LaunchStore for SqliteStore {
             source,
         };
         let now_ms = now.as_millisecond();
-        let ring_ms = i64::try_from(longest_ring.as_millis()).unwrap_or(i64::MAX);
-        let due_ms = now_ms.saturating_add(ring_ms);
+        let due_ms = now_ms.saturating_add(millis(longest_ring));
+        // Interrupted: no owner or lease (claimed by a version without
+        // leases), the lease ran out, or (at start) our own.
+        const INTERRUPTED: &str = "status = 'dialing' AND (claimed_by IS NULL \
+             OR lease_until IS NULL OR lease_until <= ?1 OR (?2 AND claimed_by = ?3))";
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -912,25 +982,29 @@ impl LaunchStore for SqliteStore {
         // One INSERT … SELECT and one UPDATE over the same rows, under the
         // write lock: nothing can change them in between.
         tx.execute(
-            "INSERT INTO attempts (callback_id, queue, started_at, ended_at, outcome) \
-             SELECT id, queue, coalesce(claimed_at, ?1), ?1, 'interrupted' \
-             FROM callbacks WHERE status = 'dialing' ORDER BY id",
-            [now_ms],
+            &format!(
+                "INSERT INTO attempts (callback_id, queue, started_at, ended_at, outcome) \
+                 SELECT id, queue, coalesce(claimed_at, ?1), ?1, 'interrupted' \
+                 FROM callbacks WHERE {INTERRUPTED} ORDER BY id"
+            ),
+            params![now_ms, own, node],
         )
         .map_err(err)?;
         let mut ids = {
             let mut stmt = tx
-                .prepare(
-                    "UPDATE callbacks SET status = 'pending', next_attempt_at = ?1, \
-                         claimed_at = NULL \
-                     WHERE status = 'dialing' \
-                     RETURNING id",
-                )
+                .prepare(&format!(
+                    "UPDATE callbacks SET status = 'pending', next_attempt_at = ?4, \
+                         claimed_at = NULL, claimed_by = NULL, lease_until = NULL \
+                     WHERE {INTERRUPTED} \
+                     RETURNING id"
+                ))
                 .map_err(err)?;
-            stmt.query_map([due_ms], |r| r.get(0).map(CallbackId))
-                .map_err(err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(err)?
+            stmt.query_map(params![now_ms, own, node, due_ms], |r| {
+                r.get(0).map(CallbackId)
+            })
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?
         };
         tx.commit().map_err(err)?;
         ids.sort_unstable();
@@ -1073,6 +1147,7 @@ pub mod testing {
 
     use std::time::Duration;
 
+    use super::Recovery;
     use super::{
         Attempt, AttemptRow, CallbackRow, LaunchStore, NewCallback, NextStep, Recorded,
         Registration, SqliteStore, Store, StoreError,
@@ -1142,10 +1217,17 @@ pub mod testing {
             Err(injected("expire"))
         }
 
+        fn set_claimant(&mut self, _node: &str, _lease: Duration) {}
+
+        fn renew_claims(&mut self, _now: Timestamp) -> Result<usize, StoreError> {
+            Err(injected("renew_claims"))
+        }
+
         fn recover_interrupted(
             &mut self,
             _now: Timestamp,
             _longest_ring: Duration,
+            _scope: Recovery,
         ) -> Result<Vec<CallbackId>, StoreError> {
             Err(injected("recover_interrupted"))
         }
@@ -1243,6 +1325,19 @@ BEGIN
     UPDATE callbacks SET updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
         WHERE id = NEW.id;
 END;
+";
+
+/// `d` in whole milliseconds, saturating.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Schema version 3: claims carry their node and lease, so engines sharing
+/// a store never recover each other's live calls. Rows dialing under
+/// version 2 have neither and count as interrupted.
+const MIGRATION_3: &str = "
+ALTER TABLE callbacks ADD COLUMN claimed_by TEXT;
+ALTER TABLE callbacks ADD COLUMN lease_until INTEGER;
 ";
 
 /// Schema version 2 (issue 4): launching. The claim time and failover mark
@@ -2306,7 +2401,12 @@ mod tests {
         let restart = claimed_at + secs(5);
         let ring = Duration::from_secs(45);
         let mut store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.recover_interrupted(restart, ring).unwrap(), [dialing]);
+        assert_eq!(
+            store
+                .recover_interrupted(restart, ring, Recovery::AtStart)
+                .unwrap(),
+            [dialing]
+        );
         let row = row_of(&store, dialing);
         let due_at = restart + secs(45);
         assert_eq!(
@@ -2346,12 +2446,112 @@ mod tests {
                 &NextStep::Completed,
             )
             .unwrap();
-        assert_eq!(store.recover_interrupted(due_at, ring).unwrap(), []);
+        assert_eq!(
+            store
+                .recover_interrupted(due_at, ring, Recovery::AtStart)
+                .unwrap(),
+            []
+        );
         assert_eq!(store.attempts(dialing).unwrap().len(), 2);
     }
 
     #[test]
-    fn migration_1_to_2_keeps_existing_rows() {
+    fn another_nodes_live_claim_is_left_alone_until_its_lease_lapses() {
+        let db = temp_db("leases");
+        let path = db.path.clone();
+        let t0 = now();
+        let ring = Duration::from_secs(45);
+        let lease = Duration::from_secs(30);
+        let mut a = SqliteStore::open(&path).unwrap();
+        a.set_claimant("host/127.0.0.1:5060", lease);
+        let mut b = SqliteStore::open(&path).unwrap();
+        b.set_claimant("host/127.0.0.1:5062", lease);
+        let id = register_one(&mut a, "support", "3125550101", "2025-06-02T14:00:00Z");
+        assert!(a.claim(id, t0).unwrap());
+
+        // B starts while A dials: A's claim is not B's to recover.
+        assert_eq!(
+            b.recover_interrupted(t0 + secs(1), ring, Recovery::AtStart)
+                .unwrap(),
+            []
+        );
+        // A renews at its polls; B checks at its own: nothing lapses.
+        for s in [10, 20, 30, 40] {
+            assert_eq!(a.renew_claims(t0 + secs(s)).unwrap(), 1);
+            assert_eq!(
+                b.recover_interrupted(t0 + secs(s + 1), ring, Recovery::Expired)
+                    .unwrap(),
+                []
+            );
+            // A's own running check does not touch its live claim either.
+            assert_eq!(
+                a.recover_interrupted(t0 + secs(s + 1), ring, Recovery::Expired)
+                    .unwrap(),
+                []
+            );
+        }
+        assert_eq!(row_of(&a, id).status, Status::Dialing);
+        assert!(a.attempts(id).unwrap().is_empty());
+
+        // A dies after its renewal at 40 s: the lease runs to 70 s.
+        assert_eq!(
+            b.recover_interrupted(t0 + secs(69), ring, Recovery::Expired)
+                .unwrap(),
+            []
+        );
+        assert_eq!(
+            b.recover_interrupted(t0 + secs(70), ring, Recovery::Expired)
+                .unwrap(),
+            [id]
+        );
+        let row = row_of(&b, id);
+        assert_eq!(
+            (row.status, row.next_attempt_at),
+            (Status::Pending, Some(t0 + secs(70) + secs(45)))
+        );
+        let attempts = b.attempts(id).unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].attempt.outcome, Outcome::Interrupted);
+        assert_eq!(attempts[0].attempt.started_at, t0);
+        // B claims it when due; A's renewals no longer reach it.
+        assert!(b.claim(id, t0 + secs(115)).unwrap());
+        assert_eq!(a.renew_claims(t0 + secs(116)).unwrap(), 0);
+        assert_eq!(b.renew_claims(t0 + secs(116)).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_restarted_node_recovers_its_own_claims_at_once() {
+        let db = temp_db("own-claims");
+        let path = db.path.clone();
+        let t0 = now();
+        let node = "host/127.0.0.1:5060";
+        let id = {
+            let mut store = SqliteStore::open(&path).unwrap();
+            store.set_claimant(node, Duration::from_secs(30));
+            let id = register_one(&mut store, "support", "3125550101", "2025-06-02T14:00:00Z");
+            assert!(store.claim(id, t0).unwrap());
+            id
+        };
+        let mut store = SqliteStore::open(&path).unwrap();
+        store.set_claimant(node, Duration::from_secs(30));
+        // The lease has 25 s to run, but the claim was this node's.
+        assert_eq!(
+            store
+                .recover_interrupted(t0 + secs(5), Duration::from_secs(45), Recovery::Expired)
+                .unwrap(),
+            []
+        );
+        assert_eq!(
+            store
+                .recover_interrupted(t0 + secs(5), Duration::from_secs(45), Recovery::AtStart)
+                .unwrap(),
+            [id]
+        );
+        assert_eq!(row_of(&store, id).status, Status::Pending);
+    }
+
+    #[test]
+    fn migration_1_to_current_keeps_existing_rows() {
         let db = temp_db("migrate-1-2");
         let path = db.path.clone();
         {
@@ -2374,7 +2574,7 @@ mod tests {
             .unwrap();
         }
         let mut store = SqliteStore::open(&path).unwrap();
-        assert_eq!(user_version(&store.conn).unwrap(), 2);
+        assert_eq!(user_version(&store.conn).unwrap(), MIGRATIONS.len() as i64);
         let rows = store.list().unwrap();
         assert_eq!(rows.len(), 1);
         let row = &rows[0];
@@ -2398,6 +2598,41 @@ mod tests {
             )
             .unwrap();
         assert_eq!(store.attempts(row.id).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn migration_2_to_3_leaves_an_old_dialing_row_recoverable() {
+        let db = temp_db("migrate-2-3");
+        let path = db.path.clone();
+        let t0 = now();
+        let id = {
+            // A version-2 file whose process died while dialing.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATION_1).unwrap();
+            conn.execute_batch(MIGRATION_2).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute(
+                "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
+                     queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
+                     expires_at, inbound_call_id, claimed_at) \
+                 VALUES ('support', '3125550188', '+13125550100', '8005550199', 0, ?1, ?1, \
+                     3, 'dialing', 0, ?2, 'old-call@pc33', ?1)",
+                params![t0.as_millisecond(), (t0 + secs(3600)).as_millisecond()],
+            )
+            .unwrap();
+            CallbackId(conn.last_insert_rowid())
+        };
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&store.conn).unwrap(), 3);
+        assert_eq!(row_of(&store, id).status, Status::Dialing);
+        // No owner, no lease: interrupted, whoever looks.
+        assert_eq!(
+            store
+                .recover_interrupted(t0 + secs(1), Duration::from_secs(45), Recovery::Expired)
+                .unwrap(),
+            [id]
+        );
+        assert_eq!(row_of(&store, id).status, Status::Pending);
     }
 
     fn cdr(leg: Leg, start: &str, callback: Option<CallbackId>) -> CdrRecord {
@@ -2500,7 +2735,7 @@ mod tests {
             Err(StoreError::Sqlite { op: "claim", .. })
         ));
         assert!(matches!(
-            store.recover_interrupted(now(), Duration::from_secs(1)),
+            store.recover_interrupted(now(), Duration::from_secs(1), Recovery::AtStart),
             Err(StoreError::Sqlite {
                 op: "recover_interrupted",
                 ..

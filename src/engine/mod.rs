@@ -32,7 +32,7 @@ use tracing::{info, warn};
 
 use crate::callback::hours::Gates;
 use crate::callback::scheduler::Scheduler;
-use crate::callback::store::{Registration, SqliteStore};
+use crate::callback::store::{DEFAULT_LEASE, Recovery, Registration, SqliteStore};
 use crate::callback::trunk::{Target as TrunkTarget, TerminationHost, TrunkSettings};
 use crate::config::{self, Config, Transport as ConfiguredTransport};
 use crate::media::g711::Law;
@@ -343,12 +343,23 @@ pub async fn start_with_store(
         .map_err(calls::SetupError::Hours)?;
     let scheduler = Scheduler::new(org_hours, schedules)?;
     let mut store = store;
+    // This engine claims callbacks as its node (host and SIP address: the
+    // same after a restart, different for a second engine on the store),
+    // under a lease the store thread renews at every poll.
+    let node = node_id(udp_addr.or(tcp_addr));
+    let lease = claim_lease(config.callbacks.poll_interval());
+    store.set_claimant(&node, lease);
+    info!(%node, lease_s = lease.as_secs(), "claiming callbacks as");
     // Issue 4 point 8: a callback that was dialing when the process died is
     // pending again, with the attempt recorded as interrupted, and is not
     // redialed before its old legs could have stopped ringing.
     // A store that cannot do this leaves those rows `dialing`: never due, so
     // never dialed twice; the IVR still works. Logged, not fatal.
-    match store.recover_interrupted(jiff::Timestamp::now(), scheduler.longest_ring()) {
+    match store.recover_interrupted(
+        jiff::Timestamp::now(),
+        scheduler.longest_ring(),
+        Recovery::AtStart,
+    ) {
         Ok(recovered) if !recovered.is_empty() => {
             info!(
                 count = recovered.len(),
@@ -379,8 +390,8 @@ pub async fn start_with_store(
     }
 
     let (store_replies_tx, store_replies) = mpsc::unbounded_channel();
-    let (store, _store_thread) =
-        store::spawn(store, store_replies_tx).map_err(EngineError::Thread)?;
+    let (store, _store_thread) = store::spawn(store, scheduler.longest_ring(), store_replies_tx)
+        .map_err(EngineError::Thread)?;
     let dialing = dialing::Dialing::new(
         dialing::DialingSettings {
             poll_interval: config.callbacks.poll_interval(),
@@ -447,6 +458,28 @@ pub async fn start_with_store(
         control,
         task,
     })
+}
+
+/// This engine's name in the store's claims: the host name and the SIP
+/// listener, e.g. `pbx1/127.0.0.1:5060`.
+fn node_id(sip: Option<SocketAddr>) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    match sip {
+        Some(addr) => format!("{host}/{addr}"),
+        None => host,
+    }
+}
+
+/// How long a claim holds unrenewed: renewed at every poll, so three polls
+/// may be missed (a slow disk) before another node takes the callback back;
+/// never under [`DEFAULT_LEASE`].
+fn claim_lease(poll_interval: Duration) -> Duration {
+    DEFAULT_LEASE.max(poll_interval.saturating_mul(3))
 }
 
 /// How often a trunk termination that resolved is looked up again: DNS

@@ -10,6 +10,7 @@
 
 use std::sync::mpsc;
 use std::thread;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio::sync::mpsc::UnboundedSender;
@@ -17,7 +18,8 @@ use tracing::{debug, warn};
 
 use crate::callback::cdr::CdrRecord;
 use crate::callback::store::{
-    Attempt, CallbackRow, LaunchStore, NewCallback, NextStep, Recorded, Registration, StoreError,
+    Attempt, CallbackRow, LaunchStore, NewCallback, NextStep, Recorded, Recovery, Registration,
+    StoreError,
 };
 use crate::callback::{CallbackId, QueueId};
 
@@ -153,6 +155,7 @@ impl StoreHandle {
 /// Starts the store thread over `store`.
 pub fn spawn(
     mut store: Box<dyn LaunchStore>,
+    longest_ring: Duration,
     replies: UnboundedSender<StoreReply>,
 ) -> std::io::Result<(StoreHandle, thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<Job>();
@@ -183,6 +186,19 @@ pub fn spawn(
                         StoreReply::PendingAhead { call, count }
                     }
                     Job::Due { now } => {
+                        // Our claims stay ours; another node's that it
+                        // stopped renewing (it died) are taken back.
+                        if let Err(e) = store.renew_claims(now) {
+                            warn!(error = %e, "claims could not be renewed");
+                        }
+                        match store.recover_interrupted(now, longest_ring, Recovery::Expired) {
+                            Ok(ids) if !ids.is_empty() => warn!(
+                                count = ids.len(),
+                                "callbacks of a node whose claims lapsed are pending again"
+                            ),
+                            Ok(_) => {}
+                            Err(e) => warn!(error = %e, "lapsed claims could not be recovered"),
+                        }
                         if let Err(e) = store.expire(now) {
                             warn!(error = %e, "expiring callbacks failed");
                         }
