@@ -80,6 +80,16 @@ impl Harness {
             path = "callbacks.sqlite"
             [org]
             launch_enabled = false
+            [[queues]]
+            id = "support"
+            [[agents]]
+            id = "alice"
+            uri = "sip:alice@127.0.0.1:5999"
+            queues = ["support"]
+            [[agents]]
+            id = "bob"
+            uri = "sip:bob@127.0.0.1:5999"
+            queues = ["support"]
             "#,
             prompts.display()
         );
@@ -199,6 +209,14 @@ struct Totals {
     callbacks_registered: u64,
     callbacks_already_scheduled: u64,
     registration_failures: u64,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct AgentBody {
+    id: String,
+    state: String,
+    reachable: bool,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -346,6 +364,101 @@ async fn gates_start_from_the_configuration_and_put_switches_them() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert!(json::<GatesBody>(&body).registration_enabled);
+}
+
+#[tokio::test]
+async fn agents_are_listed_and_put_pauses_and_resumes_one() {
+    let h = Harness::start("agents").await;
+    let agent = |id: &str, state: &str| AgentBody {
+        id: id.into(),
+        state: state.into(),
+        reachable: true,
+    };
+    let (status, agents) = h.get::<Vec<AgentBody>>("/v1/agents").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        agents,
+        [agent("alice", "available"), agent("bob", "available")]
+    );
+
+    let (status, headers, body) = h
+        .request(
+            "PUT",
+            "/v1/agents/alice",
+            Some(("application/json", r#"{"paused": true}"#)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_json(&headers);
+    assert_eq!(json::<AgentBody>(&body), agent("alice", "paused"));
+    // Held by the engine; bob untouched.
+    assert_eq!(
+        h.get::<Vec<AgentBody>>("/v1/agents").await.1,
+        [agent("alice", "paused"), agent("bob", "available")]
+    );
+    let engine_view = h.engine().agents().await.expect("engine running");
+    assert_eq!(engine_view[0].state_name(), "paused");
+    // Pausing twice is fine; unpausing makes it available again.
+    for (paused, state) in [(true, "paused"), (false, "available"), (false, "available")] {
+        let (status, _, body) = h
+            .request(
+                "PUT",
+                "/v1/agents/alice",
+                Some(("application/json", &format!(r#"{{"paused":{paused}}}"#))),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json::<AgentBody>(&body), agent("alice", state));
+    }
+}
+
+#[tokio::test]
+async fn put_agent_refuses_unknown_agents_and_bad_bodies() {
+    let h = Harness::start("agents-refused").await;
+    let json_type = "application/json";
+    let error = h
+        .refused(
+            "PUT",
+            "/v1/agents/carol",
+            Some((json_type, r#"{"paused": true}"#)),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    assert!(error.contains("no agent \"carol\""), "{error}");
+    for bad in [
+        r#"{}"#,
+        r#"{"paused": "yes"}"#,
+        r#"{"paused": true, "until": 5}"#,
+        r#"[true]"#,
+        "not json",
+    ] {
+        let error = h
+            .refused(
+                "PUT",
+                "/v1/agents/alice",
+                Some((json_type, bad)),
+                StatusCode::BAD_REQUEST,
+            )
+            .await;
+        assert!(error.starts_with("body: "), "{bad}: {error}");
+    }
+    h.refused(
+        "PUT",
+        "/v1/agents/alice",
+        Some(("text/plain", r#"{"paused": true}"#)),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
+    h.refused(
+        "POST",
+        "/v1/agents/alice",
+        None,
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+    .await;
+    // Nothing changed.
+    let (_, agents) = h.get::<Vec<AgentBody>>("/v1/agents").await;
+    assert!(agents.iter().all(|a| a.state == "available"), "{agents:?}");
 }
 
 #[tokio::test]

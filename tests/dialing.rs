@@ -511,6 +511,59 @@ async fn a_second_engine_starting_mid_attempt_leaves_the_claim_alone() {
     }
 }
 
+/// A paused agent (through the control channel the admin API uses) is not
+/// offered a due callback; once unpaused it is at the next poll. While it
+/// rings it cannot be paused (one call per agent, pause after the call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_agent_is_not_offered_callbacks_until_unpaused() {
+    let alice = Peer::start("alice", vec![Reply::after(1_000)], AGENT_FILL).await;
+    let carrier = Peer::start("carrier", vec![Reply::hangup(100, 500)], CARRIER_FILL).await;
+    let config = Setup::new(69, &[("alice", &alice)], &carrier).config();
+    let _files = StoreFiles::of(&config);
+    let engine = common::start(config.clone()).await;
+    let control = engine.control();
+    let paused = control
+        .set_agent_paused("alice", true)
+        .await
+        .expect("engine running")
+        .expect("alice can be paused");
+    assert_eq!(paused.state_name(), "paused");
+    let id = register(&config, NUMBER);
+
+    // Several polls (200 ms) pass: nothing is launched.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(alice.invites().is_empty(), "a paused agent was rung");
+    assert_eq!(row(&config.store_path(repo()), id).status, Status::Pending);
+
+    let unpaused_at = Instant::now();
+    let available = control
+        .set_agent_paused("alice", false)
+        .await
+        .expect("engine running")
+        .expect("alice can be unpaused");
+    assert_eq!(available.state_name(), "available");
+    let (rung, _) = alice.wait_invite(1, SOON).await;
+    assert!(rung - unpaused_at < Duration::from_millis(1_000));
+    // Ringing: not pausable.
+    let busy = control
+        .set_agent_paused("alice", true)
+        .await
+        .expect("engine running");
+    assert!(
+        matches!(busy, Err(callbackd::acd::agents::AgentError::Busy(_))),
+        "{busy:?}"
+    );
+    wait_status(&config, id, Status::Completed, SOON).await;
+    legs_closed(&engine).await;
+    let after = control
+        .set_agent_paused("alice", true)
+        .await
+        .expect("engine running")
+        .expect("free again after the call");
+    assert_eq!(after.state_name(), "paused");
+    engine.shutdown().await;
+}
+
 /// Claims counted across both engines' stores.
 #[derive(Default)]
 struct Race {

@@ -281,6 +281,33 @@ fn callback_calls_agent_first_then_customer_and_bridges() {
         "the agent answered first: {cdrs:#?}"
     );
 
+    // `callbackd cdr` writes the same rows as CSV: the inbound leg, then
+    // agent and customer (by start time); `--since` filters by start.
+    let csv = cdr_csv(engine.config_path(), &[]);
+    let want_header = callbackd::callback::cdr::CSV_HEADER.join(",");
+    assert_eq!(csv[0].join(","), want_header);
+    let legs: Vec<(&str, &str, &str, &str)> = csv[1..]
+        .iter()
+        .map(|r| (r[2].as_str(), r[3].as_str(), r[7].as_str(), r[8].as_str()))
+        .collect();
+    assert_eq!(
+        legs,
+        [
+            ("inbound", inbound_call_id.as_str(), "answered", "200"),
+            ("agent", agent_cdr.call_id.as_str(), "answered", "200"),
+            ("customer", customer_cdr.call_id.as_str(), "answered", "200"),
+        ],
+        "{csv:?}"
+    );
+    for r in &csv[2..] {
+        assert_eq!(r[0], row.id.to_string(), "linked to the callback: {r:?}");
+        assert_eq!(r[1], inbound_call_id, "linked to the inbound call: {r:?}");
+    }
+    let since = callbackd::callback::cdr::utc_millis(customer_cdr.start);
+    let later = cdr_csv(engine.config_path(), &["--since", &since]);
+    assert_eq!(later.len(), 2, "header and the customer leg: {later:?}");
+    assert_eq!(later[1][2], "customer");
+
     engine.stop();
     engine.assert_no_panic();
 }
@@ -1057,6 +1084,29 @@ fn first_response<'a>(
 }
 
 /// A header's first value by name, case-insensitively.
+/// Runs `callbackd cdr --config <config> <args>` and splits its CSV (no
+/// field here holds a comma or a quote).
+fn cdr_csv(config: &Path, args: &[&str]) -> Vec<Vec<String>> {
+    let out = std::process::Command::new(support::callbackd_bin())
+        .arg("cdr")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("callbackd can be spawned");
+    assert!(
+        out.status.success(),
+        "callbackd cdr failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("CSV is UTF-8");
+    assert!(text.ends_with("\r\n"), "RFC 4180 CRLF line ends: {text:?}");
+    text.split_terminator("\r\n")
+        .map(|line| line.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
 fn header<'a>(headers: &'a message::Headers, name: &str) -> Option<&'a str> {
     headers
         .fields()

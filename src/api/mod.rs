@@ -9,11 +9,13 @@
 //! | PUT | `/v1/gates` | the same object, both fields required → 200 with the gates now in effect |
 //! | GET | `/v1/callbacks[?status=S]` | the stored callbacks, oldest first, optionally one status |
 //! | GET | `/v1/agents` | every configured agent: `{"id","state","reachable"}`, in id order |
+//! | PUT | `/v1/agents/{id}` | `{"paused":bool}` → 200 with the agent; 404 unknown agent; 409 while it rings or talks |
 //! | GET | `/metrics` | Prometheus text format 0.0.4 (see [`metrics`]) |
 //!
 //! Bodies are JSON (`application/json`). Every refusal is a 4xx (5xx for a
 //! failure on our side) with `{"error":"…"}` naming the offending field or
-//! parameter: 400 for a bad body or query, 404 for an unknown path, 405 for a
+//! parameter: 400 for a bad body or query, 404 for an unknown path or agent,
+//! 409 for a change the agent's state forbids, 405 for a
 //! wrong method (with `Allow`), 413 for a body over [`MAX_BODY`], 415 for a
 //! PUT that is not `application/json`, 503 when the engine has stopped.
 //!
@@ -42,11 +44,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, serve};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -54,6 +56,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::acd::agents::AgentError;
 use crate::callback::hours::Gates;
 use crate::callback::store::{CallbackRow, SqliteStore, Status, Store};
 use crate::engine::agents::AgentStatus;
@@ -92,6 +95,7 @@ pub fn router(engine: EngineControl, store_path: PathBuf) -> Router {
         .route("/v1/gates", get(get_gates).put(put_gates))
         .route("/v1/callbacks", get(callbacks))
         .route("/v1/agents", get(agents))
+        .route("/v1/agents/{id}", put(put_agent))
         .route("/metrics", get(metrics))
         // Applies to the routes above: a known path, another method.
         .method_not_allowed_fallback(method_not_allowed)
@@ -427,7 +431,53 @@ async fn put_gates(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<GatesBody>, Problem> {
-    if !is_json(&headers) {
+    let wanted: GatesBody = json_object(&headers, body)?;
+    let gates = state
+        .engine
+        .set_gates(wanted.into())
+        .await
+        .ok_or_else(Problem::engine_stopped)?;
+    info!(?gates, "gates set through the admin API");
+    Ok(Json(gates.into()))
+}
+
+/// `PUT /v1/agents/{id}` body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentChange {
+    /// Pause (no work offered) or make available.
+    pub paused: bool,
+}
+
+async fn put_agent(
+    State(state): State<ApiState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<AgentBody>, Problem> {
+    let change: AgentChange = json_object(&headers, body)?;
+    match state.engine.set_agent_paused(&id, change.paused).await {
+        None => Err(Problem::engine_stopped()),
+        Some(Ok(agent)) => Ok(Json(AgentBody::from(&agent))),
+        Some(Err(AgentError::UnknownAgent(_))) => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            format!("id: no agent {id:?}"),
+        )),
+        Some(Err(AgentError::Busy(_))) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            format!("agent {id:?} is ringing or on a call; pause it after the call"),
+        )),
+        Some(Err(e)) => Err(Problem::new(StatusCode::CONFLICT, e.to_string())),
+    }
+}
+
+/// A PUT body: `application/json`, a JSON object of `T`'s fields (400
+/// naming what is wrong, 415 for another media type).
+fn json_object<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Problem> {
+    if !is_json(headers) {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Type: the body must be application/json",
@@ -439,7 +489,7 @@ async fn put_gates(
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(Problem::bad_request("body: expected a JSON object"));
     }
-    let Json(wanted) = Json::<GatesBody>::from_bytes(&body).map_err(|e| {
+    let Json(value) = Json::<T>::from_bytes(&body).map_err(|e| {
         let text = e.body_text();
         let detail = [
             "Failed to deserialize the JSON body into the target type: ",
@@ -450,13 +500,7 @@ async fn put_gates(
         .unwrap_or(&text);
         Problem::bad_request(format!("body: {detail}"))
     })?;
-    let gates = state
-        .engine
-        .set_gates(wanted.into())
-        .await
-        .ok_or_else(Problem::engine_stopped)?;
-    info!(?gates, "gates set through the admin API");
-    Ok(Json(gates.into()))
+    Ok(value)
 }
 
 async fn callbacks(

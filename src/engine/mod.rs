@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::acd::agents::{AgentError, AgentId};
 use crate::callback::hours::Gates;
 use crate::callback::scheduler::Scheduler;
 use crate::callback::store::{DEFAULT_LEASE, Recovery, Registration, SqliteStore};
@@ -150,6 +151,11 @@ enum Control {
     Status(oneshot::Sender<EngineStatus>),
     Agents(oneshot::Sender<Vec<AgentStatus>>),
     SetGates(Gates),
+    SetPaused {
+        agent: String,
+        paused: bool,
+        reply: oneshot::Sender<Result<AgentStatus, AgentError>>,
+    },
     Shutdown,
 }
 
@@ -187,6 +193,28 @@ impl EngineControl {
     pub async fn set_gates(&self, gates: Gates) -> Option<Gates> {
         self.control.send(Control::SetGates(gates)).await.ok()?;
         self.gates().await
+    }
+
+    /// Pauses an agent (no callback or live caller is offered to it) or
+    /// makes it available again, and returns its state afterwards. A
+    /// ringing or talking agent cannot be paused ([`AgentError::Busy`]):
+    /// pause it after the call. `None`: the engine has stopped.
+    pub async fn set_agent_paused(
+        &self,
+        agent: &str,
+        paused: bool,
+    ) -> Option<Result<AgentStatus, AgentError>> {
+        let (reply, rx) = oneshot::channel();
+        let agent = agent.to_owned();
+        self.control
+            .send(Control::SetPaused {
+                agent,
+                paused,
+                reply,
+            })
+            .await
+            .ok()?;
+        rx.await.ok()
     }
 }
 
@@ -617,6 +645,28 @@ type Resolved = (Target, bytes::Bytes);
 const BATCH: usize = 64;
 
 impl Core {
+    /// [`EngineControl::set_agent_paused`].
+    fn set_paused(
+        &mut self,
+        now: Instant,
+        agent: String,
+        paused: bool,
+    ) -> Result<AgentStatus, AgentError> {
+        let id = AgentId(agent.into());
+        let agents = self.roster.agents_mut();
+        if paused {
+            agents.pause(&id, now)?;
+        } else {
+            agents.unpause(&id, now)?;
+        }
+        info!(agent = %id, paused, "agent state set through the control channel");
+        self.roster
+            .status(now)
+            .into_iter()
+            .find(|a| a.id == id)
+            .ok_or(AgentError::UnknownAgent(id))
+    }
+
     async fn run(mut self) {
         loop {
             // Each branch below reads the clock itself, after its wait: a
@@ -659,6 +709,10 @@ impl Core {
                     Some(Control::SetGates(gates)) => {
                         self.dialing.set_launch_enabled(gates.launch_enabled);
                         self.calls.set_gates(gates);
+                    }
+                    Some(Control::SetPaused { agent, paused, reply }) => {
+                        let now = Instant::now();
+                        let _ = reply.send(self.set_paused(now, agent, paused));
                     }
                     Some(Control::Shutdown) | None => {
                         if self.stopping.is_none() {
