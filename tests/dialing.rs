@@ -564,6 +564,46 @@ async fn a_paused_agent_is_not_offered_callbacks_until_unpaused() {
     engine.shutdown().await;
 }
 
+/// The launch switch (`[org] launch_enabled`, `PUT /v1/gates`) stops new
+/// launches at once: a due callback waits while it is off and is dialed at
+/// the next poll once it is on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launch_switch_holds_due_callbacks() {
+    let alice = Peer::start("alice", vec![Reply::after(100)], AGENT_FILL).await;
+    let carrier = Peer::start("carrier", vec![Reply::hangup(100, 500)], CARRIER_FILL).await;
+    let mut config = Setup::new(79, &[("alice", &alice)], &carrier).config();
+    config.org.launch_enabled = false;
+    let _files = StoreFiles::of(&config);
+    let id = register(&config, NUMBER);
+    let engine = common::start(config.clone()).await;
+    let control = engine.control();
+
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(alice.invites().is_empty(), "dialed with launching off");
+    assert_eq!(row(&config.store_path(repo()), id).status, Status::Pending);
+    let mut gates = control.gates().await.expect("engine running");
+    assert!(!gates.launch_enabled);
+    gates.launch_enabled = true;
+    let switched = Instant::now();
+    control.set_gates(gates).await.expect("engine running");
+    let (rung, _) = alice.wait_invite(1, SOON).await;
+    assert!(rung - switched < Duration::from_millis(1_000));
+    wait_status(&config, id, Status::Completed, SOON).await;
+
+    // Off again: a new due callback waits.
+    gates.launch_enabled = false;
+    control.set_gates(gates).await.expect("engine running");
+    let second = register(&config, "3125550199");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(alice.invites().len(), 1);
+    assert_eq!(
+        row(&config.store_path(repo()), second).status,
+        Status::Pending
+    );
+    legs_closed(&engine).await;
+    engine.shutdown().await;
+}
+
 /// Claims counted across both engines' stores.
 #[derive(Default)]
 struct Race {

@@ -370,6 +370,60 @@ async fn early_media_from_a_183_is_relayed_to_the_agent() {
     engine.shutdown().await;
 }
 
+/// The carrier sends its 183 reliably (RFC 3262: `Require: 100rel`,
+/// `RSeq: 1`): the customer INVITE offered `Supported: 100rel`, the engine
+/// PRACKs the 183 (`RAck: 1 <CSeq> INVITE`, in the dialog the 183 made),
+/// and the early media still reaches the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reliable_183_is_pracked_and_its_early_media_relayed() {
+    let agent = Peer::start("agent", vec![Reply::after(100)], AGENT_FILL).await;
+    let carrier = Peer::start(
+        "carrier",
+        vec![Answer::after(1_500).reliably().hangup_after(1_000).reply()],
+        CARRIER_FILL,
+    )
+    .await;
+    let setup = Setup::new(78, &[("alice", &agent)], &carrier);
+    let config = setup.config();
+    let _files = StoreFiles::of(&config);
+    let id = register(&config, NUMBER);
+    let engine = common::start(config.clone()).await;
+
+    let (invited, invite) = carrier.wait_invite(1, SOON).await;
+    let supported = common::header(&invite.headers, "Supported").unwrap_or_default();
+    assert!(
+        supported
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("100rel")),
+        "Supported: {supported:?}"
+    );
+    let (pracked, prack) = carrier.wait_request("PRACK", 1, SOON).await;
+    assert!(
+        pracked - invited < Duration::from_millis(500),
+        "PRACK sent late"
+    );
+    let rack = common::header(&prack.headers, "RAck").expect("RAck");
+    assert_eq!(
+        rack.split_whitespace().collect::<Vec<_>>(),
+        ["1", &invite.headers.cseq.seq.to_string(), "INVITE"],
+        "RAck: {rack}"
+    );
+    assert_eq!(prack.headers.call_id, invite.headers.call_id);
+    assert!(prack.headers.to.tag.is_some(), "in the early dialog");
+    assert!(prack.headers.cseq.seq > invite.headers.cseq.seq);
+    agent.wait_request("BYE", 1, SOON).await;
+    let answered = carrier.acked_at(0).expect("the customer answered");
+    let early = agent
+        .rtp_filled(EARLY_FILL)
+        .into_iter()
+        .filter(|p| p.at < answered)
+        .count();
+    assert!(early >= 40, "{early} early-media packets before the answer");
+    wait_status(&config, id, Status::Completed, SOON).await;
+    legs_closed(&engine).await;
+    engine.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------
 // 4. Trunk digest authentication
 // ---------------------------------------------------------------------------

@@ -350,6 +350,9 @@ pub struct Answer {
     /// 183 with SDP at once and RTP of [`EARLY_FILL`] until the 200,
     /// instead of a 180 without SDP.
     pub early_media: bool,
+    /// The 183 is sent reliably (RFC 3262: `Require: 100rel`, `RSeq: 1`);
+    /// its PRACK is answered 200 (the 183 itself is not retransmitted).
+    pub reliable: bool,
     /// Our BYE.
     pub hangup: Option<Duration>,
     /// A re-INVITE putting the call on hold (`a=<direction>`, our RTP
@@ -366,6 +369,7 @@ impl Answer {
         Answer {
             ring: Duration::from_millis(ring_ms),
             early_media: false,
+            reliable: false,
             hangup: None,
             hold: None,
             silent: None,
@@ -374,6 +378,13 @@ impl Answer {
 
     pub fn with_early_media(mut self) -> Answer {
         self.early_media = true;
+        self
+    }
+
+    /// Early media in a reliable 183 (RFC 3262).
+    pub fn reliably(mut self) -> Answer {
+        self.early_media = true;
+        self.reliable = true;
         self
     }
 
@@ -850,7 +861,8 @@ async fn run_peer(
                                 media.fill.store(EARLY_FILL, Ordering::Relaxed);
                                 *media.target.lock().expect("target lock") =
                                     Some(media_addr(&SdpInfo::parse(&req.body)));
-                                response(&req, 183, &call.tag, local, Some(&body))
+                                let extra = if a.reliable { "Require: 100rel\r\nRSeq: 1\r\n" } else { "" };
+                                response_with(&req, 183, &call.tag, local, Some(&body), extra)
                             }
                             Reply::Ring | Reply::Answer(_) => {
                                 response(&req, 180, &call.tag, local, None)
@@ -894,6 +906,13 @@ async fn run_peer(
                             call.ended = true;
                             stop_media(&media, &call.invite);
                         }
+                    }
+                    "PRACK" => {
+                        // RFC 3262 §3: the PRACK of our reliable 183 gets
+                        // its own 200.
+                        let tag = calls.get(&call_id).map_or_else(super::token, |c| c.tag.clone());
+                        let ok = response(&req, 200, &tag, local, None);
+                        let _ = sock.send_to(ok.as_bytes(), from).await;
                     }
                     "CANCEL" => {
                         let Some(call) = calls.get_mut(&call_id) else { continue };
@@ -1011,6 +1030,7 @@ fn response_with(
         183 => "Session Progress",
         200 => "OK",
         401 => "Unauthorized",
+        // (PRACK and BYE answers are 200 too.)
         404 => "Not Found",
         407 => "Proxy Authentication Required",
         486 => "Busy Here",
