@@ -426,8 +426,11 @@ impl Dialing {
                 due = rows.len(),
                 "no trunk target; callbacks wait until the termination resolves"
             );
+            self.trunk_down_logged = true;
         }
-        self.trunk_down_logged = trunk_down;
+        if !trunk_down {
+            self.trunk_down_logged = false;
+        }
         let plan = self.scheduler.decide(
             Timestamp::now(),
             &Snapshot {
