@@ -137,7 +137,8 @@ async fn recording_plays_the_notice_then_writes_a_stereo_wav() {
 
 /// The customer puts the bridged callback on hold (`a=inactive`) for 4 s
 /// and sends nothing, twice the RTP timeout (2 s): the engine answers
-/// `inactive`, sends the customer nothing, and the call survives. Resumed
+/// `inactive`, sends the customer nothing, the agent hears music on hold,
+/// and the call survives. Resumed
 /// (`sendrecv`), the agent's audio flows again. Then the customer's RTP
 /// stops without a re-INVITE: the RTP timeout ends the call, BYE to both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,6 +159,7 @@ async fn customer_hold_pauses_the_rtp_timeout_and_silence_ends_both_legs() {
     let mut config = setup.config();
     config.rtp.rtp_timeout_s = 2;
     let _files = StoreFiles::of(&config);
+    let lib = library(&config);
     let id = register(&config, NUMBER);
     let engine = common::start(config.clone()).await;
 
@@ -190,9 +192,29 @@ async fn customer_hold_pauses_the_rtp_timeout_and_silence_ends_both_legs() {
         "{} packets sent to the customer while it was on hold (inactive)",
         during_hold.len()
     );
+    // Meanwhile the agent hears music on hold, not silence.
+    let agent_heard = heard(
+        // From before the hold, so the music is seen from its first frame.
+        &agent.rtp_between(held_at - Duration::from_millis(500), resume_sent),
+        &lib,
+        Law::Ulaw,
+    );
+    assert!(
+        agent_heard.contains(&"hold_music"),
+        "the agent heard {agent_heard:?} while the customer held"
+    );
 
-    // Resumed: the agent is heard again.
+    // Resumed: the agent is heard again, and hears the customer.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let customer_again = agent
+        .rtp_filled(CARRIER_FILL)
+        .into_iter()
+        .filter(|p| p.at > resumed_at)
+        .count();
+    assert!(
+        customer_again >= 25,
+        "{customer_again} customer packets reached the agent after the resume"
+    );
     let after_resume: Vec<Rtp> = carrier
         .rtp_filled(AGENT_FILL)
         .into_iter()
@@ -227,8 +249,9 @@ async fn customer_hold_pauses_the_rtp_timeout_and_silence_ends_both_legs() {
 }
 
 /// The agent puts the bridged callback on hold (`a=sendonly`) for 3 s and
-/// sends nothing: answered `recvonly`, the agent is sent nothing and the
-/// call outlives the RTP timeout (2 s); resumed, the customer's audio
+/// sends nothing: answered `recvonly`, the agent is sent nothing, the
+/// customer hears music on hold, and the call outlives the RTP timeout
+/// (2 s); resumed, the customer's audio
 /// reaches the agent again; the customer's BYE ends both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_hold_and_resume_on_a_bridged_callback() {
@@ -246,6 +269,7 @@ async fn agent_hold_and_resume_on_a_bridged_callback() {
     let mut config = setup.config();
     config.rtp.rtp_timeout_s = 2;
     let _files = StoreFiles::of(&config);
+    let lib = library(&config);
     let id = register(&config, NUMBER);
     let engine = common::start(config.clone()).await;
 
@@ -277,6 +301,16 @@ async fn agent_hold_and_resume_on_a_bridged_callback() {
         "{} packets sent to the agent while it was on hold (sendonly)",
         during_hold.len()
     );
+    // The customer hears music on hold meanwhile, then the agent again.
+    let customer_heard = heard(
+        &carrier.rtp_between(held_at - Duration::from_millis(500), resume_sent),
+        &lib,
+        Law::Ulaw,
+    );
+    assert!(
+        customer_heard.contains(&"hold_music"),
+        "the customer heard {customer_heard:?} while the agent held"
+    );
     // Before the hold and after the resume the customer is heard.
     let before: Vec<Rtp> = agent
         .rtp_filled(CARRIER_FILL)
@@ -298,6 +332,15 @@ async fn agent_hold_and_resume_on_a_bridged_callback() {
         after.len() >= 25,
         "{} customer packets reached the agent after the resume",
         after.len()
+    );
+    let agent_again = carrier
+        .rtp_filled(AGENT_FILL)
+        .into_iter()
+        .filter(|p| p.at > resumed_at)
+        .count();
+    assert!(
+        agent_again >= 25,
+        "{agent_again} agent packets reached the customer after the resume"
     );
     let carrier_bye = carrier.sent_bye_at().expect("the customer hung up");
     assert!(agent_bye >= carrier_bye);

@@ -290,6 +290,12 @@ const MAX_CATCH_UP: u32 = 3;
 const RECORD_QUEUE: usize = 256;
 /// The prompt played to the customer before a recording starts.
 const RECORDING_NOTICE: &str = "recording_notice";
+/// What the other party hears while a bridged leg holds the call.
+const HOLD_MUSIC: &str = "hold_music";
+/// The play token of music on hold, which the engine's owners of play
+/// lists never use (theirs count up from 0 and would need 2³² plays on one
+/// leg to reach it).
+const MOH_TOKEN: u32 = u32::MAX;
 
 struct MediaThread {
     poll: Poll,
@@ -416,6 +422,12 @@ impl Stream {
         !self.params.send || !self.params.receive || self.params.remote.is_none()
     }
 
+    /// Whether the far end of this leg holds the call: we may not send to
+    /// it (it offered `sendonly` or `inactive`, or a hold address).
+    fn holding(&self) -> bool {
+        !self.params.send || self.params.remote.is_none()
+    }
+
     /// Where our RTCP goes: the latched source, `a=rtcp`, or RTP port + 1.
     fn rtcp_destination(&self) -> Option<SocketAddr> {
         if self.rtcp_latched {
@@ -512,6 +524,7 @@ impl MediaThread {
                 let Some(s) = self.stream_mut(key) else {
                     return;
                 };
+                let was_holding = s.holding();
                 s.target = params.remote;
                 s.latched = false;
                 if s.params.law != params.law || s.params.ptime != params.ptime {
@@ -534,7 +547,14 @@ impl MediaThread {
                 s.params = params;
                 s.last_rx = now;
                 s.rtcp_latched = false;
+                let holding = s.holding();
+                let peer = s.bridge.as_ref().map(|b| b.peer_key);
                 self.refresh_bridge(key);
+                if let Some(peer) = peer
+                    && holding != was_holding
+                {
+                    self.music_on_hold(peer, holding);
+                }
             }
             Command::Play { key, items, token } => {
                 let Some(s) = self.stream_mut(key) else {
@@ -593,6 +613,40 @@ impl MediaThread {
                         self.start_recording(now, pending);
                     }
                     (_, _, _) => self.start_recording(now, pending),
+                }
+            }
+        }
+    }
+
+    /// The other leg of a bridge was put on hold (RFC 3264 §8.4: it
+    /// sends `sendonly`/`inactive` or a hold address) or resumed: `peer`
+    /// hears the `hold_music` loop meanwhile instead of silence (relaying
+    /// to it pauses while it plays), and the relay again afterwards. A
+    /// recording notice in progress is left to finish.
+    fn music_on_hold(&mut self, peer: StreamKey, on: bool) {
+        let hold = self.prompts.id(HOLD_MUSIC);
+        let Some(p) = self.stream_mut(peer) else {
+            return;
+        };
+        if p.notice.is_some() {
+            return;
+        }
+        match (on, hold) {
+            (true, Some(hold)) => {
+                // Not the owner's play list: its Idle must not read as the
+                // end of something the call layer or the dialer played.
+                p.play_token = MOH_TOKEN;
+                p.items = vec![Item::Loop(hold)];
+                p.player.play([Item::Loop(hold)]);
+            }
+            (true, None) => {}
+            (false, _) => {
+                if p.items
+                    .iter()
+                    .any(|i| matches!(i, Item::Loop(id) if Some(*id) == hold))
+                {
+                    p.items.clear();
+                    p.player.stop();
                 }
             }
         }
