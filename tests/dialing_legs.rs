@@ -206,24 +206,16 @@ async fn customer_hold_pauses_the_rtp_timeout_and_silence_ends_both_legs() {
 
     // Resumed: the agent is heard again, and hears the customer.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let customer_again = agent
-        .rtp_filled(CARRIER_FILL)
-        .into_iter()
-        .filter(|p| p.at > resumed_at)
-        .count();
+    let customer_again = agent.count_filled(CARRIER_FILL, |at| at > resumed_at);
     assert!(
         customer_again >= 25,
         "{customer_again} customer packets reached the agent after the resume"
     );
-    let after_resume: Vec<Rtp> = carrier
-        .rtp_filled(AGENT_FILL)
-        .into_iter()
-        .filter(|p| p.at > resumed_at)
-        .collect();
+    let after_resume = carrier.count_filled(AGENT_FILL, |at| at > resumed_at);
     assert!(
-        after_resume.len() >= 25,
+        after_resume >= 25,
         "{} agent packets reached the customer in the second after the resume",
-        after_resume.len()
+        after_resume
     );
 
     // The customer goes silent (2 s after the resume): BYE to both legs
@@ -312,32 +304,16 @@ async fn agent_hold_and_resume_on_a_bridged_callback() {
         "the customer heard {customer_heard:?} while the agent held"
     );
     // Before the hold and after the resume the customer is heard.
-    let before: Vec<Rtp> = agent
-        .rtp_filled(CARRIER_FILL)
-        .into_iter()
-        .filter(|p| p.at < held_at)
-        .collect();
-    assert!(
-        before.len() >= 25,
-        "{} packets before the hold",
-        before.len()
-    );
+    let before = agent.count_filled(CARRIER_FILL, |at| at < held_at);
+    assert!(before >= 25, "{} packets before the hold", before);
     let (agent_bye, _) = agent.wait_request("BYE", 1, Duration::from_secs(15)).await;
-    let after: Vec<Rtp> = agent
-        .rtp_filled(CARRIER_FILL)
-        .into_iter()
-        .filter(|p| p.at > resumed_at)
-        .collect();
+    let after = agent.count_filled(CARRIER_FILL, |at| at > resumed_at);
     assert!(
-        after.len() >= 25,
+        after >= 25,
         "{} customer packets reached the agent after the resume",
-        after.len()
+        after
     );
-    let agent_again = carrier
-        .rtp_filled(AGENT_FILL)
-        .into_iter()
-        .filter(|p| p.at > resumed_at)
-        .count();
+    let agent_again = carrier.count_filled(AGENT_FILL, |at| at > resumed_at);
     assert!(
         agent_again >= 25,
         "{agent_again} agent packets reached the customer after the resume"
@@ -382,15 +358,11 @@ async fn early_media_from_a_183_is_relayed_to_the_agent() {
     let (invited, _) = carrier.wait_invite(1, SOON).await;
     agent.wait_request("BYE", 1, SOON).await;
     let answered = carrier.acked_at(0).expect("the customer's 200 was ACKed");
-    let early: Vec<Rtp> = agent
-        .rtp_filled(EARLY_FILL)
-        .into_iter()
-        .filter(|p| p.at < answered)
-        .collect();
+    let early = agent.count_filled(EARLY_FILL, |at| at < answered);
     assert!(
-        early.len() >= 60,
+        early >= 60,
         "{} early-media packets reached the agent in the 2 s before the answer",
-        early.len()
+        early
     );
     let ringing = heard(
         &agent.rtp_between(invited + Duration::from_millis(100), answered),
@@ -401,11 +373,7 @@ async fn early_media_from_a_183_is_relayed_to_the_agent() {
         !ringing.contains(&"ringback"),
         "local ringback over the carrier's early media: {ringing:?}"
     );
-    let after = agent
-        .rtp_filled(CARRIER_FILL)
-        .into_iter()
-        .filter(|p| p.at > answered)
-        .count();
+    let after = agent.count_filled(CARRIER_FILL, |at| at > answered);
     assert!(after >= 50, "{after} customer packets after the answer");
     let row = wait_status(&config, id, Status::Completed, SOON).await;
     assert_eq!(row.attempts, 1);
@@ -456,11 +424,7 @@ async fn a_reliable_183_is_pracked_and_its_early_media_relayed() {
     assert!(prack.headers.cseq.seq > invite.headers.cseq.seq);
     agent.wait_request("BYE", 1, SOON).await;
     let answered = carrier.acked_at(0).expect("the customer answered");
-    let early = agent
-        .rtp_filled(EARLY_FILL)
-        .into_iter()
-        .filter(|p| p.at < answered)
-        .count();
+    let early = agent.count_filled(EARLY_FILL, |at| at < answered);
     assert!(early >= 40, "{early} early-media packets before the answer");
     wait_status(&config, id, Status::Completed, SOON).await;
     legs_closed(&engine).await;

@@ -32,7 +32,7 @@ use std::time::Duration;
 use callbackd::callback::cdr::{CdrRecord, Leg, LegOutcome};
 use callbackd::callback::scheduler::Outcome;
 use callbackd::callback::store::{
-    LaunchStore, NewCallback, Registration, SqliteStore, Status, Store,
+    CallbackRow, LaunchStore, NewCallback, Registration, SqliteStore, Status, Store,
 };
 use callbackd::callback::{CallbackId, QueueId};
 use callbackd::sip::message::{self, Message, Request, Response};
@@ -132,18 +132,9 @@ fn callback_calls_agent_first_then_customer_and_bridges() {
     let inbound_call_id = caller.call_id(1, SIPP_IP);
 
     // The store: one callback, completed after one answered attempt.
-    let store_path = engine.store_path();
-    let rows = wait_rows(&store_path, |r| r.status == Status::Completed);
-    assert_eq!(rows.len(), 1, "{rows:#?}");
-    let row = &rows[0];
+    let (row, store) = completed_once(&engine.store_path(), &inbound_call_id);
+    let row = &row;
     assert_eq!(row.number, NUMBER);
-    assert_eq!(row.inbound_call_id, inbound_call_id);
-    assert_eq!(row.attempts, 1);
-    let store = SqliteStore::open(&store_path).expect("open the store");
-    let attempts = store.attempts(row.id).expect("attempts");
-    assert_eq!(attempts.len(), 1, "{attempts:#?}");
-    assert_eq!(attempts[0].attempt.outcome, Outcome::Answered);
-    assert_eq!(attempts[0].attempt.agent.as_deref(), Some("alice"));
 
     // SIP on the wire, in order.
     let sip = sip_messages(&pcap, main.engine_sip);
@@ -787,17 +778,8 @@ fn baresip_agent_completes_the_callback() {
     let inbound_call_id = caller.call_id(1, SIPP_IP);
 
     // The store: completed after one answered attempt with alice.
-    let store_path = engine.store_path();
-    let rows = wait_rows(&store_path, |r| r.status == Status::Completed);
-    assert_eq!(rows.len(), 1, "{rows:#?}");
-    let row = &rows[0];
-    assert_eq!(row.inbound_call_id, inbound_call_id);
-    assert_eq!(row.attempts, 1);
-    let store = SqliteStore::open(&store_path).expect("open the store");
-    let attempts = store.attempts(row.id).expect("attempts");
-    assert_eq!(attempts.len(), 1, "{attempts:#?}");
-    assert_eq!(attempts[0].attempt.outcome, Outcome::Answered);
-    assert_eq!(attempts[0].attempt.agent.as_deref(), Some("alice"));
+    let (row, store) = completed_once(&engine.store_path(), &inbound_call_id);
+    let row = &row;
 
     // SIP: baresip answers before the customer is called; the carrier's
     // BYE ends baresip's leg, which baresip accepts.
@@ -1083,7 +1065,23 @@ fn first_response<'a>(
         .unwrap_or_else(|| panic!("no {status} to {method} in the capture"))
 }
 
-/// A header's first value by name, case-insensitively.
+/// The one stored callback, once completed: registered by the call
+/// `inbound_call_id`, one answered attempt with alice. With the store, for
+/// further reads.
+fn completed_once(store_path: &Path, inbound_call_id: &str) -> (CallbackRow, SqliteStore) {
+    let mut rows = wait_rows(store_path, |r| r.status == Status::Completed);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    let row = rows.remove(0);
+    assert_eq!(row.inbound_call_id, inbound_call_id);
+    assert_eq!(row.attempts, 1);
+    let store = SqliteStore::open(store_path).expect("open the store");
+    let attempts = store.attempts(row.id).expect("attempts");
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!(attempts[0].attempt.outcome, Outcome::Answered);
+    assert_eq!(attempts[0].attempt.agent.as_deref(), Some("alice"));
+    (row, store)
+}
+
 /// Runs `callbackd cdr --config <config> <args>` and splits its CSV (no
 /// field here holds a comma or a quote).
 fn cdr_csv(config: &Path, args: &[&str]) -> Vec<Vec<String>> {
@@ -1107,6 +1105,7 @@ fn cdr_csv(config: &Path, args: &[&str]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// A header's first value by name, case-insensitively.
 fn header<'a>(headers: &'a message::Headers, name: &str) -> Option<&'a str> {
     headers
         .fields()
@@ -1168,10 +1167,7 @@ fn tone_share(payload: &[u8], hz: f64) -> f64 {
 
 /// The store's rows once `done` holds for one of them (the engine records
 /// the attempt right after the last BYE).
-fn wait_rows(
-    path: &Path,
-    done: impl Fn(&callbackd::callback::store::CallbackRow) -> bool,
-) -> Vec<callbackd::callback::store::CallbackRow> {
+fn wait_rows(path: &Path, done: impl Fn(&CallbackRow) -> bool) -> Vec<CallbackRow> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let rows = stored_callbacks(path);

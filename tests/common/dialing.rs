@@ -682,6 +682,12 @@ impl Peer {
         })
     }
 
+    /// How many received packets are all `fill` and arrived when `when`
+    /// says.
+    pub fn count_filled(&self, fill: u8, when: impl Fn(Instant) -> bool) -> usize {
+        self.rtp_filled(fill).iter().filter(|p| when(p.at)).count()
+    }
+
     pub fn summary(&self) -> Vec<String> {
         self.seen
             .lock()
