@@ -30,6 +30,7 @@
 pub mod acd;
 pub mod acl;
 pub mod api;
+pub mod b2bua;
 pub mod callback;
 pub mod config;
 pub mod engine;

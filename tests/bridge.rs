@@ -112,8 +112,7 @@ impl Rig {
             assert!(media.send(Command::Add {
                 key,
                 call_id: format!("call-{key}").into(),
-                rtp,
-                rtcp,
+                ports: media::BoundPorts { rtp, rtcp },
                 params,
             }));
         }

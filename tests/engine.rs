@@ -988,7 +988,7 @@ fn logs() -> &'static LogBuf {
         tracing_subscriber::fmt()
             .with_writer(buf.clone())
             .with_ansi(false)
-            .with_env_filter(EnvFilter::new("callbackd::engine::calls=info"))
+            .with_env_filter(EnvFilter::new("callbackd::b2bua::calls=info"))
             .try_init()
             .expect("the only subscriber of this test binary");
         buf

@@ -201,7 +201,7 @@ fn logs() -> &'static LogBuf {
         tracing_subscriber::fmt()
             .with_writer(buf.clone())
             .with_ansi(false)
-            .with_env_filter(EnvFilter::new("callbackd::engine::calls=debug"))
+            .with_env_filter(EnvFilter::new("callbackd::b2bua::calls=debug"))
             .try_init()
             .expect("the only subscriber of this test binary");
         buf

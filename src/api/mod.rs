@@ -57,9 +57,9 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::acd::agents::AgentError;
+use crate::b2bua::agents::AgentStatus;
 use crate::callback::hours::Gates;
 use crate::callback::store::{CallbackRow, SqliteStore, Status, Store};
-use crate::engine::agents::AgentStatus;
 use crate::engine::{EngineControl, EngineStatus};
 
 /// Largest request body accepted, in bytes (a gates object is ~60).

@@ -15,8 +15,8 @@
 //! reused while a socket still holds it.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,9 @@ use jiff::Timestamp;
 use tracing::{debug, info, warn};
 
 use crate::acd::{Acd, CallerId, Queue};
+use crate::b2bua::WallClock;
+use crate::b2bua::media::{MediaCommand, MediaEvent, StreamParams};
+use crate::b2bua::store::{StoreReply, StoreRequest};
 use crate::callback::CallbackId;
 use crate::callback::QueueId;
 use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
@@ -31,8 +34,6 @@ use crate::callback::hours::{BusinessHours, GateDecision, Gates, registration_ga
 use crate::callback::scheduler::LiveCaller;
 use crate::callback::store::{NewCallback, Registration};
 use crate::config::{Codec, Config};
-use crate::engine::media::{Command, MediaEvent, MediaHandle, StreamParams};
-use crate::engine::store::{StoreHandle, StoreReply};
 use crate::ivr::Ecbt;
 use crate::ivr::ecbt::{Estimator, callers_ahead};
 use crate::ivr::flow::{Action, CallInfo, Flow, FlowSettings, Input, Prompt, RegistrationOutcome};
@@ -59,8 +60,12 @@ pub struct Calls {
     /// unless it equals the call's `scheduled`.
     deadlines: BinaryHeap<Reverse<(Instant, CallKey)>>,
     ports: PortPool,
-    media: MediaHandle,
-    store: StoreHandle,
+    /// Commands for the media plane, drained by the controller.
+    media: VecDeque<MediaCommand>,
+    /// Requests for the store, drained by the controller.
+    store: VecDeque<StoreRequest>,
+    /// The wall clock, as of the controller's last reading.
+    clock: WallClock,
     prompts: Arc<PromptLibrary>,
     hold: Option<PromptId>,
     acd: Acd,
@@ -69,7 +74,6 @@ pub struct Calls {
     org_hours: BusinessHours,
     queues: Vec<QueueRuntime>,
     flow_settings: FlowSettings,
-    rtp_bind: IpAddr,
     rtp_advertised: IpAddr,
     codecs: Vec<Law>,
     ptime_ms: u32,
@@ -115,7 +119,29 @@ struct CallCtx {
     from: String,
     max_deadline: Option<Instant>,
     scheduled: Option<Instant>,
+    /// Until the media plane has bound the port: the offer (if any) and how
+    /// many ports were tried. The 200 is sent on [`MediaEvent::Ready`].
+    binding: Option<Binding>,
 }
+
+/// An inbound call whose RTP port is being bound.
+struct Binding {
+    offer: Option<SessionDescription>,
+    tries: u8,
+    /// The 200's SDP.
+    body: String,
+}
+
+/// The outcome of negotiating an inbound call's session on one port.
+struct Negotiated {
+    local: LocalMedia,
+    version: SessionVersion,
+    body: String,
+    media: Option<NegotiatedMedia>,
+}
+
+/// How many ports an inbound call tries before it is refused with 503.
+const BIND_TRIES: u8 = 16;
 
 /// Settings the call layer could not use (a configuration built in code
 /// without [`Config::validate`]; loaded files are checked before this).
@@ -135,8 +161,6 @@ pub enum SetupError {
 /// Media reserved for an outbound leg before its INVITE is sent.
 pub struct ReservedLeg {
     port: u16,
-    rtp: UdpSocket,
-    rtcp: UdpSocket,
     local: LocalMedia,
     /// Our SDP offer for the INVITE.
     pub offer: String,
@@ -165,9 +189,8 @@ impl Calls {
     pub fn new(
         config: &Config,
         prompts: Arc<PromptLibrary>,
-        media: MediaHandle,
-        store: StoreHandle,
         ports: PortPool,
+        clock: WallClock,
     ) -> Result<Calls, SetupError> {
         let org = &config.org;
         let mut acd = Acd::new();
@@ -199,8 +222,9 @@ impl Calls {
             legs: HashMap::new(),
             deadlines: BinaryHeap::new(),
             ports,
-            media,
-            store,
+            media: VecDeque::new(),
+            store: VecDeque::new(),
+            clock,
             hold: prompts.id("hold_music"),
             prompts,
             acd,
@@ -209,7 +233,6 @@ impl Calls {
             org_hours: org.business_hours().map_err(SetupError::Hours)?,
             queues,
             flow_settings,
-            rtp_bind: config.rtp.bind_ip,
             rtp_advertised: config.rtp.advertised_ip(),
             codecs: config
                 .media
@@ -236,6 +259,32 @@ impl Calls {
     /// The current gates.
     pub fn gates(&self) -> Gates {
         self.gates
+    }
+
+    /// The next command for the media plane.
+    pub fn poll_media(&mut self) -> Option<MediaCommand> {
+        self.media.pop_front()
+    }
+
+    /// The next request for the store.
+    pub fn poll_store(&mut self) -> Option<StoreRequest> {
+        self.store.pop_front()
+    }
+
+    /// Queues a request for the store (the dialing side's too, so the store
+    /// sees every request in the order it was made).
+    pub fn store(&mut self, request: StoreRequest) {
+        self.store.push_back(request);
+    }
+
+    /// The wall clock: the controller's latest reading.
+    pub fn set_clock(&mut self, clock: WallClock) {
+        self.clock = clock;
+    }
+
+    /// The wall-clock time at `now`.
+    pub fn wall(&self, now: Instant) -> Timestamp {
+        self.clock.at(now)
     }
 
     /// Calls in progress.
@@ -334,7 +383,7 @@ impl Calls {
                 if let Some(agent_leg) = self.calls.get(&call).and_then(|c| c.connected_to) {
                     let _ = endpoint.hangup(now, agent_leg);
                 }
-                self.ended(call, reason);
+                self.ended(now, call, reason);
             }
             // Outbound calls (issue 4) are the dialer's; the IVR places none.
             Event::Progress { .. } | Event::Answered { .. } | Event::Failed { .. } => {}
@@ -385,6 +434,8 @@ impl Calls {
                 }
                 self.drive(now, call, endpoint);
             }
+            MediaEvent::Ready { key } => self.stream_ready(now, CallKey(key), endpoint),
+            MediaEvent::AddFailed { key } => self.stream_failed(now, CallKey(key), endpoint),
             MediaEvent::PromptFinished { .. } => {}
         }
     }
@@ -414,7 +465,7 @@ impl Calls {
                         &self.gates,
                         &self.org_hours,
                         queue.hours.as_ref(),
-                        Timestamp::now(),
+                        self.clock.at(now),
                     );
                     let (offer_callbacks, announce_ecbt) = match gate {
                         GateDecision::Offer { announce_ecbt } => (true, announce_ecbt),
@@ -537,7 +588,7 @@ impl Calls {
                             Prompt::Hold => self.hold.map(Item::Loop),
                         })
                         .collect();
-                    self.media.send(Command::Play {
+                    self.media.push_back(MediaCommand::Play {
                         key: call.0,
                         items,
                         token: ctx.play_token,
@@ -545,7 +596,7 @@ impl Calls {
                 }
                 Action::StopPlayback => {
                     ctx.play_token = ctx.play_token.wrapping_add(1);
-                    self.media.send(Command::Play {
+                    self.media.push_back(MediaCommand::Play {
                         key: call.0,
                         items: Vec::new(),
                         token: ctx.play_token,
@@ -553,11 +604,15 @@ impl Calls {
                 }
                 Action::RequestEcbt => {
                     let queue = self.queues[ctx.queue].id.clone();
-                    self.store.pending_ahead(call.0, queue, ctx.arrived_at);
+                    self.store.push_back(StoreRequest::PendingAhead {
+                        call: call.0,
+                        queue,
+                        queued_at: ctx.arrived_at,
+                    });
                 }
                 Action::Register { number } => {
                     let queue = &self.queues[ctx.queue];
-                    let registered_at = Timestamp::now();
+                    let registered_at = self.clock.at(now);
                     // With launching off the caller was told no time: none
                     // was quoted, whatever the flow estimated.
                     let quoted = match ctx.flow.as_ref().and_then(Flow::ecbt) {
@@ -583,12 +638,10 @@ impl Calls {
                         inbound_call_id: ctx.call_id.to_string(),
                     };
                     info!(call_id = %ctx.call_id, number = %number.as_digits(), "registering callback");
-                    if !self.store.register(call.0, new) {
-                        warn!(call_id = %ctx.call_id, "store thread gone");
-                        if let Some(flow) = &mut ctx.flow {
-                            flow.handle(now, Input::RegistrationDone(RegistrationOutcome::Failed));
-                        }
-                    }
+                    self.store.push_back(StoreRequest::Register {
+                        call: call.0,
+                        new: Box::new(new),
+                    });
                 }
                 Action::ReturnToQueue => {
                     let queue = &self.queues[ctx.queue].id;
@@ -661,52 +714,46 @@ impl Calls {
                 }
             }
         };
-        let Some((port, rtp, rtcp)) = self.bind_ports() else {
+        let Some(port) = self.ports.allocate() else {
             warn!(%call_id, "no RTP port free; 503");
             let _ = endpoint.reject(now, call, 503, &[("Retry-After", "5")]);
             return;
         };
-        let local = self.local_media(port);
-        let session_id = local.session_id;
-        let mut version = SessionVersion::new(session_id);
-        let (body, media) = match offer {
-            Some(offer) => match sdp::answer(&offer, &local) {
-                Ok(answer) => (version.stamp(&answer.sdp), Some(answer.media)),
-                Err(e) => {
-                    let status = match e {
-                        NegotiationError::NoLocalCodecs => 500,
-                        _ => 488,
-                    };
-                    debug!(%call_id, error = %e, status, "offer refused");
-                    let warning = format!("304 callbackd \"{e}\"");
-                    let _ = endpoint.reject(now, call, status, &[("Warning", &warning)]);
-                    self.ports_release_now(port);
-                    return;
-                }
-            },
-            None => (version.stamp(&sdp::offer(&local)), None),
+        let negotiated = match self.negotiate(offer.as_ref(), port) {
+            Ok(n) => n,
+            Err(e) => {
+                let status = match e {
+                    NegotiationError::NoLocalCodecs => 500,
+                    _ => 488,
+                };
+                debug!(%call_id, error = %e, status, "offer refused");
+                let warning = format!("304 callbackd \"{e}\"");
+                let _ = endpoint.reject(now, call, status, &[("Warning", &warning)]);
+                self.ports_release_now(port);
+                return;
+            }
         };
         info!(
             %call_id,
             from = request.headers.from.uri.as_ref(),
             to = request.headers.to.uri.as_ref(),
             peer = %peer,
-            codec = ?media.as_ref().map(|m| m.law),
-            ptime = ?media.as_ref().map(|m| m.ptime_ms),
+            codec = ?negotiated.media.as_ref().map(|m| m.law),
+            ptime = ?negotiated.media.as_ref().map(|m| m.ptime_ms),
             "call started"
         );
         let mut ctx = CallCtx {
             call_id: call_id.clone(),
             port,
-            local,
-            version,
+            local: negotiated.local,
+            version: negotiated.version,
             signalling_peer: peer,
-            awaiting_answer: media.is_none(),
-            media: None,
+            awaiting_answer: negotiated.media.is_none(),
+            media: negotiated.media,
             stream_added: false,
             queue: self.queue_index(&called),
             arrived: now,
-            arrived_at: Timestamp::now(),
+            arrived_at: self.clock.at(now),
             ani: user_part(&request.headers.from.uri).map(str::to_owned),
             called,
             flow: None,
@@ -719,55 +766,129 @@ impl Calls {
             from: request.headers.from.uri.to_string(),
             max_deadline: None,
             scheduled: None,
+            binding: Some(Binding {
+                offer,
+                tries: 1,
+                body: negotiated.body,
+            }),
         };
-        if let Some(media) = media {
-            self.add_stream(call, &mut ctx, media, rtp, rtcp);
-        } else {
-            // Late offer: the stream starts when the ACK brings the answer;
-            // keep the sockets bound meanwhile inside the stream itself.
-            let params = StreamParams {
+        self.add_stream(call, &mut ctx);
+        self.calls.insert(call, ctx);
+    }
+
+    /// Our side of a session on `port` and the SDP for the 200: the answer
+    /// to `offer`, or our offer when the INVITE had none (late offer).
+    fn negotiate(
+        &self,
+        offer: Option<&SessionDescription>,
+        port: u16,
+    ) -> Result<Negotiated, NegotiationError> {
+        let local = self.local_media(port);
+        let mut version = SessionVersion::new(local.session_id);
+        let (body, media) = match offer {
+            Some(offer) => {
+                let answer = sdp::answer(offer, &local)?;
+                (version.stamp(&answer.sdp), Some(answer.media))
+            }
+            None => (version.stamp(&sdp::offer(&local)), None),
+        };
+        Ok(Negotiated {
+            local,
+            version,
+            body,
+            media,
+        })
+    }
+
+    /// Asks the media plane for the call's stream on its port: with the
+    /// negotiated media, or silent until the ACK brings the answer (late
+    /// offer).
+    fn add_stream(&mut self, call: CallKey, ctx: &mut CallCtx) {
+        let params = match &ctx.media {
+            Some(media) => stream_params(media, ctx.signalling_peer),
+            None => StreamParams {
                 law: self.codecs.first().copied().unwrap_or(Law::Ulaw),
                 payload_type: self.codecs.first().map_or(0, |l| l.payload_type()),
                 telephone_event: None,
                 ptime: Ptime::DEFAULT,
                 remote: None,
-                signalling_peer: peer,
+                signalling_peer: ctx.signalling_peer,
                 send: false,
                 receive: false,
-            };
-            self.media.send(Command::Add {
-                key: call.0,
-                call_id: call_id.clone(),
-                rtp,
-                rtcp,
-                params,
-            });
-            ctx.stream_added = true;
-        }
-        self.calls.insert(call, ctx);
-        if endpoint.answer(now, call, body.as_bytes()).is_err() {
-            warn!(%call_id, "answer refused by the endpoint");
+            },
+        };
+        self.media.push_back(MediaCommand::Add {
+            key: call.0,
+            call_id: ctx.call_id.clone(),
+            ports: ctx.port,
+            params,
+        });
+        ctx.stream_added = true;
+    }
+
+    /// The media plane bound the call's port: the 200 goes out now.
+    fn stream_ready(&mut self, now: Instant, call: CallKey, endpoint: &mut Endpoint) {
+        let Some(ctx) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(binding) = ctx.binding.take() else {
+            return;
+        };
+        if endpoint.answer(now, call, binding.body.as_bytes()).is_err() {
+            warn!(call_id = %ctx.call_id, "answer refused by the endpoint");
         }
     }
 
-    fn add_stream(
-        &mut self,
-        call: CallKey,
-        ctx: &mut CallCtx,
-        media: NegotiatedMedia,
-        rtp: UdpSocket,
-        rtcp: UdpSocket,
-    ) {
-        let params = stream_params(&media, ctx.signalling_peer);
-        self.media.send(Command::Add {
-            key: call.0,
-            call_id: ctx.call_id.clone(),
-            rtp,
-            rtcp,
-            params,
-        });
-        ctx.media = Some(media);
-        ctx.stream_added = true;
+    /// The call's port could not be bound (another process holds it): the
+    /// port is set aside for good and the next one tried, up to
+    /// [`BIND_TRIES`]; then 503. An outbound leg without media is hung up
+    /// (its attempt fails and is retried).
+    fn stream_failed(&mut self, now: Instant, key: CallKey, endpoint: &mut Endpoint) {
+        if let Some(leg) = self.legs.remove(&key) {
+            warn!(
+                port = leg.port,
+                "RTP port of an outbound leg cannot be bound; hanging up"
+            );
+            let _ = self.ports.mark_unusable(leg.port);
+            let _ = endpoint.hangup(now, key);
+            return;
+        }
+        let Some(mut ctx) = self.calls.remove(&key) else {
+            return;
+        };
+        ctx.stream_added = false;
+        let _ = self.ports.mark_unusable(ctx.port);
+        let Some(mut binding) = ctx.binding.take() else {
+            // Answered already (cannot happen: the 200 waits for Ready).
+            warn!(call_id = %ctx.call_id, "stream lost after the answer; hanging up");
+            let _ = endpoint.hangup(now, key);
+            self.calls.insert(key, ctx);
+            return;
+        };
+        debug!(call_id = %ctx.call_id, port = ctx.port, "RTP port busy; trying another");
+        let next = (binding.tries < BIND_TRIES)
+            .then(|| self.ports.allocate())
+            .flatten();
+        let Some(port) = next else {
+            warn!(call_id = %ctx.call_id, "no RTP port can be bound; 503");
+            let _ = endpoint.reject(now, key, 503, &[("Retry-After", "5")]);
+            return;
+        };
+        let Ok(negotiated) = self.negotiate(binding.offer.as_ref(), port) else {
+            // It negotiated on the first port; only the port changed.
+            self.ports_release_now(port);
+            let _ = endpoint.reject(now, key, 500, &[]);
+            return;
+        };
+        binding.tries += 1;
+        binding.body = negotiated.body;
+        ctx.port = port;
+        ctx.local = negotiated.local;
+        ctx.version = negotiated.version;
+        ctx.media = negotiated.media;
+        ctx.binding = Some(binding);
+        self.add_stream(key, &mut ctx);
+        self.calls.insert(key, ctx);
     }
 
     fn confirmed(&mut self, now: Instant, call: CallKey, body: &[u8], endpoint: &mut Endpoint) {
@@ -783,7 +904,7 @@ impl Calls {
                 Ok(media) => {
                     let params = stream_params(&media, ctx.signalling_peer);
                     ctx.media = Some(media);
-                    self.media.send(Command::Update {
+                    self.media.push_back(MediaCommand::Update {
                         key: call.0,
                         params,
                     });
@@ -826,13 +947,11 @@ impl Calls {
         ctx.flow = Some(Flow::new(ctx.arrived, settings, info));
         ctx.starting = true;
         ctx.max_deadline = Some(now + self.max_duration);
-        if !self
-            .store
-            .pending_ahead(call.0, queue.id.clone(), ctx.arrived_at)
-        {
-            warn!(call_id = %ctx.call_id, "store thread gone; hanging up");
-            let _ = endpoint.hangup(now, call);
-        }
+        self.store.push_back(StoreRequest::PendingAhead {
+            call: call.0,
+            queue: queue.id.clone(),
+            queued_at: ctx.arrived_at,
+        });
         self.reschedule(call);
     }
 
@@ -862,7 +981,7 @@ impl Calls {
                 let params = stream_params(&media, ctx.signalling_peer);
                 debug!(call_id = %ctx.call_id, direction = ?media.direction, remote = ?media.remote, "re-offer answered");
                 ctx.media = Some(media);
-                self.media.send(Command::Update {
+                self.media.push_back(MediaCommand::Update {
                     key: call.0,
                     params,
                 });
@@ -875,31 +994,32 @@ impl Calls {
         }
     }
 
-    fn ended(&mut self, call: CallKey, reason: EndReason) {
+    fn ended(&mut self, now: Instant, call: CallKey, reason: EndReason) {
         let Some(ctx) = self.calls.remove(&call) else {
             return;
         };
         info!(call_id = %ctx.call_id, ?reason, "call ended");
         // Issue 4 point 6: a CDR row for the inbound leg too (answered at
         // once; linked to the callback it registered, if any).
-        self.store.write_cdr(CdrRecord {
-            callback: ctx.callback,
-            inbound_call_id: ctx.call_id.to_string(),
-            leg: Leg::Inbound,
-            call_id: ctx.call_id.to_string(),
-            start: ctx.arrived_at,
-            answer: Some(ctx.arrived_at),
-            end: Timestamp::now(),
-            outcome: LegOutcome::Answered,
-            sip_code: Some(200),
-            peer: ctx.from.clone(),
-        });
+        self.store
+            .push_back(StoreRequest::WriteCdr(Box::new(CdrRecord {
+                callback: ctx.callback,
+                inbound_call_id: ctx.call_id.to_string(),
+                leg: Leg::Inbound,
+                call_id: ctx.call_id.to_string(),
+                start: ctx.arrived_at,
+                answer: Some(ctx.arrived_at),
+                end: self.clock.at(now),
+                outcome: LegOutcome::Answered,
+                sip_code: Some(200),
+                peer: ctx.from.clone(),
+            })));
         if let Some(q) = self.acd.queue_mut(&self.queues[ctx.queue].id) {
             q.leave(CallerId(call.0));
         }
         if ctx.stream_added {
             self.closing.insert(call.0, ctx.port);
-            self.media.send(Command::Remove { key: call.0 });
+            self.media.push_back(MediaCommand::Remove { key: call.0 });
         } else {
             self.ports_release_now(ctx.port);
         }
@@ -952,7 +1072,7 @@ impl Calls {
         if let Some(q) = self.acd.queue_mut(&self.queues[ctx.queue].id) {
             q.leave(CallerId(caller.0));
         }
-        self.media.send(Command::Bridge {
+        self.media.push_back(MediaCommand::Bridge {
             a: caller.0,
             b: agent_leg.0,
         });
@@ -985,22 +1105,15 @@ impl Calls {
 
     /// Reserves media for an outbound leg: a port pair and our SDP offer.
     pub fn reserve_leg(&mut self) -> Option<ReservedLeg> {
-        let (port, rtp, rtcp) = self.bind_ports()?;
+        let port = self.ports.allocate()?;
         let local = self.local_media(port);
         let session_id = local.session_id;
         let offer = SessionVersion::new(session_id).stamp(&sdp::offer(&local));
-        Some(ReservedLeg {
-            port,
-            rtp,
-            rtcp,
-            local,
-            offer,
-        })
+        Some(ReservedLeg { port, local, offer })
     }
 
     /// Gives back a reservation whose INVITE was never sent.
     pub fn release_leg(&mut self, leg: ReservedLeg) {
-        drop((leg.rtp, leg.rtcp));
         self.ports_release_now(leg.port);
     }
 
@@ -1023,11 +1136,10 @@ impl Calls {
             send: false,
             receive: false,
         };
-        self.media.send(Command::Add {
+        self.media.push_back(MediaCommand::Add {
             key: call.0,
             call_id,
-            rtp: leg.rtp,
-            rtcp: leg.rtcp,
+            ports: leg.port,
             params,
         });
         let version = SessionVersion::new(leg.local.session_version);
@@ -1057,7 +1169,7 @@ impl Calls {
                     .or(media.remote.map(|r| r.ip()))
                     .unwrap_or(self.rtp_advertised);
                 let params = stream_params(&media, peer);
-                self.media.send(Command::Update {
+                self.media.push_back(MediaCommand::Update {
                     key: call.0,
                     params,
                 });
@@ -1096,7 +1208,7 @@ impl Calls {
                     .or(answer.media.remote.map(|r| r.ip()))
                     .unwrap_or(self.rtp_advertised);
                 let params = stream_params(&answer.media, peer);
-                self.media.send(Command::Update {
+                self.media.push_back(MediaCommand::Update {
                     key: call.0,
                     params,
                 });
@@ -1115,7 +1227,7 @@ impl Calls {
             .iter()
             .filter_map(|n| self.prompts.id(n).map(Item::Prompt))
             .collect();
-        self.media.send(Command::Play {
+        self.media.push_back(MediaCommand::Play {
             key: call.0,
             items,
             token,
@@ -1125,7 +1237,7 @@ impl Calls {
     /// Loops one prompt on a leg (ringback to the agent).
     pub fn play_loop(&mut self, call: CallKey, name: &str, token: u32) {
         let items = self.prompts.id(name).map(Item::Loop).into_iter().collect();
-        self.media.send(Command::Play {
+        self.media.push_back(MediaCommand::Play {
             key: call.0,
             items,
             token,
@@ -1134,7 +1246,8 @@ impl Calls {
 
     /// Relays RTP both ways between two calls.
     pub fn bridge(&mut self, a: CallKey, b: CallKey) {
-        self.media.send(Command::Bridge { a: a.0, b: b.0 });
+        self.media
+            .push_back(MediaCommand::Bridge { a: a.0, b: b.0 });
     }
 
     /// Records a bridged call: `agent` on the left channel, `customer` on
@@ -1146,7 +1259,7 @@ impl Calls {
         path: std::path::PathBuf,
         notice_first: bool,
     ) {
-        self.media.send(Command::Record {
+        self.media.push_back(MediaCommand::Record {
             a: agent.0,
             b: customer.0,
             path,
@@ -1161,7 +1274,7 @@ impl Calls {
             return;
         };
         self.closing.insert(call.0, leg.port);
-        self.media.send(Command::Remove { key: call.0 });
+        self.media.push_back(MediaCommand::Remove { key: call.0 });
     }
 
     /// The queue a called number routes to (its DIDs, else the first queue).
@@ -1170,30 +1283,6 @@ impl Calls {
             .iter()
             .position(|q| q.dids.iter().any(|d| d == called))
             .unwrap_or(0)
-    }
-
-    /// Allocates an even port and binds RTP on it and RTCP on the next one;
-    /// ports that cannot be bound (another process holds them) are skipped.
-    fn bind_ports(&mut self) -> Option<(u16, UdpSocket, UdpSocket)> {
-        for _ in 0..16 {
-            let port = self.ports.allocate()?;
-            let rtp = UdpSocket::bind(SocketAddr::new(self.rtp_bind, port));
-            let rtcp = UdpSocket::bind(SocketAddr::new(self.rtp_bind, port + 1));
-            match (rtp, rtcp) {
-                (Ok(rtp), Ok(rtcp)) => return Some((port, rtp, rtcp)),
-                (rtp, rtcp) => {
-                    debug!(
-                        port,
-                        rtp_ok = rtp.is_ok(),
-                        rtcp_ok = rtcp.is_ok(),
-                        "RTP port busy; skipping"
-                    );
-                    let _ = self.ports.release(port);
-                    let _ = self.ports.mark_unusable(port);
-                }
-            }
-        }
-        None
     }
 }
 

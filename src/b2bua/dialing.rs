@@ -25,6 +25,9 @@ use tracing::{debug, info, warn};
 
 use crate::acd::CallerId;
 use crate::acd::agents::{AgentId, Work};
+use crate::b2bua::agents::Roster;
+use crate::b2bua::calls::Calls;
+use crate::b2bua::store::{StoreReply, StoreRequest};
 use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
 use crate::callback::dialer::{self, Dialer, DialerSettings, Outcome};
 use crate::callback::number::NumberPolicy;
@@ -36,9 +39,6 @@ use crate::callback::trunk::{
     customer_request_uri, from_header, order_for_call, pai_header,
 };
 use crate::callback::{CallbackId, QueueId};
-use crate::engine::agents::Roster;
-use crate::engine::calls::Calls;
-use crate::engine::store::{StoreHandle, StoreReply};
 use crate::sip::endpoint::{CallKey, Destination, Endpoint, Event};
 use crate::sip::uac::{OutboundInvite, Party};
 
@@ -83,7 +83,6 @@ pub struct Dialing {
     launch_enabled: bool,
     cps: CpsLimiter,
     health: TargetHealth,
-    store: StoreHandle,
     next_poll: Instant,
     next_purge: Instant,
     polling: bool,
@@ -148,7 +147,6 @@ impl Dialing {
         settings: DialingSettings,
         scheduler: Scheduler,
         launch_enabled: bool,
-        store: StoreHandle,
         now: Instant,
     ) -> Result<Dialing, crate::callback::trunk::TrunkError> {
         Ok(Dialing {
@@ -159,7 +157,6 @@ impl Dialing {
             settings,
             scheduler,
             launch_enabled,
-            store,
             polling: false,
             next_id: 1,
             attempts: HashMap::new(),
@@ -216,13 +213,16 @@ impl Dialing {
     pub fn handle_timeout(&mut self, now: Instant, env: &mut Env<'_>) {
         if now >= self.next_purge {
             self.next_purge = now + PURGE_INTERVAL;
-            purge_recordings(
-                &self.settings.recordings_dir,
-                self.settings.recording_retention,
-            );
+            env.calls.store(StoreRequest::PurgeRecordings {
+                dir: self.settings.recordings_dir.clone(),
+                retention: self.settings.recording_retention,
+            });
         }
         if !self.polling && now >= self.next_poll {
-            self.polling = self.store.due(Timestamp::now());
+            env.calls.store(StoreRequest::Due {
+                now: env.calls.wall(now),
+            });
+            self.polling = true;
             self.next_poll = now + self.settings.poll_interval;
         }
         for live in self.live.values() {
@@ -335,8 +335,9 @@ impl Dialing {
                 if !sdp.is_empty() {
                     env.calls.leg_answered(now, call, &sdp);
                 }
+                let wall = env.calls.wall(now);
                 if let Some(leg) = self.leg_mut(id, side) {
-                    leg.answered = Some(Timestamp::now());
+                    leg.answered = Some(wall);
                     leg.status = Some(200);
                 }
                 Some(match side {
@@ -432,7 +433,7 @@ impl Dialing {
             self.trunk_down_logged = false;
         }
         let plan = self.scheduler.decide(
-            Timestamp::now(),
+            env.calls.wall(now),
             &Snapshot {
                 launch_enabled: self.launch_enabled,
                 callbacks: if trunk_down { &[] } else { &rows },
@@ -499,7 +500,7 @@ impl Dialing {
                         agent_ring_timeout: policy.agent_ring_timeout,
                         customer_ring_timeout: policy.customer_ring_timeout,
                     },
-                    started_at: Timestamp::now(),
+                    started_at: env.calls.wall(now),
                     agent_leg: None,
                     customer_leg: None,
                     customer_targets: None,
@@ -509,7 +510,11 @@ impl Dialing {
                     claimed: false,
                 },
             );
-            self.store.claim(id, callback, Timestamp::now());
+            env.calls.store(StoreRequest::Claim {
+                attempt: id,
+                id: callback,
+                now: env.calls.wall(now),
+            });
         }
     }
 
@@ -684,7 +689,7 @@ impl Dialing {
                             let name = format!(
                                 "callback-{}-{}.wav",
                                 a.callback.id,
-                                Timestamp::now().as_second()
+                                env.calls.wall(now).as_second()
                             );
                             let path = self.settings.recordings_dir.join(name);
                             info!(callback = %a.callback.id, path = %path.display(), "recording");
@@ -831,7 +836,7 @@ impl Dialing {
     #[allow(clippy::too_many_arguments)]
     fn open_leg(
         &mut self,
-        _now: Instant,
+        now: Instant,
         id: u64,
         side: Side,
         mut invite: OutboundInvite,
@@ -847,7 +852,7 @@ impl Dialing {
             Destination::Udp(a) | Destination::Tcp { remote: a, .. } => Some(a.ip()),
             Destination::Resolve { .. } => None,
         };
-        let call = match env.endpoint.invite(Instant::now(), invite) {
+        let call = match env.endpoint.invite(now, invite) {
             Ok(call) => call,
             Err(e) => {
                 warn!(error = %e, "outbound INVITE refused");
@@ -867,7 +872,7 @@ impl Dialing {
             call,
             call_id,
             peer: peer.to_owned(),
-            started: Timestamp::now(),
+            started: env.calls.wall(now),
             answered: None,
             status: None,
             ended: false,
@@ -930,7 +935,7 @@ impl Dialing {
         let Some(a) = self.attempts.remove(&id) else {
             return;
         };
-        let ended_at = Timestamp::now();
+        let ended_at = env.calls.wall(now);
         // The agent: back to work, or cooling down when it did not answer.
         let agent_answered = a.agent_leg.as_ref().is_some_and(|l| l.answered.is_some());
         if outcome == Outcome::AgentNoAnswer && !agent_answered {
@@ -953,21 +958,21 @@ impl Dialing {
             "callback attempt finished"
         );
         if a.claimed {
-            self.store.record_attempt(
-                a.callback.id,
-                Attempt {
+            env.calls.store(StoreRequest::RecordAttempt {
+                id: a.callback.id,
+                attempt: Box::new(Attempt {
                     started_at: a.started_at,
                     ended_at,
                     outcome,
                     sip_status: customer_status,
                     agent: Some(a.agent.as_str().to_owned()),
-                },
-                next,
-            );
+                }),
+                next: Box::new(next),
+            });
         }
         for (leg, kind) in [(&a.agent_leg, Leg::Agent), (&a.customer_leg, Leg::Customer)] {
             let Some(leg) = leg else { continue };
-            self.store.write_cdr(CdrRecord {
+            env.calls.store(StoreRequest::WriteCdr(Box::new(CdrRecord {
                 callback: Some(a.callback.id),
                 inbound_call_id: a.callback.inbound_call_id.clone(),
                 leg: kind,
@@ -978,7 +983,7 @@ impl Dialing {
                 outcome: leg_outcome(leg.answered.is_some(), leg.status),
                 sip_code: leg.status,
                 peer: leg.peer.clone(),
-            });
+            })));
         }
     }
 
@@ -1007,56 +1012,6 @@ impl Dialing {
 /// How often old recordings are looked for.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Deletes old recordings on a short-lived thread (file IO stays off the
-/// core task).
-fn purge_recordings(dir: &std::path::Path, retention: Duration) {
-    let dir = dir.to_path_buf();
-    let spawned = std::thread::Builder::new()
-        .name("callbackd-purge".into())
-        .spawn(move || {
-            for path in purge_old_recordings(&dir, retention, std::time::SystemTime::now()) {
-                info!(path = %path.display(), "recording past retention deleted");
-            }
-        });
-    if let Err(e) = spawned {
-        warn!(error = %e, "recording purge not started");
-    }
-}
-
-/// Deletes the `callback-*.wav` files in `dir` last written more than
-/// `retention` before `now`; returns what it deleted. Other files are left.
-fn purge_old_recordings(
-    dir: &std::path::Path,
-    retention: Duration,
-    now: std::time::SystemTime,
-) -> Vec<std::path::PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut deleted = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let is_recording = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("callback-") && n.ends_with(".wav"));
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| now.duration_since(t).ok())
-            .is_some_and(|age| age > retention);
-        if !(is_recording && old) {
-            continue;
-        }
-        match std::fs::remove_file(&path) {
-            Ok(()) => deleted.push(path),
-            Err(e) => warn!(path = %path.display(), error = %e, "recording not deleted"),
-        }
-    }
-    deleted
-}
-
 /// A leg's CDR outcome from whether it was answered and its final status.
 fn leg_outcome(answered: bool, status: Option<u16>) -> LegOutcome {
     if answered {
@@ -1084,30 +1039,6 @@ fn strip_angle(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_recordings_past_retention_are_purged() {
-        let dir = std::env::temp_dir().join(format!("callbackd-purge-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let now = std::time::SystemTime::now();
-        let day = Duration::from_secs(86_400);
-        let make = |name: &str, age: Duration| {
-            let path = dir.join(name);
-            let file = std::fs::File::create(&path).expect("create");
-            file.set_modified(now - age).expect("set mtime");
-            path
-        };
-        let old = make("callback-1-100.wav", 31 * day);
-        let recent = make("callback-2-200.wav", 2 * day);
-        let other = make("notes.txt", 90 * day);
-        let deleted = purge_old_recordings(&dir, 30 * day, now);
-        assert_eq!(deleted, vec![old.clone()]);
-        assert!(!old.exists());
-        assert!(recent.exists(), "inside the retention period");
-        assert!(other.exists(), "not a recording");
-        assert!(purge_old_recordings(&dir.join("missing"), day, now).is_empty());
-        std::fs::remove_dir_all(&dir).expect("clean up");
-    }
 
     #[test]
     fn leg_outcomes_follow_the_final_status() {

@@ -43,174 +43,39 @@ use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, trace, warn};
 
 use crate::acl::Acl;
+use crate::b2bua::media::MediaCommand;
+pub use crate::b2bua::media::{ExtraParams, MediaEvent, StreamKey, StreamParams};
 use crate::media::bridge::{Dropped, LegCodecs, Relay};
-use crate::media::dtmf::{DtmfDigit, DtmfReceiver};
+use crate::media::dtmf::DtmfReceiver;
 use crate::media::g711::Law;
 use crate::media::inband::InbandDetector;
 use crate::media::player::{Item, Player, PlayerEvent};
-use crate::media::prompt::{PromptId, PromptLibrary, Ptime};
+use crate::media::prompt::{PromptId, PromptLibrary};
 use crate::media::recorder::{self, Channel, Chunk, Placement, RecorderError, StereoWriter};
 use crate::media::rtcp::{self, ReceiveStats, RtcpPacket, SenderInfo};
 use crate::media::rtp::{PayloadType, RtpPacket, SendStream, Ssrc, write_rtp};
 
-/// Identifies a stream: the engine's call key.
-pub type StreamKey = u64;
+/// A command as the media thread takes it: a new stream's ports already
+/// bound (see [`bind`]).
+pub type Command = MediaCommand<BoundPorts>;
 
-/// How a stream sends and what it accepts.
-#[derive(Debug, Clone)]
-pub struct StreamParams {
-    /// The negotiated G.711 law.
-    pub law: Law,
-    /// Its payload type (0, 8, or the offerer's dynamic number).
-    pub payload_type: u8,
-    /// The negotiated telephone-event payload type, if any.
-    pub telephone_event: Option<u8>,
-    /// Packet time we send at.
-    pub ptime: Ptime,
-    /// Where to send (the SDP address); `None` while on hold.
-    pub remote: Option<SocketAddr>,
-    /// The signalling peer's IP, also accepted as an RTP source for latching.
-    pub signalling_peer: IpAddr,
-    /// Whether we may send (the peer's direction allows receiving).
-    pub send: bool,
-    /// Whether RTP is expected from the peer (pauses the RTP timeout when not).
-    pub receive: bool,
-}
-
-/// Commands from the engine to the media thread.
+/// A stream's sockets: RTP on an even port, RTCP on the next.
 #[derive(Debug)]
-pub enum Command {
-    /// Start a stream on these (already bound) sockets.
-    Add {
-        /// The call's key.
-        key: StreamKey,
-        /// The SIP Call-ID, for logs.
-        call_id: Arc<str>,
-        /// The RTP socket (even port).
-        rtp: std::net::UdpSocket,
-        /// The RTCP socket (RTP port + 1); read and discarded for now.
-        rtcp: std::net::UdpSocket,
-        /// Parameters.
-        params: StreamParams,
-    },
-    /// New parameters after a re-INVITE/UPDATE (re-latches).
-    Update {
-        /// The call's key.
-        key: StreamKey,
-        /// Parameters.
-        params: StreamParams,
-    },
-    /// Replace what the stream plays (an empty list stops playback).
-    Play {
-        /// The call's key.
-        key: StreamKey,
-        /// The play list.
-        items: Vec<Item>,
-        /// Echoed in [`MediaEvent::Idle`], so a play list that was replaced
-        /// can never be mistaken for the current one finishing.
-        token: u32,
-    },
-    /// Stop and drop a stream (its sockets close). A bridge it is in ends,
-    /// and so does a recording of it.
-    Remove {
-        /// The call's key.
-        key: StreamKey,
-    },
-    /// Negotiated details that [`StreamParams`] does not carry (yet): the
-    /// comfort-noise payload type and an `a=rtcp` address.
-    Extra {
-        /// The call's key.
-        key: StreamKey,
-        /// The details.
-        extra: ExtraParams,
-    },
-    /// Connects two streams: both players stop, and RTP is relayed both ways
-    /// (see [`crate::media::bridge`]). A stream already bridged elsewhere is
-    /// unbridged from there first. While one of them plays a prompt, relaying
-    /// *to* it pauses. Digits from a leg are still reported as
-    /// [`MediaEvent::Digit`] on that leg; when the other leg negotiated no
-    /// telephone-event they are not relayed, and the engine may send them
-    /// as SIP INFO.
-    Bridge {
-        /// One leg (the agent's, by convention).
-        a: StreamKey,
-        /// The other leg (the customer's).
-        b: StreamKey,
-    },
-    /// Disconnects two bridged streams; a recording of them ends. Both are
-    /// idle afterwards (send [`Command::Play`] for anything else).
-    Unbridge {
-        /// One leg.
-        a: StreamKey,
-        /// The other leg.
-        b: StreamKey,
-    },
-    /// Records what `a` and `b` receive as a stereo WAV at `path`: `a` (the
-    /// agent) left, `b` (the customer) right, 8 kHz 16-bit. Written on a
-    /// thread of its own; ends with [`Command::Unbridge`] or
-    /// [`Command::Remove`] of either. With `notice_first`, the
-    /// `recording_notice` prompt is played to `b` and recording starts when
-    /// it has finished. Send it after [`Command::Bridge`], which stops
-    /// players (and so a notice in progress).
-    Record {
-        /// The agent's leg (left channel).
-        a: StreamKey,
-        /// The customer's leg (right channel).
-        b: StreamKey,
-        /// The WAV file to create.
-        path: PathBuf,
-        /// Play the recording notice to `b` first.
-        notice_first: bool,
-    },
+pub struct BoundPorts {
+    /// The RTP socket.
+    pub rtp: std::net::UdpSocket,
+    /// The RTCP socket (RTP port + 1).
+    pub rtcp: std::net::UdpSocket,
 }
 
-/// Negotiated details of a stream beyond [`StreamParams`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ExtraParams {
-    /// The comfort-noise payload type (RFC 3389; 13 at 8 kHz) when the peer
-    /// accepts it; without it comfort noise is never sent to this stream.
-    pub comfort_noise: Option<u8>,
-    /// Where to send RTCP when the SDP said (`a=rtcp`, RFC 3605); otherwise
-    /// the RTP address's port + 1 (RFC 3550 §11).
-    pub rtcp: Option<SocketAddr>,
-}
-
-/// Reports from the media thread.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MediaEvent {
-    /// A digit started (RFC 4733 event, or in-band tones).
-    Digit {
-        /// The call's key.
-        key: StreamKey,
-        /// The digit.
-        digit: DtmfDigit,
-        /// Whether it came as an RFC 4733 event or was heard in the audio.
-        inband: bool,
-    },
-    /// A prompt finished playing.
-    PromptFinished {
-        /// The call's key.
-        key: StreamKey,
-        /// Which prompt.
-        prompt: PromptId,
-    },
-    /// The play list ran out.
-    Idle {
-        /// The call's key.
-        key: StreamKey,
-        /// The token of the play list that ran out.
-        token: u32,
-    },
-    /// No RTP arrived for the configured time.
-    RtpTimeout {
-        /// The call's key.
-        key: StreamKey,
-    },
-    /// The stream is gone (after [`Command::Remove`]); its ports may be reused.
-    Removed {
-        /// The call's key.
-        key: StreamKey,
-    },
+/// Binds RTP on `port` and RTCP on `port + 1` at `ip`.
+pub fn bind(ip: IpAddr, port: u16) -> io::Result<BoundPorts> {
+    let rtp = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
+    let rtcp = std::net::UdpSocket::bind(SocketAddr::new(
+        ip,
+        port.checked_add(1).ok_or(io::ErrorKind::InvalidInput)?,
+    ))?;
+    Ok(BoundPorts { rtp, rtcp })
 }
 
 /// Settings of the media thread.
@@ -511,8 +376,7 @@ impl MediaThread {
             Command::Add {
                 key,
                 call_id,
-                rtp,
-                rtcp,
+                ports: BoundPorts { rtp, rtcp },
                 params,
             } => {
                 if let Err(e) = self.add(now, key, call_id, rtp, rtcp, params) {

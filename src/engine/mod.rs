@@ -13,9 +13,6 @@
 //! The core task owns the endpoint and every call's state; nothing is shared
 //! behind a lock. The media thread owns every RTP socket (see [`media`]).
 
-pub mod agents;
-pub mod calls;
-pub mod dialing;
 pub mod media;
 pub mod resolve;
 pub mod store;
@@ -30,23 +27,20 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::acd::agents::{AgentError, AgentId};
+use crate::acd::agents::AgentError;
+use crate::b2bua::agents::AgentStatus;
+use crate::b2bua::media::{MediaCommand, MediaEvent};
+use crate::b2bua::{Controller, Setup, WallClock};
 use crate::callback::hours::Gates;
-use crate::callback::scheduler::Scheduler;
-use crate::callback::store::{DEFAULT_LEASE, Recovery, Registration, SqliteStore};
+use crate::callback::store::{DEFAULT_LEASE, Recovery, SqliteStore};
 use crate::callback::trunk::{Target as TrunkTarget, TerminationHost, TrunkSettings};
 use crate::config::{self, Config, Transport as ConfiguredTransport};
 use crate::media::g711::Law;
-use crate::media::ports::{PortPool, PortPoolError};
 use crate::media::prompt::{PromptError, PromptLibrary, Ptime, STANDARD_PROMPTS};
-use crate::sip::endpoint::{
-    CallKey, Destination, Endpoint, EndpointConfig, Event, Flow, FlowTransport, Stats,
-};
-use crate::sip::session_timer::SessionTimerConfig;
-use crate::sip::transaction::TimerConfig;
-use agents::{AgentStatus, Roster};
-use calls::Calls;
+use crate::sip::endpoint::{Destination, Flow, FlowTransport};
 use transport::{Inbound, Target, Transport, TransportKind};
+
+pub use crate::b2bua::{Stats as EngineStats, Totals as EngineTotals};
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,54 +59,15 @@ pub enum EngineError {
     /// The media thread could not start.
     #[error("cannot start the media thread: {0}")]
     Media(std::io::Error),
-    /// The RTP port range is unusable.
-    #[error("rtp port range: {0}")]
-    Ports(#[from] PortPoolError),
     /// The callback store could not be opened.
     #[error("callback store: {0}")]
     Store(#[from] crate::callback::store::StoreError),
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
-    /// The call layer refused its settings.
+    /// The controller refused its settings.
     #[error("{0}")]
-    Setup(#[from] calls::SetupError),
-    /// The queues' launch rules are inconsistent.
-    #[error("scheduler: {0}")]
-    Scheduler(#[from] crate::callback::scheduler::SchedulerError),
-    /// The trunk settings are unusable.
-    #[error("trunk: {0}")]
-    Trunk(#[from] crate::callback::trunk::TrunkError),
-    /// The agents could not be set up.
-    #[error("{0}")]
-    Agents(#[from] agents::RosterError),
-}
-
-/// Counters of live state, for tests, metrics and leak checks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    /// SIP endpoint state (calls, transactions, pending timers).
-    pub sip: Stats,
-    /// Calls known to the call layer.
-    pub calls: usize,
-    /// RTP port pairs in use.
-    pub rtp_ports: usize,
-}
-
-/// Totals since start-up, counted by the core task (for metrics).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EngineTotals {
-    /// INVITEs that passed the SIP layer's checks and reached the call
-    /// layer (one above `max_calls` is counted, then refused with 503).
-    pub incoming_calls: u64,
-    /// Callbacks durably registered.
-    pub callbacks_registered: u64,
-    /// Registrations that found an active callback for the same number in
-    /// the same queue (nothing written).
-    pub callbacks_already_scheduled: u64,
-    /// Registrations the store failed to commit (the caller heard "unable
-    /// to offer callbacks"; nothing written).
-    pub registration_failures: u64,
+    Setup(#[from] crate::b2bua::SetupError),
 }
 
 /// One consistent snapshot of a running engine, taken by the core task.
@@ -322,54 +277,44 @@ pub async fn start_with_store(
         (None, Some(bound)) if sip.bind.port() == 0 => bound.port(),
         (None, _) => sip.advertised_port(),
     };
-    let roster = Roster::new(&config, agents::random_nonce_key(), started)?;
-    let endpoint = Endpoint::new(EndpointConfig {
-        timers: TimerConfig {
-            t1: sip.t1(),
-            t2: sip.t2(),
-            t4: sip.t4(),
+    let trunk = config
+        .trunk
+        .settings()
+        .map_err(crate::b2bua::SetupError::from)?;
+    let (trunk_targets, trunk_refresh) = resolve_trunk(&config.trunk, &trunk).await;
+    let recordings_dir = config.callbacks.recordings_dir(base_dir);
+    if config.queues.iter().any(|q| q.recording)
+        && let Err(e) = std::fs::create_dir_all(&recordings_dir)
+    {
+        warn!(error = %e, "recordings directory cannot be created; recordings will fail");
+    }
+    let controller = Controller::new(
+        &config,
+        Setup {
+            prompts: prompts.clone(),
+            advertised_port,
+            trunk_targets,
+            nonce_key: crate::b2bua::agents::random_nonce_key(),
+            seed: fastrand::u64(..),
+            clock: WallClock {
+                instant: started,
+                wall: jiff::Timestamp::now(),
+            },
+            recordings_dir,
         },
-        session: SessionTimerConfig {
-            session_expires: sip.session_expires_s,
-            min_se: sip.min_se_s,
-        },
-        advertised_host: sip
-            .advertised_host()
-            .to_string()
-            .trim_matches(['[', ']'])
-            .into(),
-        advertised_port,
-        user_agent: sip.user_agent.as_str().into(),
-        acl: config.acl.sip_acl(),
-        acl_action: config.acl.action,
-        seed: fastrand::u64(..),
-        registrar: roster.registrar_enabled(),
-    });
+    )?;
     let (media_events_tx, media_events) = mpsc::unbounded_channel();
     let (media, _media_thread) = media::spawn(
         media::MediaConfig {
             acl: config.acl.rtp_acl(),
             rtp_timeout: config.rtp.rtp_timeout(),
         },
-        prompts.clone(),
+        prompts,
         media_events_tx,
     )
     .map_err(EngineError::Media)?;
-    let ports = PortPool::new(config.rtp.port_min, config.rtp.port_max)?;
     let store_path = config.store_path(base_dir);
 
-    // The dialing side's rules, and what an earlier process left behind.
-    let org_hours = config
-        .org
-        .business_hours()
-        .map_err(calls::SetupError::Hours)?;
-    let schedules = config
-        .queues
-        .iter()
-        .map(|q| q.schedule(&config.org))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(calls::SetupError::Hours)?;
-    let scheduler = Scheduler::new(org_hours, schedules)?;
     let mut store = store;
     // This engine claims callbacks as its node (host and SIP address: the
     // same after a restart, different for a second engine on the store),
@@ -385,7 +330,7 @@ pub async fn start_with_store(
     // never dialed twice; the IVR still works. Logged, not fatal.
     match store.recover_interrupted(
         jiff::Timestamp::now(),
-        scheduler.longest_ring(),
+        controller.longest_ring(),
         Recovery::AtStart,
     ) {
         Ok(recovered) if !recovered.is_empty() => {
@@ -397,56 +342,9 @@ pub async fn start_with_store(
         Ok(_) => {}
         Err(e) => warn!(error = %e, "interrupted callbacks could not be recovered"),
     }
-    let trunk = config.trunk.settings()?;
-    let (trunk_targets, trunk_refresh) = resolve_trunk(&config.trunk, &trunk).await;
-    let mut caller_ids = std::collections::HashMap::new();
-    for q in &config.queues {
-        match q.caller_id() {
-            Ok(number) => {
-                caller_ids.insert(q.id.clone(), number);
-            }
-            Err(e) => {
-                warn!(queue = %q.id, error = %e, "queue callback number unusable; From falls back to ours")
-            }
-        }
-    }
-    let advertised = sip.advertised_host().to_string();
-    if config.queues.iter().any(|q| q.recording)
-        && let Err(e) = std::fs::create_dir_all(config.callbacks.recordings_dir(base_dir))
-    {
-        warn!(error = %e, "recordings directory cannot be created; recordings will fail");
-    }
-
     let (store_replies_tx, store_replies) = mpsc::unbounded_channel();
-    let (store, _store_thread) = store::spawn(store, scheduler.longest_ring(), store_replies_tx)
+    let (store, _store_thread) = store::spawn(store, controller.longest_ring(), store_replies_tx)
         .map_err(EngineError::Thread)?;
-    let dialing = dialing::Dialing::new(
-        dialing::DialingSettings {
-            poll_interval: config.callbacks.poll_interval(),
-            trunk,
-            trunk_targets,
-            caller_ids,
-            policy: config.org.number_policy(),
-            local_uri: format!("sip:callbackd@{advertised}:{advertised_port}"),
-            recording: config
-                .queues
-                .iter()
-                .map(|q| (q.id.clone(), (q.recording, q.recording_notice)))
-                .collect(),
-            recordings_dir: config.callbacks.recordings_dir(base_dir),
-            recording_retention: config.callbacks.recording_retention(),
-            agent_cooldowns: config
-                .queues
-                .iter()
-                .map(|q| (q.id.clone(), q.agent_cooldown()))
-                .collect(),
-        },
-        scheduler,
-        config.org.launch_enabled,
-        store.clone(),
-        started,
-    )?;
-    let calls = Calls::new(&config, prompts, media, store, ports)?;
 
     info!(
         udp = ?udp_addr,
@@ -464,11 +362,11 @@ pub async fn start_with_store(
         tokio::spawn(refresh.run(trunk_tx));
     }
     let core = Core {
-        endpoint,
-        calls,
-        dialing,
-        roster,
+        controller,
         transport,
+        media,
+        store,
+        rtp_bind: config.rtp.bind_ip,
         inbound,
         media_events,
         store_replies,
@@ -477,7 +375,6 @@ pub async fn start_with_store(
         resolved_rx,
         trunk_targets: trunk_rx,
         stopping: None,
-        totals: EngineTotals::default(),
     };
     let task = tokio::spawn(core.run());
     Ok(EngineHandle {
@@ -602,15 +499,17 @@ fn same_targets(a: &[TrunkTarget], b: &[TrunkTarget]) -> bool {
     a.len() == b.len() && a.iter().all(|t| b.contains(t))
 }
 
+/// The core task: the controller and what it asks for, carried out.
 struct Core {
-    endpoint: Endpoint,
-    calls: Calls,
-    dialing: dialing::Dialing,
-    roster: Roster,
+    controller: Controller,
     transport: Transport,
+    media: media::MediaHandle,
+    store: store::StoreHandle,
+    /// Where RTP ports are bound.
+    rtp_bind: std::net::IpAddr,
     inbound: mpsc::Receiver<Inbound>,
-    media_events: mpsc::UnboundedReceiver<media::MediaEvent>,
-    store_replies: mpsc::UnboundedReceiver<store::StoreReply>,
+    media_events: mpsc::UnboundedReceiver<MediaEvent>,
+    store_replies: mpsc::UnboundedReceiver<crate::b2bua::store::StoreReply>,
     control: mpsc::Receiver<Control>,
     /// DNS results for in-dialog requests to host names come back here.
     resolved_tx: mpsc::UnboundedSender<Resolved>,
@@ -619,23 +518,6 @@ struct Core {
     trunk_targets: mpsc::UnboundedReceiver<Vec<TrunkTarget>>,
     /// Set when shutting down: stop once no call is left or at this instant.
     stopping: Option<Instant>,
-    /// Totals since start-up.
-    totals: EngineTotals,
-}
-
-/// The call an endpoint event is about (`None` for REGISTER).
-fn event_call(event: &Event) -> Option<CallKey> {
-    match event {
-        Event::IncomingCall { call, .. }
-        | Event::Confirmed { call, .. }
-        | Event::Reoffer { call, .. }
-        | Event::Info { call, .. }
-        | Event::Ended { call, .. }
-        | Event::Progress { call, .. }
-        | Event::Answered { call, .. }
-        | Event::Failed { call, .. } => Some(*call),
-        Event::Register { .. } => None,
-    }
 }
 
 /// A message whose next hop had to be resolved first.
@@ -645,26 +527,15 @@ type Resolved = (Target, bytes::Bytes);
 const BATCH: usize = 64;
 
 impl Core {
-    /// [`EngineControl::set_agent_paused`].
-    fn set_paused(
-        &mut self,
-        now: Instant,
-        agent: String,
-        paused: bool,
-    ) -> Result<AgentStatus, AgentError> {
-        let id = AgentId(agent.into());
-        let agents = self.roster.agents_mut();
-        if paused {
-            agents.pause(&id, now)?;
-        } else {
-            agents.unpause(&id, now)?;
-        }
-        info!(agent = %id, paused, "agent state set through the control channel");
-        self.roster
-            .status(now)
-            .into_iter()
-            .find(|a| a.id == id)
-            .ok_or(AgentError::UnknownAgent(id))
+    /// Reads both clocks: `now` for the controller's timers, and the wall
+    /// clock it follows from there.
+    fn now(&mut self) -> Instant {
+        let now = Instant::now();
+        self.controller.set_wall_clock(WallClock {
+            instant: now,
+            wall: jiff::Timestamp::now(),
+        });
+        now
     }
 
     async fn run(mut self) {
@@ -673,16 +544,10 @@ impl Core {
             // value from before the wait may be seconds old and would
             // back-date every timer started while handling the event (a BYE's
             // Timer E already due: sent twice).
-            let deadline = [
-                self.endpoint.poll_timeout(),
-                self.calls.poll_timeout(),
-                self.roster.poll_timeout(),
-                self.dialing.poll_timeout(),
-                self.stopping,
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let deadline = [self.controller.poll_timeout(), self.stopping]
+                .into_iter()
+                .flatten()
+                .min();
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -693,39 +558,35 @@ impl Core {
                 biased;
                 control = self.control.recv() => match control {
                     Some(Control::Stats(reply)) => {
-                        let _ = reply.send(self.stats());
+                        let _ = reply.send(self.controller.stats());
                     }
                     Some(Control::Status(reply)) => {
                         let _ = reply.send(EngineStatus {
-                            stats: self.stats(),
-                            gates: self.calls.gates(),
-                            draining: self.stopping.is_some(),
-                            totals: self.totals,
+                            stats: self.controller.stats(),
+                            gates: self.controller.gates(),
+                            draining: self.controller.is_draining(),
+                            totals: self.controller.totals(),
                         });
                     }
                     Some(Control::Agents(reply)) => {
-                        let _ = reply.send(self.roster.status(Instant::now()));
+                        let now = self.now();
+                        let _ = reply.send(self.controller.agents(now));
                     }
-                    Some(Control::SetGates(gates)) => {
-                        self.dialing.set_launch_enabled(gates.launch_enabled);
-                        self.calls.set_gates(gates);
-                    }
+                    Some(Control::SetGates(gates)) => self.controller.set_gates(gates),
                     Some(Control::SetPaused { agent, paused, reply }) => {
-                        let now = Instant::now();
-                        let _ = reply.send(self.set_paused(now, agent, paused));
+                        let now = self.now();
+                        let _ = reply.send(self.controller.set_agent_paused(now, &agent, paused));
                     }
                     Some(Control::Shutdown) | None => {
                         if self.stopping.is_none() {
-                            info!(calls = self.calls.len(), "shutting down");
-                            self.endpoint.set_draining(true);
-                            let now = Instant::now();
-                            self.calls.hangup_all(now, &mut self.endpoint);
-                            self.stopping = Some(now + std::time::Duration::from_secs(3));
+                            let now = self.now();
+                            self.controller.drain(now);
+                            self.stopping = Some(now + Duration::from_secs(3));
                         }
                     }
                 },
                 Some(message) = self.inbound.recv() => {
-                    let now = Instant::now();
+                    let now = self.now();
                     self.handle_inbound(now, message);
                     for _ in 0..BATCH {
                         let Ok(message) = self.inbound.try_recv() else { break };
@@ -733,34 +594,18 @@ impl Core {
                     }
                 }
                 Some(event) = self.media_events.recv() => {
-                    let now = Instant::now();
-                    self.media_event(now, event);
+                    let now = self.now();
+                    self.controller.handle_media_event(now, event);
                     while let Ok(event) = self.media_events.try_recv() {
-                        self.media_event(now, event);
+                        self.controller.handle_media_event(now, event);
                     }
                 }
                 Some(reply) = self.store_replies.recv() => {
-                    self.count_store_reply(&reply);
-                    let now = Instant::now();
-                    match reply {
-                        store::StoreReply::Due { .. }
-                        | store::StoreReply::Claimed { .. }
-                        | store::StoreReply::AttemptRecorded { .. } => {
-                            let mut env = dialing::Env {
-                                calls: &mut self.calls,
-                                endpoint: &mut self.endpoint,
-                                roster: &mut self.roster,
-                            };
-                            self.dialing.handle_store_reply(now, reply, &mut env);
-                        }
-                        reply @ (store::StoreReply::Registered { .. }
-                        | store::StoreReply::PendingAhead { .. }) => {
-                            self.calls.handle_store_reply(now, reply, &mut self.endpoint);
-                        }
-                    }
+                    let now = self.now();
+                    self.controller.handle_store_reply(now, reply);
                 }
                 Some(targets) = self.trunk_targets.recv() => {
-                    self.dialing.set_trunk_targets(targets);
+                    self.controller.set_trunk_targets(targets);
                 }
                 Some((target, data)) = self.resolved_rx.recv() => {
                     if let Err(e) = self.transport.send(target, data) {
@@ -768,77 +613,18 @@ impl Core {
                     }
                 }
                 () = sleep => {
-                    let now = Instant::now();
-                    self.endpoint.handle_timeout(now);
-                    self.calls.handle_timeout(now, &mut self.endpoint);
-                    self.roster.handle_timeout(now);
-                    let mut env = dialing::Env {
-                        calls: &mut self.calls,
-                        endpoint: &mut self.endpoint,
-                        roster: &mut self.roster,
-                    };
-                    self.dialing.handle_timeout(now, &mut env);
+                    let now = self.now();
+                    self.controller.handle_timeout(now);
                 }
             }
-            self.flush(Instant::now());
+            self.flush();
             if let Some(limit) = self.stopping
-                && (self.calls.is_empty() || Instant::now() >= limit)
+                && (self.controller.is_idle() || Instant::now() >= limit)
             {
                 info!("stopped");
                 self.transport.shutdown();
                 return;
             }
-        }
-    }
-
-    /// A media event: the agent leg's prompts are the dialing side's;
-    /// everything else (and port release for every stream) the call layer's.
-    fn media_event(&mut self, now: Instant, event: media::MediaEvent) {
-        // No RTP on a callback leg for rtp_timeout: hang it up; the dialer
-        // then ends the other leg (issue 4 point 4).
-        if let media::MediaEvent::RtpTimeout { key } = event
-            && self.dialing.owns(CallKey(key))
-        {
-            info!(leg = key, "no RTP on a callback leg; hanging up");
-            let _ = self.endpoint.hangup(now, CallKey(key));
-            return;
-        }
-        if let media::MediaEvent::Idle { key, token } = event
-            && self.dialing.owns(CallKey(key))
-        {
-            let mut env = dialing::Env {
-                calls: &mut self.calls,
-                endpoint: &mut self.endpoint,
-                roster: &mut self.roster,
-            };
-            self.dialing.prompt_done(now, CallKey(key), token, &mut env);
-            return;
-        }
-        self.calls
-            .handle_media_event(now, event, &mut self.endpoint);
-    }
-
-    fn stats(&self) -> EngineStats {
-        EngineStats {
-            sip: self.endpoint.stats(),
-            calls: self.calls.len(),
-            rtp_ports: self.calls.ports_in_use(),
-        }
-    }
-
-    /// Counts registrations as the store thread reports them.
-    fn count_store_reply(&mut self, reply: &store::StoreReply) {
-        let totals = &mut self.totals;
-        match reply {
-            store::StoreReply::Registered { result, .. } => match result {
-                Ok(Registration::Registered(_)) => totals.callbacks_registered += 1,
-                Ok(Registration::AlreadyScheduled(_)) => totals.callbacks_already_scheduled += 1,
-                Err(_) => totals.registration_failures += 1,
-            },
-            store::StoreReply::PendingAhead { .. }
-            | store::StoreReply::Due { .. }
-            | store::StoreReply::Claimed { .. }
-            | store::StoreReply::AttemptRecorded { .. } => {}
         }
     }
 
@@ -850,51 +636,61 @@ impl Core {
                 TransportKind::Tcp(conn) => FlowTransport::Tcp(conn.0),
             },
         };
-        self.endpoint.handle_message(now, &message.data, flow);
+        self.controller.handle_message(now, &message.data, flow);
     }
 
-    /// Drains the endpoint until it has nothing more to say (the calls layer
-    /// may make it say more).
-    fn flush(&mut self, now: Instant) {
+    /// Carries out everything the controller asks for until it asks for
+    /// nothing more (binding a stream's ports answers it at once, which may
+    /// make it say more).
+    fn flush(&mut self) {
         loop {
             let mut progressed = false;
-            while let Some(event) = self.endpoint.poll_event() {
+            while let Some(command) = self.controller.poll_media() {
                 progressed = true;
-                match event {
-                    Event::Register {
-                        request,
-                        source,
-                        tx,
-                    } => self.roster.answer_register(
-                        now,
-                        jiff::Timestamp::now(),
-                        &request,
-                        source,
-                        tx,
-                        &mut self.endpoint,
-                    ),
-                    event if event_call(&event).is_some_and(|c| self.dialing.owns(c)) => {
-                        let mut env = dialing::Env {
-                            calls: &mut self.calls,
-                            endpoint: &mut self.endpoint,
-                            roster: &mut self.roster,
-                        };
-                        self.dialing.handle_sip_event(now, event, &mut env);
-                    }
-                    event => {
-                        if matches!(event, Event::IncomingCall { .. }) {
-                            self.totals.incoming_calls += 1;
-                        }
-                        self.calls.handle_sip_event(now, event, &mut self.endpoint);
-                    }
+                self.media_command(command);
+            }
+            while let Some(request) = self.controller.poll_store() {
+                progressed = true;
+                if !self.store.send(request) {
+                    warn!("store thread gone");
                 }
             }
-            while let Some(t) = self.endpoint.poll_transmit() {
+            while let Some(t) = self.controller.poll_transmit() {
                 progressed = true;
                 self.send(t.destination, t.data);
             }
             if !progressed {
                 return;
+            }
+        }
+    }
+
+    /// One media command: a new stream's port is bound here (RTP on it,
+    /// RTCP on the next) and the controller told at once whether it could be.
+    fn media_command(&mut self, command: MediaCommand) {
+        let key = match &command {
+            MediaCommand::Add { key, .. } => Some(*key),
+            _ => None,
+        };
+        let rtp_bind = self.rtp_bind;
+        match command.map_ports(|port| media::bind(rtp_bind, port)) {
+            Ok(command) => {
+                if !self.media.send(command) {
+                    warn!("media thread gone");
+                }
+                if let Some(key) = key {
+                    let now = self.now();
+                    self.controller
+                        .handle_media_event(now, MediaEvent::Ready { key });
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "RTP port cannot be bound");
+                if let Some(key) = key {
+                    let now = self.now();
+                    self.controller
+                        .handle_media_event(now, MediaEvent::AddFailed { key });
+                }
             }
         }
     }

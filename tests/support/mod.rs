@@ -2323,7 +2323,7 @@ mod tests {
 
     #[test]
     fn log_field_reads_call_events() {
-        let line = "2026-11-21T11:07:49Z  INFO callbackd::engine::calls: returned to the queue \
+        let line = "2026-11-21T11:07:49Z  INFO callbackd::b2bua::calls: returned to the queue \
             call_id=1-17529@127.0.0.1 queue=support position=Some(1)";
         assert!(is_call_event(
             line,

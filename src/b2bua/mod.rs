@@ -1,0 +1,513 @@
+//! The call controller: everything the engine decides about calls, sans-IO.
+//!
+//! ```text
+//!  handle_message(now, bytes, flow) ─▶ ┌──────────── Controller ────────────┐ ─▶ poll_transmit (SIP out)
+//!  handle_media_event(now, event)   ─▶ │ Endpoint (SIP transactions/dialogs)│ ─▶ poll_media (streams, prompts,
+//!  handle_store_reply(now, reply)   ─▶ │ calls: inbound calls and the IVR   │      bridges, recordings)
+//!  handle_timeout(now)              ─▶ │ dialing: callbacks, live callers   │ ─▶ poll_store (registrations,
+//!  control: gates, pause, drain     ─▶ │ roster: agents and their REGISTERs │      claims, attempts, CDRs)
+//!                                      └────────────────────────────────────┘ ─▶ poll_timeout (next wake-up)
+//! ```
+//!
+//! The controller binds no socket, holds no channel and reads no clock: time
+//! comes in as `now` (monotonic) and through [`Controller::set_wall_clock`]
+//! (the wall clock, for business hours and stored times). After every
+//! `handle_*` call the caller drains every `poll_*` until `None` and sleeps
+//! until [`Controller::poll_timeout`]. The engine does that over real
+//! sockets and threads; tests do it with a fake clock, a fake media plane
+//! and scripted SIP peers (see `tests/controller.rs`).
+//!
+//! Media: [`MediaCommand::Add`](media::MediaCommand::Add) carries the RTP
+//! port the controller allocated; the one who carries it out binds the port
+//! and answers with [`MediaEvent::Ready`](media::MediaEvent::Ready) (an
+//! inbound call's 200 waits for it) or
+//! [`MediaEvent::AddFailed`](media::MediaEvent::AddFailed) (another port is
+//! tried). A port comes back to the pool on
+//! [`MediaEvent::Removed`](media::MediaEvent::Removed), once its sockets are
+//! closed.
+
+pub mod agents;
+pub mod calls;
+pub mod dialing;
+pub mod media;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use tracing::{info, warn};
+
+use crate::acd::agents::{AgentError, AgentId};
+use crate::callback::hours::Gates;
+use crate::callback::scheduler::{Scheduler, SchedulerError};
+use crate::callback::store::Registration;
+use crate::callback::trunk::{Target as TrunkTarget, TrunkError};
+use crate::config::Config;
+use crate::media::ports::PortPool;
+use crate::media::prompt::PromptLibrary;
+use crate::sip::endpoint::{CallKey, Endpoint, EndpointConfig, Event, Flow, Transmit};
+use crate::sip::session_timer::SessionTimerConfig;
+use crate::sip::transaction::TimerConfig;
+use agents::{AgentStatus, Roster};
+use calls::Calls;
+use dialing::{Dialing, DialingSettings};
+use media::{MediaCommand, MediaEvent};
+use store::{StoreReply, StoreRequest};
+
+/// The wall clock as of one reading of both clocks: wall-clock times of
+/// later instants follow the monotonic clock from there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WallClock {
+    /// The monotonic instant of the reading.
+    pub instant: Instant,
+    /// The wall clock then.
+    pub wall: Timestamp,
+}
+
+impl WallClock {
+    /// The wall-clock time at `now`.
+    pub fn at(&self, now: Instant) -> Timestamp {
+        let since = now.saturating_duration_since(self.instant);
+        let back = self.instant.saturating_duration_since(now);
+        let signed = jiff::SignedDuration::try_from(since)
+            .ok()
+            .and_then(|s| s.checked_sub(jiff::SignedDuration::try_from(back).ok()?));
+        signed
+            .and_then(|d| self.wall.checked_add(d).ok())
+            .unwrap_or(self.wall)
+    }
+}
+
+/// Counters of live state, for tests, metrics and leak checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// SIP endpoint state (calls, transactions, pending timers).
+    pub sip: crate::sip::endpoint::Stats,
+    /// Calls known to the call layer.
+    pub calls: usize,
+    /// RTP port pairs in use.
+    pub rtp_ports: usize,
+}
+
+/// Totals since start-up (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// INVITEs that passed the SIP layer's checks and reached the call
+    /// layer (one above `max_calls` is counted, then refused with 503).
+    pub incoming_calls: u64,
+    /// Callbacks durably registered.
+    pub callbacks_registered: u64,
+    /// Registrations that found an active callback for the same number in
+    /// the same queue (nothing written).
+    pub callbacks_already_scheduled: u64,
+    /// Registrations the store failed to commit (the caller heard "unable
+    /// to offer callbacks"; nothing written).
+    pub registration_failures: u64,
+}
+
+/// Why the controller could not be built from a configuration (one built
+/// in code without [`Config::validate`]; loaded files are checked before).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The call layer refused its settings.
+    #[error("{0}")]
+    Calls(#[from] calls::SetupError),
+    /// The queues' launch rules are inconsistent.
+    #[error("scheduler: {0}")]
+    Scheduler(#[from] SchedulerError),
+    /// The trunk settings are unusable.
+    #[error("trunk: {0}")]
+    Trunk(#[from] TrunkError),
+    /// The agents could not be set up.
+    #[error("{0}")]
+    Agents(#[from] agents::RosterError),
+    /// The RTP port range is unusable.
+    #[error("rtp port range: {0}")]
+    Ports(#[from] crate::media::ports::PortPoolError),
+}
+
+/// What the controller needs besides the configuration; the engine finds
+/// these out by IO (binding, reading prompt files, DNS).
+pub struct Setup {
+    /// The prompts, loaded and pre-encoded.
+    pub prompts: Arc<PromptLibrary>,
+    /// The SIP port to advertise (the bound one when bound to port 0).
+    pub advertised_port: u16,
+    /// The trunk's targets as first resolved (RFC 3263), in order.
+    pub trunk_targets: Vec<TrunkTarget>,
+    /// Key of the registrar's self-verifying nonces.
+    pub nonce_key: [u8; 32],
+    /// Seed of the endpoint's tags and branches.
+    pub seed: u64,
+    /// The clocks at start.
+    pub clock: WallClock,
+    /// Where recordings go (the configuration's, resolved against its
+    /// directory).
+    pub recordings_dir: std::path::PathBuf,
+}
+
+/// The call controller (see the module documentation).
+pub struct Controller {
+    endpoint: Endpoint,
+    calls: Calls,
+    dialing: Dialing,
+    roster: Roster,
+    totals: Totals,
+    draining: bool,
+    longest_ring: Duration,
+}
+
+impl Controller {
+    /// A controller for `config`.
+    pub fn new(config: &Config, setup: Setup) -> Result<Controller, SetupError> {
+        let now = setup.clock.instant;
+        let sip = &config.sip;
+        let roster = Roster::new(config, setup.nonce_key, now)?;
+        let endpoint = Endpoint::new(EndpointConfig {
+            timers: TimerConfig {
+                t1: sip.t1(),
+                t2: sip.t2(),
+                t4: sip.t4(),
+            },
+            session: SessionTimerConfig {
+                session_expires: sip.session_expires_s,
+                min_se: sip.min_se_s,
+            },
+            advertised_host: sip
+                .advertised_host()
+                .to_string()
+                .trim_matches(['[', ']'])
+                .into(),
+            advertised_port: setup.advertised_port,
+            user_agent: sip.user_agent.as_str().into(),
+            acl: config.acl.sip_acl(),
+            acl_action: config.acl.action,
+            seed: setup.seed,
+            registrar: roster.registrar_enabled(),
+        });
+        let org_hours = config
+            .org
+            .business_hours()
+            .map_err(calls::SetupError::Hours)?;
+        let schedules = config
+            .queues
+            .iter()
+            .map(|q| q.schedule(&config.org))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(calls::SetupError::Hours)?;
+        let scheduler = Scheduler::new(org_hours, schedules)?;
+        let longest_ring = scheduler.longest_ring();
+        let mut caller_ids = std::collections::HashMap::new();
+        for q in &config.queues {
+            match q.caller_id() {
+                Ok(number) => {
+                    caller_ids.insert(q.id.clone(), number);
+                }
+                Err(e) => {
+                    warn!(queue = %q.id, error = %e, "queue callback number unusable; From falls back to ours")
+                }
+            }
+        }
+        let advertised = sip.advertised_host().to_string();
+        let dialing = Dialing::new(
+            DialingSettings {
+                poll_interval: config.callbacks.poll_interval(),
+                trunk: config.trunk.settings()?,
+                trunk_targets: setup.trunk_targets,
+                caller_ids,
+                policy: config.org.number_policy(),
+                local_uri: format!("sip:callbackd@{advertised}:{}", setup.advertised_port),
+                recording: config
+                    .queues
+                    .iter()
+                    .map(|q| (q.id.clone(), (q.recording, q.recording_notice)))
+                    .collect(),
+                recordings_dir: setup.recordings_dir,
+                recording_retention: config.callbacks.recording_retention(),
+                agent_cooldowns: config
+                    .queues
+                    .iter()
+                    .map(|q| (q.id.clone(), q.agent_cooldown()))
+                    .collect(),
+            },
+            scheduler,
+            config.org.launch_enabled,
+            now,
+        )?;
+        let ports = PortPool::new(config.rtp.port_min, config.rtp.port_max)?;
+        let calls = Calls::new(config, setup.prompts, ports, setup.clock)?;
+        Ok(Controller {
+            endpoint,
+            calls,
+            dialing,
+            roster,
+            totals: Totals::default(),
+            draining: false,
+            longest_ring,
+        })
+    }
+
+    // -----------------------------------------------------------------
+    // Inputs
+
+    /// A new reading of the wall clock (the engine gives one before each
+    /// input; a test sets it once and lets it follow the fake clock).
+    pub fn set_wall_clock(&mut self, clock: WallClock) {
+        self.calls.set_clock(clock);
+    }
+
+    /// A SIP message from the network.
+    pub fn handle_message(&mut self, now: Instant, data: &[u8], source: Flow) {
+        self.endpoint.handle_message(now, data, source);
+        self.process(now);
+    }
+
+    /// An event from the media plane.
+    pub fn handle_media_event(&mut self, now: Instant, event: MediaEvent) {
+        match event {
+            // No RTP on a callback leg for rtp_timeout: hang it up; the
+            // dialer then ends the other leg.
+            MediaEvent::RtpTimeout { key } if self.dialing.owns(CallKey(key)) => {
+                info!(leg = key, "no RTP on a callback leg; hanging up");
+                let _ = self.endpoint.hangup(now, CallKey(key));
+            }
+            MediaEvent::Idle { key, token } if self.dialing.owns(CallKey(key)) => {
+                let mut env = dialing::Env {
+                    calls: &mut self.calls,
+                    endpoint: &mut self.endpoint,
+                    roster: &mut self.roster,
+                };
+                self.dialing.prompt_done(now, CallKey(key), token, &mut env);
+            }
+            event => self
+                .calls
+                .handle_media_event(now, event, &mut self.endpoint),
+        }
+        self.process(now);
+    }
+
+    /// An answer from the store.
+    pub fn handle_store_reply(&mut self, now: Instant, reply: StoreReply) {
+        match &reply {
+            StoreReply::Registered { result, .. } => match result {
+                Ok(Registration::Registered(_)) => self.totals.callbacks_registered += 1,
+                Ok(Registration::AlreadyScheduled(_)) => {
+                    self.totals.callbacks_already_scheduled += 1
+                }
+                Err(_) => self.totals.registration_failures += 1,
+            },
+            StoreReply::PendingAhead { .. }
+            | StoreReply::Due { .. }
+            | StoreReply::Claimed { .. }
+            | StoreReply::AttemptRecorded { .. } => {}
+        }
+        match reply {
+            StoreReply::Due { .. }
+            | StoreReply::Claimed { .. }
+            | StoreReply::AttemptRecorded { .. } => {
+                let mut env = dialing::Env {
+                    calls: &mut self.calls,
+                    endpoint: &mut self.endpoint,
+                    roster: &mut self.roster,
+                };
+                self.dialing.handle_store_reply(now, reply, &mut env);
+            }
+            reply @ (StoreReply::Registered { .. } | StoreReply::PendingAhead { .. }) => {
+                self.calls
+                    .handle_store_reply(now, reply, &mut self.endpoint);
+            }
+        }
+        self.process(now);
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.endpoint.handle_timeout(now);
+        self.calls.handle_timeout(now, &mut self.endpoint);
+        self.roster.handle_timeout(now);
+        let mut env = dialing::Env {
+            calls: &mut self.calls,
+            endpoint: &mut self.endpoint,
+            roster: &mut self.roster,
+        };
+        self.dialing.handle_timeout(now, &mut env);
+        self.process(now);
+    }
+
+    /// The trunk's termination was looked up again: calls from now on use
+    /// `targets`; attempts under way keep the list they started with.
+    pub fn set_trunk_targets(&mut self, targets: Vec<TrunkTarget>) {
+        self.dialing.set_trunk_targets(targets);
+    }
+
+    /// Switches callback registration and launching.
+    pub fn set_gates(&mut self, gates: Gates) {
+        self.dialing.set_launch_enabled(gates.launch_enabled);
+        self.calls.set_gates(gates);
+    }
+
+    /// Pauses an agent (no work is offered to it) or makes it available
+    /// again, and gives its state afterwards. A ringing or talking agent
+    /// cannot be paused ([`AgentError::Busy`]).
+    pub fn set_agent_paused(
+        &mut self,
+        now: Instant,
+        agent: &str,
+        paused: bool,
+    ) -> Result<AgentStatus, AgentError> {
+        let id = AgentId(agent.into());
+        let agents = self.roster.agents_mut();
+        if paused {
+            agents.pause(&id, now)?;
+        } else {
+            agents.unpause(&id, now)?;
+        }
+        info!(agent = %id, paused, "agent state set");
+        self.roster
+            .status(now)
+            .into_iter()
+            .find(|a| a.id == id)
+            .ok_or(AgentError::UnknownAgent(id))
+    }
+
+    /// Starts shutting down: OPTIONS and new INVITEs get 503 and every call
+    /// is hung up.
+    pub fn drain(&mut self, now: Instant) {
+        if self.draining {
+            return;
+        }
+        info!(calls = self.calls.len(), "shutting down");
+        self.draining = true;
+        self.endpoint.set_draining(true);
+        self.calls.hangup_all(now, &mut self.endpoint);
+        self.process(now);
+    }
+
+    // -----------------------------------------------------------------
+    // Outputs
+
+    /// The next SIP message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.endpoint.poll_transmit()
+    }
+
+    /// The next command for the media plane.
+    pub fn poll_media(&mut self) -> Option<MediaCommand> {
+        self.calls.poll_media()
+    }
+
+    /// The next request for the store.
+    pub fn poll_store(&mut self) -> Option<StoreRequest> {
+        self.calls.poll_store()
+    }
+
+    /// When [`Controller::handle_timeout`] is next due.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        [
+            self.endpoint.poll_timeout(),
+            self.calls.poll_timeout(),
+            self.roster.poll_timeout(),
+            self.dialing.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // -----------------------------------------------------------------
+    // State
+
+    /// Counters of live state.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            sip: self.endpoint.stats(),
+            calls: self.calls.len(),
+            rtp_ports: self.calls.ports_in_use(),
+        }
+    }
+
+    /// Totals since start-up.
+    pub fn totals(&self) -> Totals {
+        self.totals
+    }
+
+    /// The registration and launch switches in effect.
+    pub fn gates(&self) -> Gates {
+        self.calls.gates()
+    }
+
+    /// Whether [`Controller::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Whether no call is in progress.
+    pub fn is_idle(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Every configured agent with its state, in id order.
+    pub fn agents(&self, now: Instant) -> Vec<AgentStatus> {
+        self.roster.status(now)
+    }
+
+    /// The longest ring time of any queue: a lapsed claim's callback is not
+    /// dialed again before its old legs could have stopped ringing.
+    pub fn longest_ring(&self) -> Duration {
+        self.longest_ring
+    }
+
+    /// Hands every event the endpoint has to the layer it is for, until it
+    /// has nothing more to say (the layers may make it say more).
+    fn process(&mut self, now: Instant) {
+        while let Some(event) = self.endpoint.poll_event() {
+            match event {
+                Event::Register {
+                    request,
+                    source,
+                    tx,
+                } => {
+                    let wall = self.calls.wall(now);
+                    self.roster.answer_register(
+                        now,
+                        wall,
+                        &request,
+                        source,
+                        tx,
+                        &mut self.endpoint,
+                    );
+                }
+                event if event_call(&event).is_some_and(|c| self.dialing.owns(c)) => {
+                    let mut env = dialing::Env {
+                        calls: &mut self.calls,
+                        endpoint: &mut self.endpoint,
+                        roster: &mut self.roster,
+                    };
+                    self.dialing.handle_sip_event(now, event, &mut env);
+                }
+                event => {
+                    if matches!(event, Event::IncomingCall { .. }) {
+                        self.totals.incoming_calls += 1;
+                    }
+                    self.calls.handle_sip_event(now, event, &mut self.endpoint);
+                }
+            }
+        }
+    }
+}
+
+/// The call an endpoint event is about (`None` for REGISTER).
+fn event_call(event: &Event) -> Option<CallKey> {
+    match event {
+        Event::IncomingCall { call, .. }
+        | Event::Confirmed { call, .. }
+        | Event::Reoffer { call, .. }
+        | Event::Info { call, .. }
+        | Event::Ended { call, .. }
+        | Event::Progress { call, .. }
+        | Event::Answered { call, .. }
+        | Event::Failed { call, .. } => Some(*call),
+        Event::Register { .. } => None,
+    }
+}
