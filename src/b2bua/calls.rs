@@ -44,7 +44,7 @@ use crate::media::player::Item;
 use crate::media::ports::PortPool;
 use crate::media::prompt::{PromptId, PromptLibrary, Ptime};
 use crate::sip::endpoint::{CallKey, EndReason, Endpoint, Event};
-use crate::sip::message::Request;
+use crate::sip::message::{Method, Request};
 use crate::sip::sdp::{
     self, LocalMedia, NegotiatedMedia, NegotiationError, SessionDescription, SessionVersion,
 };
@@ -359,8 +359,7 @@ impl Calls {
             }
             Event::Confirmed { call, body } => self.confirmed(now, call, &body, endpoint),
             Event::Reoffer { call, method, sdp } => {
-                let _ = method;
-                self.reoffer(now, call, &sdp, endpoint);
+                self.reoffer(now, call, &method, &sdp, endpoint);
             }
             Event::Info {
                 call,
@@ -955,10 +954,24 @@ impl Calls {
         self.reschedule(call);
     }
 
-    fn reoffer(&mut self, now: Instant, call: CallKey, offer: &[u8], endpoint: &mut Endpoint) {
+    fn reoffer(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        method: &Method,
+        offer: &[u8],
+        endpoint: &mut Endpoint,
+    ) {
         let Some(ctx) = self.calls.get_mut(&call) else {
             return;
         };
+        if offer.is_empty() && *method == Method::Update {
+            // RFC 3311 §5.2: an UPDATE without a body is a refresh (RFC
+            // 4028); it carries no offer, so its 200 carries no answer and
+            // the offer/answer state stays as it is.
+            let _ = endpoint.answer_reoffer(now, call, b"");
+            return;
+        }
         if offer.is_empty() {
             // re-INVITE without SDP: we offer, the answer comes in the ACK.
             let body = ctx.version.stamp(&sdp::offer(&ctx.local));
@@ -1184,6 +1197,7 @@ impl Calls {
         &mut self,
         now: Instant,
         call: CallKey,
+        method: &Method,
         offer: &[u8],
         endpoint: &mut Endpoint,
     ) {
@@ -1191,6 +1205,11 @@ impl Calls {
             let _ = endpoint.reject_reoffer(now, call, 481);
             return;
         };
+        if offer.is_empty() && *method == Method::Update {
+            // A refresh without an offer (RFC 3311 §5.2): 200, no SDP.
+            let _ = endpoint.answer_reoffer(now, call, b"");
+            return;
+        }
         if offer.is_empty() {
             // re-INVITE without SDP: we offer the same session again.
             let body = leg.version.stamp(&sdp::offer(&leg.local));

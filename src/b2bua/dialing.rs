@@ -373,10 +373,11 @@ impl Dialing {
                     Side::Customer => dialer::Input::CustomerEnded,
                 })
             }
-            Event::Reoffer { sdp, .. } => {
+            Event::Reoffer { method, sdp, .. } => {
                 // Hold, resume, a refresh: answered, the leg's media follows
                 // (a leg on hold gets nothing relayed; RFC 3264 §8.4).
-                env.calls.leg_reoffer(now, call, &sdp, env.endpoint);
+                env.calls
+                    .leg_reoffer(now, call, &method, &sdp, env.endpoint);
                 None
             }
             Event::Info { .. }
@@ -631,7 +632,10 @@ impl Dialing {
                         .no_answer(&live.agent, now, cooldown);
                 }
             }
-            Event::Reoffer { sdp, .. } => env.calls.leg_reoffer(now, call, &sdp, env.endpoint),
+            Event::Reoffer { method, sdp, .. } => {
+                env.calls
+                    .leg_reoffer(now, call, &method, &sdp, env.endpoint)
+            }
             Event::Progress { .. }
             | Event::Info { .. }
             | Event::Confirmed { .. }
