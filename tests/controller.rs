@@ -187,3 +187,465 @@ fn update_with_sdp_is_answered_with_sdp() {
         Some("127.0.0.1:40004".parse().expect("addr"))
     );
 }
+
+// ---------------------------------------------------------------------------
+// Calling back: agent first, whisper, customer, bridge.
+
+const AGENT: &str = "127.0.0.1:5080";
+const CARRIER: &str = "127.0.0.1:5090";
+
+fn callback_config(extra: &str) -> String {
+    format!(
+        "[trunk]\ntermination = \"{CARRIER}\"\n\
+         [callbacks]\npoll_interval_ms = 500\n\
+         [[queues]]\nid = \"support\"\ncallback_number = \"3125550100\"\n\
+         retry_time_s = 2\nmax_retries = 3\nagent_ring_timeout_s = 2\n\
+         customer_ring_timeout_s = 3\nagent_cooldown_s = 5\n\
+         [[agents]]\nid = \"alice\"\nuri = \"sip:alice@{AGENT}\"\nqueues = [\"support\"]\n{extra}"
+    )
+}
+
+/// A harness with one pending callback for 312-555-0188, due at once.
+fn with_callback(extra: &str) -> Harness {
+    let config = driver::config(&callback_config(extra));
+    let mut h = Harness::with_trunk(&config, vec![udp_target(CARRIER)]);
+    let wall: jiff::Timestamp = WALL0.parse().expect("timestamp");
+    let new = callbackd::callback::store::NewCallback {
+        queue: callbackd::callback::QueueId("support".into()),
+        number: "3125550188".into(),
+        caller_ani: "3125550111".into(),
+        called_number: "3125550100".into(),
+        priority: 0,
+        queued_at: wall,
+        registered_at: wall,
+        ecbt_quoted_minutes: 1,
+        expires_at: wall + jiff::SignedDuration::from_hours(24),
+        inbound_call_id: "inbound-1".into(),
+    };
+    callbackd::callback::store::Store::register(&mut h.store, &new).expect("registered");
+    h.answers_bye.extend([addr(AGENT), addr(CARRIER)]);
+    h
+}
+
+fn invites_to(h: &Harness, addr: &str) -> Vec<Sent> {
+    let addr: std::net::SocketAddr = addr.parse().expect("addr");
+    h.sent
+        .iter()
+        .filter(|s| {
+            s.request().is_some_and(|r| r.method.as_str() == "INVITE")
+                && matches!(s.to, callbackd::sip::endpoint::Destination::Udp(a) if a == addr)
+        })
+        .cloned()
+        .collect()
+}
+
+fn is_invite_to_customer(s: &Sent) -> bool {
+    s.request()
+        .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("3125550188"))
+}
+
+fn is_request(s: &Sent, method: &str, call_id: &str) -> bool {
+    s.call_id() == call_id && s.request().is_some_and(|r| r.method.as_str() == method)
+}
+
+fn addr(a: &str) -> std::net::SocketAddr {
+    a.parse().expect("a socket address")
+}
+
+/// The agent's INVITE, answered 200 by the agent `after` it arrived; gives
+/// the INVITE.
+fn agent_answers(h: &mut Harness, after: std::time::Duration) -> callbackd::sip::message::Request {
+    let i = h.run_until_sent(secs(5), |s| {
+        s.request()
+            .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("alice"))
+    });
+    let invite = h.sent[i].request().expect("INVITE").clone();
+    h.advance(after);
+    let ok = answer(
+        &invite,
+        200,
+        "agent-tag",
+        AGENT,
+        Some(&offer(41000, 1, "sendrecv")),
+    );
+    h.deliver(addr(AGENT), &ok);
+    invite
+}
+
+/// After a customer leg failed: the agent hears why, and is hung up
+/// exactly when that has played; gives what it heard.
+fn tells_the_agent(h: &mut Harness, agent_call: &str) -> Vec<String> {
+    let (at, told) = h.plays(agent_call).last().cloned().expect("a play list");
+    assert_eq!(at, h.elapsed(), "told at once");
+    assert!(
+        h.requests(agent_call, "BYE").is_empty(),
+        "not before it was told"
+    );
+    let spoken: std::time::Duration = told.iter().map(|p| h.prompt_len(p)).sum();
+    let i = h.run_until_sent(secs(20), |s| is_request(s, "BYE", agent_call));
+    assert_eq!(h.sent[i].at, at + spoken);
+    told
+}
+
+fn attempts(h: &Harness) -> Vec<callbackd::callback::store::AttemptRow> {
+    let id = h.rows()[0].id;
+    callbackd::callback::store::LaunchStore::attempts(&h.store, id).expect("attempts")
+}
+
+#[test]
+fn callback_rings_the_agent_first_whispers_then_calls_the_customer_and_bridges() {
+    let mut h = with_callback("");
+    let agent_invite = agent_answers(&mut h, ms(500));
+    let agent_call = agent_invite.headers.call_id.as_str().to_owned();
+    assert_eq!(
+        h.sent_for(&agent_call)[0].0,
+        ms(0),
+        "the first poll launches it"
+    );
+    assert!(
+        invites_to(&h, CARRIER).is_empty(),
+        "the customer waits for the agent"
+    );
+    // The agent hears "callback for" and the number, from the answer on.
+    let whisper = h.plays(&agent_call)[0].clone();
+    assert_eq!(whisper.0, ms(500));
+    assert_eq!(whisper.1[0], "agent_whisper");
+    assert_eq!(
+        whisper.1[1..],
+        [
+            "digit_3", "digit_1", "digit_2", "digit_5", "digit_5", "digit_5", "digit_0", "digit_1",
+            "digit_8", "digit_8"
+        ]
+    );
+    // The customer is INVITEd exactly when the whisper has played.
+    let spoken: std::time::Duration = whisper.1.iter().map(|p| h.prompt_len(p)).sum();
+    let i = h.run_until_sent(secs(20), is_invite_to_customer);
+    assert_eq!(h.sent[i].at, ms(500) + spoken);
+    let invite = h.sent[i].request().expect("INVITE").clone();
+    assert_eq!(&*invite.uri, "sip:+13125550188@127.0.0.1:5090;user=phone");
+    assert!(
+        invite.headers.from.uri.contains("3125550100"),
+        "{}",
+        invite.headers.from.raw
+    );
+    let customer_call = invite.headers.call_id.as_str().to_owned();
+    let invited = h.elapsed();
+    // 180 without SDP: local ringback to the agent at once.
+    h.advance(ms(100));
+    h.deliver(
+        addr(CARRIER),
+        &answer(&invite, 180, "cust-tag", CARRIER, None),
+    );
+    let ringback = h.plays(&agent_call).last().cloned().expect("a play list");
+    assert_eq!(
+        ringback,
+        (invited + ms(100), vec!["loop:ringback".to_owned()])
+    );
+    // The customer answers: ACK and bridge in the same instant.
+    h.advance(secs(2));
+    let ok = answer(
+        &invite,
+        200,
+        "cust-tag",
+        CARRIER,
+        Some(&offer(42000, 1, "sendrecv")),
+    );
+    h.deliver(addr(CARRIER), &ok);
+    let answered = h.elapsed();
+    assert_eq!(h.requests(&customer_call, "ACK")[0].at, answered);
+    let agent_key = h.stream_key(&agent_call);
+    let customer_key = h.stream_key(&customer_call);
+    assert_eq!(h.media.streams[&agent_key].bridged_with, Some(customer_key));
+    // The customer hangs up: the agent's BYE leaves at once.
+    h.advance(secs(10));
+    h.deliver(
+        addr(CARRIER),
+        &in_dialog(&invite, "BYE", "cust-tag", CARRIER, 2),
+    );
+    let bye = h.requests(&agent_call, "BYE");
+    assert_eq!(bye[0].at, answered + secs(10));
+    let row = &h.rows()[0];
+    assert_eq!(row.status, callbackd::callback::store::Status::Completed);
+    assert_eq!(row.attempts, 1);
+    let attempts = attempts(&h);
+    assert_eq!(
+        attempts[0].attempt.outcome,
+        callbackd::callback::scheduler::Outcome::Answered
+    );
+    assert_eq!(attempts[0].attempt.agent.as_deref(), Some("alice"));
+}
+
+#[test]
+fn customer_no_answer_is_cancelled_at_the_ring_timeout_then_retried() {
+    let mut h = with_callback("");
+    agent_answers(&mut h, ms(200));
+    let i = h.run_until_sent(secs(20), is_invite_to_customer);
+    let invite = h.sent[i].request().expect("INVITE").clone();
+    let invited = h.sent[i].at;
+    let customer_call = invite.headers.call_id.as_str().to_owned();
+    h.advance(ms(50));
+    h.deliver(addr(CARRIER), &answer(&invite, 180, "c1", CARRIER, None));
+    // customer_ring_timeout_s = 3: CANCEL 3 s after the INVITE.
+    let i = h.run_until_sent(secs(5), |s| is_request(s, "CANCEL", &customer_call));
+    assert_eq!(h.sent[i].at, invited + secs(3));
+    let cancel = h.sent[i].request().expect("CANCEL").clone();
+    h.deliver(addr(CARRIER), &answer(&cancel, 200, "c1", CARRIER, None));
+    h.deliver(addr(CARRIER), &answer(&invite, 487, "c1", CARRIER, None));
+    let agent_call = h.sent[0].call_id().to_owned();
+    tells_the_agent(&mut h, &agent_call);
+    let ended = h.elapsed();
+    let row = &h.rows()[0];
+    assert_eq!(row.status, callbackd::callback::store::Status::Pending);
+    assert_eq!(row.attempts, 1);
+    assert_eq!(
+        attempts(&h)[0].attempt.outcome,
+        callbackd::callback::scheduler::Outcome::NoAnswer
+    );
+    // retry_time_s = 2: not before, and launched by the first poll after it.
+    let agent_invites = |h: &Harness| {
+        h.sent
+            .iter()
+            .filter(|s| {
+                s.request()
+                    .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("alice"))
+            })
+            .count()
+    };
+    h.advance(ms(1_900));
+    assert_eq!(agent_invites(&h), 1, "no second attempt before retry_time");
+    let i = h.run_until_sent(secs(2), |s| {
+        s.request()
+            .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("alice"))
+    });
+    let again = h.sent[i].at;
+    assert!(
+        again >= ended + secs(2) && again < ended + secs(2) + ms(500),
+        "{again:?} after {ended:?}"
+    );
+    assert_eq!(again.as_millis() % 500, 0, "launched by a poll");
+}
+
+#[test]
+fn customer_busy_until_retries_exhausted_then_failed() {
+    let mut h = with_callback("");
+    // max_retries = 3: the first attempt and three retries.
+    for attempt in 1..=4 {
+        agent_answers(&mut h, ms(100));
+        h.run_until_sent(secs(20), is_invite_to_customer);
+        let invite = invites_to(&h, CARRIER).last().cloned().expect("INVITE");
+        let invite = invite.request().expect("INVITE").clone();
+        h.advance(ms(100));
+        h.deliver(addr(CARRIER), &answer(&invite, 486, "busy", CARRIER, None));
+        // The agent is told, then hung up; the attempt is written then.
+        let agent_call = h
+            .sent
+            .iter()
+            .rev()
+            .find(|s| {
+                s.request()
+                    .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("alice"))
+            })
+            .map(|s| s.call_id().to_owned())
+            .expect("agent INVITE");
+        let told = tells_the_agent(&mut h, &agent_call);
+        let row = &h.rows()[0];
+        assert_eq!(row.attempts, attempt);
+        let want = if attempt < 4 {
+            callbackd::callback::store::Status::Pending
+        } else {
+            callbackd::callback::store::Status::Failed
+        };
+        assert_eq!(row.status, want, "after attempt {attempt}");
+        assert_eq!(told, ["customer_no_answer", "goodbye"]);
+        h.advance(secs(3));
+    }
+    assert!(
+        attempts(&h)
+            .iter()
+            .all(|a| a.attempt.outcome == callbackd::callback::scheduler::Outcome::Busy)
+    );
+    h.advance(secs(30));
+    assert_eq!(
+        invites_to(&h, CARRIER).len(),
+        4,
+        "failed: never dialed again"
+    );
+}
+
+#[test]
+fn agent_no_answer_is_cancelled_and_the_agent_cools_down() {
+    let mut h = with_callback("");
+    let i = h.run_until_sent(secs(5), |s| {
+        s.request()
+            .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("alice"))
+    });
+    let invite = h.sent[i].request().expect("INVITE").clone();
+    let call = invite.headers.call_id.as_str().to_owned();
+    h.deliver(addr(AGENT), &answer(&invite, 180, "a1", AGENT, None));
+    // agent_ring_timeout_s = 2.
+    let i = h.run_until_sent(secs(3), |s| is_request(s, "CANCEL", &call));
+    assert_eq!(h.sent[i].at, secs(2));
+    let cancel = h.sent[i].request().expect("CANCEL").clone();
+    h.deliver(addr(AGENT), &answer(&cancel, 200, "a1", AGENT, None));
+    h.deliver(addr(AGENT), &answer(&invite, 487, "a1", AGENT, None));
+    assert!(
+        invites_to(&h, CARRIER).is_empty(),
+        "no customer call without an agent"
+    );
+    // agent_cooldown_s = 5: alice is not rung again before 2 s + 5 s.
+    h.advance(ms(4_900));
+    let rung = |h: &Harness| {
+        h.sent
+            .iter()
+            .filter(|s| {
+                s.request()
+                    .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("alice"))
+            })
+            .count()
+    };
+    assert_eq!(rung(&h), 1);
+    let i = h.run_until_sent(secs(2), |s| {
+        s.request()
+            .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("alice"))
+    });
+    assert!(h.sent[i].at >= secs(7), "{:?}", h.sent[i].at);
+    // The agent's no-answer is not a customer attempt.
+    assert_eq!(h.rows()[0].attempts, 0);
+}
+
+#[test]
+fn a_503_from_the_first_trunk_target_fails_over_to_the_next_at_once() {
+    let config = driver::config(&callback_config(""));
+    let mut h = Harness::with_trunk(
+        &config,
+        vec![udp_target(CARRIER), udp_target("127.0.0.2:5090")],
+    );
+    let wall: jiff::Timestamp = WALL0.parse().expect("timestamp");
+    callbackd::callback::store::Store::register(
+        &mut h.store,
+        &callbackd::callback::store::NewCallback {
+            queue: callbackd::callback::QueueId("support".into()),
+            number: "3125550188".into(),
+            caller_ani: "3125550111".into(),
+            called_number: "3125550100".into(),
+            priority: 0,
+            queued_at: wall,
+            registered_at: wall,
+            ecbt_quoted_minutes: 1,
+            expires_at: wall + jiff::SignedDuration::from_hours(24),
+            inbound_call_id: "inbound-1".into(),
+        },
+    )
+    .expect("registered");
+    h.answers_bye.extend([addr(AGENT), addr(CARRIER)]);
+    agent_answers(&mut h, ms(100));
+    h.run_until_sent(secs(20), is_invite_to_customer);
+    let first = invites_to(&h, CARRIER)[0]
+        .request()
+        .expect("INVITE")
+        .clone();
+    h.advance(ms(40));
+    let busy = answer(&first, 503, "t1", CARRIER, None);
+    let busy = busy.replace("Content-Length: 0", "Retry-After: 30\r\nContent-Length: 0");
+    h.deliver(addr(CARRIER), &busy);
+    let second = invites_to(&h, "127.0.0.2:5090");
+    assert_eq!(
+        second.len(),
+        1,
+        "{:?}",
+        h.sent.iter().map(Sent::label).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        second[0].at,
+        h.elapsed(),
+        "the next target in the same instant"
+    );
+    assert_eq!(h.rows()[0].attempts, 0, "still the same attempt");
+}
+
+// ---------------------------------------------------------------------------
+// Live callers, limits, shutdown.
+
+#[test]
+fn max_call_length_hangs_up_at_the_exact_instant() {
+    let (mut h, _caller) = answered_call("[call]\nmax_duration_s = 60\n", "call-m", ms(10));
+    let i = h.run_until_sent(secs(120), |s| is_request(s, "BYE", "call-m"));
+    assert_eq!(h.sent[i].at, ms(10) + secs(60));
+}
+
+#[test]
+fn draining_hangs_up_every_call_and_refuses_new_ones_with_503() {
+    let (mut h, _caller) = answered_call("", "call-d", ms(10));
+    h.advance(secs(1));
+    h.ctl.drain(h.now);
+    h.settle();
+    assert_eq!(h.requests("call-d", "BYE")[0].at, ms(1_010));
+    let mut late = Peer::new("127.0.0.1:5072", "call-late");
+    let invite = late.request("INVITE", Some(&offer(40010, 1, "sendrecv")));
+    h.deliver(late.addr, &invite);
+    assert_eq!(
+        h.responses("call-late", 503, "INVITE").len(),
+        1,
+        "{:?}",
+        h.sent_for("call-late")
+    );
+    let options = late.request("OPTIONS", None);
+    h.deliver(late.addr, &options);
+    assert_eq!(h.responses("call-late", 503, "OPTIONS").len(), 1);
+}
+
+#[test]
+fn cancel_while_the_port_is_being_bound_gets_487_and_frees_the_port() {
+    let config = driver::config("");
+    let mut h = Harness::new(&config);
+    h.media.hold_ready = true;
+    let mut caller = Peer::new("127.0.0.1:5070", "call-c");
+    let invite = caller.request("INVITE", Some(&offer(40000, 1, "sendrecv")));
+    h.deliver(caller.addr, &invite);
+    assert!(
+        h.responses("call-c", 200, "INVITE").is_empty(),
+        "the 200 waits for the port"
+    );
+    h.advance(ms(300));
+    let cancel = caller.request("CANCEL", None);
+    h.deliver(caller.addr, &cancel);
+    assert_eq!(h.responses("call-c", 200, "CANCEL")[0].at, ms(300));
+    assert_eq!(h.responses("call-c", 487, "INVITE")[0].at, ms(300));
+    h.media.hold_ready = false;
+    h.release_media();
+    assert!(
+        h.responses("call-c", 200, "INVITE").is_empty(),
+        "no 200 after the 487"
+    );
+    let ack = caller.request("ACK", None);
+    h.deliver(caller.addr, &ack);
+    h.advance(secs(40));
+    let stats = h.ctl.stats();
+    assert_eq!((stats.calls, stats.rtp_ports), (0, 0), "{stats:?}");
+}
+
+#[test]
+fn a_port_held_by_another_process_is_skipped_and_the_next_one_answered() {
+    let config = driver::config("");
+    let mut h = Harness::new(&config);
+    // Whichever port the pool hands out first is busy.
+    h.media.fail_next_adds = 1;
+    let mut caller = Peer::new("127.0.0.1:5070", "call-p");
+    let invite = caller.request("INVITE", Some(&offer(40000, 1, "sendrecv")));
+    h.deliver(caller.addr, &invite);
+    let ok = h.responses("call-p", 200, "INVITE");
+    assert_eq!(ok.len(), 1);
+    let adds: Vec<u16> = h
+        .media
+        .log
+        .iter()
+        .filter_map(|(_, c)| match c {
+            callbackd::b2bua::media::MediaCommand::Add { ports, .. } => Some(*ports),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(adds.len(), 2, "{adds:?}");
+    assert_ne!(adds[0], adds[1]);
+    let body = String::from_utf8_lossy(ok[0].body()).into_owned();
+    assert!(body.contains(&format!("m=audio {} ", adds[1])), "{body}");
+}

@@ -32,6 +32,7 @@ use callbackd::b2bua::media::{MediaCommand, MediaEvent, StreamParams};
 use callbackd::b2bua::store::{StoreReply, StoreRequest, execute};
 use callbackd::b2bua::{Controller, Setup, WallClock};
 use callbackd::callback::store::{CallbackRow, SqliteStore, Store};
+use callbackd::callback::trunk::{Target as TrunkTarget, TrunkTransport};
 use callbackd::config::Config;
 use callbackd::media::dtmf::DtmfDigit;
 use callbackd::media::player::Item;
@@ -48,9 +49,8 @@ pub const ENGINE: &str = "127.0.0.1:5060";
 /// A configuration for the controller tests: `extra` TOML is appended
 /// (sections not named keep their defaults).
 pub fn config(extra: &str) -> Config {
-    let text = format!(
-        "[sip]\nbind = \"{ENGINE}\"\n[rtp]\nport_min = 20000\nport_max = 20099\n[call]\nmax_calls = 20\n{extra}"
-    );
+    let text =
+        format!("[sip]\nbind = \"{ENGINE}\"\n[rtp]\nport_min = 20000\nport_max = 20999\n{extra}");
     Config::from_toml_str(&text, "controller-test.toml").expect("valid test config")
 }
 
@@ -130,6 +130,11 @@ pub struct FakeStream {
 pub struct FakeMedia {
     pub streams: HashMap<u64, FakeStream>,
     pub busy_ports: HashSet<u16>,
+    /// This many more `Add`s fail (a port held by another process).
+    pub fail_next_adds: usize,
+    /// While true, `Ready` events wait (a slow bind) in `held_ready`.
+    pub hold_ready: bool,
+    held_ready: VecDeque<MediaEvent>,
     /// Every command, with its instant (offset from `t0`).
     pub log: Vec<(Duration, MediaCommand)>,
     /// Every play list asked for: (offset, stream key, prompt names).
@@ -146,7 +151,8 @@ impl FakeMedia {
                 ports,
                 params,
             } => {
-                if self.busy_ports.contains(ports) {
+                if self.busy_ports.contains(ports) || self.fail_next_adds > 0 {
+                    self.fail_next_adds = self.fail_next_adds.saturating_sub(1);
                     self.events.push_back(MediaEvent::AddFailed { key: *key });
                     return;
                 }
@@ -162,7 +168,11 @@ impl FakeMedia {
                         bridged_with: None,
                     },
                 );
-                self.events.push_back(MediaEvent::Ready { key: *key });
+                if self.hold_ready {
+                    self.held_ready.push_back(MediaEvent::Ready { key: *key });
+                } else {
+                    self.events.push_back(MediaEvent::Ready { key: *key });
+                }
             }
             MediaCommand::Update { key, params } => {
                 if let Some(s) = self.streams.get_mut(key) {
@@ -256,6 +266,8 @@ pub struct Harness {
     pub sent: Vec<Sent>,
     /// Every store request, with its instant.
     pub store_log: Vec<(Duration, StoreRequest)>,
+    /// Phones that answer every BYE sent to them with 200 at once.
+    pub answers_bye: HashSet<SocketAddr>,
     /// While true, store replies wait in `held` (a slow disk).
     pub hold_store: bool,
     pub held: VecDeque<StoreReply>,
@@ -264,8 +276,13 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// A controller for `config` at `t0`.
+    /// A controller for `config` at `t0`, with no trunk target.
     pub fn new(config: &Config) -> Harness {
+        Harness::with_trunk(config, Vec::new())
+    }
+
+    /// A controller for `config` at `t0` whose trunk resolved to `targets`.
+    pub fn with_trunk(config: &Config, trunk_targets: Vec<TrunkTarget>) -> Harness {
         let t0 = Instant::now();
         let prompts = prompts();
         let wall: Timestamp = WALL0.parse().expect("WALL0 is a timestamp");
@@ -274,7 +291,7 @@ impl Harness {
             Setup {
                 prompts: prompts.clone(),
                 advertised_port: 5060,
-                trunk_targets: Vec::new(),
+                trunk_targets,
                 nonce_key: [7; 32],
                 seed: 7,
                 clock: WallClock { instant: t0, wall },
@@ -297,6 +314,7 @@ impl Harness {
             media: FakeMedia::default(),
             sent: Vec::new(),
             store_log: Vec::new(),
+            answers_bye: HashSet::new(),
             hold_store: false,
             held: VecDeque::new(),
             prompts,
@@ -353,6 +371,14 @@ impl Harness {
         self.hold_store = false;
         while let Some(reply) = self.held.pop_front() {
             self.ctl.handle_store_reply(self.now, reply);
+            self.settle();
+        }
+    }
+
+    /// `Ready` events held back so far are delivered now.
+    pub fn release_media(&mut self) {
+        while let Some(event) = self.media.held_ready.pop_front() {
+            self.ctl.handle_media_event(self.now, event);
             self.settle();
         }
     }
@@ -434,14 +460,29 @@ impl Harness {
                     }
                 }
             }
+            let mut byes = Vec::new();
             while let Some(t) = self.ctl.poll_transmit() {
                 progressed = true;
                 let message = message::parse(&t.data).expect("the controller sends valid SIP");
+                if let (Message::Request(r), Destination::Udp(to)) = (&message, &t.destination)
+                    && r.method.as_str() == "BYE"
+                    && self.answers_bye.contains(to)
+                {
+                    byes.push((*to, r.clone()));
+                }
                 self.sent.push(Sent {
                     at: self.now - self.t0,
                     to: t.destination,
                     message,
                 });
+            }
+            for (from, bye) in byes {
+                let ok = answer(&bye, 200, "", &from.to_string(), None);
+                let flow = Flow {
+                    remote: from,
+                    transport: FlowTransport::Udp,
+                };
+                self.ctl.handle_message(self.now, ok.as_bytes(), flow);
             }
             while let Some(event) = self.media.events.pop_front() {
                 progressed = true;
@@ -641,4 +682,63 @@ pub fn ms(n: u64) -> Duration {
 /// Seconds.
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
+}
+
+/// A UDP trunk target at `addr`.
+pub fn udp_target(addr: &str) -> TrunkTarget {
+    TrunkTarget {
+        addr: addr.parse().expect("a socket address"),
+        transport: TrunkTransport::Udp,
+        priority: 0,
+        weight: 0,
+        name: addr.into(),
+    }
+}
+
+/// A response from a scripted UAS (an agent phone, the carrier) to a
+/// request the controller sent: Vias, From, Call-ID and CSeq copied, To
+/// tagged with `tag`, a Contact at `contact`, and SDP when given.
+pub fn answer(req: &Request, status: u16, tag: &str, contact: &str, sdp: Option<&str>) -> String {
+    let mut text = format!("SIP/2.0 {status} {}\r\n", message::reason_phrase(status));
+    for via in &req.headers.vias {
+        text.push_str(&format!("Via: {}\r\n", via.raw));
+    }
+    let to = if req.headers.to.tag.is_some() {
+        req.headers.to.raw.to_string()
+    } else {
+        format!("{};tag={tag}", req.headers.to.raw)
+    };
+    let (ct, body) = match sdp {
+        Some(b) => ("Content-Type: application/sdp\r\n", b),
+        None => ("", ""),
+    };
+    text.push_str(&format!(
+        "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {} {}\r\nContact: <sip:peer@{contact}>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+        req.headers.from.raw,
+        req.headers.call_id.as_str(),
+        req.headers.cseq.seq,
+        req.headers.cseq.method.as_str(),
+        body.len(),
+    ));
+    text
+}
+
+/// An ACK (or BYE) from a scripted UAS in the dialog of the INVITE `req`
+/// it answered with To-tag `tag`; `cseq` for a BYE, the INVITE's for ACK.
+pub fn in_dialog(req: &Request, method: &str, tag: &str, from_addr: &str, cseq: u32) -> String {
+    // The UAS's own request: From is the INVITE's To (with our tag), To is
+    // the INVITE's From.
+    format!(
+        "{method} sip:callbackd@{ENGINE} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {from_addr};branch=z9hG4bK-{tag}-{method}-{cseq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: {};tag={tag}\r\n\
+         To: {}\r\n\
+         Call-ID: {}\r\n\
+         CSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n",
+        req.headers.to.raw,
+        req.headers.from.raw,
+        req.headers.call_id.as_str(),
+    )
 }
