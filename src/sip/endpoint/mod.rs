@@ -2626,5 +2626,4 @@ fn stateless_tag(data: &[u8]) -> String {
 }
 
 #[cfg(test)]
-#[path = "endpoint_tests.rs"]
 mod tests;
