@@ -49,33 +49,41 @@
 //! until [`Endpoint::poll_timeout`]. Timers live in one heap for the whole
 //! endpoint (stale entries are skipped lazily), so the cost of a timeout does
 //! not grow with the number of calls.
+//!
+//! Layout, by role: this file holds the public types, the dispatch of what
+//! arrives and the stateless answers; `uas.rs` the calls we answer
+//! (`UasState`); `leg.rs` the calls we place (`LegState`); `session.rs` what
+//! both share once confirmed — offer/answer (`OfferAnswer`), the ACK of our
+//! 2xx, the session timer, the BYE; `tx.rs` the transaction table and the
+//! timer heap.
+
+mod leg;
+mod session;
+mod tx;
+mod uas;
 
 use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tracing::{debug, trace};
 
 use crate::acl::{Acl, AclAction};
-use crate::sip::dialog::{Dialog, DialogError, DialogId, DialogState, LocalIdentity};
-use crate::sip::message::{
-    self, CallId, HeaderName, Message, Method, ParseError, Request, Response, Rport, SipUri,
-};
-use crate::sip::session_timer::{
-    Negotiated, SessionTimer, SessionTimerConfig, SessionTimerError, TimerAction, negotiate_uas,
-};
+use crate::sip::dialog::{Dialog, DialogId, LocalIdentity};
+use crate::sip::message::{self, HeaderName, Message, Method, ParseError, Request, Rport, SipUri};
+use crate::sip::session_timer::{Negotiated, SessionTimerConfig, SessionTimerError, negotiate_uas};
 use crate::sip::transaction::{
-    AckDisposition, AckWait, IctState, InviteClient, InviteServer, NictState, NonInviteClient,
-    NonInviteServer, Reliability, RequestRetransmission, ResponseAction, TimerConfig, TuEvent,
+    AckDisposition, NonInviteServer, Reliability, RequestRetransmission, TimerConfig,
 };
-use crate::sip::uac::{
-    IctTx, InviteError, InviteTemplate, OutboundInvite, SentPrack, TemplateContext, UacInput,
-    UacState, UacStep, finish_ack, is_stale, parse_retry_after, parse_rseq,
-};
+
+use leg::LegState;
+use session::{Ending, OfferAnswer, Reoffer, Session, session_of};
+use tx::{Tx, TxKey, TxKind, TxMachine};
+use uas::UasState;
 
 /// Methods we implement, for `Allow` (RFC 3261 §20.5).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
@@ -463,87 +471,6 @@ impl Endpoint {
         }
     }
 
-    /// Answers an incoming call with 200 OK and `sdp` (our answer, or our
-    /// offer when the INVITE had none).
-    pub fn answer(&mut self, now: Instant, call: CallKey, sdp: &[u8]) -> Result<(), CallError> {
-        let c = self.calls.get_mut(&call.0).ok_or(CallError::NoSuchCall)?;
-        let (CallState::Offered, Some(invite), Some(tx_id)) =
-            (c.state, c.invite.take(), c.invite_tx)
-        else {
-            return Err(CallError::WrongState);
-        };
-        let tag = c.dialog.id().local_tag.clone();
-        let mut b = invite.response(200, Some(&tag));
-        for rr in c.dialog.record_route() {
-            b = b.header("Record-Route", rr);
-        }
-        b = b
-            .header_fmt("Contact", format_args!("<{}>", c.contact))
-            .header("Allow", allow_for(self.cfg.registrar))
-            .header("Supported", SUPPORTED)
-            .header("Server", &self.cfg.user_agent);
-        if let Some(n) = c.session {
-            b = b.header("Session-Expires", &n.header_value());
-            if n.requires_timer() {
-                b = b.header("Require", "timer");
-            }
-        }
-        let bytes = b.finish(Some("application/sdp"), sdp);
-        let reliability = c.flow.transport.reliability();
-        c.state = CallState::Answered;
-        c.ack_cseq = invite.headers.cseq.seq;
-        c.ack_wait = Some(AckWait::new(
-            now,
-            self.cfg.timers,
-            reliability,
-            bytes.clone(),
-        ));
-        c.session_timer = c.session.map(|n| SessionTimer::start(now, n));
-        c.dialog.confirm();
-        if let Some(tx) = self.txs.get_mut(&tx_id)
-            && let TxMachine::Ist(ist) = &mut tx.machine
-        {
-            // The transaction sends the 2xx once and moves to Accepted
-            // (RFC 6026 §8.5); AckWait retransmits it.
-            if let Err(e) = ist.send_response(now, 200, bytes) {
-                debug!(error = %e, "IST refused the 2xx");
-            }
-        }
-        self.drain_tx(now, tx_id);
-        self.drain_call(now, call.0);
-        Ok(())
-    }
-
-    /// Rejects an incoming call with a final status (4xx–6xx) and optional
-    /// extra header fields (e.g. `Retry-After`).
-    pub fn reject(
-        &mut self,
-        now: Instant,
-        call: CallKey,
-        status: u16,
-        extra: &[(&str, &str)],
-    ) -> Result<(), CallError> {
-        if !(300..=699).contains(&status) {
-            return Err(CallError::NotAFailure(status));
-        }
-        let c = self.calls.get_mut(&call.0).ok_or(CallError::NoSuchCall)?;
-        let (CallState::Offered, Some(invite), Some(tx_id)) =
-            (c.state, c.invite.take(), c.invite_tx)
-        else {
-            return Err(CallError::WrongState);
-        };
-        let tag = c.dialog.id().local_tag.clone();
-        let mut b = invite
-            .response(status, Some(&tag))
-            .header("Server", &self.cfg.user_agent);
-        for (name, value) in extra {
-            b = b.header(name, value);
-        }
-        self.send_ist_final(now, tx_id, status, b.finish(None, b""));
-        self.end_call(now, call.0, EndReason::Rejected(status));
-        Ok(())
-    }
-
     /// Answers a pending re-INVITE/UPDATE with 200 and `sdp`.
     pub fn answer_reoffer(
         &mut self,
@@ -569,134 +496,21 @@ impl Endpoint {
     /// cancelled ([`Endpoint::cancel`]).
     pub fn hangup(&mut self, now: Instant, call: CallKey) -> Result<(), CallError> {
         let c = self.calls.get_mut(&call.0).ok_or(CallError::NoSuchCall)?;
-        match c.state {
-            CallState::Offered => return self.reject(now, call, 480, &[]),
-            CallState::Inviting => return self.cancel(now, call),
-            // §15: the callee must not send BYE before the ACK (or Timer H
-            // / 64·T1); remember and send it when the ACK comes.
-            CallState::Answered => c.bye_after_ack = Some(EndReason::LocalHangup),
-            CallState::Confirmed => self.send_bye(now, call.0, EndReason::LocalHangup),
-            CallState::Ending => {}
-        }
-        Ok(())
-    }
-
-    /// Places an outbound call: sends the INVITE (its own client
-    /// transaction, RFC 3261 §17.1.1) towards `invite.next_hop`. Events
-    /// follow: [`Event::Progress`]*, then [`Event::Answered`] (and later
-    /// [`Event::Ended`]) or [`Event::Failed`] — or [`Event::Ended`] with
-    /// [`EndReason::LocalCancel`] after a [`Endpoint::cancel`].
-    ///
-    /// The application bounds the ring time itself (Timer B only runs until
-    /// the first provisional) and cancels when it is up.
-    pub fn invite(
-        &mut self,
-        now: Instant,
-        mut invite: OutboundInvite,
-    ) -> Result<CallKey, InviteError> {
-        let tcp = matches!(
-            invite.next_hop,
-            Destination::Tcp { .. } | Destination::Resolve { tcp: true, .. }
-        );
-        let transport = if tcp {
-            FlowTransport::Tcp(NO_CONNECTION)
-        } else {
-            FlowTransport::Udp
-        };
-        let contact = self.contact_uri(transport);
-        let from_tag = self.new_token();
-        let call_id = CallId(format!("{}{}", self.new_token(), self.new_token()).into());
-        let me = local_identity(&self.cfg, transport, &contact);
-        let template = InviteTemplate::new(
-            &mut invite,
-            TemplateContext {
-                from_tag: &from_tag,
-                call_id: call_id.clone(),
-                contact: contact.clone(),
-                transport: me.transport,
-                sent_by: me.sent_by,
-                user_agent: &self.cfg.user_agent,
-            },
-        )?;
-        // §8.1.1.5: any initial CSeq below 2³¹ will do; 1 reads best.
-        let cseq = 1;
-        let dialog = Dialog::new_uac(
-            call_id,
-            &template.from,
-            &from_tag,
-            &template.to,
-            &template.request_uri,
-            cseq,
-        );
-        // Until the first response tells us the flow, the next hop stands in
-        // for it (an unresolved name has no address yet).
-        let remote = match &invite.next_hop {
-            Destination::Udp(a) => *a,
-            Destination::Tcp { remote, .. } => *remote,
-            Destination::Resolve { port, .. } => {
-                SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), *port)
+        match &mut c.role {
+            Role::Uas(UasState::Early { .. }) => return self.reject(now, call, 480, &[]),
+            Role::Uac(LegState::Inviting { .. }) => return self.cancel(now, call),
+            Role::Uas(UasState::Confirmed(s)) | Role::Uac(LegState::Confirmed(s)) => {
+                match &mut s.offer_answer {
+                    // §15: the callee must not send BYE before the ACK (or
+                    // Timer H / 64·T1); remember and send it when the ACK
+                    // comes.
+                    OfferAnswer::AwaitingAck { bye_after_ack, .. } => *bye_after_ack = true,
+                    OfferAnswer::Stable | OfferAnswer::TheyOffered(_) => {
+                        self.send_bye(now, call.0, EndReason::LocalHangup);
+                    }
+                }
             }
-        };
-        let transport = match &invite.next_hop {
-            Destination::Tcp { conn: Some(c), .. } => FlowTransport::Tcp(*c),
-            _ => transport,
-        };
-        let call_id = self.alloc_id();
-        self.calls.insert(
-            call_id,
-            Call {
-                dialog,
-                flow: Flow { remote, transport },
-                contact,
-                state: CallState::Inviting,
-                invite: None,
-                invite_tx: None,
-                ack_wait: None,
-                ack_cseq: 0,
-                session: None,
-                session_timer: None,
-                bye_after_ack: None,
-                bye_tx: None,
-                end_reason: None,
-                reoffer: None,
-                uac: Some(Box::new(crate::sip::uac::Outbound {
-                    state: UacState::Calling,
-                    template,
-                    next_hop: invite.next_hop,
-                    cseq,
-                    auth: invite.credentials,
-                    auth_headers: Vec::new(),
-                    answered: [false; 2],
-                    auth_rounds: 0,
-                    rseq: None,
-                    prack: None,
-                })),
-                scheduled: None,
-            },
-        );
-        self.send_invite(now, call_id);
-        Ok(CallKey(call_id))
-    }
-
-    /// Cancels an outbound call that has no final response yet (RFC 3261
-    /// §9.1): at once when a provisional has arrived, else as soon as one
-    /// does. Ends with [`EndReason::LocalCancel`] — or with whatever final
-    /// the far end had already sent.
-    pub fn cancel(&mut self, now: Instant, call: CallKey) -> Result<(), CallError> {
-        let c = self.calls.get_mut(&call.0).ok_or(CallError::NoSuchCall)?;
-        if c.state != CallState::Inviting {
-            return Err(CallError::NotOutbound);
-        }
-        let u = c.uac.as_mut().ok_or(CallError::NotOutbound)?;
-        match u.state.step(UacInput::Hangup) {
-            UacStep::SendCancel => self.send_cancel(now, call.0),
-            UacStep::Quiet
-            | UacStep::Report
-            | UacStep::Answer
-            | UacStep::AckAndBye
-            | UacStep::Challenge
-            | UacStep::Fail
-            | UacStep::Cancelled => {}
+            Role::Uas(UasState::Terminating(_)) | Role::Uac(LegState::Terminating(_)) => {}
         }
         Ok(())
     }
@@ -841,9 +655,10 @@ impl Endpoint {
                     // retransmission (AckWait) also answers it at once.
                     if let Some(call_id) = tx.call
                         && let Some(c) = self.calls.get_mut(&call_id)
-                        && let Some(aw) = &mut c.ack_wait
+                        && let Some(s) = session_of(&mut c.role)
+                        && let OfferAnswer::AwaitingAck { wait, .. } = &mut s.offer_answer
                     {
-                        aw.handle_request_retransmission();
+                        wait.handle_request_retransmission();
                         self.drain_call(now, call_id);
                     }
                 }
@@ -854,72 +669,6 @@ impl Endpoint {
             TxMachine::Nict(_) | TxMachine::Ict(_) => {}
         }
         self.drain_tx(now, id);
-    }
-
-    fn handle_ack(&mut self, now: Instant, req: &Request) {
-        // ACK for a 2xx is its own transaction (§17.1.1.3): match the dialog.
-        let Some(did) = DialogId::of_request(req) else {
-            trace!("ACK without To-tag dropped");
-            return;
-        };
-        let Some(&call_id) = self.dialogs.get(&did) else {
-            // §17: an ACK is never answered, not even with 481.
-            trace!(call_id = %req.headers.call_id, "ACK for unknown dialog dropped");
-            return;
-        };
-        let Some(c) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        // §13.2.2.4: the ACK carries the CSeq number of the INVITE it
-        // acknowledges; a late ACK for an earlier 2xx must not stop the
-        // retransmission of the current one.
-        if let Some(aw) = &mut c.ack_wait
-            && req.headers.cseq.seq == c.ack_cseq
-            && aw.handle_ack()
-            && c.state == CallState::Answered
-        {
-            c.state = CallState::Confirmed;
-            self.events.push_back(Event::Confirmed {
-                call: CallKey(call_id),
-                body: req.body.clone(),
-            });
-            if let Some(reason) = c.bye_after_ack.take() {
-                self.send_bye(now, call_id, reason);
-            }
-        }
-        self.drain_call(now, call_id);
-    }
-
-    fn handle_cancel(&mut self, now: Instant, req: &Request, source: Flow) {
-        // §9.2: the CANCEL matches the INVITE's server transaction.
-        let invite_key = TxKey::of_request_as(req, TxKind::Invite);
-        let Some(&tx_id) = self.server_index.get(&invite_key) else {
-            self.respond_stateless(now, req, source, 481, &[]);
-            return;
-        };
-        // The CANCEL gets its own (non-INVITE) transaction and a 200, with
-        // the same To-tag as the 487 that follows (§9.2).
-        let call_id = self.txs.get(&tx_id).and_then(|t| t.call);
-        let tag = call_id
-            .and_then(|id| self.calls.get(&id))
-            .map(|c| c.dialog.id().local_tag.to_string())
-            .unwrap_or_else(|| stateless_tag_of(req));
-        self.respond_in_new_nist_tagged(now, req, source, 200, &[], &tag);
-        let Some(call_id) = call_id else { return };
-        let Some(c) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        if c.state != CallState::Offered {
-            // Already answered: the CANCEL has no effect (§9.2).
-            return;
-        }
-        let Some(invite) = c.invite.take() else {
-            return;
-        };
-        let tag = c.dialog.id().local_tag.clone();
-        let bytes = invite.response(487, Some(&tag)).finish(None, b"");
-        self.send_ist_final(now, tx_id, 487, bytes);
-        self.end_call(now, call_id, EndReason::Cancelled);
     }
 
     fn handle_in_dialog(&mut self, now: Instant, req: Request, source: Flow, key: TxKey) {
@@ -981,127 +730,6 @@ impl Endpoint {
                 self.respond_in_new_nist(now, &req, source, 501, &[("Allow", self.allow())])
             }
         }
-    }
-
-    fn handle_reoffer(
-        &mut self,
-        now: Instant,
-        call_id: u64,
-        req: Request,
-        source: Flow,
-        key: TxKey,
-    ) {
-        let Some(c) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        if c.reoffer.is_some() || c.state == CallState::Answered {
-            // RFC 3261 §14.2: an offer while one is pending → 491.
-            self.respond_final(now, &req, source, key, 491, &[("Retry-After", "1")]);
-            return;
-        }
-        let Some(session) = self.negotiate_session(now, &req, source, &key) else {
-            return;
-        };
-        let Some(c) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        c.dialog.refresh_target(&req);
-        let method = req.method.clone();
-        let sdp = if req.headers.content_type_is("application/sdp") {
-            req.body.clone()
-        } else {
-            Bytes::new()
-        };
-        let tx_id = self.alloc_id();
-        let machine = if method == Method::Invite {
-            TxMachine::Ist(InviteServer::new(
-                self.cfg.timers,
-                source.transport.reliability(),
-            ))
-        } else {
-            TxMachine::Nist(NonInviteServer::new(
-                self.cfg.timers,
-                source.transport.reliability(),
-            ))
-        };
-        self.insert_server_tx(tx_id, key, machine, source, Some(call_id));
-        if method == Method::Invite {
-            let trying = req.response(100, None).finish(None, b"");
-            self.send_server_response(now, tx_id, 100, trying);
-        }
-        if let Some(c) = self.calls.get_mut(&call_id) {
-            c.reoffer = Some(Reoffer {
-                tx: tx_id,
-                request: Box::new(req),
-                session,
-            });
-        }
-        self.events.push_back(Event::Reoffer {
-            call: CallKey(call_id),
-            method,
-            sdp,
-        });
-    }
-
-    fn finish_reoffer(
-        &mut self,
-        now: Instant,
-        call: CallKey,
-        status: u16,
-        sdp: Option<&[u8]>,
-    ) -> Result<(), CallError> {
-        let c = self.calls.get_mut(&call.0).ok_or(CallError::NoSuchCall)?;
-        let reoffer = c.reoffer.take().ok_or(CallError::WrongState)?;
-        let tag = c.dialog.id().local_tag.clone();
-        let mut b = reoffer
-            .request
-            .response(status, Some(&tag))
-            .header("Server", &self.cfg.user_agent);
-        if (200..300).contains(&status) {
-            b = b
-                .header_fmt("Contact", format_args!("<{}>", c.contact))
-                .header("Allow", allow_for(self.cfg.registrar))
-                .header("Supported", SUPPORTED);
-            if let Some(n) = reoffer.session {
-                b = b.header("Session-Expires", &n.header_value());
-                if n.requires_timer() {
-                    b = b.header("Require", "timer");
-                }
-                // A refresh restarts the session timer (RFC 4028 §10).
-                c.session = Some(n);
-                c.session_timer = Some(SessionTimer::start(now, n));
-            } else {
-                // RFC 4028 §9: our 2xx carries no Session-Expires, so from
-                // now on the session has no timer; the old one must not
-                // fire.
-                c.session = None;
-                c.session_timer = None;
-            }
-        }
-        let bytes = match sdp {
-            Some(sdp) if !sdp.is_empty() => b.finish(Some("application/sdp"), sdp),
-            _ => b.finish(None, b""),
-        };
-        let is_invite = reoffer.request.method == Method::Invite;
-        if is_invite && (200..300).contains(&status) {
-            // A 2xx to a re-INVITE is retransmitted until its ACK (§13.3.1.4).
-            let reliability = c.flow.transport.reliability();
-            c.ack_cseq = reoffer.request.headers.cseq.seq;
-            c.ack_wait = Some(AckWait::new(
-                now,
-                self.cfg.timers,
-                reliability,
-                bytes.clone(),
-            ));
-            c.state = CallState::Answered;
-        }
-        if is_invite && status >= 300 {
-            self.send_ist_final(now, reoffer.tx, status, bytes);
-        } else {
-            self.send_server_response(now, reoffer.tx, status, bytes);
-        }
-        self.drain_call(now, call.0);
-        Ok(())
     }
 
     fn handle_out_of_dialog(&mut self, now: Instant, req: Request, source: Flow, key: TxKey) {
@@ -1213,117 +841,9 @@ impl Endpoint {
         }
     }
 
-    fn handle_new_invite(&mut self, now: Instant, req: Request, source: Flow, key: TxKey) {
-        if self.draining {
-            self.respond_in_new_ist(now, &req, source, key, 503, &[("Retry-After", "30")]);
-            return;
-        }
-        let Some(session) = self.negotiate_session(now, &req, source, &key) else {
-            return;
-        };
-        let local_tag = self.new_token();
-        let local_seq = self.rng.u32(1..1 << 20);
-        let dialog = match Dialog::new_uas(&req, &local_tag, local_seq) {
-            Ok(d) => d,
-            Err(
-                e @ (DialogError::BadContact | DialogError::BadRecordRoute | DialogError::NoToTag),
-            ) => {
-                let warning = format!("399 callbackd \"{e}\"");
-                self.respond_in_new_ist(now, &req, source, key, 400, &[("Warning", &warning)]);
-                return;
-            }
-        };
-        let call_id = self.alloc_id();
-        let tx_id = self.alloc_id();
-        self.insert_server_tx(
-            tx_id,
-            key,
-            TxMachine::Ist(InviteServer::new(
-                self.cfg.timers,
-                source.transport.reliability(),
-            )),
-            source,
-            Some(call_id),
-        );
-        // §17.2.1: 100 Trying at once, so the UAC stops retransmitting.
-        let trying = req.response(100, None).finish(None, b"");
-        self.send_server_response(now, tx_id, 100, trying);
-
-        let contact = self.contact_uri(source.transport);
-        self.dialogs.insert(dialog.id().clone(), call_id);
-        self.calls.insert(
-            call_id,
-            Call {
-                dialog,
-                flow: source,
-                contact,
-                state: CallState::Offered,
-                invite: Some(Box::new(req.clone())),
-                invite_tx: Some(tx_id),
-                ack_wait: None,
-                ack_cseq: 0,
-                session,
-                session_timer: None,
-                bye_after_ack: None,
-                bye_tx: None,
-                end_reason: None,
-                reoffer: None,
-                uac: None,
-                scheduled: None,
-            },
-        );
-        self.events.push_back(Event::IncomingCall {
-            call: CallKey(call_id),
-            request: Box::new(req),
-            source,
-        });
-    }
-
     // -----------------------------------------------------------------------
-    // responses (to our INVITE, BYE, CANCEL, PRACK and refreshes)
-
-    fn handle_response(&mut self, now: Instant, resp: Response, source: Flow) {
-        let key = TxKey::of_response(&resp);
-        let Some(&id) = self.client_index.get(&key) else {
-            trace!(status = resp.status, "stray response dropped");
-            return;
-        };
-        let Some(tx) = self.txs.get_mut(&id) else {
-            return;
-        };
-        let call = tx.call;
-        match &mut tx.machine {
-            TxMachine::Ict(ict) => {
-                let head = &ict.ack_head;
-                let to = &resp.headers.to.raw;
-                let build_ack = || finish_ack(head, to);
-                let action = match ict.machine.handle_response(now, resp.status, build_ack) {
-                    Ok(action) => action,
-                    Err(e) => {
-                        debug!(error = %e, "response refused by the INVITE transaction");
-                        ResponseAction::Absorb
-                    }
-                };
-                // The transaction's own output (the ACK for a non-2xx) goes
-                // before anything the TU sends in answer.
-                self.drain_tx(now, id);
-                if action == ResponseAction::PassToTu {
-                    self.invite_response(now, id, call, &resp, source);
-                }
-            }
-            TxMachine::Nict(nict) => {
-                let kind = tx.key.kind.clone();
-                if let Ok(ResponseAction::PassToTu) = nict.handle_response(now, resp.status)
-                    && resp.status >= 200
-                    && let Some(call_id) = call
-                {
-                    self.client_final(now, call_id, id, &kind, Some(resp.status));
-                }
-                self.drain_tx(now, id);
-            }
-            TxMachine::Ist(_) | TxMachine::Nist(_) => {}
-        }
-    }
+    // responses (to our INVITE, BYE, CANCEL, PRACK and refreshes): matched
+    // to their client transaction in `tx`
 
     /// A client transaction of the call ended: with a final `status`, or
     /// `None` when it timed out (Timer F) or the transport failed.
@@ -1335,11 +855,17 @@ impl Endpoint {
         kind: &TxKind,
         status: Option<u16>,
     ) {
-        let Some(c) = self.calls.get_mut(&call_id) else {
+        let Some(c) = self.calls.get(&call_id) else {
             return;
         };
-        if c.bye_tx == Some(tx_id) {
-            let reason = c.end_reason.unwrap_or(EndReason::LocalHangup);
+        let bye_done = match &c.role {
+            Role::Uas(UasState::Terminating(e)) | Role::Uac(LegState::Terminating(e)) => {
+                (e.bye_tx == tx_id).then_some(e.reason)
+            }
+            Role::Uas(UasState::Early { .. } | UasState::Confirmed(_))
+            | Role::Uac(LegState::Inviting { .. } | LegState::Confirmed(_)) => None,
+        };
+        if let Some(reason) = bye_done {
             self.end_call(now, call_id, reason);
         } else if *kind != TxKind::Other(Method::Update) {
             // PRACK and CANCEL: nothing follows from their outcome; the
@@ -1356,572 +882,7 @@ impl Endpoint {
     }
 
     // -----------------------------------------------------------------------
-    // outbound calls (UAC)
-
-    /// Sends the call's INVITE with its current CSeq and credentials in a new
-    /// client transaction (new branch).
-    fn send_invite(&mut self, now: Instant, call_id: u64) {
-        let branch = self.new_branch();
-        let id = self.alloc_id();
-        let Some(c) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        let Some(u) = c.uac.as_deref() else { return };
-        let t = &u.template;
-        let invite = t.invite(&branch, u.cseq, &u.auth_headers);
-        let ict = IctTx {
-            machine: InviteClient::new(now, self.cfg.timers, reliability_of(&u.next_hop), invite),
-            ack_head: t.ack_head(&branch, u.cseq),
-            cancel: t.cancel(&branch, u.cseq),
-            cancel_sent: false,
-            acks: Vec::new(),
-            abandon_at: None,
-            abandoned: false,
-        };
-        let destination = u.next_hop.clone();
-        c.invite_tx = Some(id);
-        let key = TxKey {
-            branch: branch.into(),
-            kind: TxKind::Invite,
-        };
-        self.client_index.insert(key.clone(), id);
-        self.txs.insert(
-            id,
-            Tx {
-                machine: TxMachine::Ict(Box::new(ict)),
-                destination,
-                key,
-                server: false,
-                call: Some(call_id),
-                scheduled: None,
-            },
-        );
-        self.drain_tx(now, id);
-    }
-
-    /// Sends the CANCEL of the call's current INVITE (§9.1).
-    fn send_cancel(&mut self, now: Instant, call_id: u64) {
-        let Some(tx_id) = self.calls.get(&call_id).and_then(|c| c.invite_tx) else {
-            return;
-        };
-        self.cancel_invite_tx(now, tx_id);
-    }
-
-    /// CANCELs the INVITE of client transaction `tx_id` once, if it is still
-    /// waiting for its final after a provisional (§9.1), and gives it 64·T1
-    /// to end.
-    fn cancel_invite_tx(&mut self, now: Instant, tx_id: u64) {
-        let give_up = now + self.cfg.timers.t1 * 64;
-        let Some(tx) = self.txs.get_mut(&tx_id) else {
-            return;
-        };
-        let TxMachine::Ict(ict) = &mut tx.machine else {
-            return;
-        };
-        if ict.cancel_sent || ict.machine.state() != IctState::Proceeding {
-            return;
-        }
-        ict.cancel_sent = true;
-        ict.abandon_at = Some(give_up);
-        // §9.1: the CANCEL has its own transaction, with the INVITE's
-        // branch, to the INVITE's destination.
-        let bytes = ict.cancel.clone();
-        let destination = tx.destination.clone();
-        let branch = tx.key.branch.clone();
-        let call = tx.call;
-        self.schedule(Owner::Tx(tx_id));
-        self.start_nict(now, call, Method::Cancel, bytes, destination, &branch);
-    }
-
-    /// A response the INVITE transaction `tx_id` passed up.
-    fn invite_response(
-        &mut self,
-        now: Instant,
-        tx_id: u64,
-        call: Option<u64>,
-        resp: &Response,
-        source: Flow,
-    ) {
-        match resp.status {
-            100..=199 => {
-                if let Some(call_id) = call {
-                    self.uac_provisional(now, tx_id, call_id, resp, source);
-                }
-            }
-            200..=299 => self.uac_success(now, tx_id, call, resp, source),
-            _ => {
-                if let Some(call_id) = call {
-                    self.uac_failure(now, tx_id, call_id, resp);
-                }
-            }
-        }
-    }
-
-    fn uac_provisional(
-        &mut self,
-        now: Instant,
-        tx_id: u64,
-        call_id: u64,
-        resp: &Response,
-        source: Flow,
-    ) {
-        let Some(c) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        if c.invite_tx != Some(tx_id) || c.state != CallState::Inviting {
-            return;
-        }
-        let Some(u) = c.uac.as_deref_mut() else {
-            return;
-        };
-        c.flow = source;
-        let step = u.state.step(UacInput::Provisional);
-        // §12.1.2: a provisional with a To-tag creates the early dialog; we
-        // keep the first one (forks: see the module doc).
-        let ours = match resp.headers.to.tag.as_deref() {
-            None => false,
-            Some(_) if c.dialog.state() == DialogState::Pending => {
-                // Cannot fail: the response has a To-tag.
-                let created = c.dialog.establish_uac(resp).is_ok();
-                if created {
-                    self.dialogs.insert(c.dialog.id().clone(), call_id);
-                }
-                created
-            }
-            Some(tag) => *c.dialog.id().remote_tag == *tag,
-        };
-        // RFC 3262 §4: a reliable provisional (Require: 100rel, RSeq) gets a
-        // PRACK; in order only (RSeq one higher than the last), and a
-        // retransmission (same RSeq) is not a new response.
-        let rseq = resp.headers.get(HeaderName::RSeq).and_then(parse_rseq);
-        let reliable = ours && resp.headers.has_token(HeaderName::Require, "100rel");
-        let mut report = step == UacStep::Report;
-        let mut prack = None;
-        if let (true, Some(rseq)) = (reliable, rseq) {
-            match u.rseq {
-                None => prack = Some(rseq),
-                Some(last) if rseq == last.wrapping_add(1) => prack = Some(rseq),
-                Some(last) if rseq == last => {
-                    report = false;
-                    // Our PRACK may be lost: resend the same request while its
-                    // transaction waits (the far end's NIST absorbs doubles).
-                    if let Some(p) = &u.prack
-                        && let Some(tx) = self.txs.get(&p.tx)
-                        && let TxMachine::Nict(m) = &tx.machine
-                        && matches!(m.state(), NictState::Trying | NictState::Proceeding)
-                    {
-                        self.transmits.push_back(Transmit {
-                            destination: p.destination.clone(),
-                            data: p.bytes.clone(),
-                        });
-                    }
-                }
-                Some(last) => {
-                    // §4: not PRACKed and not processed further.
-                    debug!(rseq, last, "out-of-order reliable provisional ignored");
-                    report = false;
-                }
-            }
-        }
-        if let Some(rseq) = prack {
-            u.rseq = Some(rseq);
-            self.send_prack(now, call_id, rseq, resp.headers.cseq.seq);
-        }
-        match step {
-            UacStep::SendCancel => self.send_cancel(now, call_id),
-            UacStep::Report
-            | UacStep::Quiet
-            | UacStep::Answer
-            | UacStep::AckAndBye
-            | UacStep::Challenge
-            | UacStep::Fail
-            | UacStep::Cancelled => {}
-        }
-        if report {
-            let sdp = (ours && resp.headers.content_type_is("application/sdp"))
-                .then(|| resp.body.clone())
-                .filter(|b| !b.is_empty());
-            self.events.push_back(Event::Progress {
-                call: CallKey(call_id),
-                status: resp.status,
-                sdp,
-                reliable: prack.is_some(),
-            });
-        }
-    }
-
-    fn send_prack(&mut self, now: Instant, call_id: u64, rseq: u32, invite_seq: u32) {
-        let branch = self.new_branch();
-        let Some(c) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
-        // RFC 3262 §7.2: RAck = response-num CSeq-num Method.
-        let rack = format!("{rseq} {invite_seq} INVITE");
-        let out = c
-            .dialog
-            .request(Method::Prack, &me, &branch, &[("RAck", &rack)], None);
-        let destination = destination_for(&out.next_hop, c.flow);
-        let tx = self.start_nict(
-            now,
-            Some(call_id),
-            Method::Prack,
-            out.bytes.clone(),
-            destination.clone(),
-            &branch,
-        );
-        if let Some(u) = self
-            .calls
-            .get_mut(&call_id)
-            .and_then(|c| c.uac.as_deref_mut())
-        {
-            u.prack = Some(SentPrack {
-                tx,
-                bytes: out.bytes,
-                destination,
-            });
-        }
-    }
-
-    fn uac_success(
-        &mut self,
-        now: Instant,
-        tx_id: u64,
-        call: Option<u64>,
-        resp: &Response,
-        source: Flow,
-    ) {
-        let tag: Box<str> = resp.headers.to.tag.clone().unwrap_or_default();
-        // §13.2.2.4: every retransmission of a 2xx gets the same ACK.
-        if let Some(tx) = self.txs.get(&tx_id)
-            && let TxMachine::Ict(ict) = &tx.machine
-            && let Some((_, data, destination)) = ict.acks.iter().find(|(t, _, _)| *t == tag)
-        {
-            self.transmits.push_back(Transmit {
-                destination: destination.clone(),
-                data: data.clone(),
-            });
-            return;
-        }
-        let ack_branch = self.new_branch();
-        let wanted = call.and_then(|id| self.calls.get_mut(&id)).filter(|c| {
-            c.invite_tx == Some(tx_id) && c.state == CallState::Inviting && c.uac.is_some()
-        });
-        let Some(c) = wanted else {
-            self.ack_and_bye_unwanted(now, tx_id, resp, source, ack_branch);
-            return;
-        };
-        let call_id = call.expect("a wanted 2xx has its call");
-        let u = c.uac.as_deref_mut().expect("checked above");
-        let step = u.state.step(UacInput::Success);
-        let invite_seq = u.cseq;
-        c.flow = source;
-        // §13.2.2.4: the early dialog of the same tag is confirmed and its
-        // route set recomputed from the 2xx; another fork's 2xx wins over an
-        // early dialog (the first 2xx makes the call).
-        if self.dialogs.get(c.dialog.id()) == Some(&call_id) {
-            self.dialogs.remove(c.dialog.id());
-        }
-        if let Err(e) = c.dialog.establish_uac(resp) {
-            debug!(error = %e, "2xx without To-tag; ACKing it as is");
-            c.dialog.confirm();
-        }
-        self.dialogs.insert(c.dialog.id().clone(), call_id);
-        c.state = CallState::Confirmed;
-        let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
-        let ack = c.dialog.ack(invite_seq, &me, &ack_branch);
-        let destination = destination_for(&ack.next_hop, c.flow);
-        self.send_2xx_ack(tx_id, tag, ack.bytes, destination);
-        match step {
-            UacStep::Answer => self.events.push_back(Event::Answered {
-                call: CallKey(call_id),
-                sdp: resp.body.clone(),
-            }),
-            // §15: the 2xx crossed our CANCEL; the session is not wanted.
-            UacStep::AckAndBye => self.send_bye(now, call_id, EndReason::LocalCancel),
-            UacStep::Report
-            | UacStep::Quiet
-            | UacStep::SendCancel
-            | UacStep::Challenge
-            | UacStep::Fail
-            | UacStep::Cancelled => {}
-        }
-        self.drain_call(now, call_id);
-    }
-
-    /// Sends the ACK for a 2xx and keeps it for the 2xx's retransmissions.
-    fn send_2xx_ack(&mut self, tx_id: u64, tag: Box<str>, data: Bytes, destination: Destination) {
-        self.transmits.push_back(Transmit {
-            destination: destination.clone(),
-            data: data.clone(),
-        });
-        if let Some(tx) = self.txs.get_mut(&tx_id)
-            && let TxMachine::Ict(ict) = &mut tx.machine
-        {
-            ict.acks.push((tag, data, destination));
-        }
-    }
-
-    /// A 2xx nobody wants (another fork once the call has its dialog, or a
-    /// call that is over): ACK it so the far end stops retransmitting, then
-    /// end that dialog with BYE (§13.2.2.4).
-    fn ack_and_bye_unwanted(
-        &mut self,
-        now: Instant,
-        tx_id: u64,
-        resp: &Response,
-        source: Flow,
-        ack_branch: String,
-    ) {
-        let Ok(mut dialog) = Dialog::from_uac_response(resp) else {
-            debug!(status = resp.status, "untagged 2xx from a fork dropped");
-            return;
-        };
-        let tag: Box<str> = dialog.id().remote_tag.clone();
-        debug!(call_id = %dialog.id().call_id, %tag, "unwanted 2xx: ACK and BYE");
-        let contact = self.contact_uri(source.transport);
-        let me = local_identity(&self.cfg, source.transport, &contact);
-        let ack = dialog.ack(resp.headers.cseq.seq, &me, &ack_branch);
-        let destination = destination_for(&ack.next_hop, source);
-        self.send_2xx_ack(tx_id, tag, ack.bytes, destination);
-        let bye_branch = self.new_branch();
-        let bye = dialog.request(Method::Bye, &me, &bye_branch, &[], None);
-        let destination = destination_for(&bye.next_hop, source);
-        self.start_nict(now, None, Method::Bye, bye.bytes, destination, &bye_branch);
-    }
-
-    fn uac_failure(&mut self, now: Instant, tx_id: u64, call_id: u64, resp: &Response) {
-        let Some(c) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        if c.invite_tx != Some(tx_id) || c.state != CallState::Inviting {
-            return;
-        }
-        let Some(u) = c.uac.as_deref_mut() else {
-            return;
-        };
-        let step = u.state.step(UacInput::Failure(resp.status));
-        match step {
-            UacStep::Challenge if self.answer_challenge(now, call_id, resp) => {}
-            UacStep::Challenge | UacStep::Fail => {
-                let retry_after = resp
-                    .headers
-                    .get(HeaderName::RetryAfter)
-                    .and_then(parse_retry_after);
-                self.finish_call(
-                    now,
-                    call_id,
-                    Event::Failed {
-                        call: CallKey(call_id),
-                        status: resp.status,
-                        reason: resp.reason.clone(),
-                        retry_after,
-                    },
-                );
-            }
-            UacStep::Cancelled => self.end_call(now, call_id, EndReason::LocalCancel),
-            UacStep::Report
-            | UacStep::Quiet
-            | UacStep::SendCancel
-            | UacStep::Answer
-            | UacStep::AckAndBye => {}
-        }
-    }
-
-    /// RFC 3261 §22.2: answers a 401/407 with a new INVITE carrying
-    /// credentials — same Call-ID, From-tag and To, CSeq + 1, new branch.
-    /// False when there is no answer (no credentials, the Authenticator
-    /// declines, or the same challenge again: wrong credentials).
-    fn answer_challenge(&mut self, now: Instant, call_id: u64, resp: &Response) -> bool {
-        let proxy = resp.status == 407;
-        let name = if proxy {
-            HeaderName::ProxyAuthenticate
-        } else {
-            HeaderName::WwwAuthenticate
-        };
-        let Some(c) = self.calls.get_mut(&call_id) else {
-            return false;
-        };
-        let Some(u) = c.uac.as_deref_mut() else {
-            return false;
-        };
-        // Whole field values: a challenge holds commas.
-        let challenges: Vec<&str> = resp
-            .headers
-            .fields()
-            .iter()
-            .filter(|f| f.name == name)
-            .map(|f| &*f.value)
-            .collect();
-        let stale = challenges.iter().any(|ch| is_stale(ch));
-        if !u.may_answer(proxy, stale) {
-            debug!(status = resp.status, "challenge not answered");
-            return false;
-        }
-        let Some(auth) = u.auth.as_mut() else {
-            return false;
-        };
-        let uri = &u.template.request_uri;
-        let Some(value) = challenges
-            .iter()
-            .find_map(|ch| auth.authorize(ch, &Method::Invite, uri, proxy))
-        else {
-            debug!(status = resp.status, "no credentials for this challenge");
-            return false;
-        };
-        u.set_credentials(proxy, value);
-        u.cseq = u.cseq.wrapping_add(1);
-        u.rseq = None;
-        u.prack = None;
-        // The new INVITE starts afresh: no early dialog from the last one.
-        if self.dialogs.get(c.dialog.id()) == Some(&call_id) {
-            self.dialogs.remove(c.dialog.id());
-        }
-        let t = &u.template;
-        c.dialog = Dialog::new_uac(
-            t.call_id.clone(),
-            &t.from,
-            &t.from_tag,
-            &t.to,
-            &t.request_uri,
-            u.cseq,
-        );
-        self.send_invite(now, call_id);
-        true
-    }
-
-    // -----------------------------------------------------------------------
     // calls
-
-    fn call_timeout(&mut self, now: Instant, call_id: u64) {
-        let Some(c) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        if let Some(aw) = &mut c.ack_wait {
-            aw.handle_timeout(now);
-        }
-        let action = c.session_timer.as_mut().and_then(|t| t.handle_timeout(now));
-        match action {
-            Some(TimerAction::Expired) => {
-                debug!(call_id = %c.dialog.id().call_id, "session expired without refresh");
-                self.send_bye(now, call_id, EndReason::SessionExpired);
-            }
-            Some(TimerAction::Refresh) => self.send_refresh(now, call_id),
-            None => {}
-        }
-        self.drain_call(now, call_id);
-    }
-
-    fn send_refresh(&mut self, now: Instant, call_id: u64) {
-        // RFC 4028 §7.4 / §9: as refresher we send UPDATE without a body
-        // (RFC 3311 allows it and the session is unchanged).
-        let branch = self.new_branch();
-        let Some(c) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        let Some(n) = c.session else { return };
-        let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
-        let se = n.header_value();
-        let out = c.dialog.request(
-            Method::Update,
-            &me,
-            &branch,
-            &[("Session-Expires", &se), ("Supported", SUPPORTED)],
-            None,
-        );
-        c.session_timer = Some(SessionTimer::start(now, n));
-        let flow = c.flow;
-        self.start_client_tx(
-            now,
-            call_id,
-            Method::Update,
-            out.bytes,
-            &out.next_hop,
-            &branch,
-            flow,
-        );
-    }
-
-    fn send_bye(&mut self, now: Instant, call_id: u64, reason: EndReason) {
-        let branch = self.new_branch();
-        let Some(c) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        if c.state == CallState::Ending {
-            return;
-        }
-        let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
-        let out = c.dialog.request(Method::Bye, &me, &branch, &[], None);
-        c.state = CallState::Ending;
-        c.end_reason = Some(reason);
-        c.ack_wait = None;
-        c.session_timer = None;
-        let flow = c.flow;
-        let tx_id = self.start_client_tx(
-            now,
-            call_id,
-            Method::Bye,
-            out.bytes,
-            &out.next_hop,
-            &branch,
-            flow,
-        );
-        if let Some(c) = self.calls.get_mut(&call_id) {
-            c.bye_tx = Some(tx_id);
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn start_client_tx(
-        &mut self,
-        now: Instant,
-        call_id: u64,
-        method: Method,
-        bytes: Bytes,
-        next_hop: &SipUri,
-        branch: &str,
-        flow: Flow,
-    ) -> u64 {
-        let destination = destination_for(next_hop, flow);
-        self.start_nict(now, Some(call_id), method, bytes, destination, branch)
-    }
-
-    /// Starts a non-INVITE client transaction sending `bytes` to `destination`.
-    fn start_nict(
-        &mut self,
-        now: Instant,
-        call: Option<u64>,
-        method: Method,
-        bytes: Bytes,
-        destination: Destination,
-        branch: &str,
-    ) -> u64 {
-        let reliability = reliability_of(&destination);
-        let id = self.alloc_id();
-        let key = TxKey {
-            branch: branch.into(),
-            kind: TxKind::of(&method),
-        };
-        self.client_index.insert(key.clone(), id);
-        self.txs.insert(
-            id,
-            Tx {
-                machine: TxMachine::Nict(NonInviteClient::new(
-                    now,
-                    self.cfg.timers,
-                    reliability,
-                    bytes,
-                )),
-                destination,
-                key,
-                server: false,
-                call,
-                scheduled: None,
-            },
-        );
-        self.drain_tx(now, id);
-        id
-    }
 
     fn end_call(&mut self, now: Instant, call_id: u64, reason: EndReason) {
         self.finish_call(
@@ -1936,21 +897,20 @@ impl Endpoint {
 
     /// Removes a call and reports its last `event` (Ended or Failed).
     fn finish_call(&mut self, now: Instant, call_id: u64, event: Event) {
-        let Some(c) = self.calls.remove(&call_id) else {
+        let Some(mut c) = self.calls.remove(&call_id) else {
             return;
         };
         if self.dialogs.get(c.dialog.id()) == Some(&call_id) {
             self.dialogs.remove(c.dialog.id());
         }
-        if c.state == CallState::Inviting
-            && let Some(tx_id) = c.invite_tx
-        {
+        match &c.role {
             // An outbound call ended before its final (the far end's BYE
             // in an early dialog): the INVITE is cancelled, so its
             // transaction ends too (§15: the early dialog is over).
-            self.cancel_invite_tx(now, tx_id);
+            Role::Uac(LegState::Inviting { tx, .. }) => self.cancel_invite_tx(now, *tx),
+            Role::Uac(LegState::Confirmed(_) | LegState::Terminating(_)) | Role::Uas(_) => {}
         }
-        if let Some(reoffer) = c.reoffer {
+        if let Some(reoffer) = c.role.take_reoffer() {
             // §15.1.2: pending requests of the dialog still get a final
             // response, 487 RECOMMENDED; else their transaction never ends.
             let bytes = reoffer
@@ -1961,287 +921,6 @@ impl Endpoint {
             self.send_server_response(now, reoffer.tx, 487, bytes);
         }
         self.events.push_back(event);
-    }
-
-    fn drain_call(&mut self, now: Instant, call_id: u64) {
-        let Some(c) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        let destination = response_destination(c.flow, &c.dialog);
-        let mut no_ack = false;
-        if let Some(aw) = &mut c.ack_wait {
-            while let Some(data) = aw.poll_transmit() {
-                self.transmits.push_back(Transmit {
-                    destination: destination.clone(),
-                    data,
-                });
-            }
-            while let Some(ev) = aw.poll_event() {
-                if ev == TuEvent::NoAck {
-                    no_ack = true;
-                }
-            }
-            if aw.is_terminated() {
-                c.ack_wait = None;
-            }
-        }
-        if no_ack && c.state == CallState::Answered {
-            // §13.3.1.4: no ACK within 64·T1 → confirm and end with BYE.
-            debug!(call_id = %c.dialog.id().call_id, "no ACK for our 2xx");
-            c.state = CallState::Confirmed;
-            self.send_bye(now, call_id, EndReason::NoAck);
-        }
-        self.schedule(Owner::Call(call_id));
-    }
-
-    // -----------------------------------------------------------------------
-    // transactions
-
-    fn insert_server_tx(
-        &mut self,
-        id: u64,
-        key: TxKey,
-        machine: TxMachine,
-        source: Flow,
-        call: Option<u64>,
-    ) {
-        self.server_index.insert(key.clone(), id);
-        self.txs.insert(
-            id,
-            Tx {
-                machine,
-                destination: flow_destination(source),
-                key,
-                server: true,
-                call,
-                scheduled: None,
-            },
-        );
-    }
-
-    fn send_server_response(&mut self, now: Instant, tx_id: u64, status: u16, bytes: Bytes) {
-        let Some(tx) = self.txs.get_mut(&tx_id) else {
-            return;
-        };
-        let result = match &mut tx.machine {
-            TxMachine::Ist(ist) => ist.send_response(now, status, bytes),
-            TxMachine::Nist(nist) => nist.send_response(now, status, bytes),
-            TxMachine::Nict(_) | TxMachine::Ict(_) => Ok(()),
-        };
-        if let Err(e) = result {
-            debug!(error = %e, status, "transaction refused a response");
-        }
-        self.drain_tx(now, tx_id);
-    }
-
-    fn send_ist_final(&mut self, now: Instant, tx_id: u64, status: u16, bytes: Bytes) {
-        self.send_server_response(now, tx_id, status, bytes);
-    }
-
-    fn respond_in_new_nist(
-        &mut self,
-        now: Instant,
-        req: &Request,
-        source: Flow,
-        status: u16,
-        extra: &[(&str, &str)],
-    ) {
-        let tag = stateless_tag_of(req);
-        self.respond_in_new_nist_tagged(now, req, source, status, extra, &tag);
-    }
-
-    fn respond_in_new_nist_tagged(
-        &mut self,
-        now: Instant,
-        req: &Request,
-        source: Flow,
-        status: u16,
-        extra: &[(&str, &str)],
-        tag: &str,
-    ) {
-        let key = TxKey::of_request(req);
-        let id = self.alloc_id();
-        let machine = TxMachine::Nist(NonInviteServer::new(
-            self.cfg.timers,
-            source.transport.reliability(),
-        ));
-        self.insert_server_tx(id, key, machine, source, None);
-        let mut b = req
-            .response(status, Some(tag))
-            .header("Server", &self.cfg.user_agent);
-        for (name, value) in extra {
-            b = b.header(name, value);
-        }
-        self.send_server_response(now, id, status, b.finish(None, b""));
-    }
-
-    fn respond_in_new_ist(
-        &mut self,
-        now: Instant,
-        req: &Request,
-        source: Flow,
-        key: TxKey,
-        status: u16,
-        extra: &[(&str, &str)],
-    ) {
-        // A final response to an INVITE needs its IST so the ACK is absorbed
-        // and the response retransmitted (§17.2.1).
-        let id = self.alloc_id();
-        let machine = TxMachine::Ist(InviteServer::new(
-            self.cfg.timers,
-            source.transport.reliability(),
-        ));
-        self.insert_server_tx(id, key, machine, source, None);
-        let tag = stateless_tag_of(req);
-        let mut b = req
-            .response(status, Some(&tag))
-            .header("Server", &self.cfg.user_agent);
-        for (name, value) in extra {
-            b = b.header(name, value);
-        }
-        self.send_server_response(now, id, status, b.finish(None, b""));
-    }
-
-    /// A response without any transaction: for requests that cannot create
-    /// one (CANCEL or in-dialog request matching nothing).
-    fn respond_stateless(
-        &mut self,
-        _now: Instant,
-        req: &Request,
-        source: Flow,
-        status: u16,
-        extra: &[(&str, &str)],
-    ) {
-        let tag = stateless_tag_of(req);
-        let mut b = req
-            .response(status, Some(&tag))
-            .header("Server", &self.cfg.user_agent);
-        for (name, value) in extra {
-            b = b.header(name, value);
-        }
-        self.push_response(source, b.finish(None, b""));
-    }
-
-    fn drain_tx(&mut self, now: Instant, id: u64) {
-        let Some(tx) = self.txs.get_mut(&id) else {
-            return;
-        };
-        // 408 for a timeout, 503 for a transport error (§8.1.3.1).
-        let mut failure = None;
-        loop {
-            let data = match &mut tx.machine {
-                TxMachine::Ist(m) => m.poll_transmit(),
-                TxMachine::Nist(m) => m.poll_transmit(),
-                TxMachine::Nict(m) => m.poll_transmit(),
-                TxMachine::Ict(m) => m.machine.poll_transmit(),
-            };
-            let Some(data) = data else { break };
-            self.transmits.push_back(Transmit {
-                destination: tx.destination.clone(),
-                data,
-            });
-        }
-        loop {
-            let ev = match &mut tx.machine {
-                TxMachine::Ist(m) => m.poll_event(),
-                TxMachine::Nist(m) => m.poll_event(),
-                TxMachine::Nict(m) => m.poll_event(),
-                TxMachine::Ict(m) => m.machine.poll_event(),
-            };
-            let Some(ev) = ev else { break };
-            match ev {
-                TuEvent::Timeout(_) => failure = Some(408),
-                TuEvent::TransportError => failure = Some(503),
-                TuEvent::NoAck | TuEvent::Terminated => {}
-            }
-        }
-        let abandoned = matches!(&tx.machine, TxMachine::Ict(m) if m.abandoned);
-        let terminated = abandoned
-            || match &tx.machine {
-                TxMachine::Ist(m) => m.is_terminated(),
-                TxMachine::Nist(m) => m.is_terminated(),
-                TxMachine::Nict(m) => m.is_terminated(),
-                TxMachine::Ict(m) => m.machine.is_terminated(),
-            };
-        let call = tx.call;
-        let is_client = !tx.server;
-        let is_invite_client = matches!(tx.machine, TxMachine::Ict(_));
-        let kind = tx.key.kind.clone();
-        // Whether this is the INVITE the call still waits on (checked before
-        // the removal below forgets it).
-        let current_invite = call
-            .and_then(|c| self.calls.get(&c))
-            .is_some_and(|c| c.invite_tx == Some(id) && c.state == CallState::Inviting);
-        if terminated {
-            let tx = self.txs.remove(&id).expect("present: looked up above");
-            let index = if tx.server {
-                &mut self.server_index
-            } else {
-                &mut self.client_index
-            };
-            if index.get(&tx.key) == Some(&id) {
-                index.remove(&tx.key);
-            }
-            if let Some(call_id) = call
-                && let Some(c) = self.calls.get_mut(&call_id)
-                && c.invite_tx == Some(id)
-            {
-                c.invite_tx = None;
-            }
-        } else {
-            self.schedule(Owner::Tx(id));
-        }
-        let Some(call_id) = call else { return };
-        if is_invite_client {
-            if !current_invite {
-                return;
-            }
-            if let Some(status) = failure {
-                // Timer B or a transport error: the INVITE failed.
-                self.finish_call(
-                    now,
-                    call_id,
-                    Event::Failed {
-                        call: CallKey(call_id),
-                        status,
-                        reason: message::reason_phrase(status).into(),
-                        retry_after: None,
-                    },
-                );
-            } else if abandoned {
-                // §9.1: no final within 64·T1 of our CANCEL.
-                self.end_call(now, call_id, EndReason::LocalCancel);
-            }
-        } else if is_client && failure.is_some() {
-            // Our BYE timed out (Timer F) or failed: the call is over anyway.
-            self.client_final(now, call_id, id, &kind, None);
-        }
-    }
-
-    fn schedule(&mut self, owner: Owner) {
-        let (deadline, scheduled) = match owner {
-            Owner::Tx(id) => match self.txs.get_mut(&id) {
-                Some(tx) => (tx.poll_timeout(), &mut tx.scheduled),
-                None => return,
-            },
-            Owner::Call(id) => match self.calls.get_mut(&id) {
-                Some(c) => (c.poll_timeout(), &mut c.scheduled),
-                None => return,
-            },
-        };
-        if deadline != *scheduled {
-            *scheduled = deadline;
-            if let Some(at) = deadline {
-                self.heap.push(Reverse((at, owner)));
-            }
-        }
-    }
-
-    fn owner_deadline(&self, owner: Owner) -> Option<Instant> {
-        match owner {
-            Owner::Tx(id) => self.txs.get(&id).and_then(|t| t.scheduled),
-            Owner::Call(id) => self.calls.get(&id).and_then(|c| c.scheduled),
-        }
     }
 
     // -----------------------------------------------------------------------
@@ -2321,169 +1000,55 @@ impl Endpoint {
 // ---------------------------------------------------------------------------
 // internal types
 
+/// Who a timer in the heap belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Owner {
     Tx(u64),
     Call(u64),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CallState {
-    /// INVITE received, waiting for the application's answer.
-    Offered,
-    /// Outbound: our INVITE has no final response yet (see
-    /// [`UacState`] for the details).
-    Inviting,
-    /// 2xx sent, waiting for the ACK.
-    Answered,
-    /// ACK received.
-    Confirmed,
-    /// Our BYE is out.
-    Ending,
+/// A call, incoming or outbound: its dialog, where its peer is, and its
+/// state in its role.
+struct Call {
+    /// Pending until the first tagged response of an outbound call; early
+    /// or confirmed as the role's state says (§12).
+    dialog: Dialog,
+    /// Where the peer is: the INVITE's source, or for an outbound call the
+    /// source of the last response to our INVITE.
+    flow: Flow,
+    /// Our Contact in this dialog.
+    contact: Box<str>,
+    role: Role,
+    /// The deadline queued in the heap.
+    scheduled: Option<Instant>,
 }
 
-struct Call {
-    dialog: Dialog,
-    flow: Flow,
-    contact: Box<str>,
-    state: CallState,
-    invite: Option<Box<Request>>,
-    invite_tx: Option<u64>,
-    ack_wait: Option<AckWait>,
-    /// The CSeq number of the INVITE whose 2xx `ack_wait` waits for.
-    ack_cseq: u32,
-    session: Option<Negotiated>,
-    session_timer: Option<SessionTimer>,
-    bye_after_ack: Option<EndReason>,
-    bye_tx: Option<u64>,
-    end_reason: Option<EndReason>,
-    reoffer: Option<Reoffer>,
-    /// The UAC part of an outbound call; `None` for incoming calls.
-    uac: Option<Box<crate::sip::uac::Outbound>>,
-    scheduled: Option<Instant>,
+/// A call's state: one machine per role. Both reach a confirmed dialog
+/// ([`Session`]) and end it alike ([`Ending`]).
+enum Role {
+    /// We answer it ([`UasState`]).
+    Uas(UasState),
+    /// We placed it ([`LegState`]).
+    Uac(LegState),
 }
 
 impl Call {
     fn poll_timeout(&self) -> Option<Instant> {
-        let a = self.ack_wait.as_ref().and_then(AckWait::poll_timeout);
-        let s = self
-            .session_timer
-            .as_ref()
-            .and_then(SessionTimer::poll_timeout);
-        match (a, s) {
-            (Some(a), Some(s)) => Some(a.min(s)),
-            (a, s) => a.or(s),
-        }
-    }
-}
-
-struct Reoffer {
-    tx: u64,
-    request: Box<Request>,
-    session: Option<Negotiated>,
-}
-
-enum TxMachine {
-    Ist(InviteServer),
-    Nist(NonInviteServer),
-    Nict(NonInviteClient),
-    Ict(Box<IctTx>),
-}
-
-struct Tx {
-    machine: TxMachine,
-    destination: Destination,
-    key: TxKey,
-    server: bool,
-    call: Option<u64>,
-    scheduled: Option<Instant>,
-}
-
-impl Tx {
-    fn poll_timeout(&self) -> Option<Instant> {
-        match &self.machine {
-            TxMachine::Ist(m) => m.poll_timeout(),
-            TxMachine::Nist(m) => m.poll_timeout(),
-            TxMachine::Nict(m) => m.poll_timeout(),
-            TxMachine::Ict(m) if m.abandoned => None,
-            TxMachine::Ict(m) => match (m.machine.poll_timeout(), m.waiting_until()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        match &mut self.machine {
-            TxMachine::Ist(m) => m.handle_timeout(now),
-            TxMachine::Nist(m) => m.handle_timeout(now),
-            TxMachine::Nict(m) => m.handle_timeout(now),
-            TxMachine::Ict(m) => {
-                m.machine.handle_timeout(now);
-                if m.waiting_until().is_some_and(|at| at <= now) {
-                    m.abandoned = true;
-                }
+        match &self.role {
+            Role::Uas(UasState::Confirmed(s)) | Role::Uac(LegState::Confirmed(s)) => {
+                s.poll_timeout()
             }
+            Role::Uas(UasState::Early { .. } | UasState::Terminating(_))
+            | Role::Uac(LegState::Inviting { .. } | LegState::Terminating(_)) => None,
         }
     }
-}
 
-/// Transaction matching key (RFC 3261 §17.2.3): the branch and the method,
-/// with ACK matching its INVITE. For pre-3261 branches the key falls back to
-/// Call-ID, CSeq number, From-tag and top Via (§17.2.3's older rules, close
-/// enough for the peers that still send them).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct TxKey {
-    branch: Box<str>,
-    kind: TxKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum TxKind {
-    Invite,
-    Cancel,
-    Other(Method),
-}
-
-impl TxKind {
-    fn of(method: &Method) -> TxKind {
-        match method {
-            Method::Invite | Method::Ack => TxKind::Invite,
-            Method::Cancel => TxKind::Cancel,
-            other => TxKind::Other(other.clone()),
-        }
-    }
-}
-
-impl TxKey {
-    fn of_request(req: &Request) -> TxKey {
-        TxKey::of_request_as(req, TxKind::of(&req.method))
-    }
-
-    fn of_request_as(req: &Request, kind: TxKind) -> TxKey {
-        let via = req.headers.top_via();
-        let branch: Box<str> = if via.is_rfc3261_branch() {
-            // §17.2.3: branch plus sent-by.
-            let b = via.branch.as_deref().unwrap_or("");
-            format!("{b}|{}:{}", via.host, via.port.unwrap_or(0)).into()
-        } else {
-            let h = &req.headers;
-            format!(
-                "2543|{}|{}|{}|{}",
-                h.call_id,
-                h.cseq.seq,
-                h.from.tag.as_deref().unwrap_or(""),
-                via.raw
-            )
-            .into()
-        };
-        TxKey { branch, kind }
-    }
-
-    fn of_response(resp: &Response) -> TxKey {
-        TxKey {
-            branch: resp.headers.top_via().branch.clone().unwrap_or_default(),
-            kind: TxKind::of(&resp.headers.cseq.method),
+    /// Whether the call is an outbound one whose current INVITE is client
+    /// transaction `tx_id`, still without a final response.
+    fn inviting_with(&self, tx_id: u64) -> bool {
+        match &self.role {
+            Role::Uac(LegState::Inviting { tx, .. }) => *tx == tx_id,
+            Role::Uac(LegState::Confirmed(_) | LegState::Terminating(_)) | Role::Uas(_) => false,
         }
     }
 }
