@@ -8,9 +8,10 @@
 //! - [`dialog`] — dialogs, route sets, in-dialog requests.
 //! - [`sdp`] — SDP parsing and RFC 3264 offer/answer.
 //! - [`session_timer`] — RFC 4028 session timers.
-//! - [`endpoint`] — matching, stateless answers, calls as UAS and UAC.
-//! - [`uac`] — outbound calls: what the application passes, the UAC state
-//!   machine, the INVITE and what derives from it.
+//! - [`endpoint`] — matching, stateless answers, calls as UAS and UAC (one
+//!   state machine per role, split into files by role).
+//! - [`uac`] — outbound calls: what the application passes, the state of
+//!   the INVITE until its final, the INVITE and what derives from it.
 //! - [`digest`] — HTTP Digest authentication (RFC 2617/7616/8760): answering
 //!   challenges, issuing and verifying them.
 //! - [`registrar`] — REGISTER handling (RFC 3261 §10.3): bindings per user,

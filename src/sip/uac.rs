@@ -127,7 +127,8 @@ pub(crate) fn parse_rseq(value: &str) -> Option<u32> {
 // ---------------------------------------------------------------------------
 // the per-call state machine
 
-/// Where an outbound call is until its INVITE has a final response.
+/// Where an outbound call's INVITE is until its final response: the
+/// sub-state of the endpoint's `LegState::Inviting`.
 ///
 /// ```text
 ///                         invite()
@@ -144,7 +145,7 @@ pub(crate) fn parse_rseq(value: &str) -> Option<u32> {
 ///                                 | 2xx: ACK, Answered                   | 2xx (crossed our CANCEL):
 ///                                 v                                      | ACK then BYE (§15)
 ///                          +------------+<-------------------------------+
-///                          |  Answered  |  (the dialog carries on: CallState::Confirmed)
+///                          |  Answered  |  (the leg goes on: LegState::Confirmed)
 ///                          +------------+
 ///
 ///   401/407 in Calling/Proceeding with an Authenticator that answers:

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::sip::message::{Headers, Message, Rport, Transport, parse};
+use crate::sip::message::{Headers, Message, Response, Rport, Transport, parse};
 
 // ---------------------------------------------------------------------------
 // driver

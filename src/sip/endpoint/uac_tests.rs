@@ -907,6 +907,58 @@ fn far_end_reinvite_on_an_outbound_call_is_a_reoffer() {
 }
 
 #[test]
+fn far_end_reinvite_in_the_early_dialog_gets_491_and_the_call_goes_on() {
+    let mut sim = Sim::new();
+    let (call, invite) = ringing(&mut sim, "cust");
+    // RFC 3261 §14.2: our INVITE, with its offer, is still in progress.
+    let out = sim.deliver(
+        ms(500),
+        &from_callee(&invite, "INVITE", 1, Some(ANSWER_IN)),
+        trunk(),
+    );
+    assert_eq!(statuses(&out), [491]);
+    assert!(sim.take_events().is_empty());
+    let out = sim.deliver(secs(1), &ok_2xx(&invite, "cust"), trunk());
+    assert_eq!(methods(&out), ["ACK"]);
+    let ev = events_of(&mut sim);
+    assert!(
+        matches!(ev.as_slice(), [Event::Answered { call: c, .. }] if *c == call),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn far_end_update_in_the_early_dialog_is_a_reoffer_answerable_after_the_2xx() {
+    let mut sim = Sim::new();
+    let (call, invite) = ringing(&mut sim, "cust");
+    let out = sim.deliver(
+        ms(500),
+        &from_callee(&invite, "UPDATE", 1, Some(ANSWER_IN)),
+        trunk(),
+    );
+    assert!(out.is_empty(), "{out:#?}");
+    let (c, method, _) = reoffer(&sim.take_events());
+    assert_eq!((c, method), (call, Method::Update));
+    // A second offer while the first is owed its answer: 491.
+    let out = sim.deliver(
+        ms(600),
+        &from_callee(&invite, "UPDATE", 2, Some(ANSWER_IN)),
+        trunk(),
+    );
+    assert_eq!(statuses(&out), [491]);
+    // The 2xx confirms the dialog; the UPDATE still waits for its answer.
+    let out = sim.deliver(secs(1), &ok_2xx(&invite, "cust"), trunk());
+    assert_eq!(methods(&out), ["ACK"]);
+    sim.take_events();
+    sim.ep
+        .answer_reoffer(sim.at(secs(1)), call, OFFER_OUT)
+        .expect("pending UPDATE");
+    let out = sim.drain(secs(1));
+    assert_eq!(statuses(&out), [200]);
+    assert_eq!(out[0].resp().headers.cseq.method, Method::Update);
+}
+
+#[test]
 fn second_fork_answering_is_acked_and_byed_and_the_first_dialog_kept() {
     let mut sim = Sim::new();
     let (call, invite) = answered(&mut sim);

@@ -1,0 +1,504 @@
+//! What both roles share once a call's INVITE has its 2xx: the confirmed
+//! dialog's offer/answer state (RFC 3264, RFC 6337) with the ACK of our 2xx
+//! (RFC 3261 §13.3.1.4), re-INVITE and UPDATE from the peer (§14.2, RFC
+//! 3311), the session timer (RFC 4028) and the BYE that ends the dialog
+//! (§15).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::{debug, trace};
+
+use super::leg::LegState;
+use super::tx::{TxKey, TxMachine};
+use super::uas::UasState;
+use super::{
+    CallError, CallKey, EndReason, Endpoint, Event, Flow, Owner, Role, SUPPORTED, Transmit,
+    allow_for, local_identity, response_destination,
+};
+use crate::sip::dialog::DialogId;
+use crate::sip::message::{Method, Request};
+use crate::sip::session_timer::{Negotiated, SessionTimer, TimerAction};
+use crate::sip::transaction::{AckWait, InviteServer, NonInviteServer, TuEvent};
+
+/// A confirmed dialog (RFC 3261 §12), in either role: where its
+/// offer/answer exchange stands and its session timer.
+pub(super) struct Session {
+    pub(super) offer_answer: OfferAnswer,
+    /// RFC 4028: set when the last session-creating or refreshing
+    /// transaction negotiated a timer (restarted by every refresh, §10).
+    pub(super) timer: Option<SessionTimer>,
+}
+
+/// The offer/answer state of a confirmed dialog (RFC 3264 §4; RFC 6337
+/// §2–§3 for which transaction carries what; RFC 3261 §14.2 for glare).
+///
+/// ```text
+///            re-INVITE or UPDATE from the peer: Event::Reoffer
+///   +--------+ ───────────────────────────────────────────▶ +-------------+
+///   | Stable |                                              | TheyOffered |
+///   +--------+ ◀───── the answer to an UPDATE, or any ───── +-------------+
+///     ▲   ▲           failure (answer_reoffer /                  │
+///     │   │           reject_reoffer)                            │ answer_reoffer() to a
+///     │   │                                                      │ re-INVITE: 2xx with our
+///     │   │ ACK (Event::Confirmed)                               │ answer (or our offer,
+///     │   │                                                      v when it had none)
+///     │   │                                              +-------------+
+///     │   +───────────────────────────────────────────── | AwaitingAck | ◀── the UAS's answer()
+///     │          no ACK within 64·T1: BYE (§13.3.1.4)    +-------------+    to the first INVITE
+///     +──────────────────────────────────────────────────────────┘
+///
+///   A new offer while TheyOffered or AwaitingAck: 491 with Retry-After
+///   (RFC 3261 §14.2; RFC 3311 §5.2). Our own refresh is an UPDATE without
+///   SDP (RFC 4028 §9): it leaves the state as it is.
+/// ```
+pub(super) enum OfferAnswer {
+    /// No offer outstanding.
+    Stable,
+    /// The peer's re-INVITE or UPDATE waits for the application: its offer
+    /// is owed an answer — or, for a re-INVITE without SDP, our offer is
+    /// owed (the answer then comes in the ACK).
+    TheyOffered(Reoffer),
+    /// Our 2xx to an INVITE is out and retransmitted until its ACK
+    /// (§13.3.1.4). When the 2xx carried our offer the ACK carries the
+    /// answer (RFC 3264 §4, RFC 6337 §3.1).
+    AwaitingAck {
+        /// The 2xx's retransmission (boxed: the largest state by far).
+        wait: Box<AckWait>,
+        /// The CSeq number of that INVITE: an ACK for an earlier 2xx does
+        /// not count (§13.2.2.4).
+        cseq: u32,
+        /// Our 2xx held the offer; the answer is due in the ACK.
+        we_offered: bool,
+        /// `hangup()` came first: BYE as soon as the ACK is in (§15).
+        bye_after_ack: bool,
+    },
+}
+
+/// A re-INVITE or UPDATE from the peer that the application answers.
+pub(super) struct Reoffer {
+    /// Its server transaction.
+    pub(super) tx: u64,
+    pub(super) request: Box<Request>,
+    /// RFC 4028 as negotiated from it, for our 2xx.
+    pub(super) session: Option<Negotiated>,
+}
+
+/// A dialog our BYE is ending (§15.1.1).
+pub(super) struct Ending {
+    /// The BYE's client transaction: its final (or Timer F) ends the call.
+    pub(super) bye_tx: u64,
+    pub(super) reason: EndReason,
+    /// A re-INVITE/UPDATE of the peer still owed an answer; the
+    /// application may give it, else it gets 487 when the call ends
+    /// (§15.1.2).
+    pub(super) reoffer: Option<Reoffer>,
+}
+
+impl Session {
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        let a = match &self.offer_answer {
+            OfferAnswer::AwaitingAck { wait, .. } => wait.poll_timeout(),
+            OfferAnswer::Stable | OfferAnswer::TheyOffered(_) => None,
+        };
+        let s = self.timer.as_ref().and_then(SessionTimer::poll_timeout);
+        match (a, s) {
+            (Some(a), Some(s)) => Some(a.min(s)),
+            (a, s) => a.or(s),
+        }
+    }
+}
+
+/// The confirmed dialog of a call in either role, if it has one.
+pub(super) fn session_of(role: &mut Role) -> Option<&mut Session> {
+    match role {
+        Role::Uas(UasState::Confirmed(s)) | Role::Uac(LegState::Confirmed(s)) => Some(s),
+        Role::Uas(UasState::Early { .. } | UasState::Terminating(_))
+        | Role::Uac(LegState::Inviting { .. } | LegState::Terminating(_)) => None,
+    }
+}
+
+impl Role {
+    /// Why a new offer from the peer (a re-INVITE or UPDATE) cannot be
+    /// taken now: the status to refuse it with, and its extra header.
+    fn refuses_offer(&self, method: &Method) -> Option<u16> {
+        match self {
+            Role::Uas(UasState::Confirmed(s)) | Role::Uac(LegState::Confirmed(s)) => {
+                match s.offer_answer {
+                    OfferAnswer::Stable => None,
+                    // RFC 3261 §14.2: an offer while one is pending → 491.
+                    OfferAnswer::TheyOffered(_) | OfferAnswer::AwaitingAck { .. } => Some(491),
+                }
+            }
+            // The INVITE's own exchange is not done (§14.2).
+            Role::Uas(UasState::Early { .. }) => Some(491),
+            // Our INVITE, with its offer, is in progress: a re-INVITE is
+            // glare (§14.2); an UPDATE in the early dialog is taken (RFC
+            // 3311 §5.1), one at a time.
+            Role::Uac(LegState::Inviting { update, .. }) => {
+                (*method != Method::Update || update.is_some()).then_some(491)
+            }
+            Role::Uas(UasState::Terminating(e)) | Role::Uac(LegState::Terminating(e)) => {
+                e.reoffer.is_some().then_some(491)
+            }
+        }
+    }
+
+    /// Keeps the peer's offer for the application; `refuses_offer` said
+    /// there is room.
+    fn hold_reoffer(&mut self, reoffer: Reoffer) {
+        match self {
+            Role::Uas(UasState::Confirmed(s)) | Role::Uac(LegState::Confirmed(s)) => {
+                s.offer_answer = OfferAnswer::TheyOffered(reoffer);
+            }
+            Role::Uac(LegState::Inviting { update: slot, .. })
+            | Role::Uas(UasState::Terminating(Ending { reoffer: slot, .. }))
+            | Role::Uac(LegState::Terminating(Ending { reoffer: slot, .. })) => {
+                *slot = Some(reoffer);
+            }
+            // Not reached: `refuses_offer` refuses every offer here.
+            Role::Uas(UasState::Early { .. }) => {
+                debug!("offer in an early UAS dialog dropped");
+            }
+        }
+    }
+
+    /// Takes the peer's offer waiting for the application, if any.
+    pub(super) fn take_reoffer(&mut self) -> Option<Reoffer> {
+        match self {
+            Role::Uas(UasState::Confirmed(s)) | Role::Uac(LegState::Confirmed(s)) => {
+                match std::mem::replace(&mut s.offer_answer, OfferAnswer::Stable) {
+                    OfferAnswer::TheyOffered(r) => Some(r),
+                    other @ (OfferAnswer::Stable | OfferAnswer::AwaitingAck { .. }) => {
+                        s.offer_answer = other;
+                        None
+                    }
+                }
+            }
+            Role::Uac(LegState::Inviting { update: slot, .. })
+            | Role::Uas(UasState::Terminating(Ending { reoffer: slot, .. }))
+            | Role::Uac(LegState::Terminating(Ending { reoffer: slot, .. })) => slot.take(),
+            Role::Uas(UasState::Early { .. }) => None,
+        }
+    }
+
+    /// The dialog is being ended by our BYE (either role).
+    fn terminate(&mut self, ending: Ending) {
+        match self {
+            Role::Uas(state) => *state = UasState::Terminating(ending),
+            Role::Uac(state) => *state = LegState::Terminating(ending),
+        }
+    }
+}
+
+impl Endpoint {
+    pub(super) fn handle_ack(&mut self, now: Instant, req: &Request) {
+        // ACK for a 2xx is its own transaction (§17.1.1.3): match the dialog.
+        let Some(did) = DialogId::of_request(req) else {
+            trace!("ACK without To-tag dropped");
+            return;
+        };
+        let Some(&call_id) = self.dialogs.get(&did) else {
+            // §17: an ACK is never answered, not even with 481.
+            trace!(call_id = %req.headers.call_id, "ACK for unknown dialog dropped");
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let mut bye = false;
+        if let Some(s) = session_of(&mut c.role) {
+            match &mut s.offer_answer {
+                OfferAnswer::AwaitingAck {
+                    wait,
+                    cseq,
+                    we_offered,
+                    bye_after_ack,
+                } => {
+                    // §13.2.2.4: the ACK carries the CSeq number of the
+                    // INVITE it acknowledges; a late ACK for an earlier 2xx
+                    // must not stop the retransmission of the current one.
+                    if req.headers.cseq.seq == *cseq && wait.handle_ack() {
+                        if *we_offered && req.body.is_empty() {
+                            debug!(call_id = %req.headers.call_id, "ACK without the answer to our offer");
+                        }
+                        bye = *bye_after_ack;
+                        s.offer_answer = OfferAnswer::Stable;
+                        self.events.push_back(Event::Confirmed {
+                            call: CallKey(call_id),
+                            body: req.body.clone(),
+                        });
+                    }
+                }
+                OfferAnswer::Stable | OfferAnswer::TheyOffered(_) => {}
+            }
+        }
+        if bye {
+            self.send_bye(now, call_id, EndReason::LocalHangup);
+        }
+        self.drain_call(now, call_id);
+    }
+
+    /// A re-INVITE or UPDATE from the peer (`c` passed the CSeq check).
+    pub(super) fn handle_reoffer(
+        &mut self,
+        now: Instant,
+        call_id: u64,
+        req: Request,
+        source: Flow,
+        key: TxKey,
+    ) {
+        let Some(c) = self.calls.get(&call_id) else {
+            return;
+        };
+        if let Some(status) = c.role.refuses_offer(&req.method) {
+            self.respond_final(now, &req, source, key, status, &[("Retry-After", "1")]);
+            return;
+        }
+        let Some(session) = self.negotiate_session(now, &req, source, &key) else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        c.dialog.refresh_target(&req);
+        let method = req.method.clone();
+        let sdp = if has_offer(&req) {
+            req.body.clone()
+        } else {
+            Bytes::new()
+        };
+        let tx_id = self.alloc_id();
+        let machine = if method == Method::Invite {
+            TxMachine::Ist(InviteServer::new(
+                self.cfg.timers,
+                source.transport.reliability(),
+            ))
+        } else {
+            TxMachine::Nist(NonInviteServer::new(
+                self.cfg.timers,
+                source.transport.reliability(),
+            ))
+        };
+        self.insert_server_tx(tx_id, key, machine, source, Some(call_id));
+        if method == Method::Invite {
+            let trying = req.response(100, None).finish(None, b"");
+            self.send_server_response(now, tx_id, 100, trying);
+        }
+        if let Some(c) = self.calls.get_mut(&call_id) {
+            c.role.hold_reoffer(Reoffer {
+                tx: tx_id,
+                request: Box::new(req),
+                session,
+            });
+        }
+        self.events.push_back(Event::Reoffer {
+            call: CallKey(call_id),
+            method,
+            sdp,
+        });
+    }
+
+    /// Answers the peer's pending re-INVITE/UPDATE with `status` (and
+    /// `sdp` for a 2xx).
+    pub(super) fn finish_reoffer(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        status: u16,
+        sdp: Option<&[u8]>,
+    ) -> Result<(), CallError> {
+        let c = self.calls.get_mut(&call.0).ok_or(CallError::NoSuchCall)?;
+        let reoffer = c.role.take_reoffer().ok_or(CallError::WrongState)?;
+        let tag = c.dialog.id().local_tag.clone();
+        let mut b = reoffer
+            .request
+            .response(status, Some(&tag))
+            .header("Server", &self.cfg.user_agent);
+        let success = (200..300).contains(&status);
+        if success {
+            b = b
+                .header_fmt("Contact", format_args!("<{}>", c.contact))
+                .header("Allow", allow_for(self.cfg.registrar))
+                .header("Supported", SUPPORTED);
+            if let Some(n) = reoffer.session {
+                b = b.header("Session-Expires", &n.header_value());
+                if n.requires_timer() {
+                    b = b.header("Require", "timer");
+                }
+            }
+            // A refresh restarts the session timer (RFC 4028 §10); a 2xx
+            // without Session-Expires turns it off (§9), so the old one
+            // must not fire. (An UPDATE answered in an early dialog sets
+            // no timer: none runs before the 2xx.)
+            if let Some(s) = session_of(&mut c.role) {
+                s.timer = reoffer.session.map(|n| SessionTimer::start(now, n));
+            }
+        }
+        let bytes = match sdp {
+            Some(sdp) if !sdp.is_empty() => b.finish(Some("application/sdp"), sdp),
+            _ => b.finish(None, b""),
+        };
+        let is_invite = reoffer.request.method == Method::Invite;
+        if is_invite
+            && success
+            && let Some(s) = session_of(&mut c.role)
+        {
+            // A 2xx to a re-INVITE is retransmitted until its ACK (§13.3.1.4).
+            s.offer_answer = OfferAnswer::AwaitingAck {
+                wait: Box::new(AckWait::new(
+                    now,
+                    self.cfg.timers,
+                    c.flow.transport.reliability(),
+                    bytes.clone(),
+                )),
+                cseq: reoffer.request.headers.cseq.seq,
+                we_offered: !has_offer(&reoffer.request),
+                bye_after_ack: false,
+            };
+        }
+        if is_invite && status >= 300 {
+            self.send_ist_final(now, reoffer.tx, status, bytes);
+        } else {
+            self.send_server_response(now, reoffer.tx, status, bytes);
+        }
+        self.drain_call(now, call.0);
+        Ok(())
+    }
+
+    pub(super) fn call_timeout(&mut self, now: Instant, call_id: u64) {
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let action = session_of(&mut c.role).and_then(|s| {
+            match &mut s.offer_answer {
+                OfferAnswer::AwaitingAck { wait, .. } => wait.handle_timeout(now),
+                OfferAnswer::Stable | OfferAnswer::TheyOffered(_) => {}
+            }
+            s.timer.as_mut().and_then(|t| t.handle_timeout(now))
+        });
+        match action {
+            Some(TimerAction::Expired) => {
+                debug!(call_id = %c.dialog.id().call_id, "session expired without refresh");
+                self.send_bye(now, call_id, EndReason::SessionExpired);
+            }
+            Some(TimerAction::Refresh) => self.send_refresh(now, call_id),
+            None => {}
+        }
+        self.drain_call(now, call_id);
+    }
+
+    fn send_refresh(&mut self, now: Instant, call_id: u64) {
+        // RFC 4028 §7.4 / §9: as refresher we send UPDATE without a body
+        // (RFC 3311 allows it and the session is unchanged).
+        let branch = self.new_branch();
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let Some(s) = session_of(&mut c.role) else {
+            return;
+        };
+        let Some(n) = s.timer.as_ref().map(SessionTimer::negotiated) else {
+            return;
+        };
+        s.timer = Some(SessionTimer::start(now, n));
+        let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
+        let se = n.header_value();
+        let out = c.dialog.request(
+            Method::Update,
+            &me,
+            &branch,
+            &[("Session-Expires", &se), ("Supported", SUPPORTED)],
+            None,
+        );
+        let flow = c.flow;
+        self.start_client_tx(
+            now,
+            call_id,
+            Method::Update,
+            out.bytes,
+            &out.next_hop,
+            &branch,
+            flow,
+        );
+    }
+
+    /// Ends a confirmed dialog with BYE (§15.1.1): Confirmed → Terminating.
+    pub(super) fn send_bye(&mut self, now: Instant, call_id: u64, reason: EndReason) {
+        let branch = self.new_branch();
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        // The session's timers stop here; a pending offer of the peer
+        // stays owed an answer.
+        let reoffer = match session_of(&mut c.role) {
+            Some(s) => match std::mem::replace(&mut s.offer_answer, OfferAnswer::Stable) {
+                OfferAnswer::TheyOffered(r) => Some(r),
+                OfferAnswer::Stable | OfferAnswer::AwaitingAck { .. } => None,
+            },
+            // Early: not confirmed, no BYE (§15); Terminating: sent already.
+            None => return,
+        };
+        let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
+        let out = c.dialog.request(Method::Bye, &me, &branch, &[], None);
+        let flow = c.flow;
+        let bye_tx = self.start_client_tx(
+            now,
+            call_id,
+            Method::Bye,
+            out.bytes,
+            &out.next_hop,
+            &branch,
+            flow,
+        );
+        if let Some(c) = self.calls.get_mut(&call_id) {
+            c.role.terminate(Ending {
+                bye_tx,
+                reason,
+                reoffer,
+            });
+        }
+    }
+
+    /// Sends what the call's 2xx retransmission has due, acts on its
+    /// give-up, and re-arms the call's timer.
+    pub(super) fn drain_call(&mut self, now: Instant, call_id: u64) {
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let destination = response_destination(c.flow, &c.dialog);
+        let mut no_ack = false;
+        if let Some(s) = session_of(&mut c.role) {
+            match &mut s.offer_answer {
+                OfferAnswer::AwaitingAck { wait, .. } => {
+                    while let Some(data) = wait.poll_transmit() {
+                        self.transmits.push_back(Transmit {
+                            destination: destination.clone(),
+                            data,
+                        });
+                    }
+                    while let Some(ev) = wait.poll_event() {
+                        if ev == TuEvent::NoAck {
+                            no_ack = true;
+                        }
+                    }
+                    if wait.is_terminated() {
+                        s.offer_answer = OfferAnswer::Stable;
+                    }
+                }
+                OfferAnswer::Stable | OfferAnswer::TheyOffered(_) => {}
+            }
+        }
+        if no_ack {
+            // §13.3.1.4: no ACK within 64·T1 → confirm and end with BYE.
+            debug!(call_id = %c.dialog.id().call_id, "no ACK for our 2xx");
+            self.send_bye(now, call_id, EndReason::NoAck);
+        }
+        self.schedule(Owner::Call(call_id));
+    }
+}
+
+/// Whether a request carries an SDP offer (RFC 3264 §5).
+fn has_offer(req: &Request) -> bool {
+    req.headers.content_type_is("application/sdp") && !req.body.is_empty()
+}
