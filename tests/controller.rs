@@ -227,13 +227,16 @@ fn with_callback(extra: &str) -> Harness {
     h
 }
 
+/// The INVITEs sent to `addr`, one per call (retransmissions left out).
 fn invites_to(h: &Harness, addr: &str) -> Vec<Sent> {
     let addr: std::net::SocketAddr = addr.parse().expect("addr");
+    let mut seen = std::collections::HashSet::new();
     h.sent
         .iter()
         .filter(|s| {
             s.request().is_some_and(|r| r.method.as_str() == "INVITE")
                 && matches!(s.to, callbackd::sip::endpoint::Destination::Udp(a) if a == addr)
+                && seen.insert(s.call_id().to_owned())
         })
         .cloned()
         .collect()
@@ -648,4 +651,165 @@ fn a_port_held_by_another_process_is_skipped_and_the_next_one_answered() {
     assert_ne!(adds[0], adds[1]);
     let body = String::from_utf8_lossy(ok[0].body()).into_owned();
     assert!(body.contains(&format!("m=audio {} ", adds[1])), "{body}");
+}
+
+/// Bridged: the customer's answer and the agent's, both legs up.
+/// Gives (customer INVITE, agent call-id, customer call-id).
+fn bridged(h: &mut Harness) -> (callbackd::sip::message::Request, String, String) {
+    let agent_invite = agent_answers(h, ms(100));
+    let i = h.run_until_sent(secs(20), is_invite_to_customer);
+    let invite = h.sent[i].request().expect("INVITE").clone();
+    let ok = answer(
+        &invite,
+        200,
+        "cust-tag",
+        CARRIER,
+        Some(&offer(42000, 1, "sendrecv")),
+    );
+    h.deliver(addr(CARRIER), &ok);
+    let agent_call = agent_invite.headers.call_id.as_str().to_owned();
+    let customer_call = invite.headers.call_id.as_str().to_owned();
+    let (a, c) = (h.stream_key(&agent_call), h.stream_key(&customer_call));
+    assert_eq!(h.media.streams[&a].bridged_with, Some(c));
+    (invite, agent_call, customer_call)
+}
+
+/// A re-INVITE from the carrier in the customer's dialog.
+fn customer_reinvite(invite: &callbackd::sip::message::Request, cseq: u32, sdp: &str) -> String {
+    in_dialog(invite, "INVITE", "cust-tag", CARRIER, cseq)
+        .replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Contact: <sip:peer@{CARRIER}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            ),
+        )
+}
+
+#[test]
+fn the_customer_holds_and_resumes_a_bridged_callback() {
+    let mut h = with_callback("");
+    let (invite, agent_call, customer_call) = bridged(&mut h);
+    let key = h.stream_key(&customer_call);
+    assert!(h.media.streams[&key].params.send);
+    // Hold (RFC 3264 §8.4): sendonly is answered recvonly; nothing is sent
+    // to the held party, and the RTP timeout pauses (no RTP expected).
+    h.advance(secs(1));
+    h.deliver(
+        addr(CARRIER),
+        &customer_reinvite(&invite, 2, &offer(42000, 2, "sendonly")),
+    );
+    let ok = h.responses(&customer_call, 200, "INVITE");
+    let answer_sdp = String::from_utf8_lossy(ok.last().expect("200").body()).into_owned();
+    assert!(answer_sdp.contains("a=recvonly"), "{answer_sdp}");
+    let held = &h.media.streams[&key].params;
+    assert!(!held.send, "nothing sent to a party that holds");
+    h.deliver(
+        addr(CARRIER),
+        &in_dialog(&invite, "ACK", "cust-tag", CARRIER, 2),
+    );
+    // Resume.
+    h.advance(secs(3));
+    h.deliver(
+        addr(CARRIER),
+        &customer_reinvite(&invite, 3, &offer(42000, 3, "sendrecv")),
+    );
+    let ok = h.responses(&customer_call, 200, "INVITE");
+    let answer_sdp = String::from_utf8_lossy(ok.last().expect("200").body()).into_owned();
+    assert!(answer_sdp.contains("a=sendrecv"), "{answer_sdp}");
+    assert!(h.media.streams[&key].params.send && h.media.streams[&key].params.receive);
+    h.deliver(
+        addr(CARRIER),
+        &in_dialog(&invite, "ACK", "cust-tag", CARRIER, 3),
+    );
+    // Still bridged, nobody hung up.
+    let a = h.stream_key(&agent_call);
+    assert_eq!(h.media.streams[&a].bridged_with, Some(key));
+    assert!(h.requests(&agent_call, "BYE").is_empty());
+    assert!(h.requests(&customer_call, "BYE").is_empty());
+}
+
+#[test]
+fn rtp_timeout_on_the_agent_leg_hangs_up_both_legs_at_once() {
+    let mut h = with_callback("");
+    // The agent's phone died: it answers nothing any more.
+    h.answers_bye.remove(&addr(AGENT));
+    let (_invite, agent_call, customer_call) = bridged(&mut h);
+    h.advance(secs(5));
+    let dead = h.stream_key(&agent_call);
+    h.media_event(callbackd::b2bua::media::MediaEvent::RtpTimeout { key: dead });
+    let now = h.elapsed();
+    assert_eq!(h.requests(&agent_call, "BYE")[0].at, now);
+    let customer_bye = h.requests(&customer_call, "BYE");
+    assert_eq!(
+        customer_bye.first().map(|s| s.at),
+        Some(now),
+        "the customer must not wait for a dead agent's 200: {:?}",
+        h.sent_for(&customer_call)
+    );
+}
+
+#[test]
+fn customer_invites_are_spaced_by_the_trunk_cps_cap_while_agents_ring_together() {
+    let extra =
+        "[[agents]]\nid = \"bob\"\nuri = \"sip:bob@127.0.0.1:5082\"\nqueues = [\"support\"]\n";
+    let config = driver::config(
+        &callback_config(extra).replace("[callbacks]", "cps_limit = 0.5\n[callbacks]"),
+    );
+    let mut h = Harness::with_trunk(&config, vec![udp_target(CARRIER)]);
+    h.answers_bye
+        .extend([addr(AGENT), addr(CARRIER), addr("127.0.0.1:5082")]);
+    let wall: jiff::Timestamp = WALL0.parse().expect("timestamp");
+    for (i, number) in ["3125550188", "3125550199"].iter().enumerate() {
+        callbackd::callback::store::Store::register(
+            &mut h.store,
+            &callbackd::callback::store::NewCallback {
+                queue: callbackd::callback::QueueId("support".into()),
+                number: (*number).into(),
+                caller_ani: "3125550111".into(),
+                called_number: "3125550100".into(),
+                priority: 0,
+                queued_at: wall,
+                registered_at: wall,
+                ecbt_quoted_minutes: 1,
+                expires_at: wall + jiff::SignedDuration::from_hours(24),
+                inbound_call_id: format!("inbound-{i}"),
+            },
+        )
+        .expect("registered");
+    }
+    // Both agents are rung at the first poll, and both answer at once.
+    h.advance(ms(1));
+    let agent_invites: Vec<Sent> = h
+        .sent
+        .iter()
+        .filter(|s| s.request().is_some_and(|r| r.method.as_str() == "INVITE"))
+        .cloned()
+        .collect();
+    assert_eq!(agent_invites.len(), 2);
+    assert!(agent_invites.iter().all(|s| s.at == ms(0)));
+    for s in &agent_invites {
+        let req = s.request().expect("INVITE");
+        let contact = match s.to {
+            callbackd::sip::endpoint::Destination::Udp(a) => a.to_string(),
+            _ => panic!("UDP"),
+        };
+        let ok = answer(
+            req,
+            200,
+            "agent",
+            &contact,
+            Some(&offer(41000, 1, "sendrecv")),
+        );
+        h.deliver(addr(&contact), &ok);
+    }
+    // Both whispers end together; the second customer INVITE waits 2 s.
+    h.run_until(h.t0 + secs(30));
+    let customers = invites_to(&h, CARRIER);
+    assert_eq!(customers.len(), 2);
+    assert_eq!(
+        customers[1].at - customers[0].at,
+        secs(2),
+        "0.5 calls per second"
+    );
 }

@@ -393,6 +393,20 @@ impl Dialing {
         self.drive(now, id, env);
     }
 
+    /// Hangs up one of our legs (its RTP stopped, its port is lost) and
+    /// treats it as ended at once: the dialer reacts now (the other leg's
+    /// BYE leaves in the same instant), not when the BYE transaction ends —
+    /// a dead phone never answers it, and 64·T1 of silence is what the
+    /// other party would hear.
+    pub fn hang_up(&mut self, now: Instant, call: CallKey, env: &mut Env<'_>) {
+        if !self.owns(call) {
+            return;
+        }
+        let _ = env.endpoint.hangup(now, call);
+        let reason = crate::sip::endpoint::EndReason::LocalHangup;
+        self.handle_sip_event(now, Event::Ended { call, reason }, env);
+    }
+
     /// The agent leg's play list finished (media Idle with its token).
     pub fn prompt_done(&mut self, now: Instant, call: CallKey, token: u32, env: &mut Env<'_>) {
         let Some(&(id, Side::Agent)) = self.legs.get(&call) else {

@@ -270,7 +270,12 @@ impl Controller {
             // dialer then ends the other leg.
             MediaEvent::RtpTimeout { key } if self.dialing.owns(CallKey(key)) => {
                 info!(leg = key, "no RTP on a callback leg; hanging up");
-                let _ = self.endpoint.hangup(now, CallKey(key));
+                let mut env = dialing::Env {
+                    calls: &mut self.calls,
+                    endpoint: &mut self.endpoint,
+                    roster: &mut self.roster,
+                };
+                self.dialing.hang_up(now, CallKey(key), &mut env);
             }
             MediaEvent::Idle { key, token } if self.dialing.owns(CallKey(key)) => {
                 let mut env = dialing::Env {
