@@ -7,22 +7,26 @@
 //!
 //! # Layers
 //!
-//! Dependencies point down only. Everything above `engine` is *sans-IO*: it
-//! never reads a clock, never touches a socket and never spawns a task. Time
-//! comes in as an argument (`now: Instant`), bytes come in through `handle_*`
-//! and leave through `poll_*`, which the caller drains until `None`.
+//! Dependencies point down only: a module uses only the modules in the rows
+//! below its own (`tests/layers.rs` checks every `crate::` path outside test
+//! modules). Everything below `engine` is *sans-IO*: it never reads a clock,
+//! never touches a socket and never spawns a task. Time comes in as an
+//! argument (`now: Instant`), bytes come in through `handle_*` and leave
+//! through `poll_*`, which the caller drains until `None`.
 //!
 //! | module | owns | IO / clock |
 //! |---|---|---|
-//! | [`config`] | TOML schema, defaults, validation with field-level errors | reads the file |
-//! | [`acl`] | CIDR allow-lists for signalling and media | pure |
+//! | [`api`] | admin HTTP API (axum): health, statistics, runtime gates, stored callbacks, Prometheus metrics | HTTP |
+//! | [`engine`] | tokio shell: SIP over UDP/TCP, the media thread (one pacing clock for every stream), the store thread, the agent roster, call orchestration (IVR calls, callback dialing) | all IO lives here |
+//! | `b2bua` | call controller: inbound calls, outbound legs, agents, bridging, callbacks — sans-IO (being written; it may not use `engine` or `api`, and names no socket, channel or clock) | sans-IO |
+//! | [`config`] | TOML schema, defaults, validation with field-level errors; converts sections into the settings types of the layers below; read by `engine`, `api`, `b2bua` and the binary | reads the file |
+//! | [`acd`] | queues (order: priority, then original entry time; positions) and agents | pure |
+//! | [`callback`] | callback domain: business-hours gates, the durable store, the launch scheduler, one agent-first attempt (dialer), trunk dialing rules, CDRs | store only |
+//! | [`ivr`] | the caller's registration flow as a pure state machine; the ECBT estimator | pure |
 //! | [`sip`] | messages (rsip wrapped), SDP offer/answer, the four RFC 3261/6026 transaction machines, dialogs, session timers, the endpoint (UAS and UAC), digest auth, registrar | sans-IO |
 //! | [`media`] | G.711, RTP/RTCP, DTMF (RFC 4733, in-band, merged with SIP INFO), prompts (WAV → 8 kHz → pre-encoded frames), paced playback, the relay bridge, recorder, RTP port pool | sans-IO |
-//! | [`ivr`] | the caller's registration flow as a pure state machine; the ECBT estimator | pure |
-//! | [`callback`] | callback domain: validated numbers, business-hours gates, the durable store, the launch scheduler, one agent-first attempt (dialer), trunk dialing rules, CDRs | store only |
-//! | [`acd`] | queues (order: priority, then original entry time; positions) and agents | pure |
-//! | [`engine`] | tokio shell: SIP over UDP/TCP, the media thread (one pacing clock for every stream), the store thread, the agent roster, call orchestration (IVR calls, callback dialing) | all IO lives here |
-//! | [`api`] | admin HTTP API (axum): health, statistics, runtime gates, stored callbacks, Prometheus metrics | HTTP |
+//! | [`acl`] | CIDR allow-lists for signalling and media | pure |
+//! | [`domain`] | the shared vocabulary: queue, callback and caller ids, validated phone numbers | pure |
 //!
 //! The binary (`src/main.rs`) is a thin CLI over [`engine`] and [`config`].
 #![forbid(unsafe_code)]
@@ -33,6 +37,7 @@ pub mod api;
 pub mod b2bua;
 pub mod callback;
 pub mod config;
+pub mod domain;
 pub mod engine;
 pub mod ivr;
 pub mod media;

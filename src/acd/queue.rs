@@ -49,12 +49,9 @@ use std::time::Instant;
 use thiserror::Error;
 
 use crate::callback::QueueId;
-
-/// A live caller as the ACD knows it: the engine's call key value
-/// (`sip::endpoint::CallKey.0`), so the engine needs no second map from
-/// calls to queue entries. Unique per queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CallerId(pub u64);
+/// Defined in [`crate::domain`] (the callback scheduler weighs live callers
+/// too) and kept reachable here.
+pub use crate::domain::CallerId;
 
 /// A caller's place in line. Ordered: the smaller place is served first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -66,10 +66,10 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use thiserror::Error;
 
-use crate::acd::CallerId;
 use crate::callback::hours::BusinessHours;
 use crate::callback::store::{CallbackRow, NextStep, Status};
 use crate::callback::{CallbackId, QueueId};
+use crate::domain::CallerId;
 
 /// How one attempt ended, as recorded in the attempt row (issue 4 point 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -78,7 +78,7 @@ use std::collections::VecDeque;
 use std::mem;
 use std::time::{Duration, Instant};
 
-use crate::callback::number::{self, InvalidNumber, NumberPolicy, PhoneNumber};
+use crate::domain::number::{self, InvalidNumber, NumberPolicy, PhoneNumber};
 use crate::ivr::Ecbt;
 
 /// How the flow behaves; the lead maps the configuration into it.

@@ -194,16 +194,6 @@ impl Relay {
         self.stats
     }
 
-    /// What A negotiated.
-    pub fn from_leg(&self) -> LegCodecs {
-        self.from
-    }
-
-    /// What B negotiated.
-    pub fn to_leg(&self) -> LegCodecs {
-        self.to
-    }
-
     /// What `pt` is and which payload type it gets on B.
     fn classify(&mut self, pt: PayloadType) -> Result<(Relayed, PayloadType), Dropped> {
         let result = if pt == self.from.audio {

@@ -63,16 +63,6 @@ impl Law {
         out.extend(samples.iter().map(|&s| self.encode(s)));
     }
 
-    /// Decodes `codes` into `out` (cleared first).
-    pub fn decode_into(self, codes: &[u8], out: &mut Vec<i16>) {
-        out.clear();
-        let table = match self {
-            Law::Ulaw => &ULAW_TO_LINEAR,
-            Law::Alaw => &ALAW_TO_LINEAR,
-        };
-        out.extend(codes.iter().map(|&c| table[c as usize]));
-    }
-
     /// Converts a code of this law into the code of `other` for the same
     /// sound, through a 256-entry table (PCMU⇄PCMA transcoding).
     #[inline]

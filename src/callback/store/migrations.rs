@@ -1,0 +1,309 @@
+//! The schema migrations and how they are applied (`PRAGMA user_version`).
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Schema migrations; index `i` takes the file from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+
+/// Applies the pending [`MIGRATIONS`] to `conn` (the file at `path`, named
+/// in errors) in one write transaction; refuses a newer schema.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let known = u32::try_from(MIGRATIONS.len()).expect("a handful of migrations fits in u32");
+    let unknown = |found| StoreError::UnknownSchemaVersion {
+        path: path.to_owned(),
+        found,
+        known,
+    };
+    let found = user_version(conn).map_err(|source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let Ok(current) = u32::try_from(found) else {
+        return Err(unknown(found));
+    };
+    if current > known {
+        return Err(unknown(found));
+    }
+    if current == known {
+        return Ok(());
+    }
+    let first = current + 1;
+    let migrate_err = |version| {
+        move |source| StoreError::Migrate {
+            path: path.to_owned(),
+            version,
+            source,
+        }
+    };
+    // All pending migrations in one write transaction; the version is
+    // re-read under the lock in case another process migrated meanwhile.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(migrate_err(first))?;
+    let found = user_version(&tx).map_err(migrate_err(first))?;
+    let Ok(current) = u32::try_from(found) else {
+        return Err(unknown(found));
+    };
+    if current > known {
+        return Err(unknown(found));
+    }
+    for version in current + 1..=known {
+        let sql = MIGRATIONS
+            .get(version as usize - 1)
+            .expect("version is in 1..=MIGRATIONS.len()");
+        tx.execute_batch(sql).map_err(migrate_err(version))?;
+        // user_version lives in the file header and is transactional.
+        tx.pragma_update(None, "user_version", version)
+            .map_err(migrate_err(version))?;
+    }
+    tx.commit().map_err(migrate_err(known))?;
+    Ok(())
+}
+
+/// The schema version of the file `conn` is open on.
+pub(super) fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+/// Schema version 1: the callbacks table.
+const MIGRATION_1: &str = "
+CREATE TABLE callbacks (
+    id                  INTEGER PRIMARY KEY,
+    queue               TEXT    NOT NULL,
+    -- plain digits as keyed: 3125550188, 011...
+    number              TEXT    NOT NULL
+                        CHECK (number <> '' AND number NOT GLOB '*[^0-9]*'),
+    caller_ani          TEXT    NOT NULL,
+    called_number       TEXT    NOT NULL,
+    priority            INTEGER NOT NULL,
+    -- all times: Unix milliseconds, UTC
+    queued_at           INTEGER NOT NULL,
+    registered_at       INTEGER NOT NULL,
+    ecbt_quoted_minutes INTEGER NOT NULL CHECK (ecbt_quoted_minutes >= 0),
+    status              TEXT    NOT NULL CHECK (status IN
+                            ('pending', 'dialing', 'completed', 'failed', 'expired', 'cancelled')),
+    attempts            INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at     INTEGER,
+    expires_at          INTEGER NOT NULL,
+    inbound_call_id     TEXT    NOT NULL,
+    created_at          INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),
+    updated_at          INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER))
+) STRICT;
+
+-- At most one active callback per number and queue, whoever writes.
+CREATE UNIQUE INDEX callbacks_one_active_per_number
+    ON callbacks (queue, number) WHERE status IN ('pending', 'dialing');
+
+-- The launcher's order: per queue and status, priority then place in line.
+CREATE INDEX callbacks_by_queue_status
+    ON callbacks (queue, status, priority, queued_at);
+
+CREATE TRIGGER callbacks_touch_updated_at AFTER UPDATE ON callbacks
+    FOR EACH ROW WHEN NEW.updated_at = OLD.updated_at
+BEGIN
+    UPDATE callbacks SET updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+        WHERE id = NEW.id;
+END;
+";
+
+/// Schema version 2 (issue 4): launching. The claim time and failover mark
+/// on callbacks, the attempts of each callback, and call detail records.
+/// Existing rows keep every value (the new columns start NULL).
+const MIGRATION_2: &str = "
+-- when the row became dialing (the start of an interrupted attempt)
+ALTER TABLE callbacks ADD COLUMN claimed_at INTEGER;
+-- the queue it was registered in, once moved to its failover queue
+ALTER TABLE callbacks ADD COLUMN moved_from TEXT;
+
+-- due(): pending rows by next attempt time.
+CREATE INDEX callbacks_by_status_next_attempt
+    ON callbacks (status, next_attempt_at);
+
+CREATE TABLE attempts (
+    id          INTEGER PRIMARY KEY,
+    callback_id INTEGER NOT NULL REFERENCES callbacks (id),
+    -- the queue the callback was in at the time (failover moves it)
+    queue       TEXT    NOT NULL,
+    -- Unix milliseconds, UTC
+    started_at  INTEGER NOT NULL,
+    ended_at    INTEGER NOT NULL,
+    -- 'interrupted': the process stopped during the attempt
+    outcome     TEXT    NOT NULL CHECK (outcome IN ('answered', 'busy', 'no_answer',
+                    'failure', 'invalid_number', 'agent_no_answer', 'interrupted')),
+    sip_status  INTEGER CHECK (sip_status BETWEEN 0 AND 65535),
+    agent       TEXT
+) STRICT;
+
+CREATE INDEX attempts_by_callback ON attempts (callback_id, id);
+
+-- One row per leg: inbound, agent, customer.
+CREATE TABLE cdr (
+    id              INTEGER PRIMARY KEY,
+    callback_id     INTEGER REFERENCES callbacks (id),
+    inbound_call_id TEXT    NOT NULL,
+    leg             TEXT    NOT NULL CHECK (leg IN ('inbound', 'agent', 'customer')),
+    call_id         TEXT    NOT NULL,
+    -- Unix milliseconds, UTC
+    start_at        INTEGER NOT NULL,
+    answer_at       INTEGER,
+    end_at          INTEGER NOT NULL,
+    outcome         TEXT    NOT NULL CHECK (outcome IN ('answered', 'busy', 'no_answer',
+                        'failure', 'invalid_number', 'cancelled', 'interrupted')),
+    sip_code        INTEGER CHECK (sip_code BETWEEN 0 AND 65535),
+    peer            TEXT    NOT NULL
+) STRICT;
+
+CREATE INDEX cdr_by_start ON cdr (start_at, id);
+";
+
+/// Schema version 3: claims carry their node and lease, so engines sharing
+/// a store never recover each other's live calls. Rows dialing under
+/// version 2 have neither and count as interrupted.
+const MIGRATION_3: &str = "
+ALTER TABLE callbacks ADD COLUMN claimed_by TEXT;
+ALTER TABLE callbacks ADD COLUMN lease_until INTEGER;
+";
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rusqlite::params;
+
+    use super::*;
+    use crate::callback::CallbackId;
+    use crate::callback::scheduler::Outcome;
+    use crate::callback::store::test_support::*;
+    use crate::callback::store::{
+        LaunchStore, NextStep, Recovery, SqliteStore, Status, Store, StoreError,
+    };
+
+    #[test]
+    fn migration_is_idempotent() {
+        let db = temp_db("migrate-twice");
+        let path = db.path.clone();
+        {
+            let mut store = SqliteStore::open(&path).unwrap();
+            store
+                .register(&new_cb("support", "3125550188", "2025-06-02T15:00:00Z"))
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&store.conn).unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn rejects_newer_schema_version() {
+        let db = temp_db("future");
+        let path = db.path.clone();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = SqliteStore::open(&path).unwrap_err();
+        match &err {
+            StoreError::UnknownSchemaVersion {
+                path: p,
+                found,
+                known,
+            } => {
+                assert_eq!(p, &path);
+                assert_eq!(*found, 99);
+                assert_eq!(*known as usize, MIGRATIONS.len());
+            }
+            other => panic!("expected UnknownSchemaVersion, got {other:?}"),
+        }
+        assert!(err.to_string().contains("99"), "{err}");
+        assert!(err.to_string().contains("callbacks.db"), "{err}");
+    }
+
+    #[test]
+    fn migration_1_to_current_keeps_existing_rows() {
+        let db = temp_db("migrate-1-2");
+        let path = db.path.clone();
+        {
+            // A file written by the previous release: version 1 only.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATION_1).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
+                     queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
+                     next_attempt_at, expires_at, inbound_call_id) \
+                 VALUES ('support', '3125550188', '+13125550100', '8005550199', 5, ?1, ?1, \
+                     12, 'pending', 1, ?2, ?3, 'old-call@pc33')",
+                params![
+                    ts("2025-06-02T15:00:00Z").as_millisecond(),
+                    now().as_millisecond(),
+                    ts("2025-06-02T23:00:00Z").as_millisecond()
+                ],
+            )
+            .unwrap();
+        }
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&store.conn).unwrap(), MIGRATIONS.len() as i64);
+        let rows = store.list().unwrap();
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!(
+            (row.number.as_str(), row.attempts, row.next_attempt_at),
+            ("3125550188", 1, Some(now()))
+        );
+        assert_eq!(row.queued_at, ts("2025-06-02T15:00:00Z"));
+        assert_eq!(
+            (row.moved_from.clone(), row.status),
+            (None, Status::Pending)
+        );
+        assert_eq!(row.inbound_call_id, "old-call@pc33");
+        // The new tables work on the migrated file.
+        assert!(store.claim(row.id, now()).unwrap());
+        store
+            .record_attempt(
+                row.id,
+                &attempt(Outcome::Answered, Some(200)),
+                &NextStep::Completed,
+            )
+            .unwrap();
+        assert_eq!(store.attempts(row.id).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn migration_2_to_3_leaves_an_old_dialing_row_recoverable() {
+        let db = temp_db("migrate-2-3");
+        let path = db.path.clone();
+        let t0 = now();
+        let id = {
+            // A version-2 file whose process died while dialing.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATION_1).unwrap();
+            conn.execute_batch(MIGRATION_2).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute(
+                "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
+                     queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
+                     expires_at, inbound_call_id, claimed_at) \
+                 VALUES ('support', '3125550188', '+13125550100', '8005550199', 0, ?1, ?1, \
+                     3, 'dialing', 0, ?2, 'old-call@pc33', ?1)",
+                params![t0.as_millisecond(), (t0 + secs(3600)).as_millisecond()],
+            )
+            .unwrap();
+            CallbackId(conn.last_insert_rowid())
+        };
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&store.conn).unwrap(), 3);
+        assert_eq!(row_of(&store, id).status, Status::Dialing);
+        // No owner, no lease: interrupted, whoever looks.
+        assert_eq!(
+            store
+                .recover_interrupted(t0 + secs(1), Duration::from_secs(45), Recovery::Expired)
+                .unwrap(),
+            [id]
+        );
+        assert_eq!(row_of(&store, id).status, Status::Pending);
+    }
+}
