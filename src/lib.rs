@@ -17,8 +17,8 @@
 //! | module | owns | IO / clock |
 //! |---|---|---|
 //! | [`api`] | admin HTTP API (axum): health, statistics, runtime gates, stored callbacks, Prometheus metrics | HTTP |
-//! | [`engine`] | tokio shell: SIP over UDP/TCP, the media thread (one pacing clock for every stream), the store thread, the agent roster, call orchestration (IVR calls, callback dialing) | all IO lives here |
-//! | `b2bua` | call controller: inbound calls, outbound legs, agents, bridging, callbacks — sans-IO (being written; it may not use `engine` or `api`, and names no socket, channel or clock) | sans-IO |
+//! | [`engine`] | tokio shell: SIP over UDP/TCP, the media thread (one pacing clock for every stream, binds the ports the controller allocates), the store thread, DNS, the clock; reads inputs, feeds the controller, carries out its outputs | all IO lives here |
+//! | [`b2bua`] | the call controller: inbound calls and their IVR, outbound legs, agents and their REGISTERs, bridging, callbacks, live callers — `handle_*(now, …)`, then `poll_transmit` / `poll_media` / `poll_store` / `poll_timeout` (tested on a fake clock in `tests/controller.rs`) | sans-IO |
 //! | [`config`] | TOML schema, defaults, validation with field-level errors; converts sections into the settings types of the layers below; read by `engine`, `api`, `b2bua` and the binary | reads the file |
 //! | [`acd`] | queues (order: priority, then original entry time; positions) and agents | pure |
 //! | [`callback`] | callback domain: business-hours gates, the durable store, the launch scheduler, one agent-first attempt (dialer), trunk dialing rules, CDRs | store only |

@@ -1,17 +1,23 @@
-//! The tokio shell: sockets, clocks, and the wiring of the sans-IO cores.
+//! The tokio shell: sockets, threads, clocks, around the sans-IO controller.
 //!
 //! ```text
-//!   transport (UDP/TCP tasks) ──Inbound──▶ ┌──────────── core task ─────────────┐
-//!                                          │ Endpoint (sip, sans-IO)            │
-//!   transport ◀──────────Transmit───────── │ calls: SDP, RTP ports, call flow   │
-//!                                          │ roster: agents and their REGISTERs │
-//!                                          │ one sleep: min(poll_timeout, ...)  │
-//!   media thread ◀──Command (Add/Play…)─── │                                    │
-//!   media thread ───MediaEvent (digits…)─▶ └────────────────────────────────────┘
+//!   transport (UDP/TCP tasks) ──Inbound──▶ ┌──────────── core task ──────────────┐
+//!   transport ◀──────────Transmit───────── │ b2bua::Controller (sans-IO)         │
+//!   media thread ◀──Command (Add: ports ── │   poll_transmit / poll_media /      │
+//!        bound here first; Play, Bridge…)  │   poll_store / poll_timeout         │
+//!   media thread ───MediaEvent (digits…)─▶ │ one sleep: min(poll_timeout, stop)  │
+//!   store thread ◀──StoreRequest────────── │ the clocks: now + a wall reading    │
+//!   store thread ───StoreReply──────────▶  │   before every input                │
+//!   admin API ──Control (stats, gates…)─▶  └─────────────────────────────────────┘
 //! ```
 //!
-//! The core task owns the endpoint and every call's state; nothing is shared
-//! behind a lock. The media thread owns every RTP socket (see [`media`]).
+//! The core task owns the controller, and so every call's state; nothing is
+//! shared behind a lock. It decides nothing itself: it reads an input, hands
+//! it to the controller, and carries out what the controller asks — sends,
+//! media commands (binding a new stream's RTP/RTCP ports, then telling the
+//! controller whether that worked), store requests — until it asks for
+//! nothing more. The media thread owns every RTP socket (see [`media`]), the
+//! store thread the callback store (see [`store`]).
 
 pub mod media;
 pub mod resolve;
