@@ -813,3 +813,114 @@ fn customer_invites_are_spaced_by_the_trunk_cps_cap_while_agents_ring_together()
         "0.5 calls per second"
     );
 }
+
+// ---------------------------------------------------------------------------
+// The ECBT learns from handle times.
+
+/// What the second of two callers waiting in line hears as its ECBT (the
+/// number prompt after "ecbt_about"), with alice paused so both wait.
+fn second_callers_ecbt(h: &mut Harness) -> String {
+    let now = h.now;
+    h.ctl
+        .set_agent_paused(now, "alice", true)
+        .expect("alice can be paused");
+    for (n, port) in [("wait-a", 40100), ("wait-b", 40102)] {
+        let mut caller = Peer::new("127.0.0.1:5074", n);
+        let invite = caller.request("INVITE", Some(&offer(port, 1, "sendrecv")));
+        h.deliver(caller.addr, &invite);
+        let ok = h.responses(n, 200, "INVITE")[0]
+            .response()
+            .expect("200")
+            .clone();
+        caller.learn(&ok);
+        let ack = caller.request("ACK", None);
+        h.deliver(caller.addr, &ack);
+    }
+    let (_, first) = h.plays("wait-b")[0].clone();
+    let about = first
+        .iter()
+        .position(|p| p == "ecbt_about")
+        .expect("an ECBT");
+    first[about + 1].clone()
+}
+
+#[test]
+fn the_ecbt_follows_the_handle_time_of_bridged_callbacks() {
+    let ecbt = "[ecbt]\naht_s = 60\nwindow = 1\n";
+    // Nothing handled yet: the seed (60 s) for the one caller ahead.
+    let mut fresh = with_callback(ecbt);
+    assert_eq!(second_callers_ecbt(&mut fresh), "number_1");
+    // A callback bridged for five minutes replaces the seed.
+    let mut h = with_callback(ecbt);
+    let (invite, _, _) = bridged(&mut h);
+    h.advance(secs(300));
+    h.deliver(
+        addr(CARRIER),
+        &in_dialog(&invite, "BYE", "cust-tag", CARRIER, 2),
+    );
+    assert_eq!(
+        h.rows()[0].status,
+        callbackd::callback::store::Status::Completed
+    );
+    assert_eq!(second_callers_ecbt(&mut h), "number_5");
+}
+
+// ---------------------------------------------------------------------------
+// Live callers reach a free agent.
+
+#[test]
+fn a_live_caller_reaches_the_free_agent_once_the_offer_was_said() {
+    let config = driver::config(&callback_config(""));
+    let mut h = Harness::with_trunk(&config, vec![udp_target(CARRIER)]);
+    h.answers_bye.extend([addr(AGENT)]);
+    let mut caller = Peer::new("127.0.0.1:5070", "live-1");
+    let invite = caller.request("INVITE", Some(&offer(40000, 1, "sendrecv")));
+    h.deliver(caller.addr, &invite);
+    let ok = h.responses("live-1", 200, "INVITE")[0]
+        .response()
+        .expect("200")
+        .clone();
+    caller.learn(&ok);
+    let ack = caller.request("ACK", None);
+    h.deliver(caller.addr, &ack);
+    // Not during the greeting: the caller is still choosing.
+    let (at, greeting) = h.plays("live-1")[0].clone();
+    let said = at
+        + greeting
+            .iter()
+            .map(|p| h.prompt_len(p))
+            .sum::<std::time::Duration>();
+    let i = h.run_until_sent(secs(30), |s| {
+        s.request()
+            .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("alice"))
+    });
+    let rung = h.sent[i].at;
+    // The first poll (every 500 ms from t0) after the offer was said.
+    let poll = std::time::Duration::from_millis((said.as_millis() as u64 / 500 + 1) * 500);
+    assert_eq!(rung, poll, "offer said at {said:?}");
+    let agent_invite = h.sent[i].request().expect("INVITE").clone();
+    h.advance(ms(700));
+    let ok = answer(
+        &agent_invite,
+        200,
+        "agent-tag",
+        AGENT,
+        Some(&offer(41000, 1, "sendrecv")),
+    );
+    h.deliver(addr(AGENT), &ok);
+    let agent_call = agent_invite.headers.call_id.as_str().to_owned();
+    let (c, a) = (h.stream_key("live-1"), h.stream_key(&agent_call));
+    assert_eq!(
+        h.media.streams[&c].bridged_with,
+        Some(a),
+        "bridged on the answer"
+    );
+    // The agent hangs up after a minute: the caller's BYE at once.
+    h.advance(secs(60));
+    h.deliver(
+        addr(AGENT),
+        &in_dialog(&agent_invite, "BYE", "agent-tag", AGENT, 2),
+    );
+    let bye = h.requests("live-1", "BYE");
+    assert_eq!(bye.first().map(|s| s.at), Some(h.elapsed()));
+}

@@ -625,7 +625,7 @@ impl Dialing {
                 }
                 live.answered = true;
                 let _ = env.roster.agents_mut().answered(&live.agent, now);
-                if !env.calls.connect_to_agent(live.caller, call) {
+                if !env.calls.connect_to_agent(now, live.caller, call) {
                     // The caller left (or started registering) meanwhile.
                     let _ = env.endpoint.hangup(now, call);
                 }
@@ -966,6 +966,14 @@ impl Dialing {
             if !leg.ended {
                 let _ = env.endpoint.hangup(now, leg.call);
             }
+        }
+        // A bridged callback's talk time is a handle time of its queue.
+        if let Some(answered) = a.customer_leg.as_ref().and_then(|l| l.answered)
+            && outcome == Outcome::Answered
+        {
+            let talk = ended_at.duration_since(answered);
+            env.calls
+                .record_handle_time(&a.callback.queue, talk.unsigned_abs());
         }
         let next = self.scheduler.after_attempt(&a.callback, outcome, ended_at);
         info!(

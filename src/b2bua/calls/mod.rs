@@ -74,7 +74,6 @@ pub struct Calls {
     prompts: Arc<PromptLibrary>,
     hold: Option<PromptId>,
     acd: Acd,
-    estimator: Estimator,
     gates: Gates,
     org_hours: BusinessHours,
     queues: Vec<QueueRuntime>,
@@ -118,6 +117,8 @@ struct CallCtx {
     digits: DigitMerger,
     /// The agent leg this caller is talking to (the IVR is then detached).
     connected_to: Option<CallKey>,
+    /// When it was connected to that agent (its handle time starts).
+    connected_at: Option<Instant>,
     /// The callback this call registered, for its CDR row.
     callback: Option<CallbackId>,
     /// The caller (From URI), for its CDR row.
@@ -171,6 +172,8 @@ struct QueueRuntime {
     expiry: Duration,
     hours: Option<BusinessHours>,
     dids: Vec<String>,
+    /// The queue's rolling handle time, fed by its bridged calls.
+    estimator: Estimator,
 }
 
 impl Calls {
@@ -194,6 +197,7 @@ impl Calls {
                 expiry: q.callback_expiry(),
                 hours: q.hours(org).map_err(SetupError::Hours)?,
                 dids: q.dids.clone(),
+                estimator: Estimator::new(config.ecbt.settings()).map_err(SetupError::Ecbt)?,
             });
         }
         let flow_settings = FlowSettings {
@@ -217,7 +221,6 @@ impl Calls {
             hold: prompts.id("hold_music"),
             prompts,
             acd,
-            estimator: Estimator::new(config.ecbt.settings()).map_err(SetupError::Ecbt)?,
             gates: org.gates(),
             org_hours: org.business_hours().map_err(SetupError::Hours)?,
             queues,
@@ -274,6 +277,16 @@ impl Calls {
     /// The wall-clock time at `now`.
     pub fn wall(&self, now: Instant) -> Timestamp {
         self.clock.at(now)
+    }
+
+    /// A call of `queue` handled by an agent for `d` (a bridged callback, a
+    /// live caller connected to an agent): it feeds the queue's rolling
+    /// average handle time, and so every ECBT announced after it.
+    pub fn record_handle_time(&mut self, queue: &QueueId, d: Duration) {
+        if let Some(q) = self.queues.iter_mut().find(|q| q.id == *queue) {
+            q.estimator.record_handle_time(d);
+            debug!(%queue, handle_s = d.as_secs_f64(), aht_s = q.estimator.average_handle_time().as_secs_f64(), "handle time recorded");
+        }
     }
 
     /// Calls in progress.
@@ -527,14 +540,15 @@ impl Calls {
     /// The ECBT for `call` given the pending callbacks ahead of it.
     fn estimate(&self, call: CallKey, pending_ahead: u32) -> Option<Ecbt> {
         let ctx = self.calls.get(&call)?;
-        let queue = &self.queues[ctx.queue].id;
+        let runtime = &self.queues[ctx.queue];
+        let queue = &runtime.id;
         let position = self
             .acd
             .queue(queue)
             .and_then(|q| q.position(CallerId(call.0)))
             .unwrap_or(1);
         let ahead = callers_ahead(position, pending_ahead);
-        let ecbt = self
+        let ecbt = runtime
             .estimator
             .estimate(ahead, self.acd.staffed_agents(queue));
         debug!(call_id = %ctx.call_id, position, pending_ahead, ?ecbt, "ECBT estimated");
@@ -758,6 +772,7 @@ impl Calls {
             play_token: 0,
             digits: DigitMerger::new(),
             connected_to: None,
+            connected_at: None,
             callback: None,
             from: request.headers.from.uri.to_string(),
             max_deadline: None,
@@ -1009,6 +1024,10 @@ impl Calls {
             return;
         };
         info!(call_id = %ctx.call_id, ?reason, "call ended");
+        if let Some(at) = ctx.connected_at {
+            let queue = self.queues[ctx.queue].id.clone();
+            self.record_handle_time(&queue, now.saturating_duration_since(at));
+        }
         // Issue 4 point 6: a CDR row for the inbound leg too (answered at
         // once; linked to the callback it registered, if any).
         self.store
@@ -1075,7 +1094,7 @@ impl Calls {
     /// Connects a waiting caller to an answered agent leg: the IVR stops,
     /// the caller leaves the queue, RTP is bridged. False when the caller is
     /// gone or no longer waiting (the agent leg should then be hung up).
-    pub fn connect_to_agent(&mut self, caller: CallKey, agent_leg: CallKey) -> bool {
+    pub fn connect_to_agent(&mut self, now: Instant, caller: CallKey, agent_leg: CallKey) -> bool {
         let Some(ctx) = self.calls.get_mut(&caller) else {
             return false;
         };
@@ -1086,6 +1105,7 @@ impl Calls {
         ctx.flow = None;
         ctx.scheduled = None;
         ctx.connected_to = Some(agent_leg);
+        ctx.connected_at = Some(now);
         ctx.play_token = ctx.play_token.wrapping_add(1);
         if let Some(q) = self.acd.queue_mut(&self.queues[ctx.queue].id) {
             q.leave(CallerId(caller.0));
