@@ -4,9 +4,7 @@
 //! [`Acd`] holds every configured [`Queue`] by [`QueueId`] and, for now, the
 //! number of staffed agents per queue as a plain number from the
 //! configuration ([`Acd::staffed_agents`]) — the one figure the ECBT
-//! estimator needs. Issue 4 replaces that number with real agents (static
-//! and registered, available / on call / paused) behind the same method, and
-//! dispatches the head of each queue ([`Queue::first_on_hold`]) against due
+//! estimator needs. The scheduler dispatches waiting callers against due
 //! callbacks by the same order: queue priority, then `queued_at`.
 //!
 //! Like the rest of the pure layers, nothing here reads a clock: entry times
@@ -21,7 +19,7 @@ use thiserror::Error;
 
 use crate::callback::QueueId;
 
-pub use queue::{CallerId, Entry, EntryState, Place, Queue, QueueError};
+pub use queue::{CallerId, Entry, Place, Queue, QueueError};
 
 /// Misconfiguration of the ACD by its owner. A local fault.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -161,11 +159,11 @@ mod tests {
         q.join(a, t0, 0).unwrap();
         q.join(b, t0 + Duration::from_secs(1), 0).unwrap();
         q.join(c, t0 + Duration::from_secs(2), 0).unwrap();
-        q.mark_registering(b).unwrap();
         q.join(d, t0 + Duration::from_secs(60), 0).unwrap();
         q.join(e, t0 + Duration::from_secs(70), 0).unwrap();
 
-        let position = q.return_to_hold(b).unwrap();
+        // b, back from the IVR after three invalid entries, kept its place.
+        let position = q.position(b).unwrap();
         assert_eq!(position, 2);
         let ecbt = estimator.estimate(callers_ahead(position, 0), acd.staffed_agents(&support));
         // One caller ahead × 5 minutes / 1 agent; at the end it would be 20.

@@ -12,35 +12,21 @@
 //! # Keeping the place while in the IVR
 //!
 //! A caller who presses 1 to register a callback does **not** leave the
-//! queue. The engine marks the entry [`EntryState::Registering`]; the entry
-//! keeps its [`Place`] (same priority, same `queued_at`, same sequence
-//! number), so:
+//! queue: its entry keeps its [`Place`] (same priority, same `queued_at`,
+//! same sequence number), so
 //!
 //! - callers behind it still count it as ahead of them — it will be ahead of
 //!   them either way, as a live caller again or as a pending callback whose
 //!   stored `queued_at` is this same entry time;
-//! - after the third invalid entry the flow says "returning you to the
-//!   queue" and the engine calls [`Queue::return_to_hold`]: the caller is back
-//!   exactly where it was, never at the end, without any time arithmetic;
-//! - on a committed registration the engine calls [`Queue::leave`]; from then
-//!   on the store's pending callback (same `queued_at`) holds the place.
+//! - after the third invalid entry ("returning you to the queue") the caller
+//!   is exactly where it was, never at the end, without any time arithmetic;
+//! - on a committed registration the controller calls [`Queue::leave`]; from
+//!   then on the store's pending callback (same `queued_at`) holds the place.
 //!
-//! An entry that is `Registering` is not offered to an agent
-//! ([`Queue::first_on_hold`] skips it): the caller is busy keying a number.
-//!
-//! A caller that really left (e.g. a transfer elsewhere and back) can also
-//! [`Queue::join`] again with its original `queued_at`: it is then placed by
-//! that time, i.e. at its original place; only the tie-break among callers
-//! with the very same priority and instant uses the new sequence number.
-//!
-//! # Cost
-//!
-//! Entries are kept in one `Vec` sorted by [`Place`], plus a hash index from
-//! caller to place. [`Queue::position`] is a hash lookup and a binary search,
-//! O(log n). [`Queue::join`] and [`Queue::leave`] shift the tail of the
-//! vector, O(n) `memmove` of small `Copy` entries — microseconds for
-//! thousands of callers. [`Queue::entries`] walks the queue in order, so
-//! announcing every caller's position is one O(n) pass, not n queries.
+//! Whether a caller may be offered to an agent meanwhile (holding, not keying
+//! a number) is the IVR flow's to say
+//! ([`Flow::is_waiting_in_queue`](crate::ivr::flow::Flow::is_waiting_in_queue)),
+//! not this queue's: one place holds that state.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -61,16 +47,6 @@ pub struct Place {
     seq: u64,
 }
 
-/// What a queued caller is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryState {
-    /// Waiting on hold; the next free agent may take it.
-    OnHold,
-    /// In the callback-registration dialog of the IVR: keeps its place, is
-    /// counted ahead of the callers behind it, but is not offered to agents.
-    Registering,
-}
-
 /// One entry of a queue, as [`Queue::entries`] yields it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
@@ -78,8 +54,6 @@ pub struct Entry {
     pub caller: CallerId,
     /// Where in line.
     pub place: Place,
-    /// On hold or in the IVR.
-    pub state: EntryState,
 }
 
 /// Misuse of a queue by its owner (the engine). All local faults: nothing
@@ -178,14 +152,7 @@ impl Queue {
         self.next_seq += 1;
         // The sequence number is fresh, so `place` is in no entry yet.
         let at = self.entries.partition_point(|e| e.place < place);
-        self.entries.insert(
-            at,
-            Entry {
-                caller,
-                place,
-                state: EntryState::OnHold,
-            },
-        );
+        self.entries.insert(at, Entry { caller, place });
         self.index.insert(caller, place);
         Ok(position_from_index(at))
     }
@@ -212,27 +179,6 @@ impl Queue {
         self.entries.get(self.slot(place)).copied()
     }
 
-    /// Marks the caller as in the callback-registration dialog. It keeps
-    /// its place. Idempotent.
-    pub fn mark_registering(&mut self, caller: CallerId) -> Result<(), QueueError> {
-        self.set_state(caller, EntryState::Registering).map(|_| ())
-    }
-
-    /// Puts a registering caller back on hold ("returning you to the queue")
-    /// at its original place, and returns its position. Idempotent.
-    pub fn return_to_hold(&mut self, caller: CallerId) -> Result<u32, QueueError> {
-        self.set_state(caller, EntryState::OnHold)
-    }
-
-    /// The first caller on hold — the one the next free agent takes
-    /// (issue 4). Entries in the registration dialog are skipped.
-    pub fn first_on_hold(&self) -> Option<Entry> {
-        self.entries
-            .iter()
-            .find(|e| e.state == EntryState::OnHold)
-            .copied()
-    }
-
     /// Every entry in line order; the n-th item (0-based) is at position n + 1.
     pub fn entries(&self) -> impl ExactSizeIterator<Item = &Entry> + '_ {
         self.entries.iter()
@@ -246,20 +192,6 @@ impl Queue {
     /// Whether no caller holds a place.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-
-    fn set_state(&mut self, caller: CallerId, state: EntryState) -> Result<u32, QueueError> {
-        let place = *self
-            .index
-            .get(&caller)
-            .ok_or(QueueError::NotQueued(caller))?;
-        let at = self.slot(&place);
-        let entry = self
-            .entries
-            .get_mut(at)
-            .expect("slot() returns an index inside entries");
-        entry.state = state;
-        Ok(position_from_index(at))
     }
 
     /// The index of the entry with `place`, which must be indexed.
@@ -370,13 +302,6 @@ mod tests {
     }
 
     #[test]
-    fn rejects_state_change_of_unknown_caller() {
-        let mut q = queue();
-        assert_eq!(q.mark_registering(A), Err(QueueError::NotQueued(A)));
-        assert_eq!(q.return_to_hold(A), Err(QueueError::NotQueued(A)));
-    }
-
-    #[test]
     fn returns_from_the_ivr_at_the_original_position_not_the_end() {
         let t0 = Instant::now();
         let mut q = queue();
@@ -384,19 +309,15 @@ mod tests {
         q.join(B, t0 + Duration::from_secs(1), 0).unwrap();
         q.join(C, t0 + Duration::from_secs(2), 0).unwrap();
 
-        // B presses 1 and goes into the registration dialog…
-        q.mark_registering(B).unwrap();
-        assert_eq!(q.entry(B).map(|e| e.state), Some(EntryState::Registering));
-        // …two more callers arrive meanwhile…
+        // B presses 1 and goes into the registration dialog, staying in
+        // line; two more callers arrive meanwhile…
         assert_eq!(q.join(D, t0 + Duration::from_secs(30), 0), Ok(4));
         assert_eq!(q.join(E, t0 + Duration::from_secs(40), 0), Ok(5));
         // …and C still counts B ahead of it: B will be ahead either way.
         assert_eq!(q.position(C), Some(3));
 
-        // Third invalid entry: "returning you to the queue".
-        assert_eq!(q.return_to_hold(B), Ok(2));
+        // Third invalid entry: "returning you to the queue" — where it was.
         assert_eq!(q.position(B), Some(2));
-        assert_eq!(q.entry(B).map(|e| e.state), Some(EntryState::OnHold));
         assert_eq!(order(&q), vec![A, B, C, D, E]);
     }
 
@@ -413,21 +334,6 @@ mod tests {
 
         assert_eq!(q.join(B, original, 0), Ok(2));
         assert_eq!(order(&q), vec![A, B, C, D, E]);
-    }
-
-    #[test]
-    fn first_on_hold_skips_callers_in_the_ivr() {
-        let t0 = Instant::now();
-        let mut q = queue();
-        assert_eq!(q.first_on_hold(), None);
-        q.join(A, t0, 0).unwrap();
-        q.join(B, t0 + Duration::from_secs(1), 0).unwrap();
-        q.mark_registering(A).unwrap();
-        assert_eq!(q.first_on_hold().map(|e| e.caller), Some(B));
-        q.mark_registering(B).unwrap();
-        assert_eq!(q.first_on_hold(), None);
-        q.return_to_hold(A).unwrap();
-        assert_eq!(q.first_on_hold().map(|e| e.caller), Some(A));
     }
 
     #[test]
