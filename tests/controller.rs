@@ -818,12 +818,9 @@ fn customer_invites_are_spaced_by_the_trunk_cps_cap_while_agents_ring_together()
 // The ECBT learns from handle times.
 
 /// What the second of two callers waiting in line hears as its ECBT (the
-/// number prompt after "ecbt_about"), with alice paused so both wait.
+/// number prompt after "ecbt_about"): one caller ahead, alice staffing the
+/// queue.
 fn second_callers_ecbt(h: &mut Harness) -> String {
-    let now = h.now;
-    h.ctl
-        .set_agent_paused(now, "alice", true)
-        .expect("alice can be paused");
     for (n, port) in [("wait-a", 40100), ("wait-b", 40102)] {
         let mut caller = Peer::new("127.0.0.1:5074", n);
         let invite = caller.request("INVITE", Some(&offer(port, 1, "sendrecv")));
@@ -923,4 +920,22 @@ fn a_live_caller_reaches_the_free_agent_once_the_offer_was_said() {
     );
     let bye = h.requests("live-1", "BYE");
     assert_eq!(bye.first().map(|s| s.at), Some(h.elapsed()));
+}
+
+#[test]
+fn the_ecbt_divides_by_the_agents_staffing_the_queue_now() {
+    let bob =
+        "[[agents]]\nid = \"bob\"\nuri = \"sip:bob@127.0.0.1:5082\"\nqueues = [\"support\"]\n";
+    let ecbt = format!("[ecbt]\naht_s = 240\nwindow = 1\n{bob}");
+    // Two agents: one caller ahead × 4 minutes / 2 = 2 minutes.
+    let mut both = with_callback(&ecbt);
+    assert_eq!(second_callers_ecbt(&mut both), "number_2");
+    // Bob paused: alice alone, 4 minutes.
+    let mut alone = with_callback(&ecbt);
+    let now = alone.now;
+    alone
+        .ctl
+        .set_agent_paused(now, "bob", true)
+        .expect("bob can be paused");
+    assert_eq!(second_callers_ecbt(&mut alone), "number_4");
 }

@@ -83,16 +83,6 @@ impl Acd {
     pub fn staffed_agents(&self, id: &QueueId) -> u32 {
         self.queues.get(id).map_or(0, |s| s.staffed_agents)
     }
-
-    /// Changes the staffing of a configured queue (e.g. on a config reload).
-    /// Returns `false` if the queue is unknown.
-    pub fn set_staffed_agents(&mut self, id: &QueueId, agents: u32) -> bool {
-        let Some(s) = self.queues.get_mut(id) else {
-            return false;
-        };
-        s.staffed_agents = agents;
-        true
-    }
 }
 
 #[cfg(test)]
@@ -115,9 +105,6 @@ mod tests {
         assert_eq!(acd.staffed_agents(&id("support")), 4);
         assert_eq!(acd.staffed_agents(&id("billing")), 0);
         assert_eq!(acd.staffed_agents(&id("sales")), 0);
-        assert!(acd.set_staffed_agents(&id("billing"), 3));
-        assert_eq!(acd.staffed_agents(&id("billing")), 3);
-        assert!(!acd.set_staffed_agents(&id("sales"), 3));
 
         let q = acd.queue_mut(&id("support")).expect("configured");
         q.join(CallerId(7), t0, 0).unwrap();

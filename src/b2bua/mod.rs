@@ -320,7 +320,7 @@ impl Controller {
             }
             reply @ (StoreReply::Registered { .. } | StoreReply::PendingAhead { .. }) => {
                 self.calls
-                    .handle_store_reply(now, reply, &mut self.endpoint);
+                    .handle_store_reply(now, reply, &mut self.endpoint, self.roster.agents());
             }
         }
         self.process(now);

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use tracing::{debug, info, warn};
 
+use crate::acd::agents::Agents;
 use crate::acd::{Acd, CallerId, Queue};
 use crate::b2bua::WallClock;
 use crate::b2bua::media::{MediaCommand, MediaEvent, StreamParams};
@@ -450,7 +451,14 @@ impl Calls {
     }
 
     /// Reacts to an answer from the store thread.
-    pub fn handle_store_reply(&mut self, now: Instant, reply: StoreReply, endpoint: &mut Endpoint) {
+    /// `agents` tells the staffing the ECBT divides by.
+    pub fn handle_store_reply(
+        &mut self,
+        now: Instant,
+        reply: StoreReply,
+        endpoint: &mut Endpoint,
+        agents: &Agents,
+    ) {
         match reply {
             // The dialing side's replies; the core routes them there.
             StoreReply::Due { .. }
@@ -458,7 +466,7 @@ impl Calls {
             | StoreReply::AttemptRecorded { .. } => {}
             StoreReply::PendingAhead { call, count } => {
                 let call = CallKey(call);
-                let Some(ecbt) = self.estimate(call, count) else {
+                let Some(ecbt) = self.estimate(call, count, agents) else {
                     return;
                 };
                 let Some(ctx) = self.calls.get_mut(&call) else {
@@ -538,7 +546,10 @@ impl Calls {
     }
 
     /// The ECBT for `call` given the pending callbacks ahead of it.
-    fn estimate(&self, call: CallKey, pending_ahead: u32) -> Option<Ecbt> {
+    /// Staffing: the queue's agents who are reachable (static, or
+    /// registered now) and not paused; a queue with no agent configured
+    /// (IVR only, agents elsewhere) uses its configured `staffed_agents`.
+    fn estimate(&self, call: CallKey, pending_ahead: u32, agents: &Agents) -> Option<Ecbt> {
         let ctx = self.calls.get(&call)?;
         let runtime = &self.queues[ctx.queue];
         let queue = &runtime.id;
@@ -548,10 +559,13 @@ impl Calls {
             .and_then(|q| q.position(CallerId(call.0)))
             .unwrap_or(1);
         let ahead = callers_ahead(position, pending_ahead);
-        let ecbt = runtime
-            .estimator
-            .estimate(ahead, self.acd.staffed_agents(queue));
-        debug!(call_id = %ctx.call_id, position, pending_ahead, ?ecbt, "ECBT estimated");
+        let staffed = if agents.iter().any(|a| a.serves(queue)) {
+            agents.staffed(queue)
+        } else {
+            self.acd.staffed_agents(queue)
+        };
+        let ecbt = runtime.estimator.estimate(ahead, staffed);
+        debug!(call_id = %ctx.call_id, position, pending_ahead, staffed, ?ecbt, "ECBT estimated");
         Some(ecbt)
     }
 
