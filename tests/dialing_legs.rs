@@ -695,7 +695,10 @@ async fn trunk_srv_failover_honours_retry_after_and_dns_coming_up_late() {
     let first = register(&config, NUMBER);
     let engine = common::start(config.clone()).await;
     // The name server refuses until the engine has been refused once.
-    common::wait_until(SOON, "the engine asked the name server", || dns.refused() > 0).await;
+    common::wait_until(SOON, "the engine asked the name server", || {
+        dns.refused() > 0
+    })
+    .await;
     // Nothing is launched before the name resolves.
     assert!(
         agent.invites().is_empty(),

@@ -162,7 +162,10 @@ async fn full_call(slot: u16, law: Law) {
     // and not at twice or half of it (the median shrugs off a late wake-up
     // of a busy machine). Jitter and drift are measurements, not tests.
     let p50 = percentile(&gaps_ms(&packets[5..]), 50.0);
-    assert!((15.0..=25.0).contains(&p50), "median gap {p50:.2} ms at ptime 20");
+    assert!(
+        (15.0..=25.0).contains(&p50),
+        "median gap {p50:.2} ms at ptime 20"
+    );
 
     ua.bye(&dialog, 2).await;
     // No more RTP once the call is over (allow packets already in flight).
@@ -869,7 +872,10 @@ async fn tcp_call() {
         dialog.learn_tag(&ok);
         let ear = Listener::start(&rtp, TEST_LIMIT);
         ua.send(dialog.request("ACK", 1, &branch(), None)).await;
-        wait_until(WAIT, "40 packets on a TCP-signalled call", || ear.len() >= 40).await;
+        wait_until(WAIT, "40 packets on a TCP-signalled call", || {
+            ear.len() >= 40
+        })
+        .await;
         let packets = ear.with(<[Rtp]>::to_vec);
         drop(ear);
         let expected = expected_frames(&lib, Law::Ulaw, Ptime::DEFAULT, packets.len());
@@ -974,7 +980,8 @@ async fn dtmf_rfc4733_and_info_are_logged() {
         };
         wait_until(WAIT, "'#' and the INFO digit logged", || {
             let lines = dtmf_lines();
-            lines.iter().any(|l| l.contains("digit=#")) && lines.iter().any(|l| l.contains("digit=3"))
+            lines.iter().any(|l| l.contains("digit=#"))
+                && lines.iter().any(|l| l.contains("digit=3"))
         })
         .await;
         let digits = dtmf_lines();
@@ -1126,7 +1133,10 @@ async fn shutdown_stops_the_media_thread() {
         none_left("media threads of earlier engines still running").await;
         let engine = start(config(18, |_| {})).await;
         // The thread names itself once it runs: wait for it.
-        wait_until(WAIT, "no media thread", || threads_named("callbackd-media") > 0).await;
+        wait_until(WAIT, "no media thread", || {
+            threads_named("callbackd-media") > 0
+        })
+        .await;
         assert_eq!(threads_named("callbackd-media"), 1, "one media thread");
         engine.shutdown().await;
         none_left("media thread still running 3 s after shutdown").await;
