@@ -6,6 +6,7 @@
 //! Every test has its own block of fixed ports from 37000 (RTCP is RTP + 1,
 //! so the phones' RTCP sockets are where our reports must arrive).
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -55,6 +56,10 @@ struct Phone {
 struct Rig {
     media: MediaHandle,
     events: UnboundedReceiver<MediaEvent>,
+    /// Events that came while [`Rig::sync`] waited.
+    early: VecDeque<MediaEvent>,
+    /// Barriers sent so far (each removes a key of its own).
+    syncs: u64,
     a: Phone,
     b: Phone,
     /// Where the media thread receives each leg's RTP and RTCP.
@@ -127,6 +132,8 @@ impl Rig {
         Rig {
             media,
             events,
+            early: VecDeque::new(),
+            syncs: 0,
             a: Phone {
                 rtp: pa_rtp,
                 rtcp: pa_rtcp,
@@ -144,21 +151,70 @@ impl Rig {
         assert!(self.media.send(command), "media thread gone");
     }
 
-    /// Waits for a media event matching `pred`.
+    /// Waits for a media event matching `pred` (events before it are
+    /// dropped).
     fn event(
         &mut self,
         within: Duration,
         pred: impl Fn(&MediaEvent) -> bool,
     ) -> Option<MediaEvent> {
+        while let Some(ev) = self.early.pop_front() {
+            if pred(&ev) {
+                return Some(ev);
+            }
+        }
         let end = Instant::now() + within;
         while Instant::now() < end {
             match self.events.try_recv() {
                 Ok(ev) if pred(&ev) => return Some(ev),
                 Ok(_) => {}
+                // Poll interval: the channel has no blocking receive with a
+                // deadline on a plain thread.
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         }
         None
+    }
+
+    /// Returns once the media thread has carried out every command sent
+    /// before: it takes commands in order and answers the removal of a
+    /// stream it does not have with `Removed`. Other events that come
+    /// meanwhile are kept for [`Rig::event`].
+    fn sync(&mut self) {
+        let key = 1_000 + self.syncs;
+        self.syncs += 1;
+        self.send(Command::Remove { key });
+        let end = Instant::now() + WITHIN;
+        loop {
+            match self.events.try_recv() {
+                Ok(MediaEvent::Removed { key: k }) if k == key => return,
+                Ok(ev) => self.early.push_back(ev),
+                Err(_) => {
+                    assert!(Instant::now() < end, "media thread did not answer");
+                    // Poll interval, as in `event`.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+}
+
+/// A file in the temporary directory, removed when dropped (the test passed
+/// or failed).
+struct TempFile(PathBuf);
+
+impl TempFile {
+    /// `<tmp>/<stem>-<pid>.wav`, not there yet.
+    fn new(stem: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!("{stem}-{}.wav", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -368,7 +424,7 @@ fn hold_stops_relaying_and_rtcp_is_terminated_per_leg() {
         key: B,
         params: held.clone(),
     });
-    std::thread::sleep(Duration::from_millis(50));
+    rig.sync();
     for _ in 0..5 {
         send_a(&rig);
     }
@@ -443,7 +499,7 @@ fn hold_stops_relaying_and_rtcp_is_terminated_per_leg() {
         key: B,
         params: held,
     });
-    std::thread::sleep(Duration::from_millis(50));
+    rig.sync();
     send_a(&rig);
     let (h, _) = recv_rtp(&rig.b.rtp, WITHIN).expect("relayed after resume");
     assert_eq!(
@@ -464,9 +520,9 @@ fn hold_stops_relaying_and_rtcp_is_terminated_per_leg() {
 
 #[test]
 fn records_a_stereo_wav_with_the_agent_left() {
-    let rig = Rig::new(37040, Duration::from_secs(60));
-    let path = std::env::temp_dir().join(format!("callbackd-bridge-{}.wav", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let mut rig = Rig::new(37040, Duration::from_secs(60));
+    let file = TempFile::new("callbackd-bridge");
+    let path = file.0.clone();
     rig.send(Command::Bridge { a: A, b: B });
     rig.send(Command::Record {
         a: A,
@@ -474,10 +530,11 @@ fn records_a_stereo_wav_with_the_agent_left() {
         path: path.clone(),
         notice_first: false,
     });
-    std::thread::sleep(Duration::from_millis(50));
+    rig.sync();
     // One second: A (the agent) says a 1 kHz tone, B (the customer) is silent.
     let t0 = Instant::now();
     for i in 0..50u16 {
+        // The phones' pacing: one packet each every 20 ms.
         let due = t0 + Duration::from_millis(20 * u64::from(i));
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         let ts = u32::from(i) * 160;
@@ -496,7 +553,12 @@ fn records_a_stereo_wav_with_the_agent_left() {
             )
             .unwrap();
     }
-    std::thread::sleep(Duration::from_millis(50));
+    // The media thread has taken A's last packet once it has relayed it.
+    for n in 0..50 {
+        if recv_rtp(&rig.b.rtp, WITHIN).is_none() {
+            panic!("{n} of A's 50 packets relayed to B");
+        }
+    }
     rig.send(Command::Unbridge { a: A, b: B });
     // The recorder thread finishes the file once both taps are gone.
     let end = Instant::now() + Duration::from_secs(5);
@@ -511,6 +573,7 @@ fn records_a_stereo_wav_with_the_agent_left() {
             "no finished recording at {}",
             path.display()
         );
+        // Poll interval: nothing signals the finished file.
         std::thread::sleep(Duration::from_millis(20));
     };
     let spec = reader.spec();
@@ -542,14 +605,13 @@ fn records_a_stereo_wav_with_the_agent_left() {
         right < 50.0,
         "customer's silence not in the right channel (rms {right})"
     );
-    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]
 fn recording_notice_plays_to_the_customer_before_recording() {
-    let rig = Rig::new(37060, Duration::from_secs(60));
-    let path = std::env::temp_dir().join(format!("callbackd-notice-{}.wav", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let mut rig = Rig::new(37060, Duration::from_secs(60));
+    let file = TempFile::new("callbackd-notice");
+    let path = file.0.clone();
     rig.send(Command::Bridge { a: A, b: B });
     rig.send(Command::Record {
         a: A,
@@ -560,7 +622,7 @@ fn recording_notice_plays_to_the_customer_before_recording() {
     let lib = prompts();
     let notice = lib.id("recording_notice").unwrap();
     let frames = lib.frames(notice, Law::Alaw, Ptime::DEFAULT).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    rig.sync();
     // The agent talks meanwhile: the customer hears the notice, not the agent.
     for i in 0..5u16 {
         let packet = rtp(
@@ -582,6 +644,10 @@ fn recording_notice_plays_to_the_customer_before_recording() {
     }
     // Ended before the notice did: nothing was recorded.
     rig.send(Command::Unbridge { a: A, b: B });
+    rig.sync();
+    // A recording started by mistake would create its file on a thread of
+    // its own, which nothing here can wait for: watch that it does not
+    // appear for a while (the one "nothing happens" window of this file).
     std::thread::sleep(Duration::from_millis(200));
     assert!(!path.exists(), "recording started before the notice ended");
 }

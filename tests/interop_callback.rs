@@ -39,8 +39,8 @@ use callbackd::sip::message::{self, Message, Request, Response};
 
 use support::{
     Baresip, CallbackConfig, Capture, Engine, EngineConfig, Ports, RtpPacket, Sipp, TestDir,
-    UdpPacket, assert_clean, interop_lock, log_field, read_rtp, read_udp, require_tools,
-    scenario_file, stored_callbacks, write_inf, write_tone_pcap,
+    UdpPacket, assert_clean, interop_lock, is_call_started_line, log_field, read_rtp, read_udp,
+    require_tools, scenario_file, stored_callbacks, wait_udp_bound, write_inf, write_tone_pcap,
 };
 
 /// sipp's address (`-i`/`-mi`).
@@ -116,7 +116,8 @@ fn callback_calls_agent_first_then_customer_and_bridges() {
             .run(&dir, "carrier")
         });
         // Both UASes listen before the callback can be launched.
-        thread::sleep(Duration::from_millis(500));
+        wait_udp_bound(agent_ports.sipp_sip, Duration::from_secs(10));
+        wait_udp_bound(carrier_ports.sipp_sip, Duration::from_secs(10));
         let caller = Sipp::uac(scenario_file("register_callback.xml"), engine_addr, &main)
             .inf(&inf)
             .load(1, 1, 1)
@@ -432,16 +433,15 @@ fn busy_customer_exhausts_retries_and_fails() {
         got,
         [(Outcome::Busy, Some(486)), (Outcome::Busy, Some(486))]
     );
-    // Nothing more is dialed (the carrier sipp has exited: a third INVITE
-    // would fail as a transport error and be recorded).
-    thread::sleep(Duration::from_secs(3));
+    // That nothing more is dialed later is tests/controller.rs's (busy
+    // until 1 + max_retries attempts, then failed).
     assert_eq!(store.attempts(id).expect("attempts").len(), 2);
     engine.stop();
     engine.assert_no_panic();
 }
 
 /// Issue 4: live callers reach a free agent in line order. Two callers
-/// (two sipp UACs, 1.5 s apart, `caller_holds.xml`: no digit, each sends
+/// (two sipp UACs, B once A's call has started, `caller_holds.xml`: no digit, each sends
 /// its own tone) hear the greeting, the ECBT and the offer, then hold; one
 /// static agent (a sipp UAS taking two calls, `uas_answer_audio_hangup.xml`:
 /// answers, sends its own tone, hangs up after 5 s) is rung for the first
@@ -504,13 +504,19 @@ fn live_callers_reach_a_free_agent_in_order() {
             .timeout_s(90)
             .run(&dir, "agent")
         });
-        thread::sleep(Duration::from_millis(500));
+        wait_udp_bound(agent_ports.sipp_sip, Duration::from_secs(10));
         let caller_a = s.spawn(|| {
             Sipp::uac(scenario_file("caller_holds.xml"), engine_addr, &main)
                 .timeout_s(90)
                 .run(&dir, "caller_a")
         });
-        thread::sleep(Duration::from_millis(1500));
+        // Caller A is first in line once the engine has its call.
+        assert!(
+            engine
+                .wait_for_line(Duration::from_secs(10), is_call_started_line)
+                .is_some(),
+            "caller A's call never started"
+        );
         let caller_b = Sipp::uac(scenario_file("caller_holds.xml"), engine_addr, &b_ports)
             .timeout_s(90)
             .run(&dir, "caller_b");
@@ -754,7 +760,8 @@ fn baresip_agent_completes_the_callback() {
             .timeout_s(90)
             .run(&dir, "carrier")
         });
-        thread::sleep(Duration::from_millis(500));
+        // The carrier UAS listens before the callback can be launched.
+        wait_udp_bound(carrier_ports.sipp_sip, Duration::from_secs(10));
         let caller = Sipp::uac(scenario_file("register_callback.xml"), engine_addr, &main)
             .inf(&inf)
             .load(1, 1, 1)
@@ -1178,6 +1185,7 @@ fn wait_rows(path: &Path, done: impl Fn(&CallbackRow) -> bool) -> Vec<CallbackRo
             std::time::Instant::now() < deadline,
             "the callback did not reach its state: {rows:#?}"
         );
+        // Poll interval: the engine is another process.
         thread::sleep(Duration::from_millis(100));
     }
 }

@@ -219,7 +219,10 @@ fn hangup_mid_entry_leaves_nothing_behind() {
     assert_eq!(log_field(&ended, "reason"), Some("RemoteBye"), "{ended}");
     assert_eq!(digits_of(&engine.log_lines(), &call_id), "131255");
 
-    // 64·T1 for the transactions, and past the 3 s entry timeouts.
+    // 64·T1 for the transactions, and past the 3 s entry timeouts: a
+    // "nothing happens" window (no row, no late timer of the dead call) in
+    // another process, which no condition can show; wanted in
+    // tests/controller.rs (hang-up mid-entry) at exact instants.
     thread::sleep(Duration::from_millis(64 * 50 + 1000));
     let rows = stored_callbacks(&engine.store_path());
     assert!(rows.is_empty(), "rows after a hang-up mid-entry: {rows:#?}");
@@ -345,6 +348,8 @@ fn baresip_registers_a_callback() {
 
     // Press 1 during the greeting, the number after the offer began, then
     // confirm once the tenth digit is in (during the read-back: barge-in).
+    // The pauses are the caller's script (a person keys while listening);
+    // baresip gives no event for what it hears.
     thread::sleep(Duration::from_millis(1500));
     phone.keys("1", KEY_GAP);
     thread::sleep(Duration::from_millis(1500));
@@ -416,6 +421,7 @@ fn wait_digits(engine: &mut Engine, call_id: &str, count: usize, timeout: Durati
         if Instant::now() >= deadline {
             return false;
         }
+        // Poll interval: the engine's log is read by another thread.
         thread::sleep(Duration::from_millis(50));
     }
 }

@@ -101,14 +101,18 @@ fn rows(path: &Path) -> Vec<CallbackRow> {
 }
 
 /// Starts an engine over `store`.
-async fn start_on(config: Config, store: impl LaunchStore + 'static) -> EngineHandle {
-    engine::start_with_store(config, repo(), Box::new(store))
-        .await
-        .expect("engine starts")
+async fn start_on(config: Config, store: impl LaunchStore + 'static) -> TestEngine {
+    let files = StoreFiles::of(&config);
+    TestEngine::new(
+        engine::start_with_store(config, repo(), Box::new(store))
+            .await
+            .expect("engine starts"),
+        files,
+    )
 }
 
 /// Starts an engine over the SQLite file of its configuration.
-async fn start_sqlite(config: Config) -> (EngineHandle, PathBuf) {
+async fn start_sqlite(config: Config) -> (TestEngine, PathBuf) {
     let path = store_path(&config);
     let store = SqliteStore::open(&path).expect("open the store");
     (start_on(config, store).await, path)
@@ -284,7 +288,8 @@ impl Caller {
                 "{}: never heard {what}; heard {heard:?}",
                 self.dialog.call_id
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Poll interval: the listener does not notify new prompts.
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -315,7 +320,8 @@ impl Caller {
     }
 
     /// Sends the remaining packets of an event (updates, then the end packet
-    /// three times), 10 ms apart, and a 40 ms pause after it.
+    /// three times), 10 ms apart, and a 40 ms pause after it. The pauses are
+    /// the phone's pacing of what it sends, not waits for the engine.
     async fn key_up(&mut self, sender: DtmfSender) {
         for packet in sender {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -593,6 +599,7 @@ impl Talker {
                         let header = stream.next_header(160, n == 0);
                         write_rtp(&mut buf, &header, &payload);
                         let _ = sock.send_to(&buf, to);
+                        // The phone's pacing: one packet every 20 ms.
                         let due = started + Duration::from_millis(20) * (n + 1);
                         std::thread::sleep(due.saturating_duration_since(Instant::now()));
                     }
@@ -611,11 +618,10 @@ impl Talker {
     async fn press(&self, keys: &str) {
         self.keys.lock().expect("keys").extend(keys.chars());
         self.busy.store(true, Ordering::SeqCst);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.busy.load(Ordering::SeqCst) || !self.keys.lock().expect("keys").is_empty() {
-            assert!(Instant::now() < deadline, "talker stuck");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until(Duration::from_secs(5), "talker stuck", || {
+            !self.busy.load(Ordering::SeqCst) && self.keys.lock().expect("keys").is_empty()
+        })
+        .await;
     }
 }
 
@@ -691,8 +697,9 @@ async fn info_and_rfc4733_together_count_once() {
     timeout(TEST_LIMIT, async {
         let (engine, path) = start_sqlite(ivr_config(44, |_| {})).await;
         let mut caller = Caller::dial(&engine, pcmu_offer).await;
-        // Each key both ways, the second copy 30 ms after the first; INFO
-        // leads on every other key.
+        // Each key both ways, the second copy 30 ms after the first (the
+        // phone's script: the sleeps below pace what it sends); INFO leads
+        // on every other key.
         async fn both(caller: &mut Caller, keys: &str, index: &mut usize) {
             for key in keys.chars() {
                 let seq = if (*index).is_multiple_of(2) {
@@ -1012,8 +1019,9 @@ async fn barge_in_stops_the_greeting_and_keeps_the_digit() {
                 .at
         });
         let latency = first_enter.saturating_duration_since(pressed);
+        // A measurement, not a bound: that the key cut the greeting short is
+        // asserted above, when is the IVR flow's (exact instants there).
         eprintln!("barge-in: enter_number {latency:?} after the key");
-        assert!(latency < Duration::from_millis(500), "{latency:?}");
         caller.hang_up().await;
         wait_idle(&engine, IDLE_WITHIN).await;
         engine.shutdown().await;

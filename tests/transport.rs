@@ -91,6 +91,7 @@ async fn expect_closed(stream: &mut TcpStream) {
 async fn wait_for_connections(transport: &Transport, count: usize) {
     timeout(WAIT, async {
         while transport.connection_count() != count {
+            // Poll interval: the transport does not notify the count.
             sleep(Duration::from_millis(10)).await;
         }
     })
@@ -161,12 +162,14 @@ async fn udp_send_to_closed_port_does_not_end_the_receive_loop() {
         let socket = UdpSocket::bind(localhost()).await.expect("probe socket");
         socket.local_addr().expect("probe addr")
     };
-    // Each datagram draws an ICMP port unreachable from the loopback stack.
+    // Each datagram draws an ICMP port unreachable from the loopback stack,
+    // reported on the socket before the next one is sent (loopback delivers
+    // at once); spaced so each error is read on its own rather than merged
+    // into one pending error (the sender's pacing, not a wait).
     for _ in 0..5 {
         let _ = transport.send(Target::Udp(closed), Bytes::from_static(OPTIONS));
         sleep(Duration::from_millis(20)).await;
     }
-    sleep(Duration::from_millis(100)).await;
 
     let peer = UdpSocket::bind(localhost()).await.expect("peer socket");
     peer.send_to(MESSAGE, local).await.expect("send");
@@ -205,6 +208,7 @@ async fn tcp_message_split_across_three_delayed_writes() {
     for part in [a, b, c] {
         client.write_all(part).await.expect("write");
         client.flush().await.expect("flush");
+        // The client's pacing: each part its own segment, read on its own.
         sleep(Duration::from_millis(30)).await;
     }
     let inbound = recv(&mut rx).await;

@@ -144,27 +144,8 @@ impl Setup {
     }
 }
 
-/// Removes a test's store file (and its WAL and shared-memory files) when
-/// the test passed; a failing test leaves it for the post-mortem.
-pub struct StoreFiles(pub PathBuf);
-
-impl StoreFiles {
-    pub fn of(config: &Config) -> StoreFiles {
-        StoreFiles(config.store_path(repo()))
-    }
-}
-
-impl Drop for StoreFiles {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("store kept: {}", self.0.display());
-            return;
-        }
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
-    }
-}
+#[allow(unused_imports)] // not every test binary uses it from here
+pub use super::StoreFiles;
 
 pub fn library(config: &Config) -> PromptLibrary {
     engine::load_prompts(config, repo()).expect("prompts load")

@@ -71,8 +71,105 @@ pub fn config(slot: u16, tweak: impl FnOnce(&mut Config)) -> Config {
 }
 
 /// Starts an engine on `config` with the repository's prompts.
-pub async fn start(config: Config) -> EngineHandle {
-    engine::start(config, repo()).await.expect("engine starts")
+pub async fn start(config: Config) -> TestEngine {
+    let files = StoreFiles::of(&config);
+    TestEngine::new(
+        engine::start(config, repo()).await.expect("engine starts"),
+        files,
+    )
+}
+
+/// A running engine and its store file, removed when the test is done with
+/// the engine (passed or failed). Everything else is the handle's.
+pub struct TestEngine {
+    handle: EngineHandle,
+    _files: StoreFiles,
+}
+
+impl TestEngine {
+    /// `handle`, whose store is `files`.
+    pub fn new(handle: EngineHandle, files: StoreFiles) -> TestEngine {
+        TestEngine {
+            handle,
+            _files: files,
+        }
+    }
+
+    /// Stops the engine ([`EngineHandle::shutdown`]), then removes its store.
+    pub async fn shutdown(self) {
+        self.handle.shutdown().await;
+    }
+}
+
+impl std::ops::Deref for TestEngine {
+    type Target = EngineHandle;
+
+    fn deref(&self) -> &EngineHandle {
+        &self.handle
+    }
+}
+
+/// Removes a test's store file (and its WAL and shared-memory files) when
+/// dropped, whether the test passed or failed: runs leave nothing in the
+/// temporary directory. Set `CALLBACKD_KEEP_TEST_FILES=1` to keep them for
+/// a post-mortem.
+pub struct StoreFiles(pub PathBuf);
+
+impl StoreFiles {
+    /// The store of `config`.
+    pub fn of(config: &Config) -> StoreFiles {
+        StoreFiles(config.store_path(repo()))
+    }
+}
+
+impl Drop for StoreFiles {
+    fn drop(&mut self) {
+        if std::env::var_os("CALLBACKD_KEEP_TEST_FILES").is_some() {
+            eprintln!("store kept: {}", self.0.display());
+            return;
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
+}
+
+/// How often the `wait_*` helpers look again at a condition that nothing
+/// notifies (a counter, a log line, a thread count).
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// Waits until `check` yields a value, or panics naming `what` after
+/// `within`. Checked first at once, then every [`POLL`].
+pub async fn wait_for<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not after {within:?}");
+        // The poll interval of a wait on a condition, not a wait by itself.
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until the future `cond` makes resolves to true, or panics naming
+/// `what` after `within`.
+pub async fn wait_until_async<F: std::future::Future<Output = bool>>(
+    within: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + within;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "{what}: not after {within:?}");
+        // The poll interval of a wait on a condition, not a wait by itself.
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until `cond` holds, or panics naming `what` after `within`.
+pub async fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    wait_for(within, what, || cond().then_some(())).await;
 }
 
 /// Polls the engine's counters until every one is zero (calls, transactions,
@@ -88,7 +185,8 @@ pub async fn wait_idle(engine: &EngineHandle, within: Duration) {
             Instant::now() < deadline,
             "engine not idle after {within:?}: {stats:?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Poll interval: the engine does not notify idleness.
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -109,7 +207,8 @@ pub async fn wait_stats(
             Instant::now() < deadline,
             "{what}: not reached after {within:?}: {stats:?}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Poll interval: the engine does not notify counter changes.
+        tokio::time::sleep(POLL).await;
     }
 }
 
