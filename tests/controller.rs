@@ -939,3 +939,72 @@ fn the_ecbt_divides_by_the_agents_staffing_the_queue_now() {
         .expect("bob can be paused");
     assert_eq!(second_callers_ecbt(&mut alone), "number_4");
 }
+
+// ---------------------------------------------------------------------------
+// What the real-socket tests no longer time.
+
+#[test]
+fn callbacks_wait_without_a_trunk_target_and_launch_at_the_first_poll_after_it_resolves() {
+    let config = driver::config(&callback_config(""));
+    let mut h = Harness::with_trunk(&config, Vec::new());
+    h.answers_bye.extend([addr(AGENT), addr(CARRIER)]);
+    let wall: jiff::Timestamp = WALL0.parse().expect("timestamp");
+    callbackd::callback::store::Store::register(
+        &mut h.store,
+        &callbackd::callback::store::NewCallback {
+            queue: callbackd::callback::QueueId("support".into()),
+            number: "3125550188".into(),
+            caller_ani: "3125550111".into(),
+            called_number: "3125550100".into(),
+            priority: 0,
+            queued_at: wall,
+            registered_at: wall,
+            ecbt_quoted_minutes: 1,
+            expires_at: wall + jiff::SignedDuration::from_hours(24),
+            inbound_call_id: "inbound-1".into(),
+        },
+    )
+    .expect("registered");
+    // No target: no agent is rung only to fail the customer leg.
+    h.advance(secs(10));
+    assert!(
+        h.sent.is_empty(),
+        "{:?}",
+        h.sent.iter().map(Sent::label).collect::<Vec<_>>()
+    );
+    // The termination resolves (the engine's DNS refresh) at 10.2 s.
+    h.advance(ms(200));
+    h.ctl.set_trunk_targets(vec![udp_target(CARRIER)]);
+    let i = h.run_until_sent(secs(1), |s| {
+        s.request().is_some_and(|r| r.method.as_str() == "INVITE")
+    });
+    assert_eq!(h.sent[i].at, ms(10_500), "the next poll");
+}
+
+#[test]
+fn a_caller_hanging_up_mid_entry_leaves_no_row_and_no_timer() {
+    let (mut h, mut caller) = answered_call("", "call-h", ms(10));
+    h.advance(secs(2));
+    h.digit("call-h", '1');
+    h.advance(secs(1));
+    h.digits("call-h", "31255", ms(100));
+    h.advance(ms(500));
+    let bye = caller.request("BYE", None);
+    h.deliver(caller.addr, &bye);
+    assert_eq!(h.responses("call-h", 200, "BYE")[0].at, h.elapsed());
+    // Well past every IVR timer and 64·T1.
+    h.advance(secs(120));
+    assert!(h.rows().is_empty());
+    assert!(
+        !h.store_log
+            .iter()
+            .any(|(_, r)| matches!(r, callbackd::b2bua::store::StoreRequest::Register { .. }))
+    );
+    let stats = h.ctl.stats();
+    assert_eq!((stats.calls, stats.rtp_ports), (0, 0), "{stats:?}");
+    assert_eq!(
+        stats.sip,
+        Default::default(),
+        "no transaction or timer: {stats:?}"
+    );
+}
