@@ -676,11 +676,22 @@ fn bridged(h: &mut Harness) -> (callbackd::sip::message::Request, String, String
 
 /// A re-INVITE from the carrier in the customer's dialog.
 fn customer_reinvite(invite: &callbackd::sip::message::Request, cseq: u32, sdp: &str) -> String {
-    in_dialog(invite, "INVITE", "cust-tag", CARRIER, cseq)
+    reinvite(invite, "cust-tag", CARRIER, cseq, sdp)
+}
+
+/// A re-INVITE from a UAS (tag `tag`, at `from`) in the dialog of `invite`.
+fn reinvite(
+    invite: &callbackd::sip::message::Request,
+    tag: &str,
+    from: &str,
+    cseq: u32,
+    sdp: &str,
+) -> String {
+    in_dialog(invite, "INVITE", tag, from, cseq)
         .replace(
             "Content-Length: 0\r\n\r\n",
             &format!(
-                "Contact: <sip:peer@{CARRIER}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                "Contact: <sip:peer@{from}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
                 sdp.len()
             ),
         )
@@ -1007,4 +1018,92 @@ fn a_caller_hanging_up_mid_entry_leaves_no_row_and_no_timer() {
         Default::default(),
         "no transaction or timer: {stats:?}"
     );
+}
+
+#[test]
+fn a_paused_agent_gets_nothing_until_unpaused_then_the_next_poll_rings_it() {
+    let mut h = with_callback("");
+    let now = h.now;
+    h.ctl
+        .set_agent_paused(now, "alice", true)
+        .expect("alice can be paused");
+    h.advance(secs(5));
+    assert!(h.sent.is_empty(), "a paused agent is offered nothing");
+    h.advance(ms(100));
+    let now = h.now;
+    h.ctl
+        .set_agent_paused(now, "alice", false)
+        .expect("alice can be unpaused");
+    let i = h.run_until_sent(secs(1), |s| {
+        s.request().is_some_and(|r| r.method.as_str() == "INVITE")
+    });
+    assert_eq!(h.sent[i].at, ms(5_500), "the first poll after the unpause");
+}
+
+#[test]
+fn the_launch_switch_holds_due_callbacks_and_releases_them_at_the_next_poll() {
+    let mut h = with_callback("");
+    let gates = h.ctl.gates();
+    h.ctl.set_gates(callbackd::callback::hours::Gates {
+        launch_enabled: false,
+        ..gates
+    });
+    h.advance(secs(5));
+    assert!(h.sent.is_empty(), "launching is off");
+    h.advance(ms(100));
+    h.ctl.set_gates(gates);
+    let i = h.run_until_sent(secs(1), |s| {
+        s.request().is_some_and(|r| r.method.as_str() == "INVITE")
+    });
+    assert_eq!(h.sent[i].at, ms(5_500));
+}
+
+#[test]
+fn the_agent_holds_and_resumes_a_bridged_callback() {
+    let mut h = with_callback("");
+    let (_invite, agent_call, customer_call) = bridged(&mut h);
+    let agent_invite = h.requests(&agent_call, "INVITE")[0]
+        .request()
+        .expect("INVITE")
+        .clone();
+    let key = h.stream_key(&agent_call);
+    h.advance(secs(1));
+    // inactive: answered inactive, nothing sent to the agent.
+    h.deliver(
+        addr(AGENT),
+        &reinvite(
+            &agent_invite,
+            "agent-tag",
+            AGENT,
+            2,
+            &offer(41000, 2, "inactive"),
+        ),
+    );
+    let ok = h.responses(&agent_call, 200, "INVITE");
+    let sdp = String::from_utf8_lossy(ok.last().expect("200").body()).into_owned();
+    assert!(sdp.contains("a=inactive"), "{sdp}");
+    assert!(!h.media.streams[&key].params.send);
+    assert!(
+        !h.media.streams[&key].params.receive,
+        "no RTP expected: no RTP timeout"
+    );
+    h.deliver(
+        addr(AGENT),
+        &in_dialog(&agent_invite, "ACK", "agent-tag", AGENT, 2),
+    );
+    h.advance(secs(2));
+    h.deliver(
+        addr(AGENT),
+        &reinvite(
+            &agent_invite,
+            "agent-tag",
+            AGENT,
+            3,
+            &offer(41000, 3, "sendrecv"),
+        ),
+    );
+    assert!(h.media.streams[&key].params.send && h.media.streams[&key].params.receive);
+    let c = h.stream_key(&customer_call);
+    assert_eq!(h.media.streams[&key].bridged_with, Some(c));
+    assert!(h.requests(&customer_call, "BYE").is_empty());
 }
