@@ -307,11 +307,6 @@ impl Agents {
         self.max_lines
     }
 
-    /// Changes the cap (config reload); calls in progress are not ended.
-    pub fn set_max_lines(&mut self, max_lines: u32) {
-        self.max_lines = max_lines;
-    }
-
     /// Callback calls in progress (agents reserved for or on a callback).
     pub fn lines_in_use(&self) -> u32 {
         let n = self.agents.values().filter(|a| a.holds_line()).count();
@@ -623,14 +618,6 @@ mod tests {
             .reserve(&aid("d"), Work::Callback(CallbackId(3)), t0 + S)
             .unwrap();
         assert_eq!(agents.lines_in_use(), 2);
-        // Lowering the cap ends nothing; no new callback until under it.
-        agents.set_max_lines(1);
-        assert_eq!((agents.lines_in_use(), agents.free_lines()), (2, 0));
-        agents.released(&aid("b"), t0 + 2 * S).unwrap();
-        assert_eq!(
-            agents.reserve(&aid("b"), Work::Callback(CallbackId(4)), t0 + 2 * S),
-            Err(AgentError::NoFreeLine { max_lines: 1 })
-        );
     }
 
     #[test]

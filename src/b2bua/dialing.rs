@@ -323,6 +323,10 @@ impl Dialing {
                     Side::Customer => {
                         if let Some(a) = self.attempts.get_mut(&id) {
                             a.rang |= status >= 180;
+                            // The target answered: its hold-down ends.
+                            if let Some(t) = a.customer_targets.as_ref().and_then(TargetList::current) {
+                                self.health.mark_alive(t);
+                            }
                         }
                         Some(dialer::Input::CustomerProgress {
                             status,
@@ -334,6 +338,15 @@ impl Dialing {
             Event::Answered { sdp, .. } => {
                 if !sdp.is_empty() {
                     env.calls.leg_answered(now, call, &sdp);
+                }
+                if side == Side::Customer
+                    && let Some(t) = self
+                        .attempts
+                        .get(&id)
+                        .and_then(|a| a.customer_targets.as_ref())
+                        .and_then(TargetList::current)
+                {
+                    self.health.mark_alive(t);
                 }
                 let wall = env.calls.wall(now);
                 if let Some(leg) = self.leg_mut(id, side) {

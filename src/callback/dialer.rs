@@ -280,7 +280,8 @@ impl Dialer {
     }
 
     /// Whether the attempt is over.
-    pub fn is_done(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
     }
 

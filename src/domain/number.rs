@@ -60,7 +60,8 @@ impl PhoneNumber {
     }
 
     /// Whether the number was keyed with the `011` international access code.
-    pub fn is_international(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_international(&self) -> bool {
         matches!(self, PhoneNumber::International { .. })
     }
 }

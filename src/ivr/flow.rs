@@ -374,7 +374,8 @@ impl Flow {
     }
 
     /// Whether the flow has asked for the hangup and wants nothing more.
-    pub fn is_ended(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_ended(&self) -> bool {
         matches!(self.state, State::Ended)
     }
 
@@ -385,7 +386,8 @@ impl Flow {
     }
 
     /// Invalid entries so far in the current registration attempt.
-    pub fn invalid_entries(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn invalid_entries(&self) -> u32 {
         self.invalid
     }
 

@@ -201,7 +201,8 @@ impl DigitMerger {
     }
 
     /// True once RFC 4733 has delivered a digit (in-band is then ignored).
-    pub fn uses_rfc4733(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn uses_rfc4733(&self) -> bool {
         self.rfc4733_seen
     }
 

@@ -409,7 +409,8 @@ impl DtmfSender {
     }
 
     /// Whether every packet has been produced.
-    pub fn is_done(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_done(&self) -> bool {
         self.ends_left == 0
     }
 }

@@ -228,7 +228,8 @@ impl InbandDetector {
 
     /// Judges one block of exactly [`BLOCK_LEN`] samples on its own, without
     /// touching the detector's state: the digit it carries, or why not.
-    pub fn classify_block(samples: &[i16; BLOCK_LEN]) -> Result<DtmfDigit, Reject> {
+    #[cfg(test)]
+    pub(crate) fn classify_block(samples: &[i16; BLOCK_LEN]) -> Result<DtmfDigit, Reject> {
         let mut filters = Filters::new();
         for &s in samples {
             filters.feed(s);

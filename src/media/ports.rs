@@ -129,7 +129,8 @@ impl PortPool {
     }
 
     /// Number of RTP/RTCP pairs the range holds.
-    pub fn capacity(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
         self.slots.len()
     }
 

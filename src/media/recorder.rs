@@ -210,7 +210,8 @@ impl<W: Write + Seek> StereoWriter<W> {
     }
 
     /// Frames written so far.
-    pub fn frames_written(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn frames_written(&self) -> u64 {
         self.written
     }
 

@@ -72,7 +72,8 @@ impl PayloadType {
     }
 
     /// Whether this is in the dynamic range 96..=127 (RFC 3551 §3).
-    pub const fn is_dynamic(self) -> bool {
+    #[cfg(test)]
+    pub(crate) const fn is_dynamic(self) -> bool {
         self.0 >= 96
     }
 }
@@ -138,7 +139,8 @@ pub enum RtpError {
 
 impl RtpError {
     /// Whether the datagram is RTCP and should go to the RTCP handler.
-    pub const fn is_rtcp(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) const fn is_rtcp(&self) -> bool {
         matches!(self, RtpError::Rtcp { .. })
     }
 }
@@ -243,7 +245,8 @@ impl<'a> RtpPacket<'a> {
     }
 
     /// Contributing sources (RFC 3550 §5.1, CC field), in header order.
-    pub fn csrcs(&self) -> impl Iterator<Item = Ssrc> + 'a {
+    #[cfg(test)]
+    pub(crate) fn csrcs(&self) -> impl Iterator<Item = Ssrc> + 'a {
         self.csrc
             .chunks_exact(4)
             .map(|c| Ssrc(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))

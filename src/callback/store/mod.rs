@@ -123,7 +123,8 @@ impl Status {
 
     /// True for the statuses that block a second registration of the same
     /// number in the same queue (pending, dialing).
-    pub fn is_active(self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_active(self) -> bool {
         match self {
             Status::Pending | Status::Dialing => true,
             Status::Completed | Status::Failed | Status::Expired | Status::Cancelled => false,
