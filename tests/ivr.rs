@@ -72,7 +72,8 @@ fn lib() -> &'static PromptLibrary {
     static LIB: OnceLock<PromptLibrary> = OnceLock::new();
     LIB.get_or_init(|| {
         let config = Config::from_toml_str("", "defaults.toml").expect("defaults");
-        engine::load_prompts(&config, repo()).expect("prompts load")
+        let settings = config.check(repo()).expect("valid config");
+        engine::load_prompts(&settings).expect("prompts load")
     })
 }
 
@@ -102,7 +103,8 @@ fn rows(path: &Path) -> Vec<CallbackRow> {
 
 /// Starts an engine over `store`.
 async fn start_on(config: Config, store: impl LaunchStore + 'static) -> EngineHandle {
-    engine::start_with_store(config, repo(), Box::new(store))
+    let settings = config.check(repo()).expect("valid config");
+    engine::start_with_store(settings, Box::new(store))
         .await
         .expect("engine starts")
 }

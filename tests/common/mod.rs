@@ -63,16 +63,17 @@ pub fn config(slot: u16, tweak: impl FnOnce(&mut Config)) -> Config {
         store.display().to_string()
     );
     let mut config = Config::from_toml_str(&text, "test.toml").expect("valid test config");
-    // Validation refuses port 0 (a daemon must listen somewhere known); the
-    // engine itself supports it and reports the port it got.
-    config.sip.bind.set_port(0);
+    // A file may not ask for port 0 (a daemon must listen somewhere known);
+    // code may, and the engine reports the port it got.
+    config.bind_ephemeral_sip_port();
     tweak(&mut config);
     config
 }
 
 /// Starts an engine on `config` with the repository's prompts.
 pub async fn start(config: Config) -> EngineHandle {
-    engine::start(config, repo()).await.expect("engine starts")
+    let settings = config.check(repo()).expect("valid config");
+    engine::start(settings).await.expect("engine starts")
 }
 
 /// Polls the engine's counters until every one is zero (calls, transactions,
