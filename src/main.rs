@@ -58,16 +58,19 @@ enum CallbacksCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
+        // The same path as `run`: load, then check into settings.
+        Command::CheckConfig { file } => {
+            match Config::load(&file).and_then(|c| c.check(base_dir(&file))) {
+                Ok(_) => {
+                    println!("{}: ok", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Run => run(&cli.config),
         Command::Callbacks {
             command: CallbacksCommand::List,
@@ -140,8 +143,9 @@ fn base_dir(config: &Path) -> &Path {
 }
 
 fn run(path: &Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
+    let base_dir = base_dir(path);
+    let settings = match Config::load(path).and_then(|c| c.check(base_dir)) {
+        Ok(settings) => settings,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
@@ -150,7 +154,7 @@ fn run(path: &Path) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!(
             "callbackd={}",
-            tracing::Level::from(config.log.level)
+            tracing::Level::from(settings.log().level)
         ))
     });
     use std::io::IsTerminal;
@@ -159,10 +163,6 @@ fn run(path: &Path) -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let base_dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -174,10 +174,10 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let api = config.api.enabled.then_some(config.api.bind);
-    let store_path = config.store_path(base_dir);
+    let api = settings.api().enabled.then_some(settings.api().bind);
+    let store_path = settings.store_path().to_owned();
     runtime.block_on(async move {
-        let engine = match callbackd::engine::start(config, base_dir).await {
+        let engine = match callbackd::engine::start(settings).await {
             Ok(engine) => engine,
             Err(e) => {
                 error!("{e}");

@@ -95,8 +95,10 @@ impl Harness {
         );
         let mut config = Config::from_toml_str(&text, "api-test").expect("test config");
         config.sip.bind = "127.0.0.1:0".parse().expect("addr");
+        config.bind_ephemeral_sip_port();
         let store_path = config.store_path(&dir.0);
-        let engine = engine::start(config, &dir.0).await.expect("engine starts");
+        let settings = config.check(&dir.0).expect("valid config");
+        let engine = engine::start(settings).await.expect("engine starts");
         let app = api::router(engine.control(), store_path.clone());
         Harness {
             engine: Some(engine),

@@ -430,7 +430,7 @@ async fn two_engines_on_one_store_dial_a_callback_once() {
             race: race.clone(),
         };
         engines.push(
-            engine::start_with_store(config, repo(), Box::new(store))
+            engine::start_with_store(config.check(repo()).expect("valid config"), Box::new(store))
                 .await
                 .expect("engine starts"),
         );
@@ -632,7 +632,8 @@ async fn start_counting(config: callbackd::config::Config) -> (common::TestEngin
         race: race.clone(),
     };
     let files = StoreFiles::of(&config);
-    let engine = engine::start_with_store(config, repo(), Box::new(store))
+    let settings = config.check(repo()).expect("valid config");
+    let engine = engine::start_with_store(settings, Box::new(store))
         .await
         .expect("engine starts");
     (common::TestEngine::new(engine, files), race)

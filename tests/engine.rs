@@ -25,7 +25,8 @@ const TEST_LIMIT: Duration = Duration::from_secs(30);
 const IDLE_WITHIN: Duration = Duration::from_secs(5);
 
 fn library(config: &Config) -> PromptLibrary {
-    engine::load_prompts(config, repo()).expect("prompts load")
+    let settings = config.clone().check(repo()).expect("valid config");
+    engine::load_prompts(&settings).expect("prompts load")
 }
 
 /// What a new caller hears first, nobody being ahead: the greeting, the

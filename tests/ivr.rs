@@ -72,17 +72,19 @@ fn lib() -> &'static PromptLibrary {
     static LIB: OnceLock<PromptLibrary> = OnceLock::new();
     LIB.get_or_init(|| {
         let config = Config::from_toml_str("", "defaults.toml").expect("defaults");
-        engine::load_prompts(&config, repo()).expect("prompts load")
+        let settings = config.check(repo()).expect("valid config");
+        engine::load_prompts(&settings).expect("prompts load")
     })
 }
 
 /// [`config`] with short IVR timeouts (a mistake shows as a timeout within
-/// seconds, not minutes) and no periodic re-announcement.
+/// seconds, not minutes) and no periodic re-announcement within a test
+/// (the longest interval the check accepts; 0 is refused).
 fn ivr_config(slot: u16, tweak: impl FnOnce(&mut Config)) -> Config {
     config(slot, |c| {
         c.ivr.first_digit_timeout_s = 4;
         c.ivr.inter_digit_timeout_s = 3;
-        c.ivr.announce_interval_s = 0;
+        c.ivr.announce_interval_s = 3600;
         tweak(c);
     })
 }
@@ -103,8 +105,9 @@ fn rows(path: &Path) -> Vec<CallbackRow> {
 /// Starts an engine over `store`.
 async fn start_on(config: Config, store: impl LaunchStore + 'static) -> TestEngine {
     let files = StoreFiles::of(&config);
+    let settings = config.check(repo()).expect("valid config");
     TestEngine::new(
-        engine::start_with_store(config, repo(), Box::new(store))
+        engine::start_with_store(settings, Box::new(store))
             .await
             .expect("engine starts"),
         files,

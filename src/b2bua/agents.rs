@@ -31,8 +31,8 @@ use std::time::Instant;
 use jiff::Timestamp;
 use tracing::{debug, info, warn};
 
-use crate::acd::agents::{AgentError, AgentId, AgentState, Agents, Contact};
-use crate::config::{AgentUri, AgentUriError, Config, Host};
+use crate::acd::agents::{AgentId, AgentState, Agents, Contact};
+use crate::config::{AgentUri, Host, Settings};
 use crate::sip::endpoint::{ALLOW, Destination, Endpoint, Flow, FlowTransport, ServerTx};
 use crate::sip::message::Request;
 use crate::sip::registrar::{RegisterOutcome, Registrar, RegistrarEvent};
@@ -47,23 +47,6 @@ pub struct Roster {
     by_user: HashMap<String, AgentId>,
     /// Static agents' URIs, taken apart for dialling.
     static_uris: HashMap<AgentId, AgentUri>,
-}
-
-/// Why the roster could not be built from a configuration (one built in
-/// code without [`Config::validate`]; loaded files are checked before).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RosterError {
-    /// Two agents with one id.
-    #[error("agents: {0}")]
-    Agents(#[from] AgentError),
-    /// A static agent's URI cannot be dialled.
-    #[error("agent {agent}: uri {reason}")]
-    BadUri {
-        /// The agent.
-        agent: AgentId,
-        /// Why.
-        reason: AgentUriError,
-    },
 }
 
 /// Where an agent's INVITE goes.
@@ -114,35 +97,30 @@ impl AgentStatus {
 }
 
 impl Roster {
-    /// The roster of `config`'s `[[agents]]`, all available since `now`;
+    /// The roster of `settings`'s `[[agents]]`, all available since `now`;
     /// a registrar with `[registrar]`'s settings when any agent registers.
     /// `nonce_key` keys the digest nonces ([`random_nonce_key`] in
     /// production, a fixed one in tests).
-    pub fn new(config: &Config, nonce_key: [u8; 32], now: Instant) -> Result<Roster, RosterError> {
-        let agents = config.agents(now)?;
+    pub fn new(settings: &Settings, nonce_key: [u8; 32], now: Instant) -> Roster {
         let mut by_user = HashMap::new();
         let mut static_uris = HashMap::new();
-        for agent in &config.agents {
+        for agent in settings.agents() {
             if let Some(user) = &agent.user {
                 by_user.insert(user.clone(), agent.id.clone());
             }
             if let Some(uri) = &agent.uri {
-                let parsed = AgentUri::parse(uri).map_err(|reason| RosterError::BadUri {
-                    agent: agent.id.clone(),
-                    reason,
-                })?;
-                static_uris.insert(agent.id.clone(), parsed);
+                static_uris.insert(agent.id.clone(), uri.clone());
             }
         }
-        let users = config.registrar_users();
-        let registrar = (!users.is_empty())
-            .then(|| Registrar::new(config.registrar.settings(), users, nonce_key, now));
-        Ok(Roster {
-            agents,
+        let registrar = settings
+            .registrar()
+            .map(|r| Registrar::new(r.settings.clone(), r.users.clone(), nonce_key, now));
+        Roster {
+            agents: settings.roster(now),
             registrar,
             by_user,
             static_uris,
-        })
+        }
     }
 
     /// Whether REGISTERs are handled here (some agent registers).
@@ -351,11 +329,13 @@ fn flow_destination(flow: Flow) -> Destination {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
+    use std::path::Path;
     use std::time::Duration;
 
     use super::*;
     use crate::acd::agents::Work;
     use crate::callback::CallbackId;
+    use crate::config::{Config, ConfigError};
     use crate::sip::digest::{Credentials, DigestRequest};
     use crate::sip::message::{Message, Response, parse};
 
@@ -380,8 +360,10 @@ mod tests {
     "#;
 
     fn roster(text: &str, t0: Instant) -> Roster {
-        let config = Config::from_toml_str(text, "test").expect("valid config");
-        Roster::new(&config, [7; 32], t0).expect("roster")
+        let settings = Config::from_toml_str(text, "test")
+            .and_then(|c| c.check(Path::new(env!("CARGO_MANIFEST_DIR"))))
+            .expect("valid config");
+        Roster::new(&settings, [7; 32], t0)
     }
 
     fn id(s: &str) -> AgentId {
@@ -662,15 +644,15 @@ mod tests {
     }
 
     #[test]
-    fn rejects_unvalidated_config_with_a_bad_static_uri() {
+    fn a_changed_config_with_a_bad_static_uri_never_reaches_the_roster() {
         let mut config = Config::from_toml_str(CONFIG, "test").expect("valid");
         config.agents[0].uri = Some("sips:1001@pbx.example.com".into());
-        assert_eq!(
-            Roster::new(&config, [0; 32], Instant::now()).map(|_| ()),
-            Err(RosterError::BadUri {
-                agent: id("alice"),
-                reason: AgentUriError::Sips,
-            })
+        let err = config
+            .check(Path::new(env!("CARGO_MANIFEST_DIR")))
+            .expect_err("sips is refused");
+        assert!(
+            matches!(&err, ConfigError::Invalid { field, .. } if field == "agents[0].uri"),
+            "{err}"
         );
     }
 

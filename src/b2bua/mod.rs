@@ -36,15 +36,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::acd::agents::{AgentError, AgentId};
 use crate::callback::hours::Gates;
-use crate::callback::scheduler::{Scheduler, SchedulerError};
 use crate::callback::store::Registration;
-use crate::callback::trunk::{Target as TrunkTarget, TrunkError};
-use crate::config::Config;
-use crate::media::ports::PortPool;
+use crate::callback::trunk::Target as TrunkTarget;
+use crate::config::Settings;
 use crate::media::prompt::PromptLibrary;
 use crate::sip::endpoint::{CallKey, Endpoint, EndpointConfig, Event, Flow, Transmit};
 use crate::sip::session_timer::SessionTimerConfig;
@@ -106,27 +104,6 @@ pub struct Totals {
     pub registration_failures: u64,
 }
 
-/// Why the controller could not be built from a configuration (one built
-/// in code without [`Config::validate`]; loaded files are checked before).
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    /// The call layer refused its settings.
-    #[error("{0}")]
-    Calls(#[from] calls::SetupError),
-    /// The queues' launch rules are inconsistent.
-    #[error("scheduler: {0}")]
-    Scheduler(#[from] SchedulerError),
-    /// The trunk settings are unusable.
-    #[error("trunk: {0}")]
-    Trunk(#[from] TrunkError),
-    /// The agents could not be set up.
-    #[error("{0}")]
-    Agents(#[from] agents::RosterError),
-    /// The RTP port range is unusable.
-    #[error("rtp port range: {0}")]
-    Ports(#[from] crate::media::ports::PortPoolError),
-}
-
 /// What the controller needs besides the configuration; the engine finds
 /// these out by IO (binding, reading prompt files, DNS).
 pub struct Setup {
@@ -159,11 +136,12 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// A controller for `config`.
-    pub fn new(config: &Config, setup: Setup) -> Result<Controller, SetupError> {
+    /// A controller for `settings`. Infallible: everything that could be
+    /// wrong with a configuration was refused by [`Config::check`](crate::config::Config::check).
+    pub fn new(settings: &Settings, setup: Setup) -> Controller {
         let now = setup.clock.instant;
-        let sip = &config.sip;
-        let roster = Roster::new(config, setup.nonce_key, now)?;
+        let sip = settings.sip();
+        let roster = Roster::new(settings, setup.nonce_key, now);
         let endpoint = Endpoint::new(EndpointConfig {
             timers: TimerConfig {
                 t1: sip.t1(),
@@ -181,63 +159,45 @@ impl Controller {
                 .into(),
             advertised_port: setup.advertised_port,
             user_agent: sip.user_agent.as_str().into(),
-            acl: config.acl.sip_acl(),
-            acl_action: config.acl.action,
+            acl: settings.acl().sip_acl(),
+            acl_action: settings.acl().action,
             seed: setup.seed,
             registrar: roster.registrar_enabled(),
         });
-        let org_hours = config
-            .org
-            .business_hours()
-            .map_err(calls::SetupError::Hours)?;
-        let schedules = config
-            .queues
-            .iter()
-            .map(|q| q.schedule(&config.org))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(calls::SetupError::Hours)?;
-        let scheduler = Scheduler::new(org_hours, schedules)?;
+        let scheduler = settings.scheduler();
         let longest_ring = scheduler.longest_ring();
-        let mut caller_ids = std::collections::HashMap::new();
-        for q in &config.queues {
-            match q.caller_id() {
-                Ok(number) => {
-                    caller_ids.insert(q.id.clone(), number);
-                }
-                Err(e) => {
-                    warn!(queue = %q.id, error = %e, "queue callback number unusable; From falls back to ours")
-                }
-            }
-        }
+        let queues = settings.queues();
         let advertised = sip.advertised_host().to_string();
         let dialing = Dialing::new(
             DialingSettings {
-                poll_interval: config.callbacks.poll_interval(),
-                trunk: config.trunk.settings()?,
+                poll_interval: settings.callbacks().poll_interval(),
+                trunk: settings.trunk().clone(),
                 trunk_targets: setup.trunk_targets,
-                caller_ids,
-                policy: config.org.number_policy(),
+                caller_ids: queues
+                    .iter()
+                    .map(|q| (q.id.clone(), q.caller_id.clone()))
+                    .collect(),
+                policy: settings.org().number_policy.clone(),
                 local_uri: format!("sip:callbackd@{advertised}:{}", setup.advertised_port),
-                recording: config
-                    .queues
+                recording: queues
                     .iter()
                     .map(|q| (q.id.clone(), (q.recording, q.recording_notice)))
                     .collect(),
                 recordings_dir: setup.recordings_dir,
-                recording_retention: config.callbacks.recording_retention(),
-                agent_cooldowns: config
-                    .queues
+                recording_retention: settings.callbacks().recording_retention(),
+                agent_cooldowns: queues
                     .iter()
-                    .map(|q| (q.id.clone(), q.agent_cooldown()))
+                    .map(|q| (q.id.clone(), q.agent_cooldown))
                     .collect(),
             },
             scheduler,
-            config.org.launch_enabled,
+            settings.org().gates.launch_enabled,
             now,
-        )?;
-        let ports = PortPool::new(config.rtp.port_min, config.rtp.port_max)?;
-        let calls = Calls::new(config, setup.prompts, ports, setup.clock)?;
-        Ok(Controller {
+        )
+        // trunk.cps_limit passed the same CpsLimiter::new in Config::check.
+        .expect("trunk.cps_limit was checked");
+        let calls = Calls::new(settings, setup.prompts, setup.clock);
+        Controller {
             endpoint,
             calls,
             dialing,
@@ -245,7 +205,7 @@ impl Controller {
             totals: Totals::default(),
             draining: false,
             longest_ring,
-        })
+        }
     }
 
     // -----------------------------------------------------------------

@@ -1,11 +1,9 @@
 //! `[registrar]` and `[[agents]]`: REGISTER handling and who takes the calls.
 
-use std::time::Instant;
-
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
-use crate::acd::agents::{Agent, AgentError, AgentId, Agents, Contact};
+use crate::acd::agents::{AgentId, Contact};
 use crate::callback::QueueId;
 use crate::callback::trunk::Password;
 use crate::sip::digest::{Algorithm, Secret};
@@ -17,27 +15,10 @@ use super::sip::{Host, SipConfig};
 use super::{Config, Fault, Invalid, fail, in_range, is_header_text, is_queue_id};
 
 impl Config {
-    /// The agent roster of `[[agents]]`, every agent available and idle
-    /// since `now`, with `[callbacks] max_lines`. Registered agents start
-    /// unreachable until their phone REGISTERs. Cannot fail on a validated
-    /// configuration (ids are unique).
-    pub fn agents(&self, now: Instant) -> Result<Agents, AgentError> {
-        let mut roster = Agents::new(self.callbacks.max_lines);
-        for agent in &self.agents {
-            roster.add(Agent::new(
-                agent.id.clone(),
-                agent.contact(&self.sip),
-                agent.queues.clone(),
-                now,
-            ))?;
-        }
-        Ok(roster)
-    }
-
     /// The registrar's users: the `user` and `password` of every agent that
     /// REGISTERs. Empty when every agent is static: then there is no
     /// registrar, and REGISTER is answered 405 as before.
-    pub fn registrar_users(&self) -> Vec<(String, Secret)> {
+    pub(super) fn registrar_users(&self) -> Vec<(String, Secret)> {
         self.agents
             .iter()
             .filter_map(|a| match (&a.user, &a.password) {
@@ -482,8 +463,8 @@ mod tests {
             ("sales", 5, None)
         );
 
-        let t0 = Instant::now();
-        let roster = c.agents(t0).expect("roster");
+        let t0 = std::time::Instant::now();
+        let roster = checked(c.clone()).roster(t0);
         assert_eq!(roster.max_lines(), 2);
         let alice = roster.get(&AgentId("alice".into())).expect("alice");
         assert_eq!(

@@ -20,6 +20,11 @@
 //!    touches the file system besides reading the file itself.
 //!
 //! [`Config::load`] runs all three; [`Config::from_toml_str`] runs 1 and 2.
+//! Both return the raw, serde-shaped [`Config`], which tests and
+//! `check-config` may still change. [`Config::check`] runs 2 and 3 again and
+//! converts each section once into [`Settings`] (durations, addresses,
+//! business hours, phone numbers, trunk and agent URIs parsed): the only
+//! thing the engine and the controller accept.
 
 mod acl;
 mod admin;
@@ -30,6 +35,7 @@ mod ivr;
 mod org;
 mod queues;
 mod rtp;
+mod settings;
 mod sip;
 #[cfg(test)]
 mod test_support;
@@ -49,6 +55,7 @@ pub use ivr::{EcbtConfig, IvrConfig};
 pub use org::OrgConfig;
 pub use queues::QueueConfig;
 pub use rtp::{CallConfig, Codec, MediaConfig, PromptsConfig, RtpConfig};
+pub use settings::{AgentSettings, OrgSettings, QueueSettings, RegistrarSetup, Settings};
 pub use sip::{Host, InvalidHost, SipConfig, Transport};
 pub use trunk::{TrunkConfig, TrunkTransportSetting};
 
@@ -104,6 +111,9 @@ pub struct Config {
     /// Name used in error messages (the file path, or a label).
     #[serde(skip)]
     origin: String,
+    /// Set by [`Config::bind_ephemeral_sip_port`]: `sip.bind` may be port 0.
+    #[serde(skip)]
+    ephemeral_sip_port: bool,
 }
 
 impl Config {
@@ -176,6 +186,7 @@ impl Config {
     /// The section rules in file order; each section checks its own keys,
     /// given the sections it is bounded by.
     fn check_sections(&self) -> Result<(), Fault> {
+        self.check_bind_port()?;
         self.sip.check()?;
         self.rtp.check()?;
         self.media.check()?;
@@ -224,6 +235,7 @@ impl Default for Config {
             queues: vec![QueueConfig::default()],
             agents: Vec::new(),
             origin: DEFAULTS_ORIGIN.to_owned(),
+            ephemeral_sip_port: false,
         }
     }
 }
@@ -250,6 +262,7 @@ impl PartialEq for Config {
             queues,
             agents,
             origin: _,
+            ephemeral_sip_port: _,
         } = self;
         *sip == other.sip
             && *rtp == other.rtp
@@ -635,7 +648,7 @@ mod tests {
         assert!(c.agents.is_empty());
         assert!(c.registrar_users().is_empty(), "no registrar as shipped");
         let t0 = Instant::now();
-        let roster = c.agents(t0).expect("no agents");
+        let roster = checked(c.clone()).roster(t0);
         assert_eq!((roster.iter().count(), roster.max_lines()), (0, 15));
     }
 }

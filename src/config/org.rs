@@ -40,10 +40,10 @@ pub struct OrgConfig {
 
 impl OrgConfig {
     /// The organisation's business hours: [`OrgConfig::timezone`],
-    /// [`OrgConfig::hours`] and [`OrgConfig::holidays`]. Cannot fail on a
-    /// configuration that passed [`Config::from_toml_str`](super::Config::from_toml_str) or
-    /// [`Config::validate`](super::Config::validate).
-    pub fn business_hours(&self) -> Result<BusinessHours, HoursError> {
+    /// [`OrgConfig::hours`] and [`OrgConfig::holidays`]. Fails only on
+    /// values [`Config::check`](super::Config::check) refuses;
+    /// [`super::Settings`] holds the result.
+    pub(super) fn business_hours(&self) -> Result<BusinessHours, HoursError> {
         self.business_hours_with(&self.hours)
     }
 

@@ -97,8 +97,9 @@ pub struct QueueConfig {
 impl QueueConfig {
     /// This queue's own business hours, if it overrides the organisation's:
     /// its weekly hours in `org`'s time zone, closed on `org`'s holidays.
-    /// Cannot fail on a validated configuration.
-    pub fn hours(&self, org: &OrgConfig) -> Result<Option<BusinessHours>, HoursError> {
+    /// Fails only on values [`Config::check`] refuses; [`super::Settings`]
+    /// holds the result.
+    pub(super) fn hours(&self, org: &OrgConfig) -> Result<Option<BusinessHours>, HoursError> {
         self.hours
             .as_ref()
             .map(|weekly| org.business_hours_with(weekly))
@@ -119,8 +120,9 @@ impl QueueConfig {
     /// under the numbering rules of a callback entry. The organisation's
     /// blacklist and international rates do not apply: they guard what
     /// customers may ask for, and this is the organisation's own number.
-    /// Cannot fail on a validated configuration.
-    pub fn caller_id(&self) -> Result<PhoneNumber, InvalidNumber> {
+    /// Fails only on values [`Config::check`] refuses; [`super::Settings`]
+    /// holds the result.
+    pub(super) fn caller_id(&self) -> Result<PhoneNumber, InvalidNumber> {
         let own_number = NumberPolicy {
             allow_international: true,
             max_rate_per_minute: 0.0,
@@ -147,9 +149,9 @@ impl QueueConfig {
     }
 
     /// The queue as the scheduler sees it: id, priority, own hours (in
-    /// `org`'s zone, with its holidays) and retry policy. Cannot fail on a
-    /// validated configuration.
-    pub fn schedule(&self, org: &OrgConfig) -> Result<QueueSchedule, HoursError> {
+    /// `org`'s zone, with its holidays) and retry policy. Fails only on
+    /// values [`Config::check`] refuses.
+    pub(super) fn schedule(&self, org: &OrgConfig) -> Result<QueueSchedule, HoursError> {
         Ok(QueueSchedule {
             id: self.id.clone(),
             priority: self.priority,

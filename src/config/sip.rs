@@ -84,10 +84,9 @@ impl SipConfig {
     }
 
     /// The `[sip]` value rules, in file order.
+    /// `sip.bind`'s port-0 rule is checked by the whole configuration, as
+    /// [`Config::bind_ephemeral_sip_port`](super::Config::bind_ephemeral_sip_port) waives it.
     pub(super) fn check(&self) -> Result<(), Fault> {
-        if self.bind.port() == 0 {
-            return fail("sip.bind", Invalid::PortZero);
-        }
         match &self.advertised_host {
             None if self.bind.ip().is_unspecified() => {
                 return fail(

@@ -43,6 +43,13 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
 }
 
 /// Parses `text`, expects an error, returns its display.
+/// `config` checked against the repository's prompts.
+pub(super) fn checked(config: Config) -> super::Settings {
+    config
+        .check(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .expect("checked config")
+}
+
 pub(super) fn error(text: &str) -> String {
     match parse(text) {
         Ok(_) => panic!("accepted:\n{text}"),

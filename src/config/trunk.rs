@@ -45,10 +45,10 @@ pub struct TrunkConfig {
 }
 
 impl TrunkConfig {
-    /// The settings the dialer uses. Cannot fail on a configuration that
-    /// passed [`Config::from_toml_str`](super::Config::from_toml_str) or
-    /// [`Config::validate`](super::Config::validate).
-    pub fn settings(&self) -> Result<TrunkSettings, TrunkError> {
+    /// The settings the dialer uses. Fails only on values
+    /// [`Config::check`](super::Config::check) refuses; [`super::Settings`]
+    /// holds the result.
+    pub(super) fn settings(&self) -> Result<TrunkSettings, TrunkError> {
         let credentials = match (&self.username, &self.password) {
             (Some(username), Some(password)) => Some(Credentials {
                 username: username.as_str().into(),

@@ -25,7 +25,6 @@ pub mod store;
 pub mod transport;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,9 +39,9 @@ use crate::b2bua::{Controller, Setup, WallClock};
 use crate::callback::hours::Gates;
 use crate::callback::store::{DEFAULT_LEASE, Recovery, SqliteStore};
 use crate::callback::trunk::{Target as TrunkTarget, TerminationHost, TrunkSettings};
-use crate::config::{self, Config, Transport as ConfiguredTransport};
+use crate::config::{Settings, Transport as ConfiguredTransport};
 use crate::media::g711::Law;
-use crate::media::prompt::{PromptError, PromptLibrary, Ptime, STANDARD_PROMPTS};
+use crate::media::prompt::{PromptError, PromptLibrary, Ptime};
 use crate::sip::endpoint::{Destination, Flow, FlowTransport};
 use transport::{Inbound, Target, Transport, TransportKind};
 
@@ -71,9 +70,6 @@ pub enum EngineError {
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
-    /// The controller refused its settings.
-    #[error("{0}")]
-    Setup(#[from] crate::b2bua::SetupError),
 }
 
 /// One consistent snapshot of a running engine, taken by the core task.
@@ -237,35 +233,32 @@ impl EngineHandle {
 
 /// Loads the prompts the configuration names, pre-encoded for both laws at
 /// every packet time we may negotiate (10–60 ms).
-pub fn load_prompts(config: &Config, base_dir: &Path) -> Result<PromptLibrary, PromptError> {
-    let files: Vec<(&str, std::path::PathBuf)> = STANDARD_PROMPTS
-        .iter()
-        .map(|name| (*name, config.prompts.file_path(base_dir, name)))
-        .collect();
-    let mut library = PromptLibrary::load_files(&files)?;
+pub fn load_prompts(settings: &Settings) -> Result<PromptLibrary, PromptError> {
+    let mut library = PromptLibrary::load_files(settings.prompt_files())?;
     let ptimes: Vec<Ptime> = (1..=6).filter_map(|i| Ptime::from_ms(i * 10)).collect();
     library.prepare(&[Law::Ulaw, Law::Alaw], &ptimes);
     Ok(library)
 }
 
 /// Starts the engine: binds sockets, opens the callback store named by the
-/// configuration, starts the media and store threads and the core.
-pub async fn start(config: Config, base_dir: &Path) -> Result<EngineHandle, EngineError> {
-    let store = SqliteStore::open(&config.store_path(base_dir))?;
-    start_with_store(config, base_dir, Box::new(store)).await
+/// configuration, starts the media and store threads and the core. Only a
+/// configuration that passed [`Config::check`](crate::config::Config::check)
+/// is accepted.
+pub async fn start(settings: Settings) -> Result<EngineHandle, EngineError> {
+    let store = SqliteStore::open(settings.store_path())?;
+    start_with_store(settings, Box::new(store)).await
 }
 
 /// [`start`] with a callback store of the caller's choosing (another
 /// [`LaunchStore`](crate::callback::store::LaunchStore) implementation, or a test double
 /// such as one whose commits fail).
 pub async fn start_with_store(
-    config: Config,
-    base_dir: &Path,
+    settings: Settings,
     store: Box<dyn crate::callback::store::LaunchStore>,
 ) -> Result<EngineHandle, EngineError> {
     let started = Instant::now();
-    let prompts = Arc::new(load_prompts(&config, base_dir)?);
-    let sip = &config.sip;
+    let prompts = Arc::new(load_prompts(&settings)?);
+    let sip = settings.sip();
     let udp = sip.serves(ConfiguredTransport::Udp).then_some(sip.bind);
     let tcp = sip.serves(ConfiguredTransport::Tcp).then_some(sip.bind);
     let (transport, inbound) =
@@ -283,19 +276,16 @@ pub async fn start_with_store(
         (None, Some(bound)) if sip.bind.port() == 0 => bound.port(),
         (None, _) => sip.advertised_port(),
     };
-    let trunk = config
-        .trunk
-        .settings()
-        .map_err(crate::b2bua::SetupError::from)?;
-    let (trunk_targets, trunk_refresh) = resolve_trunk(&config.trunk, &trunk).await;
-    let recordings_dir = config.callbacks.recordings_dir(base_dir);
-    if config.queues.iter().any(|q| q.recording)
+    let (trunk_targets, trunk_refresh) =
+        resolve_trunk(settings.trunk_dns_servers(), settings.trunk()).await;
+    let recordings_dir = settings.recordings_dir();
+    if settings.queues().iter().any(|q| q.recording)
         && let Err(e) = std::fs::create_dir_all(&recordings_dir)
     {
         warn!(error = %e, "recordings directory cannot be created; recordings will fail");
     }
     let controller = Controller::new(
-        &config,
+        &settings,
         Setup {
             prompts: prompts.clone(),
             advertised_port,
@@ -308,25 +298,25 @@ pub async fn start_with_store(
             },
             recordings_dir,
         },
-    )?;
+    );
     let (media_events_tx, media_events) = mpsc::unbounded_channel();
     let (media, _media_thread) = media::spawn(
         media::MediaConfig {
-            acl: config.acl.rtp_acl(),
-            rtp_timeout: config.rtp.rtp_timeout(),
+            acl: settings.acl().rtp_acl(),
+            rtp_timeout: settings.rtp().rtp_timeout(),
         },
         prompts,
         media_events_tx,
     )
     .map_err(EngineError::Media)?;
-    let store_path = config.store_path(base_dir);
+    let store_path = settings.store_path();
 
     let mut store = store;
     // This engine claims callbacks as its node (host and SIP address: the
     // same after a restart, different for a second engine on the store),
     // under a lease the store thread renews at every poll.
     let node = node_id(udp_addr.or(tcp_addr));
-    let lease = claim_lease(config.callbacks.poll_interval());
+    let lease = claim_lease(settings.callbacks().poll_interval());
     store.set_claimant(&node, lease);
     info!(%node, lease_s = lease.as_secs(), "claiming callbacks as");
     // Issue 4 point 8: a callback that was dialing when the process died is
@@ -355,8 +345,8 @@ pub async fn start_with_store(
     info!(
         udp = ?udp_addr,
         tcp = ?tcp_addr,
-        rtp = %format!("{}:{}-{}", config.rtp.bind_ip, config.rtp.port_min, config.rtp.port_max),
-        sip_acl = %config.acl.sip_acl(),
+        rtp = %format!("{}:{}-{}", settings.rtp().bind_ip, settings.rtp().port_min, settings.rtp().port_max),
+        sip_acl = %settings.acl().sip_acl(),
         store = %store_path.display(),
         startup_ms = started.elapsed().as_millis() as u64,
         "callbackd listening"
@@ -372,7 +362,7 @@ pub async fn start_with_store(
         transport,
         media,
         store,
-        rtp_bind: config.rtp.bind_ip,
+        rtp_bind: settings.rtp().bind_ip,
         inbound,
         media_events,
         store_replies,
@@ -423,13 +413,13 @@ const TRUNK_RETRY: Duration = Duration::from_secs(5);
 /// Resolves the trunk's termination once at start (RFC 3263), and gives the
 /// background refresh for a host name (an IP literal needs none).
 async fn resolve_trunk(
-    config: &config::TrunkConfig,
+    dns_servers: &[SocketAddr],
     trunk: &TrunkSettings,
 ) -> (Vec<TrunkTarget>, Option<TrunkRefresh>) {
-    let lookup = if config.dns_servers.is_empty() {
+    let lookup = if dns_servers.is_empty() {
         resolve::HickoryLookup::from_system()
     } else {
-        resolve::HickoryLookup::with_servers(&config.dns_servers)
+        resolve::HickoryLookup::with_servers(dns_servers)
     };
     let lookup = match lookup {
         Ok(lookup) => lookup,

@@ -139,7 +139,7 @@ impl Setup {
         }
         let mut config = Config::from_toml_str(&text, "dialing-test.toml")
             .unwrap_or_else(|e| panic!("valid test config: {e}\n{text}"));
-        config.sip.bind.set_port(0);
+        config.bind_ephemeral_sip_port();
         config
     }
 }
@@ -148,7 +148,8 @@ impl Setup {
 pub use super::StoreFiles;
 
 pub fn library(config: &Config) -> PromptLibrary {
-    engine::load_prompts(config, repo()).expect("prompts load")
+    let settings = config.clone().check(repo()).expect("valid config");
+    engine::load_prompts(&settings).expect("prompts load")
 }
 
 /// Registers a due callback for `number` in the configuration's store file.

@@ -63,9 +63,9 @@ pub fn config(slot: u16, tweak: impl FnOnce(&mut Config)) -> Config {
         store.display().to_string()
     );
     let mut config = Config::from_toml_str(&text, "test.toml").expect("valid test config");
-    // Validation refuses port 0 (a daemon must listen somewhere known); the
-    // engine itself supports it and reports the port it got.
-    config.sip.bind.set_port(0);
+    // A file may not ask for port 0 (a daemon must listen somewhere known);
+    // code may, and the engine reports the port it got.
+    config.bind_ephemeral_sip_port();
     tweak(&mut config);
     config
 }
@@ -73,10 +73,8 @@ pub fn config(slot: u16, tweak: impl FnOnce(&mut Config)) -> Config {
 /// Starts an engine on `config` with the repository's prompts.
 pub async fn start(config: Config) -> TestEngine {
     let files = StoreFiles::of(&config);
-    TestEngine::new(
-        engine::start(config, repo()).await.expect("engine starts"),
-        files,
-    )
+    let settings = config.check(repo()).expect("valid config");
+    TestEngine::new(engine::start(settings).await.expect("engine starts"), files)
 }
 
 /// A running engine and its store file, removed when the test is done with

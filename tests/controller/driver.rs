@@ -60,7 +60,8 @@ pub fn prompts() -> Arc<PromptLibrary> {
     LIB.get_or_init(|| {
         let config = config("");
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        Arc::new(callbackd::engine::load_prompts(&config, root).expect("prompts load"))
+        let settings = config.check(root).expect("valid config");
+        Arc::new(callbackd::engine::load_prompts(&settings).expect("prompts load"))
     })
     .clone()
 }
@@ -276,7 +277,7 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// A controller for `config` at `t0`, with no trunk target.
+    /// A controller for `config` (checked here) at `t0`, with no trunk target.
     pub fn new(config: &Config) -> Harness {
         Harness::with_trunk(config, Vec::new())
     }
@@ -286,8 +287,12 @@ impl Harness {
         let t0 = Instant::now();
         let prompts = prompts();
         let wall: Timestamp = WALL0.parse().expect("WALL0 is a timestamp");
+        let settings = config
+            .clone()
+            .check(Path::new(env!("CARGO_MANIFEST_DIR")))
+            .expect("the configuration passes its check");
         let ctl = Controller::new(
-            config,
+            &settings,
             Setup {
                 prompts: prompts.clone(),
                 advertised_port: 5060,
@@ -297,8 +302,7 @@ impl Harness {
                 clock: WallClock { instant: t0, wall },
                 recordings_dir: std::env::temp_dir().join("callbackd-controller-test-unused"),
             },
-        )
-        .expect("the controller accepts the configuration");
+        );
         let longest_ring = ctl.longest_ring();
         let mut store = SqliteStore::open_in_memory().expect("in-memory store");
         callbackd::callback::store::LaunchStore::set_claimant(

@@ -24,7 +24,7 @@ use jiff::Timestamp;
 use tracing::{debug, info, warn};
 
 use crate::acd::agents::Agents;
-use crate::acd::{Acd, CallerId, Queue};
+use crate::acd::{Acd, CallerId};
 use crate::b2bua::WallClock;
 use crate::b2bua::media::{MediaCommand, MediaEvent, StreamParams};
 use crate::b2bua::store::{StoreReply, StoreRequest};
@@ -34,7 +34,7 @@ use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
 use crate::callback::hours::{BusinessHours, GateDecision, Gates, registration_gate};
 use crate::callback::scheduler::LiveCaller;
 use crate::callback::store::{NewCallback, Registration};
-use crate::config::{Codec, Config};
+use crate::config::{Codec, Settings};
 use crate::ivr::Ecbt;
 use crate::ivr::ecbt::{Estimator, callers_ahead};
 use crate::ivr::flow::{Action, CallInfo, Flow, FlowSettings, Input, Prompt, RegistrationOutcome};
@@ -150,21 +150,6 @@ struct Negotiated {
 /// How many ports an inbound call tries before it is refused with 503.
 const BIND_TRIES: u8 = 16;
 
-/// Settings the call layer could not use (a configuration built in code
-/// without [`Config::validate`]; loaded files are checked before this).
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    /// Business hours did not parse.
-    #[error("business hours: {0}")]
-    Hours(#[from] crate::callback::hours::HoursError),
-    /// ECBT settings are inconsistent.
-    #[error("ecbt: {0}")]
-    Ecbt(crate::ivr::ecbt::EcbtSettingsError),
-    /// Two queues share an id.
-    #[error("queues: {0}")]
-    Queue(crate::acd::AcdError),
-}
-
 /// A queue's settings as the call layer uses them.
 struct QueueRuntime {
     id: QueueId,
@@ -178,57 +163,51 @@ struct QueueRuntime {
 }
 
 impl Calls {
-    /// The call layer for `config`.
-    pub fn new(
-        config: &Config,
-        prompts: Arc<PromptLibrary>,
-        ports: PortPool,
-        clock: WallClock,
-    ) -> Result<Calls, SetupError> {
-        let org = &config.org;
-        let mut acd = Acd::new();
-        let mut queues = Vec::with_capacity(config.queues.len());
-        for q in &config.queues {
-            acd.add_queue(Queue::new(q.id.clone(), q.priority), q.staffed_agents)
-                .map_err(SetupError::Queue)?;
-            queues.push(QueueRuntime {
+    /// The call layer for `settings`.
+    pub fn new(settings: &Settings, prompts: Arc<PromptLibrary>, clock: WallClock) -> Calls {
+        let org = settings.org();
+        let queues = settings
+            .queues()
+            .iter()
+            .map(|q| QueueRuntime {
                 id: q.id.clone(),
                 priority: q.priority,
-                offer_after: q.offer_after(),
-                expiry: q.callback_expiry(),
-                hours: q.hours(org).map_err(SetupError::Hours)?,
+                offer_after: q.offer_after,
+                expiry: q.callback_expiry,
+                hours: q.hours.clone(),
                 dids: q.dids.clone(),
-                estimator: Estimator::new(config.ecbt.settings()).map_err(SetupError::Ecbt)?,
-            });
-        }
+                estimator: settings.estimator(),
+            })
+            .collect();
+        let ivr = settings.ivr();
         let flow_settings = FlowSettings {
-            first_digit_timeout: config.ivr.first_digit_timeout(),
-            inter_digit_timeout: config.ivr.inter_digit_timeout(),
-            max_invalid: config.ivr.max_invalid,
+            first_digit_timeout: ivr.first_digit_timeout(),
+            inter_digit_timeout: ivr.inter_digit_timeout(),
+            max_invalid: ivr.max_invalid,
             offer_after: Duration::ZERO,
-            announce_interval: config.ivr.announce_interval(),
-            policy: org.number_policy(),
+            announce_interval: ivr.announce_interval(),
+            policy: org.number_policy.clone(),
             spoken_international_prefix: org.spoken_international_prefix,
         };
-        Ok(Calls {
+        Calls {
             calls: HashMap::new(),
             closing: HashMap::new(),
             legs: HashMap::new(),
             deadlines: BinaryHeap::new(),
-            ports,
+            ports: settings.rtp_ports(),
             media: VecDeque::new(),
             store: VecDeque::new(),
             clock,
             hold: prompts.id("hold_music"),
             prompts,
-            acd,
-            gates: org.gates(),
-            org_hours: org.business_hours().map_err(SetupError::Hours)?,
+            acd: settings.acd(),
+            gates: org.gates,
+            org_hours: org.hours.clone(),
             queues,
             flow_settings,
-            rtp_advertised: config.rtp.advertised_ip(),
-            codecs: config
-                .media
+            rtp_advertised: settings.rtp().advertised_ip(),
+            codecs: settings
+                .media()
                 .codecs
                 .iter()
                 .map(|c| match c {
@@ -236,10 +215,10 @@ impl Calls {
                     Codec::Pcma => Law::Alaw,
                 })
                 .collect(),
-            ptime_ms: config.media.ptime_ms,
-            max_calls: config.call.max_calls as usize,
-            max_duration: config.call.max_duration(),
-        })
+            ptime_ms: settings.media().ptime_ms,
+            max_calls: settings.call().max_calls as usize,
+            max_duration: settings.call().max_duration(),
+        }
     }
 
     /// The runtime registration switches (the configuration gives the

@@ -1,0 +1,442 @@
+//! [`Settings`]: a configuration that passed [`Config::check`], each section
+//! converted once into the typed values the engine and the controller use.
+//!
+//! Every conversion that can fail (business hours in a time zone, caller
+//! IDs as [`PhoneNumber`]s, the trunk's termination, static agent URIs, the
+//! estimator, scheduler, ACD and RTP port pool) runs here, once, after the
+//! value rules passed; use-sites read fields and have no error left to
+//! handle. Sections whose values need no parsing beyond serde (`[sip]`,
+//! `[rtp]`, `[media]`, `[acl]`, `[call]`, `[ivr]`, `[callbacks]`, `[log]`,
+//! `[api]`) are kept as their checked section structs, whose accessors are
+//! infallible (`sip().t1()` is a `Duration`, `sip().bind` a `SocketAddr`).
+//!
+//! A `Settings` cannot be built except by [`Config::check`], nor changed
+//! afterwards: its fields are private and read through accessors, so an
+//! embedder cannot start the engine with an unchecked configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::acd::agents::{Agent, AgentId, Agents, Contact};
+use crate::acd::{Acd, Queue};
+use crate::callback::QueueId;
+use crate::callback::hours::{BusinessHours, Gates};
+use crate::callback::number::{NumberPolicy, PhoneNumber};
+use crate::callback::scheduler::Scheduler;
+use crate::callback::trunk::TrunkSettings;
+use crate::ivr::ecbt::Estimator;
+use crate::media::ports::PortPool;
+use crate::sip::digest::Secret;
+use crate::sip::registrar::RegistrarSettings;
+
+use super::{
+    AclConfig, AgentUri, ApiConfig, CallConfig, CallbacksConfig, Config, ConfigError, Invalid,
+    IvrConfig, LogConfig, MediaConfig, PROMPT_NAMES, RtpConfig, SipConfig,
+};
+
+/// A checked configuration (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    origin: String,
+    base_dir: PathBuf,
+    sip: SipConfig,
+    rtp: RtpConfig,
+    media: MediaConfig,
+    prompt_files: Vec<(&'static str, PathBuf)>,
+    acl: AclConfig,
+    call: CallConfig,
+    log: LogConfig,
+    api: ApiConfig,
+    store_path: PathBuf,
+    ivr: IvrConfig,
+    callbacks: CallbacksConfig,
+    org: OrgSettings,
+    estimator: Estimator,
+    trunk: TrunkSettings,
+    trunk_dns_servers: Vec<SocketAddr>,
+    registrar: Option<RegistrarSetup>,
+    queues: Vec<QueueSettings>,
+    acd: Acd,
+    scheduler: Scheduler,
+    rtp_ports: PortPool,
+    agents: Vec<AgentSettings>,
+}
+
+/// `[org]` as the call layer uses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrgSettings {
+    /// Business hours in the organisation's zone, with its holidays.
+    pub hours: BusinessHours,
+    /// The configured registration and launch switches.
+    pub gates: Gates,
+    /// The rules a caller's number must pass.
+    pub number_policy: NumberPolicy,
+    /// Whether "011" is spoken before an international number.
+    pub spoken_international_prefix: bool,
+}
+
+/// One `[[queues]]` entry, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSettings {
+    /// The queue.
+    pub id: QueueId,
+    /// Higher first when several queues have callbacks due.
+    pub priority: i32,
+    /// The wait before the callback offer.
+    pub offer_after: Duration,
+    /// How long a pending callback stays valid.
+    pub callback_expiry: Duration,
+    /// The queue's own hours when it overrides the organisation's.
+    pub hours: Option<BusinessHours>,
+    /// The dialled numbers routed to this queue.
+    pub dids: Vec<String>,
+    /// The caller ID of this queue's callbacks.
+    pub caller_id: PhoneNumber,
+    /// Whether bridged callbacks are recorded.
+    pub recording: bool,
+    /// Whether the recording notice is played.
+    pub recording_notice: bool,
+    /// How long an agent who did not answer cools down.
+    pub agent_cooldown: Duration,
+}
+
+/// One `[[agents]]` entry, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSettings {
+    /// The agent.
+    pub id: AgentId,
+    /// How the agent is reached.
+    pub contact: Contact,
+    /// The queues the agent serves.
+    pub queues: Vec<QueueId>,
+    /// The registrar user, for an agent that REGISTERs.
+    pub user: Option<String>,
+    /// The static URI taken apart for dialling, for a static agent.
+    pub uri: Option<AgentUri>,
+}
+
+/// The registrar, present when some agent REGISTERs.
+#[derive(Debug, Clone)]
+pub struct RegistrarSetup {
+    /// `[registrar]`'s settings.
+    pub settings: RegistrarSettings,
+    /// Every registering agent's user and password.
+    pub users: Vec<(String, Secret)>,
+}
+
+impl Config {
+    /// Runs every value rule, checks that the prompt files exist under
+    /// `base_dir` (the directory relative paths are resolved against), and
+    /// converts each section once into [`Settings`]. The errors are those
+    /// of [`Config::validate`], field by field.
+    pub fn check(self, base_dir: &Path) -> Result<Settings, ConfigError> {
+        self.validate(base_dir)?;
+        Ok(self.convert(base_dir))
+    }
+
+    /// Step 4: the conversions, on values the rules accepted. Each `expect`
+    /// below names the rule of `check_sections` that makes it hold.
+    fn convert(self, base_dir: &Path) -> Settings {
+        let org = &self.org;
+        let org_settings = OrgSettings {
+            hours: org
+                .business_hours()
+                .expect("org.hours and org.timezone passed check_sections"),
+            gates: org.gates(),
+            number_policy: org.number_policy(),
+            spoken_international_prefix: org.spoken_international_prefix,
+        };
+        let mut acd = Acd::new();
+        let mut queues = Vec::with_capacity(self.queues.len());
+        let mut schedules = Vec::with_capacity(self.queues.len());
+        for q in &self.queues {
+            acd.add_queue(Queue::new(q.id.clone(), q.priority), q.staffed_agents)
+                .expect("queue ids are unique: check_queues");
+            schedules.push(q.schedule(org).expect("queue hours: check_queues"));
+            queues.push(QueueSettings {
+                id: q.id.clone(),
+                priority: q.priority,
+                offer_after: q.offer_after(),
+                callback_expiry: q.callback_expiry(),
+                hours: q.hours(org).expect("queue hours: check_queues"),
+                dids: q.dids.clone(),
+                caller_id: q.caller_id().expect("callback_number: check_queues"),
+                recording: q.recording,
+                recording_notice: q.recording_notice,
+                agent_cooldown: q.agent_cooldown(),
+            });
+        }
+        let scheduler = Scheduler::new(org_settings.hours.clone(), schedules)
+            .expect("queue ids unique and failovers configured: check_queues");
+        let agents = self
+            .agents
+            .iter()
+            .map(|a| AgentSettings {
+                id: a.id.clone(),
+                contact: a.contact(&self.sip),
+                queues: a.queues.clone(),
+                user: a.user.clone(),
+                uri: a
+                    .uri
+                    .as_deref()
+                    .map(|uri| AgentUri::parse(uri).expect("static agent URIs: check_agents")),
+            })
+            .collect();
+        let users = self.registrar_users();
+        let registrar = (!users.is_empty()).then(|| RegistrarSetup {
+            settings: self.registrar.settings(),
+            users,
+        });
+        Settings {
+            base_dir: base_dir.to_owned(),
+            prompt_files: PROMPT_NAMES
+                .iter()
+                .map(|name| (*name, self.prompts.file_path(base_dir, name)))
+                .collect(),
+            store_path: self.store_path(base_dir),
+            org: org_settings,
+            estimator: Estimator::new(self.ecbt.settings()).expect("[ecbt] passed its check"),
+            trunk: self.trunk.settings().expect("[trunk] passed its check"),
+            trunk_dns_servers: self.trunk.dns_servers.clone(),
+            registrar,
+            queues,
+            acd,
+            scheduler,
+            rtp_ports: PortPool::new(self.rtp.port_min, self.rtp.port_max)
+                .expect("rtp.port_min/port_max: even, nonzero, min < max"),
+            agents,
+            origin: self.origin,
+            sip: self.sip,
+            rtp: self.rtp,
+            media: self.media,
+            acl: self.acl,
+            call: self.call,
+            log: self.log,
+            api: self.api,
+            ivr: self.ivr,
+            callbacks: self.callbacks,
+        }
+    }
+
+    /// Binds SIP to port 0 (the system picks a free port; the engine
+    /// advertises the one it got) and lets [`Config::check`] accept it.
+    /// For tests and embedders that run several engines side by side: a
+    /// configuration file cannot ask for this, because a daemon must listen
+    /// somewhere known (`sip.bind` of port 0 in a file stays refused).
+    pub fn bind_ephemeral_sip_port(&mut self) {
+        self.sip.bind.set_port(0);
+        self.ephemeral_sip_port = true;
+    }
+
+    /// `sip.bind`'s port-0 rule, waived by [`Config::bind_ephemeral_sip_port`].
+    pub(super) fn check_bind_port(&self) -> Result<(), super::Fault> {
+        if self.sip.bind.port() == 0 && !self.ephemeral_sip_port {
+            return super::fail("sip.bind", Invalid::PortZero);
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// The name errors and logs use for the configuration (its file).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The directory relative paths were resolved against.
+    pub fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+
+    /// `[sip]`.
+    pub fn sip(&self) -> &SipConfig {
+        &self.sip
+    }
+
+    /// `[rtp]`.
+    pub fn rtp(&self) -> &RtpConfig {
+        &self.rtp
+    }
+
+    /// `[media]`.
+    pub fn media(&self) -> &MediaConfig {
+        &self.media
+    }
+
+    /// Every standard prompt and its file, resolved (each exists at check).
+    pub fn prompt_files(&self) -> &[(&'static str, PathBuf)] {
+        &self.prompt_files
+    }
+
+    /// `[acl]`.
+    pub fn acl(&self) -> &AclConfig {
+        &self.acl
+    }
+
+    /// `[call]`.
+    pub fn call(&self) -> &CallConfig {
+        &self.call
+    }
+
+    /// `[log]`.
+    pub fn log(&self) -> &LogConfig {
+        &self.log
+    }
+
+    /// `[api]`.
+    pub fn api(&self) -> &ApiConfig {
+        &self.api
+    }
+
+    /// The SQLite file of the callback store, resolved.
+    pub fn store_path(&self) -> &Path {
+        &self.store_path
+    }
+
+    /// `[ivr]`.
+    pub fn ivr(&self) -> &IvrConfig {
+        &self.ivr
+    }
+
+    /// `[callbacks]`.
+    pub fn callbacks(&self) -> &CallbacksConfig {
+        &self.callbacks
+    }
+
+    /// Where recordings go, resolved.
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.callbacks.recordings_dir(&self.base_dir)
+    }
+
+    /// `[org]`, typed.
+    pub fn org(&self) -> &OrgSettings {
+        &self.org
+    }
+
+    /// A fresh estimator with `[ecbt]`'s settings.
+    pub fn estimator(&self) -> Estimator {
+        self.estimator.clone()
+    }
+
+    /// `[trunk]`, typed.
+    pub fn trunk(&self) -> &TrunkSettings {
+        &self.trunk
+    }
+
+    /// The DNS servers for the trunk's termination (empty: the system's).
+    pub fn trunk_dns_servers(&self) -> &[SocketAddr] {
+        &self.trunk_dns_servers
+    }
+
+    /// The registrar, when some agent REGISTERs.
+    pub fn registrar(&self) -> Option<&RegistrarSetup> {
+        self.registrar.as_ref()
+    }
+
+    /// `[[queues]]`, typed, in file order.
+    pub fn queues(&self) -> &[QueueSettings] {
+        &self.queues
+    }
+
+    /// A fresh ACD with every queue and its staffing.
+    pub fn acd(&self) -> Acd {
+        self.acd.clone()
+    }
+
+    /// A fresh scheduler over the organisation's and the queues' hours.
+    pub fn scheduler(&self) -> Scheduler {
+        self.scheduler.clone()
+    }
+
+    /// A fresh RTP port pool over `[rtp]`'s range.
+    pub fn rtp_ports(&self) -> PortPool {
+        self.rtp_ports.clone()
+    }
+
+    /// `[[agents]]`, typed, in file order.
+    pub fn agents(&self) -> &[AgentSettings] {
+        &self.agents
+    }
+
+    /// The agent roster, every agent available and idle since `now`, with
+    /// `[callbacks] max_lines`. Registered agents start unreachable until
+    /// their phone REGISTERs.
+    pub fn roster(&self, now: Instant) -> Agents {
+        let mut roster = Agents::new(self.callbacks.max_lines);
+        for agent in &self.agents {
+            roster
+                .add(Agent::new(
+                    agent.id.clone(),
+                    agent.contact.clone(),
+                    agent.queues.clone(),
+                    now,
+                ))
+                // check_agents refused duplicate ids.
+                .expect("agent ids are unique: check_agents");
+        }
+        roster
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::*;
+
+    #[test]
+    fn check_converts_each_section_once() {
+        let s = checked(parse(TWO_QUEUES).expect("two queues"));
+        assert_eq!(s.origin(), "config.toml");
+        assert_eq!(s.queues().len(), 2);
+        assert_eq!(s.queues()[0].offer_after, Duration::ZERO);
+        assert_eq!(s.sip().t1(), Duration::from_millis(500));
+        assert_eq!(
+            s.store_path(),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("callbackd.sqlite")
+        );
+        assert_eq!(s.prompt_files().len(), PROMPT_NAMES.len());
+        assert!(s.registrar().is_none(), "no agent registers");
+    }
+
+    #[test]
+    fn check_refuses_what_validation_refuses() {
+        let mut c = Config::default();
+        c.rtp.port_min = 20_001;
+        let e = c
+            .check(Path::new(env!("CARGO_MANIFEST_DIR")))
+            .expect_err("odd port")
+            .to_string();
+        assert!(
+            e.starts_with("<built-in defaults>: rtp.port_min: 20001 is odd"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn check_refuses_missing_prompts() {
+        let dir = TempDir::new();
+        let e = Config::default()
+            .check(&dir.0)
+            .expect_err("no prompts")
+            .to_string();
+        assert!(e.contains("prompts: missing prompt file"), "{e}");
+    }
+
+    #[test]
+    fn sip_port_zero_only_through_the_builder() {
+        let e = error("[sip]\nbind = \"127.0.0.1:0\"\n");
+        assert!(e.starts_with("config.toml: sip.bind:"), "{e}");
+        let mut c = Config::default();
+        c.sip.bind.set_port(0);
+        assert!(
+            c.clone()
+                .check(Path::new(env!("CARGO_MANIFEST_DIR")))
+                .is_err(),
+            "set in code without asking: still refused"
+        );
+        c.bind_ephemeral_sip_port();
+        let s = checked(c);
+        assert_eq!(s.sip().bind.port(), 0);
+    }
+}
