@@ -1107,3 +1107,38 @@ fn the_agent_holds_and_resumes_a_bridged_callback() {
     assert_eq!(h.media.streams[&key].bridged_with, Some(c));
     assert!(h.requests(&customer_call, "BYE").is_empty());
 }
+
+#[test]
+fn an_inbound_call_is_routed_to_the_queue_of_its_did() {
+    let queues =
+        "[[queues]]\nid = \"support\"\n[[queues]]\nid = \"sales\"\ndids = [\"8005550199\"]\n";
+    let config = driver::config(queues);
+    let mut h = Harness::new(&config);
+    for (call_id, user, queue) in [
+        ("did-1", "+8005550199", "sales"),
+        ("did-2", "3125550100", "support"),
+    ] {
+        let mut caller = Peer::new("127.0.0.1:5070", call_id);
+        let invite = caller
+            .request("INVITE", Some(&offer(40000, 1, "sendrecv")))
+            .replacen("sip:3125550100@", &format!("sip:{user}@"), 1);
+        h.deliver(caller.addr, &invite);
+        let ok = h.responses(call_id, 200, "INVITE")[0]
+            .response()
+            .expect("200")
+            .clone();
+        caller.learn(&ok);
+        let ack = caller.request("ACK", None);
+        h.deliver(caller.addr, &ack);
+        let key = h.stream_key(call_id);
+        let asked = h.store_log.iter().find_map(|(_, r)| match r {
+            callbackd::b2bua::store::StoreRequest::PendingAhead { call, queue, .. }
+                if *call == key =>
+            {
+                Some(queue.as_str().to_owned())
+            }
+            _ => None,
+        });
+        assert_eq!(asked.as_deref(), Some(queue), "{call_id} to {user}");
+    }
+}

@@ -324,7 +324,9 @@ impl Dialing {
                         if let Some(a) = self.attempts.get_mut(&id) {
                             a.rang |= status >= 180;
                             // The target answered: its hold-down ends.
-                            if let Some(t) = a.customer_targets.as_ref().and_then(TargetList::current) {
+                            if let Some(t) =
+                                a.customer_targets.as_ref().and_then(TargetList::current)
+                            {
                                 self.health.mark_alive(t);
                             }
                         }

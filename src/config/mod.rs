@@ -55,7 +55,7 @@ pub use ivr::{EcbtConfig, IvrConfig};
 pub use org::OrgConfig;
 pub use queues::QueueConfig;
 pub use rtp::{CallConfig, Codec, MediaConfig, PromptsConfig, RtpConfig};
-pub use settings::{AgentSettings, OrgSettings, QueueSettings, RegistrarSetup, Settings};
+pub use settings::{AgentSettings, OrgSettings, QueueSettings, RegistrarSetup, Routes, Settings};
 pub use sip::{Host, InvalidHost, SipConfig, Transport};
 pub use trunk::{TrunkConfig, TrunkTransportSetting};
 

@@ -12,26 +12,7 @@ use crate::callback::number::{self, InvalidNumber, NumberPolicy, PhoneNumber};
 use crate::callback::scheduler::{QueueSchedule, RetryPolicy};
 
 use super::org::{OrgConfig, hours_invalid};
-use super::{Config, Fault, Invalid, fail, in_range, is_digits, is_queue_id};
-
-impl Config {
-    /// The queue a call to `called_user` (the Request-URI or To user part)
-    /// goes to: the queue listing it in `dids`, else the first queue. A
-    /// leading `+` is ignored; otherwise the digits must match exactly.
-    ///
-    /// # Panics
-    ///
-    /// If `queues` is empty, which [`Config::from_toml_str`] and
-    /// [`Config::validate`] refuse.
-    pub fn queue_for(&self, called_user: &str) -> &QueueConfig {
-        let digits = called_user.strip_prefix('+').unwrap_or(called_user);
-        self.queues
-            .iter()
-            .find(|q| q.dids.iter().any(|did| did == digits))
-            .or_else(|| self.queues.first())
-            .expect("validation requires at least one queue")
-    }
-}
+use super::{Fault, Invalid, fail, in_range, is_digits, is_queue_id};
 
 /// One `[[queues]]` entry. `id` is required; every other key has a default.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -484,33 +465,6 @@ mod tests {
         // Friday 2026-07-03 is an org holiday, and closes sales too.
         let holiday = ts("2026-07-03T14:00:00Z");
         assert!(!org.is_open(holiday) && !own.is_open(holiday));
-    }
-
-    #[test]
-    fn queue_for_routes_by_did_else_to_the_first_queue() {
-        let c = parse(TWO_QUEUES).expect("two queues");
-        assert_eq!(c.queue_for("8005550199").id.as_str(), "sales");
-        assert_eq!(c.queue_for("+8005550199").id.as_str(), "sales");
-        assert_eq!(c.queue_for("3125550100").id.as_str(), "support");
-        assert_eq!(c.queue_for("8005550100").id.as_str(), "support");
-        // No queue claims these: the first queue takes them.
-        for other in [
-            "9995550100",
-            "800555019",
-            "80055501990",
-            "",
-            "callbackd",
-            "+",
-        ] {
-            assert_eq!(c.queue_for(other).id.as_str(), "support", "{other:?}");
-        }
-        let reordered = TWO_QUEUES.replacen("id = \"support\"", "id = \"helpdesk\"", 1);
-        let c = parse(&reordered).expect("renamed");
-        assert_eq!(c.queue_for("unknown").id.as_str(), "helpdesk");
-        assert_eq!(
-            Config::default().queue_for("3125550100").id.as_str(),
-            "support"
-        );
     }
 
     #[test]

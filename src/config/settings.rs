@@ -339,6 +339,19 @@ impl Settings {
         &self.queues
     }
 
+    /// Which queue each dialled number goes to (the one routing rule; the
+    /// controller asks it for every inbound call).
+    pub fn routes(&self) -> Routes {
+        Routes {
+            by_did: self
+                .queues
+                .iter()
+                .enumerate()
+                .flat_map(|(i, q)| q.dids.iter().map(move |d| (d.clone(), i)))
+                .collect(),
+        }
+    }
+
     /// A fresh ACD with every queue and its staffing.
     pub fn acd(&self) -> Acd {
         self.acd.clone()
@@ -379,6 +392,24 @@ impl Settings {
     }
 }
 
+/// DID routing: a call to a number listed in a queue's `dids` goes to that
+/// queue, any other to the first queue (validation refuses a DID listed
+/// twice, and a configuration without queues).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routes {
+    by_did: std::collections::HashMap<String, usize>,
+}
+
+impl Routes {
+    /// The index (into [`Settings::queues`]) of the queue a call to
+    /// `called_user` (the Request-URI or To user part) goes to. A leading
+    /// `+` is ignored; otherwise the digits must match exactly.
+    pub fn queue_for(&self, called_user: &str) -> usize {
+        let digits = called_user.strip_prefix('+').unwrap_or(called_user);
+        self.by_did.get(digits).copied().unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,6 +428,39 @@ mod tests {
         );
         assert_eq!(s.prompt_files().len(), PROMPT_NAMES.len());
         assert!(s.registrar().is_none(), "no agent registers");
+    }
+
+    #[test]
+    fn routes_go_by_did_else_to_the_first_queue() {
+        let s = checked(parse(TWO_QUEUES).expect("two queues"));
+        let routes = s.routes();
+        let queue = |called: &str| s.queues()[routes.queue_for(called)].id.as_str().to_owned();
+        assert_eq!(queue("8005550199"), "sales");
+        assert_eq!(queue("+8005550199"), "sales");
+        assert_eq!(queue("3125550100"), "support");
+        assert_eq!(queue("8005550100"), "support");
+        // No queue claims these: the first queue takes them.
+        for other in [
+            "9995550100",
+            "800555019",
+            "80055501990",
+            "",
+            "callbackd",
+            "+",
+        ] {
+            assert_eq!(queue(other), "support", "{other:?}");
+        }
+        let reordered = TWO_QUEUES.replacen("id = \"support\"", "id = \"helpdesk\"", 1);
+        let s = checked(parse(&reordered).expect("renamed"));
+        assert_eq!(
+            s.queues()[s.routes().queue_for("unknown")].id.as_str(),
+            "helpdesk"
+        );
+        let s = checked(Config::default());
+        assert_eq!(
+            s.queues()[s.routes().queue_for("3125550100")].id.as_str(),
+            "support"
+        );
     }
 
     #[test]

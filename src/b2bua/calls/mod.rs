@@ -34,7 +34,7 @@ use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
 use crate::callback::hours::{BusinessHours, GateDecision, Gates, registration_gate};
 use crate::callback::scheduler::LiveCaller;
 use crate::callback::store::{NewCallback, Registration};
-use crate::config::{Codec, Settings};
+use crate::config::{Codec, Routes, Settings};
 use crate::ivr::Ecbt;
 use crate::ivr::ecbt::{Estimator, callers_ahead};
 use crate::ivr::flow::{Action, CallInfo, Flow, FlowSettings, Input, Prompt, RegistrationOutcome};
@@ -78,6 +78,8 @@ pub struct Calls {
     gates: Gates,
     org_hours: BusinessHours,
     queues: Vec<QueueRuntime>,
+    /// DID routing: the queue (index into `queues`) of a called number.
+    routes: Routes,
     flow_settings: FlowSettings,
     rtp_advertised: IpAddr,
     codecs: Vec<Law>,
@@ -157,7 +159,6 @@ struct QueueRuntime {
     offer_after: Duration,
     expiry: Duration,
     hours: Option<BusinessHours>,
-    dids: Vec<String>,
     /// The queue's rolling handle time, fed by its bridged calls.
     estimator: Estimator,
 }
@@ -175,7 +176,6 @@ impl Calls {
                 offer_after: q.offer_after,
                 expiry: q.callback_expiry,
                 hours: q.hours.clone(),
-                dids: q.dids.clone(),
                 estimator: settings.estimator(),
             })
             .collect();
@@ -204,6 +204,7 @@ impl Calls {
             gates: org.gates,
             org_hours: org.hours.clone(),
             queues,
+            routes: settings.routes(),
             flow_settings,
             rtp_advertised: settings.rtp().advertised_ip(),
             codecs: settings
@@ -754,7 +755,7 @@ impl Calls {
             awaiting_answer: negotiated.media.is_none(),
             media: negotiated.media,
             stream_added: false,
-            queue: self.queue_index(&called),
+            queue: self.routes.queue_for(&called),
             arrived: now,
             arrived_at: self.clock.at(now),
             ani: user_part(&request.headers.from.uri).map(str::to_owned),
@@ -1045,14 +1046,6 @@ impl Calls {
         } else {
             self.ports_release_now(ctx.port);
         }
-    }
-
-    /// The queue a called number routes to (its DIDs, else the first queue).
-    fn queue_index(&self, called: &str) -> usize {
-        self.queues
-            .iter()
-            .position(|q| q.dids.iter().any(|d| d == called))
-            .unwrap_or(0)
     }
 
     fn ports_release_now(&mut self, port: u16) {
