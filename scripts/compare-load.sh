@@ -99,7 +99,7 @@ prompts() {
     start_engine "$bin"
     local idle_rss
     idle_rss=$(rss_kib "$engine")
-    (cd "$work" && sipp -sn uac -i 127.0.0.1 -mi 127.0.0.1 -p 5071 -mp 40000 \
+    (cd "$work" && exec sipp -sn uac -i 127.0.0.1 -mi 127.0.0.1 -p 5071 -mp 40000 \
         -r 200 -l "$concurrent" -m "$concurrent" -d 40000 -nostdin -timeout 60s \
         127.0.0.1:5060 >/dev/null 2>&1) &
     local sipp_pid=$!
