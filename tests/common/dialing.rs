@@ -223,6 +223,8 @@ pub async fn wait_status_at(
             "callback not {want} after {within:?}: {r:?}\nattempts: {:#?}",
             attempts_at(path, id)
         );
+        // Poll interval of a wait with a deadline (asserted above): the store
+        // file is written by the engine's store thread; nothing notifies the test.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -235,6 +237,8 @@ pub async fn wait_attempts(config: &Config, id: CallbackId, count: usize) -> Cal
             Instant::now() < deadline,
             "fewer than {count} attempts stored"
         );
+        // Poll interval of a wait with a deadline (asserted above): the store
+        // file is written by the engine's store thread; nothing notifies the test.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     row(&config.store_path(repo()), id)
@@ -259,6 +263,8 @@ pub async fn wait_cdrs(config: &Config, id: CallbackId, count: usize) -> Vec<Cdr
             "{} CDR rows, want {count}: {rows:#?}",
             rows.len()
         );
+        // Poll interval of a wait with a deadline (asserted above): the store
+        // file is written by the engine's store thread; nothing notifies the test.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -579,6 +585,8 @@ impl Peer {
                 self.name,
                 self.summary()
             );
+            // Poll interval of a wait with a deadline (asserted above) on what
+            // the peer's socket thread has recorded.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -615,6 +623,8 @@ impl Peer {
                 self.name,
                 self.summary()
             );
+            // Poll interval of a wait with a deadline (asserted above) on what
+            // the peer's socket thread has recorded.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -723,6 +733,7 @@ fn spawn_rtp_sender(rtp: RtpSock, media: Arc<Media>, stop: Arc<AtomicBool>) {
             while !stop.load(Ordering::Relaxed) && Instant::now() < end {
                 n += 1;
                 let next = start + Duration::from_millis(20) * n;
+                // The fake phone's RTP pacing: one packet every 20 ms, as a phone sends.
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
                 let to = *media.target.lock().expect("target lock");
                 let Some(to) = to else { continue };
