@@ -221,8 +221,10 @@ fn hangup_mid_entry_leaves_nothing_behind() {
 
     // 64·T1 for the transactions, and past the 3 s entry timeouts: a
     // "nothing happens" window (no row, no late timer of the dead call) in
-    // another process, which no condition can show; wanted in
-    // tests/controller.rs (hang-up mid-entry) at exact instants.
+    // another process, which no condition can show. The same property is
+    // asserted at exact instants by tests/controller.rs
+    // (a_caller_hanging_up_mid_entry_leaves_no_row_and_no_timer); here it is
+    // checked once against the release binary and sipp.
     thread::sleep(Duration::from_millis(64 * 50 + 1000));
     let rows = stored_callbacks(&engine.store_path());
     assert!(rows.is_empty(), "rows after a hang-up mid-entry: {rows:#?}");
