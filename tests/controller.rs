@@ -1142,3 +1142,54 @@ fn an_inbound_call_is_routed_to_the_queue_of_its_did() {
         assert_eq!(asked.as_deref(), Some(queue), "{call_id} to {user}");
     }
 }
+
+#[test]
+fn a_408_sent_by_the_carrier_is_the_customers_no_answer_not_a_failover() {
+    let config = driver::config(&callback_config(""));
+    let mut h = Harness::with_trunk(
+        &config,
+        vec![udp_target(CARRIER), udp_target("127.0.0.2:5090")],
+    );
+    h.answers_bye.extend([addr(AGENT), addr(CARRIER)]);
+    let wall: jiff::Timestamp = WALL0.parse().expect("timestamp");
+    callbackd::callback::store::Store::register(
+        &mut h.store,
+        &callbackd::callback::store::NewCallback {
+            queue: callbackd::callback::QueueId("support".into()),
+            number: "3125550188".into(),
+            caller_ani: "3125550111".into(),
+            called_number: "3125550100".into(),
+            priority: 0,
+            queued_at: wall,
+            registered_at: wall,
+            ecbt_quoted_minutes: 1,
+            expires_at: wall + jiff::SignedDuration::from_hours(24),
+            inbound_call_id: "inbound-1".into(),
+        },
+    )
+    .expect("registered");
+    let agent = agent_answers(&mut h, ms(100));
+    h.run_until_sent(secs(20), is_invite_to_customer);
+    let first = invites_to(&h, CARRIER)[0]
+        .request()
+        .expect("INVITE")
+        .clone();
+    h.advance(ms(40));
+    h.deliver(addr(CARRIER), &answer(&first, 408, "t1", CARRIER, None));
+    assert!(
+        invites_to(&h, "127.0.0.2:5090").is_empty(),
+        "a carrier's 408 is not the SBC failing"
+    );
+    tells_the_agent(&mut h, agent.headers.call_id.as_str());
+    let row = &h.rows()[0];
+    assert_eq!(row.attempts, 1);
+    assert_eq!(
+        row.status,
+        callbackd::callback::store::Status::Pending,
+        "retried later"
+    );
+    assert_eq!(
+        attempts(&h)[0].attempt.outcome,
+        callbackd::callback::scheduler::Outcome::NoAnswer
+    );
+}

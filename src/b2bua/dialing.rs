@@ -363,6 +363,7 @@ impl Dialing {
             Event::Failed {
                 status,
                 retry_after,
+                received,
                 ..
             } => {
                 if let Some(leg) = self.leg_mut(id, side) {
@@ -370,7 +371,9 @@ impl Dialing {
                     leg.ended = true;
                 }
                 self.end_leg(call, env);
-                if side == Side::Customer && self.failover(now, id, status, retry_after, env) {
+                if side == Side::Customer
+                    && self.failover(now, id, (status, retry_after, received), env)
+                {
                     return;
                 }
                 Some(match side {
@@ -929,20 +932,21 @@ impl Dialing {
         Ok(())
     }
 
-    /// A 503/408 (or transport error) before the customer rang: the next
-    /// trunk target (RFC 3263 failover). Returns true when retried.
+    /// A 503, or no answer at all (Timer B, a transport error), before the
+    /// customer rang: the next trunk target (RFC 3263 failover). Returns
+    /// true when retried.
     fn failover(
         &mut self,
         now: Instant,
         id: u64,
-        status: u16,
-        retry_after: Option<Duration>,
+        (status, retry_after, received): (u16, Option<Duration>, bool),
         env: &mut Env<'_>,
     ) -> bool {
         let Some(a) = self.attempts.get_mut(&id) else {
             return false;
         };
-        let Some(failure) = TargetFailure::from_response(status, retry_after, a.rang) else {
+        let Some(failure) = TargetFailure::from_response(status, retry_after, a.rang, received)
+        else {
             return false;
         };
         let Some(targets) = a.customer_targets.as_mut() else {

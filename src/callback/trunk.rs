@@ -370,19 +370,22 @@ pub enum TargetFailure {
 }
 
 impl TargetFailure {
-    /// The failure a final response means for the target, if any. Only 503
-    /// and 408 are the target's fault, and only before the customer's phone
-    /// rang (`rang`: a 180/183 arrived); every other status is the
-    /// customer's answer and must not be retried elsewhere.
+    /// The failure a final status means for the target, if any, and only
+    /// before the customer's phone rang (`rang`: a 180/183 arrived): a 503
+    /// (received, or ours for a transport error: RFC 3263 §4.3), or a 408
+    /// that was *not* `received` (Timer B: the target never answered). A 408
+    /// the carrier sent is the customer's outcome (nobody answered there),
+    /// like every other status, and must not be retried elsewhere.
     pub fn from_response(
         status: u16,
         retry_after: Option<Duration>,
         rang: bool,
+        received: bool,
     ) -> Option<TargetFailure> {
         match status {
             _ if rang => None,
             503 => Some(TargetFailure::ServiceUnavailable { retry_after }),
-            408 => Some(TargetFailure::Timeout),
+            408 if !received => Some(TargetFailure::Timeout),
             _ => None,
         }
     }
@@ -1083,21 +1086,29 @@ mod tests {
     }
 
     #[test]
-    fn fails_over_only_on_503_408_before_ringing() {
+    fn fails_over_only_on_503_or_an_unanswered_invite_before_ringing() {
         let ra = Some(Duration::from_secs(5));
+        for received in [true, false] {
+            assert_eq!(
+                TargetFailure::from_response(503, ra, false, received),
+                Some(TargetFailure::ServiceUnavailable { retry_after: ra })
+            );
+        }
+        // Timer B: the target never answered.
         assert_eq!(
-            TargetFailure::from_response(503, ra, false),
-            Some(TargetFailure::ServiceUnavailable { retry_after: ra })
-        );
-        assert_eq!(
-            TargetFailure::from_response(408, None, false),
+            TargetFailure::from_response(408, None, false, false),
             Some(TargetFailure::Timeout)
         );
+        // A 408 the carrier sent: nobody answered the customer's phone.
+        assert_eq!(TargetFailure::from_response(408, None, false, true), None);
         for status in [486, 600, 404, 484, 480, 500, 403, 200] {
-            assert_eq!(TargetFailure::from_response(status, None, false), None);
+            assert_eq!(
+                TargetFailure::from_response(status, None, false, true),
+                None
+            );
         }
-        assert_eq!(TargetFailure::from_response(503, None, true), None);
-        assert_eq!(TargetFailure::from_response(408, None, true), None);
+        assert_eq!(TargetFailure::from_response(503, None, true, true), None);
+        assert_eq!(TargetFailure::from_response(408, None, true, false), None);
     }
 
     #[test]

@@ -578,6 +578,7 @@ impl Endpoint {
                         status: resp.status,
                         reason: resp.reason.clone(),
                         retry_after,
+                        received: true,
                     },
                 );
             }

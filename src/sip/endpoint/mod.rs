@@ -297,6 +297,10 @@ pub enum Event {
         reason: Box<str>,
         /// The response's `Retry-After` (RFC 3261 §20.33), if any.
         retry_after: Option<Duration>,
+        /// Whether the status came in a response from the network; false
+        /// when it was synthesized here (Timer B: 408; a transport error:
+        /// 503), i.e. the next hop never answered.
+        received: bool,
     },
     /// The call is over; no more events come for it.
     Ended {

@@ -322,6 +322,7 @@ impl Endpoint {
                         status,
                         reason: message::reason_phrase(status).into(),
                         retry_after: None,
+                        received: false,
                     },
                 );
             } else if abandoned {

@@ -316,7 +316,7 @@ fn unanswered_invite_is_retransmitted_and_fails_408_at_timer_b() {
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0].0, T1 * 64);
     assert!(
-        matches!(&ev[0].1, Event::Failed { call: c, status: 408, retry_after: None, .. } if *c == call),
+        matches!(&ev[0].1, Event::Failed { call: c, status: 408, retry_after: None, received: false, .. } if *c == call),
         "{ev:?}"
     );
     assert_eq!(sim.ep.stats(), Stats::default());
@@ -359,7 +359,7 @@ fn busy_is_acked_on_the_invite_branch_and_fails_with_retry_after() {
     assert!(
         matches!(
             ev.as_slice(),
-            [Event::Failed { call: c, status: 486, reason, retry_after: Some(r) }]
+            [Event::Failed { call: c, status: 486, reason, retry_after: Some(r), received: true }]
                 if *c == call && &**reason == "Busy Here" && *r == secs(120)
         ),
         "{ev:?}"
