@@ -207,12 +207,24 @@ fn callback_config(extra: &str) -> String {
 
 /// A harness with one pending callback for 312-555-0188, due at once.
 fn with_callback(extra: &str) -> Harness {
+    with_callback_to(extra, vec![udp_target(CARRIER)])
+}
+
+/// [`with_callback`] with the trunk resolved to `targets`.
+fn with_callback_to(extra: &str, targets: Vec<callbackd::callback::trunk::Target>) -> Harness {
     let config = driver::config(&callback_config(extra));
-    let mut h = Harness::with_trunk(&config, vec![udp_target(CARRIER)]);
+    let mut h = Harness::with_trunk(&config, targets);
+    register(&mut h, "3125550188", "inbound-1");
+    h.answers_bye.extend([addr(AGENT), addr(CARRIER)]);
+    h
+}
+
+/// A pending callback for `number` in "support", registered at `WALL0`.
+fn register(h: &mut Harness, number: &str, inbound_call_id: &str) {
     let wall: jiff::Timestamp = WALL0.parse().expect("timestamp");
     let new = callbackd::callback::store::NewCallback {
         queue: callbackd::callback::QueueId("support".into()),
-        number: "3125550188".into(),
+        number: number.into(),
         caller_ani: "3125550111".into(),
         called_number: "3125550100".into(),
         priority: 0,
@@ -220,11 +232,9 @@ fn with_callback(extra: &str) -> Harness {
         registered_at: wall,
         ecbt_quoted_minutes: 1,
         expires_at: wall + jiff::SignedDuration::from_hours(24),
-        inbound_call_id: "inbound-1".into(),
+        inbound_call_id: inbound_call_id.into(),
     };
     callbackd::callback::store::Store::register(&mut h.store, &new).expect("registered");
-    h.answers_bye.extend([addr(AGENT), addr(CARRIER)]);
-    h
 }
 
 /// The INVITEs sent to `addr`, one per call (retransmissions left out).
@@ -518,29 +528,7 @@ fn agent_no_answer_is_cancelled_and_the_agent_cools_down() {
 
 #[test]
 fn a_503_from_the_first_trunk_target_fails_over_to_the_next_at_once() {
-    let config = driver::config(&callback_config(""));
-    let mut h = Harness::with_trunk(
-        &config,
-        vec![udp_target(CARRIER), udp_target("127.0.0.2:5090")],
-    );
-    let wall: jiff::Timestamp = WALL0.parse().expect("timestamp");
-    callbackd::callback::store::Store::register(
-        &mut h.store,
-        &callbackd::callback::store::NewCallback {
-            queue: callbackd::callback::QueueId("support".into()),
-            number: "3125550188".into(),
-            caller_ani: "3125550111".into(),
-            called_number: "3125550100".into(),
-            priority: 0,
-            queued_at: wall,
-            registered_at: wall,
-            ecbt_quoted_minutes: 1,
-            expires_at: wall + jiff::SignedDuration::from_hours(24),
-            inbound_call_id: "inbound-1".into(),
-        },
-    )
-    .expect("registered");
-    h.answers_bye.extend([addr(AGENT), addr(CARRIER)]);
+    let mut h = with_callback_to("", vec![udp_target(CARRIER), udp_target("127.0.0.2:5090")]);
     agent_answers(&mut h, ms(100));
     h.run_until_sent(secs(20), is_invite_to_customer);
     let first = invites_to(&h, CARRIER)[0]
@@ -770,24 +758,8 @@ fn customer_invites_are_spaced_by_the_trunk_cps_cap_while_agents_ring_together()
     let mut h = Harness::with_trunk(&config, vec![udp_target(CARRIER)]);
     h.answers_bye
         .extend([addr(AGENT), addr(CARRIER), addr("127.0.0.1:5082")]);
-    let wall: jiff::Timestamp = WALL0.parse().expect("timestamp");
     for (i, number) in ["3125550188", "3125550199"].iter().enumerate() {
-        callbackd::callback::store::Store::register(
-            &mut h.store,
-            &callbackd::callback::store::NewCallback {
-                queue: callbackd::callback::QueueId("support".into()),
-                number: (*number).into(),
-                caller_ani: "3125550111".into(),
-                called_number: "3125550100".into(),
-                priority: 0,
-                queued_at: wall,
-                registered_at: wall,
-                ecbt_quoted_minutes: 1,
-                expires_at: wall + jiff::SignedDuration::from_hours(24),
-                inbound_call_id: format!("inbound-{i}"),
-            },
-        )
-        .expect("registered");
+        register(&mut h, number, &format!("inbound-{i}"));
     }
     // Both agents are rung at the first poll, and both answer at once.
     h.advance(ms(1));
@@ -956,26 +928,7 @@ fn the_ecbt_divides_by_the_agents_staffing_the_queue_now() {
 
 #[test]
 fn callbacks_wait_without_a_trunk_target_and_launch_at_the_first_poll_after_it_resolves() {
-    let config = driver::config(&callback_config(""));
-    let mut h = Harness::with_trunk(&config, Vec::new());
-    h.answers_bye.extend([addr(AGENT), addr(CARRIER)]);
-    let wall: jiff::Timestamp = WALL0.parse().expect("timestamp");
-    callbackd::callback::store::Store::register(
-        &mut h.store,
-        &callbackd::callback::store::NewCallback {
-            queue: callbackd::callback::QueueId("support".into()),
-            number: "3125550188".into(),
-            caller_ani: "3125550111".into(),
-            called_number: "3125550100".into(),
-            priority: 0,
-            queued_at: wall,
-            registered_at: wall,
-            ecbt_quoted_minutes: 1,
-            expires_at: wall + jiff::SignedDuration::from_hours(24),
-            inbound_call_id: "inbound-1".into(),
-        },
-    )
-    .expect("registered");
+    let mut h = with_callback_to("", Vec::new());
     // No target: no agent is rung only to fail the customer leg.
     h.advance(secs(10));
     assert!(
@@ -1145,29 +1098,7 @@ fn an_inbound_call_is_routed_to_the_queue_of_its_did() {
 
 #[test]
 fn a_408_sent_by_the_carrier_is_the_customers_no_answer_not_a_failover() {
-    let config = driver::config(&callback_config(""));
-    let mut h = Harness::with_trunk(
-        &config,
-        vec![udp_target(CARRIER), udp_target("127.0.0.2:5090")],
-    );
-    h.answers_bye.extend([addr(AGENT), addr(CARRIER)]);
-    let wall: jiff::Timestamp = WALL0.parse().expect("timestamp");
-    callbackd::callback::store::Store::register(
-        &mut h.store,
-        &callbackd::callback::store::NewCallback {
-            queue: callbackd::callback::QueueId("support".into()),
-            number: "3125550188".into(),
-            caller_ani: "3125550111".into(),
-            called_number: "3125550100".into(),
-            priority: 0,
-            queued_at: wall,
-            registered_at: wall,
-            ecbt_quoted_minutes: 1,
-            expires_at: wall + jiff::SignedDuration::from_hours(24),
-            inbound_call_id: "inbound-1".into(),
-        },
-    )
-    .expect("registered");
+    let mut h = with_callback_to("", vec![udp_target(CARRIER), udp_target("127.0.0.2:5090")]);
     let agent = agent_answers(&mut h, ms(100));
     h.run_until_sent(secs(20), is_invite_to_customer);
     let first = invites_to(&h, CARRIER)[0]
