@@ -364,11 +364,18 @@ async fn registration_lapses_at_its_expiry() {
     assert!(h.bob().await.reachable);
     // Nothing refreshes it: the engine's own timer drops the binding (at
     // which instant: the registrar's binding_lapses_when_not_refreshed).
+    // One snapshot per look (bob() reads the API and the handle one after
+    // the other, which can straddle the expiry instant).
     let harness = &h;
     common::wait_until_async(WAIT, "binding still live", || async move {
-        !harness.bob().await.reachable
+        let agents = harness.engine().agents().await.expect("engine running");
+        agents
+            .iter()
+            .any(|a| a.id.as_str() == "bob" && !a.reachable)
     })
     .await;
+    // Lapsed for good: the API and the handle agree.
+    assert!(!h.bob().await.reachable);
     h.shutdown().await;
 }
 
