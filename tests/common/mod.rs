@@ -715,19 +715,33 @@ pub struct RtpSock {
     pub sock: Arc<StdUdpSocket>,
     /// Its address.
     pub local: SocketAddr,
+    /// The RTCP port (RTP + 1), held so that no other socket of the test —
+    /// its SIP socket, on another ephemeral port — can be given it and
+    /// receive the engine's RTCP (RFC 3550 §11 sends it there).
+    _rtcp: Arc<StdUdpSocket>,
 }
 
 impl RtpSock {
-    /// Binds `ip:0`.
+    /// Binds an RTP port on `ip` and RTCP on the next one, as a phone does.
     pub fn bind(ip: &str) -> RtpSock {
-        let sock = StdUdpSocket::bind((ip, 0)).expect("bind RTP socket");
-        sock.set_read_timeout(Some(Duration::from_millis(10)))
-            .expect("read timeout");
-        let local = sock.local_addr().expect("RTP address");
-        RtpSock {
-            sock: Arc::new(sock),
-            local,
+        for _ in 0..64 {
+            let sock = StdUdpSocket::bind((ip, 0)).expect("bind RTP socket");
+            let local = sock.local_addr().expect("RTP address");
+            let Some(next) = local.port().checked_add(1) else {
+                continue;
+            };
+            let Ok(rtcp) = StdUdpSocket::bind((ip, next)) else {
+                continue;
+            };
+            sock.set_read_timeout(Some(Duration::from_millis(10)))
+                .expect("read timeout");
+            return RtpSock {
+                sock: Arc::new(sock),
+                local,
+                _rtcp: Arc::new(rtcp),
+            };
         }
+        panic!("no free RTP/RTCP port pair on {ip}");
     }
 
     /// The port.
