@@ -257,6 +257,12 @@ fn is_invite_to_customer(s: &Sent) -> bool {
         .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("3125550188"))
 }
 
+/// An INVITE to agent alice.
+fn is_agent_invite(s: &Sent) -> bool {
+    s.request()
+        .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("alice"))
+}
+
 fn is_request(s: &Sent, method: &str, call_id: &str) -> bool {
     s.call_id() == call_id && s.request().is_some_and(|r| r.method.as_str() == method)
 }
@@ -268,10 +274,7 @@ fn addr(a: &str) -> std::net::SocketAddr {
 /// The agent's INVITE, answered 200 by the agent `after` it arrived; gives
 /// the INVITE.
 fn agent_answers(h: &mut Harness, after: std::time::Duration) -> callbackd::sip::message::Request {
-    let i = h.run_until_sent(secs(5), |s| {
-        s.request()
-            .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("alice"))
-    });
+    let i = h.run_until_sent(secs(5), is_agent_invite);
     let invite = h.sent[i].request().expect("INVITE").clone();
     h.advance(after);
     let ok = answer(
@@ -415,21 +418,10 @@ fn customer_no_answer_is_cancelled_at_the_ring_timeout_then_retried() {
         callbackd::callback::scheduler::Outcome::NoAnswer
     );
     // retry_time_s = 2: not before, and launched by the first poll after it.
-    let agent_invites = |h: &Harness| {
-        h.sent
-            .iter()
-            .filter(|s| {
-                s.request()
-                    .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("alice"))
-            })
-            .count()
-    };
+    let agent_invites = |h: &Harness| h.sent.iter().filter(|s| is_agent_invite(s)).count();
     h.advance(ms(1_900));
     assert_eq!(agent_invites(&h), 1, "no second attempt before retry_time");
-    let i = h.run_until_sent(secs(2), |s| {
-        s.request()
-            .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("alice"))
-    });
+    let i = h.run_until_sent(secs(2), is_agent_invite);
     let again = h.sent[i].at;
     assert!(
         again >= ended + secs(2) && again < ended + secs(2) + ms(500),
@@ -454,10 +446,7 @@ fn customer_busy_until_retries_exhausted_then_failed() {
             .sent
             .iter()
             .rev()
-            .find(|s| {
-                s.request()
-                    .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("alice"))
-            })
+            .find(|s| is_agent_invite(s))
             .map(|s| s.call_id().to_owned())
             .expect("agent INVITE");
         let told = tells_the_agent(&mut h, &agent_call);
@@ -488,10 +477,7 @@ fn customer_busy_until_retries_exhausted_then_failed() {
 #[test]
 fn agent_no_answer_is_cancelled_and_the_agent_cools_down() {
     let mut h = with_callback("");
-    let i = h.run_until_sent(secs(5), |s| {
-        s.request()
-            .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("alice"))
-    });
+    let i = h.run_until_sent(secs(5), is_agent_invite);
     let invite = h.sent[i].request().expect("INVITE").clone();
     let call = invite.headers.call_id.as_str().to_owned();
     h.deliver(addr(AGENT), &answer(&invite, 180, "a1", AGENT, None));
@@ -507,20 +493,9 @@ fn agent_no_answer_is_cancelled_and_the_agent_cools_down() {
     );
     // agent_cooldown_s = 5: alice is not rung again before 2 s + 5 s.
     h.advance(ms(4_900));
-    let rung = |h: &Harness| {
-        h.sent
-            .iter()
-            .filter(|s| {
-                s.request()
-                    .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("alice"))
-            })
-            .count()
-    };
+    let rung = |h: &Harness| h.sent.iter().filter(|s| is_agent_invite(s)).count();
     assert_eq!(rung(&h), 1);
-    let i = h.run_until_sent(secs(2), |s| {
-        s.request()
-            .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("alice"))
-    });
+    let i = h.run_until_sent(secs(2), is_agent_invite);
     assert!(h.sent[i].at >= secs(7), "{:?}", h.sent[i].at);
     // The agent's no-answer is not a customer attempt.
     assert_eq!(h.rows()[0].attempts, 0);
@@ -870,10 +845,7 @@ fn a_live_caller_reaches_the_free_agent_once_the_offer_was_said() {
             .iter()
             .map(|p| h.prompt_len(p))
             .sum::<std::time::Duration>();
-    let i = h.run_until_sent(secs(30), |s| {
-        s.request()
-            .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("alice"))
-    });
+    let i = h.run_until_sent(secs(30), is_agent_invite);
     let rung = h.sent[i].at;
     // The first poll (every 500 ms from t0) after the offer was said.
     let poll = std::time::Duration::from_millis((said.as_millis() as u64 / 500 + 1) * 500);
