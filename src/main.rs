@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing::error;
+use tracing::{error, info};
 
 use callbackd::config::Config;
 
@@ -176,6 +176,7 @@ fn run(path: &Path) -> ExitCode {
     };
     let api = settings.api().enabled.then_some(settings.api().bind);
     let store_path = settings.store_path().to_owned();
+    let drain = settings.call().drain();
     runtime.block_on(async move {
         let engine = match callbackd::engine::start(settings).await {
             Ok(engine) => engine,
@@ -199,8 +200,26 @@ fn run(path: &Path) -> ExitCode {
             }
             None => None,
         };
+        // SIGTERM drains: new calls are refused (503) while the calls in
+        // progress finish, for up to call.drain_s; a second signal hangs
+        // up at once.
         wait_for_signal().await;
-        engine.shutdown().await;
+        info!(
+            drain_s = drain.as_secs(),
+            "stopping: draining (send SIGTERM again to hang up at once)"
+        );
+        let control = engine.control();
+        control.drain(drain).await;
+        let stopped = engine.wait();
+        tokio::pin!(stopped);
+        tokio::select! {
+            () = &mut stopped => {}
+            () = wait_for_signal() => {
+                info!("second signal: hanging up every call");
+                control.drain(std::time::Duration::ZERO).await;
+                stopped.await;
+            }
+        }
         if let Some(api) = api {
             api.shutdown().await;
         }

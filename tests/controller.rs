@@ -26,6 +26,40 @@ fn answered_call(config: &str, call_id: &str, ack_at: std::time::Duration) -> (H
     (h, caller)
 }
 
+/// A carrier call whose INVITE carries `headers` (and From `from` when
+/// given), answered and ACKed at 10 ms.
+fn call_with_headers(call_id: &str, from: Option<&str>, headers: &str) -> (Harness, Peer) {
+    let config = driver::config("");
+    let mut h = Harness::new(&config);
+    let mut caller = Peer::new("127.0.0.1:5070", call_id);
+    let mut invite = caller
+        .request("INVITE", Some(&offer(40000, 1, "sendrecv")))
+        .replace(
+            "Max-Forwards: 70\r\n",
+            &format!("Max-Forwards: 70\r\n{headers}"),
+        );
+    if let Some(from) = from {
+        invite = invite.replace("From: <sip:3125550111@127.0.0.1>", &format!("From: {from}"));
+    }
+    h.deliver(caller.addr, &invite);
+    let ok = h.responses(call_id, 200, "INVITE")[0]
+        .response()
+        .expect("a response")
+        .clone();
+    caller.learn(&ok);
+    h.advance(ms(10));
+    let ack = caller.request("ACK", None);
+    h.deliver(caller.addr, &ack);
+    (h, caller)
+}
+
+/// What the caller hears first after pressing 1 at the callback offer.
+fn after_pressing_1(h: &mut Harness, call_id: &str) -> Vec<String> {
+    h.advance(secs(1));
+    h.digit(call_id, '1');
+    h.plays(call_id).last().expect("a play list").1.clone()
+}
+
 // ---------------------------------------------------------------------------
 // The caller's side: answer, IVR, registration, hang-up.
 
@@ -540,10 +574,10 @@ fn max_call_length_hangs_up_at_the_exact_instant() {
 }
 
 #[test]
-fn draining_hangs_up_every_call_and_refuses_new_ones_with_503() {
+fn draining_with_no_grace_hangs_up_every_call_and_refuses_new_ones_with_503() {
     let (mut h, _caller) = answered_call("", "call-d", ms(10));
     h.advance(secs(1));
-    h.ctl.drain(h.now);
+    h.ctl.drain(h.now, secs(0));
     h.settle();
     assert_eq!(h.requests("call-d", "BYE")[0].at, ms(1_010));
     let mut late = Peer::new("127.0.0.1:5072", "call-late");
@@ -558,6 +592,80 @@ fn draining_hangs_up_every_call_and_refuses_new_ones_with_503() {
     let options = late.request("OPTIONS", None);
     h.deliver(late.addr, &options);
     assert_eq!(h.responses("call-late", 503, "OPTIONS").len(), 1);
+}
+
+#[test]
+fn draining_refuses_new_calls_while_a_caller_in_the_ivr_goes_on_until_the_drain_time() {
+    let (mut h, caller) = answered_call("", "call-d", ms(10));
+    h.advance(secs(1));
+    h.ctl.drain(h.now, secs(30));
+    h.settle();
+    // A dispatcher's OPTIONS ping and a new call: 503, with Retry-After.
+    let mut late = Peer::new("127.0.0.1:5072", "call-late");
+    let options = late.request("OPTIONS", None);
+    h.deliver(late.addr, &options);
+    assert_eq!(h.responses("call-late", 503, "OPTIONS").len(), 1);
+    let invite = late.request("INVITE", Some(&offer(40010, 1, "sendrecv")));
+    h.deliver(late.addr, &invite);
+    let refused = h.responses("call-late", 503, "INVITE");
+    assert_eq!(refused.len(), 1, "{:?}", h.sent_for("call-late"));
+    let response = refused[0].response().expect("a response");
+    assert!(
+        response
+            .headers
+            .get(callbackd::sip::message::HeaderName::RetryAfter)
+            .is_some()
+    );
+    // The caller already in the IVR goes on: a key press is heard.
+    h.advance(secs(2));
+    h.digit("call-d", '1');
+    let pressed = h.elapsed();
+    assert!(
+        h.plays("call-d").iter().any(|(at, _)| *at == pressed),
+        "the IVR answered the digit: {:?}",
+        h.plays("call-d")
+    );
+    // An in-dialog request is still served.
+    let mut caller = caller;
+    let options = caller.request("OPTIONS", None);
+    h.deliver(caller.addr, &options);
+    assert_eq!(h.responses("call-d", 200, "OPTIONS").len(), 1);
+    // Nobody is hung up before the drain time; the call still up then is.
+    let i = h.run_until_sent(secs(60), |s| is_request(s, "BYE", "call-d"));
+    assert_eq!(h.sent[i].at, ms(1_010) + secs(30));
+}
+
+#[test]
+fn draining_launches_no_callback_but_a_bridged_one_goes_on_until_the_drain_time() {
+    let mut h = with_callback("");
+    let (_invite, agent_call, customer_call) = bridged(&mut h);
+    let bridged_at = h.elapsed();
+    // A second callback is due; a second agent is free.
+    register(&mut h, "3125550199", "inbound-2");
+    h.ctl.drain(h.now, secs(60));
+    h.settle();
+    h.run_until(h.now + secs(59));
+    assert!(
+        !h.sent.iter().any(|s| s
+            .request()
+            .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("3125550199"))),
+        "no callback launched while draining"
+    );
+    assert!(h.requests(&agent_call, "BYE").is_empty());
+    assert!(h.requests(&customer_call, "BYE").is_empty());
+    // At the drain time both legs get their BYE, and once they are
+    // answered the controller is idle (the engine may stop).
+    h.run_until(h.now + secs(1));
+    let end = bridged_at + secs(60);
+    assert_eq!(h.requests(&agent_call, "BYE")[0].at, end);
+    assert_eq!(h.requests(&customer_call, "BYE")[0].at, end);
+    h.settle();
+    assert!(h.ctl.is_idle());
+    assert_eq!(
+        h.rows().len(),
+        2,
+        "the second callback still waits, untouched"
+    );
 }
 
 #[test]
@@ -1094,5 +1202,196 @@ fn a_408_sent_by_the_carrier_is_the_customers_no_answer_not_a_failover() {
     assert_eq!(
         attempts(&h)[0].attempt.outcome,
         callbackd::callback::scheduler::Outcome::NoAnswer
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Caller identity (RFC 3325, 3323) and redirection history.
+
+#[test]
+fn the_trunks_asserted_identity_is_offered_rather_than_from() {
+    // A PBX behind the carrier writes its main number in From; the network
+    // asserts the extension's own line.
+    let (mut h, _caller) = call_with_headers(
+        "call-pai",
+        Some("\"Acme\" <sip:2125550000@pbx.example>"),
+        "P-Asserted-Identity: <sip:+13125550122@carrier.example;user=phone>\r\n",
+    );
+    assert_eq!(after_pressing_1(&mut h, "call-pai"), ["ani_offer"]);
+    // 1 again takes the asserted number as it is.
+    h.advance(secs(1));
+    h.digit("call-pai", '1');
+    h.run_until(h.now + secs(30));
+    let rows = h.rows();
+    assert_eq!(rows.len(), 1, "{:?}", h.plays("call-pai"));
+    assert_eq!(rows[0].number, "3125550122");
+    assert_eq!(
+        rows[0].caller_ani, "13125550122",
+        "the asserted ANI as received"
+    );
+}
+
+#[test]
+fn a_withheld_number_is_never_offered_nor_stored() {
+    for (from, headers) in [
+        (None, "Privacy: id\r\n"),
+        (
+            None,
+            "P-Asserted-Identity: <sip:3125550122@carrier.example>\r\nPrivacy: id;header\r\n",
+        ),
+        (Some("<sip:anonymous@anonymous.invalid>"), ""),
+    ] {
+        let (mut h, _caller) = call_with_headers("call-priv", from, headers);
+        let heard = after_pressing_1(&mut h, "call-priv");
+        assert!(
+            !heard.iter().any(|p| p == "ani_offer"),
+            "{headers:?}: {heard:?}"
+        );
+        // The caller keys a number: the row holds no trace of the
+        // withheld one.
+        h.advance(secs(1));
+        h.digits("call-priv", "3125550188", ms(200));
+        h.advance(secs(1));
+        h.digit("call-priv", '1');
+        h.run_until(h.now + secs(30));
+        let rows = h.rows();
+        assert_eq!(rows.len(), 1, "{headers:?}: {:?}", h.plays("call-priv"));
+        assert_eq!(rows[0].number, "3125550188");
+        assert_eq!(rows[0].caller_ani, "", "{headers:?}");
+    }
+}
+
+#[test]
+fn the_inbound_cdr_keeps_where_the_call_was_diverted_from() {
+    let (mut h, mut caller) = call_with_headers(
+        "call-div",
+        None,
+        "Diversion: <sip:3125550199@pbx.example>;reason=no-answer;counter=1\r\n",
+    );
+    h.advance(secs(2));
+    let bye = caller.request("BYE", None);
+    h.deliver(caller.addr, &bye);
+    h.settle();
+    let cdrs = callbackd::callback::store::LaunchStore::cdrs(&h.store, None, None).expect("cdrs");
+    let inbound = cdrs
+        .iter()
+        .find(|c| c.call_id == "call-div")
+        .expect("the inbound CDR");
+    assert_eq!(
+        inbound.redirected_from.as_deref(),
+        Some("<sip:3125550199@pbx.example>;reason=no-answer;counter=1")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Agents behind NAT.
+
+/// The NAT's public side of agent bob's phone, and the private Contact the
+/// phone writes.
+const BOB_PUBLIC: &str = "127.0.0.1:41000";
+const BOB_PRIVATE: &str = "192.168.1.20:5060";
+
+/// Bob's phone REGISTERs from `BOB_PUBLIC` with a private Contact,
+/// answering the digest challenge.
+fn register_bob_behind_nat(h: &mut Harness) {
+    let register = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:{ENGINE} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {BOB_PRIVATE};branch=z9hG4bK-reg-{cseq};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:bob@{ENGINE}>;tag=reg-bob\r\nTo: <sip:bob@{ENGINE}>\r\n\
+             Call-ID: reg-bob\r\nCSeq: {cseq} REGISTER\r\n\
+             Contact: <sip:bob@{BOB_PRIVATE}>\r\nExpires: 3600\r\n{auth}\
+             Content-Length: 0\r\n\r\n"
+        )
+    };
+    h.deliver(addr(BOB_PUBLIC), &register(1, ""));
+    let challenge = h.responses("reg-bob", 401, "REGISTER")[0]
+        .response()
+        .expect("a 401")
+        .clone();
+    let answer = callbackd::sip::digest::Credentials::new("bob", "s3cret")
+        .answer(
+            &challenge,
+            &callbackd::sip::digest::DigestRequest {
+                method: "REGISTER",
+                uri: &format!("sip:{ENGINE}"),
+                body: b"",
+            },
+            "c0ffee",
+            1,
+        )
+        .expect("answers the challenge");
+    h.deliver(
+        addr(BOB_PUBLIC),
+        &register(2, &format!("Authorization: {}\r\n", answer.value)),
+    );
+    assert_eq!(h.responses("reg-bob", 200, "REGISTER").len(), 1);
+}
+
+#[test]
+fn an_agent_behind_nat_gets_ack_and_bye_through_the_flow_it_registered_from() {
+    let config = driver::config(&format!(
+        "[trunk]\ntermination = \"{CARRIER}\"\n\
+         [callbacks]\npoll_interval_ms = 500\n\
+         [[queues]]\nid = \"support\"\ncallback_number = \"3125550100\"\n\
+         [[agents]]\nid = \"bob\"\nuser = \"bob\"\npassword = \"s3cret\"\nqueues = [\"support\"]\n"
+    ));
+    let mut h = Harness::with_trunk(&config, vec![udp_target(CARRIER)]);
+    register_bob_behind_nat(&mut h);
+    register(&mut h, "3125550188", "inbound-1");
+    h.answers_bye.extend([addr(BOB_PUBLIC), addr(CARRIER)]);
+    let public = callbackd::sip::endpoint::Destination::Udp(addr(BOB_PUBLIC));
+    // The INVITE goes to the NAT's public side, for the private Contact.
+    let i = h.run_until_sent(secs(5), |s| {
+        s.request()
+            .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("bob"))
+    });
+    assert_eq!(h.sent[i].to, public);
+    let invite = h.sent[i].request().expect("INVITE").clone();
+    assert_eq!(&*invite.uri, format!("sip:bob@{BOB_PRIVATE}"));
+    let bob_call = invite.headers.call_id.as_str().to_owned();
+    // The phone answers with its private Contact again: the ACK still
+    // goes through the NAT (RFC 3261 would send it to the Contact).
+    h.advance(ms(300));
+    let ok = answer(
+        &invite,
+        200,
+        "bob-tag",
+        BOB_PRIVATE,
+        Some(&offer(41000, 1, "sendrecv")),
+    );
+    h.deliver(addr(BOB_PUBLIC), &ok);
+    let ack = &h.requests(&bob_call, "ACK")[0];
+    assert_eq!(ack.to, public);
+    assert!(
+        ack.request().is_some_and(|r| r.uri.contains(BOB_PRIVATE)),
+        "the ACK is addressed to the Contact, sent through the flow"
+    );
+    // Bridged with the customer, who later hangs up: bob's BYE goes
+    // through the NAT too.
+    let i = h.run_until_sent(secs(20), is_invite_to_customer);
+    let customer_invite = h.sent[i].request().expect("INVITE").clone();
+    h.deliver(
+        addr(CARRIER),
+        &answer(
+            &customer_invite,
+            200,
+            "cust-tag",
+            CARRIER,
+            Some(&offer(42000, 1, "sendrecv")),
+        ),
+    );
+    h.advance(secs(70));
+    h.deliver(
+        addr(CARRIER),
+        &in_dialog(&customer_invite, "BYE", "cust-tag", CARRIER, 2),
+    );
+    let bye = &h.requests(&bob_call, "BYE")[0];
+    assert_eq!(bye.to, public);
+    h.settle();
+    assert_eq!(
+        h.rows()[0].status,
+        callbackd::callback::store::Status::Completed
     );
 }

@@ -56,6 +56,9 @@ pub struct DialTarget {
     pub request_uri: String,
     /// The first hop; for a registered agent the flow of its REGISTER.
     pub next_hop: Destination,
+    /// A registered agent: the whole dialog stays on the REGISTER's flow
+    /// ([`OutboundInvite::stay_on_flow`](crate::sip::uac::OutboundInvite::stay_on_flow)).
+    pub stay_on_flow: bool,
 }
 
 /// Why an agent cannot be dialled now (a local fault of the caller, or the
@@ -225,6 +228,7 @@ impl Roster {
                 Ok(DialTarget {
                     request_uri: uri.uri.clone(),
                     next_hop: static_next_hop(uri),
+                    stay_on_flow: false,
                 })
             }
             Contact::Registered { .. } => {
@@ -238,6 +242,7 @@ impl Roster {
                 Ok(DialTarget {
                     request_uri: binding.contact.to_string(),
                     next_hop: flow_destination(binding.flow),
+                    stay_on_flow: true,
                 })
             }
         }
@@ -460,6 +465,7 @@ mod tests {
             Ok(DialTarget {
                 request_uri: "sip:1001@192.0.2.10:5080".into(),
                 next_hop: Destination::Udp("192.0.2.10:5080".parse().expect("addr")),
+                stay_on_flow: false,
             })
         );
         assert_eq!(
@@ -471,6 +477,7 @@ mod tests {
                     port: 5060,
                     tcp: true,
                 },
+                stay_on_flow: false,
             })
         );
         let tcp_ip = AgentUri::parse("sip:7@[2001:db8::1];transport=tcp").expect("valid");
@@ -514,6 +521,7 @@ mod tests {
             Ok(DialTarget {
                 request_uri: "sip:bob@192.168.1.20:5060".into(),
                 next_hop: Destination::Udp("203.0.113.9:41000".parse().expect("addr")),
+                stay_on_flow: true,
             }),
             "the private Contact, reached through the NAT's public side"
         );

@@ -81,6 +81,9 @@ pub struct Dialing {
     settings: DialingSettings,
     scheduler: Scheduler,
     launch_enabled: bool,
+    /// Shutting down: no new callback is launched (live callers already
+    /// waiting are still connected).
+    draining: bool,
     cps: CpsLimiter,
     health: TargetHealth,
     next_poll: Instant,
@@ -157,6 +160,7 @@ impl Dialing {
             settings,
             scheduler,
             launch_enabled,
+            draining: false,
             polling: false,
             next_id: 1,
             attempts: HashMap::new(),
@@ -177,6 +181,25 @@ impl Dialing {
     /// The launch switch (issue 4: stops new launches at once).
     pub fn set_launch_enabled(&mut self, enabled: bool) {
         self.launch_enabled = enabled;
+    }
+
+    /// Shutting down: launches no new callback from now on.
+    pub fn set_draining(&mut self) {
+        self.draining = true;
+    }
+
+    /// Hangs up every leg (the end of a drain); each attempt then ends as
+    /// its legs' BYEs complete and is recorded as usual.
+    pub fn hang_up_all(&mut self, now: Instant, env: &mut Env<'_>) {
+        for call in self.legs.keys().copied().collect::<Vec<_>>() {
+            let _ = env.endpoint.hangup(now, call);
+        }
+    }
+
+    /// Whether no callback attempt and no live caller's agent leg is in
+    /// progress.
+    pub fn is_idle(&self) -> bool {
+        self.attempts.is_empty() && self.live.is_empty() && self.legs.is_empty()
     }
 
     /// Whether `call` is one of our legs.
@@ -468,7 +491,7 @@ impl Dialing {
         let plan = self.scheduler.decide(
             env.calls.wall(now),
             &Snapshot {
-                launch_enabled: self.launch_enabled,
+                launch_enabled: self.launch_enabled && !self.draining,
                 callbacks: if trunk_down { &[] } else { &rows },
                 live: &live,
                 free_agents: &free,
@@ -603,6 +626,7 @@ impl Dialing {
             },
             p_asserted_identity: None,
             next_hop: target.next_hop.clone(),
+            stay_on_flow: target.stay_on_flow,
             sdp_offer: Bytes::new(),
             extra_headers: Vec::new(),
             credentials: None,
@@ -783,6 +807,7 @@ impl Dialing {
             },
             p_asserted_identity: None,
             next_hop: target.next_hop.clone(),
+            stay_on_flow: target.stay_on_flow,
             sdp_offer: Bytes::new(),
             extra_headers: Vec::new(),
             credentials: None,
@@ -851,6 +876,7 @@ impl Dialing {
             },
             p_asserted_identity: pai,
             next_hop,
+            stay_on_flow: false,
             sdp_offer: Bytes::new(),
             extra_headers: Vec::new(),
             credentials: trunk.credentials.as_ref().map(|c| {
@@ -1028,6 +1054,7 @@ impl Dialing {
                 outcome: leg_outcome(leg.answered.is_some(), leg.status),
                 sip_code: leg.status,
                 peer: leg.peer.clone(),
+                redirected_from: None,
             })));
         }
     }

@@ -132,6 +132,8 @@ pub struct Controller {
     roster: Roster,
     totals: Totals,
     draining: bool,
+    /// While draining: when the calls still in progress are hung up.
+    drain_deadline: Option<Instant>,
     longest_ring: Duration,
 }
 
@@ -204,6 +206,7 @@ impl Controller {
             roster,
             totals: Totals::default(),
             draining: false,
+            drain_deadline: None,
             longest_ring,
         }
     }
@@ -288,6 +291,7 @@ impl Controller {
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.drain_deadline_reached(now);
         self.endpoint.handle_timeout(now);
         self.calls.handle_timeout(now, &mut self.endpoint);
         self.roster.handle_timeout(now);
@@ -336,17 +340,49 @@ impl Controller {
             .ok_or(AgentError::UnknownAgent(id))
     }
 
-    /// Starts shutting down: OPTIONS and new INVITEs get 503 and every call
-    /// is hung up.
-    pub fn drain(&mut self, now: Instant) {
-        if self.draining {
+    /// Starts shutting down gracefully: from now on OPTIONS and new INVITEs
+    /// get 503 (a dispatcher in front marks this node down and sends new
+    /// calls elsewhere) and no new callback is launched, while the calls in
+    /// progress go on — the IVR, registrations, bridged callbacks — for up
+    /// to `grace`; whatever is still up then is hung up. A zero `grace`
+    /// hangs up at once; a second call can only shorten the deadline.
+    pub fn drain(&mut self, now: Instant, grace: Duration) {
+        let deadline = now + grace;
+        if !self.draining {
+            info!(
+                calls = self.calls.len(),
+                grace_s = grace.as_secs_f64(),
+                "draining: new calls refused, calls in progress may finish"
+            );
+            self.draining = true;
+            self.endpoint.set_draining(true);
+            self.dialing.set_draining();
+        }
+        if self.drain_deadline.is_none_or(|d| deadline < d) {
+            self.drain_deadline = Some(deadline);
+        }
+        self.drain_deadline_reached(now);
+        self.process(now);
+    }
+
+    /// Hangs up every call and leg once the drain deadline has come.
+    fn drain_deadline_reached(&mut self, now: Instant) {
+        if self.drain_deadline.is_none_or(|d| d > now) {
             return;
         }
-        info!(calls = self.calls.len(), "shutting down");
-        self.draining = true;
-        self.endpoint.set_draining(true);
+        // Hung up once; the calls' BYE transactions finish by themselves.
+        self.drain_deadline = None;
+        info!(
+            calls = self.calls.len(),
+            "drain time over; hanging up the calls still in progress"
+        );
         self.calls.hangup_all(now, &mut self.endpoint);
-        self.process(now);
+        let mut env = dialing::Env {
+            calls: &mut self.calls,
+            endpoint: &mut self.endpoint,
+            roster: &mut self.roster,
+        };
+        self.dialing.hang_up_all(now, &mut env);
     }
 
     // -----------------------------------------------------------------
@@ -374,6 +410,7 @@ impl Controller {
             self.calls.poll_timeout(),
             self.roster.poll_timeout(),
             self.dialing.poll_timeout(),
+            self.drain_deadline,
         ]
         .into_iter()
         .flatten()
@@ -409,7 +446,7 @@ impl Controller {
 
     /// Whether no call is in progress.
     pub fn is_idle(&self) -> bool {
-        self.calls.is_empty()
+        self.calls.is_empty() && self.dialing.is_idle()
     }
 
     /// Every configured agent with its state, in id order.

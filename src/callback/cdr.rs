@@ -127,10 +127,14 @@ pub struct CdrRecord {
     /// The other party: the caller's URI, the agent's URI, or the customer
     /// Request-URI.
     pub peer: String,
+    /// An inbound call's redirection history (Diversion, else History-Info,
+    /// values as received); `None` when it was not redirected, and on the
+    /// agent and customer legs.
+    pub redirected_from: Option<String>,
 }
 
 /// The CSV header, in column order.
-pub const CSV_HEADER: [&str; 10] = [
+pub const CSV_HEADER: [&str; 11] = [
     "callback_id",
     "inbound_call_id",
     "leg",
@@ -141,6 +145,7 @@ pub const CSV_HEADER: [&str; 10] = [
     "outcome",
     "sip_code",
     "peer",
+    "redirected_from",
 ];
 
 /// Writes `rows` as CSV (RFC 4180, see the module documentation) with a
@@ -162,6 +167,7 @@ pub fn write_csv(rows: &[CdrRecord], out: &mut impl Write) -> io::Result<()> {
             r.outcome.as_str().to_owned(),
             r.sip_code.map(|c| c.to_string()).unwrap_or_default(),
             r.peer.clone(),
+            r.redirected_from.clone().unwrap_or_default(),
         ];
         push_line(&mut line, fields.iter().map(String::as_str));
         out.write_all(line.as_bytes())?;
@@ -219,6 +225,7 @@ mod tests {
             outcome: LegOutcome::Answered,
             sip_code: Some(200),
             peer: "sip:+13125550188@trunk.example.net;user=phone".into(),
+            redirected_from: None,
         }
     }
 
@@ -237,15 +244,24 @@ mod tests {
         no_answer.outcome = LegOutcome::NoAnswer;
         no_answer.sip_code = None;
         no_answer.peer = "sip:201@pbx.example.com".into();
-        let text = csv(&[record(), no_answer]);
+        let mut diverted = record();
+        diverted.leg = Leg::Inbound;
+        diverted.redirected_from =
+            Some("<sip:3125550100@pbx.example.com>;reason=no-answer, <sip:3125550101@pbx>".into());
+        let text = csv(&[record(), no_answer, diverted]);
         assert_eq!(
             text,
-            "callback_id,inbound_call_id,leg,call_id,start,answer,end,outcome,sip_code,peer\r\n\
+            "callback_id,inbound_call_id,leg,call_id,start,answer,end,outcome,sip_code,peer,\
+             redirected_from\r\n\
              42,a84b4c76e66710@pc33.example.com,customer,cb-42-1@callbackd,\
              2025-06-02T15:00:00.000Z,2025-06-02T15:00:07.250Z,2025-06-02T15:04:00.123Z,\
-             answered,200,sip:+13125550188@trunk.example.net;user=phone\r\n\
+             answered,200,sip:+13125550188@trunk.example.net;user=phone,\r\n\
              ,a84b4c76e66710@pc33.example.com,agent,cb-42-1@callbackd,\
-             2025-06-02T15:00:00.000Z,,2025-06-02T15:04:00.123Z,no_answer,,sip:201@pbx.example.com\r\n"
+             2025-06-02T15:00:00.000Z,,2025-06-02T15:04:00.123Z,no_answer,,sip:201@pbx.example.com,\r\n\
+             42,a84b4c76e66710@pc33.example.com,inbound,cb-42-1@callbackd,\
+             2025-06-02T15:00:00.000Z,2025-06-02T15:00:07.250Z,2025-06-02T15:04:00.123Z,\
+             answered,200,sip:+13125550188@trunk.example.net;user=phone,\
+             \"<sip:3125550100@pbx.example.com>;reason=no-answer, <sip:3125550101@pbx>\"\r\n"
         );
     }
 
@@ -266,7 +282,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.ends_with(",answered,200,\"\"\"Alice, A.\"\" <sip:alice@example.com>\"\r\n"),
+            text.ends_with(",answered,200,\"\"\"Alice, A.\"\" <sip:alice@example.com>\",\r\n"),
             "{text}"
         );
         // A plain field is never quoted.

@@ -242,13 +242,25 @@ impl Default for PromptsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CallConfig {
+    /// On SIGTERM, how long calls in progress may go on (new ones get 503)
+    /// before they are hung up, seconds; 0 hangs up at once. A second
+    /// SIGTERM (or Ctrl-C) ends the wait.
+    pub drain_s: u64,
     /// Longest call, seconds; the engine sends BYE when it is reached.
     pub max_duration_s: u64,
     /// Most concurrent calls; INVITEs above it are answered 503.
     pub max_calls: u32,
 }
 
+/// The longest drain: a day.
+const MAX_DRAIN_S: u64 = 86_400;
+
 impl CallConfig {
+    /// The drain time as a duration.
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs(self.drain_s)
+    }
+
     /// The longest call as a duration.
     pub fn max_duration(&self) -> Duration {
         Duration::from_secs(self.max_duration_s)
@@ -256,6 +268,16 @@ impl CallConfig {
 
     /// The `[call]` value rules; `rtp` bounds how many calls fit.
     pub(super) fn check(&self, rtp: &RtpConfig) -> Result<(), Fault> {
+        if self.drain_s > MAX_DRAIN_S {
+            return fail(
+                "call.drain_s",
+                Invalid::OutOfRange {
+                    value: self.drain_s,
+                    min: 0,
+                    max: MAX_DRAIN_S,
+                },
+            );
+        }
         if self.max_duration_s == 0 {
             return fail("call.max_duration_s", Invalid::Zero);
         }
@@ -279,6 +301,7 @@ impl CallConfig {
 impl Default for CallConfig {
     fn default() -> CallConfig {
         CallConfig {
+            drain_s: 120,
             max_duration_s: 14_400,
             max_calls: 200,
         }
@@ -439,6 +462,8 @@ mod tests {
 
     #[test]
     fn rejects_zero_call_limits() {
+        let e = error("[call]\ndrain_s = 86401\n");
+        assert_eq!(e, "config.toml: call.drain_s: 86401 is outside 0..=86400");
         let e = error("[call]\nmax_duration_s = 0\n");
         assert_eq!(e, "config.toml: call.max_duration_s: must be at least 1");
         let e = error("[call]\nmax_calls = 0\n");

@@ -113,6 +113,8 @@ enum Control {
         paused: bool,
         reply: oneshot::Sender<Result<AgentStatus, AgentError>>,
     },
+    /// Drain for up to the grace time, then hang up and stop.
+    Drain(Duration),
     Shutdown,
 }
 
@@ -172,6 +174,15 @@ impl EngineControl {
             .await
             .ok()?;
         rx.await.ok()
+    }
+
+    /// Starts a graceful stop (SIGTERM): OPTIONS and new INVITEs get 503 and
+    /// no callback is launched, while calls in progress go on for up to
+    /// `grace`; then the rest are hung up and the engine stops (at once when
+    /// the last call ends). Calling it again can only shorten the grace; a
+    /// zero `grace` hangs up now. False when the engine has stopped.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.control.send(Control::Drain(grace)).await.is_ok()
     }
 }
 
@@ -522,6 +533,10 @@ type Resolved = (Target, bytes::Bytes);
 /// How many more inbound messages are taken before outputs are flushed.
 const BATCH: usize = 64;
 
+/// After the drain deadline, how long the hung-up calls' BYEs may take
+/// before the engine stops regardless.
+const BYE_GRACE: Duration = Duration::from_secs(3);
+
 impl Core {
     /// Reads both clocks: `now` for the controller's timers, and the wall
     /// clock it follows from there.
@@ -573,12 +588,13 @@ impl Core {
                         let now = self.now();
                         let _ = reply.send(self.controller.set_agent_paused(now, &agent, paused));
                     }
+                    Some(Control::Drain(grace)) => {
+                        let now = self.now();
+                        self.drain(now, grace);
+                    }
                     Some(Control::Shutdown) | None => {
-                        if self.stopping.is_none() {
-                            let now = self.now();
-                            self.controller.drain(now);
-                            self.stopping = Some(now + Duration::from_secs(3));
-                        }
+                        let now = self.now();
+                        self.drain(now, Duration::ZERO);
                     }
                 },
                 Some(message) = self.inbound.recv() => {
@@ -621,6 +637,16 @@ impl Core {
                 self.transport.shutdown();
                 return;
             }
+        }
+    }
+
+    /// Drains for `grace`, then allows the calls' BYEs a few seconds before
+    /// stopping regardless.
+    fn drain(&mut self, now: Instant, grace: Duration) {
+        self.controller.drain(now, grace);
+        let limit = now + grace + BYE_GRACE;
+        if self.stopping.is_none_or(|s| limit < s) {
+            self.stopping = Some(limit);
         }
     }
 

@@ -14,6 +14,8 @@
 //!   the INVITE until its final, the INVITE and what derives from it.
 //! - [`digest`] — HTTP Digest authentication (RFC 2617/7616/8760): answering
 //!   challenges, issuing and verifying them.
+//! - [`identity`] — the caller's number: P-Asserted-Identity from trusted
+//!   sources, Privacy, anonymous From, Diversion / History-Info.
 //! - [`registrar`] — REGISTER handling (RFC 3261 §10.3): bindings per user,
 //!   with the source address kept for NAT.
 
@@ -21,6 +23,7 @@ pub mod dialog;
 pub mod digest;
 pub mod endpoint;
 pub mod framing;
+pub mod identity;
 pub mod message;
 pub mod registrar;
 pub mod sdp;

@@ -57,6 +57,12 @@ pub struct OutboundInvite {
     /// It also selects the transport: TCP for `Tcp` and `Resolve { tcp:
     /// true }`, UDP otherwise.
     pub next_hop: Destination,
+    /// `next_hop` is the flow the callee registered from (a phone that may
+    /// sit behind NAT): unless the dialog gets a route set, every request
+    /// of the dialog (ACK, BYE, re-INVITE, UPDATE, PRACK) goes back through
+    /// that flow — the response's source and, on TCP, its connection — not
+    /// to the Contact, which may be a private address.
+    pub stay_on_flow: bool,
     /// Our SDP offer (required: no late offer).
     pub sdp_offer: Bytes,
     /// More header fields for the INVITE (name, value).
@@ -73,6 +79,7 @@ impl std::fmt::Debug for OutboundInvite {
             .field("to", &self.to)
             .field("p_asserted_identity", &self.p_asserted_identity)
             .field("next_hop", &self.next_hop)
+            .field("stay_on_flow", &self.stay_on_flow)
             .field("extra_headers", &self.extra_headers)
             .field("credentials", &self.credentials.is_some())
             .finish_non_exhaustive()

@@ -45,6 +45,7 @@ use crate::media::player::Item;
 use crate::media::ports::PortPool;
 use crate::media::prompt::{PromptId, PromptLibrary, Ptime};
 use crate::sip::endpoint::{CallKey, EndReason, Endpoint, Event};
+use crate::sip::identity::{CallerIdentity, user_part};
 use crate::sip::message::{Method, Request};
 mod legs;
 
@@ -106,6 +107,9 @@ struct CallCtx {
     arrived: Instant,
     arrived_at: Timestamp,
     ani: Option<String>,
+    /// Where the call was redirected from (Diversion / History-Info), for
+    /// its CDR.
+    redirected_from: Option<String>,
     called: String,
     /// The IVR, once the call is confirmed.
     flow: Option<Flow>,
@@ -737,9 +741,15 @@ impl Calls {
                 return;
             }
         };
+        // Every INVITE reaching us came from the trunk's allow-list (the
+        // endpoint refused the rest), the trust domain whose
+        // P-Asserted-Identity and Privacy we honour (RFC 3325 §5). A
+        // withheld number is never offered nor read back, nor stored.
+        let identity = CallerIdentity::of(&request.headers, true);
         info!(
             %call_id,
             from = request.headers.from.uri.as_ref(),
+            ani = identity.number.as_deref().unwrap_or(if identity.withheld { "withheld" } else { "" }),
             to = request.headers.to.uri.as_ref(),
             peer = %peer,
             codec = ?negotiated.media.as_ref().map(|m| m.law),
@@ -758,7 +768,8 @@ impl Calls {
             queue: self.routes.queue_for(&called),
             arrived: now,
             arrived_at: self.clock.at(now),
-            ani: user_part(&request.headers.from.uri).map(str::to_owned),
+            redirected_from: identity.redirection(),
+            ani: identity.number,
             called,
             flow: None,
             starting: false,
@@ -1036,6 +1047,7 @@ impl Calls {
                 outcome: LegOutcome::Answered,
                 sip_code: Some(200),
                 peer: ctx.from.clone(),
+                redirected_from: ctx.redirected_from.clone(),
             })));
         if let Some(q) = self.acd.queue_mut(&self.queues[ctx.queue].id) {
             q.leave(CallerId(call.0));
@@ -1107,15 +1119,6 @@ impl Calls {
     pub fn call_id_of(&self, call: CallKey) -> Option<&str> {
         self.calls.get(&call).map(|c| &*c.call_id)
     }
-}
-
-/// The user part of a SIP URI (`sip:3125550188@host` → `3125550188`),
-/// without a leading `+`.
-fn user_part(uri: &str) -> Option<&str> {
-    let rest = uri.split_once(':')?.1;
-    let (user, _) = rest.split_once('@')?;
-    let user = user.split(';').next()?.trim_start_matches('+');
-    (!user.is_empty()).then_some(user)
 }
 
 /// The media thread's parameters for a negotiated session.

@@ -7,7 +7,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// Schema migrations; index `i` takes the file from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// Applies the pending [`MIGRATIONS`] to `conn` (the file at `path`, named
 /// in errors) in one write transaction; refuses a newer schema.
@@ -168,6 +168,12 @@ ALTER TABLE callbacks ADD COLUMN claimed_by TEXT;
 ALTER TABLE callbacks ADD COLUMN lease_until INTEGER;
 ";
 
+/// Schema version 4 (issue 9): where an inbound call was redirected from
+/// (Diversion / History-Info as received), on its CDR row.
+const MIGRATION_4: &str = "
+ALTER TABLE cdr ADD COLUMN redirected_from TEXT;
+";
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -295,7 +301,7 @@ mod tests {
             CallbackId(conn.last_insert_rowid())
         };
         let mut store = SqliteStore::open(&path).unwrap();
-        assert_eq!(user_version(&store.conn).unwrap(), 3);
+        assert_eq!(user_version(&store.conn).unwrap(), MIGRATIONS.len() as i64);
         assert_eq!(row_of(&store, id).status, Status::Dialing);
         // No owner, no lease: interrupted, whoever looks.
         assert_eq!(

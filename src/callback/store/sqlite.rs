@@ -514,8 +514,8 @@ impl LaunchStore for SqliteStore {
         self.conn
             .execute(
                 "INSERT INTO cdr (callback_id, inbound_call_id, leg, call_id, start_at, \
-                     answer_at, end_at, outcome, sip_code, peer) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     answer_at, end_at, outcome, sip_code, peer, redirected_from) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     record.callback.map(|c| c.0),
                     record.inbound_call_id,
@@ -527,6 +527,7 @@ impl LaunchStore for SqliteStore {
                     record.outcome.as_str(),
                     record.sip_code,
                     record.peer,
+                    record.redirected_from,
                 ],
             )
             .map_err(self.sqlite_err("write_cdr"))?;
@@ -543,7 +544,7 @@ impl LaunchStore for SqliteStore {
             .conn
             .prepare(
                 "SELECT id, callback_id, inbound_call_id, leg, call_id, start_at, answer_at, \
-                     end_at, outcome, sip_code, peer \
+                     end_at, outcome, sip_code, peer, redirected_from \
                  FROM cdr \
                  WHERE (?1 IS NULL OR start_at >= ?1) AND (?2 IS NULL OR start_at < ?2) \
                  ORDER BY start_at, id",
@@ -708,6 +709,7 @@ fn decode_cdr(row: &rusqlite::Row<'_>) -> Result<CdrRecord, Decode> {
         outcome,
         sip_code,
         peer: row.get("peer")?,
+        redirected_from: row.get("redirected_from")?,
     })
 }
 
@@ -1569,9 +1571,15 @@ mod tests {
         assert_eq!(text.lines().count(), 5);
         assert!(
             text.contains(
+                ",sip:201@pbx.example.com,<sip:3125550100@pbx.example.com>;reason=no-answer\r\n"
+            ),
+            "the inbound leg's redirection: {text}"
+        );
+        assert!(
+            text.contains(
                 "\r\n1,a84b4c76e66710@pc33.example.com,customer,customer-leg@callbackd,\
                  2025-06-02T15:20:00.500Z,2025-06-02T15:20:03.500Z,2025-06-02T15:22:00.500Z,\
-                 answered,200,sip:201@pbx.example.com\r\n"
+                 answered,200,sip:201@pbx.example.com,\r\n"
             ),
             "{text}"
         );

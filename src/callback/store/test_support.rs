@@ -118,5 +118,7 @@ pub(super) fn cdr(leg: Leg, start: &str, callback: Option<CallbackId>) -> CdrRec
         outcome: LegOutcome::Answered,
         sip_code: Some(200),
         peer: "sip:201@pbx.example.com".into(),
+        redirected_from: (leg == Leg::Inbound)
+            .then(|| "<sip:3125550100@pbx.example.com>;reason=no-answer".into()),
     }
 }

@@ -139,6 +139,7 @@ impl Endpoint {
             _ => transport,
         };
         let call_id = self.alloc_id();
+        let stay_on_flow = invite.stay_on_flow;
         let out = Box::new(Outbound {
             state: UacState::Calling,
             template,
@@ -167,6 +168,7 @@ impl Endpoint {
                     update: None,
                 }),
                 scheduled: None,
+                stay_on_flow,
             },
         );
         self.insert_ict(now, call_id, tx, branch, ict, destination);
@@ -411,7 +413,7 @@ impl Endpoint {
         let out = c
             .dialog
             .request(Method::Prack, &me, &branch, &[("RAck", &rack)], None);
-        let destination = destination_for(&out.next_hop, c.flow);
+        let destination = c.destination(&out.next_hop);
         let tx = self.start_nict(
             now,
             Some(call_id),
@@ -490,7 +492,7 @@ impl Endpoint {
         self.dialogs.insert(c.dialog.id().clone(), call_id);
         let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
         let ack = c.dialog.ack(invite_seq, &me, &ack_branch);
-        let destination = destination_for(&ack.next_hop, c.flow);
+        let destination = c.destination(&ack.next_hop);
         self.send_2xx_ack(tx_id, tag, ack.bytes, destination);
         match step {
             UacStep::Answer => self.events.push_back(Event::Answered {

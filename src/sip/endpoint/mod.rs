@@ -1025,6 +1025,10 @@ struct Call {
     role: Role,
     /// The deadline queued in the heap.
     scheduled: Option<Instant>,
+    /// In-dialog requests go back through `flow`, not to the remote
+    /// target, unless there is a route set (a phone that registered from
+    /// behind NAT: [`OutboundInvite::stay_on_flow`](crate::sip::uac::OutboundInvite::stay_on_flow)).
+    stay_on_flow: bool,
 }
 
 /// A call's state: one machine per role. Both reach a confirmed dialog
@@ -1037,6 +1041,23 @@ enum Role {
 }
 
 impl Call {
+    /// Where a request of this dialog whose next hop is `next_hop` goes:
+    /// the flow itself for a call that stays on it and has no route set,
+    /// otherwise `next_hop` (§12.2.1.1), over the flow's connection when it
+    /// leads there.
+    fn destination(&self, next_hop: &SipUri) -> Destination {
+        if self.stay_on_flow && self.dialog.route_set().is_empty() {
+            return match self.flow.transport {
+                FlowTransport::Udp => Destination::Udp(self.flow.remote),
+                FlowTransport::Tcp(conn) => Destination::Tcp {
+                    conn: (conn != NO_CONNECTION).then_some(conn),
+                    remote: self.flow.remote,
+                },
+            };
+        }
+        destination_for(next_hop, self.flow)
+    }
+
     fn poll_timeout(&self) -> Option<Instant> {
         match &self.role {
             Role::Uas(UasState::Confirmed(s)) | Role::Uac(LegState::Confirmed(s)) => {

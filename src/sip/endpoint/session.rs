@@ -411,15 +411,14 @@ impl Endpoint {
             &[("Session-Expires", &se), ("Supported", SUPPORTED)],
             None,
         );
-        let flow = c.flow;
-        self.start_client_tx(
+        let destination = c.destination(&out.next_hop);
+        self.start_nict(
             now,
-            call_id,
+            Some(call_id),
             Method::Update,
             out.bytes,
-            &out.next_hop,
+            destination,
             &branch,
-            flow,
         );
     }
 
@@ -441,15 +440,14 @@ impl Endpoint {
         };
         let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
         let out = c.dialog.request(Method::Bye, &me, &branch, &[], None);
-        let flow = c.flow;
-        let bye_tx = self.start_client_tx(
+        let destination = c.destination(&out.next_hop);
+        let bye_tx = self.start_nict(
             now,
-            call_id,
+            Some(call_id),
             Method::Bye,
             out.bytes,
-            &out.next_hop,
+            destination,
             &branch,
-            flow,
         );
         if let Some(c) = self.calls.get_mut(&call_id) {
             c.role.terminate(Ending {

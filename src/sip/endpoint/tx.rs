@@ -9,8 +9,8 @@ use bytes::Bytes;
 use tracing::{debug, trace};
 
 use super::{CallKey, Destination, EndReason, Endpoint, Event, Flow, Owner, Transmit};
-use super::{destination_for, flow_destination, reliability_of, stateless_tag_of};
-use crate::sip::message::{self, Method, Request, Response, SipUri};
+use super::{flow_destination, reliability_of, stateless_tag_of};
+use crate::sip::message::{self, Method, Request, Response};
 use crate::sip::transaction::{
     InviteServer, NonInviteClient, NonInviteServer, ResponseAction, TuEvent,
 };
@@ -60,21 +60,6 @@ impl Endpoint {
             }
             TxMachine::Ist(_) | TxMachine::Nist(_) => {}
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn start_client_tx(
-        &mut self,
-        now: Instant,
-        call_id: u64,
-        method: Method,
-        bytes: Bytes,
-        next_hop: &SipUri,
-        branch: &str,
-        flow: Flow,
-    ) -> u64 {
-        let destination = destination_for(next_hop, flow);
-        self.start_nict(now, Some(call_id), method, bytes, destination, branch)
     }
 
     /// Starts a non-INVITE client transaction sending `bytes` to `destination`.

@@ -35,6 +35,7 @@ fn outbound() -> OutboundInvite {
         },
         p_asserted_identity: Some("<sip:+15550100@127.0.0.1>".into()),
         next_hop: Destination::Udp(addr([127, 0, 0, 1], TRUNK_PORT)),
+        stay_on_flow: false,
         sdp_offer: Bytes::from_static(OFFER_OUT),
         extra_headers: vec![("X-Callback-Id".into(), "cb-42".into())],
         credentials: None,

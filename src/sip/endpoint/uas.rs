@@ -256,6 +256,7 @@ impl Endpoint {
                     session,
                 }),
                 scheduled: None,
+                stay_on_flow: false,
             },
         );
         self.events.push_back(Event::IncomingCall {
