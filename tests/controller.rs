@@ -205,6 +205,46 @@ fn reinvite_with_sdp_is_answered_and_the_call_goes_on() {
     assert!(h.requests("call-r", "BYE").is_empty());
 }
 
+/// An ACK with `sdp` from `peer` in its dialog (the answer to the offer in
+/// our 2xx).
+fn ack_with_sdp(peer: &mut Peer, sdp: &str) -> String {
+    peer.request("ACK", None).replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ),
+    )
+}
+
+/// RFC 3264 §8 / RFC 6337 §5.3: a re-INVITE without SDP is answered with
+/// our current session, at the same o= version since nothing changed; the
+/// answer in the ACK moves the stream.
+#[test]
+fn a_reinvite_without_sdp_gets_the_current_session_and_the_acks_answer_is_used() {
+    let (mut h, mut caller) = answered_call("", "call-ro", ms(10));
+    let first = h.responses("call-ro", 200, "INVITE")[0].body().to_vec();
+    h.advance(secs(5));
+    let reinvite = caller.request("INVITE", None);
+    h.deliver(caller.addr, &reinvite);
+    let ok = h.responses("call-ro", 200, "INVITE");
+    assert_eq!(ok.len(), 2, "{:?}", h.sent_for("call-ro"));
+    assert_eq!(
+        String::from_utf8_lossy(ok[1].body()),
+        String::from_utf8_lossy(&first),
+        "the same session, the same o= version"
+    );
+    h.advance(ms(5));
+    let ack = ack_with_sdp(&mut caller, &offer(40006, 2, "sendrecv"));
+    h.deliver(caller.addr, &ack);
+    let key = h.stream_key("call-ro");
+    assert_eq!(
+        h.media.streams[&key].params.remote,
+        Some("127.0.0.1:40006".parse().expect("addr"))
+    );
+    assert!(h.requests("call-ro", "BYE").is_empty());
+}
+
 /// An UPDATE with SDP is an offer like a re-INVITE's: answered with SDP.
 #[test]
 fn update_with_sdp_is_answered_with_sdp() {
@@ -809,6 +849,42 @@ fn the_customer_holds_and_resumes_a_bridged_callback() {
     assert_eq!(h.media.streams[&a].bridged_with, Some(key));
     assert!(h.requests(&agent_call, "BYE").is_empty());
     assert!(h.requests(&customer_call, "BYE").is_empty());
+}
+
+#[test]
+fn a_reinvite_without_sdp_on_the_customer_leg_takes_the_answer_in_the_ack() {
+    let mut h = with_callback("");
+    let (invite, _agent_call, customer_call) = bridged(&mut h);
+    let key = h.stream_key(&customer_call);
+    h.advance(secs(2));
+    // The carrier asks for our offer (a re-INVITE without SDP) …
+    h.deliver(
+        addr(CARRIER),
+        &in_dialog(&invite, "INVITE", "cust-tag", CARRIER, 2).replace(
+            "Content-Length: 0\r\n",
+            "Contact: <sip:peer@127.0.0.1:5090>\r\nContent-Length: 0\r\n",
+        ),
+    );
+    let ok = h.responses(&customer_call, 200, "INVITE");
+    let ours = String::from_utf8_lossy(ok.last().expect("200").body()).into_owned();
+    assert!(ours.contains("m=audio"), "our offer: {ours}");
+    // … and answers in the ACK with a new address: the leg's stream moves.
+    let sdp = offer(42100, 2, "sendrecv");
+    h.deliver(
+        addr(CARRIER),
+        &in_dialog(&invite, "ACK", "cust-tag", CARRIER, 2).replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            ),
+        ),
+    );
+    assert_eq!(
+        h.media.streams[&key].params.remote,
+        Some("127.0.0.1:42100".parse().expect("addr")),
+        "the ACK's answer was ignored"
+    );
 }
 
 #[test]

@@ -421,10 +421,15 @@ impl Dialing {
                     .leg_reoffer(now, call, &method, &sdp, env.endpoint);
                 None
             }
-            Event::Info { .. }
-            | Event::Confirmed { .. }
-            | Event::IncomingCall { .. }
-            | Event::Register { .. } => None,
+            Event::Confirmed { body, .. } => {
+                // The ACK of our 2xx to a re-INVITE without SDP carries the
+                // answer to the offer that 2xx held (RFC 3264 §4).
+                if !body.is_empty() {
+                    env.calls.leg_answered(now, call, &body);
+                }
+                None
+            }
+            Event::Info { .. } | Event::IncomingCall { .. } | Event::Register { .. } => None,
         };
         if let Some(input) = input
             && let Some(d) = self.attempts.get_mut(&id).and_then(|a| a.dialer.as_mut())
@@ -691,6 +696,9 @@ impl Dialing {
             Event::Reoffer { method, sdp, .. } => {
                 env.calls
                     .leg_reoffer(now, call, &method, &sdp, env.endpoint)
+            }
+            Event::Confirmed { body, .. } if !body.is_empty() => {
+                env.calls.leg_answered(now, call, &body);
             }
             Event::Progress { .. }
             | Event::Info { .. }

@@ -389,6 +389,8 @@ pub struct SessionVersion {
     version: u64,
     /// The last body sent, with its `o=` version left out.
     last: Option<String>,
+    /// The last body sent, as sent: our current session.
+    sent: Option<String>,
 }
 
 impl SessionDescription {
@@ -747,7 +749,14 @@ impl SessionVersion {
         Self {
             version: initial,
             last: None,
+            sent: None,
         }
+    }
+
+    /// The last body stamped, exactly as it went out (our side of the
+    /// current session); `None` before the first.
+    pub fn last_sent(&self) -> Option<&str> {
+        self.sent.as_deref()
     }
 
     /// The version of the last stamped body (or the initial one).
@@ -769,13 +778,17 @@ impl SessionVersion {
             Some(_) => self.version = self.version.wrapping_add(1),
         }
         self.last = Some(key);
-        let Some((start, end)) = version_span else {
-            return sdp.to_owned();
+        let out = match version_span {
+            None => sdp.to_owned(),
+            Some((start, end)) => {
+                let mut out = String::with_capacity(sdp.len() + 20);
+                out.push_str(&sdp[..start]);
+                let _ = write!(out, "{}", self.version);
+                out.push_str(&sdp[end..]);
+                out
+            }
         };
-        let mut out = String::with_capacity(sdp.len() + 20);
-        out.push_str(&sdp[..start]);
-        let _ = write!(out, "{}", self.version);
-        out.push_str(&sdp[end..]);
+        self.sent = Some(out.clone());
         out
     }
 }

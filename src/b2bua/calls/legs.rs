@@ -146,8 +146,13 @@ impl Calls {
             return;
         }
         if offer.is_empty() {
-            // re-INVITE without SDP: we offer the same session again.
-            let body = leg.version.stamp(&sdp::offer(&leg.local));
+            // re-INVITE without SDP: we offer our current session again
+            // (same body, same o= version); the answer in the ACK is taken
+            // by `leg_answered` on Confirmed.
+            let body = match leg.version.last_sent() {
+                Some(current) => current.to_owned(),
+                None => leg.version.stamp(&sdp::offer(&leg.local)),
+            };
             let _ = endpoint.answer_reoffer(now, call, body.as_bytes());
             return;
         }

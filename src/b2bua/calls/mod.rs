@@ -990,8 +990,13 @@ impl Calls {
             return;
         }
         if offer.is_empty() {
-            // re-INVITE without SDP: we offer, the answer comes in the ACK.
-            let body = ctx.version.stamp(&sdp::offer(&ctx.local));
+            // re-INVITE without SDP: we offer our current session (the same
+            // body and o= version: nothing changed, RFC 3264 §8, RFC 6337
+            // §5.3); the answer comes in the ACK.
+            let body = match ctx.version.last_sent() {
+                Some(current) => current.to_owned(),
+                None => ctx.version.stamp(&sdp::offer(&ctx.local)),
+            };
             ctx.awaiting_answer = true;
             let _ = endpoint.answer_reoffer(now, call, body.as_bytes());
             return;
