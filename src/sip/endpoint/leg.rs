@@ -220,7 +220,7 @@ impl Endpoint {
     }
 
     /// Starts the INVITE client transaction `id` of the call.
-    fn insert_ict(
+    pub(super) fn insert_ict(
         &mut self,
         now: Instant,
         call_id: u64,
@@ -453,6 +453,11 @@ impl Endpoint {
             });
             return;
         }
+        if let Some(call_id) = call
+            && self.refresh_answered(tx_id, call_id, resp)
+        {
+            return;
+        }
         let ack_branch = self.new_branch();
         let wanted = call
             .and_then(|id| self.calls.get_mut(&id))
@@ -465,19 +470,24 @@ impl Endpoint {
         let Role::Uac(state) = &mut c.role else {
             return;
         };
-        let (step, invite_seq, update) = match state {
-            LegState::Inviting { out, update, .. } => {
-                (out.state.step(UacInput::Success), out.cseq, update.take())
-            }
+        let (step, invite_seq, update, offer) = match state {
+            LegState::Inviting { out, update, .. } => (
+                out.state.step(UacInput::Success),
+                out.cseq,
+                update.take(),
+                out.template.sdp.clone(),
+            ),
             // Not reached: `inviting_with` held just above.
             LegState::Confirmed(_) | LegState::Terminating(_) => return,
         };
         // Inviting → Confirmed (§13.2.2.4); an UPDATE of the early dialog
         // still waiting for the application carries over.
-        *state = LegState::Confirmed(Session {
-            offer_answer: update.map_or(OfferAnswer::Stable, OfferAnswer::TheyOffered),
-            timer: None,
-        });
+        *state = LegState::Confirmed(Session::new(
+            update.map_or(OfferAnswer::Stable, OfferAnswer::TheyOffered),
+            None,
+            &resp.headers,
+            offer,
+        ));
         c.flow = source;
         // §13.2.2.4: the early dialog of the same tag is confirmed and its
         // route set recomputed from the 2xx; another fork's 2xx wins over an
@@ -512,7 +522,13 @@ impl Endpoint {
     }
 
     /// Sends the ACK for a 2xx and keeps it for the 2xx's retransmissions.
-    fn send_2xx_ack(&mut self, tx_id: u64, tag: Box<str>, data: Bytes, destination: Destination) {
+    pub(super) fn send_2xx_ack(
+        &mut self,
+        tx_id: u64,
+        tag: Box<str>,
+        data: Bytes,
+        destination: Destination,
+    ) {
         self.transmits.push_back(Transmit {
             destination: destination.clone(),
             data: data.clone(),
@@ -553,6 +569,9 @@ impl Endpoint {
     }
 
     fn uac_failure(&mut self, now: Instant, tx_id: u64, call_id: u64, resp: &Response) {
+        if self.refresh_failed(now, call_id, tx_id, Some(resp.status)) {
+            return;
+        }
         let Some(c) = self.calls.get_mut(&call_id) else {
             return;
         };

@@ -875,6 +875,9 @@ impl Endpoint {
             // PRACK and CANCEL: nothing follows from their outcome; the
             // INVITE's own final decides (RFC 3262 §4, RFC 3261 §9.1).
             trace!(call_id = %c.dialog.id().call_id, ?kind, ?status, "client transaction done");
+        } else if matches!(status, Some(405 | 501)) {
+            // RFC 3311 §5.1: the peer does not take UPDATE after all.
+            self.update_refused(now, call_id);
         } else if matches!(status, None | Some(408 | 481)) {
             // RFC 3261 §12.2.1.2 (a timeout counts as 408, §8.1.3.1): our
             // session refresh failed, the peer is gone; end the dialog with

@@ -14,12 +14,13 @@ use super::tx::{TxKey, TxMachine};
 use super::uas::UasState;
 use super::{
     CallError, CallKey, EndReason, Endpoint, Event, Flow, Owner, Role, SUPPORTED, Transmit,
-    allow_for, local_identity, response_destination,
+    allow_for, local_identity, reliability_of, response_destination,
 };
 use crate::sip::dialog::DialogId;
 use crate::sip::message::{Method, Request};
 use crate::sip::session_timer::{Negotiated, SessionTimer, TimerAction};
-use crate::sip::transaction::{AckWait, InviteServer, NonInviteServer, TuEvent};
+use crate::sip::transaction::{AckWait, InviteClient, InviteServer, NonInviteServer, TuEvent};
+use crate::sip::uac::IctTx;
 
 /// A confirmed dialog (RFC 3261 §12), in either role: where its
 /// offer/answer exchange stands and its session timer.
@@ -28,6 +29,15 @@ pub(super) struct Session {
     /// RFC 4028: set when the last session-creating or refreshing
     /// transaction negotiated a timer (restarted by every refresh, §10).
     pub(super) timer: Option<SessionTimer>,
+    /// The peer lists UPDATE in its Allow (RFC 3311 §5.1; RFC 4028 §7.4):
+    /// our refreshes are UPDATEs; otherwise — or after a 405/501 to one —
+    /// re-INVITEs offering our current session.
+    pub(super) peer_allows_update: bool,
+    /// Our current SDP in this dialog (the last we sent), offered again by
+    /// a re-INVITE refresh; empty when none is known.
+    pub(super) local_sdp: Bytes,
+    /// The client transaction of our re-INVITE refresh, while it runs.
+    pub(super) refresh_tx: Option<u64>,
 }
 
 /// The offer/answer state of a confirmed dialog (RFC 3264 §4; RFC 6337
@@ -96,6 +106,23 @@ pub(super) struct Ending {
 }
 
 impl Session {
+    /// A confirmed dialog with a peer whose message had the header fields
+    /// `peer` (its Allow counts), where our SDP is `local_sdp`.
+    pub(super) fn new(
+        offer_answer: OfferAnswer,
+        timer: Option<SessionTimer>,
+        peer: &crate::sip::message::Headers,
+        local_sdp: Bytes,
+    ) -> Session {
+        Session {
+            offer_answer,
+            timer,
+            peer_allows_update: peer_allows_update(peer),
+            local_sdp,
+            refresh_tx: None,
+        }
+    }
+
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
         let a = match &self.offer_answer {
             OfferAnswer::AwaitingAck { wait, .. } => wait.poll_timeout(),
@@ -107,6 +134,33 @@ impl Session {
             (a, s) => a.or(s),
         }
     }
+}
+
+/// Whether a peer's message lists UPDATE in its Allow.
+pub(super) fn peer_allows_update(headers: &crate::sip::message::Headers) -> bool {
+    headers.has_token(crate::sip::message::HeaderName::Allow, "UPDATE")
+}
+
+/// The ACK for a non-2xx final to an in-dialog INVITE, without its To (the
+/// transaction adds the response's, §17.1.1.3): the 2xx ACK the dialog
+/// builds with the INVITE's branch, less To and Content-Length.
+fn non_2xx_ack_head(ack: &[u8]) -> Bytes {
+    let text = String::from_utf8_lossy(ack);
+    let mut head = String::with_capacity(text.len());
+    for line in text.split("\r\n") {
+        let name = line.split(':').next().unwrap_or("").trim();
+        if line.is_empty()
+            || name.eq_ignore_ascii_case("To")
+            || name.eq_ignore_ascii_case("t")
+            || name.eq_ignore_ascii_case("Content-Length")
+            || name.eq_ignore_ascii_case("l")
+        {
+            continue;
+        }
+        head.push_str(line);
+        head.push_str("\r\n");
+    }
+    Bytes::from(head)
 }
 
 /// The confirmed dialog of a call in either role, if it has one.
@@ -333,6 +387,17 @@ impl Endpoint {
             // no timer: none runs before the 2xx.)
             if let Some(s) = session_of(&mut c.role) {
                 s.timer = reoffer.session.map(|n| SessionTimer::start(now, n));
+                if reoffer
+                    .request
+                    .headers
+                    .get(crate::sip::message::HeaderName::Allow)
+                    .is_some()
+                {
+                    s.peer_allows_update = peer_allows_update(&reoffer.request.headers);
+                }
+                if let Some(sdp) = sdp.filter(|b| !b.is_empty()) {
+                    s.local_sdp = Bytes::copy_from_slice(sdp);
+                }
             }
         }
         let bytes = match sdp {
@@ -402,8 +467,19 @@ impl Endpoint {
             return;
         };
         s.timer = Some(SessionTimer::start(now, n));
-        let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
         let se = n.header_value();
+        // RFC 4028 §7.4 / RFC 3311 §5.1: UPDATE only to a peer that allows
+        // it; otherwise a re-INVITE with our current session (not while
+        // another offer is pending, §14.1: then UPDATE is all we have).
+        let reinvite = !s.peer_allows_update
+            && !s.local_sdp.is_empty()
+            && s.refresh_tx.is_none()
+            && matches!(s.offer_answer, OfferAnswer::Stable);
+        if reinvite {
+            self.send_reinvite_refresh(now, call_id, &se);
+            return;
+        }
+        let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
         let out = c.dialog.request(
             Method::Update,
             &me,
@@ -420,6 +496,123 @@ impl Endpoint {
             destination,
             &branch,
         );
+    }
+
+    /// Our session refresh as a re-INVITE offering the current session
+    /// again (RFC 4028 §7.4), in its own INVITE client transaction.
+    fn send_reinvite_refresh(&mut self, now: Instant, call_id: u64, se: &str) {
+        let branch = self.new_branch();
+        let tx_id = self.alloc_id();
+        let allow = allow_for(self.cfg.registrar);
+        let timers = self.cfg.timers;
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let Some(s) = session_of(&mut c.role) else {
+            return;
+        };
+        let sdp = s.local_sdp.clone();
+        s.refresh_tx = Some(tx_id);
+        let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
+        let out = c.dialog.request(
+            Method::Invite,
+            &me,
+            &branch,
+            &[
+                ("Session-Expires", se),
+                ("Supported", SUPPORTED),
+                ("Allow", allow),
+            ],
+            Some(("application/sdp", &sdp)),
+        );
+        let destination = c.destination(&out.next_hop);
+        let ack_head = non_2xx_ack_head(&c.dialog.ack(out.cseq, &me, &branch).bytes);
+        let ict = IctTx {
+            machine: InviteClient::new(now, timers, reliability_of(&destination), out.bytes),
+            ack_head,
+            // Never cancelled: a refresh is answered at once or fails.
+            cancel: Bytes::new(),
+            cancel_sent: true,
+            acks: Vec::new(),
+            abandon_at: None,
+            abandoned: false,
+        };
+        debug!(call_id = %c.dialog.id().call_id, "session refresh by re-INVITE");
+        self.insert_ict(now, call_id, tx_id, branch, ict, destination);
+    }
+
+    /// A 2xx to our re-INVITE refresh: ACKed (and the ACK kept for its
+    /// retransmissions). False when `tx_id` is not the call's refresh.
+    pub(super) fn refresh_answered(
+        &mut self,
+        tx_id: u64,
+        call_id: u64,
+        resp: &crate::sip::message::Response,
+    ) -> bool {
+        let ack_branch = self.new_branch();
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return false;
+        };
+        let Some(s) = session_of(&mut c.role).filter(|s| s.refresh_tx == Some(tx_id)) else {
+            return false;
+        };
+        s.refresh_tx = None;
+        s.peer_allows_update |= peer_allows_update(&resp.headers);
+        let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
+        let ack = c.dialog.ack(resp.headers.cseq.seq, &me, &ack_branch);
+        let destination = c.destination(&ack.next_hop);
+        let tag: Box<str> = resp.headers.to.tag.clone().unwrap_or_default();
+        self.send_2xx_ack(tx_id, tag, ack.bytes, destination);
+        true
+    }
+
+    /// Our re-INVITE refresh ended without a 2xx (`None`: no answer, or
+    /// the transport failed). 408 and 481 mean the peer is gone (RFC 3261
+    /// §12.2.1.2; RFC 4028 §10): BYE. False when `tx_id` is not the call's
+    /// refresh.
+    pub(super) fn refresh_failed(
+        &mut self,
+        now: Instant,
+        call_id: u64,
+        tx_id: u64,
+        status: Option<u16>,
+    ) -> bool {
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return false;
+        };
+        let Some(s) = session_of(&mut c.role).filter(|s| s.refresh_tx == Some(tx_id)) else {
+            return false;
+        };
+        s.refresh_tx = None;
+        if matches!(status, None | Some(408 | 481)) {
+            debug!(call_id = %c.dialog.id().call_id, ?status, "session refresh failed");
+            self.send_bye(now, call_id, EndReason::SessionExpired);
+            self.drain_call(now, call_id);
+        } else {
+            debug!(call_id = %c.dialog.id().call_id, ?status, "session refresh refused; the call goes on");
+        }
+        true
+    }
+
+    /// A 405 or 501 to our UPDATE refresh: the peer does not do UPDATE
+    /// after all; refresh at once with a re-INVITE.
+    pub(super) fn update_refused(&mut self, now: Instant, call_id: u64) {
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let Some(s) = session_of(&mut c.role) else {
+            return;
+        };
+        s.peer_allows_update = false;
+        let Some(n) = s.timer.as_ref().map(SessionTimer::negotiated) else {
+            return;
+        };
+        if s.local_sdp.is_empty() || s.refresh_tx.is_some() {
+            return;
+        }
+        debug!(call_id = %c.dialog.id().call_id, "UPDATE refused; refreshing with re-INVITE");
+        self.send_reinvite_refresh(now, call_id, &n.header_value());
+        self.drain_call(now, call_id);
     }
 
     /// Ends a confirmed dialog with BYE (§15.1.1): Confirmed → Terminating.

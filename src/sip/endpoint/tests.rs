@@ -1864,6 +1864,7 @@ fn uas_refresher_sends_update_at_half_the_interval() {
     let invite = uac.invite(&[
         ("Supported", "timer"),
         ("Session-Expires", "120;refresher=uas"),
+        ("Allow", ALLOWS_UPDATE),
     ]);
     sim.deliver(Duration::ZERO, &invite, uac.flow);
     let call = incoming(&sim.take_events());
@@ -1934,12 +1935,16 @@ fn reinvite_without_session_timer_turns_the_timer_off() {
     );
 }
 
-/// A call where we refresh (`refresher=uas`, 120 s); returns it with the
-/// UPDATE we send at 60 s.
-fn uas_refreshed_call(sim: &mut Sim, uac: &mut Uac) -> (CallKey, Out) {
+/// An Allow that lists UPDATE.
+const ALLOWS_UPDATE: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE";
+
+/// A call where we refresh (`refresher=uas`, 120 s) a peer whose INVITE
+/// had `allow`; returns it with the refresh we send at 60 s.
+fn refreshed_call(sim: &mut Sim, uac: &mut Uac, allow: &str) -> (CallKey, Out) {
     let invite = uac.invite(&[
         ("Supported", "timer"),
         ("Session-Expires", "120;refresher=uas"),
+        ("Allow", allow),
     ]);
     sim.deliver(Duration::ZERO, &invite, uac.flow);
     let call = incoming(&sim.take_events());
@@ -1949,8 +1954,95 @@ fn uas_refreshed_call(sim: &mut Sim, uac: &mut Uac) -> (CallKey, Out) {
     sim.take_events();
     let mut out = sim.run_until(secs(60));
     assert_eq!(out.len(), 1, "{out:?}");
-    assert_eq!(out[0].method(), Some(&Method::Update));
     (call, out.remove(0))
+}
+
+/// [`refreshed_call`] with a peer that allows UPDATE: the refresh is one.
+fn uas_refreshed_call(sim: &mut Sim, uac: &mut Uac) -> (CallKey, Out) {
+    let (call, update) = refreshed_call(sim, uac, ALLOWS_UPDATE);
+    assert_eq!(update.method(), Some(&Method::Update));
+    (call, update)
+}
+
+#[test]
+fn a_peer_that_does_not_allow_update_is_refreshed_by_reinvite_with_our_session() {
+    let mut sim = Sim::new();
+    let mut uac = Uac::new("st-reinv", udp_from(5061));
+    let (_call, refresh) = refreshed_call(&mut sim, &mut uac, "INVITE, ACK, BYE, CANCEL, OPTIONS");
+    let req = refresh.req();
+    assert_eq!(req.method, Method::Invite);
+    assert_eq!(&req.body[..], ANSWER, "our current session, unchanged");
+    assert_eq!(
+        req.headers.get(HeaderName::SessionExpires),
+        Some("120;refresher=uas")
+    );
+    assert_eq!(req.headers.to.tag.as_deref(), Some("st-reinv-ft"));
+    // 200: ACKed at once, the call goes on, no event for the application.
+    let out = sim.deliver(ms(60_050), &reply(req, 200), uac.flow);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let ack = out[0].req();
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(ack.headers.cseq.seq, req.headers.cseq.seq);
+    let first_ack = out[0].data.clone();
+    assert!(sim.take_events().is_empty());
+    // A retransmitted 200 gets the same ACK again.
+    let out = sim.deliver(ms(60_550), &reply(req, 200), uac.flow);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].data, first_ack);
+    // The next refresh comes 60 s later, by re-INVITE again.
+    let out = sim.run_until(secs(120));
+    assert!(
+        out.iter()
+            .any(|o| o.at == secs(120) && o.method() == Some(&Method::Invite)),
+        "{out:?}"
+    );
+    assert_eq!(sim.ep.stats().calls, 1);
+}
+
+#[test]
+fn a_501_to_our_update_refresh_falls_back_to_reinvite_at_once() {
+    for status in [405, 501] {
+        let mut sim = Sim::new();
+        let mut uac = Uac::new("st-501", udp_from(5061));
+        let (_call, update) = uas_refreshed_call(&mut sim, &mut uac);
+        let out = sim.deliver(ms(60_050), &reply(update.req(), status), uac.flow);
+        assert_eq!(out.len(), 1, "{status}: {out:?}");
+        assert_eq!(out[0].at, ms(60_050));
+        assert_eq!(out[0].method(), Some(&Method::Invite), "{status}");
+        assert_eq!(&out[0].req().body[..], ANSWER);
+        let out = sim.deliver(ms(60_100), &reply(out[0].req(), 200), uac.flow);
+        assert_eq!(out[0].method(), Some(&Method::Ack));
+        // From now on: re-INVITE.
+        let out = sim.run_until(secs(120));
+        assert!(
+            out.iter().all(|o| o.method() != Some(&Method::Update)),
+            "{status}: {out:?}"
+        );
+        assert_eq!(sim.ep.stats().calls, 1);
+    }
+}
+
+#[test]
+fn a_reinvite_refresh_answered_481_ends_the_call_with_bye() {
+    let mut sim = Sim::new();
+    let mut uac = Uac::new("st-r481", udp_from(5061));
+    let (call, refresh) = refreshed_call(&mut sim, &mut uac, "INVITE, ACK, BYE");
+    assert_eq!(refresh.method(), Some(&Method::Invite));
+    let out = sim.deliver(ms(60_050), &reply(refresh.req(), 481), uac.flow);
+    // The transaction ACKs the 481; then our BYE.
+    let methods: Vec<_> = out.iter().filter_map(|o| o.method().cloned()).collect();
+    assert_eq!(methods, [Method::Ack, Method::Bye], "{out:?}");
+    let bye = out
+        .iter()
+        .find(|o| o.method() == Some(&Method::Bye))
+        .expect("BYE");
+    sim.deliver(ms(60_100), &reply(bye.req(), 200), uac.flow);
+    let events = sim.take_events();
+    assert!(
+        matches!(&events[..], [(_, Event::Ended { call: c, reason: EndReason::SessionExpired })]
+            if *c == call),
+        "{events:?}"
+    );
 }
 
 #[test]

@@ -294,6 +294,9 @@ impl Endpoint {
         }
         let Some(call_id) = call else { return };
         if is_invite_client {
+            if failure.is_some() && self.refresh_failed(now, call_id, id, None) {
+                return;
+            }
             if !current_invite {
                 return;
             }

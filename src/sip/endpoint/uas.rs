@@ -103,8 +103,8 @@ impl Endpoint {
             !invite.headers.content_type_is("application/sdp") || invite.body.is_empty();
         // Early → Confirmed: the 2xx is retransmitted until its ACK
         // (§13.3.1.4), which carries the answer when we offered.
-        *state = UasState::Confirmed(Session {
-            offer_answer: OfferAnswer::AwaitingAck {
+        *state = UasState::Confirmed(Session::new(
+            OfferAnswer::AwaitingAck {
                 wait: Box::new(AckWait::new(
                     now,
                     self.cfg.timers,
@@ -115,8 +115,10 @@ impl Endpoint {
                 we_offered,
                 bye_after_ack: false,
             },
-            timer: session.map(|n| SessionTimer::start(now, n)),
-        });
+            session.map(|n| SessionTimer::start(now, n)),
+            &invite.headers,
+            bytes::Bytes::copy_from_slice(sdp),
+        ));
         c.dialog.confirm();
         if let Some(tx) = self.txs.get_mut(&tx_id)
             && let TxMachine::Ist(ist) = &mut tx.machine
