@@ -419,6 +419,7 @@ fn fallback_uri(me: &LocalIdentity) -> SipUri {
         transport: None,
         lr: false,
         maddr: None,
+        headers: None,
     }
 }
 
