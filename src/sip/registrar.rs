@@ -8,7 +8,9 @@
 //! RFC 5626, without its flow tokens and keep-alives).
 //!
 //! ```text
-//!  REGISTER ─▶ authenticate (§10.3 step 3) ── no/wrong credentials ─▶ 401 + challenges
+//!  REGISTER ─▶ To a SIP(S) URI? ── no ─▶ 400
+//!                 ▼
+//!              authenticate (§10.3 step 3) ── no/wrong credentials ─▶ 401 + challenges
 //!                 │                          └ old nonce, right password ─▶ 401 stale=true
 //!                 ▼                          └ malformed credentials ─▶ 400
 //!              To user = authenticated user? (step 4) ── no ─▶ 403
@@ -173,6 +175,11 @@ impl Registrar {
     ) -> RegisterOutcome {
         if request.method != Method::Register {
             return RegisterOutcome::bare(405);
+        }
+        // §10.2: the address of record in To is a SIP or SIPS URI; anything
+        // else is refused before any challenge (RFC 4475 §3.3.4).
+        if SipUri::parse(&request.headers.to.uri).is_err() {
+            return RegisterOutcome::bare(400);
         }
         // RFC 3261 §10.3 step 3 and §22.2: authenticate.
         let credentials = request
@@ -716,6 +723,23 @@ mod tests {
             &format!("{CONTACT}Authorization: Digest username=\"agent7\", realm=\"{DOMAIN}\"\r\n"),
         );
         assert_eq!(reg.handle_register(t0, date(), &req, nat()).status, 400);
+    }
+
+    #[test]
+    fn rejects_an_aor_that_is_not_a_sip_uri_before_challenging() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let text = format!(
+            "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.10;branch=z9hG4bKi\r\n\
+             From: <http://www.example.com>;tag=f\r\nTo: isbn:2983792873\r\n\
+             Call-ID: i\r\nCSeq: 1 REGISTER\r\n{CONTACT}\r\n"
+        );
+        let Ok(Message::Request(req)) = parse(text.as_bytes()) else {
+            panic!("RFC 4475 §3.3.4 parses")
+        };
+        let outcome = reg.handle_register(t0, date(), &req, nat());
+        assert_eq!(outcome.status, 400);
+        assert!(outcome.headers.is_empty(), "no challenge");
     }
 
     #[test]
