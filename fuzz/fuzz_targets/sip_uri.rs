@@ -14,8 +14,12 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(addr) = NameAddr::parse(item) {
             assert!(is_absolute_uri(&addr.uri), "{item:?} gave {:?}", addr.uri);
             // The URI we took, written back in brackets, is the same URI
-            // with the same tag.
-            let tag = addr.tag.as_deref().map(|t| format!(";tag={t}")).unwrap_or_default();
+            // with the same tag (quoted: a quoted tag may hold anything).
+            let tag = addr
+                .tag
+                .as_deref()
+                .map(|t| format!(";tag=\"{t}\""))
+                .unwrap_or_default();
             let again = NameAddr::parse(&format!("<{}>{tag}", addr.uri))
                 .unwrap_or_else(|e| panic!("{item:?}: <{}> does not parse again: {e}", addr.uri));
             assert_eq!((again.uri, again.tag), (addr.uri.clone(), addr.tag.clone()));

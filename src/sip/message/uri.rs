@@ -257,7 +257,7 @@ impl<'a> Iterator for Params<'a> {
         }
         let end = value.find([';', ' ', '\t']).unwrap_or(value.len());
         let (v, after) = value.split_at(end);
-        if v.is_empty() || v.contains(['"', ',', '<', '>']) {
+        if v.is_empty() || v.contains(['"', ',', '<', '>', '\\']) {
             self.rest = "";
             return Some(Err(()));
         }
@@ -400,6 +400,7 @@ mod tests {
             "<sip:a@b>;=x",
             "<sip:a@b> junk",
             "<sip:a@b>;p=\"open",
+            "<sip:a@b>;tag=a\\b",
             "<sip:a@b",
             "nothing",
             "<>",
