@@ -23,7 +23,7 @@
 //! | [`acd`] | queues (order: priority, then original entry time; positions) and agents | pure |
 //! | [`callback`] | callback domain: business-hours gates, the durable store, the launch scheduler, one agent-first attempt (dialer), trunk dialing rules, CDRs | store only |
 //! | [`ivr`] | the caller's registration flow as a pure state machine; the ECBT estimator | pure |
-//! | [`sip`] | messages (rsip wrapped), SDP offer/answer, the four RFC 3261/6026 transaction machines, dialogs, session timers, the endpoint (UAS and UAC), digest auth, registrar | sans-IO |
+//! | [`sip`] | messages (our own tokenizer), SDP offer/answer, the four RFC 3261/6026 transaction machines, dialogs, session timers, the endpoint (UAS and UAC), digest auth, registrar | sans-IO |
 //! | [`media`] | G.711, RTP/RTCP, DTMF (RFC 4733, in-band, merged with SIP INFO), prompts (WAV → 8 kHz → pre-encoded frames), paced playback, the relay bridge, recorder, RTP port pool | sans-IO |
 //! | [`acl`] | CIDR allow-lists for signalling and media | pure |
 //! | [`domain`] | the shared vocabulary: queue, callback and caller ids, validated phone numbers | pure |

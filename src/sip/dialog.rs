@@ -122,11 +122,15 @@ impl Dialog {
         local_seq: u32,
     ) -> Result<Dialog, DialogError> {
         let h = &invite.headers;
-        let contact = h
-            .get(HeaderName::Contact)
-            .and_then(|c| split_list(c).next())
-            .and_then(|c| NameAddr::parse(c).ok())
-            .ok_or(DialogError::BadContact)?;
+        let contact = match h.get(HeaderName::Contact) {
+            Some(c) => split_list(c)
+                .next()
+                .and_then(|c| NameAddr::parse(c).ok())
+                .ok_or(DialogError::BadContact)?,
+            // RFC 2543 did not require Contact; its requests went to the
+            // From address (RFC 4475 §3.4.1 asks us to stay compatible).
+            None => h.from.clone(),
+        };
         SipUri::parse(&contact.uri).map_err(|_| DialogError::BadContact)?;
         let mut record_route = Vec::new();
         for value in h.get_all(HeaderName::RecordRoute) {
@@ -419,6 +423,7 @@ fn fallback_uri(me: &LocalIdentity) -> SipUri {
         transport: None,
         lr: false,
         maddr: None,
+        headers: None,
     }
 }
 
@@ -538,9 +543,16 @@ Content-Length: 0\r\n\r\n"
     }
 
     #[test]
-    fn rejects_invite_without_contact() {
+    fn invite_without_contact_targets_the_from_uri_as_rfc_2543_did() {
         let text = "INVITE sip:s@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\n\
 From: <sip:c@127.0.0.1>;tag=1\r\nTo: <sip:s@127.0.0.1>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n";
+        let Ok(Message::Request(r)) = parse(text.as_bytes()) else {
+            panic!()
+        };
+        let d = Dialog::new_uas(&r, "t", 1).expect("RFC 2543 style");
+        assert_eq!(&*d.remote_target, "sip:c@127.0.0.1");
+        // Without Contact and without a SIP From there is nowhere to go.
+        let text = text.replace("From: <sip:c@127.0.0.1>", "From: <tel:+13125550111>");
         let Ok(Message::Request(r)) = parse(text.as_bytes()) else {
             panic!()
         };

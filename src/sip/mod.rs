@@ -1,7 +1,7 @@
 //! SIP (RFC 3261 and friends), sans-IO.
 //!
-//! - [`message`] — parsing (rsip wrapped, its defects worked around) and
-//!   building of requests and responses.
+//! - [`message`] — parsing (our own tokenizer; URIs and name-addrs; bodies,
+//!   multipart included) and building of requests and responses.
 //! - [`framing`] — cutting messages out of a TCP byte stream.
 //! - [`transaction`] — the four RFC 3261/6026 transaction machines and the
 //!   UAS's 2xx retransmission.

@@ -8,7 +8,9 @@
 //! RFC 5626, without its flow tokens and keep-alives).
 //!
 //! ```text
-//!  REGISTER ─▶ authenticate (§10.3 step 3) ── no/wrong credentials ─▶ 401 + challenges
+//!  REGISTER ─▶ To a SIP(S) URI? ── no ─▶ 400
+//!                 ▼
+//!              authenticate (§10.3 step 3) ── no/wrong credentials ─▶ 401 + challenges
 //!                 │                          └ old nonce, right password ─▶ 401 stale=true
 //!                 ▼                          └ malformed credentials ─▶ 400
 //!              To user = authenticated user? (step 4) ── no ─▶ 403
@@ -173,6 +175,11 @@ impl Registrar {
     ) -> RegisterOutcome {
         if request.method != Method::Register {
             return RegisterOutcome::bare(405);
+        }
+        // §10.2: the address of record in To is a SIP or SIPS URI; anything
+        // else is refused before any challenge (RFC 4475 §3.3.4).
+        if SipUri::parse(&request.headers.to.uri).is_err() {
+            return RegisterOutcome::bare(400);
         }
         // RFC 3261 §10.3 step 3 and §22.2: authenticate.
         let credentials = request
@@ -719,6 +726,23 @@ mod tests {
     }
 
     #[test]
+    fn rejects_an_aor_that_is_not_a_sip_uri_before_challenging() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let text = format!(
+            "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.10;branch=z9hG4bKi\r\n\
+             From: <http://www.example.com>;tag=f\r\nTo: isbn:2983792873\r\n\
+             Call-ID: i\r\nCSeq: 1 REGISTER\r\n{CONTACT}\r\n"
+        );
+        let Ok(Message::Request(req)) = parse(text.as_bytes()) else {
+            panic!("RFC 4475 §3.3.4 parses")
+        };
+        let outcome = reg.handle_register(t0, date(), &req, nat());
+        assert_eq!(outcome.status, 400);
+        assert!(outcome.headers.is_empty(), "no challenge");
+    }
+
+    #[test]
     fn too_brief_gets_423_with_min_expires() {
         let t0 = Instant::now();
         let mut reg = registrar(t0);
@@ -852,17 +876,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed_contact_with_400() {
-        let t0 = Instant::now();
-        let mut reg = registrar(t0);
-        let mut phone = Phone::new("agent7", "s3cret");
-        for headers in ["Contact: <sip:a@10.0.0.1\r\n", "Contact: nonsense\r\n"] {
-            assert_eq!(
-                phone.register(&mut reg, t0, nat(), headers).status,
-                400,
-                "{headers:?}"
+        // A Contact that is not `*` nor a name-addr fails to parse: the
+        // endpoint answers 400 before the registrar sees it.
+        for contact in ["<sip:a@10.0.0.1", "nonsense"] {
+            let text = format!(
+                "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.10;branch=z9hG4bKc\r\n\
+                 From: <sip:agent7@{DOMAIN}>;tag=f\r\nTo: <sip:agent7@{DOMAIN}>\r\n\
+                 Call-ID: c\r\nCSeq: 1 REGISTER\r\nContact: {contact}\r\n\r\n"
             );
+            let failure = parse(text.as_bytes()).expect_err(contact);
+            assert!(failure.seed.is_some(), "{contact}: answerable with 400");
         }
-        assert_eq!(reg.bindings_count(), 0);
     }
 
     #[test]

@@ -433,7 +433,18 @@ impl SessionDescription {
                     'm' => media.push(parse_media(no, value)?),
                     'c' => m.connection = Some(parse_connection(no, value)?),
                     'b' => m.bandwidths.push(parse_bandwidth(no, value)?),
-                    'a' => m.attributes.add(no, value)?,
+                    'a' => {
+                        if let Err(e) = m.attributes.add(no, value)
+                            && m.is_audio()
+                        {
+                            return Err(e);
+                        }
+                        // RFC 3264 §6: we refuse every stream but audio, so
+                        // what a video or image stream says about its formats
+                        // is never used; an attribute we cannot read there is
+                        // no reason to refuse the call (RFC 4475 §3.1.1.3:
+                        // `a=rtpmap:31 LPC` has no clock rate).
+                    }
                     'i' | 'k' => {}
                     'v' | 'o' | 's' | 'u' | 'e' | 'p' | 't' | 'r' | 'z' => {
                         return Err(SdpError::MisplacedLine { line: no, letter });
@@ -1863,6 +1874,28 @@ mod tests {
         assert_eq!(
             SessionDescription::parse(body.as_bytes()),
             Err(SdpError::BadRtpmap { line: 3 })
+        );
+    }
+
+    #[test]
+    fn unreadable_attributes_on_a_refused_stream_are_ignored() {
+        // RFC 4475 §3.1.1.3: an rtpmap without a clock rate on the video
+        // stream we refuse anyway.
+        let body = "v=0\r\no=m 29739 7272939 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\n\
+                    t=0 0\r\nm=audio 49217 RTP/AVP 0 12\r\nm=video 3227 RTP/AVP 31\r\n\
+                    a=rtpmap:31 LPC\r\na=sendonly\r\na=recvonly\r\n";
+        let sdp = SessionDescription::parse(body.as_bytes()).expect("parses");
+        assert_eq!(sdp.media.len(), 2);
+        assert!(sdp.media[1].attributes.rtpmaps.is_empty());
+    }
+
+    #[test]
+    fn rejects_unreadable_rtpmap_on_the_audio_stream() {
+        let body = "v=0\r\no=m 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\n\
+                    t=0 0\r\nm=audio 49217 RTP/AVP 0 12\r\na=rtpmap:12 LPC\r\n";
+        assert_eq!(
+            SessionDescription::parse(body.as_bytes()),
+            Err(SdpError::BadRtpmap { line: 7 })
         );
     }
 

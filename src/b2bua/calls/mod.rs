@@ -705,14 +705,13 @@ impl Calls {
             let _ = endpoint.reject(now, call, 503, &[("Retry-After", "5")]);
             return;
         }
-        // The offer: none (late offer), SDP, or something we cannot read.
+        // The offer: none (late offer), SDP (alone or the SDP part of a
+        // multipart body, SIP-I), or something we cannot read.
+        let sdp = request.sdp();
         let offer = if request.body.is_empty() {
             None
-        } else if !request.headers.content_type_is("application/sdp") {
-            let _ = endpoint.reject(now, call, 415, &[("Accept", "application/sdp")]);
-            return;
-        } else {
-            match SessionDescription::parse(&request.body) {
+        } else if let Some(sdp) = sdp {
+            match SessionDescription::parse(&sdp) {
                 Ok(sdp) => Some(sdp),
                 Err(e) => {
                     debug!(%call_id, error = %e, "malformed SDP; 400");
@@ -721,6 +720,9 @@ impl Calls {
                     return;
                 }
             }
+        } else {
+            let _ = endpoint.reject(now, call, 415, &[("Accept", "application/sdp")]);
+            return;
         };
         let Some(port) = self.ports.allocate() else {
             warn!(%call_id, "no RTP port free; 503");

@@ -9,10 +9,13 @@
 //!  datagram ─▶ ACL ─▶ parse ─▶ response? ─▶ client transaction (our BYE, refresh)
 //!                        │
 //!                        └─▶ request ─▶ server transaction retransmission? ─▶ resend / absorb
+//!                                  ├─▶ §8.2 checks (not ACK/CANCEL): 501 unknown method,
+//!                                  │   416 URI scheme, 482 merged, 420 Require, 415 body,
+//!                                  │   406 Accept
 //!                                  ├─▶ ACK ─▶ non-2xx: IST; 2xx: dialog (stop 2xx retransmission)
 //!                                  ├─▶ CANCEL ─▶ 200, and 487 to the INVITE
 //!                                  ├─▶ To-tag ─▶ dialog? BYE/re-INVITE/UPDATE/INFO/OPTIONS : 481
-//!                                  └─▶ no tag ─▶ 483/420/405/501 checks ─▶ INVITE: Event::IncomingCall
+//!                                  └─▶ no tag ─▶ 483/405 checks ─▶ INVITE: Event::IncomingCall
 //!                                                                        OPTIONS: 200
 //!                                                                        REGISTER: Event::Register
 //!                                                                          (with a registrar; else 405)
@@ -74,7 +77,9 @@ use tracing::{debug, trace};
 
 use crate::acl::{Acl, AclAction};
 use crate::sip::dialog::{Dialog, DialogId, LocalIdentity};
-use crate::sip::message::{self, HeaderName, Message, Method, ParseError, Request, Rport, SipUri};
+use crate::sip::message::{
+    self, BodyRefusal, CallId, HeaderName, Message, Method, ParseError, Request, Rport, SipUri,
+};
 use crate::sip::session_timer::{Negotiated, SessionTimerConfig, SessionTimerError, negotiate_uas};
 use crate::sip::transaction::{
     AckDisposition, NonInviteServer, Reliability, RequestRetransmission, TimerConfig,
@@ -90,7 +95,8 @@ pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
 /// [`ALLOW`] when agents may REGISTER here (the registrar is on).
 pub const ALLOW_WITH_REGISTER: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REGISTER";
 /// Body types we accept, for `Accept` (§20.1).
-pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/dtmf";
+pub const ACCEPT: &str =
+    "application/sdp, multipart/mixed, application/dtmf-relay, application/dtmf";
 /// Extensions we support, for `Supported` (§20.37): session timers (RFC
 /// 4028). `100rel` is accepted in `Require` because we never send a
 /// provisional response other than 100, which RFC 3262 exempts.
@@ -375,6 +381,21 @@ pub struct Endpoint {
     /// Requests the application answers ([`Endpoint::respond`]), by their
     /// server transaction, until the final response.
     awaiting: HashMap<u64, Box<Request>>,
+    /// Requests outside a dialog by From-tag, Call-ID and CSeq, with the
+    /// server transaction they opened: a second one with another branch
+    /// while that transaction lives is a merged request (§8.2.2.2).
+    /// Entries whose transaction is gone are pruned as the map grows.
+    merge_index: HashMap<MergeKey, TxKey>,
+}
+
+/// What makes two requests "the same" for merged-request detection
+/// (RFC 3261 §8.2.2.2).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct MergeKey {
+    from_tag: Option<Box<str>>,
+    call_id: CallId,
+    seq: u32,
+    method: Method,
 }
 
 impl Endpoint {
@@ -394,6 +415,7 @@ impl Endpoint {
             events: VecDeque::new(),
             draining: false,
             awaiting: HashMap::new(),
+            merge_index: HashMap::new(),
         }
     }
 
@@ -460,16 +482,18 @@ impl Endpoint {
                 }
                 let status = match failure.error {
                     ParseError::VersionNotSupported => 505,
+                    // RFC 4475 §3.1.2.18: an unknown method says more than
+                    // its CSeq's mismatch.
+                    ParseError::UnknownMethod => 501,
                     _ => 400,
                 };
                 let tag = stateless_tag(data);
                 let warning = format!("399 callbackd \"{}\"", failure.error);
-                let bytes = seed.response(
-                    status,
-                    message::reason_phrase(status),
-                    &tag,
-                    &[("Warning", &warning)],
-                );
+                let mut extra = vec![("Warning", warning.as_str())];
+                if status == 501 {
+                    extra.push(("Allow", self.allow()));
+                }
+                let bytes = seed.response(status, message::reason_phrase(status), &tag, &extra);
                 self.push_response(source, bytes);
             }
         }
@@ -632,6 +656,18 @@ impl Endpoint {
             self.handle_server_retransmission(now, id, &req);
             return;
         }
+        if !matches!(req.method, Method::Ack | Method::Cancel) {
+            if let Some((status, extra)) = self.refusal(&req, &key) {
+                debug!(remote = %source.remote, method = %req.method, status, "request refused");
+                let extra: Vec<(&str, &str)> =
+                    extra.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                self.respond_final(now, &req, source, key, status, &extra);
+                return;
+            }
+            if req.headers.to.tag.is_none() {
+                self.remember_for_merging(&req, &key);
+            }
+        }
         match req.method {
             Method::Ack => self.handle_ack(now, &req),
             Method::Cancel => self.handle_cancel(now, &req, source),
@@ -754,17 +790,6 @@ impl Endpoint {
             self.respond_final(now, &req, source, key, 483, &[]);
             return;
         }
-        // §8.2.2.3: unknown extensions in Require → 420 with Unsupported.
-        let unsupported: Vec<&str> = req
-            .headers
-            .get_all(HeaderName::Require)
-            .filter(|ext| !KNOWN_EXTENSIONS.iter().any(|k| k.eq_ignore_ascii_case(ext)))
-            .collect();
-        if !unsupported.is_empty() {
-            let list = unsupported.join(", ");
-            self.respond_final(now, &req, source, key, 420, &[("Unsupported", &list)]);
-            return;
-        }
         match req.method {
             Method::Invite => self.handle_new_invite(now, req, source, key),
             // In-dialog methods without a To-tag: no such dialog.
@@ -801,6 +826,83 @@ impl Endpoint {
             }
             Method::Ack | Method::Cancel | Method::Options => {}
         }
+    }
+
+    /// The UAS checks of RFC 3261 §8.2 that come before any method's own
+    /// processing, for every request but ACK and CANCEL, in and outside a
+    /// dialog: the status and header fields to refuse `req` with, if any.
+    fn refusal(&self, req: &Request, key: &TxKey) -> Option<(u16, Vec<(&'static str, String)>)> {
+        // §8.2.1: a method we do not know.
+        if let Method::Extension(_) = req.method {
+            return Some((501, vec![("Allow", self.allow().into())]));
+        }
+        // §8.2.2.1: a Request-URI scheme we do not serve.
+        let scheme = message::uri_scheme(&req.uri).unwrap_or("");
+        if !["sip", "sips", "tel"]
+            .iter()
+            .any(|s| scheme.eq_ignore_ascii_case(s))
+        {
+            return Some((416, Vec::new()));
+        }
+        // §8.2.2.2: a merged request (it reached us twice, by two paths).
+        if req.headers.to.tag.is_none()
+            && let Some(first) = self.merge_index.get(&MergeKey::of(req))
+            && first != key
+            && self.server_index.contains_key(first)
+        {
+            return Some((482, Vec::new()));
+        }
+        // §8.2.2.3: unknown extensions in Require (Proxy-Require is for
+        // proxies; RFC 4475 §3.3.5).
+        let unsupported: Vec<&str> = req
+            .headers
+            .get_all(HeaderName::Require)
+            .filter(|ext| !KNOWN_EXTENSIONS.iter().any(|k| k.eq_ignore_ascii_case(ext)))
+            .collect();
+        if !unsupported.is_empty() {
+            return Some((420, vec![("Unsupported", unsupported.join(", "))]));
+        }
+        // §8.2.3: a body we must read but cannot. The SDP of INVITE and
+        // UPDATE (alone, or a part of multipart/mixed); any other body only
+        // needs an encoding we can undo.
+        let reads_sdp = matches!(req.method, Method::Invite | Method::Update);
+        let checked = if reads_sdp {
+            message::check_body(&req.headers, &req.body, "application/sdp")
+        } else {
+            message::check_encoding(&req.headers, &req.body)
+        };
+        match checked {
+            Ok(()) => {}
+            Err(BodyRefusal::Encoding) => {
+                return Some((415, vec![("Accept-Encoding", "identity".into())]));
+            }
+            Err(BodyRefusal::Type | BodyRefusal::RequiredPart) => {
+                return Some((415, vec![("Accept", ACCEPT.into())]));
+            }
+        }
+        // §21.4.7: our answer to an INVITE carries SDP; an Accept without
+        // it leaves nothing we could send (RFC 4475 §3.3.15).
+        if req.method == Method::Invite && req.headers.get(HeaderName::Accept).is_some() {
+            let takes_sdp = req.headers.get_all(HeaderName::Accept).any(|a| {
+                let mime = a.split(';').next().unwrap_or("").trim();
+                ["application/sdp", "application/*", "*/*"]
+                    .iter()
+                    .any(|m| mime.eq_ignore_ascii_case(m))
+            });
+            if !takes_sdp {
+                return Some((406, vec![("Accept", ACCEPT.into())]));
+            }
+        }
+        None
+    }
+
+    /// Notes a request outside a dialog for merged-request detection.
+    fn remember_for_merging(&mut self, req: &Request, key: &TxKey) {
+        if self.merge_index.len() > 2 * self.server_index.len() + 1024 {
+            let live = &self.server_index;
+            self.merge_index.retain(|_, k| live.contains_key(k));
+        }
+        self.merge_index.insert(MergeKey::of(req), key.clone());
     }
 
     /// RFC 4028 negotiation for a session-creating or refreshing request;
@@ -1077,6 +1179,17 @@ impl Call {
         match &self.role {
             Role::Uac(LegState::Inviting { tx, .. }) => *tx == tx_id,
             Role::Uac(LegState::Confirmed(_) | LegState::Terminating(_)) | Role::Uas(_) => false,
+        }
+    }
+}
+
+impl MergeKey {
+    fn of(req: &Request) -> MergeKey {
+        MergeKey {
+            from_tag: req.headers.from.tag.clone(),
+            call_id: req.headers.call_id.clone(),
+            seq: req.headers.cseq.seq,
+            method: req.method.clone(),
         }
     }
 }

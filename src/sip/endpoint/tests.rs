@@ -1285,7 +1285,7 @@ fn acl_drop_sends_nothing_to_outsiders() {
 // 13. malformed input
 
 #[test]
-fn garbage_nul_filled_and_truncated_messages_get_nothing() {
+fn garbage_gets_nothing_and_truncated_requests_at_most_a_400() {
     let mut sim = Sim::new();
     let mut uac = Uac::new("malformed", udp_from(5061));
     let invite = uac.invite(&[]);
@@ -1293,7 +1293,7 @@ fn garbage_nul_filled_and_truncated_messages_get_nothing() {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .expect("header block");
-    let mut inputs: Vec<Vec<u8>> = vec![
+    let inputs: Vec<Vec<u8>> = vec![
         Vec::new(),
         b"\r\n\r\n".to_vec(),
         b"hello world".to_vec(),
@@ -1302,19 +1302,25 @@ fn garbage_nul_filled_and_truncated_messages_get_nothing() {
         b"INVITE\0sip:x SIP/2.0\r\n\r\n".to_vec(),
         b"SIP/2.0 200 OK\r\n\r\n".to_vec(),
     ];
-    // Prefixes that cut the header block inside a line. (A cut right after
-    // a line's CRLF leaves a complete request without body, which the
-    // parser accepts on purpose.)
-    for cut in (1..head_end).filter(|&c| invite[c - 1] != b'\n') {
-        inputs.push(invite[..cut].to_vec());
-    }
-    let mut nul = invite.clone();
-    nul[..10].fill(0);
-    inputs.push(nul);
     for (i, input) in inputs.iter().enumerate() {
         let out = sim.deliver(Duration::ZERO, input, uac.flow);
         assert!(out.is_empty(), "input {i} got {:?}", statuses(&out));
     }
+    // Prefixes that cut the header block inside a line (a cut right after
+    // a line's CRLF leaves a complete request without body, which the
+    // parser accepts on purpose): nothing, or a stateless 400 once the
+    // complete lines hold Via and CSeq; never a call or a transaction.
+    for cut in (1..head_end).filter(|&c| invite[c - 1] != b'\n') {
+        let out = sim.deliver(Duration::ZERO, &invite[..cut], uac.flow);
+        let got = statuses(&out);
+        assert!(got.is_empty() || got == [400], "cut at {cut} got {got:?}");
+    }
+    // A start line of NULs before intact header fields: a malformed
+    // request, answered 400 from its Via and CSeq (§8.2: "400 Bad Request").
+    let mut nul = invite.clone();
+    nul[..10].fill(0);
+    let out = sim.deliver(Duration::ZERO, &nul, uac.flow);
+    assert_eq!(statuses(&out), [400]);
     assert!(sim.take_events().is_empty());
     assert_eq!(sim.ep.stats(), Stats::default());
 }

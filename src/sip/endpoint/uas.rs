@@ -99,8 +99,8 @@ impl Endpoint {
         }
         let bytes = b.finish(Some("application/sdp"), sdp);
         let cseq = invite.headers.cseq.seq;
-        let we_offered =
-            !invite.headers.content_type_is("application/sdp") || invite.body.is_empty();
+        // The SDP may be one part of a multipart body (SIP-I).
+        let we_offered = invite.sdp().is_none();
         // Early → Confirmed: the 2xx is retransmitted until its ACK
         // (§13.3.1.4), which carries the answer when we offered.
         *state = UasState::Confirmed(Session::new(

@@ -1,31 +1,30 @@
-//! SIP messages: the one place that touches `rsip`.
-//!
-//! `rsip` 0.4 tokenizes the start line and splits the header block into
-//! name/value pairs; everything else is done here, because rsip is
-//! unmaintained and has parse defects that real peers hit. Each is pinned by a
-//! test at the bottom of this file:
-//!
-//! | rsip defect | what we do |
-//! |---|---|
-//! | typed `Via` rejects an unknown transport (`SIP/2.0/SCTP`, `…/XYZ`) | Via is parsed here; unknown transports are kept as [`Transport::Other`] |
-//! | leading CRLF stripped from bodies | the body is cut from the original bytes after the first blank line, by `Content-Length` |
-//! | a bare LF inside the reason phrase (or any header value) is accepted | rejected here as malformed |
-//! | `SIP/1.0` (any `SIP/1.x`) accepted as a version | only `SIP/2.0` is accepted; others give [`ParseError::VersionNotSupported`] (→ 505) |
-//!
-//! | `Uri` rejects IPv6 references (`sip:[::1]:5060`), unknown `transport=` values and `tel:` URIs | [`SipUri`] is parsed here |
-//!
-//! rsip also knows neither compact header forms (`v:`, `i:`, `l:` …) nor
-//! folded header lines; names are expanded and folded lines unfolded here.
+//! SIP messages: parsing ([`parse`], our own tokenizer in `parse.rs`;
+//! addresses and URIs in `uri.rs`; bodies in `body.rs`) and building of
+//! requests and responses.
 //!
 //! Parsing gives a [`Message`] whose essential headers (Via list, From, To,
 //! Call-ID, CSeq, Max-Forwards) are already typed, so the transaction and
-//! dialog layers never re-parse them. Responses are built by copying the raw
-//! header values of the request, as RFC 3261 §8.2.6.2 asks.
+//! dialog layers never re-parse them. Compact header forms (`v:`, `i:`,
+//! `l:` …) are expanded and folded lines unfolded. Responses are built by
+//! copying the raw header values of the request, as RFC 3261 §8.2.6.2 asks.
+//!
+//! RFC 4475's 49 torture messages are fixtures in `tests/rfc4475.rs`, each
+//! with the outcome its section asks for; what rsip 0.4 (the tokenizer used
+//! before) got wrong is pinned by the `was_rsip_defect_*` tests below.
 
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+mod body;
+mod parse;
+mod uri;
+
+pub use body::{BodyRefusal, check_body, check_encoding, sdp_of};
+pub use parse::parse;
+use uri::is_token_byte;
+pub use uri::{NameAddr, SipUri, is_absolute_uri, params_iter, split_host_port, uri_scheme};
 
 /// A parsed SIP message.
 #[derive(Debug, Clone)]
@@ -34,6 +33,45 @@ pub enum Message {
     Request(Request),
     /// A response.
     Response(Response),
+}
+
+impl Message {
+    /// The header fields.
+    pub fn headers(&self) -> &Headers {
+        match self {
+            Message::Request(r) => &r.headers,
+            Message::Response(r) => &r.headers,
+        }
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        match self {
+            Message::Request(r) => &r.body,
+            Message::Response(r) => &r.body,
+        }
+    }
+
+    /// The message as it would go on the wire again: the start line, every
+    /// field in order by its canonical name (compact forms expanded, folded
+    /// lines joined, as parsed), the blank line and the body. Parsing what
+    /// this prints gives the same message.
+    pub fn print(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(512);
+        match self {
+            Message::Request(r) => {
+                write!(Fmt(&mut out), "{} {} SIP/2.0\r\n", r.method, r.uri).ok();
+            }
+            Message::Response(r) => write_status_line(&mut out, r.status, &r.reason),
+        }
+        for field in &self.headers().fields {
+            let name = field.other_name.as_deref().unwrap_or(field.name.as_str());
+            put_header(&mut out, name, &field.value);
+        }
+        out.put_slice(b"\r\n");
+        out.put_slice(self.body());
+        out.freeze()
+    }
 }
 
 /// A parsed SIP request.
@@ -297,7 +335,7 @@ pub enum Transport {
     Ws,
     /// Secure WebSocket.
     Wss,
-    /// Any other token (rsip rejects these; we keep them).
+    /// Any other token (kept as received).
     Other(Box<str>),
 }
 
@@ -357,125 +395,6 @@ impl Via {
     }
 }
 
-/// A name-addr or addr-spec with header parameters (From, To, Contact,
-/// Route, Record-Route).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NameAddr {
-    /// The URI, without angle brackets.
-    pub uri: Box<str>,
-    /// The tag parameter, when present.
-    pub tag: Option<Box<str>>,
-    /// The value exactly as received.
-    pub raw: Box<str>,
-}
-
-impl NameAddr {
-    /// Parses a From/To/Contact/Route value.
-    pub fn parse(value: &str) -> Result<NameAddr, ParseError> {
-        let value = value.trim();
-        let (uri, params) = if let Some(open) = value.find('<') {
-            let close = value[open..]
-                .find('>')
-                .map(|i| open + i)
-                .ok_or(ParseError::BadAddress)?;
-            (&value[open + 1..close], &value[close + 1..])
-        } else {
-            // RFC 3261 §20.10: without angle brackets, parameters after the
-            // URI belong to the header field, not to the URI.
-            match value.find(';') {
-                Some(semi) => (&value[..semi], &value[semi..]),
-                None => (value, ""),
-            }
-        };
-        let uri = uri.trim();
-        if uri.is_empty() || !uri.contains(':') {
-            return Err(ParseError::BadAddress);
-        }
-        let tag = params_iter(params)
-            .find(|(name, _)| name.eq_ignore_ascii_case("tag"))
-            .and_then(|(_, v)| v)
-            .filter(|v| !v.is_empty())
-            .map(Into::into);
-        Ok(NameAddr {
-            uri: uri.into(),
-            tag,
-            raw: value.into(),
-        })
-    }
-}
-
-/// The parts of a `sip:`/`sips:` URI that routing needs (RFC 3261 §19.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SipUri {
-    /// `sips:` rather than `sip:`.
-    pub secure: bool,
-    /// The user part, when present (still escaped).
-    pub user: Option<Box<str>>,
-    /// The host: a name, an IPv4 literal, or an IPv6 literal without brackets.
-    pub host: Box<str>,
-    /// The port, when given.
-    pub port: Option<u16>,
-    /// The `transport` parameter, lower-cased, when given.
-    pub transport: Option<Box<str>>,
-    /// The `lr` parameter (loose routing, §16.12.1.1).
-    pub lr: bool,
-    /// The `maddr` parameter.
-    pub maddr: Option<Box<str>>,
-}
-
-impl SipUri {
-    /// Parses a `sip:` or `sips:` URI (without angle brackets).
-    pub fn parse(uri: &str) -> Result<SipUri, ParseError> {
-        let uri = uri.trim();
-        let (secure, rest) = if let Some(r) = strip_prefix_ci(uri, "sips:") {
-            (true, r)
-        } else if let Some(r) = strip_prefix_ci(uri, "sip:") {
-            (false, r)
-        } else {
-            return Err(ParseError::BadUri);
-        };
-        // Headers (`?…`) are not used for routing.
-        let rest = rest.split('?').next().unwrap_or(rest);
-        let (user, hostport_params) = match rest.rfind('@') {
-            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-            None => (None, rest),
-        };
-        let (hostport, params) = match hostport_params.find(';') {
-            Some(i) => (&hostport_params[..i], &hostport_params[i..]),
-            None => (hostport_params, ""),
-        };
-        let (host, port) = split_host_port(hostport).ok_or(ParseError::BadUri)?;
-        if host.is_empty() || host.contains(['<', '>', ' ', '"']) {
-            return Err(ParseError::BadUri);
-        }
-        let mut parsed = SipUri {
-            secure,
-            user: user.filter(|u| !u.is_empty()).map(Into::into),
-            host: host.into(),
-            port,
-            transport: None,
-            lr: false,
-            maddr: None,
-        };
-        for (name, value) in params_iter(params) {
-            if name.eq_ignore_ascii_case("transport") {
-                parsed.transport = value.map(|v| v.to_ascii_lowercase().into());
-            } else if name.eq_ignore_ascii_case("lr") {
-                parsed.lr = true;
-            } else if name.eq_ignore_ascii_case("maddr") {
-                parsed.maddr = value.map(Into::into);
-            }
-        }
-        Ok(parsed)
-    }
-}
-
-fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
-}
-
 /// Why a message could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -524,6 +443,13 @@ pub enum ParseError {
     /// A SIP URI (Contact, Route, Record-Route) is malformed.
     #[error("malformed SIP URI")]
     BadUri,
+    /// A field that must appear once appears twice (RFC 4475 §3.3.8, §3.3.9).
+    #[error("{0} appears more than once")]
+    Duplicate(&'static str),
+    /// The method is one we do not know and the CSeq names another
+    /// (→ 501, RFC 4475 §3.1.2.18).
+    #[error("unknown method, CSeq names another")]
+    UnknownMethod,
 }
 
 /// A parse failure, with what is needed to answer it when the message was a
@@ -541,16 +467,18 @@ pub struct ParseFailure {
 #[derive(Debug, Clone)]
 pub struct ResponseSeed {
     vias: Vec<Box<str>>,
-    from: Box<str>,
-    to: Box<str>,
+    from: Option<Box<str>>,
+    to: Option<Box<str>>,
     to_has_tag: bool,
-    call_id: Box<str>,
+    call_id: Option<Box<str>>,
     cseq: Box<str>,
 }
 
 impl ResponseSeed {
     /// Builds a complete stateless response with the given To-tag (added only
-    /// when the request's To has none).
+    /// when the request's To has none). From, To and Call-ID are copied
+    /// when the request had them (RFC 4475 §3.3.1 asks for a 400 even to a
+    /// request without them).
     pub fn response(
         &self,
         status: u16,
@@ -563,13 +491,17 @@ impl ResponseSeed {
         for via in &self.vias {
             put_header(&mut out, "Via", via);
         }
-        put_header(&mut out, "From", &self.from);
-        if self.to_has_tag || status == 100 {
-            put_header(&mut out, "To", &self.to);
-        } else {
-            put_to_with_tag(&mut out, &self.to, to_tag);
+        if let Some(from) = &self.from {
+            put_header(&mut out, "From", from);
         }
-        put_header(&mut out, "Call-ID", &self.call_id);
+        match &self.to {
+            Some(to) if self.to_has_tag || status == 100 => put_header(&mut out, "To", to),
+            Some(to) => put_to_with_tag(&mut out, to, to_tag),
+            None => {}
+        }
+        if let Some(call_id) = &self.call_id {
+            put_header(&mut out, "Call-ID", call_id);
+        }
         put_header(&mut out, "CSeq", &self.cseq);
         for (name, value) in extra {
             put_header(&mut out, name, value);
@@ -580,158 +512,7 @@ impl ResponseSeed {
     }
 }
 
-/// Parses one SIP message (a UDP datagram, or one frame cut from a stream).
-pub fn parse(data: &[u8]) -> Result<Message, ParseFailure> {
-    let fail = |error| ParseFailure { error, seed: None };
-    // RFC 3261 §7.5: ignore CRLFs before the start line.
-    let start = data
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .ok_or_else(|| fail(ParseError::Empty))?;
-    let data = &data[start..];
-    // RFC 3261 §7: the header block ends with an empty line. A datagram
-    // without one was cut short (or is not SIP); reject it rather than guess.
-    let Some(i) = find(data, b"\r\n\r\n") else {
-        return Err(fail(ParseError::Syntax));
-    };
-    let (head_len, body_start) = (i + 2, i + 4);
-    let head = &data[..head_len];
-    let raw_body = &data[body_start..];
-
-    // rsip wants the header block terminated by a blank line, and knows no
-    // folding; unfold (RFC 3261 §7.3.1) into a copy only when needed.
-    // Without folding (nearly always) the slice up to the blank line is
-    // passed as it is: no copy on the common path.
-    let unfolded;
-    let head: &[u8] = if has_folding(head) {
-        let mut copy = unfold(head);
-        copy.extend_from_slice(b"\r\n");
-        unfolded = copy;
-        &unfolded
-    } else {
-        &data[..body_start]
-    };
-
-    use rsip::message::sip_message::Tokenizer as MessageTokenizer;
-    let (_, tokens) = MessageTokenizer::tokenize(head).map_err(|_| fail(ParseError::Syntax))?;
-
-    match tokens {
-        MessageTokenizer::Request(req) => {
-            let method = std::str::from_utf8(req.method.value)
-                .ok()
-                .and_then(Method::from_token)
-                .ok_or_else(|| fail(ParseError::Syntax))?;
-            let fields = collect_fields(&req.headers).map_err(fail)?;
-            let seed = response_seed(&fields);
-            let with_seed = |error| ParseFailure {
-                error,
-                seed: seed.clone(),
-            };
-            // After the seed, so a SIP/1.0 request can be answered with 505.
-            check_version(req.version.major, req.version.minor).map_err(with_seed)?;
-            // The Request-URI as written: between the first and last space of
-            // the start line (rsip has validated its shape).
-            let line_end = find(head, b"\r\n").unwrap_or(head.len());
-            let line = std::str::from_utf8(&head[..line_end])
-                .map_err(|_| with_seed(ParseError::NotUtf8))?;
-            let uri = line
-                .split(' ')
-                .nth(1)
-                .filter(|u| u.contains(':'))
-                .ok_or_else(|| with_seed(ParseError::BadRequestUri))?;
-            let headers = Headers::from_fields(fields).map_err(with_seed)?;
-            if headers.cseq.method != method {
-                return Err(with_seed(ParseError::BadCSeq));
-            }
-            let body = cut_body(&headers, raw_body).map_err(with_seed)?;
-            Ok(Message::Request(Request {
-                method,
-                uri: uri.into(),
-                headers,
-                body,
-            }))
-        }
-        MessageTokenizer::Response(resp) => {
-            check_version(resp.version.major, resp.version.minor).map_err(fail)?;
-            let code = std::str::from_utf8(resp.status_code.code)
-                .ok()
-                .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|c| c.parse::<u16>().ok())
-                .filter(|c| (100..=699).contains(c))
-                .ok_or_else(|| fail(ParseError::BadStatus))?;
-            // rsip accepts a bare LF inside the reason phrase.
-            if resp
-                .status_code
-                .reason
-                .iter()
-                .any(|&b| b == b'\r' || b == b'\n')
-            {
-                return Err(fail(ParseError::BareLineBreak));
-            }
-            let reason = std::str::from_utf8(resp.status_code.reason)
-                .map_err(|_| fail(ParseError::NotUtf8))?;
-            let fields = collect_fields(&resp.headers).map_err(fail)?;
-            let headers = Headers::from_fields(fields).map_err(fail)?;
-            let body = cut_body(&headers, raw_body).map_err(fail)?;
-            Ok(Message::Response(Response {
-                status: code,
-                reason: reason.into(),
-                headers,
-                body,
-            }))
-        }
-    }
-}
-
 impl Headers {
-    fn from_fields(fields: Vec<Field>) -> Result<Headers, ParseError> {
-        let mut vias = Vec::with_capacity(2);
-        let mut from = None;
-        let mut to = None;
-        let mut call_id = None;
-        let mut cseq = None;
-        let mut max_forwards = None;
-        for field in &fields {
-            match field.name {
-                HeaderName::Via => {
-                    for value in split_list(&field.value) {
-                        vias.push(parse_via(value)?);
-                    }
-                }
-                HeaderName::From if from.is_none() => from = Some(NameAddr::parse(&field.value)?),
-                HeaderName::To if to.is_none() => to = Some(NameAddr::parse(&field.value)?),
-                HeaderName::CallId if call_id.is_none() => {
-                    if field.value.is_empty() || field.value.contains(char::is_whitespace) {
-                        return Err(ParseError::MissingHeader("Call-ID"));
-                    }
-                    call_id = Some(CallId(field.value.clone()));
-                }
-                HeaderName::CSeq if cseq.is_none() => cseq = Some(parse_cseq(&field.value)?),
-                HeaderName::MaxForwards if max_forwards.is_none() => {
-                    max_forwards = Some(
-                        field
-                            .value
-                            .parse::<u32>()
-                            .map_err(|_| ParseError::BadMaxForwards)?,
-                    );
-                }
-                _ => {}
-            }
-        }
-        if vias.is_empty() {
-            return Err(ParseError::MissingHeader("Via"));
-        }
-        Ok(Headers {
-            fields,
-            vias,
-            from: from.ok_or(ParseError::MissingHeader("From"))?,
-            to: to.ok_or(ParseError::MissingHeader("To"))?,
-            call_id: call_id.ok_or(ParseError::MissingHeader("Call-ID"))?,
-            cseq: cseq.ok_or(ParseError::MissingHeader("CSeq"))?,
-            max_forwards,
-        })
-    }
-
     /// Records in the top Via where a request really came from (RFC 3261
     /// §18.2.1: `received`; RFC 3581 §4: `rport` filled with the source port
     /// when `requested_rport`). Responses built afterwards copy it.
@@ -851,6 +632,12 @@ impl Request {
         ResponseBuilder { out }
     }
 
+    /// The SDP this request carries: its body when `application/sdp`, the
+    /// SDP part of a multipart body (SIP-I/SIP-T), else `None`.
+    pub fn sdp(&self) -> Option<Bytes> {
+        sdp_of(&self.headers, &self.body)
+    }
+
     /// The seed for stateless responses (RFC 3261 §8.2.6).
     pub fn seed(&self) -> ResponseSeed {
         let h = &self.headers;
@@ -861,10 +648,10 @@ impl Request {
                 .filter(|f| f.name == HeaderName::Via)
                 .map(|f| f.value.clone())
                 .collect(),
-            from: h.from.raw.clone(),
-            to: h.to.raw.clone(),
+            from: Some(h.from.raw.clone()),
+            to: Some(h.to.raw.clone()),
             to_has_tag: h.to.tag.is_some(),
-            call_id: h.call_id.0.clone(),
+            call_id: Some(h.call_id.0.clone()),
             cseq: format!("{} {}", h.cseq.seq, h.cseq.method).into(),
         }
     }
@@ -985,248 +772,56 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// Splits a comma-separated header value, respecting quotes and `<…>`.
+/// Splits a comma-separated header value, respecting quotes and `<…>`;
+/// empty items are skipped.
 pub fn split_list(value: &str) -> impl Iterator<Item = &str> {
-    let mut rest = Some(value);
-    std::iter::from_fn(move || {
-        loop {
-            let s = rest?;
-            let mut in_quotes = false;
-            let mut in_angle = false;
-            let mut escaped = false;
-            let mut cut = None;
-            for (i, c) in s.char_indices() {
-                match c {
-                    _ if escaped => escaped = false,
-                    '\\' if in_quotes => escaped = true,
-                    '"' => in_quotes = !in_quotes,
-                    '<' if !in_quotes => in_angle = true,
-                    '>' if !in_quotes => in_angle = false,
-                    ',' if !in_quotes && !in_angle => {
-                        cut = Some(i);
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            let item = match cut {
-                Some(i) => {
-                    rest = Some(&s[i + 1..]);
-                    &s[..i]
-                }
-                None => {
-                    rest = None;
-                    s
-                }
-            };
-            let item = item.trim();
-            if !item.is_empty() {
-                return Some(item);
-            }
-        }
-    })
+    split_list_items(value).flatten()
 }
 
-/// Iterates `;name=value` parameters (values unquoted as given).
-pub fn params_iter(params: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
-    params.split(';').filter_map(|p| {
-        let p = p.trim();
-        if p.is_empty() {
-            return None;
+/// Splits a comma-separated header value, respecting quotes (with
+/// quoted-pairs) and `<…>`: `None` for an empty item (`a,,b`), which a
+/// strict reader refuses (RFC 4475 §3.1.2.1).
+pub(crate) fn split_list_items(value: &str) -> impl Iterator<Item = Option<&str>> {
+    let mut rest = Some(value);
+    std::iter::from_fn(move || {
+        let s = rest?;
+        let mut in_quotes = false;
+        let mut in_angle = false;
+        let mut escaped = false;
+        let mut cut = None;
+        for (i, c) in s.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if in_quotes => escaped = true,
+                '"' => in_quotes = !in_quotes,
+                '<' if !in_quotes => in_angle = true,
+                '>' if !in_quotes => in_angle = false,
+                ',' if !in_quotes && !in_angle => {
+                    cut = Some(i);
+                    break;
+                }
+                _ => {}
+            }
         }
-        Some(match p.split_once('=') {
-            Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
-            None => (p, None),
-        })
+        let item = match cut {
+            Some(i) => {
+                rest = Some(&s[i + 1..]);
+                &s[..i]
+            }
+            None => {
+                rest = None;
+                s
+            }
+        };
+        let item = item.trim();
+        Some((!item.is_empty()).then_some(item))
     })
+    // A trailing empty item after the last comma, and an empty value, are
+    // reported as `None` too; `split_list` drops them.
 }
 
 // ---------------------------------------------------------------------------
 // helpers
-
-fn check_version(major: &[u8], minor: &[u8]) -> Result<(), ParseError> {
-    // rsip accepts SIP/1.x; RFC 3261 §7.1 speaks only 2.0.
-    if major == b"2" && minor == b"0" {
-        Ok(())
-    } else {
-        Err(ParseError::VersionNotSupported)
-    }
-}
-
-type RawHeader<'a> = rsip::headers::header::Tokenizer<'a>;
-
-/// Turns rsip's name/value slices into fields.
-fn collect_fields(raw: &[RawHeader<'_>]) -> Result<Vec<Field>, ParseError> {
-    let mut fields = Vec::with_capacity(raw.len());
-    for header in raw {
-        let name = std::str::from_utf8(header.name).map_err(|_| ParseError::NotUtf8)?;
-        // rsip takes a value up to CRLF, so a bare CR or LF can hide inside.
-        if header.value.iter().any(|&b| b == b'\r' || b == b'\n') {
-            return Err(ParseError::BareLineBreak);
-        }
-        let value = std::str::from_utf8(header.value).map_err(|_| ParseError::NotUtf8)?;
-        let canonical = HeaderName::parse(name);
-        fields.push(Field {
-            name: canonical,
-            other_name: (canonical == HeaderName::Other).then(|| name.into()),
-            value: value.trim().into(),
-        });
-    }
-    Ok(fields)
-}
-
-fn response_seed(fields: &[Field]) -> Option<ResponseSeed> {
-    let first = |name| {
-        fields
-            .iter()
-            .find(|f| f.name == name)
-            .map(|f| f.value.clone())
-    };
-    let vias: Vec<Box<str>> = fields
-        .iter()
-        .filter(|f| f.name == HeaderName::Via)
-        .map(|f| f.value.clone())
-        .collect();
-    if vias.is_empty() {
-        return None;
-    }
-    let to = first(HeaderName::To)?;
-    let to_has_tag = NameAddr::parse(&to).ok().is_some_and(|t| t.tag.is_some());
-    Some(ResponseSeed {
-        vias,
-        from: first(HeaderName::From)?,
-        to,
-        to_has_tag,
-        call_id: first(HeaderName::CallId)?,
-        cseq: first(HeaderName::CSeq)?,
-    })
-}
-
-fn parse_via(value: &str) -> Result<Via, ParseError> {
-    // sent-protocol LWS sent-by *( SEMI via-params )
-    let (proto, rest) = value
-        .split_once(char::is_whitespace)
-        .ok_or(ParseError::BadVia)?;
-    let mut parts = proto.split('/');
-    let (Some(name), Some(version), Some(transport), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(ParseError::BadVia);
-    };
-    if !name.trim().eq_ignore_ascii_case("SIP") || version.trim() != "2.0" || transport.is_empty() {
-        return Err(ParseError::BadVia);
-    }
-    let rest = rest.trim_start();
-    let (sent_by, params) = match rest.find(';') {
-        Some(i) => (rest[..i].trim(), &rest[i..]),
-        None => (rest.trim(), ""),
-    };
-    let (host, port) = split_host_port(sent_by).ok_or(ParseError::BadVia)?;
-    let mut via = Via {
-        transport: Transport::parse(transport.trim()),
-        host: host.into(),
-        port,
-        branch: None,
-        received: None,
-        rport: Rport::Absent,
-        raw: value.into(),
-    };
-    for (name, val) in params_iter(params) {
-        if name.eq_ignore_ascii_case("branch") {
-            via.branch = val.filter(|v| !v.is_empty()).map(Into::into);
-        } else if name.eq_ignore_ascii_case("received") {
-            via.received = val.and_then(|v| v.trim_matches(['[', ']']).parse().ok());
-        } else if name.eq_ignore_ascii_case("rport") {
-            via.rport = match val {
-                None | Some("") => Rport::Requested,
-                Some(v) => Rport::Value(v.parse().map_err(|_| ParseError::BadVia)?),
-            };
-        }
-    }
-    Ok(via)
-}
-
-/// Splits `host[:port]`, `[v6]:port` or `v4:port`.
-pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
-    if s.is_empty() {
-        return None;
-    }
-    if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        return match after.strip_prefix(':') {
-            Some(port) => Some((host, Some(port.parse().ok()?))),
-            None if after.is_empty() => Some((host, None)),
-            None => None,
-        };
-    }
-    match s.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => {
-            if host.is_empty() {
-                return None;
-            }
-            Some((host, Some(port.parse().ok()?)))
-        }
-        _ if s.contains(char::is_whitespace) => None,
-        _ => Some((s, None)),
-    }
-}
-
-fn parse_cseq(value: &str) -> Result<CSeq, ParseError> {
-    let mut it = value.split_whitespace();
-    let (Some(seq), Some(method), None) = (it.next(), it.next(), it.next()) else {
-        return Err(ParseError::BadCSeq);
-    };
-    Ok(CSeq {
-        seq: seq.parse().map_err(|_| ParseError::BadCSeq)?,
-        method: Method::from_token(method).ok_or(ParseError::BadCSeq)?,
-    })
-}
-
-fn cut_body(headers: &Headers, raw_body: &[u8]) -> Result<Bytes, ParseError> {
-    let Some(len) = headers.get(HeaderName::ContentLength) else {
-        // Over UDP Content-Length is optional: the body is the rest.
-        return Ok(Bytes::copy_from_slice(raw_body));
-    };
-    let len: usize = len.parse().map_err(|_| ParseError::BadContentLength)?;
-    match raw_body.get(..len) {
-        Some(body) => Ok(Bytes::copy_from_slice(body)),
-        None => Err(ParseError::BodyTruncated),
-    }
-}
-
-fn has_folding(head: &[u8]) -> bool {
-    head.windows(3)
-        .any(|w| w[0] == b'\r' && w[1] == b'\n' && (w[2] == b' ' || w[2] == b'\t'))
-}
-
-fn unfold(head: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(head.len());
-    let mut i = 0;
-    while i < head.len() {
-        if head[i] == b'\r'
-            && head.get(i + 1) == Some(&b'\n')
-            && matches!(head.get(i + 2), Some(b' ' | b'\t'))
-        {
-            out.push(b' ');
-            i += 2;
-            while matches!(head.get(i), Some(b' ' | b'\t')) {
-                i += 1;
-            }
-        } else {
-            out.push(head[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
-}
 
 fn write_status_line(out: &mut BytesMut, status: u16, reason: &str) {
     out.put_slice(b"SIP/2.0 ");
@@ -1426,10 +1021,10 @@ From: <sip:b@127.0.0.1>;tag=9\r\nTo: <sip:a@127.0.0.1>;tag=8\r\nCall-ID: abc\r\n
         assert_eq!(request(&text).headers.top_via().rport, Rport::Requested);
     }
 
-    // --- rsip defects pinned ---------------------------------------------
+    // --- rsip 0.4 defects, pinned ---------------------------------------------
 
     #[test]
-    fn rsip_defect_unknown_via_transport_is_kept() {
+    fn was_rsip_defect_unknown_via_transport_is_kept() {
         let text = INVITE.replace("SIP/2.0/UDP", "SIP/2.0/XYZ");
         let r = request(&text);
         assert_eq!(
@@ -1441,7 +1036,7 @@ From: <sip:b@127.0.0.1>;tag=9\r\nTo: <sip:a@127.0.0.1>;tag=8\r\nCall-ID: abc\r\n
     }
 
     #[test]
-    fn rsip_defect_leading_crlf_in_body_is_preserved() {
+    fn was_rsip_defect_leading_crlf_in_body_is_preserved() {
         let text = INVITE
             .replace("Content-Length: 4", "Content-Length: 6")
             .replace("\r\nv=0\n", "\r\n\r\nv=0\n");
@@ -1450,14 +1045,14 @@ From: <sip:b@127.0.0.1>;tag=9\r\nTo: <sip:a@127.0.0.1>;tag=8\r\nCall-ID: abc\r\n
     }
 
     #[test]
-    fn rsip_defect_bare_lf_in_reason_phrase_is_rejected() {
+    fn was_rsip_defect_bare_lf_in_reason_phrase_is_rejected() {
         let text = b"SIP/2.0 200 O\nK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\n\
 From: <sip:b@127.0.0.1>;tag=9\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: abc\r\nCSeq: 7 OPTIONS\r\n\r\n";
         assert_eq!(error(text), ParseError::BareLineBreak);
     }
 
     #[test]
-    fn rsip_defect_sip_1_0_is_rejected_as_unsupported_version() {
+    fn was_rsip_defect_sip_1_0_is_rejected_as_unsupported_version() {
         let text = INVITE.replace("SIP/2.0\r\n", "SIP/1.0\r\n");
         assert_eq!(error(text.as_bytes()), ParseError::VersionNotSupported);
         let text = b"SIP/1.1 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\n\
@@ -1480,8 +1075,13 @@ From: <sip:b@127.0.0.1>;tag=9\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: abc\r\nCSeq: 
             panic!()
         };
         assert_eq!(failure.error, ParseError::MissingHeader("Call-ID"));
-        // Without Call-ID no response can be built.
-        assert!(failure.seed.is_none());
+        // RFC 4475 §3.3.1: still answered, matched by Via branch and CSeq.
+        let seed = failure.seed.expect("Via and CSeq are present");
+        let text =
+            String::from_utf8(seed.response(400, "Bad Request", "t", &[]).to_vec()).expect("ascii");
+        assert!(text.starts_with("SIP/2.0 400 Bad Request\r\n"), "{text}");
+        assert!(text.contains("\r\nCSeq: 1 INVITE\r\n"), "{text}");
+        assert!(!text.contains("Call-ID"), "{text}");
     }
 
     #[test]
@@ -1510,7 +1110,20 @@ From: <sip:b@127.0.0.1>;tag=9\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: abc\r\nCSeq: 
     fn rejects_header_block_without_the_empty_line() {
         let text = "OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\n\
 From: <sip:b@127.0.0.1>;tag=9\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: abc\r\nCSeq: 7 OPTIONS\r\n";
-        assert_eq!(error(text.as_bytes()), ParseError::Syntax);
+        let f = parse(text.as_bytes()).expect_err("no empty line");
+        assert_eq!(f.error, ParseError::Syntax);
+        // Answerable (400) from the complete lines, even cut mid-line.
+        assert!(f.seed.is_some());
+        let cut = format!("{text}Max-Forw");
+        assert!(parse(cut.as_bytes()).expect_err("cut").seed.is_some());
+        // A response is never answered.
+        let resp = text.replace("OPTIONS sip:a@127.0.0.1 SIP/2.0", "SIP/2.0 200 OK");
+        assert!(
+            parse(resp.as_bytes())
+                .expect_err("no empty line")
+                .seed
+                .is_none()
+        );
     }
 
     #[test]
@@ -1608,43 +1221,241 @@ From: <sip:b@127.0.0.1>;tag=9\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: abc\r\nCSeq: 
         );
     }
 
-    #[test]
-    fn name_addr_forms() {
-        let a = NameAddr::parse("sip:a@b;tag=1").expect("addr-spec");
-        assert_eq!((&*a.uri, a.tag.as_deref()), ("sip:a@b", Some("1")));
-        let a = NameAddr::parse("\"x\" <sip:a@b;lr>;tag=2").expect("name-addr");
-        assert_eq!((&*a.uri, a.tag.as_deref()), ("sip:a@b;lr", Some("2")));
-        assert_eq!(NameAddr::parse("<sip:a@b"), Err(ParseError::BadAddress));
-        assert_eq!(NameAddr::parse("nothing"), Err(ParseError::BadAddress));
+    fn options(extra_first_line: &str, headers: &str) -> Vec<u8> {
+        format!(
+            "{extra_first_line}\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\n\
+From: <sip:b@127.0.0.1>;tag=9\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: abc\r\n\
+CSeq: 7 OPTIONS\r\n{headers}\r\n"
+        )
+        .into_bytes()
     }
 
     #[test]
-    fn rsip_defect_uri_forms_rsip_rejects_are_parsed() {
-        let u = SipUri::parse("sip:[::1]:5060;transport=TCP").expect("IPv6 reference");
+    fn rejects_request_lines_with_extra_spaces() {
+        for line in [
+            "OPTIONS  sip:a@127.0.0.1 SIP/2.0",
+            "OPTIONS sip:a@127.0.0.1  SIP/2.0",
+            "OPTIONS sip:a@127.0.0.1 SIP/2.0 ",
+            "OPTIONS sip:a@127.0.0.1; lr SIP/2.0",
+            " OPTIONS sip:a@127.0.0.1 SIP/2.0",
+            "OPTIONS\tsip:a@127.0.0.1 SIP/2.0",
+        ] {
+            let f = parse(&options(line, "")).expect_err(line);
+            assert!(f.seed.is_some(), "{line}: answerable");
+            assert!(
+                matches!(f.error, ParseError::Syntax | ParseError::BadRequestUri),
+                "{line}: {:?}",
+                f.error
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_request_uris_that_are_not_uris() {
+        for uri in [
+            "<sip:a@127.0.0.1>",
+            "a@127.0.0.1",
+            "sip:a@127.0.0.1?Route=%3Csip:x%3E",
+            "sip:a@b@c",
+            "1sip:x",
+        ] {
+            let line = format!("OPTIONS {uri} SIP/2.0");
+            assert_eq!(
+                error(&options(&line, "")),
+                ParseError::BadRequestUri,
+                "{uri}"
+            );
+        }
+        // Unknown schemes parse: the endpoint answers 416.
+        let r = parse(&options("OPTIONS soap.beep://192.0.2.103:3002 SIP/2.0", ""));
+        assert!(matches!(r, Ok(Message::Request(_))));
+    }
+
+    #[test]
+    fn rejects_unknown_version_as_505_even_with_matching_via() {
+        let text = options("OPTIONS sip:a@b SIP/7.0", "").to_vec();
+        let text = String::from_utf8(text)
+            .expect("ascii")
+            .replace("SIP/2.0/UDP", "SIP/7.0/UDP");
+        assert_eq!(error(text.as_bytes()), ParseError::VersionNotSupported);
         assert_eq!(
-            (&*u.host, u.port, u.transport.as_deref()),
-            ("::1", Some(5060), Some("tcp"))
+            error(&options("OPTIONS sip:a@b HTTP/1.1", "")),
+            ParseError::Syntax
         );
-        let u = SipUri::parse("sips:a@example.com;transport=xyz;lr;maddr=1.2.3.4")
-            .expect("unknown transport");
-        assert!(u.secure && u.lr);
-        assert_eq!(u.transport.as_deref(), Some("xyz"));
-        assert_eq!(u.maddr.as_deref(), Some("1.2.3.4"));
-        assert_eq!(u.user.as_deref(), Some("a"));
-        let u = SipUri::parse("sip:127.0.0.1:5060;ftag=abc;lr=on").expect("lr with a value");
-        assert!(u.lr);
-        assert_eq!(SipUri::parse("tel:+15551234567"), Err(ParseError::BadUri));
-        assert_eq!(SipUri::parse("sip:a@b:99999"), Err(ParseError::BadUri));
-        assert_eq!(SipUri::parse("sip:"), Err(ParseError::BadUri));
     }
 
     #[test]
-    fn split_host_port_forms() {
-        assert_eq!(split_host_port("1.2.3.4:5"), Some(("1.2.3.4", Some(5))));
-        assert_eq!(split_host_port("[::1]:5"), Some(("::1", Some(5))));
-        assert_eq!(split_host_port("[::1]"), Some(("::1", None)));
-        assert_eq!(split_host_port("host"), Some(("host", None)));
-        assert_eq!(split_host_port("host:x"), None);
-        assert_eq!(split_host_port(""), None);
+    fn rejects_fields_that_must_appear_once() {
+        for (extra, name) in [
+            ("Call-ID: def\r\n", "Call-ID"),
+            ("CSeq: 8 OPTIONS\r\n", "CSeq"),
+            ("From: <sip:c@127.0.0.1>;tag=1\r\n", "From"),
+            ("To: <sip:c@127.0.0.1>\r\n", "To"),
+            ("Max-Forwards: 70\r\nMax-Forwards: 69\r\n", "Max-Forwards"),
+            ("Content-Length: 0\r\nl: 0\r\n", "Content-Length"),
+        ] {
+            assert_eq!(
+                error(&options("OPTIONS sip:a@b SIP/2.0", extra)),
+                ParseError::Duplicate(name)
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_bad_content_length_and_overlarge_scalars() {
+        for (extra, want) in [
+            ("Content-Length: -999\r\n", ParseError::BadContentLength),
+            ("Content-Length: +1\r\n", ParseError::BadContentLength),
+            (
+                "Content-Length: 99999999999999999999999\r\n",
+                ParseError::BadContentLength,
+            ),
+            ("Max-Forwards: 300\r\n", ParseError::BadMaxForwards),
+            ("Max-Forwards: 4294967296\r\n", ParseError::BadMaxForwards),
+        ] {
+            assert_eq!(
+                error(&options("OPTIONS sip:a@b SIP/2.0", extra)),
+                want,
+                "{extra}"
+            );
+        }
+        let text = INVITE.replace("CSeq: 1 INVITE", "CSeq: 36893488147419103232 INVITE");
+        assert_eq!(error(text.as_bytes()), ParseError::BadCSeq);
+    }
+
+    #[test]
+    fn rejects_malformed_field_lines() {
+        for extra in [
+            "No colon here\r\n",
+            ": no name\r\n",
+            "Bad Name: x\r\n",
+            "Bad<Name>: x\r\n",
+        ] {
+            assert_eq!(
+                error(&options("OPTIONS sip:a@b SIP/2.0", extra)),
+                ParseError::Syntax,
+                "{extra}"
+            );
+        }
+        // A continuation line right after the start line has nothing to fold into.
+        let text = b"OPTIONS sip:a@b SIP/2.0\r\n x\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n\r\n";
+        assert_eq!(error(text), ParseError::Syntax);
+        let mut text = options("OPTIONS sip:a@b SIP/2.0", "X-Bin: \u{7f}");
+        let at = text.len() - 2;
+        text.splice(at..at, [0xFF, b'\r', b'\n']);
+        assert_eq!(error(&text), ParseError::NotUtf8);
+    }
+
+    #[test]
+    fn rejects_empty_via_items_and_params() {
+        for via in [
+            "SIP/2.0/UDP 192.0.2.15;;,;,,",
+            "SIP/2.0/UDP 192.0.2.15,",
+            "SIP/2.0/UDP 192.0.2.15;branch=z9hG4bKx;",
+            "SIP/2.0/UDP host name;branch=z9hG4bKx",
+        ] {
+            let text = INVITE.replace("SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0", via);
+            assert_eq!(error(text.as_bytes()), ParseError::BadVia, "{via}");
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_contact_in_requests_only() {
+        let text = INVITE.replace(
+            "Contact: sip:sipp@127.0.0.1:5061",
+            "Contact: \"Joe\" <sip:joe@example.org>;;;;",
+        );
+        assert_eq!(error(text.as_bytes()), ParseError::BadAddress);
+        let text = INVITE.replace(
+            "Contact: sip:sipp@127.0.0.1:5061",
+            "Contact: sip:user@example.com?Route=%3Csip:sip.example.com%3E",
+        );
+        assert_eq!(error(text.as_bytes()), ParseError::BadAddress);
+        let text = INVITE.replace("Contact: sip:sipp@127.0.0.1:5061", "Contact: *");
+        assert!(parse(text.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn whitespace_torture_is_read_right() {
+        // RFC 4475 §3.1.1.1 in small: spaces before colons, folded values,
+        // a Via spread over lines, leading zeros.
+        let text = "INVITE sip:a@127.0.0.1 SIP/2.0\r\n\
+TO :\r\n sip:a@127.0.0.1 ;   tag    = 1918181833n\r\n\
+from   : \"J R \\\\\\\"\"       <sip:j@example.com>\r\n  ;\r\n  tag = 98asjd8\r\n\
+MaX-fOrWaRdS: 0068\r\nCall-ID: w@192.0.2.1\r\n\
+cseq: 0009\r\n  INVITE\r\n\
+Via  : SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw\r\n\
+Content-Length   : 0\r\n\r\n";
+        let r = request(text);
+        assert_eq!(r.headers.to.tag.as_deref(), Some("1918181833n"));
+        assert_eq!(r.headers.from.tag.as_deref(), Some("98asjd8"));
+        assert_eq!(&*r.headers.from.uri, "sip:j@example.com");
+        assert_eq!(r.headers.max_forwards, Some(68));
+        assert_eq!(r.headers.cseq.seq, 9);
+        assert_eq!(&*r.headers.top_via().host, "192.0.2.2");
+        assert_eq!(r.headers.top_via().transport, Transport::Udp);
+    }
+
+    #[test]
+    fn status_lines() {
+        let resp = |line: &str| {
+            format!(
+                "{line}\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\n\
+From: <sip:b@127.0.0.1>;tag=9\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: abc\r\nCSeq: 7 OPTIONS\r\n\r\n"
+            )
+        };
+        for (line, reason) in [
+            ("SIP/2.0 100 ", ""),
+            ("SIP/2.0 100", ""),
+            ("SIP/2.0 200 = 2**3 ü", "= 2**3 ü"),
+        ] {
+            let Ok(Message::Response(r)) = parse(resp(line).as_bytes()) else {
+                panic!("{line}")
+            };
+            assert_eq!(&*r.reason, reason);
+        }
+        for line in [
+            "SIP/2.0 4294967301 big",
+            "SIP/2.0 20 short",
+            "SIP/2.0  200 OK",
+        ] {
+            assert_eq!(
+                error(resp(line).as_bytes()),
+                ParseError::BadStatus,
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_method_with_other_cseq_method_is_501_material() {
+        let text = INVITE.replace("INVITE sip", "NEWMETHOD sip");
+        let f = parse(text.as_bytes()).expect_err("mismatch");
+        assert_eq!(f.error, ParseError::UnknownMethod);
+        assert!(f.seed.is_some());
+    }
+
+    #[test]
+    fn trailing_bytes_after_the_body_are_ignored() {
+        let mut text = INVITE.as_bytes().to_vec();
+        text.extend_from_slice(b"\r\nINVITE sip:joe@example.com SIP/2.0\r\n");
+        assert_eq!(
+            &request(std::str::from_utf8(&text).expect("ascii")).body[..],
+            b"v=0\n"
+        );
+    }
+
+    #[test]
+    fn print_then_parse_is_stable() {
+        let text = INVITE.replace("Max-Forwards: 70\r\n", "m: <sip:x@y>\r\nX-A: 1\r\n\t2\r\n");
+        let first = parse(text.as_bytes()).expect("parses");
+        let printed = first.print();
+        let second = parse(&printed).expect("printed parses");
+        assert_eq!(printed, second.print());
+        let printed = String::from_utf8(printed.to_vec()).expect("ascii");
+        assert!(
+            printed.contains("\r\nContact: <sip:x@y>\r\nX-A: 1 2\r\n"),
+            "{printed}"
+        );
     }
 }
