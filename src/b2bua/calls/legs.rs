@@ -83,6 +83,7 @@ impl Calls {
             signalling_peer: peer.unwrap_or(self.rtp_advertised),
             send: false,
             receive: false,
+            rtcp: None,
         };
         self.media.push_back(MediaCommand::Add {
             key: call.0,

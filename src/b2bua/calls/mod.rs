@@ -831,6 +831,7 @@ impl Calls {
                 signalling_peer: ctx.signalling_peer,
                 send: false,
                 receive: false,
+                rtcp: None,
             },
         };
         self.media.push_back(MediaCommand::Add {
@@ -1141,5 +1142,6 @@ fn stream_params(media: &NegotiatedMedia, peer: IpAddr) -> StreamParams {
         signalling_peer: peer,
         send: media.direction.can_send(),
         receive: media.direction.can_receive() && media.remote.is_some(),
+        rtcp: media.rtcp,
     }
 }
