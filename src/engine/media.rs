@@ -461,7 +461,7 @@ impl MediaThread {
                 if let Some(slot) = self.index.remove(&key)
                     && let Some(mut s) = self.streams[slot].take()
                 {
-                    send_bye(now, &mut s, &mut self.send_buf, &mut self.stats);
+                    send_report(now, &mut s, &mut self.send_buf, &mut self.stats, true);
                     let latch = s.latch.stats();
                     debug!(
                         call_id = %s.call_id,
@@ -986,7 +986,7 @@ impl MediaThread {
                 continue;
             };
             if now >= s.next_report {
-                send_report(now, s, &mut self.send_buf, &mut self.stats);
+                send_report(now, s, &mut self.send_buf, &mut self.stats, false);
                 s.next_report = now + rtcp::report_interval(fastrand::f64());
             }
             if s.held() || peer_held {
@@ -1074,13 +1074,16 @@ fn trace_blocks(call_id: &str, ours: Ssrc, blocks: impl Iterator<Item = rtcp::Re
     }
 }
 
-/// Sends our SR (when we sent since the last report) or RR on a leg.
-fn send_report(now: Instant, s: &mut Stream, buf: &mut Vec<u8>, stats: &mut Counters) {
+/// Sends our SR (when we sent since the last report) or RR on a leg; with
+/// `bye`, when the stream ends, followed by a BYE of our SSRC (RFC 3550
+/// §6.6: a BYE goes in a compound packet after a report and the CNAME) and
+/// sent even with nothing to report.
+fn send_report(now: Instant, s: &mut Stream, buf: &mut Vec<u8>, stats: &mut Counters, bye: bool) {
     let Some(dest) = s.rtcp_destination() else {
         return;
     };
     let block = s.rx_stats.report_block(now);
-    if block.is_none() && !s.sent_since_report {
+    if block.is_none() && !s.sent_since_report && !bye {
         // Nothing sent, nothing heard: nothing to report.
         return;
     }
@@ -1104,45 +1107,14 @@ fn send_report(now: Instant, s: &mut Stream, buf: &mut Vec<u8>, stats: &mut Coun
         block.as_ref(),
         &s.cname,
     );
+    if bye {
+        rtcp::append_bye(buf, s.send.ssrc());
+    }
     match s.rtcp.send_to(buf, dest) {
         Ok(_) => stats.rtcp_sent += 1,
         Err(e) => {
             stats.send_errors += 1;
             trace!(error = %e, %dest, "RTCP send error ignored");
-        }
-    }
-}
-
-/// Ends a leg's RTCP with a BYE (RFC 3550 §6.6: in a compound packet after
-/// our report and CNAME), sent where our reports go.
-fn send_bye(now: Instant, s: &mut Stream, buf: &mut Vec<u8>, stats: &mut Counters) {
-    let Some(dest) = s.rtcp_destination() else {
-        return;
-    };
-    let block = s.rx_stats.report_block(now);
-    let sender = s.sent_since_report.then(|| SenderInfo {
-        ntp: rtcp::ntp_timestamp(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default(),
-        ),
-        rtp_timestamp: s.send.next_timestamp(),
-        packets: s.sent_packets,
-        octets: s.sent_octets,
-    });
-    rtcp::write_report(
-        buf,
-        s.send.ssrc(),
-        sender.as_ref(),
-        block.as_ref(),
-        &s.cname,
-    );
-    rtcp::append_bye(buf, s.send.ssrc());
-    match s.rtcp.send_to(buf, dest) {
-        Ok(_) => stats.rtcp_sent += 1,
-        Err(e) => {
-            stats.send_errors += 1;
-            trace!(error = %e, %dest, "RTCP BYE send error ignored");
         }
     }
 }
