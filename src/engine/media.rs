@@ -462,14 +462,6 @@ impl MediaThread {
                     && let Some(mut s) = self.streams[slot].take()
                 {
                     send_report(now, &mut s, &mut self.send_buf, &mut self.stats, true);
-                    let latch = s.latch.stats();
-                    debug!(
-                        call_id = %s.call_id,
-                        latches = latch.latches,
-                        foreign = latch.foreign,
-                        refused = latch.refused,
-                        "stream ends"
-                    );
                     let _ = self.poll.registry().deregister(&mut s.rtp);
                     let _ = self.poll.registry().deregister(&mut s.rtcp);
                     self.free.push(slot);
