@@ -87,6 +87,7 @@ fn params(law: Law, te: u8, remote: SocketAddr) -> StreamParams {
         signalling_peer: LOCAL,
         send: true,
         receive: true,
+        rtcp: None,
     }
 }
 
@@ -126,7 +127,6 @@ impl Rig {
             key: B,
             extra: ExtraParams {
                 comfort_noise: Some(13),
-                rtcp: None,
             },
         }));
         Rig {

@@ -656,11 +656,19 @@ async fn rtp_latching_refuses_other_sources() {
             at_sdp.len()
         );
 
-        // RTP from the SDP IP on another port (NAT rebinding): latch. Once
-        // a packet has reached the new port, none may go to the old one.
+        // RTP from the SDP IP on another port (a sender that does not send
+        // from where it receives, or NAT rebinding) while nothing came from
+        // the SDP address: latched only once several packets of one SSRC
+        // came and the SDP address has been silent for a grace period
+        // (`media::latch`; a leftover stream of another call must not win
+        // the race against the call's own first packet). Once a packet has
+        // reached the new port, none may go to the old one.
         let at_moved = Listener::start(&moved, TEST_LIMIT);
-        moved.send_rtp(media, 0x2222, 0, 5);
-        wait_until(WAIT, "RTP at the rebound port", || !at_moved.is_empty()).await;
+        wait_until(WAIT, "RTP at the rebound port", || {
+            moved.send_rtp(media, 0x2222, 0, 1);
+            !at_moved.is_empty()
+        })
+        .await;
         sdp_sock.drain();
         let at_sdp = sdp_sock
             .capture(Duration::from_millis(400))

@@ -913,7 +913,7 @@ impl Dialing {
         peer: &str,
         env: &mut Env<'_>,
     ) -> Result<(), u16> {
-        let Some(leg) = env.calls.reserve_leg() else {
+        let Some(leg) = env.calls.reserve_leg(now) else {
             warn!("no RTP port for an outbound leg");
             return Err(503);
         };
@@ -926,7 +926,7 @@ impl Dialing {
             Ok(call) => call,
             Err(e) => {
                 warn!(error = %e, "outbound INVITE refused");
-                env.calls.release_leg(leg);
+                env.calls.release_leg(now, leg);
                 return Err(500);
             }
         };

@@ -44,6 +44,9 @@ pub struct StreamParams {
     pub send: bool,
     /// Whether RTP is expected from the peer (pauses the RTP timeout when not).
     pub receive: bool,
+    /// Where the peer takes RTCP when its `a=rtcp` (RFC 3605) says so;
+    /// otherwise the RTP address's port + 1 (RFC 3550 §11).
+    pub rtcp: Option<SocketAddr>,
 }
 
 /// Commands to the media plane. `P` is how a new stream's ports are
@@ -86,7 +89,7 @@ pub enum MediaCommand<P = u16> {
         key: StreamKey,
     },
     /// Negotiated details that [`StreamParams`] does not carry (yet): the
-    /// comfort-noise payload type and an `a=rtcp` address.
+    /// comfort-noise payload type.
     Extra {
         /// The call's key.
         key: StreamKey,
@@ -139,9 +142,6 @@ pub struct ExtraParams {
     /// The comfort-noise payload type (RFC 3389; 13 at 8 kHz) when the peer
     /// accepts it; without it comfort noise is never sent to this stream.
     pub comfort_noise: Option<u8>,
-    /// Where to send RTCP when the SDP said (`a=rtcp`, RFC 3605); otherwise
-    /// the RTP address's port + 1 (RFC 3550 §11).
-    pub rtcp: Option<SocketAddr>,
 }
 
 /// Reports from the media thread.

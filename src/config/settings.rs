@@ -204,7 +204,8 @@ impl Config {
             acd,
             scheduler,
             rtp_ports: PortPool::new(self.rtp.port_min, self.rtp.port_max)
-                .expect("rtp.port_min/port_max: even, nonzero, min < max"),
+                .expect("rtp.port_min/port_max: even, nonzero, min < max")
+                .with_rest(PortPool::DEFAULT_REST),
             agents,
             origin: self.origin,
             sip: self.sip,
@@ -362,9 +363,11 @@ impl Settings {
         self.scheduler.clone()
     }
 
-    /// A fresh RTP port pool over `[rtp]`'s range.
+    /// A fresh RTP port pool over `[rtp]`'s range, starting at a random
+    /// pair (a restarted process must not hand out first the ports its
+    /// killed predecessor's calls are still streaming to).
     pub fn rtp_ports(&self) -> PortPool {
-        self.rtp_ports.clone()
+        self.rtp_ports.clone().start_at(fastrand::usize(..))
     }
 
     /// `[[agents]]`, typed, in file order.

@@ -21,10 +21,18 @@
 //! each leg receives into fixed-size chunks sent over a bounded channel to a
 //! recorder thread that owns the file; a full channel drops and counts.
 //!
-//! Security: we send to the SDP address and latch to the source of incoming
-//! RTP only when that source's IP is the SDP address's or the signalling
-//! peer's (no RTP-Bleed); the RTP allow-list is checked first. Send errors
-//! (ICMP port unreachable included) are counted and never end a stream.
+//! Security: we send to the SDP address and latch by [`Latch`]'s rule: the
+//! exact SDP address at once, another source of the expected IP (the SDP
+//! address's or the signalling peer's; never any other: no RTP-Bleed) only
+//! after several packets of one SSRC. Only the latched stream is heard —
+//! audio, digits, life for the RTP timeout; the packets of another call that
+//! reach the port (a leftover stream of a killed process's call on a port
+//! handed out again) are counted as `foreign` and dropped. RTCP is ours when
+//! it comes from the address we expect (`a=rtcp`, RFC 3605, or RTP + 1) or
+//! carries the latched SSRC; it keeps the stream alive too. A stream that
+//! ends says so with an RTCP BYE (RFC 3550 §6.6). The RTP allow-list is
+//! checked first. Send errors (ICMP port unreachable included) are counted
+//! and never end a stream.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -49,6 +57,7 @@ use crate::media::bridge::{Dropped, LegCodecs, Relay};
 use crate::media::dtmf::DtmfReceiver;
 use crate::media::g711::Law;
 use crate::media::inband::InbandDetector;
+use crate::media::latch::{Latch, Verdict};
 use crate::media::player::{Item, Player, PlayerEvent};
 use crate::media::prompt::{PromptId, PromptLibrary};
 use crate::media::recorder::{self, Channel, Chunk, Placement, RecorderError, StereoWriter};
@@ -187,6 +196,8 @@ struct Counters {
     send_errors: u64,
     received: u64,
     refused: u64,
+    /// From an expected IP, but not the latched stream (another call's).
+    foreign: u64,
     relayed: u64,
     rtcp_received: u64,
     rtcp_sent: u64,
@@ -199,8 +210,9 @@ struct Stream {
     rtp: UdpSocket,
     rtcp: UdpSocket,
     params: StreamParams,
+    /// Where we send: the latched source, else the SDP address.
     target: Option<SocketAddr>,
-    latched: bool,
+    latch: Latch,
     send: SendStream,
     player: Player,
     /// The play list as last given, minus prompts already finished: played
@@ -210,7 +222,10 @@ struct Stream {
     /// talk spurt (RFC 3551 §4.1 marker), as after an idle player.
     gap: bool,
     dtmf: DtmfReceiver,
-    /// In-band detection, only when no telephone-event was negotiated.
+    /// An RFC 4733 event arrived: in-band detection stops for good.
+    rfc4733_seen: bool,
+    /// In-band detection, until the first RFC 4733 event (carriers that
+    /// negotiate telephone-event and send tones anyway).
     inband: Option<Box<InbandDetector>>,
     inband_ssrc: Option<Ssrc>,
     last_rx: Instant,
@@ -293,14 +308,19 @@ impl Stream {
         !self.params.send || self.params.remote.is_none()
     }
 
-    /// Where our RTCP goes: the latched source, `a=rtcp`, or RTP port + 1.
+    /// Where our RTCP goes: the latched source, else where we expect it.
     fn rtcp_destination(&self) -> Option<SocketAddr> {
         if self.rtcp_latched {
             return self.rtcp_target;
         }
+        self.rtcp_expected()
+    }
+
+    /// Where the peer's RTCP is: `a=rtcp` (RFC 3605), or RTP port + 1.
+    fn rtcp_expected(&self) -> Option<SocketAddr> {
         let remote = self.params.remote?;
         Some(
-            self.extra
+            self.params
                 .rtcp
                 .unwrap_or_else(|| SocketAddr::new(remote.ip(), remote.port().wrapping_add(1))),
         )
@@ -360,6 +380,7 @@ impl MediaThread {
                         received = self.stats.received,
                         relayed = self.stats.relayed,
                         refused = self.stats.refused,
+                        foreign = self.stats.foreign,
                         send_errors = self.stats.send_errors,
                         rtcp_sent = self.stats.rtcp_sent,
                         rtcp_received = self.stats.rtcp_received,
@@ -390,7 +411,7 @@ impl MediaThread {
                 };
                 let was_holding = s.holding();
                 s.target = params.remote;
-                s.latched = false;
+                s.latch.reset(now, params.remote, params.signalling_peer);
                 if s.params.law != params.law || s.params.ptime != params.ptime {
                     // A player encodes one law at one packet time: start a
                     // new one on what is still to play (a looping item
@@ -440,6 +461,7 @@ impl MediaThread {
                 if let Some(slot) = self.index.remove(&key)
                     && let Some(mut s) = self.streams[slot].take()
                 {
+                    send_report(now, &mut s, &mut self.send_buf, &mut self.stats, true);
                     let _ = self.poll.registry().deregister(&mut s.rtp);
                     let _ = self.poll.registry().deregister(&mut s.rtcp);
                     self.free.push(slot);
@@ -451,7 +473,6 @@ impl MediaThread {
                     return;
                 };
                 s.extra = extra;
-                s.rtcp_latched = false;
                 self.refresh_bridge(key);
             }
             Command::Bridge { a, b } => self.bridge(a, b),
@@ -683,12 +704,13 @@ impl MediaThread {
             rtp,
             rtcp,
             target: params.remote,
-            latched: false,
+            latch: Latch::new(now, params.remote, params.signalling_peer),
             send: SendStream::from_seed(fastrand::u64(..), pt, 8000),
             player: Player::new(params.law, params.ptime),
             items: Vec::new(),
             gap: false,
             dtmf: DtmfReceiver::new(),
+            rfc4733_seen: false,
             inband: None,
             inband_ssrc: None,
             last_rx: now,
@@ -761,18 +783,28 @@ impl MediaThread {
                 trace!(%src, len, "not RTP, dropped");
                 continue;
             };
-            // Latch only to the expected peer (SDP address or signalling
-            // source): anything else could be an RTP-Bleed attempt.
-            if !s.expects(src.ip()) {
-                self.stats.refused += 1;
-                continue;
-            }
-            if !s.latched && s.params.remote.is_some() {
-                if s.target != Some(src) {
-                    debug!(call_id = %s.call_id, from = ?s.target, to = %src, "RTP latched");
+            // Only the latched stream is heard (see `Latch`): another
+            // IP could be an RTP-Bleed attempt, another source of the
+            // expected IP another call's stream.
+            match s.latch.on_packet(now, src, packet.ssrc()) {
+                Verdict::Refused => {
+                    self.stats.refused += 1;
+                    continue;
                 }
-                s.target = Some(src);
-                s.latched = true;
+                Verdict::Foreign => {
+                    self.stats.foreign += 1;
+                    trace!(call_id = %s.call_id, %src, ssrc = %packet.ssrc(), "RTP of another source ignored");
+                    continue;
+                }
+                Verdict::Accept { latched } => {
+                    // On hold (no SDP address) nothing is sent, latched or not.
+                    if latched && s.params.remote.is_some() {
+                        if s.target != Some(src) {
+                            debug!(call_id = %s.call_id, from = ?s.target, to = %src, "RTP latched");
+                        }
+                        s.target = Some(src);
+                    }
+                }
             }
             s.last_rx = now;
             let pt = packet.payload_type().get();
@@ -781,6 +813,11 @@ impl MediaThread {
             if Some(pt) == s.params.telephone_event {
                 match s.dtmf.handle_packet(now, &packet) {
                     Ok(Some(digit)) => {
+                        // The sender uses RFC 4733: its audio is no longer
+                        // listened to for tones (the controller's merger
+                        // pairs a first press heard both ways).
+                        s.rfc4733_seen = true;
+                        s.inband = None;
                         let _ = self.events.send(MediaEvent::Digit {
                             key: s.key,
                             digit,
@@ -791,12 +828,14 @@ impl MediaThread {
                     Err(e) => trace!(error = %e, "bad telephone-event payload"),
                 }
             }
-            // Without telephone-event, digits can only be heard in the
-            // audio (our codec's payload type; comfort noise, PT 13, and
-            // un-negotiated types such as sipp's PT 97 filler are never
-            // decoded as audio). The detector is made on first use. Not
-            // while bridged: the other party hears the tones themselves.
-            else if s.params.telephone_event.is_none() && audio && s.bridge.is_none() {
+            // Digits may be heard in the audio: without telephone-event,
+            // and with it until its first event (carriers that offer it and
+            // send tones anyway). Only our codec's payload type; comfort
+            // noise, PT 13, and un-negotiated types such as sipp's PT 97
+            // filler are never decoded as audio. The detector is made on
+            // first use. Not while bridged: the other party hears the tones
+            // themselves.
+            else if !s.rfc4733_seen && audio && s.bridge.is_none() {
                 let detector = s
                     .inband
                     .get_or_insert_with(|| Box::new(InbandDetector::new()));
@@ -939,7 +978,7 @@ impl MediaThread {
                 continue;
             };
             if now >= s.next_report {
-                send_report(now, s, &mut self.send_buf, &mut self.stats);
+                send_report(now, s, &mut self.send_buf, &mut self.stats, false);
                 s.next_report = now + rtcp::report_interval(fastrand::f64());
             }
             if s.held() || peer_held {
@@ -956,16 +995,11 @@ impl MediaThread {
     }
 }
 
-impl Stream {
-    /// Whether `ip` may send us RTP/RTCP (and be latched to): the SDP
-    /// address's or the signalling peer's.
-    fn expects(&self, ip: IpAddr) -> bool {
-        self.params.remote.map(|r| r.ip()) == Some(ip) || self.params.signalling_peer == ip
-    }
-}
-
 /// Reads and consumes RTCP from a leg (RFC 3550 §6): SRs feed the LSR/DLSR
-/// of our reports on that leg; nothing is forwarded to the other leg.
+/// of our reports on that leg; nothing is forwarded to the other leg. RTCP
+/// of this leg's stream (see [`Latch::accepts_rtcp`]) is life for the RTP
+/// timeout: a peer that sends only RTCP (silence suppression without comfort
+/// noise) is still there.
 fn read_rtcp(now: Instant, s: &mut Stream, buf: &mut [u8], acl: &Acl, stats: &mut Counters) {
     loop {
         let (len, src) = match s.rtcp.recv_from(buf) {
@@ -976,11 +1010,25 @@ fn read_rtcp(now: Instant, s: &mut Stream, buf: &mut [u8], acl: &Acl, stats: &mu
                 continue;
             }
         };
-        if !acl.allows(src.ip()) || !s.expects(src.ip()) {
+        if !acl.allows(src.ip()) || !s.latch.expects_ip(src.ip()) {
             stats.refused += 1;
             continue;
         }
+        // RFC 3550 §6.1: a compound packet starts with an SR or RR, whose
+        // SSRC is the sender's.
+        let sender = match rtcp::parse_compound(&buf[..len]).next() {
+            Some(Ok(
+                RtcpPacket::SenderReport { ssrc, .. } | RtcpPacket::ReceiverReport { ssrc, .. },
+            )) => Some(ssrc),
+            _ => None,
+        };
+        if !s.latch.accepts_rtcp(src, s.rtcp_expected(), sender) {
+            stats.foreign += 1;
+            trace!(call_id = %s.call_id, %src, "RTCP of another source ignored");
+            continue;
+        }
         stats.rtcp_received += 1;
+        s.last_rx = now;
         if !s.rtcp_latched && s.params.remote.is_some() {
             s.rtcp_target = Some(src);
             s.rtcp_latched = true;
@@ -1018,13 +1066,16 @@ fn trace_blocks(call_id: &str, ours: Ssrc, blocks: impl Iterator<Item = rtcp::Re
     }
 }
 
-/// Sends our SR (when we sent since the last report) or RR on a leg.
-fn send_report(now: Instant, s: &mut Stream, buf: &mut Vec<u8>, stats: &mut Counters) {
+/// Sends our SR (when we sent since the last report) or RR on a leg; with
+/// `bye`, when the stream ends, followed by a BYE of our SSRC (RFC 3550
+/// §6.6: a BYE goes in a compound packet after a report and the CNAME) and
+/// sent even with nothing to report.
+fn send_report(now: Instant, s: &mut Stream, buf: &mut Vec<u8>, stats: &mut Counters, bye: bool) {
     let Some(dest) = s.rtcp_destination() else {
         return;
     };
     let block = s.rx_stats.report_block(now);
-    if block.is_none() && !s.sent_since_report {
+    if block.is_none() && !s.sent_since_report && !bye {
         // Nothing sent, nothing heard: nothing to report.
         return;
     }
@@ -1048,6 +1099,9 @@ fn send_report(now: Instant, s: &mut Stream, buf: &mut Vec<u8>, stats: &mut Coun
         block.as_ref(),
         &s.cname,
     );
+    if bye {
+        rtcp::append_bye(buf, s.send.ssrc());
+    }
     match s.rtcp.send_to(buf, dest) {
         Ok(_) => stats.rtcp_sent += 1,
         Err(e) => {

@@ -5,6 +5,7 @@
 //! - [`dtmf`] — RFC 4733 telephone-event receiver and sender.
 //! - [`digits`] — one call's digits merged from RFC 4733, SIP INFO and in-band.
 //! - [`inband`] — in-band DTMF detection (Goertzel) in G.711 audio.
+//! - [`latch`] — which source a stream listens to (symmetric RTP latching).
 //! - [`prompt`] — WAV prompts loaded once, resampled to 8 kHz, pre-encoded.
 //! - [`player`] — per-call playback state driven by the shared pacing clock.
 //! - [`ports`] — the RTP port pool.
@@ -17,6 +18,7 @@ pub mod digits;
 pub mod dtmf;
 pub mod g711;
 pub mod inband;
+pub mod latch;
 pub mod player;
 pub mod ports;
 pub mod prompt;

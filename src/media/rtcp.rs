@@ -307,6 +307,14 @@ pub fn write_report(
     buf[start + 2..start + 4].copy_from_slice(&sdes_words.to_be_bytes());
 }
 
+/// Appends a BYE for `ssrc` (RFC 3550 §6.6, no reason) to the compound
+/// packet in `buf`, which [`write_report`] started: a BYE is sent in a
+/// compound packet after the report and the CNAME (§6.1).
+pub fn append_bye(buf: &mut Vec<u8>, ssrc: Ssrc) {
+    buf.extend_from_slice(&[0x81, PT_BYE, 0, 1]);
+    buf.extend_from_slice(&ssrc.0.to_be_bytes());
+}
+
 /// What a receiver keeps about the source it hears on one leg (RFC 3550
 /// Appendix A.1, A.3, A.8). A new SSRC starts the statistics afresh: the
 /// report block is about the current source only.
@@ -647,6 +655,30 @@ mod tests {
             panic!("not a BYE");
         };
         assert_eq!(sources.iter().collect::<Vec<_>>(), [Ssrc(1), Ssrc(2)]);
+    }
+
+    #[test]
+    fn our_bye_follows_report_and_cname_and_parses() {
+        let mut buf = Vec::new();
+        write_report(&mut buf, Ssrc(0x1234_5678), None, None, b"0123456789abcdef");
+        append_bye(&mut buf, Ssrc(0x1234_5678));
+        let packets: Vec<_> = parse_compound(&buf).collect::<Result<_, _>>().unwrap();
+        assert_eq!(packets.len(), 3);
+        assert!(matches!(
+            packets[0],
+            RtcpPacket::ReceiverReport {
+                ssrc: Ssrc(0x1234_5678),
+                ..
+            }
+        ));
+        assert!(matches!(
+            packets[1],
+            RtcpPacket::SourceDescription { count: 1 }
+        ));
+        let RtcpPacket::Bye { sources } = packets[2] else {
+            panic!("third packet is {:?}", packets[2]);
+        };
+        assert_eq!(sources.iter().collect::<Vec<_>>(), [Ssrc(0x1234_5678)]);
     }
 
     #[test]

@@ -344,6 +344,9 @@ pub struct NegotiatedMedia {
     pub remote: Option<SocketAddr>,
     /// What *we* may do: `can_send()` / `can_receive()`.
     pub direction: Direction,
+    /// Where the peer takes RTCP when its `a=rtcp` (RFC 3605) says so;
+    /// `None` means the RTP port + 1 (RFC 3550 §11), or no remote at all.
+    pub rtcp: Option<SocketAddr>,
 }
 
 /// Our answer to an offer.
@@ -660,6 +663,7 @@ pub fn answer(offer: &SessionDescription, local: &LocalMedia) -> Result<Answer, 
             ptime_ms: chosen.ptime_ms,
             remote: chosen.remote,
             direction: chosen.direction,
+            rtcp: rtcp_address(&offer.media[index], chosen.remote),
         },
     })
 }
@@ -751,6 +755,7 @@ pub fn process_answer(
         ptime_ms,
         remote,
         direction,
+        rtcp: rtcp_address(m, remote),
     })
 }
 
@@ -1098,6 +1103,36 @@ fn our_direction(
         }
         _ => (ours.without_send(), None),
     }
+}
+
+/// The peer's RTCP address from `a=rtcp:<port> [IN IP4|IP6 <address>]`
+/// (RFC 3605 §2.1) on `m`, when it has an RTP address at all. An attribute
+/// that does not parse, or names an unspecified address, is ignored: RTCP
+/// then goes to the RTP port + 1 as without it.
+fn rtcp_address(m: &MediaDescription, remote: Option<SocketAddr>) -> Option<SocketAddr> {
+    let remote = remote?;
+    let value = m
+        .attributes
+        .other
+        .iter()
+        .find(|a| a.name.eq_ignore_ascii_case("rtcp"))?
+        .value
+        .as_deref()?;
+    let mut fields = value.split_ascii_whitespace();
+    let port = parse_decimal::<u16>(fields.next()?).filter(|&p| p != 0)?;
+    let ip = match (fields.next(), fields.next(), fields.next(), fields.next()) {
+        (None, ..) => remote.ip(),
+        (Some(net), Some(kind), Some(addr), None) if net.eq_ignore_ascii_case("IN") => {
+            let ip: IpAddr = addr.parse().ok()?;
+            let family_ok = match ip {
+                IpAddr::V4(_) => kind.eq_ignore_ascii_case("IP4"),
+                IpAddr::V6(_) => kind.eq_ignore_ascii_case("IP6"),
+            };
+            (family_ok && !ip.is_unspecified()).then_some(ip)?
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 /// The ptime we send with: the peer's when valid for G.711 (10..=60 ms, a
@@ -2034,6 +2069,64 @@ mod tests {
         assert_eq!(media.ptime_ms, 30);
         assert_eq!(media.telephone_event, None);
         assert_eq!(media.direction, Direction::RecvOnly);
+    }
+
+    #[test]
+    fn a_rtcp_port_alone_keeps_the_rtp_address() {
+        let offer = audio_offer("0", "a=rtcp:6007\r\n");
+        let media = answer(&offer, &local()).unwrap().media;
+        assert_eq!(media.rtcp, Some("198.51.100.5:6007".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_rtcp_with_an_address_is_taken_whole() {
+        // RFC 3605 §2.1's example form.
+        let offer = audio_offer("0", "a=rtcp:53020 IN IP4 126.16.64.4\r\n");
+        let media = answer(&offer, &local()).unwrap().media;
+        assert_eq!(media.rtcp, Some("126.16.64.4:53020".parse().unwrap()));
+        let media = process_answer(
+            &local(),
+            &answer_body("m=audio 5004 RTP/AVP 0\r\na=rtcp:5011 IN IP6 2001:db8::7\r\n"),
+        )
+        .unwrap();
+        assert_eq!(media.rtcp, Some("[2001:db8::7]:5011".parse().unwrap()));
+    }
+
+    #[test]
+    fn without_a_rtcp_rtcp_is_left_to_port_plus_one() {
+        let media = answer(&audio_offer("0", ""), &local()).unwrap().media;
+        assert_eq!(media.rtcp, None);
+    }
+
+    #[test]
+    fn ignores_malformed_a_rtcp_and_keeps_the_call() {
+        for bad in [
+            "a=rtcp\r\n",
+            "a=rtcp:\r\n",
+            "a=rtcp:0\r\n",
+            "a=rtcp:70000\r\n",
+            "a=rtcp:+6001\r\n",
+            "a=rtcp:6001 IN IP4\r\n",
+            "a=rtcp:6001 IN IP6 192.0.2.1\r\n",
+            "a=rtcp:6001 IN IP4 0.0.0.0\r\n",
+            "a=rtcp:6001 IN IP4 host.example\r\n",
+            "a=rtcp:6001 XX IP4 192.0.2.1\r\n",
+            "a=rtcp:6001 IN IP4 192.0.2.1 extra\r\n",
+        ] {
+            let media = answer(&audio_offer("0", bad), &local())
+                .unwrap_or_else(|e| panic!("{bad:?}: {e}"))
+                .media;
+            assert_eq!(media.rtcp, None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_rtcp_on_a_held_stream_gives_no_address() {
+        let offer = parse(
+            "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n\
+             m=audio 6000 RTP/AVP 0\r\na=rtcp:6001\r\n",
+        );
+        assert_eq!(answer(&offer, &local()).unwrap().media.rtcp, None);
     }
 
     #[test]

@@ -52,8 +52,8 @@ impl Calls {
     }
 
     /// Reserves media for an outbound leg: a port pair and our SDP offer.
-    pub fn reserve_leg(&mut self) -> Option<ReservedLeg> {
-        let port = self.ports.allocate()?;
+    pub fn reserve_leg(&mut self, now: Instant) -> Option<ReservedLeg> {
+        let port = self.ports.allocate(now)?;
         let local = self.local_media(port);
         let session_id = local.session_id;
         let offer = SessionVersion::new(session_id).stamp(&sdp::offer(&local));
@@ -61,8 +61,8 @@ impl Calls {
     }
 
     /// Gives back a reservation whose INVITE was never sent.
-    pub fn release_leg(&mut self, leg: ReservedLeg) {
-        self.ports_release_now(leg.port);
+    pub fn release_leg(&mut self, now: Instant, leg: ReservedLeg) {
+        self.ports_release_now(now, leg.port);
     }
 
     /// Starts the media stream of an outbound leg (silent until answered).
@@ -83,6 +83,7 @@ impl Calls {
             signalling_peer: peer.unwrap_or(self.rtp_advertised),
             send: false,
             receive: false,
+            rtcp: None,
         };
         self.media.push_back(MediaCommand::Add {
             key: call.0,

@@ -409,7 +409,7 @@ impl Calls {
             }
             MediaEvent::Removed { key } => {
                 if let Some(port) = self.closing.remove(&key)
-                    && let Err(e) = self.ports.release(port)
+                    && let Err(e) = self.ports.release(port, now)
                 {
                     warn!(error = %e, port, "port release");
                 }
@@ -724,7 +724,7 @@ impl Calls {
             let _ = endpoint.reject(now, call, 415, &[("Accept", "application/sdp")]);
             return;
         };
-        let Some(port) = self.ports.allocate() else {
+        let Some(port) = self.ports.allocate(now) else {
             warn!(%call_id, "no RTP port free; 503");
             let _ = endpoint.reject(now, call, 503, &[("Retry-After", "5")]);
             return;
@@ -739,7 +739,7 @@ impl Calls {
                 debug!(%call_id, error = %e, status, "offer refused");
                 let warning = format!("304 callbackd \"{e}\"");
                 let _ = endpoint.reject(now, call, status, &[("Warning", &warning)]);
-                self.ports_release_now(port);
+                self.ports_release_now(now, port);
                 return;
             }
         };
@@ -833,6 +833,7 @@ impl Calls {
                 signalling_peer: ctx.signalling_peer,
                 send: false,
                 receive: false,
+                rtcp: None,
             },
         };
         self.media.push_back(MediaCommand::Add {
@@ -885,7 +886,7 @@ impl Calls {
         };
         debug!(call_id = %ctx.call_id, port = ctx.port, "RTP port busy; trying another");
         let next = (binding.tries < BIND_TRIES)
-            .then(|| self.ports.allocate())
+            .then(|| self.ports.allocate(now))
             .flatten();
         let Some(port) = next else {
             warn!(call_id = %ctx.call_id, "no RTP port can be bound; 503");
@@ -894,7 +895,7 @@ impl Calls {
         };
         let Ok(negotiated) = self.negotiate(binding.offer.as_ref(), port) else {
             // It negotiated on the first port; only the port changed.
-            self.ports_release_now(port);
+            self.ports_release_now(now, port);
             let _ = endpoint.reject(now, key, 500, &[]);
             return;
         };
@@ -1063,12 +1064,12 @@ impl Calls {
             self.closing.insert(call.0, ctx.port);
             self.media.push_back(MediaCommand::Remove { key: call.0 });
         } else {
-            self.ports_release_now(ctx.port);
+            self.ports_release_now(now, ctx.port);
         }
     }
 
-    fn ports_release_now(&mut self, port: u16) {
-        if let Err(e) = self.ports.release(port) {
+    fn ports_release_now(&mut self, now: Instant, port: u16) {
+        if let Err(e) = self.ports.release(port, now) {
             warn!(error = %e, port, "port release");
         }
     }
@@ -1143,5 +1144,6 @@ fn stream_params(media: &NegotiatedMedia, peer: IpAddr) -> StreamParams {
         signalling_peer: peer,
         send: media.direction.can_send(),
         receive: media.direction.can_receive() && media.remote.is_some(),
+        rtcp: media.rtcp,
     }
 }
