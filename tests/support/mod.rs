@@ -229,6 +229,8 @@ pub struct EngineConfig {
     pub prompts_dir: PathBuf,
     /// `acl.sip` entries.
     pub acl_sip: Vec<String>,
+    /// `acl.agents` entries (agents' phones: REGISTER, no new calls).
+    pub acl_agents: Vec<String>,
     /// `acl.rtp` entries.
     pub acl_rtp: Vec<String>,
     /// `acl.action`: "reject" (403) or "drop".
@@ -371,6 +373,7 @@ impl EngineConfig {
             rtp_timeout_s: 60,
             prompts_dir: repo_root().join("prompts"),
             acl_sip: vec!["127.0.0.1/32".into()],
+            acl_agents: Vec::new(),
             acl_rtp: vec!["127.0.0.1/32".into()],
             acl_action: "reject".into(),
             max_duration_s: 120,
@@ -381,6 +384,7 @@ impl EngineConfig {
             ivr: IvrConfig::default(),
             log_level: "info".into(),
             callbacks: None,
+            extra_toml: String::new(),
         }
     }
 
@@ -422,6 +426,7 @@ pub fn config_toml(c: &EngineConfig) -> String {
          \n\
          [acl]\n\
          sip = {acl_sip}\n\
+         agents = {acl_agents}\n\
          rtp = {acl_rtp}\n\
          action = {action}\n\
          \n\
@@ -443,13 +448,16 @@ pub fn config_toml(c: &EngineConfig) -> String {
          \n\
          [api]\n\
          enabled = false\n\
-         {callbacks}",
+         {callbacks}\n\
+         {extra}",
         sip_port = c.sip_port,
         rtp_min = c.rtp_min,
         rtp_max = c.rtp_max,
         rtp_timeout_s = c.rtp_timeout_s,
         prompts = toml_string(&c.prompts_dir.to_string_lossy()),
         acl_sip = list(&c.acl_sip),
+        acl_agents = list(&c.acl_agents),
+        extra = c.extra_toml,
         acl_rtp = list(&c.acl_rtp),
         action = toml_string(&c.acl_action),
         max_duration_s = c.max_duration_s,
