@@ -259,7 +259,9 @@ pub fn load_prompts(settings: &Settings) -> Result<PromptLibrary, PromptError> {
 /// is accepted.
 pub async fn start(settings: Settings) -> Result<EngineHandle, EngineError> {
     let store = SqliteStore::open(settings.store_path())?;
-    start_with_store(settings, Box::new(store)).await
+    // A second connection for the reads calls wait on (see [`store`]).
+    let reader = SqliteStore::open(settings.store_path())?;
+    start_with_stores(settings, Box::new(store), Some(Box::new(reader))).await
 }
 
 /// [`start`] with a callback store of the caller's choosing (another
@@ -268,6 +270,16 @@ pub async fn start(settings: Settings) -> Result<EngineHandle, EngineError> {
 pub async fn start_with_store(
     settings: Settings,
     store: Box<dyn crate::callback::store::LaunchStore>,
+) -> Result<EngineHandle, EngineError> {
+    start_with_stores(settings, store, None).await
+}
+
+/// [`start_with_store`] with a second connection to the same store for the
+/// reads a call waits on, so they do not queue behind writes.
+pub async fn start_with_stores(
+    settings: Settings,
+    store: Box<dyn crate::callback::store::LaunchStore>,
+    reader: Option<Box<dyn crate::callback::store::LaunchStore>>,
 ) -> Result<EngineHandle, EngineError> {
     let started = Instant::now();
     // The binary raises the limit and refuses a `max_calls` over the
@@ -368,8 +380,9 @@ pub async fn start_with_store(
         Err(e) => warn!(error = %e, "interrupted callbacks could not be recovered"),
     }
     let (store_replies_tx, store_replies) = mpsc::unbounded_channel();
-    let (store, _store_thread) = store::spawn(store, controller.longest_ring(), store_replies_tx)
-        .map_err(EngineError::Thread)?;
+    let (store, _store_thread) =
+        store::spawn(store, reader, controller.longest_ring(), store_replies_tx)
+            .map_err(EngineError::Thread)?;
 
     info!(
         udp = ?udp_addr,

@@ -1127,3 +1127,144 @@ async fn write_bounded(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> EdgeSettings {
+        let trunks = Acl::parse(&["127.0.0.1"]).expect("acl");
+        let agents = Acl::parse(&["127.0.0.7"]).expect("acl");
+        EdgeSettings {
+            sources: Sources::new(trunks, agents),
+            action: AclAction::Reject,
+            max_tcp_connections: 8,
+            max_tcp_per_source: 2,
+            max_messages_per_source: 1000,
+            max_stateless_per_s: 100,
+            overload_queue: 100,
+            overload_delay: Duration::from_millis(200),
+            retry_after_s: 7,
+            user_agent: "callbackd-test".into(),
+        }
+    }
+
+    fn request(method: &str, to_tag: &str) -> Vec<u8> {
+        format!(
+            "{method} sip:100@127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-1\r\n\
+             From: <sip:a@127.0.0.1>;tag=f\r\nTo: <sip:100@127.0.0.1>{to_tag}\r\n\
+             Call-ID: c1@test\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn answer(verdict: Verdict) -> String {
+        match verdict {
+            Verdict::Answer(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Verdict::Queue(role) => panic!("queued as {role:?}"),
+            Verdict::Drop => panic!("dropped"),
+        }
+    }
+
+    const TRUNK: &str = "127.0.0.1:5099";
+
+    #[test]
+    fn new_invites_get_503_with_retry_after_when_the_queue_is_deep() {
+        let edge = Edge::new(settings());
+        let from: SocketAddr = TRUNK.parse().expect("addr");
+        let invite = request("INVITE", "");
+        assert!(matches!(
+            edge.screen(&invite, from, Role::Trunk, 99),
+            Verdict::Queue(Role::Trunk)
+        ));
+        let text = answer(edge.screen(&invite, from, Role::Trunk, 100));
+        assert!(text.starts_with("SIP/2.0 503 "), "{text}");
+        assert!(text.contains("\r\nRetry-After: 7\r\n"), "{text}");
+        assert!(text.contains("To: <sip:100@127.0.0.1>;tag="), "{text}");
+        // Calls in progress go on: in-dialog requests and other methods
+        // are queued.
+        let reinvite = request("INVITE", ";tag=ours");
+        assert!(matches!(
+            edge.screen(&reinvite, from, Role::Trunk, 1000),
+            Verdict::Queue(_)
+        ));
+        for method in ["BYE", "ACK", "OPTIONS", "INFO"] {
+            assert!(
+                matches!(
+                    edge.screen(&request(method, ";tag=x"), from, Role::Trunk, 1000),
+                    Verdict::Queue(_)
+                ),
+                "{method}"
+            );
+        }
+        let totals = edge.totals();
+        assert_eq!(totals.overload_503, 1);
+        assert_eq!(totals.dropped(DropReason::Overload), 1);
+    }
+
+    #[test]
+    fn a_core_falling_behind_turns_new_invites_away_until_it_catches_up() {
+        let edge = Edge::new(settings());
+        let from: SocketAddr = TRUNK.parse().expect("addr");
+        let invite = request("INVITE", "");
+        edge.report_wait(Duration::from_millis(250));
+        assert!(edge.totals().overloaded);
+        assert!(answer(edge.screen(&invite, from, Role::Trunk, 0)).starts_with("SIP/2.0 503 "));
+        // Between half the delay and the delay: still behind (hysteresis).
+        edge.report_wait(Duration::from_millis(150));
+        assert!(edge.totals().overloaded);
+        edge.report_wait(Duration::from_millis(20));
+        assert!(!edge.totals().overloaded);
+        assert!(matches!(
+            edge.screen(&invite, from, Role::Trunk, 0),
+            Verdict::Queue(_)
+        ));
+    }
+
+    #[test]
+    fn outsiders_get_403_within_the_stateless_budget_and_acks_nothing() {
+        let mut s = settings();
+        s.max_stateless_per_s = 2;
+        let edge = Edge::new(s);
+        let from: SocketAddr = "127.0.0.2:5099".parse().expect("addr");
+        let role = edge.classify(from.ip());
+        assert_eq!(role, Role::Outsider);
+        let text = answer(edge.screen(&request("OPTIONS", ""), from, role, 0));
+        assert!(text.starts_with("SIP/2.0 403 "), "{text}");
+        assert!(matches!(
+            edge.screen(&request("ACK", ";tag=x"), from, role, 0),
+            Verdict::Drop
+        ));
+        // The budget: 2 a second (a burst of 2), then only drops.
+        let _ = edge.screen(&request("OPTIONS", ""), from, role, 0);
+        assert!(matches!(
+            edge.screen(&request("OPTIONS", ""), from, role, 0),
+            Verdict::Drop
+        ));
+        let totals = edge.totals();
+        assert_eq!(totals.rejected_403, 2);
+        assert_eq!(totals.dropped(DropReason::Outsider), 4);
+        assert_eq!(totals.dropped(DropReason::StatelessCap), 1);
+        // Garbage from an outsider is never parsed into an answer.
+        assert!(matches!(
+            edge.screen(b"\x00\x01garbage", from, role, 0),
+            Verdict::Drop
+        ));
+    }
+
+    #[test]
+    fn resolved_trunk_targets_become_trunks_and_agents_may_not_call() {
+        let edge = Edge::new(settings());
+        assert_eq!(
+            edge.classify("127.0.0.5".parse().expect("ip")),
+            Role::Outsider
+        );
+        edge.set_trunk_targets(["127.0.0.5".parse().expect("ip")]);
+        assert_eq!(edge.classify("127.0.0.5".parse().expect("ip")), Role::Trunk);
+        assert_eq!(edge.totals().trunk_targets, 1);
+        assert_eq!(edge.classify("127.0.0.7".parse().expect("ip")), Role::Agent);
+        assert!(!Role::Agent.may_call());
+    }
+}

@@ -255,6 +255,10 @@ pub struct EngineConfig {
     /// `[trunk]`, `[callbacks]`, the `support` queue's dialing keys and
     /// `[[agents]]`; `None`: the shipped defaults, no agents.
     pub callbacks: Option<CallbackConfig>,
+    /// `[api]` on 127.0.0.1 at this port; `None`: the API is off.
+    pub api_port: Option<u16>,
+    /// Whole tables appended to the file as they are (e.g. `[edge]`).
+    pub extra_toml: String,
 }
 
 /// The dialing side of a test configuration: one queue (`support`), static
@@ -384,6 +388,7 @@ impl EngineConfig {
             ivr: IvrConfig::default(),
             log_level: "info".into(),
             callbacks: None,
+            api_port: None,
             extra_toml: String::new(),
         }
     }
@@ -447,7 +452,7 @@ pub fn config_toml(c: &EngineConfig) -> String {
          level = {level}\n\
          \n\
          [api]\n\
-         enabled = false\n\
+         {api}\n\
          {callbacks}\n\
          {extra}",
         sip_port = c.sip_port,
@@ -458,6 +463,10 @@ pub fn config_toml(c: &EngineConfig) -> String {
         acl_sip = list(&c.acl_sip),
         acl_agents = list(&c.acl_agents),
         extra = c.extra_toml,
+        api = match c.api_port {
+            Some(port) => format!("enabled = true\nbind = \"127.0.0.1:{port}\""),
+            None => "enabled = false".to_owned(),
+        },
         acl_rtp = list(&c.acl_rtp),
         action = toml_string(&c.acl_action),
         max_duration_s = c.max_duration_s,
