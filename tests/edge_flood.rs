@@ -251,48 +251,108 @@ fn legit_calls_go_through_floods_and_every_flood_is_counted() {
     drop(engine);
 }
 
-/// (a) Opens up to `count` connections, alternately from 127.0.0.9 and
-/// 127.0.0.19 (one address has fewer ephemeral ports than the full count),
-/// and holds them until `stop`; returns how many it opened.
+/// (a) Holds `count` TCP connections to `sip`, opened in child processes
+/// (this test binary again, [`tcp_holder_child`]) of at most 15,000 each,
+/// from 127.0.0.9, 127.0.0.19, … (one address has fewer ephemeral ports, one
+/// process fewer descriptors, than the full count). The holders stop when
+/// `stop` is set; the thread returns how many connections they opened.
 fn spawn_tcp_holder(sip: SocketAddr, count: u32, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
-    raise_open_files(u64::from(count) + 1024);
+    use std::process::{Command, Stdio};
+    const PER_CHILD: u32 = 15_000;
+    let exe = std::env::current_exe().expect("test binary");
+    let mut children = Vec::new();
+    let mut left = count;
+    let mut n = 0u32;
+    while left > 0 {
+        let take = left.min(PER_CHILD);
+        let child = Command::new(&exe)
+            .args(["--exact", "tcp_holder_child", "--ignored", "--nocapture"])
+            .env(
+                "CALLBACKD_TCP_HOLD",
+                format!("127.0.0.{},{take},{sip}", 9 + 10 * n),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("TCP holder process");
+        children.push(child);
+        left -= take;
+        n += 1;
+    }
     thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let sources: [IpAddr; 2] = [
-                "127.0.0.9".parse().expect("ip"),
-                "127.0.0.19".parse().expect("ip"),
-            ];
-            let mut held = Vec::new();
-            for i in 0..count {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
-                    continue;
-                };
-                if socket
-                    .bind(SocketAddr::new(sources[i as usize % 2], 0))
-                    .is_err()
-                {
-                    continue;
-                }
-                if let Ok(Ok(stream)) =
-                    tokio::time::timeout(Duration::from_secs(2), socket.connect(sip)).await
-                {
-                    held.push(stream);
-                }
+        while !stop.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(100));
+        }
+        let mut opened = 0;
+        for mut child in children {
+            // Closing its stdin tells the holder to stop.
+            drop(child.stdin.take());
+            let mut out = String::new();
+            if let Some(mut stdout) = child.stdout.take() {
+                let _ = stdout.read_to_string(&mut out);
             }
-            let opened = held.len() as u64;
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            opened
-        })
+            let _ = child.wait();
+            opened += out
+                .lines()
+                .find_map(|l| l.strip_prefix("held ")?.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        opened
     })
+}
+
+/// The holder process of [`spawn_tcp_holder`]: `CALLBACKD_TCP_HOLD` is
+/// `source-ip,count,target`. Opens the connections, holds them until its
+/// stdin closes (or 10 minutes), prints `held N`. Without the variable
+/// (a plain `--ignored` run) it does nothing.
+#[test]
+#[ignore = "a helper process of the flood test"]
+fn tcp_holder_child() {
+    let Ok(spec) = std::env::var("CALLBACKD_TCP_HOLD") else {
+        return;
+    };
+    let mut parts = spec.split(',');
+    let (Some(source), Some(count), Some(target)) = (parts.next(), parts.next(), parts.next())
+    else {
+        panic!("CALLBACKD_TCP_HOLD={spec:?}: want ip,count,target");
+    };
+    let source: IpAddr = source.parse().expect("source ip");
+    let count: u32 = count.parse().expect("count");
+    let target: SocketAddr = target.parse().expect("target");
+    raise_open_files(u64::from(count) + 256);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let held = runtime.block_on(async move {
+        let mut held = Vec::new();
+        for _ in 0..count {
+            let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+                break;
+            };
+            if socket.bind(SocketAddr::new(source, 0)).is_err() {
+                break;
+            }
+            if let Ok(Ok(stream)) =
+                tokio::time::timeout(Duration::from_secs(2), socket.connect(target)).await
+            {
+                held.push(stream);
+            }
+        }
+        held
+    });
+    println!("held {}", held.len());
+    // Until the parent closes stdin.
+    let mut rest = Vec::new();
+    let reader = thread::spawn(move || {
+        let _ = std::io::stdin().read_to_end(&mut rest);
+    });
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !reader.is_finished() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    drop(held);
 }
 
 /// Raises this process's open-files limit to at least `want` (root may
