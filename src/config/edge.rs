@@ -114,7 +114,7 @@ impl Default for EdgeConfig {
             max_messages_per_source: 1000,
             max_stateless_per_s: 200,
             overload_queue: 1024,
-            overload_delay_ms: 200,
+            overload_delay_ms: 500,
             overload_retry_after_s: 5,
             auth_slowdown_after: 5,
             auth_block_after: 20,

@@ -437,15 +437,10 @@ impl Edge {
         status: u16,
         retry_after: Option<&str>,
     ) -> Option<Bytes> {
-        if self.settings.max_stateless_per_s == 0 {
+        if self.settings.max_stateless_per_s == 0 || starts_with_method(data, b"ACK ") {
             return None;
         }
-        let Ok(Message::Request(req)) = message::parse(data) else {
-            return None;
-        };
-        if req.method == Method::Ack {
-            return None;
-        }
+        // The budget before the parse: a flood beyond it costs no parsing.
         let key = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
         let now = std::time::Instant::now();
         if !self
@@ -455,6 +450,12 @@ impl Edge {
             .allow(key, now)
         {
             self.count(DropReason::StatelessCap, remote);
+            return None;
+        }
+        let Ok(Message::Request(req)) = message::parse(data) else {
+            return None;
+        };
+        if req.method == Method::Ack {
             return None;
         }
         // A To-tag from the request, so retransmissions get the same answer.
@@ -476,14 +477,18 @@ impl Edge {
 /// Whether `data` starts a new call: an INVITE whose To has no tag. Looks
 /// only at the start line first, so only INVITEs are parsed.
 fn is_new_invite(data: &[u8]) -> bool {
+    starts_with_method(data, b"INVITE ")
+        && matches!(message::parse(data), Ok(Message::Request(req)) if req.headers.to.tag.is_none())
+}
+
+/// Whether the start line (after any CRLFs, RFC 3261 §7.5) begins with
+/// `method` and a space.
+fn starts_with_method(data: &[u8], method: &[u8]) -> bool {
     let start = data
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
         .unwrap_or(data.len());
-    if !data[start..].starts_with(b"INVITE ") {
-        return false;
-    }
-    matches!(message::parse(data), Ok(Message::Request(req)) if req.headers.to.tag.is_none())
+    data[start..].starts_with(method)
 }
 
 /// The SIP sockets. Dropping it shuts it down (see [`Transport::shutdown`]).
@@ -518,7 +523,20 @@ impl Transport {
         edge: Arc<Edge>,
     ) -> io::Result<(Transport, mpsc::Receiver<Inbound>)> {
         let udp = match udp {
-            Some(addr) => Some(Arc::new(UdpSocket::bind(addr).await?)),
+            Some(addr) => {
+                let socket = UdpSocket::bind(addr).await?;
+                // The kernel's default (about 200 datagrams) lasts a few
+                // milliseconds of a flood: a hiccup of the receive loop
+                // would drop legitimate requests with the junk before the
+                // checks here could tell them apart. Linux caps the request
+                // at net.core.rmem_max.
+                let sock = socket2::SockRef::from(&socket);
+                if let Err(e) = sock.set_recv_buffer_size(UDP_RECV_BUFFER) {
+                    warn!(error = %e, "SIP UDP receive buffer not enlarged");
+                }
+                debug!(bytes = ?sock.recv_buffer_size().ok(), "SIP UDP receive buffer");
+                Some(Arc::new(socket))
+            }
             None => None,
         };
         let listener = match tcp {
@@ -688,6 +706,8 @@ impl Drop for Transport {
     }
 }
 
+/// The receive buffer asked for on the SIP UDP socket.
+const UDP_RECV_BUFFER: usize = 8 << 20;
 /// Datagrams allowed to wait for UDP socket buffer space at once.
 const UDP_MAX_PENDING_SENDS: usize = 1024;
 /// Bytes read from a TCP connection per read call.
