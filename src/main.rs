@@ -268,7 +268,8 @@ fn open_files_limit() -> std::io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok((limit.rlim_cur as u64, limit.rlim_max as u64))
+    // rlim_t is u64 on Linux.
+    Ok((limit.rlim_cur, limit.rlim_max))
 }
 
 /// Raises the soft open-files limit to the hard one (Linux refuses more
@@ -285,8 +286,8 @@ fn raise_open_files() -> std::io::Result<u64> {
         return Ok(soft);
     }
     let raised = libc::rlimit {
-        rlim_cur: target as libc::rlim_t,
-        rlim_max: hard as libc::rlim_t,
+        rlim_cur: target,
+        rlim_max: hard,
     };
     // SAFETY: setrlimit only reads the rlimit it is given, which outlives
     // the call; raising the soft limit up to the hard one needs no privilege.

@@ -124,7 +124,7 @@ fn legit_calls_go_through_floods_and_every_flood_is_counted() {
             seconds,
             stop.clone(),
             sent.clone(),
-            |i, local| junk_invite(i, local),
+            junk_invite,
         ),
         spawn_udp_flood(
             "127.0.0.3",
@@ -133,7 +133,7 @@ fn legit_calls_go_through_floods_and_every_flood_is_counted() {
             seconds,
             stop.clone(),
             sent.clone(),
-            |i, local| options(i, local),
+            options,
         ),
         spawn_udp_flood(
             "127.0.0.4",
@@ -366,12 +366,12 @@ fn raise_open_files(want: u64) {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return;
     }
-    if limit.rlim_cur as u64 >= want {
+    if limit.rlim_cur >= want {
         return;
     }
     let raised = libc::rlimit {
-        rlim_cur: want as libc::rlim_t,
-        rlim_max: (limit.rlim_max as u64).max(want) as libc::rlim_t,
+        rlim_cur: want,
+        rlim_max: limit.rlim_max.max(want),
     };
     // SAFETY: setrlimit reads the struct it is given, which outlives the call.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
