@@ -16,8 +16,10 @@
 //! does not allocate: the networks are kept as (network, mask) integer pairs
 //! and checked with one AND and one compare each.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{AddrParseError, IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Instant;
 
 use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
@@ -218,6 +220,179 @@ fn canonical_net(net: IpNet) -> IpNet {
     }
 }
 
+/// What a source may do, decided once per datagram or connection at the
+/// socket (see [`Sources::classify`]), before anything is queued or parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// In no allow-list: dropped (or a stateless 403), TCP closed at accept.
+    Outsider,
+    /// An agent's phone: REGISTER, OPTIONS, and the dialogs we start towards
+    /// it; a new INVITE from it gets 403.
+    Agent,
+    /// A trunk or proxy (listed, or a resolved trunk target): everything,
+    /// new INVITEs included.
+    Trunk,
+}
+
+impl Role {
+    /// Whether the source may start a call (send a dialog-creating INVITE).
+    pub fn may_call(self) -> bool {
+        self == Role::Trunk
+    }
+
+    /// Whether the source may send SIP at all.
+    pub fn is_allowed(self) -> bool {
+        self != Role::Outsider
+    }
+}
+
+/// The signalling allow-lists by role: trunks and proxies (configured,
+/// plus the addresses the trunk's termination resolved to, which follow
+/// the DNS refresh) and agents.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources {
+    trunks: Acl,
+    agents: Acl,
+    /// Resolved trunk targets, canonical (IPv4-mapped as IPv4).
+    trunk_targets: Vec<IpAddr>,
+}
+
+impl Sources {
+    /// Sources from the configured trunk and agent lists.
+    pub fn new(trunks: Acl, agents: Acl) -> Sources {
+        Sources {
+            trunks,
+            agents,
+            trunk_targets: Vec::new(),
+        }
+    }
+
+    /// Replaces the resolved trunk targets (they are trunks without being
+    /// listed); returns whether the set changed.
+    pub fn set_trunk_targets(&mut self, targets: impl IntoIterator<Item = IpAddr>) -> bool {
+        let mut ips: Vec<IpAddr> = targets.into_iter().map(|ip| ip.to_canonical()).collect();
+        ips.sort_unstable();
+        ips.dedup();
+        let changed = ips != self.trunk_targets;
+        self.trunk_targets = ips;
+        changed
+    }
+
+    /// The resolved trunk targets allowed now.
+    pub fn trunk_targets(&self) -> &[IpAddr] {
+        &self.trunk_targets
+    }
+
+    /// The role of `addr`: trunk before agent before outsider. Does not
+    /// allocate.
+    pub fn classify(&self, addr: IpAddr) -> Role {
+        let canonical = addr.to_canonical();
+        if self.trunks.allows(canonical) || self.trunk_targets.contains(&canonical) {
+            Role::Trunk
+        } else if self.agents.allows(canonical) {
+            Role::Agent
+        } else {
+            Role::Outsider
+        }
+    }
+}
+
+/// Per-source token buckets: at most `rate` messages per second from one
+/// address, in bursts of up to `burst`. Time is an argument.
+///
+/// The table is bounded: when `max_sources` addresses are tracked, buckets
+/// that have refilled completely (idle sources) are swept; if none can be
+/// swept the newcomer shares one overflow bucket with every other untracked
+/// source, so a spray of spoofed addresses cannot grow memory or escape the
+/// limit altogether.
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    rate: u32,
+    burst: u32,
+    max_sources: usize,
+    buckets: HashMap<IpAddr, Bucket>,
+    overflow: Bucket,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// Tokens, in thousandths of a message.
+    milli_tokens: u64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(burst: u32, now: Instant) -> Bucket {
+        Bucket {
+            milli_tokens: u64::from(burst) * 1000,
+            at: now,
+        }
+    }
+
+    /// Refills for the time since the last look and takes one token.
+    fn take(&mut self, rate: u32, burst: u32, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at);
+        let refill = elapsed.as_micros().saturating_mul(u128::from(rate)) / 1000;
+        let cap = u64::from(burst) * 1000;
+        self.milli_tokens = u64::try_from(u128::from(self.milli_tokens) + refill)
+            .unwrap_or(u64::MAX)
+            .min(cap);
+        self.at = now;
+        if self.milli_tokens >= 1000 {
+            self.milli_tokens -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the bucket would be full at `now` (the source is idle).
+    fn is_full(&self, rate: u32, burst: u32, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at);
+        let refill = elapsed.as_micros().saturating_mul(u128::from(rate)) / 1000;
+        u128::from(self.milli_tokens) + refill >= u128::from(burst) * 1000
+    }
+}
+
+impl RateLimiter {
+    /// `rate` messages per second per source, bursts up to `burst` (at
+    /// least 1), at most `max_sources` addresses tracked.
+    pub fn new(rate: u32, burst: u32, max_sources: usize, now: Instant) -> RateLimiter {
+        let burst = burst.max(1);
+        RateLimiter {
+            rate,
+            burst,
+            max_sources: max_sources.max(1),
+            buckets: HashMap::new(),
+            overflow: Bucket::full(burst, now),
+        }
+    }
+
+    /// Whether one more message from `addr` at `now` is within its limit.
+    pub fn allow(&mut self, addr: IpAddr, now: Instant) -> bool {
+        let (rate, burst) = (self.rate, self.burst);
+        let addr = addr.to_canonical();
+        if let Some(bucket) = self.buckets.get_mut(&addr) {
+            return bucket.take(rate, burst, now);
+        }
+        if self.buckets.len() >= self.max_sources {
+            self.buckets.retain(|_, b| !b.is_full(rate, burst, now));
+        }
+        if self.buckets.len() >= self.max_sources {
+            return self.overflow.take(rate, burst, now);
+        }
+        let mut bucket = Bucket::full(burst, now);
+        let allowed = bucket.take(rate, burst, now);
+        self.buckets.insert(addr, bucket);
+        allowed
+    }
+
+    /// Sources tracked now.
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,5 +559,49 @@ mod tests {
         assert_eq!(t.a, AclAction::Reject);
         assert!(toml::from_str::<T>("a = \"Deny\"").is_err());
         assert_eq!(AclAction::default(), AclAction::Reject);
+    }
+
+    #[test]
+    fn classify_by_role_with_trunk_first() {
+        let mut s = Sources::new(acl(&["10.0.0.1"]), acl(&["0.0.0.0/0"]));
+        assert_eq!(s.classify(ip("10.0.0.1")), Role::Trunk);
+        assert_eq!(s.classify(ip("::ffff:10.0.0.1")), Role::Trunk);
+        assert_eq!(s.classify(ip("192.0.2.9")), Role::Agent);
+        assert_eq!(s.classify(ip("2001:db8::1")), Role::Outsider);
+        assert!(s.set_trunk_targets([ip("::ffff:192.0.2.9")]));
+        assert_eq!(s.classify(ip("192.0.2.9")), Role::Trunk, "resolved target");
+        assert!(!s.set_trunk_targets([ip("192.0.2.9")]), "same set");
+        assert!(s.set_trunk_targets([]));
+        assert_eq!(s.classify(ip("192.0.2.9")), Role::Agent, "target gone");
+        assert!(Role::Trunk.may_call() && !Role::Agent.may_call());
+        assert!(!Role::Outsider.is_allowed() && Role::Agent.is_allowed());
+    }
+
+    #[test]
+    fn rate_limiter_allows_burst_then_rate() {
+        let t0 = Instant::now();
+        let mut l = RateLimiter::new(10, 5, 16, t0);
+        let a = ip("127.0.0.3");
+        let passed = (0..20).filter(|_| l.allow(a, t0)).count();
+        assert_eq!(passed, 5, "the burst");
+        let t1 = t0 + std::time::Duration::from_millis(100);
+        assert!(l.allow(a, t1), "one token after 100 ms at 10/s");
+        assert!(!l.allow(a, t1));
+        assert!(l.allow(ip("127.0.0.4"), t1), "another source has its own");
+    }
+
+    #[test]
+    fn rate_limiter_table_is_bounded_and_sweeps_idle_sources() {
+        let t0 = Instant::now();
+        let mut l = RateLimiter::new(1, 1, 4, t0);
+        for i in 0..100u8 {
+            l.allow(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), t0);
+        }
+        assert_eq!(l.tracked(), 4, "bounded");
+        // Untracked sources share the overflow bucket: not unlimited.
+        assert!(!l.allow(ip("10.0.1.1"), t0));
+        let later = t0 + std::time::Duration::from_secs(2);
+        assert!(l.allow(ip("10.0.1.1"), later), "idle ones swept");
+        assert!(l.tracked() <= 4);
     }
 }

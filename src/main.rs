@@ -59,10 +59,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         // The same path as `run`: load, then check into settings.
+        // The capacity is given for the open-files limit `run` would have:
+        // the hard limit, to which it raises the soft one.
         Command::CheckConfig { file } => {
-            match Config::load(&file).and_then(|c| c.check(base_dir(&file))) {
-                Ok(_) => {
+            let open_files = open_files_limit().map(|(_, hard)| hard);
+            let checked = Config::load(&file)
+                .and_then(|c| c.check(base_dir(&file)))
+                .and_then(|settings| match open_files {
+                    Ok(n) => settings.check_capacity(n).map(Some),
+                    Err(_) => Ok(None),
+                });
+            match checked {
+                Ok(capacity) => {
                     println!("{}: ok", file.display());
+                    match capacity {
+                        Some(capacity) => println!("{capacity}"),
+                        None => println!("capacity: unknown (the open-files limit cannot be read)"),
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -151,6 +164,22 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Every call holds descriptors (RTP and RTCP sockets per leg), so does
+    // every TCP connection: raise the soft limit before anything opens.
+    let open_files = match raise_open_files() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("cannot read the open-files limit: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let capacity = match settings.check_capacity(open_files) {
+        Ok(capacity) => capacity,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!(
             "callbackd={}",
@@ -163,6 +192,7 @@ fn run(path: &Path) -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    tracing::info!(open_files, "{capacity}");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -225,6 +255,48 @@ fn run(path: &Path) -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// The open-files limit, (soft, hard).
+fn open_files_limit() -> std::io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the rlimit it is given, which lives on
+    // this stack frame for the whole call; RLIMIT_NOFILE is a valid resource.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // rlim_t is u64 on Linux.
+    Ok((limit.rlim_cur, limit.rlim_max))
+}
+
+/// Raises the soft open-files limit to the hard one (Linux refuses more
+/// than `fs.nr_open` even under an unlimited hard limit) and returns the
+/// soft limit in effect.
+fn raise_open_files() -> std::io::Result<u64> {
+    let (soft, hard) = open_files_limit()?;
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let target = hard.min(nr_open);
+    if soft >= target {
+        return Ok(soft);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit only reads the rlimit it is given, which outlives
+    // the call; raising the soft limit up to the hard one needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        let e = std::io::Error::last_os_error();
+        eprintln!("open-files limit stays at {soft}: {e}");
+        return Ok(soft);
+    }
+    Ok(target)
 }
 
 async fn wait_for_signal() {

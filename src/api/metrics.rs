@@ -1,19 +1,22 @@
 //! Prometheus text exposition (format 0.0.4) of an [`EngineStatus`].
 //!
 //! Every family is written with its `# HELP` and `# TYPE` lines and one
-//! sample without labels. Gauges are live state read from the core task at
+//! sample without labels, except `callbackd_edge_dropped_total`, which has
+//! one sample per drop reason (`reason` label, see
+//! [`DropReason`]). Gauges are live state read from the core task at
 //! scrape time; `*_total` counters count since start-up (they restart at 0
 //! with the process, which Prometheus' `rate()` handles as a reset).
 
 use std::fmt::Write as _;
 
 use crate::engine::EngineStatus;
+use crate::engine::transport::DropReason;
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Every metric family [`render`] writes, in order: name, type, help text.
-pub const FAMILIES: [(&str, Kind, &str); 12] = [
+pub const FAMILIES: [(&str, Kind, &str); 21] = [
     (
         "callbackd_draining",
         Kind::Gauge,
@@ -74,7 +77,58 @@ pub const FAMILIES: [(&str, Kind, &str); 12] = [
         Kind::Counter,
         "Registrations the store failed to commit (nothing written).",
     ),
+    (
+        "callbackd_edge_rejected_403_total",
+        Kind::Counter,
+        "Stateless 403s sent at the socket to sources outside every allow-list.",
+    ),
+    (
+        "callbackd_edge_overload_503_total",
+        Kind::Counter,
+        "Stateless 503s (Retry-After) sent at the socket to new INVITEs while overloaded.",
+    ),
+    (
+        "callbackd_edge_tcp_connections",
+        Kind::Gauge,
+        "Accepted TCP connections open (capped by edge.max_tcp_connections).",
+    ),
+    (
+        "callbackd_edge_queue_depth",
+        Kind::Gauge,
+        "Received SIP messages waiting for the core (overload above edge.overload_queue).",
+    ),
+    (
+        "callbackd_edge_overloaded",
+        Kind::Gauge,
+        "1 while messages wait longer than edge.overload_delay_ms for the core, else 0.",
+    ),
+    (
+        "callbackd_edge_trunk_addresses",
+        Kind::Gauge,
+        "Resolved trunk addresses allowed without being listed in acl.sip.",
+    ),
+    (
+        "callbackd_register_auth_failures_total",
+        Kind::Counter,
+        "REGISTERs with wrong credentials (bad password or unknown user).",
+    ),
+    (
+        "callbackd_register_refused_total",
+        Kind::Counter,
+        "REGISTERs refused unexamined from an address slowed down or blocked after failures.",
+    ),
+    (
+        "callbackd_register_blocked_total",
+        Kind::Counter,
+        "Times an address was blocked for edge.auth_block_s after edge.auth_block_after failures.",
+    ),
 ];
+
+/// The labelled family: one sample per [`DropReason`].
+pub const DROPPED: (&str, &str) = (
+    "callbackd_edge_dropped_total",
+    "Messages and connections stopped at the socket, by reason (outsider, outsider_tcp, tcp_total_cap, tcp_source_cap, source_rate, overload, queue_full, stateless_cap).",
+);
 
 /// A Prometheus metric type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +166,15 @@ pub fn render(status: &EngineStatus) -> String {
         t.callbacks_registered,
         t.callbacks_already_scheduled,
         t.registration_failures,
+        status.edge.rejected_403,
+        status.edge.overload_503,
+        status.edge.tcp_connections,
+        status.edge.queue_depth,
+        u64::from(status.edge.overloaded),
+        status.edge.trunk_targets,
+        t.auth.failures,
+        t.auth.refused,
+        t.auth.blocked,
     ];
     let mut out = String::with_capacity(2048);
     for ((name, kind, help), value) in FAMILIES.iter().zip(values) {
@@ -120,6 +183,16 @@ pub fn render(status: &EngineStatus) -> String {
             out,
             "# HELP {name} {help}\n# TYPE {name} {}\n{name} {value}\n",
             kind.as_str()
+        );
+    }
+    let (name, help) = DROPPED;
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n");
+    for reason in DropReason::ALL {
+        let _ = writeln!(
+            out,
+            "{name}{{reason=\"{}\"}} {}",
+            reason.label(),
+            status.edge.dropped(reason)
         );
     }
     out
@@ -134,8 +207,10 @@ fn count(n: usize) -> u64 {
 mod tests {
     use super::*;
     use crate::callback::hours::Gates;
+    use crate::engine::transport::EdgeTotals;
     use crate::engine::{EngineStats, EngineTotals};
     use crate::sip::endpoint::Stats;
+    use crate::sip::registrar::GuardStats;
 
     fn status() -> EngineStatus {
         EngineStatus {
@@ -158,6 +233,21 @@ mod tests {
                 callbacks_registered: 8,
                 callbacks_already_scheduled: 9,
                 registration_failures: 10,
+                auth: GuardStats {
+                    failures: 17,
+                    refused: 18,
+                    blocked: 19,
+                    tracked: 1,
+                },
+            },
+            edge: EdgeTotals {
+                dropped: [101, 102, 103, 104, 105, 106, 107, 108],
+                rejected_403: 11,
+                overload_503: 12,
+                tcp_connections: 13,
+                queue_depth: 14,
+                overloaded: true,
+                trunk_targets: 16,
             },
         }
     }
@@ -186,6 +276,15 @@ mod tests {
             ("callbackd_callbacks_registered_total", 8),
             ("callbackd_callbacks_already_scheduled_total", 9),
             ("callbackd_callback_registration_failures_total", 10),
+            ("callbackd_edge_rejected_403_total", 11),
+            ("callbackd_edge_overload_503_total", 12),
+            ("callbackd_edge_tcp_connections", 13),
+            ("callbackd_edge_queue_depth", 14),
+            ("callbackd_edge_overloaded", 1),
+            ("callbackd_edge_trunk_addresses", 16),
+            ("callbackd_register_auth_failures_total", 17),
+            ("callbackd_register_refused_total", 18),
+            ("callbackd_register_blocked_total", 19),
         ];
         assert_eq!(expected.len(), FAMILIES.len());
         for (name, value) in expected {
@@ -197,13 +296,24 @@ mod tests {
     fn every_family_has_help_type_and_one_sample_in_order() {
         let text = render(&status());
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3 * FAMILIES.len());
+        assert_eq!(lines.len(), 3 * FAMILIES.len() + 2 + DropReason::ALL.len());
         for (i, (name, kind, help)) in FAMILIES.iter().enumerate() {
             assert_eq!(lines[3 * i], format!("# HELP {name} {help}"));
             assert_eq!(lines[3 * i + 1], format!("# TYPE {name} {}", kind.as_str()));
             assert!(lines[3 * i + 2].starts_with(&format!("{name} ")));
         }
         assert!(text.ends_with('\n'), "the format ends every line with \\n");
+    }
+
+    #[test]
+    fn every_drop_reason_has_its_labelled_sample() {
+        let text = render(&status());
+        let (name, help) = DROPPED;
+        assert!(text.contains(&format!("# HELP {name} {help}\n# TYPE {name} counter\n")));
+        for (i, reason) in DropReason::ALL.iter().enumerate() {
+            let line = format!("{name}{{reason=\"{}\"}} {}", reason.label(), 101 + i);
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 
     #[test]

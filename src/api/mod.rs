@@ -607,6 +607,7 @@ mod tests {
             },
             draining,
             totals: EngineTotals::default(),
+            edge: Default::default(),
         }
     }
 

@@ -126,6 +126,14 @@ impl Roster {
         }
     }
 
+    /// The registrar's brute-force protection counts (zero without one).
+    pub fn guard_stats(&self) -> crate::sip::registrar::GuardStats {
+        self.registrar
+            .as_ref()
+            .map(Registrar::guard_stats)
+            .unwrap_or_default()
+    }
+
     /// Whether REGISTERs are handled here (some agent registers).
     pub fn registrar_enabled(&self) -> bool {
         self.registrar.is_some()

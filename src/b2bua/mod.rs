@@ -102,6 +102,8 @@ pub struct Totals {
     /// Registrations the store failed to commit (the caller heard "unable
     /// to offer callbacks"; nothing written).
     pub registration_failures: u64,
+    /// The registrar's brute-force protection.
+    pub auth: crate::sip::registrar::GuardStats,
 }
 
 /// What the controller needs besides the configuration; the engine finds
@@ -223,6 +225,20 @@ impl Controller {
     /// A SIP message from the network.
     pub fn handle_message(&mut self, now: Instant, data: &[u8], source: Flow) {
         self.endpoint.handle_message(now, data, source);
+        self.process(now);
+    }
+
+    /// A SIP message whose source the engine already checked against the
+    /// allow-lists at the socket; `may_call` is false for an agent's phone,
+    /// whose new INVITEs get 403.
+    pub fn handle_screened_message(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        source: Flow,
+        may_call: bool,
+    ) {
+        self.endpoint.handle_screened(now, data, source, may_call);
         self.process(now);
     }
 
@@ -431,7 +447,10 @@ impl Controller {
 
     /// Totals since start-up.
     pub fn totals(&self) -> Totals {
-        self.totals
+        Totals {
+            auth: self.roster.guard_stats(),
+            ..self.totals
+        }
     }
 
     /// The registration and launch switches in effect.

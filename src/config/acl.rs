@@ -1,19 +1,27 @@
-//! `[acl]`: the allow-lists for SIP and RTP sources.
+//! `[acl]`: the allow-lists by role — trunks/proxies (`sip`), agents'
+//! phones (`agents`) and RTP (`rtp`) — checked at the socket.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
-use crate::acl::{self, Acl, AclAction};
+use crate::acl::{self, Acl, AclAction, Sources};
 
 /// `[acl]`: allow-lists for SIP and RTP sources.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AclConfig {
-    /// Networks allowed to send SIP (empty = nobody).
+    /// Trunks and proxies: may send any SIP, new INVITEs included (empty =
+    /// nobody). The addresses the trunk's termination resolves to are
+    /// added automatically.
     #[serde(deserialize_with = "deserialize_sip_nets")]
     pub sip: Vec<IpNet>,
+    /// Agents' phones: may REGISTER (with digest), answer OPTIONS and take
+    /// part in the calls made to them; a new INVITE from an address only
+    /// in this list gets 403. Empty (the default) = no one beyond `sip`.
+    #[serde(deserialize_with = "deserialize_agent_nets")]
+    pub agents: Vec<IpNet>,
     /// Networks allowed to send RTP (empty = nobody).
     #[serde(deserialize_with = "deserialize_rtp_nets")]
     pub rtp: Vec<IpNet>,
@@ -27,6 +35,16 @@ impl AclConfig {
         Acl::new(&self.sip)
     }
 
+    /// The agents' allow-list.
+    pub fn agents_acl(&self) -> Acl {
+        Acl::new(&self.agents)
+    }
+
+    /// The signalling sources by role (no resolved trunk target yet).
+    pub fn sources(&self) -> Sources {
+        Sources::new(self.sip_acl(), self.agents_acl())
+    }
+
     /// The RTP allow-list, ready for per-packet checks.
     pub fn rtp_acl(&self) -> Acl {
         Acl::new(&self.rtp)
@@ -38,6 +56,7 @@ impl Default for AclConfig {
         let loopback = IpNet::from(IpAddr::V4(Ipv4Addr::LOCALHOST));
         AclConfig {
             sip: vec![loopback],
+            agents: Vec::new(),
             rtp: vec![loopback],
             action: AclAction::Reject,
         }
@@ -46,6 +65,10 @@ impl Default for AclConfig {
 
 fn deserialize_sip_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
     deserialize_nets(d, "acl.sip")
+}
+
+fn deserialize_agent_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    deserialize_nets(d, "acl.agents")
 }
 
 fn deserialize_rtp_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
@@ -93,6 +116,23 @@ mod tests {
             e.contains("acl.rtp[0]: invalid CIDR \"10.0.0.0/33\": prefix length /33"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn agents_list_gives_the_agent_role() {
+        use crate::acl::Role;
+        let c = parse("[acl]\nsip = [\"10.0.0.1\"]\nagents = [\"0.0.0.0/0\"]\n").expect("valid");
+        let s = c.acl.sources();
+        assert_eq!(s.classify("10.0.0.1".parse().expect("ip")), Role::Trunk);
+        assert_eq!(s.classify("203.0.113.5".parse().expect("ip")), Role::Agent);
+        assert_eq!(
+            s.classify("2001:db8::1".parse().expect("ip")),
+            Role::Outsider
+        );
+        let shipped = parse(SHIPPED).expect("shipped");
+        assert!(shipped.acl.agents.is_empty(), "no agent network by default");
+        let e = error("[acl]\nagents = [\"nope\"]\n");
+        assert!(e.contains("acl.agents[0]: invalid CIDR"), "{e}");
     }
 
     #[test]

@@ -130,6 +130,20 @@ pub enum Invalid {
         /// Port pairs in the range.
         pairs: u16,
     },
+    /// The open-files limit cannot hold the calls and callback legs.
+    #[error(
+        "{calls} calls + {legs} callback legs need more media streams than the {streams} the open-files limit ({open_files}) leaves after TCP and reserved descriptors (raise `ulimit -n` / LimitNOFILE, or lower edge.max_tcp_connections)"
+    )]
+    NotEnoughFiles {
+        /// `call.max_calls`.
+        calls: u64,
+        /// `2 × callbacks.max_lines`.
+        legs: u64,
+        /// Streams the descriptors hold.
+        streams: u64,
+        /// The limit.
+        open_files: u64,
+    },
     /// A wildcard bind address cannot be put into Via, Contact or SDP.
     #[error("must be set when {bound_field} is the wildcard address {ip}")]
     WildcardNeedsAdvertised {

@@ -30,6 +30,7 @@ mod acl;
 mod admin;
 mod agents;
 mod callbacks;
+mod edge;
 mod error;
 mod ivr;
 mod org;
@@ -50,6 +51,7 @@ pub use acl::AclConfig;
 pub use admin::{ApiConfig, LogConfig, LogLevel};
 pub use agents::{AgentConfig, AgentUri, AgentUriError, RegistrarConfig};
 pub use callbacks::{CallbacksConfig, StoreConfig};
+pub use edge::{Capacity, EdgeConfig, RESERVED_FDS};
 pub use error::{ConfigError, Invalid, Location};
 pub use ivr::{EcbtConfig, IvrConfig};
 pub use org::OrgConfig;
@@ -83,6 +85,9 @@ pub struct Config {
     pub prompts: PromptsConfig,
     /// `[acl]`: who may send SIP and RTP.
     pub acl: AclConfig,
+    /// `[edge]`: TCP and rate caps, overload control, brute-force
+    /// protection.
+    pub edge: EdgeConfig,
     /// `[call]`: per-call and global call limits.
     pub call: CallConfig,
     /// `[log]`: logging.
@@ -170,6 +175,28 @@ impl Config {
         base_dir.join(&self.store.path)
     }
 
+    /// How many calls fit under an open-files limit of `open_files` (see
+    /// [`Capacity`]).
+    pub fn capacity(&self, open_files: u64) -> Capacity {
+        Capacity::new(
+            open_files,
+            &self.edge,
+            &self.rtp,
+            &self.call,
+            &self.callbacks,
+        )
+    }
+
+    /// Refuses `call.max_calls` when the open-files limit `open_files`
+    /// cannot hold it with the callback legs (see [`Capacity::check`]).
+    pub fn check_capacity(&self, open_files: u64) -> Result<Capacity, ConfigError> {
+        let capacity = self.capacity(open_files);
+        capacity
+            .check()
+            .map_err(|(field, reason)| self.invalid(&field, reason))?;
+        Ok(capacity)
+    }
+
     /// The name errors use for this configuration: the file path given to
     /// [`Config::load`], the origin given to [`Config::from_toml_str`], or
     /// `<built-in defaults>`.
@@ -191,6 +218,7 @@ impl Config {
         self.rtp.check()?;
         self.media.check()?;
         self.prompts.check()?;
+        self.edge.check()?;
         self.call.check(&self.rtp)?;
         self.api.check(&self.sip)?;
         self.store.check()?;
@@ -222,6 +250,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             prompts: PromptsConfig::default(),
             acl: AclConfig::default(),
+            edge: EdgeConfig::default(),
             call: CallConfig::default(),
             log: LogConfig::default(),
             api: ApiConfig::default(),
@@ -249,6 +278,7 @@ impl PartialEq for Config {
             media,
             prompts,
             acl,
+            edge,
             call,
             log,
             api,
@@ -269,6 +299,7 @@ impl PartialEq for Config {
             && *media == other.media
             && *prompts == other.prompts
             && *acl == other.acl
+            && *edge == other.edge
             && *call == other.call
             && *log == other.log
             && *api == other.api
@@ -365,7 +396,7 @@ mod tests {
         let empty = parse("").expect("empty file");
         assert_eq!(empty, Config::default());
         let sections_only =
-            parse("[sip]\n[rtp]\n[media]\n[prompts]\n[prompts.files]\n[acl]\n[call]\n[log]\n[store]\n[org]\n[org.rates]\n[ivr]\n[ecbt]\n[callbacks]\n[registrar]\n")
+            parse("[sip]\n[rtp]\n[media]\n[prompts]\n[prompts.files]\n[acl]\n[edge]\n[call]\n[log]\n[store]\n[org]\n[org.rates]\n[ivr]\n[ecbt]\n[callbacks]\n[registrar]\n")
                 .expect("empty tables");
         assert_eq!(sections_only, Config::default());
         let support = parse("[[queues]]\nid = \"support\"\n").expect("one bare queue");

@@ -31,8 +31,8 @@ use crate::sip::digest::Secret;
 use crate::sip::registrar::RegistrarSettings;
 
 use super::{
-    AclConfig, AgentUri, ApiConfig, CallConfig, CallbacksConfig, Config, ConfigError, Invalid,
-    IvrConfig, LogConfig, MediaConfig, PROMPT_NAMES, RtpConfig, SipConfig,
+    AclConfig, AgentUri, ApiConfig, CallConfig, CallbacksConfig, Capacity, Config, ConfigError,
+    EdgeConfig, Invalid, IvrConfig, LogConfig, MediaConfig, PROMPT_NAMES, RtpConfig, SipConfig,
 };
 
 /// A checked configuration (see the module documentation).
@@ -45,6 +45,7 @@ pub struct Settings {
     media: MediaConfig,
     prompt_files: Vec<(&'static str, PathBuf)>,
     acl: AclConfig,
+    edge: EdgeConfig,
     call: CallConfig,
     log: LogConfig,
     api: ApiConfig,
@@ -185,7 +186,10 @@ impl Config {
             .collect();
         let users = self.registrar_users();
         let registrar = (!users.is_empty()).then(|| RegistrarSetup {
-            settings: self.registrar.settings(),
+            settings: RegistrarSettings {
+                guard: self.edge.guard(),
+                ..self.registrar.settings()
+            },
             users,
         });
         Settings {
@@ -212,6 +216,7 @@ impl Config {
             rtp: self.rtp,
             media: self.media,
             acl: self.acl,
+            edge: self.edge,
             call: self.call,
             log: self.log,
             api: self.api,
@@ -278,6 +283,35 @@ impl Settings {
     /// `[call]`.
     pub fn call(&self) -> &CallConfig {
         &self.call
+    }
+
+    /// `[edge]`.
+    pub fn edge(&self) -> &EdgeConfig {
+        &self.edge
+    }
+
+    /// How many calls fit under an open-files limit of `open_files`.
+    pub fn capacity(&self, open_files: u64) -> Capacity {
+        Capacity::new(
+            open_files,
+            &self.edge,
+            &self.rtp,
+            &self.call,
+            &self.callbacks,
+        )
+    }
+
+    /// [`Settings::capacity`], refusing `call.max_calls` when it does not fit.
+    pub fn check_capacity(&self, open_files: u64) -> Result<Capacity, ConfigError> {
+        let capacity = self.capacity(open_files);
+        capacity
+            .check()
+            .map_err(|(field, reason)| ConfigError::Invalid {
+                origin: self.origin.clone(),
+                field,
+                reason,
+            })?;
+        Ok(capacity)
     }
 
     /// `[log]`.

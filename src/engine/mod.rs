@@ -43,7 +43,7 @@ use crate::config::{Settings, Transport as ConfiguredTransport};
 use crate::media::g711::Law;
 use crate::media::prompt::{PromptError, PromptLibrary, Ptime};
 use crate::sip::endpoint::{Destination, Flow, FlowTransport};
-use transport::{Inbound, Target, Transport, TransportKind};
+use transport::{Edge, EdgeSettings, EdgeTotals, Inbound, Target, Transport, TransportKind};
 
 pub use crate::b2bua::{Stats as EngineStats, Totals as EngineTotals};
 
@@ -83,6 +83,8 @@ pub struct EngineStatus {
     pub draining: bool,
     /// Totals since start-up.
     pub totals: EngineTotals,
+    /// The checks at the sockets: drops by reason, caps, overload.
+    pub edge: EdgeTotals,
 }
 
 /// A running engine.
@@ -257,7 +259,9 @@ pub fn load_prompts(settings: &Settings) -> Result<PromptLibrary, PromptError> {
 /// is accepted.
 pub async fn start(settings: Settings) -> Result<EngineHandle, EngineError> {
     let store = SqliteStore::open(settings.store_path())?;
-    start_with_store(settings, Box::new(store)).await
+    // A second connection for the reads calls wait on (see [`store`]).
+    let reader = SqliteStore::open(settings.store_path())?;
+    start_with_stores(settings, Box::new(store), Some(Box::new(reader))).await
 }
 
 /// [`start`] with a callback store of the caller's choosing (another
@@ -267,18 +271,42 @@ pub async fn start_with_store(
     settings: Settings,
     store: Box<dyn crate::callback::store::LaunchStore>,
 ) -> Result<EngineHandle, EngineError> {
+    start_with_stores(settings, store, None).await
+}
+
+/// [`start_with_store`] with a second connection to the same store for the
+/// reads a call waits on, so they do not queue behind writes.
+pub async fn start_with_stores(
+    settings: Settings,
+    store: Box<dyn crate::callback::store::LaunchStore>,
+    reader: Option<Box<dyn crate::callback::store::LaunchStore>>,
+) -> Result<EngineHandle, EngineError> {
     let started = Instant::now();
+    // The binary raises the limit and refuses a `max_calls` over the
+    // capacity before it gets here; an embedding program is told.
+    if let Some(open_files) = open_files_limit() {
+        match settings.check_capacity(open_files) {
+            Ok(capacity) => info!(open_files, "{capacity}"),
+            Err(e) => warn!("{e}"),
+        }
+    }
     let prompts = Arc::new(load_prompts(&settings)?);
     let sip = settings.sip();
     let udp = sip.serves(ConfiguredTransport::Udp).then_some(sip.bind);
     let tcp = sip.serves(ConfiguredTransport::Tcp).then_some(sip.bind);
-    let (transport, inbound) =
-        Transport::bind(udp, tcp, sip.max_message_size, sip.tcp_idle_timeout())
-            .await
-            .map_err(|source| EngineError::Bind {
-                addr: sip.bind,
-                source,
-            })?;
+    let edge = Arc::new(Edge::new(edge_settings(&settings)));
+    let (transport, inbound) = Transport::bind_with_edge(
+        udp,
+        tcp,
+        sip.max_message_size,
+        sip.tcp_idle_timeout(),
+        edge.clone(),
+    )
+    .await
+    .map_err(|source| EngineError::Bind {
+        addr: sip.bind,
+        source,
+    })?;
     let udp_addr = transport.local_udp_addr();
     let tcp_addr = transport.local_tcp_addr();
     let advertised_port = match (sip.advertised_port, udp_addr.or(tcp_addr)) {
@@ -289,6 +317,8 @@ pub async fn start_with_store(
     };
     let (trunk_targets, trunk_refresh) =
         resolve_trunk(settings.trunk_dns_servers(), settings.trunk()).await;
+    // The trunk's addresses may send (and answer) without being listed.
+    edge.set_trunk_targets(trunk_targets.iter().map(|t| t.addr.ip()));
     let recordings_dir = settings.recordings_dir();
     if settings.queues().iter().any(|q| q.recording)
         && let Err(e) = std::fs::create_dir_all(&recordings_dir)
@@ -350,8 +380,9 @@ pub async fn start_with_store(
         Err(e) => warn!(error = %e, "interrupted callbacks could not be recovered"),
     }
     let (store_replies_tx, store_replies) = mpsc::unbounded_channel();
-    let (store, _store_thread) = store::spawn(store, controller.longest_ring(), store_replies_tx)
-        .map_err(EngineError::Thread)?;
+    let (store, _store_thread) =
+        store::spawn(store, reader, controller.longest_ring(), store_replies_tx)
+            .map_err(EngineError::Thread)?;
 
     info!(
         udp = ?udp_addr,
@@ -390,6 +421,36 @@ pub async fn start_with_store(
         control,
         task,
     })
+}
+
+/// The soft open-files limit of this process (`/proc/self/limits`), when
+/// it can be read and is not unlimited.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The checks at the sockets, from `[acl]` and `[edge]`.
+fn edge_settings(settings: &Settings) -> EdgeSettings {
+    let acl = settings.acl();
+    let edge = settings.edge();
+    EdgeSettings {
+        sources: acl.sources(),
+        action: acl.action,
+        max_tcp_connections: edge.max_tcp_connections as usize,
+        max_tcp_per_source: edge.max_tcp_per_source as usize,
+        max_messages_per_source: edge.max_messages_per_source,
+        max_stateless_per_s: edge.max_stateless_per_s,
+        overload_queue: edge.overload_queue as usize,
+        overload_delay: Duration::from_millis(edge.overload_delay_ms),
+        retry_after_s: edge.overload_retry_after_s,
+        user_agent: settings.sip().user_agent.as_str().into(),
+    }
 }
 
 /// This engine's name in the store's claims: the host name and the SIP
@@ -565,8 +626,11 @@ impl Core {
                     None => std::future::pending().await,
                 }
             };
+            // Not `biased`: tokio polls the arms from a random one each
+            // time, so a flood on one input (SIP) cannot starve the others
+            // (timers, media events, store replies); each arm takes a
+            // bounded batch.
             tokio::select! {
-                biased;
                 control = self.control.recv() => match control {
                     Some(Control::Stats(reply)) => {
                         let _ = reply.send(self.controller.stats());
@@ -577,6 +641,10 @@ impl Core {
                             gates: self.controller.gates(),
                             draining: self.controller.is_draining(),
                             totals: self.controller.totals(),
+                            edge: EdgeTotals {
+                                queue_depth: self.inbound.len() as u64,
+                                ..self.transport.edge_totals()
+                            },
                         });
                     }
                     Some(Control::Agents(reply)) => {
@@ -608,7 +676,8 @@ impl Core {
                 Some(event) = self.media_events.recv() => {
                     let now = self.now();
                     self.controller.handle_media_event(now, event);
-                    while let Ok(event) = self.media_events.try_recv() {
+                    for _ in 0..BATCH {
+                        let Ok(event) = self.media_events.try_recv() else { break };
                         self.controller.handle_media_event(now, event);
                     }
                 }
@@ -617,6 +686,9 @@ impl Core {
                     self.controller.handle_store_reply(now, reply);
                 }
                 Some(targets) = self.trunk_targets.recv() => {
+                    self.transport
+                        .edge()
+                        .set_trunk_targets(targets.iter().map(|t| t.addr.ip()));
                     self.controller.set_trunk_targets(targets);
                 }
                 Some((target, data)) = self.resolved_rx.recv() => {
@@ -651,6 +723,9 @@ impl Core {
     }
 
     fn handle_inbound(&mut self, now: Instant, message: Inbound) {
+        self.transport
+            .edge()
+            .report_wait(now.saturating_duration_since(message.received));
         let flow = Flow {
             remote: message.source.remote,
             transport: match message.source.transport {
@@ -658,7 +733,10 @@ impl Core {
                 TransportKind::Tcp(conn) => FlowTransport::Tcp(conn.0),
             },
         };
-        self.controller.handle_message(now, &message.data, flow);
+        // The sources were checked at the socket; an agent's phone may not
+        // start a call.
+        self.controller
+            .handle_screened_message(now, &message.data, flow, message.role.may_call());
     }
 
     /// Carries out everything the controller asks for until it asks for

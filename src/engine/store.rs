@@ -4,6 +4,11 @@
 //! The controller's [`StoreRequest`]s go in over a channel in order; each is
 //! carried out by [`execute`] and its answer sent back to the core, which
 //! feeds it to the controller. Recording purges (file IO) run here too.
+//!
+//! Reads a caller waits on (the pending count an IVR call starts with) go
+//! to a second thread with its own connection when there is one: WAL lets
+//! it read beside the writer, so a burst of registrations (each a
+//! `synchronous=FULL` commit) never holds up a new call's prompts.
 
 use std::sync::mpsc;
 use std::thread;
@@ -19,21 +24,49 @@ use crate::callback::store::LaunchStore;
 #[derive(Clone)]
 pub struct StoreHandle {
     tx: mpsc::Sender<StoreRequest>,
+    /// The reader thread, when there is one.
+    reads: Option<mpsc::Sender<StoreRequest>>,
 }
 
 impl StoreHandle {
-    /// Queues a request; false when the thread is gone.
+    /// Queues a request (reads to the reader thread when there is one);
+    /// false when the thread is gone.
     pub fn send(&self, request: StoreRequest) -> bool {
-        self.tx.send(request).is_ok()
+        match (&self.reads, &request) {
+            (Some(reads), StoreRequest::PendingAhead { .. }) => reads.send(request).is_ok(),
+            _ => self.tx.send(request).is_ok(),
+        }
     }
 }
 
-/// Starts the store thread over `store`.
+/// Starts the store thread over `store`, and a reader thread over `reader`
+/// (a second connection to the same store) when given.
 pub fn spawn(
     mut store: Box<dyn LaunchStore>,
+    reader: Option<Box<dyn LaunchStore>>,
     longest_ring: Duration,
     replies: UnboundedSender<StoreReply>,
 ) -> std::io::Result<(StoreHandle, thread::JoinHandle<()>)> {
+    let reads = match reader {
+        Some(mut reader) => {
+            let (tx, rx) = mpsc::channel::<StoreRequest>();
+            let replies = replies.clone();
+            thread::Builder::new()
+                .name("callbackd-store-read".into())
+                .spawn(move || {
+                    for request in rx {
+                        let Some(reply) = execute(reader.as_mut(), longest_ring, request) else {
+                            continue;
+                        };
+                        if replies.send(reply).is_err() {
+                            return;
+                        }
+                    }
+                })?;
+            Some(tx)
+        }
+        None => None,
+    };
     let (tx, rx) = mpsc::channel::<StoreRequest>();
     let thread = thread::Builder::new()
         .name("callbackd-store".into())
@@ -53,7 +86,7 @@ pub fn spawn(
                 }
             }
         })?;
-    Ok((StoreHandle { tx }, thread))
+    Ok((StoreHandle { tx, reads }, thread))
 }
 
 /// Deletes the `callback-*.wav` files in `dir` last written more than
@@ -93,6 +126,82 @@ fn purge_old_recordings(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::callback::QueueId;
+    use crate::callback::store::{NewCallback, SqliteStore};
+
+    /// The next reply within 4 s (the store's busy timeout is 5 s).
+    fn next_reply(rx: &mut tokio::sync::mpsc::UnboundedReceiver<StoreReply>) -> Option<StoreReply> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(4);
+        while std::time::Instant::now() < deadline {
+            if let Ok(reply) = rx.try_recv() {
+                return Some(reply);
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    #[test]
+    fn reads_are_answered_while_a_write_waits_for_the_database() {
+        let path = std::env::temp_dir().join(format!(
+            "callbackd-store-read-{}.sqlite",
+            std::process::id()
+        ));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        let writer = SqliteStore::open(&path).expect("writer");
+        let reader = SqliteStore::open(&path).expect("reader");
+        let (replies, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (handle, _thread) = spawn(
+            Box::new(writer),
+            Some(Box::new(reader)),
+            Duration::from_secs(30),
+            replies,
+        )
+        .expect("threads");
+        // Another process holds the write lock (a slow disk, a long
+        // transaction): the writer thread's commit waits for it.
+        let other = rusqlite::Connection::open(&path).expect("third connection");
+        other.execute_batch("BEGIN IMMEDIATE").expect("write lock");
+        let now = jiff::Timestamp::now();
+        let new = NewCallback {
+            queue: QueueId("support".into()),
+            number: "3125550188".into(),
+            caller_ani: "3125550111".into(),
+            called_number: "8005550100".into(),
+            priority: 0,
+            queued_at: now,
+            registered_at: now,
+            ecbt_quoted_minutes: 1,
+            expires_at: now + jiff::SignedDuration::from_hours(1),
+            inbound_call_id: "c1@test".into(),
+        };
+        assert!(handle.send(StoreRequest::Register {
+            call: 1,
+            new: Box::new(new),
+        }));
+        assert!(handle.send(StoreRequest::PendingAhead {
+            call: 2,
+            queue: QueueId("support".into()),
+            queued_at: now,
+        }));
+        // The read is answered while the write is still stuck.
+        match next_reply(&mut rx) {
+            Some(StoreReply::PendingAhead { call: 2, count: 0 }) => {}
+            other => panic!("the read waited behind the write: {other:?}"),
+        }
+        other.execute_batch("ROLLBACK").expect("release");
+        match next_reply(&mut rx) {
+            Some(StoreReply::Registered { call: 1, result }) => {
+                assert!(result.is_ok(), "{result:?}")
+            }
+            other => panic!("the write: {other:?}"),
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 
     #[test]
     fn only_recordings_past_retention_are_purged() {

@@ -22,14 +22,22 @@
 //! Framing errors on a connection (message too large, missing or invalid
 //! Content-Length) close it after a log line. No 400/513 response is sent on
 //! the way out: that would need a SIP parser here, and a peer that breaks
-//! framing cannot be trusted to be in sync to read it anyway. The source
-//! address ACL is the endpoint's business, not this module's.
+//! framing cannot be trusted to be in sync to read it anyway.
+//!
+//! The edge ([`Edge`]) is checked here, before anything is queued or
+//! parsed: a datagram from outside every allow-list is dropped (or answered
+//! with a stateless 403), a TCP connection from outside is closed at
+//! accept; TCP connections are capped in total and per source, messages per
+//! source per second; while the core falls behind (queue depth, or the
+//! wait it reports) new INVITEs get a stateless 503 with Retry-After.
+//! Every message let in carries its sender's [`Role`] to the core.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,7 +49,9 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
+use crate::acl::{Acl, AclAction, RateLimiter, Role, Sources};
 use crate::sip::framing::{self, Frame, FramingError, KeepAliveKind, StreamFramer};
+use crate::sip::message::{self, Message, Method};
 
 /// Capacity of the queue of received messages towards the SIP core.
 pub const INBOUND_QUEUE: usize = 4096;
@@ -82,6 +92,10 @@ pub struct Inbound {
     pub data: Bytes,
     /// Where it came from.
     pub source: Source,
+    /// What the sender may do (checked at the socket).
+    pub role: Role,
+    /// When it was received: the core reports the wait to the [`Edge`].
+    pub received: std::time::Instant,
 }
 
 /// Where to send a message.
@@ -133,6 +147,350 @@ pub enum SendError {
     },
 }
 
+/// Settings of the checks at the socket (from `[acl]` and `[edge]`).
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    /// The allow-lists by role (the resolved trunk targets are added by
+    /// [`Edge::set_trunk_targets`]).
+    pub sources: Sources,
+    /// Outsiders' requests: stateless 403, or dropped.
+    pub action: AclAction,
+    /// Accepted TCP connections, all sources together.
+    pub max_tcp_connections: usize,
+    /// Accepted TCP connections from one address.
+    pub max_tcp_per_source: usize,
+    /// Messages per second from one address (bursts of twice that).
+    pub max_messages_per_source: u32,
+    /// Stateless answers per second, all together.
+    pub max_stateless_per_s: u32,
+    /// Queued messages beyond which new INVITEs get 503.
+    pub overload_queue: usize,
+    /// Queue wait beyond which the core counts as falling behind.
+    pub overload_delay: Duration,
+    /// `Retry-After` of the overload 503.
+    pub retry_after_s: u32,
+    /// `Server` of the stateless answers.
+    pub user_agent: Box<str>,
+}
+
+impl EdgeSettings {
+    /// Everything allowed, no cap that a test would notice: for transport
+    /// tests and embedders that check sources themselves.
+    pub fn open() -> EdgeSettings {
+        let all = Acl::parse(&["0.0.0.0/0", "::/0"]).expect("literal CIDRs");
+        EdgeSettings {
+            sources: Sources::new(all, Acl::default()),
+            action: AclAction::Drop,
+            max_tcp_connections: 1 << 20,
+            max_tcp_per_source: 1 << 20,
+            max_messages_per_source: 1 << 30,
+            max_stateless_per_s: 0,
+            overload_queue: INBOUND_QUEUE,
+            overload_delay: Duration::from_secs(3600),
+            retry_after_s: 5,
+            user_agent: "callbackd".into(),
+        }
+    }
+}
+
+/// Why a message or connection was not let in, one counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A UDP datagram from outside every allow-list (dropped or 403).
+    Outsider,
+    /// A TCP connection from outside every allow-list, closed at accept.
+    OutsiderTcp,
+    /// A TCP connection over `edge.max_tcp_connections`.
+    TcpTotalCap,
+    /// A TCP connection over `edge.max_tcp_per_source`.
+    TcpSourceCap,
+    /// A message over `edge.max_messages_per_source`.
+    SourceRate,
+    /// A new INVITE while overloaded (answered 503 when the stateless
+    /// budget allows).
+    Overload,
+    /// The queue to the core was full (UDP only: TCP waits).
+    QueueFull,
+    /// A stateless answer (403, 503) not sent: over `edge.max_stateless_per_s`.
+    StatelessCap,
+}
+
+impl DropReason {
+    /// Every reason, in the order of [`EdgeTotals::dropped`].
+    pub const ALL: [DropReason; 8] = [
+        DropReason::Outsider,
+        DropReason::OutsiderTcp,
+        DropReason::TcpTotalCap,
+        DropReason::TcpSourceCap,
+        DropReason::SourceRate,
+        DropReason::Overload,
+        DropReason::QueueFull,
+        DropReason::StatelessCap,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Outsider => "outsider",
+            DropReason::OutsiderTcp => "outsider_tcp",
+            DropReason::TcpTotalCap => "tcp_total_cap",
+            DropReason::TcpSourceCap => "tcp_source_cap",
+            DropReason::SourceRate => "source_rate",
+            DropReason::Overload => "overload",
+            DropReason::QueueFull => "queue_full",
+            DropReason::StatelessCap => "stateless_cap",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The edge's counters since start-up, and its live state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EdgeTotals {
+    /// Per [`DropReason`], in [`DropReason::ALL`] order.
+    pub dropped: [u64; 8],
+    /// Stateless 403s sent to outsiders.
+    pub rejected_403: u64,
+    /// Stateless 503s sent while overloaded.
+    pub overload_503: u64,
+    /// Accepted TCP connections open now.
+    pub tcp_connections: u64,
+    /// Messages waiting for the core now.
+    pub queue_depth: u64,
+    /// 1 while the core is falling behind (new INVITEs get 503).
+    pub overloaded: bool,
+    /// Resolved trunk addresses allowed now.
+    pub trunk_targets: u64,
+}
+
+impl EdgeTotals {
+    /// The count for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason.index()]
+    }
+}
+
+/// The checks at the socket, shared by the receive tasks and the core:
+/// who may send (by role), caps, rates, overload, counters.
+#[derive(Debug)]
+pub struct Edge {
+    settings: EdgeSettings,
+    sources: RwLock<Sources>,
+    limiter: Mutex<RateLimiter>,
+    /// One bucket (keyed on the unspecified address) for stateless answers.
+    stateless: Mutex<RateLimiter>,
+    /// Set by the core when messages wait longer than the overload delay.
+    lagging: AtomicBool,
+    dropped: [AtomicU64; 8],
+    rejected_403: AtomicU64,
+    overload_503: AtomicU64,
+}
+
+/// What the socket does with a received message.
+enum Verdict {
+    /// Queue it for the core, with the sender's role.
+    Queue(Role),
+    /// Send this answer back (stateless), queue nothing.
+    Answer(Bytes),
+    /// Nothing.
+    Drop,
+}
+
+/// Most sources the per-source rate table tracks.
+const RATE_SOURCES: usize = 65_536;
+
+impl Edge {
+    /// The edge for `settings`.
+    pub fn new(settings: EdgeSettings) -> Edge {
+        let now = std::time::Instant::now();
+        let rate = settings.max_messages_per_source;
+        let stateless = settings.max_stateless_per_s;
+        Edge {
+            sources: RwLock::new(settings.sources.clone()),
+            limiter: Mutex::new(RateLimiter::new(
+                rate,
+                rate.saturating_mul(2),
+                RATE_SOURCES,
+                now,
+            )),
+            stateless: Mutex::new(RateLimiter::new(stateless, stateless.max(1), 1, now)),
+            lagging: AtomicBool::new(false),
+            dropped: Default::default(),
+            rejected_403: AtomicU64::new(0),
+            overload_503: AtomicU64::new(0),
+            settings,
+        }
+    }
+
+    /// The role of a source address now.
+    pub fn classify(&self, ip: IpAddr) -> Role {
+        self.sources
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .classify(ip)
+    }
+
+    /// The trunk's termination resolved to `targets`: they are trunks from
+    /// now on (the previous resolved set is replaced).
+    pub fn set_trunk_targets(&self, targets: impl IntoIterator<Item = IpAddr>) {
+        let mut sources = self.sources.write().unwrap_or_else(PoisonError::into_inner);
+        if sources.set_trunk_targets(targets) {
+            info!(targets = ?sources.trunk_targets(), "trunk addresses allowed");
+        }
+    }
+
+    /// The core reports how long a message waited for it: past the overload
+    /// delay new INVITEs get 503 at the socket until a wait under half of it.
+    pub fn report_wait(&self, waited: Duration) {
+        let delay = self.settings.overload_delay;
+        if waited > delay {
+            if !self.lagging.swap(true, Ordering::Relaxed) {
+                warn!(
+                    waited_ms = waited.as_millis() as u64,
+                    "core falling behind: new INVITEs get 503"
+                );
+            }
+        } else if waited < delay / 2 && self.lagging.swap(false, Ordering::Relaxed) {
+            info!("core caught up: INVITEs accepted again");
+        }
+    }
+
+    /// Counters and live state (`queue_depth` and `tcp_connections` are
+    /// filled in by the transport).
+    pub fn totals(&self) -> EdgeTotals {
+        let mut dropped = [0; 8];
+        for (out, counter) in dropped.iter_mut().zip(&self.dropped) {
+            *out = counter.load(Ordering::Relaxed);
+        }
+        EdgeTotals {
+            dropped,
+            rejected_403: self.rejected_403.load(Ordering::Relaxed),
+            overload_503: self.overload_503.load(Ordering::Relaxed),
+            tcp_connections: 0,
+            queue_depth: 0,
+            overloaded: self.lagging.load(Ordering::Relaxed),
+            trunk_targets: self
+                .sources
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .trunk_targets()
+                .len() as u64,
+        }
+    }
+
+    /// Counts a drop; logs at the 1st, 2nd, 4th, 8th … of each reason, so a
+    /// flood is visible without flooding the log.
+    fn count(&self, reason: DropReason, remote: SocketAddr) {
+        let n = self.dropped[reason.index()].fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            warn!(reason = reason.label(), total = n, last = %remote, "edge: dropped");
+        }
+    }
+
+    /// Decides about one message from `remote` (UDP datagram or TCP
+    /// message); `queued` is how many messages wait for the core.
+    fn screen(&self, data: &[u8], remote: SocketAddr, role: Role, queued: usize) -> Verdict {
+        let ip = remote.ip();
+        if !role.is_allowed() {
+            self.count(DropReason::Outsider, remote);
+            if self.settings.action == AclAction::Reject
+                && let Some(answer) = self.stateless_answer(data, remote, 403, None)
+            {
+                self.rejected_403.fetch_add(1, Ordering::Relaxed);
+                return Verdict::Answer(answer);
+            }
+            return Verdict::Drop;
+        }
+        let now = std::time::Instant::now();
+        if !self
+            .limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .allow(ip, now)
+        {
+            self.count(DropReason::SourceRate, remote);
+            return Verdict::Drop;
+        }
+        let overloaded =
+            queued >= self.settings.overload_queue || self.lagging.load(Ordering::Relaxed);
+        if overloaded && is_new_invite(data) {
+            self.count(DropReason::Overload, remote);
+            let retry = self.settings.retry_after_s.to_string();
+            if let Some(answer) = self.stateless_answer(data, remote, 503, Some(&retry)) {
+                self.overload_503.fetch_add(1, Ordering::Relaxed);
+                return Verdict::Answer(answer);
+            }
+            return Verdict::Drop;
+        }
+        Verdict::Queue(role)
+    }
+
+    /// A stateless answer to a request (never to an ACK or a response),
+    /// within the stateless budget.
+    fn stateless_answer(
+        &self,
+        data: &[u8],
+        remote: SocketAddr,
+        status: u16,
+        retry_after: Option<&str>,
+    ) -> Option<Bytes> {
+        if self.settings.max_stateless_per_s == 0 || starts_with_method(data, b"ACK ") {
+            return None;
+        }
+        // The budget before the parse: a flood beyond it costs no parsing.
+        let key = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        let now = std::time::Instant::now();
+        if !self
+            .stateless
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .allow(key, now)
+        {
+            self.count(DropReason::StatelessCap, remote);
+            return None;
+        }
+        let Ok(Message::Request(req)) = message::parse(data) else {
+            return None;
+        };
+        if req.method == Method::Ack {
+            return None;
+        }
+        // A To-tag from the request, so retransmissions get the same answer.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        req.headers.call_id.hash(&mut h);
+        req.headers.from.tag.hash(&mut h);
+        req.headers.cseq.seq.hash(&mut h);
+        let tag = format!("{:016x}", h.finish());
+        let mut answer = req
+            .response(status, Some(&tag))
+            .header("Server", &self.settings.user_agent);
+        if let Some(seconds) = retry_after {
+            answer = answer.header("Retry-After", seconds);
+        }
+        Some(answer.finish(None, b""))
+    }
+}
+
+/// Whether `data` starts a new call: an INVITE whose To has no tag. Looks
+/// only at the start line first, so only INVITEs are parsed.
+fn is_new_invite(data: &[u8]) -> bool {
+    starts_with_method(data, b"INVITE ")
+        && matches!(message::parse(data), Ok(Message::Request(req)) if req.headers.to.tag.is_none())
+}
+
+/// Whether the start line (after any CRLFs, RFC 3261 §7.5) begins with
+/// `method` and a space.
+fn starts_with_method(data: &[u8], method: &[u8]) -> bool {
+    let start = data
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(data.len());
+    data[start..].starts_with(method)
+}
+
 /// The SIP sockets. Dropping it shuts it down (see [`Transport::shutdown`]).
 #[derive(Debug)]
 pub struct Transport {
@@ -152,8 +510,33 @@ impl Transport {
         max_message_size: usize,
         tcp_idle_timeout: Duration,
     ) -> io::Result<(Transport, mpsc::Receiver<Inbound>)> {
+        let edge = Arc::new(Edge::new(EdgeSettings::open()));
+        Transport::bind_with_edge(udp, tcp, max_message_size, tcp_idle_timeout, edge).await
+    }
+
+    /// [`Transport::bind`] with the checks of `edge` at the sockets.
+    pub async fn bind_with_edge(
+        udp: Option<SocketAddr>,
+        tcp: Option<SocketAddr>,
+        max_message_size: usize,
+        tcp_idle_timeout: Duration,
+        edge: Arc<Edge>,
+    ) -> io::Result<(Transport, mpsc::Receiver<Inbound>)> {
         let udp = match udp {
-            Some(addr) => Some(Arc::new(UdpSocket::bind(addr).await?)),
+            Some(addr) => {
+                let socket = UdpSocket::bind(addr).await?;
+                // The kernel's default (about 200 datagrams) lasts a few
+                // milliseconds of a flood: a hiccup of the receive loop
+                // would drop legitimate requests with the junk before the
+                // checks here could tell them apart. Linux caps the request
+                // at net.core.rmem_max.
+                let sock = socket2::SockRef::from(&socket);
+                if let Err(e) = sock.set_recv_buffer_size(UDP_RECV_BUFFER) {
+                    warn!(error = %e, "SIP UDP receive buffer not enlarged");
+                }
+                debug!(bytes = ?sock.recv_buffer_size().ok(), "SIP UDP receive buffer");
+                Some(Arc::new(socket))
+            }
             None => None,
         };
         let listener = match tcp {
@@ -169,11 +552,14 @@ impl Transport {
             tcp_idle_timeout,
             udp_pending: AtomicUsize::new(0),
             runtime: tokio::runtime::Handle::current(),
+            edge,
             table: Mutex::new(Table {
                 inbound: Some(inbound_tx.clone()),
                 next_id: 1,
                 conns: HashMap::new(),
                 by_remote: HashMap::new(),
+                accepted: 0,
+                accepted_from: HashMap::new(),
             }),
         });
         let mut tasks = Vec::new();
@@ -183,6 +569,7 @@ impl Transport {
                 local,
                 inbound_tx,
                 max_message_size,
+                inner.edge.clone(),
             )));
         }
         if let Some(listener) = listener {
@@ -216,6 +603,18 @@ impl Transport {
         self.inner.table().conns.len()
     }
 
+    /// The checks at the sockets.
+    pub fn edge(&self) -> &Arc<Edge> {
+        &self.inner.edge
+    }
+
+    /// The edge's counters, with the accepted connections open now.
+    pub fn edge_totals(&self) -> EdgeTotals {
+        let mut totals = self.inner.edge.totals();
+        totals.tcp_connections = self.inner.table().accepted as u64;
+        totals
+    }
+
     /// Stops every task and closes every socket and connection; queued
     /// messages are dropped. Once the tasks are gone the inbound queue
     /// reports its end (`recv()` returns `None`). Idempotent.
@@ -224,6 +623,8 @@ impl Transport {
             let mut table = self.inner.table();
             table.inbound = None;
             table.by_remote.clear();
+            table.accepted = 0;
+            table.accepted_from.clear();
             std::mem::take(&mut table.conns)
         };
         // Aborted outside the lock: each task's cleanup takes it.
@@ -305,6 +706,8 @@ impl Drop for Transport {
     }
 }
 
+/// The receive buffer asked for on the SIP UDP socket.
+const UDP_RECV_BUFFER: usize = 8 << 20;
 /// Datagrams allowed to wait for UDP socket buffer space at once.
 const UDP_MAX_PENDING_SENDS: usize = 1024;
 /// Bytes read from a TCP connection per read call.
@@ -323,6 +726,7 @@ struct Inner {
     tcp_idle_timeout: Duration,
     udp_pending: AtomicUsize,
     runtime: tokio::runtime::Handle,
+    edge: Arc<Edge>,
     table: Mutex<Table>,
 }
 
@@ -335,6 +739,10 @@ struct Table {
     conns: HashMap<ConnId, Conn>,
     /// The connection to reuse for each peer address (the newest one).
     by_remote: HashMap<SocketAddr, ConnId>,
+    /// Accepted connections open (the caps count these).
+    accepted: usize,
+    /// Accepted connections open per source address.
+    accepted_from: HashMap<IpAddr, usize>,
 }
 
 #[derive(Debug)]
@@ -342,6 +750,7 @@ struct Conn {
     remote: SocketAddr,
     writer: mpsc::Sender<Bytes>,
     task: AbortHandle,
+    accepted: bool,
 }
 
 /// How a connection task gets its stream.
@@ -384,6 +793,7 @@ impl Inner {
         let id = ConnId(table.next_id);
         table.next_id += 1;
         let (writer, writes) = mpsc::channel(TCP_WRITE_QUEUE);
+        let accepted = matches!(origin, Origin::Accepted(..));
         // tokio::spawn never polls the task inline, so the table lock held
         // here cannot deadlock with the task's own cleanup.
         let task = self
@@ -403,15 +813,28 @@ impl Inner {
                 remote,
                 writer: writer.clone(),
                 task,
+                accepted,
             },
         );
+        if accepted {
+            table.accepted += 1;
+            *table.accepted_from.entry(remote.ip()).or_default() += 1;
+        }
         table.by_remote.insert(remote, id);
         Ok(writer)
     }
 
     fn forget_connection(&self, id: ConnId, remote: SocketAddr) {
         let mut table = self.table();
-        table.conns.remove(&id);
+        if table.conns.remove(&id).is_some_and(|conn| conn.accepted) {
+            table.accepted = table.accepted.saturating_sub(1);
+            if let Some(n) = table.accepted_from.get_mut(&remote.ip()) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    table.accepted_from.remove(&remote.ip());
+                }
+            }
+        }
         if table.by_remote.get(&remote) == Some(&id) {
             table.by_remote.remove(&remote);
             // Another connection to the same peer may remain reusable.
@@ -447,11 +870,11 @@ async fn udp_receive_loop(
     local: SocketAddr,
     inbound: mpsc::Sender<Inbound>,
     max_message_size: usize,
+    edge: Arc<Edge>,
 ) {
     // One byte over the limit detects oversize datagrams (the kernel
     // truncates to the buffer); no datagram exceeds 65,535 bytes.
     let mut buf = vec![0u8; max_message_size.saturating_add(1).min(65_536)];
-    let mut dropped: u64 = 0;
     loop {
         let (len, remote) = match socket.recv_from(&mut buf).await {
             Ok(received) => received,
@@ -477,6 +900,17 @@ async fn udp_receive_loop(
             debug!(%remote, max_message_size, "oversize UDP datagram dropped");
             continue;
         }
+        let queued = inbound.max_capacity() - inbound.capacity();
+        let role = match edge.screen(datagram, remote, edge.classify(remote.ip()), queued) {
+            Verdict::Queue(role) => role,
+            Verdict::Answer(answer) => {
+                if let Err(e) = socket.try_send_to(&answer, remote) {
+                    debug!(%remote, error = %e, "stateless answer not sent");
+                }
+                continue;
+            }
+            Verdict::Drop => continue,
+        };
         let message = Inbound {
             data: Bytes::copy_from_slice(datagram),
             source: Source {
@@ -484,16 +918,13 @@ async fn udp_receive_loop(
                 local,
                 transport: TransportKind::Udp,
             },
+            role,
+            received: std::time::Instant::now(),
         };
         match inbound.try_send(message) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                dropped += 1;
-                // Logged at 1, 2, 4, 8… drops: visible, never a log flood.
-                if dropped.is_power_of_two() {
-                    warn!(dropped, "inbound queue full, UDP datagrams dropped");
-                }
-            }
+            // Logged at 1, 2, 4, 8… drops: visible, never a log flood.
+            Err(TrySendError::Full(_)) => edge.count(DropReason::QueueFull, remote),
             Err(TrySendError::Closed(_)) => return,
         }
     }
@@ -515,7 +946,24 @@ async fn tcp_accept_loop(inner: Arc<Inner>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
+                // Checked before the connection gets a task or a buffer;
+                // dropping the stream closes it.
+                if !inner.edge.classify(remote.ip()).is_allowed() {
+                    inner.edge.count(DropReason::OutsiderTcp, remote);
+                    continue;
+                }
                 let mut table = inner.table();
+                if table.accepted >= inner.edge.settings.max_tcp_connections {
+                    drop(table);
+                    inner.edge.count(DropReason::TcpTotalCap, remote);
+                    continue;
+                }
+                let from_source = table.accepted_from.get(&remote.ip()).copied().unwrap_or(0);
+                if from_source >= inner.edge.settings.max_tcp_per_source {
+                    drop(table);
+                    inner.edge.count(DropReason::TcpSourceCap, remote);
+                    continue;
+                }
                 if inner
                     .open_connection(&mut table, remote, Origin::Accepted(stream))
                     .is_err()
@@ -579,7 +1027,19 @@ async fn run_connection(
         max_message_size: inner.max_message_size,
         idle_timeout: inner.tcp_idle_timeout,
     };
-    match serve_connection(stream, source, limits, &mut writes, &inbound).await {
+    // A connection we opened is to an address we chose to talk to: its
+    // answers and in-dialog requests come in even when it is in no list
+    // (it still cannot start a call).
+    let role = match inner.edge.classify(remote.ip()) {
+        Role::Outsider => Role::Agent,
+        role => role,
+    };
+    let peer = Peer {
+        source,
+        role,
+        edge: &inner.edge,
+    };
+    match serve_connection(stream, peer, limits, &mut writes, &inbound).await {
         Ok(Closed::ByPeer) => debug!(conn = id.0, %remote, "TCP connection closed by peer"),
         Ok(Closed::Idle) => debug!(conn = id.0, %remote, "idle TCP connection closed"),
         Ok(Closed::ShutDown) => {}
@@ -588,6 +1048,13 @@ async fn run_connection(
         }
         Err(e) => debug!(conn = id.0, %remote, error = %e, "TCP connection failed"),
     }
+}
+
+/// Who is on the other end of a connection, and the checks for it.
+struct Peer<'a> {
+    source: Source,
+    role: Role,
+    edge: &'a Edge,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -601,7 +1068,7 @@ struct Limits {
 /// idle timeout.
 async fn serve_connection(
     mut stream: TcpStream,
-    source: Source,
+    peer: Peer<'_>,
     limits: Limits,
     writes: &mut mpsc::Receiver<Bytes>,
     inbound: &mpsc::Sender<Inbound>,
@@ -623,8 +1090,23 @@ async fn serve_connection(
                 while let Some(frame) = framer.next() {
                     match frame {
                         Ok(Frame::Message(data)) => {
+                            let queued = inbound.max_capacity() - inbound.capacity();
+                            let role = match peer.edge.screen(&data, peer.source.remote, peer.role, queued) {
+                                Verdict::Queue(role) => role,
+                                Verdict::Answer(answer) => {
+                                    write_bounded(&mut writer, &answer, limits.idle_timeout).await?;
+                                    continue;
+                                }
+                                Verdict::Drop => continue,
+                            };
+                            let message = Inbound {
+                                data,
+                                source: peer.source,
+                                role,
+                                received: std::time::Instant::now(),
+                            };
                             // Back-pressure: wait for the core, stalling the peer.
-                            if inbound.send(Inbound { data, source }).await.is_err() {
+                            if inbound.send(message).await.is_err() {
                                 return Ok(Closed::ShutDown);
                             }
                         }
@@ -663,5 +1145,146 @@ async fn write_bounded(
             io::ErrorKind::TimedOut,
             "peer stopped reading",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> EdgeSettings {
+        let trunks = Acl::parse(&["127.0.0.1"]).expect("acl");
+        let agents = Acl::parse(&["127.0.0.7"]).expect("acl");
+        EdgeSettings {
+            sources: Sources::new(trunks, agents),
+            action: AclAction::Reject,
+            max_tcp_connections: 8,
+            max_tcp_per_source: 2,
+            max_messages_per_source: 1000,
+            max_stateless_per_s: 100,
+            overload_queue: 100,
+            overload_delay: Duration::from_millis(200),
+            retry_after_s: 7,
+            user_agent: "callbackd-test".into(),
+        }
+    }
+
+    fn request(method: &str, to_tag: &str) -> Vec<u8> {
+        format!(
+            "{method} sip:100@127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-1\r\n\
+             From: <sip:a@127.0.0.1>;tag=f\r\nTo: <sip:100@127.0.0.1>{to_tag}\r\n\
+             Call-ID: c1@test\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn answer(verdict: Verdict) -> String {
+        match verdict {
+            Verdict::Answer(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Verdict::Queue(role) => panic!("queued as {role:?}"),
+            Verdict::Drop => panic!("dropped"),
+        }
+    }
+
+    const TRUNK: &str = "127.0.0.1:5099";
+
+    #[test]
+    fn new_invites_get_503_with_retry_after_when_the_queue_is_deep() {
+        let edge = Edge::new(settings());
+        let from: SocketAddr = TRUNK.parse().expect("addr");
+        let invite = request("INVITE", "");
+        assert!(matches!(
+            edge.screen(&invite, from, Role::Trunk, 99),
+            Verdict::Queue(Role::Trunk)
+        ));
+        let text = answer(edge.screen(&invite, from, Role::Trunk, 100));
+        assert!(text.starts_with("SIP/2.0 503 "), "{text}");
+        assert!(text.contains("\r\nRetry-After: 7\r\n"), "{text}");
+        assert!(text.contains("To: <sip:100@127.0.0.1>;tag="), "{text}");
+        // Calls in progress go on: in-dialog requests and other methods
+        // are queued.
+        let reinvite = request("INVITE", ";tag=ours");
+        assert!(matches!(
+            edge.screen(&reinvite, from, Role::Trunk, 1000),
+            Verdict::Queue(_)
+        ));
+        for method in ["BYE", "ACK", "OPTIONS", "INFO"] {
+            assert!(
+                matches!(
+                    edge.screen(&request(method, ";tag=x"), from, Role::Trunk, 1000),
+                    Verdict::Queue(_)
+                ),
+                "{method}"
+            );
+        }
+        let totals = edge.totals();
+        assert_eq!(totals.overload_503, 1);
+        assert_eq!(totals.dropped(DropReason::Overload), 1);
+    }
+
+    #[test]
+    fn a_core_falling_behind_turns_new_invites_away_until_it_catches_up() {
+        let edge = Edge::new(settings());
+        let from: SocketAddr = TRUNK.parse().expect("addr");
+        let invite = request("INVITE", "");
+        edge.report_wait(Duration::from_millis(250));
+        assert!(edge.totals().overloaded);
+        assert!(answer(edge.screen(&invite, from, Role::Trunk, 0)).starts_with("SIP/2.0 503 "));
+        // Between half the delay and the delay: still behind (hysteresis).
+        edge.report_wait(Duration::from_millis(150));
+        assert!(edge.totals().overloaded);
+        edge.report_wait(Duration::from_millis(20));
+        assert!(!edge.totals().overloaded);
+        assert!(matches!(
+            edge.screen(&invite, from, Role::Trunk, 0),
+            Verdict::Queue(_)
+        ));
+    }
+
+    #[test]
+    fn outsiders_get_403_within_the_stateless_budget_and_acks_nothing() {
+        let mut s = settings();
+        s.max_stateless_per_s = 2;
+        let edge = Edge::new(s);
+        let from: SocketAddr = "127.0.0.2:5099".parse().expect("addr");
+        let role = edge.classify(from.ip());
+        assert_eq!(role, Role::Outsider);
+        let text = answer(edge.screen(&request("OPTIONS", ""), from, role, 0));
+        assert!(text.starts_with("SIP/2.0 403 "), "{text}");
+        assert!(matches!(
+            edge.screen(&request("ACK", ";tag=x"), from, role, 0),
+            Verdict::Drop
+        ));
+        // The budget: 2 a second (a burst of 2), then only drops.
+        let _ = edge.screen(&request("OPTIONS", ""), from, role, 0);
+        assert!(matches!(
+            edge.screen(&request("OPTIONS", ""), from, role, 0),
+            Verdict::Drop
+        ));
+        let totals = edge.totals();
+        assert_eq!(totals.rejected_403, 2);
+        assert_eq!(totals.dropped(DropReason::Outsider), 4);
+        assert_eq!(totals.dropped(DropReason::StatelessCap), 1);
+        // Garbage from an outsider is never parsed into an answer.
+        assert!(matches!(
+            edge.screen(b"\x00\x01garbage", from, role, 0),
+            Verdict::Drop
+        ));
+    }
+
+    #[test]
+    fn resolved_trunk_targets_become_trunks_and_agents_may_not_call() {
+        let edge = Edge::new(settings());
+        assert_eq!(
+            edge.classify("127.0.0.5".parse().expect("ip")),
+            Role::Outsider
+        );
+        edge.set_trunk_targets(["127.0.0.5".parse().expect("ip")]);
+        assert_eq!(edge.classify("127.0.0.5".parse().expect("ip")), Role::Trunk);
+        assert_eq!(edge.totals().trunk_targets, 1);
+        assert_eq!(edge.classify("127.0.0.7".parse().expect("ip")), Role::Agent);
+        assert!(!Role::Agent.may_call());
     }
 }

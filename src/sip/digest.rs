@@ -775,6 +775,12 @@ impl Challenger {
         Ok(auth.username)
     }
 
+    /// Used nonces remembered against replay (at most
+    /// [`MAX_TRACKED_NONCES`]); challenges and wrong answers add none.
+    pub fn tracked_nonces(&self) -> usize {
+        self.seen.len()
+    }
+
     fn secs(&self, now: Instant) -> u32 {
         let secs = now.saturating_duration_since(self.epoch).as_secs();
         u32::try_from(secs).unwrap_or(u32::MAX)

@@ -24,6 +24,15 @@
 //!              commit all or nothing; 200 + every binding with its expires + Date (step 8)
 //! ```
 //!
+//! Brute force (before all of the above): an address whose REGISTERs
+//! failed `slowdown_after` times (wrong password or unknown user) may try
+//! once a second, then every 2, 4, 8 … 64 s; attempts in between get 403
+//! without being examined. After `block_after` failures every REGISTER from
+//! it gets 403 for `block_for`. The table of addresses is bounded
+//! ([`MAX_GUARDED_SOURCES`]); nonces cost nothing per challenge (they are
+//! HMAC-signed and verify themselves; only nonces used with the right
+//! password are remembered, boundedly, against replay).
+//!
 //! Not done here (the endpoint does it before calling in): Require/420
 //! (step 2). Not done at all: the domain check of the Request-URI (steps
 //! 1, 5: this registrar serves any domain), `q` ordering (bindings are
@@ -31,6 +40,7 @@
 //! case-insensitive equality (§19.1.4).
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -57,6 +67,118 @@ pub struct RegistrarSettings {
     pub max_bindings_per_user: usize,
     /// Digest algorithms offered, preferred first (RFC 8760 §2.4).
     pub algorithms: Vec<Algorithm>,
+    /// Brute-force protection.
+    pub guard: GuardSettings,
+}
+
+/// When failed REGISTERs from one address slow it down, then block it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardSettings {
+    /// Failures after which the address may try once a second (doubling).
+    pub slowdown_after: u32,
+    /// Failures after which the address is refused for `block_for`.
+    pub block_after: u32,
+    /// How long a blocked address is refused; failures older than this are
+    /// forgotten.
+    pub block_for: Duration,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        GuardSettings {
+            slowdown_after: 5,
+            block_after: 20,
+            block_for: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Addresses with failed REGISTERs remembered at once.
+pub const MAX_GUARDED_SOURCES: usize = 10_000;
+
+/// Longest wait between examined attempts of a slowed address.
+const MAX_SLOWDOWN: Duration = Duration::from_secs(64);
+
+/// Counts of the brute-force protection since start-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuardStats {
+    /// REGISTERs whose credentials were wrong (bad password, unknown user).
+    pub failures: u64,
+    /// REGISTERs refused unexamined (slowed down or blocked address).
+    pub refused: u64,
+    /// Addresses blocked (each time one reaches `block_after`).
+    pub blocked: u64,
+    /// Addresses with failures remembered now.
+    pub tracked: usize,
+}
+
+/// Failed REGISTERs per source address.
+#[derive(Debug)]
+struct Guard {
+    settings: GuardSettings,
+    sources: HashMap<IpAddr, Failures>,
+    stats: GuardStats,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+    /// No attempt is examined before this.
+    next_try: Instant,
+}
+
+impl Guard {
+    /// `Some(retry after, in seconds)` when an attempt from `ip` at `now`
+    /// is refused unexamined.
+    fn refuse(&mut self, ip: IpAddr, now: Instant) -> Option<u64> {
+        let f = self.sources.get(&ip)?;
+        if now.saturating_duration_since(f.last) >= self.settings.block_for && f.next_try <= now {
+            self.sources.remove(&ip);
+            return None;
+        }
+        if f.next_try <= now {
+            return None;
+        }
+        self.stats.refused += 1;
+        Some(f.next_try.saturating_duration_since(now).as_secs().max(1))
+    }
+
+    fn failed(&mut self, ip: IpAddr, now: Instant) {
+        self.stats.failures += 1;
+        if !self.sources.contains_key(&ip) && self.sources.len() >= MAX_GUARDED_SOURCES {
+            let block_for = self.settings.block_for;
+            self.sources.retain(|_, f| {
+                f.next_try > now || now.saturating_duration_since(f.last) < block_for
+            });
+            if self.sources.len() >= MAX_GUARDED_SOURCES {
+                // Full of live entries: this address is not slowed down,
+                // but the others stay remembered (memory stays bounded).
+                return;
+            }
+        }
+        let f = self.sources.entry(ip).or_insert(Failures {
+            count: 0,
+            last: now,
+            next_try: now,
+        });
+        f.count = f.count.saturating_add(1);
+        f.last = now;
+        let s = self.settings;
+        if f.count >= s.block_after {
+            if f.count == s.block_after {
+                self.stats.blocked += 1;
+            }
+            f.next_try = now + s.block_for;
+        } else if f.count >= s.slowdown_after {
+            let doublings = (f.count - s.slowdown_after).min(6);
+            f.next_try = now + Duration::from_secs(1 << doublings).min(MAX_SLOWDOWN);
+        }
+    }
+
+    fn succeeded(&mut self, ip: IpAddr) {
+        self.sources.remove(&ip);
+    }
 }
 
 impl Default for RegistrarSettings {
@@ -69,6 +191,7 @@ impl Default for RegistrarSettings {
             nonce_lifetime: Duration::from_secs(300),
             max_bindings_per_user: 5,
             algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            guard: GuardSettings::default(),
         }
     }
 }
@@ -127,6 +250,7 @@ pub struct Registrar {
     /// user → bindings, most recently refreshed first; never an empty list.
     bindings: HashMap<String, Vec<Binding>>,
     events: VecDeque<RegistrarEvent>,
+    guard: Guard,
 }
 
 impl Registrar {
@@ -140,8 +264,14 @@ impl Registrar {
     ) -> Registrar {
         let challenger = Challenger::new(&settings.realm, settings.nonce_lifetime, nonce_key, now)
             .with_algorithms(&settings.algorithms);
+        let guard = Guard {
+            settings: settings.guard,
+            sources: HashMap::new(),
+            stats: GuardStats::default(),
+        };
         Registrar {
             settings,
+            guard,
             challenger,
             users: users.into_iter().collect(),
             bindings: HashMap::new(),
@@ -181,6 +311,20 @@ impl Registrar {
         if SipUri::parse(&request.headers.to.uri).is_err() {
             return RegisterOutcome::bare(400);
         }
+        let source = flow.remote.ip().to_canonical();
+        if let Some(retry_after) = self.guard.refuse(source, now) {
+            return RegisterOutcome {
+                status: 403,
+                headers: vec![
+                    ("Retry-After", retry_after.to_string()),
+                    (
+                        "Warning",
+                        "399 callbackd \"too many failed attempts\"".to_owned(),
+                    ),
+                ],
+                user: None,
+            };
+        }
         // RFC 3261 §10.3 step 3 and §22.2: authenticate.
         let credentials = request
             .headers
@@ -200,9 +344,15 @@ impl Registrar {
             &|name| users.get(name).cloned(),
             now,
         ) {
-            Ok(user) => user,
+            Ok(user) => {
+                self.guard.succeeded(source);
+                user
+            }
             Err(AuthError::Malformed(_)) => return RegisterOutcome::bare(400),
             Err(e) => {
+                if matches!(e, AuthError::BadResponse | AuthError::UnknownUser) {
+                    self.guard.failed(source, now);
+                }
                 let stale = e == AuthError::StaleNonce;
                 let headers = self
                     .challenger
@@ -322,6 +472,14 @@ impl Registrar {
     /// [`Registrar::handle_timeout`] removes them).
     pub fn bindings_count(&self) -> usize {
         self.bindings.values().map(Vec::len).sum()
+    }
+
+    /// The brute-force protection's counts.
+    pub fn guard_stats(&self) -> GuardStats {
+        GuardStats {
+            tracked: self.guard.sources.len(),
+            ..self.guard.stats
+        }
     }
 
     /// When the next binding lapses.
@@ -1117,5 +1275,83 @@ mod tests {
         let eights: Vec<&str> = reg.lookup("agent8", t0).map(|b| &*b.contact).collect();
         assert_eq!(eights, ["sip:agent8@10.1.1.1"]);
         assert_eq!(reg.lookup("nobody", t0).count(), 0);
+    }
+
+    #[test]
+    fn brute_force_is_slowed_then_blocked_and_costs_no_nonce_memory() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        let attacker = udp("203.0.113.66:5060");
+        let mut now = t0;
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            let out = Phone::new("agent7", "guess").register(&mut reg, now, attacker, CONTACT);
+            statuses.push(out.status);
+        }
+        assert_eq!(statuses, [401; 5], "examined and challenged");
+        // Slowed: the next attempt within a second is refused unexamined,
+        // even with the right password.
+        let out = Phone::new("agent7", "s3cret").register(&mut reg, now, attacker, CONTACT);
+        assert_eq!(out.status, 403);
+        assert_eq!(header(&out, "Retry-After"), ["1"]);
+        assert_eq!(reg.bindings_count(), 0);
+        // Another address is not affected.
+        let ok = Phone::new("agent7", "s3cret").register(&mut reg, now, nat(), CONTACT);
+        assert_eq!(ok.status, 200);
+        // After the pause it is examined again; the waits double.
+        let mut examined = 5;
+        let mut refused = 0;
+        while examined < 20 {
+            now += Duration::from_millis(500);
+            let out = Phone::new("agent7", "guess").register(&mut reg, now, attacker, CONTACT);
+            match out.status {
+                401 => examined += 1,
+                403 => refused += 1,
+                s => panic!("unexpected {s}"),
+            }
+        }
+        assert!(refused > 20, "{refused} refusals: the attacker was slowed");
+        // Blocked: 403 for block_for, then forgotten.
+        let out = Phone::new("agent7", "s3cret").register(
+            &mut reg,
+            now + Duration::from_secs(299),
+            attacker,
+            CONTACT,
+        );
+        assert_eq!(out.status, 403, "blocked even with the right password");
+        let later = now + Duration::from_secs(301);
+        let mut phone = Phone::new("agent7", "s3cret");
+        phone.call_id = "reg-2";
+        let out = phone.register(&mut reg, later, attacker, CONTACT);
+        assert_eq!(out.status, 200, "unblocked after auth_block_s");
+        let stats = reg.guard_stats();
+        assert_eq!(stats.failures, 20);
+        assert_eq!(stats.blocked, 1);
+        assert!(stats.refused >= 22);
+        assert_eq!(stats.tracked, 0, "success forgets the address");
+        // Nonces: thousands of challenges and wrong answers leave no state
+        // behind in the challenger (only right passwords are remembered).
+        let mut reg = registrar(t0);
+        for i in 0..5000u32 {
+            let from = udp(&format!("198.51.{}.{}:5060", (i / 250) % 250, i % 250));
+            Phone::new("agent7", "wrong").register(&mut reg, t0, from, CONTACT);
+        }
+        assert_eq!(reg.challenger.tracked_nonces(), 0);
+        assert_eq!(reg.guard_stats().tracked, 5000);
+    }
+
+    #[test]
+    fn guard_table_is_bounded() {
+        let t0 = Instant::now();
+        let mut reg = registrar(t0);
+        for i in 0..(MAX_GUARDED_SOURCES as u32 + 100) {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+            reg.guard.failed(IpAddr::V4(ip), t0);
+        }
+        assert_eq!(reg.guard_stats().tracked, MAX_GUARDED_SOURCES);
+        // Old failures are swept when room is needed.
+        let later = t0 + Duration::from_secs(301);
+        reg.guard.failed("192.0.2.1".parse().expect("ip"), later);
+        assert_eq!(reg.guard_stats().tracked, 1);
     }
 }

@@ -229,6 +229,8 @@ pub struct EngineConfig {
     pub prompts_dir: PathBuf,
     /// `acl.sip` entries.
     pub acl_sip: Vec<String>,
+    /// `acl.agents` entries (agents' phones: REGISTER, no new calls).
+    pub acl_agents: Vec<String>,
     /// `acl.rtp` entries.
     pub acl_rtp: Vec<String>,
     /// `acl.action`: "reject" (403) or "drop".
@@ -253,6 +255,10 @@ pub struct EngineConfig {
     /// `[trunk]`, `[callbacks]`, the `support` queue's dialing keys and
     /// `[[agents]]`; `None`: the shipped defaults, no agents.
     pub callbacks: Option<CallbackConfig>,
+    /// `[api]` on 127.0.0.1 at this port; `None`: the API is off.
+    pub api_port: Option<u16>,
+    /// Whole tables appended to the file as they are (e.g. `[edge]`).
+    pub extra_toml: String,
 }
 
 /// The dialing side of a test configuration: one queue (`support`), static
@@ -371,6 +377,7 @@ impl EngineConfig {
             rtp_timeout_s: 60,
             prompts_dir: repo_root().join("prompts"),
             acl_sip: vec!["127.0.0.1/32".into()],
+            acl_agents: Vec::new(),
             acl_rtp: vec!["127.0.0.1/32".into()],
             acl_action: "reject".into(),
             max_duration_s: 120,
@@ -381,6 +388,8 @@ impl EngineConfig {
             ivr: IvrConfig::default(),
             log_level: "info".into(),
             callbacks: None,
+            api_port: None,
+            extra_toml: String::new(),
         }
     }
 
@@ -422,6 +431,7 @@ pub fn config_toml(c: &EngineConfig) -> String {
          \n\
          [acl]\n\
          sip = {acl_sip}\n\
+         agents = {acl_agents}\n\
          rtp = {acl_rtp}\n\
          action = {action}\n\
          \n\
@@ -442,14 +452,21 @@ pub fn config_toml(c: &EngineConfig) -> String {
          level = {level}\n\
          \n\
          [api]\n\
-         enabled = false\n\
-         {callbacks}",
+         {api}\n\
+         {callbacks}\n\
+         {extra}",
         sip_port = c.sip_port,
         rtp_min = c.rtp_min,
         rtp_max = c.rtp_max,
         rtp_timeout_s = c.rtp_timeout_s,
         prompts = toml_string(&c.prompts_dir.to_string_lossy()),
         acl_sip = list(&c.acl_sip),
+        acl_agents = list(&c.acl_agents),
+        extra = c.extra_toml,
+        api = match c.api_port {
+            Some(port) => format!("enabled = true\nbind = \"127.0.0.1:{port}\""),
+            None => "enabled = false".to_owned(),
+        },
         acl_rtp = list(&c.acl_rtp),
         action = toml_string(&c.acl_action),
         max_duration_s = c.max_duration_s,

@@ -470,7 +470,27 @@ impl Endpoint {
             self.refuse_outsider(data, source);
             return;
         }
+        self.handle_screened(now, data, source, true);
+    }
+
+    /// Handles a message whose source was checked against the allow-lists
+    /// before (the engine does it at the socket, by role): `cfg.acl` is not
+    /// consulted. Unless `may_call`, a new INVITE (no To-tag) gets a
+    /// stateless 403 — an agent's phone may register and take the calls
+    /// made to it, not start one.
+    pub fn handle_screened(&mut self, now: Instant, data: &[u8], source: Flow, may_call: bool) {
         match message::parse(data) {
+            Ok(Message::Request(req))
+                if !may_call && req.method == Method::Invite && req.headers.to.tag.is_none() =>
+            {
+                debug!(remote = %source.remote, "INVITE from an agent-only source: 403");
+                let tag = stateless_tag_of(&req);
+                let bytes = req
+                    .response(403, Some(&tag))
+                    .header("Server", &self.cfg.user_agent)
+                    .finish(None, b"");
+                self.push_response(source, bytes);
+            }
             Ok(Message::Request(req)) => self.handle_request(now, req, source),
             Ok(Message::Response(resp)) => self.handle_response(now, resp, source),
             Err(failure) => {
