@@ -21,6 +21,7 @@
 // Each test crate that includes this module uses a subset of it.
 #![allow(dead_code)]
 
+pub mod kamailio;
 pub mod linphone;
 
 use std::collections::{BTreeMap, BTreeSet};
