@@ -23,6 +23,7 @@
 
 pub mod kamailio;
 pub mod linphone;
+pub mod netns;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::env;
