@@ -3,7 +3,10 @@
 # (Debian/Ubuntu; see TESTING.md):
 #   sipp + its pcaps (sip-tester), tshark, sox, flite, baresip (a real
 #   softphone for the IVR interop test; its aubridge/cons modules are in
-#   baresip-core, which the baresip package pulls in).
+#   baresip-core, which the baresip package pulls in), linphone-cli
+#   (linphone-daemon, a second softphone), kamailio (with its dispatcher
+#   and ctl modules and kamcmd, all in the one package) and, for the
+#   behind-NAT test's network namespaces, iproute2 and nftables.
 # `apt-get update` runs once, and only when something has to be installed.
 #
 # tshark captures on the loopback interface: as root that just works; a
@@ -28,9 +31,15 @@ command -v sox >/dev/null || want sox
 command -v flite >/dev/null || want flite
 command -v baresip >/dev/null || want baresip
 [[ -f /usr/lib/baresip/modules/aubridge.so ]] || want baresip-core
+command -v linphone-daemon >/dev/null || want linphone-cli
+command -v kamailio >/dev/null || want kamailio
+command -v kamcmd >/dev/null || want kamailio
+[[ -f /usr/lib/x86_64-linux-gnu/kamailio/modules/dispatcher.so ]] || want kamailio
+command -v ip >/dev/null || want iproute2
+command -v nft >/dev/null || want nftables
 
 if ((${#packages[@]} == 0)); then
-    echo "test tools present: sipp, tshark, sox, flite, baresip"
+    echo "test tools present: sipp, tshark, sox, flite, baresip, linphone-daemon, kamailio, ip, nft"
     exit 0
 fi
 

@@ -260,7 +260,7 @@ fn hangup_mid_entry_leaves_nothing_behind() {
     let lines = engine.log_lines();
     let shutdown = lines
         .iter()
-        .find(|l| l.contains("shutting down"))
+        .find(|l| l.contains("draining: new calls refused"))
         .expect("the engine logs its shutdown");
     assert_eq!(log_field(shutdown, "calls"), Some("0"), "{shutdown}");
 }

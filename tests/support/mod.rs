@@ -21,6 +21,10 @@
 // Each test crate that includes this module uses a subset of it.
 #![allow(dead_code)]
 
+pub mod kamailio;
+pub mod linphone;
+pub mod netns;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::env;
 use std::fs::{self, File};
@@ -217,7 +221,10 @@ impl Ports {
 /// The settings a test varies; [`config_toml`] turns them into the file.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// `sip.bind` port on 127.0.0.1.
+    /// The address of `sip.bind`, `sip.advertised_host` and `rtp.bind_ip`:
+    /// 127.0.0.1 unless a test moves it (`::1`, a network namespace's).
+    pub ip: IpAddr,
+    /// `sip.bind` port on [`EngineConfig::ip`].
     pub sip_port: u16,
     /// `rtp.port_min`.
     pub rtp_min: u16,
@@ -239,6 +246,8 @@ pub struct EngineConfig {
     pub max_duration_s: u64,
     /// `call.max_calls`; must fit the RTP range (one port pair per call).
     pub max_calls: u32,
+    /// `call.drain_s`; the engine's default when `None`.
+    pub drain_s: Option<u64>,
     /// `sip.max_message_size`; the engine's default when `None`.
     pub max_message_size: Option<u32>,
     /// `sip.t1_ms`: server transactions linger 64·T1 after their final
@@ -371,6 +380,7 @@ impl EngineConfig {
     /// allowing 127.0.0.1 only with 403 for others, log level info.
     pub fn new(ports: &Ports) -> EngineConfig {
         EngineConfig {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             sip_port: ports.engine_sip,
             rtp_min: ports.rtp_min,
             rtp_max: ports.rtp_max,
@@ -382,6 +392,7 @@ impl EngineConfig {
             acl_action: "reject".into(),
             max_duration_s: 120,
             max_calls: 200,
+            drain_s: None,
             max_message_size: None,
             t1_ms: 500,
             store_path: PathBuf::from("callbackd.sqlite"),
@@ -413,15 +424,19 @@ pub fn config_toml(c: &EngineConfig) -> String {
         .map(|n| format!("max_message_size = {n}\n"))
         .unwrap_or_default();
     let callbacks = c.callbacks.as_ref().map(callbacks_toml).unwrap_or_default();
+    let drain = c
+        .drain_s
+        .map(|s| format!("drain_s = {s}\n"))
+        .unwrap_or_default();
     format!(
         "[sip]\n\
-         bind = \"127.0.0.1:{sip_port}\"\n\
-         advertised_host = \"127.0.0.1\"\n\
+         bind = \"{sip_bind}\"\n\
+         advertised_host = \"{ip}\"\n\
          t1_ms = {t1_ms}\n\
          {max_message_size}\
          \n\
          [rtp]\n\
-         bind_ip = \"127.0.0.1\"\n\
+         bind_ip = \"{ip}\"\n\
          port_min = {rtp_min}\n\
          port_max = {rtp_max}\n\
          rtp_timeout_s = {rtp_timeout_s}\n\
@@ -438,6 +453,7 @@ pub fn config_toml(c: &EngineConfig) -> String {
          [call]\n\
          max_duration_s = {max_duration_s}\n\
          max_calls = {max_calls}\n\
+         {drain}\
          \n\
          [store]\n\
          path = {store}\n\
@@ -455,7 +471,8 @@ pub fn config_toml(c: &EngineConfig) -> String {
          {api}\n\
          {callbacks}\n\
          {extra}",
-        sip_port = c.sip_port,
+        sip_bind = SocketAddr::new(c.ip, c.sip_port),
+        ip = c.ip,
         rtp_min = c.rtp_min,
         rtp_max = c.rtp_max,
         rtp_timeout_s = c.rtp_timeout_s,
@@ -600,9 +617,36 @@ impl Engine {
     /// its ready line; fails the test with the collected log if it exits or
     /// stays silent for [`ENGINE_READY_TIMEOUT`].
     pub fn start(config: &EngineConfig, dir: &TestDir) -> Engine {
-        let config_path = config.write(dir, "callbackd.toml");
+        Engine::start_wrapped(config, dir, &[])
+    }
+
+    /// [`Engine::start`] with the command line prefixed by `wrapper` (e.g.
+    /// `ip netns exec NAME`, which execs the engine: the process is still
+    /// the engine's). `config.toml` is named as `name` in the directory.
+    pub fn start_wrapped(config: &EngineConfig, dir: &TestDir, wrapper: &[&str]) -> Engine {
+        Engine::start_named(config, dir, wrapper, "callbackd.toml")
+    }
+
+    /// [`Engine::start_wrapped`] with the configuration written to
+    /// `<dir>/<config_name>` and the log to `<dir>/<config_name>.log`: two
+    /// engines can share a test directory (each its own `store_path`).
+    pub fn start_named(
+        config: &EngineConfig,
+        dir: &TestDir,
+        wrapper: &[&str],
+        config_name: &str,
+    ) -> Engine {
+        let config_path = config.write(dir, config_name);
         let bin = callbackd_bin();
-        let mut child = Command::new(&bin)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&bin);
+                command
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = command
             .arg("run")
             .arg("--config")
             .arg(&config_path)
@@ -615,7 +659,11 @@ impl Engine {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let log_path = dir.join("engine.log");
+        let log_path = if config_name == "callbackd.toml" {
+            dir.join("engine.log")
+        } else {
+            dir.join(&format!("{config_name}.log"))
+        };
         let file = Arc::new(Mutex::new(
             File::create(&log_path).expect("test dir is writable"),
         ));
@@ -641,7 +689,7 @@ impl Engine {
 
     /// The engine's SIP address.
     pub fn sip_addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.config.sip_port))
+        SocketAddr::new(self.config.ip, self.config.sip_port)
     }
 
     /// The configuration it runs with.
@@ -690,6 +738,36 @@ impl Engine {
     /// True while the process has not exited.
     pub fn is_running(&mut self) -> bool {
         self.exit.is_none() && matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and returns at once (the engine drains its calls).
+    pub fn sigterm(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stdin(Stdio::null())
+            .status();
+    }
+
+    /// Waits up to `within` for the process to exit by itself; its status,
+    /// or `None` while it still runs. The log is complete once it exited.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exit {
+                return Some(status);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exit = Some(status);
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Graceful stop: SIGTERM, wait up to [`STOP_TIMEOUT`], then SIGKILL.
@@ -842,6 +920,7 @@ pub struct Sipp {
     limit: u32,
     timeout_s: u32,
     extra: Vec<String>,
+    wrapper: Vec<String>,
 }
 
 impl Sipp {
@@ -860,7 +939,14 @@ impl Sipp {
             limit: 10,
             timeout_s: 60,
             extra: Vec::new(),
+            wrapper: Vec::new(),
         }
+    }
+
+    /// Runs sipp through `wrapper` (e.g. `ip netns exec NAME`).
+    pub fn wrapped(mut self, wrapper: &[String]) -> Sipp {
+        self.wrapper = wrapper.to_vec();
+        self
     }
 
     /// Local signalling and media address (`-i` and `-mi`).
@@ -960,7 +1046,15 @@ impl Sipp {
         eprintln!("{command}");
         let screen = File::create(work.join("screen.txt")).expect("test dir is writable");
         let stderr = File::create(work.join("stderr.txt")).expect("test dir is writable");
-        let mut child = Command::new("sipp")
+        let mut sipp = match self.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut sipp = Command::new(program);
+                sipp.args(rest).arg("sipp");
+                sipp
+            }
+            None => Command::new("sipp"),
+        };
+        let mut child = sipp
             .args(&args)
             .current_dir(&work)
             .stdin(Stdio::null())
@@ -1201,6 +1295,8 @@ impl Baresip {
             ports,
             &account,
             Some(&format!("/dial sip:service@{target}")),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            &[],
         )
     }
 
@@ -1224,10 +1320,44 @@ impl Baresip {
             "<sip:{user}@{registrar}>;auth_pass={password};answermode=auto;regint=300;\
              audio_codecs=PCMA/8000/1"
         );
-        Baresip::start(dir, ports, &account, None)
+        Baresip::start(
+            dir,
+            ports,
+            &account,
+            None,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            &[],
+        )
     }
 
-    fn start(dir: &TestDir, ports: &Ports, account: &str, command: Option<&str>) -> Baresip {
+    /// [`Baresip::agent`] on address `ip` (SIP and RTP), its command line
+    /// prefixed by `wrapper` (e.g. `ip netns exec NAME`: a phone inside a
+    /// network namespace). Its key console stays on the namespace's own
+    /// loopback, out of reach: stop it with [`Baresip::kill`].
+    pub fn agent_at(
+        dir: &TestDir,
+        ports: &Ports,
+        ip: IpAddr,
+        wrapper: &[&str],
+        user: &str,
+        registrar: SocketAddr,
+        password: &str,
+    ) -> Baresip {
+        let account = format!(
+            "<sip:{user}@{registrar}>;auth_pass={password};answermode=auto;regint=300;\
+             audio_codecs=PCMA/8000/1"
+        );
+        Baresip::start(dir, ports, &account, None, ip, wrapper)
+    }
+
+    fn start(
+        dir: &TestDir,
+        ports: &Ports,
+        account: &str,
+        command: Option<&str>,
+        ip: IpAddr,
+        wrapper: &[&str],
+    ) -> Baresip {
         let conf = dir.join("baresip");
         fs::create_dir_all(&conf).expect("test dir is writable");
         let cons = SocketAddr::from((Ipv4Addr::LOCALHOST, ports.sipp_sip + 2));
@@ -1235,8 +1365,8 @@ impl Baresip {
             "poll_method\tepoll\n\
              call_local_timeout\t30\n\
              call_max_calls\t1\n\
-             sip_listen\t127.0.0.1:{sip}\n\
-             net_interface\t127.0.0.1\n\
+             sip_listen\t{listen}\n\
+             net_interface\t{ip}\n\
              audio_player\taubridge,x\n\
              audio_source\taubridge,x\n\
              audio_alert\taubridge,x\n\
@@ -1248,7 +1378,7 @@ impl Baresip {
              module_tmp\taccount.so\n\
              module_app\tmenu.so\n\
              cons_listen\t{cons}\n",
-            sip = ports.sipp_sip,
+            listen = SocketAddr::new(ip, ports.sipp_sip),
             rtp_min = ports.sipp_media,
             rtp_max = ports.sipp_media + 99,
         );
@@ -1258,7 +1388,14 @@ impl Baresip {
         let out_path = dir.join("baresip.out");
         let out = File::create(&out_path).expect("test dir is writable");
         let err = out.try_clone().expect("file handle can be cloned");
-        let mut cmd = Command::new("baresip");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg("baresip");
+                cmd
+            }
+            None => Command::new("baresip"),
+        };
         cmd.arg("-f").arg(&conf);
         if let Some(command) = command {
             cmd.arg("-e").arg(command);
@@ -1315,6 +1452,15 @@ impl Baresip {
         }
     }
 
+    /// Kills baresip at once and returns its output.
+    pub fn kill(&mut self) -> String {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.output()
+    }
+
     /// Quits (key `q`), killing baresip if it is still there after 5 s, and
     /// returns its output.
     pub fn quit(&mut self) -> String {
@@ -1365,11 +1511,32 @@ impl Capture {
     /// `<dir>/<name>.pcapng`, and returns once tshark reports it is
     /// capturing.
     pub fn start_filter(dir: &TestDir, name: &str, bpf: &str) -> Capture {
+        Capture::start_on(dir, name, &[], "lo", bpf)
+    }
+
+    /// [`Capture::start_filter`] on interface `iface`, tshark run through
+    /// `wrapper` (e.g. `ip netns exec NAME` for an interface inside a
+    /// namespace).
+    pub fn start_on(
+        dir: &TestDir,
+        name: &str,
+        wrapper: &[String],
+        iface: &str,
+        bpf: &str,
+    ) -> Capture {
         let file = dir.join(&format!("{name}.pcapng"));
         let stderr_path = dir.join(&format!("{name}.tshark.txt"));
         let stderr = File::create(&stderr_path).expect("test dir is writable");
-        let child = Command::new("tshark")
-            .args(["-i", "lo", "-q", "-w"])
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg("tshark");
+                command
+            }
+            None => Command::new("tshark"),
+        };
+        let child = command
+            .args(["-i", iface, "-q", "-w"])
             .arg(&file)
             .args(["-f", bpf])
             .stdin(Stdio::null())
