@@ -809,6 +809,7 @@ async fn hold_reinvite_stops_and_resumes_rtp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn options_and_garbage() {
     let _shared = TIMING.read().await;
+    let logs = logs();
     timeout(TEST_LIMIT, async {
         let engine = start(config(13, |_| {})).await;
         let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
@@ -847,6 +848,17 @@ async fn options_and_garbage() {
             (0, 0),
             "no call from junk: {stats:?}"
         );
+        // Refusals are logged at warn with the reason, but rate-limited:
+        // the 1st, 2nd, 4th, 8th … of the junk above, not every one.
+        let me = ua.sock.local_addr().expect("bound").to_string();
+        let warned = logs.lines(&["malformed SIP message refused", &me]);
+        assert!(
+            (2..=4).contains(&warned.len()),
+            "{} warnings for {} junk messages: {warned:?}",
+            warned.len(),
+            junk.len()
+        );
+        assert!(warned.iter().all(|l| l.contains("reason=")), "{warned:?}");
         wait_idle(&engine, IDLE_WITHIN).await;
         engine.shutdown().await;
     })
@@ -922,7 +934,9 @@ fn logs() -> &'static LogBuf {
         tracing_subscriber::fmt()
             .with_writer(buf.clone())
             .with_ansi(false)
-            .with_env_filter(EnvFilter::new("callbackd::b2bua::calls=info"))
+            .with_env_filter(EnvFilter::new(
+                "callbackd::b2bua::calls=info,callbackd::sip::endpoint=warn",
+            ))
             .try_init()
             .expect("the only subscriber of this test binary");
         buf

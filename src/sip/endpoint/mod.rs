@@ -73,7 +73,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
 use crate::acl::{Acl, AclAction};
 use crate::sip::dialog::{Dialog, DialogId, LocalIdentity};
@@ -378,6 +378,9 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     draining: bool,
+    /// Messages refused as malformed so far (the warning is rate-limited
+    /// on it).
+    malformed: u64,
     /// Requests the application answers ([`Endpoint::respond`]), by their
     /// server transaction, until the final response.
     awaiting: HashMap<u64, Box<Request>>,
@@ -414,6 +417,7 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             draining: false,
+            malformed: 0,
             awaiting: HashMap::new(),
             merge_index: HashMap::new(),
         }
@@ -494,7 +498,20 @@ impl Endpoint {
             Ok(Message::Request(req)) => self.handle_request(now, req, source),
             Ok(Message::Response(resp)) => self.handle_response(now, resp, source),
             Err(failure) => {
-                debug!(remote = %source.remote, error = %failure.error, "malformed SIP message");
+                // A peer that sends something we refuse should be seen
+                // (warn), but a flood of junk must not flood the log: the
+                // 1st, 2nd, 4th, 8th … are warned, the rest go to debug.
+                self.malformed += 1;
+                if self.malformed.is_power_of_two() {
+                    warn!(
+                        remote = %source.remote,
+                        reason = %failure.error,
+                        refused_so_far = self.malformed,
+                        "malformed SIP message refused"
+                    );
+                } else {
+                    debug!(remote = %source.remote, reason = %failure.error, "malformed SIP message refused");
+                }
                 let Some(seed) = failure.seed else { return };
                 if is_ack(data) {
                     // §17: an ACK is never answered, not even a broken one.
