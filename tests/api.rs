@@ -535,9 +535,12 @@ async fn callbacks_lists_stored_rows_with_a_status_filter() {
     assert_eq!(status, StatusCode::OK);
     assert!(rows.is_empty());
 
-    let queued_at: Timestamp = "2026-03-02T15:04:05.123Z".parse().expect("ts");
-    let registered_at: Timestamp = "2026-03-02T15:06:00Z".parse().expect("ts");
-    let expires_at: Timestamp = "2026-03-03T15:06:00Z".parse().expect("ts");
+    // Times around now: the running engine expires a row whose expiry has
+    // passed, so a fixed date would turn "pending" into "expired" one day.
+    let second = Timestamp::now().as_second();
+    let queued_at = Timestamp::new(second, 123_000_000).expect("ts");
+    let registered_at = Timestamp::from_second(second + 115).expect("ts");
+    let expires_at = Timestamp::from_second(second + 115 + 86_400).expect("ts");
     let id = {
         // A second writer beside the engine's: WAL and the busy timeout
         // make that safe.
@@ -571,11 +574,11 @@ async fn callbacks_lists_stored_rows_with_a_status_filter() {
         priority: 2,
         status: "pending".into(),
         attempts: 0,
-        queued_at: "2026-03-02T15:04:05.123Z".into(),
-        registered_at: "2026-03-02T15:06:00Z".into(),
+        queued_at: rfc3339(queued_at),
+        registered_at: rfc3339(registered_at),
         ecbt_quoted_minutes: 7,
         next_attempt_at: None,
-        expires_at: "2026-03-03T15:06:00Z".into(),
+        expires_at: rfc3339(expires_at),
         inbound_call_id: "abc@203.0.113.5".into(),
     };
     let (status, rows) = h.get::<Vec<CallbackBody>>("/v1/callbacks").await;
@@ -591,6 +594,15 @@ async fn callbacks_lists_stored_rows_with_a_status_filter() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert!(rows.is_empty());
+}
+
+/// `2026-03-02T15:04:05.123Z`: UTC, milliseconds only when there are some.
+fn rfc3339(t: Timestamp) -> String {
+    let s = t.strftime("%Y-%m-%dT%H:%M:%S").to_string();
+    match t.subsec_millisecond() {
+        0 => format!("{s}Z"),
+        ms => format!("{s}.{ms:03}Z"),
+    }
 }
 
 #[tokio::test]
