@@ -5,6 +5,7 @@
 #[path = "controller/driver.rs"]
 mod driver;
 
+use callbackd::sip::message::HeaderName;
 use driver::*;
 
 /// A carrier call answered and ACKed at `ack_at`: the harness, the caller's
@@ -479,6 +480,11 @@ fn customer_no_answer_is_cancelled_at_the_ring_timeout_then_retried() {
     let i = h.run_until_sent(secs(5), |s| is_request(s, "CANCEL", &customer_call));
     assert_eq!(h.sent[i].at, invited + secs(3));
     let cancel = h.sent[i].request().expect("CANCEL").clone();
+    // RFC 3326: the carrier learns why (Q.850 19, no answer).
+    assert_eq!(
+        cancel.headers.get(HeaderName::Reason),
+        Some("Q.850;cause=19;text=\"No answer from user (user alerted)\"")
+    );
     h.deliver(addr(CARRIER), &answer(&cancel, 200, "c1", CARRIER, None));
     h.deliver(addr(CARRIER), &answer(&invite, 487, "c1", CARRIER, None));
     let agent_call = h.sent[0].call_id().to_owned();
@@ -897,13 +903,41 @@ fn rtp_timeout_on_the_agent_leg_hangs_up_both_legs_at_once() {
     let dead = h.stream_key(&agent_call);
     h.media_event(callbackd::b2bua::media::MediaEvent::RtpTimeout { key: dead });
     let now = h.elapsed();
-    assert_eq!(h.requests(&agent_call, "BYE")[0].at, now);
+    let agent_bye = h.requests(&agent_call, "BYE")[0];
+    assert_eq!(agent_bye.at, now);
     let customer_bye = h.requests(&customer_call, "BYE");
     assert_eq!(
         customer_bye.first().map(|s| s.at),
         Some(now),
         "the customer must not wait for a dead agent's 200: {:?}",
         h.sent_for(&customer_call)
+    );
+    // RFC 3326: each BYE says why — a timer ran out on the agent's leg, an
+    // ordinary hang-up toward the customer.
+    let reason = |s: &Sent| {
+        s.request()
+            .and_then(|r| r.headers.get(HeaderName::Reason))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        reason(agent_bye).as_deref(),
+        Some("Q.850;cause=102;text=\"Recovery on timer expiry\"")
+    );
+    assert_eq!(
+        reason(customer_bye[0]).as_deref(),
+        Some("Q.850;cause=16;text=\"Normal call clearing\"")
+    );
+    // The customer was reached, so the callback is done — but the attempt
+    // says the talk was cut on the agent's side, not that it completed.
+    h.settle();
+    let row = &h.rows()[0];
+    assert_eq!(row.status, callbackd::callback::store::Status::Completed);
+    assert_eq!(
+        attempts(&h)
+            .iter()
+            .map(|a| a.attempt.outcome)
+            .collect::<Vec<_>>(),
+        [callbackd::callback::scheduler::Outcome::AgentLost]
     );
 }
 

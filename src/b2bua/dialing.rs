@@ -39,7 +39,7 @@ use crate::callback::trunk::{
     customer_request_uri, from_header, order_for_call, pai_header,
 };
 use crate::callback::{CallbackId, QueueId};
-use crate::sip::endpoint::{CallKey, Destination, Endpoint, Event};
+use crate::sip::endpoint::{CallKey, Destination, EndReason, Endpoint, Event, Reason};
 use crate::sip::uac::{OutboundInvite, Party};
 
 /// What the dialing side works with, lent by the core for each call.
@@ -192,7 +192,9 @@ impl Dialing {
     /// its legs' BYEs complete and is recorded as usual.
     pub fn hang_up_all(&mut self, now: Instant, env: &mut Env<'_>) {
         for call in self.legs.keys().copied().collect::<Vec<_>>() {
-            let _ = env.endpoint.hangup(now, call);
+            let _ = env
+                .endpoint
+                .hangup_because(now, call, Reason::TEMPORARY_FAILURE);
         }
     }
 
@@ -255,7 +257,7 @@ impl Dialing {
             {
                 // The agent did not answer in time: CANCEL; the leg's end
                 // (Failed/Ended) finishes the connection attempt.
-                let _ = env.endpoint.hangup(now, leg);
+                let _ = env.endpoint.hangup_because(now, leg, Reason::NO_ANSWER);
             }
         }
         let ids: Vec<u64> = self.attempts.keys().copied().collect();
@@ -404,13 +406,17 @@ impl Dialing {
                     Side::Customer => dialer::Input::CustomerFailed(status),
                 })
             }
-            Event::Ended { .. } => {
+            Event::Ended { reason, .. } => {
                 if let Some(leg) = self.leg_mut(id, side) {
                     leg.ended = true;
                 }
                 self.end_leg(call, env);
                 Some(match side {
-                    Side::Agent | Side::LiveAgent => dialer::Input::AgentEnded,
+                    // The agent's own BYE, or the leg lost under them.
+                    Side::Agent | Side::LiveAgent if reason == EndReason::RemoteBye => {
+                        dialer::Input::AgentEnded
+                    }
+                    Side::Agent | Side::LiveAgent => dialer::Input::AgentLost,
                     Side::Customer => dialer::Input::CustomerEnded,
                 })
             }
@@ -444,12 +450,12 @@ impl Dialing {
     /// BYE leaves in the same instant), not when the BYE transaction ends —
     /// a dead phone never answers it, and 64·T1 of silence is what the
     /// other party would hear.
-    pub fn hang_up(&mut self, now: Instant, call: CallKey, env: &mut Env<'_>) {
+    pub fn hang_up(&mut self, now: Instant, call: CallKey, why: Reason, env: &mut Env<'_>) {
         if !self.owns(call) {
             return;
         }
-        let _ = env.endpoint.hangup(now, call);
-        let reason = crate::sip::endpoint::EndReason::LocalHangup;
+        let _ = env.endpoint.hangup_because(now, call, why);
+        let reason = EndReason::LocalHangup;
         self.handle_sip_event(now, Event::Ended { call, reason }, env);
     }
 
@@ -719,13 +725,21 @@ impl Dialing {
             match action {
                 dialer::Action::InviteAgent => self.invite_agent(now, id, env),
                 dialer::Action::CancelAgent | dialer::Action::HangupAgent => {
+                    let why = match action {
+                        dialer::Action::CancelAgent => Reason::NO_ANSWER,
+                        _ => Reason::NORMAL_CLEARING,
+                    };
                     if let Some(leg) = a.agent_leg.as_ref().filter(|l| !l.ended) {
-                        let _ = env.endpoint.hangup(now, leg.call);
+                        let _ = env.endpoint.hangup_because(now, leg.call, why);
                     }
                 }
-                dialer::Action::CancelCustomer | dialer::Action::HangupCustomer => {
+                dialer::Action::CancelCustomer { .. } | dialer::Action::HangupCustomer => {
+                    let why = match action {
+                        dialer::Action::CancelCustomer { ring_timeout: true } => Reason::NO_ANSWER,
+                        _ => Reason::NORMAL_CLEARING,
+                    };
                     if let Some(leg) = a.customer_leg.as_ref().filter(|l| !l.ended) {
-                        let _ = env.endpoint.hangup(now, leg.call);
+                        let _ = env.endpoint.hangup_because(now, leg.call, why);
                     }
                     a.customer_wait = None;
                 }

@@ -44,7 +44,7 @@ use crate::callback::store::Registration;
 use crate::callback::trunk::Target as TrunkTarget;
 use crate::config::Settings;
 use crate::media::prompt::PromptLibrary;
-use crate::sip::endpoint::{CallKey, Endpoint, EndpointConfig, Event, Flow, Transmit};
+use crate::sip::endpoint::{CallKey, Endpoint, EndpointConfig, Event, Flow, Reason, Transmit};
 use crate::sip::session_timer::SessionTimerConfig;
 use crate::sip::transaction::TimerConfig;
 use agents::{AgentStatus, Roster};
@@ -254,7 +254,8 @@ impl Controller {
                     endpoint: &mut self.endpoint,
                     roster: &mut self.roster,
                 };
-                self.dialing.hang_up(now, CallKey(key), &mut env);
+                self.dialing
+                    .hang_up(now, CallKey(key), Reason::TIMER_EXPIRY, &mut env);
             }
             MediaEvent::Idle { key, token } if self.dialing.owns(CallKey(key)) => {
                 let mut env = dialing::Env {

@@ -53,8 +53,11 @@ pub enum Input {
     AgentAnswered,
     /// The agent leg failed with this final status (or 408 on timeout).
     AgentFailed(u16),
-    /// The agent hung up (BYE) or the leg was lost.
+    /// The agent hung up (BYE).
     AgentEnded,
+    /// The agent leg was lost: no RTP, no ACK, no session refresh, its
+    /// port gone — not the agent's own BYE.
+    AgentLost,
     /// The play list asked with [`Action::PlayToAgent`] finished.
     AgentPromptDone,
     /// A provisional response on the customer leg; `early_media` when it
@@ -88,8 +91,12 @@ pub enum Action {
     RelayEarlyMedia,
     /// Send the INVITE to the customer through the trunk.
     InviteCustomer,
-    /// CANCEL the ringing customer leg.
-    CancelCustomer,
+    /// CANCEL the ringing customer leg; `ring_timeout` when nobody answered
+    /// in time (else the agent went away).
+    CancelCustomer {
+        /// The wait-for-answer timeout ran out.
+        ring_timeout: bool,
+    },
     /// Relay RTP both ways between agent and customer.
     Bridge,
     /// BYE (or CANCEL if not answered) the agent leg.
@@ -160,7 +167,7 @@ impl Dialer {
                     .push_back(Action::PlayToAgent(self.whisper.clone()));
                 State::Whispering
             }
-            (State::AgentRinging, Input::AgentFailed(_) | Input::AgentEnded) => {
+            (State::AgentRinging, Input::AgentFailed(_) | Input::AgentEnded | Input::AgentLost) => {
                 self.finish(Outcome::AgentNoAnswer, None)
             }
             // ---- whisper
@@ -169,7 +176,7 @@ impl Dialer {
                 self.actions.push_back(Action::InviteCustomer);
                 State::CustomerRinging
             }
-            (State::Whispering, Input::AgentEnded | Input::AgentFailed(_)) => {
+            (State::Whispering, Input::AgentEnded | Input::AgentLost | Input::AgentFailed(_)) => {
                 self.finish(Outcome::AgentNoAnswer, None)
             }
             // ---- customer leg ringing
@@ -205,8 +212,13 @@ impl Dialer {
                 self.deadline = None;
                 self.tell(classify(Some(status), false), Some(status))
             }
-            (State::CustomerRinging, Input::AgentEnded | Input::AgentFailed(_)) => {
-                self.actions.push_back(Action::CancelCustomer);
+            (
+                State::CustomerRinging,
+                Input::AgentEnded | Input::AgentLost | Input::AgentFailed(_),
+            ) => {
+                self.actions.push_back(Action::CancelCustomer {
+                    ring_timeout: false,
+                });
                 self.finish(Outcome::AgentNoAnswer, None)
             }
             // ---- telling the agent
@@ -214,9 +226,10 @@ impl Dialer {
                 self.actions.push_back(Action::HangupAgent);
                 self.finish(outcome, status)
             }
-            (State::Telling { outcome, status }, Input::AgentEnded | Input::AgentFailed(_)) => {
-                self.finish(outcome, status)
-            }
+            (
+                State::Telling { outcome, status },
+                Input::AgentEnded | Input::AgentLost | Input::AgentFailed(_),
+            ) => self.finish(outcome, status),
             // ---- bridged
             (State::Bridged, Input::CustomerEnded | Input::CustomerFailed(_)) => {
                 self.actions.push_back(Action::HangupAgent);
@@ -225,6 +238,12 @@ impl Dialer {
             (State::Bridged, Input::AgentEnded | Input::AgentFailed(_)) => {
                 self.actions.push_back(Action::HangupCustomer);
                 self.finish(Outcome::Answered, Some(200))
+            }
+            // The customer was reached, but the talk was cut on the agent's
+            // side: the attempt says so.
+            (State::Bridged, Input::AgentLost) => {
+                self.actions.push_back(Action::HangupCustomer);
+                self.finish(Outcome::AgentLost, Some(200))
             }
             // Everything else is stale or irrelevant in that state (a late
             // provisional, a prompt finishing after the state moved on).
@@ -238,6 +257,7 @@ impl Dialer {
                 Input::AgentAnswered
                 | Input::AgentFailed(_)
                 | Input::AgentEnded
+                | Input::AgentLost
                 | Input::AgentPromptDone
                 | Input::CustomerProgress { .. }
                 | Input::CustomerAnswered
@@ -265,7 +285,8 @@ impl Dialer {
                 self.finish(Outcome::AgentNoAnswer, None)
             }
             State::CustomerRinging => {
-                self.actions.push_back(Action::CancelCustomer);
+                self.actions
+                    .push_back(Action::CancelCustomer { ring_timeout: true });
                 self.tell(Outcome::NoAnswer, None)
             }
             state @ (State::Whispering | State::Telling { .. } | State::Bridged | State::Done) => {
@@ -387,6 +408,24 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_leg_lost_during_the_bridge_ends_the_customer_leg_as_agent_lost() {
+        let t0 = Instant::now();
+        let mut d = Dialer::start(t0, S, "3125550188");
+        d.handle(t0, Input::AgentAnswered);
+        d.handle(t0, Input::AgentPromptDone);
+        d.handle(t0, Input::CustomerAnswered);
+        drain(&mut d);
+        d.handle(t0, Input::AgentLost);
+        assert_eq!(
+            drain(&mut d),
+            [
+                Action::HangupCustomer,
+                finished(Outcome::AgentLost, Some(200))
+            ]
+        );
+    }
+
+    #[test]
     fn agent_bye_during_the_bridge_ends_the_customer_leg() {
         let t0 = Instant::now();
         let mut d = Dialer::start(t0, S, "3125550188");
@@ -439,7 +478,7 @@ mod tests {
         assert_eq!(
             drain(&mut d),
             [
-                Action::CancelCustomer,
+                Action::CancelCustomer { ring_timeout: true },
                 Action::PlayToAgent(vec!["customer_no_answer".into(), "goodbye".into()])
             ]
         );
@@ -494,7 +533,9 @@ mod tests {
         assert_eq!(
             drain(&mut d),
             [
-                Action::CancelCustomer,
+                Action::CancelCustomer {
+                    ring_timeout: false
+                },
                 finished(Outcome::AgentNoAnswer, None)
             ]
         );

@@ -87,6 +87,10 @@ pub enum Outcome {
     /// The agent did not answer; the customer was never called. Not a
     /// customer attempt.
     AgentNoAnswer,
+    /// The customer answered and was bridged, then the agent's leg was
+    /// lost (no RTP, no ACK, no session refresh): the customer was reached,
+    /// so the callback is completed, but the talk was cut.
+    AgentLost,
     /// The process stopped during the attempt (recorded at start-up).
     /// Never returned by [`classify`]; not a customer attempt.
     Interrupted,
@@ -94,13 +98,14 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Answered,
         Outcome::Busy,
         Outcome::NoAnswer,
         Outcome::Failure,
         Outcome::InvalidNumber,
         Outcome::AgentNoAnswer,
+        Outcome::AgentLost,
         Outcome::Interrupted,
     ];
 
@@ -113,6 +118,7 @@ impl Outcome {
             Outcome::Failure => "failure",
             Outcome::InvalidNumber => "invalid_number",
             Outcome::AgentNoAnswer => "agent_no_answer",
+            Outcome::AgentLost => "agent_lost",
             Outcome::Interrupted => "interrupted",
         }
     }
@@ -131,7 +137,8 @@ impl Outcome {
             | Outcome::Busy
             | Outcome::NoAnswer
             | Outcome::Failure
-            | Outcome::InvalidNumber => true,
+            | Outcome::InvalidNumber
+            | Outcome::AgentLost => true,
             Outcome::AgentNoAnswer | Outcome::Interrupted => false,
         }
     }
@@ -478,7 +485,7 @@ impl Scheduler {
             }
         };
         match outcome {
-            Outcome::Answered => NextStep::Completed,
+            Outcome::Answered | Outcome::AgentLost => NextStep::Completed,
             Outcome::InvalidNumber => NextStep::Failed,
             Outcome::AgentNoAnswer => pending_at(now),
             Outcome::Interrupted => pending_at(add(now, self.longest_ring())),

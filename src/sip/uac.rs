@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::sip::endpoint::Destination;
+use crate::sip::endpoint::{Destination, Reason};
 use crate::sip::message::{CallId, Method, SipUri};
 use crate::sip::transaction::{IctState, InviteClient};
 
@@ -257,6 +257,9 @@ pub(crate) struct Outbound {
     pub(crate) rseq: Option<u32>,
     /// The PRACK for that provisional, for its retransmissions.
     pub(crate) prack: Option<SentPrack>,
+    /// Why we cancel, once the application hung up (the CANCEL may wait
+    /// for a provisional, §9.1).
+    pub(crate) cancel_reason: Reason,
 }
 
 /// At most this many INVITEs with credentials per call.
@@ -314,7 +317,7 @@ pub(crate) struct IctTx {
     /// Call-ID, From, CSeq number, top Via and Route as the INVITE).
     pub(crate) ack_head: Bytes,
     /// The CANCEL (§9.1).
-    pub(crate) cancel: Bytes,
+    pub(crate) cancel_head: Bytes,
     /// Whether the CANCEL went out.
     pub(crate) cancel_sent: bool,
     /// ACKs sent for 2xx responses, by To-tag, resent for every
@@ -456,12 +459,12 @@ impl InviteTemplate {
     }
 
     /// The CANCEL for the INVITE with `branch` and `cseq` (RFC 3261 §9.1:
-    /// same Request-URI, Call-ID, To, From, CSeq number and single Via).
-    pub(crate) fn cancel(&self, branch: &str, cseq: u32) -> Bytes {
+    /// same Request-URI, Call-ID, To, From, CSeq number and single Via),
+    /// up to its last header field: [`finish_cancel`] adds the `Reason`.
+    pub(crate) fn cancel_head(&self, branch: &str, cseq: u32) -> Bytes {
         let mut out = self.head(&Method::Cancel, branch, cseq);
         put_header(&mut out, "To", &self.to);
         put_header(&mut out, "User-Agent", &self.user_agent);
-        out.put_slice(b"Content-Length: 0\r\n\r\n");
         out.freeze()
     }
 
@@ -491,6 +494,15 @@ impl InviteTemplate {
         put_header_fmt(&mut out, "CSeq", format_args!("{cseq} {method}"));
         out
     }
+}
+
+/// A CANCEL from its [`InviteTemplate::cancel_head`], telling why (RFC 3326).
+pub(crate) fn finish_cancel(head: &[u8], reason: Reason) -> Bytes {
+    let mut out = BytesMut::with_capacity(head.len() + 96);
+    out.put_slice(head);
+    put_header(&mut out, "Reason", &reason.header_value());
+    out.put_slice(b"Content-Length: 0\r\n\r\n");
+    out.freeze()
 }
 
 fn put_header(out: &mut BytesMut, name: &str, value: &str) {

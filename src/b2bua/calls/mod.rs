@@ -44,7 +44,7 @@ use crate::media::g711::Law;
 use crate::media::player::Item;
 use crate::media::ports::PortPool;
 use crate::media::prompt::{PromptId, PromptLibrary, Ptime};
-use crate::sip::endpoint::{CallKey, EndReason, Endpoint, Event};
+use crate::sip::endpoint::{CallKey, EndReason, Endpoint, Event, Reason};
 use crate::sip::identity::{CallerIdentity, user_part};
 use crate::sip::message::{Method, Request};
 mod legs;
@@ -333,7 +333,7 @@ impl Calls {
     /// Hangs up every call (shutdown).
     pub fn hangup_all(&mut self, now: Instant, endpoint: &mut Endpoint) {
         for key in self.calls.keys().copied().collect::<Vec<_>>() {
-            let _ = endpoint.hangup(now, key);
+            let _ = endpoint.hangup_because(now, key, Reason::TEMPORARY_FAILURE);
         }
     }
 
@@ -399,7 +399,7 @@ impl Calls {
             MediaEvent::RtpTimeout { key } => {
                 if let Some(ctx) = self.calls.get(&CallKey(key)) {
                     info!(call_id = %ctx.call_id, "no RTP; hanging up");
-                    let _ = endpoint.hangup(now, CallKey(key));
+                    let _ = endpoint.hangup_because(now, CallKey(key), Reason::TIMER_EXPIRY);
                     // The agent talking to this caller goes at once, not
                     // when a dead caller's BYE has timed out.
                     if let Some(agent) = ctx.connected_to {

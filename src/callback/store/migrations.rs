@@ -7,7 +7,13 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// Schema migrations; index `i` takes the file from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+pub const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_5,
+];
 
 /// Applies the pending [`MIGRATIONS`] to `conn` (the file at `path`, named
 /// in errors) in one write transaction; refuses a newer schema.
@@ -174,6 +180,34 @@ const MIGRATION_4: &str = "
 ALTER TABLE cdr ADD COLUMN redirected_from TEXT;
 ";
 
+/// Schema version 5 (issue 9): an attempt may end `agent_lost` (bridged,
+/// then the agent's leg died). SQLite cannot change a CHECK in place: the
+/// table is rebuilt with its rows and ids (§7 of "ALTER TABLE" in the
+/// SQLite docs; foreign keys name `attempts` nowhere).
+const MIGRATION_5: &str = "
+CREATE TABLE attempts_v5 (
+    id          INTEGER PRIMARY KEY,
+    callback_id INTEGER NOT NULL REFERENCES callbacks (id),
+    -- the queue the callback was in at the time (failover moves it)
+    queue       TEXT    NOT NULL,
+    -- Unix milliseconds, UTC
+    started_at  INTEGER NOT NULL,
+    ended_at    INTEGER NOT NULL,
+    -- 'interrupted': the process stopped during the attempt;
+    -- 'agent_lost': bridged, then the agent's leg died
+    outcome     TEXT    NOT NULL CHECK (outcome IN ('answered', 'busy', 'no_answer',
+                    'failure', 'invalid_number', 'agent_no_answer', 'agent_lost',
+                    'interrupted')),
+    sip_status  INTEGER CHECK (sip_status BETWEEN 0 AND 65535),
+    agent       TEXT
+) STRICT;
+INSERT INTO attempts_v5 (id, callback_id, queue, started_at, ended_at, outcome, sip_status, agent)
+    SELECT id, callback_id, queue, started_at, ended_at, outcome, sip_status, agent FROM attempts;
+DROP TABLE attempts;
+ALTER TABLE attempts_v5 RENAME TO attempts;
+CREATE INDEX attempts_by_callback ON attempts (callback_id, id);
+";
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -311,5 +345,80 @@ mod tests {
             [id]
         );
         assert_eq!(row_of(&store, id).status, Status::Pending);
+    }
+
+    #[test]
+    fn migration_4_to_5_keeps_the_attempts_and_takes_agent_lost() {
+        let db = temp_db("migrate-4-5");
+        let path = db.path.clone();
+        let t0 = now();
+        let id = {
+            // A version-4 file with one attempt on record.
+            let conn = Connection::open(&path).unwrap();
+            for m in &MIGRATIONS[..4] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 4).unwrap();
+            conn.execute(
+                "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
+                     queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
+                     expires_at, inbound_call_id) \
+                 VALUES ('support', '3125550188', '+13125550100', '8005550199', 0, ?1, ?1, \
+                     3, 'pending', 1, ?2, 'old-call@pc33')",
+                params![t0.as_millisecond(), (t0 + secs(3600)).as_millisecond()],
+            )
+            .unwrap();
+            let id = conn.last_insert_rowid();
+            conn.execute(
+                "INSERT INTO attempts (callback_id, queue, started_at, ended_at, outcome, \
+                     sip_status, agent) VALUES (?1, 'support', ?2, ?2, 'busy', 486, 'alice')",
+                params![id, t0.as_millisecond()],
+            )
+            .unwrap();
+            // Version 4 refuses the new outcome.
+            assert!(
+                conn.execute(
+                    "INSERT INTO attempts (callback_id, queue, started_at, ended_at, outcome) \
+                     VALUES (?1, 'support', 0, 0, 'agent_lost')",
+                    params![id],
+                )
+                .is_err()
+            );
+            CallbackId(id)
+        };
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&store.conn).unwrap(), MIGRATIONS.len() as i64);
+        let kept = store.attempts(id).unwrap();
+        assert_eq!(
+            kept.iter()
+                .map(|a| (
+                    a.attempt.outcome,
+                    a.attempt.sip_status,
+                    a.attempt.agent.as_deref()
+                ))
+                .collect::<Vec<_>>(),
+            [(Outcome::Busy, Some(486), Some("alice"))]
+        );
+        assert!(store.claim(id, t0).unwrap());
+        store
+            .record_attempt(
+                id,
+                &attempt(Outcome::AgentLost, Some(200)),
+                &NextStep::Completed,
+            )
+            .unwrap();
+        let outcomes: Vec<Outcome> = store
+            .attempts(id)
+            .unwrap()
+            .iter()
+            .map(|a| a.attempt.outcome)
+            .collect();
+        assert_eq!(outcomes, [Outcome::Busy, Outcome::AgentLost]);
+        assert_eq!(row_of(&store, id).status, Status::Completed);
+        let integrity: String = store
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok");
     }
 }

@@ -16,15 +16,15 @@ use super::Owner;
 use super::tx::{Tx, TxKey, TxKind, TxMachine};
 use super::{
     Call, CallError, CallKey, Destination, EndReason, Ending, Endpoint, Event, Flow, FlowTransport,
-    NO_CONNECTION, OfferAnswer, Reoffer, Role, Session, Transmit, destination_for, local_identity,
-    reliability_of,
+    NO_CONNECTION, OfferAnswer, Reason, Reoffer, Role, Session, Transmit, destination_for,
+    local_identity, reliability_of,
 };
 use crate::sip::dialog::{Dialog, DialogState};
 use crate::sip::message::{CallId, HeaderName, Method, Response};
 use crate::sip::transaction::{IctState, InviteClient, NictState, TimerConfig};
 use crate::sip::uac::{
     IctTx, InviteError, InviteTemplate, Outbound, OutboundInvite, SentPrack, TemplateContext,
-    UacInput, UacState, UacStep, is_stale, parse_retry_after, parse_rseq,
+    UacInput, UacState, UacStep, finish_cancel, is_stale, parse_retry_after, parse_rseq,
 };
 
 /// An outbound leg, as its UAC (RFC 3261 §12.1.2, §13.2, §14, §15, §17.1.1;
@@ -151,6 +151,7 @@ impl Endpoint {
             auth_rounds: 0,
             rseq: None,
             prack: None,
+            cancel_reason: Reason::NORMAL_CLEARING,
         });
         let branch = self.new_branch();
         let tx = self.alloc_id();
@@ -180,6 +181,18 @@ impl Endpoint {
     /// does. Ends with [`EndReason::LocalCancel`] — or with whatever final
     /// the far end had already sent.
     pub fn cancel(&mut self, now: Instant, call: CallKey) -> Result<(), CallError> {
+        self.cancel_because(now, call, Reason::NORMAL_CLEARING)
+    }
+
+    /// [`Endpoint::cancel`], the CANCEL's `Reason` (RFC 3326) saying why:
+    /// [`Reason::NO_ANSWER`] at a ring timeout, [`Reason::ANSWERED_ELSEWHERE`]
+    /// when another leg took the call.
+    pub fn cancel_because(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        reason: Reason,
+    ) -> Result<(), CallError> {
         let c = self.calls.get_mut(&call.0).ok_or(CallError::NoSuchCall)?;
         let out = match &mut c.role {
             Role::Uac(LegState::Inviting { out, .. }) => out,
@@ -187,6 +200,7 @@ impl Endpoint {
                 return Err(CallError::NotOutbound);
             }
         };
+        out.cancel_reason = reason;
         match out.state.step(UacInput::Hangup) {
             UacStep::SendCancel => self.send_cancel(now, call.0),
             UacStep::Quiet
@@ -250,18 +264,18 @@ impl Endpoint {
 
     /// Sends the CANCEL of the call's current INVITE (§9.1).
     fn send_cancel(&mut self, now: Instant, call_id: u64) {
-        let tx_id = match self.calls.get(&call_id).map(|c| &c.role) {
-            Some(Role::Uac(LegState::Inviting { tx, .. })) => *tx,
+        let (tx_id, reason) = match self.calls.get(&call_id).map(|c| &c.role) {
+            Some(Role::Uac(LegState::Inviting { tx, out, .. })) => (*tx, out.cancel_reason),
             Some(Role::Uac(LegState::Confirmed(_) | LegState::Terminating(_)) | Role::Uas(_))
             | None => return,
         };
-        self.cancel_invite_tx(now, tx_id);
+        self.cancel_invite_tx(now, tx_id, reason);
     }
 
     /// CANCELs the INVITE of client transaction `tx_id` once, if it is still
     /// waiting for its final after a provisional (§9.1), and gives it 64·T1
     /// to end.
-    pub(super) fn cancel_invite_tx(&mut self, now: Instant, tx_id: u64) {
+    pub(super) fn cancel_invite_tx(&mut self, now: Instant, tx_id: u64, reason: Reason) {
         let give_up = now + self.cfg.timers.t1 * 64;
         let Some(tx) = self.txs.get_mut(&tx_id) else {
             return;
@@ -276,7 +290,7 @@ impl Endpoint {
         ict.abandon_at = Some(give_up);
         // §9.1: the CANCEL has its own transaction, with the INVITE's
         // branch, to the INVITE's destination.
-        let bytes = ict.cancel.clone();
+        let bytes = finish_cancel(&ict.cancel_head, reason);
         let destination = tx.destination.clone();
         let branch = tx.key.branch.clone();
         let call = tx.call;
@@ -470,12 +484,13 @@ impl Endpoint {
         let Role::Uac(state) = &mut c.role else {
             return;
         };
-        let (step, invite_seq, update, offer) = match state {
+        let (step, invite_seq, update, offer, cancel_reason) = match state {
             LegState::Inviting { out, update, .. } => (
                 out.state.step(UacInput::Success),
                 out.cseq,
                 update.take(),
                 out.template.sdp.clone(),
+                out.cancel_reason,
             ),
             // Not reached: `inviting_with` held just above.
             LegState::Confirmed(_) | LegState::Terminating(_) => return,
@@ -510,7 +525,9 @@ impl Endpoint {
                 sdp: resp.body.clone(),
             }),
             // §15: the 2xx crossed our CANCEL; the session is not wanted.
-            UacStep::AckAndBye => self.send_bye(now, call_id, EndReason::LocalCancel),
+            UacStep::AckAndBye => {
+                self.send_bye(now, call_id, EndReason::LocalCancel, cancel_reason);
+            }
             UacStep::Report
             | UacStep::Quiet
             | UacStep::SendCancel
@@ -685,7 +702,7 @@ fn ict_for(out: &Outbound, branch: &str, now: Instant, timers: TimerConfig) -> I
     IctTx {
         machine: InviteClient::new(now, timers, reliability_of(&out.next_hop), invite),
         ack_head: t.ack_head(branch, out.cseq),
-        cancel: t.cancel(branch, out.cseq),
+        cancel_head: t.cancel_head(branch, out.cseq),
         cancel_sent: false,
         acks: Vec::new(),
         abandon_at: None,

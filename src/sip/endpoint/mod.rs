@@ -231,6 +231,41 @@ pub enum EndReason {
     Rejected(u16),
 }
 
+/// Why we end a call, told to the far end in the `Reason` header field of
+/// our BYE or CANCEL (RFC 3326): a Q.850 cause as carriers and PBXs log
+/// and map it, or a SIP status (a CANCEL because the call was answered
+/// elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// `Q.850;cause=N;text="…"`.
+    Q850(u16, &'static str),
+    /// `SIP;cause=N;text="…"`.
+    Sip(u16, &'static str),
+}
+
+impl Reason {
+    /// Q.850 16: an ordinary hang-up.
+    pub const NORMAL_CLEARING: Reason = Reason::Q850(16, "Normal call clearing");
+    /// Q.850 19: rang, nobody answered in time.
+    pub const NO_ANSWER: Reason = Reason::Q850(19, "No answer from user (user alerted)");
+    /// Q.850 41: the service is going away (a drain that ran out).
+    pub const TEMPORARY_FAILURE: Reason = Reason::Q850(41, "Temporary failure");
+    /// Q.850 102: a timer ran out — no ACK, no session refresh, no RTP.
+    pub const TIMER_EXPIRY: Reason = Reason::Q850(102, "Recovery on timer expiry");
+    /// SIP 200 on a CANCEL: another leg took the call (RFC 3326 §2; a phone
+    /// then shows no missed call).
+    pub const ANSWERED_ELSEWHERE: Reason = Reason::Sip(200, "Call completed elsewhere");
+
+    /// The header field's value.
+    pub fn header_value(self) -> String {
+        let (protocol, cause, text) = match self {
+            Reason::Q850(cause, text) => ("Q.850", cause, text),
+            Reason::Sip(cause, text) => ("SIP", cause, text),
+        };
+        format!("{protocol};cause={cause};text=\"{text}\"")
+    }
+}
+
 /// What the application must learn or decide.
 #[derive(Debug)]
 pub enum Event {
@@ -560,18 +595,31 @@ impl Endpoint {
     /// 480 before we answered; an outbound call not yet answered is
     /// cancelled ([`Endpoint::cancel`]).
     pub fn hangup(&mut self, now: Instant, call: CallKey) -> Result<(), CallError> {
+        self.hangup_because(now, call, Reason::NORMAL_CLEARING)
+    }
+
+    /// [`Endpoint::hangup`], telling the far end why in the BYE's or the
+    /// CANCEL's `Reason` (RFC 3326).
+    pub fn hangup_because(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        reason: Reason,
+    ) -> Result<(), CallError> {
         let c = self.calls.get_mut(&call.0).ok_or(CallError::NoSuchCall)?;
         match &mut c.role {
             Role::Uas(UasState::Early { .. }) => return self.reject(now, call, 480, &[]),
-            Role::Uac(LegState::Inviting { .. }) => return self.cancel(now, call),
+            Role::Uac(LegState::Inviting { .. }) => return self.cancel_because(now, call, reason),
             Role::Uas(UasState::Confirmed(s)) | Role::Uac(LegState::Confirmed(s)) => {
                 match &mut s.offer_answer {
                     // §15: the callee must not send BYE before the ACK (or
                     // Timer H / 64·T1); remember and send it when the ACK
                     // comes.
-                    OfferAnswer::AwaitingAck { bye_after_ack, .. } => *bye_after_ack = true,
+                    OfferAnswer::AwaitingAck { bye_after_ack, .. } => {
+                        *bye_after_ack = Some(reason);
+                    }
                     OfferAnswer::Stable | OfferAnswer::TheyOffered(_) => {
-                        self.send_bye(now, call.0, EndReason::LocalHangup);
+                        self.send_bye(now, call.0, EndReason::LocalHangup, reason);
                     }
                 }
             }
@@ -1022,7 +1070,12 @@ impl Endpoint {
             // session refresh failed, the peer is gone; end the dialog with
             // BYE rather than refreshing a dead call forever.
             debug!(call_id = %c.dialog.id().call_id, ?status, "session refresh failed");
-            self.send_bye(now, call_id, EndReason::SessionExpired);
+            self.send_bye(
+                now,
+                call_id,
+                EndReason::SessionExpired,
+                Reason::TIMER_EXPIRY,
+            );
             self.drain_call(now, call_id);
         }
     }
@@ -1053,7 +1106,9 @@ impl Endpoint {
             // An outbound call ended before its final (the far end's BYE
             // in an early dialog): the INVITE is cancelled, so its
             // transaction ends too (§15: the early dialog is over).
-            Role::Uac(LegState::Inviting { tx, .. }) => self.cancel_invite_tx(now, *tx),
+            Role::Uac(LegState::Inviting { tx, .. }) => {
+                self.cancel_invite_tx(now, *tx, Reason::NORMAL_CLEARING);
+            }
             Role::Uac(LegState::Confirmed(_) | LegState::Terminating(_)) | Role::Uas(_) => {}
         }
         if let Some(reoffer) = c.role.take_reoffer() {

@@ -13,7 +13,7 @@ use super::leg::LegState;
 use super::tx::{TxKey, TxMachine};
 use super::uas::UasState;
 use super::{
-    CallError, CallKey, EndReason, Endpoint, Event, Flow, Owner, Role, SUPPORTED, Transmit,
+    CallError, CallKey, EndReason, Endpoint, Event, Flow, Owner, Reason, Role, SUPPORTED, Transmit,
     allow_for, local_identity, reliability_of, response_destination,
 };
 use crate::sip::dialog::DialogId;
@@ -81,7 +81,7 @@ pub(super) enum OfferAnswer {
         /// Our 2xx held the offer; the answer is due in the ACK.
         we_offered: bool,
         /// `hangup()` came first: BYE as soon as the ACK is in (§15).
-        bye_after_ack: bool,
+        bye_after_ack: Option<Reason>,
     },
 }
 
@@ -260,7 +260,7 @@ impl Endpoint {
         let Some(c) = self.calls.get_mut(&call_id) else {
             return;
         };
-        let mut bye = false;
+        let mut bye = None;
         if let Some(s) = session_of(&mut c.role) {
             match &mut s.offer_answer {
                 OfferAnswer::AwaitingAck {
@@ -287,8 +287,8 @@ impl Endpoint {
                 OfferAnswer::Stable | OfferAnswer::TheyOffered(_) => {}
             }
         }
-        if bye {
-            self.send_bye(now, call_id, EndReason::LocalHangup);
+        if let Some(reason) = bye {
+            self.send_bye(now, call_id, EndReason::LocalHangup, reason);
         }
         self.drain_call(now, call_id);
     }
@@ -419,7 +419,7 @@ impl Endpoint {
                 )),
                 cseq: reoffer.request.headers.cseq.seq,
                 we_offered: !has_offer(&reoffer.request),
-                bye_after_ack: false,
+                bye_after_ack: None,
             };
         }
         if is_invite && status >= 300 {
@@ -445,7 +445,12 @@ impl Endpoint {
         match action {
             Some(TimerAction::Expired) => {
                 debug!(call_id = %c.dialog.id().call_id, "session expired without refresh");
-                self.send_bye(now, call_id, EndReason::SessionExpired);
+                self.send_bye(
+                    now,
+                    call_id,
+                    EndReason::SessionExpired,
+                    Reason::TIMER_EXPIRY,
+                );
             }
             Some(TimerAction::Refresh) => self.send_refresh(now, call_id),
             None => {}
@@ -531,7 +536,7 @@ impl Endpoint {
             machine: InviteClient::new(now, timers, reliability_of(&destination), out.bytes),
             ack_head,
             // Never cancelled: a refresh is answered at once or fails.
-            cancel: Bytes::new(),
+            cancel_head: Bytes::new(),
             cancel_sent: true,
             acks: Vec::new(),
             abandon_at: None,
@@ -586,7 +591,12 @@ impl Endpoint {
         s.refresh_tx = None;
         if matches!(status, None | Some(408 | 481)) {
             debug!(call_id = %c.dialog.id().call_id, ?status, "session refresh failed");
-            self.send_bye(now, call_id, EndReason::SessionExpired);
+            self.send_bye(
+                now,
+                call_id,
+                EndReason::SessionExpired,
+                Reason::TIMER_EXPIRY,
+            );
             self.drain_call(now, call_id);
         } else {
             debug!(call_id = %c.dialog.id().call_id, ?status, "session refresh refused; the call goes on");
@@ -616,7 +626,13 @@ impl Endpoint {
     }
 
     /// Ends a confirmed dialog with BYE (§15.1.1): Confirmed → Terminating.
-    pub(super) fn send_bye(&mut self, now: Instant, call_id: u64, reason: EndReason) {
+    pub(super) fn send_bye(
+        &mut self,
+        now: Instant,
+        call_id: u64,
+        reason: EndReason,
+        cause: Reason,
+    ) {
         let branch = self.new_branch();
         let Some(c) = self.calls.get_mut(&call_id) else {
             return;
@@ -632,7 +648,10 @@ impl Endpoint {
             None => return,
         };
         let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
-        let out = c.dialog.request(Method::Bye, &me, &branch, &[], None);
+        let value = cause.header_value();
+        let out = c
+            .dialog
+            .request(Method::Bye, &me, &branch, &[("Reason", &value)], None);
         let destination = c.destination(&out.next_hop);
         let bye_tx = self.start_nict(
             now,
@@ -683,7 +702,7 @@ impl Endpoint {
         if no_ack {
             // §13.3.1.4: no ACK within 64·T1 → confirm and end with BYE.
             debug!(call_id = %c.dialog.id().call_id, "no ACK for our 2xx");
-            self.send_bye(now, call_id, EndReason::NoAck);
+            self.send_bye(now, call_id, EndReason::NoAck, Reason::TIMER_EXPIRY);
         }
         self.schedule(Owner::Call(call_id));
     }

@@ -113,7 +113,7 @@ impl Endpoint {
                 )),
                 cseq,
                 we_offered,
-                bye_after_ack: false,
+                bye_after_ack: None,
             },
             session.map(|n| SessionTimer::start(now, n)),
             &invite.headers,
