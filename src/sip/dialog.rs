@@ -332,9 +332,32 @@ impl Dialog {
         self.build(method, seq, me, branch, extra, body)
     }
 
-    /// Builds the ACK for a 2xx to our INVITE with CSeq `invite_seq` (§13.2.2.4).
-    pub fn ack(&self, invite_seq: u32, me: &LocalIdentity, branch: &str) -> OutgoingRequest {
-        self.build(Method::Ack, invite_seq, me, branch, &[], None)
+    /// Builds the ACK for a 2xx to our INVITE with CSeq `invite_seq`
+    /// (§13.2.2.4), with `credentials`: the INVITE's `Authorization` /
+    /// `Proxy-Authorization` fields, which the ACK must repeat.
+    pub fn ack(
+        &self,
+        invite_seq: u32,
+        me: &LocalIdentity,
+        branch: &str,
+        credentials: &[(&str, &str)],
+    ) -> OutgoingRequest {
+        self.build(Method::Ack, invite_seq, me, branch, credentials, None)
+    }
+
+    /// The Request-URI of the next request in this dialog (§12.2.1.1): the
+    /// remote target, or a strict first route — what a digest answer to a
+    /// challenge of that request names as its `uri`.
+    pub fn request_uri(&self) -> String {
+        let strict_first = self
+            .route_set
+            .first()
+            .and_then(|r| NameAddr::parse(r).ok())
+            .filter(|a| SipUri::parse(&a.uri).is_ok_and(|u| !u.lr));
+        match strict_first {
+            Some(a) => a.uri.into(),
+            None => self.remote_target.to_string(),
+        }
     }
 
     fn build(

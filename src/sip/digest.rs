@@ -96,7 +96,7 @@ impl Algorithm {
 
     /// Preference when a response offers several challenges: SHA-256 before
     /// MD5 (RFC 8760 §2.4), and the plain form before `-sess`.
-    fn rank(self) -> u8 {
+    pub fn rank(self) -> u8 {
         match self {
             Algorithm::Sha256 => 4,
             Algorithm::Sha256Sess => 3,

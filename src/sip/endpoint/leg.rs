@@ -13,6 +13,7 @@ use bytes::Bytes;
 use tracing::debug;
 
 use super::Owner;
+use super::session::strongest_first;
 use super::tx::{Tx, TxKey, TxKind, TxMachine};
 use super::{
     Call, CallError, CallKey, Destination, EndReason, Ending, Endpoint, Event, Flow, FlowTransport,
@@ -484,25 +485,30 @@ impl Endpoint {
         let Role::Uac(state) = &mut c.role else {
             return;
         };
-        let (step, invite_seq, update, offer, cancel_reason) = match state {
+        let (step, invite_seq, update, offer, cancel_reason, auth, credentials) = match state {
             LegState::Inviting { out, update, .. } => (
                 out.state.step(UacInput::Success),
                 out.cseq,
                 update.take(),
                 out.template.sdp.clone(),
                 out.cancel_reason,
+                out.auth.take(),
+                std::mem::take(&mut out.auth_headers),
             ),
             // Not reached: `inviting_with` held just above.
             LegState::Confirmed(_) | LegState::Terminating(_) => return,
         };
         // Inviting → Confirmed (§13.2.2.4); an UPDATE of the early dialog
         // still waiting for the application carries over.
-        *state = LegState::Confirmed(Session::new(
+        let mut session = Session::new(
             update.map_or(OfferAnswer::Stable, OfferAnswer::TheyOffered),
             None,
             &resp.headers,
             offer,
-        ));
+        );
+        session.auth = auth;
+        session.invite_credentials = credentials;
+        *state = LegState::Confirmed(session);
         c.flow = source;
         // §13.2.2.4: the early dialog of the same tag is confirmed and its
         // route set recomputed from the 2xx; another fork's 2xx wins over an
@@ -516,7 +522,16 @@ impl Endpoint {
         }
         self.dialogs.insert(c.dialog.id().clone(), call_id);
         let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
-        let ack = c.dialog.ack(invite_seq, &me, &ack_branch);
+        // §13.2.2.4: the ACK carries the INVITE's credentials.
+        let credentials: Vec<(&str, &str)> = match &c.role {
+            Role::Uac(LegState::Confirmed(s)) => s
+                .invite_credentials
+                .iter()
+                .map(|(n, v)| (*n, v.as_str()))
+                .collect(),
+            Role::Uac(_) | Role::Uas(_) => Vec::new(),
+        };
+        let ack = c.dialog.ack(invite_seq, &me, &ack_branch, &credentials);
         let destination = c.destination(&ack.next_hop);
         self.send_2xx_ack(tx_id, tag, ack.bytes, destination);
         match step {
@@ -576,7 +591,7 @@ impl Endpoint {
         debug!(call_id = %dialog.id().call_id, %tag, "unwanted 2xx: ACK and BYE");
         let contact = self.contact_uri(source.transport);
         let me = local_identity(&self.cfg, source.transport, &contact);
-        let ack = dialog.ack(resp.headers.cseq.seq, &me, &ack_branch);
+        let ack = dialog.ack(resp.headers.cseq.seq, &me, &ack_branch, &[]);
         let destination = destination_for(&ack.next_hop, source);
         self.send_2xx_ack(tx_id, tag, ack.bytes, destination);
         let bye_branch = self.new_branch();
@@ -649,14 +664,9 @@ impl Endpoint {
                 return false;
             }
         };
-        // Whole field values: a challenge holds commas.
-        let challenges: Vec<&str> = resp
-            .headers
-            .fields()
-            .iter()
-            .filter(|f| f.name == name)
-            .map(|f| &*f.value)
-            .collect();
+        // Whole field values (a challenge holds commas), the strongest
+        // algorithm first (RFC 8760 §2.4).
+        let challenges = strongest_first(resp, name);
         let stale = challenges.iter().any(|ch| is_stale(ch));
         if !u.may_answer(proxy, stale) {
             debug!(status = resp.status, "challenge not answered");

@@ -78,7 +78,8 @@ use tracing::{debug, trace, warn};
 use crate::acl::{Acl, AclAction};
 use crate::sip::dialog::{Dialog, DialogId, LocalIdentity};
 use crate::sip::message::{
-    self, BodyRefusal, CallId, HeaderName, Message, Method, ParseError, Request, Rport, SipUri,
+    self, BodyRefusal, CallId, HeaderName, Message, Method, ParseError, Request, Response, Rport,
+    SipUri,
 };
 use crate::sip::session_timer::{Negotiated, SessionTimerConfig, SessionTimerError, negotiate_uas};
 use crate::sip::transaction::{
@@ -1044,8 +1045,9 @@ impl Endpoint {
         call_id: u64,
         tx_id: u64,
         kind: &TxKind,
-        status: Option<u16>,
+        resp: Option<&Response>,
     ) {
+        let status = resp.map(|r| r.status);
         let Some(c) = self.calls.get(&call_id) else {
             return;
         };
@@ -1057,7 +1059,10 @@ impl Endpoint {
             | Role::Uac(LegState::Inviting { .. } | LegState::Confirmed(_)) => None,
         };
         if let Some(reason) = bye_done {
-            self.end_call(now, call_id, reason);
+            let answered = resp.is_some_and(|r| self.answer_bye_challenge(now, call_id, r));
+            if !answered {
+                self.end_call(now, call_id, reason);
+            }
         } else if *kind != TxKind::Other(Method::Update) {
             // PRACK and CANCEL: nothing follows from their outcome; the
             // INVITE's own final decides (RFC 3262 §4, RFC 3261 §9.1).

@@ -17,10 +17,10 @@ use super::{
     allow_for, local_identity, reliability_of, response_destination,
 };
 use crate::sip::dialog::DialogId;
-use crate::sip::message::{Method, Request};
+use crate::sip::message::{HeaderName, Method, Request, Response};
 use crate::sip::session_timer::{Negotiated, SessionTimer, TimerAction};
 use crate::sip::transaction::{AckWait, InviteClient, InviteServer, NonInviteServer, TuEvent};
-use crate::sip::uac::IctTx;
+use crate::sip::uac::{Authenticator, IctTx};
 
 /// A confirmed dialog (RFC 3261 §12), in either role: where its
 /// offer/answer exchange stands and its session timer.
@@ -38,6 +38,11 @@ pub(super) struct Session {
     pub(super) local_sdp: Bytes,
     /// The client transaction of our re-INVITE refresh, while it runs.
     pub(super) refresh_tx: Option<u64>,
+    /// On an outbound leg, the INVITE's [`Authenticator`]: a challenge to
+    /// our BYE is answered with it (RFC 3261 §22.2).
+    pub(super) auth: Option<Box<dyn Authenticator>>,
+    /// The INVITE's credentials, which its ACK repeats (§13.2.2.4).
+    pub(super) invite_credentials: Vec<(&'static str, String)>,
 }
 
 /// The offer/answer state of a confirmed dialog (RFC 3264 §4; RFC 6337
@@ -103,6 +108,11 @@ pub(super) struct Ending {
     /// application may give it, else it gets 487 when the call ends
     /// (§15.1.2).
     pub(super) reoffer: Option<Reoffer>,
+    /// The BYE's `Reason` (RFC 3326), repeated when it is sent again.
+    pub(super) cause: Reason,
+    /// Answers a 401/407 to the BYE, once per kind ([401, 407]).
+    pub(super) auth: Option<Box<dyn Authenticator>>,
+    pub(super) challenged: [bool; 2],
 }
 
 impl Session {
@@ -120,6 +130,8 @@ impl Session {
             peer_allows_update: peer_allows_update(peer),
             local_sdp,
             refresh_tx: None,
+            auth: None,
+            invite_credentials: Vec::new(),
         }
     }
 
@@ -531,7 +543,7 @@ impl Endpoint {
             Some(("application/sdp", &sdp)),
         );
         let destination = c.destination(&out.next_hop);
-        let ack_head = non_2xx_ack_head(&c.dialog.ack(out.cseq, &me, &branch).bytes);
+        let ack_head = non_2xx_ack_head(&c.dialog.ack(out.cseq, &me, &branch, &[]).bytes);
         let ict = IctTx {
             machine: InviteClient::new(now, timers, reliability_of(&destination), out.bytes),
             ack_head,
@@ -564,7 +576,7 @@ impl Endpoint {
         s.refresh_tx = None;
         s.peer_allows_update |= peer_allows_update(&resp.headers);
         let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
-        let ack = c.dialog.ack(resp.headers.cseq.seq, &me, &ack_branch);
+        let ack = c.dialog.ack(resp.headers.cseq.seq, &me, &ack_branch, &[]);
         let destination = c.destination(&ack.next_hop);
         let tag: Box<str> = resp.headers.to.tag.clone().unwrap_or_default();
         self.send_2xx_ack(tx_id, tag, ack.bytes, destination);
@@ -639,11 +651,14 @@ impl Endpoint {
         };
         // The session's timers stop here; a pending offer of the peer
         // stays owed an answer.
-        let reoffer = match session_of(&mut c.role) {
-            Some(s) => match std::mem::replace(&mut s.offer_answer, OfferAnswer::Stable) {
-                OfferAnswer::TheyOffered(r) => Some(r),
-                OfferAnswer::Stable | OfferAnswer::AwaitingAck { .. } => None,
-            },
+        let (reoffer, auth) = match session_of(&mut c.role) {
+            Some(s) => (
+                match std::mem::replace(&mut s.offer_answer, OfferAnswer::Stable) {
+                    OfferAnswer::TheyOffered(r) => Some(r),
+                    OfferAnswer::Stable | OfferAnswer::AwaitingAck { .. } => None,
+                },
+                s.auth.take(),
+            ),
             // Early: not confirmed, no BYE (§15); Terminating: sent already.
             None => return,
         };
@@ -666,8 +681,80 @@ impl Endpoint {
                 bye_tx,
                 reason,
                 reoffer,
+                cause,
+                auth,
+                challenged: [false; 2],
             });
         }
+    }
+
+    /// A 401/407 to our BYE (RFC 3261 §22.2; carriers that challenge
+    /// every request): the BYE again with credentials, CSeq + 1, once per
+    /// kind. False when it cannot be answered — the call then ends as the
+    /// BYE's final says.
+    pub(super) fn answer_bye_challenge(
+        &mut self,
+        now: Instant,
+        call_id: u64,
+        resp: &Response,
+    ) -> bool {
+        let proxy = match resp.status {
+            401 => false,
+            407 => true,
+            _ => return false,
+        };
+        let branch = self.new_branch();
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return false;
+        };
+        let ending = match &mut c.role {
+            Role::Uas(UasState::Terminating(e)) | Role::Uac(LegState::Terminating(e)) => e,
+            Role::Uas(_) | Role::Uac(_) => return false,
+        };
+        let kind = usize::from(proxy);
+        let (Some(auth), false) = (ending.auth.as_mut(), ending.challenged[kind]) else {
+            return false;
+        };
+        let uri = c.dialog.request_uri();
+        let (name, field) = if proxy {
+            (HeaderName::ProxyAuthenticate, "Proxy-Authorization")
+        } else {
+            (HeaderName::WwwAuthenticate, "Authorization")
+        };
+        let challenges = strongest_first(resp, name);
+        let Some(value) = challenges
+            .iter()
+            .find_map(|ch| auth.authorize(ch, &Method::Bye, &uri, proxy))
+        else {
+            return false;
+        };
+        ending.challenged[kind] = true;
+        let cause = ending.cause.header_value();
+        let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
+        let out = c.dialog.request(
+            Method::Bye,
+            &me,
+            &branch,
+            &[("Reason", &cause), (field, &value)],
+            None,
+        );
+        let destination = c.destination(&out.next_hop);
+        debug!(call_id = %c.dialog.id().call_id, status = resp.status, "BYE again with credentials");
+        let bye_tx = self.start_nict(
+            now,
+            Some(call_id),
+            Method::Bye,
+            out.bytes,
+            destination,
+            &branch,
+        );
+        if let Some(c) = self.calls.get_mut(&call_id)
+            && let Role::Uas(UasState::Terminating(e)) | Role::Uac(LegState::Terminating(e)) =
+                &mut c.role
+        {
+            e.bye_tx = bye_tx;
+        }
+        true
     }
 
     /// Sends what the call's 2xx retransmission has due, acts on its
@@ -706,6 +793,30 @@ impl Endpoint {
         }
         self.schedule(Owner::Call(call_id));
     }
+}
+
+/// The values of a response's challenge fields `name`, the strongest
+/// algorithm first (RFC 8760 §2.4: SHA-256 before MD5, see
+/// [`Algorithm::rank`](crate::sip::digest::Algorithm::rank)); a value we
+/// cannot read goes last.
+pub(super) fn strongest_first(resp: &Response, name: HeaderName) -> Vec<&str> {
+    let strength = |value: &str| {
+        crate::sip::digest::Challenge::parse_all(value)
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|c| c.algorithm.rank())
+            .max()
+    };
+    let mut values: Vec<&str> = resp
+        .headers
+        .fields()
+        .iter()
+        .filter(|f| f.name == name)
+        .map(|f| &*f.value)
+        .collect();
+    // Stable: among equals the server's order stands.
+    values.sort_by_key(|v| std::cmp::Reverse(strength(v)));
+    values
 }
 
 /// Whether a request carries an SDP offer (RFC 3264 §5).

@@ -54,7 +54,7 @@ impl Endpoint {
                     && resp.status >= 200
                     && let Some(call_id) = call
                 {
-                    self.client_final(now, call_id, id, &kind, Some(resp.status));
+                    self.client_final(now, call_id, id, &kind, Some(&resp));
                 }
                 self.drain_tx(now, id);
             }

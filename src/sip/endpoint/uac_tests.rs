@@ -447,13 +447,16 @@ impl Authenticator for FakeAuth {
         uri: &str,
         proxy: bool,
     ) -> Option<String> {
-        assert_eq!(method, &Method::Invite);
+        assert!(matches!(method, Method::Invite | Method::Bye), "{method}");
         self.seen
             .lock()
             .expect("not poisoned")
             .push((challenge.to_owned(), uri.to_owned(), proxy));
         challenge.contains("realm=\"trunk\"").then(|| {
-            format!("Digest username=\"acme\", realm=\"trunk\", uri=\"{uri}\", response=\"f00\"")
+            let response = if *method == Method::Bye { "b7e" } else { "f00" };
+            format!(
+                "Digest username=\"acme\", realm=\"trunk\", uri=\"{uri}\", response=\"{response}\""
+            )
         })
     }
 }
@@ -515,11 +518,100 @@ fn challenge_401_is_answered_with_a_new_invite_same_call_id_cseq_2() {
     let out = sim.deliver(ms(300), &ok_2xx(&second, "cust"), trunk());
     let ack = only(&out, Method::Ack);
     assert_eq!(ack.headers.cseq.seq, 2);
+    // §13.2.2.4: the ACK carries the INVITE's credentials.
+    assert_eq!(
+        ack.headers.get(HeaderName::Authorization),
+        h.get(HeaderName::Authorization)
+    );
     let ev = events_of(&mut sim);
     assert!(
         matches!(ev.as_slice(), [Event::Answered { call: c, .. }] if *c == call),
         "{ev:?}"
     );
+}
+
+#[test]
+fn the_strongest_challenge_is_answered_first() {
+    let mut sim = Sim::new();
+    let (inv, seen) = with_auth();
+    let (_call, out) = sim.place(Duration::ZERO, inv);
+    let first = only(&out, Method::Invite).clone();
+    let sha256 = "Digest realm=\"trunk\", nonce=\"def\", algorithm=SHA-256, qop=\"auth\"";
+    // MD5 listed first, as servers do for old clients (RFC 8760 §2.4).
+    let challenge = respond(
+        &first,
+        401,
+        Some("proxy"),
+        &[
+            ("WWW-Authenticate", CHALLENGE),
+            ("WWW-Authenticate", sha256),
+        ],
+        None,
+    );
+    let out = sim.deliver(ms(100), &challenge, trunk());
+    assert_eq!(methods(&out), ["ACK", "INVITE"]);
+    let asked = seen.lock().expect("not poisoned");
+    assert_eq!(asked.len(), 1, "answered by the first one asked");
+    assert_eq!(asked[0].0, sha256);
+}
+
+#[test]
+fn a_challenge_to_our_bye_is_answered_once_with_credentials() {
+    let mut sim = Sim::new();
+    let (inv, seen) = with_auth();
+    let (call, out) = sim.place(Duration::ZERO, inv);
+    let invite = only(&out, Method::Invite).clone();
+    let out = sim.deliver(ms(100), &ok_2xx(&invite, "cust"), trunk());
+    // No challenge on the INVITE: no credentials on its ACK.
+    assert_eq!(
+        only(&out, Method::Ack)
+            .headers
+            .get(HeaderName::Authorization),
+        None
+    );
+    sim.take_events();
+    let out = sim.hangup(secs(5), call);
+    let bye = only(&out, Method::Bye).clone();
+    assert_eq!(
+        bye.headers.get(HeaderName::Reason),
+        Some("Q.850;cause=16;text=\"Normal call clearing\"")
+    );
+    let challenge =
+        |req: &Request| respond(req, 407, None, &[("Proxy-Authenticate", CHALLENGE)], None);
+    let out = sim.deliver(secs(5) + ms(50), &challenge(&bye), trunk());
+    let again = only(&out, Method::Bye).clone();
+    let h = &again.headers;
+    assert_eq!(h.call_id, bye.headers.call_id);
+    assert_eq!(h.cseq.seq, bye.headers.cseq.seq + 1);
+    assert_ne!(branch(&again), branch(&bye));
+    assert_eq!(
+        h.get(HeaderName::Reason),
+        bye.headers.get(HeaderName::Reason)
+    );
+    // The digest names the BYE's Request-URI: the callee's Contact.
+    assert_eq!(
+        h.get(HeaderName::ProxyAuthorization),
+        Some(
+            format!(
+                "Digest username=\"acme\", realm=\"trunk\", uri=\"{}\", response=\"b7e\"",
+                again.uri
+            )
+            .as_str()
+        )
+    );
+    assert!(seen.lock().expect("not poisoned")[0].2, "proxy flag");
+    assert!(sim.take_events().is_empty(), "the call is not over yet");
+    // Wrong credentials: the same challenge again ends the call, no loop.
+    let out = sim.deliver(secs(5) + ms(100), &challenge(&again), trunk());
+    assert!(out.is_empty(), "{out:#?}");
+    let ev = events_of(&mut sim);
+    assert!(
+        matches!(ev.as_slice(), [Event::Ended { call: c, reason: EndReason::LocalHangup }] if *c == call),
+        "{ev:?}"
+    );
+    assert_eq!(seen.lock().expect("not poisoned").len(), 1);
+    sim.run_until(secs(100));
+    assert_eq!(sim.ep.stats(), Stats::default());
 }
 
 #[test]
