@@ -33,7 +33,9 @@ pub struct SessionTimerConfig {
     pub min_se: u32,
 }
 
-/// Which side refreshes, as RFC 4028 names them.
+/// Which side refreshes, as RFC 4028 names them from our side as UAS. An
+/// outbound leg (we sent the INVITE) keeps its timer the same way: there
+/// `Uas` means we refresh and `Uac` the peer does (see [`negotiate_uac`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refresher {
     /// The caller (the UAC of the session-creating INVITE).
@@ -59,6 +61,13 @@ impl Negotiated {
             Refresher::Uas => "uas",
         };
         format!("{};refresher={who}", self.interval)
+    }
+
+    /// The `Session-Expires` value of a refresh we send as the refresher
+    /// (§7.4): the sender of a refresh request is its UAC, and keeps the
+    /// job.
+    pub fn refresh_header_value(&self) -> String {
+        format!("{};refresher=uac", self.interval)
     }
 
     /// Whether our 2xx must carry `Require: timer` (§9: when the UAC is to
@@ -145,6 +154,27 @@ pub fn negotiate_uas(
         })),
         None => Ok(None),
     }
+}
+
+/// The session timer of an outbound leg from the callee's 2xx (RFC 4028
+/// §7.2): none without `Session-Expires`; `refresher=uac` (or none named)
+/// makes us the refresher, `refresher=uas` the callee. Returned the way
+/// [`SessionTimer`] keeps it: `Uas` is us.
+pub fn negotiate_uac(headers: &Headers) -> Option<Negotiated> {
+    let value = headers.get(HeaderName::SessionExpires)?;
+    let interval = delta_seconds(value).ok().filter(|&i| i > 0)?;
+    let callee_refreshes = params_iter(value.split_once(';').map_or("", |(_, p)| p))
+        .find(|(n, _)| n.eq_ignore_ascii_case("refresher"))
+        .and_then(|(_, v)| v)
+        .is_some_and(|v| v.eq_ignore_ascii_case("uas"));
+    Some(Negotiated {
+        interval,
+        refresher: if callee_refreshes {
+            Refresher::Uac
+        } else {
+            Refresher::Uas
+        },
+    })
 }
 
 /// What a running session timer asks of the engine.

@@ -372,6 +372,8 @@ pub(crate) struct InviteTemplate {
     /// P-Asserted-Identity and the application's extra fields.
     pub(crate) headers: Vec<(Box<str>, Box<str>)>,
     pub(crate) sdp: Bytes,
+    /// RFC 4028 settings the INVITE announces.
+    pub(crate) session: crate::sip::session_timer::SessionTimerConfig,
 }
 
 /// Everything [`InviteTemplate::new`] needs from the endpoint.
@@ -382,6 +384,8 @@ pub(crate) struct TemplateContext<'a> {
     pub(crate) transport: &'static str,
     pub(crate) sent_by: Box<str>,
     pub(crate) user_agent: &'a str,
+    /// The session interval we ask for and our Min-SE (RFC 4028 §7.1).
+    pub(crate) session: crate::sip::session_timer::SessionTimerConfig,
 }
 
 impl InviteTemplate {
@@ -427,19 +431,29 @@ impl InviteTemplate {
             transport: ctx.transport,
             sent_by: ctx.sent_by,
             user_agent: ctx.user_agent.into(),
+            session: ctx.session,
             headers,
             sdp: std::mem::take(&mut invite.sdp_offer),
         })
     }
 
     /// The INVITE with CSeq `cseq`, top Via branch `branch` and `auth`
-    /// credentials (RFC 3261 §8.1.1; `Supported: 100rel`, RFC 3262 §4).
+    /// credentials (RFC 3261 §8.1.1; `Supported: 100rel`, RFC 3262 §4;
+    /// `timer`, RFC 4028 §7.1).
     pub(crate) fn invite(&self, branch: &str, cseq: u32, auth: &[(&'static str, String)]) -> Bytes {
         let mut out = self.head(&Method::Invite, branch, cseq);
         put_header(&mut out, "To", &self.to);
         put_header_fmt(&mut out, "Contact", format_args!("<{}>", self.contact));
         put_header(&mut out, "Allow", crate::sip::endpoint::ALLOW);
-        put_header(&mut out, "Supported", "100rel");
+        put_header(&mut out, "Supported", "100rel, timer");
+        // RFC 4028 §7.1: the interval we want; the callee picks the
+        // refresher in its 2xx.
+        put_header_fmt(
+            &mut out,
+            "Session-Expires",
+            format_args!("{}", self.session.session_expires),
+        );
+        put_header_fmt(&mut out, "Min-SE", format_args!("{}", self.session.min_se));
         put_header(&mut out, "User-Agent", &self.user_agent);
         for (name, value) in &self.headers {
             put_header(&mut out, name, value);

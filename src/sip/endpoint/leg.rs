@@ -22,6 +22,7 @@ use super::{
 };
 use crate::sip::dialog::{Dialog, DialogState};
 use crate::sip::message::{CallId, HeaderName, Method, Response};
+use crate::sip::session_timer::{SessionTimer, negotiate_uac};
 use crate::sip::transaction::{IctState, InviteClient, NictState, TimerConfig};
 use crate::sip::uac::{
     IctTx, InviteError, InviteTemplate, Outbound, OutboundInvite, SentPrack, TemplateContext,
@@ -114,6 +115,7 @@ impl Endpoint {
                 transport: me.transport,
                 sent_by: me.sent_by,
                 user_agent: &self.cfg.user_agent,
+                session: self.cfg.session,
             },
         )?;
         // §8.1.1.5: any initial CSeq below 2³¹ will do; 1 reads best.
@@ -500,9 +502,11 @@ impl Endpoint {
         };
         // Inviting → Confirmed (§13.2.2.4); an UPDATE of the early dialog
         // still waiting for the application carries over.
+        // RFC 4028 §7.2: the 2xx says whether a session timer runs and
+        // who refreshes.
         let mut session = Session::new(
             update.map_or(OfferAnswer::Stable, OfferAnswer::TheyOffered),
-            None,
+            negotiate_uac(&resp.headers).map(|n| SessionTimer::start(now, n)),
             &resp.headers,
             offer,
         );

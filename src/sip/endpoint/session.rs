@@ -484,7 +484,7 @@ impl Endpoint {
             return;
         };
         s.timer = Some(SessionTimer::start(now, n));
-        let se = n.header_value();
+        let se = n.refresh_header_value();
         // RFC 4028 §7.4 / RFC 3311 §5.1: UPDATE only to a peer that allows
         // it; otherwise a re-INVITE with our current session (not while
         // another offer is pending, §14.1: then UPDATE is all we have).

@@ -1891,9 +1891,11 @@ fn uas_refresher_sends_update_at_half_the_interval() {
     assert_eq!(out[0].at, secs(60));
     let update = out[0].req();
     assert_eq!(update.method, Method::Update);
+    // RFC 4028 §7.4: in a refresh, "uac" names its sender — us, staying
+    // the refresher ("uas" would hand the job to the peer).
     assert_eq!(
         update.headers.get(HeaderName::SessionExpires),
-        Some("120;refresher=uas")
+        Some("120;refresher=uac")
     );
     assert_eq!(update.headers.to.tag.as_deref(), Some("st-uas-ft"));
     assert_eq!(update.headers.from.tag.as_deref(), uac.to_tag.as_deref());
@@ -1980,7 +1982,7 @@ fn a_peer_that_does_not_allow_update_is_refreshed_by_reinvite_with_our_session()
     assert_eq!(&req.body[..], ANSWER, "our current session, unchanged");
     assert_eq!(
         req.headers.get(HeaderName::SessionExpires),
-        Some("120;refresher=uas")
+        Some("120;refresher=uac")
     );
     assert_eq!(req.headers.to.tag.as_deref(), Some("st-reinv-ft"));
     // 200: ACKed at once, the call goes on, no event for the application.

@@ -964,6 +964,68 @@ Contact: {CUSTOMER_CONTACT}\r\n",
     }
 }
 
+/// The call placed and answered by a 2xx with `Session-Expires: se`
+/// (and `Allow` listing UPDATE); (call, INVITE, what the 2xx made us send).
+fn answered_with_timer(sim: &mut Sim, se: &str) -> (CallKey, Request, Vec<Out>) {
+    let (call, out) = sim.place(Duration::ZERO, outbound());
+    let invite = only(&out, Method::Invite).clone();
+    // RFC 4028 §7.1: the INVITE announces the extension and our interval.
+    assert!(invite.headers.has_token(HeaderName::Supported, "timer"));
+    assert!(invite.headers.get(HeaderName::SessionExpires).is_some());
+    let ok = respond(
+        &invite,
+        200,
+        Some("cust"),
+        &[
+            ("Contact", CUSTOMER_CONTACT),
+            ("Require", "timer"),
+            ("Session-Expires", se),
+            ("Allow", "INVITE, ACK, BYE, CANCEL, UPDATE"),
+        ],
+        Some(ANSWER_IN),
+    );
+    let out = sim.deliver(secs(1), &ok, trunk());
+    sim.take_events();
+    (call, invite, out)
+}
+
+#[test]
+fn an_outbound_leg_named_refresher_sends_update_at_half_the_interval() {
+    let mut sim = Sim::new();
+    let (_call, invite, out) = answered_with_timer(&mut sim, "120;refresher=uac");
+    assert_eq!(methods(&out), ["ACK"]);
+    assert!(sim.run_until(secs(61) - ms(1)).is_empty());
+    let out = sim.run_until(secs(61));
+    let update = only(&out, Method::Update);
+    assert_eq!(update.headers.call_id, invite.headers.call_id);
+    assert_eq!(
+        update.headers.get(HeaderName::SessionExpires),
+        Some("120;refresher=uac")
+    );
+}
+
+#[test]
+fn an_outbound_leg_whose_callee_stops_refreshing_ends_with_bye() {
+    let mut sim = Sim::new();
+    let (_call, _invite, _) = answered_with_timer(&mut sim, "120;refresher=uas");
+    // §10: the callee refreshes; without its refresh we give up at
+    // interval − min(32, interval/3) = 88 s after the 2xx.
+    assert!(sim.run_until(secs(89) - ms(1)).is_empty());
+    let out = sim.run_until(secs(89));
+    let bye = only(&out, Method::Bye);
+    assert_eq!(
+        bye.headers.get(HeaderName::Reason),
+        Some("Q.850;cause=102;text=\"Recovery on timer expiry\"")
+    );
+}
+
+#[test]
+fn an_outbound_leg_without_session_expires_in_the_2xx_runs_no_timer() {
+    let mut sim = Sim::new();
+    let (_call, _invite) = answered(&mut sim);
+    assert!(sim.run_until(secs(4000)).is_empty());
+}
+
 #[test]
 fn far_end_bye_on_an_outbound_call_gets_200_and_ends_it() {
     let mut sim = Sim::new();
