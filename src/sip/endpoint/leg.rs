@@ -407,9 +407,7 @@ impl Endpoint {
             | UacStep::Cancelled => {}
         }
         if report {
-            let sdp = (ours && resp.headers.content_type_is("application/sdp"))
-                .then(|| resp.body.clone())
-                .filter(|b| !b.is_empty());
+            let sdp = if ours { resp.sdp() } else { None };
             self.events.push_back(Event::Progress {
                 call: CallKey(call_id),
                 status: resp.status,
@@ -541,7 +539,7 @@ impl Endpoint {
         match step {
             UacStep::Answer => self.events.push_back(Event::Answered {
                 call: CallKey(call_id),
-                sdp: resp.body.clone(),
+                sdp: resp.sdp().unwrap_or_default(),
             }),
             // §15: the 2xx crossed our CANCEL; the session is not wanted.
             UacStep::AckAndBye => {

@@ -285,14 +285,15 @@ impl Endpoint {
                     // INVITE it acknowledges; a late ACK for an earlier 2xx
                     // must not stop the retransmission of the current one.
                     if req.headers.cseq.seq == *cseq && wait.handle_ack() {
-                        if *we_offered && req.body.is_empty() {
+                        let answer = req.sdp().unwrap_or_default();
+                        if *we_offered && answer.is_empty() {
                             debug!(call_id = %req.headers.call_id, "ACK without the answer to our offer");
                         }
                         bye = *bye_after_ack;
                         s.offer_answer = OfferAnswer::Stable;
                         self.events.push_back(Event::Confirmed {
                             call: CallKey(call_id),
-                            body: req.body.clone(),
+                            body: answer,
                         });
                     }
                 }
@@ -329,11 +330,7 @@ impl Endpoint {
         };
         c.dialog.refresh_target(&req);
         let method = req.method.clone();
-        let sdp = if has_offer(&req) {
-            req.body.clone()
-        } else {
-            Bytes::new()
-        };
+        let sdp = req.sdp().unwrap_or_default();
         let tx_id = self.alloc_id();
         let machine = if method == Method::Invite {
             TxMachine::Ist(InviteServer::new(
@@ -821,5 +818,5 @@ pub(super) fn strongest_first(resp: &Response, name: HeaderName) -> Vec<&str> {
 
 /// Whether a request carries an SDP offer (RFC 3264 §5).
 fn has_offer(req: &Request) -> bool {
-    req.headers.content_type_is("application/sdp") && !req.body.is_empty()
+    req.sdp().is_some()
 }

@@ -935,6 +935,28 @@ fn answered(sim: &mut Sim) -> (CallKey, Request) {
 /// A request from the far end in the dialog of our `invite`: their tag in
 /// From, ours in To.
 fn from_callee(invite: &Request, method: &str, cseq: u32, body: Option<&[u8]>) -> Vec<u8> {
+    from_callee_typed(invite, method, cseq, body.map(|b| ("application/sdp", b)))
+}
+
+/// A SIP-I carrier's body: the SDP beside an ISUP message (RFC 3204), as
+/// `(Content-Type, body)`.
+fn sip_i(sdp: &[u8]) -> (&'static str, Vec<u8>) {
+    let mut body = b"--isup-1\r\nContent-Type: application/sdp\r\n\r\n".to_vec();
+    body.extend_from_slice(sdp);
+    body.extend_from_slice(
+        b"\r\n--isup-1\r\nContent-Type: application/ISUP;version=itu-t92+\r\n\
+Content-Disposition: signal;handling=optional\r\n\r\n\x01\x00\x49\x00\r\n--isup-1--\r\n",
+    );
+    ("multipart/mixed;boundary=isup-1", body)
+}
+
+/// [`from_callee`] with any body type.
+fn from_callee_typed(
+    invite: &Request,
+    method: &str,
+    cseq: u32,
+    body: Option<(&str, &[u8])>,
+) -> Vec<u8> {
     let h = &invite.headers;
     let mut s = format!(
         "{method} sip:callbackd@127.0.0.1:5060 SIP/2.0\r\n\
@@ -948,9 +970,9 @@ Contact: {CUSTOMER_CONTACT}\r\n",
         h.to.raw, h.from.raw, h.call_id
     );
     match body {
-        Some(b) => {
+        Some((content_type, b)) => {
             s.push_str(&format!(
-                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n",
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
                 b.len()
             ));
             let mut v = s.into_bytes();
@@ -1059,6 +1081,35 @@ fn far_end_reinvite_on_an_outbound_call_is_a_reoffer() {
     let out = sim.drain(secs(10));
     assert_eq!(statuses(&out), [200]);
     assert_eq!(out[0].resp().headers.to.tag, invite.headers.from.tag);
+}
+
+#[test]
+fn a_sip_i_2xx_and_reinvite_are_read_for_their_sdp_part() {
+    let mut sim = Sim::new();
+    let (call, out) = sim.place(Duration::ZERO, outbound());
+    let invite = only(&out, Method::Invite).clone();
+    // The carrier's 200 holds the ISUP ANM beside the SDP.
+    let (content_type, body) = sip_i(ANSWER_IN);
+    let mut ok = invite.response(200, Some("cust"));
+    ok = ok.header("Contact", CUSTOMER_CONTACT);
+    let ok = ok.finish(Some(content_type), &body).to_vec();
+    let out = sim.deliver(secs(1), &ok, trunk());
+    assert_eq!(methods(&out), ["ACK"]);
+    let ev = events_of(&mut sim);
+    assert!(
+        matches!(ev.as_slice(), [Event::Answered { call: c, sdp }] if *c == call && &sdp[..] == ANSWER_IN),
+        "{ev:?}"
+    );
+    // So does its re-INVITE.
+    let (content_type, body) = sip_i(ANSWER_IN);
+    let out = sim.deliver(
+        secs(10),
+        &from_callee_typed(&invite, "INVITE", 2, Some((content_type, &body))),
+        trunk(),
+    );
+    assert_eq!(statuses(&out), [100]);
+    let (c, method, sdp) = reoffer(&sim.take_events());
+    assert_eq!((c, method, &sdp[..]), (call, Method::Invite, ANSWER_IN));
 }
 
 #[test]

@@ -100,6 +100,15 @@ pub struct Response {
     pub body: Bytes,
 }
 
+impl Response {
+    /// The SDP this response carries: its body when `application/sdp`, the
+    /// SDP part of a multipart body (a SIP-I carrier's 200 holds the ISUP
+    /// ANM beside it), else `None`.
+    pub fn sdp(&self) -> Option<Bytes> {
+        sdp_of(&self.headers, &self.body)
+    }
+}
+
 /// The header fields of a message: every field in order, plus the typed
 /// values every layer needs.
 #[derive(Debug, Clone)]
