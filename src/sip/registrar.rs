@@ -600,6 +600,10 @@ impl Registrar {
     /// [`KEEPALIVE_MISSES`] keep-alives went unanswered; queues the
     /// keep-alives due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // The controller calls this on every wake-up of anything it runs.
+        if self.poll_timeout().is_none_or(|t| t > now) {
+            return;
+        }
         let events = &mut self.events;
         let heard = &self.heard;
         let keepalives = &mut self.keepalives;
