@@ -1404,20 +1404,37 @@ const BOB_PRIVATE: &str = "192.168.1.20:5060";
 /// Bob's phone REGISTERs from `BOB_PUBLIC` with a private Contact,
 /// answering the digest challenge.
 fn register_bob_behind_nat(h: &mut Harness) {
+    let ok = register_bob(h, BOB_PUBLIC, BOB_PRIVATE, BOB_PRIVATE, 3600, 1);
+    assert_eq!(ok.status, 200);
+}
+
+/// Bob's phone sends a REGISTER from `from` with a Via sent-by `via`,
+/// Contact `contact` and `Expires: expires` (CSeq `cseq`), answers the
+/// digest challenge (CSeq + 1) and gets the final response.
+fn register_bob(
+    h: &mut Harness,
+    from: &str,
+    via: &str,
+    contact: &str,
+    expires: u32,
+    cseq: u32,
+) -> callbackd::sip::message::Response {
     let register = |cseq: u32, auth: &str| {
         format!(
             "REGISTER sip:{ENGINE} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {BOB_PRIVATE};branch=z9hG4bK-reg-{cseq};rport\r\n\
+             Via: SIP/2.0/UDP {via};branch=z9hG4bK-reg-{cseq};rport\r\n\
              Max-Forwards: 70\r\n\
              From: <sip:bob@{ENGINE}>;tag=reg-bob\r\nTo: <sip:bob@{ENGINE}>\r\n\
              Call-ID: reg-bob\r\nCSeq: {cseq} REGISTER\r\n\
-             Contact: <sip:bob@{BOB_PRIVATE}>\r\nExpires: 3600\r\n{auth}\
+             Contact: <sip:bob@{contact}>\r\nExpires: {expires}\r\n{auth}\
              Content-Length: 0\r\n\r\n"
         )
     };
-    h.deliver(addr(BOB_PUBLIC), &register(1, ""));
-    let challenge = h.responses("reg-bob", 401, "REGISTER")[0]
-        .response()
+    h.deliver(addr(from), &register(cseq, ""));
+    let challenge = h
+        .responses("reg-bob", 401, "REGISTER")
+        .last()
+        .and_then(|s| s.response())
         .expect("a 401")
         .clone();
     let answer = callbackd::sip::digest::Credentials::new("bob", "s3cret")
@@ -1432,11 +1449,17 @@ fn register_bob_behind_nat(h: &mut Harness) {
             1,
         )
         .expect("answers the challenge");
+    let before = h.sent.len();
     h.deliver(
-        addr(BOB_PUBLIC),
-        &register(2, &format!("Authorization: {}\r\n", answer.value)),
+        addr(from),
+        &register(cseq + 1, &format!("Authorization: {}\r\n", answer.value)),
     );
-    assert_eq!(h.responses("reg-bob", 200, "REGISTER").len(), 1);
+    h.sent[before..]
+        .iter()
+        .filter_map(Sent::response)
+        .find(|r| r.headers.call_id.as_str() == "reg-bob" && r.status >= 200 && r.status != 401)
+        .expect("a final response to the REGISTER")
+        .clone()
 }
 
 #[test]
@@ -1504,4 +1527,178 @@ fn an_agent_behind_nat_gets_ack_and_bye_through_the_flow_it_registered_from() {
         h.rows()[0].status,
         callbackd::callback::store::Status::Completed
     );
+}
+
+/// A queue and bob, who registers; `registrar` is more `[registrar]` TOML.
+fn bob_config(registrar: &str) -> callbackd::config::Config {
+    driver::config(&format!(
+        "[registrar]\n{registrar}\n\
+         [[queues]]\nid = \"support\"\n\
+         [[agents]]\nid = \"bob\"\nuser = \"bob\"\npassword = \"s3cret\"\nqueues = [\"support\"]\n"
+    ))
+}
+
+/// When (offset from `t0`) an OPTIONS went to `to` over UDP, in order.
+fn pings_to(h: &Harness, to: &str) -> Vec<std::time::Duration> {
+    let to = callbackd::sip::endpoint::Destination::Udp(addr(to));
+    h.sent
+        .iter()
+        .filter(|s| s.to == to && s.request().is_some_and(|r| r.method.as_str() == "OPTIONS"))
+        .map(|s| s.at)
+        .collect()
+}
+
+fn bob_reachable(h: &Harness) -> bool {
+    h.ctl
+        .agents(h.now)
+        .iter()
+        .find(|a| a.id.0.as_ref() == "bob")
+        .expect("bob is configured")
+        .reachable
+}
+
+/// The `expires` the 200 to a REGISTER grants its (only) Contact.
+fn granted_expires(ok: &callbackd::sip::message::Response) -> u32 {
+    let contact = ok
+        .headers
+        .get(callbackd::sip::message::HeaderName::Contact)
+        .expect("the 200 lists the binding");
+    contact
+        .rsplit_once("expires=")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no expires in {contact}"))
+}
+
+#[test]
+fn a_registered_phone_is_pinged_through_its_flow_at_the_keepalive_interval_until_it_unregisters() {
+    // Defaults: a keep-alive every 20 s on each registered UDP flow.
+    let mut h = Harness::new(&bob_config(""));
+    h.answers_options.insert(addr(BOB_PUBLIC));
+    register_bob_behind_nat(&mut h);
+    let registered = h.elapsed();
+    h.advance(secs(65));
+    assert_eq!(
+        pings_to(&h, BOB_PUBLIC),
+        [20, 40, 60].map(|s| registered + secs(s)),
+        "an OPTIONS every 20 s to the NAT's public side"
+    );
+    for ping in h
+        .sent
+        .iter()
+        .filter_map(Sent::request)
+        .filter(|r| r.method.as_str() == "OPTIONS")
+    {
+        // Out of dialog, to the registered (private) Contact.
+        assert_eq!(&*ping.uri, format!("sip:bob@{BOB_PRIVATE}"));
+        assert!(ping.headers.to.tag.is_none());
+    }
+    assert!(
+        bob_reachable(&h),
+        "answered pings keep the phone registered"
+    );
+    // Unregistered: no more pings.
+    let ok = register_bob(&mut h, BOB_PUBLIC, BOB_PRIVATE, BOB_PRIVATE, 0, 3);
+    assert_eq!(ok.status, 200);
+    assert!(!bob_reachable(&h));
+    h.advance(secs(120));
+    assert_eq!(
+        pings_to(&h, BOB_PUBLIC).len(),
+        3,
+        "no ping after unregistering"
+    );
+}
+
+#[test]
+fn keepalives_follow_the_configured_interval_and_stop_when_the_binding_lapses() {
+    let mut h = Harness::new(&bob_config("nat_keepalive_s = 25"));
+    h.answers_options.insert(addr(BOB_PUBLIC));
+    let ok = register_bob(&mut h, BOB_PUBLIC, BOB_PRIVATE, BOB_PRIVATE, 100, 1);
+    assert_eq!(granted_expires(&ok), 100);
+    let registered = h.elapsed();
+    h.advance(secs(300));
+    assert_eq!(
+        pings_to(&h, BOB_PUBLIC),
+        [25, 50, 75].map(|s| registered + secs(s)),
+        "pings every 25 s until the binding lapses at 100 s, none after"
+    );
+    assert!(!bob_reachable(&h));
+}
+
+#[test]
+fn no_keepalive_when_switched_off() {
+    let mut h = Harness::new(&bob_config(
+        "nat_keepalive_s = 0\nnat_register_expires_s = 0",
+    ));
+    register_bob_behind_nat(&mut h);
+    h.advance(secs(300));
+    assert!(pings_to(&h, BOB_PUBLIC).is_empty());
+    assert!(bob_reachable(&h), "nothing pinged, nothing dropped");
+}
+
+#[test]
+fn a_phone_that_answers_no_keepalive_is_unregistered_after_three() {
+    let mut h = Harness::new(&bob_config(""));
+    register_bob_behind_nat(&mut h);
+    let registered = h.elapsed();
+    h.run_until(h.t0 + registered + secs(79));
+    assert!(bob_reachable(&h), "two unanswered pings are not enough");
+    h.advance(secs(1));
+    assert!(
+        !bob_reachable(&h),
+        "the third unanswered ping drops the binding when the fourth is due"
+    );
+    h.advance(secs(100));
+    assert_eq!(
+        pings_to(&h, BOB_PUBLIC),
+        [20, 40, 60].map(|s| registered + secs(s))
+    );
+}
+
+#[test]
+fn any_message_from_the_flow_counts_as_an_answer() {
+    // Registered for an hour (no NAT limit), so only pings could drop it.
+    let mut h = Harness::new(&bob_config("nat_register_expires_s = 0"));
+    register_bob_behind_nat(&mut h);
+    // The phone answers no OPTIONS of ours but sends its own every 15 s:
+    // it is alive, and stays registered.
+    for n in 0..14 {
+        h.advance(secs(15));
+        h.deliver(
+            addr(BOB_PUBLIC),
+            &format!(
+                "OPTIONS sip:{ENGINE} SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP {BOB_PRIVATE};branch=z9hG4bK-ka-{n};rport\r\n\
+                 Max-Forwards: 70\r\n\
+                 From: <sip:bob@{ENGINE}>;tag=ka-{n}\r\nTo: <sip:{ENGINE}>\r\n\
+                 Call-ID: ka-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            ),
+        );
+    }
+    assert!(pings_to(&h, BOB_PUBLIC).len() >= 9, "pinged all along");
+    assert!(bob_reachable(&h), "heard from within every interval");
+}
+
+#[test]
+fn a_phone_registering_from_behind_nat_gets_a_shorter_expires() {
+    // The source differs from the Contact: NAT; default 120 s.
+    let mut h = Harness::new(&bob_config(""));
+    let ok = register_bob(&mut h, BOB_PUBLIC, BOB_PRIVATE, BOB_PRIVATE, 3600, 1);
+    assert_eq!(granted_expires(&ok), 120);
+    // Contact and Via name the source: no NAT, the interval asked for.
+    let mut h = Harness::new(&bob_config(""));
+    let ok = register_bob(&mut h, BOB_PUBLIC, BOB_PUBLIC, BOB_PUBLIC, 3600, 1);
+    assert_eq!(granted_expires(&ok), 3600);
+    // A Contact with the public address (STUN) but a private Via sent-by:
+    // the Via shows the NAT (RFC 3581 received/rport differ from it).
+    let mut h = Harness::new(&bob_config("nat_register_expires_s = 90"));
+    let ok = register_bob(&mut h, BOB_PUBLIC, BOB_PRIVATE, BOB_PUBLIC, 3600, 1);
+    assert_eq!(granted_expires(&ok), 90);
+    // A shorter interval asked for is kept.
+    let mut h = Harness::new(&bob_config(""));
+    let ok = register_bob(&mut h, BOB_PUBLIC, BOB_PRIVATE, BOB_PRIVATE, 60, 1);
+    assert_eq!(granted_expires(&ok), 60);
+    // Switched off.
+    let mut h = Harness::new(&bob_config("nat_register_expires_s = 0"));
+    let ok = register_bob(&mut h, BOB_PUBLIC, BOB_PRIVATE, BOB_PRIVATE, 3600, 1);
+    assert_eq!(granted_expires(&ok), 3600);
 }

@@ -16,7 +16,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request as HttpRequest, StatusCode};
 use serde::Deserialize;
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
 use tower::ServiceExt;
 
 use callbackd::api;
@@ -55,11 +56,17 @@ struct Harness {
     engine: Option<EngineHandle>,
     app: Router,
     sip: SocketAddr,
+    tcp: Option<SocketAddr>,
     _dir: TempDir,
 }
 
 impl Harness {
     async fn start(name: &str, rtp_base: u16, extra: &str) -> Harness {
+        Harness::start_with_sip(name, rtp_base, "transports = [\"udp\"]", extra).await
+    }
+
+    /// [`Harness::start`] with `sip` as the rest of the `[sip]` section.
+    async fn start_with_sip(name: &str, rtp_base: u16, sip: &str, extra: &str) -> Harness {
         let dir = TempDir::new(name);
         let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
         let text = format!(
@@ -67,7 +74,7 @@ impl Harness {
             [sip]
             # Replaced by port 0 below (the configuration refuses port 0).
             bind = "127.0.0.1:5999"
-            transports = ["udp"]
+            {sip}
             [rtp]
             port_min = {rtp_base}
             port_max = {}
@@ -89,11 +96,13 @@ impl Harness {
         let settings = config.check(&dir.0).expect("valid config");
         let engine = engine::start(settings).await.expect("engine starts");
         let sip = engine.udp_addr().expect("UDP bound");
+        let tcp = engine.tcp_addr();
         let app = api::router(engine.control(), store_path);
         Harness {
             engine: Some(engine),
             app,
             sip,
+            tcp,
             _dir: dir,
         }
     }
@@ -395,5 +404,150 @@ async fn rejects_register_with_405_without_registering_agents() {
         allow.contains("INVITE") && !allow.contains("REGISTER"),
         "{allow}"
     );
+    h.shutdown().await;
+}
+
+/// A SIP peer on one TCP connection (messages without bodies).
+struct TcpLink {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl TcpLink {
+    async fn connect(engine: SocketAddr) -> TcpLink {
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(engine))
+            .await
+            .expect("connected in time")
+            .expect("connect");
+        TcpLink {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.stream.local_addr().expect("bound").port()
+    }
+
+    async fn send(&mut self, text: &str) {
+        self.stream.write_all(text.as_bytes()).await.expect("write");
+    }
+
+    /// The next final response (every one here has Content-Length: 0).
+    async fn response(&mut self) -> Response {
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let frame: Vec<u8> = self.buf.drain(..end + 4).collect();
+                match message::parse(&frame) {
+                    Ok(Message::Response(r)) if r.status >= 200 => return r,
+                    Ok(Message::Response(_)) => continue,
+                    other => panic!("expected a response, got {other:?}"),
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+                .await
+                .expect("a response in time")
+                .expect("read");
+            assert!(n > 0, "the engine closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Whether the engine closes the connection within `WAIT`.
+    async fn closed(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(WAIT, self.stream.read(&mut chunk)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// A REGISTER for bob over this connection; answers a 401 with the
+    /// digest once. Gives the final response.
+    async fn register(&mut self, expires: u32, cseq: u32) -> Response {
+        let uri = "sip:127.0.0.1";
+        let port = self.port();
+        let text = |cseq: u32, auth: &str| {
+            format!(
+                "REGISTER {uri} SIP/2.0\r\n\
+                 Via: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK-tcp-{cseq}\r\n\
+                 Max-Forwards: 70\r\n\
+                 From: <sip:bob@127.0.0.1>;tag=tcp1\r\n\
+                 To: <sip:bob@127.0.0.1>\r\n\
+                 Call-ID: bob-tcp-1\r\n\
+                 CSeq: {cseq} REGISTER\r\n\
+                 Contact: <sip:bob@127.0.0.1:{port};transport=tcp>\r\n\
+                 Expires: {expires}\r\n{auth}Content-Length: 0\r\n\r\n"
+            )
+        };
+        self.send(&text(cseq, "")).await;
+        let challenge = self.response().await;
+        assert_eq!(challenge.status, 401);
+        let answer = Credentials::new("bob", "s3cret")
+            .answer(
+                &challenge,
+                &DigestRequest {
+                    method: "REGISTER",
+                    uri,
+                    body: b"",
+                },
+                "0a4f113b",
+                1,
+            )
+            .expect("answers the challenge");
+        self.send(&text(
+            cseq + 1,
+            &format!("Authorization: {}\r\n", answer.value),
+        ))
+        .await;
+        self.response().await
+    }
+
+    /// An OPTIONS on this connection; gives its final response.
+    async fn options(&mut self, call_id: &str) -> Response {
+        let port = self.port();
+        self.send(&format!(
+            "OPTIONS sip:127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK-{call_id}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:probe@127.0.0.1>;tag=p1\r\n\
+             To: <sip:127.0.0.1>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 OPTIONS\r\n\
+             Content-Length: 0\r\n\r\n"
+        ))
+        .await;
+        self.response().await
+    }
+}
+
+#[tokio::test]
+async fn a_tcp_connection_carrying_a_registration_is_not_closed_as_idle() {
+    let h = Harness::start_with_sip(
+        "tcp-held",
+        36_600,
+        "transports = [\"udp\", \"tcp\"]\ntcp_idle_timeout_s = 1",
+        AGENTS,
+    )
+    .await;
+    let tcp = h.tcp.expect("TCP bound");
+    let mut phone = TcpLink::connect(tcp).await;
+    assert_eq!(phone.register(3600, 1).await.status, 200);
+    assert!(h.bob().await.reachable);
+    // A connection opened after the phone's and carrying no registration
+    // is closed as idle (after 1 s)…
+    let mut other = TcpLink::connect(tcp).await;
+    assert_eq!(other.options("probe-1").await.status, 200);
+    assert!(other.closed().await, "an idle connection is closed");
+    // … while the phone's, idle for longer, is still open and served.
+    assert_eq!(phone.options("probe-2").await.status, 200);
+    assert!(h.bob().await.reachable);
+    // Unregistered, it is an idle connection like any other.
+    assert_eq!(phone.register(0, 3).await.status, 200);
+    assert!(phone.closed().await, "closed as idle once unregistered");
     h.shutdown().await;
 }

@@ -380,6 +380,32 @@ async fn tcp_idle_connection_is_closed_and_forgotten() {
     wait_for_connections(&transport, 0).await;
 }
 
+#[tokio::test]
+async fn tcp_held_connection_is_not_closed_as_idle_until_released() {
+    let (transport, mut rx) = bind_tcp(MAX, Duration::from_millis(200)).await;
+    let mut held = connect(&transport).await;
+    held.write_all(OPTIONS).await.expect("write");
+    let TransportKind::Tcp(conn) = recv(&mut rx).await.source.transport else {
+        panic!("arrived over TCP");
+    };
+    transport.hold_connection(conn, true);
+    // A connection opened later, not held, is closed as idle…
+    let mut other = connect(&transport).await;
+    wait_for_connections(&transport, 2).await;
+    expect_closed(&mut other).await;
+    // … while the held one, idle for longer, stays.
+    wait_for_connections(&transport, 1).await;
+    held.write_all(OPTIONS).await.expect("still open");
+    assert_eq!(
+        recv(&mut rx).await.source.transport,
+        TransportKind::Tcp(conn)
+    );
+    // Released, it is closed as idle like any other.
+    transport.hold_connection(conn, false);
+    expect_closed(&mut held).await;
+    wait_for_connections(&transport, 0).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_connections_and_ends_the_inbound_queue() {
     let (transport, mut rx) = Transport::bind(Some(localhost()), Some(localhost()), MAX, IDLE)

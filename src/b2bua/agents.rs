@@ -35,7 +35,9 @@ use crate::acd::agents::{AgentId, AgentState, Agents, Contact};
 use crate::config::{AgentUri, Host, Settings};
 use crate::sip::endpoint::{ALLOW, Destination, Endpoint, Flow, FlowTransport, ServerTx};
 use crate::sip::message::Request;
-use crate::sip::registrar::{RegisterOutcome, Registrar, RegistrarEvent};
+use crate::sip::registrar::{
+    ConnectionHold, KeepAlive, RegisterOutcome, Registrar, RegistrarEvent,
+};
 
 /// The agents, their registrations, and how to reach each.
 #[derive(Debug)]
@@ -219,6 +221,25 @@ impl Roster {
         self.apply_registrar_events();
     }
 
+    /// A message arrived on `source` at `now`: a phone registered from
+    /// there is alive (keep-alives, see [`crate::sip::registrar`]).
+    pub fn heard_from(&mut self, now: Instant, source: Flow) {
+        if let (Some(registrar), FlowTransport::Udp) = (&mut self.registrar, source.transport) {
+            registrar.heard_from(now, source.remote);
+        }
+    }
+
+    /// The next keep-alive to send to a registered phone.
+    pub fn poll_keepalive(&mut self) -> Option<KeepAlive> {
+        self.registrar.as_mut()?.poll_keepalive()
+    }
+
+    /// The next TCP connection that started or stopped carrying a
+    /// registration.
+    pub fn poll_connection_hold(&mut self) -> Option<ConnectionHold> {
+        self.registrar.as_mut()?.poll_connection_hold()
+    }
+
     /// Where to send agent `id`'s INVITE at `now`: a static agent's URI and
     /// host; a registered agent's most recently refreshed binding, sent
     /// back on the flow its REGISTER came from.
@@ -355,6 +376,8 @@ mod tests {
     const CONFIG: &str = r#"
         [registrar]
         min_expires_s = 60
+        # Keep-alives are shown in sip::registrar and tests/controller.rs.
+        nat_keepalive_s = 0
         [[queues]]
         id = "support"
         [[agents]]

@@ -6,7 +6,10 @@
 //!  handle_store_reply(now, reply)   ─▶ │ calls: inbound calls and the IVR   │      bridges, recordings)
 //!  handle_timeout(now)              ─▶ │ dialing: callbacks, live callers   │ ─▶ poll_store (registrations,
 //!  control: gates, pause, drain     ─▶ │ roster: agents and their REGISTERs │      claims, attempts, CDRs)
-//!                                      └────────────────────────────────────┘ ─▶ poll_timeout (next wake-up)
+//!                                      └────────────────────────────────────┘ ─▶ poll_connection_hold (TCP
+//!                                                                                  connections of registered
+//!                                                                                  phones: not idle)
+//!                                                                             ─▶ poll_timeout (next wake-up)
 //! ```
 //!
 //! The controller binds no socket, holds no channel and reads no clock: time
@@ -45,6 +48,7 @@ use crate::callback::trunk::Target as TrunkTarget;
 use crate::config::Settings;
 use crate::media::prompt::PromptLibrary;
 use crate::sip::endpoint::{CallKey, Endpoint, EndpointConfig, Event, Flow, Reason, Transmit};
+use crate::sip::registrar::ConnectionHold;
 use crate::sip::session_timer::SessionTimerConfig;
 use crate::sip::transaction::TimerConfig;
 use agents::{AgentStatus, Roster};
@@ -224,6 +228,7 @@ impl Controller {
 
     /// A SIP message from the network.
     pub fn handle_message(&mut self, now: Instant, data: &[u8], source: Flow) {
+        self.roster.heard_from(now, source);
         self.endpoint.handle_message(now, data, source);
         self.process(now);
     }
@@ -238,6 +243,7 @@ impl Controller {
         source: Flow,
         may_call: bool,
     ) {
+        self.roster.heard_from(now, source);
         self.endpoint.handle_screened(now, data, source, may_call);
         self.process(now);
     }
@@ -312,6 +318,10 @@ impl Controller {
         self.endpoint.handle_timeout(now);
         self.calls.handle_timeout(now, &mut self.endpoint);
         self.roster.handle_timeout(now);
+        while let Some(keepalive) = self.roster.poll_keepalive() {
+            self.endpoint
+                .send_keepalive(&keepalive.contact, keepalive.flow);
+        }
         let mut env = dialing::Env {
             calls: &mut self.calls,
             endpoint: &mut self.endpoint,
@@ -408,6 +418,12 @@ impl Controller {
     /// The next SIP message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.endpoint.poll_transmit()
+    }
+
+    /// The next TCP connection that started carrying a registered phone's
+    /// binding (the transport must not close it as idle) or stopped.
+    pub fn poll_connection_hold(&mut self) -> Option<ConnectionHold> {
+        self.roster.poll_connection_hold()
     }
 
     /// The next command for the media plane.

@@ -1,5 +1,7 @@
 //! `[registrar]` and `[[agents]]`: REGISTER handling and who takes the calls.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
@@ -49,6 +51,14 @@ pub struct RegistrarConfig {
     /// preferred first (RFC 8760 §2.4).
     #[serde(deserialize_with = "deserialize_algorithms")]
     pub digest_algorithms: Vec<Algorithm>,
+    /// Every this many seconds each phone registered over UDP gets an
+    /// OPTIONS through the flow its REGISTER came on, keeping its NAT
+    /// mapping open; three unanswered in a row drop the binding. 0: off.
+    pub nat_keepalive_s: u32,
+    /// The longest interval granted to a phone that registers from behind
+    /// a NAT (source ≠ Contact or Via), so its refreshes keep the mapping
+    /// open too. 0: no limit beyond `max_expires_s`.
+    pub nat_register_expires_s: u32,
 }
 
 impl RegistrarConfig {
@@ -61,6 +71,9 @@ impl RegistrarConfig {
             max_expires: self.max_expires_s,
             default_expires: self.default_expires_s,
             algorithms: self.digest_algorithms.clone(),
+            keepalive: (self.nat_keepalive_s > 0)
+                .then(|| Duration::from_secs(self.nat_keepalive_s.into())),
+            nat_expires: (self.nat_register_expires_s > 0).then_some(self.nat_register_expires_s),
             ..RegistrarSettings::default()
         }
     }
@@ -114,6 +127,29 @@ impl RegistrarConfig {
                 Invalid::exceeds(default, "registrar.max_expires_s", max),
             );
         }
+        in_range(
+            "registrar.nat_keepalive_s",
+            self.nat_keepalive_s.into(),
+            0..=MAX_KEEPALIVE_S,
+        )?;
+        let nat = self.nat_register_expires_s;
+        if nat > 0 && nat < min {
+            // Granted, it would earn the phone's next REGISTER a 423.
+            return fail(
+                "registrar.nat_register_expires_s",
+                Invalid::Below {
+                    value: nat.into(),
+                    other_field: "registrar.min_expires_s",
+                    other: min.into(),
+                },
+            );
+        }
+        if nat > max {
+            return fail(
+                "registrar.nat_register_expires_s",
+                Invalid::exceeds(nat, "registrar.max_expires_s", max),
+            );
+        }
         Ok(())
     }
 }
@@ -126,6 +162,8 @@ impl Default for RegistrarConfig {
             max_expires_s: 3600,
             default_expires_s: 3600,
             digest_algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            nat_keepalive_s: 20,
+            nat_register_expires_s: 120,
         }
     }
 }
@@ -249,6 +287,8 @@ pub enum AgentUriError {
 
 /// Longest registration interval `[registrar]` accepts: one day.
 const MAX_EXPIRES_S: u64 = 86_400;
+/// The longest keep-alive interval (a NAT keeping mappings longer needs none).
+const MAX_KEEPALIVE_S: u64 = 3_600;
 
 fn deserialize_agent_id<'de, D: Deserializer<'de>>(d: D) -> Result<AgentId, D::Error> {
     String::deserialize(d).map(|id| AgentId(id.into_boxed_str()))
@@ -535,6 +575,27 @@ mod tests {
             e,
             "config.toml: registrar.max_expires_s: 86401 is outside 1..=86400"
         );
+    }
+
+    #[test]
+    fn rejects_nat_keepalive_and_nat_expires_out_of_range() {
+        let e = error("[registrar]\nnat_keepalive_s = 3601\n");
+        assert_eq!(
+            e,
+            "config.toml: registrar.nat_keepalive_s: 3601 is outside 0..=3600"
+        );
+        let e = error("[registrar]\nnat_register_expires_s = 59\n");
+        assert_eq!(
+            e,
+            "config.toml: registrar.nat_register_expires_s: 59 is less than registrar.min_expires_s 60"
+        );
+        let e = error("[registrar]\nnat_register_expires_s = 3601\n");
+        assert_eq!(
+            e,
+            "config.toml: registrar.nat_register_expires_s: 3601 is greater than registrar.max_expires_s 3600"
+        );
+        let e = error("[registrar]\nnat_keepalive_s = -1\n");
+        assert!(e.starts_with("config.toml:2:19: in [registrar]"), "{e}");
     }
 
     #[test]

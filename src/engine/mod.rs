@@ -759,6 +759,10 @@ impl Core {
                 progressed = true;
                 self.send(t.destination, t.data);
             }
+            while let Some(hold) = self.controller.poll_connection_hold() {
+                self.transport
+                    .hold_connection(transport::ConnId(hold.conn), hold.held);
+            }
             if !progressed {
                 return;
             }

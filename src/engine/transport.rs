@@ -598,6 +598,15 @@ impl Transport {
         }
     }
 
+    /// Marks connection `id` as carrying a registered phone's binding
+    /// (`held`), or no longer: a held connection is not closed as idle. An
+    /// id that is gone is ignored.
+    pub fn hold_connection(&self, id: ConnId, held: bool) {
+        if let Some(conn) = self.inner.table().conns.get(&id) {
+            conn.held.store(held, Ordering::Relaxed);
+        }
+    }
+
     /// Open TCP connections (accepted, connecting or connected).
     pub fn connection_count(&self) -> usize {
         self.inner.table().conns.len()
@@ -751,6 +760,8 @@ struct Conn {
     writer: mpsc::Sender<Bytes>,
     task: AbortHandle,
     accepted: bool,
+    /// Carries a registered phone's binding: not closed as idle.
+    held: Arc<AtomicBool>,
 }
 
 /// How a connection task gets its stream.
@@ -794,6 +805,7 @@ impl Inner {
         table.next_id += 1;
         let (writer, writes) = mpsc::channel(TCP_WRITE_QUEUE);
         let accepted = matches!(origin, Origin::Accepted(..));
+        let held = Arc::new(AtomicBool::new(false));
         // tokio::spawn never polls the task inline, so the table lock held
         // here cannot deadlock with the task's own cleanup.
         let task = self
@@ -805,6 +817,7 @@ impl Inner {
                 origin,
                 writes,
                 inbound,
+                held.clone(),
             ))
             .abort_handle();
         table.conns.insert(
@@ -814,6 +827,7 @@ impl Inner {
                 writer: writer.clone(),
                 task,
                 accepted,
+                held,
             },
         );
         if accepted {
@@ -986,6 +1000,7 @@ async fn run_connection(
     origin: Origin,
     mut writes: mpsc::Receiver<Bytes>,
     inbound: mpsc::Sender<Inbound>,
+    held: Arc<AtomicBool>,
 ) {
     let _guard = ConnGuard {
         inner: inner.clone(),
@@ -1038,6 +1053,7 @@ async fn run_connection(
         source,
         role,
         edge: &inner.edge,
+        held: &held,
     };
     match serve_connection(stream, peer, limits, &mut writes, &inbound).await {
         Ok(Closed::ByPeer) => debug!(conn = id.0, %remote, "TCP connection closed by peer"),
@@ -1055,6 +1071,8 @@ struct Peer<'a> {
     source: Source,
     role: Role,
     edge: &'a Edge,
+    /// Set while the connection carries a registered phone's binding.
+    held: &'a AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1127,7 +1145,15 @@ async fn serve_connection(
                 write_bounded(&mut writer, &data, limits.idle_timeout).await?;
                 idle.as_mut().reset(Instant::now() + limits.idle_timeout);
             }
-            () = &mut idle => return Ok(Closed::Idle),
+            () = &mut idle => {
+                // A registered phone's connection is how it is reached:
+                // quiet is normal (its refreshes may be an hour apart).
+                if peer.held.load(Ordering::Relaxed) {
+                    idle.as_mut().reset(Instant::now() + limits.idle_timeout);
+                    continue;
+                }
+                return Ok(Closed::Idle);
+            }
         }
     }
 }

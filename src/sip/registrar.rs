@@ -5,7 +5,27 @@
 //! with Digest ([`crate::sip::digest`]), and each binding keeps the [`Flow`]
 //! the REGISTER arrived on: behind a NAT the Contact names a private address,
 //! so the agent is called back where its REGISTER came from (the idea of
-//! RFC 5626, without its flow tokens and keep-alives).
+//! RFC 5626, without its flow tokens).
+//!
+//! Keeping that flow open (a NAT forgets an idle UDP mapping in as little
+//! as 30 s, and the phone then hears nothing from us):
+//!
+//! - **Keep-alives** (like Kamailio's nathelper with `sipping`, or
+//!   Asterisk's `qualify`): every `keepalive` interval each binding on UDP
+//!   gets an OPTIONS, out of dialog, to its Contact through its flow
+//!   ([`Registrar::poll_keepalive`]; the caller builds and sends it). An
+//!   OPTIONS rather than RFC 5626's CRLF or STUN: every SIP phone answers
+//!   it (§11), and the answer tells a live phone from a dead one. Anything
+//!   heard from the flow's address counts as an answer
+//!   ([`Registrar::heard_from`]); after [`KEEPALIVE_MISSES`] pings in a row
+//!   go unanswered the binding is dropped, like an expired one.
+//! - **Shorter Expires behind NAT**: a REGISTER whose source differs from
+//!   its Contact or from its top Via's sent-by (what RFC 3581's
+//!   `received`/`rport` would record) gets at most `nat_expires`, so the
+//!   phone's own refreshes keep the mapping open too.
+//! - **TCP connections held**: a connection that carries a live binding is
+//!   reported ([`Registrar::poll_connection_hold`]) so the transport does
+//!   not close it as idle.
 //!
 //! ```text
 //!  REGISTER ─▶ To a SIP(S) URI? ── no ─▶ 400
@@ -39,15 +59,16 @@
 //! listed most recently refreshed first), URI comparison beyond
 //! case-insensitive equality (§19.1.4).
 
-use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use jiff::fmt::rfc2822::DateTimePrinter;
+use tracing::info;
 
 use crate::sip::digest::{Algorithm, AuthError, Challenger, DigestRequest, Secret};
-use crate::sip::endpoint::Flow;
+use crate::sip::endpoint::{Flow, FlowTransport};
 use crate::sip::message::{CallId, HeaderName, Method, NameAddr, Request, SipUri, params_iter};
 
 /// Registrar settings.
@@ -69,7 +90,15 @@ pub struct RegistrarSettings {
     pub algorithms: Vec<Algorithm>,
     /// Brute-force protection.
     pub guard: GuardSettings,
+    /// How often each binding on UDP is pinged (`None`: never).
+    pub keepalive: Option<Duration>,
+    /// The longest interval granted to a phone that registers from behind
+    /// a NAT (`None`: as for any other).
+    pub nat_expires: Option<u32>,
 }
+
+/// Unanswered keep-alives in a row after which a binding is dropped.
+pub const KEEPALIVE_MISSES: u32 = 3;
 
 /// When failed REGISTERs from one address slow it down, then block it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +221,8 @@ impl Default for RegistrarSettings {
             max_bindings_per_user: 5,
             algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
             guard: GuardSettings::default(),
+            keepalive: None,
+            nat_expires: None,
         }
     }
 }
@@ -212,6 +243,33 @@ pub struct Binding {
     pub call_id: CallId,
     /// That REGISTER's CSeq number.
     pub cseq: u32,
+    /// The REGISTER came from behind a NAT (see the module documentation).
+    pub behind_nat: bool,
+    /// When the next keep-alive is due (bindings on UDP, keep-alives on).
+    next_keepalive: Option<Instant>,
+    /// When the last keep-alive went out.
+    last_keepalive: Option<Instant>,
+    /// Keep-alives in a row with nothing heard from the flow after them.
+    missed: u32,
+}
+
+/// A keep-alive to send: an OPTIONS to `contact` through `flow`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// The binding's Contact URI (the OPTIONS' Request-URI and To).
+    pub contact: Box<str>,
+    /// The flow its REGISTER came on.
+    pub flow: Flow,
+}
+
+/// A TCP connection that started or stopped carrying a live binding: the
+/// transport must not close a held connection as idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionHold {
+    /// The engine's connection id ([`FlowTransport::Tcp`]).
+    pub conn: u64,
+    /// Held (true) or released.
+    pub held: bool,
 }
 
 /// What to answer a REGISTER with: the caller builds the response with
@@ -251,6 +309,12 @@ pub struct Registrar {
     bindings: HashMap<String, Vec<Binding>>,
     events: VecDeque<RegistrarEvent>,
     guard: Guard,
+    /// When something was last heard from each UDP binding's address.
+    heard: HashMap<SocketAddr, Instant>,
+    keepalives: VecDeque<KeepAlive>,
+    /// TCP connections carrying a live binding.
+    held: HashSet<u64>,
+    holds: VecDeque<ConnectionHold>,
 }
 
 impl Registrar {
@@ -276,6 +340,10 @@ impl Registrar {
             users: users.into_iter().collect(),
             bindings: HashMap::new(),
             events: VecDeque::new(),
+            heard: HashMap::new(),
+            keepalives: VecDeque::new(),
+            held: HashSet::new(),
+            holds: VecDeque::new(),
         }
     }
 
@@ -292,6 +360,7 @@ impl Registrar {
             }
             keep
         });
+        self.sync_flows();
     }
 
     /// Handles a REGISTER (RFC 3261 §10.3) that arrived on `flow`; `date`
@@ -386,6 +455,8 @@ impl Registrar {
         };
         let call_id = &request.headers.call_id;
         let cseq = request.headers.cseq.seq;
+        let behind_nat = behind_nat(request, &contacts, flow);
+        let nat_cap = self.settings.nat_expires.filter(|_| behind_nat);
         let existing = self.bindings.get(&user).map_or(&[][..], Vec::as_slice);
         // Step 7: a binding last touched by this Call-ID with a CSeq at
         // least as high means this REGISTER is older: "the update MUST be
@@ -422,7 +493,11 @@ impl Registrar {
                     {
                         return RegisterOutcome::bare(500);
                     }
-                    plan.push((uri, expires.min(self.settings.max_expires)));
+                    let mut granted = expires.min(self.settings.max_expires);
+                    if let Some(cap) = nat_cap {
+                        granted = granted.min(cap);
+                    }
+                    plan.push((uri, granted));
                 }
                 Some(plan)
             }
@@ -437,6 +512,10 @@ impl Registrar {
             list.clear();
             return self.finish(now, date, user, was_registered);
         };
+        let keepalive = self
+            .settings
+            .keepalive
+            .filter(|_| flow.transport == FlowTransport::Udp);
         for (uri, expires) in plan {
             let found = list
                 .iter()
@@ -452,11 +531,36 @@ impl Registrar {
                 refreshed_at: now,
                 call_id: call_id.clone(),
                 cseq,
+                behind_nat,
+                next_keepalive: keepalive.map(|interval| now + interval),
+                last_keepalive: None,
+                missed: 0,
             };
             list.insert(0, binding);
         }
         list.truncate(self.settings.max_bindings_per_user.max(1));
+        if flow.transport == FlowTransport::Udp {
+            self.heard.insert(flow.remote, now);
+        }
         self.finish(now, date, user, was_registered)
+    }
+
+    /// Something arrived from `remote` at `now` (any message): a phone
+    /// there is alive, whatever it answers to keep-alives.
+    pub fn heard_from(&mut self, now: Instant, remote: SocketAddr) {
+        if let Some(heard) = self.heard.get_mut(&remote) {
+            *heard = now;
+        }
+    }
+
+    /// The next keep-alive to send.
+    pub fn poll_keepalive(&mut self) -> Option<KeepAlive> {
+        self.keepalives.pop_front()
+    }
+
+    /// The next change of the TCP connections that carry live bindings.
+    pub fn poll_connection_hold(&mut self) -> Option<ConnectionHold> {
+        self.holds.pop_front()
     }
 
     /// The live bindings of `user`, most recently refreshed first.
@@ -482,21 +586,88 @@ impl Registrar {
         }
     }
 
-    /// When the next binding lapses.
+    /// When the next binding lapses or the next keep-alive is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.bindings.values().flatten().map(|b| b.expires_at).min()
+        self.bindings
+            .values()
+            .flatten()
+            .flat_map(|b| [Some(b.expires_at), b.next_keepalive])
+            .flatten()
+            .min()
     }
 
-    /// Removes the bindings that lapsed by `now`.
+    /// Removes the bindings that lapsed by `now`, and those whose last
+    /// [`KEEPALIVE_MISSES`] keep-alives went unanswered; queues the
+    /// keep-alives due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // The controller calls this on every wake-up of anything it runs.
+        if self.poll_timeout().is_none_or(|t| t > now) {
+            return;
+        }
         let events = &mut self.events;
+        let heard = &self.heard;
+        let keepalives = &mut self.keepalives;
+        let interval = self.settings.keepalive;
         self.bindings.retain(|user, list| {
+            list.retain(|b| b.expires_at > now);
+            for b in list.iter_mut() {
+                let (Some(due), Some(interval)) = (b.next_keepalive, interval) else {
+                    continue;
+                };
+                if due > now {
+                    continue;
+                }
+                if let Some(sent) = b.last_keepalive {
+                    let answered = heard.get(&b.flow.remote).is_some_and(|&h| h >= sent);
+                    b.missed = if answered { 0 } else { b.missed + 1 };
+                }
+                if b.missed >= KEEPALIVE_MISSES {
+                    info!(
+                        user = %user,
+                        contact = %b.contact,
+                        remote = %b.flow.remote,
+                        missed = b.missed,
+                        "binding dropped: keep-alives unanswered"
+                    );
+                    b.expires_at = now;
+                    b.next_keepalive = None;
+                    continue;
+                }
+                keepalives.push_back(KeepAlive {
+                    contact: b.contact.clone(),
+                    flow: b.flow,
+                });
+                b.last_keepalive = Some(now);
+                b.next_keepalive = Some(now + interval);
+            }
             list.retain(|b| b.expires_at > now);
             if list.is_empty() {
                 events.push_back(RegistrarEvent::Unregistered { user: user.clone() });
             }
             !list.is_empty()
         });
+        self.sync_flows();
+    }
+
+    /// Forgets the addresses no UDP binding uses any more, and reports the
+    /// TCP connections that started or stopped carrying a binding.
+    fn sync_flows(&mut self) {
+        let mut udp = HashSet::new();
+        let mut tcp = HashSet::new();
+        for b in self.bindings.values().flatten() {
+            match b.flow.transport {
+                FlowTransport::Udp => udp.insert(b.flow.remote),
+                FlowTransport::Tcp(conn) => tcp.insert(conn),
+            };
+        }
+        self.heard.retain(|remote, _| udp.contains(remote));
+        for &conn in tcp.difference(&self.held) {
+            self.holds.push_back(ConnectionHold { conn, held: true });
+        }
+        for &conn in self.held.difference(&tcp) {
+            self.holds.push_back(ConnectionHold { conn, held: false });
+        }
+        self.held = tcp;
     }
 
     /// The next registration change.
@@ -528,6 +699,7 @@ impl Registrar {
         if !registered {
             self.bindings.remove(&user);
         }
+        self.sync_flows();
         match (was_registered, registered) {
             (false, true) => self
                 .events
@@ -557,6 +729,33 @@ impl RegisterOutcome {
 
 // ---------------------------------------------------------------------------
 // helpers
+
+/// Whether a REGISTER that arrived on `flow` was sent from behind a NAT
+/// (the tests of Kamailio's `nat_uac_test`): a Contact that names an IP
+/// address other than the source's (or, on UDP, another port), or a top
+/// Via whose sent-by does — what RFC 3581's `received` and `rport` would
+/// record. On TCP the source port is the connection's, never the listening
+/// one, so only addresses are compared there.
+fn behind_nat(request: &Request, contacts: &Contacts<'_>, flow: Flow) -> bool {
+    let udp = flow.transport == FlowTransport::Udp;
+    let differs = |host: &str, port: Option<u16>| -> bool {
+        let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() else {
+            // A name: nothing to compare it with.
+            return false;
+        };
+        ip.to_canonical() != flow.remote.ip().to_canonical()
+            || (udp && port.unwrap_or(5060) != flow.remote.port())
+    };
+    let via = request.headers.top_via();
+    if differs(&via.host, via.port) {
+        return true;
+    }
+    let Contacts::List(list) = contacts else {
+        return false;
+    };
+    list.iter()
+        .any(|(uri, _)| SipUri::parse(uri).is_ok_and(|uri| differs(&uri.host, uri.port)))
+}
 
 /// The Contact header fields of a REGISTER.
 enum Contacts<'a> {
@@ -1353,5 +1552,143 @@ mod tests {
         let later = t0 + Duration::from_secs(301);
         reg.guard.failed("192.0.2.1".parse().expect("ip"), later);
         assert_eq!(reg.guard_stats().tracked, 1);
+    }
+
+    fn nat_aware(t0: Instant) -> Registrar {
+        Registrar::new(
+            RegistrarSettings {
+                keepalive: Some(Duration::from_secs(20)),
+                nat_expires: Some(120),
+                ..settings()
+            },
+            [("agent7".to_owned(), Secret::Password("s3cret".into()))],
+            [9; 32],
+            t0,
+        )
+    }
+
+    fn tcp(addr: &str, conn: u64) -> Flow {
+        Flow {
+            remote: addr.parse::<SocketAddr>().expect("address"),
+            transport: FlowTransport::Tcp(conn),
+        }
+    }
+
+    #[test]
+    fn nat_is_told_by_source_contact_and_via() {
+        let t0 = Instant::now();
+        let contact = |c: &str| format!("Contact: <{c}>\r\nExpires: 3600\r\n");
+        // (flow, Contact, granted): the Via says 192.168.1.10:5060.
+        let cases = [
+            (nat(), "sip:agent7@192.168.1.10", "120"),
+            (udp("192.168.1.10:5060"), "sip:agent7@192.168.1.10", "3600"),
+            // Same address, another port (UDP): a NAT (or a port mapper).
+            (udp("192.168.1.10:40000"), "sip:agent7@192.168.1.10", "120"),
+            // TCP comes from an ephemeral port: only addresses count.
+            (
+                tcp("192.168.1.10:40000", 3),
+                "sip:agent7@192.168.1.10;transport=tcp",
+                "3600",
+            ),
+            (
+                tcp("203.0.113.5:40000", 3),
+                "sip:agent7@192.168.1.10;transport=tcp",
+                "120",
+            ),
+            // A Contact naming the source, but the Via does not.
+            (nat(), "sip:agent7@203.0.113.5:40000", "120"),
+            // A host name in the Contact tells nothing; the Via does.
+            (udp("192.168.1.10:5060"), "sip:agent7@phone.example", "3600"),
+        ];
+        for (flow, uri, granted) in cases {
+            let mut reg = nat_aware(t0);
+            let out = Phone::new("agent7", "s3cret").register(&mut reg, t0, flow, &contact(uri));
+            assert_eq!(out.status, 200);
+            assert_eq!(
+                header(&out, "Contact"),
+                [format!("<{uri}>;expires={granted}")],
+                "{flow:?} {uri}"
+            );
+            let binding = reg.lookup("agent7", t0).next().expect("bound");
+            assert_eq!(binding.behind_nat, granted == "120");
+        }
+    }
+
+    #[test]
+    fn udp_bindings_get_keepalives_until_three_go_unanswered() {
+        let t0 = Instant::now();
+        let at = |n: u64| t0 + Duration::from_secs(n);
+        let mut reg = nat_aware(t0);
+        let out = Phone::new("agent7", "s3cret").register(&mut reg, t0, nat(), CONTACT);
+        assert_eq!(
+            header(&out, "Contact"),
+            [format!("{};expires=120", &CONTACT[9..CONTACT.len() - 2])]
+        );
+        while reg.poll_event().is_some() {}
+        let mut pings = Vec::new();
+        let mut dropped = None;
+        while let Some(now) = reg.poll_timeout() {
+            reg.handle_timeout(now);
+            while let Some(k) = reg.poll_keepalive() {
+                assert_eq!(&*k.contact, "sip:agent7@192.168.1.10:5060;transport=udp");
+                assert_eq!(k.flow, nat());
+                pings.push(now - t0);
+            }
+            if now == at(20) {
+                // The phone answers the first ping only.
+                reg.heard_from(at(21), nat().remote);
+            }
+            if now == at(60) {
+                // Another address says nothing about this phone.
+                reg.heard_from(at(65), udp("203.0.113.5:40001").remote);
+            }
+            if let Some(RegistrarEvent::Unregistered { .. }) = reg.poll_event() {
+                dropped = Some(now - t0);
+            }
+        }
+        let secs = Duration::from_secs;
+        assert_eq!(pings, [secs(20), secs(40), secs(60), secs(80)]);
+        assert_eq!(
+            dropped,
+            Some(secs(100)),
+            "unanswered at 40, 60 and 80: dropped when the next is due, before it lapses at 120"
+        );
+    }
+
+    #[test]
+    fn tcp_bindings_hold_their_connection_and_get_no_keepalive() {
+        let t0 = Instant::now();
+        let mut reg = nat_aware(t0);
+        let flow = tcp("203.0.113.5:40000", 7);
+        let contact = "Contact: <sip:agent7@192.168.1.10;transport=tcp>\r\nExpires: 60\r\n";
+        let mut phone = Phone::new("agent7", "s3cret");
+        assert_eq!(phone.register(&mut reg, t0, flow, contact).status, 200);
+        assert_eq!(
+            reg.poll_connection_hold(),
+            Some(ConnectionHold {
+                conn: 7,
+                held: true
+            })
+        );
+        assert_eq!(reg.poll_connection_hold(), None);
+        // A refresh on the same connection changes nothing.
+        let t1 = t0 + Duration::from_secs(30);
+        assert_eq!(phone.register(&mut reg, t1, flow, contact).status, 200);
+        assert_eq!(reg.poll_connection_hold(), None);
+        assert_eq!(
+            reg.poll_timeout(),
+            Some(t1 + Duration::from_secs(60)),
+            "no keep-alive timer"
+        );
+        reg.handle_timeout(t1 + Duration::from_secs(60));
+        assert_eq!(reg.poll_keepalive(), None);
+        assert_eq!(
+            reg.poll_connection_hold(),
+            Some(ConnectionHold {
+                conn: 7,
+                held: false
+            }),
+            "lapsed: released"
+        );
     }
 }

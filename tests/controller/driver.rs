@@ -269,6 +269,9 @@ pub struct Harness {
     pub store_log: Vec<(Duration, StoreRequest)>,
     /// Phones that answer every BYE sent to them with 200 at once.
     pub answers_bye: HashSet<SocketAddr>,
+    /// Phones that answer every OPTIONS sent to them (keep-alives) with 200
+    /// at once.
+    pub answers_options: HashSet<SocketAddr>,
     /// While true, store replies wait in `held` (a slow disk).
     pub hold_store: bool,
     pub held: VecDeque<StoreReply>,
@@ -319,6 +322,7 @@ impl Harness {
             sent: Vec::new(),
             store_log: Vec::new(),
             answers_bye: HashSet::new(),
+            answers_options: HashSet::new(),
             hold_store: false,
             held: VecDeque::new(),
             prompts,
@@ -464,15 +468,15 @@ impl Harness {
                     }
                 }
             }
-            let mut byes = Vec::new();
+            let mut to_answer = Vec::new();
             while let Some(t) = self.ctl.poll_transmit() {
                 progressed = true;
                 let message = message::parse(&t.data).expect("the controller sends valid SIP");
                 if let (Message::Request(r), Destination::Udp(to)) = (&message, &t.destination)
-                    && r.method.as_str() == "BYE"
-                    && self.answers_bye.contains(to)
+                    && ((r.method.as_str() == "BYE" && self.answers_bye.contains(to))
+                        || (r.method.as_str() == "OPTIONS" && self.answers_options.contains(to)))
                 {
-                    byes.push((*to, r.clone()));
+                    to_answer.push((*to, r.clone()));
                 }
                 self.sent.push(Sent {
                     at: self.now - self.t0,
@@ -480,8 +484,8 @@ impl Harness {
                     message,
                 });
             }
-            for (from, bye) in byes {
-                let ok = answer(&bye, 200, "", &from.to_string(), None);
+            for (from, req) in to_answer {
+                let ok = answer(&req, 200, "", &from.to_string(), None);
                 let flow = Flow {
                     remote: from,
                     transport: FlowTransport::Udp,

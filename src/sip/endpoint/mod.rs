@@ -660,6 +660,47 @@ impl Endpoint {
             .map(|c| c.dialog.id().call_id.as_str())
     }
 
+    /// Sends a keep-alive to a registered phone: an OPTIONS out of dialog
+    /// to its `contact`, through the `flow` its REGISTER came on (see
+    /// [`crate::sip::registrar`]). Stateless, like Kamailio's nathelper
+    /// pings: no transaction and no retransmission — the registrar counts
+    /// anything heard from the flow as the answer, and the answer itself is
+    /// dropped here as a stray response. A Contact that is no SIP URI gets
+    /// nothing.
+    pub fn send_keepalive(&mut self, contact: &str, flow: Flow) {
+        if SipUri::parse(contact).is_err() {
+            debug!(contact, "no keep-alive to a Contact that is no SIP URI");
+            return;
+        }
+        let me = local_identity(&self.cfg, flow.transport, &self.contact_uri(flow.transport));
+        let branch = self.new_branch();
+        let tag = self.new_token();
+        let call_id = format!(
+            "{}-ka@{}",
+            self.new_token(),
+            bracket_v6(&self.cfg.advertised_host)
+        );
+        let data = message::RequestBuilder::new(&Method::Options, contact)
+            .header_fmt(
+                "Via",
+                format_args!(
+                    "SIP/2.0/{} {};branch={branch};rport",
+                    me.transport, me.sent_by
+                ),
+            )
+            .header("Max-Forwards", "70")
+            .header_fmt("From", format_args!("<{}>;tag={tag}", me.contact))
+            .header_fmt("To", format_args!("<{contact}>"))
+            .header("Call-ID", &call_id)
+            .header("CSeq", "1 OPTIONS")
+            .header("User-Agent", &self.cfg.user_agent)
+            .finish(None, b"");
+        self.transmits.push_back(Transmit {
+            destination: flow_destination(flow),
+            data,
+        });
+    }
+
     /// Counters of live state.
     pub fn stats(&self) -> Stats {
         let tx_timers = self
