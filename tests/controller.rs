@@ -609,6 +609,47 @@ fn a_503_from_the_first_trunk_target_fails_over_to_the_next_at_once() {
     assert_eq!(h.rows()[0].attempts, 0, "still the same attempt");
 }
 
+/// RFC 3261 §17.1.4 / RFC 3263 §4.3: the first target is TCP and its
+/// connection fails (refused); the engine reports it, and the same attempt
+/// goes to the next target in the same instant, not after Timer B.
+#[test]
+fn a_transport_error_on_the_first_trunk_target_fails_over_to_the_next_at_once() {
+    use callbackd::sip::endpoint::Destination;
+    let mut tcp = udp_target(CARRIER);
+    tcp.transport = callbackd::callback::trunk::TrunkTransport::Tcp;
+    let mut h = with_callback_to("", vec![tcp, udp_target("127.0.0.2:5090")]);
+    agent_answers(&mut h, ms(100));
+    let i = h.run_until_sent(secs(20), is_invite_to_customer);
+    assert!(
+        matches!(h.sent[i].to, Destination::Tcp { remote, .. } if remote == addr(CARRIER)),
+        "{:?}",
+        h.sent[i].to
+    );
+    h.advance(ms(3));
+    let now = h.now;
+    h.ctl.handle_transport_error(
+        now,
+        &Destination::Tcp {
+            conn: Some(4),
+            remote: addr(CARRIER),
+        },
+    );
+    h.settle();
+    let second = invites_to(&h, "127.0.0.2:5090");
+    assert_eq!(
+        second.len(),
+        1,
+        "{:?}",
+        h.sent.iter().map(Sent::label).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        second[0].at,
+        h.elapsed(),
+        "the next target in the same instant"
+    );
+    assert_eq!(h.rows()[0].attempts, 0, "still the same attempt");
+}
+
 // ---------------------------------------------------------------------------
 // Live callers, limits, shutdown.
 

@@ -630,15 +630,21 @@ impl Endpoint {
     }
 
     /// The transport could not deliver a message to `destination` (no
-    /// route, connection refused, name did not resolve): every client
-    /// transaction sending there fails (RFC 3261 §17.1.4) — an outbound
-    /// INVITE with [`Event::Failed`] 503 (§8.1.3.1), a BYE by ending its
-    /// call.
+    /// route, connection refused or broken, name did not resolve, an
+    /// address family we have no socket for): every client transaction
+    /// sending there fails (RFC 3261 §17.1.4) — an outbound INVITE with
+    /// [`Event::Failed`] 503 (§8.1.3.1), so the dialer tries the next
+    /// target at once (RFC 3263 §4.3), a BYE by ending its call.
+    ///
+    /// A TCP failure is the connection's: it fails every client
+    /// transaction sending over TCP to that `remote`, whichever connection
+    /// it named (messages for a peer share its newest connection).
+    /// Server transactions are left to their timers.
     pub fn handle_transport_error(&mut self, now: Instant, destination: &Destination) {
         let ids: Vec<u64> = self
             .txs
             .iter()
-            .filter(|(_, t)| !t.server && t.destination == *destination)
+            .filter(|(_, t)| !t.server && failure_reaches(destination, &t.destination))
             .map(|(&id, _)| id)
             .collect();
         for id in ids {
@@ -1354,6 +1360,15 @@ fn flow_destination(flow: Flow) -> Destination {
             conn: Some(conn),
             remote: flow.remote,
         },
+    }
+}
+
+/// Whether a transport failure reported for `failed` concerns a
+/// transaction sending to `used` (see [`Endpoint::handle_transport_error`]).
+fn failure_reaches(failed: &Destination, used: &Destination) -> bool {
+    match (failed, used) {
+        (Destination::Tcp { remote: a, .. }, Destination::Tcp { remote: b, .. }) => a == b,
+        (failed, used) => failed == used,
     }
 }
 
