@@ -529,7 +529,7 @@ impl Endpoint {
                     .response(403, Some(&tag))
                     .header("Server", &self.cfg.user_agent)
                     .finish(None, b"");
-                self.push_response(source, bytes);
+                self.push_response(reply_flow(&req, source), bytes);
             }
             Ok(Message::Request(req)) => self.handle_request(now, req, source),
             Ok(Message::Response(resp)) => self.handle_response(now, resp, source),
@@ -737,11 +737,15 @@ impl Endpoint {
     // -----------------------------------------------------------------------
     // requests
 
-    fn handle_request(&mut self, now: Instant, mut req: Request, source: Flow) {
+    fn handle_request(&mut self, now: Instant, mut req: Request, from: Flow) {
         // RFC 3261 §18.2.1 / RFC 3581 §4: note where the request really came
         // from in the top Via of our responses.
-        stamp_received(&mut req, source.remote);
+        stamp_received(&mut req, from.remote);
         let key = TxKey::of_request(&req);
+        // §18.2.2: where its responses go. `from` stays what it was for
+        // the registrar, which reaches an agent through the flow its
+        // REGISTER came from.
+        let source = reply_flow(&req, from);
 
         // A retransmission, an ACK for a non-2xx, or a CANCEL's INVITE?
         if let Some(&id) = self.server_index.get(&key) {
@@ -764,7 +768,7 @@ impl Endpoint {
             Method::Ack => self.handle_ack(now, &req),
             Method::Cancel => self.handle_cancel(now, &req, source),
             _ if req.headers.to.tag.is_some() => self.handle_in_dialog(now, req, source, key),
-            _ => self.handle_out_of_dialog(now, req, source, key),
+            _ => self.handle_out_of_dialog(now, req, source, from, key),
         }
     }
 
@@ -864,7 +868,16 @@ impl Endpoint {
         }
     }
 
-    fn handle_out_of_dialog(&mut self, now: Instant, req: Request, source: Flow, key: TxKey) {
+    /// A request outside any dialog; its responses go to `source`, `from`
+    /// is where it came from.
+    fn handle_out_of_dialog(
+        &mut self,
+        now: Instant,
+        req: Request,
+        source: Flow,
+        from: Flow,
+        key: TxKey,
+    ) {
         // §8.2.2.1 would check the Request-URI domain; as the trunk's target
         // we accept any user part at any host.
         if req.method == Method::Options {
@@ -901,7 +914,7 @@ impl Endpoint {
                 self.awaiting.insert(id, request.clone());
                 self.events.push_back(Event::Register {
                     request,
-                    source,
+                    source: from,
                     tx: ServerTx(id),
                 });
             }
@@ -1154,7 +1167,7 @@ impl Endpoint {
                     .response(403, Some(&tag))
                     .header("Server", &self.cfg.user_agent)
                     .finish(None, b"");
-                self.push_response(source, bytes);
+                self.push_response(reply_flow(&req, source), bytes);
             }
             _ => trace!(remote = %source.remote, "ACL: dropped non-request"),
         }
@@ -1350,9 +1363,29 @@ fn stamp_received(req: &mut Request, remote: SocketAddr) {
     req.headers.stamp_top_via(remote, wants_rport);
 }
 
-/// Where responses go (§18.2.2 with RFC 3581): back to the source for UDP
-/// (the address the request came from, which is what `received`/`rport`
-/// describe), and on the same connection for TCP.
+/// Where the responses to `req`, received from `from`, go (RFC 3261
+/// §18.2.2, RFC 3581 §4): on its connection for TCP. For UDP, to the
+/// source address and port when the top Via asked for `rport`; otherwise
+/// to the `received` address (the source's, which [`stamp_received`] put
+/// there) at the sent-by port, 5060 when it names none.
+fn reply_flow(req: &Request, from: Flow) -> Flow {
+    match from.transport {
+        FlowTransport::Tcp(_) => from,
+        FlowTransport::Udp => match req.headers.top_via().rport {
+            Rport::Requested | Rport::Value(_) => from,
+            Rport::Absent => Flow {
+                remote: SocketAddr::new(
+                    from.remote.ip(),
+                    req.headers.top_via().port.unwrap_or(5060),
+                ),
+                transport: FlowTransport::Udp,
+            },
+        },
+    }
+}
+
+/// Where responses on `flow` go: to its address for UDP, on its
+/// connection for TCP (for a request's flow, see [`reply_flow`]).
 fn flow_destination(flow: Flow) -> Destination {
     match flow.transport {
         FlowTransport::Udp => Destination::Udp(flow.remote),

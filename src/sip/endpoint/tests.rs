@@ -2247,9 +2247,11 @@ fn rport_via_gets_received_and_source_port_and_udp_response_goes_to_source() {
         Destination::Udp(addr([127, 0, 0, 1], 40003))
     );
 
-    // Without rport but from another address: received only.
+    // Without rport but from another address: received only, and the
+    // response goes to the received address at the sent-by port (§18.2.2),
+    // not to the source port.
     let mut plain = Uac::new("nat2", udp_from(40004));
-    plain.sent_by = "192.168.1.21:5060".into();
+    plain.sent_by = "192.168.1.21:5062".into();
     let out = sim.deliver(
         Duration::ZERO,
         &plain.out_of_dialog("OPTIONS", &[]),
@@ -2260,7 +2262,40 @@ fn rport_via_gets_received_and_source_port_and_udp_response_goes_to_source() {
     assert_ne!(via.rport, Rport::Value(40004));
     assert_eq!(
         out[0].destination,
-        Destination::Udp(addr([127, 0, 0, 1], 40004))
+        Destination::Udp(addr([127, 0, 0, 1], 5062))
+    );
+}
+
+/// RFC 3261 §18.2.2: without `rport`, a UDP request's responses go to the
+/// sent-by port (5060 when Via names none) at the source address — the
+/// 100, the 200 and its retransmissions until the ACK alike; over TCP they
+/// stay on the connection whatever Via says.
+#[test]
+fn udp_responses_without_rport_go_to_the_via_sent_by_port() {
+    let mut sim = Sim::new();
+    let mut uac = Uac::new("sent-by", udp_from(40005));
+    uac.sent_by = "127.0.0.1".into();
+    let out = sim.deliver(Duration::ZERO, &uac.invite(&[]), uac.flow);
+    assert_eq!(statuses(&out), [100]);
+    let sent_by = Destination::Udp(addr([127, 0, 0, 1], 5060));
+    assert_eq!(out[0].destination, sent_by);
+    let call = incoming(&sim.take_events());
+    let out = sim.answer(ms(10), call);
+    assert_eq!(statuses(&out), [200]);
+    assert_eq!(out[0].destination, sent_by);
+    let again = sim.run_until(ms(10) + T1);
+    assert_eq!(statuses(&again), [200], "retransmitted at T1");
+    assert_eq!(again[0].destination, sent_by);
+
+    let mut tcp = Uac::new("sent-by-tcp", tcp_from(40006, 3));
+    tcp.sent_by = "127.0.0.1:5070".into();
+    let out = sim.deliver(ms(20), &tcp.out_of_dialog("OPTIONS", &[]), tcp.flow);
+    assert_eq!(
+        out[0].destination,
+        Destination::Tcp {
+            conn: Some(3),
+            remote: addr([127, 0, 0, 1], 40006)
+        }
     );
 }
 
