@@ -169,6 +169,7 @@ impl Controller {
             acl_action: settings.acl().action,
             seed: setup.seed,
             registrar: roster.registrar_enabled(),
+            max_forwards: sip.max_forwards,
         });
         let scheduler = settings.scheduler();
         let longest_ring = scheduler.longest_ring();

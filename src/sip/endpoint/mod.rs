@@ -127,6 +127,9 @@ pub struct EndpointConfig {
     /// Hand REGISTERs to the application ([`Event::Register`]) instead of
     /// answering 405: set when a registrar runs.
     pub registrar: bool,
+    /// Max-Forwards of the requests we originate (RFC 3261 §8.1.1.6;
+    /// `[sip] max_forwards`, 70 by default).
+    pub max_forwards: u8,
 }
 
 /// How a message reached us, and how to reach the peer back.
@@ -1340,6 +1343,7 @@ fn local_identity(cfg: &EndpointConfig, transport: FlowTransport, contact: &str)
         )
         .into(),
         contact: contact.into(),
+        max_forwards: cfg.max_forwards,
     }
 }
 

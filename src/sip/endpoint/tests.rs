@@ -44,6 +44,7 @@ fn config() -> EndpointConfig {
         acl_action: AclAction::Reject,
         seed: 7,
         registrar: false,
+        max_forwards: 70,
     }
 }
 
