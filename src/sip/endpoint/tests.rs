@@ -639,8 +639,11 @@ fn unacked_2xx_is_retransmitted_at_t1_doubling_to_t2_then_bye_at_64_t1() {
     assert_eq!(sim.ep.stats(), Stats::default());
 }
 
+/// RFC 3261 §13.3.1.4: the 2xx is retransmitted until the ACK whatever
+/// the transport (end to end: a proxy on the way may use UDP), on the
+/// INVITE's connection; without an ACK the BYE goes at 64·T1.
 #[test]
-fn unacked_2xx_over_tcp_is_not_retransmitted_but_bye_still_at_64_t1() {
+fn unacked_2xx_over_tcp_is_retransmitted_then_bye_at_64_t1() {
     let mut sim = Sim::new();
     let mut uac = Uac::new("noack-tcp", tcp_from(40001, 9));
     let invite = uac.invite(&[]);
@@ -654,7 +657,16 @@ fn unacked_2xx_over_tcp_is_not_retransmitted_but_bye_still_at_64_t1() {
         Some("<sip:callbackd@127.0.0.1:5060;transport=tcp>")
     );
 
-    assert!(sim.run_until(ms(10) + 64 * T1 - ms(1)).is_empty());
+    let again = sim.run_until(ms(10) + 64 * T1 - ms(1));
+    // T1, 3·T1, 7·T1, then every T2 (8·T1) until 64·T1.
+    let expected: Vec<Duration> = [1, 3, 7, 15, 23, 31, 39, 47, 55, 63]
+        .into_iter()
+        .map(|n| ms(10) + n * T1)
+        .collect();
+    assert_eq!(offsets(&again), expected);
+    assert!(again.iter().all(|o| o.status() == Some(200)
+        && o.data == ok[0].data
+        && o.destination == ok[0].destination));
     let out = sim.run_until(ms(10) + 64 * T1);
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].at, ms(10) + 64 * T1);
