@@ -1422,8 +1422,11 @@ fn response_destination(flow: Flow, _dialog: &Dialog) -> Destination {
 }
 
 /// Where an in-dialog request goes: the next hop's address when it is an IP
-/// literal (reusing the call's TCP connection when the next hop is the peer
-/// it came from), else a name to resolve.
+/// literal, else a name to resolve. Over TCP, the call's connection is
+/// reused while it is open when the next hop is the host at its other end:
+/// a peer that opened the connection (from an ephemeral port, perhaps
+/// behind NAT) gets our BYE on it, not on a new connection to its Contact
+/// port it may not even listen on.
 fn destination_for(next_hop: &SipUri, flow: Flow) -> Destination {
     let tcp = match next_hop.transport.as_deref() {
         Some("tcp") => true,
@@ -1437,7 +1440,9 @@ fn destination_for(next_hop: &SipUri, flow: Flow) -> Destination {
             let remote = SocketAddr::new(ip, port);
             if tcp {
                 let conn = match flow.transport {
-                    FlowTransport::Tcp(c) if flow.remote == remote => Some(c),
+                    FlowTransport::Tcp(c) if flow.remote.ip() == ip && c != NO_CONNECTION => {
+                        Some(c)
+                    }
                     _ => None,
                 };
                 Destination::Tcp { conn, remote }

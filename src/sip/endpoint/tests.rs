@@ -2217,6 +2217,36 @@ fn many_calls_leave_nothing_after_the_timers() {
 // ---------------------------------------------------------------------------
 // 17. transports
 
+/// In-dialog requests go on the connection the peer opened while it is
+/// open, even when its Contact names another port (the one it listens on,
+/// or none at all behind NAT): the engine falls back to the Contact's
+/// address only once that connection is gone.
+#[test]
+fn our_bye_goes_on_the_connection_the_peer_opened() {
+    let mut sim = Sim::new();
+    let mut uac = Uac::new("tcp-reuse", tcp_from(40012, 5));
+    let invite = String::from_utf8(uac.invite(&[])).expect("text").replace(
+        "@127.0.0.1:40012;transport=tcp>",
+        "@127.0.0.1:5062;transport=tcp>",
+    );
+    sim.deliver(Duration::ZERO, invite.as_bytes(), uac.flow);
+    let call = incoming(&sim.take_events());
+    let out = sim.answer(ms(10), call);
+    uac.learn(out[0].resp());
+    sim.deliver(ms(20), &uac.ack_2xx(), uac.flow);
+    sim.ep.hangup(sim.at(ms(30)), call).expect("confirmed call");
+    let out = sim.drain(ms(30));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].method(), Some(&Method::Bye));
+    assert_eq!(
+        out[0].destination,
+        Destination::Tcp {
+            conn: Some(5),
+            remote: addr([127, 0, 0, 1], 5062)
+        }
+    );
+}
+
 #[test]
 fn tcp_responses_go_back_on_the_same_connection() {
     let mut sim = Sim::new();
