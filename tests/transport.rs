@@ -441,3 +441,31 @@ async fn a_refused_tcp_connection_is_reported_as_a_send_failure() {
     assert_eq!(transport.send_failures(), 1);
     wait_for_connections(&transport, 0).await;
 }
+
+/// RFC 5626 §4.4.1: a connection we open carries a CRLF ping (`\r\n\r\n`)
+/// every 80–100 % of the ping interval, again and again while the peer
+/// answers with its pong; the pings are not SIP messages.
+#[tokio::test]
+async fn connections_we_open_carry_crlf_pings() {
+    let (transport, _rx) = bind_tcp(MAX, IDLE).await;
+    transport.set_ping_interval(Duration::from_millis(100));
+    let peer = TcpListener::bind(localhost()).await.expect("peer listener");
+    let remote = peer.local_addr().expect("peer address");
+    transport
+        .send(
+            Target::Tcp { conn: None, remote },
+            Bytes::from_static(OPTIONS),
+        )
+        .expect("queued");
+    let (mut stream, _) = timeout(WAIT, peer.accept())
+        .await
+        .expect("connected in time")
+        .expect("accept");
+    assert_eq!(read_exactly(&mut stream, OPTIONS.len()).await, OPTIONS);
+    for _ in 0..2 {
+        assert_eq!(read_exactly(&mut stream, 4).await, b"\r\n\r\n");
+        stream.write_all(b"\r\n").await.expect("pong");
+    }
+    assert_eq!(transport.connection_count(), 1);
+    assert_eq!(transport.send_failures(), 0);
+}

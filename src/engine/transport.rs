@@ -15,6 +15,11 @@
 //! TCP messages go into a bounded per-connection queue; a full queue drops the
 //! message with a warning and an error for the caller to count.
 //!
+//! Connections we open are kept alive and watched: TCP keepalive probes and
+//! `TCP_USER_TIMEOUT` notice a peer that vanished, and an RFC 5626 §4.4.1
+//! CRLF ping every 95–120 s keeps NATs and firewalls on the way open (a
+//! peer's ping is answered with a pong on any connection).
+//!
 //! Nothing is lost silently (RFC 3261 §17.1.4, §18.4): what fails after
 //! [`Transport::send`] said `Ok` — a TCP connect refused or timed out, a
 //! write that fails or stalls, messages still queued on a connection that
@@ -68,6 +73,22 @@ pub const TCP_WRITE_QUEUE: usize = 256;
 pub const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Capacity of the queue of [`SendFailure`]s towards the core.
 pub const FAILURE_QUEUE: usize = 1024;
+/// TCP keepalive on connections we open: the first probe after this long
+/// without traffic…
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// … then one every this long…
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// … and the connection is dead after this many unanswered.
+pub const TCP_KEEPALIVE_PROBES: u32 = 3;
+/// `TCP_USER_TIMEOUT` on connections we open: data unacknowledged this
+/// long breaks the connection (64·T1 at the default T1: a transaction's
+/// whole life) instead of the kernel's 15 minutes of retries.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(32);
+/// RFC 5626 §4.4.1: the recommended keep-alive interval for connection
+/// oriented transports; each ping goes after 80–100 % of it.
+pub const CRLF_PING_INTERVAL: Duration = Duration::from_secs(120);
+/// The RFC 5626 §4.4.1 ping: a double CRLF.
+const PING: &[u8] = b"\r\n\r\n";
 
 /// Identifies one TCP connection for as long as the transport lives; never
 /// reused.
@@ -142,6 +163,10 @@ pub enum FailedStage {
     Connect,
     /// Writing to the TCP connection, or it ended with messages unwritten.
     Write,
+    /// A connection we opened broke (reset, keepalive probes or
+    /// `TCP_USER_TIMEOUT` found the peer gone): what was written may not
+    /// have arrived, and no answer can come back on it.
+    Broken,
     /// A UDP datagram that waited for buffer space, then failed.
     Datagram,
 }
@@ -602,6 +627,7 @@ impl Transport {
             }),
             failures,
             send_failures: AtomicU64::new(0),
+            ping_interval_ms: AtomicU64::new(CRLF_PING_INTERVAL.as_millis() as u64),
         });
         let mut tasks = Vec::new();
         if let (Some(socket), Some(local)) = (udp, inner.local_udp) {
@@ -668,6 +694,17 @@ impl Transport {
     /// (refused by [`Transport::send`], or reported as a [`SendFailure`]).
     pub fn send_failures(&self) -> u64 {
         self.inner.send_failures.load(Ordering::Relaxed)
+    }
+
+    /// The interval of the RFC 5626 CRLF pings on connections opened from
+    /// now on ([`CRLF_PING_INTERVAL`] by default; each ping goes after 80–
+    /// 100 % of it). For tests, and embedders whose middleboxes forget
+    /// connections sooner.
+    pub fn set_ping_interval(&self, interval: Duration) {
+        let ms = u64::try_from(interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.inner.ping_interval_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Open TCP connections (accepted, connecting or connected).
@@ -809,6 +846,9 @@ struct Inner {
     failures: mpsc::Sender<SendFailure>,
     /// Messages that failed or were dropped on the way out, since start.
     send_failures: AtomicU64,
+    /// Between CRLF pings on connections we open (see
+    /// [`Transport::set_ping_interval`]), in milliseconds.
+    ping_interval_ms: AtomicU64,
 }
 
 /// The TCP connection table.
@@ -1103,6 +1143,10 @@ async fn run_connection(
         stage,
         error,
     };
+    let origin_kind = match origin {
+        Origin::Accepted(_) => OriginKind::Accepted,
+        Origin::Outbound => OriginKind::Outbound,
+    };
     let stream = match origin {
         Origin::Accepted(stream) => stream,
         Origin::Outbound => match timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(remote)).await {
@@ -1134,6 +1178,10 @@ async fn run_connection(
     if let Err(e) = stream.set_nodelay(true) {
         debug!(conn = id.0, error = %e, "TCP_NODELAY not set");
     }
+    let ours = matches!(origin_kind, OriginKind::Outbound);
+    if ours && let Err(e) = watch_connection(&stream) {
+        debug!(conn = id.0, error = %e, "TCP keepalive or user timeout not set");
+    }
     let local = match stream.local_addr() {
         Ok(local) => local,
         Err(e) => {
@@ -1151,6 +1199,8 @@ async fn run_connection(
     let limits = Limits {
         max_message_size: inner.max_message_size,
         idle_timeout: inner.tcp_idle_timeout,
+        ping_interval: ours
+            .then(|| Duration::from_millis(inner.ping_interval_ms.load(Ordering::Relaxed))),
     };
     // A connection we opened is to an address we chose to talk to: its
     // answers and in-dialog requests come in even when it is in no list
@@ -1179,6 +1229,8 @@ async fn run_connection(
             None
         }
         Ok(Closed::WriteFailed(e)) => Some(failed(FailedStage::Write, e)),
+        // Our requests went out on it; their answers cannot come back.
+        Err(e) if ours => Some(failed(FailedStage::Broken, e)),
         Err(e) => {
             debug!(conn = id.0, %remote, error = %e, "TCP connection failed");
             None
@@ -1237,6 +1289,41 @@ struct Peer<'a> {
 struct Limits {
     max_message_size: usize,
     idle_timeout: Duration,
+    /// RFC 5626 CRLF pings, about this often (connections we open).
+    ping_interval: Option<Duration>,
+}
+
+/// Whether we opened a connection or accepted it.
+#[derive(Debug, Clone, Copy)]
+enum OriginKind {
+    Accepted,
+    Outbound,
+}
+
+/// TCP keepalive and `TCP_USER_TIMEOUT` on a connection we opened, so a
+/// peer that vanished (power cut, NAT state lost) breaks the connection
+/// within about a minute instead of the kernel's default two hours (idle)
+/// or fifteen minutes (unacknowledged data).
+fn watch_connection(stream: &TcpStream) -> io::Result<()> {
+    let sock = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL)
+        .with_retries(TCP_KEEPALIVE_PROBES);
+    sock.set_tcp_keepalive(&keepalive)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))?;
+    Ok(())
+}
+
+/// When the next CRLF ping goes: 80–100 % of `interval` from now (RFC
+/// 5626 §4.4.1), or never.
+fn next_ping(interval: Option<Duration>) -> Instant {
+    match interval {
+        Some(interval) => Instant::now() + interval.mul_f64(0.8 + 0.2 * fastrand::f64()),
+        // Far enough never to fire: a connection does not live this long.
+        None => Instant::now() + Duration::from_secs(86_400 * 365),
+    }
 }
 
 /// Reads, frames and forwards; writes queued messages and pongs. Ends on
@@ -1254,6 +1341,8 @@ async fn serve_connection(
     let mut chunk = [0u8; TCP_READ_CHUNK];
     let idle = sleep_until(Instant::now() + limits.idle_timeout);
     tokio::pin!(idle);
+    let ping = sleep_until(next_ping(limits.ping_interval));
+    tokio::pin!(ping);
     loop {
         tokio::select! {
             read = reader.read(&mut chunk) => {
@@ -1306,6 +1395,14 @@ async fn serve_connection(
                 idle.as_mut().reset(Instant::now() + limits.idle_timeout);
             }
             () = &mut idle => return Ok(Closed::Idle),
+            // RFC 5626 §4.4.1: keeps NATs and firewalls on the way open;
+            // not traffic for the idle timeout (the pong is).
+            () = &mut ping => {
+                if let Err(e) = write_bounded(&mut writer, PING, limits.idle_timeout).await {
+                    return Ok(Closed::WriteFailed(e));
+                }
+                ping.as_mut().reset(next_ping(limits.ping_interval));
+            }
         }
     }
 }
@@ -1450,6 +1547,33 @@ mod tests {
             edge.screen(b"\x00\x01garbage", from, role, 0),
             Verdict::Drop
         ));
+    }
+
+    /// Connections we open: keepalive probes after 30 s idle, every 10 s,
+    /// three of them; unacknowledged data breaks it after 32 s.
+    #[tokio::test]
+    async fn connections_we_open_are_watched_by_keepalive_and_user_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let stream = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let sock = socket2::SockRef::from(&stream);
+        assert!(!sock.keepalive().expect("SO_KEEPALIVE"), "off by default");
+        watch_connection(&stream).expect("options set");
+        assert!(sock.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(sock.tcp_keepalive_time().expect("idle"), TCP_KEEPALIVE_IDLE);
+        assert_eq!(
+            sock.tcp_keepalive_interval().expect("interval"),
+            TCP_KEEPALIVE_INTERVAL
+        );
+        assert_eq!(
+            sock.tcp_keepalive_retries().expect("probes"),
+            TCP_KEEPALIVE_PROBES
+        );
+        assert_eq!(
+            sock.tcp_user_timeout().expect("TCP_USER_TIMEOUT"),
+            Some(TCP_USER_TIMEOUT)
+        );
     }
 
     #[test]
