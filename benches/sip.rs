@@ -99,6 +99,7 @@ fn endpoint() -> Endpoint {
         acl_action: AclAction::Reject,
         seed: 1,
         registrar: false,
+        max_forwards: 70,
     })
 }
 

@@ -609,6 +609,92 @@ fn a_503_from_the_first_trunk_target_fails_over_to_the_next_at_once() {
     assert_eq!(h.rows()[0].attempts, 0, "still the same attempt");
 }
 
+/// RFC 3261 §17.1.4 / RFC 3263 §4.3: the first target is TCP and its
+/// connection fails (refused); the engine reports it, and the same attempt
+/// goes to the next target in the same instant, not after Timer B.
+#[test]
+fn a_transport_error_on_the_first_trunk_target_fails_over_to_the_next_at_once() {
+    use callbackd::sip::endpoint::Destination;
+    let mut tcp = udp_target(CARRIER);
+    tcp.transport = callbackd::callback::trunk::TrunkTransport::Tcp;
+    let mut h = with_callback_to("", vec![tcp, udp_target("127.0.0.2:5090")]);
+    agent_answers(&mut h, ms(100));
+    let i = h.run_until_sent(secs(20), is_invite_to_customer);
+    assert!(
+        matches!(h.sent[i].to, Destination::Tcp { remote, .. } if remote == addr(CARRIER)),
+        "{:?}",
+        h.sent[i].to
+    );
+    h.advance(ms(3));
+    let now = h.now;
+    h.ctl.handle_transport_error(
+        now,
+        &Destination::Tcp {
+            conn: Some(4),
+            remote: addr(CARRIER),
+        },
+    );
+    h.settle();
+    let second = invites_to(&h, "127.0.0.2:5090");
+    assert_eq!(
+        second.len(),
+        1,
+        "{:?}",
+        h.sent.iter().map(Sent::label).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        second[0].at,
+        h.elapsed(),
+        "the next target in the same instant"
+    );
+    assert_eq!(h.rows()[0].attempts, 0, "still the same attempt");
+}
+
+/// `[sip] max_forwards` is what the requests we originate carry (RFC 3261
+/// §8.1.1.6): the INVITEs to the agent and the customer, the ACKs (for the
+/// agent's 2xx and for the customer's 486) and the agent's BYE.
+#[test]
+fn requests_we_originate_carry_the_configured_max_forwards() {
+    let mut config = driver::config(&callback_config(""));
+    config.sip.max_forwards = 20;
+    let mut h = Harness::with_trunk(&config, vec![udp_target(CARRIER)]);
+    register(&mut h, "3125550188", "inbound-1");
+    h.answers_bye.extend([addr(AGENT), addr(CARRIER)]);
+    agent_answers(&mut h, ms(100));
+    h.run_until_sent(secs(20), is_invite_to_customer);
+    let invite = invites_to(&h, CARRIER)[0]
+        .request()
+        .expect("INVITE")
+        .clone();
+    h.advance(ms(100));
+    h.deliver(addr(CARRIER), &answer(&invite, 486, "busy", CARRIER, None));
+    let agent_call = h
+        .sent
+        .iter()
+        .find(|s| is_agent_invite(s))
+        .map(|s| s.call_id().to_owned())
+        .expect("agent INVITE");
+    h.run_until_sent(secs(20), |s| is_request(s, "BYE", &agent_call));
+    let mut methods = std::collections::BTreeSet::new();
+    for sent in &h.sent {
+        let Some(request) = sent.request() else {
+            continue;
+        };
+        assert_eq!(
+            request.headers.max_forwards,
+            Some(20),
+            "{} to {:?}",
+            sent.label(),
+            sent.to
+        );
+        methods.insert(request.method.as_str().to_owned());
+    }
+    assert_eq!(
+        methods.into_iter().collect::<Vec<_>>(),
+        ["ACK", "BYE", "INVITE"]
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Live callers, limits, shutdown.
 

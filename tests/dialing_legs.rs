@@ -737,6 +737,116 @@ async fn trunk_srv_failover_honours_retry_after_and_dns_coming_up_late() {
     engine.shutdown().await;
 }
 
+/// Issue 9 point 4 (RFC 3261 §8.1.3.1, §17.1.4; RFC 3263 §4.3): the trunk
+/// is TCP and SRV names two targets; the first, a port on 127.0.0.1 that
+/// nobody listens on, refuses the connection. The refusal fails the INVITE
+/// at once (503, not received) and the same attempt's INVITE reaches the
+/// second target without waiting for Timer B — 32 s here, T1 being 500 ms:
+/// the wait for it is bounded well under that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_trunk_target_refusing_the_connection_fails_over_at_once() {
+    use tokio::io::AsyncReadExt;
+
+    let agent = Peer::start("agent", vec![Reply::after(100)], AGENT_FILL).await;
+    // Target A: a port bound, then closed again; connections are refused.
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free TCP port");
+    // Target B: records the INVITEs that reach it over TCP.
+    let carrier_b = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind carrier B");
+    let b_port = carrier_b.local_addr().expect("carrier B address").port();
+    let (invite_tx, mut invite_rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        let Ok((mut stream, _)) = carrier_b.accept().await else {
+            return;
+        };
+        let mut text = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+            text.extend_from_slice(&buf[..n]);
+            if text.windows(7).any(|w| w == b"INVITE ") {
+                let _ = invite_tx.send(String::from_utf8_lossy(&text).into_owned());
+                // Hold the connection open, answer nothing.
+                std::future::pending::<()>().await;
+            }
+        }
+    });
+    let dns = FakeDns::start(vec![
+        (
+            "_sip._tcp.trunk.test.",
+            Zone::Srv(vec![
+                (10, 1, refused.port(), "a.trunk.test."),
+                (20, 1, b_port, "b.trunk.test."),
+            ]),
+        ),
+        ("a.trunk.test.", Zone::Loopback),
+        ("b.trunk.test.", Zone::Loopback),
+    ]);
+    dns.set_up(true);
+    let mut setup = Setup::new(82, &[("alice", &agent)], &agent);
+    setup.termination = "trunk.test".into();
+    let mut config = setup.config();
+    config.trunk.dns_servers = vec![dns.addr];
+    config.trunk.transport = callbackd::config::TrunkTransportSetting::Tcp;
+    // RFC 3261's default timers: Timer B is 64·T1 = 32 s.
+    config.sip.t1_ms = 500;
+    config.sip.t2_ms = 4000;
+    config.sip.t4_ms = 5000;
+    let _files = StoreFiles::of(&config);
+    register(&config, NUMBER);
+    let lib = library(&config);
+    let engine = common::start(config.clone()).await;
+
+    // The customer is called once the agent has heard the whisper.
+    agent.wait_invite(1, SOON).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let whispered = loop {
+        let heard = agent.rtp_before(Instant::now());
+        let said = segments(&heard, &lib, Law::Ulaw);
+        let names: Vec<&str> = said.iter().map(|s| s.name).collect();
+        if common::find_run(&names, &WHISPER)
+            .is_some_and(|at| said[at + WHISPER.len() - 1].complete())
+        {
+            break Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent never heard the whisper"
+        );
+        // Poll interval: the peer records RTP without signalling.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Well under Timer B (32 s): only an immediate failover gets there.
+    let invite = tokio::time::timeout(Duration::from_secs(5), invite_rx.recv())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no INVITE reached the second target within 5 s of the whisper's end \
+                 ({:?} ago): the refused connection was not a transport error",
+                whispered.elapsed()
+            )
+        })
+        .expect("carrier B's reader ended");
+    assert!(
+        invite.starts_with(&format!("INVITE sip:+1{NUMBER}@trunk.test")),
+        "{invite}"
+    );
+    assert!(invite.contains("SIP/2.0/TCP "), "sent over TCP: {invite}");
+    let status = engine.status().await.expect("engine running");
+    assert!(
+        status.edge.send_failures >= 1,
+        "the refused connection was counted: {:?}",
+        status.edge
+    );
+    reader.abort();
+    engine.shutdown().await;
+}
+
 /// What [`FakeDns`] answers for a name.
 enum Zone {
     /// SRV records `(priority, weight, port, target)`.

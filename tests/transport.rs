@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
 
-use callbackd::engine::transport::{Inbound, Target, Transport, TransportKind};
+use callbackd::engine::transport::{FailedStage, Inbound, Target, Transport, TransportKind};
 
 const WAIT: Duration = Duration::from_secs(5);
 const IDLE: Duration = Duration::from_secs(30);
@@ -430,4 +430,68 @@ async fn shutdown_closes_connections_and_ends_the_inbound_queue() {
             )
             .is_err()
     );
+}
+
+/// RFC 3261 §17.1.4: a TCP connection the peer refuses is not a silent
+/// loss: `send` queued the message, the connect fails, and the failure
+/// comes out of the failure queue with the connection and address, for
+/// the core to fail the transactions that used it.
+#[tokio::test]
+async fn a_refused_tcp_connection_is_reported_as_a_send_failure() {
+    let (transport, _rx) = bind_tcp(MAX, IDLE).await;
+    let mut failures = transport.take_failures().expect("the failure queue");
+    assert!(transport.take_failures().is_none(), "handed out once");
+    let refused = TcpListener::bind(localhost())
+        .await
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    transport
+        .send(
+            Target::Tcp {
+                conn: None,
+                remote: refused,
+            },
+            Bytes::from_static(OPTIONS),
+        )
+        .expect("queued for a new connection");
+    let failure = timeout(WAIT, failures.recv())
+        .await
+        .expect("a failure in time")
+        .expect("failure queue open");
+    assert!(
+        matches!(failure.target, Target::Tcp { conn: Some(_), remote } if remote == refused),
+        "{failure:?}"
+    );
+    assert_eq!(failure.stage, FailedStage::Connect);
+    assert_eq!(failure.error.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(transport.send_failures(), 1);
+    wait_for_connections(&transport, 0).await;
+}
+
+/// RFC 5626 §4.4.1: a connection we open carries a CRLF ping (`\r\n\r\n`)
+/// every 80–100 % of the ping interval, again and again while the peer
+/// answers with its pong; the pings are not SIP messages.
+#[tokio::test]
+async fn connections_we_open_carry_crlf_pings() {
+    let (transport, _rx) = bind_tcp(MAX, IDLE).await;
+    transport.set_ping_interval(Duration::from_millis(100));
+    let peer = TcpListener::bind(localhost()).await.expect("peer listener");
+    let remote = peer.local_addr().expect("peer address");
+    transport
+        .send(
+            Target::Tcp { conn: None, remote },
+            Bytes::from_static(OPTIONS),
+        )
+        .expect("queued");
+    let (mut stream, _) = timeout(WAIT, peer.accept())
+        .await
+        .expect("connected in time")
+        .expect("accept");
+    assert_eq!(read_exactly(&mut stream, OPTIONS.len()).await, OPTIONS);
+    for _ in 0..2 {
+        assert_eq!(read_exactly(&mut stream, 4).await, b"\r\n\r\n");
+        stream.write_all(b"\r\n").await.expect("pong");
+    }
+    assert_eq!(transport.connection_count(), 1);
+    assert_eq!(transport.send_failures(), 0);
 }

@@ -16,7 +16,7 @@ use crate::engine::transport::DropReason;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Every metric family [`render`] writes, in order: name, type, help text.
-pub const FAMILIES: [(&str, Kind, &str); 21] = [
+pub const FAMILIES: [(&str, Kind, &str); 22] = [
     (
         "callbackd_draining",
         Kind::Gauge,
@@ -103,6 +103,11 @@ pub const FAMILIES: [(&str, Kind, &str); 21] = [
         "1 while messages wait longer than edge.overload_delay_ms for the core, else 0.",
     ),
     (
+        "callbackd_sip_send_failures_total",
+        Kind::Counter,
+        "SIP messages not delivered: sends refused, TCP connects or writes that failed.",
+    ),
+    (
         "callbackd_edge_trunk_addresses",
         Kind::Gauge,
         "Resolved trunk addresses allowed without being listed in acl.sip.",
@@ -171,6 +176,7 @@ pub fn render(status: &EngineStatus) -> String {
         status.edge.tcp_connections,
         status.edge.queue_depth,
         u64::from(status.edge.overloaded),
+        status.edge.send_failures,
         status.edge.trunk_targets,
         t.auth.failures,
         t.auth.refused,
@@ -248,6 +254,7 @@ mod tests {
                 queue_depth: 14,
                 overloaded: true,
                 trunk_targets: 16,
+                send_failures: 20,
             },
         }
     }
@@ -281,6 +288,7 @@ mod tests {
             ("callbackd_edge_tcp_connections", 13),
             ("callbackd_edge_queue_depth", 14),
             ("callbackd_edge_overloaded", 1),
+            ("callbackd_sip_send_failures_total", 20),
             ("callbackd_edge_trunk_addresses", 16),
             ("callbackd_register_auth_failures_total", 17),
             ("callbackd_register_refused_total", 18),

@@ -47,7 +47,9 @@ use crate::callback::store::Registration;
 use crate::callback::trunk::Target as TrunkTarget;
 use crate::config::Settings;
 use crate::media::prompt::PromptLibrary;
-use crate::sip::endpoint::{CallKey, Endpoint, EndpointConfig, Event, Flow, Reason, Transmit};
+use crate::sip::endpoint::{
+    CallKey, Destination, Endpoint, EndpointConfig, Event, Flow, Reason, Transmit,
+};
 use crate::sip::registrar::ConnectionHold;
 use crate::sip::session_timer::SessionTimerConfig;
 use crate::sip::transaction::TimerConfig;
@@ -171,6 +173,7 @@ impl Controller {
             acl_action: settings.acl().action,
             seed: setup.seed,
             registrar: roster.registrar_enabled(),
+            max_forwards: sip.max_forwards,
         });
         let scheduler = settings.scheduler();
         let longest_ring = scheduler.longest_ring();
@@ -245,6 +248,17 @@ impl Controller {
     ) {
         self.roster.heard_from(now, source);
         self.endpoint.handle_screened(now, data, source, may_call);
+        self.process(now);
+    }
+
+    /// The transport could not deliver what was sent to `destination`
+    /// (connection refused or broken, no route, a name that did not
+    /// resolve): the client transactions sending there fail at once
+    /// (RFC 3261 §17.1.4), so a customer INVITE goes to the next trunk
+    /// target without waiting for Timer B (RFC 3263 §4.3). See
+    /// [`Endpoint::handle_transport_error`].
+    pub fn handle_transport_error(&mut self, now: Instant, destination: &Destination) {
+        self.endpoint.handle_transport_error(now, destination);
         self.process(now);
     }
 

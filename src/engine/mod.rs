@@ -43,7 +43,10 @@ use crate::config::{Settings, Transport as ConfiguredTransport};
 use crate::media::g711::Law;
 use crate::media::prompt::{PromptError, PromptLibrary, Ptime};
 use crate::sip::endpoint::{Destination, Flow, FlowTransport};
-use transport::{Edge, EdgeSettings, EdgeTotals, Inbound, Target, Transport, TransportKind};
+use transport::{
+    Edge, EdgeSettings, EdgeTotals, Inbound, SendError, SendFailure, Target, Transport,
+    TransportKind,
+};
 
 pub use crate::b2bua::{Stats as EngineStats, Totals as EngineTotals};
 
@@ -399,8 +402,14 @@ pub async fn start_with_stores(
     if let Some(refresh) = trunk_refresh {
         tokio::spawn(refresh.run(trunk_tx));
     }
+    // Taken once, here: nobody else reads the transport's failures.
+    let failures = transport
+        .take_failures()
+        .expect("a new transport still holds its failure queue");
     let core = Core {
         controller,
+        failures,
+        failed: Vec::new(),
         transport,
         media,
         store,
@@ -579,6 +588,11 @@ struct Core {
     media_events: mpsc::UnboundedReceiver<MediaEvent>,
     store_replies: mpsc::UnboundedReceiver<crate::b2bua::store::StoreReply>,
     control: mpsc::Receiver<Control>,
+    /// What the transport accepted and then could not deliver.
+    failures: mpsc::Receiver<SendFailure>,
+    /// Destinations the transport refused during this flush, reported to
+    /// the controller once its transmits are drained.
+    failed: Vec<Destination>,
     /// DNS results for in-dialog requests to host names come back here.
     resolved_tx: mpsc::UnboundedSender<Resolved>,
     resolved_rx: mpsc::UnboundedReceiver<Resolved>,
@@ -588,8 +602,10 @@ struct Core {
     stopping: Option<Instant>,
 }
 
-/// A message whose next hop had to be resolved first.
-type Resolved = (Target, bytes::Bytes);
+/// A message whose next hop had to be resolved first: where it goes now,
+/// or the destination that did not resolve (a transport error, RFC 3263
+/// §4.3).
+type Resolved = Result<(Target, bytes::Bytes), Destination>;
 
 /// How many more inbound messages are taken before outputs are flushed.
 const BATCH: usize = 64;
@@ -691,9 +707,25 @@ impl Core {
                         .set_trunk_targets(targets.iter().map(|t| t.addr.ip()));
                     self.controller.set_trunk_targets(targets);
                 }
-                Some((target, data)) = self.resolved_rx.recv() => {
-                    if let Err(e) = self.transport.send(target, data) {
-                        warn!(error = %e, "send failed");
+                Some(resolved) = self.resolved_rx.recv() => match resolved {
+                    Ok((target, data)) => {
+                        if let Err(e) = self.transport.send(target, data) {
+                            warn!(error = %e, "send failed");
+                            if let Some(destination) = failed_destination(target, &e) {
+                                self.failed.push(destination);
+                            }
+                        }
+                    }
+                    Err(destination) => self.failed.push(destination),
+                },
+                Some(failure) = self.failures.recv() => {
+                    let now = self.now();
+                    self.controller
+                        .handle_transport_error(now, &destination_of(failure.target));
+                    for _ in 0..BATCH {
+                        let Ok(failure) = self.failures.try_recv() else { break };
+                        self.controller
+                            .handle_transport_error(now, &destination_of(failure.target));
                     }
                 }
                 () = sleep => {
@@ -763,6 +795,15 @@ impl Core {
                 self.transport
                     .hold_connection(transport::ConnId(hold.conn), hold.held);
             }
+            // RFC 3261 §17.1.4: what could not be sent fails its
+            // transactions now, not at their timeout.
+            if !self.failed.is_empty() {
+                progressed = true;
+                let now = self.now();
+                for destination in std::mem::take(&mut self.failed) {
+                    self.controller.handle_transport_error(now, &destination);
+                }
+            }
             if !progressed {
                 return;
             }
@@ -809,28 +850,52 @@ impl Core {
             Destination::Resolve { host, port, tcp } => {
                 let tx = self.resolved_tx.clone();
                 tokio::spawn(async move {
-                    match tokio::net::lookup_host((&*host, port)).await {
-                        Ok(mut addrs) => {
-                            if let Some(addr) = addrs.next() {
-                                let target = if tcp {
-                                    Target::Tcp {
-                                        conn: None,
-                                        remote: addr,
-                                    }
-                                } else {
-                                    Target::Udp(addr)
-                                };
-                                let _ = tx.send((target, data));
-                            }
+                    let addr = match tokio::net::lookup_host((&*host, port)).await {
+                        Ok(mut addrs) => addrs.next(),
+                        Err(e) => {
+                            warn!(%host, error = %e, "cannot resolve next hop");
+                            None
                         }
-                        Err(e) => warn!(%host, error = %e, "cannot resolve next hop"),
-                    }
+                    };
+                    let resolved = match addr {
+                        Some(remote) if tcp => Ok((Target::Tcp { conn: None, remote }, data)),
+                        Some(remote) => Ok((Target::Udp(remote), data)),
+                        None => Err(Destination::Resolve { host, port, tcp }),
+                    };
+                    let _ = tx.send(resolved);
                 });
                 return;
             }
         };
         if let Err(e) = self.transport.send(target, data) {
             warn!(error = %e, "send failed");
+            if failed_destination(target, &e).is_some() {
+                self.failed.push(destination);
+            }
         }
+    }
+}
+
+/// The destination a send error fails, if it is a transport error for the
+/// transactions using it (RFC 3261 §17.1.4): not while shutting down, and
+/// not a datagram dropped for a full socket buffer (the transaction's
+/// retransmissions cover that, as they cover loss).
+fn failed_destination(target: Target, error: &SendError) -> Option<Destination> {
+    match error {
+        SendError::ShutDown | SendError::UdpBacklog { .. } => None,
+        SendError::NoUdpSocket | SendError::QueueFull { .. } | SendError::Udp { .. } => {
+            Some(destination_of(target))
+        }
+    }
+}
+
+/// The endpoint's name for a transport target.
+fn destination_of(target: Target) -> Destination {
+    match target {
+        Target::Udp(remote) => Destination::Udp(remote),
+        Target::Tcp { conn, remote } => Destination::Tcp {
+            conn: conn.map(|c| c.0),
+            remote,
+        },
     }
 }

@@ -15,6 +15,18 @@
 //! TCP messages go into a bounded per-connection queue; a full queue drops the
 //! message with a warning and an error for the caller to count.
 //!
+//! Connections we open are kept alive and watched: TCP keepalive probes and
+//! `TCP_USER_TIMEOUT` notice a peer that vanished, and an RFC 5626 §4.4.1
+//! CRLF ping every 95–120 s keeps NATs and firewalls on the way open (a
+//! peer's ping is answered with a pong on any connection).
+//!
+//! Nothing is lost silently (RFC 3261 §17.1.4, §18.4): what fails after
+//! [`Transport::send`] said `Ok` — a TCP connect refused or timed out, a
+//! write that fails or stalls, messages still queued on a connection that
+//! ends, a UDP datagram that had to wait and then failed — is counted and
+//! reported as a [`SendFailure`] on the queue [`Transport::take_failures`]
+//! hands out, so the core can fail the transactions that used it.
+//!
 //! Back-pressure: when the inbound queue is full, UDP datagrams are dropped
 //! (the peer retransmits, RFC 3261 §17) and TCP readers wait, which in turn
 //! stalls the peer through TCP flow control.
@@ -59,6 +71,24 @@ pub const INBOUND_QUEUE: usize = 4096;
 pub const TCP_WRITE_QUEUE: usize = 256;
 /// How long opening an outbound TCP connection may take.
 pub const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Capacity of the queue of [`SendFailure`]s towards the core.
+pub const FAILURE_QUEUE: usize = 1024;
+/// TCP keepalive on connections we open: the first probe after this long
+/// without traffic…
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// … then one every this long…
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// … and the connection is dead after this many unanswered.
+pub const TCP_KEEPALIVE_PROBES: u32 = 3;
+/// `TCP_USER_TIMEOUT` on connections we open: data unacknowledged this
+/// long breaks the connection (64·T1 at the default T1: a transaction's
+/// whole life) instead of the kernel's 15 minutes of retries.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(32);
+/// RFC 5626 §4.4.1: the recommended keep-alive interval for connection
+/// oriented transports; each ping goes after 80–100 % of it.
+pub const CRLF_PING_INTERVAL: Duration = Duration::from_secs(120);
+/// The RFC 5626 §4.4.1 ping: a double CRLF.
+const PING: &[u8] = b"\r\n\r\n";
 
 /// Identifies one TCP connection for as long as the transport lives; never
 /// reused.
@@ -112,6 +142,33 @@ pub enum Target {
         /// The address to reuse a connection to, or to connect to.
         remote: SocketAddr,
     },
+}
+
+/// A message [`Transport::send`] accepted that the network did not take.
+#[derive(Debug)]
+pub struct SendFailure {
+    /// Where it went: `Tcp` with the connection that failed (for a
+    /// connection, every message queued on it), or `Udp`.
+    pub target: Target,
+    /// What failed.
+    pub stage: FailedStage,
+    /// The socket error.
+    pub error: io::Error,
+}
+
+/// The step of sending that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailedStage {
+    /// Opening the TCP connection (refused, unreachable, timed out).
+    Connect,
+    /// Writing to the TCP connection, or it ended with messages unwritten.
+    Write,
+    /// A connection we opened broke (reset, keepalive probes or
+    /// `TCP_USER_TIMEOUT` found the peer gone): what was written may not
+    /// have arrived, and no answer can come back on it.
+    Broken,
+    /// A UDP datagram that waited for buffer space, then failed.
+    Datagram,
 }
 
 /// Why [`Transport::send`] did not hand a message to the network.
@@ -264,6 +321,10 @@ pub struct EdgeTotals {
     pub overloaded: bool,
     /// Resolved trunk addresses allowed now.
     pub trunk_targets: u64,
+    /// SIP messages that failed or were dropped on the way out (refused
+    /// sends, TCP connects and writes that failed; filled in by the
+    /// transport).
+    pub send_failures: u64,
 }
 
 impl EdgeTotals {
@@ -378,6 +439,7 @@ impl Edge {
                 .unwrap_or_else(PoisonError::into_inner)
                 .trunk_targets()
                 .len() as u64,
+            send_failures: 0,
         }
     }
 
@@ -496,6 +558,7 @@ fn starts_with_method(data: &[u8], method: &[u8]) -> bool {
 pub struct Transport {
     inner: Arc<Inner>,
     tasks: Vec<JoinHandle<()>>,
+    failures: Mutex<Option<mpsc::Receiver<SendFailure>>>,
 }
 
 impl Transport {
@@ -544,6 +607,7 @@ impl Transport {
             None => None,
         };
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+        let (failures, failures_rx) = mpsc::channel(FAILURE_QUEUE);
         let inner = Arc::new(Inner {
             local_udp: udp.as_ref().map(|s| s.local_addr()).transpose()?,
             local_tcp: listener.as_ref().map(|l| l.local_addr()).transpose()?,
@@ -561,6 +625,9 @@ impl Transport {
                 accepted: 0,
                 accepted_from: HashMap::new(),
             }),
+            failures,
+            send_failures: AtomicU64::new(0),
+            ping_interval_ms: AtomicU64::new(CRLF_PING_INTERVAL.as_millis() as u64),
         });
         let mut tasks = Vec::new();
         if let (Some(socket), Some(local)) = (udp, inner.local_udp) {
@@ -575,7 +642,15 @@ impl Transport {
         if let Some(listener) = listener {
             tasks.push(tokio::spawn(tcp_accept_loop(inner.clone(), listener)));
         }
-        Ok((Transport { inner, tasks }, inbound_rx))
+        let failures = Mutex::new(Some(failures_rx));
+        Ok((
+            Transport {
+                inner,
+                tasks,
+                failures,
+            },
+            inbound_rx,
+        ))
     }
 
     /// The bound UDP address, if UDP is enabled.
@@ -589,13 +664,47 @@ impl Transport {
     }
 
     /// Hands a message to the network without blocking. `Ok` means queued
-    /// or sent; a TCP connection that fails later (connect or write) is only
-    /// logged, and the transaction layer's timers notice the loss.
+    /// or sent; what fails later (a TCP connect or write, a delayed
+    /// datagram) comes out of [`Transport::take_failures`]'s queue. Every
+    /// failure, now or later, is counted ([`Transport::send_failures`]).
     pub fn send(&self, target: Target, data: Bytes) -> Result<(), SendError> {
-        match target {
+        let sent = match target {
             Target::Udp(remote) => self.send_udp(remote, data),
             Target::Tcp { conn, remote } => self.send_tcp(conn, remote, data),
+        };
+        if let Err(e) = &sent
+            && !matches!(e, SendError::ShutDown)
+        {
+            self.inner.send_failures.fetch_add(1, Ordering::Relaxed);
         }
+        sent
+    }
+
+    /// The queue of [`SendFailure`]s: what [`Transport::send`] accepted and
+    /// the network then refused. Handed out once (`None` after); while
+    /// nobody holds it, failures are only counted and logged.
+    pub fn take_failures(&self) -> Option<mpsc::Receiver<SendFailure>> {
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Messages that failed or were dropped on the way out since start
+    /// (refused by [`Transport::send`], or reported as a [`SendFailure`]).
+    pub fn send_failures(&self) -> u64 {
+        self.inner.send_failures.load(Ordering::Relaxed)
+    }
+
+    /// The interval of the RFC 5626 CRLF pings on connections opened from
+    /// now on ([`CRLF_PING_INTERVAL`] by default; each ping goes after 80–
+    /// 100 % of it). For tests, and embedders whose middleboxes forget
+    /// connections sooner.
+    pub fn set_ping_interval(&self, interval: Duration) {
+        let ms = u64::try_from(interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.inner.ping_interval_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Marks connection `id` as carrying a registered phone's binding
@@ -621,6 +730,7 @@ impl Transport {
     pub fn edge_totals(&self) -> EdgeTotals {
         let mut totals = self.inner.edge.totals();
         totals.tcp_connections = self.inner.table().accepted as u64;
+        totals.send_failures = self.send_failures();
         totals
     }
 
@@ -662,8 +772,12 @@ impl Transport {
                 let socket = socket.clone();
                 let inner = self.inner.clone();
                 self.inner.runtime.spawn(async move {
-                    if let Err(e) = socket.send_to(&data, remote).await {
-                        debug!(%remote, error = %e, "UDP send failed");
+                    if let Err(error) = socket.send_to(&data, remote).await {
+                        inner.report(SendFailure {
+                            target: Target::Udp(remote),
+                            stage: FailedStage::Datagram,
+                            error,
+                        });
                     }
                     inner.udp_pending.fetch_sub(1, Ordering::Relaxed);
                 });
@@ -737,6 +851,13 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     edge: Arc<Edge>,
     table: Mutex<Table>,
+    /// Where [`SendFailure`]s go (see [`Transport::take_failures`]).
+    failures: mpsc::Sender<SendFailure>,
+    /// Messages that failed or were dropped on the way out, since start.
+    send_failures: AtomicU64,
+    /// Between CRLF pings on connections we open (see
+    /// [`Transport::set_ping_interval`]), in milliseconds.
+    ping_interval_ms: AtomicU64,
 }
 
 /// The TCP connection table.
@@ -770,9 +891,12 @@ enum Origin {
     Outbound,
 }
 
-/// Why a connection task ended without an IO error.
+/// Why a connection task ended without a read error.
 #[derive(Debug)]
 enum Closed {
+    /// A queued message could not be written (error, or the peer stopped
+    /// reading for the idle timeout).
+    WriteFailed(io::Error),
     /// The peer closed its side.
     ByPeer,
     /// No traffic for the idle timeout.
@@ -836,6 +960,25 @@ impl Inner {
         }
         table.by_remote.insert(remote, id);
         Ok(writer)
+    }
+
+    /// Counts a failure, logs it (the 1st, 2nd, 4th, 8th … at warn, the
+    /// rest at debug: visible, never a flood) and hands it to the core.
+    fn report(&self, failure: SendFailure) {
+        let n = self.send_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let SendFailure {
+            target,
+            stage,
+            error,
+        } = &failure;
+        if n.is_power_of_two() {
+            warn!(?target, ?stage, %error, failures_so_far = n, "SIP message not delivered");
+        } else {
+            debug!(?target, ?stage, %error, "SIP message not delivered");
+        }
+        if let Err(TrySendError::Full(_)) = self.failures.try_send(failure) {
+            debug!("send failure queue full; failure only counted");
+        }
     }
 
     fn forget_connection(&self, id: ConnId, remote: SocketAddr) {
@@ -1007,16 +1150,41 @@ async fn run_connection(
         id,
         remote,
     };
+    let failed = |stage, error| SendFailure {
+        target: Target::Tcp {
+            conn: Some(id),
+            remote,
+        },
+        stage,
+        error,
+    };
+    let origin_kind = match origin {
+        Origin::Accepted(_) => OriginKind::Accepted,
+        Origin::Outbound => OriginKind::Outbound,
+    };
     let stream = match origin {
         Origin::Accepted(stream) => stream,
         Origin::Outbound => match timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(remote)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                warn!(conn = id.0, %remote, error = %e, "TCP connect failed, queued messages dropped");
+                end_connection(
+                    &inner,
+                    id,
+                    remote,
+                    &mut writes,
+                    Some(failed(FailedStage::Connect, e)),
+                );
                 return;
             }
             Err(_) => {
-                warn!(conn = id.0, %remote, "TCP connect timed out, queued messages dropped");
+                let e = io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out");
+                end_connection(
+                    &inner,
+                    id,
+                    remote,
+                    &mut writes,
+                    Some(failed(FailedStage::Connect, e)),
+                );
                 return;
             }
         },
@@ -1025,10 +1193,15 @@ async fn run_connection(
     if let Err(e) = stream.set_nodelay(true) {
         debug!(conn = id.0, error = %e, "TCP_NODELAY not set");
     }
+    let ours = matches!(origin_kind, OriginKind::Outbound);
+    if ours && let Err(e) = watch_connection(&stream) {
+        debug!(conn = id.0, error = %e, "TCP keepalive or user timeout not set");
+    }
     let local = match stream.local_addr() {
         Ok(local) => local,
         Err(e) => {
             debug!(conn = id.0, error = %e, "connection gone before it started");
+            end_connection(&inner, id, remote, &mut writes, None);
             return;
         }
     };
@@ -1041,6 +1214,8 @@ async fn run_connection(
     let limits = Limits {
         max_message_size: inner.max_message_size,
         idle_timeout: inner.tcp_idle_timeout,
+        ping_interval: ours
+            .then(|| Duration::from_millis(inner.ping_interval_ms.load(Ordering::Relaxed))),
     };
     // A connection we opened is to an address we chose to talk to: its
     // answers and in-dialog requests come in even when it is in no list
@@ -1055,14 +1230,67 @@ async fn run_connection(
         edge: &inner.edge,
         held: &held,
     };
-    match serve_connection(stream, peer, limits, &mut writes, &inbound).await {
-        Ok(Closed::ByPeer) => debug!(conn = id.0, %remote, "TCP connection closed by peer"),
-        Ok(Closed::Idle) => debug!(conn = id.0, %remote, "idle TCP connection closed"),
-        Ok(Closed::ShutDown) => {}
+    let failure = match serve_connection(stream, peer, limits, &mut writes, &inbound).await {
+        Ok(Closed::ByPeer) => {
+            debug!(conn = id.0, %remote, "TCP connection closed by peer");
+            None
+        }
+        Ok(Closed::Idle) => {
+            debug!(conn = id.0, %remote, "idle TCP connection closed");
+            None
+        }
+        Ok(Closed::ShutDown) => return,
         Ok(Closed::Framing(e)) => {
             info!(conn = id.0, %remote, error = %e, "TCP framing error, connection closed");
+            None
         }
-        Err(e) => debug!(conn = id.0, %remote, error = %e, "TCP connection failed"),
+        Ok(Closed::WriteFailed(e)) => Some(failed(FailedStage::Write, e)),
+        // Our requests went out on it; their answers cannot come back.
+        Err(e) if ours => Some(failed(FailedStage::Broken, e)),
+        Err(e) => {
+            debug!(conn = id.0, %remote, error = %e, "TCP connection failed");
+            None
+        }
+    };
+    end_connection(&inner, id, remote, &mut writes, failure);
+}
+
+/// A connection's task ends: no more messages are queued on it, and those
+/// still queued are a failure too (RFC 3261 §18.4: never dropped silently).
+/// The connection leaves the table before the failure is reported, so what
+/// the core sends after hearing of it opens a new connection.
+fn end_connection(
+    inner: &Inner,
+    id: ConnId,
+    remote: SocketAddr,
+    writes: &mut mpsc::Receiver<Bytes>,
+    failure: Option<SendFailure>,
+) {
+    inner.forget_connection(id, remote);
+    writes.close();
+    let mut unsent = 0u64;
+    while writes.try_recv().is_ok() {
+        unsent += 1;
+    }
+    let failure = failure.or_else(|| {
+        (unsent > 0).then(|| SendFailure {
+            target: Target::Tcp {
+                conn: Some(id),
+                remote,
+            },
+            stage: FailedStage::Write,
+            error: io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "connection ended with messages unwritten",
+            ),
+        })
+    });
+    if let Some(failure) = failure {
+        // The failure counts once; the other unsent messages each too.
+        inner
+            .send_failures
+            .fetch_add(unsent.saturating_sub(1), Ordering::Relaxed);
+        inner.report(failure);
     }
 }
 
@@ -1079,6 +1307,41 @@ struct Peer<'a> {
 struct Limits {
     max_message_size: usize,
     idle_timeout: Duration,
+    /// RFC 5626 CRLF pings, about this often (connections we open).
+    ping_interval: Option<Duration>,
+}
+
+/// Whether we opened a connection or accepted it.
+#[derive(Debug, Clone, Copy)]
+enum OriginKind {
+    Accepted,
+    Outbound,
+}
+
+/// TCP keepalive and `TCP_USER_TIMEOUT` on a connection we opened, so a
+/// peer that vanished (power cut, NAT state lost) breaks the connection
+/// within about a minute instead of the kernel's default two hours (idle)
+/// or fifteen minutes (unacknowledged data).
+fn watch_connection(stream: &TcpStream) -> io::Result<()> {
+    let sock = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL)
+        .with_retries(TCP_KEEPALIVE_PROBES);
+    sock.set_tcp_keepalive(&keepalive)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))?;
+    Ok(())
+}
+
+/// When the next CRLF ping goes: 80–100 % of `interval` from now (RFC
+/// 5626 §4.4.1), or never.
+fn next_ping(interval: Option<Duration>) -> Instant {
+    match interval {
+        Some(interval) => Instant::now() + interval.mul_f64(0.8 + 0.2 * fastrand::f64()),
+        // Far enough never to fire: a connection does not live this long.
+        None => Instant::now() + Duration::from_secs(86_400 * 365),
+    }
 }
 
 /// Reads, frames and forwards; writes queued messages and pongs. Ends on
@@ -1096,6 +1359,8 @@ async fn serve_connection(
     let mut chunk = [0u8; TCP_READ_CHUNK];
     let idle = sleep_until(Instant::now() + limits.idle_timeout);
     tokio::pin!(idle);
+    let ping = sleep_until(next_ping(limits.ping_interval));
+    tokio::pin!(ping);
     loop {
         tokio::select! {
             read = reader.read(&mut chunk) => {
@@ -1142,7 +1407,9 @@ async fn serve_connection(
                 let Some(data) = queued else {
                     return Ok(Closed::ShutDown);
                 };
-                write_bounded(&mut writer, &data, limits.idle_timeout).await?;
+                if let Err(e) = write_bounded(&mut writer, &data, limits.idle_timeout).await {
+                    return Ok(Closed::WriteFailed(e));
+                }
                 idle.as_mut().reset(Instant::now() + limits.idle_timeout);
             }
             () = &mut idle => {
@@ -1153,6 +1420,14 @@ async fn serve_connection(
                     continue;
                 }
                 return Ok(Closed::Idle);
+            }
+            // RFC 5626 §4.4.1: keeps NATs and firewalls on the way open;
+            // not traffic for the idle timeout (the pong is).
+            () = &mut ping => {
+                if let Err(e) = write_bounded(&mut writer, PING, limits.idle_timeout).await {
+                    return Ok(Closed::WriteFailed(e));
+                }
+                ping.as_mut().reset(next_ping(limits.ping_interval));
             }
         }
     }
@@ -1298,6 +1573,33 @@ mod tests {
             edge.screen(b"\x00\x01garbage", from, role, 0),
             Verdict::Drop
         ));
+    }
+
+    /// Connections we open: keepalive probes after 30 s idle, every 10 s,
+    /// three of them; unacknowledged data breaks it after 32 s.
+    #[tokio::test]
+    async fn connections_we_open_are_watched_by_keepalive_and_user_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let stream = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let sock = socket2::SockRef::from(&stream);
+        assert!(!sock.keepalive().expect("SO_KEEPALIVE"), "off by default");
+        watch_connection(&stream).expect("options set");
+        assert!(sock.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(sock.tcp_keepalive_time().expect("idle"), TCP_KEEPALIVE_IDLE);
+        assert_eq!(
+            sock.tcp_keepalive_interval().expect("interval"),
+            TCP_KEEPALIVE_INTERVAL
+        );
+        assert_eq!(
+            sock.tcp_keepalive_retries().expect("probes"),
+            TCP_KEEPALIVE_PROBES
+        );
+        assert_eq!(
+            sock.tcp_user_timeout().expect("TCP_USER_TIMEOUT"),
+            Some(TCP_USER_TIMEOUT)
+        );
     }
 
     #[test]

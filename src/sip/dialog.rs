@@ -65,6 +65,8 @@ pub struct LocalIdentity {
     pub sent_by: Box<str>,
     /// Our Contact URI (without angle brackets).
     pub contact: Box<str>,
+    /// Max-Forwards of our requests (RFC 3261 §8.1.1.6).
+    pub max_forwards: u8,
 }
 
 /// A request built inside a dialog, ready to send.
@@ -408,7 +410,7 @@ impl Dialog {
             }
         }
         b = b
-            .header("Max-Forwards", "70")
+            .header_fmt("Max-Forwards", format_args!("{}", me.max_forwards))
             .header("From", &self.local)
             .header("To", &self.remote)
             .header("Call-ID", self.id.call_id.as_str())
@@ -492,6 +494,7 @@ Content-Length: 0\r\n\r\n"
             transport: "UDP",
             sent_by: "127.0.0.1:5060".into(),
             contact: "sip:callbackd@127.0.0.1:5060".into(),
+            max_forwards: 70,
         }
     }
 

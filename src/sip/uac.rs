@@ -369,6 +369,8 @@ pub(crate) struct InviteTemplate {
     pub(crate) transport: &'static str,
     pub(crate) sent_by: Box<str>,
     pub(crate) user_agent: Box<str>,
+    /// Max-Forwards (RFC 3261 §8.1.1.6).
+    pub(crate) max_forwards: u8,
     /// P-Asserted-Identity and the application's extra fields.
     pub(crate) headers: Vec<(Box<str>, Box<str>)>,
     pub(crate) sdp: Bytes,
@@ -386,6 +388,7 @@ pub(crate) struct TemplateContext<'a> {
     pub(crate) user_agent: &'a str,
     /// The session interval we ask for and our Min-SE (RFC 4028 §7.1).
     pub(crate) session: crate::sip::session_timer::SessionTimerConfig,
+    pub(crate) max_forwards: u8,
 }
 
 impl InviteTemplate {
@@ -432,6 +435,7 @@ impl InviteTemplate {
             sent_by: ctx.sent_by,
             user_agent: ctx.user_agent.into(),
             session: ctx.session,
+            max_forwards: ctx.max_forwards,
             headers,
             sdp: std::mem::take(&mut invite.sdp_offer),
         })
@@ -502,7 +506,11 @@ impl InviteTemplate {
                 self.transport, self.sent_by
             ),
         );
-        put_header(&mut out, "Max-Forwards", "70");
+        put_header_fmt(
+            &mut out,
+            "Max-Forwards",
+            format_args!("{}", self.max_forwards),
+        );
         put_header(&mut out, "From", &self.from);
         put_header(&mut out, "Call-ID", self.call_id.as_str());
         put_header_fmt(&mut out, "CSeq", format_args!("{cseq} {method}"));

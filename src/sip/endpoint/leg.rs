@@ -116,6 +116,7 @@ impl Endpoint {
                 sent_by: me.sent_by,
                 user_agent: &self.cfg.user_agent,
                 session: self.cfg.session,
+                max_forwards: me.max_forwards,
             },
         )?;
         // §8.1.1.5: any initial CSeq below 2³¹ will do; 1 reads best.

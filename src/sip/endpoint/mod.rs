@@ -127,6 +127,9 @@ pub struct EndpointConfig {
     /// Hand REGISTERs to the application ([`Event::Register`]) instead of
     /// answering 405: set when a registrar runs.
     pub registrar: bool,
+    /// Max-Forwards of the requests we originate (RFC 3261 §8.1.1.6;
+    /// `[sip] max_forwards`, 70 by default).
+    pub max_forwards: u8,
 }
 
 /// How a message reached us, and how to reach the peer back.
@@ -529,7 +532,7 @@ impl Endpoint {
                     .response(403, Some(&tag))
                     .header("Server", &self.cfg.user_agent)
                     .finish(None, b"");
-                self.push_response(source, bytes);
+                self.push_response(reply_flow(&req, source), bytes);
             }
             Ok(Message::Request(req)) => self.handle_request(now, req, source),
             Ok(Message::Response(resp)) => self.handle_response(now, resp, source),
@@ -630,15 +633,21 @@ impl Endpoint {
     }
 
     /// The transport could not deliver a message to `destination` (no
-    /// route, connection refused, name did not resolve): every client
-    /// transaction sending there fails (RFC 3261 §17.1.4) — an outbound
-    /// INVITE with [`Event::Failed`] 503 (§8.1.3.1), a BYE by ending its
-    /// call.
+    /// route, connection refused or broken, name did not resolve, an
+    /// address family we have no socket for): every client transaction
+    /// sending there fails (RFC 3261 §17.1.4) — an outbound INVITE with
+    /// [`Event::Failed`] 503 (§8.1.3.1), so the dialer tries the next
+    /// target at once (RFC 3263 §4.3), a BYE by ending its call.
+    ///
+    /// A TCP failure is the connection's: it fails every client
+    /// transaction sending over TCP to that `remote`, whichever connection
+    /// it named (messages for a peer share its newest connection).
+    /// Server transactions are left to their timers.
     pub fn handle_transport_error(&mut self, now: Instant, destination: &Destination) {
         let ids: Vec<u64> = self
             .txs
             .iter()
-            .filter(|(_, t)| !t.server && t.destination == *destination)
+            .filter(|(_, t)| !t.server && failure_reaches(destination, &t.destination))
             .map(|(&id, _)| id)
             .collect();
         for id in ids {
@@ -688,7 +697,7 @@ impl Endpoint {
                     me.transport, me.sent_by
                 ),
             )
-            .header("Max-Forwards", "70")
+            .header_fmt("Max-Forwards", format_args!("{}", self.cfg.max_forwards))
             .header_fmt("From", format_args!("<{}>;tag={tag}", me.contact))
             .header_fmt("To", format_args!("<{contact}>"))
             .header("Call-ID", &call_id)
@@ -772,11 +781,15 @@ impl Endpoint {
     // -----------------------------------------------------------------------
     // requests
 
-    fn handle_request(&mut self, now: Instant, mut req: Request, source: Flow) {
+    fn handle_request(&mut self, now: Instant, mut req: Request, from: Flow) {
         // RFC 3261 §18.2.1 / RFC 3581 §4: note where the request really came
         // from in the top Via of our responses.
-        stamp_received(&mut req, source.remote);
+        stamp_received(&mut req, from.remote);
         let key = TxKey::of_request(&req);
+        // §18.2.2: where its responses go. `from` stays what it was for
+        // the registrar, which reaches an agent through the flow its
+        // REGISTER came from.
+        let source = reply_flow(&req, from);
 
         // A retransmission, an ACK for a non-2xx, or a CANCEL's INVITE?
         if let Some(&id) = self.server_index.get(&key) {
@@ -799,7 +812,7 @@ impl Endpoint {
             Method::Ack => self.handle_ack(now, &req),
             Method::Cancel => self.handle_cancel(now, &req, source),
             _ if req.headers.to.tag.is_some() => self.handle_in_dialog(now, req, source, key),
-            _ => self.handle_out_of_dialog(now, req, source, key),
+            _ => self.handle_out_of_dialog(now, req, source, from, key),
         }
     }
 
@@ -899,7 +912,16 @@ impl Endpoint {
         }
     }
 
-    fn handle_out_of_dialog(&mut self, now: Instant, req: Request, source: Flow, key: TxKey) {
+    /// A request outside any dialog; its responses go to `source`, `from`
+    /// is where it came from.
+    fn handle_out_of_dialog(
+        &mut self,
+        now: Instant,
+        req: Request,
+        source: Flow,
+        from: Flow,
+        key: TxKey,
+    ) {
         // §8.2.2.1 would check the Request-URI domain; as the trunk's target
         // we accept any user part at any host.
         if req.method == Method::Options {
@@ -936,7 +958,7 @@ impl Endpoint {
                 self.awaiting.insert(id, request.clone());
                 self.events.push_back(Event::Register {
                     request,
-                    source,
+                    source: from,
                     tx: ServerTx(id),
                 });
             }
@@ -1189,7 +1211,7 @@ impl Endpoint {
                     .response(403, Some(&tag))
                     .header("Server", &self.cfg.user_agent)
                     .finish(None, b"");
-                self.push_response(source, bytes);
+                self.push_response(reply_flow(&req, source), bytes);
             }
             _ => trace!(remote = %source.remote, "ACL: dropped non-request"),
         }
@@ -1362,6 +1384,7 @@ fn local_identity(cfg: &EndpointConfig, transport: FlowTransport, contact: &str)
         )
         .into(),
         contact: contact.into(),
+        max_forwards: cfg.max_forwards,
     }
 }
 
@@ -1385,9 +1408,29 @@ fn stamp_received(req: &mut Request, remote: SocketAddr) {
     req.headers.stamp_top_via(remote, wants_rport);
 }
 
-/// Where responses go (§18.2.2 with RFC 3581): back to the source for UDP
-/// (the address the request came from, which is what `received`/`rport`
-/// describe), and on the same connection for TCP.
+/// Where the responses to `req`, received from `from`, go (RFC 3261
+/// §18.2.2, RFC 3581 §4): on its connection for TCP. For UDP, to the
+/// source address and port when the top Via asked for `rport`; otherwise
+/// to the `received` address (the source's, which [`stamp_received`] put
+/// there) at the sent-by port, 5060 when it names none.
+fn reply_flow(req: &Request, from: Flow) -> Flow {
+    match from.transport {
+        FlowTransport::Tcp(_) => from,
+        FlowTransport::Udp => match req.headers.top_via().rport {
+            Rport::Requested | Rport::Value(_) => from,
+            Rport::Absent => Flow {
+                remote: SocketAddr::new(
+                    from.remote.ip(),
+                    req.headers.top_via().port.unwrap_or(5060),
+                ),
+                transport: FlowTransport::Udp,
+            },
+        },
+    }
+}
+
+/// Where responses on `flow` go: to its address for UDP, on its
+/// connection for TCP (for a request's flow, see [`reply_flow`]).
 fn flow_destination(flow: Flow) -> Destination {
     match flow.transport {
         FlowTransport::Udp => Destination::Udp(flow.remote),
@@ -1395,6 +1438,15 @@ fn flow_destination(flow: Flow) -> Destination {
             conn: Some(conn),
             remote: flow.remote,
         },
+    }
+}
+
+/// Whether a transport failure reported for `failed` concerns a
+/// transaction sending to `used` (see [`Endpoint::handle_transport_error`]).
+fn failure_reaches(failed: &Destination, used: &Destination) -> bool {
+    match (failed, used) {
+        (Destination::Tcp { remote: a, .. }, Destination::Tcp { remote: b, .. }) => a == b,
+        (failed, used) => failed == used,
     }
 }
 
@@ -1411,8 +1463,11 @@ fn response_destination(flow: Flow, _dialog: &Dialog) -> Destination {
 }
 
 /// Where an in-dialog request goes: the next hop's address when it is an IP
-/// literal (reusing the call's TCP connection when the next hop is the peer
-/// it came from), else a name to resolve.
+/// literal, else a name to resolve. Over TCP, the call's connection is
+/// reused while it is open when the next hop is the host at its other end:
+/// a peer that opened the connection (from an ephemeral port, perhaps
+/// behind NAT) gets our BYE on it, not on a new connection to its Contact
+/// port it may not even listen on.
 fn destination_for(next_hop: &SipUri, flow: Flow) -> Destination {
     let tcp = match next_hop.transport.as_deref() {
         Some("tcp") => true,
@@ -1426,7 +1481,9 @@ fn destination_for(next_hop: &SipUri, flow: Flow) -> Destination {
             let remote = SocketAddr::new(ip, port);
             if tcp {
                 let conn = match flow.transport {
-                    FlowTransport::Tcp(c) if flow.remote == remote => Some(c),
+                    FlowTransport::Tcp(c) if flow.remote.ip() == ip && c != NO_CONNECTION => {
+                        Some(c)
+                    }
                     _ => None,
                 };
                 Destination::Tcp { conn, remote }

@@ -420,12 +420,7 @@ impl Endpoint {
         {
             // A 2xx to a re-INVITE is retransmitted until its ACK (§13.3.1.4).
             s.offer_answer = OfferAnswer::AwaitingAck {
-                wait: Box::new(AckWait::new(
-                    now,
-                    self.cfg.timers,
-                    c.flow.transport.reliability(),
-                    bytes.clone(),
-                )),
+                wait: Box::new(AckWait::new(now, self.cfg.timers, bytes.clone())),
                 cseq: reoffer.request.headers.cseq.seq,
                 we_offered: !has_offer(&reoffer.request),
                 bye_after_ack: None,

@@ -44,6 +44,7 @@ fn config() -> EndpointConfig {
         acl_action: AclAction::Reject,
         seed: 7,
         registrar: false,
+        max_forwards: 70,
     }
 }
 
@@ -638,8 +639,11 @@ fn unacked_2xx_is_retransmitted_at_t1_doubling_to_t2_then_bye_at_64_t1() {
     assert_eq!(sim.ep.stats(), Stats::default());
 }
 
+/// RFC 3261 §13.3.1.4: the 2xx is retransmitted until the ACK whatever
+/// the transport (end to end: a proxy on the way may use UDP), on the
+/// INVITE's connection; without an ACK the BYE goes at 64·T1.
 #[test]
-fn unacked_2xx_over_tcp_is_not_retransmitted_but_bye_still_at_64_t1() {
+fn unacked_2xx_over_tcp_is_retransmitted_then_bye_at_64_t1() {
     let mut sim = Sim::new();
     let mut uac = Uac::new("noack-tcp", tcp_from(40001, 9));
     let invite = uac.invite(&[]);
@@ -653,7 +657,16 @@ fn unacked_2xx_over_tcp_is_not_retransmitted_but_bye_still_at_64_t1() {
         Some("<sip:callbackd@127.0.0.1:5060;transport=tcp>")
     );
 
-    assert!(sim.run_until(ms(10) + 64 * T1 - ms(1)).is_empty());
+    let again = sim.run_until(ms(10) + 64 * T1 - ms(1));
+    // T1, 3·T1, 7·T1, then every T2 (8·T1) until 64·T1.
+    let expected: Vec<Duration> = [1, 3, 7, 15, 23, 31, 39, 47, 55, 63]
+        .into_iter()
+        .map(|n| ms(10) + n * T1)
+        .collect();
+    assert_eq!(offsets(&again), expected);
+    assert!(again.iter().all(|o| o.status() == Some(200)
+        && o.data == ok[0].data
+        && o.destination == ok[0].destination));
     let out = sim.run_until(ms(10) + 64 * T1);
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].at, ms(10) + 64 * T1);
@@ -2204,6 +2217,36 @@ fn many_calls_leave_nothing_after_the_timers() {
 // ---------------------------------------------------------------------------
 // 17. transports
 
+/// In-dialog requests go on the connection the peer opened while it is
+/// open, even when its Contact names another port (the one it listens on,
+/// or none at all behind NAT): the engine falls back to the Contact's
+/// address only once that connection is gone.
+#[test]
+fn our_bye_goes_on_the_connection_the_peer_opened() {
+    let mut sim = Sim::new();
+    let mut uac = Uac::new("tcp-reuse", tcp_from(40012, 5));
+    let invite = String::from_utf8(uac.invite(&[])).expect("text").replace(
+        "@127.0.0.1:40012;transport=tcp>",
+        "@127.0.0.1:5062;transport=tcp>",
+    );
+    sim.deliver(Duration::ZERO, invite.as_bytes(), uac.flow);
+    let call = incoming(&sim.take_events());
+    let out = sim.answer(ms(10), call);
+    uac.learn(out[0].resp());
+    sim.deliver(ms(20), &uac.ack_2xx(), uac.flow);
+    sim.ep.hangup(sim.at(ms(30)), call).expect("confirmed call");
+    let out = sim.drain(ms(30));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].method(), Some(&Method::Bye));
+    assert_eq!(
+        out[0].destination,
+        Destination::Tcp {
+            conn: Some(5),
+            remote: addr([127, 0, 0, 1], 5062)
+        }
+    );
+}
+
 #[test]
 fn tcp_responses_go_back_on_the_same_connection() {
     let mut sim = Sim::new();
@@ -2247,9 +2290,11 @@ fn rport_via_gets_received_and_source_port_and_udp_response_goes_to_source() {
         Destination::Udp(addr([127, 0, 0, 1], 40003))
     );
 
-    // Without rport but from another address: received only.
+    // Without rport but from another address: received only, and the
+    // response goes to the received address at the sent-by port (§18.2.2),
+    // not to the source port.
     let mut plain = Uac::new("nat2", udp_from(40004));
-    plain.sent_by = "192.168.1.21:5060".into();
+    plain.sent_by = "192.168.1.21:5062".into();
     let out = sim.deliver(
         Duration::ZERO,
         &plain.out_of_dialog("OPTIONS", &[]),
@@ -2260,7 +2305,40 @@ fn rport_via_gets_received_and_source_port_and_udp_response_goes_to_source() {
     assert_ne!(via.rport, Rport::Value(40004));
     assert_eq!(
         out[0].destination,
-        Destination::Udp(addr([127, 0, 0, 1], 40004))
+        Destination::Udp(addr([127, 0, 0, 1], 5062))
+    );
+}
+
+/// RFC 3261 §18.2.2: without `rport`, a UDP request's responses go to the
+/// sent-by port (5060 when Via names none) at the source address — the
+/// 100, the 200 and its retransmissions until the ACK alike; over TCP they
+/// stay on the connection whatever Via says.
+#[test]
+fn udp_responses_without_rport_go_to_the_via_sent_by_port() {
+    let mut sim = Sim::new();
+    let mut uac = Uac::new("sent-by", udp_from(40005));
+    uac.sent_by = "127.0.0.1".into();
+    let out = sim.deliver(Duration::ZERO, &uac.invite(&[]), uac.flow);
+    assert_eq!(statuses(&out), [100]);
+    let sent_by = Destination::Udp(addr([127, 0, 0, 1], 5060));
+    assert_eq!(out[0].destination, sent_by);
+    let call = incoming(&sim.take_events());
+    let out = sim.answer(ms(10), call);
+    assert_eq!(statuses(&out), [200]);
+    assert_eq!(out[0].destination, sent_by);
+    let again = sim.run_until(ms(10) + T1);
+    assert_eq!(statuses(&again), [200], "retransmitted at T1");
+    assert_eq!(again[0].destination, sent_by);
+
+    let mut tcp = Uac::new("sent-by-tcp", tcp_from(40006, 3));
+    tcp.sent_by = "127.0.0.1:5070".into();
+    let out = sim.deliver(ms(20), &tcp.out_of_dialog("OPTIONS", &[]), tcp.flow);
+    assert_eq!(
+        out[0].destination,
+        Destination::Tcp {
+            conn: Some(3),
+            remote: addr([127, 0, 0, 1], 40006)
+        }
     );
 }
 

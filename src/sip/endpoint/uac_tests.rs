@@ -393,6 +393,46 @@ fn transport_error_fails_the_invite_with_503() {
     assert_eq!(sim.ep.stats(), Stats::default());
 }
 
+/// A TCP connection that fails (refused, reset, a write that does not
+/// go) fails the INVITE sent over TCP to that peer, whichever connection
+/// the INVITE named: the engine reports the connection, the INVITE only
+/// knew the address (RFC 3261 §17.1.4, §8.1.3.1). A failure towards
+/// another address leaves it alone.
+#[test]
+fn a_failed_tcp_connection_fails_the_invite_to_that_peer_with_503() {
+    let mut sim = Sim::new();
+    let remote = addr([127, 0, 0, 1], TRUNK_PORT);
+    let mut inv = outbound();
+    inv.next_hop = Destination::Tcp { conn: None, remote };
+    let (call, _) = sim.place(Duration::ZERO, inv);
+    sim.ep.handle_transport_error(
+        sim.at(ms(5)),
+        &Destination::Tcp {
+            conn: Some(9),
+            remote: addr([127, 0, 0, 2], TRUNK_PORT),
+        },
+    );
+    assert!(sim.drain(ms(5)).is_empty());
+    assert!(events_of(&mut sim).is_empty(), "another peer's failure");
+    sim.ep.handle_transport_error(
+        sim.at(ms(10)),
+        &Destination::Tcp {
+            conn: Some(7),
+            remote,
+        },
+    );
+    assert!(sim.drain(ms(10)).is_empty());
+    let ev = events_of(&mut sim);
+    assert!(
+        matches!(
+            ev.as_slice(),
+            [Event::Failed { call: c, status: 503, received: false, .. }] if *c == call
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(sim.ep.stats(), Stats::default());
+}
+
 #[test]
 fn rejects_header_injection_and_bad_uris() {
     let mut sim = Sim::new();

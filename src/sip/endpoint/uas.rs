@@ -102,15 +102,11 @@ impl Endpoint {
         // The SDP may be one part of a multipart body (SIP-I).
         let we_offered = invite.sdp().is_none();
         // Early → Confirmed: the 2xx is retransmitted until its ACK
-        // (§13.3.1.4), which carries the answer when we offered.
+        // (§13.3.1.4, over TCP too: it is end to end), which carries the
+        // answer when we offered.
         *state = UasState::Confirmed(Session::new(
             OfferAnswer::AwaitingAck {
-                wait: Box::new(AckWait::new(
-                    now,
-                    self.cfg.timers,
-                    c.flow.transport.reliability(),
-                    bytes.clone(),
-                )),
+                wait: Box::new(AckWait::new(now, self.cfg.timers, bytes.clone())),
                 cseq,
                 we_offered,
                 bye_after_ack: None,

@@ -9,12 +9,17 @@
 //! The retransmissions are best sent straight to the transport: the IST
 //! would accept them in Accepted (RFC 6026 §7.1), but its Timer L ends at
 //! the same 64·T1 as this wait.
+//!
+//! Unlike a transaction's, these retransmissions do not stop on a reliable
+//! transport: the 2xx and its ACK are end to end (§13.3.1.4), and a proxy
+//! between us and the UAC may forward them over UDP, where a lost 2xx is
+//! only ever recovered by our retransmitting it.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Events, Reliability, TimerConfig, Transmits, TuEvent, backoff};
+use super::{Events, TimerConfig, Transmits, TuEvent, backoff};
 
 /// State of a 2xx awaiting its ACK (RFC 3261 §13.3.1.4).
 ///
@@ -22,7 +27,7 @@ use super::{Events, Reliability, TimerConfig, Transmits, TuEvent, backoff};
 ///                 2xx sent once by the IST
 ///                            |
 ///   retransmit timer fires   v
-///   (UDP only): resend 2xx, +-----------+  retransmitted INVITE:
+///   (any transport): resend +-----------+  retransmitted INVITE:
 ///   interval = min(2i, T2)  |  Waiting  |  resend 2xx (on request)
 ///                           +-----------+
 ///                   ACK:      |       |   64·T1 without ACK:
@@ -50,7 +55,7 @@ pub struct AckWait {
     response: Option<Bytes>,
     /// The current retransmission interval.
     interval: Duration,
-    /// Next retransmission (unreliable transport only).
+    /// Next retransmission.
     next_retransmit: Option<Instant>,
     /// 64·T1 after the first transmission.
     give_up_at: Option<Instant>,
@@ -60,14 +65,11 @@ pub struct AckWait {
 
 impl AckWait {
     /// Starts waiting for the ACK to `response`, a 2xx the IST sent at
-    /// `now`. Over an unreliable transport the first retransmission is due
-    /// at `now + T1`; over a reliable one there are none, but the 64·T1
-    /// give-up still applies (RFC 3261 §13.3.1.4).
-    pub fn new(now: Instant, cfg: TimerConfig, reliability: Reliability, response: Bytes) -> Self {
-        let next_retransmit = match reliability {
-            Reliability::Unreliable => now.checked_add(cfg.t1),
-            Reliability::Reliable => None,
-        };
+    /// `now`: the first retransmission is due at `now + T1`, whatever the
+    /// transport (RFC 3261 §13.3.1.4 is end to end; see the module
+    /// documentation), the give-up at 64·T1.
+    pub fn new(now: Instant, cfg: TimerConfig, response: Bytes) -> Self {
+        let next_retransmit = now.checked_add(cfg.t1);
         Self {
             state: AckWaitState::Waiting,
             t2: cfg.t2,
@@ -190,13 +192,8 @@ mod tests {
         std::iter::from_fn(|| m.poll_event()).collect()
     }
 
-    fn wait(t0: Instant, reliability: Reliability) -> AckWait {
-        AckWait::new(
-            t0,
-            TimerConfig::default(),
-            reliability,
-            Bytes::from_static(S200),
-        )
+    fn wait(t0: Instant) -> AckWait {
+        AckWait::new(t0, TimerConfig::default(), Bytes::from_static(S200))
     }
 
     /// Drives every deadline up to `until`; returns the offsets from `t0`
@@ -217,7 +214,7 @@ mod tests {
     #[test]
     fn retransmits_at_t1_doubling_to_t2_then_gives_up_at_64_t1() {
         let t0 = Instant::now();
-        let mut m = wait(t0, Reliability::Unreliable);
+        let mut m = wait(t0);
         // The initial 2xx is the IST's: nothing is queued at creation.
         assert!(transmits(&mut m).is_empty());
         assert_eq!(m.poll_timeout(), Some(t0 + ms(500)));
@@ -245,7 +242,7 @@ mod tests {
     #[test]
     fn ack_stops_retransmissions() {
         let t0 = Instant::now();
-        let mut m = wait(t0, Reliability::Unreliable);
+        let mut m = wait(t0);
         assert_eq!(run(&mut m, t0, t0 + ms(1500)), [ms(500), ms(1500)]);
         assert!(m.handle_ack());
         assert_eq!(m.state(), AckWaitState::Acked);
@@ -262,7 +259,7 @@ mod tests {
     #[test]
     fn late_ack_after_give_up_is_not_confirming() {
         let t0 = Instant::now();
-        let mut m = wait(t0, Reliability::Unreliable);
+        let mut m = wait(t0);
         run(&mut m, t0, t0 + ms(32_000));
         assert_eq!(events(&mut m), [TuEvent::NoAck]);
         assert!(!m.handle_ack());
@@ -270,31 +267,19 @@ mod tests {
     }
 
     #[test]
-    fn reliable_transport_never_retransmits_but_gives_up() {
+    fn an_ack_before_any_retransmission_ends_the_wait() {
         let t0 = Instant::now();
-        let mut m = wait(t0, Reliability::Reliable);
-        assert_eq!(m.poll_timeout(), Some(t0 + ms(32_000)));
-        assert!(run(&mut m, t0, t0 + ms(31_999)).is_empty());
-        m.handle_timeout(t0 + ms(500));
-        assert!(transmits(&mut m).is_empty());
-        m.handle_timeout(t0 + ms(32_000));
-        assert_eq!(events(&mut m), [TuEvent::NoAck]);
-        assert!(transmits(&mut m).is_empty());
-    }
-
-    #[test]
-    fn reliable_ack_ends_the_wait() {
-        let t0 = Instant::now();
-        let mut m = wait(t0, Reliability::Reliable);
+        let mut m = wait(t0);
         assert!(m.handle_ack());
         m.handle_timeout(t0 + ms(32_000));
         assert!(events(&mut m).is_empty());
+        assert!(transmits(&mut m).is_empty());
     }
 
     #[test]
     fn retransmitted_invite_resends_without_moving_the_schedule() {
         let t0 = Instant::now();
-        let mut m = wait(t0, Reliability::Unreliable);
+        let mut m = wait(t0);
         m.handle_timeout(t0 + ms(500));
         assert_eq!(transmits(&mut m), [S200]);
         assert!(m.handle_request_retransmission());
