@@ -29,7 +29,9 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(uri) = SipUri::parse(text) {
-        assert!(uri_scheme(text).is_some());
+        // SipUri::parse takes a header value's URI, white space around it
+        // and all.
+        assert!(uri_scheme(text.trim()).is_some(), "{text:?}");
         assert_eq!(SipUri::parse(text.trim()), Ok(uri));
     }
 });
