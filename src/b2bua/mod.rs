@@ -35,6 +35,7 @@ pub mod dialing;
 pub mod media;
 pub mod store;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -260,6 +261,13 @@ impl Controller {
     pub fn handle_transport_error(&mut self, now: Instant, destination: &Destination) {
         self.endpoint.handle_transport_error(now, destination);
         self.process(now);
+    }
+
+    /// The engine resolved the next-hop name `name` to `addr`: the
+    /// transactions sending there keep that address (see
+    /// [`Endpoint::handle_resolved`]).
+    pub fn handle_resolved(&mut self, name: &Destination, addr: SocketAddr) {
+        self.endpoint.handle_resolved(name, addr);
     }
 
     /// An event from the media plane.

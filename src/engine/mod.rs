@@ -602,10 +602,11 @@ struct Core {
     stopping: Option<Instant>,
 }
 
-/// A message whose next hop had to be resolved first: where it goes now,
-/// or the destination that did not resolve (a transport error, RFC 3263
-/// §4.3).
-type Resolved = Result<(Target, bytes::Bytes), Destination>;
+/// A message whose next hop had to be resolved first: the name, where it
+/// goes now (the controller is told, so the transaction's retransmissions
+/// go there without another lookup), or the destination that did not
+/// resolve (a transport error, RFC 3263 §4.3).
+type Resolved = Result<(Destination, Target, bytes::Bytes), Destination>;
 
 /// How many more inbound messages are taken before outputs are flushed.
 const BATCH: usize = 64;
@@ -708,7 +709,11 @@ impl Core {
                     self.controller.set_trunk_targets(targets);
                 }
                 Some(resolved) = self.resolved_rx.recv() => match resolved {
-                    Ok((target, data)) => {
+                    Ok((name, target, data)) => {
+                        let remote = match target {
+                            Target::Udp(remote) | Target::Tcp { remote, .. } => remote,
+                        };
+                        self.controller.handle_resolved(&name, remote);
                         if let Err(e) = self.transport.send(target, data) {
                             warn!(error = %e, "send failed");
                             if let Some(destination) = failed_destination(target, &e) {
@@ -857,10 +862,11 @@ impl Core {
                             None
                         }
                     };
+                    let name = Destination::Resolve { host, port, tcp };
                     let resolved = match addr {
-                        Some(remote) if tcp => Ok((Target::Tcp { conn: None, remote }, data)),
-                        Some(remote) => Ok((Target::Udp(remote), data)),
-                        None => Err(Destination::Resolve { host, port, tcp }),
+                        Some(remote) if tcp => Ok((name, Target::Tcp { conn: None, remote }, data)),
+                        Some(remote) => Ok((name, Target::Udp(remote), data)),
+                        None => Err(name),
                     };
                     let _ = tx.send(resolved);
                 });

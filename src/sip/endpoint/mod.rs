@@ -662,6 +662,39 @@ impl Endpoint {
         }
     }
 
+    /// The engine resolved `name` (a [`Destination::Resolve`]) to `addr`
+    /// (RFC 3263 §4.2): every client transaction still sending to that
+    /// name, and the 2xx ACKs kept for re-sending, go to `addr` from now
+    /// on, so a retransmission neither waits for another lookup nor lands
+    /// on another address (§4: once per transaction). A name that did not
+    /// resolve is a transport error instead
+    /// ([`Endpoint::handle_transport_error`]).
+    pub fn handle_resolved(&mut self, name: &Destination, addr: SocketAddr) {
+        let Destination::Resolve { tcp, .. } = name else {
+            return;
+        };
+        let resolved = if *tcp {
+            Destination::Tcp {
+                conn: None,
+                remote: addr,
+            }
+        } else {
+            Destination::Udp(addr)
+        };
+        for tx in self.txs.values_mut().filter(|t| !t.server) {
+            if tx.destination == *name {
+                tx.destination = resolved.clone();
+            }
+            if let TxMachine::Ict(ict) = &mut tx.machine {
+                for (_, _, destination) in &mut ict.acks {
+                    if *destination == *name {
+                        *destination = resolved.clone();
+                    }
+                }
+            }
+        }
+    }
+
     /// The SIP Call-ID of a call (incoming or outbound) while it exists.
     pub fn call_id(&self, call: CallKey) -> Option<&str> {
         self.calls

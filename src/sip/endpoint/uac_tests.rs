@@ -433,6 +433,90 @@ fn a_failed_tcp_connection_fails_the_invite_to_that_peer_with_503() {
     assert_eq!(sim.ep.stats(), Stats::default());
 }
 
+/// An INVITE whose next hop is a host name goes out to be resolved; once
+/// the engine reports the address (RFC 3263 §4.2), Timer A's
+/// retransmissions go to that address, not to the name again (a lookup
+/// per retransmission, perhaps a different address each time).
+#[test]
+fn an_invite_to_a_host_name_is_retransmitted_to_the_address_it_resolved_to() {
+    let mut sim = Sim::new();
+    let name = Destination::Resolve {
+        host: "sbc.example.net".into(),
+        port: TRUNK_PORT,
+        tcp: false,
+    };
+    let mut inv = outbound();
+    inv.next_hop = name.clone();
+    let (_, out) = sim.place(Duration::ZERO, inv);
+    assert_eq!(methods(&out), ["INVITE"]);
+    assert_eq!(out[0].destination, name);
+    let resolved = addr([127, 0, 0, 1], TRUNK_PORT);
+    sim.ep.handle_resolved(&name, resolved);
+    // Another name's answer changes nothing.
+    sim.ep.handle_resolved(
+        &Destination::Resolve {
+            host: "other.example.net".into(),
+            port: TRUNK_PORT,
+            tcp: false,
+        },
+        addr([127, 0, 0, 2], TRUNK_PORT),
+    );
+    let out = sim.run_until(secs(4));
+    assert_eq!(methods(&out), ["INVITE", "INVITE", "INVITE"]);
+    assert!(
+        out.iter()
+            .all(|o| o.destination == Destination::Udp(resolved)),
+        "{out:#?}"
+    );
+}
+
+/// A BYE to a callee whose Contact names a host (no route set) is resolved
+/// once: after the engine's answer, Timer E's retransmissions go to that
+/// address, and so does the ACK re-sent for a repeated 200.
+#[test]
+fn a_bye_to_a_host_name_contact_is_resolved_once() {
+    let mut sim = Sim::new();
+    let (call, out) = sim.place(Duration::ZERO, outbound());
+    let invite = only(&out, Method::Invite).clone();
+    let ok = respond(
+        &invite,
+        200,
+        Some("cust"),
+        &[("Contact", "<sip:customer@phone.example.net:5080>")],
+        Some(ANSWER_IN),
+    );
+    let out = sim.deliver(ms(100), &ok, trunk());
+    let name = Destination::Resolve {
+        host: "phone.example.net".into(),
+        port: 5080,
+        tcp: false,
+    };
+    let resolved = addr([127, 0, 0, 1], 5080);
+    assert_eq!(methods(&out), ["ACK"]);
+    assert_eq!(out[0].destination, name);
+    sim.ep.handle_resolved(&name, resolved);
+    let out = sim.deliver(ms(600), &ok, trunk());
+    assert_eq!(methods(&out), ["ACK"]);
+    assert_eq!(out[0].destination, Destination::Udp(resolved));
+    sim.take_events();
+
+    let out = sim.hangup(secs(5), call);
+    assert_eq!(methods(&out), ["BYE"]);
+    assert_eq!(out[0].destination, name);
+    sim.ep.handle_resolved(&name, resolved);
+    let out = sim.run_until(secs(8));
+    let byes: Vec<&Out> = out
+        .iter()
+        .filter(|o| o.method() == Some(&Method::Bye))
+        .collect();
+    assert_eq!(byes.len(), 2, "{out:#?}");
+    assert!(
+        byes.iter()
+            .all(|o| o.destination == Destination::Udp(resolved)),
+        "{out:#?}"
+    );
+}
+
 #[test]
 fn rejects_header_injection_and_bad_uris() {
     let mut sim = Sim::new();
