@@ -516,6 +516,23 @@ fn check_config_prints_the_capacity_and_refuses_max_calls_over_it() {
         ),
         "{stderr}"
     );
+    // The RTP range counts the callback legs too: 50 pairs do not hold
+    // 30 calls + 30 legs, whatever the open-files limit.
+    let out = check_config(
+        4096,
+        "[rtp]\nport_min = 20000\nport_max = 20099\n[call]\nmax_calls = 30\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "accepted 30 calls + 30 legs on 50 pairs"
+    );
+    assert!(
+        stderr.contains(
+            "call.max_calls: 30 calls + 30 callback legs need more RTP port pairs than the 50"
+        ),
+        "{stderr}"
+    );
     // Fewer calls fit again.
     let out = check_config(1500, "[call]\nmax_calls = 80\n");
     assert!(

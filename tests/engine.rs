@@ -500,14 +500,23 @@ async fn late_offer_gets_our_offer_and_answer_in_ack() {
 }
 
 #[test]
-fn config_requires_a_port_pair_per_call() {
-    let text = |max_calls: u32| {
-        format!("[rtp]\nport_min = 40000\nport_max = 40003\n[call]\nmax_calls = {max_calls}\n")
+fn config_requires_a_port_pair_per_call_and_callback_leg() {
+    // 4 pairs; each callback line dials an agent leg and a customer leg.
+    let text = |max_calls: u32, max_lines: u32| {
+        format!(
+            "[rtp]\nport_min = 40000\nport_max = 40007\n[call]\nmax_calls = {max_calls}\n\
+             [callbacks]\nmax_lines = {max_lines}\n"
+        )
     };
-    let err = Config::from_toml_str(&text(3), "test.toml").expect_err("3 calls, 2 pairs");
+    let err =
+        Config::from_toml_str(&text(3, 1), "test.toml").expect_err("3 calls + 2 legs, 4 pairs");
     assert!(err.to_string().contains("call.max_calls"), "{err}");
-    let ok = Config::from_toml_str(&text(2), "test.toml").expect("2 calls, 2 pairs");
-    assert_eq!(ok.rtp.port_pairs(), 2);
+    assert!(err.to_string().contains("2 callback legs"), "{err}");
+    let err =
+        Config::from_toml_str(&text(1, 2), "test.toml").expect_err("1 call + 4 legs, 4 pairs");
+    assert!(err.to_string().contains("call.max_calls"), "{err}");
+    let ok = Config::from_toml_str(&text(2, 1), "test.toml").expect("2 calls + 2 legs, 4 pairs");
+    assert_eq!(ok.rtp.port_pairs(), 4);
 }
 
 /// An INVITE from a fresh dialog; returns its final response and dialog.
@@ -532,9 +541,15 @@ async fn call_limit_gets_503_and_ports_are_reused() {
     let _shared = TIMING.read().await;
     timeout(TEST_LIMIT, async {
         let base = rtp_base(9);
+        // Four pairs: two for the calls, two kept for one callback line's
+        // legs. Other programs "hold" those two, so the calls have exactly
+        // two pairs and a third call must come from a released one.
+        let _squatters = [base + 4, base + 6]
+            .map(|port| std::net::UdpSocket::bind(("127.0.0.1", port)).expect("bind a pair"));
         let engine = start(config(9, |c| {
-            c.rtp.port_max = base + 3;
+            c.rtp.port_max = base + 7;
             c.call.max_calls = 2;
+            c.callbacks.max_lines = 1;
         }))
         .await;
         let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;
@@ -544,7 +559,11 @@ async fn call_limit_gets_503_and_ports_are_reused() {
         assert_eq!((r1.status, r2.status), (200, 200));
         let mut ports = [SdpInfo::parse(&r1.body).port, SdpInfo::parse(&r2.body).port];
         ports.sort_unstable();
-        assert_eq!(ports, [base, base + 2], "both pairs of the range in use");
+        assert_eq!(
+            ports,
+            [base, base + 2],
+            "both free pairs of the range in use"
+        );
         let (_, r3) = try_call(&ua, rtp.port()).await;
         assert_eq!(r3.status, 503, "third call over max_calls");
         assert!(
@@ -582,11 +601,15 @@ async fn busy_rtp_port_is_skipped_and_exhaustion_gets_503() {
     let _shared = TIMING.read().await;
     timeout(TEST_LIMIT, async {
         let base = rtp_base(10);
-        // Another "process" holds the first RTP port of the range.
+        // Another "process" holds the first RTP port of the range, and two
+        // more pairs (the range also counts one callback line's two legs).
         let squatter = std::net::UdpSocket::bind(("127.0.0.1", base)).expect("bind the first port");
+        let _others = [base + 4, base + 6]
+            .map(|port| std::net::UdpSocket::bind(("127.0.0.1", port)).expect("bind a pair"));
         let engine = start(config(10, |c| {
-            c.rtp.port_max = base + 3;
+            c.rtp.port_max = base + 7;
             c.call.max_calls = 2;
+            c.callbacks.max_lines = 1;
         }))
         .await;
         let ua = Ua::new(engine.udp_addr().expect("UDP served")).await;

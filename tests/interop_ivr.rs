@@ -173,7 +173,7 @@ fn three_invalid_entries_return_caller_to_queue() {
 /// (c) The caller hangs up after keying 5 of 10 digits. No row; and
 /// nothing of the call is left once the engine's transactions have timed
 /// out (`sip.t1_ms = 50`: 64·T1 = 3.2 s), observed from outside:
-/// - with `call.max_calls = 1` and an RTP range of exactly one port pair, a
+/// - with `call.max_calls = 1` and an RTP range of exactly one free port pair, a
 ///   second call is answered and runs (the call slot and both ports came
 ///   back), and its ECBT equals the first call's (the first caller left
 ///   the queue);
@@ -197,7 +197,13 @@ fn hangup_mid_entry_leaves_nothing_behind() {
     let mut config = EngineConfig::new(&ports);
     config.t1_ms = 50;
     config.max_calls = 1;
-    config.rtp_max = config.rtp_min + 1;
+    // Three pairs: the call's, and two for the one callback line's legs,
+    // which "another program" holds so the call has exactly one pair.
+    config.rtp_max = config.rtp_min + 5;
+    config.extra_toml = "[callbacks]\nmax_lines = 1\n".into();
+    let _squatters = [config.rtp_min + 2, config.rtp_min + 4].map(|port| {
+        std::net::UdpSocket::bind((config.ip, port)).expect("hold a callback leg's pair")
+    });
     config.ivr.first_digit_timeout_s = 3;
     config.ivr.inter_digit_timeout_s = 3;
     // A media stream left behind would log "RTP timeout" (debug) for the

@@ -120,13 +120,15 @@ pub enum Invalid {
         /// The port.
         port: u16,
     },
-    /// More concurrent calls than RTP port pairs.
+    /// More concurrent calls and callback legs than RTP port pairs.
     #[error(
-        "{calls} calls need more RTP port pairs than the {pairs} in rtp.port_min..=rtp.port_max"
+        "{calls} calls + {legs} callback legs need more RTP port pairs than the {pairs} in rtp.port_min..=rtp.port_max"
     )]
     NotEnoughPorts {
         /// Configured concurrent calls.
         calls: u32,
+        /// `2 × callbacks.max_lines`: an agent and a customer leg per line.
+        legs: u32,
         /// Port pairs in the range.
         pairs: u16,
     },

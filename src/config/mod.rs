@@ -219,7 +219,6 @@ impl Config {
         self.media.check()?;
         self.prompts.check()?;
         self.edge.check()?;
-        self.call.check(&self.rtp)?;
         self.api.check(&self.sip)?;
         self.store.check()?;
         self.org.check()?;
@@ -227,6 +226,8 @@ impl Config {
         self.ecbt.check()?;
         self.trunk.check()?;
         self.callbacks.check()?;
+        self.call
+            .check(&self.rtp, self.callbacks.max_lines.saturating_mul(2))?;
         self.registrar.check()?;
         queues::check_queues(&self.queues, &self.org)?;
         agents::check_agents(&self.agents, &self.queues)
@@ -510,7 +511,7 @@ mod tests {
             bind_ip = "::"
             advertised_ip = "2001:db8::5"
             port_min = 30000
-            port_max = 30001
+            port_max = 30005
             rtp_timeout_s = 5
             [media]
             codecs = ["PCMA"]
@@ -525,6 +526,8 @@ mod tests {
             [call]
             max_duration_s = 60
             max_calls = 1
+            [callbacks]
+            max_lines = 1
             [log]
             level = "trace"
             "#,
@@ -541,7 +544,11 @@ mod tests {
             c.rtp.advertised_ip(),
             "2001:db8::5".parse::<IpAddr>().expect("ip")
         );
-        assert_eq!(c.rtp.port_pairs(), 1);
+        assert_eq!(
+            c.rtp.port_pairs(),
+            3,
+            "one for the call, two for the line's legs"
+        );
         assert_eq!(c.media.codecs, [Codec::Pcma]);
         assert_eq!(
             c.prompts.file_path(Path::new("/etc"), "welcome"),

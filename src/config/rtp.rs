@@ -266,8 +266,10 @@ impl CallConfig {
         Duration::from_secs(self.max_duration_s)
     }
 
-    /// The `[call]` value rules; `rtp` bounds how many calls fit.
-    pub(super) fn check(&self, rtp: &RtpConfig) -> Result<(), Fault> {
+    /// The `[call]` value rules; `rtp` bounds how many calls fit beside
+    /// the `legs` outbound callback legs (`2 × callbacks.max_lines`: an
+    /// agent leg and a customer leg per line, each with its own port pair).
+    pub(super) fn check(&self, rtp: &RtpConfig, legs: u32) -> Result<(), Fault> {
         if self.drain_s > MAX_DRAIN_S {
             return fail(
                 "call.drain_s",
@@ -285,11 +287,12 @@ impl CallConfig {
             return fail("call.max_calls", Invalid::Zero);
         }
         let pairs = rtp.port_pairs();
-        if self.max_calls > u32::from(pairs) {
+        if u64::from(self.max_calls) + u64::from(legs) > u64::from(pairs) {
             return fail(
                 "call.max_calls",
                 Invalid::NotEnoughPorts {
                     calls: self.max_calls,
+                    legs,
                     pairs,
                 },
             );
@@ -472,13 +475,19 @@ mod tests {
 
     #[test]
     fn rejects_max_calls_beyond_port_pairs() {
-        let e = error("[rtp]\nport_min = 20000\nport_max = 20009\n[call]\nmax_calls = 6\n");
+        // 5 pairs; one callback line takes two of them.
+        let e = error(
+            "[rtp]\nport_min = 20000\nport_max = 20009\n[call]\nmax_calls = 4\n\
+             [callbacks]\nmax_lines = 1\n",
+        );
         assert_eq!(
             e,
-            "config.toml: call.max_calls: 6 calls need more RTP port pairs than the 5 in rtp.port_min..=rtp.port_max"
+            "config.toml: call.max_calls: 4 calls + 2 callback legs need more RTP port pairs than the 5 in rtp.port_min..=rtp.port_max"
         );
-        parse("[rtp]\nport_min = 20000\nport_max = 20009\n[call]\nmax_calls = 5\n")
-            .expect("5 pairs");
+        let fits = "[rtp]\nport_min = 20000\nport_max = 20009\n[call]\nmax_calls = 3\n\
+                    [callbacks]\nmax_lines = 1\n";
+        let c = Config::from_toml_str(fits, "config.toml").expect("3 calls + 2 legs in 5 pairs");
+        assert_eq!(c.call.max_calls, 3);
     }
 
     #[test]

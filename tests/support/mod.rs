@@ -244,7 +244,8 @@ pub struct EngineConfig {
     pub acl_action: String,
     /// `call.max_duration_s`.
     pub max_duration_s: u64,
-    /// `call.max_calls`; must fit the RTP range (one port pair per call).
+    /// `call.max_calls`; must fit the RTP range (one port pair per call, two
+    /// per callback line).
     pub max_calls: u32,
     /// `call.drain_s`; the engine's default when `None`.
     pub drain_s: Option<u64>,
