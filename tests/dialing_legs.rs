@@ -22,6 +22,7 @@ use callbackd::media::g711::Law;
 use callbackd::sip::message::Request;
 
 use common::dialing::*;
+use common::dns::{FakeDns, Zone};
 use common::{Rtp, SdpInfo, heard, segments};
 
 // ---------------------------------------------------------------------------
@@ -676,17 +677,20 @@ async fn trunk_srv_failover_honours_retry_after_and_dns_coming_up_late() {
     )
     .await;
     let carrier_b = Peer::start("carrier-b", vec![Reply::hangup(100, 1_000)], CARRIER_FILL).await;
-    let dns = FakeDns::start(vec![
-        (
-            "_sip._udp.trunk.test.",
-            Zone::Srv(vec![
-                (10, 1, carrier_a.sip_addr().port(), "a.trunk.test."),
-                (20, 1, carrier_b.sip_addr().port(), "b.trunk.test."),
-            ]),
-        ),
-        ("a.trunk.test.", Zone::Loopback),
-        ("b.trunk.test.", Zone::Loopback),
-    ]);
+    let dns = FakeDns::start(
+        vec![
+            (
+                "_sip._udp.trunk.test.",
+                Zone::Srv(vec![
+                    (10, 1, carrier_a.sip_addr().port(), "a.trunk.test."),
+                    (20, 1, carrier_b.sip_addr().port(), "b.trunk.test."),
+                ]),
+            ),
+            ("a.trunk.test.", Zone::LOOPBACK),
+            ("b.trunk.test.", Zone::LOOPBACK),
+        ],
+        Duration::ZERO,
+    );
     let mut setup = Setup::new(77, &[("alice", &agent)], &carrier_a);
     setup.termination = "trunk.test".into();
     let mut config = setup.config();
@@ -718,7 +722,7 @@ async fn trunk_srv_failover_honours_retry_after_and_dns_coming_up_late() {
     assert_eq!(agent.invites().len(), 1, "one attempt, one agent call");
     let row = wait_status(&config, first, Status::Completed, SOON).await;
     assert_eq!(row.attempts, 1, "the failover is inside one attempt");
-    let srv_asked = dns.asked("_sip._udp.trunk.test.");
+    let srv_asked = dns.asked("SRV", "_sip._udp.trunk.test.");
     assert!(
         srv_asked >= 2,
         "the SRV name was asked {srv_asked} times: not looked up again after the refusal"
@@ -732,6 +736,52 @@ async fn trunk_srv_failover_honours_retry_after_and_dns_coming_up_late() {
         carrier_a.invites().len(),
         1,
         "carrier A was used during its Retry-After"
+    );
+    legs_closed(&engine).await;
+    engine.shutdown().await;
+}
+
+/// Issue 9 point 4 (RFC 3263 §4): a static agent's URI names a host without
+/// a port. The engine asks the SRV of its transport, `_sip._udp.<host>`,
+/// then the SRV target's address, and the INVITE reaches the port the SRV
+/// record names. The name server is slow (300 ms an answer), so Timer A
+/// (T1 = 50 ms) fires several times before the answer: those
+/// retransmissions wait for the lookup in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_named_by_host_is_found_by_srv_and_looked_up_once() {
+    let agent = Peer::start("agent", vec![Reply::after(100)], AGENT_FILL).await;
+    let carrier = Peer::start("carrier", vec![Reply::hangup(100, 1_000)], CARRIER_FILL).await;
+    let dns = FakeDns::start(
+        vec![
+            (
+                "_sip._udp.agents.test.",
+                Zone::Srv(vec![(10, 1, agent.sip_addr().port(), "box.agents.test.")]),
+            ),
+            ("box.agents.test.", Zone::LOOPBACK),
+        ],
+        Duration::from_millis(300),
+    );
+    dns.set_up(true);
+    let mut setup = Setup::new(83, &[("alice", &agent)], &carrier);
+    setup.agents = vec![("alice".into(), "sip:alice@agents.test".into())];
+    let mut config = setup.config();
+    config.trunk.dns_servers = vec![dns.addr];
+    let _files = StoreFiles::of(&config);
+    let id = register(&config, NUMBER);
+    let engine = common::start(config.clone()).await;
+
+    let (_, invite) = agent.wait_invite(1, SOON).await;
+    assert_eq!(&*invite.uri, "sip:alice@agents.test");
+    carrier.wait_invite(1, SOON).await;
+    wait_status(&config, id, Status::Completed, SOON).await;
+    // Asked once for the whole transaction (the retransmissions during the
+    // lookup wait for it; hickory would also merge identical questions in
+    // flight, so this does not tell the two apart).
+    assert_eq!(
+        dns.asked("SRV", "_sip._udp.agents.test."),
+        1,
+        "questions: {:?}",
+        dns.questions()
     );
     legs_closed(&engine).await;
     engine.shutdown().await;
@@ -776,17 +826,20 @@ async fn a_tcp_trunk_target_refusing_the_connection_fails_over_at_once() {
             }
         }
     });
-    let dns = FakeDns::start(vec![
-        (
-            "_sip._tcp.trunk.test.",
-            Zone::Srv(vec![
-                (10, 1, refused.port(), "a.trunk.test."),
-                (20, 1, b_port, "b.trunk.test."),
-            ]),
-        ),
-        ("a.trunk.test.", Zone::Loopback),
-        ("b.trunk.test.", Zone::Loopback),
-    ]);
+    let dns = FakeDns::start(
+        vec![
+            (
+                "_sip._tcp.trunk.test.",
+                Zone::Srv(vec![
+                    (10, 1, refused.port(), "a.trunk.test."),
+                    (20, 1, b_port, "b.trunk.test."),
+                ]),
+            ),
+            ("a.trunk.test.", Zone::LOOPBACK),
+            ("b.trunk.test.", Zone::LOOPBACK),
+        ],
+        Duration::ZERO,
+    );
     dns.set_up(true);
     let mut setup = Setup::new(82, &[("alice", &agent)], &agent);
     setup.termination = "trunk.test".into();
@@ -845,136 +898,4 @@ async fn a_tcp_trunk_target_refusing_the_connection_fails_over_at_once() {
     );
     reader.abort();
     engine.shutdown().await;
-}
-
-/// What [`FakeDns`] answers for a name.
-enum Zone {
-    /// SRV records `(priority, weight, port, target)`.
-    Srv(Vec<(u16, u16, u16, &'static str)>),
-    /// A 127.0.0.1 (AAAA: no records).
-    Loopback,
-}
-
-/// A DNS server on 127.0.0.1 (UDP) answering from a fixed zone, REFUSED to
-/// everything while down; NXDOMAIN for names outside the zone. Counts the
-/// questions per name.
-struct FakeDns {
-    addr: std::net::SocketAddr,
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// Questions answered `Refused` (while down).
-    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl FakeDns {
-    fn start(zone: Vec<(&'static str, Zone)>) -> FakeDns {
-        use hickory_resolver::proto::op::{Message, ResponseCode};
-        use hickory_resolver::proto::rr::rdata::{A, SRV};
-        use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
-        use std::sync::atomic::{AtomicBool, Ordering};
-        use std::sync::{Arc, Mutex};
-
-        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the DNS socket");
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("read timeout");
-        let addr = sock.local_addr().expect("DNS address");
-        let up = Arc::new(AtomicBool::new(false));
-        let asked = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (up2, asked2, stop2) = (up.clone(), asked.clone(), stop.clone());
-        let refused2 = refused.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !stop2.load(Ordering::Relaxed) {
-                let Ok((len, from)) = sock.recv_from(&mut buf) else {
-                    continue;
-                };
-                let Ok(query) = Message::from_vec(&buf[..len]) else {
-                    continue;
-                };
-                let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
-                reply.metadata.recursion_desired = query.metadata.recursion_desired;
-                reply.metadata.recursion_available = true;
-                reply.metadata.authoritative = true;
-                reply.queries = query.queries.clone();
-                if let Some(edns) = &query.edns {
-                    reply.edns = Some(edns.clone());
-                }
-                for q in &query.queries {
-                    let name = q.name().to_ascii();
-                    asked2.lock().expect("asked lock").push(name.clone());
-                    if !up2.load(Ordering::Relaxed) {
-                        reply.metadata.response_code = ResponseCode::Refused;
-                        refused2.fetch_add(1, Ordering::SeqCst);
-                        continue;
-                    }
-                    let Some((_, answer)) =
-                        zone.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name))
-                    else {
-                        reply.metadata.response_code = ResponseCode::NXDomain;
-                        continue;
-                    };
-                    let owner = q.name().clone();
-                    match (answer, q.query_type()) {
-                        (Zone::Srv(records), RecordType::SRV) => {
-                            for &(priority, weight, port, target) in records {
-                                let target = Name::from_ascii(target).expect("SRV target name");
-                                reply.answers.push(Record::from_rdata(
-                                    owner.clone(),
-                                    60,
-                                    RData::SRV(SRV::new(priority, weight, port, target)),
-                                ));
-                            }
-                        }
-                        (Zone::Loopback, RecordType::A) => {
-                            reply.answers.push(Record::from_rdata(
-                                owner,
-                                60,
-                                RData::A(A(std::net::Ipv4Addr::LOCALHOST)),
-                            ));
-                        }
-                        // The name exists; no records of that type.
-                        _ => {}
-                    }
-                }
-                if let Ok(bytes) = reply.to_vec() {
-                    let _ = sock.send_to(&bytes, from);
-                }
-            }
-        });
-        FakeDns {
-            addr,
-            up,
-            refused,
-            asked,
-            stop,
-        }
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.store(up, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// How many questions were refused.
-    fn refused(&self) -> usize {
-        self.refused.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// How many questions named `name`.
-    fn asked(&self, name: &str) -> usize {
-        self.asked
-            .lock()
-            .expect("asked lock")
-            .iter()
-            .filter(|n| n.eq_ignore_ascii_case(name))
-            .count()
-    }
-}
-
-impl Drop for FakeDns {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
 }

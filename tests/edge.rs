@@ -15,8 +15,6 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
@@ -31,6 +29,7 @@ use callbackd::sip::digest::{Credentials, DigestRequest};
 use callbackd::sip::message::{Message, Request, Response};
 
 use common::dialing::{NUMBER, register};
+use common::dns::{FakeDns, Zone};
 use common::{Ua, branch};
 
 /// Every wait is bounded by this.
@@ -350,75 +349,12 @@ async fn agent_outside_the_trunk_list_registers_gets_a_callback_and_its_invite_g
 // Trunk addresses from DNS
 // ---------------------------------------------------------------------------
 
-/// A DNS server on 127.0.0.1 answering every A question with `addr` while
-/// up, REFUSED while down; AAAA: no records.
-struct FakeDns {
-    addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-}
-
-impl FakeDns {
-    fn start(answer: Ipv4Addr) -> FakeDns {
-        use hickory_resolver::proto::op::{Message, ResponseCode};
-        use hickory_resolver::proto::rr::rdata::A;
-        use hickory_resolver::proto::rr::{RData, Record, RecordType};
-
-        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the DNS socket");
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("read timeout");
-        let addr = sock.local_addr().expect("DNS address");
-        let up = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (up2, stop2) = (up.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !stop2.load(Ordering::Relaxed) {
-                let Ok((len, from)) = sock.recv_from(&mut buf) else {
-                    continue;
-                };
-                let Ok(query) = Message::from_vec(&buf[..len]) else {
-                    continue;
-                };
-                let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
-                reply.metadata.recursion_desired = query.metadata.recursion_desired;
-                reply.metadata.recursion_available = true;
-                reply.metadata.authoritative = true;
-                reply.queries = query.queries.clone();
-                if let Some(edns) = &query.edns {
-                    reply.edns = Some(edns.clone());
-                }
-                for q in &query.queries {
-                    if !up2.load(Ordering::Relaxed) {
-                        reply.metadata.response_code = ResponseCode::Refused;
-                        continue;
-                    }
-                    if q.query_type() == RecordType::A {
-                        reply.answers.push(Record::from_rdata(
-                            q.name().clone(),
-                            1,
-                            RData::A(A(answer)),
-                        ));
-                    }
-                }
-                if let Ok(bytes) = reply.to_vec() {
-                    let _ = sock.send_to(&bytes, from);
-                }
-            }
-        });
-        FakeDns { addr, up, stop }
-    }
-}
-
-impl Drop for FakeDns {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trunk_address_from_dns_is_allowed_after_the_next_lookup() {
-    let dns = FakeDns::start(Ipv4Addr::new(127, 0, 0, 5));
+    let dns = FakeDns::start(
+        vec![("carrier.test.", Zone::A(Ipv4Addr::new(127, 0, 0, 5)))],
+        Duration::ZERO,
+    );
     let mut config = common::config(302, |_| {});
     config.trunk = Config::from_toml_str(
         "[trunk]\ntermination = \"carrier.test:5090\"\n",
@@ -436,7 +372,7 @@ async fn trunk_address_from_dns_is_allowed_after_the_next_lookup() {
     assert_eq!(status(&engine).await.edge.trunk_targets, 0);
 
     // The name resolves at the next lookup: its address is a trunk now.
-    dns.up.store(true, Ordering::Relaxed);
+    dns.set_up(true);
     wait_edge(&engine, "the resolved address allowed", |s| {
         s.edge.trunk_targets == 1
     })

@@ -331,7 +331,7 @@ pub fn random_nonce_key() -> [u8; 32] {
 fn static_next_hop(uri: &AgentUri) -> Destination {
     match &uri.host {
         Host::Ip(ip) => {
-            let addr = std::net::SocketAddr::new(*ip, uri.port);
+            let addr = std::net::SocketAddr::new(*ip, uri.port.unwrap_or(5060));
             if uri.tcp {
                 Destination::Tcp {
                     conn: None,
@@ -505,7 +505,7 @@ mod tests {
                 request_uri: "sip:1002@pbx.example.com;transport=tcp".into(),
                 next_hop: Destination::Resolve {
                     host: "pbx.example.com".into(),
-                    port: 5060,
+                    port: None,
                     tcp: true,
                 },
                 stay_on_flow: false,

@@ -210,15 +210,16 @@ impl AgentConfig {
 
 /// A static agent's URI, checked and taken apart for dialling: where the
 /// INVITE goes is the URI's own host (RFC 3263 §4: a port or an IP skips
-/// SRV; a name without a port is looked up for A/AAAA on 5060).
+/// SRV; a name without a port is asked for SRV of its transport, then for
+/// A/AAAA on 5060).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentUri {
     /// The URI as configured: the Request-URI of the agent's INVITE.
     pub uri: String,
     /// Its host.
     pub host: Host,
-    /// Its port, 5060 when none is given.
-    pub port: u16,
+    /// Its port, if given (an IP without one means 5060).
+    pub port: Option<u16>,
     /// `transport=tcp`.
     pub tcp: bool,
 }
@@ -253,7 +254,7 @@ impl AgentUri {
         Ok(AgentUri {
             uri: text.trim().to_owned(),
             host,
-            port: uri.port.unwrap_or(5060),
+            port: uri.port,
             tcp,
         })
     }
@@ -536,7 +537,7 @@ mod tests {
             AgentUri {
                 uri: "sip:1001@127.0.0.1:5080".into(),
                 host: Host::Ip("127.0.0.1".parse().expect("ip")),
-                port: 5080,
+                port: Some(5080),
                 tcp: false,
             }
         );
@@ -546,10 +547,10 @@ mod tests {
     fn agent_uri_takes_host_port_and_transport() {
         let uri = AgentUri::parse("sip:201@pbx.example.com;transport=TCP").expect("valid");
         assert_eq!(uri.host, Host::Name("pbx.example.com".into()));
-        assert_eq!((uri.port, uri.tcp), (5060, true));
+        assert_eq!((uri.port, uri.tcp), (None, true));
         let uri = AgentUri::parse("sip:[2001:db8::7]:5070").expect("no user part is fine");
         assert_eq!(uri.host, Host::Ip("2001:db8::7".parse().expect("ip")));
-        assert_eq!((uri.port, uri.tcp), (5070, false));
+        assert_eq!((uri.port, uri.tcp), (Some(5070), false));
     }
 
     #[test]

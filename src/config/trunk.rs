@@ -37,9 +37,10 @@ pub struct TrunkConfig {
     pub max_targets: u8,
     /// Seconds a failed target is tried after the healthy ones.
     pub holddown_s: u64,
-    /// Name servers asked for the termination's SRV and A/AAAA records
-    /// instead of `/etc/resolv.conf`'s (the hosts file is still read
-    /// first); `ip` or `ip:port`, port 53 by default.
+    /// Name servers asked for SRV and A/AAAA records — the termination's,
+    /// and those of next hops named by host (agents' URIs, Contacts,
+    /// Routes) — instead of `/etc/resolv.conf`'s (the hosts file is still
+    /// read first); `ip` or `ip:port`, port 53 by default.
     #[serde(deserialize_with = "deserialize_dns_servers")]
     pub dns_servers: Vec<SocketAddr>,
 }

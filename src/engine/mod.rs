@@ -24,6 +24,7 @@ pub mod resolve;
 pub mod store;
 pub mod transport;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +39,9 @@ use crate::b2bua::media::{MediaCommand, MediaEvent};
 use crate::b2bua::{Controller, Setup, WallClock};
 use crate::callback::hours::Gates;
 use crate::callback::store::{DEFAULT_LEASE, Recovery, SqliteStore};
-use crate::callback::trunk::{Target as TrunkTarget, TerminationHost, TrunkSettings};
+use crate::callback::trunk::{
+    Target as TrunkTarget, TerminationHost, TrunkSettings, TrunkTransport,
+};
 use crate::config::{Settings, Transport as ConfiguredTransport};
 use crate::media::g711::Law;
 use crate::media::prompt::{PromptError, PromptLibrary, Ptime};
@@ -318,8 +321,8 @@ pub async fn start_with_stores(
         (None, Some(bound)) if sip.bind.port() == 0 => bound.port(),
         (None, _) => sip.advertised_port(),
     };
-    let (trunk_targets, trunk_refresh) =
-        resolve_trunk(settings.trunk_dns_servers(), settings.trunk()).await;
+    let dns = dns_lookup(settings.trunk_dns_servers());
+    let (trunk_targets, trunk_refresh) = resolve_trunk(dns.clone(), settings.trunk()).await;
     // The trunk's addresses may send (and answer) without being listed.
     edge.set_trunk_targets(trunk_targets.iter().map(|t| t.addr.ip()));
     let recordings_dir = settings.recordings_dir();
@@ -418,6 +421,8 @@ pub async fn start_with_stores(
         media_events,
         store_replies,
         control: control_rx,
+        dns,
+        resolving: HashMap::new(),
         resolved_tx,
         resolved_rx,
         trunk_targets: trunk_rx,
@@ -491,23 +496,32 @@ const TRUNK_REFRESH: Duration = Duration::from_secs(30);
 /// How often a termination that did not resolve is tried again.
 const TRUNK_RETRY: Duration = Duration::from_secs(5);
 
-/// Resolves the trunk's termination once at start (RFC 3263), and gives the
-/// background refresh for a host name (an IP literal needs none).
-async fn resolve_trunk(
-    dns_servers: &[SocketAddr],
-    trunk: &TrunkSettings,
-) -> (Vec<TrunkTarget>, Option<TrunkRefresh>) {
+/// The DNS resolver of the trunk's termination and of next hops named by
+/// host: `dns_servers` (`[trunk] dns_servers`), else the system's. `None`
+/// when the system's configuration cannot be read: only IP literals work.
+fn dns_lookup(dns_servers: &[SocketAddr]) -> Option<resolve::HickoryLookup> {
     let lookup = if dns_servers.is_empty() {
         resolve::HickoryLookup::from_system()
     } else {
         resolve::HickoryLookup::with_servers(dns_servers)
     };
-    let lookup = match lookup {
-        Ok(lookup) => lookup,
+    match lookup {
+        Ok(lookup) => Some(lookup),
         Err(e) => {
             warn!(error = %e, "no DNS configuration; only IP literals can be dialled");
-            return (Vec::new(), None);
+            None
         }
+    }
+}
+
+/// Resolves the trunk's termination once at start (RFC 3263), and gives the
+/// background refresh for a host name (an IP literal needs none).
+async fn resolve_trunk(
+    lookup: Option<resolve::HickoryLookup>,
+    trunk: &TrunkSettings,
+) -> (Vec<TrunkTarget>, Option<TrunkRefresh>) {
+    let Some(lookup) = lookup else {
+        return (Vec::new(), None);
     };
     let (targets, resolved) =
         match resolve::resolve_termination(&lookup, trunk, &mut fastrand::Rng::new()).await {
@@ -593,7 +607,14 @@ struct Core {
     /// Destinations the transport refused during this flush, reported to
     /// the controller once its transmits are drained.
     failed: Vec<Destination>,
-    /// DNS results for in-dialog requests to host names come back here.
+    /// The resolver of next hops named by host (`None`: no DNS).
+    dns: Option<resolve::HickoryLookup>,
+    /// Next hops being looked up, with the messages waiting for the answer:
+    /// a retransmission (or another transaction to the same name) sent
+    /// before the answer joins the lookup in flight instead of starting
+    /// another.
+    resolving: HashMap<Destination, Vec<bytes::Bytes>>,
+    /// DNS results for requests to host names come back here.
     resolved_tx: mpsc::UnboundedSender<Resolved>,
     resolved_rx: mpsc::UnboundedReceiver<Resolved>,
     /// The trunk's termination, looked up again (see [`TrunkRefresh`]).
@@ -602,11 +623,11 @@ struct Core {
     stopping: Option<Instant>,
 }
 
-/// A message whose next hop had to be resolved first: the name, where it
-/// goes now (the controller is told, so the transaction's retransmissions
-/// go there without another lookup), or the destination that did not
-/// resolve (a transport error, RFC 3263 §4.3).
-type Resolved = Result<(Destination, Target, bytes::Bytes), Destination>;
+/// The answer for a next hop named by host: the name, and where its
+/// messages go now (the controller is told, so the transactions'
+/// retransmissions go there without another lookup), or nothing (a
+/// transport error for them, RFC 3263 §4.3).
+type Resolved = (Destination, Option<Target>);
 
 /// How many more inbound messages are taken before outputs are flushed.
 const BATCH: usize = 64;
@@ -708,21 +729,27 @@ impl Core {
                         .set_trunk_targets(targets.iter().map(|t| t.addr.ip()));
                     self.controller.set_trunk_targets(targets);
                 }
-                Some(resolved) = self.resolved_rx.recv() => match resolved {
-                    Ok((name, target, data)) => {
-                        let remote = match target {
-                            Target::Udp(remote) | Target::Tcp { remote, .. } => remote,
-                        };
-                        self.controller.handle_resolved(&name, remote);
-                        if let Err(e) = self.transport.send(target, data) {
-                            warn!(error = %e, "send failed");
-                            if let Some(destination) = failed_destination(target, &e) {
-                                self.failed.push(destination);
+                Some((name, target)) = self.resolved_rx.recv() => {
+                    let waiting = self.resolving.remove(&name).unwrap_or_default();
+                    match target {
+                        Some(target) => {
+                            let remote = match target {
+                                Target::Udp(remote) | Target::Tcp { remote, .. } => remote,
+                            };
+                            self.controller.handle_resolved(&name, remote);
+                            for data in waiting {
+                                if let Err(e) = self.transport.send(target, data) {
+                                    warn!(error = %e, "send failed");
+                                    if let Some(destination) = failed_destination(target, &e) {
+                                        self.failed.push(destination);
+                                    }
+                                    break;
+                                }
                             }
                         }
+                        None => self.failed.push(name),
                     }
-                    Err(destination) => self.failed.push(destination),
-                },
+                }
                 Some(failure) = self.failures.recv() => {
                     let now = self.now();
                     self.controller
@@ -852,24 +879,8 @@ impl Core {
                 conn: conn.map(transport::ConnId),
                 remote,
             },
-            Destination::Resolve { host, port, tcp } => {
-                let tx = self.resolved_tx.clone();
-                tokio::spawn(async move {
-                    let addr = match tokio::net::lookup_host((&*host, port)).await {
-                        Ok(mut addrs) => addrs.next(),
-                        Err(e) => {
-                            warn!(%host, error = %e, "cannot resolve next hop");
-                            None
-                        }
-                    };
-                    let name = Destination::Resolve { host, port, tcp };
-                    let resolved = match addr {
-                        Some(remote) if tcp => Ok((name, Target::Tcp { conn: None, remote }, data)),
-                        Some(remote) => Ok((name, Target::Udp(remote), data)),
-                        None => Err(name),
-                    };
-                    let _ = tx.send(resolved);
-                });
+            Destination::Resolve { .. } => {
+                self.resolve(destination, data);
                 return;
             }
         };
@@ -879,6 +890,53 @@ impl Core {
                 self.failed.push(destination);
             }
         }
+    }
+}
+
+impl Core {
+    /// Sends `data` once `name` (a [`Destination::Resolve`]) is looked up
+    /// (RFC 3263 §4: SRV of the transport when the URI has no port, then
+    /// A/AAAA); joins a lookup of the same name already in flight.
+    fn resolve(&mut self, name: Destination, data: bytes::Bytes) {
+        if let Some(waiting) = self.resolving.get_mut(&name) {
+            // A retransmission repeats the bytes waiting already.
+            if !waiting.contains(&data) {
+                waiting.push(data);
+            }
+            return;
+        }
+        let Destination::Resolve { host, port, tcp } = &name else {
+            return;
+        };
+        let (host, port, tcp) = (host.clone(), *port, *tcp);
+        self.resolving.insert(name.clone(), vec![data]);
+        let tx = self.resolved_tx.clone();
+        let dns = self.dns.clone();
+        tokio::spawn(async move {
+            let transport = if tcp {
+                TrunkTransport::Tcp
+            } else {
+                TrunkTransport::Udp
+            };
+            let remote = match dns {
+                Some(dns) => {
+                    let mut rng = fastrand::Rng::new();
+                    resolve::resolve_next_hop(&dns, &host, port, transport, &mut rng)
+                        .await
+                        .inspect_err(|e| warn!(error = %e, "cannot resolve next hop"))
+                        .ok()
+                }
+                None => None,
+            };
+            let target = remote.map(|remote| {
+                if tcp {
+                    Target::Tcp { conn: None, remote }
+                } else {
+                    Target::Udp(remote)
+                }
+            });
+            let _ = tx.send((name, target));
+        });
     }
 }
 

@@ -1,5 +1,7 @@
-//! Finds where customer INVITEs go: RFC 3263 §4 for the trunk's
-//! termination, giving an ordered [`TargetList`].
+//! Finds where requests go, RFC 3263 §4: the trunk's termination, giving an
+//! ordered [`TargetList`] of customer INVITE targets, and the next hop of a
+//! request whose URI names a host ([`resolve_next_hop`]: one address, on a
+//! transport already chosen).
 //!
 //! ```text
 //!   IP literal ───────────────────────▶ ip:port (5060 if none), no DNS
@@ -128,33 +130,67 @@ pub async fn resolve_termination<L: Lookup>(
     rng: &mut fastrand::Rng,
 ) -> Result<TargetList, ResolveError> {
     let termination = &trunk.termination;
-    // RFC 3263 §4.1: with no transport in the URI, a numeric IP or an
-    // explicit port means UDP for a sip: URI.
-    let default_transport = trunk.transport.unwrap_or(TrunkTransport::Udp);
-    let name = match &termination.host {
+    let targets = match &termination.host {
         TerminationHost::Ip(ip) => {
-            // RFC 3263 §4.2: a numeric IP is used as is, port 5060 if none.
+            // RFC 3263 §4.2: a numeric IP is used as is, port 5060 if none;
+            // §4.1: with no transport in the URI, UDP for a sip: URI.
             let port = termination.port.unwrap_or(SIP_PORT);
-            let target = Target {
+            vec![Target {
                 addr: SocketAddr::new(*ip, port),
-                transport: default_transport,
+                transport: trunk.transport.unwrap_or(TrunkTransport::Udp),
                 priority: 0,
                 weight: 0,
                 name: ip.to_string().into(),
-            };
-            return Ok(TargetList::new(vec![target], trunk.max_targets));
+            }]
         }
-        TerminationHost::Name(name) => name,
+        TerminationHost::Name(name) => {
+            resolve_name(lookup, name, termination.port, trunk.transport, rng).await?
+        }
     };
+    Ok(TargetList::new(targets, trunk.max_targets))
+}
+
+/// Resolves the next hop of a request whose URI names a host (a Contact,
+/// a Route, a static agent's URI): RFC 3263 §4 as for the termination, on
+/// the transport already chosen (`;transport=` or the flow's), SRV first
+/// when the URI has no port. Gives the first target: one transaction, one
+/// address (the engine asks once per transaction).
+pub async fn resolve_next_hop<L: Lookup>(
+    lookup: &L,
+    host: &str,
+    port: Option<u16>,
+    transport: TrunkTransport,
+    rng: &mut fastrand::Rng,
+) -> Result<SocketAddr, ResolveError> {
+    let targets = resolve_name(lookup, host, port, Some(transport), rng).await?;
+    targets
+        .first()
+        .map(|t| t.addr)
+        .ok_or_else(|| ResolveError::NotFound { host: host.into() })
+}
+
+/// RFC 3263 §4.1–4.2 for a host name: with a port, its A/AAAA; without,
+/// SRV for `transport` (both when `None`, UDP first), falling back to the
+/// name's A/AAAA on 5060. Ordered, deduplicated, never empty.
+async fn resolve_name<L: Lookup>(
+    lookup: &L,
+    name: &str,
+    port: Option<u16>,
+    transport: Option<TrunkTransport>,
+    rng: &mut fastrand::Rng,
+) -> Result<Vec<Target>, ResolveError> {
+    // RFC 3263 §4.1: with no transport in the URI, a numeric IP or an
+    // explicit port means UDP for a sip: URI.
+    let default_transport = transport.unwrap_or(TrunkTransport::Udp);
     let mut targets = Targets::default();
-    if let Some(port) = termination.port {
+    if let Some(port) = port {
         // RFC 3263 §4.2: a port but no numeric IP: A/AAAA only.
         let addrs = addresses(lookup, name).await?;
         targets.extend(&addrs, port, default_transport, name, (0, 0));
-        return Ok(TargetList::new(targets.list, trunk.max_targets));
+        return Ok(targets.list);
     }
 
-    let transports: &[TrunkTransport] = match trunk.transport {
+    let transports: &[TrunkTransport] = match transport {
         Some(TrunkTransport::Udp) => &[TrunkTransport::Udp],
         Some(TrunkTransport::Tcp) => &[TrunkTransport::Tcp],
         None => &[TrunkTransport::Udp, TrunkTransport::Tcp],
@@ -207,11 +243,11 @@ pub async fn resolve_termination<L: Lookup>(
     if targets.list.is_empty() {
         return Err(match first_error {
             Some(e) => e,
-            None => ResolveError::ServiceNotAvailable { host: name.clone() },
+            None => ResolveError::ServiceNotAvailable { host: name.into() },
         });
     }
-    debug!(host = %name, targets = targets.list.len(), "termination resolved");
-    Ok(TargetList::new(targets.list, trunk.max_targets))
+    debug!(host = %name, targets = targets.list.len(), "host resolved");
+    Ok(targets.list)
 }
 
 /// Orders SRV records as RFC 2782 asks: by priority, lowest first; within a
@@ -499,6 +535,89 @@ mod tests {
             ["192.0.2.10:5070/udp", "[2001:db8::10]:5070/udp"]
         );
         assert_eq!(dns.asked(), ["A carrier.example.net"]);
+    }
+
+    #[tokio::test]
+    async fn next_hop_without_port_asks_srv_of_its_transport_only() {
+        let dns = FakeDns::default()
+            .with_srv(
+                "_sip._udp.pbx.example.com",
+                &[
+                    (20, 0, 5092, "b.example.com"),
+                    (10, 0, 5091, "a.example.com"),
+                ],
+            )
+            .with_srv(
+                "_sip._tcp.pbx.example.com",
+                &[(0, 0, 5093, "t.example.com")],
+            )
+            .with_ip("a.example.com", &["192.0.2.1"])
+            .with_ip("b.example.com", &["192.0.2.2"])
+            .with_ip("t.example.com", &["192.0.2.3"]);
+        let mut rng = fastrand::Rng::with_seed(1);
+        let udp = resolve_next_hop(&dns, "pbx.example.com", None, TrunkTransport::Udp, &mut rng)
+            .await
+            .expect("resolved");
+        assert_eq!(
+            udp,
+            "192.0.2.1:5091".parse().expect("addr"),
+            "lowest priority"
+        );
+        let tcp = resolve_next_hop(&dns, "pbx.example.com", None, TrunkTransport::Tcp, &mut rng)
+            .await
+            .expect("resolved");
+        assert_eq!(tcp, "192.0.2.3:5093".parse().expect("addr"));
+        assert_eq!(
+            dns.asked(),
+            [
+                "SRV _sip._udp.pbx.example.com",
+                "A a.example.com",
+                "A b.example.com",
+                "SRV _sip._tcp.pbx.example.com",
+                "A t.example.com"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn next_hop_with_port_or_without_srv_takes_the_address() {
+        let dns = FakeDns::default().with_ip("phone.example.com", &["192.0.2.7"]);
+        let mut rng = fastrand::Rng::with_seed(1);
+        let given = resolve_next_hop(
+            &dns,
+            "phone.example.com",
+            Some(5070),
+            TrunkTransport::Udp,
+            &mut rng,
+        )
+        .await
+        .expect("resolved");
+        assert_eq!(given, "192.0.2.7:5070".parse().expect("addr"));
+        assert_eq!(dns.asked(), ["A phone.example.com"], "a port skips SRV");
+        let fallback = resolve_next_hop(
+            &dns,
+            "phone.example.com",
+            None,
+            TrunkTransport::Tcp,
+            &mut rng,
+        )
+        .await
+        .expect("resolved");
+        assert_eq!(
+            fallback,
+            "192.0.2.7:5060".parse().expect("addr"),
+            "no SRV: 5060"
+        );
+        let e = resolve_next_hop(
+            &dns,
+            "gone.example.com",
+            None,
+            TrunkTransport::Udp,
+            &mut rng,
+        )
+        .await
+        .expect_err("no such name");
+        assert!(e.to_string().contains("gone.example.com"), "{e}");
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod dialing;
+pub mod dns;
 
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::path::{Path, PathBuf};

@@ -135,7 +135,7 @@ impl Endpoint {
             Destination::Udp(a) => *a,
             Destination::Tcp { remote, .. } => *remote,
             Destination::Resolve { port, .. } => {
-                SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), *port)
+                SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port.unwrap_or(5060))
             }
         };
         let transport = match &invite.next_hop {

@@ -173,7 +173,7 @@ impl FlowTransport {
 }
 
 /// Where a message must go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Destination {
     /// A UDP datagram from the listening socket.
     Udp(SocketAddr),
@@ -189,8 +189,9 @@ pub enum Destination {
     Resolve {
         /// Host name.
         host: Box<str>,
-        /// Port (default 5060).
-        port: u16,
+        /// The URI's port; without one SRV is asked first, then the name's
+        /// addresses on 5060 (RFC 3263 §4.2).
+        port: Option<u16>,
         /// TCP rather than UDP.
         tcp: bool,
     },
@@ -1508,10 +1509,9 @@ fn destination_for(next_hop: &SipUri, flow: Flow) -> Destination {
         None => matches!(flow.transport, FlowTransport::Tcp(_)),
     };
     let host = next_hop.maddr.as_deref().unwrap_or(&next_hop.host);
-    let port = next_hop.port.unwrap_or(5060);
     match host.parse::<IpAddr>() {
         Ok(ip) => {
-            let remote = SocketAddr::new(ip, port);
+            let remote = SocketAddr::new(ip, next_hop.port.unwrap_or(5060));
             if tcp {
                 let conn = match flow.transport {
                     FlowTransport::Tcp(c) if flow.remote.ip() == ip && c != NO_CONNECTION => {
@@ -1526,7 +1526,7 @@ fn destination_for(next_hop: &SipUri, flow: Flow) -> Destination {
         }
         Err(_) => Destination::Resolve {
             host: host.into(),
-            port,
+            port: next_hop.port,
             tcp,
         },
     }

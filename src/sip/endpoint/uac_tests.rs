@@ -442,7 +442,7 @@ fn an_invite_to_a_host_name_is_retransmitted_to_the_address_it_resolved_to() {
     let mut sim = Sim::new();
     let name = Destination::Resolve {
         host: "sbc.example.net".into(),
-        port: TRUNK_PORT,
+        port: Some(TRUNK_PORT),
         tcp: false,
     };
     let mut inv = outbound();
@@ -456,7 +456,7 @@ fn an_invite_to_a_host_name_is_retransmitted_to_the_address_it_resolved_to() {
     sim.ep.handle_resolved(
         &Destination::Resolve {
             host: "other.example.net".into(),
-            port: TRUNK_PORT,
+            port: Some(TRUNK_PORT),
             tcp: false,
         },
         addr([127, 0, 0, 2], TRUNK_PORT),
@@ -488,7 +488,7 @@ fn a_bye_to_a_host_name_contact_is_resolved_once() {
     let out = sim.deliver(ms(100), &ok, trunk());
     let name = Destination::Resolve {
         host: "phone.example.net".into(),
-        port: 5080,
+        port: Some(5080),
         tcp: false,
     };
     let resolved = addr([127, 0, 0, 1], 5080);
