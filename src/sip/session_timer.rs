@@ -239,6 +239,14 @@ impl SessionTimer {
     }
 }
 
+/// The `Min-SE` of a message (a 422's: the least interval the peer takes,
+/// RFC 4028 §5), if present and a number.
+pub fn min_se_of(headers: &Headers) -> Option<u32> {
+    headers
+        .get(HeaderName::MinSe)
+        .and_then(|v| delta_seconds(v).ok())
+}
+
 fn delta_seconds(value: &str) -> Result<u32, SessionTimerError> {
     value
         .split(';')

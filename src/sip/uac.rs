@@ -201,6 +201,9 @@ pub(crate) enum UacStep {
     AckAndBye,
     /// Try to answer the 401/407 with credentials.
     Challenge,
+    /// Try again with the 422's Min-SE as our session interval (RFC 4028
+    /// §7.4).
+    RaiseInterval,
     /// Report Failed.
     Fail,
     /// Report Ended(LocalCancel): the 487 to our CANCEL.
@@ -224,6 +227,8 @@ impl UacState {
             (S::Answered, I::Success) => (S::Answered, UacStep::Quiet),
             // §22.2: a challenge may be answered with a new INVITE.
             (S::Calling | S::Proceeding, I::Failure(401 | 407)) => (S::Calling, UacStep::Challenge),
+            // RFC 4028 §7.4: "Session Interval Too Small" may be retried.
+            (S::Calling | S::Proceeding, I::Failure(422)) => (S::Calling, UacStep::RaiseInterval),
             (S::Cancelling, I::Failure(487)) => (S::Cancelling, UacStep::Cancelled),
             (S::Calling | S::Proceeding | S::CancelPending | S::Cancelling, I::Failure(_)) => {
                 (*self, UacStep::Fail)
@@ -253,6 +258,8 @@ pub(crate) struct Outbound {
     pub(crate) answered: [bool; 2],
     /// INVITEs resent with credentials (bounded: no loop).
     pub(crate) auth_rounds: u8,
+    /// The INVITE was resent once after a 422 (a second 422 fails it).
+    pub(crate) interval_raised: bool,
     /// RFC 3262 §4: the RSeq of the last in-order reliable provisional.
     pub(crate) rseq: Option<u32>,
     /// The PRACK for that provisional, for its retransmissions.

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::sip::dialog::{Dialog, DialogState};
 use crate::sip::message::{CallId, HeaderName, Method, Response};
-use crate::sip::session_timer::{SessionTimer, negotiate_uac};
+use crate::sip::session_timer::{SessionTimer, min_se_of, negotiate_uac};
 use crate::sip::transaction::{IctState, InviteClient, NictState, TimerConfig};
 use crate::sip::uac::{
     IctTx, InviteError, InviteTemplate, Outbound, OutboundInvite, SentPrack, TemplateContext,
@@ -153,6 +153,7 @@ impl Endpoint {
             auth_headers: Vec::new(),
             answered: [false; 2],
             auth_rounds: 0,
+            interval_raised: false,
             rseq: None,
             prack: None,
             cancel_reason: Reason::NORMAL_CLEARING,
@@ -212,6 +213,7 @@ impl Endpoint {
             | UacStep::Answer
             | UacStep::AckAndBye
             | UacStep::Challenge
+            | UacStep::RaiseInterval
             | UacStep::Fail
             | UacStep::Cancelled => {}
         }
@@ -404,6 +406,7 @@ impl Endpoint {
             | UacStep::Answer
             | UacStep::AckAndBye
             | UacStep::Challenge
+            | UacStep::RaiseInterval
             | UacStep::Fail
             | UacStep::Cancelled => {}
         }
@@ -550,6 +553,7 @@ impl Endpoint {
             | UacStep::Quiet
             | UacStep::SendCancel
             | UacStep::Challenge
+            | UacStep::RaiseInterval
             | UacStep::Fail
             | UacStep::Cancelled => {}
         }
@@ -604,6 +608,11 @@ impl Endpoint {
     }
 
     fn uac_failure(&mut self, now: Instant, tx_id: u64, call_id: u64, resp: &Response) {
+        if self.is_refresh(call_id, tx_id)
+            && self.answer_refresh_challenge(now, call_id, resp, Method::Invite)
+        {
+            return;
+        }
         if self.refresh_failed(now, call_id, tx_id, Some(resp.status)) {
             return;
         }
@@ -621,7 +630,8 @@ impl Endpoint {
         };
         match step {
             UacStep::Challenge if self.answer_challenge(now, call_id, resp) => {}
-            UacStep::Challenge | UacStep::Fail => {
+            UacStep::RaiseInterval if self.raise_interval(now, call_id, resp) => {}
+            UacStep::Challenge | UacStep::RaiseInterval | UacStep::Fail => {
                 let retry_after = resp
                     .headers
                     .get(HeaderName::RetryAfter)
@@ -687,6 +697,45 @@ impl Endpoint {
             return false;
         };
         u.set_credentials(proxy, value);
+        self.invite_again(now, call_id);
+        true
+    }
+
+    /// RFC 4028 §7.4: answers a 422 with a new INVITE whose Session-Expires
+    /// and Min-SE are the 422's Min-SE — once. False when the 422 has no
+    /// usable Min-SE, asks for more than a day, or came to the retry.
+    fn raise_interval(&mut self, now: Instant, call_id: u64, resp: &Response) -> bool {
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return false;
+        };
+        let Role::Uac(LegState::Inviting { out: u, .. }) = &mut c.role else {
+            return false;
+        };
+        let Some(min_se) = min_se_of(&resp.headers) else {
+            debug!("422 without a Min-SE: not retried");
+            return false;
+        };
+        if u.interval_raised || min_se > MAX_SESSION_INTERVAL_S {
+            debug!(min_se, "422 not retried");
+            return false;
+        }
+        let session = &mut u.template.session;
+        session.min_se = session.min_se.max(min_se);
+        session.session_expires = session.session_expires.max(min_se);
+        u.interval_raised = true;
+        self.invite_again(now, call_id);
+        true
+    }
+
+    /// Sends the call's INVITE again, as a new transaction: CSeq + 1, a new
+    /// branch, no early dialog or reliable provisional of the last one.
+    fn invite_again(&mut self, now: Instant, call_id: u64) {
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let Role::Uac(LegState::Inviting { out: u, .. }) = &mut c.role else {
+            return;
+        };
         u.cseq = u.cseq.wrapping_add(1);
         u.rseq = None;
         u.prack = None;
@@ -704,9 +753,12 @@ impl Endpoint {
             u.cseq,
         );
         self.send_invite(now, call_id);
-        true
     }
 }
+
+/// The longest session interval a 422 may ask us for (a day): more is a
+/// peer's mistake, and the call fails rather than runs untimed.
+const MAX_SESSION_INTERVAL_S: u32 = 86_400;
 
 /// The client transaction of the INVITE `out` describes, on `branch`.
 fn ict_for(out: &Outbound, branch: &str, now: Instant, timers: TimerConfig) -> IctTx {

@@ -1155,6 +1155,7 @@ impl Endpoint {
             Role::Uas(UasState::Early { .. } | UasState::Confirmed(_))
             | Role::Uac(LegState::Inviting { .. } | LegState::Confirmed(_)) => None,
         };
+        let name = c.dialog.id().call_id.clone();
         if let Some(reason) = bye_done {
             let answered = resp.is_some_and(|r| self.answer_bye_challenge(now, call_id, r));
             if !answered {
@@ -1163,15 +1164,19 @@ impl Endpoint {
         } else if *kind != TxKind::Other(Method::Update) {
             // PRACK and CANCEL: nothing follows from their outcome; the
             // INVITE's own final decides (RFC 3262 §4, RFC 3261 §9.1).
-            trace!(call_id = %c.dialog.id().call_id, ?kind, ?status, "client transaction done");
+            trace!(call_id = %name, ?kind, ?status, "client transaction done");
         } else if matches!(status, Some(405 | 501)) {
             // RFC 3311 §5.1: the peer does not take UPDATE after all.
             self.update_refused(now, call_id);
+        } else if let Some(r) = resp.filter(|r| matches!(r.status, 401 | 407))
+            && self.answer_refresh_challenge(now, call_id, r, Method::Update)
+        {
+            // The same UPDATE again, with credentials.
         } else if matches!(status, None | Some(408 | 481)) {
             // RFC 3261 §12.2.1.2 (a timeout counts as 408, §8.1.3.1): our
             // session refresh failed, the peer is gone; end the dialog with
             // BYE rather than refreshing a dead call forever.
-            debug!(call_id = %c.dialog.id().call_id, ?status, "session refresh failed");
+            debug!(call_id = %name, ?status, "session refresh failed");
             self.send_bye(
                 now,
                 call_id,

@@ -43,6 +43,10 @@ pub(super) struct Session {
     pub(super) auth: Option<Box<dyn Authenticator>>,
     /// The INVITE's credentials, which its ACK repeats (§13.2.2.4).
     pub(super) invite_credentials: Vec<(&'static str, String)>,
+    /// Challenges to the current refresh answered so far, by kind: [401,
+    /// 407] (each once per refresh: the same one again means the
+    /// credentials are wrong).
+    pub(super) refresh_challenged: [bool; 2],
 }
 
 /// The offer/answer state of a confirmed dialog (RFC 3264 §4; RFC 6337
@@ -131,6 +135,7 @@ impl Session {
             local_sdp,
             refresh_tx: None,
             auth: None,
+            refresh_challenged: [false; 2],
             invite_credentials: Vec::new(),
         }
     }
@@ -465,7 +470,6 @@ impl Endpoint {
     fn send_refresh(&mut self, now: Instant, call_id: u64) {
         // RFC 4028 §7.4 / §9: as refresher we send UPDATE without a body
         // (RFC 3311 allows it and the session is unchanged).
-        let branch = self.new_branch();
         let Some(c) = self.calls.get_mut(&call_id) else {
             return;
         };
@@ -476,6 +480,7 @@ impl Endpoint {
             return;
         };
         s.timer = Some(SessionTimer::start(now, n));
+        s.refresh_challenged = [false; 2];
         let se = n.refresh_header_value();
         // RFC 4028 §7.4 / RFC 3311 §5.1: UPDATE only to a peer that allows
         // it; otherwise a re-INVITE with our current session (not while
@@ -485,17 +490,31 @@ impl Endpoint {
             && s.refresh_tx.is_none()
             && matches!(s.offer_answer, OfferAnswer::Stable);
         if reinvite {
-            self.send_reinvite_refresh(now, call_id, &se);
+            self.send_reinvite_refresh(now, call_id, &se, None);
             return;
         }
+        self.send_update_refresh(now, call_id, &se, None);
+    }
+
+    /// Our session refresh as an UPDATE without a body, with `credentials`
+    /// (header name, value) when it answers a challenge.
+    fn send_update_refresh(
+        &mut self,
+        now: Instant,
+        call_id: u64,
+        se: &str,
+        credentials: Option<(&str, &str)>,
+    ) {
+        let branch = self.new_branch();
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
         let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
-        let out = c.dialog.request(
-            Method::Update,
-            &me,
-            &branch,
-            &[("Session-Expires", &se), ("Supported", SUPPORTED)],
-            None,
-        );
+        let mut headers = vec![("Session-Expires", se), ("Supported", SUPPORTED)];
+        headers.extend(credentials);
+        let out = c
+            .dialog
+            .request(Method::Update, &me, &branch, &headers, None);
         let destination = c.destination(&out.next_hop);
         self.start_nict(
             now,
@@ -508,8 +527,15 @@ impl Endpoint {
     }
 
     /// Our session refresh as a re-INVITE offering the current session
-    /// again (RFC 4028 §7.4), in its own INVITE client transaction.
-    fn send_reinvite_refresh(&mut self, now: Instant, call_id: u64, se: &str) {
+    /// again (RFC 4028 §7.4), in its own INVITE client transaction, with
+    /// `credentials` (header name, value) when it answers a challenge.
+    fn send_reinvite_refresh(
+        &mut self,
+        now: Instant,
+        call_id: u64,
+        se: &str,
+        credentials: Option<(&str, &str)>,
+    ) {
         let branch = self.new_branch();
         let tx_id = self.alloc_id();
         let allow = allow_for(self.cfg.registrar);
@@ -523,15 +549,17 @@ impl Endpoint {
         let sdp = s.local_sdp.clone();
         s.refresh_tx = Some(tx_id);
         let me = local_identity(&self.cfg, c.flow.transport, &c.contact);
+        let mut headers = vec![
+            ("Session-Expires", se),
+            ("Supported", SUPPORTED),
+            ("Allow", allow),
+        ];
+        headers.extend(credentials);
         let out = c.dialog.request(
             Method::Invite,
             &me,
             &branch,
-            &[
-                ("Session-Expires", se),
-                ("Supported", SUPPORTED),
-                ("Allow", allow),
-            ],
+            &headers,
             Some(("application/sdp", &sdp)),
         );
         let destination = c.destination(&out.next_hop);
@@ -579,6 +607,16 @@ impl Endpoint {
     /// the transport failed). 408 and 481 mean the peer is gone (RFC 3261
     /// §12.2.1.2; RFC 4028 §10): BYE. False when `tx_id` is not the call's
     /// refresh.
+    /// Whether `tx_id` is the call's re-INVITE refresh.
+    pub(super) fn is_refresh(&self, call_id: u64, tx_id: u64) -> bool {
+        self.calls.get(&call_id).is_some_and(|c| match &c.role {
+            Role::Uas(UasState::Confirmed(s)) | Role::Uac(LegState::Confirmed(s)) => {
+                s.refresh_tx == Some(tx_id)
+            }
+            Role::Uas(_) | Role::Uac(_) => false,
+        })
+    }
+
     pub(super) fn refresh_failed(
         &mut self,
         now: Instant,
@@ -625,7 +663,7 @@ impl Endpoint {
             return;
         }
         debug!(call_id = %c.dialog.id().call_id, "UPDATE refused; refreshing with re-INVITE");
-        self.send_reinvite_refresh(now, call_id, &n.header_value());
+        self.send_reinvite_refresh(now, call_id, &n.header_value(), None);
         self.drain_call(now, call_id);
     }
 
@@ -678,6 +716,59 @@ impl Endpoint {
                 challenged: [false; 2],
             });
         }
+    }
+
+    /// RFC 3261 §22.2: a 401/407 to our session refresh (`method`: UPDATE
+    /// or re-INVITE) is answered once per kind with the INVITE's
+    /// [`Authenticator`], by the same refresh again with credentials. False
+    /// when it cannot be (no credentials, answered already, no challenge we
+    /// can meet): the caller treats it as a refused refresh.
+    pub(super) fn answer_refresh_challenge(
+        &mut self,
+        now: Instant,
+        call_id: u64,
+        resp: &Response,
+        method: Method,
+    ) -> bool {
+        let proxy = match resp.status {
+            401 => false,
+            407 => true,
+            _ => return false,
+        };
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return false;
+        };
+        let uri = c.dialog.request_uri();
+        let Some(s) = session_of(&mut c.role) else {
+            return false;
+        };
+        let kind = usize::from(proxy);
+        let (Some(auth), false) = (s.auth.as_mut(), s.refresh_challenged[kind]) else {
+            return false;
+        };
+        let Some(n) = s.timer.as_ref().map(SessionTimer::negotiated) else {
+            return false;
+        };
+        let (name, field) = if proxy {
+            (HeaderName::ProxyAuthenticate, "Proxy-Authorization")
+        } else {
+            (HeaderName::WwwAuthenticate, "Authorization")
+        };
+        let Some(value) = strongest_first(resp, name)
+            .iter()
+            .find_map(|ch| auth.authorize(ch, &method, &uri, proxy))
+        else {
+            return false;
+        };
+        s.refresh_challenged[kind] = true;
+        let se = n.refresh_header_value();
+        debug!(call_id = %c.dialog.id().call_id, status = resp.status, %method, "refresh again with credentials");
+        if method == Method::Invite {
+            self.send_reinvite_refresh(now, call_id, &se, Some((field, &value)));
+        } else {
+            self.send_update_refresh(now, call_id, &se, Some((field, &value)));
+        }
+        true
     }
 
     /// A 401/407 to our BYE (RFC 3261 §22.2; carriers that challenge

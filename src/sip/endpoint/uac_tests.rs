@@ -571,7 +571,10 @@ impl Authenticator for FakeAuth {
         uri: &str,
         proxy: bool,
     ) -> Option<String> {
-        assert!(matches!(method, Method::Invite | Method::Bye), "{method}");
+        assert!(
+            matches!(method, Method::Invite | Method::Bye | Method::Update),
+            "{method}"
+        );
         self.seen
             .lock()
             .expect("not poisoned")
@@ -769,6 +772,59 @@ fn second_407_for_the_same_credentials_fails_without_a_loop() {
     assert_eq!(seen.lock().expect("not poisoned").len(), 1);
     sim.run_until(secs(40));
     assert_eq!(sim.ep.stats(), Stats::default());
+}
+
+/// RFC 4028 §7.4: a 422 "Session Interval Too Small" is retried once with
+/// its Min-SE as our Session-Expires and Min-SE (a new transaction of the
+/// same call); a second 422 fails the call, as does one without Min-SE.
+#[test]
+fn a_422_is_retried_once_with_its_min_se() {
+    let mut sim = Sim::new();
+    let (call, out) = sim.place(Duration::ZERO, outbound());
+    let first = only(&out, Method::Invite).clone();
+    let asked = first
+        .headers
+        .get(HeaderName::SessionExpires)
+        .map(str::to_owned);
+    let too_small = respond(&first, 422, Some("sbc"), &[("Min-SE", "3600;x=1")], None);
+    let out = sim.deliver(ms(100), &too_small, trunk());
+    assert_eq!(methods(&out), ["ACK", "INVITE"], "asked {asked:?}");
+    assert_eq!(branch(out[0].req()), branch(&first));
+    let second = out[1].req().clone();
+    let h = &second.headers;
+    assert_eq!(h.call_id, first.headers.call_id);
+    assert_eq!(h.to.tag, None);
+    assert_eq!((h.cseq.seq, &h.cseq.method), (2, &Method::Invite));
+    assert_ne!(branch(&second), branch(&first));
+    assert_eq!(h.get(HeaderName::SessionExpires), Some("3600"));
+    assert_eq!(h.get(HeaderName::MinSe), Some("3600"));
+    assert_eq!(&second.body[..], OFFER_OUT);
+    assert!(sim.take_events().is_empty(), "a 422 retried is no failure");
+
+    // The retry gets a 422 too: the call fails with it.
+    let again = respond(&second, 422, Some("sbc"), &[("Min-SE", "7200")], None);
+    let out = sim.deliver(ms(200), &again, trunk());
+    assert_eq!(methods(&out), ["ACK"]);
+    let ev = events_of(&mut sim);
+    assert!(
+        matches!(ev.as_slice(), [Event::Failed { call: c, status: 422, .. }] if *c == call),
+        "{ev:?}"
+    );
+
+    // A 422 that says no Min-SE cannot be answered.
+    let (call, out) = sim.place(secs(1), outbound());
+    let invite = only(&out, Method::Invite).clone();
+    let out = sim.deliver(
+        secs(1) + ms(100),
+        &respond(&invite, 422, Some("s"), &[], None),
+        trunk(),
+    );
+    assert_eq!(methods(&out), ["ACK"]);
+    let ev = events_of(&mut sim);
+    assert!(
+        matches!(ev.as_slice(), [Event::Failed { call: c, status: 422, .. }] if *c == call),
+        "{ev:?}"
+    );
 }
 
 #[test]
@@ -1113,7 +1169,17 @@ Contact: {CUSTOMER_CONTACT}\r\n",
 /// The call placed and answered by a 2xx with `Session-Expires: se`
 /// (and `Allow` listing UPDATE); (call, INVITE, what the 2xx made us send).
 fn answered_with_timer(sim: &mut Sim, se: &str) -> (CallKey, Request, Vec<Out>) {
-    let (call, out) = sim.place(Duration::ZERO, outbound());
+    answered_with_timer_as(sim, outbound(), se, "INVITE, ACK, BYE, CANCEL, UPDATE")
+}
+
+/// [`answered_with_timer`] for `inv`, the 2xx saying `allow`.
+fn answered_with_timer_as(
+    sim: &mut Sim,
+    inv: OutboundInvite,
+    se: &str,
+    allow: &str,
+) -> (CallKey, Request, Vec<Out>) {
+    let (call, out) = sim.place(Duration::ZERO, inv);
     let invite = only(&out, Method::Invite).clone();
     // RFC 4028 §7.1: the INVITE announces the extension and our interval.
     assert!(invite.headers.has_token(HeaderName::Supported, "timer"));
@@ -1126,7 +1192,7 @@ fn answered_with_timer(sim: &mut Sim, se: &str) -> (CallKey, Request, Vec<Out>) 
             ("Contact", CUSTOMER_CONTACT),
             ("Require", "timer"),
             ("Session-Expires", se),
-            ("Allow", "INVITE, ACK, BYE, CANCEL, UPDATE"),
+            ("Allow", allow),
         ],
         Some(ANSWER_IN),
     );
@@ -1148,6 +1214,74 @@ fn an_outbound_leg_named_refresher_sends_update_at_half_the_interval() {
         update.headers.get(HeaderName::SessionExpires),
         Some("120;refresher=uac")
     );
+}
+
+/// RFC 3261 §22.2: a 401 to our UPDATE refresh is answered by the same
+/// UPDATE with credentials (CSeq + 1); the same challenge to that one is
+/// not answered again, and the call goes on (a refused refresh is no
+/// reason to hang up).
+#[test]
+fn a_challenge_to_our_update_refresh_is_answered_once() {
+    let mut sim = Sim::new();
+    let (inv, seen) = with_auth();
+    let allow = "INVITE, ACK, BYE, CANCEL, UPDATE";
+    answered_with_timer_as(&mut sim, inv, "120;refresher=uac", allow);
+    let out = sim.run_until(secs(61));
+    let update = only(&out, Method::Update).clone();
+    assert_eq!(update.headers.get(HeaderName::Authorization), None);
+    let challenge = respond(&update, 401, None, &[("WWW-Authenticate", CHALLENGE)], None);
+    let out = sim.deliver(secs(61) + ms(50), &challenge, trunk());
+    let again = only(&out, Method::Update).clone();
+    assert_eq!(again.headers.cseq.seq, update.headers.cseq.seq + 1);
+    assert_ne!(branch(&again), branch(&update));
+    assert!(
+        again.headers.get(HeaderName::Authorization).is_some(),
+        "{again:?}"
+    );
+    assert_eq!(
+        again.headers.get(HeaderName::SessionExpires),
+        Some("120;refresher=uac")
+    );
+    assert_eq!(seen.lock().expect("not poisoned").len(), 1);
+    // Wrong credentials: the same challenge again is not answered.
+    let challenge = respond(&again, 401, None, &[("WWW-Authenticate", CHALLENGE)], None);
+    let out = sim.deliver(secs(61) + ms(100), &challenge, trunk());
+    assert!(methods(&out).is_empty(), "{:?}", methods(&out));
+    assert_eq!(seen.lock().expect("not poisoned").len(), 1);
+    assert!(sim.take_events().is_empty(), "the call goes on");
+}
+
+/// The same for a re-INVITE refresh (the callee does not allow UPDATE): a
+/// 407 is ACKed and the re-INVITE sent again with Proxy-Authorization.
+#[test]
+fn a_challenge_to_our_reinvite_refresh_is_answered() {
+    let mut sim = Sim::new();
+    let (inv, _seen) = with_auth();
+    answered_with_timer_as(
+        &mut sim,
+        inv,
+        "120;refresher=uac",
+        "INVITE, ACK, BYE, CANCEL",
+    );
+    let out = sim.run_until(secs(61));
+    let reinvite = only(&out, Method::Invite).clone();
+    let challenge = respond(
+        &reinvite,
+        407,
+        None,
+        &[("Proxy-Authenticate", CHALLENGE)],
+        None,
+    );
+    let out = sim.deliver(secs(61) + ms(50), &challenge, trunk());
+    assert_eq!(methods(&out), ["ACK", "INVITE"]);
+    let again = out[1].req();
+    assert_eq!(again.headers.cseq.seq, reinvite.headers.cseq.seq + 1);
+    assert!(
+        again.headers.get(HeaderName::ProxyAuthorization).is_some(),
+        "{again:?}"
+    );
+    assert_eq!(again.body, reinvite.body, "the same session offered again");
+    assert!(sim.take_events().is_empty(), "the call goes on");
 }
 
 #[test]
