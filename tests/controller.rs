@@ -6,6 +6,7 @@
 mod driver;
 
 use callbackd::sip::message::HeaderName;
+use callbackd::sip::registrar::keepalive_period;
 use driver::*;
 
 /// A carrier call answered and ACKed at `ack_at`: the harness, the caller's
@@ -1662,11 +1663,13 @@ fn a_registered_phone_is_pinged_through_its_flow_at_the_keepalive_interval_until
     h.answers_options.insert(addr(BOB_PUBLIC));
     register_bob_behind_nat(&mut h);
     let registered = h.elapsed();
-    h.advance(secs(65));
+    // The phone's share (80-100 %) of the 20 s interval.
+    let period = keepalive_period(secs(20), addr(BOB_PUBLIC));
+    h.advance(period * 3 + secs(1));
     assert_eq!(
         pings_to(&h, BOB_PUBLIC),
-        [20, 40, 60].map(|s| registered + secs(s)),
-        "an OPTIONS every 20 s to the NAT's public side"
+        [1, 2, 3].map(|k| registered + period * k),
+        "an OPTIONS every {period:?} to the NAT's public side"
     );
     for ping in h
         .sent
@@ -1702,10 +1705,17 @@ fn keepalives_follow_the_configured_interval_and_stop_when_the_binding_lapses() 
     assert_eq!(granted_expires(&ok), 100);
     let registered = h.elapsed();
     h.advance(secs(300));
+    let period = keepalive_period(secs(25), addr(BOB_PUBLIC));
+    assert!(period >= secs(20) && period <= secs(25), "{period:?}");
+    let expected: Vec<_> = (1..)
+        .map(|k| period * k)
+        .take_while(|&at| at < secs(100))
+        .map(|at| registered + at)
+        .collect();
     assert_eq!(
         pings_to(&h, BOB_PUBLIC),
-        [25, 50, 75].map(|s| registered + secs(s)),
-        "pings every 25 s until the binding lapses at 100 s, none after"
+        expected,
+        "pings every {period:?} (of 25 s) until the binding lapses at 100 s, none after"
     );
     assert!(!bob_reachable(&h));
 }
@@ -1726,7 +1736,8 @@ fn a_phone_that_answers_no_keepalive_is_unregistered_after_three() {
     let mut h = Harness::new(&bob_config(""));
     register_bob_behind_nat(&mut h);
     let registered = h.elapsed();
-    h.run_until(h.t0 + registered + secs(79));
+    let period = keepalive_period(secs(20), addr(BOB_PUBLIC));
+    h.run_until(h.t0 + registered + period * 4 - secs(1));
     assert!(bob_reachable(&h), "two unanswered pings are not enough");
     h.advance(secs(1));
     assert!(
@@ -1736,7 +1747,7 @@ fn a_phone_that_answers_no_keepalive_is_unregistered_after_three() {
     h.advance(secs(100));
     assert_eq!(
         pings_to(&h, BOB_PUBLIC),
-        [20, 40, 60].map(|s| registered + secs(s))
+        [1, 2, 3].map(|k| registered + period * k)
     );
 }
 

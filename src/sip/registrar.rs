@@ -11,7 +11,8 @@
 //! as 30 s, and the phone then hears nothing from us):
 //!
 //! - **Keep-alives** (like Kamailio's nathelper with `sipping`, or
-//!   Asterisk's `qualify`): every `keepalive` interval each binding on UDP
+//!   Asterisk's `qualify`): every `keepalive` interval (80–100 % of it,
+//!   fixed per source address: [`keepalive_period`]) each binding on UDP
 //!   gets an OPTIONS, out of dialog, to its Contact through its flow
 //!   ([`Registrar::poll_keepalive`]; the caller builds and sends it). An
 //!   OPTIONS rather than RFC 5626's CRLF or STUN: every SIP phone answers
@@ -60,6 +61,7 @@
 //! case-insensitive equality (§19.1.4).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -532,7 +534,8 @@ impl Registrar {
                 call_id: call_id.clone(),
                 cseq,
                 behind_nat,
-                next_keepalive: keepalive.map(|interval| now + interval),
+                next_keepalive: keepalive
+                    .map(|interval| now + keepalive_period(interval, flow.remote)),
                 last_keepalive: None,
                 missed: 0,
             };
@@ -638,7 +641,7 @@ impl Registrar {
                     flow: b.flow,
                 });
                 b.last_keepalive = Some(now);
-                b.next_keepalive = Some(now + interval);
+                b.next_keepalive = Some(now + keepalive_period(interval, b.flow.remote));
             }
             list.retain(|b| b.expires_at > now);
             if list.is_empty() {
@@ -804,6 +807,17 @@ fn parse_delta(value: &str) -> Option<u32> {
         return None;
     }
     Some(value.parse::<u32>().unwrap_or(u32::MAX))
+}
+
+/// The keep-alive period of a binding from `remote`: between 80 % and
+/// 100 % of `interval` (as RFC 5626 §4.4.1 has a client choose its own),
+/// fixed per address, so phones that registered together — after an outage,
+/// a restart — are not all pinged in the same instant.
+pub fn keepalive_period(interval: Duration, remote: SocketAddr) -> Duration {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    remote.hash(&mut h);
+    let percent = 80 + (h.finish() % 21) as u32;
+    interval * percent / 100
 }
 
 #[cfg(test)]
@@ -1618,6 +1632,12 @@ mod tests {
     fn udp_bindings_get_keepalives_until_three_go_unanswered() {
         let t0 = Instant::now();
         let at = |n: u64| t0 + Duration::from_secs(n);
+        // Every period this phone's share of the 20 s interval.
+        let period = keepalive_period(Duration::from_secs(20), nat().remote);
+        assert!(
+            (Duration::from_secs(16)..=Duration::from_secs(20)).contains(&period),
+            "{period:?}"
+        );
         let mut reg = nat_aware(t0);
         let out = Phone::new("agent7", "s3cret").register(&mut reg, t0, nat(), CONTACT);
         assert_eq!(
@@ -1634,24 +1654,75 @@ mod tests {
                 assert_eq!(k.flow, nat());
                 pings.push(now - t0);
             }
-            if now == at(20) {
+            if now == t0 + period {
                 // The phone answers the first ping only.
-                reg.heard_from(at(21), nat().remote);
+                reg.heard_from(now + Duration::from_secs(1), nat().remote);
             }
-            if now == at(60) {
+            if now == t0 + period * 3 {
                 // Another address says nothing about this phone.
-                reg.heard_from(at(65), udp("203.0.113.5:40001").remote);
+                reg.heard_from(
+                    now + Duration::from_secs(5),
+                    udp("203.0.113.5:40001").remote,
+                );
             }
             if let Some(RegistrarEvent::Unregistered { .. }) = reg.poll_event() {
                 dropped = Some(now - t0);
             }
         }
-        let secs = Duration::from_secs;
-        assert_eq!(pings, [secs(20), secs(40), secs(60), secs(80)]);
+        assert_eq!(pings, [period, period * 2, period * 3, period * 4]);
         assert_eq!(
             dropped,
-            Some(secs(100)),
-            "unanswered at 40, 60 and 80: dropped when the next is due, before it lapses at 120"
+            Some(period * 5),
+            "unanswered at the 2nd, 3rd and 4th: dropped when the next is due, before it lapses at 120 s"
+        );
+    }
+
+    /// Phones registering in the same instant (after an outage) are pinged
+    /// spread over 80–100 % of the interval, not all at once.
+    #[test]
+    fn keepalives_of_phones_registered_together_are_spread() {
+        let t0 = Instant::now();
+        // The test phone takes 'static names: 50 small leaks in a test.
+        let users: Vec<&'static str> = (0..50)
+            .map(|n| &*Box::leak(format!("agent{n}").into_boxed_str()))
+            .collect();
+        let mut reg = Registrar::new(
+            RegistrarSettings {
+                keepalive: Some(Duration::from_secs(20)),
+                nat_expires: Some(120),
+                ..settings()
+            },
+            users
+                .iter()
+                .map(|u| ((*u).to_owned(), Secret::Password("s3cret".into()))),
+            [9; 32],
+            t0,
+        );
+        for (port, &user) in (40_000u16..).zip(&users) {
+            let flow = udp(&format!("203.0.113.5:{port}"));
+            let contact = format!("Contact: <sip:{user}@203.0.113.5:{port}>\r\nExpires: 3600\r\n");
+            let out = Phone::new(user, "s3cret").register(&mut reg, t0, flow, &contact);
+            assert_eq!(out.status, 200);
+        }
+        let mut first = std::collections::BTreeSet::new();
+        while let Some(now) = reg.poll_timeout() {
+            if now > t0 + Duration::from_secs(20) {
+                break;
+            }
+            reg.handle_timeout(now);
+            while reg.poll_keepalive().is_some() {
+                first.insert(now - t0);
+            }
+        }
+        assert!(
+            first.len() >= 10,
+            "50 phones pinged at {} instants",
+            first.len()
+        );
+        let (lo, hi) = (first.first().copied(), first.last().copied());
+        assert!(
+            lo >= Some(Duration::from_secs(16)) && hi <= Some(Duration::from_secs(20)),
+            "{lo:?}..{hi:?}"
         );
     }
 
