@@ -1631,7 +1631,6 @@ mod tests {
     #[test]
     fn udp_bindings_get_keepalives_until_three_go_unanswered() {
         let t0 = Instant::now();
-        let at = |n: u64| t0 + Duration::from_secs(n);
         // Every period this phone's share of the 20 s interval.
         let period = keepalive_period(Duration::from_secs(20), nat().remote);
         assert!(
