@@ -1182,6 +1182,42 @@ fn a_live_caller_reaches_the_free_agent_once_the_offer_was_said() {
     assert_eq!(bye.first().map(|s| s.at), Some(h.elapsed()));
 }
 
+/// A live caller's talk with an agent is a handle time too: five minutes
+/// of it replace the 60 s seed, and the next caller with one ahead of it
+/// hears 5 minutes (one agent).
+#[test]
+fn the_ecbt_follows_the_handle_time_of_live_calls() {
+    let config = driver::config(&callback_config("[ecbt]\naht_s = 60\nwindow = 1\n"));
+    let mut h = Harness::with_trunk(&config, vec![udp_target(CARRIER)]);
+    h.answers_bye.extend([addr(AGENT)]);
+    let mut caller = Peer::new("127.0.0.1:5070", "live-1");
+    let invite = caller.request("INVITE", Some(&offer(40000, 1, "sendrecv")));
+    h.deliver(caller.addr, &invite);
+    let ok = h.responses("live-1", 200, "INVITE")[0]
+        .response()
+        .expect("200")
+        .clone();
+    caller.learn(&ok);
+    let ack = caller.request("ACK", None);
+    h.deliver(caller.addr, &ack);
+    let i = h.run_until_sent(secs(30), is_agent_invite);
+    let agent_invite = h.sent[i].request().expect("INVITE").clone();
+    let ok = answer(
+        &agent_invite,
+        200,
+        "agent-tag",
+        AGENT,
+        Some(&offer(41000, 1, "sendrecv")),
+    );
+    h.deliver(addr(AGENT), &ok);
+    h.advance(secs(300));
+    h.deliver(
+        addr(AGENT),
+        &in_dialog(&agent_invite, "BYE", "agent-tag", AGENT, 2),
+    );
+    assert_eq!(second_callers_ecbt(&mut h), "number_5");
+}
+
 #[test]
 fn the_ecbt_divides_by_the_agents_staffing_the_queue_now() {
     let bob =

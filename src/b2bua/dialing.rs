@@ -113,7 +113,8 @@ struct LiveCtx {
     queue: QueueId,
     agent: AgentId,
     leg: Option<CallKey>,
-    answered: bool,
+    /// When the agent answered: the handle time runs from here.
+    answered: Option<Instant>,
     ring_deadline: Instant,
 }
 
@@ -228,7 +229,7 @@ impl Dialing {
         let live = self
             .live
             .values()
-            .filter(|l| !l.answered)
+            .filter(|l| l.answered.is_none())
             .map(|l| l.ring_deadline)
             .min();
         [dialers, poll, live].into_iter().flatten().min()
@@ -251,7 +252,7 @@ impl Dialing {
             self.next_poll = now + self.settings.poll_interval;
         }
         for live in self.live.values() {
-            if !live.answered
+            if live.answered.is_none()
                 && live.ring_deadline <= now
                 && let Some(leg) = live.leg
             {
@@ -621,7 +622,7 @@ impl Dialing {
                 queue,
                 agent: agent.clone(),
                 leg: None,
-                answered: false,
+                answered: None,
                 ring_deadline: now + ring,
             },
         );
@@ -676,7 +677,7 @@ impl Dialing {
                 if !sdp.is_empty() {
                     env.calls.leg_answered(now, call, &sdp);
                 }
-                live.answered = true;
+                live.answered = Some(now);
                 let _ = env.roster.agents_mut().answered(&live.agent, now);
                 if !env.calls.connect_to_agent(now, live.caller, call) {
                     // The caller left (or started registering) meanwhile.
@@ -687,8 +688,12 @@ impl Dialing {
                 let live = self.live.remove(&id).expect("looked up above");
                 self.legs.remove(&call);
                 env.calls.close_leg(call);
-                if live.answered {
+                if let Some(answered) = live.answered {
                     let _ = env.roster.agents_mut().released(&live.agent, now);
+                    // A live call's talk time is a handle time of its queue,
+                    // as a bridged callback's is.
+                    env.calls
+                        .record_handle_time(&live.queue, now.duration_since(answered));
                     // The agent hung up: the caller's call ends too.
                     let _ = env.endpoint.hangup(now, live.caller);
                 } else {
