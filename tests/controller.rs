@@ -28,6 +28,22 @@ fn answered_call(config: &str, call_id: &str, ack_at: std::time::Duration) -> (H
     (h, caller)
 }
 
+/// A caller at `from` calls in with RTP on `rtp_port`; the 200 is ACKed at
+/// once.
+fn call_in(h: &mut Harness, from: &str, call_id: &str, rtp_port: u16) -> Peer {
+    let mut caller = Peer::new(from, call_id);
+    let invite = caller.request("INVITE", Some(&offer(rtp_port, 1, "sendrecv")));
+    h.deliver(caller.addr, &invite);
+    let ok = h.responses(call_id, 200, "INVITE")[0]
+        .response()
+        .expect("200")
+        .clone();
+    caller.learn(&ok);
+    let ack = caller.request("ACK", None);
+    h.deliver(caller.addr, &ack);
+    caller
+}
+
 /// A carrier call whose INVITE carries `headers` (and From `from` when
 /// given), answered and ACKed at 10 ms.
 fn call_with_headers(call_id: &str, from: Option<&str>, headers: &str) -> (Harness, Peer) {
@@ -1085,16 +1101,7 @@ fn customer_invites_are_spaced_by_the_trunk_cps_cap_while_agents_ring_together()
 /// queue.
 fn second_callers_ecbt(h: &mut Harness) -> String {
     for (n, port) in [("wait-a", 40100), ("wait-b", 40102)] {
-        let mut caller = Peer::new("127.0.0.1:5074", n);
-        let invite = caller.request("INVITE", Some(&offer(port, 1, "sendrecv")));
-        h.deliver(caller.addr, &invite);
-        let ok = h.responses(n, 200, "INVITE")[0]
-            .response()
-            .expect("200")
-            .clone();
-        caller.learn(&ok);
-        let ack = caller.request("ACK", None);
-        h.deliver(caller.addr, &ack);
+        call_in(h, "127.0.0.1:5074", n, port);
     }
     let (_, first) = h.plays("wait-b")[0].clone();
     let about = first
@@ -1133,16 +1140,7 @@ fn a_live_caller_reaches_the_free_agent_once_the_offer_was_said() {
     let config = driver::config(&callback_config(""));
     let mut h = Harness::with_trunk(&config, vec![udp_target(CARRIER)]);
     h.answers_bye.extend([addr(AGENT)]);
-    let mut caller = Peer::new("127.0.0.1:5070", "live-1");
-    let invite = caller.request("INVITE", Some(&offer(40000, 1, "sendrecv")));
-    h.deliver(caller.addr, &invite);
-    let ok = h.responses("live-1", 200, "INVITE")[0]
-        .response()
-        .expect("200")
-        .clone();
-    caller.learn(&ok);
-    let ack = caller.request("ACK", None);
-    h.deliver(caller.addr, &ack);
+    call_in(&mut h, "127.0.0.1:5070", "live-1", 40000);
     // Not during the greeting: the caller is still choosing.
     let (at, greeting) = h.plays("live-1")[0].clone();
     let said = at
@@ -1190,16 +1188,7 @@ fn the_ecbt_follows_the_handle_time_of_live_calls() {
     let config = driver::config(&callback_config("[ecbt]\naht_s = 60\nwindow = 1\n"));
     let mut h = Harness::with_trunk(&config, vec![udp_target(CARRIER)]);
     h.answers_bye.extend([addr(AGENT)]);
-    let mut caller = Peer::new("127.0.0.1:5070", "live-1");
-    let invite = caller.request("INVITE", Some(&offer(40000, 1, "sendrecv")));
-    h.deliver(caller.addr, &invite);
-    let ok = h.responses("live-1", 200, "INVITE")[0]
-        .response()
-        .expect("200")
-        .clone();
-    caller.learn(&ok);
-    let ack = caller.request("ACK", None);
-    h.deliver(caller.addr, &ack);
+    call_in(&mut h, "127.0.0.1:5070", "live-1", 40000);
     let i = h.run_until_sent(secs(30), is_agent_invite);
     let agent_invite = h.sent[i].request().expect("INVITE").clone();
     let ok = answer(
