@@ -1941,14 +1941,9 @@ async fn cli_user_add_bootstraps_an_admin_whose_token_works() {
     assert!(stderr.contains("at least 8"), "{stderr}");
     let (code, _, stderr) = cli(&["user", "passwd", "boss"], "a long password\n");
     assert_eq!(code, Some(0), "{stderr}");
-    let (code, second, stderr) = cli(
-        &["user", "token", "boss", "--expires", "2099-01-01T00:00:00Z"],
-        "",
-    );
-    assert_eq!(code, Some(0), "{stderr}");
-    assert_ne!(second.trim(), token);
 
-    // An engine on that configuration accepts the token.
+    // An engine on that configuration accepts the token; the CLI keeps
+    // working beside it (WAL, busy timeout).
     let mut config = Config::load(&config_path).expect("config loads");
     config.sip.bind = "127.0.0.1:0".parse().expect("addr");
     config.bind_ephemeral_sip_port();
@@ -1957,6 +1952,12 @@ async fn cli_user_add_bootstraps_an_admin_whose_token_works() {
     let options = ApiOptions::new(&settings);
     let engine = engine::start(settings).await.expect("engine starts");
     let app = api::router(engine.control(), options);
+    let (code, second, stderr) = cli(
+        &["user", "token", "boss", "--expires", "2099-01-01T00:00:00Z"],
+        "",
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_ne!(second.trim(), token);
     for (token, expected) in [
         (token.as_str(), StatusCode::OK),
         (second.trim(), StatusCode::OK),

@@ -318,7 +318,7 @@ impl AccountStore for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
         let before = load_unit(&tx, name, &err)?.ok_or_else(|| not_found("unit", name))?;
-        let mut members: Vec<String> = {
+        let members: Vec<String> = {
             let mut stmt = tx
                 .prepare(
                     "SELECT u.name FROM user_units uu JOIN users u ON u.id = uu.user_id \
@@ -329,7 +329,6 @@ impl AccountStore for SqliteStore {
                 .and_then(|rows| rows.collect::<Result<_, _>>())
                 .map_err(&err)?
         };
-        members.sort();
         tx.execute("DELETE FROM units WHERE id = ?1", params![before.id])
             .map_err(&err)?;
         let mut was = unit_json(&before);
