@@ -47,6 +47,45 @@ enum Command {
         #[command(subcommand)]
         command: CallbacksCommand,
     },
+    /// Manage the admin API's users (in the store named by the
+    /// configuration; works while the engine runs).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user and print a fresh API token for it, once (this is how
+    /// the first admin is made).
+    Add {
+        /// The user's name (1..=64 of A-Z a-z 0-9 - _ . @).
+        name: String,
+        /// admin, manager or viewer.
+        #[arg(long, value_parser = parse_role)]
+        role: callbackd::callback::store::Role,
+        /// A business unit to give the user (repeatable; each must exist).
+        #[arg(long = "unit")]
+        units: Vec<String>,
+    },
+    /// Issue another API token for a user and print it, once.
+    Token {
+        /// The user.
+        name: String,
+        /// Refuse the token from this RFC 3339 time on.
+        #[arg(long)]
+        expires: Option<jiff::Timestamp>,
+        /// What the token is for.
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
+    /// Set a user's console password, read from the first line of standard
+    /// input.
+    Passwd {
+        /// The user.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -89,6 +128,93 @@ fn main() -> ExitCode {
             command: CallbacksCommand::List,
         } => list_callbacks(&cli.config),
         Command::Cdr { since, until } => write_cdrs(&cli.config, since, until),
+        Command::User { command } => match user_command(&cli.config, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn parse_role(text: &str) -> Result<callbackd::callback::store::Role, String> {
+    callbackd::callback::store::Role::parse(text)
+        .ok_or_else(|| format!("{text:?} is not a role (admin, manager or viewer)"))
+}
+
+/// `callbackd user …`; the error is the message to print.
+fn user_command(path: &Path, command: UserCommand) -> Result<(), String> {
+    use callbackd::callback::store::accounts::hash_password;
+    use callbackd::callback::store::{
+        AccountStore, Change, NewToken, NewUser, SqliteStore, TokenSecret,
+    };
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let store_path = config.store_path(base_dir(path));
+    // WAL and a busy timeout: safe beside a running engine.
+    let mut store = SqliteStore::open(&store_path).map_err(|e| e.to_string())?;
+    let change = Change {
+        actor: "cli".to_owned(),
+        at: jiff::Timestamp::now(),
+    };
+    let issue = |store: &mut SqliteStore,
+                 name: &str,
+                 label: String,
+                 expires_at: Option<jiff::Timestamp>|
+     -> Result<(), String> {
+        if let Some(at) = expires_at.filter(|at| *at <= change.at) {
+            return Err(format!("--expires: {at} is in the past"));
+        }
+        let secret = TokenSecret::generate()
+            .map_err(|e| format!("cannot draw a token from the OS random source: {e}"))?;
+        let info = store
+            .issue_token(
+                &NewToken {
+                    user: name.to_owned(),
+                    label,
+                    expires_at,
+                    hash: secret.hash,
+                },
+                &change,
+            )
+            .map_err(|e| e.to_string())?;
+        let expiry = info
+            .expires_at
+            .map_or_else(|| "no expiry".to_owned(), |t| format!("expires {t}"));
+        eprintln!(
+            "API token {} for {name:?} ({expiry}); it is shown once, keep it:",
+            info.id
+        );
+        println!("{}", secret.text);
+        Ok(())
+    };
+    match command {
+        UserCommand::Add { name, role, units } => {
+            let user = store
+                .create_user(&NewUser { name, role, units }, &change)
+                .map_err(|e| e.to_string())?;
+            eprintln!("user {:?} created ({})", user.name, user.role);
+            issue(&mut store, &user.name, "cli".to_owned(), None)
+        }
+        UserCommand::Token {
+            name,
+            expires,
+            label,
+        } => issue(&mut store, &name, label, expires),
+        UserCommand::Passwd { name } => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| format!("reading the password from standard input: {e}"))?;
+            let password = line.strip_suffix('\n').unwrap_or(&line);
+            let password = password.strip_suffix('\r').unwrap_or(password);
+            let phc = hash_password(password).map_err(|e| format!("password: {e}"))?;
+            store
+                .set_password(&name, Some(&phc), &change)
+                .map_err(|e| e.to_string())?;
+            eprintln!("password of {name:?} set");
+            Ok(())
+        }
     }
 }
 
@@ -205,7 +331,7 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     let api = settings.api().enabled.then_some(settings.api().bind);
-    let store_path = settings.store_path().to_owned();
+    let api_options = callbackd::api::ApiOptions::new(&settings);
     let drain = settings.call().drain();
     runtime.block_on(async move {
         let engine = match callbackd::engine::start(settings).await {
@@ -219,7 +345,7 @@ fn run(path: &Path) -> ExitCode {
         // until the engine has stopped.
         let api = match api {
             Some(bind) => {
-                match callbackd::api::ApiServer::start(bind, engine.control(), store_path).await {
+                match callbackd::api::ApiServer::start(bind, engine.control(), api_options).await {
                     Ok(api) => Some(api),
                     Err(e) => {
                         error!("{e}");

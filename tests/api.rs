@@ -1,7 +1,10 @@
 //! The admin HTTP API against an engine running in this process: every
 //! endpoint through the router (`tower::ServiceExt::oneshot`), the refusals
 //! (400, 404, 405, 415), a SIP call that the statistics, metrics and health
-//! must see, and one request over a real TCP socket.
+//! must see, and one request over a real TCP socket. Accounts: the route ×
+//! role matrix built from [`api::routes`] (issue 11 acceptance 1), tokens
+//! that expire, are revoked or belong to a disabled user, unit scoping, the
+//! audit log, and `callbackd user add` bootstrapping the first admin.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,7 +13,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::header::{ALLOW, CONTENT_TYPE};
+use axum::http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, Request, StatusCode};
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -19,9 +22,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tower::ServiceExt;
 
-use callbackd::api::{self, ApiServer};
+use callbackd::api::{self, ApiOptions, ApiServer, Rule};
 use callbackd::callback::QueueId;
-use callbackd::callback::store::{NewCallback, Registration, SqliteStore, Store};
+use callbackd::callback::store::{
+    AccountStore, Change, NewCallback, NewToken, NewUser, Registration, Role, SqliteStore, Store,
+    TokenSecret,
+};
 use callbackd::config::Config;
 use callbackd::engine::{self, EngineHandle};
 
@@ -52,15 +58,66 @@ impl Drop for TempDir {
 /// An engine on 127.0.0.1 (SIP on an ephemeral UDP port) and the API's
 /// router over it. `[org] launch_enabled = false` so that the gates read
 /// back are visibly the configuration's, not constants.
+///
+/// Two business units: `east` groups queue `support` (agents alice, bob),
+/// `west` groups `sales` (agent carol). Before the engine starts, the store
+/// gets one user per role — `root` (admin), `ann` (manager of east), `wes`
+/// (manager of west), `vic` (viewer of east) — each with a token.
 struct Harness {
     engine: Option<EngineHandle>,
     app: Router,
     store_path: PathBuf,
+    options: ApiOptions,
+    tokens: Tokens,
     _dir: TempDir,
+}
+
+/// The tokens of the harness's users.
+struct Tokens {
+    admin: String,
+    manager: String,
+    other_manager: String,
+    viewer: String,
+}
+
+/// Creates `name` with `role` and `units` in `store` and returns a token.
+fn user_with_token(store: &mut SqliteStore, name: &str, role: Role, units: &[&str]) -> String {
+    let change = Change {
+        actor: "test".into(),
+        at: Timestamp::now(),
+    };
+    store
+        .create_user(
+            &NewUser {
+                name: name.into(),
+                role,
+                units: units.iter().map(|u| (*u).to_owned()).collect(),
+            },
+            &change,
+        )
+        .expect("create user");
+    let secret = TokenSecret::generate().expect("OS randomness");
+    store
+        .issue_token(
+            &NewToken {
+                user: name.into(),
+                label: "test".into(),
+                expires_at: None,
+                hash: secret.hash,
+            },
+            &change,
+        )
+        .expect("issue token");
+    secret.text
 }
 
 impl Harness {
     async fn start(name: &str) -> Harness {
+        Harness::start_with(name, "").await
+    }
+
+    /// [`Harness::start`] with `api` as the `[api]` section's body.
+    async fn start_with(name: &str, api: &str) -> Harness {
         let dir = TempDir::new(name);
         let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
         let text = format!(
@@ -80,8 +137,12 @@ impl Harness {
             path = "callbacks.sqlite"
             [org]
             launch_enabled = false
+            [api]
+            {api}
             [[queues]]
             id = "support"
+            [[queues]]
+            id = "sales"
             [[agents]]
             id = "alice"
             uri = "sip:alice@127.0.0.1:5999"
@@ -90,6 +151,10 @@ impl Harness {
             id = "bob"
             uri = "sip:bob@127.0.0.1:5999"
             queues = ["support"]
+            [[agents]]
+            id = "carol"
+            uri = "sip:carol@127.0.0.1:5999"
+            queues = ["sales"]
             "#,
             prompts.display()
         );
@@ -98,12 +163,34 @@ impl Harness {
         config.bind_ephemeral_sip_port();
         let store_path = config.store_path(&dir.0);
         let settings = config.check(&dir.0).expect("valid config");
+        let options = ApiOptions::new(&settings);
+        let tokens = {
+            let mut store = SqliteStore::open(&store_path).expect("store");
+            let change = Change {
+                actor: "test".into(),
+                at: Timestamp::now(),
+            };
+            store
+                .create_unit("east", &[QueueId("support".into())], &change)
+                .expect("unit");
+            store
+                .create_unit("west", &[QueueId("sales".into())], &change)
+                .expect("unit");
+            Tokens {
+                admin: user_with_token(&mut store, "root", Role::Admin, &[]),
+                manager: user_with_token(&mut store, "ann", Role::Manager, &["east"]),
+                other_manager: user_with_token(&mut store, "wes", Role::Manager, &["west"]),
+                viewer: user_with_token(&mut store, "vic", Role::Viewer, &["east"]),
+            }
+        };
         let engine = engine::start(settings).await.expect("engine starts");
-        let app = api::router(engine.control(), store_path.clone());
+        let app = api::router(engine.control(), options.clone());
         Harness {
             engine: Some(engine),
             app,
             store_path,
+            options,
+            tokens,
             _dir: dir,
         }
     }
@@ -112,14 +199,29 @@ impl Harness {
         self.engine.as_ref().expect("engine still running")
     }
 
-    /// Sends one request through the router.
+    /// Sends one request through the router as the admin.
     async fn request(
         &self,
         method: &str,
         uri: &str,
         body: Option<(&str, &str)>,
     ) -> (StatusCode, HeaderMap, Bytes) {
+        self.request_as(Some(&self.tokens.admin), method, uri, body)
+            .await
+    }
+
+    /// Sends one request through the router with `token` (or none).
+    async fn request_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        uri: &str,
+        body: Option<(&str, &str)>,
+    ) -> (StatusCode, HeaderMap, Bytes) {
         let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            builder = builder.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
         let body = match body {
             Some((content_type, text)) => {
                 builder = builder.header(CONTENT_TYPE, content_type);
@@ -163,14 +265,29 @@ impl Harness {
             String::from_utf8_lossy(&bytes)
         );
         assert_json(&headers);
-        json::<ErrorBody>(&bytes).error
+        ErrorBody::checked(&bytes).message
     }
 }
 
+/// Every refusal: a snake_case code and a message.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ErrorBody {
-    error: String,
+    code: String,
+    message: String,
+}
+
+impl ErrorBody {
+    fn checked(body: &[u8]) -> ErrorBody {
+        let e: ErrorBody = json(body);
+        assert!(
+            !e.code.is_empty() && e.code.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+            "code {:?} is snake_case",
+            e.code
+        );
+        assert!(!e.message.is_empty());
+        e
+    }
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -380,7 +497,11 @@ async fn agents_are_listed_and_put_pauses_and_resumes_one() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         agents,
-        [agent("alice", "available"), agent("bob", "available")]
+        [
+            agent("alice", "available"),
+            agent("bob", "available"),
+            agent("carol", "available")
+        ]
     );
 
     let (status, headers, body) = h
@@ -396,7 +517,11 @@ async fn agents_are_listed_and_put_pauses_and_resumes_one() {
     // Held by the engine; bob untouched.
     assert_eq!(
         h.get::<Vec<AgentBody>>("/v1/agents").await.1,
-        [agent("alice", "paused"), agent("bob", "available")]
+        [
+            agent("alice", "paused"),
+            agent("bob", "available"),
+            agent("carol", "available")
+        ]
     );
     let engine_view = h.engine().agents().await.expect("engine running");
     assert_eq!(engine_view[0].state_name(), "paused");
@@ -421,12 +546,12 @@ async fn put_agent_refuses_unknown_agents_and_bad_bodies() {
     let error = h
         .refused(
             "PUT",
-            "/v1/agents/carol",
+            "/v1/agents/dave",
             Some((json_type, r#"{"paused": true}"#)),
             StatusCode::NOT_FOUND,
         )
         .await;
-    assert!(error.contains("no agent \"carol\""), "{error}");
+    assert!(error.contains("no agent \"dave\""), "{error}");
     for bad in [
         r#"{}"#,
         r#"{"paused": "yes"}"#,
@@ -696,8 +821,12 @@ async fn unknown_path_is_404_and_wrong_method_is_405() {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     assert!(allow.contains("GET") && allow.contains("PUT"), "{allow}");
-    let e = json::<ErrorBody>(&body).error;
-    assert!(e.contains("DELETE") && e.contains("/v1/gates"), "{e}");
+    let e = ErrorBody::checked(&body);
+    assert_eq!(e.code, "method_not_allowed");
+    assert!(
+        e.message.contains("DELETE") && e.message.contains("/v1/gates"),
+        "{e:?}"
+    );
     h.refused("POST", "/health", None, StatusCode::METHOD_NOT_ALLOWED)
         .await;
     h.refused("PUT", "/metrics", None, StatusCode::METHOD_NOT_ALLOWED)
@@ -815,7 +944,7 @@ async fn serves_http_over_a_real_socket_and_shuts_down() {
     let server = ApiServer::start(
         "127.0.0.1:0".parse().expect("addr"),
         h.engine().control(),
-        h.store_path.clone(),
+        h.options.clone(),
     )
     .await
     .expect("API binds");
@@ -844,7 +973,9 @@ async fn serves_http_over_a_real_socket_and_shuts_down() {
         addr,
         &format!(
             "PUT /v1/gates HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Authorization: Bearer {}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            h.tokens.admin,
             body.len()
         ),
     )
@@ -912,4 +1043,960 @@ fn headers_named<'a>(message: &'a str, name: &str) -> Vec<&'a str> {
 
 fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
     headers_named(message, name).into_iter().next()
+}
+
+/// One route's expectations in the matrix: a concrete request, the least
+/// role's success status, and (for routes acting on a unit's object) a
+/// request on another unit's object.
+struct Case {
+    /// The rule the issue's role matrix gives the route (checked against
+    /// the route table's, so a route declared too open fails).
+    rule: Rule,
+    verb: &'static str,
+    path: &'static str,
+    uri: String,
+    body: Option<String>,
+    ok: StatusCode,
+    other_unit: Option<(String, Option<String>)>,
+}
+
+fn case(
+    rule: Rule,
+    verb: &'static str,
+    path: &'static str,
+    uri: &str,
+    body: Option<&str>,
+    ok: StatusCode,
+) -> Case {
+    Case {
+        rule,
+        verb,
+        path,
+        uri: uri.to_owned(),
+        body: body.map(str::to_owned),
+        ok,
+        other_unit: None,
+    }
+}
+
+/// The matrix's cases, one per route of [`api::routes`]; the fixtures they
+/// touch (users `target`, `doomed`; units `spare`, `gone`; a token of
+/// `target`) are made by [`matrix_fixtures`].
+fn matrix_cases(token_id: i64) -> Vec<Case> {
+    use StatusCode as S;
+    vec![
+        case(Rule::Public, "GET", "/health", "/health", None, S::OK),
+        case(Rule::Metrics, "GET", "/metrics", "/metrics", None, S::OK),
+        case(Rule::Viewer, "GET", "/v1/stats", "/v1/stats", None, S::OK),
+        case(Rule::Viewer, "GET", "/v1/gates", "/v1/gates", None, S::OK),
+        case(
+            Rule::Admin,
+            "PUT",
+            "/v1/gates",
+            "/v1/gates",
+            Some(r#"{"registration_enabled":true,"launch_enabled":false}"#),
+            S::OK,
+        ),
+        case(
+            Rule::Viewer,
+            "GET",
+            "/v1/callbacks",
+            "/v1/callbacks",
+            None,
+            S::OK,
+        ),
+        case(Rule::Viewer, "GET", "/v1/agents", "/v1/agents", None, S::OK),
+        Case {
+            other_unit: Some(("/v1/agents/carol".into(), Some(r#"{"paused":true}"#.into()))),
+            ..case(
+                Rule::Manager,
+                "PUT",
+                "/v1/agents/{id}",
+                "/v1/agents/alice",
+                Some(r#"{"paused":false}"#),
+                S::OK,
+            )
+        },
+        case(Rule::Viewer, "GET", "/v1/me", "/v1/me", None, S::OK),
+        case(
+            Rule::Viewer,
+            "PUT",
+            "/v1/me/password",
+            "/v1/me/password",
+            // The viewer sets theirs first; later callers have none set
+            // either (each user's own).
+            Some(r#"{"password":"correct horse battery"}"#),
+            S::NO_CONTENT,
+        ),
+        case(Rule::Admin, "GET", "/v1/users", "/v1/users", None, S::OK),
+        case(
+            Rule::Admin,
+            "POST",
+            "/v1/users",
+            "/v1/users",
+            Some(r#"{"name":"newcomer","role":"viewer","units":["east"]}"#),
+            S::CREATED,
+        ),
+        case(
+            Rule::Admin,
+            "GET",
+            "/v1/users/{name}",
+            "/v1/users/target",
+            None,
+            S::OK,
+        ),
+        case(
+            Rule::Admin,
+            "PATCH",
+            "/v1/users/{name}",
+            "/v1/users/target",
+            Some(r#"{"role":"manager"}"#),
+            S::OK,
+        ),
+        case(
+            Rule::Admin,
+            "DELETE",
+            "/v1/users/{name}",
+            "/v1/users/doomed",
+            None,
+            S::NO_CONTENT,
+        ),
+        case(
+            Rule::Admin,
+            "PUT",
+            "/v1/users/{name}/password",
+            "/v1/users/target/password",
+            Some(r#"{"password":"another good one"}"#),
+            S::NO_CONTENT,
+        ),
+        case(
+            Rule::Admin,
+            "GET",
+            "/v1/users/{name}/tokens",
+            "/v1/users/target/tokens",
+            None,
+            S::OK,
+        ),
+        case(
+            Rule::Admin,
+            "POST",
+            "/v1/users/{name}/tokens",
+            "/v1/users/target/tokens",
+            Some(r#"{"label":"ci"}"#),
+            S::CREATED,
+        ),
+        case(
+            Rule::Admin,
+            "DELETE",
+            "/v1/tokens/{id}",
+            &format!("/v1/tokens/{token_id}"),
+            None,
+            S::OK,
+        ),
+        case(Rule::Admin, "GET", "/v1/units", "/v1/units", None, S::OK),
+        case(
+            Rule::Admin,
+            "POST",
+            "/v1/units",
+            "/v1/units",
+            Some(r#"{"name":"south","queues":["support"]}"#),
+            S::CREATED,
+        ),
+        case(
+            Rule::Admin,
+            "PATCH",
+            "/v1/units/{name}",
+            "/v1/units/spare",
+            Some(r#"{"queues":["sales","support"]}"#),
+            S::OK,
+        ),
+        case(
+            Rule::Admin,
+            "DELETE",
+            "/v1/units/{name}",
+            "/v1/units/gone",
+            None,
+            S::NO_CONTENT,
+        ),
+        case(
+            Rule::Admin,
+            "GET",
+            "/v1/audit",
+            "/v1/audit?limit=5",
+            None,
+            S::OK,
+        ),
+    ]
+}
+
+/// The users, units and token the matrix's changes act on; returns the
+/// token's id.
+fn matrix_fixtures(h: &Harness) -> i64 {
+    let mut store = SqliteStore::open(&h.store_path).expect("store");
+    let change = Change {
+        actor: "test".into(),
+        at: Timestamp::now(),
+    };
+    let _ = user_with_token(&mut store, "doomed", Role::Viewer, &[]);
+    let _ = user_with_token(&mut store, "target", Role::Viewer, &[]);
+    store.create_unit("spare", &[], &change).expect("unit");
+    store.create_unit("gone", &[], &change).expect("unit");
+    store.tokens(Some("target")).expect("tokens")[0].id
+}
+
+/// Issue 11 acceptance 1: for every route of the API, no token → 401 with
+/// `WWW-Authenticate: Bearer`, a malformed or unknown token → 401, the role
+/// below the route's rule → 403, a manager on another unit's object → 403,
+/// and the least role the rule allows → 2xx. The cases are looked up from
+/// [`api::routes`], so a route added without an expectation fails here.
+#[tokio::test]
+async fn every_route_refuses_without_a_token_or_the_role_and_serves_the_right_role() {
+    let h = Harness::start("matrix").await;
+    let token_id = matrix_fixtures(&h);
+    let cases = matrix_cases(token_id);
+    let routes: Vec<api::Route> = api::routes().collect();
+    for case in &cases {
+        assert!(
+            routes
+                .iter()
+                .any(|r| r.verb.as_str() == case.verb && r.path == case.path),
+            "case {} {} has no route (stale case)",
+            case.verb,
+            case.path
+        );
+    }
+    let token_of = |role: Role| match role {
+        Role::Admin => h.tokens.admin.as_str(),
+        Role::Manager => h.tokens.manager.as_str(),
+        Role::Viewer => h.tokens.viewer.as_str(),
+    };
+    let unknown = format!("cbd_{}", "A".repeat(43));
+    for route in &routes {
+        let verb = route.verb.as_str();
+        let Some(case) = cases
+            .iter()
+            .find(|c| c.verb == verb && c.path == route.path)
+        else {
+            panic!("route {verb} {} has no case in the matrix", route.path);
+        };
+        assert_eq!(route.rule, case.rule, "{verb} {}: rule", route.path);
+        let body = case.body.as_deref().map(|b| ("application/json", b));
+        let what = format!("{verb} {}", case.uri);
+        let least = route.rule.least_role(h.options.metrics_public);
+        let Some(least) = least else {
+            let (status, _, bytes) = h.request_as(None, verb, &case.uri, body).await;
+            assert_eq!(
+                status,
+                case.ok,
+                "{what} (public): {}",
+                String::from_utf8_lossy(&bytes)
+            );
+            continue;
+        };
+        for token in [
+            None,
+            Some("cbd_short"),
+            Some(unknown.as_str()),
+            Some("not-a-token"),
+        ] {
+            let (status, headers, bytes) = h.request_as(token, verb, &case.uri, body).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{what} with {token:?}");
+            let challenge = headers
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            assert!(challenge.starts_with("Bearer"), "{what}: {challenge:?}");
+            assert_eq!(ErrorBody::checked(&bytes).code, "unauthorized");
+        }
+        for below in Role::ALL.into_iter().filter(|r| *r < least) {
+            let (status, _, bytes) = h
+                .request_as(Some(token_of(below)), verb, &case.uri, body)
+                .await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{what} as {below}");
+            assert_eq!(ErrorBody::checked(&bytes).code, "forbidden");
+        }
+        if let Some((uri, other_body)) = &case.other_unit {
+            let other_body = other_body.as_deref().map(|b| ("application/json", b));
+            let (status, _, bytes) = h
+                .request_as(Some(&h.tokens.manager), verb, uri, other_body)
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::FORBIDDEN,
+                "{verb} {uri}: another unit's"
+            );
+            assert_eq!(ErrorBody::checked(&bytes).code, "forbidden");
+        }
+        let (status, _, bytes) = h
+            .request_as(Some(token_of(least)), verb, &case.uri, body)
+            .await;
+        assert_eq!(
+            status,
+            case.ok,
+            "{what} as {least}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+}
+
+/// `[api] metrics_public = false`: `/metrics` takes a token like any read.
+#[tokio::test]
+async fn metrics_need_a_token_when_not_public() {
+    let h = Harness::start_with("metrics-private", "metrics_public = false").await;
+    let (status, headers, _) = h.request_as(None, "GET", "/metrics", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers.contains_key(WWW_AUTHENTICATE));
+    let (status, _, body) = h
+        .request_as(Some(&h.tokens.viewer), "GET", "/metrics", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&body).contains("callbackd_calls"));
+    // /health stays public.
+    let (status, _, _) = h.request_as(None, "GET", "/health", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// A user sees the callbacks and agents of their units only; an admin sees
+/// all; /v1/me says which.
+#[tokio::test]
+async fn users_see_only_their_units() {
+    let h = Harness::start("scoping").await;
+    let second = Timestamp::now().as_second();
+    {
+        let mut store = SqliteStore::open(&h.store_path).expect("store");
+        for (queue, number) in [("support", "3125550188"), ("sales", "3125550199")] {
+            store
+                .register(&NewCallback {
+                    queue: QueueId(queue.into()),
+                    number: number.into(),
+                    caller_ani: "+13125550100".into(),
+                    called_number: "18005550100".into(),
+                    priority: 0,
+                    queued_at: Timestamp::from_second(second).expect("ts"),
+                    registered_at: Timestamp::from_second(second).expect("ts"),
+                    ecbt_quoted_minutes: 3,
+                    expires_at: Timestamp::from_second(second + 86_400).expect("ts"),
+                    inbound_call_id: format!("{queue}@test"),
+                })
+                .expect("register");
+        }
+    }
+    let seen = |token: &str| {
+        let token = token.to_owned();
+        let h = &h;
+        async move {
+            let (_, _, body) = h
+                .request_as(Some(&token), "GET", "/v1/callbacks", None)
+                .await;
+            let callbacks: Vec<String> = json::<Vec<CallbackBody>>(&body)
+                .into_iter()
+                .map(|c| c.queue)
+                .collect();
+            let (_, _, body) = h.request_as(Some(&token), "GET", "/v1/agents", None).await;
+            let agents: Vec<String> = json::<Vec<AgentBody>>(&body)
+                .into_iter()
+                .map(|a| a.id)
+                .collect();
+            (callbacks, agents)
+        }
+    };
+    assert_eq!(
+        seen(&h.tokens.viewer).await,
+        (
+            vec!["support".to_owned()],
+            vec!["alice".to_owned(), "bob".to_owned()]
+        )
+    );
+    assert_eq!(
+        seen(&h.tokens.other_manager).await,
+        (vec!["sales".to_owned()], vec!["carol".to_owned()])
+    );
+    assert_eq!(
+        seen(&h.tokens.admin).await,
+        (
+            vec!["support".to_owned(), "sales".to_owned()],
+            vec!["alice".to_owned(), "bob".to_owned(), "carol".to_owned()]
+        )
+    );
+    let (status, _, body) = h
+        .request_as(Some(&h.tokens.manager), "GET", "/v1/me", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).expect("JSON"),
+        serde_json::json!({"name": "ann", "role": "manager", "units": ["east"], "queues": ["support"]})
+    );
+    // A manager pauses their unit's agent, not another's.
+    let pause = Some(("application/json", r#"{"paused":true}"#));
+    let (status, _, _) = h
+        .request_as(
+            Some(&h.tokens.other_manager),
+            "PUT",
+            "/v1/agents/carol",
+            pause,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, body) = h
+        .request_as(
+            Some(&h.tokens.other_manager),
+            "PUT",
+            "/v1/agents/alice",
+            pause,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(ErrorBody::checked(&body).message.contains("alice"));
+}
+
+/// Tokens issued through the API work until revoked; an expired token, a
+/// disabled user's and a deleted user's are refused with 401.
+#[tokio::test]
+async fn tokens_expire_are_revoked_and_die_with_their_user() {
+    let h = Harness::start("token-life").await;
+    let post = |uri: &'static str, body: &'static str| {
+        let h = &h;
+        async move {
+            let (status, _, bytes) = h
+                .request("POST", uri, Some(("application/json", body)))
+                .await;
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&bytes).expect("JSON"),
+            )
+        }
+    };
+    let (status, _) = post("/v1/users", r#"{"name":"eve","role":"viewer"}"#).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, issued) = post("/v1/users/eve/tokens", r#"{"label":"laptop"}"#).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let token = issued["token"].as_str().expect("token shown").to_owned();
+    assert!(token.starts_with("cbd_"));
+    let id = issued["id"].as_i64().expect("id");
+    let me = |token: String| {
+        let h = &h;
+        async move {
+            let (status, _, bytes) = h.request_as(Some(&token), "GET", "/v1/me", None).await;
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    assert_eq!(me(token.clone()).await.0, StatusCode::OK);
+    // The list never shows a secret.
+    let (_, _, bytes) = h.request("GET", "/v1/users/eve/tokens", None).await;
+    let listed = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(
+        !listed.contains(&token[4..]) && listed.contains("laptop"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("last_used_at\":\"20"),
+        "use recorded: {listed}"
+    );
+
+    // Disabled → 401; enabled again → 200.
+    let patch = |body: &'static str| {
+        let h = &h;
+        async move {
+            h.request("PATCH", "/v1/users/eve", Some(("application/json", body)))
+                .await
+                .0
+        }
+    };
+    assert_eq!(patch(r#"{"disabled":true}"#).await, StatusCode::OK);
+    let (status, text) = me(token.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(text.contains("disabled"), "{text}");
+    assert_eq!(patch(r#"{"disabled":false}"#).await, StatusCode::OK);
+    assert_eq!(me(token.clone()).await.0, StatusCode::OK);
+
+    // Revoked → 401.
+    let (status, _, bytes) = h.request("DELETE", &format!("/v1/tokens/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&bytes).contains("\"revoked_at\":\"20"));
+    let (status, text) = me(token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(text.contains("revoked"), "{text}");
+
+    // Expired (issued straight into the store with a past expiry) → 401.
+    let expired = {
+        let mut store = SqliteStore::open(&h.store_path).expect("store");
+        let secret = TokenSecret::generate().expect("OS randomness");
+        store
+            .issue_token(
+                &NewToken {
+                    user: "eve".into(),
+                    label: "old".into(),
+                    expires_at: Some(Timestamp::now() - jiff::SignedDuration::from_secs(1)),
+                    hash: secret.hash,
+                },
+                &Change {
+                    actor: "test".into(),
+                    at: Timestamp::now(),
+                },
+            )
+            .expect("issue");
+        secret.text
+    };
+    let (status, text) = me(expired).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(text.contains("expired"), "{text}");
+    // The API refuses to issue an already expired token.
+    let (status, body) = post(
+        "/v1/users/eve/tokens",
+        r#"{"expires_at":"2020-01-01T00:00:00Z"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("expires_at:")
+    );
+
+    // Deleted user → their fresh token dies with them.
+    let (_, issued) = post("/v1/users/eve/tokens", r#"{}"#).await;
+    let token = issued["token"].as_str().expect("token").to_owned();
+    assert_eq!(me(token.clone()).await.0, StatusCode::OK);
+    let (status, _, _) = h.request("DELETE", "/v1/users/eve", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(me(token).await.0, StatusCode::UNAUTHORIZED);
+}
+
+/// Every change writes an audit row with the actor and the object before
+/// and after; the log pages with a cursor.
+#[tokio::test]
+async fn changes_are_audited_with_before_and_after() {
+    let h = Harness::start("audit").await;
+    let json_body = |b: &'static str| Some(("application/json", b));
+    let put = h
+        .request(
+            "PUT",
+            "/v1/gates",
+            json_body(r#"{"registration_enabled":false,"launch_enabled":false}"#),
+        )
+        .await;
+    assert_eq!(put.0, StatusCode::OK);
+    let pause = h
+        .request_as(
+            Some(&h.tokens.manager),
+            "PUT",
+            "/v1/agents/bob",
+            json_body(r#"{"paused":true}"#),
+        )
+        .await;
+    assert_eq!(pause.0, StatusCode::OK);
+    for (method, uri, body) in [
+        (
+            "POST",
+            "/v1/units",
+            r#"{"name":"north","queues":["sales"]}"#,
+        ),
+        ("PATCH", "/v1/units/north", r#"{"queues":["support"]}"#),
+        (
+            "POST",
+            "/v1/users",
+            r#"{"name":"zed","role":"viewer","units":["north"]}"#,
+        ),
+        ("PATCH", "/v1/users/zed", r#"{"role":"manager"}"#),
+        (
+            "PUT",
+            "/v1/users/zed/password",
+            r#"{"password":"zed's password"}"#,
+        ),
+        ("POST", "/v1/users/zed/tokens", r#"{"label":"x"}"#),
+    ] {
+        let (status, _, bytes) = h.request(method, uri, json_body(body)).await;
+        assert!(
+            status.is_success(),
+            "{method} {uri}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    let (status, _, bytes) = h.request("DELETE", "/v1/units/north", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // A refused change writes nothing.
+    let (status, _, _) = h
+        .request(
+            "POST",
+            "/v1/units",
+            json_body(r#"{"name":"bad","queues":["nope"]}"#),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+
+    let (status, _, bytes) = h.request("GET", "/v1/audit?limit=1000", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let page: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+    let entries = page["entries"].as_array().expect("entries");
+    // The harness's own set-up (units, users, tokens by "test") comes first.
+    let ours: Vec<&serde_json::Value> = entries.iter().filter(|e| e["actor"] != "test").collect();
+    let actions: Vec<(&str, &str, &str)> = ours
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap_or(""),
+                e["action"].as_str().unwrap_or(""),
+                e["target"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    // Zed's token is the fifth (the harness issued four).
+    assert_eq!(
+        actions,
+        [
+            ("root", "set_gates", "gates"),
+            ("ann", "pause_agent", "agent:bob"),
+            ("root", "create_unit", "unit:north"),
+            ("root", "update_unit", "unit:north"),
+            ("root", "create_user", "user:zed"),
+            ("root", "update_user", "user:zed"),
+            ("root", "set_password", "user:zed"),
+            ("root", "issue_token", "token:5"),
+            ("root", "delete_unit", "unit:north"),
+        ]
+    );
+    assert_eq!(
+        (ours[0]["before"].clone(), ours[0]["after"].clone()),
+        (
+            serde_json::json!({"registration_enabled": true, "launch_enabled": false}),
+            serde_json::json!({"registration_enabled": false, "launch_enabled": false})
+        )
+    );
+    assert_eq!(
+        (ours[1]["before"].clone(), ours[1]["after"].clone()),
+        (
+            serde_json::json!({"state": "available"}),
+            serde_json::json!({"state": "paused"})
+        )
+    );
+    assert_eq!(ours[3]["before"]["queues"], serde_json::json!(["sales"]));
+    assert_eq!(ours[3]["after"]["queues"], serde_json::json!(["support"]));
+    assert_eq!(ours[5]["before"]["role"], "viewer");
+    assert_eq!(ours[5]["after"]["role"], "manager");
+    assert!(
+        !ours[6].to_string().contains("argon2"),
+        "no hash in the log"
+    );
+    assert!(
+        ours.iter()
+            .all(|e| e["at"].as_str().is_some_and(|t| t.ends_with('Z')))
+    );
+
+    // Paging: two at a time, following next_cursor, gives the same rows.
+    let mut cursor: Option<String> = None;
+    let mut paged = Vec::new();
+    loop {
+        let uri = match &cursor {
+            Some(c) => format!("/v1/audit?limit=2&cursor={c}"),
+            None => "/v1/audit?limit=2".to_owned(),
+        };
+        let (status, _, bytes) = h.request("GET", &uri, None).await;
+        assert_eq!(status, StatusCode::OK);
+        let page: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        paged.extend(page["entries"].as_array().expect("entries").iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(paged.len() <= entries.len(), "paging terminates");
+    }
+    assert_eq!(&paged, entries);
+    for bad in [
+        "/v1/audit?limit=0",
+        "/v1/audit?cursor=x",
+        "/v1/audit?from=yesterday",
+    ] {
+        let e = h.refused("GET", bad, None, StatusCode::BAD_REQUEST).await;
+        assert!(
+            e.contains(bad.split(['?', '=']).nth(1).unwrap_or("")),
+            "{bad}: {e}"
+        );
+    }
+}
+
+/// Accounts: names taken, unknown units and queues, the last admin, and
+/// passwords (one's own needs the current one once set).
+#[tokio::test]
+async fn account_changes_refuse_bad_input_with_a_code() {
+    let h = Harness::start("accounts-bad").await;
+    let json_body = |b: &'static str| Some(("application/json", b));
+    let code = |(status, _, bytes): (StatusCode, HeaderMap, Bytes)| {
+        (status, ErrorBody::checked(&bytes).code)
+    };
+    for (method, uri, body, status, expected) in [
+        (
+            "POST",
+            "/v1/users",
+            r#"{"name":"ann","role":"viewer"}"#,
+            StatusCode::CONFLICT,
+            "already_exists",
+        ),
+        (
+            "POST",
+            "/v1/users",
+            r#"{"name":"x y","role":"viewer"}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            "/v1/users",
+            r#"{"name":"xy","role":"root"}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/v1/users",
+            r#"{"name":"xy","role":"viewer","units":["nope"]}"#,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "PATCH",
+            "/v1/users/nobody",
+            r#"{"disabled":true}"#,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "PATCH",
+            "/v1/users/root",
+            r#"{"role":"viewer"}"#,
+            StatusCode::CONFLICT,
+            "last_admin",
+        ),
+        (
+            "PATCH",
+            "/v1/users/root",
+            r#"{"disabled":true}"#,
+            StatusCode::CONFLICT,
+            "last_admin",
+        ),
+        (
+            "POST",
+            "/v1/units",
+            r#"{"name":"east","queues":[]}"#,
+            StatusCode::CONFLICT,
+            "already_exists",
+        ),
+        (
+            "POST",
+            "/v1/units",
+            r#"{"name":"x","queues":["nope"]}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown_queue",
+        ),
+        (
+            "PATCH",
+            "/v1/units/east",
+            r#"{"name":"west"}"#,
+            StatusCode::CONFLICT,
+            "already_exists",
+        ),
+        (
+            "PUT",
+            "/v1/users/ann/password",
+            r#"{"password":"short"}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_password",
+        ),
+    ] {
+        assert_eq!(
+            code(h.request(method, uri, json_body(body)).await),
+            (status, expected.to_owned()),
+            "{method} {uri} {body}"
+        );
+    }
+    assert_eq!(
+        code(h.request("DELETE", "/v1/users/root", None).await),
+        (StatusCode::CONFLICT, "last_admin".to_owned())
+    );
+    assert_eq!(
+        code(h.request("DELETE", "/v1/tokens/abc", None).await),
+        (StatusCode::BAD_REQUEST, "invalid_path".to_owned())
+    );
+    assert_eq!(
+        code(h.request("DELETE", "/v1/tokens/999", None).await),
+        (StatusCode::NOT_FOUND, "not_found".to_owned())
+    );
+    // One's own password: free the first time, then the current one is needed.
+    let mine = |body: &'static str| {
+        h.request_as(
+            Some(&h.tokens.viewer),
+            "PUT",
+            "/v1/me/password",
+            json_body(body),
+        )
+    };
+    assert_eq!(
+        mine(r#"{"password":"first password"}"#).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        code(mine(r#"{"password":"second password"}"#).await),
+        (StatusCode::BAD_REQUEST, "invalid_body".to_owned())
+    );
+    assert_eq!(
+        code(mine(r#"{"password":"second password","current_password":"wrong one"}"#).await),
+        (StatusCode::FORBIDDEN, "forbidden".to_owned())
+    );
+    assert_eq!(
+        mine(r#"{"password":"second password","current_password":"first password"}"#)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    let store = SqliteStore::open(&h.store_path).expect("store");
+    let phc = store.password_hash("vic").expect("read").expect("set");
+    assert!(phc.starts_with("$argon2id$"), "{phc}");
+    assert!(callbackd::callback::store::accounts::verify_password(
+        "second password",
+        &phc
+    ));
+}
+
+/// `callbackd user add` bootstraps the first admin in the configured store
+/// (the binary, as an operator runs it); its token works against an engine
+/// on that store; bad input exits non-zero with a message.
+#[tokio::test]
+async fn cli_user_add_bootstraps_an_admin_whose_token_works() {
+    let dir = TempDir::new("cli");
+    let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
+    let config_path = dir.0.join("config.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[sip]\nbind = \"127.0.0.1:5999\"\ntransports = [\"udp\"]\n\
+             [rtp]\nport_min = 36200\nport_max = 36299\n[call]\nmax_calls = 10\n\
+             [prompts]\ndir = '{}'\n[store]\npath = \"callbacks.sqlite\"\n\
+             [[queues]]\nid = \"support\"\n",
+            prompts.display()
+        ),
+    )
+    .expect("write config");
+    let cli = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_callbackd"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run callbackd");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("callbackd exits");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = cli(&["user", "add", "boss", "--role", "admin"], "");
+    assert_eq!(code, Some(0), "{stderr}");
+    let token = stdout.trim().to_owned();
+    assert!(token.starts_with("cbd_") && token.len() == 47, "{stdout:?}");
+    assert!(stderr.contains("shown once"), "{stderr}");
+
+    for (args, needle) in [
+        (
+            &["user", "add", "boss", "--role", "admin"][..],
+            "already exists",
+        ),
+        (&["user", "add", "x", "--role", "root"][..], "not a role"),
+        (
+            &["user", "add", "x", "--role", "viewer", "--unit", "nope"][..],
+            "no unit \"nope\"",
+        ),
+        (&["user", "token", "ghost"][..], "no user \"ghost\""),
+        (
+            &["user", "token", "boss", "--expires", "2020-01-01T00:00:00Z"][..],
+            "in the past",
+        ),
+        (
+            &["user", "token", "boss", "--expires", "soon"][..],
+            "--expires",
+        ),
+    ] {
+        let (code, stdout, stderr) = cli(args, "");
+        assert_ne!(code, Some(0), "{args:?}");
+        assert!(stdout.is_empty(), "{args:?}: no token printed: {stdout}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    let (code, _, stderr) = cli(&["user", "passwd", "boss"], "short\n");
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("at least 8"), "{stderr}");
+    let (code, _, stderr) = cli(&["user", "passwd", "boss"], "a long password\n");
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // An engine on that configuration accepts the token; the CLI keeps
+    // working beside it (WAL, busy timeout).
+    let mut config = Config::load(&config_path).expect("config loads");
+    config.sip.bind = "127.0.0.1:0".parse().expect("addr");
+    config.bind_ephemeral_sip_port();
+    let store_path = config.store_path(&dir.0);
+    let settings = config.check(&dir.0).expect("valid config");
+    let options = ApiOptions::new(&settings);
+    let engine = engine::start(settings).await.expect("engine starts");
+    let app = api::router(engine.control(), options);
+    let (code, second, stderr) = cli(
+        &["user", "token", "boss", "--expires", "2099-01-01T00:00:00Z"],
+        "",
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_ne!(second.trim(), token);
+    for (token, expected) in [
+        (token.as_str(), StatusCode::OK),
+        (second.trim(), StatusCode::OK),
+        ("cbd_x", StatusCode::UNAUTHORIZED),
+    ] {
+        let request = Request::builder()
+            .uri("/v1/me")
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .expect("request");
+        let response = tokio::time::timeout(WAIT, app.clone().oneshot(request))
+            .await
+            .expect("answered in time")
+            .expect("router is infallible");
+        assert_eq!(response.status(), expected);
+        if expected == StatusCode::OK {
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            let me: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+            assert_eq!(
+                (me["name"].as_str(), me["role"].as_str()),
+                (Some("boss"), Some("admin"))
+            );
+        }
+    }
+    let store = SqliteStore::open(&store_path).expect("store");
+    let audit = store
+        .audit(&callbackd::callback::store::AuditQuery {
+            from: None,
+            to: None,
+            after_id: None,
+            limit: 100,
+        })
+        .expect("audit");
+    assert!(audit.iter().all(|r| r.actor == "cli"));
+    assert_eq!(
+        audit.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
+        ["create_user", "issue_token", "set_password", "issue_token"]
+    );
+    engine.shutdown().await;
 }

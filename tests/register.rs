@@ -21,6 +21,9 @@ use tokio::net::{TcpStream, UdpSocket};
 use tower::ServiceExt;
 
 use callbackd::api;
+use callbackd::callback::store::{
+    AccountStore, Change, NewToken, NewUser, Role, SqliteStore, TokenSecret,
+};
 use callbackd::config::Config;
 use callbackd::engine::{self, EngineHandle};
 use callbackd::sip::digest::{Credentials, DigestRequest};
@@ -57,6 +60,8 @@ struct Harness {
     app: Router,
     sip: SocketAddr,
     tcp: Option<SocketAddr>,
+    /// A viewer's API token.
+    token: String,
     _dir: TempDir,
 }
 
@@ -94,15 +99,50 @@ impl Harness {
         config.bind_ephemeral_sip_port();
         let store_path = config.store_path(&dir.0);
         let settings = config.check(&dir.0).expect("valid config");
+        let options = api::ApiOptions::new(&settings);
+        // A viewer reads the agents (all of them: its unit groups every queue).
+        let token = {
+            let mut store = SqliteStore::open(&store_path).expect("store");
+            let change = Change {
+                actor: "test".into(),
+                at: jiff::Timestamp::now(),
+            };
+            let queues: Vec<_> = options.queues.clone();
+            store.create_unit("all", &queues, &change).expect("unit");
+            store
+                .create_user(
+                    &NewUser {
+                        name: "reader".into(),
+                        role: Role::Viewer,
+                        units: vec!["all".into()],
+                    },
+                    &change,
+                )
+                .expect("user");
+            let secret = TokenSecret::generate().expect("OS randomness");
+            store
+                .issue_token(
+                    &NewToken {
+                        user: "reader".into(),
+                        label: "test".into(),
+                        expires_at: None,
+                        hash: secret.hash,
+                    },
+                    &change,
+                )
+                .expect("token");
+            secret.text
+        };
         let engine = engine::start(settings).await.expect("engine starts");
         let sip = engine.udp_addr().expect("UDP bound");
         let tcp = engine.tcp_addr();
-        let app = api::router(engine.control(), store_path);
+        let app = api::router(engine.control(), options);
         Harness {
             engine: Some(engine),
             app,
             sip,
             tcp,
+            token,
             _dir: dir,
         }
     }
@@ -115,6 +155,7 @@ impl Harness {
     async fn agents(&self) -> Vec<AgentBody> {
         let request = HttpRequest::builder()
             .uri("/v1/agents")
+            .header("authorization", format!("Bearer {}", self.token))
             .body(Body::empty())
             .expect("request");
         let response = tokio::time::timeout(WAIT, self.app.clone().oneshot(request))

@@ -1,44 +1,79 @@
 //! The admin HTTP API: health, live statistics, the runtime gates, the
-//! stored callbacks and Prometheus metrics.
+//! stored callbacks, agents, accounts (users, business units, tokens), the
+//! audit log and Prometheus metrics.
 //!
-//! | method | path | answer |
-//! |---|---|---|
-//! | GET | `/health` | 200 `{"status":"ok"}`; 503 `{"status":"draining"}` while shutting down, `{"status":"stopped"}` once the engine is gone |
-//! | GET | `/v1/stats` | live counters ([`crate::engine::EngineStats`]) and totals since start-up |
-//! | GET | `/v1/gates` | `{"registration_enabled":bool,"launch_enabled":bool}` |
-//! | PUT | `/v1/gates` | the same object, both fields required → 200 with the gates now in effect |
-//! | GET | `/v1/callbacks[?status=S]` | the stored callbacks, oldest first, optionally one status |
-//! | GET | `/v1/agents` | every configured agent: `{"id","state","reachable"}`, in id order |
-//! | PUT | `/v1/agents/{id}` | `{"paused":bool}` → 200 with the agent; 404 unknown agent; 409 while it rings or talks |
-//! | GET | `/metrics` | Prometheus text format 0.0.4 (see [`metrics`]) |
+//! Every route is declared once in [`ROUTES`] with the [`Rule`] its caller
+//! must pass; the router is built from that table, so a route cannot exist
+//! without a rule. `Authorization: Bearer <token>` is required on every route
+//! but the public ones: no token, a malformed, unknown, expired or revoked
+//! one, or a disabled user's → 401 with `WWW-Authenticate: Bearer`; a role
+//! below the rule, or another unit's object → 403.
+//!
+//! | method | path | rule | answer |
+//! |---|---|---|---|
+//! | GET | `/health` | public | 200 `{"status":"ok"}`; 503 `{"status":"draining"}` while shutting down, `{"status":"stopped"}` once the engine is gone |
+//! | GET | `/metrics` | public (viewer when `[api] metrics_public = false`) | Prometheus text format 0.0.4 (see [`metrics`]) |
+//! | GET | `/v1/stats` | viewer | live counters ([`crate::engine::EngineStats`]) and totals since start-up |
+//! | GET | `/v1/gates` | viewer | `{"registration_enabled":bool,"launch_enabled":bool}` |
+//! | PUT | `/v1/gates` | admin | the same object, both fields required → 200 with the gates now in effect |
+//! | GET | `/v1/callbacks[?status=S]` | viewer | the stored callbacks of the caller's units, oldest first, optionally one status |
+//! | GET | `/v1/agents` | viewer | the agents serving the caller's units: `{"id","state","reachable"}`, in id order |
+//! | PUT | `/v1/agents/{id}` | manager | `{"paused":bool}` → 200 with the agent; 404 unknown agent; 403 another unit's; 409 while it rings or talks |
+//! | GET | `/v1/me` | viewer | the caller: `{"name","role","units","queues"}` |
+//! | PUT | `/v1/me/password` | viewer | `{"password", "current_password"}` (the latter once one is set) → 204 |
+//! | GET | `/v1/users` | admin | every user |
+//! | POST | `/v1/users` | admin | `{"name","role","units"?}` → 201 with the user |
+//! | GET | `/v1/users/{name}` | admin | the user |
+//! | PATCH | `/v1/users/{name}` | admin | `{"role"?,"units"?,"disabled"?}` → 200 with the user |
+//! | DELETE | `/v1/users/{name}` | admin | 204; the user's tokens go too |
+//! | PUT | `/v1/users/{name}/password` | admin | `{"password"}` → 204 |
+//! | GET | `/v1/users/{name}/tokens` | admin | the user's tokens, without secrets |
+//! | POST | `/v1/users/{name}/tokens` | admin | `{"label"?,"expires_at"?}` → 201 with `"token"`, shown this once |
+//! | DELETE | `/v1/tokens/{id}` | admin | revokes → 200 with the token |
+//! | GET | `/v1/units` | admin | every business unit |
+//! | POST | `/v1/units` | admin | `{"name","queues"}` (configured queue ids) → 201 |
+//! | PATCH | `/v1/units/{name}` | admin | `{"name"?,"queues"?}` → 200 |
+//! | DELETE | `/v1/units/{name}` | admin | 204; its users lose it |
+//! | GET | `/v1/audit[?from=&to=&cursor=&limit=]` | admin | `{"entries":[…],"next_cursor"}`, oldest first |
+//!
+//! Roles: a viewer reads; a manager also pauses and resumes the agents of
+//! their units; an admin does everything (users, units, tokens, the
+//! org-wide gates, the audit log) and sees every unit. A user who is not an
+//! admin sees only the callbacks and agents of the queues their units group.
+//! Every change (gates, agent pause, users, units, tokens, passwords) writes
+//! an audit row naming the caller, with the object before and after.
 //!
 //! Bodies are JSON (`application/json`). Every refusal is a 4xx (5xx for a
-//! failure on our side) with `{"error":"…"}` naming the offending field or
-//! parameter: 400 for a bad body or query, 404 for an unknown path or agent,
-//! 409 for a change the agent's state forbids, 405 for a
-//! wrong method (with `Allow`), 413 for a body over [`MAX_BODY`], 415 for a
-//! PUT that is not `application/json`, 503 when the engine has stopped.
+//! failure on our side) with `{"code":"snake_case","message":"…"}`, the
+//! message naming the offending field or parameter: 400 for a bad body or
+//! query, 401/403 as above, 404 for an unknown path, agent, user, unit or
+//! token, 409 for a change the agent's state forbids or a name taken, 405
+//! for a wrong method (with `Allow`), 413 for a body over [`MAX_BODY`], 415
+//! for a body that is not `application/json`, 503 when the engine has
+//! stopped.
 //!
 //! The gates set here are the issue 3 runtime switch: registration disabled →
 //! callers hear "we are unable to offer callbacks at this time"; launching
 //! disabled → callers still register, but no estimated time is announced.
 //! They last until the process restarts, which applies `[org]` again.
 //!
-//! **No authentication, no TLS.** Anyone who reaches the listener can switch
-//! callbacks off and read every stored phone number; the shipped `[api]`
-//! binds to loopback. Expose it only through a proxy that authenticates.
+//! **No TLS.** Tokens travel in clear: keep the listener on loopback (the
+//! default), or behind a proxy that terminates TLS.
 //!
 //! The API owns no engine state. It asks the core task through an
-//! [`EngineControl`] (a control message with a oneshot reply), and reads the
-//! callback store over its own SQLite connection on the blocking pool: WAL
-//! lets that reader run beside the engine's writer.
+//! [`EngineControl`] (a control message with a oneshot reply), and reads
+//! and writes the store (callbacks, accounts) over its own SQLite connection
+//! on the blocking pool: WAL lets it run beside the engine's writer.
 
+pub mod accounts;
+pub mod auth;
 pub mod metrics;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -46,11 +81,14 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
-use axum::{Json, serve};
+use axum::routing::{MethodFilter, MethodRouter, on};
+use axum::{Extension, Json, serve};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -58,9 +96,16 @@ use tracing::{info, warn};
 
 use crate::acd::agents::AgentError;
 use crate::b2bua::agents::AgentStatus;
+use crate::callback::QueueId;
 use crate::callback::hours::Gates;
-use crate::callback::store::{CallbackRow, SqliteStore, Status, Store};
+use crate::callback::store::{
+    AccountError, AccountStore, AuditEntry, CallbackRow, Change, Principal, Role, SqliteStore,
+    Status, Store, StoreError,
+};
+use crate::config::Settings;
 use crate::engine::{EngineControl, EngineStatus};
+
+pub use auth::Rule;
 
 /// Largest request body accepted, in bytes (a gates object is ~60).
 pub const MAX_BODY: usize = 4096;
@@ -82,21 +127,195 @@ pub enum ApiError {
     },
 }
 
-/// The routes of the API over a running engine; `store_path` is the callback
-/// store's file ([`crate::config::Config::store_path`]).
-pub fn router(engine: EngineControl, store_path: PathBuf) -> Router {
+/// An HTTP method of a [`Route`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verb {
+    /// GET.
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// PATCH.
+    Patch,
+    /// DELETE.
+    Delete,
+}
+
+impl Verb {
+    /// The method's name (`GET`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Post => "POST",
+            Verb::Put => "PUT",
+            Verb::Patch => "PATCH",
+            Verb::Delete => "DELETE",
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::Put => MethodFilter::PUT,
+            Verb::Patch => MethodFilter::PATCH,
+            Verb::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// One route of the API: method, path (axum syntax, `{id}` a segment) and
+/// the rule its caller must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The method.
+    pub verb: Verb,
+    /// The path.
+    pub path: &'static str,
+    /// Who may call it.
+    pub rule: Rule,
+}
+
+/// A route and its handler, bound to the route's method.
+struct Entry {
+    route: Route,
+    handler: fn(MethodFilter) -> MethodRouter<ApiState>,
+}
+
+const fn entry(
+    verb: Verb,
+    path: &'static str,
+    rule: Rule,
+    handler: fn(MethodFilter) -> MethodRouter<ApiState>,
+) -> Entry {
+    Entry {
+        route: Route { verb, path, rule },
+        handler,
+    }
+}
+
+/// The one table the router is built from (see the module doc).
+const TABLE: &[Entry] = &[
+    entry(Verb::Get, "/health", Rule::Public, |m| on(m, health)),
+    entry(Verb::Get, "/metrics", Rule::Metrics, |m| on(m, metrics)),
+    entry(Verb::Get, "/v1/stats", Rule::Viewer, |m| on(m, stats)),
+    entry(Verb::Get, "/v1/gates", Rule::Viewer, |m| on(m, get_gates)),
+    entry(Verb::Put, "/v1/gates", Rule::Admin, |m| on(m, put_gates)),
+    entry(Verb::Get, "/v1/callbacks", Rule::Viewer, |m| {
+        on(m, callbacks)
+    }),
+    entry(Verb::Get, "/v1/agents", Rule::Viewer, |m| on(m, agents)),
+    entry(Verb::Put, "/v1/agents/{id}", Rule::Manager, |m| {
+        on(m, put_agent)
+    }),
+    entry(Verb::Get, "/v1/me", Rule::Viewer, |m| on(m, accounts::me)),
+    entry(Verb::Put, "/v1/me/password", Rule::Viewer, |m| {
+        on(m, accounts::put_my_password)
+    }),
+    entry(Verb::Get, "/v1/users", Rule::Admin, |m| {
+        on(m, accounts::list_users)
+    }),
+    entry(Verb::Post, "/v1/users", Rule::Admin, |m| {
+        on(m, accounts::create_user)
+    }),
+    entry(Verb::Get, "/v1/users/{name}", Rule::Admin, |m| {
+        on(m, accounts::get_user)
+    }),
+    entry(Verb::Patch, "/v1/users/{name}", Rule::Admin, |m| {
+        on(m, accounts::patch_user)
+    }),
+    entry(Verb::Delete, "/v1/users/{name}", Rule::Admin, |m| {
+        on(m, accounts::delete_user)
+    }),
+    entry(Verb::Put, "/v1/users/{name}/password", Rule::Admin, |m| {
+        on(m, accounts::put_user_password)
+    }),
+    entry(Verb::Get, "/v1/users/{name}/tokens", Rule::Admin, |m| {
+        on(m, accounts::list_tokens)
+    }),
+    entry(Verb::Post, "/v1/users/{name}/tokens", Rule::Admin, |m| {
+        on(m, accounts::issue_token)
+    }),
+    entry(Verb::Delete, "/v1/tokens/{id}", Rule::Admin, |m| {
+        on(m, accounts::revoke_token)
+    }),
+    entry(Verb::Get, "/v1/units", Rule::Admin, |m| {
+        on(m, accounts::list_units)
+    }),
+    entry(Verb::Post, "/v1/units", Rule::Admin, |m| {
+        on(m, accounts::create_unit)
+    }),
+    entry(Verb::Patch, "/v1/units/{name}", Rule::Admin, |m| {
+        on(m, accounts::patch_unit)
+    }),
+    entry(Verb::Delete, "/v1/units/{name}", Rule::Admin, |m| {
+        on(m, accounts::delete_unit)
+    }),
+    entry(Verb::Get, "/v1/audit", Rule::Admin, |m| {
+        on(m, accounts::audit)
+    }),
+];
+
+/// Every route of the API, in table order.
+pub fn routes() -> impl Iterator<Item = Route> {
+    TABLE.iter().map(|e| e.route)
+}
+
+/// What the API knows of the configuration: the store file, the queues
+/// (units may group only these), which queues each agent serves (a user
+/// sees the agents of their units' queues), and whether `/metrics` is
+/// public.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiOptions {
+    /// The callback store's file ([`crate::config::Settings::store_path`]).
+    pub store_path: PathBuf,
+    /// The configured queue ids.
+    pub queues: Vec<QueueId>,
+    /// Agent id → the queues it serves.
+    pub agent_queues: BTreeMap<String, Vec<QueueId>>,
+    /// `[api] metrics_public`.
+    pub metrics_public: bool,
+}
+
+impl ApiOptions {
+    /// The options of a checked configuration.
+    pub fn new(settings: &Settings) -> ApiOptions {
+        ApiOptions {
+            store_path: settings.store_path().to_owned(),
+            queues: settings.queues().iter().map(|q| q.id.clone()).collect(),
+            agent_queues: settings
+                .agents()
+                .iter()
+                .map(|a| (a.id.as_str().to_owned(), a.queues.clone()))
+                .collect(),
+            metrics_public: settings.api().metrics_public,
+        }
+    }
+}
+
+/// The routes of the API over a running engine, built from [`routes`]:
+/// each route's handler behind the layer that enforces its rule.
+pub fn router(engine: EngineControl, options: ApiOptions) -> Router {
     let state = ApiState {
         engine,
-        store_path: store_path.into(),
+        options: Arc::new(options),
+        store: Arc::new(Mutex::new(None)),
     };
-    Router::new()
-        .route("/health", get(health))
-        .route("/v1/stats", get(stats))
-        .route("/v1/gates", get(get_gates).put(put_gates))
-        .route("/v1/callbacks", get(callbacks))
-        .route("/v1/agents", get(agents))
-        .route("/v1/agents/{id}", put(put_agent))
-        .route("/metrics", get(metrics))
+    let mut router = Router::new();
+    for e in TABLE {
+        let rule = e.route.rule;
+        let method_router = (e.handler)(e.route.verb.filter()).route_layer(from_fn_with_state(
+            state.clone(),
+            move |state: State<ApiState>,
+                  request: axum::extract::Request,
+                  next: axum::middleware::Next| {
+                auth::authorize(state, rule, request, next)
+            },
+        ));
+        router = router.route(e.route.path, method_router);
+    }
+    router
         // Applies to the routes above: a known path, another method.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
@@ -119,7 +338,7 @@ impl ApiServer {
     pub async fn start(
         bind: SocketAddr,
         engine: EngineControl,
-        store_path: PathBuf,
+        options: ApiOptions,
     ) -> Result<ApiServer, ApiError> {
         let bind_err = |source| ApiError::Bind { addr: bind, source };
         let listener = TcpListener::bind(bind).await.map_err(bind_err)?;
@@ -127,12 +346,12 @@ impl ApiServer {
         if !local_addr.ip().is_loopback() {
             warn!(
                 addr = %local_addr,
-                "the admin API has no authentication and listens beyond loopback; \
-                 put an authenticating proxy in front of it"
+                "the admin API has no TLS and listens beyond loopback: tokens travel in \
+                 clear; put a TLS-terminating proxy in front of it"
             );
         }
         let (stop, stopped) = oneshot::channel::<()>();
-        let app = router(engine, store_path);
+        let app = router(engine, options);
         let task = tokio::spawn(async move {
             serve(listener, app)
                 .with_graceful_shutdown(async {
@@ -345,7 +564,70 @@ pub fn health_of(status: Option<&EngineStatus>) -> (StatusCode, &'static str) {
 #[derive(Clone)]
 struct ApiState {
     engine: EngineControl,
-    store_path: Arc<Path>,
+    options: Arc<ApiOptions>,
+    /// One connection, opened on first use and shared by requests in turn
+    /// (admin traffic is light; no transaction stays open between calls).
+    store: Arc<Mutex<Option<SqliteStore>>>,
+}
+
+impl ApiState {
+    /// Runs `f` on the store on the blocking pool (SQLite is blocking IO).
+    async fn with_store<T, F>(&self, f: F) -> Result<T, Problem>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteStore) -> Result<T, Problem> + Send + 'static,
+    {
+        let cell = self.store.clone();
+        let path = self.options.store_path.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic in another request cannot leave the connection in a
+            // state worse than an error would: take it over.
+            let mut slot = cell.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if slot.is_none() {
+                *slot = Some(SqliteStore::open(&path)?);
+            }
+            let store = slot.as_mut().expect("opened above");
+            f(store)
+        })
+        .await
+        .map_err(|e| Problem::internal(format!("callback store: {e}")))?
+    }
+
+    /// Appends an audit row for a change made outside the account tables.
+    async fn audit(
+        &self,
+        who: &Principal,
+        action: &'static str,
+        target: String,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> Result<(), Problem> {
+        let entry = AuditEntry {
+            change: change_by(who),
+            action: action.to_owned(),
+            target,
+            before,
+            after,
+        };
+        self.with_store(move |store| Ok(store.append_audit(&entry).map(|_| ())?))
+            .await
+    }
+
+    /// Whether `who` may see or act on agent `id` (an admin on any, others
+    /// on the agents serving their units' queues); `None` for an agent the
+    /// configuration does not have.
+    fn sees_agent(&self, who: &Principal, id: &str) -> Option<bool> {
+        let queues = self.options.agent_queues.get(id)?;
+        Some(who.role == Role::Admin || queues.iter().any(|q| who.sees_queue(q)))
+    }
+}
+
+/// The audit actor and time of a change made by `who` now.
+fn change_by(who: &Principal) -> Change {
+    Change {
+        actor: who.name.clone(),
+        at: Timestamp::now(),
+    }
 }
 
 /// `/health` body.
@@ -361,44 +643,93 @@ struct CallbacksQuery {
     status: Option<String>,
 }
 
-/// A refusal or failure: the status and `{"error": message}`.
+/// A refusal or failure: the status and `{"code","message"}`, maybe a
+/// header (`WWW-Authenticate`).
 #[derive(Debug)]
 struct Problem {
     status: StatusCode,
+    code: &'static str,
     message: String,
+    header: Option<(HeaderName, HeaderValue)>,
 }
 
 impl Problem {
-    fn new(status: StatusCode, message: impl Into<String>) -> Problem {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Problem {
         Problem {
             status,
+            code,
             message: message.into(),
+            header: None,
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::BAD_REQUEST, message)
+    fn bad_request(code: &'static str, message: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    fn forbidden(message: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    fn internal(message: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", message)
     }
 
     fn engine_stopped() -> Problem {
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the engine is not running")
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "engine_stopped",
+            "the engine is not running",
+        )
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Problem {
+        warn!(error = %e, "admin API: store failure");
+        Problem::internal(e.to_string())
+    }
+}
+
+impl From<AccountError> for Problem {
+    fn from(e: AccountError) -> Problem {
+        match e {
+            AccountError::Store(e) => e.into(),
+            AccountError::InvalidName { .. } => {
+                Problem::bad_request("invalid_name", format!("name: {e}"))
+            }
+            AccountError::Exists { .. } => {
+                Problem::new(StatusCode::CONFLICT, "already_exists", e.to_string())
+            }
+            AccountError::NotFound { .. } => Problem::not_found(e.to_string()),
+        }
     }
 }
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
-    error: &'a str,
+    code: &'a str,
+    message: &'a str,
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(ErrorBody {
-                error: &self.message,
+                code: self.code,
+                message: &self.message,
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some((name, value)) = self.header {
+            response.headers_mut().insert(name, value);
+        }
+        response
     }
 }
 
@@ -428,16 +759,31 @@ async fn get_gates(State(state): State<ApiState>) -> Result<Json<GatesBody>, Pro
 
 async fn put_gates(
     State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<GatesBody>, Problem> {
     let wanted: GatesBody = json_object(&headers, body)?;
+    let before = state
+        .engine
+        .gates()
+        .await
+        .ok_or_else(Problem::engine_stopped)?;
     let gates = state
         .engine
         .set_gates(wanted.into())
         .await
         .ok_or_else(Problem::engine_stopped)?;
-    info!(?gates, "gates set through the admin API");
+    info!(?gates, by = %who.name, "gates set through the admin API");
+    state
+        .audit(
+            &who,
+            "set_gates",
+            "gates".to_owned(),
+            Some(json!(GatesBody::from(before))),
+            Some(json!(GatesBody::from(gates))),
+        )
+        .await?;
     Ok(Json(gates.into()))
 }
 
@@ -451,28 +797,66 @@ pub struct AgentChange {
 
 async fn put_agent(
     State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AgentBody>, Problem> {
+    match state.sees_agent(&who, &id) {
+        None => return Err(Problem::not_found(format!("id: no agent {id:?}"))),
+        Some(false) => {
+            return Err(Problem::forbidden(format!(
+                "id: agent {id:?} serves none of your units' queues"
+            )));
+        }
+        Some(true) => {}
+    }
     let change: AgentChange = json_object(&headers, body)?;
+    let before = state
+        .engine
+        .agents()
+        .await
+        .ok_or_else(Problem::engine_stopped)?
+        .into_iter()
+        .find(|a| a.id.as_str() == id)
+        .map(|a| json!({ "state": a.state_name() }));
     match state.engine.set_agent_paused(&id, change.paused).await {
         None => Err(Problem::engine_stopped()),
-        Some(Ok(agent)) => Ok(Json(AgentBody::from(&agent))),
-        Some(Err(AgentError::UnknownAgent(_))) => Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            format!("id: no agent {id:?}"),
-        )),
+        Some(Ok(agent)) => {
+            state
+                .audit(
+                    &who,
+                    if change.paused {
+                        "pause_agent"
+                    } else {
+                        "resume_agent"
+                    },
+                    format!("agent:{id}"),
+                    before,
+                    Some(json!({ "state": agent.state_name() })),
+                )
+                .await?;
+            Ok(Json(AgentBody::from(&agent)))
+        }
+        Some(Err(AgentError::UnknownAgent(_))) => {
+            Err(Problem::not_found(format!("id: no agent {id:?}")))
+        }
         Some(Err(AgentError::Busy(_))) => Err(Problem::new(
             StatusCode::CONFLICT,
+            "agent_busy",
             format!("agent {id:?} is ringing or on a call; pause it after the call"),
         )),
-        Some(Err(e)) => Err(Problem::new(StatusCode::CONFLICT, e.to_string())),
+        Some(Err(e)) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "agent_busy",
+            e.to_string(),
+        )),
     }
 }
 
-/// A PUT body: `application/json`, a JSON object of `T`'s fields (400
-/// naming what is wrong, 415 for another media type).
+/// A request body: `application/json`, a JSON object of `T`'s fields (400
+/// naming what is wrong, 413 over [`MAX_BODY`], 415 for another media
+/// type).
 fn json_object<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -480,14 +864,25 @@ fn json_object<T: serde::de::DeserializeOwned>(
     if !is_json(headers) {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
             "Content-Type: the body must be application/json",
         ));
     }
-    let body = body.map_err(|e| Problem::new(e.status(), format!("body: {}", e.body_text())))?;
+    let body = body.map_err(|e| {
+        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "payload_too_large"
+        } else {
+            "invalid_body"
+        };
+        Problem::new(e.status(), code, format!("body: {}", e.body_text()))
+    })?;
     // serde's derived struct visitor also takes a sequence (`[true, false]`,
     // fields by position); only the object form is the API.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(Problem::bad_request("body: expected a JSON object"));
+        return Err(Problem::bad_request(
+            "invalid_body",
+            "body: expected a JSON object",
+        ));
     }
     let Json(value) = Json::<T>::from_bytes(&body).map_err(|e| {
         let text = e.body_text();
@@ -498,62 +893,68 @@ fn json_object<T: serde::de::DeserializeOwned>(
         .iter()
         .find_map(|prefix| text.strip_prefix(prefix))
         .unwrap_or(&text);
-        Problem::bad_request(format!("body: {detail}"))
+        Problem::bad_request("invalid_body", format!("body: {detail}"))
     })?;
     Ok(value)
 }
 
-async fn callbacks(
-    State(state): State<ApiState>,
-    query: Result<Query<CallbacksQuery>, QueryRejection>,
-) -> Result<Json<Vec<CallbackBody>>, Problem> {
+/// A query string of `T`'s fields (400 naming what is wrong).
+fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
     let Query(query) = query.map_err(|e| {
         let text = e.body_text();
         let detail = text
             .strip_prefix("Failed to deserialize query string: ")
             .unwrap_or(&text);
-        Problem::bad_request(format!("query: {detail}"))
+        Problem::bad_request("invalid_query", format!("query: {detail}"))
     })?;
+    Ok(query)
+}
+
+async fn callbacks(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    query: Result<Query<CallbacksQuery>, QueryRejection>,
+) -> Result<Json<Vec<CallbackBody>>, Problem> {
+    let query = query_of(query)?;
     let wanted = match query.status.as_deref() {
         None => None,
         Some(text) => Some(Status::parse(text).ok_or_else(|| {
             let known: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
-            Problem::bad_request(format!(
-                "status: unknown status {text:?} (expected one of {})",
-                known.join(", ")
-            ))
+            Problem::bad_request(
+                "invalid_query",
+                format!(
+                    "status: unknown status {text:?} (expected one of {})",
+                    known.join(", ")
+                ),
+            )
         })?),
     };
-    let path = state.store_path.clone();
-    // SQLite is blocking IO: off the async workers. A connection per request
-    // keeps no lock or snapshot open between requests.
-    let rows = tokio::task::spawn_blocking(move || SqliteStore::open(&path)?.list())
-        .await
-        .map_err(|e| {
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("callback store: {e}"),
-            )
-        })?
-        .map_err(|e| {
-            warn!(error = %e, "admin API cannot read the callback store");
-            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        })?;
+    let rows = state.with_store(|store| Ok(store.list()?)).await?;
     Ok(Json(
         rows.into_iter()
             .filter(|r| wanted.is_none_or(|s| r.status == s))
+            .filter(|r| who.sees_queue(&r.queue))
             .map(CallbackBody::from)
             .collect(),
     ))
 }
 
-async fn agents(State(state): State<ApiState>) -> Result<Json<Vec<AgentBody>>, Problem> {
+async fn agents(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<Vec<AgentBody>>, Problem> {
     let agents = state
         .engine
         .agents()
         .await
         .ok_or_else(Problem::engine_stopped)?;
-    Ok(Json(agents.iter().map(AgentBody::from).collect()))
+    Ok(Json(
+        agents
+            .iter()
+            .filter(|a| state.sees_agent(&who, a.id.as_str()) == Some(true))
+            .map(AgentBody::from)
+            .collect(),
+    ))
 }
 
 async fn metrics(State(state): State<ApiState>) -> Result<Response, Problem> {
@@ -570,15 +971,13 @@ async fn metrics(State(state): State<ApiState>) -> Result<Response, Problem> {
 }
 
 async fn not_found(uri: Uri) -> Problem {
-    Problem::new(
-        StatusCode::NOT_FOUND,
-        format!("path: no such endpoint {}", uri.path()),
-    )
+    Problem::not_found(format!("path: no such endpoint {}", uri.path()))
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
         format!("method: {method} is not allowed on {}", uri.path()),
     )
 }

@@ -45,8 +45,9 @@ impl From<LogLevel> for tracing::Level {
 }
 
 /// `[api]`: the admin HTTP API (health, statistics, gates, callbacks, agents,
-/// Prometheus metrics; see [`crate::api`]). It has no authentication: keep
-/// it on loopback, or behind a proxy that authenticates.
+/// accounts, Prometheus metrics; see [`crate::api`]). Every route but
+/// `/health` (and `/metrics` while `metrics_public`) takes a bearer token;
+/// there is no TLS: keep it on loopback, or behind a TLS proxy.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
@@ -54,6 +55,10 @@ pub struct ApiConfig {
     pub enabled: bool,
     /// Local address of the HTTP listener.
     pub bind: SocketAddr,
+    /// `/metrics` answers without a token (Prometheus scrapers); false
+    /// makes it need one like any read. The figures are counts, no phone
+    /// numbers or names.
+    pub metrics_public: bool,
 }
 
 impl ApiConfig {
@@ -81,6 +86,7 @@ impl Default for ApiConfig {
         ApiConfig {
             enabled: true,
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 8089)),
+            metrics_public: true,
         }
     }
 }
@@ -111,6 +117,7 @@ mod tests {
         assert!(c.api.enabled);
         assert_eq!(c.api.bind, "127.0.0.1:8089".parse().expect("addr"));
         assert!(c.api.bind.ip().is_loopback());
+        assert!(c.api.metrics_public);
     }
 
     #[test]
@@ -118,6 +125,9 @@ mod tests {
         let c = parse("[api]\nenabled = false\nbind = \"[::1]:9000\"\n").expect("api section");
         assert!(!c.api.enabled);
         assert_eq!(c.api.bind, "[::1]:9000".parse().expect("addr"));
+        assert!(c.api.metrics_public, "default");
+        let c = parse("[api]\nmetrics_public = false\n").expect("api section");
+        assert!(!c.api.metrics_public);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_3,
     MIGRATION_4,
     MIGRATION_5,
+    MIGRATION_6,
 ];
 
 /// Applies the pending [`MIGRATIONS`] to `conn` (the file at `path`, named
@@ -206,6 +207,81 @@ INSERT INTO attempts_v5 (id, callback_id, queue, started_at, ended_at, outcome, 
 DROP TABLE attempts;
 ALTER TABLE attempts_v5 RENAME TO attempts;
 CREATE INDEX attempts_by_callback ON attempts (callback_id, id);
+";
+
+/// Schema version 6 (issue 11): accounts. Users with a role, business
+/// units grouping queues, API tokens (the SHA-256 of the secret only), and
+/// the audit log, which triggers keep append-only. Times are Unix
+/// milliseconds, UTC, given by the caller.
+const MIGRATION_6: &str = "
+CREATE TABLE users (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT    NOT NULL UNIQUE CHECK (name <> ''),
+    role          TEXT    NOT NULL CHECK (role IN ('admin', 'manager', 'viewer')),
+    -- argon2id PHC string, for the console
+    password_hash TEXT,
+    disabled      INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+    created_at    INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE units (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL UNIQUE CHECK (name <> ''),
+    created_at INTEGER NOT NULL
+) STRICT;
+
+-- The queues a unit groups (queue ids of the configuration).
+CREATE TABLE unit_queues (
+    unit_id INTEGER NOT NULL REFERENCES units (id) ON DELETE CASCADE,
+    queue   TEXT    NOT NULL,
+    PRIMARY KEY (unit_id, queue)
+) STRICT;
+
+CREATE TABLE user_units (
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    unit_id INTEGER NOT NULL REFERENCES units (id) ON DELETE CASCADE,
+    PRIMARY KEY (user_id, unit_id)
+) STRICT;
+
+CREATE INDEX user_units_by_unit ON user_units (unit_id);
+
+CREATE TABLE api_tokens (
+    id            INTEGER PRIMARY KEY,
+    user_id       INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    label         TEXT    NOT NULL,
+    -- SHA-256 of the whole token text; the secret itself is never stored
+    secret_sha256 BLOB    NOT NULL UNIQUE CHECK (length(secret_sha256) = 32),
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER,
+    revoked_at    INTEGER,
+    last_used_at  INTEGER
+) STRICT;
+
+CREATE INDEX api_tokens_by_user ON api_tokens (user_id, id);
+
+CREATE TABLE audit_log (
+    id     INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,
+    -- a user name (kept when the user is deleted), or 'cli'
+    actor  TEXT    NOT NULL,
+    action TEXT    NOT NULL,
+    target TEXT    NOT NULL,
+    -- JSON objects
+    before TEXT CHECK (before IS NULL OR json_valid(before)),
+    after  TEXT CHECK (after IS NULL OR json_valid(after))
+) STRICT;
+
+CREATE INDEX audit_log_by_at ON audit_log (at, id);
+
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only');
+END;
+
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only');
+END;
 ";
 
 #[cfg(test)]

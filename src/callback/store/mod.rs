@@ -25,6 +25,10 @@
 //! (when the row was written); every domain time (`queued_at`,
 //! `registered_at`, …) comes from the caller.
 //!
+//! Accounts (users, business units, API tokens, the audit log; schema
+//! version 6) are in [`accounts`], behind their own trait
+//! [`AccountStore`].
+//!
 //! The [`Store`] trait is the IVR's narrow view (register, list, place in
 //! line). The launcher's view is [`LaunchStore`], a sub-trait: claiming due
 //! callbacks, recording attempts with their status change, start-up
@@ -56,8 +60,10 @@
 //! causes are one `BEGIN IMMEDIATE` transaction. `moved_from` marks a
 //! callback moved to its failover queue.
 
+pub mod accounts;
 mod migrations;
 mod sqlite;
+mod sqlite_accounts;
 #[cfg(test)]
 mod test_support;
 pub mod testing;
@@ -73,6 +79,10 @@ use crate::callback::cdr::CdrRecord;
 use crate::callback::scheduler::Outcome;
 use crate::callback::{CallbackId, QueueId};
 
+pub use accounts::{
+    AccountError, AccountStore, AuditEntry, AuditQuery, AuditRow, Authentication, Change, NewToken,
+    NewUser, Principal, Role, TokenInfo, TokenSecret, Unit, UnitPatch, User, UserPatch,
+};
 pub use migrations::MIGRATIONS;
 pub use sqlite::SqliteStore;
 

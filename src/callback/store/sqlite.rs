@@ -70,6 +70,11 @@ impl SqliteStore {
         &self.path
     }
 
+    /// The file (for errors) beside the connection (for a transaction).
+    pub(super) fn parts(&mut self) -> (&Path, &mut Connection) {
+        (&self.path, &mut self.conn)
+    }
+
     fn configure(&self, wal: bool) -> Result<(), StoreError> {
         let open_err = |source| StoreError::Open {
             path: self.path.clone(),

@@ -136,6 +136,530 @@ pub fn disarm_commit_failure(store: &SqliteStore) -> Result<(), StoreError> {
         .map_err(store.sqlite_err("disarm_commit_failure"))
 }
 
+/// The [`AccountStore`](super::AccountStore) test suite: each case takes a
+/// fresh, empty store, so that every implementation (SQLite today,
+/// PostgreSQL later) runs the same cases through
+/// [`account_store_suite!`](crate::account_store_suite).
+pub mod account_suite {
+    use jiff::Timestamp;
+    use serde_json::json;
+
+    use crate::callback::QueueId;
+    use crate::callback::store::accounts::{
+        AccountError, AccountStore, AuditEntry, AuditQuery, Authentication, Change, NewToken,
+        NewUser, Role, TokenSecret, UnitPatch, UserPatch, hash_password,
+    };
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().expect("test timestamp")
+    }
+
+    fn by(actor: &str, when: &str) -> Change {
+        Change {
+            actor: actor.to_owned(),
+            at: at(when),
+        }
+    }
+
+    fn queues(names: &[&str]) -> Vec<QueueId> {
+        names.iter().map(|q| QueueId((*q).into())).collect()
+    }
+
+    fn new_user(name: &str, role: Role, units: &[&str]) -> NewUser {
+        NewUser {
+            name: name.to_owned(),
+            role,
+            units: units.iter().map(|u| (*u).to_owned()).collect(),
+        }
+    }
+
+    fn token_for<S: AccountStore>(
+        store: &mut S,
+        user: &str,
+        expires_at: Option<Timestamp>,
+    ) -> (TokenSecret, i64) {
+        let secret = TokenSecret::generate().expect("OS randomness");
+        let info = store
+            .issue_token(
+                &NewToken {
+                    user: user.to_owned(),
+                    label: "test".to_owned(),
+                    expires_at,
+                    hash: secret.hash,
+                },
+                &by("root", "2025-06-02T10:00:00Z"),
+            )
+            .expect("issue token");
+        (secret, info.id)
+    }
+
+    const ALL: AuditQuery = AuditQuery {
+        from: None,
+        to: None,
+        after_id: None,
+        limit: 1000,
+    };
+
+    /// Users: create with units, read back, refuse duplicates, bad names
+    /// and unknown units without writing anything.
+    pub fn users_are_created_and_read_back<S: AccountStore>(store: &mut S) {
+        store
+            .create_unit(
+                "east",
+                &queues(&["support", "billing"]),
+                &by("root", "2025-06-02T09:00:00Z"),
+            )
+            .unwrap();
+        let ann = store
+            .create_user(
+                &new_user("ann", Role::Manager, &["east"]),
+                &by("root", "2025-06-02T09:01:00Z"),
+            )
+            .unwrap();
+        assert_eq!(
+            (
+                ann.name.as_str(),
+                ann.role,
+                ann.units.clone(),
+                ann.has_password,
+                ann.disabled
+            ),
+            ("ann", Role::Manager, vec!["east".to_owned()], false, false)
+        );
+        assert_eq!(ann.created_at, at("2025-06-02T09:01:00Z"));
+        assert_eq!(store.user("ann").unwrap(), Some(ann.clone()));
+        assert_eq!(store.user("nobody").unwrap(), None);
+        let dup = store
+            .create_user(
+                &new_user("ann", Role::Viewer, &[]),
+                &by("root", "2025-06-02T09:02:00Z"),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(dup, AccountError::Exists { what: "user", .. }),
+            "{dup}"
+        );
+        let bad = store
+            .create_user(
+                &new_user("-x", Role::Viewer, &[]),
+                &by("root", "2025-06-02T09:02:00Z"),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(bad, AccountError::InvalidName { what: "user", .. }),
+            "{bad}"
+        );
+        let unknown_unit = store
+            .create_user(
+                &new_user("bob", Role::Viewer, &["west"]),
+                &by("root", "2025-06-02T09:02:00Z"),
+            )
+            .unwrap_err();
+        assert_eq!(unknown_unit.to_string(), "no unit \"west\"");
+        assert_eq!(store.user("bob").unwrap(), None, "nothing written");
+        store
+            .create_user(
+                &new_user("abe", Role::Admin, &[]),
+                &by("root", "2025-06-02T09:03:00Z"),
+            )
+            .unwrap();
+        let names: Vec<String> = store.users().unwrap().into_iter().map(|u| u.name).collect();
+        assert_eq!(names, ["abe", "ann"]);
+        // Two units' audit rows and two users': refusals wrote nothing.
+        let actions: Vec<String> = store
+            .audit(&ALL)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.action)
+            .collect();
+        assert_eq!(actions, ["create_unit", "create_user", "create_user"]);
+    }
+
+    /// Users: patch role, units and the disabled flag; delete takes the
+    /// user's tokens with it; each change is audited before/after.
+    pub fn users_are_patched_and_deleted_with_audit<S: AccountStore>(store: &mut S) {
+        let t = by("root", "2025-06-02T09:00:00Z");
+        store
+            .create_unit("east", &queues(&["support"]), &t)
+            .unwrap();
+        store.create_unit("west", &queues(&["sales"]), &t).unwrap();
+        store
+            .create_user(&new_user("ann", Role::Viewer, &["east"]), &t)
+            .unwrap();
+        let patched = store
+            .update_user(
+                "ann",
+                &UserPatch {
+                    role: Some(Role::Manager),
+                    units: Some(vec!["west".into(), "east".into()]),
+                    disabled: Some(true),
+                },
+                &by("boss", "2025-06-02T09:05:00Z"),
+            )
+            .unwrap();
+        assert_eq!(
+            (patched.role, patched.units.clone(), patched.disabled),
+            (
+                Role::Manager,
+                vec!["east".to_owned(), "west".to_owned()],
+                true
+            )
+        );
+        let unchanged = store
+            .update_user(
+                "ann",
+                &UserPatch::default(),
+                &by("boss", "2025-06-02T09:06:00Z"),
+            )
+            .unwrap();
+        assert_eq!(unchanged, patched);
+        let rows = store.audit(&ALL).unwrap();
+        let update = rows
+            .iter()
+            .find(|r| r.action == "update_user")
+            .expect("audited");
+        assert_eq!(
+            (update.actor.as_str(), update.target.as_str(), update.at),
+            ("boss", "user:ann", at("2025-06-02T09:05:00Z"))
+        );
+        assert_eq!(
+            update.before,
+            Some(json!({"name": "ann", "role": "viewer", "units": ["east"],
+                        "disabled": false, "has_password": false}))
+        );
+        assert_eq!(
+            update.after,
+            Some(
+                json!({"name": "ann", "role": "manager", "units": ["east", "west"],
+                        "disabled": true, "has_password": false})
+            )
+        );
+        let (secret, _) = token_for(store, "ann", None);
+        store
+            .delete_user("ann", &by("boss", "2025-06-02T09:07:00Z"))
+            .unwrap();
+        assert_eq!(store.user("ann").unwrap(), None);
+        assert_eq!(
+            store
+                .authenticate(&secret.hash, at("2025-06-02T09:08:00Z"))
+                .unwrap(),
+            Authentication::Unknown,
+            "the user's tokens went with them"
+        );
+        let last = store.audit(&ALL).unwrap().pop().expect("rows");
+        assert_eq!(
+            (last.action.as_str(), last.after.clone()),
+            ("delete_user", None)
+        );
+        assert_eq!(last.before.expect("before")["role"], "manager");
+        assert!(matches!(
+            store.delete_user("ann", &t),
+            Err(AccountError::NotFound { what: "user", .. })
+        ));
+        assert!(matches!(
+            store.update_user("ann", &UserPatch::default(), &t),
+            Err(AccountError::NotFound { what: "user", .. })
+        ));
+    }
+
+    /// Units: create, rename, replace queues, delete (members lose it).
+    pub fn units_are_renamed_requeued_and_deleted<S: AccountStore>(store: &mut S) {
+        let t = by("root", "2025-06-02T09:00:00Z");
+        store
+            .create_unit("east", &queues(&["support"]), &t)
+            .unwrap();
+        store.create_unit("west", &[], &t).unwrap();
+        assert!(matches!(
+            store.create_unit("east", &[], &t),
+            Err(AccountError::Exists { what: "unit", .. })
+        ));
+        store
+            .create_user(&new_user("ann", Role::Viewer, &["east"]), &t)
+            .unwrap();
+        assert!(matches!(
+            store.update_unit(
+                "east",
+                &UnitPatch {
+                    name: Some("west".into()),
+                    queues: None
+                },
+                &t
+            ),
+            Err(AccountError::Exists { what: "unit", .. })
+        ));
+        let unit = store
+            .update_unit(
+                "east",
+                &UnitPatch {
+                    name: Some("north".into()),
+                    queues: Some(queues(&["support", "billing"])),
+                },
+                &t,
+            )
+            .unwrap();
+        assert_eq!(
+            (unit.name.as_str(), unit.queues.clone()),
+            ("north", queues(&["billing", "support"]))
+        );
+        assert_eq!(store.user("ann").unwrap().unwrap().units, ["north"]);
+        let names: Vec<String> = store.units().unwrap().into_iter().map(|u| u.name).collect();
+        assert_eq!(names, ["north", "west"]);
+        store.delete_unit("north", &t).unwrap();
+        assert!(store.user("ann").unwrap().unwrap().units.is_empty());
+        let last = store.audit(&ALL).unwrap().pop().expect("rows");
+        assert_eq!(
+            last.before,
+            Some(json!({"name": "north", "queues": ["billing", "support"], "users": ["ann"]}))
+        );
+        assert!(matches!(
+            store.delete_unit("north", &t),
+            Err(AccountError::NotFound { what: "unit", .. })
+        ));
+    }
+
+    /// Tokens: a live token names its user, role and units' queues; expiry
+    /// (at the instant), revocation and a disabled user refuse it; unknown
+    /// hashes are unknown; the list has no secrets.
+    pub fn tokens_authenticate_until_expired_revoked_or_disabled<S: AccountStore>(store: &mut S) {
+        let t = by("root", "2025-06-02T09:00:00Z");
+        store
+            .create_unit("east", &queues(&["support", "billing"]), &t)
+            .unwrap();
+        store
+            .create_unit("west", &queues(&["billing", "sales"]), &t)
+            .unwrap();
+        store
+            .create_user(&new_user("ann", Role::Manager, &["east", "west"]), &t)
+            .unwrap();
+        let (live, live_id) = token_for(store, "ann", None);
+        let (expiring, _) = token_for(store, "ann", Some(at("2025-06-02T12:00:00Z")));
+        let noon = at("2025-06-02T12:00:00Z");
+        let Authentication::Valid(p) = store
+            .authenticate(&live.hash, at("2025-06-02T11:00:00Z"))
+            .unwrap()
+        else {
+            panic!("live token refused");
+        };
+        assert_eq!((p.name.as_str(), p.role), ("ann", Role::Manager));
+        assert_eq!(p.units, ["east", "west"]);
+        assert_eq!(
+            p.queues.into_iter().collect::<Vec<_>>(),
+            queues(&["billing", "sales", "support"])
+        );
+        assert!(matches!(
+            store
+                .authenticate(&expiring.hash, at("2025-06-02T11:59:59.999Z"))
+                .unwrap(),
+            Authentication::Valid(_)
+        ));
+        assert_eq!(
+            store.authenticate(&expiring.hash, noon).unwrap(),
+            Authentication::Expired
+        );
+        assert_eq!(
+            store.authenticate(&[7; 32], noon).unwrap(),
+            Authentication::Unknown
+        );
+        let listed = store.tokens(Some("ann")).unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].last_used_at, Some(at("2025-06-02T11:00:00Z")));
+        assert_eq!(listed[1].expires_at, Some(noon));
+        let revoked = store
+            .revoke_token(live_id, &by("root", "2025-06-02T11:30:00Z"))
+            .unwrap();
+        assert_eq!(revoked.revoked_at, Some(at("2025-06-02T11:30:00Z")));
+        // Revoking again keeps the first time.
+        let again = store
+            .revoke_token(live_id, &by("root", "2025-06-02T11:40:00Z"))
+            .unwrap();
+        assert_eq!(again.revoked_at, Some(at("2025-06-02T11:30:00Z")));
+        assert_eq!(
+            store
+                .authenticate(&live.hash, at("2025-06-02T11:31:00Z"))
+                .unwrap(),
+            Authentication::Revoked
+        );
+        let (other, _) = token_for(store, "ann", None);
+        store
+            .update_user(
+                "ann",
+                &UserPatch {
+                    disabled: Some(true),
+                    ..UserPatch::default()
+                },
+                &t,
+            )
+            .unwrap();
+        assert_eq!(
+            store.authenticate(&other.hash, noon).unwrap(),
+            Authentication::UserDisabled
+        );
+        store
+            .update_user(
+                "ann",
+                &UserPatch {
+                    disabled: Some(false),
+                    ..UserPatch::default()
+                },
+                &t,
+            )
+            .unwrap();
+        assert!(matches!(
+            store.authenticate(&other.hash, noon).unwrap(),
+            Authentication::Valid(_)
+        ));
+        assert!(matches!(
+            store.tokens(Some("nobody")),
+            Err(AccountError::NotFound { what: "user", .. })
+        ));
+        assert!(matches!(
+            store.revoke_token(999, &t),
+            Err(AccountError::NotFound { what: "token", .. })
+        ));
+        let orphan = NewToken {
+            user: "nobody".into(),
+            label: String::new(),
+            expires_at: None,
+            hash: [1; 32],
+        };
+        assert!(matches!(
+            store.issue_token(&orphan, &t),
+            Err(AccountError::NotFound { what: "user", .. })
+        ));
+        let issued = store
+            .audit(&ALL)
+            .unwrap()
+            .into_iter()
+            .find(|r| r.action == "issue_token")
+            .expect("audited");
+        let after = issued.after.expect("after").to_string();
+        assert!(
+            !after.contains(&live.text[4..]),
+            "no secret in the log: {after}"
+        );
+    }
+
+    /// Passwords: set, read back as the PHC string, cleared; the audit row
+    /// says only whether one is set.
+    pub fn passwords_are_stored_as_given_and_audited_without_the_hash<S: AccountStore>(
+        store: &mut S,
+    ) {
+        let t = by("root", "2025-06-02T09:00:00Z");
+        store
+            .create_user(&new_user("ann", Role::Viewer, &[]), &t)
+            .unwrap();
+        assert_eq!(store.password_hash("ann").unwrap(), None);
+        let phc = hash_password("correct horse").unwrap();
+        store
+            .set_password("ann", Some(&phc), &by("ann", "2025-06-02T09:01:00Z"))
+            .unwrap();
+        assert_eq!(
+            store.password_hash("ann").unwrap().as_deref(),
+            Some(phc.as_str())
+        );
+        assert!(store.user("ann").unwrap().unwrap().has_password);
+        let row = store.audit(&ALL).unwrap().pop().expect("rows");
+        assert_eq!(
+            (
+                row.actor.as_str(),
+                row.action.as_str(),
+                row.before.clone(),
+                row.after.clone()
+            ),
+            (
+                "ann",
+                "set_password",
+                Some(json!({"has_password": false})),
+                Some(json!({"has_password": true}))
+            )
+        );
+        store.set_password("ann", None, &t).unwrap();
+        assert_eq!(store.password_hash("ann").unwrap(), None);
+        assert!(matches!(
+            store.password_hash("bob"),
+            Err(AccountError::NotFound { what: "user", .. })
+        ));
+        assert!(matches!(
+            store.set_password("bob", None, &t),
+            Err(AccountError::NotFound { what: "user", .. })
+        ));
+    }
+
+    /// The audit log: appended rows come back oldest first, filtered by
+    /// time (`[from, to)`) and paged by id.
+    pub fn audit_rows_are_filtered_by_time_and_paged<S: AccountStore>(store: &mut S) {
+        for (i, when) in [
+            "2025-06-02T09:00:00Z",
+            "2025-06-02T10:00:00Z",
+            "2025-06-02T11:00:00Z",
+            "2025-06-02T12:00:00Z",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            store
+                .append_audit(&AuditEntry {
+                    change: by("ann", when),
+                    action: "set_gates".into(),
+                    target: "gates".into(),
+                    before: Some(json!({"n": i})),
+                    after: Some(json!({"n": i + 1})),
+                })
+                .unwrap();
+        }
+        let all = store.audit(&ALL).unwrap();
+        assert_eq!(all.len(), 4);
+        assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(all[2].before, Some(json!({"n": 2})));
+        let window = store
+            .audit(&AuditQuery {
+                from: Some(at("2025-06-02T10:00:00Z")),
+                to: Some(at("2025-06-02T12:00:00Z")),
+                ..ALL
+            })
+            .unwrap();
+        assert_eq!(
+            window.iter().map(|r| r.at).collect::<Vec<_>>(),
+            [at("2025-06-02T10:00:00Z"), at("2025-06-02T11:00:00Z")]
+        );
+        let page1 = store.audit(&AuditQuery { limit: 3, ..ALL }).unwrap();
+        let page2 = store
+            .audit(&AuditQuery {
+                limit: 3,
+                after_id: page1.last().map(|r| r.id),
+                ..ALL
+            })
+            .unwrap();
+        assert_eq!((page1.len(), page2.len()), (3, 1));
+        assert_eq!(page2[0].id, all[3].id);
+    }
+}
+
+/// Runs every [`account_suite`] case as its own `#[test]` on stores made by
+/// `$make` (an expression giving a fresh, empty store).
+#[macro_export]
+macro_rules! account_store_suite {
+    ($make:expr) => {
+        $crate::account_store_suite!(@cases $make;
+            users_are_created_and_read_back,
+            users_are_patched_and_deleted_with_audit,
+            units_are_renamed_requeued_and_deleted,
+            tokens_authenticate_until_expired_revoked_or_disabled,
+            passwords_are_stored_as_given_and_audited_without_the_hash,
+            audit_rows_are_filtered_by_time_and_paged,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let mut store = $make;
+                $crate::callback::store::testing::account_suite::$case(&mut store);
+            }
+        )*
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
