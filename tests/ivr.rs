@@ -277,6 +277,23 @@ impl Caller {
         self.ear.with(|p| segments(p, lib(), self.law))
     }
 
+    /// Whether the segments heard come to satisfy `done` within `within`:
+    /// packets the engine sent before its BYE may still be on their way to
+    /// the receiving thread when the BYE is read.
+    async fn segments_settle(&self, within: Duration, done: impl Fn(&[Segment]) -> bool) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if done(&self.segments()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            // Poll interval of a wait bounded by the deadline above.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until what was heard satisfies `done`; panics with what was
     /// heard after [`HEAR_WITHIN`].
     async fn hear(&self, what: &str, done: impl Fn(&[&'static str]) -> bool) -> Vec<&'static str> {
@@ -464,8 +481,13 @@ async fn commit_failure(slot: u16, sqlite: bool) {
         "after confirming, the caller hears unable + goodbye (sqlite: {sqlite}); heard {heard:?}"
     );
     assert!(
-        caller.segments().last().is_some_and(Segment::complete),
-        "goodbye played to its end before the BYE"
+        caller
+            .segments_settle(Duration::from_secs(2), |s| s
+                .last()
+                .is_some_and(Segment::complete))
+            .await,
+        "goodbye played to its end before the BYE: {:?}",
+        caller.segments()
     );
     if sqlite {
         assert!(
@@ -790,8 +812,11 @@ async fn gates_runtime_switch() {
         let heard = closed.await_bye(HEAR_WITHIN).await;
         assert_eq!(heard, ["welcome", "unable"], "no offer, no ECBT");
         assert!(
-            closed.segments().iter().all(Segment::complete),
-            "'1' does not cut the closing prompts"
+            closed
+                .segments_settle(Duration::from_secs(2), |s| s.iter().all(Segment::complete))
+                .await,
+            "'1' does not cut the closing prompts: {:?}",
+            closed.segments()
         );
 
         let heard = open.hear_nth("callback_offer", 1).await;
