@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_4,
     MIGRATION_5,
     MIGRATION_6,
+    MIGRATION_7,
 ];
 
 /// Applies the pending [`MIGRATIONS`] to `conn` (the file at `path`, named
@@ -282,6 +283,38 @@ CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 BEGIN
     SELECT RAISE(ABORT, 'audit_log is append-only');
 END;
+";
+
+/// Schema version 7 (issue 11): callbacks created through the API. When a
+/// scheduled one may first be launched (`scheduled_for`; the launcher reads
+/// `next_attempt_at`, which starts at the same instant), who created it (a
+/// user name; NULL for the IVR), free key/value data (a JSON object), and
+/// the `Idempotency-Key`s of creating requests with the answer they got.
+const MIGRATION_7: &str = "
+ALTER TABLE callbacks ADD COLUMN scheduled_for INTEGER;
+ALTER TABLE callbacks ADD COLUMN created_by TEXT;
+ALTER TABLE callbacks ADD COLUMN data TEXT
+    CHECK (data IS NULL OR (json_valid(data) AND json_type(data) = 'object'));
+
+-- GET /v1/callbacks?number=, cancel by number, the per-number cap.
+CREATE INDEX callbacks_by_number ON callbacks (number, registered_at);
+
+CREATE TABLE idempotency_keys (
+    -- the user who sent the key: keys are per caller
+    actor          TEXT    NOT NULL,
+    key            TEXT    NOT NULL CHECK (key <> ''),
+    -- SHA-256 of the request (method, path, body) the key was first used with
+    request_sha256 BLOB    NOT NULL CHECK (length(request_sha256) = 32),
+    -- the answer given, replayed for the same request
+    status         INTEGER NOT NULL CHECK (status BETWEEN 100 AND 599),
+    body           TEXT    NOT NULL,
+    location       TEXT,
+    -- Unix milliseconds, UTC
+    created_at     INTEGER NOT NULL,
+    PRIMARY KEY (actor, key)
+) STRICT;
+
+CREATE INDEX idempotency_keys_by_created ON idempotency_keys (created_at);
 ";
 
 #[cfg(test)]
