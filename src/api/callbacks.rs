@@ -563,23 +563,32 @@ fn status_param(text: &str) -> Result<Status, Problem> {
     })
 }
 
-/// The opaque cursor after row `id`.
-fn cursor_of(id: i64) -> String {
+/// The opaque cursor that continues after row `id` (`next_cursor`).
+pub fn cursor_of(id: i64) -> String {
     Base64UrlUnpadded::encode_string(format!("cb1:{id}").as_bytes())
 }
 
-/// The row id a cursor continues after (400 when it is not ours).
+/// The row id a cursor of [`cursor_of`] continues after; `None` for any
+/// other text.
+pub fn cursor_after(text: &str) -> Option<i64> {
+    let bytes = Base64UrlUnpadded::decode_vec(text).ok()?;
+    let inner = std::str::from_utf8(&bytes).ok()?;
+    let digits = inner.strip_prefix("cb1:")?;
+    // i64's own parser takes a leading '+'; a cursor of ours never has one.
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// [`cursor_after`], 400 naming `cursor` when it is not ours.
 fn cursor_id(text: &str) -> Result<i64, Problem> {
-    Base64UrlUnpadded::decode_vec(text)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|s| s.strip_prefix("cb1:")?.parse().ok())
-        .ok_or_else(|| {
-            Problem::bad_request(
-                "invalid_query",
-                "cursor: not a cursor this API gave (use next_cursor as it is)",
-            )
-        })
+    cursor_after(text).ok_or_else(|| {
+        Problem::bad_request(
+            "invalid_query",
+            "cursor: not a cursor this API gave (use next_cursor as it is)",
+        )
+    })
 }
 
 /// `GET /v1/callbacks`: without `limit` and `cursor`, every callback of
@@ -985,6 +994,10 @@ mod tests {
         assert!(cursor_id("42").is_err());
         assert!(cursor_id("").is_err());
         assert!(cursor_id(&Base64UrlUnpadded::encode_string(b"cb1:x")).is_err());
+        assert!(cursor_id(&Base64UrlUnpadded::encode_string(b"cb1:+5")).is_err());
+        assert!(cursor_id(&Base64UrlUnpadded::encode_string(b"cb1:")).is_err());
+        assert!(cursor_id(&Base64UrlUnpadded::encode_string(b"cb2:5")).is_err());
+        assert_eq!(cursor_after(&cursor_of(i64::MAX)), Some(i64::MAX));
     }
 
     #[test]
