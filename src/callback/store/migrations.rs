@@ -303,7 +303,7 @@ CREATE TABLE idempotency_keys (
     -- the user who sent the key: keys are per caller
     actor          TEXT    NOT NULL,
     key            TEXT    NOT NULL CHECK (key <> ''),
-    -- SHA-256 of the request (method, path, body) the key was first used with
+    -- SHA-256 of the request body the key was first used with (one route takes keys)
     request_sha256 BLOB    NOT NULL CHECK (length(request_sha256) = 32),
     -- the answer given, replayed for the same request
     status         INTEGER NOT NULL CHECK (status BETWEEN 100 AND 599),
@@ -529,5 +529,53 @@ mod tests {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
         assert_eq!(integrity, "ok");
+    }
+
+    #[test]
+    fn migration_6_to_7_keeps_rows_unscheduled_and_checks_data() {
+        let db = temp_db("migrate-6-7");
+        let path = db.path.clone();
+        let t0 = now();
+        let id = {
+            // A version-6 file with an IVR-registered callback.
+            let conn = Connection::open(&path).unwrap();
+            for m in &MIGRATIONS[..6] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 6).unwrap();
+            conn.execute(
+                "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
+                     queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
+                     expires_at, inbound_call_id) \
+                 VALUES ('support', '3125550188', '+13125550100', '8005550199', 0, ?1, ?1, \
+                     3, 'pending', 0, ?2, 'old-call@pc33')",
+                params![t0.as_millisecond(), (t0 + secs(3600)).as_millisecond()],
+            )
+            .unwrap();
+            CallbackId(conn.last_insert_rowid())
+        };
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&store.conn).unwrap(), MIGRATIONS.len() as i64);
+        let got = crate::callback::store::ManageStore::get(&store, id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.row, row_of(&store, id));
+        assert_eq!(
+            (got.scheduled_for, got.created_by, got.data),
+            (None, None, None)
+        );
+        // data holds a JSON object or nothing.
+        for bad in ["[1]", "\"text\"", "{not json"] {
+            assert!(
+                store
+                    .conn
+                    .execute(
+                        "UPDATE callbacks SET data = ?1 WHERE id = ?2",
+                        params![bad, id.0]
+                    )
+                    .is_err(),
+                "{bad}"
+            );
+        }
     }
 }
