@@ -137,6 +137,7 @@ impl Harness {
             path = "callbacks.sqlite"
             [org]
             launch_enabled = false
+            blacklist = ["900"]
             [api]
             {api}
             [[queues]]
@@ -218,7 +219,22 @@ impl Harness {
         uri: &str,
         body: Option<(&str, &str)>,
     ) -> (StatusCode, HeaderMap, Bytes) {
+        self.request_with(token, method, uri, body, &[]).await
+    }
+
+    /// [`Harness::request_as`] with more headers.
+    async fn request_with(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        uri: &str,
+        body: Option<(&str, &str)>,
+        extra: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Bytes) {
         let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in extra {
+            builder = builder.header(*name, *value);
+        }
         if let Some(token) = token {
             builder = builder.header(AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -355,6 +371,9 @@ struct CallbackBody {
     next_attempt_at: Option<String>,
     expires_at: String,
     inbound_call_id: String,
+    scheduled_for: Option<String>,
+    created_by: Option<String>,
+    data: Option<serde_json::Value>,
 }
 
 fn json<T: DeserializeOwned>(body: &[u8]) -> T {
@@ -705,6 +724,9 @@ async fn callbacks_lists_stored_rows_with_a_status_filter() {
         next_attempt_at: None,
         expires_at: rfc3339(expires_at),
         inbound_call_id: "abc@203.0.113.5".into(),
+        scheduled_for: None,
+        created_by: None,
+        data: None,
     };
     let (status, rows) = h.get::<Vec<CallbackBody>>("/v1/callbacks").await;
     assert_eq!(status, StatusCode::OK);
@@ -1082,7 +1104,7 @@ fn case(
 /// The matrix's cases, one per route of [`api::routes`]; the fixtures they
 /// touch (users `target`, `doomed`; units `spare`, `gone`; a token of
 /// `target`) are made by [`matrix_fixtures`].
-fn matrix_cases(token_id: i64) -> Vec<Case> {
+fn matrix_cases(token_id: i64, cb: &MatrixCallbacks) -> Vec<Case> {
     use StatusCode as S;
     vec![
         case(Rule::Public, "GET", "/health", "/health", None, S::OK),
@@ -1105,6 +1127,75 @@ fn matrix_cases(token_id: i64) -> Vec<Case> {
             None,
             S::OK,
         ),
+        Case {
+            other_unit: Some((
+                "/v1/callbacks".into(),
+                Some(r#"{"queue":"sales","number":"3125550166"}"#.into()),
+            )),
+            ..case(
+                Rule::Manager,
+                "POST",
+                "/v1/callbacks",
+                "/v1/callbacks",
+                Some(r#"{"queue":"support","number":"3125550155"}"#),
+                S::CREATED,
+            )
+        },
+        Case {
+            other_unit: Some((
+                "/v1/callbacks/cancel".into(),
+                Some(r#"{"number":"3125550144","queue":"sales"}"#.into()),
+            )),
+            ..case(
+                Rule::Manager,
+                "POST",
+                "/v1/callbacks/cancel",
+                "/v1/callbacks/cancel",
+                Some(r#"{"number":"3125550144"}"#),
+                S::OK,
+            )
+        },
+        case(
+            Rule::Viewer,
+            "GET",
+            "/v1/callbacks/status",
+            &format!("/v1/callbacks/status?number={}", cb.read_number),
+            None,
+            S::OK,
+        ),
+        case(
+            Rule::Viewer,
+            "GET",
+            "/v1/callbacks/{id}",
+            &format!("/v1/callbacks/{}", cb.read),
+            None,
+            S::OK,
+        ),
+        Case {
+            other_unit: Some((
+                format!("/v1/callbacks/{}", cb.other_unit),
+                Some(r#"{"priority":3}"#.into()),
+            )),
+            ..case(
+                Rule::Manager,
+                "PATCH",
+                "/v1/callbacks/{id}",
+                &format!("/v1/callbacks/{}", cb.patched),
+                Some(r#"{"priority":3}"#),
+                S::OK,
+            )
+        },
+        Case {
+            other_unit: Some((format!("/v1/callbacks/{}", cb.other_unit), None)),
+            ..case(
+                Rule::Manager,
+                "DELETE",
+                "/v1/callbacks/{id}",
+                &format!("/v1/callbacks/{}", cb.cancelled),
+                None,
+                S::OK,
+            )
+        },
         case(Rule::Viewer, "GET", "/v1/agents", "/v1/agents", None, S::OK),
         Case {
             other_unit: Some(("/v1/agents/carol".into(), Some(r#"{"paused":true}"#.into()))),
@@ -1229,6 +1320,38 @@ fn matrix_cases(token_id: i64) -> Vec<Case> {
     ]
 }
 
+/// The callbacks the matrix's callback routes act on (ids; one number).
+struct MatrixCallbacks {
+    read: i64,
+    read_number: &'static str,
+    patched: i64,
+    cancelled: i64,
+    other_unit: i64,
+}
+
+/// A pending callback for `number` in `queue`, written beside the engine.
+fn stored_callback(store: &mut SqliteStore, queue: &str, number: &str) -> i64 {
+    let now = Timestamp::now();
+    match store
+        .register(&NewCallback {
+            queue: QueueId(queue.into()),
+            number: number.into(),
+            caller_ani: "3125550100".into(),
+            called_number: "8005550100".into(),
+            priority: 0,
+            queued_at: now,
+            registered_at: now,
+            ecbt_quoted_minutes: 4,
+            expires_at: now + jiff::SignedDuration::from_hours(24),
+            inbound_call_id: "matrix@127.0.0.1".into(),
+        })
+        .expect("register")
+    {
+        Registration::Registered(id) => id.0,
+        Registration::AlreadyScheduled(id) => panic!("{id} already there"),
+    }
+}
+
 /// The users, units and token the matrix's changes act on; returns the
 /// token's id.
 fn matrix_fixtures(h: &Harness) -> i64 {
@@ -1253,7 +1376,17 @@ fn matrix_fixtures(h: &Harness) -> i64 {
 async fn every_route_refuses_without_a_token_or_the_role_and_serves_the_right_role() {
     let h = Harness::start("matrix").await;
     let token_id = matrix_fixtures(&h);
-    let cases = matrix_cases(token_id);
+    let callbacks = {
+        let mut store = SqliteStore::open(&h.store_path).expect("store");
+        MatrixCallbacks {
+            read: stored_callback(&mut store, "support", "3125550111"),
+            read_number: "3125550111",
+            patched: stored_callback(&mut store, "support", "3125550122"),
+            cancelled: stored_callback(&mut store, "support", "3125550133"),
+            other_unit: stored_callback(&mut store, "sales", "3125550122"),
+        }
+    };
+    let cases = matrix_cases(token_id, &callbacks);
     let routes: Vec<api::Route> = api::routes().collect();
     for case in &cases {
         assert!(
@@ -1999,4 +2132,463 @@ async fn cli_user_add_bootstraps_an_admin_whose_token_works() {
         ["create_user", "issue_token", "set_password", "issue_token"]
     );
     engine.shutdown().await;
+}
+
+/// Issue 11 acceptance 2 (API side): `POST /v1/callbacks` creates a
+/// scheduled callback (201, `Location`, audited); the same
+/// `Idempotency-Key` with the same body gets the first answer again, with
+/// another body 422; the callback reads back with its attempts and legs.
+#[tokio::test]
+async fn create_schedules_a_callback_and_an_idempotency_key_replays_it() {
+    let h = Harness::start("cb-create").await;
+    let at = Timestamp::now() + jiff::SignedDuration::from_mins(10);
+    let at = Timestamp::from_second(at.as_second()).expect("whole seconds");
+    let body = format!(
+        r#"{{"queue":"support","number":"3125550188","scheduled_for":"{at}","priority":4,"data":{{"order":"A-17"}}}}"#
+    );
+    let manager = Some(h.tokens.manager.as_str());
+    let json_body = Some(("application/json", body.as_str()));
+    let key = [("Idempotency-Key", "order-A-17")];
+    let (status, headers, first) = h
+        .request_with(manager, "POST", "/v1/callbacks", json_body, &key)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    let created: CallbackBody = json(&first);
+    assert_eq!(
+        headers.get("location").and_then(|v| v.to_str().ok()),
+        Some(format!("/v1/callbacks/{}", created.id).as_str())
+    );
+    assert_eq!(created.status, "pending");
+    assert_eq!(created.priority, 4);
+    assert_eq!(created.scheduled_for, Some(rfc3339(at)));
+    assert_eq!(created.next_attempt_at, Some(rfc3339(at)));
+    assert_eq!(
+        created.queued_at,
+        rfc3339(at),
+        "its place in line is its time"
+    );
+    assert_eq!(created.created_by.as_deref(), Some("ann"));
+    assert_eq!(created.data, Some(serde_json::json!({"order": "A-17"})));
+
+    let (status, headers, again) = h
+        .request_with(manager, "POST", "/v1/callbacks", json_body, &key)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(again, first, "the first answer, byte for byte");
+    assert_eq!(
+        headers
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    assert_eq!(
+        headers.get("location").and_then(|v| v.to_str().ok()),
+        Some(format!("/v1/callbacks/{}", created.id).as_str())
+    );
+    let other = body.replace("\"priority\":4", "\"priority\":5");
+    let (status, _, bytes) = h
+        .request_with(
+            manager,
+            "POST",
+            "/v1/callbacks",
+            Some(("application/json", &other)),
+            &key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let e = ErrorBody::checked(&bytes);
+    assert_eq!(e.code, "idempotency_key_reused");
+    assert!(e.message.starts_with("Idempotency-Key:"), "{}", e.message);
+    // Keys are per user: the admin's same key is a new request (here a
+    // duplicate of the manager's callback).
+    let (status, _, bytes) = h
+        .request_with(
+            Some(&h.tokens.admin),
+            "POST",
+            "/v1/callbacks",
+            json_body,
+            &key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(ErrorBody::checked(&bytes).code, "already_scheduled");
+    assert_eq!(h.get::<Vec<CallbackBody>>("/v1/callbacks").await.1.len(), 1);
+
+    let (status, one) = h
+        .get::<serde_json::Value>(&format!("/v1/callbacks/{}", created.id))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one["id"], created.id);
+    assert_eq!(one["attempt_log"], serde_json::json!([]));
+    assert_eq!(one["legs"], serde_json::json!([]));
+    let (_, audit) = h.get::<serde_json::Value>("/v1/audit?limit=1000").await;
+    let entries = audit["entries"].as_array().expect("entries");
+    let created_rows: Vec<_> = entries
+        .iter()
+        .filter(|e| e["action"] == "create_callback")
+        .collect();
+    assert_eq!(
+        created_rows.len(),
+        1,
+        "a replay writes nothing: {entries:?}"
+    );
+    assert_eq!(created_rows[0]["actor"], "ann");
+    assert_eq!(created_rows[0]["after"]["number"], "3125550188");
+}
+
+/// 409 naming the pending callback, 422 naming the field (invalid,
+/// blacklisted, international number; a time in the past or too far
+/// ahead; bad data), 403 for another unit's queue.
+#[tokio::test]
+async fn create_refuses_duplicates_bad_numbers_and_bad_times() {
+    let h = Harness::start("cb-refuse").await;
+    let h = &h;
+    let post = |body: String| async move {
+        h.request_as(
+            Some(&h.tokens.manager),
+            "POST",
+            "/v1/callbacks",
+            Some(("application/json", &body)),
+        )
+        .await
+    };
+    let (status, _, bytes) = post(r#"{"queue":"support","number":"3125550188"}"#.into()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let first: CallbackBody = json(&bytes);
+    let (status, _, bytes) = post(r#"{"queue":"support","number":"3125550188"}"#.into()).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let e = ErrorBody::checked(&bytes);
+    assert_eq!(e.code, "already_scheduled");
+    assert!(
+        e.message.contains(&format!("callback {}", first.id)),
+        "names the pending one: {}",
+        e.message
+    );
+    let now = Timestamp::now();
+    let cases = [
+        (
+            r#""number":"312555018""#.to_owned(),
+            "invalid_number",
+            "number:",
+        ),
+        (
+            r#""number":"9005550188""#.to_owned(),
+            "number_blacklisted",
+            "number:",
+        ),
+        (
+            r#""number":"011442079460000""#.to_owned(),
+            "international_not_allowed",
+            "number:",
+        ),
+        (
+            r#""number":"9115550188""#.to_owned(),
+            "invalid_number",
+            "number:",
+        ),
+        (
+            format!(
+                r#""number":"3125550177","scheduled_for":"{}""#,
+                now - jiff::SignedDuration::from_hours(1)
+            ),
+            "invalid_time",
+            "scheduled_for:",
+        ),
+        (
+            format!(
+                r#""number":"3125550177","scheduled_for":"{}""#,
+                now + jiff::SignedDuration::from_hours(31 * 24)
+            ),
+            "invalid_time",
+            "scheduled_for:",
+        ),
+        (
+            r#""number":"3125550177","scheduled_for":"tomorrow""#.to_owned(),
+            "invalid_time",
+            "scheduled_for:",
+        ),
+        (
+            format!(r#""number":"3125550177","not_after":"{now}""#),
+            "invalid_time",
+            "not_after:",
+        ),
+        (
+            r#""number":"3125550177","data":{"a":{"nested":1}}"#.to_owned(),
+            "invalid_data",
+            "data.a:",
+        ),
+        (
+            r#""number":"3125550177","priority":5000"#.to_owned(),
+            "invalid_priority",
+            "priority:",
+        ),
+    ];
+    for (fields, code, field) in cases {
+        let (status, _, bytes) = post(format!(r#"{{"queue":"support",{fields}}}"#)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{fields}");
+        let e = ErrorBody::checked(&bytes);
+        assert_eq!(e.code, code, "{fields}: {}", e.message);
+        assert!(e.message.starts_with(field), "{fields}: {}", e.message);
+    }
+    let (status, _, bytes) = post(r#"{"queue":"nowhere","number":"3125550177"}"#.into()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(ErrorBody::checked(&bytes).message.starts_with("queue:"));
+    let (status, _, _) = post(r#"{"queue":"sales","number":"3125550177"}"#.into()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another unit's queue");
+    let (status, _, _) =
+        post(r#"{"queue":"support","number":"3125550177","extra":1}"#.into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        h.get::<Vec<CallbackBody>>("/v1/callbacks").await.1.len(),
+        1,
+        "nothing refused was written"
+    );
+}
+
+/// Cancel by id (then 409 `not_pending`), and the per-number cap:
+/// `[callbacks] api_max_per_number_per_day` (3 by default) creations in 24
+/// hours, then 429 with `Retry-After`.
+#[tokio::test]
+async fn cancel_by_id_then_the_per_number_cap_answers_429() {
+    let h = Harness::start("cb-cap").await;
+    assert_eq!(h.options.max_per_number_per_day, 3);
+    let create = || async {
+        h.request(
+            "POST",
+            "/v1/callbacks",
+            Some((
+                "application/json",
+                r#"{"queue":"support","number":"3125550188"}"#,
+            )),
+        )
+        .await
+    };
+    for _ in 0..3 {
+        let (status, _, bytes) = create().await;
+        assert_eq!(status, StatusCode::CREATED);
+        let row: CallbackBody = json(&bytes);
+        let (status, _, bytes) = h
+            .request_as(
+                Some(&h.tokens.manager),
+                "DELETE",
+                &format!("/v1/callbacks/{}", row.id),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json::<CallbackBody>(&bytes).status, "cancelled");
+        let e = h
+            .refused(
+                "DELETE",
+                &format!("/v1/callbacks/{}", row.id),
+                None,
+                StatusCode::CONFLICT,
+            )
+            .await;
+        assert!(e.contains("cancelled"), "{e}");
+    }
+    let (status, headers, bytes) = create().await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(ErrorBody::checked(&bytes).code, "too_many_callbacks");
+    let retry: u64 = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=86_400).contains(&retry), "{retry}");
+    h.refused("DELETE", "/v1/callbacks/9999", None, StatusCode::NOT_FOUND)
+        .await;
+    h.refused("DELETE", "/v1/callbacks/x", None, StatusCode::NOT_FOUND)
+        .await;
+}
+
+/// `POST /v1/callbacks/cancel {number}` cancels the number's pending
+/// callbacks in the caller's units only (or the queue given).
+#[tokio::test]
+async fn cancel_by_number_takes_only_the_callers_units() {
+    let h = Harness::start("cb-cancel-number").await;
+    let h = &h;
+    for queue in ["support", "sales"] {
+        let (status, _, _) = h
+            .request(
+                "POST",
+                "/v1/callbacks",
+                Some((
+                    "application/json",
+                    &format!(r#"{{"queue":"{queue}","number":"3125550188"}}"#),
+                )),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let cancel = |token: String, body: &'static str| async move {
+        h.request_as(
+            Some(&token),
+            "POST",
+            "/v1/callbacks/cancel",
+            Some(("application/json", body)),
+        )
+        .await
+    };
+    let (status, _, bytes) = cancel(h.tokens.manager.clone(), r#"{"number":"3125550188"}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    let body: serde_json::Value = json(&bytes);
+    let cancelled = body["cancelled"].as_array().expect("cancelled");
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0]["queue"], "support");
+    assert_eq!(cancelled[0]["status"], "cancelled");
+    let (status, _, _) = cancel(
+        h.tokens.manager.clone(),
+        r#"{"number":"3125550188","queue":"sales"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, bytes) = cancel(h.tokens.manager.clone(), r#"{"number":"31-25"}"#).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(ErrorBody::checked(&bytes).message.starts_with("number:"));
+    let (status, _, bytes) = cancel(h.tokens.admin.clone(), r#"{"number":"3125550188"}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    let body: serde_json::Value = json(&bytes);
+    assert_eq!(body["cancelled"].as_array().map(Vec::len), Some(1));
+    assert_eq!(body["cancelled"][0]["queue"], "sales");
+    let (_, rows) = h
+        .get::<Vec<CallbackBody>>("/v1/callbacks?status=cancelled")
+        .await;
+    assert_eq!(rows.len(), 2);
+}
+
+/// Filters and cursor pages; PATCH reschedules a pending callback and is
+/// refused once it is not; the status of a number gives its place in
+/// line and ECBT.
+#[tokio::test]
+async fn list_pages_patch_reschedules_and_status_tells_the_place() {
+    let h = Harness::start("cb-list").await;
+    let mut ids = Vec::new();
+    for number in ["3125550101", "3125550102", "3125550103"] {
+        let (status, _, bytes) = h
+            .request(
+                "POST",
+                "/v1/callbacks",
+                Some((
+                    "application/json",
+                    &format!(r#"{{"queue":"support","number":"{number}"}}"#),
+                )),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        ids.push(json::<CallbackBody>(&bytes).id);
+    }
+    let (status, page) = h
+        .get::<serde_json::Value>("/v1/callbacks?queue=support&limit=2")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let got: Vec<i64> = page["callbacks"]
+        .as_array()
+        .expect("callbacks")
+        .iter()
+        .map(|c| c["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(got, ids[..2]);
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let (_, page) = h
+        .get::<serde_json::Value>(&format!(
+            "/v1/callbacks?queue=support&limit=2&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(page["callbacks"][0]["id"], ids[2]);
+    assert_eq!(page["next_cursor"], serde_json::Value::Null);
+    let (_, rows) = h
+        .get::<Vec<CallbackBody>>("/v1/callbacks?number=3125550102")
+        .await;
+    assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[1]]);
+    let (_, rows) = h
+        .get::<Vec<CallbackBody>>("/v1/callbacks?queue=sales")
+        .await;
+    assert!(rows.is_empty());
+    let e = h
+        .refused(
+            "GET",
+            "/v1/callbacks?cursor=bogus",
+            None,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    assert!(e.starts_with("cursor:"), "{e}");
+
+    let (_, status_body) = h
+        .get::<serde_json::Value>("/v1/callbacks/status?number=3125550103")
+        .await;
+    assert_eq!(status_body["callbacks"][0]["position"], 3);
+    assert_eq!(status_body["callbacks"][0]["status"], "pending");
+    assert_eq!(status_body["callbacks"][0]["attempts"], 0);
+
+    let at = Timestamp::now() + jiff::SignedDuration::from_mins(30);
+    let patch = format!(r#"{{"scheduled_for":"{at}","priority":9}}"#);
+    let (status, _, bytes) = h
+        .request_as(
+            Some(&h.tokens.manager),
+            "PATCH",
+            &format!("/v1/callbacks/{}", ids[0]),
+            Some(("application/json", &patch)),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let patched: CallbackBody = json(&bytes);
+    assert_eq!(patched.priority, 9);
+    assert!(patched.scheduled_for.is_some());
+    assert_eq!(patched.next_attempt_at, patched.scheduled_for);
+    let (_, status_body) = h
+        .get::<serde_json::Value>("/v1/callbacks/status?number=3125550101")
+        .await;
+    let ecbt = status_body["callbacks"][0]["ecbt_minutes"]
+        .as_u64()
+        .expect("ecbt");
+    assert!((29..=30).contains(&ecbt), "about 30 minutes ahead: {ecbt}");
+    assert_eq!(
+        status_body["callbacks"][0]["position"], 3,
+        "rescheduled: its place in line is its new time"
+    );
+    let taken = r#"{"number":"3125550102"}"#;
+    let e = h
+        .refused(
+            "PATCH",
+            &format!("/v1/callbacks/{}", ids[0]),
+            Some(("application/json", taken)),
+            StatusCode::CONFLICT,
+        )
+        .await;
+    assert!(e.contains(&format!("callback {}", ids[1])), "{e}");
+    let (status, _, _) = h
+        .request("DELETE", &format!("/v1/callbacks/{}", ids[0]), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let e = h
+        .refused(
+            "PATCH",
+            &format!("/v1/callbacks/{}", ids[0]),
+            Some(("application/json", r#"{"priority":1}"#)),
+            StatusCode::CONFLICT,
+        )
+        .await;
+    assert!(e.contains("cancelled"), "{e}");
+    h.refused(
+        "GET",
+        "/v1/callbacks/status?number=3125559999",
+        None,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 }

@@ -329,6 +329,33 @@ fn register(h: &mut Harness, number: &str, inbound_call_id: &str) {
     callbackd::callback::store::Store::register(&mut h.store, &new).expect("registered");
 }
 
+/// A callback created as `POST /v1/callbacks` creates it: for 312-555-0188
+/// in "support", scheduled `ahead` of `WALL0`, its window ending `window`
+/// after that.
+fn schedule(h: &mut Harness, ahead: std::time::Duration, window: std::time::Duration) {
+    let wall: jiff::Timestamp = WALL0.parse().expect("timestamp");
+    let at = wall + jiff::SignedDuration::try_from(ahead).expect("duration");
+    let new = callbackd::callback::store::NewCallback {
+        queue: callbackd::callback::QueueId("support".into()),
+        number: "3125550188".into(),
+        caller_ani: String::new(),
+        called_number: String::new(),
+        priority: 0,
+        queued_at: at,
+        registered_at: wall,
+        ecbt_quoted_minutes: 0,
+        expires_at: at + jiff::SignedDuration::try_from(window).expect("duration"),
+        inbound_call_id: String::new(),
+    };
+    let creation = callbackd::callback::store::Creation {
+        scheduled_for: Some(at),
+        created_by: "ann".into(),
+        data: None,
+    };
+    callbackd::callback::store::ManageStore::create(&mut h.store, &new, &creation)
+        .expect("created");
+}
+
 /// The INVITEs sent to `addr`, one per call (retransmissions left out).
 fn invites_to(h: &Harness, addr: &str) -> Vec<Sent> {
     let addr: std::net::SocketAddr = addr.parse().expect("addr");
@@ -1823,4 +1850,55 @@ fn a_phone_registering_from_behind_nat_gets_a_shorter_expires() {
     let mut h = Harness::new(&bob_config("nat_register_expires_s = 0"));
     let ok = register_bob(&mut h, BOB_PUBLIC, BOB_PRIVATE, BOB_PRIVATE, 3600, 1);
     assert_eq!(granted_expires(&ok), 3600);
+}
+
+/// Issue 11 acceptance 2: a callback scheduled through the API ten minutes
+/// ahead is not dialled at 9:59 and is at 10:00 (within one poll), agent
+/// first.
+#[test]
+fn a_callback_scheduled_ten_minutes_ahead_is_dialled_at_its_time_not_before() {
+    let config = driver::config(&callback_config(""));
+    let mut h = Harness::with_trunk(&config, vec![udp_target(CARRIER)]);
+    h.answers_bye.extend([addr(AGENT), addr(CARRIER)]);
+    schedule(&mut h, secs(600), secs(3600));
+    h.advance(secs(599));
+    assert!(
+        !h.sent.iter().any(is_agent_invite),
+        "nothing is dialled before its time"
+    );
+    assert_eq!(
+        h.rows()[0].status,
+        callbackd::callback::store::Status::Pending
+    );
+    let i = h.run_until_sent(secs(2), is_agent_invite);
+    let at = h.sent[i].at;
+    assert!(
+        at >= secs(600) && at <= secs(600) + ms(500),
+        "dialled at its time, within one poll: {at:?}"
+    );
+    assert!(invites_to(&h, CARRIER).is_empty(), "agent first");
+    assert_eq!(
+        h.rows()[0].status,
+        callbackd::callback::store::Status::Dialing
+    );
+}
+
+/// A scheduled callback that cannot be launched before its window ends
+/// (launching is off) is expired, never dialled.
+#[test]
+fn a_scheduled_callback_past_its_window_end_is_expired_not_dialled() {
+    let config = driver::config(&callback_config("[org]\nlaunch_enabled = false\n"));
+    let mut h = Harness::with_trunk(&config, vec![udp_target(CARRIER)]);
+    schedule(&mut h, secs(60), secs(30));
+    h.advance(secs(89));
+    assert_eq!(
+        h.rows()[0].status,
+        callbackd::callback::store::Status::Pending
+    );
+    h.advance(secs(2));
+    assert_eq!(
+        h.rows()[0].status,
+        callbackd::callback::store::Status::Expired
+    );
+    assert!(!h.sent.iter().any(is_agent_invite));
 }

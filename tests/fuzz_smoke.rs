@@ -23,6 +23,7 @@ type Check = fn(&[u8]);
 
 /// Every target of `fuzz/Cargo.toml`, with its property.
 const TARGETS: &[(&str, Check)] = &[
+    ("api_cursor", properties::api_cursor::check),
     ("api_token", properties::api_token::check),
     ("digest", properties::digest::check),
     ("inband", properties::inband::check),

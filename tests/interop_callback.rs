@@ -981,6 +981,166 @@ fn register_direct(dir: &TestDir) -> CallbackId {
     }
 }
 
+/// Issue 11 acceptance 2, end to end: a manager creates a callback through
+/// `POST /v1/callbacks` scheduled a few seconds ahead; the engine launches
+/// it at its time — not before — agent first (sipp UAS), then the carrier
+/// (sipp UAS), and it completes.
+#[test]
+fn a_callback_created_through_the_api_launches_at_its_scheduled_time() {
+    let test = "a_callback_created_through_the_api_launches_at_its_scheduled_time";
+    if !require_tools(test, &["sipp"]) {
+        return;
+    }
+    let _serial = interop_lock();
+    let dir = TestDir::new(test);
+    let (main, agent_ports, carrier_ports) =
+        (Ports::allocate(), Ports::allocate(), Ports::allocate());
+    let mut config = dialing_config(&main, &agent_ports, &carrier_ports, 5, 1);
+    let api_port = main.engine_sip + 2;
+    config.api_port = Some(api_port);
+    let token = {
+        use callbackd::callback::store::{
+            AccountStore, Change, NewToken, NewUser, Role, TokenSecret,
+        };
+        let mut store = SqliteStore::open(&dir.join("callbackd.sqlite")).expect("open the store");
+        let change = Change {
+            actor: "test".into(),
+            at: jiff::Timestamp::now(),
+        };
+        store
+            .create_unit("east", &[QueueId("support".into())], &change)
+            .expect("unit");
+        store
+            .create_user(
+                &NewUser {
+                    name: "ann".into(),
+                    role: Role::Manager,
+                    units: vec!["east".into()],
+                },
+                &change,
+            )
+            .expect("user");
+        let secret = TokenSecret::generate().expect("OS randomness");
+        store
+            .issue_token(
+                &NewToken {
+                    user: "ann".into(),
+                    label: "test".into(),
+                    expires_at: None,
+                    hash: secret.hash,
+                },
+                &change,
+            )
+            .expect("token");
+        secret.text
+    };
+    let mut engine = Engine::start(&config, &dir);
+    let engine_addr = engine.sip_addr();
+    std::fs::create_dir_all(dir.join("carrier")).expect("test dir is writable");
+    write_tone_pcap(&dir.join("carrier").join("carrier_audio.pcap"), 440.0, 400);
+
+    let (agent, carrier, scheduled_for, id) = thread::scope(|s| {
+        let agent = s.spawn(|| {
+            Sipp::uac(
+                scenario_file("uas_answer_with_audio.xml"),
+                engine_addr,
+                &agent_ports,
+            )
+            .arg("-aa")
+            .timeout_s(90)
+            .run(&dir, "agent")
+        });
+        let carrier = s.spawn(|| {
+            Sipp::uac(
+                scenario_file("uas_answer_audio_hangup.xml"),
+                engine_addr,
+                &carrier_ports,
+            )
+            .arg("-aa")
+            .timeout_s(90)
+            .run(&dir, "carrier")
+        });
+        wait_udp_bound(agent_ports.sipp_sip, Duration::from_secs(10));
+        wait_udp_bound(carrier_ports.sipp_sip, Duration::from_secs(10));
+        let ahead = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(4);
+        let scheduled_for = jiff::Timestamp::from_second(ahead.as_second()).expect("whole seconds");
+        let body = format!(
+            r#"{{"queue":"support","number":"{NUMBER}","scheduled_for":"{scheduled_for}"}}"#
+        );
+        let (status, answer) = http_post(api_port, "/v1/callbacks", &token, &body);
+        assert_eq!(status, 201, "{answer}");
+        let created: serde_json::Value = serde_json::from_str(&answer).expect("a JSON callback");
+        let id = CallbackId(created["id"].as_i64().expect("id"));
+        let row = stored_callbacks(&engine.store_path())
+            .into_iter()
+            .find(|r| r.id == id)
+            .expect("stored");
+        assert_eq!(row.next_attempt_at, Some(scheduled_for));
+        let agent = agent.join().expect("agent sipp thread");
+        let carrier = carrier.join().expect("carrier sipp thread");
+        (agent, carrier, scheduled_for, id)
+    });
+    assert_clean(&agent, 1);
+    assert_clean(&carrier, 1);
+    let rows = wait_rows(&engine.store_path(), |r| {
+        r.id == id && r.status == Status::Completed
+    });
+    assert_eq!(rows.len(), 1);
+    let store = SqliteStore::open(&engine.store_path()).expect("open the store");
+    let attempts = store.attempts(id).expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].attempt.outcome, Outcome::Answered);
+    assert!(
+        attempts[0].attempt.started_at >= scheduled_for,
+        "launched at {} for {scheduled_for}",
+        attempts[0].attempt.started_at
+    );
+    engine.stop();
+    engine.assert_no_panic();
+}
+
+/// `POST path` with a bearer token and a JSON body to the API on
+/// 127.0.0.1:`port` (HTTP/1.1, `Connection: close`): the status and body.
+fn http_post(port: u16, path: &str, token: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut stream = loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            Ok(stream) => break stream,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the API on {addr} did not accept: {e}"
+                );
+                // The engine is another process: try again shortly.
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("the answer");
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------

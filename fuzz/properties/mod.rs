@@ -3,6 +3,7 @@
 //! Shared by the cargo-fuzz targets (`fuzz/fuzz_targets/`) and the short
 //! run in `tests/fuzz_smoke.rs`.
 
+pub mod api_cursor;
 pub mod api_token;
 pub mod digest;
 pub mod inband;

@@ -16,7 +16,14 @@
 //! | GET | `/v1/stats` | viewer | live counters ([`crate::engine::EngineStats`]) and totals since start-up |
 //! | GET | `/v1/gates` | viewer | `{"registration_enabled":bool,"launch_enabled":bool}` |
 //! | PUT | `/v1/gates` | admin | the same object, both fields required → 200 with the gates now in effect |
-//! | GET | `/v1/callbacks[?status=S]` | viewer | the stored callbacks of the caller's units, oldest first, optionally one status |
+//! | GET | `/v1/callbacks[?status=&queue=&number=&from=&to=]` | viewer | the callbacks of the caller's units, oldest first (`from`/`to`: `registered_at`), as an array |
+//! | GET | `/v1/callbacks?…&limit=N[&cursor=C]` | viewer | the same filters, paged: `{"callbacks":[…],"next_cursor"}` (`limit` 1..=1000, 100 with only a cursor) |
+//! | POST | `/v1/callbacks` | manager | `{"queue","number","scheduled_for"?,"not_after"?,"priority"?,"data"?}`, `Idempotency-Key`? → 201 with the callback and `Location`; 409 `already_scheduled` naming the pending one; 422 naming the field (number invalid, blacklisted, international not allowed; time in the past or over 30 days; data); 429 `too_many_callbacks` with `Retry-After` |
+//! | GET | `/v1/callbacks/{id}` | viewer | the callback with `attempt_log` and `legs` (its CDR rows) |
+//! | PATCH | `/v1/callbacks/{id}` | manager | `{"scheduled_for"?,"number"?,"priority"?}` → 200; 409 `not_pending` unless pending, 409 `already_scheduled` for a number taken in the queue |
+//! | DELETE | `/v1/callbacks/{id}` | manager | cancels a pending callback → 200 with it; 409 `not_pending` otherwise |
+//! | POST | `/v1/callbacks/cancel` | manager | `{"number","queue"?}` → 200 `{"cancelled":[…]}`: every pending callback of that number in the caller's units (or that queue) |
+//! | GET | `/v1/callbacks/status?number=` | viewer | `{"number","callbacks":[{"id","queue","status","position","ecbt_minutes","attempts","scheduled_for"}]}`: the active ones, else the latest; 404 when none |
 //! | GET | `/v1/agents` | viewer | the agents serving the caller's units: `{"id","state","reachable"}`, in id order |
 //! | PUT | `/v1/agents/{id}` | manager | `{"paused":bool}` → 200 with the agent; 404 unknown agent; 403 another unit's; 409 while it rings or talks |
 //! | GET | `/v1/me` | viewer | the caller: `{"name","role","units","queues"}` |
@@ -36,18 +43,20 @@
 //! | DELETE | `/v1/units/{name}` | admin | 204; its users lose it |
 //! | GET | `/v1/audit[?from=&to=&cursor=&limit=]` | admin | `{"entries":[…],"next_cursor"}`, oldest first |
 //!
-//! Roles: a viewer reads; a manager also pauses and resumes the agents of
-//! their units; an admin does everything (users, units, tokens, the
+//! Roles: a viewer reads; a manager also creates, changes and cancels the
+//! callbacks and pauses and resumes the agents of their units; an admin does everything (users, units, tokens, the
 //! org-wide gates, the audit log) and sees every unit. A user who is not an
 //! admin sees only the callbacks and agents of the queues their units group.
-//! Every change (gates, agent pause, users, units, tokens, passwords) writes
+//! Every change (gates, agent pause, callbacks, users, units, tokens, passwords) writes
 //! an audit row naming the caller, with the object before and after.
 //!
 //! Bodies are JSON (`application/json`). Every refusal is a 4xx (5xx for a
 //! failure on our side) with `{"code":"snake_case","message":"…"}`, the
 //! message naming the offending field or parameter: 400 for a bad body or
-//! query, 401/403 as above, 404 for an unknown path, agent, user, unit or
-//! token, 409 for a change the agent's state forbids or a name taken, 405
+//! query, 401/403 as above, 404 for an unknown path, agent, callback, user,
+//! unit or token, 409 for a change the agent's or callback's state forbids
+//! or a name taken, 422 for a well-formed value the rules refuse (see
+//! [`callbacks`]), 429 over the per-number cap, 405
 //! for a wrong method (with `Allow`), 413 for a body over [`MAX_BODY`], 415
 //! for a body that is not `application/json`, 503 when the engine has
 //! stopped.
@@ -67,6 +76,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod callbacks;
 pub mod metrics;
 
 use std::collections::BTreeMap;
@@ -99,13 +109,14 @@ use crate::b2bua::agents::AgentStatus;
 use crate::callback::QueueId;
 use crate::callback::hours::Gates;
 use crate::callback::store::{
-    AccountError, AccountStore, AuditEntry, CallbackRow, Change, Principal, Role, SqliteStore,
-    Status, Store, StoreError,
+    AccountError, AccountStore, AuditEntry, Change, Principal, Role, SqliteStore, StoreError,
 };
 use crate::config::Settings;
+use crate::domain::number::NumberPolicy;
 use crate::engine::{EngineControl, EngineStatus};
 
 pub use auth::Rule;
+pub use callbacks::{CallbackBody, QueueDefaults};
 
 /// Largest request body accepted, in bytes (a gates object is ~60).
 pub const MAX_BODY: usize = 4096;
@@ -203,7 +214,25 @@ const TABLE: &[Entry] = &[
     entry(Verb::Get, "/v1/gates", Rule::Viewer, |m| on(m, get_gates)),
     entry(Verb::Put, "/v1/gates", Rule::Admin, |m| on(m, put_gates)),
     entry(Verb::Get, "/v1/callbacks", Rule::Viewer, |m| {
-        on(m, callbacks)
+        on(m, callbacks::list)
+    }),
+    entry(Verb::Post, "/v1/callbacks", Rule::Manager, |m| {
+        on(m, callbacks::create)
+    }),
+    entry(Verb::Post, "/v1/callbacks/cancel", Rule::Manager, |m| {
+        on(m, callbacks::cancel_by_number)
+    }),
+    entry(Verb::Get, "/v1/callbacks/status", Rule::Viewer, |m| {
+        on(m, callbacks::number_status)
+    }),
+    entry(Verb::Get, "/v1/callbacks/{id}", Rule::Viewer, |m| {
+        on(m, callbacks::get_one)
+    }),
+    entry(Verb::Patch, "/v1/callbacks/{id}", Rule::Manager, |m| {
+        on(m, callbacks::patch)
+    }),
+    entry(Verb::Delete, "/v1/callbacks/{id}", Rule::Manager, |m| {
+        on(m, callbacks::delete)
     }),
     entry(Verb::Get, "/v1/agents", Rule::Viewer, |m| on(m, agents)),
     entry(Verb::Put, "/v1/agents/{id}", Rule::Manager, |m| {
@@ -266,7 +295,7 @@ pub fn routes() -> impl Iterator<Item = Route> {
 /// (units may group only these), which queues each agent serves (a user
 /// sees the agents of their units' queues), and whether `/metrics` is
 /// public.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiOptions {
     /// The callback store's file ([`crate::config::Settings::store_path`]).
     pub store_path: PathBuf,
@@ -276,6 +305,13 @@ pub struct ApiOptions {
     pub agent_queues: BTreeMap<String, Vec<QueueId>>,
     /// `[api] metrics_public`.
     pub metrics_public: bool,
+    /// The organisation's number rules (`[org]`), applied to numbers given
+    /// to `/v1/callbacks`.
+    pub number_policy: NumberPolicy,
+    /// Each queue's priority and callback expiry.
+    pub queue_defaults: callbacks::QueueDefaultsMap,
+    /// `[callbacks] api_max_per_number_per_day`.
+    pub max_per_number_per_day: u32,
 }
 
 impl ApiOptions {
@@ -290,6 +326,23 @@ impl ApiOptions {
                 .map(|a| (a.id.as_str().to_owned(), a.queues.clone()))
                 .collect(),
             metrics_public: settings.api().metrics_public,
+            number_policy: settings.org().number_policy.clone(),
+            queue_defaults: settings
+                .queues()
+                .iter()
+                .map(|q| {
+                    let expiry = jiff::SignedDuration::try_from(q.callback_expiry)
+                        .unwrap_or(jiff::SignedDuration::MAX);
+                    (
+                        q.id.clone(),
+                        QueueDefaults {
+                            priority: q.priority,
+                            expiry,
+                        },
+                    )
+                })
+                .collect(),
+            max_per_number_per_day: settings.callbacks().api_max_per_number_per_day,
         }
     }
 }
@@ -476,60 +529,6 @@ impl From<&EngineStatus> for StatsBody {
     }
 }
 
-/// One element of the `/v1/callbacks` array. Times are RFC 3339 UTC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CallbackBody {
-    /// Row id.
-    pub id: i64,
-    /// Queue id.
-    pub queue: String,
-    /// The number to call, plain digits as keyed.
-    pub number: String,
-    /// The caller's ANI as received.
-    pub caller_ani: String,
-    /// The number the caller dialed.
-    pub called_number: String,
-    /// Queue priority.
-    pub priority: i32,
-    /// `pending`, `dialing`, `completed`, `failed`, `expired`, `cancelled`.
-    pub status: &'static str,
-    /// Outbound attempts so far.
-    pub attempts: u32,
-    /// Original queue entry: the place in line.
-    pub queued_at: String,
-    /// When the callback was committed.
-    pub registered_at: String,
-    /// The estimate announced, in whole minutes.
-    pub ecbt_quoted_minutes: u32,
-    /// When the next attempt is due, if scheduled.
-    pub next_attempt_at: Option<String>,
-    /// No attempt after this.
-    pub expires_at: String,
-    /// Call-ID of the call that registered it.
-    pub inbound_call_id: String,
-}
-
-impl From<CallbackRow> for CallbackBody {
-    fn from(r: CallbackRow) -> CallbackBody {
-        CallbackBody {
-            id: r.id.0,
-            queue: r.queue.as_str().to_owned(),
-            number: r.number,
-            caller_ani: r.caller_ani,
-            called_number: r.called_number,
-            priority: r.priority,
-            status: r.status.as_str(),
-            attempts: r.attempts,
-            queued_at: r.queued_at.to_string(),
-            registered_at: r.registered_at.to_string(),
-            ecbt_quoted_minutes: r.ecbt_quoted_minutes,
-            next_attempt_at: r.next_attempt_at.map(|t| t.to_string()),
-            expires_at: r.expires_at.to_string(),
-            inbound_call_id: r.inbound_call_id,
-        }
-    }
-}
-
 /// One element of the `/v1/agents` array.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AgentBody {
@@ -634,13 +633,6 @@ fn change_by(who: &Principal) -> Change {
 #[derive(Serialize)]
 struct HealthBody {
     status: &'static str,
-}
-
-/// `/v1/callbacks` query parameters.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CallbacksQuery {
-    status: Option<String>,
 }
 
 /// A refusal or failure: the status and `{"code","message"}`, maybe a
@@ -908,35 +900,6 @@ fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
         Problem::bad_request("invalid_query", format!("query: {detail}"))
     })?;
     Ok(query)
-}
-
-async fn callbacks(
-    State(state): State<ApiState>,
-    Extension(who): Extension<Principal>,
-    query: Result<Query<CallbacksQuery>, QueryRejection>,
-) -> Result<Json<Vec<CallbackBody>>, Problem> {
-    let query = query_of(query)?;
-    let wanted = match query.status.as_deref() {
-        None => None,
-        Some(text) => Some(Status::parse(text).ok_or_else(|| {
-            let known: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
-            Problem::bad_request(
-                "invalid_query",
-                format!(
-                    "status: unknown status {text:?} (expected one of {})",
-                    known.join(", ")
-                ),
-            )
-        })?),
-    };
-    let rows = state.with_store(|store| Ok(store.list()?)).await?;
-    Ok(Json(
-        rows.into_iter()
-            .filter(|r| wanted.is_none_or(|s| r.status == s))
-            .filter(|r| who.sees_queue(&r.queue))
-            .map(CallbackBody::from)
-            .collect(),
-    ))
 }
 
 async fn agents(

@@ -47,6 +47,9 @@ pub struct CallbacksConfig {
     pub recordings_dir: PathBuf,
     /// Recordings older than this many days are deleted.
     pub recording_retention_days: u64,
+    /// Most callbacks `POST /v1/callbacks` creates for one number in any
+    /// 24 hours (the per-target cap); over it → 429 with `Retry-After`.
+    pub api_max_per_number_per_day: u32,
 }
 
 impl CallbacksConfig {
@@ -78,6 +81,11 @@ impl CallbacksConfig {
             self.recording_retention_days,
             1..=3650,
         )?;
+        in_range(
+            "callbacks.api_max_per_number_per_day",
+            self.api_max_per_number_per_day.into(),
+            1..=1000,
+        )?;
         if self.recordings_dir.as_os_str().is_empty() {
             return fail("callbacks.recordings_dir", Invalid::EmptyValue);
         }
@@ -92,6 +100,7 @@ impl Default for CallbacksConfig {
             poll_interval_ms: 1000,
             recordings_dir: PathBuf::from("recordings"),
             recording_retention_days: 30,
+            api_max_per_number_per_day: 3,
         }
     }
 }
@@ -104,6 +113,15 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::config::test_support::*;
+
+    #[test]
+    fn rejects_api_cap_out_of_range() {
+        let e = error("[callbacks]\napi_max_per_number_per_day = 0\n");
+        assert!(
+            e.starts_with("config.toml: callbacks.api_max_per_number_per_day:"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn rejects_empty_store_path() {

@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_4,
     MIGRATION_5,
     MIGRATION_6,
+    MIGRATION_7,
 ];
 
 /// Applies the pending [`MIGRATIONS`] to `conn` (the file at `path`, named
@@ -284,6 +285,38 @@ BEGIN
 END;
 ";
 
+/// Schema version 7 (issue 11): callbacks created through the API. When a
+/// scheduled one may first be launched (`scheduled_for`; the launcher reads
+/// `next_attempt_at`, which starts at the same instant), who created it (a
+/// user name; NULL for the IVR), free key/value data (a JSON object), and
+/// the `Idempotency-Key`s of creating requests with the answer they got.
+const MIGRATION_7: &str = "
+ALTER TABLE callbacks ADD COLUMN scheduled_for INTEGER;
+ALTER TABLE callbacks ADD COLUMN created_by TEXT;
+ALTER TABLE callbacks ADD COLUMN data TEXT
+    CHECK (data IS NULL OR (json_valid(data) AND json_type(data) = 'object'));
+
+-- GET /v1/callbacks?number=, cancel by number, the per-number cap.
+CREATE INDEX callbacks_by_number ON callbacks (number, registered_at);
+
+CREATE TABLE idempotency_keys (
+    -- the user who sent the key: keys are per caller
+    actor          TEXT    NOT NULL,
+    key            TEXT    NOT NULL CHECK (key <> ''),
+    -- SHA-256 of the request body the key was first used with (one route takes keys)
+    request_sha256 BLOB    NOT NULL CHECK (length(request_sha256) = 32),
+    -- the answer given, replayed for the same request
+    status         INTEGER NOT NULL CHECK (status BETWEEN 100 AND 599),
+    body           TEXT    NOT NULL,
+    location       TEXT,
+    -- Unix milliseconds, UTC
+    created_at     INTEGER NOT NULL,
+    PRIMARY KEY (actor, key)
+) STRICT;
+
+CREATE INDEX idempotency_keys_by_created ON idempotency_keys (created_at);
+";
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -496,5 +529,53 @@ mod tests {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
         assert_eq!(integrity, "ok");
+    }
+
+    #[test]
+    fn migration_6_to_7_keeps_rows_unscheduled_and_checks_data() {
+        let db = temp_db("migrate-6-7");
+        let path = db.path.clone();
+        let t0 = now();
+        let id = {
+            // A version-6 file with an IVR-registered callback.
+            let conn = Connection::open(&path).unwrap();
+            for m in &MIGRATIONS[..6] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 6).unwrap();
+            conn.execute(
+                "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
+                     queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
+                     expires_at, inbound_call_id) \
+                 VALUES ('support', '3125550188', '+13125550100', '8005550199', 0, ?1, ?1, \
+                     3, 'pending', 0, ?2, 'old-call@pc33')",
+                params![t0.as_millisecond(), (t0 + secs(3600)).as_millisecond()],
+            )
+            .unwrap();
+            CallbackId(conn.last_insert_rowid())
+        };
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&store.conn).unwrap(), MIGRATIONS.len() as i64);
+        let got = crate::callback::store::ManageStore::get(&store, id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.row, row_of(&store, id));
+        assert_eq!(
+            (got.scheduled_for, got.created_by, got.data),
+            (None, None, None)
+        );
+        // data holds a JSON object or nothing.
+        for bad in ["[1]", "\"text\"", "{not json"] {
+            assert!(
+                store
+                    .conn
+                    .execute(
+                        "UPDATE callbacks SET data = ?1 WHERE id = ?2",
+                        params![bad, id.0]
+                    )
+                    .is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -27,7 +27,9 @@
 //!
 //! Accounts (users, business units, API tokens, the audit log; schema
 //! version 6) are in [`accounts`], behind their own trait
-//! [`AccountStore`].
+//! [`AccountStore`]. The callbacks API's view (create, scheduled callbacks,
+//! filtered pages, cancel, patch, idempotency keys; schema version 7) is
+//! [`ManageStore`], in [`manage`].
 //!
 //! The [`Store`] trait is the IVR's narrow view (register, list, place in
 //! line). The launcher's view is [`LaunchStore`], a sub-trait: claiming due
@@ -61,9 +63,11 @@
 //! callback moved to its failover queue.
 
 pub mod accounts;
+pub mod manage;
 mod migrations;
 mod sqlite;
 mod sqlite_accounts;
+mod sqlite_manage;
 #[cfg(test)]
 mod test_support;
 pub mod testing;
@@ -82,6 +86,9 @@ use crate::callback::{CallbackId, QueueId};
 pub use accounts::{
     AccountError, AccountStore, AuditEntry, AuditQuery, AuditRow, Authentication, Change, NewToken,
     NewUser, Principal, Role, TokenInfo, TokenSecret, Unit, UnitPatch, User, UserPatch,
+};
+pub use manage::{
+    CallbackPatch, CallbackQuery, Changed, Creation, ManageStore, ManagedRow, StoredReply,
 };
 pub use migrations::MIGRATIONS;
 pub use sqlite::SqliteStore;

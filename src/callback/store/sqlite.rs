@@ -12,8 +12,8 @@ use crate::callback::{CallbackId, QueueId};
 
 use super::migrations;
 use super::{
-    Attempt, AttemptRow, BUSY_TIMEOUT, CallbackRow, DEFAULT_LEASE, LaunchStore, NewCallback,
-    NextStep, Recorded, Recovery, Registration, Status, Store, StoreError,
+    Attempt, AttemptRow, BUSY_TIMEOUT, CallbackRow, Creation, DEFAULT_LEASE, LaunchStore,
+    NewCallback, NextStep, Recorded, Recovery, Registration, Status, Store, StoreError,
 };
 
 /// The [`Store`] on an SQLite file (WAL, `synchronous=FULL`).
@@ -135,10 +135,16 @@ impl SqliteStore {
             source,
         }
     }
-}
 
-impl Store for SqliteStore {
-    fn register(&mut self, new: &NewCallback) -> Result<Registration, StoreError> {
+    /// [`Store::register`] and [`ManageStore::create`](super::ManageStore::create):
+    /// one transaction that finds an active callback for the queue and
+    /// number and writes nothing, or inserts the row (with the API's
+    /// additions, if any) and commits it.
+    pub(super) fn insert_callback(
+        &mut self,
+        new: &NewCallback,
+        extra: Option<&Creation>,
+    ) -> Result<Registration, StoreError> {
         if !is_plain_digits(&new.number) {
             return Err(StoreError::NumberNotDigits {
                 number: new.number.clone(),
@@ -147,7 +153,11 @@ impl Store for SqliteStore {
         let path = &self.path;
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
-            op: "register",
+            op: if extra.is_some() {
+                "create"
+            } else {
+                "register"
+            },
             source,
         };
         // IMMEDIATE takes the write lock before the lookup, so no other
@@ -175,8 +185,8 @@ impl Store for SqliteStore {
         tx.execute(
             "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
                  queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
-                 next_attempt_at, expires_at, inbound_call_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, NULL, ?9, ?10)",
+                 next_attempt_at, expires_at, inbound_call_id, scheduled_for, created_by, data) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?11, ?9, ?10, ?11, ?12, ?13)",
             params![
                 new.queue.as_str(),
                 new.number,
@@ -188,6 +198,11 @@ impl Store for SqliteStore {
                 new.ecbt_quoted_minutes,
                 new.expires_at.as_millisecond(),
                 new.inbound_call_id,
+                extra
+                    .and_then(|e| e.scheduled_for)
+                    .map(Timestamp::as_millisecond),
+                extra.map(|e| e.created_by.as_str()),
+                extra.and_then(|e| e.data.as_deref()),
             ],
         )
         .map_err(err)?;
@@ -195,6 +210,12 @@ impl Store for SqliteStore {
         // On failure the dropped transaction rolls back: nothing is written.
         tx.commit().map_err(err)?;
         Ok(Registration::Registered(CallbackId(id)))
+    }
+}
+
+impl Store for SqliteStore {
+    fn register(&mut self, new: &NewCallback) -> Result<Registration, StoreError> {
+        self.insert_callback(new, None)
     }
 
     fn list(&self) -> Result<Vec<CallbackRow>, StoreError> {
@@ -577,18 +598,21 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn is_plain_digits(number: &str) -> bool {
+pub(super) fn is_plain_digits(number: &str) -> bool {
     !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Why a row could not be decoded: SQLite itself, or a value we reject.
-enum Decode {
+pub(super) enum Decode {
     Sqlite(rusqlite::Error),
     Corrupt(StoreError),
 }
 
 impl Decode {
-    fn into_store_error(self, sqlite: impl Fn(rusqlite::Error) -> StoreError) -> StoreError {
+    pub(super) fn into_store_error(
+        self,
+        sqlite: impl Fn(rusqlite::Error) -> StoreError,
+    ) -> StoreError {
         match self {
             Decode::Sqlite(source) => sqlite(source),
             Decode::Corrupt(e) => e,
@@ -602,7 +626,7 @@ impl From<rusqlite::Error> for Decode {
     }
 }
 
-fn decode_row(row: &rusqlite::Row<'_>) -> Result<CallbackRow, Decode> {
+pub(super) fn decode_row(row: &rusqlite::Row<'_>) -> Result<CallbackRow, Decode> {
     let id: i64 = row.get("id")?;
     let corrupt = |column: &'static str, value: String| {
         Decode::Corrupt(StoreError::CorruptRow { id, column, value })
@@ -679,7 +703,7 @@ fn decode_attempt(row: &rusqlite::Row<'_>) -> Result<AttemptRow, Decode> {
     })
 }
 
-fn decode_cdr(row: &rusqlite::Row<'_>) -> Result<CdrRecord, Decode> {
+pub(super) fn decode_cdr(row: &rusqlite::Row<'_>) -> Result<CdrRecord, Decode> {
     let id: i64 = row.get("id")?;
     let corrupt = |column: &'static str, value: String| {
         Decode::Corrupt(StoreError::CorruptRow { id, column, value })

@@ -660,6 +660,351 @@ macro_rules! account_store_suite {
     };
 }
 
+/// The [`ManageStore`](super::ManageStore) test suite (the callbacks API's
+/// view), run on every implementation through
+/// [`manage_store_suite!`](crate::manage_store_suite). Each case takes a
+/// fresh, empty store.
+pub mod manage_suite {
+    use jiff::{SignedDuration, Timestamp};
+
+    use crate::callback::store::{
+        CallbackPatch, CallbackQuery, Changed, Creation, LaunchStore, ManageStore, NewCallback,
+        Registration, Status, StoredReply,
+    };
+    use crate::callback::{CallbackId, QueueId};
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().expect("test timestamp")
+    }
+
+    /// 2025-06-02 (a Monday) 10:00 UTC.
+    fn t0() -> Timestamp {
+        at("2025-06-02T10:00:00Z")
+    }
+
+    fn mins(n: i64) -> SignedDuration {
+        SignedDuration::from_mins(n)
+    }
+
+    fn new_cb(queue: &str, number: &str, scheduled_for: Option<Timestamp>) -> NewCallback {
+        let place = scheduled_for.unwrap_or(t0());
+        NewCallback {
+            queue: QueueId(queue.into()),
+            number: number.to_owned(),
+            caller_ani: String::new(),
+            called_number: String::new(),
+            priority: 0,
+            queued_at: place,
+            registered_at: t0(),
+            ecbt_quoted_minutes: 0,
+            expires_at: place + mins(120),
+            inbound_call_id: String::new(),
+        }
+    }
+
+    fn creation(scheduled_for: Option<Timestamp>, data: Option<&str>) -> Creation {
+        Creation {
+            scheduled_for,
+            created_by: "ann".to_owned(),
+            data: data.map(str::to_owned),
+        }
+    }
+
+    fn create<S: ManageStore>(store: &mut S, queue: &str, number: &str) -> CallbackId {
+        match store
+            .create(&new_cb(queue, number, None), &creation(None, None))
+            .expect("create")
+        {
+            Registration::Registered(id) => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const ALL: CallbackQuery = CallbackQuery {
+        queues: None,
+        status: None,
+        number: None,
+        from: None,
+        to: None,
+        after_id: None,
+        limit: 1000,
+    };
+
+    /// A scheduled callback is read back with its time and data, is not
+    /// due before its time and is at it; a second one for the same queue
+    /// and number is refused naming the first, as the IVR's is.
+    pub fn created_callbacks_are_scheduled_and_refuse_duplicates<S: ManageStore + LaunchStore>(
+        store: &mut S,
+    ) {
+        let when = t0() + mins(10);
+        let Registration::Registered(id) = store
+            .create(
+                &new_cb("support", "3125550188", Some(when)),
+                &creation(Some(when), Some(r#"{"order":"A-17"}"#)),
+            )
+            .expect("create")
+        else {
+            panic!("registered");
+        };
+        let got = store.get(id).expect("get").expect("stored");
+        assert_eq!(got.scheduled_for, Some(when));
+        assert_eq!(got.row.next_attempt_at, Some(when));
+        assert_eq!(got.row.queued_at, when);
+        assert_eq!(got.row.status, Status::Pending);
+        assert_eq!(got.created_by.as_deref(), Some("ann"));
+        assert_eq!(got.data.as_deref(), Some(r#"{"order":"A-17"}"#));
+        assert!(store.due(when - mins(1)).expect("due").is_empty());
+        let due: Vec<_> = store.due(when).expect("due").iter().map(|r| r.id).collect();
+        assert_eq!(due, [id]);
+        assert_eq!(
+            store
+                .create(
+                    &new_cb("support", "3125550188", None),
+                    &creation(None, None)
+                )
+                .expect("create"),
+            Registration::AlreadyScheduled(id)
+        );
+        assert_eq!(store.get(CallbackId(id.0 + 100)).expect("get"), None);
+        assert_eq!(store.query(&ALL).expect("query").len(), 1);
+    }
+
+    /// Filters (queues, status, number, registered from/to) and pages by
+    /// id after a cursor.
+    pub fn queries_filter_and_page_by_id<S: ManageStore>(store: &mut S) {
+        let a = create(store, "support", "3125550101");
+        let b = create(store, "sales", "3125550102");
+        let c = create(store, "support", "3125550103");
+        let ids = |q: &CallbackQuery, store: &S| -> Vec<CallbackId> {
+            store
+                .query(q)
+                .expect("query")
+                .iter()
+                .map(|r| r.row.id)
+                .collect()
+        };
+        assert_eq!(ids(&ALL, store), [a, b, c]);
+        let support = CallbackQuery {
+            queues: Some(vec![QueueId("support".into())]),
+            ..ALL
+        };
+        assert_eq!(ids(&support, store), [a, c]);
+        let none = CallbackQuery {
+            queues: Some(Vec::new()),
+            ..ALL
+        };
+        assert!(ids(&none, store).is_empty());
+        let by_number = CallbackQuery {
+            number: Some("3125550102".into()),
+            ..ALL
+        };
+        assert_eq!(ids(&by_number, store), [b]);
+        assert!(matches!(
+            store.cancel(b).expect("cancel"),
+            Changed::Done { .. }
+        ));
+        let cancelled = CallbackQuery {
+            status: Some(Status::Cancelled),
+            ..ALL
+        };
+        assert_eq!(ids(&cancelled, store), [b]);
+        let later = CallbackQuery {
+            from: Some(t0() + mins(1)),
+            ..ALL
+        };
+        assert!(ids(&later, store).is_empty());
+        let before = CallbackQuery {
+            to: Some(t0() + mins(1)),
+            ..ALL
+        };
+        assert_eq!(ids(&before, store), [a, b, c]);
+        let page1 = CallbackQuery { limit: 2, ..ALL };
+        assert_eq!(ids(&page1, store), [a, b]);
+        let page2 = CallbackQuery {
+            after_id: Some(b.0),
+            limit: 2,
+            ..ALL
+        };
+        assert_eq!(ids(&page2, store), [c]);
+    }
+
+    /// Cancel by id changes only a pending callback; cancel by number
+    /// takes every pending one of that number in the given queues.
+    pub fn cancel_by_id_and_by_number_take_only_pending<S: ManageStore + LaunchStore>(
+        store: &mut S,
+    ) {
+        let a = create(store, "support", "3125550188");
+        let b = create(store, "sales", "3125550188");
+        let c = create(store, "billing", "3125550188");
+        let other = create(store, "support", "3125550199");
+        match store.cancel(a).expect("cancel") {
+            Changed::Done { before, after } => {
+                assert_eq!(before.row.status, Status::Pending);
+                assert_eq!(after.row.status, Status::Cancelled);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            store.cancel(a).expect("cancel"),
+            Changed::NotPending(Status::Cancelled)
+        );
+        assert_eq!(
+            store.cancel(CallbackId(999)).expect("cancel"),
+            Changed::NotFound
+        );
+        assert!(store.claim(c, t0()).expect("claim"));
+        let cancelled = store
+            .cancel_by_number(
+                "3125550188",
+                &[
+                    QueueId("support".into()),
+                    QueueId("sales".into()),
+                    QueueId("billing".into()),
+                ],
+            )
+            .expect("cancel by number");
+        let ids: Vec<_> = cancelled.iter().map(|r| r.row.id).collect();
+        assert_eq!(ids, [b], "a was already cancelled, c is dialing");
+        assert_eq!(cancelled[0].row.status, Status::Cancelled);
+        assert_eq!(
+            store.cancel(c).expect("cancel"),
+            Changed::NotPending(Status::Dialing)
+        );
+        assert_eq!(
+            store.get(other).expect("get").expect("row").row.status,
+            Status::Pending
+        );
+        assert!(
+            store
+                .cancel_by_number("3125550199", &[QueueId("sales".into())])
+                .expect("cancel by number")
+                .is_empty(),
+            "another queue's is not touched"
+        );
+    }
+
+    /// A patch reschedules (launch time and place in line), renumbers and
+    /// reprioritises a pending callback; a number taken in the queue is
+    /// refused naming the other; a finished one is not changed.
+    pub fn patch_reschedules_renumbers_and_refuses_taken_numbers<S: ManageStore>(store: &mut S) {
+        let a = create(store, "support", "3125550188");
+        let b = create(store, "support", "3125550199");
+        let when = t0() + mins(30);
+        let patch = CallbackPatch {
+            scheduled_for: Some(when),
+            number: Some("3125550177".into()),
+            priority: Some(7),
+        };
+        let Changed::Done { before, after } = store.patch(a, &patch).expect("patch") else {
+            panic!("applied");
+        };
+        assert_eq!(before.row.number, "3125550188");
+        assert_eq!(after.row.number, "3125550177");
+        assert_eq!(after.row.priority, 7);
+        assert_eq!(after.scheduled_for, Some(when));
+        assert_eq!(after.row.next_attempt_at, Some(when));
+        assert_eq!(after.row.queued_at, when);
+        let taken = CallbackPatch {
+            number: Some("3125550199".into()),
+            ..CallbackPatch::default()
+        };
+        assert_eq!(
+            store.patch(a, &taken).expect("patch"),
+            Changed::Duplicate(b)
+        );
+        assert_eq!(
+            store.get(a).expect("get").expect("row").row.number,
+            "3125550177"
+        );
+        assert!(matches!(
+            store.cancel(b).expect("cancel"),
+            Changed::Done { .. }
+        ));
+        assert_eq!(
+            store.patch(b, &patch).expect("patch"),
+            Changed::NotPending(Status::Cancelled)
+        );
+    }
+
+    /// The per-number count sees only API-created callbacks since the
+    /// instant; a kept reply is read back, never overwritten, and
+    /// forgotten once older than the horizon.
+    pub fn counts_and_idempotent_replies<S: ManageStore>(store: &mut S) {
+        create(store, "support", "3125550188");
+        create(store, "sales", "3125550188");
+        store
+            .register(&new_cb("billing", "3125550188", None))
+            .expect("register");
+        assert_eq!(
+            store.created_since("3125550188", t0()).expect("count"),
+            [t0(), t0()]
+        );
+        assert!(
+            store
+                .created_since("3125550188", t0() + mins(1))
+                .expect("count")
+                .is_empty()
+        );
+        let reply = |hash: u8, status: u16, when: Timestamp| StoredReply {
+            request_sha256: [hash; 32],
+            status,
+            body: format!("{{\"status\":{status}}}"),
+            location: Some("/v1/callbacks/1".into()),
+            created_at: when,
+        };
+        assert_eq!(store.idempotent_reply("ann", "k1").expect("read"), None);
+        store
+            .keep_reply("ann", "k1", &reply(1, 201, t0()), t0() - mins(1440))
+            .expect("keep");
+        store
+            .keep_reply("ann", "k1", &reply(2, 409, t0()), t0() - mins(1440))
+            .expect("keep again");
+        assert_eq!(
+            store.idempotent_reply("ann", "k1").expect("read"),
+            Some(reply(1, 201, t0()))
+        );
+        assert_eq!(
+            store.idempotent_reply("wes", "k1").expect("read"),
+            None,
+            "keys are per user"
+        );
+        store
+            .keep_reply(
+                "ann",
+                "k2",
+                &reply(3, 201, t0() + mins(1441)),
+                t0() + mins(1),
+            )
+            .expect("keep");
+        assert_eq!(store.idempotent_reply("ann", "k1").expect("read"), None);
+        assert!(store.idempotent_reply("ann", "k2").expect("read").is_some());
+    }
+}
+
+/// Runs every [`manage_suite`] case as its own `#[test]` on stores made by
+/// `$make` (an expression giving a fresh, empty store).
+#[macro_export]
+macro_rules! manage_store_suite {
+    ($make:expr) => {
+        $crate::manage_store_suite!(@cases $make;
+            created_callbacks_are_scheduled_and_refuse_duplicates,
+            queries_filter_and_page_by_id,
+            cancel_by_id_and_by_number_take_only_pending,
+            patch_reschedules_renumbers_and_refuses_taken_numbers,
+            counts_and_idempotent_replies,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let mut store = $make;
+                $crate::callback::store::testing::manage_suite::$case(&mut store);
+            }
+        )*
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,1022 @@
+//! The callbacks resource, `/v1/callbacks` (issue 11 point 3): create
+//! (maybe scheduled), list with filters and a cursor, read one with its
+//! attempts and call legs, change a pending one, cancel by id or by number,
+//! and the status of a number for IVRs, web pages and SMS bots. See the
+//! table in [`crate::api`].
+//!
+//! Numbers are validated as the IVR validates what a caller keys
+//! ([`crate::domain::number::validate`] with the organisation's policy):
+//! NANP ten digits or `011` + E.164, the blacklist, international allowed
+//! and priced. A scheduled callback is stored with `next_attempt_at` and
+//! `queued_at` at its `scheduled_for` (see [`crate::callback::store::manage`]):
+//! the launcher dials it at its time, agent first, within hours, with its
+//! priority, and never after `not_after` (it is then expired).
+//!
+//! `Idempotency-Key` (1–255 visible ASCII characters) on `POST
+//! /v1/callbacks`: the first answer (201, or 409 for a duplicate) is kept
+//! per user and key for [`IDEMPOTENCY_HORIZON`]; the same key with the same
+//! request gets that answer again (with `Idempotent-Replayed: true`), with
+//! another request 422 `idempotency_key_reused`.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::header::{LOCATION, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use base64ct::{Base64UrlUnpadded, Encoding};
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::callback::cdr::CdrRecord;
+use crate::callback::store::{
+    AttemptRow, CallbackPatch, CallbackQuery, CallbackRow, Changed, Creation, ManageStore,
+    ManagedRow, NewCallback, Principal, Registration, Role, Status, Store, StoredReply,
+};
+use crate::callback::{CallbackId, QueueId};
+use crate::domain::number::{self, InvalidNumber};
+
+use super::{ApiState, Problem, json_object, query_of};
+
+/// How far ahead `scheduled_for` may be.
+pub const MAX_SCHEDULE_AHEAD: SignedDuration = SignedDuration::from_hours(30 * 24);
+
+/// How far in the past `scheduled_for` may be (clocks differ a little);
+/// it is then due at once.
+pub const SCHEDULE_GRACE: SignedDuration = SignedDuration::from_secs(60);
+
+/// How long an `Idempotency-Key`'s answer is kept.
+pub const IDEMPOTENCY_HORIZON: SignedDuration = SignedDuration::from_hours(24);
+
+/// The window of `[callbacks] api_max_per_number_per_day`.
+pub const CAP_WINDOW: SignedDuration = SignedDuration::from_hours(24);
+
+/// Most keys in `data`.
+pub const MAX_DATA_KEYS: usize = 20;
+
+/// Longest key and longest value (characters) in `data`.
+pub const MAX_DATA_KEY: usize = 64;
+/// See [`MAX_DATA_KEY`].
+pub const MAX_DATA_VALUE: usize = 256;
+
+/// Page size of `GET /v1/callbacks` with `cursor` or without `limit`.
+pub const DEFAULT_PAGE: u32 = 100;
+/// Largest page of `GET /v1/callbacks`.
+pub const MAX_PAGE: u32 = 1000;
+
+/// One callback as the API shows it. Times are RFC 3339 UTC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallbackBody {
+    /// Row id.
+    pub id: i64,
+    /// Queue id.
+    pub queue: String,
+    /// The number to call, plain digits as keyed.
+    pub number: String,
+    /// The caller's ANI as received (empty for the API's).
+    pub caller_ani: String,
+    /// The number the caller dialed (empty for the API's).
+    pub called_number: String,
+    /// Priority in its queue.
+    pub priority: i32,
+    /// `pending`, `dialing`, `completed`, `failed`, `expired`, `cancelled`.
+    pub status: &'static str,
+    /// Outbound attempts so far.
+    pub attempts: u32,
+    /// The place in line (a scheduled callback's: its time).
+    pub queued_at: String,
+    /// When the callback was committed.
+    pub registered_at: String,
+    /// The estimate announced, in whole minutes (0 for the API's).
+    pub ecbt_quoted_minutes: u32,
+    /// When the next attempt is due, if set.
+    pub next_attempt_at: Option<String>,
+    /// No attempt after this (`not_after` for the API's).
+    pub expires_at: String,
+    /// Call-ID of the call that registered it (empty for the API's).
+    pub inbound_call_id: String,
+    /// Not launched before this, if it was scheduled.
+    pub scheduled_for: Option<String>,
+    /// The user who created it through the API.
+    pub created_by: Option<String>,
+    /// Its free key/value data.
+    pub data: Option<Value>,
+}
+
+impl From<CallbackRow> for CallbackBody {
+    fn from(r: CallbackRow) -> CallbackBody {
+        CallbackBody {
+            id: r.id.0,
+            queue: r.queue.as_str().to_owned(),
+            number: r.number,
+            caller_ani: r.caller_ani,
+            called_number: r.called_number,
+            priority: r.priority,
+            status: r.status.as_str(),
+            attempts: r.attempts,
+            queued_at: r.queued_at.to_string(),
+            registered_at: r.registered_at.to_string(),
+            ecbt_quoted_minutes: r.ecbt_quoted_minutes,
+            next_attempt_at: r.next_attempt_at.map(|t| t.to_string()),
+            expires_at: r.expires_at.to_string(),
+            inbound_call_id: r.inbound_call_id,
+            scheduled_for: None,
+            created_by: None,
+            data: None,
+        }
+    }
+}
+
+impl From<ManagedRow> for CallbackBody {
+    fn from(m: ManagedRow) -> CallbackBody {
+        CallbackBody {
+            scheduled_for: m.scheduled_for.map(|t| t.to_string()),
+            created_by: m.created_by,
+            // Stored only after validation as an object; a row written
+            // otherwise shows its text.
+            data: m
+                .data
+                .map(|text| serde_json::from_str(&text).unwrap_or(Value::String(text))),
+            ..CallbackBody::from(m.row)
+        }
+    }
+}
+
+/// `POST /v1/callbacks` body.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    queue: String,
+    number: String,
+    scheduled_for: Option<String>,
+    not_after: Option<String>,
+    priority: Option<i32>,
+    data: Option<serde_json::Map<String, Value>>,
+}
+
+/// `PATCH /v1/callbacks/{id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    scheduled_for: Option<String>,
+    number: Option<String>,
+    priority: Option<i32>,
+}
+
+/// `POST /v1/callbacks/cancel` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    number: String,
+    queue: Option<String>,
+}
+
+/// `GET /v1/callbacks` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    status: Option<String>,
+    queue: Option<String>,
+    number: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/callbacks/status` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StatusQuery {
+    number: String,
+}
+
+/// Highest and lowest priority the API accepts.
+const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
+
+fn unprocessable(code: &'static str, message: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+}
+
+fn conflict(code: &'static str, message: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::CONFLICT, code, message)
+}
+
+/// `field`'s RFC 3339 time (422 naming it).
+fn time_field(field: &str, text: &str) -> Result<Timestamp, Problem> {
+    text.parse::<Timestamp>().map_err(|e| {
+        unprocessable(
+            "invalid_time",
+            format!("{field}: {text:?} is not an RFC 3339 time: {e}"),
+        )
+    })
+}
+
+/// `field`'s time in a query (400 naming it).
+fn query_time(field: &str, text: &str) -> Result<Timestamp, Problem> {
+    text.parse::<Timestamp>().map_err(|e| {
+        Problem::bad_request(
+            "invalid_query",
+            format!("{field}: {text:?} is not an RFC 3339 time: {e}"),
+        )
+    })
+}
+
+/// A launch time: not in the past beyond [`SCHEDULE_GRACE`] (a little in
+/// the past is now), at most [`MAX_SCHEDULE_AHEAD`] ahead.
+fn launch_time(field: &str, text: &str, now: Timestamp) -> Result<Timestamp, Problem> {
+    let at = time_field(field, text)?;
+    if at < now - SCHEDULE_GRACE {
+        return Err(unprocessable(
+            "invalid_time",
+            format!("{field}: {text:?} is in the past"),
+        ));
+    }
+    if at > now + MAX_SCHEDULE_AHEAD {
+        return Err(unprocessable(
+            "invalid_time",
+            format!("{field}: {text:?} is more than 30 days ahead"),
+        ));
+    }
+    Ok(at.max(now))
+}
+
+/// The number as the organisation's policy accepts it (422 naming
+/// `number`, with a code per reason).
+fn valid_number(state: &ApiState, text: &str) -> Result<String, Problem> {
+    number::validate(text, &state.options.number_policy)
+        .map(|n| n.as_digits())
+        .map_err(|e| {
+            let code = match e {
+                InvalidNumber::Blacklisted => "number_blacklisted",
+                InvalidNumber::InternationalNotAllowed
+                | InvalidNumber::RateTooHigh
+                | InvalidNumber::NoRate => "international_not_allowed",
+                InvalidNumber::TooShort
+                | InvalidNumber::TooLong
+                | InvalidNumber::LeadingOneOrZero
+                | InvalidNumber::BadExchange
+                | InvalidNumber::ServiceCode
+                | InvalidNumber::NotDigits => "invalid_number",
+            };
+            unprocessable(code, format!("number: {text:?}: {e}"))
+        })
+}
+
+fn valid_priority(priority: i32) -> Result<i32, Problem> {
+    if PRIORITY_RANGE.contains(&priority) {
+        Ok(priority)
+    } else {
+        Err(unprocessable(
+            "invalid_priority",
+            format!("priority: {priority} is outside -1000..=1000"),
+        ))
+    }
+}
+
+/// A configured queue the caller may act on (422 unknown, 403 another
+/// unit's).
+fn own_queue(state: &ApiState, who: &Principal, name: &str) -> Result<QueueId, Problem> {
+    let queue = QueueId(name.into());
+    if !state.options.queues.contains(&queue) {
+        return Err(unprocessable(
+            "unknown_queue",
+            format!("queue: no queue {name:?}"),
+        ));
+    }
+    if !who.sees_queue(&queue) {
+        return Err(Problem::forbidden(format!(
+            "queue: {name:?} is not in your units"
+        )));
+    }
+    Ok(queue)
+}
+
+/// The queues the caller sees (an admin: every configured one).
+fn visible_queues(state: &ApiState, who: &Principal) -> Vec<QueueId> {
+    state
+        .options
+        .queues
+        .iter()
+        .filter(|q| who.sees_queue(q))
+        .cloned()
+        .collect()
+}
+
+/// `data`: at most [`MAX_DATA_KEYS`] string keys of at most
+/// [`MAX_DATA_KEY`] characters, each a string, number, boolean or null
+/// whose text is at most [`MAX_DATA_VALUE`] characters.
+fn valid_data(data: &serde_json::Map<String, Value>) -> Result<String, Problem> {
+    let bad = |m: String| unprocessable("invalid_data", m);
+    if data.len() > MAX_DATA_KEYS {
+        return Err(bad(format!(
+            "data: {} keys, at most {MAX_DATA_KEYS}",
+            data.len()
+        )));
+    }
+    for (key, value) in data {
+        if key.is_empty() || key.chars().count() > MAX_DATA_KEY {
+            return Err(bad(format!(
+                "data: key {key:?} must be 1..={MAX_DATA_KEY} characters"
+            )));
+        }
+        let len = match value {
+            Value::String(s) => s.chars().count(),
+            Value::Number(_) | Value::Bool(_) | Value::Null => value.to_string().len(),
+            Value::Array(_) | Value::Object(_) => {
+                return Err(bad(format!(
+                    "data.{key}: values are strings, numbers, booleans or null"
+                )));
+            }
+        };
+        if len > MAX_DATA_VALUE {
+            return Err(bad(format!(
+                "data.{key}: at most {MAX_DATA_VALUE} characters"
+            )));
+        }
+    }
+    Ok(Value::Object(data.clone()).to_string())
+}
+
+/// The `Idempotency-Key` header, if sent (400 when malformed).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || {
+        Problem::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key: 1..=255 visible ASCII characters",
+        )
+    };
+    let text = value.to_str().map_err(|_| bad())?;
+    if text.is_empty() || text.len() > 255 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(text.to_owned()))
+}
+
+/// The response kept for an idempotency key, replayed.
+fn replay(reply: StoredReply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    let mut response = (
+        status,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        reply.body,
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    if let Some(location) = reply.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(LOCATION, location);
+    }
+    headers.insert(
+        HeaderName::from_static("idempotent-replayed"),
+        HeaderValue::from_static("true"),
+    );
+    response
+}
+
+pub(super) async fn create(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let key = idempotency_key(&headers)?;
+    let raw = body.as_ref().cloned().unwrap_or_default();
+    let wanted: CreateBody = json_object(&headers, body)?;
+    let now = Timestamp::now();
+    let request_sha256: [u8; 32] = Sha256::digest(&raw).into();
+    if let Some(key) = &key {
+        let (actor, key) = (who.name.clone(), key.clone());
+        let kept = state
+            .with_store(move |store| Ok(store.idempotent_reply(&actor, &key)?))
+            .await?;
+        if let Some(kept) = kept.filter(|k| k.created_at >= now - IDEMPOTENCY_HORIZON) {
+            if kept.request_sha256 == request_sha256 {
+                return Ok(replay(kept));
+            }
+            return Err(unprocessable(
+                "idempotency_key_reused",
+                "Idempotency-Key: already used with another request body",
+            ));
+        }
+    }
+    let queue = own_queue(&state, &who, &wanted.queue)?;
+    let number = valid_number(&state, &wanted.number)?;
+    let scheduled_for = wanted
+        .scheduled_for
+        .as_deref()
+        .map(|t| launch_time("scheduled_for", t, now))
+        .transpose()?;
+    let start = scheduled_for.unwrap_or(now);
+    let defaults = state.options.queue_defaults.get(&queue).copied();
+    let expires_at = match wanted.not_after.as_deref() {
+        Some(text) => {
+            let at = time_field("not_after", text)?;
+            if at <= start {
+                return Err(unprocessable(
+                    "invalid_time",
+                    format!("not_after: {text:?} is not after the launch time"),
+                ));
+            }
+            if at > start + MAX_SCHEDULE_AHEAD {
+                return Err(unprocessable(
+                    "invalid_time",
+                    format!("not_after: {text:?} is more than 30 days after the launch time"),
+                ));
+            }
+            at
+        }
+        None => {
+            let expiry = defaults.map_or(SignedDuration::from_hours(24), |d| d.expiry);
+            start + expiry
+        }
+    };
+    let priority = match wanted.priority {
+        Some(p) => valid_priority(p)?,
+        None => defaults.map_or(0, |d| d.priority),
+    };
+    let data = wanted.data.as_ref().map(valid_data).transpose()?;
+    let cap = state.options.max_per_number_per_day;
+    let new = NewCallback {
+        queue: queue.clone(),
+        number: number.clone(),
+        caller_ani: String::new(),
+        called_number: String::new(),
+        priority,
+        queued_at: start,
+        registered_at: now,
+        ecbt_quoted_minutes: 0,
+        expires_at,
+        inbound_call_id: String::new(),
+    };
+    let creation = Creation {
+        scheduled_for,
+        created_by: who.name.clone(),
+        data,
+    };
+    enum Outcome {
+        Created(Box<ManagedRow>),
+        Duplicate(CallbackId),
+        OverCap(Timestamp),
+    }
+    let outcome = state
+        .with_store(move |store| {
+            let recent = store.created_since(&new.number, now - CAP_WINDOW)?;
+            if recent.len() >= cap as usize {
+                return Ok(Outcome::OverCap(recent[recent.len() - cap as usize]));
+            }
+            match store.create(&new, &creation)? {
+                Registration::AlreadyScheduled(id) => Ok(Outcome::Duplicate(id)),
+                Registration::Registered(id) => store
+                    .get(id)?
+                    .map(|row| Outcome::Created(Box::new(row)))
+                    .ok_or_else(|| Problem::internal(format!("callback {id} vanished"))),
+            }
+        })
+        .await?;
+    let (status, body, location) = match outcome {
+        Outcome::OverCap(oldest) => {
+            let wait = (oldest + CAP_WINDOW).duration_since(now).as_secs().max(1);
+            let mut problem = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_callbacks",
+                format!(
+                    "number: {number} already has {cap} callbacks created in 24 hours \
+                     ([callbacks] api_max_per_number_per_day); retry in {wait} s"
+                ),
+            );
+            problem.header = Some((RETRY_AFTER, HeaderValue::from(wait)));
+            return Err(problem);
+        }
+        Outcome::Duplicate(id) => (
+            StatusCode::CONFLICT,
+            json!({
+                "code": "already_scheduled",
+                "message": format!(
+                    "number: {number} already has callback {id} pending in queue {queue}"
+                ),
+            }),
+            None,
+        ),
+        Outcome::Created(row) => {
+            let id = row.row.id;
+            let body = json!(CallbackBody::from(*row));
+            state
+                .audit(
+                    &who,
+                    "create_callback",
+                    format!("callback:{id}"),
+                    None,
+                    Some(body.clone()),
+                )
+                .await?;
+            (
+                StatusCode::CREATED,
+                body,
+                Some(format!("/v1/callbacks/{id}")),
+            )
+        }
+    };
+    if let Some(key) = key {
+        let reply = StoredReply {
+            request_sha256,
+            status: status.as_u16(),
+            body: body.to_string(),
+            location: location.clone(),
+            created_at: now,
+        };
+        let actor = who.name.clone();
+        state
+            .with_store(move |store| {
+                Ok(store.keep_reply(&actor, &key, &reply, now - IDEMPOTENCY_HORIZON)?)
+            })
+            .await?;
+    }
+    let mut response = (status, Json(body)).into_response();
+    if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Status filter text (400 naming it).
+fn status_param(text: &str) -> Result<Status, Problem> {
+    Status::parse(text).ok_or_else(|| {
+        let known: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        Problem::bad_request(
+            "invalid_query",
+            format!(
+                "status: unknown status {text:?} (expected one of {})",
+                known.join(", ")
+            ),
+        )
+    })
+}
+
+/// The opaque cursor that continues after row `id` (`next_cursor`).
+pub fn cursor_of(id: i64) -> String {
+    Base64UrlUnpadded::encode_string(format!("cb1:{id}").as_bytes())
+}
+
+/// The row id a cursor of [`cursor_of`] continues after; `None` for any
+/// other text.
+pub fn cursor_after(text: &str) -> Option<i64> {
+    let bytes = Base64UrlUnpadded::decode_vec(text).ok()?;
+    let inner = std::str::from_utf8(&bytes).ok()?;
+    let digits = inner.strip_prefix("cb1:")?;
+    // i64's own parser takes a leading '+'; a cursor of ours never has one.
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// [`cursor_after`], 400 naming `cursor` when it is not ours.
+fn cursor_id(text: &str) -> Result<i64, Problem> {
+    cursor_after(text).ok_or_else(|| {
+        Problem::bad_request(
+            "invalid_query",
+            "cursor: not a cursor this API gave (use next_cursor as it is)",
+        )
+    })
+}
+
+/// `GET /v1/callbacks`: without `limit` and `cursor`, every callback of
+/// the caller's units as an array (the first form of this route); with
+/// either, `{"callbacks":[…],"next_cursor"}`.
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let q = query_of(query)?;
+    let paged = q.limit.is_some() || q.cursor.is_some();
+    let limit = match q.limit {
+        None if paged => DEFAULT_PAGE,
+        None => u32::MAX,
+        Some(n @ 1..=MAX_PAGE) => n,
+        Some(n) => {
+            return Err(Problem::bad_request(
+                "invalid_query",
+                format!("limit: {n} is outside 1..={MAX_PAGE}"),
+            ));
+        }
+    };
+    let mut queues = visible_queues(&state, &who);
+    if let Some(name) = &q.queue {
+        let queue = QueueId(name.as_str().into());
+        queues.retain(|q| *q == queue);
+    }
+    let query = CallbackQuery {
+        // An admin also sees rows of queues no longer configured.
+        queues: (who.role != Role::Admin || q.queue.is_some()).then_some(queues),
+        status: q.status.as_deref().map(status_param).transpose()?,
+        number: q.number.clone(),
+        from: q
+            .from
+            .as_deref()
+            .map(|t| query_time("from", t))
+            .transpose()?,
+        to: q.to.as_deref().map(|t| query_time("to", t)).transpose()?,
+        after_id: q.cursor.as_deref().map(cursor_id).transpose()?,
+        limit: if paged {
+            limit.saturating_add(1)
+        } else {
+            limit
+        },
+    };
+    let mut rows = state
+        .with_store(move |store| Ok(store.query(&query)?))
+        .await?;
+    if !paged {
+        let bodies: Vec<CallbackBody> = rows.into_iter().map(CallbackBody::from).collect();
+        return Ok(Json(bodies).into_response());
+    }
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| rows.last().map(|r| cursor_of(r.row.id.0)))
+        .flatten();
+    let bodies: Vec<CallbackBody> = rows.into_iter().map(CallbackBody::from).collect();
+    Ok(Json(json!({ "callbacks": bodies, "next_cursor": next_cursor })).into_response())
+}
+
+/// The callback `id` if the caller sees its queue (404, 403).
+async fn visible(state: &ApiState, who: &Principal, id: &str) -> Result<ManagedRow, Problem> {
+    let parsed: i64 = id
+        .parse()
+        .map_err(|_| Problem::not_found(format!("id: no callback {id:?}")))?;
+    let row = state
+        .with_store(move |store| Ok(store.get(CallbackId(parsed))?))
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("id: no callback {id:?}")))?;
+    if !who.sees_queue(&row.row.queue) {
+        return Err(Problem::forbidden(format!(
+            "id: callback {id} is in queue {}, not in your units",
+            row.row.queue
+        )));
+    }
+    Ok(row)
+}
+
+/// An attempt as `GET /v1/callbacks/{id}` shows it.
+#[derive(Debug, Serialize)]
+struct AttemptBody {
+    queue: String,
+    started_at: String,
+    ended_at: String,
+    outcome: &'static str,
+    sip_status: Option<u16>,
+    agent: Option<String>,
+}
+
+impl From<AttemptRow> for AttemptBody {
+    fn from(a: AttemptRow) -> AttemptBody {
+        AttemptBody {
+            queue: a.queue.as_str().to_owned(),
+            started_at: a.attempt.started_at.to_string(),
+            ended_at: a.attempt.ended_at.to_string(),
+            outcome: a.attempt.outcome.as_str(),
+            sip_status: a.attempt.sip_status,
+            agent: a.attempt.agent,
+        }
+    }
+}
+
+/// A call leg as `GET /v1/callbacks/{id}` shows it.
+#[derive(Debug, Serialize)]
+struct LegBody {
+    leg: &'static str,
+    call_id: String,
+    start: String,
+    answer: Option<String>,
+    end: String,
+    outcome: &'static str,
+    sip_code: Option<u16>,
+    peer: String,
+}
+
+impl From<CdrRecord> for LegBody {
+    fn from(c: CdrRecord) -> LegBody {
+        LegBody {
+            leg: c.leg.as_str(),
+            call_id: c.call_id,
+            start: c.start.to_string(),
+            answer: c.answer.map(|t| t.to_string()),
+            end: c.end.to_string(),
+            outcome: c.outcome.as_str(),
+            sip_code: c.sip_code,
+            peer: c.peer,
+        }
+    }
+}
+
+pub(super) async fn get_one(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<Value>, Problem> {
+    let row = visible(&state, &who, &id).await?;
+    let cid = row.row.id;
+    let (attempts, legs) = state
+        .with_store(move |store| {
+            use crate::callback::store::LaunchStore;
+            Ok((store.attempts(cid)?, store.cdrs_of(cid)?))
+        })
+        .await?;
+    let mut body = json!(CallbackBody::from(row));
+    body["attempt_log"] = json!(
+        attempts
+            .into_iter()
+            .map(AttemptBody::from)
+            .collect::<Vec<_>>()
+    );
+    body["legs"] = json!(legs.into_iter().map(LegBody::from).collect::<Vec<_>>());
+    Ok(Json(body))
+}
+
+/// A cancel or patch's outcome as an answer, audited when applied.
+async fn applied(
+    state: &ApiState,
+    who: &Principal,
+    action: &'static str,
+    id: &str,
+    changed: Changed,
+) -> Result<Json<CallbackBody>, Problem> {
+    match changed {
+        Changed::Done { before, after } => {
+            let before = CallbackBody::from(*before);
+            let after = CallbackBody::from(*after);
+            state
+                .audit(
+                    who,
+                    action,
+                    format!("callback:{}", after.id),
+                    Some(json!(before)),
+                    Some(json!(after)),
+                )
+                .await?;
+            Ok(Json(after))
+        }
+        Changed::NotFound => Err(Problem::not_found(format!("id: no callback {id:?}"))),
+        Changed::NotPending(status) => Err(conflict(
+            "not_pending",
+            format!("id: callback {id} is {status}; only a pending one can be changed"),
+        )),
+        Changed::Duplicate(other) => Err(conflict(
+            "already_scheduled",
+            format!("number: callback {other} is already pending for it in this queue"),
+        )),
+    }
+}
+
+pub(super) async fn delete(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<CallbackBody>, Problem> {
+    let row = visible(&state, &who, &id).await?;
+    let cid = row.row.id;
+    let changed = state
+        .with_store(move |store| Ok(store.cancel(cid)?))
+        .await?;
+    applied(&state, &who, "cancel_callback", &id, changed).await
+}
+
+pub(super) async fn patch(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CallbackBody>, Problem> {
+    let row = visible(&state, &who, &id).await?;
+    let wanted: PatchBody = json_object(&headers, body)?;
+    let now = Timestamp::now();
+    let change = CallbackPatch {
+        scheduled_for: wanted
+            .scheduled_for
+            .as_deref()
+            .map(|t| launch_time("scheduled_for", t, now))
+            .transpose()?,
+        number: wanted
+            .number
+            .as_deref()
+            .map(|n| valid_number(&state, n))
+            .transpose()?,
+        priority: wanted.priority.map(valid_priority).transpose()?,
+    };
+    if change == CallbackPatch::default() {
+        return Err(Problem::bad_request(
+            "invalid_body",
+            "body: give at least one of scheduled_for, number, priority",
+        ));
+    }
+    if let Some(at) = change.scheduled_for
+        && at >= row.row.expires_at
+    {
+        return Err(unprocessable(
+            "invalid_time",
+            format!(
+                "scheduled_for: not before the callback's window end {}",
+                row.row.expires_at
+            ),
+        ));
+    }
+    let cid = row.row.id;
+    let changed = state
+        .with_store(move |store| Ok(store.patch(cid, &change)?))
+        .await?;
+    applied(&state, &who, "patch_callback", &id, changed).await
+}
+
+pub(super) async fn cancel_by_number(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, Problem> {
+    let wanted: CancelBody = json_object(&headers, body)?;
+    let number = &wanted.number;
+    if number.is_empty() || number.len() > 20 || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(unprocessable(
+            "invalid_number",
+            format!("number: {number:?} is not 1..=20 plain digits"),
+        ));
+    }
+    let queues = match &wanted.queue {
+        Some(name) => vec![own_queue(&state, &who, name)?],
+        None => visible_queues(&state, &who),
+    };
+    let number = number.clone();
+    let rows = state
+        .with_store(move |store| Ok(store.cancel_by_number(&number, &queues)?))
+        .await?;
+    let bodies: Vec<CallbackBody> = rows.into_iter().map(CallbackBody::from).collect();
+    for body in &bodies {
+        let mut before = json!(body);
+        before["status"] = json!(Status::Pending.as_str());
+        state
+            .audit(
+                &who,
+                "cancel_callback",
+                format!("callback:{}", body.id),
+                Some(before),
+                Some(json!(body)),
+            )
+            .await?;
+    }
+    Ok(Json(json!({ "cancelled": bodies })))
+}
+
+/// One callback in `GET /v1/callbacks/status`.
+#[derive(Debug, Serialize)]
+struct NumberStatus {
+    id: i64,
+    queue: String,
+    status: &'static str,
+    /// 1 = next in its queue; `None` unless pending.
+    position: Option<u32>,
+    /// Minutes until it is expected to be launched; `None` unless pending.
+    ecbt_minutes: Option<u32>,
+    attempts: u32,
+    scheduled_for: Option<String>,
+}
+
+/// `GET /v1/callbacks/status?number=`: the number's active callbacks in
+/// the caller's units (else its latest one), with place in line and ECBT.
+pub(super) async fn number_status(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    query: Result<Query<StatusQuery>, QueryRejection>,
+) -> Result<Json<Value>, Problem> {
+    let q = query_of(query)?;
+    let number = q.number;
+    if number.is_empty() || number.len() > 20 || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Problem::bad_request(
+            "invalid_query",
+            format!("number: {number:?} is not 1..=20 plain digits"),
+        ));
+    }
+    let queues = visible_queues(&state, &who);
+    let now = Timestamp::now();
+    let wanted = number.clone();
+    let found = state
+        .with_store(move |store| {
+            let rows = store.query(&CallbackQuery {
+                queues: Some(queues),
+                number: Some(wanted),
+                limit: MAX_PAGE,
+                ..CallbackQuery::default()
+            })?;
+            let active: Vec<ManagedRow> = rows
+                .iter()
+                .filter(|r| matches!(r.row.status, Status::Pending | Status::Dialing))
+                .cloned()
+                .collect();
+            let chosen = if active.is_empty() {
+                rows.last().cloned().into_iter().collect()
+            } else {
+                active
+            };
+            let mut out = Vec::with_capacity(chosen.len());
+            for m in chosen {
+                let ahead = match m.row.status {
+                    Status::Pending => Some(store.pending_ahead(&m.row.queue, m.row.queued_at)?),
+                    _ => None,
+                };
+                out.push((m, ahead));
+            }
+            Ok(out)
+        })
+        .await?;
+    if found.is_empty() {
+        return Err(Problem::not_found(format!(
+            "number: no callback for {number} in your units"
+        )));
+    }
+    let callbacks: Vec<NumberStatus> = found
+        .into_iter()
+        .map(|(m, ahead)| {
+            let until = m.row.next_attempt_at.map_or(0, |at| minutes_until(now, at));
+            NumberStatus {
+                id: m.row.id.0,
+                queue: m.row.queue.as_str().to_owned(),
+                status: m.row.status.as_str(),
+                position: ahead.map(|n| n.saturating_add(1)),
+                ecbt_minutes: ahead.map(|_| until.max(m.row.ecbt_quoted_minutes)),
+                attempts: m.row.attempts,
+                scheduled_for: m.scheduled_for.map(|t| t.to_string()),
+            }
+        })
+        .collect();
+    Ok(Json(json!({ "number": number, "callbacks": callbacks })))
+}
+
+/// Whole minutes from `now` to `at`, rounded up; 0 when `at` has passed.
+fn minutes_until(now: Timestamp, at: Timestamp) -> u32 {
+    let secs = at.duration_since(now).as_secs();
+    if secs <= 0 {
+        return 0;
+    }
+    u32::try_from((secs + 59) / 60).unwrap_or(u32::MAX)
+}
+
+/// What a queue gives a callback created without `priority`/`not_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDefaults {
+    /// The queue's priority.
+    pub priority: i32,
+    /// How long a callback stays attemptable (`callback_expiry_h`).
+    pub expiry: SignedDuration,
+}
+
+/// Queue id → its defaults.
+pub type QueueDefaultsMap = BTreeMap<QueueId, QueueDefaults>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_are_refused() {
+        assert_eq!(cursor_id(&cursor_of(42)).ok(), Some(42));
+        assert!(cursor_id("42").is_err());
+        assert!(cursor_id("").is_err());
+        assert!(cursor_id(&Base64UrlUnpadded::encode_string(b"cb1:x")).is_err());
+        assert!(cursor_id(&Base64UrlUnpadded::encode_string(b"cb1:+5")).is_err());
+        assert!(cursor_id(&Base64UrlUnpadded::encode_string(b"cb1:")).is_err());
+        assert!(cursor_id(&Base64UrlUnpadded::encode_string(b"cb2:5")).is_err());
+        assert_eq!(cursor_after(&cursor_of(i64::MAX)), Some(i64::MAX));
+    }
+
+    #[test]
+    fn minutes_until_rounds_up_and_stops_at_zero() {
+        let t: Timestamp = "2025-06-02T10:00:00Z".parse().expect("time");
+        assert_eq!(minutes_until(t, t), 0);
+        assert_eq!(minutes_until(t, t + SignedDuration::from_secs(61)), 2);
+        assert_eq!(minutes_until(t + SignedDuration::from_secs(5), t), 0);
+    }
+
+    #[test]
+    fn data_refuses_nesting_long_values_and_too_many_keys() {
+        let obj = |v: Value| v.as_object().expect("object").clone();
+        assert!(valid_data(&obj(json!({"order": "A-17", "vip": true}))).is_ok());
+        assert!(valid_data(&obj(json!({"a": {"b": 1}}))).is_err());
+        assert!(valid_data(&obj(json!({"a": "x".repeat(MAX_DATA_VALUE + 1)}))).is_err());
+        let many: serde_json::Map<String, Value> = (0..=MAX_DATA_KEYS)
+            .map(|i| (format!("k{i}"), json!(i)))
+            .collect();
+        assert!(valid_data(&many).is_err());
+    }
+}
