@@ -47,6 +47,17 @@ enum Command {
         #[command(subcommand)]
         command: CallbacksCommand,
     },
+    /// Write the organisation in force — the stored one, else the
+    /// configuration's — as TOML (`[org]`, `[[queues]]`, `[[agents]]`,
+    /// agents' passwords included) to standard output.
+    Export,
+    /// Store the `[org]`, `[[queues]]` and `[[agents]]` of a configuration
+    /// file as the organisation's next version (checked first; a running
+    /// engine takes it at its next start).
+    Import {
+        /// The file (a whole configuration, or just those sections).
+        file: PathBuf,
+    },
     /// Manage the admin API's users (in the store named by the
     /// configuration; works while the engine runs).
     User {
@@ -124,6 +135,26 @@ fn main() -> ExitCode {
             }
         }
         Command::Run => run(&cli.config),
+        Command::Export => match export(&cli.config) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Import { file } => match import(&cli.config, &file) {
+            Ok(version) => {
+                println!("organisation version {version} stored");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Callbacks {
             command: CallbacksCommand::List,
         } => list_callbacks(&cli.config),
@@ -281,6 +312,63 @@ fn base_dir(config: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// The organisation in force, as TOML.
+fn export(path: &Path) -> Result<String, String> {
+    use callbackd::callback::store::{OrganisationStore, SqliteStore};
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let store_path = config.store_path(base_dir(path));
+    let stored = if store_path.exists() {
+        SqliteStore::open(&store_path)
+            .and_then(|store| store.organisation())
+            .map_err(|e| e.to_string())?
+    } else {
+        None
+    };
+    Ok(match stored {
+        Some(stored) => format!(
+            "# callbackd organisation version {}, stored {} by {}\n{}",
+            stored.version, stored.changed_at, stored.changed_by, stored.document
+        ),
+        None => format!(
+            "# callbackd organisation from {} (not stored yet)\n{}",
+            path.display(),
+            config.organisation().to_toml()
+        ),
+    })
+}
+
+/// Stores `file`'s organisation as the next version; returns it.
+fn import(config_path: &Path, file: &Path) -> Result<u64, String> {
+    use callbackd::callback::store::{OrganisationStore, SqliteStore};
+    use callbackd::config::Organisation;
+    let settings = Config::load(config_path)
+        .and_then(|c| c.check(base_dir(config_path)))
+        .map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let document = Config::from_toml_str(&text, &file.display().to_string())
+        .map_err(|e| e.to_string())?
+        .organisation();
+    // Every rule, with the engine's sections of the running configuration.
+    settings
+        .with_organisation(document.clone())
+        .map_err(|e| e.to_string())?;
+    let mut store = SqliteStore::open(settings.store_path()).map_err(|e| e.to_string())?;
+    let stored = store.organisation().map_err(|e| e.to_string())?;
+    let base = stored.as_ref().map_or(0, |s| s.version);
+    let before = match &stored {
+        Some(s) => Some(Organisation::from_toml(&s.document).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    callbackd::engine::organisation::save(
+        &mut store,
+        base,
+        &document,
+        "import_organisation",
+        before.as_ref(),
+    )
+    .map_err(|e| e.to_string())
+}
+
 fn run(path: &Path) -> ExitCode {
     let base_dir = base_dir(path);
     let settings = match Config::load(path).and_then(|c| c.check(base_dir)) {
@@ -290,6 +378,16 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The stored organisation wins over the file's (seeded from it on the
+    // first start).
+    let (settings, org_version) =
+        match callbackd::engine::organisation::adopt_organisation(settings) {
+            Ok(adopted) => adopted,
+            Err(e) => {
+                eprintln!("{e} (`callbackd import FILE` stores a valid one)");
+                return ExitCode::FAILURE;
+            }
+        };
     // Every call holds descriptors (RTP and RTCP sockets per leg), so does
     // every TCP connection: raise the soft limit before anything opens.
     let open_files = match raise_open_files() {
@@ -331,7 +429,8 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     let api = settings.api().enabled.then_some(settings.api().bind);
-    let api_options = callbackd::api::ApiOptions::new(&settings);
+    let mut api_options = callbackd::api::ApiOptions::new(&settings);
+    api_options.org_version = org_version;
     let drain = settings.call().drain();
     runtime.block_on(async move {
         let engine = match callbackd::engine::start(settings).await {

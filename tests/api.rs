@@ -144,6 +144,8 @@ impl Harness {
             id = "support"
             [[queues]]
             id = "sales"
+            [[queues]]
+            id = "closing"
             [[agents]]
             id = "alice"
             uri = "sip:alice@127.0.0.1:5999"
@@ -1101,6 +1103,17 @@ fn case(
     }
 }
 
+/// `PUT /v1/org` in the matrix: the harness's organisation as it is.
+const MATRIX_ORG: &str = r#"{
+    "org": {"launch_enabled": false, "blacklist": ["900"]},
+    "queues": [{"id": "support"}, {"id": "sales"}, {"id": "closing"}],
+    "agents": [
+        {"id": "alice", "uri": "sip:alice@127.0.0.1:5999", "queues": ["support"]},
+        {"id": "bob", "uri": "sip:bob@127.0.0.1:5999", "queues": ["support"]},
+        {"id": "carol", "uri": "sip:carol@127.0.0.1:5999", "queues": ["sales"]}
+    ]
+}"#;
+
 /// The matrix's cases, one per route of [`api::routes`]; the fixtures they
 /// touch (users `target`, `doomed`; units `spare`, `gone`; a token of
 /// `target`) are made by [`matrix_fixtures`].
@@ -1193,6 +1206,84 @@ fn matrix_cases(token_id: i64, cb: &MatrixCallbacks) -> Vec<Case> {
                 "/v1/callbacks/{id}",
                 &format!("/v1/callbacks/{}", cb.cancelled),
                 None,
+                S::OK,
+            )
+        },
+        case(Rule::Viewer, "GET", "/v1/org", "/v1/org", None, S::OK),
+        case(
+            Rule::Admin,
+            "PUT",
+            "/v1/org",
+            "/v1/org",
+            Some(MATRIX_ORG),
+            S::OK,
+        ),
+        case(
+            Rule::Admin,
+            "PATCH",
+            "/v1/org",
+            "/v1/org",
+            Some(r#"{"org":{"name":"matrix"}}"#),
+            S::OK,
+        ),
+        case(
+            Rule::Viewer,
+            "GET",
+            "/v1/org/switches",
+            "/v1/org/switches",
+            None,
+            S::OK,
+        ),
+        case(
+            Rule::Admin,
+            "PUT",
+            "/v1/org/switches",
+            "/v1/org/switches",
+            Some(r#"{"launch_enabled":false}"#),
+            S::OK,
+        ),
+        case(Rule::Viewer, "GET", "/v1/queues", "/v1/queues", None, S::OK),
+        case(
+            Rule::Admin,
+            "PUT",
+            "/v1/queues/{id}",
+            "/v1/queues/extra",
+            Some(r#"{"priority":1}"#),
+            S::CREATED,
+        ),
+        Case {
+            other_unit: Some((
+                "/v1/queues/sales".into(),
+                Some(r#"{"launch_enabled":false}"#.into()),
+            )),
+            ..case(
+                Rule::Manager,
+                "PATCH",
+                "/v1/queues/{id}",
+                "/v1/queues/support",
+                Some(r#"{"launch_enabled":false}"#),
+                S::OK,
+            )
+        },
+        case(
+            Rule::Admin,
+            "DELETE",
+            "/v1/queues/{id}",
+            "/v1/queues/closing",
+            None,
+            S::NO_CONTENT,
+        ),
+        Case {
+            other_unit: Some((
+                "/v1/queues/sales/switches".into(),
+                Some(r#"{"registration_enabled":false}"#.into()),
+            )),
+            ..case(
+                Rule::Manager,
+                "PUT",
+                "/v1/queues/{id}/switches",
+                "/v1/queues/support/switches",
+                Some(r#"{"registration_enabled":true}"#),
                 S::OK,
             )
         },

@@ -1902,3 +1902,129 @@ fn a_scheduled_callback_past_its_window_end_is_expired_not_dialled() {
     );
     assert!(!h.sent.iter().any(is_agent_invite));
 }
+
+/// A carrier call to `user` (the dialled number), answered and ACKed.
+fn call_to(h: &mut Harness, call_id: &str, user: &str) -> Peer {
+    let mut caller = Peer::new("127.0.0.1:5070", call_id);
+    let invite = caller
+        .request("INVITE", Some(&offer(40000, 1, "sendrecv")))
+        .replacen("sip:3125550100@", &format!("sip:{user}@"), 1);
+    h.deliver(caller.addr, &invite);
+    let ok = h.responses(call_id, 200, "INVITE")[0]
+        .response()
+        .expect("200")
+        .clone();
+    caller.learn(&ok);
+    let ack = caller.request("ACK", None);
+    h.deliver(caller.addr, &ack);
+    caller
+}
+
+/// Whether the call `call_id` was told "we are unable to offer callbacks".
+fn heard_unable(h: &Harness, call_id: &str) -> bool {
+    h.plays(call_id)
+        .iter()
+        .any(|(_, names)| names.iter().any(|n| n == "unable"))
+}
+
+/// Applies `change` to the harness's organisation (checked like the API
+/// does) and hands it to the controller now.
+fn change_org(h: &mut Harness, change: impl FnOnce(&mut callbackd::config::Organisation)) {
+    let mut org = h.settings.organisation();
+    change(&mut org);
+    let changed = h
+        .settings
+        .with_organisation(org)
+        .expect("the changed organisation passes the rules");
+    let now = h.now;
+    h.ctl.apply_settings(now, &changed);
+    h.settings = changed;
+}
+
+#[test]
+fn queue_switches_and_new_queues_apply_to_the_next_call_without_a_restart() {
+    let queues =
+        "[[queues]]\nid = \"support\"\n[[queues]]\nid = \"sales\"\ndids = [\"8005550199\"]\n";
+    let mut h = Harness::new(&driver::config(queues));
+    call_to(&mut h, "before", "8005550199");
+    h.advance(secs(1));
+    assert!(
+        !heard_unable(&h, "before"),
+        "sales offers callbacks at start"
+    );
+
+    change_org(&mut h, |org| {
+        org.queues[1].registration_enabled = false;
+        // A queue added at run time, with its own DID, switched off too.
+        let mut vip = org.queues[0].clone();
+        vip.id = callbackd::callback::QueueId("vip".into());
+        vip.dids = vec!["8005550177".into()];
+        vip.registration_enabled = false;
+        org.queues.push(vip);
+    });
+    call_to(&mut h, "to-sales", "8005550199");
+    call_to(&mut h, "to-vip", "8005550177");
+    call_to(&mut h, "to-support", "3125550100");
+    h.advance(secs(1));
+    assert!(heard_unable(&h, "to-sales"), "{:?}", h.plays("to-sales"));
+    assert!(
+        heard_unable(&h, "to-vip"),
+        "the new queue's DID routes to it: {:?}",
+        h.plays("to-vip")
+    );
+    assert!(
+        !heard_unable(&h, "to-support"),
+        "another queue is untouched: {:?}",
+        h.plays("to-support")
+    );
+
+    // The organisation's switch off: every queue; back on: sales offers again.
+    change_org(&mut h, |org| {
+        org.org.registration_enabled = false;
+        org.queues[1].registration_enabled = true;
+    });
+    call_to(&mut h, "org-off", "3125550100");
+    h.advance(secs(1));
+    assert!(heard_unable(&h, "org-off"));
+    change_org(&mut h, |org| org.org.registration_enabled = true);
+    call_to(&mut h, "sales-on", "8005550199");
+    h.advance(secs(1));
+    assert!(!heard_unable(&h, "sales-on"), "{:?}", h.plays("sales-on"));
+}
+
+#[test]
+fn a_queues_launch_switch_holds_its_due_callbacks_until_switched_back_on() {
+    let mut h = with_callback("");
+    change_org(&mut h, |org| org.queues[0].launch_enabled = false);
+    h.advance(secs(5));
+    assert!(h.sent.is_empty(), "support's launching is off");
+    h.advance(ms(100));
+    change_org(&mut h, |org| org.queues[0].launch_enabled = true);
+    let i = h.run_until_sent(secs(1), |s| {
+        s.request().is_some_and(|r| r.method.as_str() == "INVITE")
+    });
+    assert_eq!(h.sent[i].at, ms(5_500), "the first poll after switching on");
+}
+
+#[test]
+fn an_agent_replaced_at_run_time_takes_the_next_callback() {
+    let mut h = with_callback("");
+    change_org(&mut h, |org| {
+        let mut bob = org.agents[0].clone();
+        bob.id = callbackd::acd::agents::AgentId("bob".into());
+        bob.uri = Some("sip:bob@127.0.0.1:5082".into());
+        org.agents = vec![bob];
+    });
+    let i = h.run_until_sent(secs(2), |s| {
+        s.request().is_some_and(|r| r.method.as_str() == "INVITE")
+    });
+    let invite = h.sent[i].request().expect("INVITE");
+    assert!(
+        invite.uri.to_string().contains("bob@127.0.0.1:5082"),
+        "the agent added at run time is rung, not the deleted one: {}",
+        invite.uri
+    );
+    let agents = h.ctl.agents(h.now);
+    let ids: Vec<&str> = agents.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["bob"], "alice is gone");
+}

@@ -998,42 +998,7 @@ fn a_callback_created_through_the_api_launches_at_its_scheduled_time() {
     let mut config = dialing_config(&main, &agent_ports, &carrier_ports, 5, 1);
     let api_port = main.engine_sip + 2;
     config.api_port = Some(api_port);
-    let token = {
-        use callbackd::callback::store::{
-            AccountStore, Change, NewToken, NewUser, Role, TokenSecret,
-        };
-        let mut store = SqliteStore::open(&dir.join("callbackd.sqlite")).expect("open the store");
-        let change = Change {
-            actor: "test".into(),
-            at: jiff::Timestamp::now(),
-        };
-        store
-            .create_unit("east", &[QueueId("support".into())], &change)
-            .expect("unit");
-        store
-            .create_user(
-                &NewUser {
-                    name: "ann".into(),
-                    role: Role::Manager,
-                    units: vec!["east".into()],
-                },
-                &change,
-            )
-            .expect("user");
-        let secret = TokenSecret::generate().expect("OS randomness");
-        store
-            .issue_token(
-                &NewToken {
-                    user: "ann".into(),
-                    label: "test".into(),
-                    expires_at: None,
-                    hash: secret.hash,
-                },
-                &change,
-            )
-            .expect("token");
-        secret.text
-    };
+    let token = manager_token(&dir);
     let mut engine = Engine::start(&config, &dir);
     let engine_addr = engine.sip_addr();
     std::fs::create_dir_all(dir.join("carrier")).expect("test dir is writable");
@@ -1099,9 +1064,137 @@ fn a_callback_created_through_the_api_launches_at_its_scheduled_time() {
     engine.assert_no_panic();
 }
 
+/// A token of manager `ann`, whose unit `east` groups the queue `support`,
+/// written to the test's store file before the engine starts.
+fn manager_token(dir: &TestDir) -> String {
+    use callbackd::callback::store::{AccountStore, Change, NewToken, NewUser, Role, TokenSecret};
+    let mut store = SqliteStore::open(&dir.join("callbackd.sqlite")).expect("open the store");
+    let change = Change {
+        actor: "test".into(),
+        at: jiff::Timestamp::now(),
+    };
+    store
+        .create_unit("east", &[QueueId("support".into())], &change)
+        .expect("unit");
+    store
+        .create_user(
+            &NewUser {
+                name: "ann".into(),
+                role: Role::Manager,
+                units: vec!["east".into()],
+            },
+            &change,
+        )
+        .expect("user");
+    let secret = TokenSecret::generate().expect("OS randomness");
+    store
+        .issue_token(
+            &NewToken {
+                user: "ann".into(),
+                label: "test".into(),
+                expires_at: None,
+                hash: secret.hash,
+            },
+            &change,
+        )
+        .expect("token");
+    secret.text
+}
+
+/// Issue 11 acceptance 3: with the engine running, a manager switches
+/// registration off for their queue through the API; the next sipp caller
+/// is answered, hears "unable" (the IVR starts without the offer) and gets
+/// the engine's BYE, and nothing is stored. The switch is stored with the
+/// organisation (`callbackd export` shows it); switched back on, the next
+/// caller is offered a callback again. No restart.
+#[test]
+fn a_queue_switched_off_through_the_api_tells_the_next_caller_unable() {
+    let test = "a_queue_switched_off_through_the_api_tells_the_next_caller_unable";
+    if !require_tools(test, &["sipp"]) {
+        return;
+    }
+    let _serial = interop_lock();
+    let dir = TestDir::new(test);
+    let (main, agent_ports, carrier_ports) =
+        (Ports::allocate(), Ports::allocate(), Ports::allocate());
+    let mut config = dialing_config(&main, &agent_ports, &carrier_ports, 5, 1);
+    let api_port = main.engine_sip + 2;
+    config.api_port = Some(api_port);
+    let token = manager_token(&dir);
+    let mut engine = Engine::start(&config, &dir);
+    let engine_addr = engine.sip_addr();
+
+    let (status, answer) = http(
+        api_port,
+        "PUT",
+        "/v1/queues/support/switches",
+        &token,
+        r#"{"registration_enabled":false}"#,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let switches: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    assert_eq!(switches["queues"]["support"]["registration_enabled"], false);
+
+    let off = Sipp::uac(scenario_file("caller_hears_unable.xml"), engine_addr, &main)
+        .timeout_s(40)
+        .run(&dir, "caller-off");
+    assert_clean(&off, 1);
+    let ivr_start = |call_id: &str| {
+        engine
+            .log_lines()
+            .into_iter()
+            .find(|l| support::is_call_event(l, "IVR starts", call_id))
+            .unwrap_or_else(|| panic!("no \"IVR starts\" for {call_id}: {}", engine.log_tail(30)))
+    };
+    let line = ivr_start(&off.call_id(1, SIPP_IP));
+    assert_eq!(log_field(&line, "offer_callbacks"), Some("false"), "{line}");
+    assert!(stored_callbacks(&engine.store_path()).is_empty());
+
+    // Stored: the export of the organisation in force shows the switch.
+    let export = std::process::Command::new(support::callbackd_bin())
+        .arg("--config")
+        .arg(engine.config_path())
+        .arg("export")
+        .output()
+        .expect("callbackd export runs");
+    assert!(export.status.success(), "{export:?}");
+    let text = String::from_utf8_lossy(&export.stdout);
+    let exported =
+        callbackd::config::Config::from_toml_str(&text, "export").expect("export parses");
+    let support = exported
+        .queues
+        .iter()
+        .find(|q| q.id.as_str() == "support")
+        .expect("support exported");
+    assert!(!support.registration_enabled, "{text}");
+
+    let (status, answer) = http(
+        api_port,
+        "PUT",
+        "/v1/queues/support/switches",
+        &token,
+        r#"{"registration_enabled":true}"#,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let on = Sipp::uac(scenario_file("hangup_mid_entry.xml"), engine_addr, &main)
+        .timeout_s(40)
+        .run(&dir, "caller-on");
+    assert_clean(&on, 1);
+    let line = ivr_start(&on.call_id(1, SIPP_IP));
+    assert_eq!(log_field(&line, "offer_callbacks"), Some("true"), "{line}");
+    engine.stop();
+    engine.assert_no_panic();
+}
+
 /// `POST path` with a bearer token and a JSON body to the API on
-/// 127.0.0.1:`port` (HTTP/1.1, `Connection: close`): the status and body.
+/// 127.0.0.1:`port`: the status and body.
 fn http_post(port: u16, path: &str, token: &str, body: &str) -> (u16, String) {
+    http(port, "POST", path, token, body)
+}
+
+/// `method path` with a bearer token and a JSON body to the API on
+/// 127.0.0.1:`port` (HTTP/1.1, `Connection: close`): the status and body.
+fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -1122,7 +1215,7 @@ fn http_post(port: u16, path: &str, token: &str, body: &str) -> (u16, String) {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );

@@ -79,6 +79,12 @@ impl AgentId {
     }
 }
 
+impl serde::Serialize for AgentId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
 impl fmt::Display for AgentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -280,6 +286,25 @@ impl Agents {
             return Err(AgentError::DuplicateAgent(agent.id));
         }
         self.agents.insert(agent.id.clone(), agent);
+        Ok(())
+    }
+
+    /// Changes how an agent is reached and the queues it serves (the
+    /// organisation changed at run time); its state and idle time stay. A
+    /// static contact makes it reachable; a registered one keeps the
+    /// reachability last recorded until [`Agents::set_reachable`].
+    pub fn reconfigure(
+        &mut self,
+        id: &AgentId,
+        contact: Contact,
+        queues: Vec<QueueId>,
+    ) -> Result<(), AgentError> {
+        let agent = self.get_mut_ok(id)?;
+        if matches!(contact, Contact::Static(_)) {
+            agent.reachable = true;
+        }
+        agent.contact = contact;
+        agent.queues = queues;
         Ok(())
     }
 

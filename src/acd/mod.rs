@@ -78,6 +78,18 @@ impl Acd {
         self.queues.values().map(|s| &s.queue)
     }
 
+    /// Adds the queue if it is new, else sets its priority; either way sets
+    /// its staffing. Its callers keep their places (the organisation
+    /// changed at run time).
+    pub fn configure(&mut self, id: &QueueId, priority: i32, staffed_agents: u32) {
+        let staffed = self.queues.entry(id.clone()).or_insert_with(|| Staffed {
+            queue: Queue::new(id.clone(), priority),
+            staffed_agents,
+        });
+        staffed.queue.set_priority(priority);
+        staffed.staffed_agents = staffed_agents;
+    }
+
     /// How many agents serve the queue; 0 for an unknown queue (the
     /// estimator then announces "more than" its ceiling).
     pub fn staffed_agents(&self, id: &QueueId) -> u32 {
@@ -93,6 +105,26 @@ mod tests {
 
     fn id(s: &str) -> QueueId {
         QueueId(s.into())
+    }
+
+    #[test]
+    fn configure_adds_new_queues_and_keeps_callers_of_old_ones() {
+        let t0 = Instant::now();
+        let mut acd = Acd::new();
+        acd.add_queue(Queue::new(id("support"), 0), 1).unwrap();
+        let caller = CallerId(7);
+        acd.queue_mut(&id("support"))
+            .unwrap()
+            .join(caller, t0, 0)
+            .unwrap();
+        acd.configure(&id("support"), 5, 3);
+        acd.configure(&id("sales"), 1, 2);
+        let support = acd.queue(&id("support")).unwrap();
+        assert_eq!(support.priority(), 5);
+        assert_eq!(support.position(caller), Some(1));
+        assert_eq!(acd.staffed_agents(&id("support")), 3);
+        assert_eq!(acd.queue(&id("sales")).unwrap().priority(), 1);
+        assert_eq!(acd.staffed_agents(&id("sales")), 2);
     }
 
     #[test]

@@ -132,6 +132,12 @@ impl Queue {
         self.priority
     }
 
+    /// Changes the queue's priority across queues (its callers keep their
+    /// places).
+    pub fn set_priority(&mut self, priority: i32) {
+        self.priority = priority;
+    }
+
     /// Puts a caller in line, on hold, and returns its 1-based position.
     /// `queued_at` is when the caller entered the queue; passing an earlier
     /// (original) time places the caller by that time, not at the end.

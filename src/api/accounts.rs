@@ -238,7 +238,7 @@ pub(super) async fn me(
     Extension(who): Extension<Principal>,
 ) -> Json<MeBody> {
     let queues = if who.role == Role::Admin {
-        state.options.queues.clone()
+        state.options().queues.clone()
     } else {
         who.queues.iter().cloned().collect()
     };
@@ -579,18 +579,17 @@ pub(super) async fn audit(
 /// `names` as queue ids, each one the configuration has (400 naming the
 /// first unknown one).
 fn configured_queues(state: &ApiState, names: &[String]) -> Result<Vec<QueueId>, Problem> {
+    let options = state.options();
     names
         .iter()
         .map(|name| {
-            state
-                .options
+            options
                 .queues
                 .iter()
                 .find(|q| q.as_str() == name)
                 .cloned()
                 .ok_or_else(|| {
-                    let known: Vec<&str> =
-                        state.options.queues.iter().map(QueueId::as_str).collect();
+                    let known: Vec<&str> = options.queues.iter().map(QueueId::as_str).collect();
                     Problem::bad_request(
                         "unknown_queue",
                         format!(

@@ -52,7 +52,7 @@ pub(super) async fn authorize(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(least) = rule.least_role(state.options.metrics_public) else {
+    let Some(least) = rule.least_role(state.options().metrics_public) else {
         return next.run(request).await;
     };
     // The hash is taken before any await: the request (its body) is not

@@ -249,7 +249,7 @@ fn launch_time(field: &str, text: &str, now: Timestamp) -> Result<Timestamp, Pro
 /// The number as the organisation's policy accepts it (422 naming
 /// `number`, with a code per reason).
 fn valid_number(state: &ApiState, text: &str) -> Result<String, Problem> {
-    number::validate(text, &state.options.number_policy)
+    number::validate(text, &state.options().number_policy)
         .map(|n| n.as_digits())
         .map_err(|e| {
             let code = match e {
@@ -283,7 +283,7 @@ fn valid_priority(priority: i32) -> Result<i32, Problem> {
 /// unit's).
 fn own_queue(state: &ApiState, who: &Principal, name: &str) -> Result<QueueId, Problem> {
     let queue = QueueId(name.into());
-    if !state.options.queues.contains(&queue) {
+    if !state.options().queues.contains(&queue) {
         return Err(unprocessable(
             "unknown_queue",
             format!("queue: no queue {name:?}"),
@@ -300,7 +300,7 @@ fn own_queue(state: &ApiState, who: &Principal, name: &str) -> Result<QueueId, P
 /// The queues the caller sees (an admin: every configured one).
 fn visible_queues(state: &ApiState, who: &Principal) -> Vec<QueueId> {
     state
-        .options
+        .options()
         .queues
         .iter()
         .filter(|q| who.sees_queue(q))
@@ -418,7 +418,7 @@ pub(super) async fn create(
         .map(|t| launch_time("scheduled_for", t, now))
         .transpose()?;
     let start = scheduled_for.unwrap_or(now);
-    let defaults = state.options.queue_defaults.get(&queue).copied();
+    let defaults = state.options().queue_defaults.get(&queue).copied();
     let expires_at = match wanted.not_after.as_deref() {
         Some(text) => {
             let at = time_field("not_after", text)?;
@@ -446,7 +446,7 @@ pub(super) async fn create(
         None => defaults.map_or(0, |d| d.priority),
     };
     let data = wanted.data.as_ref().map(valid_data).transpose()?;
-    let cap = state.options.max_per_number_per_day;
+    let cap = state.options().max_per_number_per_day;
     let new = NewCallback {
         queue: queue.clone(),
         number: number.clone(),

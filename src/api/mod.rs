@@ -24,6 +24,7 @@
 //! | DELETE | `/v1/callbacks/{id}` | manager | cancels a pending callback → 200 with it; 409 `not_pending` otherwise |
 //! | POST | `/v1/callbacks/cancel` | manager | `{"number","queue"?}` → 200 `{"cancelled":[…]}`: every pending callback of that number in the caller's units (or that queue) |
 //! | GET | `/v1/callbacks/status?number=` | viewer | `{"number","callbacks":[{"id","queue","status","position","ecbt_minutes","attempts","scheduled_for"}]}`: the active ones, else the latest; 404 when none |
+//! | … | `/v1/org`, `/v1/org/switches`, `/v1/queues[/{id}[/switches]]` | viewer reads, manager a unit's queue hours and switches, admin the rest | the organisation at run time (see [`org`]) |
 //! | GET | `/v1/agents` | viewer | the agents serving the caller's units: `{"id","state","reachable"}`, in id order |
 //! | PUT | `/v1/agents/{id}` | manager | `{"paused":bool}` → 200 with the agent; 404 unknown agent; 403 another unit's; 409 while it rings or talks |
 //! | GET | `/v1/me` | viewer | the caller: `{"name","role","units","queues"}` |
@@ -61,10 +62,11 @@
 //! for a body that is not `application/json`, 503 when the engine has
 //! stopped.
 //!
-//! The gates set here are the issue 3 runtime switch: registration disabled →
-//! callers hear "we are unable to offer callbacks at this time"; launching
-//! disabled → callers still register, but no estimated time is announced.
-//! They last until the process restarts, which applies `[org]` again.
+//! The gates set here are the organisation's runtime switches (the same as
+//! `PUT /v1/org/switches`, see [`org`]): registration disabled → callers
+//! hear "we are unable to offer callbacks at this time"; launching disabled
+//! → callers still register, but no estimated time is announced. They are
+//! stored with the organisation and outlast a restart.
 //!
 //! **No TLS.** Tokens travel in clear: keep the listener on loopback (the
 //! default), or behind a proxy that terminates TLS.
@@ -78,12 +80,13 @@ pub mod accounts;
 pub mod auth;
 pub mod callbacks;
 pub mod metrics;
+pub mod org;
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -234,6 +237,34 @@ const TABLE: &[Entry] = &[
     entry(Verb::Delete, "/v1/callbacks/{id}", Rule::Manager, |m| {
         on(m, callbacks::delete)
     }),
+    entry(Verb::Get, "/v1/org", Rule::Viewer, |m| on(m, org::get_org)),
+    entry(Verb::Put, "/v1/org", Rule::Admin, |m| {
+        on(m, org::put_org).layer(DefaultBodyLimit::max(org::MAX_ORG_BODY))
+    }),
+    entry(Verb::Patch, "/v1/org", Rule::Admin, |m| {
+        on(m, org::patch_org).layer(DefaultBodyLimit::max(org::MAX_ORG_BODY))
+    }),
+    entry(Verb::Get, "/v1/org/switches", Rule::Viewer, |m| {
+        on(m, org::get_switches)
+    }),
+    entry(Verb::Put, "/v1/org/switches", Rule::Admin, |m| {
+        on(m, org::put_org_switches)
+    }),
+    entry(Verb::Get, "/v1/queues", Rule::Viewer, |m| {
+        on(m, org::list_queues)
+    }),
+    entry(Verb::Put, "/v1/queues/{id}", Rule::Admin, |m| {
+        on(m, org::put_queue)
+    }),
+    entry(Verb::Patch, "/v1/queues/{id}", Rule::Manager, |m| {
+        on(m, org::patch_queue)
+    }),
+    entry(Verb::Delete, "/v1/queues/{id}", Rule::Admin, |m| {
+        on(m, org::delete_queue)
+    }),
+    entry(Verb::Put, "/v1/queues/{id}/switches", Rule::Manager, |m| {
+        on(m, org::put_queue_switches)
+    }),
     entry(Verb::Get, "/v1/agents", Rule::Viewer, |m| on(m, agents)),
     entry(Verb::Put, "/v1/agents/{id}", Rule::Manager, |m| {
         on(m, put_agent)
@@ -295,8 +326,14 @@ pub fn routes() -> impl Iterator<Item = Route> {
 /// (units may group only these), which queues each agent serves (a user
 /// sees the agents of their units' queues), and whether `/metrics` is
 /// public.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ApiOptions {
+    /// The checked configuration these options come from: changes of the
+    /// organisation are checked against it ([`Settings::with_organisation`]).
+    pub settings: Arc<Settings>,
+    /// The stored version of the organisation in `settings` (0: not read
+    /// from the store; the first change reads it).
+    pub org_version: u64,
     /// The callback store's file ([`crate::config::Settings::store_path`]).
     pub store_path: PathBuf,
     /// The configured queue ids.
@@ -318,6 +355,8 @@ impl ApiOptions {
     /// The options of a checked configuration.
     pub fn new(settings: &Settings) -> ApiOptions {
         ApiOptions {
+            settings: Arc::new(settings.clone()),
+            org_version: 0,
             store_path: settings.store_path().to_owned(),
             queues: settings.queues().iter().map(|q| q.id.clone()).collect(),
             agent_queues: settings
@@ -352,7 +391,8 @@ impl ApiOptions {
 pub fn router(engine: EngineControl, options: ApiOptions) -> Router {
     let state = ApiState {
         engine,
-        options: Arc::new(options),
+        options: Arc::new(RwLock::new(Arc::new(options))),
+        org_change: Arc::new(tokio::sync::Mutex::new(())),
         store: Arc::new(Mutex::new(None)),
     };
     let mut router = Router::new();
@@ -563,13 +603,32 @@ pub fn health_of(status: Option<&EngineStatus>) -> (StatusCode, &'static str) {
 #[derive(Clone)]
 struct ApiState {
     engine: EngineControl,
-    options: Arc<ApiOptions>,
+    /// Replaced whole when the organisation changes (see [`org`]).
+    options: Arc<RwLock<Arc<ApiOptions>>>,
+    /// Serialises changes of the organisation (read, change, check, store,
+    /// apply).
+    org_change: Arc<tokio::sync::Mutex<()>>,
     /// One connection, opened on first use and shared by requests in turn
     /// (admin traffic is light; no transaction stays open between calls).
     store: Arc<Mutex<Option<SqliteStore>>>,
 }
 
 impl ApiState {
+    /// The options in force (the organisation as last applied).
+    fn options(&self) -> Arc<ApiOptions> {
+        self.options
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Puts new options in force.
+    fn set_options(&self, options: ApiOptions) {
+        *self
+            .options
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(options);
+    }
     /// Runs `f` on the store on the blocking pool (SQLite is blocking IO).
     async fn with_store<T, F>(&self, f: F) -> Result<T, Problem>
     where
@@ -577,7 +636,7 @@ impl ApiState {
         F: FnOnce(&mut SqliteStore) -> Result<T, Problem> + Send + 'static,
     {
         let cell = self.store.clone();
-        let path = self.options.store_path.clone();
+        let path = self.options().store_path.clone();
         tokio::task::spawn_blocking(move || {
             // A panic in another request cannot leave the connection in a
             // state worse than an error would: take it over.
@@ -616,7 +675,8 @@ impl ApiState {
     /// on the agents serving their units' queues); `None` for an agent the
     /// configuration does not have.
     fn sees_agent(&self, who: &Principal, id: &str) -> Option<bool> {
-        let queues = self.options.agent_queues.get(id)?;
+        let options = self.options();
+        let queues = options.agent_queues.get(id)?;
         Some(who.role == Role::Admin || queues.iter().any(|q| who.sees_queue(q)))
     }
 }
@@ -756,26 +816,21 @@ async fn put_gates(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<GatesBody>, Problem> {
     let wanted: GatesBody = json_object(&headers, body)?;
-    let before = state
-        .engine
-        .gates()
-        .await
-        .ok_or_else(Problem::engine_stopped)?;
-    let gates = state
-        .engine
-        .set_gates(wanted.into())
-        .await
-        .ok_or_else(Problem::engine_stopped)?;
+    // The organisation's switches: stored, so they outlast a restart.
+    let (_, document, _) = org::change(
+        &state,
+        &who,
+        None,
+        ("set_gates", "gates".to_owned(), org::org_switches),
+        |doc| {
+            doc.org.registration_enabled = wanted.registration_enabled;
+            doc.org.launch_enabled = wanted.launch_enabled;
+            Ok(())
+        },
+    )
+    .await?;
+    let gates = document.org.gates();
     info!(?gates, by = %who.name, "gates set through the admin API");
-    state
-        .audit(
-            &who,
-            "set_gates",
-            "gates".to_owned(),
-            Some(json!(GatesBody::from(before))),
-            Some(json!(GatesBody::from(gates))),
-        )
-        .await?;
     Ok(Json(gates.into()))
 }
 

@@ -31,7 +31,7 @@ use std::time::Instant;
 use jiff::Timestamp;
 use tracing::{debug, info, warn};
 
-use crate::acd::agents::{AgentId, AgentState, Agents, Contact};
+use crate::acd::agents::{Agent, AgentError, AgentId, AgentState, Agents, Contact};
 use crate::config::{AgentUri, Host, Settings};
 use crate::sip::endpoint::{ALLOW, Destination, Endpoint, Flow, FlowTransport, ServerTx};
 use crate::sip::message::Request;
@@ -49,6 +49,11 @@ pub struct Roster {
     by_user: HashMap<String, AgentId>,
     /// Static agents' URIs, taken apart for dialling.
     static_uris: HashMap<AgentId, AgentUri>,
+    /// Agents deleted from the organisation while ringing or talking: they
+    /// serve no queue and go once their call ends.
+    retiring: Vec<AgentId>,
+    /// Keys the nonces of a registrar created at run time.
+    nonce_key: [u8; 32],
 }
 
 /// Where an agent's INVITE goes.
@@ -125,7 +130,92 @@ impl Roster {
             registrar,
             by_user,
             static_uris,
+            retiring: Vec::new(),
+            nonce_key,
         }
+    }
+
+    /// Takes the agents of `settings` (the organisation changed at run
+    /// time): new agents are added (available), kept ones keep their state
+    /// and registrations with their new queues and contact, deleted ones go
+    /// — at once when idle, after their call otherwise (serving no queue
+    /// meanwhile). The registrar's users follow (a deleted user's bindings
+    /// go; the first registering agent creates the registrar).
+    pub fn apply_settings(&mut self, now: Instant, settings: &Settings) {
+        match (settings.registrar(), &mut self.registrar) {
+            (Some(setup), Some(registrar)) => registrar.set_users(setup.users.clone()),
+            (Some(setup), None) => {
+                self.registrar = Some(Registrar::new(
+                    setup.settings.clone(),
+                    setup.users.clone(),
+                    self.nonce_key,
+                    now,
+                ));
+            }
+            (None, Some(registrar)) => registrar.set_users([]),
+            (None, None) => {}
+        }
+        self.by_user.clear();
+        self.static_uris.clear();
+        for agent in settings.agents() {
+            if let Some(user) = &agent.user {
+                self.by_user.insert(user.clone(), agent.id.clone());
+            }
+            if let Some(uri) = &agent.uri {
+                self.static_uris.insert(agent.id.clone(), uri.clone());
+            }
+            let known = self.agents.get(&agent.id).is_some();
+            let outcome = if known {
+                self.agents
+                    .reconfigure(&agent.id, agent.contact.clone(), agent.queues.clone())
+            } else {
+                self.agents.add(Agent::new(
+                    agent.id.clone(),
+                    agent.contact.clone(),
+                    agent.queues.clone(),
+                    now,
+                ))
+            };
+            if let Err(e) = outcome {
+                warn!(agent = %agent.id, error = %e, "agent not updated");
+                continue;
+            }
+            if let (Some(user), Some(registrar)) = (&agent.user, &self.registrar) {
+                let bound = registrar.lookup(user, now).next().is_some();
+                let _ = self.agents.set_reachable(&agent.id, bound);
+            }
+        }
+        let gone: Vec<AgentId> = self
+            .agents
+            .iter()
+            .map(|a| a.id().clone())
+            .filter(|id| !settings.agents().iter().any(|a| a.id == *id))
+            .collect();
+        for id in gone {
+            if let Some(agent) = self.agents.get(&id) {
+                let contact = agent.contact().clone();
+                // Serves nothing from now on: offered no new work.
+                let _ = self.agents.reconfigure(&id, contact, Vec::new());
+            }
+            if !self.retiring.contains(&id) {
+                self.retiring.push(id);
+            }
+        }
+        self.remove_retired();
+        self.apply_registrar_events();
+    }
+
+    /// Removes the deleted agents whose call has ended.
+    fn remove_retired(&mut self) {
+        let agents = &mut self.agents;
+        self.retiring.retain(|id| match agents.remove(id) {
+            Ok(_) => {
+                info!(agent = %id, "agent removed");
+                false
+            }
+            Err(AgentError::RemoveBusy(_)) => true,
+            Err(_) => false,
+        });
     }
 
     /// The registrar's brute-force protection counts (zero without one).
@@ -219,6 +309,9 @@ impl Roster {
             registrar.handle_timeout(now);
         }
         self.apply_registrar_events();
+        if !self.retiring.is_empty() {
+            self.remove_retired();
+        }
     }
 
     /// A message arrived on `source` at `now`: a phone registered from

@@ -39,6 +39,7 @@ use crate::callback::trunk::{
     customer_request_uri, from_header, order_for_call, pai_header,
 };
 use crate::callback::{CallbackId, QueueId};
+use crate::config::Settings;
 use crate::sip::endpoint::{CallKey, Destination, EndReason, Endpoint, Event, Reason};
 use crate::sip::uac::{OutboundInvite, Party};
 
@@ -74,6 +75,33 @@ pub struct DialingSettings {
     pub recordings_dir: std::path::PathBuf,
     /// Recordings older than this are deleted.
     pub recording_retention: Duration,
+}
+
+/// Per-queue maps of `settings` for [`DialingSettings`]: caller IDs,
+/// recording (record, notice first), agent cool-downs.
+#[allow(clippy::type_complexity)]
+pub fn queue_maps(
+    settings: &Settings,
+) -> (
+    HashMap<QueueId, PhoneNumber>,
+    HashMap<QueueId, (bool, bool)>,
+    HashMap<QueueId, Duration>,
+) {
+    let queues = settings.queues();
+    (
+        queues
+            .iter()
+            .map(|q| (q.id.clone(), q.caller_id.clone()))
+            .collect(),
+        queues
+            .iter()
+            .map(|q| (q.id.clone(), (q.recording, q.recording_notice)))
+            .collect(),
+        queues
+            .iter()
+            .map(|q| (q.id.clone(), q.agent_cooldown))
+            .collect(),
+    )
 }
 
 /// The dialing side of the engine.
@@ -177,6 +205,25 @@ impl Dialing {
     /// keep the list they started with.
     pub fn set_trunk_targets(&mut self, targets: Vec<Target>) {
         self.settings.trunk_targets = targets;
+    }
+
+    /// Takes the organisation of `settings` (changed at run time): caller
+    /// IDs, number rules, cool-downs, recording and the scheduler (hours,
+    /// priorities, retries, per-queue launch switches) for attempts from
+    /// now on; attempts under way keep what they started with.
+    pub fn apply_settings(&mut self, settings: &Settings) {
+        let (caller_ids, recording, agent_cooldowns) = queue_maps(settings);
+        self.settings.caller_ids = caller_ids;
+        self.settings.recording = recording;
+        self.settings.agent_cooldowns = agent_cooldowns;
+        self.settings.policy = settings.org().number_policy.clone();
+        self.scheduler = settings.scheduler();
+        self.launch_enabled = settings.org().gates.launch_enabled;
+    }
+
+    /// The scheduler in use.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
     }
 
     /// The launch switch (issue 4: stops new launches at once).

@@ -178,29 +178,20 @@ impl Controller {
         });
         let scheduler = settings.scheduler();
         let longest_ring = scheduler.longest_ring();
-        let queues = settings.queues();
         let advertised = sip.advertised_host().to_string();
+        let (caller_ids, recording, agent_cooldowns) = dialing::queue_maps(settings);
         let dialing = Dialing::new(
             DialingSettings {
                 poll_interval: settings.callbacks().poll_interval(),
                 trunk: settings.trunk().clone(),
                 trunk_targets: setup.trunk_targets,
-                caller_ids: queues
-                    .iter()
-                    .map(|q| (q.id.clone(), q.caller_id.clone()))
-                    .collect(),
+                caller_ids,
                 policy: settings.org().number_policy.clone(),
                 local_uri: format!("sip:callbackd@{advertised}:{}", setup.advertised_port),
-                recording: queues
-                    .iter()
-                    .map(|q| (q.id.clone(), (q.recording, q.recording_notice)))
-                    .collect(),
+                recording,
                 recordings_dir: setup.recordings_dir,
                 recording_retention: settings.callbacks().recording_retention(),
-                agent_cooldowns: queues
-                    .iter()
-                    .map(|q| (q.id.clone(), q.agent_cooldown))
-                    .collect(),
+                agent_cooldowns,
             },
             scheduler,
             settings.org().gates.launch_enabled,
@@ -357,6 +348,21 @@ impl Controller {
     /// `targets`; attempts under way keep the list they started with.
     pub fn set_trunk_targets(&mut self, targets: Vec<TrunkTarget>) {
         self.dialing.set_trunk_targets(targets);
+    }
+
+    /// Takes the organisation of `settings` (changed at run time through
+    /// the admin API): switches, hours, number rules, queues and agents,
+    /// effective for the next call and the next launch; calls and attempts
+    /// in progress go on as they started. Everything else in `settings`
+    /// (listeners, media, trunk, limits) is ignored here.
+    pub fn apply_settings(&mut self, now: Instant, settings: &Settings) {
+        self.calls.apply_settings(settings);
+        self.dialing.apply_settings(settings);
+        self.roster.apply_settings(now, settings);
+        self.endpoint
+            .set_registrar_enabled(self.roster.registrar_enabled());
+        self.longest_ring = self.dialing.scheduler().longest_ring();
+        self.process(now);
     }
 
     /// Switches callback registration and launching.

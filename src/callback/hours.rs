@@ -221,6 +221,17 @@ pub struct Gates {
     pub launch_enabled: bool,
 }
 
+impl Gates {
+    /// Both switched on: registration and launching each need both sets
+    /// (the organisation's and a queue's).
+    pub fn and(self, other: Gates) -> Gates {
+        Gates {
+            registration_enabled: self.registration_enabled && other.registration_enabled,
+            launch_enabled: self.launch_enabled && other.launch_enabled,
+        }
+    }
+}
+
 /// What the IVR may do for a caller right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GateDecision {

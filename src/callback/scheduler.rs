@@ -200,6 +200,10 @@ pub struct QueueSchedule {
     pub hours: Option<BusinessHours>,
     /// Retries, failover and ring timeouts.
     pub policy: RetryPolicy,
+    /// The queue's own launch switch (the organisation's is
+    /// [`Snapshot::launch_enabled`]): off, its due callbacks wait (expiry
+    /// still applies).
+    pub launch_enabled: bool,
 }
 
 /// A live caller on hold, as the engine reports it.
@@ -392,6 +396,9 @@ impl Scheduler {
                 plan.stranded.push(row.id);
                 continue;
             };
+            if !queue.launch_enabled {
+                continue;
+            }
             let hours = queue.hours.as_ref().unwrap_or(&self.org_hours);
             if !hours.is_open(now) {
                 if let Some(open) = hours.next_open(now) {
@@ -572,6 +579,7 @@ mod tests {
             priority,
             hours: None,
             policy,
+            launch_enabled: true,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
 use crate::acd::agents::{AgentId, Contact};
@@ -171,7 +171,7 @@ impl Default for RegistrarConfig {
 /// One `[[agents]]` entry: a static SIP URI (`uri`, e.g. a PBX extension)
 /// or a phone that REGISTERs with callbackd (`user` and `password`), never
 /// both.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// The agent's name: 1..=64 of `A-Z a-z 0-9 - _ .`, unique.
@@ -185,7 +185,7 @@ pub struct AgentConfig {
     #[serde(default)]
     pub user: Option<String>,
     /// A registering agent's digest password; never shown by `Debug`.
-    #[serde(default)]
+    #[serde(default, serialize_with = "serialize_password")]
     pub password: Option<Password>,
     /// The queues the agent serves (at least one, each configured).
     #[serde(default, deserialize_with = "deserialize_queue_ids")]
@@ -290,6 +290,15 @@ pub enum AgentUriError {
 const MAX_EXPIRES_S: u64 = 86_400;
 /// The longest keep-alive interval (a NAT keeping mappings longer needs none).
 const MAX_KEEPALIVE_S: u64 = 3_600;
+
+/// The password as written in the file (for `callbackd export`; the API
+/// shows the organisation without it).
+fn serialize_password<S: Serializer>(password: &Option<Password>, s: S) -> Result<S::Ok, S::Error> {
+    match password {
+        Some(p) => s.serialize_some(p.expose()),
+        None => s.serialize_none(),
+    }
+}
 
 fn deserialize_agent_id<'de, D: Deserializer<'de>>(d: D) -> Result<AgentId, D::Error> {
     String::deserialize(d).map(|id| AgentId(id.into_boxed_str()))

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::callback::hours::{BusinessHours, Gates, HoursError};
 
@@ -10,9 +10,11 @@ use super::{Fault, Invalid, fail, is_digits};
 
 /// `[org]`: the organisation's callback policy, business hours and
 /// holidays.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OrgConfig {
+    /// The organisation's name (shown by the API and the console).
+    pub name: String,
     /// IANA time zone the hours and holidays are written in.
     pub timezone: String,
     /// Callbacks are offered at all (a runtime switch can override).
@@ -114,6 +116,7 @@ impl OrgConfig {
 impl Default for OrgConfig {
     fn default() -> OrgConfig {
         OrgConfig {
+            name: "callbackd".to_owned(),
             timezone: "America/Chicago".to_owned(),
             registration_enabled: true,
             launch_enabled: true,

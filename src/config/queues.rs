@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::callback::QueueId;
 use crate::callback::hours::{BusinessHours, HoursError};
@@ -15,7 +15,7 @@ use super::org::{OrgConfig, hours_invalid};
 use super::{Fault, Invalid, fail, in_range, is_digits, is_queue_id};
 
 /// One `[[queues]]` entry. `id` is required; every other key has a default.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     /// The queue's name: 1..=64 of `A-Z a-z 0-9 - _ .`, unique.
@@ -73,6 +73,16 @@ pub struct QueueConfig {
     /// Play the "recording_notice" prompt to the customer before recording.
     #[serde(default = "default_true")]
     pub recording_notice: bool,
+    /// This queue offers callbacks (with `[org] registration_enabled`):
+    /// off, its callers hear "we are unable to offer callbacks at this
+    /// time" and are disconnected; its pending callbacks still launch.
+    #[serde(default = "default_true")]
+    pub registration_enabled: bool,
+    /// This queue's callbacks are launched (with `[org] launch_enabled`):
+    /// off, its callers still register but hear no ECBT, and its due
+    /// callbacks wait.
+    #[serde(default = "default_true")]
+    pub launch_enabled: bool,
 }
 
 impl QueueConfig {
@@ -138,6 +148,7 @@ impl QueueConfig {
             priority: self.priority,
             hours: self.hours(org)?,
             policy: self.retry_policy(),
+            launch_enabled: self.launch_enabled,
         })
     }
 }
@@ -162,6 +173,8 @@ impl Default for QueueConfig {
             agent_cooldown_s: 60,
             recording: false,
             recording_notice: true,
+            registration_enabled: true,
+            launch_enabled: true,
         }
     }
 }

@@ -38,6 +38,9 @@ use super::{
 /// A checked configuration (see the module documentation).
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The configuration these settings were converted from, to convert
+    /// again with another organisation ([`Settings::with_organisation`]).
+    pub(super) source: Config,
     origin: String,
     base_dir: PathBuf,
     sip: SipConfig,
@@ -100,6 +103,11 @@ pub struct QueueSettings {
     pub recording_notice: bool,
     /// How long an agent who did not answer cools down.
     pub agent_cooldown: Duration,
+    /// The queue's own registration and launch switches (each applies
+    /// together with the organisation's).
+    pub gates: Gates,
+    /// Agents the ECBT assumes until agents are reachable.
+    pub staffed_agents: u32,
 }
 
 /// One `[[agents]]` entry, typed.
@@ -133,7 +141,10 @@ impl Config {
     /// of [`Config::validate`], field by field.
     pub fn check(self, base_dir: &Path) -> Result<Settings, ConfigError> {
         self.validate(base_dir)?;
-        Ok(self.convert(base_dir))
+        let source = self.clone();
+        let mut settings = self.convert(base_dir);
+        settings.source = source;
+        Ok(settings)
     }
 
     /// Step 4: the conversions, on values the rules accepted. Each `expect`
@@ -166,6 +177,11 @@ impl Config {
                 recording: q.recording,
                 recording_notice: q.recording_notice,
                 agent_cooldown: q.agent_cooldown(),
+                gates: Gates {
+                    registration_enabled: q.registration_enabled,
+                    launch_enabled: q.launch_enabled,
+                },
+                staffed_agents: q.staffed_agents,
             });
         }
         let scheduler = Scheduler::new(org_settings.hours.clone(), schedules)
@@ -193,6 +209,7 @@ impl Config {
             users,
         });
         Settings {
+            source: Config::default(),
             base_dir: base_dir.to_owned(),
             prompt_files: PROMPT_NAMES
                 .iter()
@@ -384,6 +401,7 @@ impl Settings {
                 .enumerate()
                 .flat_map(|(i, q)| q.dids.iter().map(move |d| (d.clone(), i)))
                 .collect(),
+            default: 0,
         }
     }
 
@@ -435,6 +453,8 @@ impl Settings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routes {
     by_did: std::collections::HashMap<String, usize>,
+    /// Where any other number goes: the first queue.
+    default: usize,
 }
 
 impl Routes {
@@ -443,7 +463,22 @@ impl Routes {
     /// `+` is ignored; otherwise the digits must match exactly.
     pub fn queue_for(&self, called_user: &str) -> usize {
         let digits = called_user.strip_prefix('+').unwrap_or(called_user);
-        self.by_did.get(digits).copied().unwrap_or(0)
+        self.by_did.get(digits).copied().unwrap_or(self.default)
+    }
+
+    /// The same routes with each queue index `i` replaced by `index[i]`
+    /// (the caller keeps queues in an order of its own). An index beyond
+    /// `index` stays as it is.
+    pub fn renumbered(&self, index: &[usize]) -> Routes {
+        let map = |i: usize| index.get(i).copied().unwrap_or(i);
+        Routes {
+            by_did: self
+                .by_did
+                .iter()
+                .map(|(d, &i)| (d.clone(), map(i)))
+                .collect(),
+            default: map(self.default),
+        }
     }
 }
 

@@ -20,6 +20,7 @@
 //! store thread the callback store (see [`store`]).
 
 pub mod media;
+pub mod organisation;
 pub mod resolve;
 pub mod store;
 pub mod transport;
@@ -76,6 +77,14 @@ pub enum EngineError {
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    /// The stored organisation cannot be used.
+    #[error("stored organisation (version {version}): {detail}")]
+    Organisation {
+        /// Its version.
+        version: u64,
+        /// Why (the field that fails, for a document this build refuses).
+        detail: String,
+    },
 }
 
 /// One consistent snapshot of a running engine, taken by the core task.
@@ -116,6 +125,8 @@ enum Control {
     Status(oneshot::Sender<EngineStatus>),
     Agents(oneshot::Sender<Vec<AgentStatus>>),
     SetGates(Gates),
+    /// A new organisation (the admin API changed it): applied, then acked.
+    ApplySettings(Box<Settings>, oneshot::Sender<()>),
     SetPaused {
         agent: String,
         paused: bool,
@@ -160,6 +171,22 @@ impl EngineControl {
     pub async fn set_gates(&self, gates: Gates) -> Option<Gates> {
         self.control.send(Control::SetGates(gates)).await.ok()?;
         self.gates().await
+    }
+
+    /// Applies the organisation of `settings` (see
+    /// [`Controller::apply_settings`]); true once the engine has taken it,
+    /// false when it has stopped.
+    pub async fn apply_settings(&self, settings: Settings) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .control
+            .send(Control::ApplySettings(Box::new(settings), tx))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        rx.await.is_ok()
     }
 
     /// Pauses an agent (no callback or live caller is offered to it) or
@@ -690,6 +717,11 @@ impl Core {
                         let _ = reply.send(self.controller.agents(now));
                     }
                     Some(Control::SetGates(gates)) => self.controller.set_gates(gates),
+                    Some(Control::ApplySettings(settings, reply)) => {
+                        let now = self.now();
+                        self.controller.apply_settings(now, &settings);
+                        let _ = reply.send(());
+                    }
                     Some(Control::SetPaused { agent, paused, reply }) => {
                         let now = self.now();
                         let _ = reply.send(self.controller.set_agent_paused(now, &agent, paused));

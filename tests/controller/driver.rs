@@ -259,6 +259,9 @@ impl FakeMedia {
 /// The controller, its fake surroundings and what it did.
 pub struct Harness {
     pub ctl: Controller,
+    /// The checked configuration the controller started with (change its
+    /// organisation with `with_organisation`, then `ctl.apply_settings`).
+    pub settings: callbackd::config::Settings,
     pub t0: Instant,
     pub now: Instant,
     pub store: SqliteStore,
@@ -315,6 +318,7 @@ impl Harness {
         );
         let mut h = Harness {
             ctl,
+            settings,
             t0,
             now: t0,
             store,

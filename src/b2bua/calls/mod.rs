@@ -163,6 +163,12 @@ struct QueueRuntime {
     offer_after: Duration,
     expiry: Duration,
     hours: Option<BusinessHours>,
+    /// The queue's own switches (each applies with the organisation's).
+    gates: Gates,
+    /// The queue was deleted from the organisation at run time: calls in
+    /// it go on, no new call is routed to it. Kept so that the indices of
+    /// the calls in progress stay valid.
+    retired: bool,
     /// The queue's rolling handle time, fed by its bridged calls.
     estimator: Estimator,
 }
@@ -180,6 +186,8 @@ impl Calls {
                 offer_after: q.offer_after,
                 expiry: q.callback_expiry,
                 hours: q.hours.clone(),
+                gates: q.gates,
+                retired: false,
                 estimator: settings.estimator(),
             })
             .collect();
@@ -231,6 +239,55 @@ impl Calls {
     pub fn set_gates(&mut self, gates: Gates) {
         info!(?gates, "gates changed");
         self.gates = gates;
+    }
+
+    /// Takes the organisation of `settings` (changed at run time): the
+    /// organisation's switches, hours and number rules, and every queue's
+    /// settings, effective for the next call. Calls in progress keep their
+    /// queue; a queue that is gone is retired (no call is routed to it),
+    /// a new one is added; a kept queue keeps its callers and its learned
+    /// handle time.
+    pub fn apply_settings(&mut self, settings: &Settings) {
+        let org = settings.org();
+        self.gates = org.gates;
+        self.org_hours = org.hours.clone();
+        self.flow_settings.policy = org.number_policy.clone();
+        self.flow_settings.spoken_international_prefix = org.spoken_international_prefix;
+        let mut index = Vec::with_capacity(settings.queues().len());
+        for q in settings.queues() {
+            let i = match self.queues.iter().position(|r| r.id == q.id) {
+                Some(i) => i,
+                None => {
+                    self.queues.push(QueueRuntime {
+                        id: q.id.clone(),
+                        priority: q.priority,
+                        offer_after: q.offer_after,
+                        expiry: q.callback_expiry,
+                        hours: None,
+                        gates: q.gates,
+                        retired: false,
+                        estimator: settings.estimator(),
+                    });
+                    self.queues.len() - 1
+                }
+            };
+            let runtime = &mut self.queues[i];
+            runtime.priority = q.priority;
+            runtime.offer_after = q.offer_after;
+            runtime.expiry = q.callback_expiry;
+            runtime.hours = q.hours.clone();
+            runtime.gates = q.gates;
+            runtime.retired = false;
+            self.acd.configure(&q.id, q.priority, q.staffed_agents);
+            index.push(i);
+        }
+        for (i, runtime) in self.queues.iter_mut().enumerate() {
+            if !index.contains(&i) {
+                runtime.retired = true;
+            }
+        }
+        self.routes = settings.routes().renumbered(&index);
+        info!(queues = index.len(), "organisation applied");
     }
 
     /// The current gates.
@@ -463,7 +520,7 @@ impl Calls {
                     ctx.starting = false;
                     let queue = &self.queues[ctx.queue];
                     let gate = registration_gate(
-                        &self.gates,
+                        &self.gates.and(queue.gates),
                         &self.org_hours,
                         queue.hours.as_ref(),
                         self.clock.at(now),

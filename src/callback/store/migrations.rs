@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_5,
     MIGRATION_6,
     MIGRATION_7,
+    MIGRATION_8,
 ];
 
 /// Applies the pending [`MIGRATIONS`] to `conn` (the file at `path`, named
@@ -315,6 +316,18 @@ CREATE TABLE idempotency_keys (
 ) STRICT;
 
 CREATE INDEX idempotency_keys_by_created ON idempotency_keys (created_at);
+";
+
+/// Schema version 8 (issue 11): the organisation at run time, one row per
+/// version of its TOML document (see `store::organisation`).
+const MIGRATION_8: &str = "
+CREATE TABLE organisation (
+    version    INTEGER PRIMARY KEY CHECK (version >= 1),
+    document   TEXT    NOT NULL,
+    -- Unix milliseconds, UTC
+    changed_at INTEGER NOT NULL,
+    changed_by TEXT    NOT NULL
+) STRICT;
 ";
 
 #[cfg(test)]

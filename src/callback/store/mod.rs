@@ -65,9 +65,11 @@
 pub mod accounts;
 pub mod manage;
 mod migrations;
+pub mod organisation;
 mod sqlite;
 mod sqlite_accounts;
 mod sqlite_manage;
+mod sqlite_org;
 #[cfg(test)]
 mod test_support;
 pub mod testing;
@@ -91,6 +93,7 @@ pub use manage::{
     CallbackPatch, CallbackQuery, Changed, Creation, ManageStore, ManagedRow, StoredReply,
 };
 pub use migrations::MIGRATIONS;
+pub use organisation::{OrgSaveError, OrganisationStore, StoredOrganisation};
 pub use sqlite::SqliteStore;
 
 /// Lifecycle of a stored callback (the `status` TEXT column).

@@ -20,7 +20,7 @@ use super::{
 #[derive(Debug)]
 pub struct SqliteStore {
     pub(super) conn: Connection,
-    path: PathBuf,
+    pub(super) path: PathBuf,
     /// Who claims (see [`LaunchStore::set_claimant`]).
     node: Box<str>,
     lease: Duration,

@@ -774,7 +774,7 @@ fn decode_token(
     })
 }
 
-fn insert_audit(
+pub(super) fn insert_audit(
     conn: &Connection,
     by: &Change,
     action: &str,

@@ -442,6 +442,12 @@ struct MergeKey {
 }
 
 impl Endpoint {
+    /// Handles REGISTERs from now on (the first registering agent was added
+    /// at run time) or answers them 405.
+    pub fn set_registrar_enabled(&mut self, enabled: bool) {
+        self.cfg.registrar = enabled;
+    }
+
     /// Creates an endpoint.
     pub fn new(cfg: EndpointConfig) -> Endpoint {
         Endpoint {
