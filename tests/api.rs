@@ -2683,3 +2683,161 @@ async fn list_pages_patch_reschedules_and_status_tells_the_place() {
     )
     .await;
 }
+
+/// Issue 11 point 2: the organisation's routes refuse what the
+/// configuration's rules refuse (naming the field) and store nothing then;
+/// each change is the next version (`ETag`, `If-Match`); a manager changes
+/// only the hours and switches of their units' queues; a queue with pending
+/// callbacks is not deleted; the switches count what launching would start;
+/// passwords are never shown.
+#[tokio::test]
+async fn org_changes_are_checked_versioned_and_scoped() {
+    let h = Harness::start("org-changes").await;
+    let json_body = |text| Some(("application/json", text));
+    let (status, headers, body) = h.request("GET", "/v1/org", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let org: api::org::OrgBody = json(&body);
+    let etag = headers
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert_eq!(etag, format!("\"{}\"", org.version));
+    assert_eq!(org.organisation["queues"][1]["id"], "sales");
+    assert!(org.organisation["agents"][0].get("password").is_none());
+    assert_eq!(org.organisation["agents"][0]["password_set"], false);
+
+    // A broken weekly range: 422 naming the field as in the file.
+    let (status, _, body) = h
+        .request(
+            "PATCH",
+            "/v1/queues/sales",
+            json_body(r#"{"hours":{"mon":"25:00-26:00"}}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let e = ErrorBody::checked(&body);
+    assert_eq!(e.code, "invalid_organisation");
+    assert!(e.message.starts_with("queues[1].hours"), "{}", e.message);
+    // A misspelt key: 400 naming it.
+    let (status, _, body) = h
+        .request("PATCH", "/v1/org", json_body(r#"{"org":{"nmae":"x"}}"#))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(ErrorBody::checked(&body).message.contains("nmae"));
+    let (_, unchanged) = h.get::<api::org::OrgBody>("/v1/org").await;
+    assert_eq!(unchanged.version, org.version, "refusals store nothing");
+
+    // A change against the version read: the next version; the same
+    // If-Match again is stale.
+    let if_match = format!("\"{}\"", org.version);
+    let (status, headers, body) = h
+        .request_with(
+            Some(&h.tokens.admin),
+            "PATCH",
+            "/v1/org",
+            json_body(r#"{"org":{"blacklist":["900","911"]}}"#),
+            &[("if-match", &if_match)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let changed: api::org::OrgBody = json(&body);
+    assert_eq!(changed.version, org.version + 1);
+    assert_eq!(
+        headers.get("etag").and_then(|v| v.to_str().ok()),
+        Some(format!("\"{}\"", changed.version).as_str())
+    );
+    assert_eq!(
+        changed.organisation["org"]["blacklist"],
+        serde_json::json!(["900", "911"])
+    );
+    let (status, _, body) = h
+        .request_with(
+            Some(&h.tokens.admin),
+            "PATCH",
+            "/v1/org",
+            json_body(r#"{"org":{"name":"late"}}"#),
+            &[("if-match", &if_match)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(ErrorBody::checked(&body).code, "version_mismatch");
+    // The new blacklist is in force for the API at once.
+    let (status, _, body) = h
+        .request(
+            "POST",
+            "/v1/callbacks",
+            json_body(r#"{"queue":"support","number":"9115550100"}"#),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+
+    // A manager: hours and switches of their unit's queue, nothing else.
+    let (status, _, body) = h
+        .request_as(
+            Some(&h.tokens.manager),
+            "PATCH",
+            "/v1/queues/support",
+            json_body(r#"{"priority":5}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(ErrorBody::checked(&body).message.starts_with("priority"));
+    let (status, _, body) = h
+        .request_as(
+            Some(&h.tokens.manager),
+            "PATCH",
+            "/v1/queues/support",
+            json_body(r#"{"hours":{"mon":"08:00-18:00"}}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let queue: serde_json::Value = json(&body);
+    assert_eq!(queue["hours"], serde_json::json!({"mon": "08:00-18:00"}));
+
+    // Pending callbacks: counted by the switches, and they keep their queue.
+    {
+        let mut store = SqliteStore::open(&h.store_path).expect("store");
+        stored_callback(&mut store, "sales", "3125550177");
+    }
+    let (status, _, body) = h.request("DELETE", "/v1/queues/sales", None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(ErrorBody::checked(&body).code, "queue_in_use");
+    let (_, switches) = h.get::<api::org::SwitchesBody>("/v1/org/switches").await;
+    assert!(
+        !switches.org.launch_enabled,
+        "the harness starts with launching off"
+    );
+    assert_eq!(switches.pending_callbacks.get("sales"), Some(&1));
+    assert!(
+        switches
+            .warnings
+            .iter()
+            .any(|w| w.contains("sales") && w.contains("1 pending callbacks")),
+        "{:?}",
+        switches.warnings
+    );
+    // Every change above wrote one audit row naming its caller.
+    let store = SqliteStore::open(&h.store_path).expect("store");
+    let audit = store
+        .audit(&callbackd::callback::store::AuditQuery {
+            from: None,
+            to: None,
+            after_id: None,
+            limit: 1000,
+        })
+        .expect("audit");
+    let org_rows: Vec<(&str, &str)> = audit
+        .iter()
+        .filter(|r| r.target.starts_with("organisation") || r.target.starts_with("queue:"))
+        .map(|r| (r.actor.as_str(), r.action.as_str()))
+        .collect();
+    assert_eq!(
+        org_rows,
+        [("root", "patch_organisation"), ("ann", "patch_queue")]
+    );
+}

@@ -45,8 +45,9 @@
 //! | GET | `/v1/audit[?from=&to=&cursor=&limit=]` | admin | `{"entries":[…],"next_cursor"}`, oldest first |
 //!
 //! Roles: a viewer reads; a manager also creates, changes and cancels the
-//! callbacks and pauses and resumes the agents of their units; an admin does everything (users, units, tokens, the
-//! org-wide gates, the audit log) and sees every unit. A user who is not an
+//! callbacks, pauses and resumes the agents and edits the hours and
+//! switches of their units' queues; an admin does everything (users, units,
+//! tokens, the organisation, the audit log) and sees every unit. A user who is not an
 //! admin sees only the callbacks and agents of the queues their units group.
 //! Every change (gates, agent pause, callbacks, users, units, tokens, passwords) writes
 //! an audit row naming the caller, with the object before and after.
