@@ -432,6 +432,7 @@ fn run(path: &Path) -> ExitCode {
     let mut api_options = callbackd::api::ApiOptions::new(&settings);
     api_options.org_version = org_version;
     let drain = settings.call().drain();
+    let config_path = path.to_owned();
     runtime.block_on(async move {
         let engine = match callbackd::engine::start(settings).await {
             Ok(engine) => engine,
@@ -455,6 +456,8 @@ fn run(path: &Path) -> ExitCode {
             }
             None => None,
         };
+        // SIGHUP reloads the engine's settings from the file.
+        tokio::spawn(reload_on_sighup(config_path, engine.control()));
         // SIGTERM drains: new calls are refused (503) while the calls in
         // progress finish, for up to call.drain_s; a second signal hangs
         // up at once.
@@ -522,6 +525,50 @@ fn raise_open_files() -> std::io::Result<u64> {
         return Ok(soft);
     }
     Ok(target)
+}
+
+/// On every SIGHUP: reads and checks the configuration file again and
+/// hands the engine its allow-lists, trunk and prompts (the organisation
+/// stays the stored one). A file that fails its checks, or a prompt that
+/// cannot be loaded, is logged with the field and the running settings
+/// stay. Listeners, ports and limits take a restart.
+async fn reload_on_sighup(path: PathBuf, control: callbackd::engine::EngineControl) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(e) => {
+            error!("cannot handle SIGHUP (reload): {e}");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        info!(file = %path.display(), "SIGHUP: reloading the configuration");
+        let file = path.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let settings = Config::load(&file)
+                .and_then(|c| c.check(base_dir(&file)))
+                .map_err(|e| e.to_string())?;
+            callbackd::engine::organisation::adopt_organisation(settings)
+                .map(|(settings, _)| settings)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        let settings = match checked {
+            Ok(Ok(settings)) => settings,
+            Ok(Err(e)) => {
+                error!("configuration not reloaded, the running one stays: {e}");
+                continue;
+            }
+            Err(e) => {
+                error!("configuration not reloaded, the running one stays: {e}");
+                continue;
+            }
+        };
+        match control.reload(settings).await {
+            Ok(()) => info!("configuration reloaded: allow-lists, trunk, prompts"),
+            Err(e) => error!("configuration not reloaded, the running one stays: {e}"),
+        }
+    }
 }
 
 async fn wait_for_signal() {

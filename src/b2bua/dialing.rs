@@ -207,6 +207,20 @@ impl Dialing {
         self.settings.trunk_targets = targets;
     }
 
+    /// The trunk's settings were reloaded (SIGHUP): numbering, caller-ID
+    /// headers, credentials, CPS cap and failover for calls from now on;
+    /// attempts under way keep theirs. The new termination's targets come
+    /// with [`Dialing::set_trunk_targets`] once resolved.
+    pub fn set_trunk(
+        &mut self,
+        trunk: TrunkSettings,
+    ) -> Result<(), crate::callback::trunk::TrunkError> {
+        self.cps = trunk.cps_limiter()?;
+        self.health = trunk.target_health();
+        self.settings.trunk = trunk;
+        Ok(())
+    }
+
     /// Takes the organisation of `settings` (changed at run time): caller
     /// IDs, number rules, cool-downs, recording and the scheduler (hours,
     /// priorities, retries, per-queue launch switches) for attempts from

@@ -134,6 +134,15 @@ pub enum MediaCommand<P = u16> {
         /// Play the recording notice to `b` first.
         notice_first: bool,
     },
+    /// The engine's settings were reloaded (SIGHUP): RTP sources are
+    /// checked against `acl` and prompts come from `prompts` from now on
+    /// (a prompt being played goes on from the same position).
+    Reload {
+        /// The RTP source allow-list.
+        acl: crate::acl::Acl,
+        /// The prompts, loaded again.
+        prompts: Arc<crate::media::prompt::PromptLibrary>,
+    },
 }
 
 /// Negotiated details of a stream beyond [`StreamParams`].
@@ -229,6 +238,7 @@ impl<P> MediaCommand<P> {
                 path,
                 notice_first,
             },
+            MediaCommand::Reload { acl, prompts } => MediaCommand::Reload { acl, prompts },
         })
     }
 }

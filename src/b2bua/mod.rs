@@ -365,6 +365,28 @@ impl Controller {
         self.process(now);
     }
 
+    /// Takes the engine's settings of `settings` again (SIGHUP): the
+    /// signalling allow-list, the trunk (its new targets follow with
+    /// [`Controller::set_trunk_targets`]) and `prompts`, for the RTP
+    /// allow-list and prompts of the media plane too. Calls in progress go
+    /// on. The organisation is not touched (see
+    /// [`Controller::apply_settings`]).
+    pub fn reload(&mut self, now: Instant, settings: &Settings, prompts: Arc<PromptLibrary>) {
+        let acl = settings.acl();
+        self.endpoint.set_acl(acl.sip_acl(), acl.action);
+        // trunk.cps_limit passed the same check in Config::check.
+        if let Err(e) = self.dialing.set_trunk(settings.trunk().clone()) {
+            tracing::warn!(error = %e, "trunk settings not reloaded");
+        }
+        self.calls.set_prompts(prompts.clone());
+        self.calls.media_command(MediaCommand::Reload {
+            acl: acl.rtp_acl(),
+            prompts,
+        });
+        info!("engine settings reloaded");
+        self.process(now);
+    }
+
     /// Switches callback registration and launching.
     pub fn set_gates(&mut self, gates: Gates) {
         self.dialing.set_launch_enabled(gates.launch_enabled);

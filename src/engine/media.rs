@@ -475,6 +475,11 @@ impl MediaThread {
                 s.extra = extra;
                 self.refresh_bridge(key);
             }
+            Command::Reload { acl, prompts } => {
+                self.cfg.acl = acl;
+                self.prompts = prompts;
+                info!("media: RTP allow-list and prompts reloaded");
+            }
             Command::Bridge { a, b } => self.bridge(a, b),
             Command::Unbridge { a, b } => self.unbridge(a, b),
             Command::Record {

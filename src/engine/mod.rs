@@ -125,6 +125,8 @@ enum Control {
     Status(oneshot::Sender<EngineStatus>),
     Agents(oneshot::Sender<Vec<AgentStatus>>),
     SetGates(Gates),
+    /// The engine's settings, reloaded (SIGHUP), with their prompts.
+    Reload(Box<Settings>, Arc<PromptLibrary>, oneshot::Sender<()>),
     /// A new organisation (the admin API changed it): applied, then acked.
     ApplySettings(Box<Settings>, oneshot::Sender<()>),
     SetPaused {
@@ -171,6 +173,28 @@ impl EngineControl {
     pub async fn set_gates(&self, gates: Gates) -> Option<Gates> {
         self.control.send(Control::SetGates(gates)).await.ok()?;
         self.gates().await
+    }
+
+    /// Takes the engine's settings of `settings` again — the allow-lists
+    /// (signalling, media), the trunk (resolved again) and the prompts
+    /// (loaded again from their files first) — for what comes next; calls
+    /// in progress go on. The organisation is not touched. Fails, keeping
+    /// the running settings, when a prompt file cannot be loaded or the
+    /// engine has stopped.
+    pub async fn reload(&self, settings: Settings) -> Result<(), String> {
+        let (settings, prompts) = tokio::task::spawn_blocking(move || {
+            let prompts = load_prompts(&settings);
+            (settings, prompts)
+        })
+        .await
+        .map_err(|e| format!("loading prompts failed: {e}"))?;
+        let prompts = prompts.map_err(|e| e.to_string())?;
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(Control::Reload(Box::new(settings), Arc::new(prompts), tx))
+            .await
+            .map_err(|_| "the engine has stopped".to_owned())?;
+        rx.await.map_err(|_| "the engine has stopped".to_owned())
     }
 
     /// Applies the organisation of `settings` (see
@@ -664,6 +688,29 @@ const BATCH: usize = 64;
 const BYE_GRACE: Duration = Duration::from_secs(3);
 
 impl Core {
+    /// See [`EngineControl::reload`]: the allow-lists at the socket, the
+    /// controller's (signalling ACL, trunk, prompts, media plane), and the
+    /// trunk's termination resolved again on a task of its own (its targets
+    /// arrive as a refresh does; the old refresh task stops with its
+    /// channel).
+    fn reload(&mut self, now: Instant, settings: &Settings, prompts: Arc<PromptLibrary>) {
+        self.transport.edge().set_sources(settings.acl().sources());
+        self.controller.reload(now, settings, prompts);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.trunk_targets = rx;
+        let dns = self.dns.clone();
+        let trunk = settings.trunk().clone();
+        tokio::spawn(async move {
+            let (targets, refresh) = resolve_trunk(dns, &trunk).await;
+            if tx.send(targets).is_err() {
+                return;
+            }
+            if let Some(refresh) = refresh {
+                refresh.run(tx).await;
+            }
+        });
+    }
+
     /// Reads both clocks: `now` for the controller's timers, and the wall
     /// clock it follows from there.
     fn now(&mut self) -> Instant {
@@ -717,6 +764,11 @@ impl Core {
                         let _ = reply.send(self.controller.agents(now));
                     }
                     Some(Control::SetGates(gates)) => self.controller.set_gates(gates),
+                    Some(Control::Reload(settings, prompts, reply)) => {
+                        let now = self.now();
+                        self.reload(now, &settings, prompts);
+                        let _ = reply.send(());
+                    }
                     Some(Control::ApplySettings(settings, reply)) => {
                         let now = self.now();
                         self.controller.apply_settings(now, &settings);

@@ -394,6 +394,14 @@ impl Edge {
             .classify(ip)
     }
 
+    /// The allow-lists were reloaded: `sources`' trunk and agent lists from
+    /// now on, with the trunk targets resolved so far.
+    pub fn set_sources(&self, mut sources: Sources) {
+        let mut current = self.sources.write().unwrap_or_else(PoisonError::into_inner);
+        sources.set_trunk_targets(current.trunk_targets().to_vec());
+        *current = sources;
+    }
+
     /// The trunk's termination resolved to `targets`: they are trunks from
     /// now on (the previous resolved set is replaced).
     pub fn set_trunk_targets(&self, targets: impl IntoIterator<Item = IpAddr>) {

@@ -210,7 +210,9 @@ impl FakeMedia {
                 self.streams.remove(key);
                 self.events.push_back(MediaEvent::Removed { key: *key });
             }
-            MediaCommand::Extra { .. } | MediaCommand::Record { .. } => {}
+            MediaCommand::Extra { .. }
+            | MediaCommand::Record { .. }
+            | MediaCommand::Reload { .. } => {}
             MediaCommand::Bridge { a, b } => {
                 for (x, y) in [(a, b), (b, a)] {
                     if let Some(s) = self.streams.get_mut(x) {

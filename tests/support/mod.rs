@@ -1979,7 +1979,12 @@ pub fn status_code(message: &[u8]) -> Option<u16> {
 /// 500 ms for 4 s, and returns the first final response's status code for
 /// that Call-ID.
 pub fn udp_options(target: SocketAddr, id: &str) -> Result<u16, String> {
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
+    udp_options_from(IpAddr::V4(Ipv4Addr::LOCALHOST), target, id)
+}
+
+/// [`udp_options`] from a socket on `source` (another loopback address).
+pub fn udp_options_from(source: IpAddr, target: SocketAddr, id: &str) -> Result<u16, String> {
+    let socket = UdpSocket::bind((source, 0)).map_err(|e| e.to_string())?;
     let local = socket.local_addr().map_err(|e| e.to_string())?;
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))

@@ -241,6 +241,17 @@ impl Calls {
         self.gates = gates;
     }
 
+    /// Queues a command for the media plane.
+    pub fn media_command(&mut self, command: MediaCommand) {
+        self.media.push_back(command);
+    }
+
+    /// Plays prompts from `prompts` from now on (reloaded files).
+    pub fn set_prompts(&mut self, prompts: Arc<PromptLibrary>) {
+        self.hold = prompts.id("hold_music");
+        self.prompts = prompts;
+    }
+
     /// Takes the organisation of `settings` (changed at run time): the
     /// organisation's switches, hours and number rules, and every queue's
     /// settings, effective for the next call. Calls in progress keep their

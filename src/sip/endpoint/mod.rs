@@ -442,6 +442,13 @@ struct MergeKey {
 }
 
 impl Endpoint {
+    /// Checks signalling sources against `acl` from now on, and answers
+    /// refused ones per `action` (the engine's settings were reloaded).
+    pub fn set_acl(&mut self, acl: Acl, action: AclAction) {
+        self.cfg.acl = acl;
+        self.cfg.acl_action = action;
+    }
+
     /// Handles REGISTERs from now on (the first registering agent was added
     /// at run time) or answers them 405.
     pub fn set_registrar_enabled(&mut self, enabled: bool) {
