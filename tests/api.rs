@@ -24,8 +24,9 @@ use tower::ServiceExt;
 
 use callbackd::api::{self, ApiOptions, ApiServer, Rule};
 use callbackd::callback::QueueId;
+use callbackd::callback::store::testing::user_with_token;
 use callbackd::callback::store::{
-    AccountStore, Change, NewCallback, NewToken, NewUser, Registration, Role, SqliteStore, Store,
+    AccountStore, Change, NewCallback, NewToken, Registration, Role, SqliteStore, Store,
     TokenSecret,
 };
 use callbackd::config::Config;
@@ -78,37 +79,6 @@ struct Tokens {
     manager: String,
     other_manager: String,
     viewer: String,
-}
-
-/// Creates `name` with `role` and `units` in `store` and returns a token.
-fn user_with_token(store: &mut SqliteStore, name: &str, role: Role, units: &[&str]) -> String {
-    let change = Change {
-        actor: "test".into(),
-        at: Timestamp::now(),
-    };
-    store
-        .create_user(
-            &NewUser {
-                name: name.into(),
-                role,
-                units: units.iter().map(|u| (*u).to_owned()).collect(),
-            },
-            &change,
-        )
-        .expect("create user");
-    let secret = TokenSecret::generate().expect("OS randomness");
-    store
-        .issue_token(
-            &NewToken {
-                user: name.into(),
-                label: "test".into(),
-                expires_at: None,
-                hash: secret.hash,
-            },
-            &change,
-        )
-        .expect("issue token");
-    secret.text
 }
 
 impl Harness {

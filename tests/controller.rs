@@ -1400,18 +1400,7 @@ fn an_inbound_call_is_routed_to_the_queue_of_its_did() {
         ("did-1", "+8005550199", "sales"),
         ("did-2", "3125550100", "support"),
     ] {
-        let mut caller = Peer::new("127.0.0.1:5070", call_id);
-        let invite = caller
-            .request("INVITE", Some(&offer(40000, 1, "sendrecv")))
-            .replacen("sip:3125550100@", &format!("sip:{user}@"), 1);
-        h.deliver(caller.addr, &invite);
-        let ok = h.responses(call_id, 200, "INVITE")[0]
-            .response()
-            .expect("200")
-            .clone();
-        caller.learn(&ok);
-        let ack = caller.request("ACK", None);
-        h.deliver(caller.addr, &ack);
+        call_to(&mut h, call_id, user);
         let key = h.stream_key(call_id);
         let asked = h.store_log.iter().find_map(|(_, r)| match r {
             callbackd::b2bua::store::StoreRequest::PendingAhead { call, queue, .. }

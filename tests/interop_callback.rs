@@ -1067,7 +1067,7 @@ fn a_callback_created_through_the_api_launches_at_its_scheduled_time() {
 /// A token of manager `ann`, whose unit `east` groups the queue `support`,
 /// written to the test's store file before the engine starts.
 fn manager_token(dir: &TestDir) -> String {
-    use callbackd::callback::store::{AccountStore, Change, NewToken, NewUser, Role, TokenSecret};
+    use callbackd::callback::store::{AccountStore, Change, Role, testing::user_with_token};
     let mut store = SqliteStore::open(&dir.join("callbackd.sqlite")).expect("open the store");
     let change = Change {
         actor: "test".into(),
@@ -1076,29 +1076,7 @@ fn manager_token(dir: &TestDir) -> String {
     store
         .create_unit("east", &[QueueId("support".into())], &change)
         .expect("unit");
-    store
-        .create_user(
-            &NewUser {
-                name: "ann".into(),
-                role: Role::Manager,
-                units: vec!["east".into()],
-            },
-            &change,
-        )
-        .expect("user");
-    let secret = TokenSecret::generate().expect("OS randomness");
-    store
-        .issue_token(
-            &NewToken {
-                user: "ann".into(),
-                label: "test".into(),
-                expires_at: None,
-                hash: secret.hash,
-            },
-            &change,
-        )
-        .expect("token");
-    secret.text
+    user_with_token(&mut store, "ann", Role::Manager, &["east"])
 }
 
 /// Issue 11 acceptance 3: with the engine running, a manager switches

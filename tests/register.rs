@@ -21,9 +21,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tower::ServiceExt;
 
 use callbackd::api;
-use callbackd::callback::store::{
-    AccountStore, Change, NewToken, NewUser, Role, SqliteStore, TokenSecret,
-};
+use callbackd::callback::store::{AccountStore, Change, Role, SqliteStore};
 use callbackd::config::Config;
 use callbackd::engine::{self, EngineHandle};
 use callbackd::sip::digest::{Credentials, DigestRequest};
@@ -109,29 +107,12 @@ impl Harness {
             };
             let queues: Vec<_> = options.queues.clone();
             store.create_unit("all", &queues, &change).expect("unit");
-            store
-                .create_user(
-                    &NewUser {
-                        name: "reader".into(),
-                        role: Role::Viewer,
-                        units: vec!["all".into()],
-                    },
-                    &change,
-                )
-                .expect("user");
-            let secret = TokenSecret::generate().expect("OS randomness");
-            store
-                .issue_token(
-                    &NewToken {
-                        user: "reader".into(),
-                        label: "test".into(),
-                        expires_at: None,
-                        hash: secret.hash,
-                    },
-                    &change,
-                )
-                .expect("token");
-            secret.text
+            callbackd::callback::store::testing::user_with_token(
+                &mut store,
+                "reader",
+                Role::Viewer,
+                &["all"],
+            )
         };
         let engine = engine::start(settings).await.expect("engine starts");
         let sip = engine.udp_addr().expect("UDP bound");

@@ -1005,6 +1005,46 @@ macro_rules! manage_store_suite {
     };
 }
 
+/// Creates user `name` with `role` in `units` (which must exist) and
+/// issues it an API token, in `store` (any [`AccountStore`]); the token's
+/// text. Panics on failure: for test set-up.
+///
+/// [`AccountStore`]: super::AccountStore
+pub fn user_with_token(
+    store: &mut impl super::AccountStore,
+    name: &str,
+    role: super::Role,
+    units: &[&str],
+) -> String {
+    let change = super::Change {
+        actor: "test".into(),
+        at: Timestamp::now(),
+    };
+    store
+        .create_user(
+            &super::NewUser {
+                name: name.into(),
+                role,
+                units: units.iter().map(|u| (*u).to_owned()).collect(),
+            },
+            &change,
+        )
+        .expect("create user");
+    let secret = super::TokenSecret::generate().expect("OS randomness");
+    store
+        .issue_token(
+            &super::NewToken {
+                user: name.into(),
+                label: "test".into(),
+                expires_at: None,
+                hash: secret.hash,
+            },
+            &change,
+        )
+        .expect("issue token");
+    secret.text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
