@@ -257,7 +257,7 @@ pub const LABELLED: [(&str, Kind, &[&str], &str); 19] = [
         "callbackd_scheduler_lag_seconds",
         Kind::Histogram,
         &[],
-        "From a callback's due time to its launch (hours, a free agent, a line and the poll included).",
+        "From a callback's due time (a retry's or a scheduled callback's) to its launch (hours, a free agent, a line and the poll included).",
     ),
     (
         "callbackd_store_commit_seconds",

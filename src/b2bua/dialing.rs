@@ -750,7 +750,7 @@ impl Dialing {
                 }
                 live.answered = Some(now);
                 let _ = env.roster.agents_mut().answered(&live.agent, now);
-                if !env.calls.connect_to_agent(now, live.caller, call) {
+                if !env.calls.connect_to_agent(live.caller, call) {
                     // The caller left (or started registering) meanwhile.
                     let _ = env.endpoint.hangup(now, call);
                 }

@@ -119,8 +119,10 @@ pub struct Telemetry {
     /// INVITE minus registration minus the announced ECBT, in seconds
     /// (see [`ecbt_error`]); callbacks with no ECBT announced are left out.
     pub ecbt_error: BTreeMap<QueueId, Histogram>,
-    /// Seconds from a callback's due time (`next_attempt_at`) to its launch
-    /// (the claim): waiting for hours, a free agent, a line, a poll.
+    /// Seconds from a callback's due time (`next_attempt_at`: a retry's, a
+    /// scheduled callback's) to its launch (the claim): waiting for hours,
+    /// a free agent, a line, a poll. A first attempt of an IVR callback has
+    /// no due time (it waits for its turn) and is not observed.
     pub scheduler_lag: Histogram,
 }
 

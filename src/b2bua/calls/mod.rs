@@ -127,8 +127,6 @@ struct CallCtx {
     digits: DigitMerger,
     /// The agent leg this caller is talking to (the IVR is then detached).
     connected_to: Option<CallKey>,
-    /// When it was connected to that agent (its handle time starts).
-    connected_at: Option<Instant>,
     /// The callback this call registered, for its CDR row.
     callback: Option<CallbackId>,
     /// The caller (From URI), for its CDR row.
@@ -895,7 +893,6 @@ impl Calls {
             play_token: 0,
             digits: DigitMerger::new(),
             connected_to: None,
-            connected_at: None,
             callback: None,
             from: request.headers.from.uri.to_string(),
             max_deadline: None,
@@ -1153,10 +1150,8 @@ impl Calls {
             return;
         };
         info!(call_id = %ctx.call_id, ?reason, "call ended");
-        if let Some(at) = ctx.connected_at {
-            let queue = self.queues[ctx.queue].id.clone();
-            self.record_handle_time(&queue, now.saturating_duration_since(at));
-        }
+        // A caller connected to an agent: the handle time is the agent
+        // leg's, recorded once by the dialing side when that leg ends.
         // Issue 4 point 6: a CDR row for the inbound leg too (answered at
         // once; linked to the callback it registered, if any).
         self.store
@@ -1216,7 +1211,7 @@ impl Calls {
     /// Connects a waiting caller to an answered agent leg: the IVR stops,
     /// the caller leaves the queue, RTP is bridged. False when the caller is
     /// gone or no longer waiting (the agent leg should then be hung up).
-    pub fn connect_to_agent(&mut self, now: Instant, caller: CallKey, agent_leg: CallKey) -> bool {
+    pub fn connect_to_agent(&mut self, caller: CallKey, agent_leg: CallKey) -> bool {
         let Some(ctx) = self.calls.get_mut(&caller) else {
             return false;
         };
@@ -1227,7 +1222,6 @@ impl Calls {
         ctx.flow = None;
         ctx.scheduled = None;
         ctx.connected_to = Some(agent_leg);
-        ctx.connected_at = Some(now);
         ctx.play_token = ctx.play_token.wrapping_add(1);
         if let Some(q) = self.acd.queue_mut(&self.queues[ctx.queue].id) {
             q.leave(CallerId(caller.0));
