@@ -21,7 +21,7 @@
 //! | GET | `/v1/callbacks[?status=&queue=&number=&from=&to=]` | viewer | the callbacks of the caller's units, oldest first (`from`/`to`: `registered_at`), as an array |
 //! | GET | `/v1/callbacks?…&limit=N[&cursor=C]` | viewer | the same filters, paged: `{"callbacks":[…],"next_cursor"}` (`limit` 1..=1000, 100 with only a cursor) |
 //! | POST | `/v1/callbacks` | manager | `{"queue","number","scheduled_for"?,"not_after"?,"priority"?,"data"?}`, `Idempotency-Key`? → 201 with the callback and `Location`; 409 `already_scheduled` naming the pending one; 422 naming the field (number invalid, blacklisted, international not allowed; time in the past or over 30 days; data); 429 `too_many_callbacks` with `Retry-After` |
-//! | GET | `/v1/callbacks/{id}` | viewer | the callback with `attempt_log` and `legs` (its CDR rows) |
+//! | GET | `/v1/callbacks/{id}` | viewer | the callback with `attempt_log` and `legs` (its CDR rows); `customer_dialed_at` and `ecbt_error_s` once the customer was dialed |
 //! | PATCH | `/v1/callbacks/{id}` | manager | `{"scheduled_for"?,"number"?,"priority"?}` → 200; 409 `not_pending` unless pending, 409 `already_scheduled` for a number taken in the queue |
 //! | DELETE | `/v1/callbacks/{id}` | manager | cancels a pending callback → 200 with it; 409 `not_pending` otherwise |
 //! | POST | `/v1/callbacks/cancel` | manager | `{"number","queue"?}` → 200 `{"cancelled":[…]}`: every pending callback of that number in the caller's units (or that queue) |
