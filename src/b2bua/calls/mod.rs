@@ -283,6 +283,7 @@ impl Calls {
                         gates: q.gates,
                         retired: false,
                         estimator: settings.estimator(),
+                        last_quoted: None,
                     });
                     self.queues.len() - 1
                 }
@@ -342,6 +343,7 @@ impl Calls {
     pub fn queue_ecbts(&self, agents: &Agents) -> Vec<QueueEcbt> {
         self.queues
             .iter()
+            .filter(|q| !q.retired)
             .map(|q| QueueEcbt {
                 queue: q.id.clone(),
                 average_handle_time: q.estimator.average_handle_time(),
