@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tower::ServiceExt;
 
-use callbackd::api::{self, ApiOptions, ApiServer, Rule};
+use callbackd::api::{self, ApiOptions, ApiServer, Rule, metrics};
 use callbackd::callback::QueueId;
 use callbackd::callback::store::testing::user_with_token;
 use callbackd::callback::store::{
@@ -346,6 +346,8 @@ struct CallbackBody {
     scheduled_for: Option<String>,
     created_by: Option<String>,
     data: Option<serde_json::Value>,
+    customer_dialed_at: Option<String>,
+    ecbt_error_s: Option<i64>,
 }
 
 fn json<T: DeserializeOwned>(body: &[u8]) -> T {
@@ -390,10 +392,30 @@ async fn health_is_ok_while_the_engine_runs_and_stopped_after() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body.status, "ok");
 
+    let (status, ready) = h.get::<serde_json::Value>("/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(
+        ready["checks"],
+        serde_json::json!({"draining": true, "engine": true, "sip": true, "store": true})
+    );
+
     h.engine.take().expect("engine").shutdown().await;
     let (status, body) = h.get::<HealthBody>("/health").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body.status, "stopped");
+    // The process still serves HTTP: alive, not ready.
+    let (status, alive) = h.get::<serde_json::Value>("/healthz").await;
+    assert_eq!(
+        (status, alive["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+    let (status, ready) = h.get::<serde_json::Value>("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        ready["not_ready"],
+        serde_json::json!(["engine", "draining", "sip"])
+    );
     let e = h
         .refused("GET", "/v1/stats", None, StatusCode::SERVICE_UNAVAILABLE)
         .await;
@@ -699,6 +721,8 @@ async fn callbacks_lists_stored_rows_with_a_status_filter() {
         scheduled_for: None,
         created_by: None,
         data: None,
+        customer_dialed_at: None,
+        ecbt_error_s: None,
     };
     let (status, rows) = h.get::<Vec<CallbackBody>>("/v1/callbacks").await;
     assert_eq!(status, StatusCode::OK);
@@ -713,6 +737,43 @@ async fn callbacks_lists_stored_rows_with_a_status_filter() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert!(rows.is_empty());
+    assert_eq!(
+        sample(
+            &metrics_text(&h).await,
+            r#"callbackd_callbacks{queue="support",status="pending"}"#
+        ),
+        Some(1)
+    );
+
+    // An attempt that dialed the customer 5 minutes after registration,
+    // 7 announced (launching is off here: the engine leaves it alone).
+    let dialed = Timestamp::from_second(second + 115 + 300).expect("ts");
+    {
+        use callbackd::callback::scheduler::Outcome;
+        use callbackd::callback::store::{Attempt, LaunchStore, NextStep};
+        let mut store = SqliteStore::open(&h.store_path).expect("store");
+        assert!(store.claim(id, registered_at).expect("claim"));
+        let attempt = Attempt {
+            started_at: dialed,
+            ended_at: dialed,
+            outcome: Outcome::Busy,
+            sip_status: Some(486),
+            agent: Some("alice".into()),
+            customer_dialed_at: Some(dialed),
+        };
+        let next = NextStep::Retry { at: expires_at };
+        store.record_attempt(id, &attempt, &next).expect("recorded");
+    }
+    let (status, one) = h
+        .get::<serde_json::Value>(&format!("/v1/callbacks/{}", id.0))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["customer_dialed_at"], rfc3339(dialed).as_str());
+    assert_eq!(one["ecbt_error_s"], -120, "2 minutes early: {one}");
+    assert_eq!(
+        one["attempt_log"][0]["customer_dialed_at"],
+        rfc3339(dialed).as_str()
+    );
 }
 
 /// `2026-03-02T15:04:05.123Z`: UTC, milliseconds only when there are some.
@@ -789,6 +850,29 @@ async fn metrics_expose_every_family_with_help_and_type() {
         );
         assert!(sample(&text, name).is_some(), "sample {name}");
     }
+    // Every family of the exposition, old and new, has its HELP and TYPE
+    // (labelled ones may have no sample yet).
+    let all = metrics::FAMILIES
+        .iter()
+        .map(|(name, kind, _)| (*name, kind.as_str()))
+        .chain(
+            metrics::LABELLED
+                .iter()
+                .map(|(name, kind, _, _)| (*name, kind.as_str())),
+        )
+        .chain([(metrics::DROPPED.0, "counter")]);
+    for (name, kind) in all {
+        assert!(
+            text.lines().any(|l| l == format!("# TYPE {name} {kind}")),
+            "TYPE {name} {kind} in\n{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# HELP {name} "))),
+            "HELP {name}"
+        );
+    }
+    assert_eq!(sample(&text, "callbackd_store_up"), Some(1));
     assert_eq!(sample(&text, "callbackd_calls"), Some(0));
     // From [org]: registration on, launching off.
     assert_eq!(
@@ -889,6 +973,26 @@ async fn a_live_call_shows_in_stats_and_health_drains_on_shutdown() {
     assert_eq!(sample(&text, "callbackd_calls"), Some(1));
     assert_eq!(sample(&text, "callbackd_rtp_ports_in_use"), Some(1));
     assert_eq!(sample(&text, "callbackd_incoming_calls_total"), Some(1));
+    // The call's SIP: our 100 and 200 to its INVITE.
+    for code in [100, 200] {
+        let name =
+            format!("callbackd_sip_responses_sent_total{{code=\"{code}\",method=\"INVITE\"}}");
+        assert_eq!(sample(&text, &name), Some(1), "{name} in\n{text}");
+    }
+    // The greeting goes out as RTP; the media thread publishes its
+    // counters once a second: wait for them (bounded).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let out = r#"callbackd_rtp_packets_total{direction="out"}"#;
+    while sample(&metrics_text(&h).await, out).unwrap_or(0) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no RTP counted in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, ready) = h.get::<serde_json::Value>("/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(ready["not_ready"], serde_json::json!([]));
 
     // Shut down: the engine hangs up (BYE to us) and drains until answered.
     let engine = h.engine.take().expect("engine");
@@ -905,6 +1009,15 @@ async fn a_live_call_shows_in_stats_and_health_drains_on_shutdown() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
     );
     assert!(h.get::<StatsBody>("/v1/stats").await.1.draining);
+    // Draining: alive, but not ready, and saying why.
+    assert_eq!(
+        h.get::<serde_json::Value>("/healthz").await.0,
+        StatusCode::OK
+    );
+    let (status, ready) = h.get::<serde_json::Value>("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready["status"], "not_ready");
+    assert_eq!(ready["not_ready"], serde_json::json!(["draining"]));
     assert_eq!(
         sample(&metrics_text(&h).await, "callbackd_draining"),
         Some(1)
@@ -1091,6 +1204,8 @@ fn matrix_cases(token_id: i64, cb: &MatrixCallbacks) -> Vec<Case> {
     use StatusCode as S;
     vec![
         case(Rule::Public, "GET", "/health", "/health", None, S::OK),
+        case(Rule::Public, "GET", "/healthz", "/healthz", None, S::OK),
+        case(Rule::Public, "GET", "/readyz", "/readyz", None, S::OK),
         case(Rule::Metrics, "GET", "/metrics", "/metrics", None, S::OK),
         case(Rule::Viewer, "GET", "/v1/stats", "/v1/stats", None, S::OK),
         case(Rule::Viewer, "GET", "/v1/gates", "/v1/gates", None, S::OK),

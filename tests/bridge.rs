@@ -484,6 +484,31 @@ fn hold_stops_relaying_and_rtcp_is_terminated_per_leg() {
     assert_eq!((block.highest_seq, block.cumulative_lost), (7, 0));
     assert_eq!(block.lsr, 0x5678_0000, "LSR from A's SR");
 
+    // The metrics: what the media thread counted, published once a second
+    // (wait for the report on A to be in them, bounded).
+    let end = Instant::now() + Duration::from_secs(3);
+    let totals = loop {
+        let t = rig.media.totals();
+        if t.jitter.count() >= 1 || Instant::now() >= end {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        totals.jitter.count() >= 1,
+        "jitter at our report: {totals:?}"
+    );
+    assert_eq!(
+        (totals.rtp_received, totals.rtp_relayed),
+        (8, 3),
+        "{totals:?}"
+    );
+    assert!(
+        totals.rtcp_received >= 1 && totals.rtcp_sent >= 2,
+        "{totals:?}"
+    );
+    assert_eq!(totals.rtp_lost, 0, "A's packets came in order: {totals:?}");
+
     // A sent nothing for longer than the 2 s timeout, but the call is on
     // hold: no timeout.
     while let Ok(ev) = rig.events.try_recv() {

@@ -1234,6 +1234,199 @@ fn the_ecbt_follows_the_handle_time_of_live_calls() {
     assert_eq!(second_callers_ecbt(&mut h), "number_5");
 }
 
+const BOB: &str = "127.0.0.1:5082";
+
+/// The agent INVITE to `who` (its URI names the agent), answered at once.
+fn answer_agent(h: &mut Harness, who: &str, contact: &str) -> callbackd::sip::message::Request {
+    let i = h.run_until_sent(secs(30), |s| {
+        s.request()
+            .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains(who))
+    });
+    let invite = h.sent[i].request().expect("INVITE").clone();
+    let tag = format!("{who}-tag");
+    let ok = answer(
+        &invite,
+        200,
+        &tag,
+        contact,
+        Some(&offer(41000, 1, "sendrecv")),
+    );
+    h.deliver(addr(contact), &ok);
+    invite
+}
+
+/// Issue 11 acceptance 5. Two agents take two live calls of known length
+/// (2 and 6 minutes): the rolling handle time is their mean, 4 minutes,
+/// and a caller with one caller ahead hears 1 × 4 / 2 agents = 2 minutes
+/// (1 on the 60 s seed). That caller registers; its callback is launched
+/// and the customer dialed at an instant the fake clock gives, and the
+/// ECBT error stored and exported is exactly that instant minus the
+/// registration minus the 2 minutes announced.
+#[test]
+fn two_agents_set_the_ecbt_and_the_first_customer_dial_records_its_error() {
+    let bob =
+        format!("[[agents]]\nid = \"bob\"\nuri = \"sip:bob@{BOB}\"\nqueues = [\"support\"]\n");
+    let config = driver::config(&callback_config(&format!(
+        "[ecbt]\naht_s = 60\nwindow = 2\n{bob}"
+    )));
+    let mut h = Harness::with_trunk(&config, vec![udp_target(CARRIER)]);
+    h.answers_bye.extend([
+        addr(AGENT),
+        addr(BOB),
+        addr(CARRIER),
+        addr("127.0.0.1:5070"),
+        addr("127.0.0.1:5072"),
+        addr("127.0.0.1:5074"),
+        addr("127.0.0.1:5076"),
+    ]);
+    call_in(&mut h, "127.0.0.1:5070", "live-1", 40000);
+    call_in(&mut h, "127.0.0.1:5072", "live-2", 40002);
+    let to_alice = answer_agent(&mut h, "alice", AGENT);
+    let alice_answered = h.elapsed();
+    let to_bob = answer_agent(&mut h, "bob", BOB);
+    let bob_answered = h.elapsed();
+    // Alice talks 2 minutes, Bob 6 (from their answers).
+    h.advance(alice_answered + secs(120) - h.elapsed());
+    h.deliver(
+        addr(AGENT),
+        &in_dialog(&to_alice, "BYE", "alice-tag", AGENT, 2),
+    );
+    h.advance(bob_answered + secs(360) - h.elapsed());
+    h.deliver(addr(BOB), &in_dialog(&to_bob, "BYE", "bob-tag", BOB, 2));
+    h.advance(secs(5));
+    let support = h.ctl.queue_ecbts();
+    assert_eq!(support[0].average_handle_time, secs(240), "{support:?}");
+    assert_eq!(support[0].staffed_agents, 2);
+
+    // One caller waiting ahead: 1 × 240 s / 2 agents = 2 minutes.
+    call_in(&mut h, "127.0.0.1:5074", "wait-a", 40100);
+    let mut caller = call_in(&mut h, "127.0.0.1:5076", "reg", 40102);
+    let (_, first) = h.plays("reg")[0].clone();
+    assert_eq!(
+        first,
+        [
+            "welcome",
+            "ecbt_intro",
+            "ecbt_about",
+            "number_2",
+            "minutes",
+            "callback_offer"
+        ]
+    );
+    // The caller ahead leaves; this one keys its number and confirms.
+    let mut ahead = Peer::new("127.0.0.1:5074", "wait-a");
+    ahead.to_tag = h.responses("wait-a", 200, "INVITE")[0]
+        .response()
+        .and_then(|r| r.headers.to.tag.as_deref().map(str::to_owned));
+    ahead.cseq = 2;
+    let bye = ahead.request("BYE", None);
+    h.deliver(ahead.addr, &bye);
+    h.advance(secs(2));
+    h.digit("reg", '1');
+    h.advance(secs(1));
+    h.digits("reg", "3125550188", ms(100));
+    h.advance(secs(15));
+    h.digit("reg", '1');
+    let row = h.rows().into_iter().next().expect("registered");
+    assert_eq!(row.ecbt_quoted_minutes, 2);
+    let registered = row.registered_at;
+    caller.cseq += 1;
+
+    // Launched at the next poll: an agent answers, the customer is dialed.
+    let i = h.run_until_sent(secs(30), |s| {
+        s.request().is_some_and(|r| {
+            r.method.as_str() == "INVITE" && (r.uri.contains("alice") || r.uri.contains("bob"))
+        })
+    });
+    let agent_invite = h.sent[i].request().expect("INVITE").clone();
+    let (tag, contact) = if agent_invite.uri.contains("alice") {
+        ("alice-tag", AGENT)
+    } else {
+        ("bob-tag", BOB)
+    };
+    h.advance(ms(700));
+    let ok = answer(
+        &agent_invite,
+        200,
+        tag,
+        contact,
+        Some(&offer(41000, 1, "sendrecv")),
+    );
+    h.deliver(addr(contact), &ok);
+    let i = h.run_until_sent(secs(20), is_invite_to_customer);
+    let dialed_at: jiff::Timestamp = WALL0.parse::<jiff::Timestamp>().expect("WALL0")
+        + jiff::SignedDuration::try_from(h.sent[i].at).expect("offset");
+    let error = dialed_at.duration_since(registered) - jiff::SignedDuration::from_mins(2);
+    let invite = h.sent[i].request().expect("INVITE").clone();
+    let ok = answer(
+        &invite,
+        200,
+        "cust-tag",
+        CARRIER,
+        Some(&offer(42000, 1, "sendrecv")),
+    );
+    h.deliver(addr(CARRIER), &ok);
+    h.advance(secs(30));
+    h.deliver(
+        addr(CARRIER),
+        &in_dialog(&invite, "BYE", "cust-tag", CARRIER, 2),
+    );
+    h.advance(secs(5));
+
+    // Stored with the callback...
+    let stored = callbackd::callback::store::ManageStore::get(&h.store, row.id)
+        .expect("read")
+        .expect("stored");
+    // The store keeps milliseconds.
+    let dialed_ms = dialed_at.as_millisecond();
+    assert_eq!(
+        stored.row.customer_dialed_at.map(|t| t.as_millisecond()),
+        Some(dialed_ms)
+    );
+    assert_eq!(
+        stored.ecbt_error_ms,
+        Some(dialed_ms - registered.as_millisecond() - 120_000)
+    );
+    assert!(
+        error.is_negative(),
+        "dialed within the 2 minutes: {error:?}"
+    );
+    // ... and exported per queue, with the gauges the estimate came from.
+    let totals = h.ctl.totals();
+    let support = callbackd::callback::QueueId("support".into());
+    let histogram = &totals.calls.ecbt_error[&support];
+    assert_eq!(histogram.count(), 1);
+    assert!((histogram.sum() - error.as_secs_f64()).abs() < 1e-9);
+    let status = callbackd::engine::EngineStatus {
+        stats: h.ctl.stats(),
+        gates: h.ctl.gates(),
+        draining: false,
+        totals,
+        edge: Default::default(),
+        queues: h.ctl.queue_ecbts(),
+        media: Default::default(),
+        commits: Default::default(),
+        sip_bound: true,
+    };
+    let text = callbackd::api::metrics::render(&status);
+    for line in [
+        format!(
+            "callbackd_ecbt_error_seconds_sum{{queue=\"support\"}} {}",
+            error.as_secs_f64()
+        ),
+        "callbackd_ecbt_error_seconds_count{queue=\"support\"} 1".to_owned(),
+        "callbackd_ecbt_announced_minutes{queue=\"support\"} 2".to_owned(),
+        "callbackd_ecbt_staffed_agents{queue=\"support\"} 2".to_owned(),
+        // An IVR callback has no due time: its wait is its turn, not lag.
+        "callbackd_scheduler_lag_seconds_count 0".to_owned(),
+        "callbackd_calls_ended_total{direction=\"outbound_customer\",outcome=\"answered\"} 1"
+            .to_owned(),
+        "callbackd_dtmf_digits_total{source=\"rfc4733\"} 12".to_owned(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+}
+
 #[test]
 fn the_ecbt_divides_by_the_agents_staffing_the_queue_now() {
     let bob =
@@ -1870,6 +2063,10 @@ fn a_callback_scheduled_ten_minutes_ahead_is_dialled_at_its_time_not_before() {
         h.rows()[0].status,
         callbackd::callback::store::Status::Dialing
     );
+    // The scheduler lag metric: due at 600 s, launched at the poll.
+    let lag = h.ctl.totals().calls.scheduler_lag;
+    assert_eq!(lag.count(), 1);
+    assert_eq!(lag.sum(), (at - secs(600)).as_secs_f64());
 }
 
 /// A scheduled callback that cannot be launched before its window ends

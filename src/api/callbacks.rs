@@ -106,6 +106,14 @@ pub struct CallbackBody {
     pub created_by: Option<String>,
     /// Its free key/value data.
     pub data: Option<Value>,
+    /// When the customer was first dialed (the customer leg's first
+    /// INVITE), once an attempt that dialed it is recorded.
+    pub customer_dialed_at: Option<String>,
+    /// How far the announced ECBT was off, in whole seconds (rounded):
+    /// `customer_dialed_at − registered_at − ecbt_quoted_minutes × 60`;
+    /// positive when the customer was called later than announced. `null`
+    /// when no ECBT was announced (0 quoted) or not dialed yet.
+    pub ecbt_error_s: Option<i64>,
 }
 
 impl From<CallbackRow> for CallbackBody {
@@ -128,6 +136,8 @@ impl From<CallbackRow> for CallbackBody {
             scheduled_for: None,
             created_by: None,
             data: None,
+            customer_dialed_at: r.customer_dialed_at.map(|t| t.to_string()),
+            ecbt_error_s: None,
         }
     }
 }
@@ -137,6 +147,8 @@ impl From<ManagedRow> for CallbackBody {
         CallbackBody {
             scheduled_for: m.scheduled_for.map(|t| t.to_string()),
             created_by: m.created_by,
+            // Milliseconds to the nearest second, halves away from zero.
+            ecbt_error_s: m.ecbt_error_ms.map(|ms| (ms + ms.signum() * 500) / 1000),
             // Stored only after validation as an object; a row written
             // otherwise shows its text.
             data: m
@@ -678,6 +690,7 @@ struct AttemptBody {
     outcome: &'static str,
     sip_status: Option<u16>,
     agent: Option<String>,
+    customer_dialed_at: Option<String>,
 }
 
 impl From<AttemptRow> for AttemptBody {
@@ -689,6 +702,7 @@ impl From<AttemptRow> for AttemptBody {
             outcome: a.attempt.outcome.as_str(),
             sip_status: a.attempt.sip_status,
             agent: a.attempt.agent,
+            customer_dialed_at: a.attempt.customer_dialed_at.map(|t| t.to_string()),
         }
     }
 }

@@ -12,6 +12,8 @@
 //! | method | path | rule | answer |
 //! |---|---|---|---|
 //! | GET | `/health` | public | 200 `{"status":"ok"}`; 503 `{"status":"draining"}` while shutting down, `{"status":"stopped"}` once the engine is gone |
+//! | GET | `/healthz` | public | liveness: 200 `{"status":"ok"}` while the process serves HTTP |
+//! | GET | `/readyz` | public | readiness: 200 `{"status":"ready",…}` when the engine runs, is not draining, the store opens read-write and answers, and the SIP sockets are bound; else 503 `{"status":"not_ready","not_ready":["engine"|"draining"|"store"|"sip",…],"checks":{…}}` |
 //! | GET | `/metrics` | public (viewer when `[api] metrics_public = false`) | Prometheus text format 0.0.4 (see [`metrics`]) |
 //! | GET | `/v1/stats` | viewer | live counters ([`crate::engine::EngineStats`]) and totals since start-up |
 //! | GET | `/v1/gates` | viewer | `{"registration_enabled":bool,"launch_enabled":bool}` |
@@ -19,7 +21,7 @@
 //! | GET | `/v1/callbacks[?status=&queue=&number=&from=&to=]` | viewer | the callbacks of the caller's units, oldest first (`from`/`to`: `registered_at`), as an array |
 //! | GET | `/v1/callbacks?…&limit=N[&cursor=C]` | viewer | the same filters, paged: `{"callbacks":[…],"next_cursor"}` (`limit` 1..=1000, 100 with only a cursor) |
 //! | POST | `/v1/callbacks` | manager | `{"queue","number","scheduled_for"?,"not_after"?,"priority"?,"data"?}`, `Idempotency-Key`? → 201 with the callback and `Location`; 409 `already_scheduled` naming the pending one; 422 naming the field (number invalid, blacklisted, international not allowed; time in the past or over 30 days; data); 429 `too_many_callbacks` with `Retry-After` |
-//! | GET | `/v1/callbacks/{id}` | viewer | the callback with `attempt_log` and `legs` (its CDR rows) |
+//! | GET | `/v1/callbacks/{id}` | viewer | the callback with `attempt_log` and `legs` (its CDR rows); `customer_dialed_at` and `ecbt_error_s` once the customer was dialed |
 //! | PATCH | `/v1/callbacks/{id}` | manager | `{"scheduled_for"?,"number"?,"priority"?}` → 200; 409 `not_pending` unless pending, 409 `already_scheduled` for a number taken in the queue |
 //! | DELETE | `/v1/callbacks/{id}` | manager | cancels a pending callback → 200 with it; 409 `not_pending` otherwise |
 //! | POST | `/v1/callbacks/cancel` | manager | `{"number","queue"?}` → 200 `{"cancelled":[…]}`: every pending callback of that number in the caller's units (or that queue) |
@@ -213,6 +215,8 @@ const fn entry(
 /// The one table the router is built from (see the module doc).
 const TABLE: &[Entry] = &[
     entry(Verb::Get, "/health", Rule::Public, |m| on(m, health)),
+    entry(Verb::Get, "/healthz", Rule::Public, |m| on(m, healthz)),
+    entry(Verb::Get, "/readyz", Rule::Public, |m| on(m, readyz)),
     entry(Verb::Get, "/metrics", Rule::Metrics, |m| on(m, metrics)),
     entry(Verb::Get, "/v1/stats", Rule::Viewer, |m| on(m, stats)),
     entry(Verb::Get, "/v1/gates", Rule::Viewer, |m| on(m, get_gates)),
@@ -395,6 +399,7 @@ pub fn router(engine: EngineControl, options: ApiOptions) -> Router {
         options: Arc::new(RwLock::new(Arc::new(options))),
         org_change: Arc::new(tokio::sync::Mutex::new(())),
         store: Arc::new(Mutex::new(None)),
+        metrics: metrics::Shared::default(),
     };
     let mut router = Router::new();
     for e in TABLE {
@@ -612,6 +617,9 @@ struct ApiState {
     /// One connection, opened on first use and shared by requests in turn
     /// (admin traffic is light; no transaction stays open between calls).
     store: Arc<Mutex<Option<SqliteStore>>>,
+    /// Metric families API workers bump (the webhook worker's deliveries:
+    /// [`metrics::Shared::webhook_delivery`]).
+    metrics: metrics::Shared,
 }
 
 impl ApiState {
@@ -982,11 +990,69 @@ async fn metrics(State(state): State<ApiState>) -> Result<Response, Problem> {
         .status()
         .await
         .ok_or_else(Problem::engine_stopped)?;
+    // The API's own connection, on the blocking pool: a read beside the
+    // engine's writer (WAL), never through the core task.
+    let counts = state
+        .with_store(|store| Ok(store.callback_counts()?))
+        .await
+        .inspect_err(|e| warn!(error = %e.message, "metrics: callbacks not counted"))
+        .ok();
+    let counts: Option<Vec<metrics::CallbackCount>> = counts.map(|rows| {
+        rows.into_iter()
+            .map(|(queue, status, count)| metrics::CallbackCount {
+                queue: queue.as_str().to_owned(),
+                status: status.as_str(),
+                count,
+            })
+            .collect()
+    });
     Ok((
         [(CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        metrics::render(&status),
+        metrics::render_scrape(&status, counts.as_deref(), Some(&state.metrics)),
     )
         .into_response())
+}
+
+/// Liveness: the process is up and serves HTTP.
+async fn healthz() -> Response {
+    (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+}
+
+/// Readiness (see the module doc): every check, and which failed.
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let status = state.engine.status().await;
+    let store = state
+        .with_store(|store| {
+            store.callback_counts()?;
+            Ok(store.is_writable())
+        })
+        .await;
+    let store_ok = matches!(store, Ok(true));
+    if let Err(e) = &store {
+        warn!(error = %e.message, "readyz: store not ready");
+    }
+    let checks = [
+        ("engine", status.is_some()),
+        ("draining", status.as_ref().is_some_and(|s| !s.draining)),
+        ("store", store_ok),
+        ("sip", status.as_ref().is_some_and(|s| s.sip_bound)),
+    ];
+    let not_ready: Vec<&str> = checks
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(name, _)| *name)
+        .collect();
+    let code = if not_ready.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if not_ready.is_empty() { "ready" } else { "not_ready" },
+        "not_ready": not_ready,
+        "checks": checks.iter().map(|(n, ok)| (*n, *ok)).collect::<BTreeMap<_, _>>(),
+    });
+    (code, Json(body)).into_response()
 }
 
 async fn not_found(uri: Uri) -> Problem {
@@ -1026,6 +1092,10 @@ mod tests {
             draining,
             totals: EngineTotals::default(),
             edge: Default::default(),
+            queues: Vec::new(),
+            media: Default::default(),
+            commits: Default::default(),
+            sip_bound: true,
         }
     }
 

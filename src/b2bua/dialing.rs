@@ -28,6 +28,7 @@ use crate::acd::agents::{AgentId, Work};
 use crate::b2bua::agents::Roster;
 use crate::b2bua::calls::Calls;
 use crate::b2bua::store::{StoreReply, StoreRequest};
+use crate::b2bua::telemetry::{self, CallDirection};
 use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
 use crate::callback::dialer::{self, Dialer, DialerSettings, Outcome};
 use crate::callback::number::NumberPolicy;
@@ -158,6 +159,8 @@ struct AttemptCtx {
     customer_targets: Option<TargetList>,
     /// Waiting for the CPS cap before inviting the customer.
     customer_wait: Option<Instant>,
+    /// When this attempt's first customer INVITE went out.
+    customer_dialed_at: Option<Timestamp>,
     rang: bool,
     play_token: u32,
     claimed: bool,
@@ -616,6 +619,12 @@ impl Dialing {
             {
                 continue;
             }
+            // Due → launched: hours, agents, lines and the poll all count.
+            let launched = env.calls.wall(now);
+            if let Some(due) = row.next_attempt_at {
+                let lag = launched.duration_since(due).as_secs_f64().max(0.0);
+                env.calls.telemetry_mut().scheduler_lag.observe(lag);
+            }
             let id = self.next_id;
             self.next_id += 1;
             self.attempts.insert(
@@ -634,6 +643,7 @@ impl Dialing {
                     customer_leg: None,
                     customer_targets: None,
                     customer_wait: None,
+                    customer_dialed_at: None,
                     rang: false,
                     play_token: 0,
                     claimed: false,
@@ -740,12 +750,21 @@ impl Dialing {
                 }
                 live.answered = Some(now);
                 let _ = env.roster.agents_mut().answered(&live.agent, now);
-                if !env.calls.connect_to_agent(now, live.caller, call) {
+                if !env.calls.connect_to_agent(live.caller, call) {
                     // The caller left (or started registering) meanwhile.
                     let _ = env.endpoint.hangup(now, call);
                 }
             }
             Event::Failed { .. } | Event::Ended { .. } => {
+                // No CDR row for a live caller's agent leg: counted here.
+                let outcome = match &event {
+                    Event::Failed { status, .. } => leg_outcome(false, Some(*status)),
+                    _ if live.answered.is_some() => LegOutcome::Answered,
+                    _ => LegOutcome::Cancelled,
+                };
+                env.calls
+                    .telemetry_mut()
+                    .call_ended(CallDirection::OutboundAgent, outcome);
                 let live = self.live.remove(&id).expect("looked up above");
                 self.legs.remove(&call);
                 env.calls.close_leg(call);
@@ -1038,6 +1057,24 @@ impl Dialing {
                     if side == Side::Agent {
                         a.agent_leg = Some(ctx);
                     } else {
+                        if a.customer_dialed_at.is_none() {
+                            a.customer_dialed_at = Some(ctx.started);
+                            // The first dial of this callback ever: how far
+                            // the announced ECBT was off, in the queue that
+                            // announced it.
+                            let cb = &a.callback;
+                            if cb.customer_dialed_at.is_none()
+                                && let Some(error) = telemetry::ecbt_error(
+                                    cb.registered_at,
+                                    cb.ecbt_quoted_minutes,
+                                    ctx.started,
+                                )
+                            {
+                                let queue = cb.moved_from.as_ref().unwrap_or(&cb.queue);
+                                info!(callback = %cb.id, %queue, error_s = error.as_secs_f64(), "customer dialed; ECBT error");
+                                env.calls.telemetry_mut().ecbt_error(queue, error);
+                            }
+                        }
                         a.customer_leg = Some(ctx);
                     }
                 }
@@ -1125,6 +1162,7 @@ impl Dialing {
                     outcome,
                     sip_status: customer_status,
                     agent: Some(a.agent.as_str().to_owned()),
+                    customer_dialed_at: a.customer_dialed_at,
                 }),
                 next: Box::new(next),
             });

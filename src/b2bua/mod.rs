@@ -34,6 +34,7 @@ pub mod calls;
 pub mod dialing;
 pub mod media;
 pub mod store;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -96,7 +97,7 @@ pub struct Stats {
 }
 
 /// Totals since start-up (for metrics).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Totals {
     /// INVITEs that passed the SIP layer's checks and reached the call
     /// layer (one above `max_calls` is counted, then refused with 503).
@@ -111,6 +112,10 @@ pub struct Totals {
     pub registration_failures: u64,
     /// The registrar's brute-force protection.
     pub auth: crate::sip::registrar::GuardStats,
+    /// SIP responses by code and method, retransmissions.
+    pub sip: crate::sip::endpoint::Totals,
+    /// Calls ended, digits, ECBT errors, scheduler lag.
+    pub calls: telemetry::Telemetry,
 }
 
 /// What the controller needs besides the configuration; the engine finds
@@ -516,8 +521,15 @@ impl Controller {
     pub fn totals(&self) -> Totals {
         Totals {
             auth: self.roster.guard_stats(),
-            ..self.totals
+            sip: self.endpoint.totals().clone(),
+            calls: self.calls.telemetry().clone(),
+            ..self.totals.clone()
         }
+    }
+
+    /// Every queue's ECBT estimator as it stands now.
+    pub fn queue_ecbts(&self) -> Vec<telemetry::QueueEcbt> {
+        self.calls.queue_ecbts(self.roster.agents())
     }
 
     /// The registration and launch switches in effect.

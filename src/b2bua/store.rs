@@ -20,6 +20,22 @@ use crate::callback::store::{
 };
 use crate::callback::{CallbackId, QueueId};
 
+impl StoreRequest {
+    /// The metric label of a request that writes (one transaction each):
+    /// `register`, `due` (renews claims and expires, then reads), `claim`,
+    /// `attempt`, `cdr`; `None` for a pure read or file work.
+    pub fn commit_label(&self) -> Option<&'static str> {
+        match self {
+            StoreRequest::Register { .. } => Some("register"),
+            StoreRequest::Due { .. } => Some("due"),
+            StoreRequest::Claim { .. } => Some("claim"),
+            StoreRequest::RecordAttempt { .. } => Some("attempt"),
+            StoreRequest::WriteCdr(_) => Some("cdr"),
+            StoreRequest::PendingAhead { .. } | StoreRequest::PurgeRecordings { .. } => None,
+        }
+    }
+}
+
 /// Which call a request belongs to (the endpoint's call key).
 pub type CallTag = u64;
 

@@ -52,7 +52,7 @@ impl Leg {
 }
 
 /// How a leg ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LegOutcome {
     /// Answered (2xx), then ended normally.
     Answered,

@@ -623,6 +623,7 @@ mod tests {
             expires_at: ts("2025-07-01T00:00:00Z"),
             inbound_call_id: String::new(),
             moved_from: None,
+            customer_dialed_at: None,
         }
     }
 

@@ -39,9 +39,9 @@ use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -53,6 +53,7 @@ use tracing::{debug, info, trace, warn};
 use crate::acl::Acl;
 use crate::b2bua::media::MediaCommand;
 pub use crate::b2bua::media::{ExtraParams, MediaEvent, StreamKey, StreamParams};
+use crate::b2bua::telemetry::Histogram;
 use crate::media::bridge::{Dropped, LegCodecs, Relay};
 use crate::media::dtmf::DtmfReceiver;
 use crate::media::g711::Law;
@@ -101,6 +102,56 @@ pub struct MediaConfig {
 pub struct MediaHandle {
     tx: mpsc::Sender<Command>,
     waker: Arc<Waker>,
+    totals: Arc<Mutex<MediaTotals>>,
+}
+
+/// Upper bounds of the jitter histogram, in seconds.
+pub const JITTER_BOUNDS: &[f64] = &[0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2];
+
+/// What the media thread counted since start, for metrics. The packet
+/// path bumps plain counters of its own; they are copied here once per
+/// check period ([`TIMEOUT_CHECK`], 1 s), so a scrape is up to that late.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaTotals {
+    /// RTP packets sent (prompts, DTMF, comfort noise).
+    pub rtp_sent: u64,
+    /// RTP packets relayed across a bridge.
+    pub rtp_relayed: u64,
+    /// Datagrams read from the RTP sockets.
+    pub rtp_received: u64,
+    /// Of those and of RTCP, refused: outside the RTP allow-list, not from
+    /// the latched peer, or another source of the expected address.
+    pub rtp_refused: u64,
+    /// RTP and RTCP sends that failed.
+    pub send_errors: u64,
+    /// RTCP compound packets sent and accepted.
+    pub rtcp_sent: u64,
+    /// RTCP compound packets received and accepted.
+    pub rtcp_received: u64,
+    /// Packets lost in the streams we receive (RFC 3550 A.3: expected minus
+    /// received), summed over streams as their counts grew at each of our
+    /// reports; a count that goes down (late duplicates, a new source) is
+    /// not taken back.
+    pub rtp_lost: u64,
+    /// The interarrival jitter (RFC 3550 A.8) of each stream we receive,
+    /// one observation per RTCP report we send, in seconds.
+    pub jitter: Histogram,
+}
+
+impl Default for MediaTotals {
+    fn default() -> MediaTotals {
+        MediaTotals {
+            rtp_sent: 0,
+            rtp_relayed: 0,
+            rtp_received: 0,
+            rtp_refused: 0,
+            send_errors: 0,
+            rtcp_sent: 0,
+            rtcp_received: 0,
+            rtp_lost: 0,
+            jitter: Histogram::new(JITTER_BOUNDS),
+        }
+    }
 }
 
 impl MediaHandle {
@@ -110,6 +161,17 @@ impl MediaHandle {
             return false;
         }
         self.waker.wake().is_ok()
+    }
+
+    /// The media thread's counters as last published (at most
+    /// [`TIMEOUT_CHECK`] old).
+    pub fn totals(&self) -> MediaTotals {
+        // A poisoned lock: the media thread panicked mid-copy; the copy
+        // is plain numbers, still worth showing.
+        self.totals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -122,9 +184,11 @@ pub fn spawn(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = mpsc::channel();
+    let published = Arc::new(Mutex::new(MediaTotals::default()));
     let handle = MediaHandle {
         tx,
         waker: waker.clone(),
+        totals: published.clone(),
     };
     let thread = thread::Builder::new()
         .name("callbackd-media".into())
@@ -143,6 +207,7 @@ pub fn spawn(
                 send_buf: Vec::with_capacity(2048),
                 next_timeout_check: Instant::now(),
                 stats: Counters::default(),
+                published,
                 record_starts: Vec::new(),
             };
             media.run();
@@ -186,12 +251,19 @@ struct MediaThread {
     send_buf: Vec<u8>,
     next_timeout_check: Instant,
     stats: Counters,
+    /// Where `stats` is copied once per check period.
+    published: Arc<Mutex<MediaTotals>>,
     /// Recordings whose notice finished in this pacing round.
     record_starts: Vec<PendingRecord>,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
+    /// Packets lost, summed (see [`MediaTotals::rtp_lost`]).
+    lost: u64,
+    /// Jitter at each report (see [`MediaTotals::jitter`]); `None` until
+    /// the first.
+    jitter: Option<Histogram>,
     sent: u64,
     send_errors: u64,
     received: u64,
@@ -242,6 +314,8 @@ struct Stream {
     rtcp_latched: bool,
     /// What we received on this leg, for our report blocks.
     rx_stats: ReceiveStats,
+    /// The cumulative loss of our last report on this leg (for the totals).
+    reported_lost: i64,
     /// Sent on this leg, for our SRs (RFC 3550 §6.4.1: they wrap).
     sent_packets: u32,
     sent_octets: u32,
@@ -363,9 +437,33 @@ impl MediaThread {
                     return;
                 }
                 self.check_timeouts(now);
+                self.publish();
                 self.next_timeout_check = now + TIMEOUT_CHECK;
             }
         }
+    }
+
+    /// Copies the counters where [`MediaHandle::totals`] reads them.
+    fn publish(&self) {
+        let c = &self.stats;
+        let mut out = self
+            .published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *out = MediaTotals {
+            rtp_sent: c.sent,
+            rtp_relayed: c.relayed,
+            rtp_received: c.received,
+            rtp_refused: c.refused + c.foreign,
+            send_errors: c.send_errors,
+            rtcp_sent: c.rtcp_sent,
+            rtcp_received: c.rtcp_received,
+            rtp_lost: c.lost,
+            jitter: c
+                .jitter
+                .clone()
+                .unwrap_or_else(|| Histogram::new(JITTER_BOUNDS)),
+        };
     }
 
     /// Returns false when the engine is gone (the thread then ends).
@@ -729,6 +827,7 @@ impl MediaThread {
             rtcp_target: None,
             rtcp_latched: false,
             rx_stats: ReceiveStats::default(),
+            reported_lost: 0,
             sent_packets: 0,
             sent_octets: 0,
             sent_since_report: false,
@@ -1080,6 +1179,20 @@ fn send_report(now: Instant, s: &mut Stream, buf: &mut Vec<u8>, stats: &mut Coun
         return;
     };
     let block = s.rx_stats.report_block(now);
+    if let Some(b) = &block {
+        // G.711 and telephone-event run at 8 kHz (see `on_rtp`).
+        stats
+            .jitter
+            .get_or_insert_with(|| Histogram::new(JITTER_BOUNDS))
+            .observe(f64::from(b.jitter) / 8000.0);
+        let lost = i64::from(b.cumulative_lost);
+        // Only growth counts; a count that went down (a late duplicate, a
+        // new source starting over) is the new baseline.
+        if lost > s.reported_lost {
+            stats.lost += (lost - s.reported_lost).unsigned_abs();
+        }
+        s.reported_lost = lost;
+    }
     if block.is_none() && !s.sent_since_report && !bye {
         // Nothing sent, nothing heard: nothing to report.
         return;

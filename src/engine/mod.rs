@@ -37,6 +37,7 @@ use tracing::{info, warn};
 use crate::acd::agents::AgentError;
 use crate::b2bua::agents::AgentStatus;
 use crate::b2bua::media::{MediaCommand, MediaEvent};
+use crate::b2bua::telemetry::{Histogram, QueueEcbt};
 use crate::b2bua::{Controller, Setup, WallClock};
 use crate::callback::hours::Gates;
 use crate::callback::store::{DEFAULT_LEASE, Recovery, SqliteStore};
@@ -87,8 +88,10 @@ pub enum EngineError {
     },
 }
 
-/// One consistent snapshot of a running engine, taken by the core task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One consistent snapshot of a running engine, taken by the core task
+/// (the media and store counters are as those threads last published
+/// them).
+#[derive(Debug, Clone, PartialEq)]
 pub struct EngineStatus {
     /// Live state.
     pub stats: EngineStats,
@@ -100,6 +103,14 @@ pub struct EngineStatus {
     pub totals: EngineTotals,
     /// The checks at the sockets: drops by reason, caps, overload.
     pub edge: EdgeTotals,
+    /// Every queue's ECBT estimator now.
+    pub queues: Vec<QueueEcbt>,
+    /// The media thread's packet counters, loss and jitter.
+    pub media: media::MediaTotals,
+    /// The store thread's commit latencies, by request kind.
+    pub commits: std::collections::BTreeMap<&'static str, Histogram>,
+    /// Whether the SIP sockets are bound (UDP, TCP or both, as configured).
+    pub sip_bound: bool,
 }
 
 /// A running engine.
@@ -757,6 +768,11 @@ impl Core {
                                 queue_depth: self.inbound.len() as u64,
                                 ..self.transport.edge_totals()
                             },
+                            queues: self.controller.queue_ecbts(),
+                            media: self.media.totals(),
+                            commits: self.store.commit_times(),
+                            sip_bound: self.transport.local_udp_addr().is_some()
+                                || self.transport.local_tcp_addr().is_some(),
                         });
                     }
                     Some(Control::Agents(reply)) => {

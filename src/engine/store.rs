@@ -10,14 +10,16 @@
 //! it read beside the writer, so a burst of registrations (each a
 //! `synchronous=FULL` commit) never holds up a new call's prompts.
 
-use std::sync::mpsc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{info, warn};
 
 use crate::b2bua::store::{StoreReply, StoreRequest, execute};
+use crate::b2bua::telemetry::Histogram;
 use crate::callback::store::LaunchStore;
 
 /// The engine's handle on the store thread.
@@ -26,7 +28,18 @@ pub struct StoreHandle {
     tx: mpsc::Sender<StoreRequest>,
     /// The reader thread, when there is one.
     reads: Option<mpsc::Sender<StoreRequest>>,
+    timings: CommitTimes,
 }
+
+/// Upper bounds of the commit latency histogram, in seconds.
+pub const COMMIT_BOUNDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// How long the store thread took for each write request (one transaction,
+/// `synchronous=FULL`), by [`StoreRequest::commit_label`]: from taking the
+/// request to having the answer, the wait for the database lock included.
+pub type CommitTimes = Arc<Mutex<BTreeMap<&'static str, Histogram>>>;
 
 impl StoreHandle {
     /// Queues a request (reads to the reader thread when there is one);
@@ -36,6 +49,14 @@ impl StoreHandle {
             (Some(reads), StoreRequest::PendingAhead { .. }) => reads.send(request).is_ok(),
             _ => self.tx.send(request).is_ok(),
         }
+    }
+
+    /// The commit latencies so far, by request kind.
+    pub fn commit_times(&self) -> BTreeMap<&'static str, Histogram> {
+        self.timings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -68,6 +89,8 @@ pub fn spawn(
         None => None,
     };
     let (tx, rx) = mpsc::channel::<StoreRequest>();
+    let timings = CommitTimes::default();
+    let times = timings.clone();
     let thread = thread::Builder::new()
         .name("callbackd-store".into())
         .spawn(move || {
@@ -78,7 +101,18 @@ pub fn spawn(
                     }
                     continue;
                 }
-                let Some(reply) = execute(store.as_mut(), longest_ring, request) else {
+                let label = request.commit_label();
+                let started = Instant::now();
+                let reply = execute(store.as_mut(), longest_ring, request);
+                if let Some(label) = label {
+                    times
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .entry(label)
+                        .or_insert_with(|| Histogram::new(COMMIT_BOUNDS))
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                let Some(reply) = reply else {
                     continue;
                 };
                 if replies.send(reply).is_err() {
@@ -86,7 +120,7 @@ pub fn spawn(
                 }
             }
         })?;
-    Ok((StoreHandle { tx, reads }, thread))
+    Ok((StoreHandle { tx, reads, timings }, thread))
 }
 
 /// Deletes the `callback-*.wav` files in `dir` last written more than

@@ -22,7 +22,7 @@ use thiserror::Error;
 use crate::media::dtmf::DtmfDigit;
 
 /// Where a digit came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DigitSource {
     /// An RFC 4733 telephone-event (the first packet of a new event).
     Rfc4733,
@@ -34,6 +34,15 @@ pub enum DigitSource {
 
 impl DigitSource {
     const ALL: usize = 3;
+
+    /// The name used in logs and metric labels: `rfc4733`, `info`, `inband`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DigitSource::Rfc4733 => "rfc4733",
+            DigitSource::Info => "info",
+            DigitSource::Inband => "inband",
+        }
+    }
 
     const fn index(self) -> usize {
         match self {

@@ -28,6 +28,7 @@ use crate::acd::{Acd, CallerId};
 use crate::b2bua::WallClock;
 use crate::b2bua::media::{MediaCommand, MediaEvent, StreamParams};
 use crate::b2bua::store::{StoreReply, StoreRequest};
+use crate::b2bua::telemetry::{CallDirection, QueueEcbt, Telemetry};
 use crate::callback::CallbackId;
 use crate::callback::QueueId;
 use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
@@ -87,6 +88,8 @@ pub struct Calls {
     ptime_ms: u32,
     max_calls: usize,
     max_duration: Duration,
+    /// Counters for metrics (see [`Telemetry`]).
+    telemetry: Telemetry,
 }
 
 struct CallCtx {
@@ -124,8 +127,6 @@ struct CallCtx {
     digits: DigitMerger,
     /// The agent leg this caller is talking to (the IVR is then detached).
     connected_to: Option<CallKey>,
-    /// When it was connected to that agent (its handle time starts).
-    connected_at: Option<Instant>,
     /// The callback this call registered, for its CDR row.
     callback: Option<CallbackId>,
     /// The caller (From URI), for its CDR row.
@@ -171,6 +172,8 @@ struct QueueRuntime {
     retired: bool,
     /// The queue's rolling handle time, fed by its bridged calls.
     estimator: Estimator,
+    /// The ECBT last announced to a registering caller, in minutes.
+    last_quoted: Option<u32>,
 }
 
 impl Calls {
@@ -189,6 +192,7 @@ impl Calls {
                 gates: q.gates,
                 retired: false,
                 estimator: settings.estimator(),
+                last_quoted: None,
             })
             .collect();
         let ivr = settings.ivr();
@@ -231,6 +235,7 @@ impl Calls {
             ptime_ms: settings.media().ptime_ms,
             max_calls: settings.call().max_calls as usize,
             max_duration: settings.call().max_duration(),
+            telemetry: Telemetry::default(),
         }
     }
 
@@ -278,6 +283,7 @@ impl Calls {
                         gates: q.gates,
                         retired: false,
                         estimator: settings.estimator(),
+                        last_quoted: None,
                     });
                     self.queues.len() - 1
                 }
@@ -311,9 +317,40 @@ impl Calls {
         self.media.pop_front()
     }
 
-    /// The next request for the store.
+    /// The next request for the store. A CDR row on its way counts its
+    /// call as ended.
     pub fn poll_store(&mut self) -> Option<StoreRequest> {
-        self.store.pop_front()
+        let request = self.store.pop_front()?;
+        if let StoreRequest::WriteCdr(cdr) = &request {
+            self.telemetry
+                .call_ended(CallDirection::of_leg(cdr.leg), cdr.outcome);
+        }
+        Some(request)
+    }
+
+    /// The counters of the call layer (the dialing side's too).
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// The counters, to bump.
+    pub fn telemetry_mut(&mut self) -> &mut Telemetry {
+        &mut self.telemetry
+    }
+
+    /// Every queue's estimator as it stands, with the staffing an estimate
+    /// would use now (see [`Calls::estimate`]).
+    pub fn queue_ecbts(&self, agents: &Agents) -> Vec<QueueEcbt> {
+        self.queues
+            .iter()
+            .filter(|q| !q.retired)
+            .map(|q| QueueEcbt {
+                queue: q.id.clone(),
+                average_handle_time: q.estimator.average_handle_time(),
+                staffed_agents: self.staffed(&q.id, agents),
+                last_announced_minutes: q.last_quoted,
+            })
+            .collect()
     }
 
     /// Queues a request for the store (the dialing side's too, so the store
@@ -611,14 +648,21 @@ impl Calls {
             .and_then(|q| q.position(CallerId(call.0)))
             .unwrap_or(1);
         let ahead = callers_ahead(position, pending_ahead);
-        let staffed = if agents.iter().any(|a| a.serves(queue)) {
-            agents.staffed(queue)
-        } else {
-            self.acd.staffed_agents(queue)
-        };
+        let staffed = self.staffed(queue, agents);
         let ecbt = runtime.estimator.estimate(ahead, staffed);
         debug!(call_id = %ctx.call_id, position, pending_ahead, staffed, ?ecbt, "ECBT estimated");
         Some(ecbt)
+    }
+
+    /// The staffing of `queue` an estimate divides by: its agents who are
+    /// reachable and not paused, or its configured `staffed_agents` when no
+    /// agent is configured for it.
+    fn staffed(&self, queue: &QueueId, agents: &Agents) -> u32 {
+        if agents.iter().any(|a| a.serves(queue)) {
+            agents.staffed(queue)
+        } else {
+            self.acd.staffed_agents(queue)
+        }
     }
 
     /// A digit for the call's flow, once per key press whichever ways the
@@ -638,6 +682,7 @@ impl Calls {
             debug!(call_id = %ctx.call_id, ?source, "duplicate digit dropped");
             return;
         };
+        *self.telemetry.dtmf_digits.entry(source).or_default() += 1;
         let Some(flow) = ctx.flow.as_mut() else {
             return;
         };
@@ -687,7 +732,7 @@ impl Calls {
                     });
                 }
                 Action::Register { number } => {
-                    let queue = &self.queues[ctx.queue];
+                    let queue = &mut self.queues[ctx.queue];
                     let registered_at = self.clock.at(now);
                     // With launching off the caller was told no time: none
                     // was quoted, whatever the flow estimated.
@@ -695,6 +740,9 @@ impl Calls {
                         Some(Ecbt::Minutes(m) | Ecbt::MoreThan(m)) if ctx.announces_ecbt => m,
                         Some(_) | None => 0,
                     };
+                    if quoted > 0 {
+                        queue.last_quoted = Some(quoted);
+                    }
                     let expires_at = registered_at
                         .checked_add(
                             jiff::SignedDuration::try_from(queue.expiry)
@@ -847,7 +895,6 @@ impl Calls {
             play_token: 0,
             digits: DigitMerger::new(),
             connected_to: None,
-            connected_at: None,
             callback: None,
             from: request.headers.from.uri.to_string(),
             max_deadline: None,
@@ -1105,10 +1152,8 @@ impl Calls {
             return;
         };
         info!(call_id = %ctx.call_id, ?reason, "call ended");
-        if let Some(at) = ctx.connected_at {
-            let queue = self.queues[ctx.queue].id.clone();
-            self.record_handle_time(&queue, now.saturating_duration_since(at));
-        }
+        // A caller connected to an agent: the handle time is the agent
+        // leg's, recorded once by the dialing side when that leg ends.
         // Issue 4 point 6: a CDR row for the inbound leg too (answered at
         // once; linked to the callback it registered, if any).
         self.store
@@ -1168,7 +1213,7 @@ impl Calls {
     /// Connects a waiting caller to an answered agent leg: the IVR stops,
     /// the caller leaves the queue, RTP is bridged. False when the caller is
     /// gone or no longer waiting (the agent leg should then be hung up).
-    pub fn connect_to_agent(&mut self, now: Instant, caller: CallKey, agent_leg: CallKey) -> bool {
+    pub fn connect_to_agent(&mut self, caller: CallKey, agent_leg: CallKey) -> bool {
         let Some(ctx) = self.calls.get_mut(&caller) else {
             return false;
         };
@@ -1179,7 +1224,6 @@ impl Calls {
         ctx.flow = None;
         ctx.scheduled = None;
         ctx.connected_to = Some(agent_leg);
-        ctx.connected_at = Some(now);
         ctx.play_token = ctx.play_token.wrapping_add(1);
         if let Some(q) = self.acd.queue_mut(&self.queues[ctx.queue].id) {
             q.leave(CallerId(caller.0));

@@ -41,6 +41,11 @@ pub struct ManagedRow {
     pub created_by: Option<String>,
     /// See [`Creation::data`].
     pub data: Option<String>,
+    /// The ECBT error stored at the first dial of the customer, in
+    /// milliseconds: [`CallbackRow::customer_dialed_at`] minus
+    /// `registered_at` minus the announced ECBT (positive: later than
+    /// announced); `None` when no ECBT was announced or not dialed yet.
+    pub ecbt_error_ms: Option<i64>,
 }
 
 /// A filtered page of callbacks ([`ManageStore::query`]), in id order.

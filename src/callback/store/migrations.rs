@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_6,
     MIGRATION_7,
     MIGRATION_8,
+    MIGRATION_9,
 ];
 
 /// Applies the pending [`MIGRATIONS`] to `conn` (the file at `path`, named
@@ -328,6 +329,19 @@ CREATE TABLE organisation (
     changed_at INTEGER NOT NULL,
     changed_by TEXT    NOT NULL
 ) STRICT;
+";
+
+/// Schema version 9 (issue 11): how good the announced ECBT was. When
+/// the customer was first dialed (the customer leg's first INVITE) per
+/// attempt and per callback, and the callback's ECBT error: that instant
+/// minus `registered_at` minus the announced `ecbt_quoted_minutes`, in
+/// milliseconds (positive: called later than announced; NULL when no ECBT
+/// was announced or the customer was never dialed). Existing rows keep
+/// NULL: their dial times were not recorded.
+const MIGRATION_9: &str = "
+ALTER TABLE attempts ADD COLUMN customer_dialed_at INTEGER;
+ALTER TABLE callbacks ADD COLUMN customer_dialed_at INTEGER;
+ALTER TABLE callbacks ADD COLUMN ecbt_error_ms INTEGER;
 ";
 
 #[cfg(test)]

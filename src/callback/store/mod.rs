@@ -217,6 +217,10 @@ pub struct CallbackRow {
     /// The queue the callback was registered in, if it has since been moved
     /// to its failover queue (`queue`); a callback fails over at most once.
     pub moved_from: Option<QueueId>,
+    /// When the customer was first dialed (the customer leg's first INVITE
+    /// of the first attempt that reached it), once an attempt that did so
+    /// is recorded.
+    pub customer_dialed_at: Option<Timestamp>,
 }
 
 /// Outcome of [`Store::register`].
@@ -243,6 +247,10 @@ pub struct Attempt {
     pub sip_status: Option<u16>,
     /// The agent rung for it, if one was.
     pub agent: Option<String>,
+    /// When the customer leg's first INVITE of this attempt was sent
+    /// (`None`: the customer was not dialed). The first one recorded for a
+    /// callback sets [`CallbackRow::customer_dialed_at`] and its ECBT error.
+    pub customer_dialed_at: Option<Timestamp>,
 }
 
 /// A stored attempt.

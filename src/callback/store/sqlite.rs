@@ -213,6 +213,44 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// How many callbacks each queue holds in each status (for the
+    /// metrics gauge), by queue then status; a read, beside the writer.
+    pub fn callback_counts(&self) -> Result<Vec<(QueueId, Status, u64)>, StoreError> {
+        let err = self.sqlite_err("callback_counts");
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT queue, status, COUNT(*) FROM callbacks \
+                 GROUP BY queue, status ORDER BY queue, status",
+            )
+            .map_err(&err)?;
+        let mut rows = stmt.query([]).map_err(&err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(&err)? {
+            let queue: String = row.get(0).map_err(&err)?;
+            let status: String = row.get(1).map_err(&err)?;
+            let count: i64 = row.get(2).map_err(&err)?;
+            // The CHECK constraint allows only known statuses.
+            let Some(status) = Status::parse(&status) else {
+                continue;
+            };
+            out.push((
+                QueueId(queue.into_boxed_str()),
+                status,
+                u64::try_from(count).unwrap_or(0),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Whether this connection may write (the file was not opened
+    /// read-only: permissions, a read-only mount).
+    pub fn is_writable(&self) -> bool {
+        !self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true)
+    }
+}
+
 impl Store for SqliteStore {
     fn register(&mut self, new: &NewCallback) -> Result<Registration, StoreError> {
         self.insert_callback(new, None)
@@ -225,7 +263,7 @@ impl Store for SqliteStore {
             .prepare(
                 "SELECT id, queue, number, caller_ani, called_number, priority, queued_at, \
                      registered_at, ecbt_quoted_minutes, status, attempts, next_attempt_at, \
-                     expires_at, inbound_call_id, moved_from \
+                     expires_at, inbound_call_id, moved_from, customer_dialed_at \
                  FROM callbacks ORDER BY id",
             )
             .map_err(&err)?;
@@ -260,7 +298,7 @@ impl LaunchStore for SqliteStore {
             .prepare(
                 "SELECT id, queue, number, caller_ani, called_number, priority, queued_at, \
                      registered_at, ecbt_quoted_minutes, status, attempts, next_attempt_at, \
-                     expires_at, inbound_call_id, moved_from \
+                     expires_at, inbound_call_id, moved_from, customer_dialed_at \
                  FROM callbacks \
                  WHERE status = 'pending' \
                      AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) \
@@ -358,8 +396,8 @@ impl LaunchStore for SqliteStore {
         }
         tx.execute(
             "INSERT INTO attempts (callback_id, queue, started_at, ended_at, outcome, \
-                 sip_status, agent) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 sip_status, agent, customer_dialed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 id.0,
                 queue,
@@ -368,9 +406,22 @@ impl LaunchStore for SqliteStore {
                 attempt.outcome.as_str(),
                 attempt.sip_status,
                 attempt.agent,
+                attempt.customer_dialed_at.map(|t| t.as_millisecond()),
             ],
         )
         .map_err(err)?;
+        // The first dial of the customer, and the error of the ECBT the
+        // caller heard (see `ecbt_error` in b2bua::telemetry: the same sum).
+        if let Some(dialed) = attempt.customer_dialed_at {
+            tx.execute(
+                "UPDATE callbacks SET customer_dialed_at = ?2, \
+                     ecbt_error_ms = CASE WHEN ecbt_quoted_minutes > 0 \
+                         THEN ?2 - registered_at - ecbt_quoted_minutes * 60000 END \
+                 WHERE id = ?1 AND customer_dialed_at IS NULL",
+                params![id.0, dialed.as_millisecond()],
+            )
+            .map_err(err)?;
+        }
         let counted = i64::from(attempt.outcome.is_customer_attempt());
         let finish = |status: Status| {
             tx.execute(
@@ -524,7 +575,8 @@ impl LaunchStore for SqliteStore {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, callback_id, queue, started_at, ended_at, outcome, sip_status, agent \
+                "SELECT id, callback_id, queue, started_at, ended_at, outcome, sip_status, agent, \
+                     customer_dialed_at \
                  FROM attempts WHERE callback_id = ?1 ORDER BY id",
             )
             .map_err(&err)?;
@@ -667,6 +719,10 @@ pub(super) fn decode_row(row: &rusqlite::Row<'_>) -> Result<CallbackRow, Decode>
         moved_from: row
             .get::<_, Option<String>>("moved_from")?
             .map(|q| QueueId(q.into_boxed_str())),
+        customer_dialed_at: match row.get::<_, Option<i64>>("customer_dialed_at")? {
+            Some(ms) => Some(timestamp("customer_dialed_at", ms)?),
+            None => None,
+        },
     })
 }
 
@@ -699,6 +755,10 @@ fn decode_attempt(row: &rusqlite::Row<'_>) -> Result<AttemptRow, Decode> {
             outcome,
             sip_status,
             agent: row.get("agent")?,
+            customer_dialed_at: match row.get::<_, Option<i64>>("customer_dialed_at")? {
+                Some(ms) => Some(timestamp("attempts.customer_dialed_at", ms)?),
+                None => None,
+            },
         },
     })
 }
@@ -772,6 +832,7 @@ mod tests {
                 expires_at: new.expires_at,
                 inbound_call_id: new.inbound_call_id.clone(),
                 moved_from: None,
+                customer_dialed_at: None,
             }]
         );
     }
@@ -1225,6 +1286,64 @@ mod tests {
         assert_eq!(row_of(&store, dialing).status, Status::Dialing);
     }
 
+    /// Registered 15:04:05 with 12 minutes announced, first dialed at
+    /// 15:19:05: 3 minutes late. A later attempt's dial changes nothing.
+    #[test]
+    fn the_first_customer_dial_stores_the_ecbt_error_once() {
+        use crate::callback::store::ManageStore;
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let id = register_one(&mut store, "support", "3125550188", "2025-06-02T15:00:00Z");
+        // An attempt that never reached the customer records no dial.
+        assert!(store.claim(id, now()).unwrap());
+        let agent_missed = attempt(Outcome::AgentNoAnswer, None);
+        let retry = NextStep::Retry { at: now() };
+        store.record_attempt(id, &agent_missed, &retry).unwrap();
+        assert_eq!(row_of(&store, id).customer_dialed_at, None);
+        for dialed in ["2025-06-02T15:19:05Z", "2025-06-02T15:40:00Z"] {
+            assert!(store.claim(id, now()).unwrap());
+            let mut busy = attempt(Outcome::Busy, Some(486));
+            busy.customer_dialed_at = Some(ts(dialed));
+            store.record_attempt(id, &busy, &retry).unwrap();
+        }
+        let row = store.get(id).unwrap().expect("stored");
+        assert_eq!(row.row.customer_dialed_at, Some(ts("2025-06-02T15:19:05Z")));
+        assert_eq!(row.ecbt_error_ms, Some(3 * 60_000));
+        let dials: Vec<_> = store
+            .attempts(id)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.attempt.customer_dialed_at)
+            .collect();
+        assert_eq!(
+            dials,
+            [
+                None,
+                Some(ts("2025-06-02T15:19:05Z")),
+                Some(ts("2025-06-02T15:40:00Z"))
+            ]
+        );
+    }
+
+    /// Nothing announced (launching off, or created through the API): the
+    /// dial is kept, the error stays NULL.
+    #[test]
+    fn no_ecbt_error_without_an_announced_ecbt() {
+        use crate::callback::store::ManageStore;
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let mut new = new_cb("support", "3125550188", "2025-06-02T15:00:00Z");
+        new.ecbt_quoted_minutes = 0;
+        let id = registered(store.register(&new).unwrap());
+        assert!(store.claim(id, now()).unwrap());
+        let mut answered = attempt(Outcome::Answered, Some(200));
+        answered.customer_dialed_at = Some(ts("2025-06-02T15:10:00Z"));
+        store
+            .record_attempt(id, &answered, &NextStep::Completed)
+            .unwrap();
+        let row = store.get(id).unwrap().expect("stored");
+        assert_eq!(row.row.customer_dialed_at, Some(ts("2025-06-02T15:10:00Z")));
+        assert_eq!(row.ecbt_error_ms, None);
+    }
+
     #[test]
     fn record_attempt_writes_the_attempt_and_the_transition_together() {
         let mut store = SqliteStore::open_in_memory().unwrap();
@@ -1428,6 +1547,7 @@ mod tests {
                 outcome: Outcome::Interrupted,
                 sip_status: None,
                 agent: None,
+                customer_dialed_at: None,
             }
         );
         // Not redialed while the old leg may still ring.

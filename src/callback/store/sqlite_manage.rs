@@ -12,7 +12,8 @@ use crate::callback::{CallbackId, QueueId};
 /// The columns [`decode_managed`] reads.
 const COLUMNS: &str = "id, queue, number, caller_ani, called_number, priority, queued_at, \
      registered_at, ecbt_quoted_minutes, status, attempts, next_attempt_at, expires_at, \
-     inbound_call_id, moved_from, scheduled_for, created_by, data";
+     inbound_call_id, moved_from, customer_dialed_at, ecbt_error_ms, scheduled_for, created_by, \
+     data";
 
 /// An `idempotency_keys` row as read: hash, status, body, location, time.
 type ReplyColumns = (Vec<u8>, i64, String, Option<String>, i64);
@@ -357,6 +358,7 @@ fn decode_managed(row: &rusqlite::Row<'_>) -> Result<ManagedRow, Decode> {
         scheduled_for,
         created_by: row.get("created_by")?,
         data: row.get("data")?,
+        ecbt_error_ms: row.get("ecbt_error_ms")?,
     })
 }
 

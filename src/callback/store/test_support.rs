@@ -90,6 +90,7 @@ pub(super) fn attempt(outcome: Outcome, sip_status: Option<u16>) -> Attempt {
         outcome,
         sip_status,
         agent: Some("alice".to_owned()),
+        customer_dialed_at: None,
     }
 }
 

@@ -263,6 +263,7 @@ impl Endpoint {
                 server: false,
                 call: Some(call_id),
                 scheduled: None,
+                last_sent: None,
             },
         );
         self.drain_tx(now, id);
@@ -382,6 +383,7 @@ impl Endpoint {
                         && let TxMachine::Nict(m) = &tx.machine
                         && matches!(m.state(), NictState::Trying | NictState::Proceeding)
                     {
+                        self.totals.retransmissions_sent += 1;
                         self.transmits.push_back(Transmit {
                             destination: p.destination.clone(),
                             data: p.bytes.clone(),
@@ -466,6 +468,7 @@ impl Endpoint {
             && let TxMachine::Ict(ict) = &tx.machine
             && let Some((_, data, destination)) = ict.acks.iter().find(|(t, _, _)| *t == tag)
         {
+            self.totals.retransmissions_sent += 1;
             self.transmits.push_back(Transmit {
                 destination: destination.clone(),
                 data: data.clone(),

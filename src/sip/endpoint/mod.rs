@@ -67,7 +67,7 @@ mod uas;
 
 use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -380,6 +380,74 @@ pub struct Stats {
     pub timers: usize,
 }
 
+/// Totals since start-up, for metrics. Label values are bounded: methods
+/// outside RFC 3261's and the common extensions' count as `other`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Responses handed to the transport, by (status code, CSeq method);
+    /// a retransmitted response counts again.
+    pub responses_sent: BTreeMap<(u16, &'static str), u64>,
+    /// Responses parsed from the network, by (status code, CSeq method),
+    /// whether or not they matched a transaction.
+    pub responses_received: BTreeMap<(u16, &'static str), u64>,
+    /// Messages we sent again: a transaction's timer retransmissions
+    /// (Timers A, E, G), the last response resent for a retransmitted
+    /// request, a 2xx resent until its ACK (§13.3.1.4), an ACK resent for
+    /// a retransmitted 2xx (§13.2.2.4).
+    pub retransmissions_sent: u64,
+    /// Requests received again that a live server transaction absorbed.
+    pub retransmissions_received: u64,
+}
+
+impl Totals {
+    /// Counts a response we send, read from our own serialised bytes: the
+    /// status is at a fixed place in the status line and our builder
+    /// writes the header as `CSeq: N METHOD`. Requests are not counted.
+    fn sent(&mut self, data: &[u8]) {
+        let Some(code) = data
+            .strip_prefix(b"SIP/2.0 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .and_then(|c| c.parse::<u16>().ok())
+        else {
+            return;
+        };
+        let method = data
+            .windows(8)
+            .position(|w| w.eq_ignore_ascii_case(b"\r\nCSeq: "))
+            .and_then(|at| data.get(at + 8..))
+            .and_then(|rest| {
+                let line = rest.split(|&b| b == b'\r').next()?;
+                let token = line.split(|&b| b == b' ').nth(1)?;
+                Method::from_token(std::str::from_utf8(token).ok()?)
+            });
+        let method = method.as_ref().map_or("other", method_label);
+        *self.responses_sent.entry((code, method)).or_default() += 1;
+    }
+}
+
+/// A bounded metric label for a method: its name, or `other` for an
+/// extension token.
+pub fn method_label(method: &Method) -> &'static str {
+    match method {
+        Method::Invite => "INVITE",
+        Method::Ack => "ACK",
+        Method::Bye => "BYE",
+        Method::Cancel => "CANCEL",
+        Method::Options => "OPTIONS",
+        Method::Register => "REGISTER",
+        Method::Info => "INFO",
+        Method::Update => "UPDATE",
+        Method::Prack => "PRACK",
+        Method::Subscribe => "SUBSCRIBE",
+        Method::Notify => "NOTIFY",
+        Method::Refer => "REFER",
+        Method::Message => "MESSAGE",
+        Method::Publish => "PUBLISH",
+        Method::Extension(_) => "other",
+    }
+}
+
 /// Misuse of the application-facing API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
@@ -429,6 +497,8 @@ pub struct Endpoint {
     /// while that transaction lives is a merged request (§8.2.2.2).
     /// Entries whose transaction is gone are pruned as the map grows.
     merge_index: HashMap<MergeKey, TxKey>,
+    /// Responses and retransmissions since start-up.
+    totals: Totals,
 }
 
 /// What makes two requests "the same" for merged-request detection
@@ -473,6 +543,7 @@ impl Endpoint {
             malformed: 0,
             awaiting: HashMap::new(),
             merge_index: HashMap::new(),
+            totals: Totals::default(),
         }
     }
 
@@ -549,7 +620,15 @@ impl Endpoint {
                 self.push_response(reply_flow(&req, source), bytes);
             }
             Ok(Message::Request(req)) => self.handle_request(now, req, source),
-            Ok(Message::Response(resp)) => self.handle_response(now, resp, source),
+            Ok(Message::Response(resp)) => {
+                let method = method_label(&resp.headers.cseq.method);
+                *self
+                    .totals
+                    .responses_received
+                    .entry((resp.status, method))
+                    .or_default() += 1;
+                self.handle_response(now, resp, source)
+            }
             Err(failure) => {
                 // A peer that sends something we refuse should be seen
                 // (warn), but a flood of junk must not flood the log: the
@@ -778,7 +857,14 @@ impl Endpoint {
 
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        let t = self.transmits.pop_front()?;
+        self.totals.sent(&t.data);
+        Some(t)
+    }
+
+    /// Responses and retransmissions since start-up.
+    pub fn totals(&self) -> &Totals {
+        &self.totals
     }
 
     /// The next event for the application.
@@ -867,6 +953,11 @@ impl Endpoint {
         let Some(tx) = self.txs.get_mut(&id) else {
             return;
         };
+        // An ACK here is the one for a non-2xx final, not a repeat (an ACK
+        // repeated in Completed is absorbed all the same, uncounted).
+        if req.method != Method::Ack {
+            self.totals.retransmissions_received += 1;
+        }
         match &mut tx.machine {
             TxMachine::Ist(ist) if req.method == Method::Ack => {
                 if ist.handle_ack(now) == AckDisposition::ToTu {

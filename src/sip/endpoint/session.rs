@@ -851,7 +851,10 @@ impl Endpoint {
         if let Some(s) = session_of(&mut c.role) {
             match &mut s.offer_answer {
                 OfferAnswer::AwaitingAck { wait, .. } => {
+                    // The first 2xx went out through the transaction: all
+                    // the wait sends are retransmissions.
                     while let Some(data) = wait.poll_transmit() {
+                        self.totals.retransmissions_sent += 1;
                         self.transmits.push_back(Transmit {
                             destination: destination.clone(),
                             data,

@@ -571,6 +571,43 @@ fn retransmitted_invite_gets_the_last_provisional_then_the_2xx_and_no_second_cal
     assert!(sim.take_events().is_empty());
 }
 
+/// Metrics: responses by code and CSeq method both ways, and every
+/// message sent or received again.
+#[test]
+fn totals_count_responses_by_code_and_method_and_every_retransmission() {
+    let mut sim = Sim::new();
+    let mut uac = Uac::new("totals", udp_from(5061));
+    let invite = uac.invite(&[]);
+    sim.deliver(Duration::ZERO, &invite, uac.flow);
+    let call = incoming(&sim.take_events());
+    // The INVITE again: absorbed (received 1), the 100 resent (sent 1).
+    sim.deliver(ms(500), &invite, uac.flow);
+    let ok = sim.answer(secs(1), call);
+    // The 2xx once more at 1 s + T1 (sent 2).
+    assert_eq!(offsets(&sim.run_until(ms(1500))), [ms(1500)]);
+    uac.learn(ok[0].resp());
+    let ack = uac.ack_2xx();
+    sim.deliver(ms(1600), &ack, uac.flow);
+    sim.ep
+        .hangup(sim.at(secs(2)), call)
+        .expect("confirmed call");
+    let out = sim.drain(secs(2));
+    let bye = out[0].req().clone();
+    sim.deliver(secs(2) + ms(100), &reply(&bye, 200), uac.flow);
+
+    let totals = sim.ep.totals();
+    assert_eq!(
+        totals.responses_sent,
+        BTreeMap::from([((100, "INVITE"), 2), ((200, "INVITE"), 2)])
+    );
+    assert_eq!(
+        totals.responses_received,
+        BTreeMap::from([((200, "BYE"), 1)])
+    );
+    assert_eq!(totals.retransmissions_sent, 2);
+    assert_eq!(totals.retransmissions_received, 1);
+}
+
 // ---------------------------------------------------------------------------
 // 3. 2xx until ACK
 

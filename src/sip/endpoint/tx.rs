@@ -93,6 +93,7 @@ impl Endpoint {
                 server: false,
                 call,
                 scheduled: None,
+                last_sent: None,
             },
         );
         self.drain_tx(now, id);
@@ -117,6 +118,7 @@ impl Endpoint {
                 server: true,
                 call,
                 scheduled: None,
+                last_sent: None,
             },
         );
     }
@@ -244,6 +246,12 @@ impl Endpoint {
                 TxMachine::Ict(m) => m.machine.poll_transmit(),
             };
             let Some(data) = data else { break };
+            // A transaction sends the same bytes again only to retransmit.
+            if tx.last_sent.as_ref() == Some(&data) {
+                self.totals.retransmissions_sent += 1;
+            } else {
+                tx.last_sent = Some(data.clone());
+            }
             self.transmits.push_back(Transmit {
                 destination: tx.destination.clone(),
                 data,
@@ -373,6 +381,9 @@ pub(super) struct Tx {
     pub(super) call: Option<u64>,
     /// The deadline queued in the heap.
     pub(super) scheduled: Option<Instant>,
+    /// The last message it sent: the same bytes again are a
+    /// retransmission (counted in [`Totals`](super::Totals)).
+    pub(super) last_sent: Option<Bytes>,
 }
 
 impl Tx {
