@@ -703,6 +703,7 @@ async fn callbacks_lists_stored_rows_with_a_status_filter() {
                 ecbt_quoted_minutes: 7,
                 expires_at,
                 inbound_call_id: "abc@203.0.113.5".into(),
+                sip_context: None,
             })
             .expect("register")
         {
@@ -1435,6 +1436,7 @@ fn stored_callback(store: &mut SqliteStore, queue: &str, number: &str) -> i64 {
             ecbt_quoted_minutes: 4,
             expires_at: now + jiff::SignedDuration::from_hours(24),
             inbound_call_id: "matrix@127.0.0.1".into(),
+            sip_context: None,
         })
         .expect("register")
     {
@@ -1601,6 +1603,7 @@ async fn users_see_only_their_units() {
                     ecbt_quoted_minutes: 3,
                     expires_at: Timestamp::from_second(second + 86_400).expect("ts"),
                     inbound_call_id: format!("{queue}@test"),
+                    sip_context: None,
                 })
                 .expect("register");
         }

@@ -325,6 +325,7 @@ fn register(h: &mut Harness, number: &str, inbound_call_id: &str) {
         ecbt_quoted_minutes: 1,
         expires_at: wall + jiff::SignedDuration::from_hours(24),
         inbound_call_id: inbound_call_id.into(),
+        sip_context: None,
     };
     callbackd::callback::store::Store::register(&mut h.store, &new).expect("registered");
 }
@@ -346,6 +347,7 @@ fn schedule(h: &mut Harness, ahead: std::time::Duration, window: std::time::Dura
         ecbt_quoted_minutes: 0,
         expires_at: at + jiff::SignedDuration::try_from(window).expect("duration"),
         inbound_call_id: String::new(),
+        sip_context: None,
     };
     let creation = callbackd::callback::store::Creation {
         scheduled_for: Some(at),

@@ -71,6 +71,16 @@ pub enum StoreRequest {
     },
     /// Write a call detail record (no reply; failures are logged).
     WriteCdr(Box<CdrRecord>),
+    /// Agent and customer of a dialing callback were bridged: the
+    /// `callback.connected` webhook event (no reply; failures are logged).
+    Connected {
+        /// The callback.
+        id: CallbackId,
+        /// When they were bridged (wall clock).
+        at: Timestamp,
+        /// The agent.
+        agent: String,
+    },
     /// Delete `callback-*.wav` recordings in `dir` older than `retention`
     /// (file IO for whoever carries requests out; no reply).
     PurgeRecordings {
@@ -192,6 +202,12 @@ pub fn execute(
         StoreRequest::WriteCdr(record) => {
             if let Err(e) = store.write_cdr(&record) {
                 warn!(error = %e, "CDR not written");
+            }
+            return None;
+        }
+        StoreRequest::Connected { id, at, agent } => {
+            if let Err(e) = store.record_connected(id, at, Some(&agent)) {
+                warn!(error = %e, callback = %id, "connected event not written");
             }
             return None;
         }

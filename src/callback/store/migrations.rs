@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_6,
     MIGRATION_7,
     MIGRATION_8,
+    MIGRATION_9,
 ];
 
 /// Applies the pending [`MIGRATIONS`] to `conn` (the file at `path`, named
@@ -328,6 +329,63 @@ CREATE TABLE organisation (
     changed_at INTEGER NOT NULL,
     changed_by TEXT    NOT NULL
 ) STRICT;
+";
+
+/// Schema version 9 (issue 11 point 5): webhooks. The SIP context of the
+/// inbound call on its callback (a JSON object: Diversion, History-Info,
+/// User-to-User; NULL for the API's), the subscriptions, the outbox of
+/// events (written in the transaction of the change that causes them) and
+/// one delivery row per event and subscription, which is the delivery log.
+const MIGRATION_9: &str = "
+ALTER TABLE callbacks ADD COLUMN sip_context TEXT
+    CHECK (sip_context IS NULL OR (json_valid(sip_context) AND json_type(sip_context) = 'object'));
+
+CREATE TABLE webhooks (
+    id          INTEGER PRIMARY KEY,
+    url         TEXT    NOT NULL CHECK (url LIKE 'http://%' OR url LIKE 'https://%'),
+    -- JSON array of event types
+    events      TEXT    NOT NULL CHECK (json_valid(events) AND json_type(events) = 'array'),
+    -- the HMAC key, shown once at creation
+    secret      TEXT    NOT NULL CHECK (secret <> ''),
+    enabled     INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    description TEXT    NOT NULL DEFAULT '',
+    created_by  TEXT    NOT NULL,
+    -- Unix milliseconds, UTC
+    created_at  INTEGER NOT NULL
+) STRICT;
+
+-- The outbox: one row per event that had a subscription when committed.
+CREATE TABLE webhook_events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- the id receivers see (stable across retries)
+    uid         TEXT    NOT NULL UNIQUE,
+    type        TEXT    NOT NULL,
+    callback_id INTEGER NOT NULL REFERENCES callbacks (id),
+    occurred_at INTEGER NOT NULL,
+    -- the JSON body, exactly as posted (and signed)
+    payload     TEXT    NOT NULL CHECK (json_valid(payload))
+) STRICT;
+
+CREATE TABLE webhook_deliveries (
+    id              INTEGER PRIMARY KEY,
+    event_id        INTEGER NOT NULL REFERENCES webhook_events (id),
+    webhook_id      INTEGER NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    state           TEXT    NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'delivered', 'failed')),
+    tries           INTEGER NOT NULL DEFAULT 0 CHECK (tries >= 0),
+    -- Unix milliseconds, UTC; next_try_at NULL while pending: at once
+    first_try_at    INTEGER,
+    last_try_at     INTEGER,
+    next_try_at     INTEGER,
+    -- the last try's HTTP status, or why it got none
+    last_status     INTEGER CHECK (last_status BETWEEN 100 AND 599),
+    last_error      TEXT,
+    UNIQUE (webhook_id, event_id)
+) STRICT;
+
+-- The worker's heads: per subscription, its oldest pending delivery.
+CREATE INDEX webhook_deliveries_by_state ON webhook_deliveries (webhook_id, state, event_id);
+CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id);
 ";
 
 #[cfg(test)]
