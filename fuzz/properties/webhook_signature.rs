@@ -17,7 +17,11 @@ pub fn check(data: &[u8]) {
     }
     let t = 1_700_000_000 + i64::from(data.len() as u16);
     let header = sign(secret, t, body);
-    assert_eq!(verify(secret, &header, body, t, tolerance), Ok(()), "{header}");
+    assert_eq!(
+        verify(secret, &header, body, t, tolerance),
+        Ok(()),
+        "{header}"
+    );
     let mut other = body.to_vec();
     other.push(b'x');
     assert!(verify(secret, &header, &other, t, tolerance).is_err());

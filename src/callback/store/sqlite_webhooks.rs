@@ -291,7 +291,8 @@ impl WebhookStore for SqliteStore {
 
     fn outgoing(&self, id: i64) -> Result<Option<Outgoing>, StoreError> {
         let err = self.sqlite_err("outgoing");
-        let row: Option<(String, String, String, String, String, i64, Option<i64>)> = self
+        // The delivery as read, and its first try's raw time.
+        let row = self
             .conn
             .query_row(
                 "SELECT w.url, w.secret, e.uid, e.type, e.payload, d.tries, d.first_try_at \
@@ -301,34 +302,29 @@ impl WebhookStore for SqliteStore {
                  WHERE d.id = ?1 AND d.state = 'pending'",
                 [id],
                 |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                    ))
+                    let tries: i64 = r.get(5)?;
+                    let outgoing = Outgoing {
+                        delivery: id,
+                        url: r.get(0)?,
+                        secret: r.get(1)?,
+                        event_id: r.get(2)?,
+                        event_type: r.get(3)?,
+                        payload: r.get(4)?,
+                        tries: u32::try_from(tries).unwrap_or(u32::MAX),
+                        first_try_at: None,
+                    };
+                    Ok((outgoing, r.get::<_, Option<i64>>(6)?))
                 },
             )
             .optional()
             .map_err(&err)?;
-        let Some((url, secret, event_id, event_type, payload, tries, first)) = row else {
+        let Some((mut outgoing, first)) = row else {
             return Ok(None);
         };
-        Ok(Some(Outgoing {
-            delivery: id,
-            url,
-            secret,
-            event_id,
-            event_type,
-            payload,
-            tries: u32::try_from(tries).unwrap_or(u32::MAX),
-            first_try_at: first
-                .map(|ms| timestamp(id, "webhook_deliveries.first_try_at", ms))
-                .transpose()?,
-        }))
+        outgoing.first_try_at = first
+            .map(|ms| timestamp(id, "webhook_deliveries.first_try_at", ms))
+            .transpose()?;
+        Ok(Some(outgoing))
     }
 
     fn record_try(&mut self, id: i64, record: &TryRecord) -> Result<(), StoreError> {
