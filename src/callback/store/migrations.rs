@@ -649,4 +649,80 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn migration_8_to_9_leaves_rows_without_sip_context_and_checks_it() {
+        let db = temp_db("migrate-8-9");
+        let path = db.path.clone();
+        let t0 = now();
+        let id = {
+            // A version-8 file with an IVR-registered callback.
+            let conn = Connection::open(&path).unwrap();
+            for m in &MIGRATIONS[..8] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 8).unwrap();
+            conn.execute(
+                "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
+                     queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
+                     expires_at, inbound_call_id) \
+                 VALUES ('support', '3125550188', '+13125550100', '8005550199', 0, ?1, ?1, \
+                     3, 'pending', 0, ?2, 'old-call@pc33')",
+                params![t0.as_millisecond(), (t0 + secs(3600)).as_millisecond()],
+            )
+            .unwrap();
+            CallbackId(conn.last_insert_rowid())
+        };
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&store.conn).unwrap(), MIGRATIONS.len() as i64);
+        let context: Option<String> = store
+            .conn
+            .query_row(
+                "SELECT sip_context FROM callbacks WHERE id = ?1",
+                [id.0],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(context, None);
+        for bad in ["[1]", "{not json"] {
+            assert!(
+                store
+                    .conn
+                    .execute(
+                        "UPDATE callbacks SET sip_context = ?1 WHERE id = ?2",
+                        params![bad, id.0]
+                    )
+                    .is_err(),
+                "{bad}"
+            );
+        }
+        // The old row's transitions announce themselves once subscribed.
+        use crate::callback::store::{NewWebhook, WebhookStore};
+        use crate::callback::webhook::EventKind;
+        let hook = store
+            .create_webhook(&NewWebhook {
+                url: "https://hooks.example.com/x".into(),
+                events: vec![EventKind::AttemptStarted],
+                secret: "whsec_migration_test".into(),
+                enabled: true,
+                description: String::new(),
+                created_by: "test".into(),
+                created_at: t0,
+            })
+            .unwrap();
+        assert!(store.claim(id, t0).unwrap());
+        let log = store.deliveries(hook.id, None, 10).unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].event_type, "callback.attempt_started");
+        // Only http(s) URLs are stored, whoever writes.
+        assert!(
+            store
+                .conn
+                .execute(
+                    "UPDATE webhooks SET url = 'ftp://x' WHERE id = ?1",
+                    [hook.id]
+                )
+                .is_err()
+        );
+    }
 }
