@@ -16,12 +16,12 @@
 //!
 //! | module | owns | IO / clock |
 //! |---|---|---|
-//! | [`api`] | admin HTTP API (axum): health, statistics, runtime gates, stored callbacks, Prometheus metrics | HTTP |
-//! | [`engine`] | tokio shell: SIP over UDP/TCP, the media thread (one pacing clock for every stream, binds the ports the controller allocates), the store thread, DNS, the clock; reads inputs, feeds the controller, carries out its outputs | all IO lives here |
+//! | [`api`] | admin HTTP API (axum): health, statistics, runtime gates, stored callbacks, webhook subscriptions, Prometheus metrics | HTTP |
+//! | [`engine`] | tokio shell: SIP over UDP/TCP, the media thread (one pacing clock for every stream, binds the ports the controller allocates), the store thread, DNS, the webhook delivery worker, the clock; reads inputs, feeds the controller, carries out its outputs | all IO lives here |
 //! | [`b2bua`] | the call controller: inbound calls and their IVR, outbound legs, agents and their REGISTERs, bridging, callbacks, live callers — `handle_*(now, …)`, then `poll_transmit` / `poll_media` / `poll_store` / `poll_timeout` (tested on a fake clock in `tests/controller.rs`) | sans-IO |
 //! | [`config`] | TOML schema, defaults, validation with field-level errors; converts sections into the settings types of the layers below; read by `engine`, `api`, `b2bua` and the binary | reads the file |
 //! | [`acd`] | queues (order: priority, then original entry time; positions) and agents | pure |
-//! | [`callback`] | callback domain: business-hours gates, the durable store, the launch scheduler, one agent-first attempt (dialer), trunk dialing rules, CDRs | store only |
+//! | [`callback`] | callback domain: business-hours gates, the durable store (with the webhooks' outbox), the launch scheduler, one agent-first attempt (dialer), trunk dialing rules, CDRs | store only |
 //! | [`ivr`] | the caller's registration flow as a pure state machine; the ECBT estimator | pure |
 //! | [`sip`] | messages (our own tokenizer), SDP offer/answer, the four RFC 3261/6026 transaction machines, dialogs, session timers, the endpoint (UAS and UAC), digest auth, registrar | sans-IO |
 //! | [`media`] | G.711, RTP/RTCP, DTMF (RFC 4733, in-band, merged with SIP INFO), prompts (WAV → 8 kHz → pre-encoded frames), paced playback, the relay bridge, recorder, RTP port pool | sans-IO |

@@ -431,6 +431,8 @@ fn run(path: &Path) -> ExitCode {
     let api = settings.api().enabled.then_some(settings.api().bind);
     let mut api_options = callbackd::api::ApiOptions::new(&settings);
     api_options.org_version = org_version;
+    let webhooks = callbackd::engine::webhooks::WebhookSettings::from(settings.webhooks());
+    let store_path = settings.store_path().to_owned();
     let drain = settings.call().drain();
     let config_path = path.to_owned();
     runtime.block_on(async move {
@@ -441,6 +443,22 @@ fn run(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Webhook deliveries from the store's outbox, on their own
+        // connection; what the last process left pending goes first.
+        let counted = api_options.metrics.clone();
+        let webhook_worker = callbackd::engine::webhooks::WebhookWorker::start_observed(
+            store_path,
+            webhooks,
+            move |step| {
+                use callbackd::api::metrics::DeliveryResult;
+                use callbackd::callback::webhook::Step;
+                counted.webhook_delivery(match step {
+                    Step::Delivered => DeliveryResult::Delivered,
+                    Step::Retry { .. } => DeliveryResult::Retried,
+                    Step::GiveUp => DeliveryResult::Failed,
+                });
+            },
+        );
         // The admin API beside the engine; it answers (health: draining)
         // until the engine has stopped.
         let api = match api {
@@ -478,6 +496,7 @@ fn run(path: &Path) -> ExitCode {
                 stopped.await;
             }
         }
+        webhook_worker.stop();
         if let Some(api) = api {
             api.shutdown().await;
         }

@@ -26,9 +26,10 @@ use callbackd::api::{self, ApiOptions, ApiServer, Rule, metrics};
 use callbackd::callback::QueueId;
 use callbackd::callback::store::testing::user_with_token;
 use callbackd::callback::store::{
-    AccountStore, Change, NewCallback, NewToken, Registration, Role, SqliteStore, Store,
-    TokenSecret,
+    AccountStore, Change, NewCallback, NewToken, NewWebhook, Registration, Role, SqliteStore,
+    Store, TokenSecret, WebhookStore,
 };
+use callbackd::callback::webhook::EventKind;
 use callbackd::config::Config;
 use callbackd::engine::{self, EngineHandle};
 
@@ -695,6 +696,7 @@ async fn callbacks_lists_stored_rows_with_a_status_filter() {
                 ecbt_quoted_minutes: 7,
                 expires_at,
                 inbound_call_id: "abc@203.0.113.5".into(),
+                sip_context: None,
             })
             .expect("register")
         {
@@ -1493,6 +1495,54 @@ fn matrix_cases(token_id: i64, cb: &MatrixCallbacks) -> Vec<Case> {
             None,
             S::OK,
         ),
+        case(
+            Rule::Admin,
+            "GET",
+            "/v1/webhooks",
+            "/v1/webhooks",
+            None,
+            S::OK,
+        ),
+        case(
+            Rule::Admin,
+            "POST",
+            "/v1/webhooks",
+            "/v1/webhooks",
+            Some(r#"{"url":"http://127.0.0.1:9/hook","events":["callback.completed"]}"#),
+            S::CREATED,
+        ),
+        case(
+            Rule::Admin,
+            "GET",
+            "/v1/webhooks/{id}",
+            &format!("/v1/webhooks/{}", cb.webhook),
+            None,
+            S::OK,
+        ),
+        case(
+            Rule::Admin,
+            "PATCH",
+            "/v1/webhooks/{id}",
+            &format!("/v1/webhooks/{}", cb.webhook),
+            Some(r#"{"enabled":false}"#),
+            S::OK,
+        ),
+        case(
+            Rule::Admin,
+            "DELETE",
+            "/v1/webhooks/{id}",
+            &format!("/v1/webhooks/{}", cb.doomed_webhook),
+            None,
+            S::NO_CONTENT,
+        ),
+        case(
+            Rule::Admin,
+            "GET",
+            "/v1/webhooks/{id}/deliveries",
+            &format!("/v1/webhooks/{}/deliveries?limit=5", cb.webhook),
+            None,
+            S::OK,
+        ),
     ]
 }
 
@@ -1503,6 +1553,25 @@ struct MatrixCallbacks {
     patched: i64,
     cancelled: i64,
     other_unit: i64,
+    /// A webhook subscription read and changed, and one deleted.
+    webhook: i64,
+    doomed_webhook: i64,
+}
+
+/// A webhook subscription written beside the engine; its id.
+fn stored_webhook(store: &mut SqliteStore) -> i64 {
+    store
+        .create_webhook(&NewWebhook {
+            url: "http://127.0.0.1:9/hook".into(),
+            events: vec![EventKind::Registered],
+            secret: "whsec_matrix_secret".into(),
+            enabled: true,
+            description: String::new(),
+            created_by: "test".into(),
+            created_at: Timestamp::now(),
+        })
+        .expect("webhook")
+        .id
 }
 
 /// A pending callback for `number` in `queue`, written beside the engine.
@@ -1520,6 +1589,7 @@ fn stored_callback(store: &mut SqliteStore, queue: &str, number: &str) -> i64 {
             ecbt_quoted_minutes: 4,
             expires_at: now + jiff::SignedDuration::from_hours(24),
             inbound_call_id: "matrix@127.0.0.1".into(),
+            sip_context: None,
         })
         .expect("register")
     {
@@ -1560,6 +1630,8 @@ async fn every_route_refuses_without_a_token_or_the_role_and_serves_the_right_ro
             patched: stored_callback(&mut store, "support", "3125550122"),
             cancelled: stored_callback(&mut store, "support", "3125550133"),
             other_unit: stored_callback(&mut store, "sales", "3125550122"),
+            webhook: stored_webhook(&mut store),
+            doomed_webhook: stored_webhook(&mut store),
         }
     };
     let cases = matrix_cases(token_id, &callbacks);
@@ -1686,6 +1758,7 @@ async fn users_see_only_their_units() {
                     ecbt_quoted_minutes: 3,
                     expires_at: Timestamp::from_second(second + 86_400).expect("ts"),
                     inbound_call_id: format!("{queue}@test"),
+                    sip_context: None,
                 })
                 .expect("register");
         }

@@ -325,6 +325,7 @@ fn register(h: &mut Harness, number: &str, inbound_call_id: &str) {
         ecbt_quoted_minutes: 1,
         expires_at: wall + jiff::SignedDuration::from_hours(24),
         inbound_call_id: inbound_call_id.into(),
+        sip_context: None,
     };
     callbackd::callback::store::Store::register(&mut h.store, &new).expect("registered");
 }
@@ -346,6 +347,7 @@ fn schedule(h: &mut Harness, ahead: std::time::Duration, window: std::time::Dura
         ecbt_quoted_minutes: 0,
         expires_at: at + jiff::SignedDuration::try_from(window).expect("duration"),
         inbound_call_id: String::new(),
+        sip_context: None,
     };
     let creation = callbackd::callback::store::Creation {
         scheduled_for: Some(at),
@@ -1711,6 +1713,64 @@ fn the_inbound_cdr_keeps_where_the_call_was_diverted_from() {
     assert_eq!(
         inbound.redirected_from.as_deref(),
         Some("<sip:3125550199@pbx.example>;reason=no-answer;counter=1")
+    );
+}
+
+/// Issue 11 point 5: the Diversion, History-Info and User-to-User headers
+/// of the caller's INVITE are stored with the callback it registers, and
+/// its `callback.registered` webhook payload carries them.
+#[test]
+fn a_registered_callback_keeps_the_invites_sip_context_for_its_webhook() {
+    use callbackd::callback::store::{NewWebhook, WebhookStore};
+    use callbackd::callback::webhook::EventKind;
+    let (mut h, _caller) = call_with_headers(
+        "call-ctx",
+        None,
+        "Diversion: <sip:3125550199@pbx.example>;reason=no-answer;counter=1\r\n\
+         History-Info: <sip:8005550100@carrier.example>;index=1\r\n\
+         History-Info: <sip:3125550199@pbx.example>;index=1.1\r\n\
+         User-to-User: 56a390f3d2b7310023a2;encoding=hex;purpose=isdn-uui\r\n",
+    );
+    h.store
+        .create_webhook(&NewWebhook {
+            url: "http://127.0.0.1:9/hook".into(),
+            events: vec![EventKind::Registered],
+            secret: "whsec_controller_test".into(),
+            enabled: true,
+            description: String::new(),
+            created_by: "test".into(),
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+        })
+        .expect("subscription");
+    after_pressing_1(&mut h, "call-ctx");
+    h.advance(secs(1));
+    h.digits("call-ctx", "3125550188", ms(100));
+    h.advance(secs(15));
+    h.digit("call-ctx", '1');
+    h.run_until(h.now + secs(30));
+    let rows = h.rows();
+    assert_eq!(rows.len(), 1, "{:?}", h.plays("call-ctx"));
+    let heads = h.store.webhook_heads().expect("heads");
+    assert_eq!(heads.len(), 1, "one event for the subscription");
+    let event = h
+        .store
+        .outgoing(heads[0].delivery)
+        .expect("read")
+        .expect("pending");
+    assert_eq!(event.event_type, "callback.registered");
+    let body: serde_json::Value = serde_json::from_str(&event.payload).expect("JSON");
+    assert_eq!(body["data"]["callback"]["id"], rows[0].id.0);
+    assert_eq!(body["data"]["callback"]["number"], "3125550188");
+    assert_eq!(
+        body["data"]["sip"],
+        serde_json::json!({
+            "diversion": ["<sip:3125550199@pbx.example>;reason=no-answer;counter=1"],
+            "history_info": [
+                "<sip:8005550100@carrier.example>;index=1",
+                "<sip:3125550199@pbx.example>;index=1.1"
+            ],
+            "user_to_user": ["56a390f3d2b7310023a2;encoding=hex;purpose=isdn-uui"],
+        })
     );
 }
 

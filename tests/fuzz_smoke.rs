@@ -34,6 +34,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("sip_message", properties::sip_message::check),
     ("sip_uri", properties::sip_uri::check),
     ("telephone_event", properties::telephone_event::check),
+    ("webhook_signature", properties::webhook_signature::check),
 ];
 
 /// Longest input a mutation may grow to (libFuzzer's default -max_len is

@@ -974,6 +974,7 @@ fn register_direct(dir: &TestDir) -> CallbackId {
         ecbt_quoted_minutes: 1,
         expires_at: now + jiff::SignedDuration::from_hours(1),
         inbound_call_id: "inbound@test".into(),
+        sip_context: None,
     };
     match store.register(&new).expect("register") {
         Registration::Registered(id) => id,

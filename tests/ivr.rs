@@ -161,6 +161,15 @@ impl<S: LaunchStore> LaunchStore for Counting<S> {
         self.inner.record_attempt(id, attempt, next)
     }
 
+    fn record_connected(
+        &mut self,
+        id: CallbackId,
+        at: Timestamp,
+        agent: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.inner.record_connected(id, at, agent)
+    }
+
     fn expire(&mut self, now: Timestamp) -> Result<Vec<CallbackId>, StoreError> {
         self.inner.expire(now)
     }

@@ -14,3 +14,4 @@ pub mod sdp;
 pub mod sip_message;
 pub mod sip_uri;
 pub mod telephone_event;
+pub mod webhook_signature;

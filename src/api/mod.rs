@@ -45,13 +45,19 @@
 //! | PATCH | `/v1/units/{name}` | admin | `{"name"?,"queues"?}` → 200 |
 //! | DELETE | `/v1/units/{name}` | admin | 204; its users lose it |
 //! | GET | `/v1/audit[?from=&to=&cursor=&limit=]` | admin | `{"entries":[…],"next_cursor"}`, oldest first |
+//! | GET | `/v1/webhooks` | admin | every subscription: `{"id","url","events","enabled","description","created_by","created_at"}` (never the secret) |
+//! | POST | `/v1/webhooks` | admin | `{"url","events","secret"?,"enabled"?,"description"?}` → 201 with the subscription, `Location` and `"secret"`, shown this once (ours, `whsec_…`, unless given); 422 `invalid_url` (not http(s) with a host), `unknown_event`, `invalid_events`, `invalid_secret` |
+//! | GET | `/v1/webhooks/{id}` | admin | the subscription |
+//! | PATCH | `/v1/webhooks/{id}` | admin | `{"url"?,"events"?,"enabled"?,"description"?}` → 200; a disabled one gets no new events, and its pending deliveries wait |
+//! | DELETE | `/v1/webhooks/{id}` | admin | 204; its delivery log goes too |
+//! | GET | `/v1/webhooks/{id}/deliveries[?cursor=&limit=]` | admin | the delivery log, oldest first: `{"deliveries":[{"id","event_id","type","callback_id","occurred_at","state","tries","first_try_at","last_try_at","next_try_at","last_status","last_error"}],"next_cursor"}` (`limit` 1..=1000, default 100) |
 //!
 //! Roles: a viewer reads; a manager also creates, changes and cancels the
 //! callbacks, pauses and resumes the agents and edits the hours and
 //! switches of their units' queues; an admin does everything (users, units,
-//! tokens, the organisation, the audit log) and sees every unit. A user who is not an
+//! tokens, the organisation, the audit log, webhooks) and sees every unit. A user who is not an
 //! admin sees only the callbacks and agents of the queues their units group.
-//! Every change (gates, agent pause, callbacks, users, units, tokens, passwords) writes
+//! Every change (gates, agent pause, callbacks, users, units, tokens, passwords, webhooks) writes
 //! an audit row naming the caller, with the object before and after.
 //!
 //! Bodies are JSON (`application/json`). Every refusal is a 4xx (5xx for a
@@ -84,6 +90,7 @@ pub mod auth;
 pub mod callbacks;
 pub mod metrics;
 pub mod org;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -320,6 +327,27 @@ const TABLE: &[Entry] = &[
     entry(Verb::Get, "/v1/audit", Rule::Admin, |m| {
         on(m, accounts::audit)
     }),
+    entry(Verb::Get, "/v1/webhooks", Rule::Admin, |m| {
+        on(m, webhooks::list)
+    }),
+    entry(Verb::Post, "/v1/webhooks", Rule::Admin, |m| {
+        on(m, webhooks::create)
+    }),
+    entry(Verb::Get, "/v1/webhooks/{id}", Rule::Admin, |m| {
+        on(m, webhooks::get_one)
+    }),
+    entry(Verb::Patch, "/v1/webhooks/{id}", Rule::Admin, |m| {
+        on(m, webhooks::patch)
+    }),
+    entry(Verb::Delete, "/v1/webhooks/{id}", Rule::Admin, |m| {
+        on(m, webhooks::delete)
+    }),
+    entry(
+        Verb::Get,
+        "/v1/webhooks/{id}/deliveries",
+        Rule::Admin,
+        |m| on(m, webhooks::deliveries),
+    ),
 ];
 
 /// Every route of the API, in table order.
@@ -339,6 +367,9 @@ pub struct ApiOptions {
     /// The stored version of the organisation in `settings` (0: not read
     /// from the store; the first change reads it).
     pub org_version: u64,
+    /// Families bumped outside the API's handlers (webhook deliveries),
+    /// rendered by `/metrics`.
+    pub metrics: metrics::Shared,
     /// The callback store's file ([`crate::config::Settings::store_path`]).
     pub store_path: PathBuf,
     /// The configured queue ids.
@@ -362,6 +393,7 @@ impl ApiOptions {
         ApiOptions {
             settings: Arc::new(settings.clone()),
             org_version: 0,
+            metrics: metrics::Shared::default(),
             store_path: settings.store_path().to_owned(),
             queues: settings.queues().iter().map(|q| q.id.clone()).collect(),
             agent_queues: settings
@@ -394,12 +426,13 @@ impl ApiOptions {
 /// The routes of the API over a running engine, built from [`routes`]:
 /// each route's handler behind the layer that enforces its rule.
 pub fn router(engine: EngineControl, options: ApiOptions) -> Router {
+    let metrics = options.metrics.clone();
     let state = ApiState {
         engine,
         options: Arc::new(RwLock::new(Arc::new(options))),
         org_change: Arc::new(tokio::sync::Mutex::new(())),
         store: Arc::new(Mutex::new(None)),
-        metrics: metrics::Shared::default(),
+        metrics,
     };
     let mut router = Router::new();
     for e in TABLE {

@@ -248,6 +248,7 @@ where
     }
     let mut options = ApiOptions::new(&settings);
     options.org_version = version;
+    options.metrics = state.metrics.clone();
     state.set_options(options);
     Ok((version, document, true))
 }

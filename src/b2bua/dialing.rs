@@ -848,6 +848,13 @@ impl Dialing {
                 dialer::Action::Bridge => {
                     if let (Some(agent), Some(customer)) = (&a.agent_leg, &a.customer_leg) {
                         env.calls.bridge(agent.call, customer.call);
+                        if a.claimed {
+                            env.calls.store(StoreRequest::Connected {
+                                id: a.callback.id,
+                                at: env.calls.wall(now),
+                                agent: a.agent.as_str().to_owned(),
+                            });
+                        }
                         // Issue 4 point 7: the bridged call as a stereo WAV,
                         // after the notice to the customer when configured.
                         if let Some(&(true, notice)) =

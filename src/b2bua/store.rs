@@ -23,7 +23,8 @@ use crate::callback::{CallbackId, QueueId};
 impl StoreRequest {
     /// The metric label of a request that writes (one transaction each):
     /// `register`, `due` (renews claims and expires, then reads), `claim`,
-    /// `attempt`, `cdr`; `None` for a pure read or file work.
+    /// `attempt`, `cdr`, `connected` (a bridged callback's webhook event);
+    /// `None` for a pure read or file work.
     pub fn commit_label(&self) -> Option<&'static str> {
         match self {
             StoreRequest::Register { .. } => Some("register"),
@@ -31,6 +32,7 @@ impl StoreRequest {
             StoreRequest::Claim { .. } => Some("claim"),
             StoreRequest::RecordAttempt { .. } => Some("attempt"),
             StoreRequest::WriteCdr(_) => Some("cdr"),
+            StoreRequest::Connected { .. } => Some("connected"),
             StoreRequest::PendingAhead { .. } | StoreRequest::PurgeRecordings { .. } => None,
         }
     }
@@ -87,6 +89,16 @@ pub enum StoreRequest {
     },
     /// Write a call detail record (no reply; failures are logged).
     WriteCdr(Box<CdrRecord>),
+    /// Agent and customer of a dialing callback were bridged: the
+    /// `callback.connected` webhook event (no reply; failures are logged).
+    Connected {
+        /// The callback.
+        id: CallbackId,
+        /// When they were bridged (wall clock).
+        at: Timestamp,
+        /// The agent.
+        agent: String,
+    },
     /// Delete `callback-*.wav` recordings in `dir` older than `retention`
     /// (file IO for whoever carries requests out; no reply).
     PurgeRecordings {
@@ -208,6 +220,12 @@ pub fn execute(
         StoreRequest::WriteCdr(record) => {
             if let Err(e) = store.write_cdr(&record) {
                 warn!(error = %e, "CDR not written");
+            }
+            return None;
+        }
+        StoreRequest::Connected { id, at, agent } => {
+            if let Err(e) = store.record_connected(id, at, Some(&agent)) {
+                warn!(error = %e, callback = %id, "connected event not written");
             }
             return None;
         }

@@ -9,6 +9,8 @@ pub mod hours;
 pub mod scheduler;
 pub mod store;
 pub mod trunk;
+pub mod view;
+pub mod webhook;
 
 /// Numbers as the caller keys them; defined in [`crate::domain::number`]
 /// (the IVR validates with it too) and kept reachable here.

@@ -42,6 +42,7 @@ mod sip;
 #[cfg(test)]
 mod test_support;
 mod trunk;
+mod webhooks;
 
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,7 @@ pub use rtp::{CallConfig, Codec, MediaConfig, PromptsConfig, RtpConfig};
 pub use settings::{AgentSettings, OrgSettings, QueueSettings, RegistrarSetup, Routes, Settings};
 pub use sip::{Host, InvalidHost, SipConfig, Transport};
 pub use trunk::{TrunkConfig, TrunkTransportSetting};
+pub use webhooks::WebhooksConfig;
 
 use error::syntax_error;
 
@@ -111,6 +113,8 @@ pub struct Config {
     pub callbacks: CallbacksConfig,
     /// `[registrar]`: REGISTER handling for agents' phones.
     pub registrar: RegistrarConfig,
+    /// `[webhooks]`: how webhook deliveries are timed and retried.
+    pub webhooks: WebhooksConfig,
     /// `[[queues]]`: the queues callers wait in (at least one).
     pub queues: Vec<QueueConfig>,
     /// `[[agents]]`: who takes the calls (none shipped).
@@ -231,6 +235,7 @@ impl Config {
         self.call
             .check(&self.rtp, self.callbacks.max_lines.saturating_mul(2))?;
         self.registrar.check()?;
+        self.webhooks.check()?;
         queues::check_queues(&self.queues, &self.org)?;
         agents::check_agents(&self.agents, &self.queues)
     }
@@ -264,6 +269,7 @@ impl Default for Config {
             trunk: TrunkConfig::default(),
             callbacks: CallbacksConfig::default(),
             registrar: RegistrarConfig::default(),
+            webhooks: WebhooksConfig::default(),
             queues: vec![QueueConfig::default()],
             agents: Vec::new(),
             origin: DEFAULTS_ORIGIN.to_owned(),
@@ -292,6 +298,7 @@ impl PartialEq for Config {
             trunk,
             callbacks,
             registrar,
+            webhooks,
             queues,
             agents,
             origin: _,
@@ -313,6 +320,7 @@ impl PartialEq for Config {
             && *trunk == other.trunk
             && *callbacks == other.callbacks
             && *registrar == other.registrar
+            && *webhooks == other.webhooks
             && *queues == other.queues
             && *agents == other.agents
     }

@@ -33,6 +33,7 @@ use crate::sip::registrar::RegistrarSettings;
 use super::{
     AclConfig, AgentUri, ApiConfig, CallConfig, CallbacksConfig, Capacity, Config, ConfigError,
     EdgeConfig, Invalid, IvrConfig, LogConfig, MediaConfig, PROMPT_NAMES, RtpConfig, SipConfig,
+    WebhooksConfig,
 };
 
 /// A checked configuration (see the module documentation).
@@ -55,6 +56,7 @@ pub struct Settings {
     store_path: PathBuf,
     ivr: IvrConfig,
     callbacks: CallbacksConfig,
+    webhooks: WebhooksConfig,
     org: OrgSettings,
     estimator: Estimator,
     trunk: TrunkSettings,
@@ -239,6 +241,7 @@ impl Config {
             api: self.api,
             ivr: self.ivr,
             callbacks: self.callbacks,
+            webhooks: self.webhooks,
         }
     }
 
@@ -354,6 +357,11 @@ impl Settings {
     /// `[callbacks]`.
     pub fn callbacks(&self) -> &CallbacksConfig {
         &self.callbacks
+    }
+
+    /// `[webhooks]`.
+    pub fn webhooks(&self) -> &WebhooksConfig {
+        &self.webhooks
     }
 
     /// Where recordings go, resolved.

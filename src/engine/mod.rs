@@ -24,6 +24,7 @@ pub mod organisation;
 pub mod resolve;
 pub mod store;
 pub mod transport;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

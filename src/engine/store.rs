@@ -210,6 +210,7 @@ mod tests {
             ecbt_quoted_minutes: 1,
             expires_at: now + jiff::SignedDuration::from_hours(1),
             inbound_call_id: "c1@test".into(),
+            sip_context: None,
         };
         assert!(handle.send(StoreRequest::Register {
             call: 1,

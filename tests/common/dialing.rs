@@ -171,6 +171,7 @@ pub fn register_at(path: &Path, number: &str) -> CallbackId {
         ecbt_quoted_minutes: 1,
         expires_at: now + jiff::SignedDuration::from_hours(1),
         inbound_call_id: "inbound-1@test".into(),
+        sip_context: None,
     };
     match store.register(&new).expect("register") {
         Registration::Registered(id) => id,

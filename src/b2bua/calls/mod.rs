@@ -35,6 +35,7 @@ use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
 use crate::callback::hours::{BusinessHours, GateDecision, Gates, registration_gate};
 use crate::callback::scheduler::LiveCaller;
 use crate::callback::store::{NewCallback, Registration};
+use crate::callback::webhook::SipContext;
 use crate::config::{Codec, Routes, Settings};
 use crate::ivr::Ecbt;
 use crate::ivr::ecbt::{Estimator, callers_ahead};
@@ -113,6 +114,9 @@ struct CallCtx {
     /// Where the call was redirected from (Diversion / History-Info), for
     /// its CDR.
     redirected_from: Option<String>,
+    /// Diversion, History-Info and User-to-User of the INVITE, stored with
+    /// the callback it registers (webhook payloads carry them).
+    sip_context: SipContext,
     called: String,
     /// The IVR, once the call is confirmed.
     flow: Option<Flow>,
@@ -760,6 +764,7 @@ impl Calls {
                         ecbt_quoted_minutes: quoted,
                         expires_at,
                         inbound_call_id: ctx.call_id.to_string(),
+                        sip_context: Some(ctx.sip_context.clone()),
                     };
                     info!(call_id = %ctx.call_id, number = %number.as_digits(), "registering callback");
                     self.store.push_back(StoreRequest::Register {
@@ -887,6 +892,21 @@ impl Calls {
             arrived: now,
             arrived_at: self.clock.at(now),
             redirected_from: identity.redirection(),
+            sip_context: SipContext {
+                diversion: identity.diversion.clone(),
+                history_info: identity.history_info.clone(),
+                user_to_user: request
+                    .headers
+                    .fields()
+                    .iter()
+                    .filter(|f| {
+                        f.other_name
+                            .as_deref()
+                            .is_some_and(|n| n.eq_ignore_ascii_case("User-to-User"))
+                    })
+                    .map(|f| f.value.to_string())
+                    .collect(),
+            },
             ani: identity.number,
             called,
             flow: None,

@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_7,
     MIGRATION_8,
     MIGRATION_9,
+    MIGRATION_10,
 ];
 
 /// Applies the pending [`MIGRATIONS`] to `conn` (the file at `path`, named
@@ -344,6 +345,63 @@ ALTER TABLE callbacks ADD COLUMN customer_dialed_at INTEGER;
 ALTER TABLE callbacks ADD COLUMN ecbt_error_ms INTEGER;
 ";
 
+/// Schema version 10 (issue 11 point 5): webhooks. The SIP context of the
+/// inbound call on its callback (a JSON object: Diversion, History-Info,
+/// User-to-User; NULL for the API's), the subscriptions, the outbox of
+/// events (written in the transaction of the change that causes them) and
+/// one delivery row per event and subscription, which is the delivery log.
+const MIGRATION_10: &str = "
+ALTER TABLE callbacks ADD COLUMN sip_context TEXT
+    CHECK (sip_context IS NULL OR (json_valid(sip_context) AND json_type(sip_context) = 'object'));
+
+CREATE TABLE webhooks (
+    id          INTEGER PRIMARY KEY,
+    url         TEXT    NOT NULL CHECK (url LIKE 'http://%' OR url LIKE 'https://%'),
+    -- JSON array of event types
+    events      TEXT    NOT NULL CHECK (json_valid(events) AND json_type(events) = 'array'),
+    -- the HMAC key, shown once at creation
+    secret      TEXT    NOT NULL CHECK (secret <> ''),
+    enabled     INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    description TEXT    NOT NULL DEFAULT '',
+    created_by  TEXT    NOT NULL,
+    -- Unix milliseconds, UTC
+    created_at  INTEGER NOT NULL
+) STRICT;
+
+-- The outbox: one row per event that had a subscription when committed.
+CREATE TABLE webhook_events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- the id receivers see (stable across retries)
+    uid         TEXT    NOT NULL UNIQUE,
+    type        TEXT    NOT NULL,
+    callback_id INTEGER NOT NULL REFERENCES callbacks (id),
+    occurred_at INTEGER NOT NULL,
+    -- the JSON body, exactly as posted (and signed)
+    payload     TEXT    NOT NULL CHECK (json_valid(payload))
+) STRICT;
+
+CREATE TABLE webhook_deliveries (
+    id              INTEGER PRIMARY KEY,
+    event_id        INTEGER NOT NULL REFERENCES webhook_events (id),
+    webhook_id      INTEGER NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    state           TEXT    NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'delivered', 'failed')),
+    tries           INTEGER NOT NULL DEFAULT 0 CHECK (tries >= 0),
+    -- Unix milliseconds, UTC; next_try_at NULL while pending: at once
+    first_try_at    INTEGER,
+    last_try_at     INTEGER,
+    next_try_at     INTEGER,
+    -- the last try's HTTP status, or why it got none
+    last_status     INTEGER CHECK (last_status BETWEEN 100 AND 599),
+    last_error      TEXT,
+    UNIQUE (webhook_id, event_id)
+) STRICT;
+
+-- The worker's heads: per subscription, its oldest pending delivery.
+CREATE INDEX webhook_deliveries_by_state ON webhook_deliveries (webhook_id, state, event_id);
+CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id);
+";
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -604,5 +662,81 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn migration_9_to_10_leaves_rows_without_sip_context_and_checks_it() {
+        let db = temp_db("migrate-8-9");
+        let path = db.path.clone();
+        let t0 = now();
+        let id = {
+            // A version-8 file with an IVR-registered callback.
+            let conn = Connection::open(&path).unwrap();
+            for m in &MIGRATIONS[..9] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 9).unwrap();
+            conn.execute(
+                "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
+                     queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
+                     expires_at, inbound_call_id) \
+                 VALUES ('support', '3125550188', '+13125550100', '8005550199', 0, ?1, ?1, \
+                     3, 'pending', 0, ?2, 'old-call@pc33')",
+                params![t0.as_millisecond(), (t0 + secs(3600)).as_millisecond()],
+            )
+            .unwrap();
+            CallbackId(conn.last_insert_rowid())
+        };
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&store.conn).unwrap(), MIGRATIONS.len() as i64);
+        let context: Option<String> = store
+            .conn
+            .query_row(
+                "SELECT sip_context FROM callbacks WHERE id = ?1",
+                [id.0],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(context, None);
+        for bad in ["[1]", "{not json"] {
+            assert!(
+                store
+                    .conn
+                    .execute(
+                        "UPDATE callbacks SET sip_context = ?1 WHERE id = ?2",
+                        params![bad, id.0]
+                    )
+                    .is_err(),
+                "{bad}"
+            );
+        }
+        // The old row's transitions announce themselves once subscribed.
+        use crate::callback::store::{NewWebhook, WebhookStore};
+        use crate::callback::webhook::EventKind;
+        let hook = store
+            .create_webhook(&NewWebhook {
+                url: "https://hooks.example.com/x".into(),
+                events: vec![EventKind::AttemptStarted],
+                secret: "whsec_migration_test".into(),
+                enabled: true,
+                description: String::new(),
+                created_by: "test".into(),
+                created_at: t0,
+            })
+            .unwrap();
+        assert!(store.claim(id, t0).unwrap());
+        let log = store.deliveries(hook.id, None, 10).unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].event_type, "callback.attempt_started");
+        // Only http(s) URLs are stored, whoever writes.
+        assert!(
+            store
+                .conn
+                .execute(
+                    "UPDATE webhooks SET url = 'ftp://x' WHERE id = ?1",
+                    [hook.id]
+                )
+                .is_err()
+        );
     }
 }

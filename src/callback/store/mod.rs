@@ -31,6 +31,9 @@
 //! filtered pages, cancel, patch, idempotency keys; schema version 7) is
 //! [`ManageStore`], in [`manage`].
 //!
+//! Webhooks (schema version 10): every status change writes its event to
+//! an outbox in its own transaction, see [`webhooks`] ([`WebhookStore`]).
+//!
 //! The [`Store`] trait is the IVR's narrow view (register, list, place in
 //! line). The launcher's view is [`LaunchStore`], a sub-trait: claiming due
 //! callbacks, recording attempts with their status change, start-up
@@ -70,9 +73,11 @@ mod sqlite;
 mod sqlite_accounts;
 mod sqlite_manage;
 mod sqlite_org;
+mod sqlite_webhooks;
 #[cfg(test)]
 mod test_support;
 pub mod testing;
+pub mod webhooks;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -83,6 +88,7 @@ use thiserror::Error;
 
 use crate::callback::cdr::CdrRecord;
 use crate::callback::scheduler::Outcome;
+use crate::callback::webhook::SipContext;
 use crate::callback::{CallbackId, QueueId};
 
 pub use accounts::{
@@ -95,6 +101,9 @@ pub use manage::{
 pub use migrations::MIGRATIONS;
 pub use organisation::{OrgSaveError, OrganisationStore, StoredOrganisation};
 pub use sqlite::SqliteStore;
+pub use webhooks::{
+    Delivery, DeliveryState, NewWebhook, Outgoing, TryRecord, Webhook, WebhookPatch, WebhookStore,
+};
 
 /// Lifecycle of a stored callback (the `status` TEXT column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -181,6 +190,9 @@ pub struct NewCallback {
     pub expires_at: Timestamp,
     /// Call-ID of the inbound call that registered it.
     pub inbound_call_id: String,
+    /// The redirection and user-to-user headers of that call's INVITE
+    /// (webhook payloads carry them); `None` for the API's.
+    pub sip_context: Option<SipContext>,
 }
 
 /// A stored callback.
@@ -458,6 +470,16 @@ pub trait LaunchStore: Store {
         attempt: &Attempt,
         next: &NextStep,
     ) -> Result<Recorded, StoreError>;
+
+    /// Agent and customer of dialing callback `id` were bridged at `at`
+    /// (by `agent`): nothing changes but the `callback.connected` event,
+    /// written in its own transaction.
+    fn record_connected(
+        &mut self,
+        id: CallbackId,
+        at: Timestamp,
+        agent: Option<&str>,
+    ) -> Result<(), StoreError>;
 
     /// Marks every pending callback with `expires_at <= now` expired and
     /// returns their ids (ascending).

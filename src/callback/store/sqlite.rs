@@ -11,10 +11,12 @@ use crate::callback::scheduler::Outcome;
 use crate::callback::{CallbackId, QueueId};
 
 use super::migrations;
+use super::sqlite_webhooks::{EventData, current_attempt, emit};
 use super::{
     Attempt, AttemptRow, BUSY_TIMEOUT, CallbackRow, Creation, DEFAULT_LEASE, LaunchStore,
     NewCallback, NextStep, Recorded, Recovery, Registration, Status, Store, StoreError,
 };
+use crate::callback::webhook::{AttemptInfo, EventKind};
 
 /// The [`Store`] on an SQLite file (WAL, `synchronous=FULL`).
 #[derive(Debug)]
@@ -185,8 +187,9 @@ impl SqliteStore {
         tx.execute(
             "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
                  queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
-                 next_attempt_at, expires_at, inbound_call_id, scheduled_for, created_by, data) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?11, ?9, ?10, ?11, ?12, ?13)",
+                 next_attempt_at, expires_at, inbound_call_id, scheduled_for, created_by, data, \
+                 sip_context) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?11, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 new.queue.as_str(),
                 new.number,
@@ -203,10 +206,29 @@ impl SqliteStore {
                     .map(Timestamp::as_millisecond),
                 extra.map(|e| e.created_by.as_str()),
                 extra.and_then(|e| e.data.as_deref()),
+                new.sip_context.as_ref().map(|c| c.to_json()),
             ],
         )
         .map_err(err)?;
         let id = tx.last_insert_rowid();
+        // The events commit with the row, or neither does.
+        let cid = CallbackId(id);
+        emit(
+            &tx,
+            EventKind::Registered,
+            cid,
+            EventData::at(new.registered_at),
+        )
+        .map_err(|e| e.into_store_error(err))?;
+        if extra.is_some_and(|e| e.scheduled_for.is_some()) {
+            emit(
+                &tx,
+                EventKind::Scheduled,
+                cid,
+                EventData::at(new.registered_at),
+            )
+            .map_err(|e| e.into_store_error(err))?;
+        }
         // On failure the dropped transaction rolls back: nothing is written.
         tx.commit().map_err(err)?;
         Ok(Registration::Registered(CallbackId(id)))
@@ -318,24 +340,49 @@ impl LaunchStore for SqliteStore {
         // One statement: the check and the change are atomic, and SQLite
         // lets one writer at a time through, so a racing claimer finds the
         // row dialing and changes nothing.
+        // The claim and its `callback.attempt_started` event are one
+        // transaction.
         let now_ms = now.as_millisecond();
-        let changed = self
+        let lease_until = now_ms.saturating_add(millis(self.lease));
+        let path = &self.path;
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            op: "claim",
+            source,
+        };
+        let tx = self
             .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let changed = tx
             .execute(
                 "UPDATE callbacks SET status = 'dialing', claimed_at = ?2, \
                      claimed_by = ?3, lease_until = ?4 \
                  WHERE id = ?1 AND status = 'pending' \
                      AND (next_attempt_at IS NULL OR next_attempt_at <= ?2) \
                      AND expires_at > ?2",
-                params![
-                    id.0,
-                    now_ms,
-                    &*self.node,
-                    now_ms.saturating_add(millis(self.lease))
-                ],
+                params![id.0, now_ms, &*self.node, lease_until],
             )
-            .map_err(self.sqlite_err("claim"))?;
-        Ok(changed == 1)
+            .map_err(err)?;
+        if changed != 1 {
+            return Ok(false);
+        }
+        let number = current_attempt(&tx, id).map_err(err)?;
+        let data = EventData {
+            at: Some(now),
+            attempt: Some(AttemptInfo {
+                number,
+                started_at: now.to_string(),
+                connected_at: None,
+                ended_at: None,
+                outcome: None,
+                sip_status: None,
+                agent: None,
+            }),
+        };
+        emit(&tx, EventKind::AttemptStarted, id, data).map_err(|e| e.into_store_error(err))?;
+        tx.commit().map_err(err)?;
+        Ok(true)
     }
 
     fn set_claimant(&mut self, node: &str, lease: Duration) {
@@ -490,28 +537,115 @@ impl LaunchStore for SqliteStore {
                 }
             }
         };
+        let kind = match recorded {
+            Recorded::Applied(Status::Completed) => EventKind::Completed,
+            Recorded::Applied(Status::Expired) => EventKind::Expired,
+            Recorded::Applied(Status::Pending) => EventKind::Scheduled,
+            Recorded::Applied(Status::Failed | Status::Dialing | Status::Cancelled)
+            | Recorded::FailoverDuplicate { .. } => EventKind::Failed,
+        };
+        let number = current_attempt(&tx, id).map_err(err)?.saturating_sub(1);
+        let data = EventData {
+            at: Some(attempt.ended_at),
+            attempt: Some(AttemptInfo {
+                number,
+                started_at: attempt.started_at.to_string(),
+                connected_at: None,
+                ended_at: Some(attempt.ended_at.to_string()),
+                outcome: Some(attempt.outcome.as_str().to_owned()),
+                sip_status: attempt.sip_status,
+                agent: attempt.agent.clone(),
+            }),
+        };
+        emit(&tx, kind, id, data).map_err(|e| e.into_store_error(err))?;
         tx.commit().map_err(err)?;
         Ok(recorded)
     }
 
     fn expire(&mut self, now: Timestamp) -> Result<Vec<CallbackId>, StoreError> {
-        let err = self.sqlite_err("expire");
-        let mut stmt = self
+        let path = &self.path;
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            op: "expire",
+            source,
+        };
+        let tx = self
             .conn
-            .prepare(
-                "UPDATE callbacks SET status = 'expired', next_attempt_at = NULL \
-                 WHERE status = 'pending' AND expires_at <= ?1 \
-                 RETURNING id",
-            )
-            .map_err(&err)?;
-        let mut ids = stmt
-            .query_map([now.as_millisecond()], |r| r.get(0).map(CallbackId))
-            .map_err(&err)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(&err)?;
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let mut ids = {
+            let mut stmt = tx
+                .prepare(
+                    "UPDATE callbacks SET status = 'expired', next_attempt_at = NULL \
+                     WHERE status = 'pending' AND expires_at <= ?1 \
+                     RETURNING id",
+                )
+                .map_err(err)?;
+            stmt.query_map([now.as_millisecond()], |r| r.get(0).map(CallbackId))
+                .map_err(err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?
+        };
         // RETURNING yields rows in no promised order.
         ids.sort_unstable();
+        for &id in &ids {
+            emit(&tx, EventKind::Expired, id, EventData::at(now))
+                .map_err(|e| e.into_store_error(err))?;
+        }
+        tx.commit().map_err(err)?;
         Ok(ids)
+    }
+
+    fn record_connected(
+        &mut self,
+        id: CallbackId,
+        at: Timestamp,
+        agent: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let path = &self.path;
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            op: "record_connected",
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let claimed: Option<(String, Option<i64>)> = tx
+            .query_row(
+                "SELECT status, claimed_at FROM callbacks WHERE id = ?1",
+                [id.0],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(err)?;
+        let Some((status, claimed_at)) = claimed else {
+            return Err(StoreError::NotDialing { id, found: None });
+        };
+        if status != Status::Dialing.as_str() {
+            return Err(StoreError::NotDialing {
+                id,
+                found: Status::parse(&status),
+            });
+        }
+        let started = claimed_at
+            .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+            .unwrap_or(at);
+        let data = EventData {
+            at: Some(at),
+            attempt: Some(AttemptInfo {
+                number: current_attempt(&tx, id).map_err(err)?,
+                started_at: started.to_string(),
+                connected_at: Some(at.to_string()),
+                ended_at: None,
+                outcome: None,
+                sip_status: None,
+                agent: agent.map(str::to_owned),
+            }),
+        };
+        emit(&tx, EventKind::Connected, id, data).map_err(|e| e.into_store_error(err))?;
+        tx.commit().map_err(err)
     }
 
     fn recover_interrupted(
@@ -565,8 +699,36 @@ impl LaunchStore for SqliteStore {
             .collect::<Result<Vec<_>, _>>()
             .map_err(err)?
         };
-        tx.commit().map_err(err)?;
         ids.sort_unstable();
+        // Pending again with a new time: `callback.scheduled`, about the
+        // interrupted attempt just recorded.
+        for &id in &ids {
+            let (number, started): (i64, i64) = tx
+                .query_row(
+                    "SELECT (SELECT COUNT(*) FROM attempts WHERE callback_id = ?1), \
+                         (SELECT started_at FROM attempts WHERE callback_id = ?1 \
+                          ORDER BY id DESC LIMIT 1)",
+                    [id.0],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(err)?;
+            let data = EventData {
+                at: Some(now),
+                attempt: Some(AttemptInfo {
+                    number: u32::try_from(number).unwrap_or(u32::MAX),
+                    started_at: Timestamp::from_millisecond(started)
+                        .unwrap_or(now)
+                        .to_string(),
+                    connected_at: None,
+                    ended_at: Some(now.to_string()),
+                    outcome: Some(Outcome::Interrupted.as_str().to_owned()),
+                    sip_status: None,
+                    agent: None,
+                }),
+            };
+            emit(&tx, EventKind::Scheduled, id, data).map_err(|e| e.into_store_error(err))?;
+        }
+        tx.commit().map_err(err)?;
         Ok(ids)
     }
 

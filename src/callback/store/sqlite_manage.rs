@@ -5,12 +5,14 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::manage::{CallbackPatch, CallbackQuery, Changed, ManagedRow, StoredReply};
 use super::sqlite::{Decode, decode_cdr, decode_row, is_plain_digits};
+use super::sqlite_webhooks::{EventData, emit};
 use super::{Creation, ManageStore, NewCallback, Registration, SqliteStore, Status, StoreError};
 use crate::callback::cdr::CdrRecord;
+use crate::callback::webhook::EventKind;
 use crate::callback::{CallbackId, QueueId};
 
 /// The columns [`decode_managed`] reads.
-const COLUMNS: &str = "id, queue, number, caller_ani, called_number, priority, queued_at, \
+pub(super) const COLUMNS: &str = "id, queue, number, caller_ani, called_number, priority, queued_at, \
      registered_at, ecbt_quoted_minutes, status, attempts, next_attempt_at, expires_at, \
      inbound_call_id, moved_from, customer_dialed_at, ecbt_error_ms, scheduled_for, created_by, \
      data";
@@ -77,7 +79,7 @@ impl ManageStore for SqliteStore {
     }
 
     fn cancel(&mut self, id: CallbackId) -> Result<Changed, StoreError> {
-        self.change_pending(id, "cancel", |tx, _| {
+        self.change_pending(id, "cancel", Some(EventKind::Cancelled), |tx, _| {
             tx.execute(
                 "UPDATE callbacks SET status = 'cancelled' WHERE id = ?1",
                 [id.0],
@@ -117,8 +119,12 @@ impl ManageStore for SqliteStore {
                 out.push(decode_managed(row).map_err(|e| e.into_store_error(err))?);
             }
         }
-        tx.commit().map_err(err)?;
         out.sort_by_key(|r| r.row.id.0);
+        for row in &out {
+            emit(&tx, EventKind::Cancelled, row.row.id, EventData::now())
+                .map_err(|e| e.into_store_error(err))?;
+        }
+        tx.commit().map_err(err)?;
         Ok(out)
     }
 
@@ -130,7 +136,8 @@ impl ManageStore for SqliteStore {
                 number: number.clone(),
             });
         }
-        self.change_pending(id, "patch", |tx, before| {
+        let event = patch.scheduled_for.map(|_| EventKind::Scheduled);
+        self.change_pending(id, "patch", event, |tx, before| {
             if let Some(number) = &patch.number
                 && *number != before.row.number
             {
@@ -297,6 +304,7 @@ impl SqliteStore {
         &mut self,
         id: CallbackId,
         op: &'static str,
+        event: Option<EventKind>,
         change: impl FnOnce(&Transaction<'_>, &ManagedRow) -> rusqlite::Result<Option<CallbackId>>,
     ) -> Result<Changed, StoreError> {
         let (path, conn) = self.parts();
@@ -333,6 +341,9 @@ impl SqliteStore {
         let Some(after) = read(&tx)? else {
             return Ok(Changed::NotFound);
         };
+        if let Some(kind) = event {
+            emit(&tx, kind, id, EventData::now()).map_err(|e| e.into_store_error(err))?;
+        }
         tx.commit().map_err(err)?;
         Ok(Changed::Done {
             before: Box::new(before),
@@ -341,7 +352,7 @@ impl SqliteStore {
     }
 }
 
-fn decode_managed(row: &rusqlite::Row<'_>) -> Result<ManagedRow, Decode> {
+pub(super) fn decode_managed(row: &rusqlite::Row<'_>) -> Result<ManagedRow, Decode> {
     let base = decode_row(row)?;
     let scheduled_for = match row.get::<_, Option<i64>>("scheduled_for")? {
         Some(ms) => Some(Timestamp::from_millisecond(ms).map_err(|_| {

@@ -30,6 +30,7 @@ pub(super) fn new_cb(q: &str, number: &str, queued_at: &str) -> NewCallback {
         ecbt_quoted_minutes: 12,
         expires_at: ts("2025-06-02T23:00:00Z"),
         inbound_call_id: "a84b4c76e66710@pc33.example.com".to_owned(),
+        sip_context: None,
     }
 }
 

@@ -67,6 +67,15 @@ impl LaunchStore for FailingStore {
         Err(injected("record_attempt"))
     }
 
+    fn record_connected(
+        &mut self,
+        _id: CallbackId,
+        _at: Timestamp,
+        _agent: Option<&str>,
+    ) -> Result<(), StoreError> {
+        Err(injected("record_connected"))
+    }
+
     fn expire(&mut self, _now: Timestamp) -> Result<Vec<CallbackId>, StoreError> {
         Err(injected("expire"))
     }
@@ -699,6 +708,7 @@ pub mod manage_suite {
             ecbt_quoted_minutes: 0,
             expires_at: place + mins(120),
             inbound_call_id: String::new(),
+            sip_context: None,
         }
     }
 
