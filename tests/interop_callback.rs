@@ -1165,52 +1165,14 @@ fn a_queue_switched_off_through_the_api_tells_the_next_caller_unable() {
     engine.assert_no_panic();
 }
 
-/// `POST path` with a bearer token and a JSON body to the API on
-/// 127.0.0.1:`port`: the status and body.
+/// `POST path` with a bearer token and a JSON body to the API.
 fn http_post(port: u16, path: &str, token: &str, body: &str) -> (u16, String) {
-    http(port, "POST", path, token, body)
+    support::api_request(port, "POST", path, token, Some(body))
 }
 
-/// `method path` with a bearer token and a JSON body to the API on
-/// 127.0.0.1:`port` (HTTP/1.1, `Connection: close`): the status and body.
+/// `method path` with a bearer token and a JSON body to the API.
 fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut stream = loop {
-        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-            Ok(stream) => break stream,
-            Err(e) => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the API on {addr} did not accept: {e}"
-                );
-                // The engine is another process: try again shortly.
-                thread::sleep(Duration::from_millis(100));
-            }
-        }
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("read timeout");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("the answer");
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    support::api_request(port, method, path, token, Some(body))
 }
 
 // ---------------------------------------------------------------------------

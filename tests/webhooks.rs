@@ -27,6 +27,7 @@ use callbackd::callback::store::{
 };
 use callbackd::callback::webhook::{self, EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER};
 
+use support::api_request as http;
 use support::{Engine, EngineConfig, Ports, TestDir, interop_lock};
 
 /// The secret the tests give their subscriptions.
@@ -197,46 +198,6 @@ fn engine_config(dir: &TestDir, ports: &Ports) -> (EngineConfig, String) {
         )
         .expect("token");
     (config, secret.text)
-}
-
-/// `method path` with a bearer token (and a JSON body) to the API on
-/// 127.0.0.1:`port`: the status and the body.
-fn http(port: u16, method: &str, path: &str, token: &str, body: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut stream = loop {
-        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-            Ok(stream) => break stream,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "the API on {addr}: {e}");
-                // The engine is another process: try again shortly.
-                thread::sleep(Duration::from_millis(50));
-            }
-        }
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("read timeout");
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("the answer");
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn json(text: &str) -> Value {

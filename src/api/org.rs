@@ -481,6 +481,27 @@ pub(super) async fn get_switches(
     Ok(Json(switches_body(&state, &who, version, &document).await?))
 }
 
+impl SwitchChange {
+    /// Sets the switches given, leaves the others.
+    fn apply(&self, registration_enabled: &mut bool, launch_enabled: &mut bool) {
+        if let Some(on) = self.registration_enabled {
+            *registration_enabled = on;
+        }
+        if let Some(on) = self.launch_enabled {
+            *launch_enabled = on;
+        }
+    }
+}
+
+/// The queue `id` of `doc`, to change it (404 when a concurrent change
+/// deleted it).
+fn queue_in<'a>(doc: &'a mut Organisation, id: &QueueId) -> Result<&'a mut QueueConfig, Problem> {
+    doc.queues
+        .iter_mut()
+        .find(|q| q.id == *id)
+        .ok_or_else(|| Problem::not_found(format!("id: no queue {:?}", id.as_str())))
+}
+
 fn nothing_to_change(change: &SwitchChange) -> Result<(), Problem> {
     if change.registration_enabled.is_none() && change.launch_enabled.is_none() {
         return Err(Problem::bad_request(
@@ -505,12 +526,10 @@ pub(super) async fn put_org_switches(
         None,
         ("set_switches", "org".into(), org_switches),
         |doc| {
-            if let Some(on) = wanted.registration_enabled {
-                doc.org.registration_enabled = on;
-            }
-            if let Some(on) = wanted.launch_enabled {
-                doc.org.launch_enabled = on;
-            }
+            wanted.apply(
+                &mut doc.org.registration_enabled,
+                &mut doc.org.launch_enabled,
+            );
             Ok(())
         },
     )
@@ -549,17 +568,8 @@ pub(super) async fn put_queue_switches(
         None,
         ("set_switches", format!("queue:{queue}"), queue_view(&queue)),
         |doc| {
-            let q = doc
-                .queues
-                .iter_mut()
-                .find(|q| q.id == queue)
-                .ok_or_else(|| Problem::not_found(format!("id: no queue {id:?}")))?;
-            if let Some(on) = wanted.registration_enabled {
-                q.registration_enabled = on;
-            }
-            if let Some(on) = wanted.launch_enabled {
-                q.launch_enabled = on;
-            }
+            let q = queue_in(doc, &queue)?;
+            wanted.apply(&mut q.registration_enabled, &mut q.launch_enabled);
             Ok(())
         },
     )
@@ -670,12 +680,9 @@ pub(super) async fn patch_queue(
         None,
         ("patch_queue", format!("queue:{queue}"), queue_view(&queue)),
         |doc| {
-            let q = doc
-                .queues
-                .iter_mut()
-                .find(|q| q.id == queue)
-                .ok_or_else(|| Problem::not_found(format!("id: no queue {id:?}")))?;
-            let mut value = serde_json::to_value(&*q).unwrap_or_default();
+            let q = queue_in(doc, &queue)?;
+            let mut value = serde_json::to_value(&*q)
+                .expect("a queue's fields are strings, numbers, bools and string-keyed maps");
             merge_patch(&mut value, &patch);
             *q = queue_of(value, queue.as_str())?;
             Ok(())

@@ -9,8 +9,6 @@
 //! a backup). Everything else in the file (listeners, ACL, trunk, media,
 //! prompts, limits) is the engine's and is read from the file only.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
 use super::{AgentConfig, Config, ConfigError, OrgConfig, QueueConfig, Settings};
@@ -40,9 +38,9 @@ impl Organisation {
     /// The document as TOML: `[org]`, then every `[[queues]]` and
     /// `[[agents]]` table, agents' passwords included (it is a backup).
     pub fn to_toml(&self) -> String {
-        // Every field is a string, number, bool, array or table of these:
-        // serialising cannot fail.
-        toml::to_string(self).unwrap_or_default()
+        toml::to_string(self).expect(
+            "every field is a string, number, bool, array or string-keyed table: TOML holds it",
+        )
     }
 }
 
@@ -77,11 +75,7 @@ impl Settings {
     pub fn with_organisation(&self, organisation: Organisation) -> Result<Settings, ConfigError> {
         let mut config = self.source.clone();
         config.set_organisation(organisation);
-        config.check(&self.base_dir_owned())
-    }
-
-    fn base_dir_owned(&self) -> std::path::PathBuf {
-        Path::to_path_buf(self.base_dir())
+        config.check(self.base_dir())
     }
 }
 

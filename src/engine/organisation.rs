@@ -92,7 +92,8 @@ pub fn save(
 /// The organisation as JSON without agents' passwords (for the audit log
 /// and the API): each agent shows `"password_set": true|false` instead.
 pub fn redacted(document: &Organisation) -> serde_json::Value {
-    let mut value = serde_json::to_value(document).unwrap_or_default();
+    let mut value = serde_json::to_value(document)
+        .expect("the organisation's fields are strings, numbers, bools and string-keyed maps");
     if let Some(agents) = value.get_mut("agents").and_then(|a| a.as_array_mut()) {
         for agent in agents {
             if let Some(agent) = agent.as_object_mut() {

@@ -283,7 +283,7 @@ impl Calls {
                         priority: q.priority,
                         offer_after: q.offer_after,
                         expiry: q.callback_expiry,
-                        hours: None,
+                        hours: q.hours.clone(),
                         gates: q.gates,
                         retired: false,
                         estimator: settings.estimator(),
