@@ -190,6 +190,10 @@ pub struct AgentConfig {
     /// The queues the agent serves (at least one, each configured).
     #[serde(default, deserialize_with = "deserialize_queue_ids")]
     pub queues: Vec<QueueId>,
+    /// The caller IDs this agent's callbacks may present, each one of
+    /// `[org] callback_numbers`; empty: any of them.
+    #[serde(default)]
+    pub callback_numbers: Vec<String>,
 }
 
 impl AgentConfig {
@@ -333,9 +337,25 @@ fn deserialize_algorithms<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Algorit
 
 /// The `[[agents]]` value rules, agent by agent in file order; every queue
 /// an agent serves must be in `queues`.
-pub(super) fn check_agents(agents: &[AgentConfig], queues: &[QueueConfig]) -> Result<(), Fault> {
+pub(super) fn check_agents(
+    agents: &[AgentConfig],
+    queues: &[QueueConfig],
+    org: &super::OrgConfig,
+) -> Result<(), Fault> {
     for (i, agent) in agents.iter().enumerate() {
         let at = |key: &str| format!("agents[{i}].{key}");
+        for (j, text) in agent.callback_numbers.iter().enumerate() {
+            let listed = super::queues::own_number(text)
+                .is_ok_and(|n| !org.callback_numbers.is_empty() && org.presents(&n));
+            if !listed {
+                return fail(
+                    &at(&format!("callback_numbers[{j}]")),
+                    Invalid::NotACallbackNumber {
+                        value: text.clone(),
+                    },
+                );
+            }
+        }
         if !is_queue_id(agent.id.as_str()) {
             return fail(
                 &at("id"),

@@ -282,6 +282,12 @@ pub enum Invalid {
         /// Why not.
         reason: InvalidNumber,
     },
+    /// A caller ID outside the organisation's callback numbers.
+    #[error("{value:?} is not one of org.callback_numbers")]
+    NotACallbackNumber {
+        /// The number as written.
+        value: String,
+    },
     /// A value must not be below another field.
     #[error("{value} is less than {other_field} {other}")]
     Below {

@@ -237,7 +237,7 @@ impl Config {
         self.registrar.check()?;
         self.webhooks.check()?;
         queues::check_queues(&self.queues, &self.org)?;
-        agents::check_agents(&self.agents, &self.queues)
+        agents::check_agents(&self.agents, &self.queues, &self.org)
     }
 
     fn invalid(&self, field: &str, reason: Invalid) -> ConfigError {

@@ -38,9 +38,25 @@ pub struct OrgConfig {
     /// International destination prefix (the digits after `011`) → price
     /// per minute.
     pub rates: BTreeMap<String, f64>,
+    /// The numbers presented to customers (caller IDs): each queue's
+    /// `callback_number` is one of them, an agent may be restricted to some
+    /// (`[[agents]] callback_numbers`), a callback may ask for one. Empty:
+    /// any queue's number is allowed (no central list).
+    pub callback_numbers: Vec<String>,
 }
 
 impl OrgConfig {
+    /// Whether `number` may be presented to customers: one of
+    /// [`OrgConfig::callback_numbers`], or any number when the list is
+    /// empty.
+    pub fn presents(&self, number: &crate::domain::number::PhoneNumber) -> bool {
+        self.callback_numbers.is_empty()
+            || self
+                .callback_numbers
+                .iter()
+                .any(|text| super::queues::own_number(text).is_ok_and(|n| n == *number))
+    }
+
     /// The organisation's business hours: [`OrgConfig::timezone`],
     /// [`OrgConfig::hours`] and [`OrgConfig::holidays`]. Fails only on
     /// values [`Config::check`](super::Config::check) refuses;
@@ -100,6 +116,26 @@ impl OrgConfig {
                 return fail(&format!("org.blacklist[{i}]"), Invalid::not_digits(entry));
             }
         }
+        let mut seen = Vec::with_capacity(self.callback_numbers.len());
+        for (i, text) in self.callback_numbers.iter().enumerate() {
+            let field = format!("org.callback_numbers[{i}]");
+            let number = match super::queues::own_number(text) {
+                Ok(number) => number,
+                Err(reason) => {
+                    return fail(
+                        &field,
+                        Invalid::BadCallbackNumber {
+                            value: text.clone(),
+                            reason,
+                        },
+                    );
+                }
+            };
+            if seen.contains(&number) {
+                return fail(&field, Invalid::duplicate(text));
+            }
+            seen.push(number);
+        }
         for (prefix, rate) in &self.rates {
             let field = format!("org.rates.{prefix}");
             if !is_digits(prefix) {
@@ -132,6 +168,7 @@ impl Default for OrgConfig {
                 .map(|day| (day.to_owned(), "00:00-24:00".to_owned()))
                 .collect(),
             rates: BTreeMap::new(),
+            callback_numbers: Vec::new(),
         }
     }
 }

@@ -114,13 +114,7 @@ impl QueueConfig {
     /// Fails only on values [`Config::check`] refuses; [`super::Settings`]
     /// holds the result.
     pub(super) fn caller_id(&self) -> Result<PhoneNumber, InvalidNumber> {
-        let own_number = NumberPolicy {
-            allow_international: true,
-            max_rate_per_minute: 0.0,
-            rates: vec![(String::new(), 0.0)],
-            blacklist: Vec::new(),
-        };
-        number::validate(&self.callback_number, &own_number)
+        own_number(&self.callback_number)
     }
 
     /// Retries, failover and ring timeouts for the scheduler and dialer.
@@ -151,6 +145,20 @@ impl QueueConfig {
             launch_enabled: self.launch_enabled,
         })
     }
+}
+
+/// One of the organisation's own numbers (a queue's or an agent's caller
+/// ID, an entry of `[org] callback_numbers`) under the numbering rules of a
+/// callback entry, without the blacklist and rates that guard what
+/// customers may ask for.
+pub(super) fn own_number(text: &str) -> Result<PhoneNumber, InvalidNumber> {
+    let own_number = NumberPolicy {
+        allow_international: true,
+        max_rate_per_minute: 0.0,
+        rates: vec![(String::new(), 0.0)],
+        blacklist: Vec::new(),
+    };
+    number::validate(text, &own_number)
 }
 
 /// The queue an empty file gets: `support`, one agent, offer at once.
@@ -290,14 +298,25 @@ pub(super) fn check_queues(queues: &[QueueConfig], org: &OrgConfig) -> Result<()
             let (field, reason) = hours_invalid(org, &at("hours"), e);
             return fail(&field, reason);
         }
-        if let Err(reason) = queue.caller_id() {
-            return fail(
-                &at("callback_number"),
-                Invalid::BadCallbackNumber {
-                    value: queue.callback_number.clone(),
-                    reason,
-                },
-            );
+        match queue.caller_id() {
+            Err(reason) => {
+                return fail(
+                    &at("callback_number"),
+                    Invalid::BadCallbackNumber {
+                        value: queue.callback_number.clone(),
+                        reason,
+                    },
+                );
+            }
+            Ok(number) if !org.presents(&number) => {
+                return fail(
+                    &at("callback_number"),
+                    Invalid::NotACallbackNumber {
+                        value: queue.callback_number.clone(),
+                    },
+                );
+            }
+            Ok(_) => {}
         }
         in_range(&at("retry_time_s"), queue.retry_time_s, 1..=86_400)?;
         in_range(&at("max_retries"), queue.max_retries.into(), 0..=100)?;
@@ -478,6 +497,49 @@ mod tests {
         // Friday 2026-07-03 is an org holiday, and closes sales too.
         let holiday = ts("2026-07-03T14:00:00Z");
         assert!(!org.is_open(holiday) && !own.is_open(holiday));
+    }
+
+    #[test]
+    fn callback_numbers_bind_queues_and_agents_to_the_orgs_set() {
+        // The org's set: valid own numbers, no duplicate.
+        assert_eq!(
+            error("[org]\ncallback_numbers = [\"8005550100\", \"12\"]\n"),
+            format!(
+                "config.toml: org.callback_numbers[1]: \"12\" is not a callable number: {}",
+                own_number("12").unwrap_err()
+            )
+        );
+        assert!(
+            error("[org]\ncallback_numbers = [\"8005550100\", \"18005550100\"]\n")
+                .starts_with("config.toml: org.callback_numbers[1]:"),
+            "the same number written twice"
+        );
+        // A queue's caller ID must be in the set once there is one.
+        let queue = "[[queues]]\nid = \"support\"\ncallback_number = \"3125550100\"\n";
+        assert_eq!(
+            error(&format!(
+                "[org]\ncallback_numbers = [\"8005550100\"]\n{queue}"
+            )),
+            "config.toml: queues[0].callback_number: \"3125550100\" is not one of org.callback_numbers"
+        );
+        parse(&format!(
+            "[org]\ncallback_numbers = [\"3125550100\"]\n{queue}"
+        ))
+        .expect("the queue's number is in the set");
+        parse(queue).expect("no set: any number");
+        // An agent's subset must come from the set.
+        let agent = |numbers: &str| {
+            format!(
+                "[org]\ncallback_numbers = [\"3125550100\", \"8005550100\"]\n{queue}\
+                 [[agents]]\nid = \"alice\"\nuri = \"sip:alice@127.0.0.1\"\nqueues = [\"support\"]\n\
+                 callback_numbers = [{numbers}]\n"
+            )
+        };
+        parse(&agent("\"8005550100\"")).expect("a subset of the set");
+        assert_eq!(
+            error(&agent("\"8005550100\", \"2125550100\"")),
+            "config.toml: agents[0].callback_numbers[1]: \"2125550100\" is not one of org.callback_numbers"
+        );
     }
 
     #[test]
