@@ -89,6 +89,12 @@ impl Harness {
 
     /// [`Harness::start`] with `api` as the `[api]` section's body.
     async fn start_with(name: &str, api: &str) -> Harness {
+        Harness::start_config(name, "", api, "").await
+    }
+
+    /// [`Harness::start_with`], with `org` added to `[org]` and `tail` to
+    /// the end of the file.
+    async fn start_config(name: &str, org: &str, api: &str, tail: &str) -> Harness {
         let dir = TempDir::new(name);
         let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
         let text = format!(
@@ -109,6 +115,7 @@ impl Harness {
             [org]
             launch_enabled = false
             blacklist = ["900"]
+            {org}
             [api]
             {api}
             [[queues]]
@@ -129,6 +136,7 @@ impl Harness {
             id = "carol"
             uri = "sip:carol@127.0.0.1:5999"
             queues = ["sales"]
+            {tail}
             "#,
             prompts.display()
         );
@@ -349,6 +357,7 @@ struct CallbackBody {
     data: Option<serde_json::Value>,
     customer_dialed_at: Option<String>,
     ecbt_error_s: Option<i64>,
+    caller_id: Option<String>,
 }
 
 fn json<T: DeserializeOwned>(body: &[u8]) -> T {
@@ -725,6 +734,7 @@ async fn callbacks_lists_stored_rows_with_a_status_filter() {
         data: None,
         customer_dialed_at: None,
         ecbt_error_s: None,
+        caller_id: None,
     };
     let (status, rows) = h.get::<Vec<CallbackBody>>("/v1/callbacks").await;
     assert_eq!(status, StatusCode::OK);
@@ -2597,6 +2607,81 @@ async fn create_refuses_duplicates_bad_numbers_and_bad_times() {
         1,
         "nothing refused was written"
     );
+}
+
+/// Issue 11 point 4: a callback asks for one of the organisation's callback
+/// numbers, which an agent of its queue must be allowed to present; a
+/// patch changes or clears it.
+#[tokio::test]
+async fn create_and_patch_check_the_caller_id_against_the_org_and_the_agents() {
+    let h = Harness::start_config(
+        "cb-caller-id",
+        r#"callback_numbers = ["3125550100", "8005550100", "2125550100"]"#,
+        "",
+        "[[agents]]\nid = \"dave\"\nuri = \"sip:dave@127.0.0.1:5999\"\n\
+         queues = [\"closing\"]\ncallback_numbers = [\"2125550100\"]\n",
+    )
+    .await;
+    let h = &h;
+    let post = |body: String| async move {
+        h.request("POST", "/v1/callbacks", Some(("application/json", &body)))
+            .await
+    };
+    let (status, _, bytes) =
+        post(r#"{"queue":"support","number":"3125550188","caller_id":"8005550100"}"#.into()).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let created: CallbackBody = json(&bytes);
+    assert_eq!(created.caller_id.as_deref(), Some("8005550100"));
+    let cases = [
+        ("support", "9995550100", "invalid_caller_id"),
+        ("support", "12", "invalid_caller_id"),
+        ("support", "+18005550100", "invalid_caller_id"),
+        // Dave, closing's one agent, may present only 212-555-0100.
+        ("closing", "8005550100", "caller_id_not_allowed"),
+    ];
+    for (queue, caller_id, code) in cases {
+        let (status, _, bytes) = post(format!(
+            r#"{{"queue":"{queue}","number":"3125550177","caller_id":"{caller_id}"}}"#
+        ))
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{caller_id}");
+        let e = ErrorBody::checked(&bytes);
+        assert_eq!(e.code, code, "{caller_id}: {}", e.message);
+        assert!(e.message.starts_with("caller_id:"), "{}", e.message);
+    }
+    let (status, _, _) =
+        post(r#"{"queue":"closing","number":"3125550177","caller_id":"2125550100"}"#.into()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // PATCH: a refused one changes nothing; null clears; a string sets.
+    let path = format!("/v1/callbacks/{}", created.id);
+    let patch = |body: &'static str| {
+        let path = path.clone();
+        async move {
+            let (status, _, bytes) = h
+                .request("PATCH", &path, Some(("application/json", body)))
+                .await;
+            (status, bytes)
+        }
+    };
+    let (status, bytes) = patch(r#"{"caller_id":"9995550100"}"#).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(ErrorBody::checked(&bytes).code, "invalid_caller_id");
+    let (status, bytes) = patch(r#"{"caller_id":null}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json::<CallbackBody>(&bytes).caller_id, None);
+    let (status, bytes) = patch(r#"{"caller_id":"2125550100"}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        json::<CallbackBody>(&bytes).caller_id.as_deref(),
+        Some("2125550100")
+    );
+    let (_, body) = h.get::<serde_json::Value>(&path).await;
+    assert_eq!(body["caller_id"], "2125550100", "stored");
 }
 
 /// Cancel by id (then 409 `not_pending`), and the per-number cap:

@@ -334,6 +334,16 @@ fn register(h: &mut Harness, number: &str, inbound_call_id: &str) {
 /// in "support", scheduled `ahead` of `WALL0`, its window ending `window`
 /// after that.
 fn schedule(h: &mut Harness, ahead: std::time::Duration, window: std::time::Duration) {
+    schedule_presenting(h, ahead, window, None);
+}
+
+/// [`schedule`], asking to present `caller_id` to the customer.
+fn schedule_presenting(
+    h: &mut Harness,
+    ahead: std::time::Duration,
+    window: std::time::Duration,
+    caller_id: Option<&str>,
+) {
     let wall: jiff::Timestamp = WALL0.parse().expect("timestamp");
     let at = wall + jiff::SignedDuration::try_from(ahead).expect("duration");
     let new = callbackd::callback::store::NewCallback {
@@ -353,6 +363,7 @@ fn schedule(h: &mut Harness, ahead: std::time::Duration, window: std::time::Dura
         scheduled_for: Some(at),
         created_by: "ann".into(),
         data: None,
+        caller_id: caller_id.map(str::to_owned),
     };
     callbackd::callback::store::ManageStore::create(&mut h.store, &new, &creation)
         .expect("created");
@@ -2127,6 +2138,70 @@ fn a_callback_scheduled_ten_minutes_ahead_is_dialled_at_its_time_not_before() {
     let lag = h.ctl.totals().calls.scheduler_lag;
     assert_eq!(lag.count(), 1);
     assert_eq!(lag.sum(), (at - secs(600)).as_secs_f64());
+}
+
+/// The organisation's callback numbers for issue 11 point 4: the queue
+/// presents 312-555-0100; alice may present only 212-555-0100; bob any.
+fn callback_numbers_config() -> callbackd::config::Config {
+    driver::config(&callback_config(&format!(
+        "callback_numbers = [\"2125550100\"]\n\
+         [[agents]]\nid = \"bob\"\nuri = \"sip:bob@{BOB}\"\nqueues = [\"support\"]\n\
+         [org]\ncallback_numbers = [\"3125550100\", \"8005550100\", \"2125550100\"]\n"
+    )))
+}
+
+/// The customer INVITE's From, once the agent `who` answered.
+fn customer_from(h: &mut Harness, who: &str, contact: &str) -> String {
+    answer_agent(h, who, contact);
+    let i = h.run_until_sent(secs(20), is_invite_to_customer);
+    h.sent[i]
+        .request()
+        .expect("INVITE")
+        .headers
+        .from
+        .uri
+        .to_string()
+}
+
+/// Issue 11 point 4: a callback asking to present 800-555-0100 skips alice,
+/// free longest but restricted to 212-555-0100, rings bob, and the
+/// customer sees 800-555-0100.
+#[test]
+fn a_callback_asking_for_a_caller_id_goes_to_an_agent_allowed_to_present_it() {
+    let mut h = Harness::with_trunk(&callback_numbers_config(), vec![udp_target(CARRIER)]);
+    h.answers_bye
+        .extend([addr(AGENT), addr(BOB), addr(CARRIER)]);
+    schedule_presenting(&mut h, secs(0), secs(3600), Some("8005550100"));
+    let from = customer_from(&mut h, "bob", BOB);
+    assert!(from.contains("8005550100"), "{from}");
+    assert!(
+        !h.sent.iter().any(is_agent_invite),
+        "alice may not present it and is never rung"
+    );
+}
+
+/// Without a caller ID asked, the queue's number is presented by an agent
+/// allowed to present it, and a restricted agent presents its own.
+#[test]
+fn a_restricted_agent_presents_its_own_number_and_others_the_queues() {
+    let mut h = Harness::with_trunk(&callback_numbers_config(), vec![udp_target(CARRIER)]);
+    h.answers_bye
+        .extend([addr(AGENT), addr(BOB), addr(CARRIER)]);
+    register(&mut h, "3125550188", "inbound-1");
+    // Alice, idle longest, takes it: the queue's 312 is not hers to show.
+    let from = customer_from(&mut h, "alice", AGENT);
+    assert!(from.contains("2125550100"), "{from}");
+
+    let mut h = Harness::with_trunk(&callback_numbers_config(), vec![udp_target(CARRIER)]);
+    h.answers_bye
+        .extend([addr(AGENT), addr(BOB), addr(CARRIER)]);
+    let now = h.now;
+    h.ctl
+        .set_agent_paused(now, "alice", true)
+        .expect("alice can be paused");
+    register(&mut h, "3125550188", "inbound-1");
+    let from = customer_from(&mut h, "bob", BOB);
+    assert!(from.contains("3125550100"), "{from}");
 }
 
 /// A scheduled callback that cannot be launched before its window ends

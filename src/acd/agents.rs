@@ -61,6 +61,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::acd::CallerId;
+use crate::callback::number::PhoneNumber;
 use crate::callback::scheduler::FreeAgent;
 use crate::callback::{CallbackId, QueueId};
 
@@ -141,6 +142,7 @@ pub struct Agent {
     state: AgentState,
     idle_since: Instant,
     reachable: bool,
+    callback_numbers: Vec<PhoneNumber>,
 }
 
 impl Agent {
@@ -158,7 +160,20 @@ impl Agent {
             state: AgentState::Available,
             idle_since: now,
             reachable,
+            callback_numbers: Vec::new(),
         }
+    }
+
+    /// The agent restricted to presenting these caller IDs on its callbacks
+    /// (empty: any of the organisation's).
+    pub fn with_callback_numbers(mut self, numbers: Vec<PhoneNumber>) -> Self {
+        self.callback_numbers = numbers;
+        self
+    }
+
+    /// The caller IDs the agent's callbacks may present (empty: any).
+    pub fn callback_numbers(&self) -> &[PhoneNumber] {
+        &self.callback_numbers
     }
 
     /// The agent's identifier.
@@ -308,6 +323,17 @@ impl Agents {
         Ok(())
     }
 
+    /// Restricts the caller IDs agent `id`'s callbacks may present (empty:
+    /// any); from its next callback on.
+    pub fn set_callback_numbers(
+        &mut self,
+        id: &AgentId,
+        numbers: Vec<PhoneNumber>,
+    ) -> Result<(), AgentError> {
+        self.get_mut_ok(id)?.callback_numbers = numbers;
+        Ok(())
+    }
+
     /// Removes an agent that is not ringing or on a call (config reload).
     pub fn remove(&mut self, id: &AgentId) -> Result<Agent, AgentError> {
         let agent = self.get_ok(id)?;
@@ -374,6 +400,7 @@ impl Agents {
             .map(|a| FreeAgent {
                 id: a.id.clone(),
                 queues: &a.queues,
+                callback_numbers: &a.callback_numbers,
             })
             .collect()
     }

@@ -39,6 +39,7 @@ use crate::callback::store::{
     NewCallback, Principal, Registration, Role, Status, Store, StoredReply,
 };
 use crate::callback::{CallbackId, QueueId};
+use crate::config::CallerIdRefused;
 use crate::domain::number::{self, InvalidNumber};
 
 use super::{ApiState, Problem, json_object, query_of};
@@ -80,6 +81,7 @@ struct CreateBody {
     not_after: Option<String>,
     priority: Option<i32>,
     data: Option<serde_json::Map<String, Value>>,
+    caller_id: Option<String>,
 }
 
 /// `PATCH /v1/callbacks/{id}` body.
@@ -89,6 +91,18 @@ struct PatchBody {
     scheduled_for: Option<String>,
     number: Option<String>,
     priority: Option<i32>,
+    /// Absent: kept; `null`: cleared (the queue's number); a string: set.
+    #[serde(default, deserialize_with = "present")]
+    caller_id: Option<Option<String>>,
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`) or a value.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `POST /v1/callbacks/cancel` body.
@@ -189,6 +203,24 @@ fn valid_number(state: &ApiState, text: &str) -> Result<String, Problem> {
             };
             unprocessable(code, format!("number: {text:?}: {e}"))
         })
+}
+
+/// `caller_id` as one of the organisation's callback numbers that an agent
+/// of `queue` may present (422 naming `caller_id`).
+fn valid_caller_id(state: &ApiState, queue: &QueueId, text: &str) -> Result<String, Problem> {
+    let asked = number::own_number(text)
+        .map_err(|e| unprocessable("invalid_caller_id", format!("caller_id: {text:?}: {e}")))?;
+    match state.options().settings.check_caller_id(queue, &asked) {
+        Ok(()) => Ok(asked.as_digits()),
+        Err(CallerIdRefused::NotACallbackNumber) => Err(unprocessable(
+            "invalid_caller_id",
+            format!("caller_id: {text:?} is not one of the organisation's callback numbers"),
+        )),
+        Err(CallerIdRefused::NoAgentMayPresent) => Err(unprocessable(
+            "caller_id_not_allowed",
+            format!("caller_id: {text:?}: no agent of queue {queue} may present it"),
+        )),
+    }
 }
 
 fn valid_priority(priority: i32) -> Result<i32, Problem> {
@@ -369,6 +401,11 @@ pub(super) async fn create(
         None => defaults.map_or(0, |d| d.priority),
     };
     let data = wanted.data.as_ref().map(valid_data).transpose()?;
+    let caller_id = wanted
+        .caller_id
+        .as_deref()
+        .map(|c| valid_caller_id(&state, &queue, c))
+        .transpose()?;
     let cap = state.options().max_per_number_per_day;
     let new = NewCallback {
         queue: queue.clone(),
@@ -387,6 +424,7 @@ pub(super) async fn create(
         scheduled_for,
         created_by: who.name.clone(),
         data,
+        caller_id,
     };
     enum Outcome {
         Created(Box<ManagedRow>),
@@ -741,11 +779,15 @@ pub(super) async fn patch(
             .map(|n| valid_number(&state, n))
             .transpose()?,
         priority: wanted.priority.map(valid_priority).transpose()?,
+        caller_id: match wanted.caller_id {
+            Some(Some(text)) => Some(Some(valid_caller_id(&state, &row.row.queue, &text)?)),
+            other => other,
+        },
     };
     if change == CallbackPatch::default() {
         return Err(Problem::bad_request(
             "invalid_body",
-            "body: give at least one of scheduled_for, number, priority",
+            "body: give at least one of scheduled_for, number, priority, caller_id",
         ));
     }
     if let Some(at) = change.scheduled_for

@@ -168,13 +168,20 @@ impl Roster {
             let outcome = if known {
                 self.agents
                     .reconfigure(&agent.id, agent.contact.clone(), agent.queues.clone())
+                    .and_then(|()| {
+                        self.agents
+                            .set_callback_numbers(&agent.id, agent.callback_numbers.clone())
+                    })
             } else {
-                self.agents.add(Agent::new(
-                    agent.id.clone(),
-                    agent.contact.clone(),
-                    agent.queues.clone(),
-                    now,
-                ))
+                self.agents.add(
+                    Agent::new(
+                        agent.id.clone(),
+                        agent.contact.clone(),
+                        agent.queues.clone(),
+                        now,
+                    )
+                    .with_callback_numbers(agent.callback_numbers.clone()),
+                )
             };
             if let Err(e) = outcome {
                 warn!(agent = %agent.id, error = %e, "agent not updated");

@@ -37,7 +37,7 @@ use crate::callback::scheduler::{Action as Plan, Scheduler, Snapshot};
 use crate::callback::store::{Attempt, CallbackRow, Recorded};
 use crate::callback::trunk::{
     CpsLimiter, Target, TargetFailure, TargetHealth, TargetList, TrunkSettings,
-    customer_request_uri, from_header, order_for_call, pai_header,
+    customer_request_uri, from_header, order_for_call, pai_header, presented_caller_id,
 };
 use crate::callback::{CallbackId, QueueId};
 use crate::config::Settings;
@@ -64,6 +64,9 @@ pub struct DialingSettings {
     pub trunk_targets: Vec<Target>,
     /// Caller ID per queue (the queue's callback number).
     pub caller_ids: HashMap<QueueId, PhoneNumber>,
+    /// `[org] callback_numbers` (empty: no central list): a callback's
+    /// asked caller ID no longer in it is not presented.
+    pub callback_numbers: Vec<PhoneNumber>,
     /// Number rules (a stored number is re-validated before dialing).
     pub policy: NumberPolicy,
     /// Our identity for the agent leg's From.
@@ -231,6 +234,7 @@ impl Dialing {
     pub fn apply_settings(&mut self, settings: &Settings) {
         let (caller_ids, recording, agent_cooldowns) = queue_maps(settings);
         self.settings.caller_ids = caller_ids;
+        self.settings.callback_numbers = settings.org().callback_numbers.clone();
         self.settings.recording = recording;
         self.settings.agent_cooldowns = agent_cooldowns;
         self.settings.policy = settings.org().number_policy.clone();
@@ -973,7 +977,28 @@ impl Dialing {
             return;
         };
         let request_uri = customer_request_uri(&a.number, trunk);
-        let caller_id = self.settings.caller_ids.get(&a.callback.queue).cloned();
+        let agent_numbers = env
+            .roster
+            .agents()
+            .get(&a.agent)
+            .map_or(&[][..], |agent| agent.callback_numbers());
+        let asked = a.callback.caller_id.as_deref();
+        let caller_id = presented_caller_id(
+            asked,
+            self.settings.caller_ids.get(&a.callback.queue),
+            agent_numbers,
+            &self.settings.callback_numbers,
+        );
+        if let Some(asked) = asked
+            && !caller_id.as_ref().is_some_and(|c| c.has_digits(asked))
+        {
+            warn!(
+                callback = %a.callback.id,
+                asked,
+                "the callback's caller ID is no longer one this agent may present; \
+                 presenting the queue's or the agent's"
+            );
+        }
         let (from, pai) = match &caller_id {
             Some(id) => (strip_angle(&from_header(id, trunk)), pai_header(id, trunk)),
             None => (self.settings.local_uri.clone(), None),

@@ -191,6 +191,7 @@ impl Controller {
                 trunk: settings.trunk().clone(),
                 trunk_targets: setup.trunk_targets,
                 caller_ids,
+                callback_numbers: settings.org().callback_numbers.clone(),
                 policy: settings.org().number_policy.clone(),
                 local_uri: format!("sip:callbackd@{advertised}:{}", setup.advertised_port),
                 recording,

@@ -67,6 +67,7 @@ use jiff::{SignedDuration, Timestamp};
 use thiserror::Error;
 
 use crate::callback::hours::BusinessHours;
+use crate::callback::number::PhoneNumber;
 use crate::callback::store::{CallbackRow, NextStep, Status};
 use crate::callback::{CallbackId, QueueId};
 use crate::domain::CallerId;
@@ -228,6 +229,24 @@ pub struct FreeAgent<'a, A> {
     pub id: A,
     /// The queues it serves.
     pub queues: &'a [QueueId],
+    /// The caller IDs its callbacks may present (empty: any); a callback
+    /// that asks for one ([`CallbackRow::caller_id`]) goes only to an agent
+    /// allowed to present it.
+    pub callback_numbers: &'a [PhoneNumber],
+}
+
+impl<A> FreeAgent<'_, A> {
+    /// Whether this agent may take a callback asking to present `caller_id`
+    /// (plain digits; `None`: the callback asks for none).
+    pub fn may_present(&self, caller_id: Option<&str>) -> bool {
+        match caller_id {
+            None => true,
+            Some(digits) => {
+                self.callback_numbers.is_empty()
+                    || self.callback_numbers.iter().any(|n| n.has_digits(digits))
+            }
+        }
+    }
 }
 
 /// Everything [`Scheduler::decide`] looks at, taken at one instant.
@@ -412,6 +431,7 @@ impl Scheduler {
                 queued_at: row.queued_at,
                 kind: Kind::Callback(row.id),
                 queue: &row.queue,
+                caller_id: row.caller_id.as_deref(),
             });
         }
         for live in snap.live {
@@ -427,6 +447,7 @@ impl Scheduler {
                 queued_at: live.queued_at,
                 kind: Kind::Live(live.caller),
                 queue: &live.queue,
+                caller_id: None,
             });
         }
         work.sort_by_key(|i| {
@@ -448,12 +469,9 @@ impl Scheduler {
             if matches!(item.kind, Kind::Callback(_)) && free_lines == 0 {
                 continue;
             }
-            let Some(slot) = snap
-                .free_agents
-                .iter()
-                .zip(&taken)
-                .position(|(a, &t)| !t && a.queues.contains(item.queue))
-            else {
+            let Some(slot) = snap.free_agents.iter().zip(&taken).position(|(a, &t)| {
+                !t && a.queues.contains(item.queue) && a.may_present(item.caller_id)
+            }) else {
                 continue;
             };
             taken[slot] = true;
@@ -532,6 +550,8 @@ struct Item<'a> {
     queued_at: Timestamp,
     kind: Kind,
     queue: &'a QueueId,
+    /// The caller ID a callback asks to present.
+    caller_id: Option<&'a str>,
 }
 
 /// Live callers sort before callbacks on an exact tie (derive order).
@@ -624,6 +644,7 @@ mod tests {
             inbound_call_id: String::new(),
             moved_from: None,
             customer_dialed_at: None,
+            caller_id: None,
         }
     }
 
@@ -717,7 +738,11 @@ mod tests {
         ];
         let both = [qid("support"), qid("billing")];
         let agents: Vec<_> = ["a", "b", "c", "d"]
-            .map(|id| FreeAgent { id, queues: &both })
+            .map(|id| FreeAgent {
+                id,
+                queues: &both,
+                callback_numbers: &[],
+            })
             .into();
         let plan = s.decide(monday_10(), &snapshot(&rows, &[], &agents, 15));
         assert_eq!(
@@ -749,6 +774,7 @@ mod tests {
             .map(|id| FreeAgent {
                 id,
                 queues: &support,
+                callback_numbers: &[],
             })
             .into();
         let plan = s.decide(monday_10(), &snapshot(&rows, &callers, &agents, 15));
@@ -781,6 +807,7 @@ mod tests {
         let agents = [FreeAgent {
             id: "a",
             queues: &support,
+            callback_numbers: &[],
         }];
         let plan = s.decide(monday_10(), &snapshot(&rows, &callers, &agents, 15));
         assert_eq!(plan.actions, [serve(7, "support", "a")]);
@@ -799,10 +826,12 @@ mod tests {
             FreeAgent {
                 id: "x",
                 queues: &support[..],
+                callback_numbers: &[],
             },
             FreeAgent {
                 id: "y",
                 queues: &both[..],
+                callback_numbers: &[],
             },
         ];
         let plan = s.decide(monday_10(), &snapshot(&rows, &[], &agents, 15));
@@ -828,6 +857,7 @@ mod tests {
             .map(|id| FreeAgent {
                 id,
                 queues: &support,
+                callback_numbers: &[],
             })
             .into();
         let plan = s.decide(monday_10(), &snapshot(&rows, &callers, &agents, 1));
@@ -849,6 +879,7 @@ mod tests {
             .map(|id| FreeAgent {
                 id,
                 queues: &support,
+                callback_numbers: &[],
             })
             .into();
         let mut snap = snapshot(&rows, &callers, &agents, 15);
@@ -868,6 +899,7 @@ mod tests {
         let agents = [FreeAgent {
             id: "a",
             queues: &support[..],
+            callback_numbers: &[],
         }];
         // Friday 2025-06-06 18:30 CDT: closed until Monday 08:00 CDT.
         let friday_evening = ts("2025-06-06T23:30:00Z");
@@ -894,7 +926,13 @@ mod tests {
             row(2, "billing", 5, "2025-06-02T14:00:00Z"),
         ];
         let both = [qid("support"), qid("billing")];
-        let agents: Vec<_> = ["a", "b"].map(|id| FreeAgent { id, queues: &both }).into();
+        let agents: Vec<_> = ["a", "b"]
+            .map(|id| FreeAgent {
+                id,
+                queues: &both,
+                callback_numbers: &[],
+            })
+            .into();
         // Monday 10:00 is a holiday for billing (org hours) and support is
         // open on Saturdays only.
         let plan = s.decide(monday_10(), &snapshot(&rows, &[], &agents, 15));
@@ -927,6 +965,7 @@ mod tests {
             .map(|id| FreeAgent {
                 id,
                 queues: &support,
+                callback_numbers: &[],
             })
             .into();
         let plan = s.decide(monday_10(), &snapshot(&rows, &[], &agents, 15));
@@ -951,6 +990,7 @@ mod tests {
         let agents = [FreeAgent {
             id: "a",
             queues: &sales[..],
+            callback_numbers: &[],
         }];
         let plan = s.decide(monday_10(), &snapshot(&rows, &[], &agents, 15));
         assert!(plan.actions.is_empty());

@@ -278,6 +278,39 @@ pub fn pai_header(caller_id: &PhoneNumber, trunk: &TrunkSettings) -> Option<Stri
         .then(|| from_header(caller_id, trunk))
 }
 
+/// The caller ID a callback presents to the customer:
+///
+/// 1. the one it asked for (`asked`, plain digits), while it is still one of
+///    the organisation's numbers (`org`; empty: no central list) and the
+///    agent may present it;
+/// 2. else the queue's number (`queue`), when the agent may present it;
+/// 3. else the agent's first own number (an agent restricted to others
+///    presents its own);
+/// 4. else the queue's number.
+///
+/// An agent "may present" a number when its list (`agent`) is empty or
+/// holds it. `None` only for a queue no longer configured and an agent
+/// without a list (the leg then goes out with our own identity).
+pub fn presented_caller_id(
+    asked: Option<&str>,
+    queue: Option<&PhoneNumber>,
+    agent: &[PhoneNumber],
+    org: &[PhoneNumber],
+) -> Option<PhoneNumber> {
+    let agent_may = |n: &PhoneNumber| agent.is_empty() || agent.contains(n);
+    if let Some(asked) = asked.and_then(|d| crate::callback::number::own_number(d).ok())
+        && (org.is_empty() || org.contains(&asked))
+        && agent_may(&asked)
+    {
+        return Some(asked);
+    }
+    queue
+        .filter(|q| agent_may(q))
+        .or_else(|| agent.first())
+        .or(queue)
+        .cloned()
+}
+
 /// A token-bucket limit on how fast calls are placed, as a generic cell
 /// rate algorithm: one token every `1 / rate` seconds, at most `burst`
 /// saved up. Time is passed in.
@@ -1008,6 +1041,71 @@ mod tests {
             customer_request_uri(&national("3125550188"), &t),
             "sip:+13125550188@[2001:db8::1]:5070;user=phone"
         );
+    }
+
+    #[test]
+    fn the_presented_caller_id_follows_the_ask_the_queue_then_the_agent() {
+        let n = |d: &str| crate::callback::number::own_number(d).expect("own number");
+        let (queue, toll_free, alice) = (n("3125550100"), n("8005550100"), n("2125550100"));
+        let org = [queue.clone(), toll_free.clone(), alice.clone()];
+        let pick = |asked, queue: Option<&PhoneNumber>, agent: &[PhoneNumber], org| {
+            presented_caller_id(asked, queue, agent, org).map(|c| c.as_digits())
+        };
+        let digits = |p: &PhoneNumber| Some(p.as_digits());
+        // Asked, and the agent may present it (no list, or in its list).
+        assert_eq!(
+            pick(Some("8005550100"), Some(&queue), &[], &org),
+            digits(&toll_free)
+        );
+        assert_eq!(
+            pick(
+                Some("8005550100"),
+                Some(&queue),
+                std::slice::from_ref(&toll_free),
+                &org
+            ),
+            digits(&toll_free)
+        );
+        // Asked but no longer one of the org's: the queue's.
+        assert_eq!(
+            pick(Some("8005550100"), Some(&queue), &[], &org[..1]),
+            digits(&queue)
+        );
+        // No central list: what the API accepted is presented.
+        assert_eq!(
+            pick(Some("8005550100"), Some(&queue), &[], &[]),
+            digits(&toll_free)
+        );
+        // Not asked: the queue's, unless the agent is restricted to others,
+        // then the agent's first.
+        assert_eq!(pick(None, Some(&queue), &[], &org), digits(&queue));
+        assert_eq!(
+            pick(None, Some(&queue), &[alice.clone(), queue.clone()], &org),
+            digits(&queue)
+        );
+        assert_eq!(
+            pick(None, Some(&queue), std::slice::from_ref(&alice), &org),
+            digits(&alice)
+        );
+        // Asked, but the agent may not: its own (the scheduler avoids this;
+        // an organisation changed meanwhile can bring it about).
+        assert_eq!(
+            pick(
+                Some("8005550100"),
+                Some(&queue),
+                std::slice::from_ref(&alice),
+                &org
+            ),
+            digits(&alice)
+        );
+        // A queue no longer configured.
+        assert_eq!(
+            pick(None, None, std::slice::from_ref(&alice), &org),
+            digits(&alice)
+        );
+        assert_eq!(pick(None, None, &[], &org), None);
+        // Garbage stored as asked is ignored.
+        assert_eq!(pick(Some("12"), Some(&queue), &[], &org), digits(&queue));
     }
 
     #[test]

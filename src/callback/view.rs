@@ -53,6 +53,10 @@ pub struct CallbackBody {
     /// positive when the customer was called later than announced. `null`
     /// when no ECBT was announced (0 quoted) or not dialed yet.
     pub ecbt_error_s: Option<i64>,
+    /// The caller ID the callback asked to present (plain digits); `null`:
+    /// the queue's callback number (or the taking agent's own, when it is
+    /// restricted to others).
+    pub caller_id: Option<String>,
 }
 
 impl From<CallbackRow> for CallbackBody {
@@ -77,6 +81,7 @@ impl From<CallbackRow> for CallbackBody {
             data: None,
             customer_dialed_at: r.customer_dialed_at.map(|t| t.to_string()),
             ecbt_error_s: None,
+            caller_id: r.caller_id,
         }
     }
 }

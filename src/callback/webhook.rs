@@ -384,6 +384,7 @@ mod tests {
             data: None,
             customer_dialed_at: None,
             ecbt_error_s: None,
+            caller_id: None,
         }
     }
 

@@ -345,13 +345,24 @@ pub(super) fn check_agents(
     for (i, agent) in agents.iter().enumerate() {
         let at = |key: &str| format!("agents[{i}].{key}");
         for (j, text) in agent.callback_numbers.iter().enumerate() {
-            let listed = super::queues::own_number(text)
-                .is_ok_and(|n| !org.callback_numbers.is_empty() && org.presents(&n));
+            // Without a central list the queues' own numbers are the set.
+            let listed = crate::domain::number::own_number(text).is_ok_and(|n| {
+                if org.callback_numbers.is_empty() {
+                    queues
+                        .iter()
+                        .any(|q| q.caller_id().is_ok_and(|own| own == n))
+                } else {
+                    org.presents(&n)
+                }
+            });
             if !listed {
+                let value = text.clone();
                 return fail(
                     &at(&format!("callback_numbers[{j}]")),
-                    Invalid::NotACallbackNumber {
-                        value: text.clone(),
+                    if org.callback_numbers.is_empty() {
+                        Invalid::NotAQueueNumber { value }
+                    } else {
+                        Invalid::NotACallbackNumber { value }
                     },
                 );
             }

@@ -288,6 +288,13 @@ pub enum Invalid {
         /// The number as written.
         value: String,
     },
+    /// Without `org.callback_numbers`, an agent's caller ID that no queue
+    /// presents.
+    #[error("{value:?} is no queue's callback_number (and org.callback_numbers is empty)")]
+    NotAQueueNumber {
+        /// The number as written.
+        value: String,
+    },
     /// A value must not be below another field.
     #[error("{value} is less than {other_field} {other}")]
     Below {

@@ -60,7 +60,9 @@ pub use org::OrgConfig;
 pub use organisation::Organisation;
 pub use queues::QueueConfig;
 pub use rtp::{CallConfig, Codec, MediaConfig, PromptsConfig, RtpConfig};
-pub use settings::{AgentSettings, OrgSettings, QueueSettings, RegistrarSetup, Routes, Settings};
+pub use settings::{
+    AgentSettings, CallerIdRefused, OrgSettings, QueueSettings, RegistrarSetup, Routes, Settings,
+};
 pub use sip::{Host, InvalidHost, SipConfig, Transport};
 pub use trunk::{TrunkConfig, TrunkTransportSetting};
 pub use webhooks::WebhooksConfig;

@@ -54,7 +54,7 @@ impl OrgConfig {
             || self
                 .callback_numbers
                 .iter()
-                .any(|text| super::queues::own_number(text).is_ok_and(|n| n == *number))
+                .any(|text| crate::domain::number::own_number(text).is_ok_and(|n| n == *number))
     }
 
     /// The organisation's business hours: [`OrgConfig::timezone`],
@@ -119,7 +119,7 @@ impl OrgConfig {
         let mut seen = Vec::with_capacity(self.callback_numbers.len());
         for (i, text) in self.callback_numbers.iter().enumerate() {
             let field = format!("org.callback_numbers[{i}]");
-            let number = match super::queues::own_number(text) {
+            let number = match crate::domain::number::own_number(text) {
                 Ok(number) => number,
                 Err(reason) => {
                     return fail(

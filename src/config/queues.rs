@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::callback::QueueId;
 use crate::callback::hours::{BusinessHours, HoursError};
-use crate::callback::number::{self, InvalidNumber, NumberPolicy, PhoneNumber};
+use crate::callback::number::{self, InvalidNumber, PhoneNumber};
 use crate::callback::scheduler::{QueueSchedule, RetryPolicy};
 
 use super::org::{OrgConfig, hours_invalid};
@@ -114,7 +114,7 @@ impl QueueConfig {
     /// Fails only on values [`Config::check`] refuses; [`super::Settings`]
     /// holds the result.
     pub(super) fn caller_id(&self) -> Result<PhoneNumber, InvalidNumber> {
-        own_number(&self.callback_number)
+        number::own_number(&self.callback_number)
     }
 
     /// Retries, failover and ring timeouts for the scheduler and dialer.
@@ -145,20 +145,6 @@ impl QueueConfig {
             launch_enabled: self.launch_enabled,
         })
     }
-}
-
-/// One of the organisation's own numbers (a queue's or an agent's caller
-/// ID, an entry of `[org] callback_numbers`) under the numbering rules of a
-/// callback entry, without the blacklist and rates that guard what
-/// customers may ask for.
-pub(super) fn own_number(text: &str) -> Result<PhoneNumber, InvalidNumber> {
-    let own_number = NumberPolicy {
-        allow_international: true,
-        max_rate_per_minute: 0.0,
-        rates: vec![(String::new(), 0.0)],
-        blacklist: Vec::new(),
-    };
-    number::validate(text, &own_number)
 }
 
 /// The queue an empty file gets: `support`, one agent, offer at once.
@@ -506,7 +492,7 @@ mod tests {
             error("[org]\ncallback_numbers = [\"8005550100\", \"12\"]\n"),
             format!(
                 "config.toml: org.callback_numbers[1]: \"12\" is not a callable number: {}",
-                own_number("12").unwrap_err()
+                number::own_number("12").unwrap_err()
             )
         );
         assert!(
@@ -536,6 +522,19 @@ mod tests {
             )
         };
         parse(&agent("\"8005550100\"")).expect("a subset of the set");
+        // Without a central list, a queue's own number.
+        let own = |numbers: &str| {
+            format!(
+                "{queue}[[agents]]\nid = \"alice\"\nuri = \"sip:alice@127.0.0.1\"\n\
+                 queues = [\"support\"]\ncallback_numbers = [{numbers}]\n"
+            )
+        };
+        parse(&own("\"3125550100\"")).expect("the queue's number");
+        assert_eq!(
+            error(&own("\"8005550100\"")),
+            "config.toml: agents[0].callback_numbers[0]: \"8005550100\" is no queue's \
+             callback_number (and org.callback_numbers is empty)"
+        );
         assert_eq!(
             error(&agent("\"8005550100\", \"2125550100\"")),
             "config.toml: agents[0].callback_numbers[1]: \"2125550100\" is not one of org.callback_numbers"

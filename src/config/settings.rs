@@ -22,7 +22,7 @@ use crate::acd::agents::{Agent, AgentId, Agents, Contact};
 use crate::acd::{Acd, Queue};
 use crate::callback::QueueId;
 use crate::callback::hours::{BusinessHours, Gates};
-use crate::callback::number::{NumberPolicy, PhoneNumber};
+use crate::callback::number::{self, NumberPolicy, PhoneNumber};
 use crate::callback::scheduler::Scheduler;
 use crate::callback::trunk::TrunkSettings;
 use crate::ivr::ecbt::Estimator;
@@ -80,6 +80,9 @@ pub struct OrgSettings {
     pub number_policy: NumberPolicy,
     /// Whether "011" is spoken before an international number.
     pub spoken_international_prefix: bool,
+    /// `[org] callback_numbers`: the numbers presented to customers (empty:
+    /// no central list, the queues' own numbers are the set).
+    pub callback_numbers: Vec<PhoneNumber>,
 }
 
 /// One `[[queues]]` entry, typed.
@@ -125,6 +128,9 @@ pub struct AgentSettings {
     pub user: Option<String>,
     /// The static URI taken apart for dialling, for a static agent.
     pub uri: Option<AgentUri>,
+    /// The caller IDs this agent's callbacks may present (empty: any of the
+    /// organisation's).
+    pub callback_numbers: Vec<PhoneNumber>,
 }
 
 /// The registrar, present when some agent REGISTERs.
@@ -160,6 +166,11 @@ impl Config {
             gates: org.gates(),
             number_policy: org.number_policy(),
             spoken_international_prefix: org.spoken_international_prefix,
+            callback_numbers: org
+                .callback_numbers
+                .iter()
+                .map(|n| number::own_number(n).expect("org.callback_numbers: OrgConfig::check"))
+                .collect(),
         };
         let mut acd = Acd::new();
         let mut queues = Vec::with_capacity(self.queues.len());
@@ -200,6 +211,11 @@ impl Config {
                     .uri
                     .as_deref()
                     .map(|uri| AgentUri::parse(uri).expect("static agent URIs: check_agents")),
+                callback_numbers: a
+                    .callback_numbers
+                    .iter()
+                    .map(|n| number::own_number(n).expect("agents' callback_numbers: check_agents"))
+                    .collect(),
             })
             .collect();
         let users = self.registrar_users();
@@ -430,6 +446,36 @@ impl Settings {
         self.rtp_ports.clone().start_at(fastrand::usize(..))
     }
 
+    /// Whether a callback of `queue` may ask to present `asked`: it must be
+    /// one of the organisation's callback numbers (`[org] callback_numbers`,
+    /// or without that list one of the queues' own numbers), and when the
+    /// queue has agents, one of them must be allowed to present it (an agent
+    /// restricted to other numbers never takes it).
+    pub fn check_caller_id(
+        &self,
+        queue: &QueueId,
+        asked: &PhoneNumber,
+    ) -> Result<(), CallerIdRefused> {
+        let listed = if self.org.callback_numbers.is_empty() {
+            self.queues.iter().any(|q| q.caller_id == *asked)
+        } else {
+            self.org.callback_numbers.contains(asked)
+        };
+        if !listed {
+            return Err(CallerIdRefused::NotACallbackNumber);
+        }
+        let mut serving = self.agents.iter().filter(|a| a.queues.contains(queue));
+        let mut any = false;
+        let allowed = serving.any(|a| {
+            any = true;
+            a.callback_numbers.is_empty() || a.callback_numbers.contains(asked)
+        });
+        if any && !allowed {
+            return Err(CallerIdRefused::NoAgentMayPresent);
+        }
+        Ok(())
+    }
+
     /// `[[agents]]`, typed, in file order.
     pub fn agents(&self) -> &[AgentSettings] {
         &self.agents
@@ -442,17 +488,32 @@ impl Settings {
         let mut roster = Agents::new(self.callbacks.max_lines);
         for agent in &self.agents {
             roster
-                .add(Agent::new(
-                    agent.id.clone(),
-                    agent.contact.clone(),
-                    agent.queues.clone(),
-                    now,
-                ))
+                .add(
+                    Agent::new(
+                        agent.id.clone(),
+                        agent.contact.clone(),
+                        agent.queues.clone(),
+                        now,
+                    )
+                    .with_callback_numbers(agent.callback_numbers.clone()),
+                )
                 // check_agents refused duplicate ids.
                 .expect("agent ids are unique: check_agents");
         }
         roster
     }
+}
+
+/// Why a callback may not present the caller ID it asks for
+/// ([`Settings::check_caller_id`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CallerIdRefused {
+    /// Not one of the organisation's callback numbers.
+    #[error("not one of the organisation's callback numbers")]
+    NotACallbackNumber,
+    /// Every agent of the queue is restricted to other numbers.
+    #[error("no agent of the queue may present it")]
+    NoAgentMayPresent,
 }
 
 /// DID routing: a call to a number listed in a queue's `dids` goes to that
@@ -508,6 +569,50 @@ mod tests {
         );
         assert_eq!(s.prompt_files().len(), PROMPT_NAMES.len());
         assert!(s.registrar().is_none(), "no agent registers");
+    }
+
+    #[test]
+    fn a_callback_may_present_an_org_number_an_agent_of_its_queue_may() {
+        let queues = "[[queues]]\nid = \"support\"\ncallback_number = \"3125550100\"\n\
+                      [[queues]]\nid = \"sales\"\ncallback_number = \"3125550200\"\n";
+        let agent = |id: &str, queue: &str, numbers: &str| {
+            format!(
+                "[[agents]]\nid = \"{id}\"\nuri = \"sip:{id}@127.0.0.1\"\n\
+                 queues = [\"{queue}\"]\ncallback_numbers = [{numbers}]\n"
+            )
+        };
+        let n = |d: &str| number::own_number(d).expect("own number");
+        let (support, sales) = (QueueId("support".into()), QueueId("sales".into()));
+        // No central list: the queues' own numbers are the set.
+        let s = checked(parse(queues).expect("queues"));
+        assert_eq!(s.check_caller_id(&support, &n("3125550200")), Ok(()));
+        assert_eq!(
+            s.check_caller_id(&support, &n("8005550100")),
+            Err(CallerIdRefused::NotACallbackNumber)
+        );
+        // A list: only its numbers; a queue whose every agent is restricted
+        // to others refuses the rest; a queue without agents does not.
+        let org = "[org]\ncallback_numbers = [\"3125550100\", \"3125550200\", \"8005550100\"]\n";
+        let s = checked(
+            parse(&format!(
+                "{org}{queues}{}{}",
+                agent("alice", "support", "\"3125550100\""),
+                agent("bob", "support", "\"3125550200\"")
+            ))
+            .expect("restricted agents"),
+        );
+        assert_eq!(s.check_caller_id(&support, &n("3125550200")), Ok(()));
+        assert_eq!(
+            s.check_caller_id(&support, &n("8005550100")),
+            Err(CallerIdRefused::NoAgentMayPresent)
+        );
+        assert_eq!(s.check_caller_id(&sales, &n("8005550100")), Ok(()));
+        assert_eq!(
+            s.check_caller_id(&sales, &n("2125550100")),
+            Err(CallerIdRefused::NotACallbackNumber)
+        );
+        assert_eq!(s.agents()[1].callback_numbers, [n("3125550200")]);
+        assert_eq!(s.org().callback_numbers.len(), 3);
     }
 
     #[test]

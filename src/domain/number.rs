@@ -59,6 +59,17 @@ impl PhoneNumber {
         }
     }
 
+    /// Whether `digits` (plain digits, as [`PhoneNumber::as_digits`] gives
+    /// them) is this number, without allocating.
+    pub fn has_digits(&self, digits: &str) -> bool {
+        match self {
+            PhoneNumber::National { digits: own } => digits.as_bytes() == own,
+            PhoneNumber::International { digits: own } => digits
+                .strip_prefix(INTERNATIONAL_ACCESS)
+                .is_some_and(|rest| rest == &**own),
+        }
+    }
+
     /// Whether the number was keyed with the `011` international access code.
     #[cfg(test)]
     pub(crate) fn is_international(&self) -> bool {
@@ -132,6 +143,20 @@ pub enum InvalidNumber {
     /// Something other than the digits 0–9.
     #[error("not all digits")]
     NotDigits,
+}
+
+/// One of the organisation's own numbers (a queue's or an agent's caller
+/// ID, an entry of `[org] callback_numbers`, the caller ID a callback asks
+/// for) under the numbering rules of a callback entry, without the
+/// blacklist and rates that guard what customers may ask for.
+pub fn own_number(text: &str) -> Result<PhoneNumber, InvalidNumber> {
+    let own_number = NumberPolicy {
+        allow_international: true,
+        max_rate_per_minute: 0.0,
+        rates: vec![(String::new(), 0.0)],
+        blacklist: Vec::new(),
+    };
+    validate(text, &own_number)
 }
 
 /// Validates a number exactly as the caller keyed it (digits only; the IVR
@@ -314,6 +339,21 @@ mod tests {
             ],
             blacklist: vec!["+882".into()],
         }
+    }
+
+    #[test]
+    fn own_numbers_take_any_callable_number_and_compare_by_digits() {
+        let national = own_number("8005550100").expect("national");
+        let international = own_number("011442079460000").expect("international");
+        assert!(national.has_digits("8005550100"));
+        assert!(!national.has_digits("18005550100") && !national.has_digits("800555010"));
+        assert!(international.has_digits("011442079460000"));
+        assert!(!international.has_digits("442079460000"));
+        assert!(!international.has_digits("0114420794600001"));
+        // Not the blacklist or rates customers' numbers pass, but the
+        // numbering plan still holds.
+        assert_eq!(own_number("9115550100"), Err(InvalidNumber::ServiceCode));
+        assert_eq!(own_number("+18005550100"), Err(InvalidNumber::NotDigits));
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub struct Creation {
     pub created_by: String,
     /// Free key/value data: a JSON object's text, validated by the caller.
     pub data: Option<String>,
+    /// The caller ID to present to the customer (plain digits, one of the
+    /// organisation's callback numbers, validated by the caller); `None`:
+    /// the queue's ([`CallbackRow::caller_id`]).
+    pub caller_id: Option<String>,
 }
 
 /// A stored callback with what the API keeps beside it.
@@ -78,6 +82,9 @@ pub struct CallbackPatch {
     pub number: Option<String>,
     /// New priority.
     pub priority: Option<i32>,
+    /// New caller ID (plain digits, validated by the caller);
+    /// `Some(None)` clears it (the queue's number again).
+    pub caller_id: Option<Option<String>>,
 }
 
 /// What became of a cancel or a patch of one callback.

@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_8,
     MIGRATION_9,
     MIGRATION_10,
+    MIGRATION_11,
 ];
 
 /// Applies the pending [`MIGRATIONS`] to `conn` (the file at `path`, named
@@ -402,6 +403,13 @@ CREATE INDEX webhook_deliveries_by_state ON webhook_deliveries (webhook_id, stat
 CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id);
 ";
 
+/// Schema version 11: the caller ID a callback asks to present (issue 11
+/// point 4); old rows and the IVR's present the queue's number.
+const MIGRATION_11: &str = "
+ALTER TABLE callbacks ADD COLUMN caller_id TEXT
+    CHECK (caller_id IS NULL OR (caller_id <> '' AND caller_id NOT GLOB '*[^0-9]*'));
+";
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -737,6 +745,57 @@ mod tests {
                     [hook.id]
                 )
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn migration_10_to_11_leaves_rows_presenting_the_queues_number() {
+        let db = temp_db("migrate-10-11");
+        let path = db.path.clone();
+        let t0 = now();
+        let id = {
+            let conn = Connection::open(&path).unwrap();
+            for m in &MIGRATIONS[..10] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 10).unwrap();
+            conn.execute(
+                "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
+                     queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
+                     expires_at, inbound_call_id) \
+                 VALUES ('support', '3125550188', '+13125550100', '8005550199', 0, ?1, ?1, \
+                     3, 'pending', 0, ?2, 'old-call@pc33')",
+                params![t0.as_millisecond(), (t0 + secs(3600)).as_millisecond()],
+            )
+            .unwrap();
+            CallbackId(conn.last_insert_rowid())
+        };
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&store.conn).unwrap(), MIGRATIONS.len() as i64);
+        let rows = store.list().unwrap();
+        assert_eq!((rows[0].id, rows[0].caller_id.as_deref()), (id, None));
+        for bad in ["", "+18005550100", "800-555-0100"] {
+            assert!(
+                store
+                    .conn
+                    .execute(
+                        "UPDATE callbacks SET caller_id = ?1 WHERE id = ?2",
+                        params![bad, id.0]
+                    )
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
+        store
+            .conn
+            .execute(
+                "UPDATE callbacks SET caller_id = '8005550100' WHERE id = ?1",
+                [id.0],
+            )
+            .unwrap();
+        assert_eq!(
+            store.list().unwrap()[0].caller_id.as_deref(),
+            Some("8005550100")
         );
     }
 }

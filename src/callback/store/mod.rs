@@ -233,6 +233,11 @@ pub struct CallbackRow {
     /// of the first attempt that reached it), once an attempt that did so
     /// is recorded.
     pub customer_dialed_at: Option<Timestamp>,
+    /// The caller ID this callback asked to present to the customer (plain
+    /// digits; set through the API): only agents allowed to present it take
+    /// it. `None`: the queue's callback number, or the taking agent's own
+    /// when it is restricted to others.
+    pub caller_id: Option<String>,
 }
 
 /// Outcome of [`Store::register`].

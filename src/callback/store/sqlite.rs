@@ -152,6 +152,13 @@ impl SqliteStore {
                 number: new.number.clone(),
             });
         }
+        if let Some(caller_id) = extra.and_then(|e| e.caller_id.as_ref())
+            && !is_plain_digits(caller_id)
+        {
+            return Err(StoreError::NumberNotDigits {
+                number: caller_id.clone(),
+            });
+        }
         let path = &self.path;
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -188,8 +195,9 @@ impl SqliteStore {
             "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
                  queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
                  next_attempt_at, expires_at, inbound_call_id, scheduled_for, created_by, data, \
-                 sip_context) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?11, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 sip_context, caller_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?11, ?9, ?10, ?11, ?12, ?13, ?14, \
+                 ?15)",
             params![
                 new.queue.as_str(),
                 new.number,
@@ -207,6 +215,7 @@ impl SqliteStore {
                 extra.map(|e| e.created_by.as_str()),
                 extra.and_then(|e| e.data.as_deref()),
                 new.sip_context.as_ref().map(|c| c.to_json()),
+                extra.and_then(|e| e.caller_id.as_deref()),
             ],
         )
         .map_err(err)?;
@@ -285,7 +294,7 @@ impl Store for SqliteStore {
             .prepare(
                 "SELECT id, queue, number, caller_ani, called_number, priority, queued_at, \
                      registered_at, ecbt_quoted_minutes, status, attempts, next_attempt_at, \
-                     expires_at, inbound_call_id, moved_from, customer_dialed_at \
+                     expires_at, inbound_call_id, moved_from, customer_dialed_at, caller_id \
                  FROM callbacks ORDER BY id",
             )
             .map_err(&err)?;
@@ -320,7 +329,7 @@ impl LaunchStore for SqliteStore {
             .prepare(
                 "SELECT id, queue, number, caller_ani, called_number, priority, queued_at, \
                      registered_at, ecbt_quoted_minutes, status, attempts, next_attempt_at, \
-                     expires_at, inbound_call_id, moved_from, customer_dialed_at \
+                     expires_at, inbound_call_id, moved_from, customer_dialed_at, caller_id \
                  FROM callbacks \
                  WHERE status = 'pending' \
                      AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) \
@@ -885,6 +894,10 @@ pub(super) fn decode_row(row: &rusqlite::Row<'_>) -> Result<CallbackRow, Decode>
             Some(ms) => Some(timestamp("customer_dialed_at", ms)?),
             None => None,
         },
+        caller_id: match row.get::<_, Option<String>>("caller_id")? {
+            Some(digits) if !is_plain_digits(&digits) => return Err(corrupt("caller_id", digits)),
+            other => other,
+        },
     })
 }
 
@@ -995,6 +1008,7 @@ mod tests {
                 inbound_call_id: new.inbound_call_id.clone(),
                 moved_from: None,
                 customer_dialed_at: None,
+                caller_id: None,
             }]
         );
     }

@@ -15,7 +15,7 @@ use crate::callback::{CallbackId, QueueId};
 pub(super) const COLUMNS: &str = "id, queue, number, caller_ani, called_number, priority, queued_at, \
      registered_at, ecbt_quoted_minutes, status, attempts, next_attempt_at, expires_at, \
      inbound_call_id, moved_from, customer_dialed_at, ecbt_error_ms, scheduled_for, created_by, \
-     data";
+     data, caller_id";
 
 /// An `idempotency_keys` row as read: hash, status, body, location, time.
 type ReplyColumns = (Vec<u8>, i64, String, Option<String>, i64);
@@ -129,12 +129,14 @@ impl ManageStore for SqliteStore {
     }
 
     fn patch(&mut self, id: CallbackId, patch: &CallbackPatch) -> Result<Changed, StoreError> {
-        if let Some(number) = &patch.number
-            && !is_plain_digits(number)
-        {
-            return Err(StoreError::NumberNotDigits {
-                number: number.clone(),
-            });
+        for digits in [&patch.number, &patch.caller_id.clone().flatten()] {
+            if let Some(digits) = digits
+                && !is_plain_digits(digits)
+            {
+                return Err(StoreError::NumberNotDigits {
+                    number: digits.clone(),
+                });
+            }
         }
         let event = patch.scheduled_for.map(|_| EventKind::Scheduled);
         self.change_pending(id, "patch", event, |tx, before| {
@@ -161,9 +163,17 @@ impl ManageStore for SqliteStore {
                      priority = coalesce(?3, priority), \
                      scheduled_for = coalesce(?4, scheduled_for), \
                      next_attempt_at = coalesce(?4, next_attempt_at), \
-                     queued_at = coalesce(?4, queued_at) \
+                     queued_at = coalesce(?4, queued_at), \
+                     caller_id = CASE WHEN ?5 THEN ?6 ELSE caller_id END \
                  WHERE id = ?1",
-                params![id.0, patch.number, patch.priority, at],
+                params![
+                    id.0,
+                    patch.number,
+                    patch.priority,
+                    at,
+                    patch.caller_id.is_some(),
+                    patch.caller_id.clone().flatten()
+                ],
             )?;
             Ok(None)
         })

@@ -717,6 +717,7 @@ pub mod manage_suite {
             scheduled_for,
             created_by: "ann".to_owned(),
             data: data.map(str::to_owned),
+            caller_id: None,
         }
     }
 
@@ -904,6 +905,7 @@ pub mod manage_suite {
             scheduled_for: Some(when),
             number: Some("3125550177".into()),
             priority: Some(7),
+            caller_id: Some(Some("8005550100".into())),
         };
         let Changed::Done { before, after } = store.patch(a, &patch).expect("patch") else {
             panic!("applied");
@@ -911,6 +913,28 @@ pub mod manage_suite {
         assert_eq!(before.row.number, "3125550188");
         assert_eq!(after.row.number, "3125550177");
         assert_eq!(after.row.priority, 7);
+        assert_eq!(before.row.caller_id, None);
+        assert_eq!(after.row.caller_id.as_deref(), Some("8005550100"));
+        let kept = CallbackPatch {
+            priority: Some(8),
+            ..CallbackPatch::default()
+        };
+        let Changed::Done { after, .. } = store.patch(a, &kept).expect("patch") else {
+            panic!("applied");
+        };
+        assert_eq!(
+            after.row.caller_id.as_deref(),
+            Some("8005550100"),
+            "a patch without caller_id keeps it"
+        );
+        let cleared = CallbackPatch {
+            caller_id: Some(None),
+            ..CallbackPatch::default()
+        };
+        let Changed::Done { after, .. } = store.patch(a, &cleared).expect("patch") else {
+            panic!("applied");
+        };
+        assert_eq!(after.row.caller_id, None, "null clears it");
         assert_eq!(after.scheduled_for, Some(when));
         assert_eq!(after.row.next_attempt_at, Some(when));
         assert_eq!(after.row.queued_at, when);
