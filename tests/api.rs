@@ -2684,6 +2684,50 @@ async fn create_and_patch_check_the_caller_id_against_the_org_and_the_agents() {
     assert_eq!(body["caller_id"], "2125550100", "stored");
 }
 
+/// The status endpoint estimates now, as a caller would hear it: the
+/// callbacks ahead × the rolling handle time (the 300 s seed here) / the
+/// agents staffing the queue now (alice and bob, static), at least the 1
+/// minute floor; pausing bob doubles it.
+#[tokio::test]
+async fn status_estimates_from_the_queue_as_it_stands_now() {
+    let h = Harness::start("cb-status-ecbt").await;
+    for n in 1..=5 {
+        let body = format!(r#"{{"queue":"support","number":"312555020{n}"}}"#);
+        let (status, _, _) = h
+            .request("POST", "/v1/callbacks", Some(("application/json", &body)))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let ecbt = |n: u32| {
+        let h = &h;
+        async move {
+            let (status, body) = h
+                .get::<serde_json::Value>(&format!("/v1/callbacks/status?number=312555020{n}"))
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            let c = &body["callbacks"][0];
+            assert_eq!(c["position"], n, "{c}");
+            assert_eq!(c["ecbt_more_than"], false, "{c}");
+            c["ecbt_minutes"].as_u64().expect("ecbt_minutes")
+        }
+    };
+    // ⌈(position − 1) × 300 s / 2 agents⌉ in minutes, floor 1.
+    assert_eq!(ecbt(1).await, 1);
+    assert_eq!(ecbt(2).await, 3);
+    assert_eq!(ecbt(3).await, 5);
+    assert_eq!(ecbt(5).await, 10);
+    let (status, _, _) = h
+        .request(
+            "PUT",
+            "/v1/agents/bob",
+            Some(("application/json", r#"{"paused":true}"#)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ecbt(3).await, 10, "one agent left");
+    assert_eq!(ecbt(5).await, 20);
+}
+
 /// Cancel by id (then 409 `not_pending`), and the per-number cap:
 /// `[callbacks] api_max_per_number_per_day` (3 by default) creations in 24
 /// hours, then 429 with `Retry-After`.

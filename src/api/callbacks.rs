@@ -41,6 +41,7 @@ use crate::callback::store::{
 use crate::callback::{CallbackId, QueueId};
 use crate::config::CallerIdRefused;
 use crate::domain::number::{self, InvalidNumber};
+use crate::ivr::Ecbt;
 
 use super::{ApiState, Problem, json_object, query_of};
 pub use crate::callback::view::CallbackBody;
@@ -855,8 +856,15 @@ struct NumberStatus {
     status: &'static str,
     /// 1 = next in its queue; `None` unless pending.
     position: Option<u32>,
-    /// Minutes until it is expected to be launched; `None` unless pending.
+    /// Minutes until it is expected to be launched, estimated now: the
+    /// later of its next attempt's time and the queue's estimate for the
+    /// callbacks ahead of it (the engine's rolling handle time and the
+    /// agents staffing the queue now, as callers hear it); `None` unless
+    /// pending.
     ecbt_minutes: Option<u32>,
+    /// The estimate passed `[ecbt] ceiling_minutes` (or nobody staffs the
+    /// queue): "more than `ecbt_minutes`"; `None` unless pending.
+    ecbt_more_than: Option<bool>,
     attempts: u32,
     scheduled_for: Option<String>,
 }
@@ -913,16 +921,40 @@ pub(super) async fn number_status(
             "number: no callback for {number} in your units"
         )));
     }
+    // The queues' estimators as they stand (none once the engine stopped:
+    // then what is left of the announced estimate).
+    let live = state
+        .engine
+        .status()
+        .await
+        .map(|s| s.queues)
+        .unwrap_or_default();
+    let ecbt = state.options().settings.estimator().settings().clone();
     let callbacks: Vec<NumberStatus> = found
         .into_iter()
         .map(|(m, ahead)| {
             let until = m.row.next_attempt_at.map_or(0, |at| minutes_until(now, at));
+            let estimate = ahead.map(|ahead| {
+                let wait = match live.iter().find(|q| q.queue == m.row.queue) {
+                    Some(q) => ecbt.estimate(q.average_handle_time, ahead, q.staffed_agents),
+                    None => {
+                        let quoted = m.row.registered_at
+                            + SignedDuration::from_mins(m.row.ecbt_quoted_minutes.into());
+                        Ecbt::Minutes(minutes_until(now, quoted))
+                    }
+                };
+                match wait {
+                    Ecbt::Minutes(minutes) => (until.max(minutes), false),
+                    Ecbt::MoreThan(minutes) => (until.max(minutes), until <= minutes),
+                }
+            });
             NumberStatus {
                 id: m.row.id.0,
                 queue: m.row.queue.as_str().to_owned(),
                 status: m.row.status.as_str(),
                 position: ahead.map(|n| n.saturating_add(1)),
-                ecbt_minutes: ahead.map(|_| until.max(m.row.ecbt_quoted_minutes)),
+                ecbt_minutes: estimate.map(|(minutes, _)| minutes),
+                ecbt_more_than: estimate.map(|(_, more)| more),
                 attempts: m.row.attempts,
                 scheduled_for: m.scheduled_for.map(|t| t.to_string()),
             }

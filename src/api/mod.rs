@@ -25,7 +25,7 @@
 //! | PATCH | `/v1/callbacks/{id}` | manager | `{"scheduled_for"?,"number"?,"priority"?,"caller_id"?}` (`caller_id: null`: the queue's number again) → 200; 409 `not_pending` unless pending, 409 `already_scheduled` for a number taken in the queue |
 //! | DELETE | `/v1/callbacks/{id}` | manager | cancels a pending callback → 200 with it; 409 `not_pending` otherwise |
 //! | POST | `/v1/callbacks/cancel` | manager | `{"number","queue"?}` → 200 `{"cancelled":[…]}`: every pending callback of that number in the caller's units (or that queue) |
-//! | GET | `/v1/callbacks/status?number=` | viewer | `{"number","callbacks":[{"id","queue","status","position","ecbt_minutes","attempts","scheduled_for"}]}`: the active ones, else the latest; 404 when none |
+//! | GET | `/v1/callbacks/status?number=` | viewer | `{"number","callbacks":[{"id","queue","status","position","ecbt_minutes","ecbt_more_than","attempts","scheduled_for"}]}`: the active ones, else the latest (the ECBT estimated now from the callbacks ahead, the rolling handle time and the agents staffing the queue); 404 when none |
 //! | … | `/v1/org`, `/v1/org/switches`, `/v1/queues[/{id}[/switches]]` | viewer reads, manager a unit's queue hours and switches, admin the rest | the organisation at run time (see [`org`]) |
 //! | GET | `/v1/agents` | viewer | the agents serving the caller's units: `{"id","state","reachable"}`, in id order |
 //! | PUT | `/v1/agents/{id}` | manager | `{"paused":bool}` → 200 with the agent; 404 unknown agent; 403 another unit's; 409 while it rings or talks |

@@ -151,13 +151,24 @@ impl Estimator {
     /// The ECBT for a caller with `ahead` calls (live callers and pending
     /// callbacks) to be served before it by `staffed_agents` agents.
     pub fn estimate(&self, ahead: u32, staffed_agents: u32) -> Ecbt {
-        let ceiling = self.settings.ceiling_minutes;
+        self.settings
+            .estimate(self.average_handle_time(), ahead, staffed_agents)
+    }
+}
+
+impl EcbtSettings {
+    /// The ECBT for `ahead` calls served by `staffed_agents` agents taking
+    /// `average_handle_time` each, between the floor and the ceiling (what
+    /// [`Estimator::estimate`] announces with its rolling average; the API
+    /// asks it with the engine's).
+    pub fn estimate(&self, average_handle_time: Duration, ahead: u32, staffed_agents: u32) -> Ecbt {
+        let ceiling = self.ceiling_minutes;
         if staffed_agents == 0 {
             return Ecbt::MoreThan(ceiling);
         }
         const MINUTE_NANOS: u128 = 60 * 1_000_000_000;
         // ≤ 2^32 × 2^94 = 2^126: fits in u128.
-        let work = u128::from(ahead) * self.average_handle_time().as_nanos();
+        let work = u128::from(ahead) * average_handle_time.as_nanos();
         // ≤ 2^32 × 2^36: fits.
         let per_minute = u128::from(staffed_agents) * MINUTE_NANOS;
         let minutes = work.div_ceil(per_minute);
@@ -166,7 +177,7 @@ impl Estimator {
         }
         // minutes ≤ ceiling, a u32.
         let minutes = u32::try_from(minutes).unwrap_or(ceiling);
-        Ecbt::Minutes(minutes.max(self.settings.floor_minutes))
+        Ecbt::Minutes(minutes.max(self.floor_minutes))
     }
 }
 
