@@ -12,6 +12,9 @@
 //! sink sockets' work is outside the timed region; packets are relayed in
 //! batches of 64 queued on the socket, as the media thread drains a
 //! readable socket. Run: `cargo bench --bench relay`. Medians of 7 rounds.
+//! Under `cargo test` (no `--bench` argument) it only smoke-runs: one
+//! round of a few batches, checking the path works; its figures mean
+//! nothing.
 
 use std::hint::black_box;
 use std::net::UdpSocket;
@@ -23,10 +26,21 @@ use callbackd::media::rtp::{PayloadType, RtpHeader, RtpPacket, SendStream, Ssrc,
 
 /// Packets per batch queued on the receiving socket.
 const BATCH: usize = 64;
-/// Batches per round.
-const BATCHES: usize = 400;
-/// Rounds; the median is reported.
-const ROUNDS: usize = 7;
+/// Batches per round (a smoke run: 2).
+fn batches() -> usize {
+    if smoke() { 2 } else { 400 }
+}
+
+/// Rounds; the median is reported (a smoke run: 1).
+fn rounds() -> usize {
+    if smoke() { 1 } else { 7 }
+}
+
+/// Run by `cargo test` rather than `cargo bench` (which passes `--bench`).
+fn smoke() -> bool {
+    static SMOKE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SMOKE.get_or_init(|| !std::env::args().any(|a| a == "--bench"))
+}
 /// Context only: the CPU per relayed packet of rtpengine's userspace relay
 /// measured on this kind of machine. Our ratios are against the in-run
 /// reference, not against this figure.
@@ -89,7 +103,13 @@ fn main() {
         full[slot] = median(|| sockets.round(mode, true, &mut relay_for(mode)));
     }
 
-    println!("RTP relay, per packet (20 ms G.711, 172 octets; median of {ROUNDS} rounds):");
+    if smoke() {
+        println!("relay bench smoke run (cargo test): figures not meaningful; use cargo bench");
+    }
+    println!(
+        "RTP relay, per packet (20 ms G.711, 172 octets; median of {} rounds):",
+        rounds()
+    );
     println!(
         "  rewrite only (parse + SSRC/seq/ts + PT, no syscall): same law {:>6.0} ns, PCMU→PCMA {:>6.0} ns",
         nanos(rewrite[0]),
@@ -170,7 +190,7 @@ impl Sockets {
         let mut recv_buf = vec![0u8; 2048];
         let mut send_buf = Vec::with_capacity(2048);
         let mut timed = Duration::ZERO;
-        for b in 0..BATCHES {
+        for b in 0..batches() {
             for (i, p) in batch.iter_mut().enumerate() {
                 let n = (b * BATCH + i) as u32;
                 p[2..4].copy_from_slice(&(n as u16).to_be_bytes());
@@ -203,14 +223,14 @@ impl Sockets {
                 self.sink.recv_from(&mut recv_buf).expect("relayed packet");
             }
         }
-        timed / (BATCHES * BATCH) as u32
+        timed / (batches() * BATCH) as u32
     }
 }
 
 fn median(mut f: impl FnMut() -> Duration) -> Duration {
-    let mut v: Vec<Duration> = (0..ROUNDS).map(|_| f()).collect();
+    let mut v: Vec<Duration> = (0..rounds()).map(|_| f()).collect();
     v.sort();
-    v[ROUNDS / 2]
+    v[rounds() / 2]
 }
 
 fn micros(d: Duration) -> f64 {
