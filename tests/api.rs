@@ -1046,6 +1046,37 @@ async fn openapi_documents_every_route_and_nothing_else() {
     }
 }
 
+/// Refusals found by schemathesis (scripts/schemathesis.sh) that the
+/// document did not list: each answer here must be documented for its
+/// operation (status_code_conformance).
+#[tokio::test]
+async fn openapi_lists_the_refusals_routes_give() {
+    let h = Harness::start("openapi-codes").await;
+    let doc = openapi(&h).await;
+    for (verb, path, uri, status) in [
+        // GET /v1/users/{name}/tokens of no user: 404, not an empty list.
+        (
+            "GET",
+            "/v1/users/{name}/tokens",
+            "/v1/users/ghost/tokens",
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let (got, _, bytes) = h.request(verb, uri, None).await;
+        assert_eq!(
+            got,
+            status,
+            "{verb} {uri}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let code = status.as_str();
+        assert!(
+            doc["paths"][path][verb.to_lowercase()]["responses"][code].is_object(),
+            "{verb} {path}: {code} is not documented"
+        );
+    }
+}
+
 /// A path segment that is not UTF-8 once percent-decoded is axum's
 /// rejection (plain text) unless the API maps it: it must be a JSON 400
 /// like every other refusal, on every route with a `{…}` segment.

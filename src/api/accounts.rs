@@ -190,8 +190,10 @@ pub struct AuditPage {
 #[schema(as = NewUser)]
 struct NewUserBody {
     /// Unique name.
+    #[schema(example = "ann")]
     name: String,
     /// `admin`, `manager` or `viewer`.
+    #[schema(example = "manager")]
     role: Role,
     /// Business units by name.
     #[serde(default)]
@@ -238,9 +240,11 @@ struct NewTokenBody {
 #[schema(as = NewUnit)]
 struct NewUnitBody {
     /// Unique name.
+    #[schema(example = "east")]
     name: String,
     /// Configured queue ids.
     #[serde(default)]
+    #[schema(example = json!(["support"]))]
     queues: Vec<String>,
 }
 
@@ -373,7 +377,7 @@ pub(super) async fn create_user(
 }
 
 /// One user.
-#[utoipa::path(get, path = "/v1/users/{name}", tag = "accounts", params(("name" = String, Path, description = "The user's name")),
+#[utoipa::path(get, path = "/v1/users/{name}", tag = "accounts", params(("name" = String, Path, description = "The user's name", example = "vic")),
     responses(
         (status = 200, description = "The user", body = UserBody),
         (status = 400, description = "`invalid_path`", body = ErrorBody),
@@ -394,7 +398,7 @@ pub(super) async fn get_user(
 }
 
 /// Changes a user's role, units or disabled flag.
-#[utoipa::path(patch, path = "/v1/users/{name}", tag = "accounts", request_body = UserPatchBody, params(("name" = String, Path, description = "The user's name")),
+#[utoipa::path(patch, path = "/v1/users/{name}", tag = "accounts", request_body = UserPatchBody, params(("name" = String, Path, description = "The user's name", example = "vic")),
     responses(
         (status = 200, description = "The user", body = UserBody),
         (status = 400, description = "`invalid_body`, `invalid_path`", body = ErrorBody),
@@ -429,7 +433,7 @@ pub(super) async fn patch_user(
 }
 
 /// Deletes a user and their tokens.
-#[utoipa::path(delete, path = "/v1/users/{name}", tag = "accounts", params(("name" = String, Path, description = "The user's name")),
+#[utoipa::path(delete, path = "/v1/users/{name}", tag = "accounts", params(("name" = String, Path, description = "The user's name", example = "vic")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "`invalid_path`", body = ErrorBody),
@@ -452,7 +456,7 @@ pub(super) async fn delete_user(
 }
 
 /// Sets a user's console password.
-#[utoipa::path(put, path = "/v1/users/{name}/password", tag = "accounts", request_body = PasswordBody, params(("name" = String, Path, description = "The user's name")),
+#[utoipa::path(put, path = "/v1/users/{name}/password", tag = "accounts", request_body = PasswordBody, params(("name" = String, Path, description = "The user's name", example = "vic")),
     responses(
         (status = 204, description = "Set"),
         (status = 400, description = "`invalid_body`, `invalid_password`, `invalid_path`", body = ErrorBody),
@@ -483,10 +487,11 @@ pub(super) async fn put_user_password(
 }
 
 /// A user's tokens, without secrets.
-#[utoipa::path(get, path = "/v1/users/{name}/tokens", tag = "accounts", params(("name" = String, Path, description = "The user's name")),
+#[utoipa::path(get, path = "/v1/users/{name}/tokens", tag = "accounts", params(("name" = String, Path, description = "The user's name", example = "vic")),
     responses(
         (status = 200, description = "The tokens", body = Vec<TokenBody>),
         (status = 400, description = "`invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user", body = ErrorBody),
     ))]
 pub(super) async fn list_tokens(
     State(state): State<ApiState>,
@@ -499,7 +504,7 @@ pub(super) async fn list_tokens(
 }
 
 /// Issues a token for a user: the secret is in this answer only.
-#[utoipa::path(post, path = "/v1/users/{name}/tokens", tag = "accounts", request_body = NewTokenBody, params(("name" = String, Path, description = "The user's name")),
+#[utoipa::path(post, path = "/v1/users/{name}/tokens", tag = "accounts", request_body = NewTokenBody, params(("name" = String, Path, description = "The user's name", example = "vic")),
     responses(
         (status = 201, description = "The token, with its secret", body = IssuedTokenBody),
         (status = 400, description = "`invalid_body` (`expires_at` not a future RFC 3339 time), `invalid_path`", body = ErrorBody),

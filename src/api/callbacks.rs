@@ -75,11 +75,13 @@ pub const MAX_PAGE: u32 = 1000;
 /// `POST /v1/callbacks` body.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = CallbackCreate)]
+#[schema(as = CallbackCreate, example = json!({"queue": "support", "number": "3125550188", "priority": 2, "data": {"order": "A-17"}}))]
 struct CreateBody {
     /// A configured queue of the caller's units.
+    #[schema(example = "support")]
     queue: String,
     /// The number to call: NANP ten digits, or `011` and an E.164 number.
+    #[schema(example = "3125550188")]
     number: String,
     /// RFC 3339; not launched before (at most 30 days ahead).
     #[schema(format = DateTime)]
@@ -92,6 +94,9 @@ struct CreateBody {
     /// Free key/value data: at most 20 keys of 1..=64 characters, values
     /// strings, numbers, booleans or null of at most 256 characters.
     data: Option<serde_json::Map<String, Value>>,
+    /// The number the customer sees: one of the organisation's callback
+    /// numbers that an agent of the queue may present (default: the
+    /// queue's).
     caller_id: Option<String>,
 }
 
@@ -127,8 +132,10 @@ where
 #[schema(as = CancelByNumber)]
 struct CancelBody {
     /// 1..=20 plain digits.
+    #[schema(example = "3125550188")]
     number: String,
     /// Only this queue (default: every queue of the caller's units).
+    #[schema(example = "support")]
     queue: Option<String>,
 }
 
@@ -162,6 +169,7 @@ pub(super) struct ListQuery {
 #[into_params(parameter_in = Query)]
 pub(super) struct StatusQuery {
     /// 1..=20 plain digits.
+    #[param(example = "3125550188")]
     number: String,
 }
 
@@ -423,7 +431,7 @@ fn replay(reply: StoredReply) -> Response {
         (status = 400, description = "`invalid_body`, `invalid_idempotency_key`", body = ErrorBody),
         (status = 403, description = "`forbidden`: the queue is not in your units", body = ErrorBody),
         (status = 409, description = "`already_scheduled`: one is pending for that number in the queue (its id in the message)", body = ErrorBody),
-        (status = 422, description = "`unknown_queue`, `invalid_number`, `number_blacklisted`, `international_not_allowed`, `invalid_time`, `invalid_priority`, `invalid_data`, `idempotency_key_reused`", body = ErrorBody),
+        (status = 422, description = "`unknown_queue`, `invalid_number`, `number_blacklisted`, `international_not_allowed`, `invalid_time`, `invalid_priority`, `invalid_data`, `invalid_caller_id`, `caller_id_not_allowed`, `idempotency_key_reused`", body = ErrorBody),
         (status = 429, description = "`too_many_callbacks` for the number in 24 hours", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds"))),
     ))]
@@ -790,7 +798,7 @@ impl From<CdrRecord> for LegBody {
 /// One callback with its attempts and CDR legs; `customer_dialed_at` and
 /// `ecbt_error_s` once the customer was dialed.
 #[utoipa::path(get, path = "/v1/callbacks/{id}", tag = "callbacks",
-    params(("id" = i64, Path, description = "The callback's id")),
+    params(("id" = i64, Path, description = "The callback's id", example = 1)),
     responses(
         (status = 200, description = "The callback", body = CallbackDetail),
         (status = 403, description = "`forbidden`: its queue is not in your units", body = ErrorBody),
@@ -853,7 +861,7 @@ async fn applied(
 
 /// Cancels a pending callback.
 #[utoipa::path(delete, path = "/v1/callbacks/{id}", tag = "callbacks",
-    params(("id" = i64, Path, description = "The callback's id")),
+    params(("id" = i64, Path, description = "The callback's id", example = 1)),
     responses(
         (status = 200, description = "The callback, cancelled", body = CallbackBody),
         (status = 403, description = "`forbidden`: its queue is not in your units", body = ErrorBody),
@@ -875,13 +883,13 @@ pub(super) async fn delete(
 
 /// Reschedules a pending callback, changes its number or priority.
 #[utoipa::path(patch, path = "/v1/callbacks/{id}", tag = "callbacks", request_body = PatchBody,
-    params(("id" = i64, Path, description = "The callback's id")),
+    params(("id" = i64, Path, description = "The callback's id", example = 1)),
     responses(
         (status = 200, description = "The callback, changed", body = CallbackBody),
         (status = 403, description = "`forbidden`: its queue is not in your units", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 409, description = "`not_pending`; `already_scheduled` for a number taken in the queue", body = ErrorBody),
-        (status = 422, description = "`invalid_time`, `invalid_number`, `number_blacklisted`, `international_not_allowed`, `invalid_priority`", body = ErrorBody),
+        (status = 422, description = "`invalid_time`, `invalid_number`, `number_blacklisted`, `international_not_allowed`, `invalid_priority`, `invalid_caller_id`, `caller_id_not_allowed`", body = ErrorBody),
     ))]
 pub(super) async fn patch(
     State(state): State<ApiState>,

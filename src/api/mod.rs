@@ -15,11 +15,11 @@
 //! | GET | `/healthz` | public | liveness: 200 `{"status":"ok"}` while the process serves HTTP |
 //! | GET | `/readyz` | public | readiness: 200 `{"status":"ready",…}` when the engine runs, is not draining, the store opens read-write and answers, and the SIP sockets are bound; else 503 `{"status":"not_ready","not_ready":["engine"|"draining"|"store"|"sip",…],"checks":{…}}` |
 //! | GET | `/metrics` | public (viewer when `[api] metrics_public = false`) | Prometheus text format 0.0.4 (see [`metrics`]) |
+//! | GET | `/openapi.json` | public | this API's OpenAPI 3.1 document, generated from the handlers (see [`openapi`]) |
 //! | GET | `/v1/stats` | viewer | live counters ([`crate::engine::EngineStats`]) and totals since start-up |
 //! | GET | `/v1/gates` | viewer | `{"registration_enabled":bool,"launch_enabled":bool}` |
 //! | PUT | `/v1/gates` | admin | the same object, both fields required → 200 with the gates now in effect |
-//! | GET | `/v1/callbacks[?status=&queue=&number=&from=&to=]` | viewer | the callbacks of the caller's units, oldest first (`from`/`to`: `registered_at`), as an array |
-//! | GET | `/v1/callbacks?…&limit=N[&cursor=C]` | viewer | the same filters, paged: `{"callbacks":[…],"next_cursor"}` (`limit` 1..=1000, 100 with only a cursor) |
+//! | GET | `/v1/callbacks[?status=&queue=&number=&from=&to=&limit=&cursor=]` | viewer | the callbacks of the caller's units, oldest first (`from`/`to`: `registered_at`), a page at a time: `{"callbacks":[…],"next_cursor"}` (`limit` 1..=1000, default 100; `next_cursor` null on the last page) |
 //! | POST | `/v1/callbacks` | manager | `{"queue","number","scheduled_for"?,"not_after"?,"priority"?,"data"?,"caller_id"?}`, `Idempotency-Key`? → 201 with the callback and `Location`; 409 `already_scheduled` naming the pending one; 422 naming the field (number invalid, blacklisted, international not allowed; time in the past or over 30 days; data; caller ID not one of the organisation's callback numbers, or no agent of the queue may present it); 429 `too_many_callbacks` with `Retry-After` |
 //! | GET | `/v1/callbacks/{id}` | viewer | the callback with `attempt_log` and `legs` (its CDR rows); `customer_dialed_at` and `ecbt_error_s` once the customer was dialed |
 //! | PATCH | `/v1/callbacks/{id}` | manager | `{"scheduled_for"?,"number"?,"priority"?,"caller_id"?}` (`caller_id: null`: the queue's number again) → 200; 409 `not_pending` unless pending, 409 `already_scheduled` for a number taken in the queue |
@@ -61,9 +61,11 @@
 //! an audit row naming the caller, with the object before and after.
 //!
 //! Bodies are JSON (`application/json`). Every refusal is a 4xx (5xx for a
-//! failure on our side) with `{"code":"snake_case","message":"…"}`, the
+//! failure on our side) with `{"code":"snake_case","message":"…"}` (the
+//! `Error` schema of [`openapi`]), the
 //! message naming the offending field or parameter: 400 for a bad body or
-//! query, 401/403 as above, 404 for an unknown path, agent, callback, user,
+//! query or a path segment that is not UTF-8, 401/403 as above, 404 for an
+//! unknown path, agent, callback, user,
 //! unit or token, 409 for a change the agent's or callback's state forbids
 //! or a name taken, 422 for a well-formed value the rules refuse (see
 //! [`callbacks`]), 429 over the per-number cap, 405
@@ -954,7 +956,7 @@ pub struct AgentChange {
 
 /// Pauses or resumes an agent.
 #[utoipa::path(put, path = "/v1/agents/{id}", tag = "agents", request_body = AgentChange,
-    params(("id" = String, Path, description = "The agent's id")),
+    params(("id" = String, Path, description = "The agent's id", example = "alice")),
     responses(
         (status = 200, description = "The agent", body = AgentBody),
         (status = 403, description = "`forbidden`: the agent serves none of your units' queues", body = ErrorBody),

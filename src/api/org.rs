@@ -602,7 +602,7 @@ async fn queue_for(state: &ApiState, who: &Principal, id: &str) -> Result<QueueI
 
 /// Sets one queue's switches.
 #[utoipa::path(put, path = "/v1/queues/{id}/switches", tag = "organisation", request_body = SwitchChange,
-    params(("id" = String, Path, description = "The queue's id")),
+    params(("id" = String, Path, description = "The queue's id", example = "closing")),
     responses(
         (status = 200, description = "The switches", body = SwitchesBody),
         (status = 400, description = "`invalid_body`, `invalid_path`", body = ErrorBody),
@@ -678,7 +678,7 @@ fn queue_of(mut value: Value, id: &str) -> Result<QueueConfig, Problem> {
 /// Creates or replaces a queue (its `id` optional, else the path's).
 #[utoipa::path(put, path = "/v1/queues/{id}", tag = "organisation",
     request_body(content((QueueConfig = "application/json"), (QueueConfig = "application/merge-patch+json"))),
-    params(("id" = String, Path, description = "The queue's id")),
+    params(("id" = String, Path, description = "The queue's id", example = "closing")),
     responses(
         (status = 200, description = "Replaced", body = QueueConfig),
         (status = 201, description = "Created", body = QueueConfig),
@@ -734,7 +734,7 @@ const MANAGER_QUEUE_FIELDS: &[&str] = &["hours", "registration_enabled", "launch
 #[utoipa::path(patch, path = "/v1/queues/{id}", tag = "organisation",
     request_body(description = "A JSON merge patch over the queue", content(
         (Object = "application/json"), (Object = "application/merge-patch+json"))),
-    params(("id" = String, Path, description = "The queue's id")),
+    params(("id" = String, Path, description = "The queue's id", example = "closing")),
     responses(
         (status = 200, description = "The queue", body = QueueConfig),
         (status = 400, description = "`invalid_body`, `invalid_path`", body = ErrorBody),
@@ -789,7 +789,7 @@ pub(super) async fn patch_queue(
 
 /// Deletes a queue that no pending callback and no unit uses.
 #[utoipa::path(delete, path = "/v1/queues/{id}", tag = "organisation",
-    params(("id" = String, Path, description = "The queue's id")),
+    params(("id" = String, Path, description = "The queue's id", example = "closing")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "`invalid_path`", body = ErrorBody),

@@ -149,11 +149,13 @@ pub struct DeliveryPage {
 /// `POST /v1/webhooks` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = NewWebhook)]
+#[schema(as = NewWebhook, example = json!({"url": "http://127.0.0.1:9/hook", "events": ["callback.registered"]}))]
 struct CreateBody {
     /// An absolute `http://` or `https://` URL with a host.
+    #[schema(example = "http://127.0.0.1:9/hook")]
     url: String,
     /// Event types (`callback.registered`, …), at least one.
+    #[schema(example = json!(["callback.registered", "callback.completed"]))]
     events: Vec<String>,
     /// 16..=256 visible ASCII characters (default: ours, `whsec_…`).
     secret: Option<String>,
@@ -342,7 +344,7 @@ pub(super) async fn create(
 }
 
 /// One subscription.
-#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = i64, Path, description = "The subscription's id")),
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = i64, Path, description = "The subscription's id", example = 1)),
     responses(
         (status = 200, description = "The subscription", body = WebhookBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
@@ -361,7 +363,7 @@ pub(super) async fn get_one(
 
 /// Changes a subscription; a disabled one gets no new events and its
 /// pending deliveries wait.
-#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", request_body = PatchBody, params(("id" = i64, Path, description = "The subscription's id")),
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", request_body = PatchBody, params(("id" = i64, Path, description = "The subscription's id", example = 1)),
     responses(
         (status = 200, description = "The subscription", body = WebhookBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
@@ -400,7 +402,7 @@ pub(super) async fn patch(
 }
 
 /// Deletes a subscription and its delivery log.
-#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = i64, Path, description = "The subscription's id")),
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = i64, Path, description = "The subscription's id", example = 1)),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "`not_found`", body = ErrorBody),
@@ -428,7 +430,7 @@ pub(super) async fn delete(
 }
 
 /// A subscription's delivery log, oldest first, a page at a time.
-#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = i64, Path, description = "The subscription's id"), DeliveriesQuery),
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = i64, Path, description = "The subscription's id", example = 1), DeliveriesQuery),
     responses(
         (status = 200, description = "One page", body = DeliveryPage),
         (status = 400, description = "`invalid_query`", body = ErrorBody),
