@@ -6,7 +6,9 @@
 #   baresip-core, which the baresip package pulls in), linphone-cli
 #   (linphone-daemon, a second softphone), kamailio (with its dispatcher
 #   and ctl modules and kamcmd, all in the one package) and, for the
-#   behind-NAT test's network namespaces, iproute2 and nftables.
+#   behind-NAT test's network namespaces, iproute2 and nftables; python3
+#   with venv and pip for scripts/schemathesis.sh (which installs
+#   schemathesis itself, from PyPI, into a venv).
 # `apt-get update` runs once, and only when something has to be installed.
 #
 # tshark captures on the loopback interface: as root that just works; a
@@ -37,9 +39,11 @@ command -v kamcmd >/dev/null || want kamailio
 [[ -f /usr/lib/x86_64-linux-gnu/kamailio/modules/dispatcher.so ]] || want kamailio
 command -v ip >/dev/null || want iproute2
 command -v nft >/dev/null || want nftables
+command -v python3 >/dev/null || want python3
+python3 -c 'import ensurepip, venv' 2>/dev/null || want python3-venv
 
 if ((${#packages[@]} == 0)); then
-    echo "test tools present: sipp, tshark, sox, flite, baresip, linphone-daemon, kamailio, ip, nft"
+    echo "test tools present: sipp, tshark, sox, flite, baresip, linphone-daemon, kamailio, ip, nft, python3 (venv)"
     exit 0
 fi
 

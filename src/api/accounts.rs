@@ -5,12 +5,13 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::callback::QueueId;
 use crate::callback::store::accounts::{hash_password, verify_password};
@@ -19,7 +20,7 @@ use crate::callback::store::{
     Unit, UnitPatch, User, UserPatch,
 };
 
-use super::{ApiState, Problem, change_by, json_object, query_of};
+use super::{ApiState, ErrorBody, Problem, Segment, change_by, json_object, query_of};
 
 /// Largest page of `/v1/audit`.
 pub const MAX_AUDIT_PAGE: u32 = 1000;
@@ -28,7 +29,8 @@ pub const MAX_AUDIT_PAGE: u32 = 1000;
 pub const DEFAULT_AUDIT_PAGE: u32 = 100;
 
 /// A user as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = User)]
 pub struct UserBody {
     /// Unique name.
     pub name: String,
@@ -58,7 +60,8 @@ impl From<User> for UserBody {
 }
 
 /// `GET /v1/me` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = Me)]
 pub struct MeBody {
     /// The caller's name.
     pub name: String,
@@ -72,7 +75,8 @@ pub struct MeBody {
 
 /// A token as the API shows it: never its secret, except once in
 /// [`IssuedTokenBody`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = Token)]
 pub struct TokenBody {
     /// Id (for `DELETE /v1/tokens/{id}`).
     pub id: i64,
@@ -105,7 +109,8 @@ impl From<TokenInfo> for TokenBody {
 }
 
 /// `POST /v1/users/{name}/tokens` answer: the token, shown this once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = IssuedToken)]
 pub struct IssuedTokenBody {
     /// `cbd_…`: keep it; it cannot be shown again.
     pub token: String,
@@ -115,7 +120,8 @@ pub struct IssuedTokenBody {
 }
 
 /// A business unit as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = Unit)]
 pub struct UnitBody {
     /// Unique name.
     pub name: String,
@@ -136,7 +142,8 @@ impl From<Unit> for UnitBody {
 }
 
 /// One `/v1/audit` entry.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = AuditEntry)]
 pub struct AuditBody {
     /// Id (increasing).
     pub id: i64,
@@ -169,7 +176,8 @@ impl From<AuditRow> for AuditBody {
 }
 
 /// `GET /v1/audit` body.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = AuditPage)]
 pub struct AuditPage {
     /// Oldest first.
     pub entries: Vec<AuditBody>,
@@ -177,62 +185,99 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewUser)]
 struct NewUserBody {
+    /// Unique name.
+    #[schema(example = "ann")]
     name: String,
+    /// `admin`, `manager` or `viewer`.
+    #[schema(example = "manager")]
     role: Role,
+    /// Business units by name.
     #[serde(default)]
     units: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UserChange)]
 struct UserPatchBody {
+    /// The new role.
     role: Option<Role>,
+    /// The business units, replaced whole.
     units: Option<Vec<String>>,
+    /// Refuse the user's tokens while set.
     disabled: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Password)]
 struct PasswordBody {
+    /// The new console password.
     password: String,
+    /// The one set now (`PUT /v1/me/password` once a password is set;
+    /// refused on `PUT /v1/users/{name}/password`).
     current_password: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewToken)]
 struct NewTokenBody {
+    /// What it is for.
     #[serde(default)]
     label: String,
+    /// RFC 3339, in the future; none: it does not expire.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewUnit)]
 struct NewUnitBody {
+    /// Unique name.
+    #[schema(example = "east")]
     name: String,
+    /// Configured queue ids.
     #[serde(default)]
+    #[schema(example = json!(["support"]))]
     queues: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UnitChange)]
 struct UnitPatchBody {
+    /// A new name.
     name: Option<String>,
+    /// Configured queue ids, replaced whole.
     queues: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct AuditParams {
+    /// RFC 3339: changes at or after.
+    #[param(format = DateTime)]
     from: Option<String>,
+    /// RFC 3339: changes before.
+    #[param(format = DateTime)]
     to: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Page size, 1..=1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
+/// The caller: name, role, units and the queues they see.
+#[utoipa::path(get, path = "/v1/me", tag = "accounts",
+    responses((status = 200, description = "The caller", body = MeBody)))]
 pub(super) async fn me(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -250,6 +295,13 @@ pub(super) async fn me(
     })
 }
 
+/// Sets the caller's console password.
+#[utoipa::path(put, path = "/v1/me/password", tag = "accounts", request_body = PasswordBody,
+    responses(
+        (status = 204, description = "Set"),
+        (status = 400, description = "`invalid_body` (`current_password` missing), `invalid_password`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: `current_password` does not match", body = ErrorBody),
+    ))]
 pub(super) async fn put_my_password(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -283,6 +335,9 @@ pub(super) async fn put_my_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Every user.
+#[utoipa::path(get, path = "/v1/users", tag = "accounts",
+    responses((status = 200, description = "The users", body = Vec<UserBody>)))]
 pub(super) async fn list_users(
     State(state): State<ApiState>,
 ) -> Result<Json<Vec<UserBody>>, Problem> {
@@ -290,6 +345,14 @@ pub(super) async fn list_users(
     Ok(Json(users.into_iter().map(UserBody::from).collect()))
 }
 
+/// Creates a user (no token yet: issue one).
+#[utoipa::path(post, path = "/v1/users", tag = "accounts", request_body = NewUserBody,
+    responses(
+        (status = 201, description = "The user", body = UserBody),
+        (status = 400, description = "`invalid_body`, `invalid_name`", body = ErrorBody),
+        (status = 404, description = "`not_found`: a unit named does not exist", body = ErrorBody),
+        (status = 409, description = "`already_exists`", body = ErrorBody),
+    ))]
 pub(super) async fn create_user(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -313,9 +376,16 @@ pub(super) async fn create_user(
     Ok((StatusCode::CREATED, Json(UserBody::from(user))).into_response())
 }
 
+/// One user.
+#[utoipa::path(get, path = "/v1/users/{name}", tag = "accounts", params(("name" = String, Path, description = "The user's name", example = "vic")),
+    responses(
+        (status = 200, description = "The user", body = UserBody),
+        (status = 400, description = "`invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 pub(super) async fn get_user(
     State(state): State<ApiState>,
-    UrlPath(name): UrlPath<String>,
+    Segment(name): Segment,
 ) -> Result<Json<UserBody>, Problem> {
     let user = state
         .with_store(move |store| {
@@ -327,10 +397,18 @@ pub(super) async fn get_user(
     Ok(Json(user.into()))
 }
 
+/// Changes a user's role, units or disabled flag.
+#[utoipa::path(patch, path = "/v1/users/{name}", tag = "accounts", request_body = UserPatchBody, params(("name" = String, Path, description = "The user's name", example = "vic")),
+    responses(
+        (status = 200, description = "The user", body = UserBody),
+        (status = 400, description = "`invalid_body`, `invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user or unit", body = ErrorBody),
+        (status = 409, description = "`last_admin`: it would leave no enabled admin", body = ErrorBody),
+    ))]
 pub(super) async fn patch_user(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    UrlPath(name): UrlPath<String>,
+    Segment(name): Segment,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<UserBody>, Problem> {
@@ -354,10 +432,18 @@ pub(super) async fn patch_user(
     Ok(Json(user.into()))
 }
 
+/// Deletes a user and their tokens.
+#[utoipa::path(delete, path = "/v1/users/{name}", tag = "accounts", params(("name" = String, Path, description = "The user's name", example = "vic")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "`invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`last_admin`: it would leave no enabled admin", body = ErrorBody),
+    ))]
 pub(super) async fn delete_user(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    UrlPath(name): UrlPath<String>,
+    Segment(name): Segment,
 ) -> Result<StatusCode, Problem> {
     let change = change_by(&who);
     state
@@ -369,10 +455,17 @@ pub(super) async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Sets a user's console password.
+#[utoipa::path(put, path = "/v1/users/{name}/password", tag = "accounts", request_body = PasswordBody, params(("name" = String, Path, description = "The user's name", example = "vic")),
+    responses(
+        (status = 204, description = "Set"),
+        (status = 400, description = "`invalid_body`, `invalid_password`, `invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 pub(super) async fn put_user_password(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    UrlPath(name): UrlPath<String>,
+    Segment(name): Segment,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, Problem> {
@@ -393,9 +486,16 @@ pub(super) async fn put_user_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A user's tokens, without secrets.
+#[utoipa::path(get, path = "/v1/users/{name}/tokens", tag = "accounts", params(("name" = String, Path, description = "The user's name", example = "vic")),
+    responses(
+        (status = 200, description = "The tokens", body = Vec<TokenBody>),
+        (status = 400, description = "`invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user", body = ErrorBody),
+    ))]
 pub(super) async fn list_tokens(
     State(state): State<ApiState>,
-    UrlPath(name): UrlPath<String>,
+    Segment(name): Segment,
 ) -> Result<Json<Vec<TokenBody>>, Problem> {
     let tokens = state
         .with_store(move |store| Ok(store.tokens(Some(&name))?))
@@ -403,10 +503,17 @@ pub(super) async fn list_tokens(
     Ok(Json(tokens.into_iter().map(TokenBody::from).collect()))
 }
 
+/// Issues a token for a user: the secret is in this answer only.
+#[utoipa::path(post, path = "/v1/users/{name}/tokens", tag = "accounts", request_body = NewTokenBody, params(("name" = String, Path, description = "The user's name", example = "vic")),
+    responses(
+        (status = 201, description = "The token, with its secret", body = IssuedTokenBody),
+        (status = 400, description = "`invalid_body` (`expires_at` not a future RFC 3339 time), `invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 pub(super) async fn issue_token(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    UrlPath(name): UrlPath<String>,
+    Segment(name): Segment,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
@@ -456,10 +563,18 @@ pub(super) async fn issue_token(
         .into_response())
 }
 
+/// Revokes a token.
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "accounts",
+    params(("id" = i64, Path, description = "The token's id")),
+    responses(
+        (status = 200, description = "The token, revoked", body = TokenBody),
+        (status = 400, description = "`invalid_path`: not a token id", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 pub(super) async fn revoke_token(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    UrlPath(id): UrlPath<String>,
+    Segment(id): Segment,
 ) -> Result<Json<TokenBody>, Problem> {
     let id: i64 = id.parse().map_err(|_| {
         Problem::bad_request("invalid_path", format!("id: {id:?} is not a token id"))
@@ -471,6 +586,9 @@ pub(super) async fn revoke_token(
     Ok(Json(info.into()))
 }
 
+/// Every business unit.
+#[utoipa::path(get, path = "/v1/units", tag = "accounts",
+    responses((status = 200, description = "The units", body = Vec<UnitBody>)))]
 pub(super) async fn list_units(
     State(state): State<ApiState>,
 ) -> Result<Json<Vec<UnitBody>>, Problem> {
@@ -478,6 +596,13 @@ pub(super) async fn list_units(
     Ok(Json(units.into_iter().map(UnitBody::from).collect()))
 }
 
+/// Creates a business unit grouping configured queues.
+#[utoipa::path(post, path = "/v1/units", tag = "accounts", request_body = NewUnitBody,
+    responses(
+        (status = 201, description = "The unit", body = UnitBody),
+        (status = 400, description = "`invalid_body`, `invalid_name`, `unknown_queue`", body = ErrorBody),
+        (status = 409, description = "`already_exists`", body = ErrorBody),
+    ))]
 pub(super) async fn create_unit(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -493,10 +618,19 @@ pub(super) async fn create_unit(
     Ok((StatusCode::CREATED, Json(UnitBody::from(unit))).into_response())
 }
 
+/// Renames a unit or replaces its queues.
+#[utoipa::path(patch, path = "/v1/units/{name}", tag = "accounts", request_body = UnitPatchBody,
+    params(("name" = String, Path, description = "The unit's name")),
+    responses(
+        (status = 200, description = "The unit", body = UnitBody),
+        (status = 400, description = "`invalid_body`, `invalid_name`, `unknown_queue`, `invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`already_exists`: the new name is taken", body = ErrorBody),
+    ))]
 pub(super) async fn patch_unit(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    UrlPath(name): UrlPath<String>,
+    Segment(name): Segment,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<UnitBody>, Problem> {
@@ -515,10 +649,18 @@ pub(super) async fn patch_unit(
     Ok(Json(unit.into()))
 }
 
+/// Deletes a unit; its users lose it.
+#[utoipa::path(delete, path = "/v1/units/{name}", tag = "accounts",
+    params(("name" = String, Path, description = "The unit's name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "`invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 pub(super) async fn delete_unit(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    UrlPath(name): UrlPath<String>,
+    Segment(name): Segment,
 ) -> Result<StatusCode, Problem> {
     let change = change_by(&who);
     state
@@ -527,6 +669,12 @@ pub(super) async fn delete_unit(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The audit log, oldest first, a page at a time.
+#[utoipa::path(get, path = "/v1/audit", tag = "accounts", params(AuditParams),
+    responses(
+        (status = 200, description = "One page", body = AuditPage),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
+    ))]
 pub(super) async fn audit(
     State(state): State<ApiState>,
     query: Result<Query<AuditParams>, QueryRejection>,

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header::{LOCATION, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -32,6 +32,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::callback::cdr::CdrRecord;
 use crate::callback::store::{
@@ -43,7 +44,7 @@ use crate::config::CallerIdRefused;
 use crate::domain::number::{self, InvalidNumber};
 use crate::ivr::Ecbt;
 
-use super::{ApiState, Problem, json_object, query_of};
+use super::{ApiState, ErrorBody, Problem, Segment, json_object, query_of};
 pub use crate::callback::view::CallbackBody;
 
 /// How far ahead `scheduled_for` may be.
@@ -67,30 +68,50 @@ pub const MAX_DATA_KEY: usize = 64;
 /// See [`MAX_DATA_KEY`].
 pub const MAX_DATA_VALUE: usize = 256;
 
-/// Page size of `GET /v1/callbacks` with `cursor` or without `limit`.
+/// Page size of `GET /v1/callbacks` without `limit`.
 pub const DEFAULT_PAGE: u32 = 100;
 /// Largest page of `GET /v1/callbacks`.
 pub const MAX_PAGE: u32 = 1000;
 
 /// `POST /v1/callbacks` body.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CallbackCreate, example = json!({"queue": "support", "number": "3125550188", "priority": 2, "data": {"order": "A-17"}}))]
 struct CreateBody {
+    /// A configured queue of the caller's units.
+    #[schema(example = "support")]
     queue: String,
+    /// The number to call: NANP ten digits, or `011` and an E.164 number.
+    #[schema(example = "3125550188")]
     number: String,
+    /// RFC 3339; not launched before (at most 30 days ahead).
+    #[schema(format = DateTime)]
     scheduled_for: Option<String>,
+    /// RFC 3339; no attempt after (default: the queue's expiry).
+    #[schema(format = DateTime)]
     not_after: Option<String>,
+    /// -1000..=1000 (default: the queue's).
     priority: Option<i32>,
+    /// Free key/value data: at most 20 keys of 1..=64 characters, values
+    /// strings, numbers, booleans or null of at most 256 characters.
     data: Option<serde_json::Map<String, Value>>,
+    /// The number the customer sees: one of the organisation's callback
+    /// numbers that an agent of the queue may present (default: the
+    /// queue's).
     caller_id: Option<String>,
 }
 
-/// `PATCH /v1/callbacks/{id}` body.
-#[derive(Debug, Deserialize)]
+/// `PATCH /v1/callbacks/{id}` body: at least one field.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CallbackChange)]
 struct PatchBody {
+    /// RFC 3339, at most 30 days ahead and before the window end.
+    #[schema(format = DateTime)]
     scheduled_for: Option<String>,
+    /// Another number to call.
     number: Option<String>,
+    /// -1000..=1000.
     priority: Option<i32>,
     /// Absent: kept; `null`: cleared (the queue's number); a string: set.
     #[serde(default, deserialize_with = "present")]
@@ -107,31 +128,92 @@ where
 }
 
 /// `POST /v1/callbacks/cancel` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CancelByNumber)]
 struct CancelBody {
+    /// 1..=20 plain digits.
+    #[schema(example = "3125550188")]
     number: String,
+    /// Only this queue (default: every queue of the caller's units).
+    #[schema(example = "support")]
     queue: Option<String>,
 }
 
 /// `GET /v1/callbacks` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// `pending`, `dialing`, `completed`, `failed`, `expired` or `cancelled`.
     status: Option<String>,
+    /// A queue id.
     queue: Option<String>,
+    /// The number, as stored.
     number: Option<String>,
+    /// RFC 3339: registered at or after.
+    #[param(format = DateTime)]
     from: Option<String>,
+    /// RFC 3339: registered before.
+    #[param(format = DateTime)]
     to: Option<String>,
+    /// Page size, 1..=1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
 /// `GET /v1/callbacks/status` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct StatusQuery {
+    /// 1..=20 plain digits.
+    #[param(example = "3125550188")]
     number: String,
+}
+
+/// `GET /v1/callbacks` body: one page, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CallbackPage)]
+pub struct CallbackPage {
+    /// The callbacks of this page.
+    pub callbacks: Vec<CallbackBody>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/callbacks/{id}` body: the callback, its attempts and its call
+/// legs.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CallbackDetail)]
+pub struct CallbackDetail {
+    /// The callback.
+    #[serde(flatten)]
+    pub callback: CallbackBody,
+    /// Its attempts, oldest first.
+    pub attempt_log: Vec<AttemptBody>,
+    /// Its CDR rows.
+    pub legs: Vec<LegBody>,
+}
+
+/// `POST /v1/callbacks/cancel` body.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Cancelled)]
+pub struct CancelledBody {
+    /// The callbacks cancelled (maybe none).
+    pub cancelled: Vec<CallbackBody>,
+}
+
+/// `GET /v1/callbacks/status` body.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = NumberStatus)]
+pub struct NumberStatusBody {
+    /// The number asked about.
+    pub number: String,
+    /// Its active callbacks, else its latest one.
+    pub callbacks: Vec<NumberStatus>,
 }
 
 /// Highest and lowest priority the API accepts.
@@ -340,6 +422,20 @@ fn replay(reply: StoredReply) -> Response {
     response
 }
 
+/// Creates a callback, maybe scheduled. The same `Idempotency-Key` with
+/// the same body within 24 hours answers the first answer again.
+#[utoipa::path(post, path = "/v1/callbacks", tag = "callbacks", request_body = CreateBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1..=255 visible ASCII characters")),
+    responses(
+        (status = 201, description = "Created (or replayed)", body = CallbackBody,
+            headers(("Location" = String, description = "`/v1/callbacks/{id}`"))),
+        (status = 400, description = "`invalid_body`, `invalid_idempotency_key`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the queue is not in your units", body = ErrorBody),
+        (status = 409, description = "`already_scheduled`: one is pending for that number in the queue (its id in the message)", body = ErrorBody),
+        (status = 422, description = "`unknown_queue`, `invalid_number`, `number_blacklisted`, `international_not_allowed`, `invalid_time`, `invalid_priority`, `invalid_data`, `invalid_caller_id`, `caller_id_not_allowed`, `idempotency_key_reused`", body = ErrorBody),
+        (status = 429, description = "`too_many_callbacks` for the number in 24 hours", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    ))]
 pub(super) async fn create(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -463,9 +559,9 @@ pub(super) async fn create(
         }
         Outcome::Duplicate(id) => (
             StatusCode::CONFLICT,
-            json!({
-                "code": "already_scheduled",
-                "message": format!(
+            json!(ErrorBody {
+                code: "already_scheduled".to_owned(),
+                message: format!(
                     "number: {number} already has callback {id} pending in queue {queue}"
                 ),
             }),
@@ -554,19 +650,21 @@ fn cursor_id(text: &str) -> Result<i64, Problem> {
     })
 }
 
-/// `GET /v1/callbacks`: without `limit` and `cursor`, every callback of
-/// the caller's units as an array (the first form of this route); with
-/// either, `{"callbacks":[…],"next_cursor"}`.
+/// The callbacks of the caller's units, oldest first, a page at a time
+/// (`from`/`to` filter on `registered_at`).
+#[utoipa::path(get, path = "/v1/callbacks", tag = "callbacks", params(ListQuery),
+    responses(
+        (status = 200, description = "One page", body = CallbackPage),
+        (status = 400, description = "`invalid_query`: names the parameter", body = ErrorBody),
+    ))]
 pub(super) async fn list(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Response, Problem> {
+) -> Result<Json<CallbackPage>, Problem> {
     let q = query_of(query)?;
-    let paged = q.limit.is_some() || q.cursor.is_some();
     let limit = match q.limit {
-        None if paged => DEFAULT_PAGE,
-        None => u32::MAX,
+        None => DEFAULT_PAGE,
         Some(n @ 1..=MAX_PAGE) => n,
         Some(n) => {
             return Err(Problem::bad_request(
@@ -592,26 +690,21 @@ pub(super) async fn list(
             .transpose()?,
         to: q.to.as_deref().map(|t| query_time("to", t)).transpose()?,
         after_id: q.cursor.as_deref().map(cursor_id).transpose()?,
-        limit: if paged {
-            limit.saturating_add(1)
-        } else {
-            limit
-        },
+        // One more than asked: whether there is a next page.
+        limit: limit.saturating_add(1),
     };
     let mut rows = state
         .with_store(move |store| Ok(store.query(&query)?))
         .await?;
-    if !paged {
-        let bodies: Vec<CallbackBody> = rows.into_iter().map(CallbackBody::from).collect();
-        return Ok(Json(bodies).into_response());
-    }
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let next_cursor = more
         .then(|| rows.last().map(|r| cursor_of(r.row.id.0)))
         .flatten();
-    let bodies: Vec<CallbackBody> = rows.into_iter().map(CallbackBody::from).collect();
-    Ok(Json(json!({ "callbacks": bodies, "next_cursor": next_cursor })).into_response())
+    Ok(Json(CallbackPage {
+        callbacks: rows.into_iter().map(CallbackBody::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// The callback `id` if the caller sees its queue (404, 403).
@@ -633,15 +726,23 @@ async fn visible(state: &ApiState, who: &Principal, id: &str) -> Result<ManagedR
 }
 
 /// An attempt as `GET /v1/callbacks/{id}` shows it.
-#[derive(Debug, Serialize)]
-struct AttemptBody {
-    queue: String,
-    started_at: String,
-    ended_at: String,
-    outcome: &'static str,
-    sip_status: Option<u16>,
-    agent: Option<String>,
-    customer_dialed_at: Option<String>,
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Attempt)]
+pub struct AttemptBody {
+    /// The queue it was made for.
+    pub queue: String,
+    /// RFC 3339 UTC.
+    pub started_at: String,
+    /// RFC 3339 UTC.
+    pub ended_at: String,
+    /// How it ended (`no_answer`, `busy`, `bridged`, …).
+    pub outcome: &'static str,
+    /// The final SIP status of the leg that failed, if any.
+    pub sip_status: Option<u16>,
+    /// The agent who took it.
+    pub agent: Option<String>,
+    /// When the customer leg's first INVITE left.
+    pub customer_dialed_at: Option<String>,
 }
 
 impl From<AttemptRow> for AttemptBody {
@@ -659,16 +760,25 @@ impl From<AttemptRow> for AttemptBody {
 }
 
 /// A call leg as `GET /v1/callbacks/{id}` shows it.
-#[derive(Debug, Serialize)]
-struct LegBody {
-    leg: &'static str,
-    call_id: String,
-    start: String,
-    answer: Option<String>,
-    end: String,
-    outcome: &'static str,
-    sip_code: Option<u16>,
-    peer: String,
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Leg)]
+pub struct LegBody {
+    /// `inbound`, `agent` or `customer`.
+    pub leg: &'static str,
+    /// Its SIP Call-ID.
+    pub call_id: String,
+    /// RFC 3339 UTC.
+    pub start: String,
+    /// RFC 3339 UTC, if answered.
+    pub answer: Option<String>,
+    /// RFC 3339 UTC.
+    pub end: String,
+    /// How it ended.
+    pub outcome: &'static str,
+    /// The final SIP status, if any.
+    pub sip_code: Option<u16>,
+    /// The far end.
+    pub peer: String,
 }
 
 impl From<CdrRecord> for LegBody {
@@ -686,11 +796,20 @@ impl From<CdrRecord> for LegBody {
     }
 }
 
+/// One callback with its attempts and CDR legs; `customer_dialed_at` and
+/// `ecbt_error_s` once the customer was dialed.
+#[utoipa::path(get, path = "/v1/callbacks/{id}", tag = "callbacks",
+    params(("id" = i64, Path, description = "The callback's id", example = 1)),
+    responses(
+        (status = 200, description = "The callback", body = CallbackDetail),
+        (status = 403, description = "`forbidden`: its queue is not in your units", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 pub(super) async fn get_one(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    UrlPath(id): UrlPath<String>,
-) -> Result<Json<Value>, Problem> {
+    Segment(id): Segment,
+) -> Result<Json<CallbackDetail>, Problem> {
     let row = visible(&state, &who, &id).await?;
     let cid = row.row.id;
     let (attempts, legs) = state
@@ -699,15 +818,11 @@ pub(super) async fn get_one(
             Ok((store.attempts(cid)?, store.cdrs_of(cid)?))
         })
         .await?;
-    let mut body = json!(CallbackBody::from(row));
-    body["attempt_log"] = json!(
-        attempts
-            .into_iter()
-            .map(AttemptBody::from)
-            .collect::<Vec<_>>()
-    );
-    body["legs"] = json!(legs.into_iter().map(LegBody::from).collect::<Vec<_>>());
-    Ok(Json(body))
+    Ok(Json(CallbackDetail {
+        callback: CallbackBody::from(row),
+        attempt_log: attempts.into_iter().map(AttemptBody::from).collect(),
+        legs: legs.into_iter().map(LegBody::from).collect(),
+    }))
 }
 
 /// A cancel or patch's outcome as an answer, audited when applied.
@@ -745,10 +860,19 @@ async fn applied(
     }
 }
 
+/// Cancels a pending callback.
+#[utoipa::path(delete, path = "/v1/callbacks/{id}", tag = "callbacks",
+    params(("id" = i64, Path, description = "The callback's id", example = 1)),
+    responses(
+        (status = 200, description = "The callback, cancelled", body = CallbackBody),
+        (status = 403, description = "`forbidden`: its queue is not in your units", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`not_pending`", body = ErrorBody),
+    ))]
 pub(super) async fn delete(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    UrlPath(id): UrlPath<String>,
+    Segment(id): Segment,
 ) -> Result<Json<CallbackBody>, Problem> {
     let row = visible(&state, &who, &id).await?;
     let cid = row.row.id;
@@ -758,10 +882,20 @@ pub(super) async fn delete(
     applied(&state, &who, "cancel_callback", &id, changed).await
 }
 
+/// Reschedules a pending callback, changes its number or priority.
+#[utoipa::path(patch, path = "/v1/callbacks/{id}", tag = "callbacks", request_body = PatchBody,
+    params(("id" = i64, Path, description = "The callback's id", example = 1)),
+    responses(
+        (status = 200, description = "The callback, changed", body = CallbackBody),
+        (status = 403, description = "`forbidden`: its queue is not in your units", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`not_pending`; `already_scheduled` for a number taken in the queue", body = ErrorBody),
+        (status = 422, description = "`invalid_time`, `invalid_number`, `number_blacklisted`, `international_not_allowed`, `invalid_priority`, `invalid_caller_id`, `caller_id_not_allowed`", body = ErrorBody),
+    ))]
 pub(super) async fn patch(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    UrlPath(id): UrlPath<String>,
+    Segment(id): Segment,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CallbackBody>, Problem> {
@@ -809,12 +943,20 @@ pub(super) async fn patch(
     applied(&state, &who, "patch_callback", &id, changed).await
 }
 
+/// Cancels every pending callback of a number in the caller's units (or
+/// that queue).
+#[utoipa::path(post, path = "/v1/callbacks/cancel", tag = "callbacks", request_body = CancelBody,
+    responses(
+        (status = 200, description = "The callbacks cancelled", body = CancelledBody),
+        (status = 403, description = "`forbidden`: the queue is not in your units", body = ErrorBody),
+        (status = 422, description = "`invalid_number`, `unknown_queue`", body = ErrorBody),
+    ))]
 pub(super) async fn cancel_by_number(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<CancelledBody>, Problem> {
     let wanted: CancelBody = json_object(&headers, body)?;
     let number = &wanted.number;
     if number.is_empty() || number.len() > 20 || !number.bytes().all(|b| b.is_ascii_digit()) {
@@ -845,37 +987,49 @@ pub(super) async fn cancel_by_number(
             )
             .await?;
     }
-    Ok(Json(json!({ "cancelled": bodies })))
+    Ok(Json(CancelledBody { cancelled: bodies }))
 }
 
 /// One callback in `GET /v1/callbacks/status`.
-#[derive(Debug, Serialize)]
-struct NumberStatus {
-    id: i64,
-    queue: String,
-    status: &'static str,
-    /// 1 = next in its queue; `None` unless pending.
-    position: Option<u32>,
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = NumberStatusEntry)]
+pub struct NumberStatus {
+    /// The callback's id.
+    pub id: i64,
+    /// Its queue.
+    pub queue: String,
+    /// Its status.
+    pub status: &'static str,
+    /// 1 = next in its queue; `null` unless pending.
+    pub position: Option<u32>,
     /// Minutes until it is expected to be launched, estimated now: the
     /// later of its next attempt's time and the queue's estimate for the
     /// callbacks ahead of it (the engine's rolling handle time and the
-    /// agents staffing the queue now, as callers hear it); `None` unless
+    /// agents staffing the queue now, as callers hear it); `null` unless
     /// pending.
-    ecbt_minutes: Option<u32>,
+    pub ecbt_minutes: Option<u32>,
     /// The estimate passed `[ecbt] ceiling_minutes` (or nobody staffs the
-    /// queue): "more than `ecbt_minutes`"; `None` unless pending.
-    ecbt_more_than: Option<bool>,
-    attempts: u32,
-    scheduled_for: Option<String>,
+    /// queue): "more than `ecbt_minutes`"; `null` unless pending.
+    pub ecbt_more_than: Option<bool>,
+    /// Outbound attempts so far.
+    pub attempts: u32,
+    /// Not launched before this, if scheduled.
+    pub scheduled_for: Option<String>,
 }
 
-/// `GET /v1/callbacks/status?number=`: the number's active callbacks in
-/// the caller's units (else its latest one), with place in line and ECBT.
+/// The number's active callbacks in the caller's units (else its latest
+/// one), with place in line and ECBT: for IVRs, web pages and SMS bots.
+#[utoipa::path(get, path = "/v1/callbacks/status", tag = "callbacks", params(StatusQuery),
+    responses(
+        (status = 200, description = "The number's callbacks", body = NumberStatusBody),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no callback for the number in your units", body = ErrorBody),
+    ))]
 pub(super) async fn number_status(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
     query: Result<Query<StatusQuery>, QueryRejection>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<NumberStatusBody>, Problem> {
     let q = query_of(query)?;
     let number = q.number;
     if number.is_empty() || number.len() > 20 || !number.bytes().all(|b| b.is_ascii_digit()) {
@@ -960,7 +1114,7 @@ pub(super) async fn number_status(
             }
         })
         .collect();
-    Ok(Json(json!({ "number": number, "callbacks": callbacks })))
+    Ok(Json(NumberStatusBody { number, callbacks }))
 }
 
 /// Whole minutes from `now` to `at`, rounded up; 0 when `at` has passed.

@@ -15,11 +15,11 @@
 //! | GET | `/healthz` | public | liveness: 200 `{"status":"ok"}` while the process serves HTTP |
 //! | GET | `/readyz` | public | readiness: 200 `{"status":"ready",…}` when the engine runs, is not draining, the store opens read-write and answers, and the SIP sockets are bound; else 503 `{"status":"not_ready","not_ready":["engine"|"draining"|"store"|"sip",…],"checks":{…}}` |
 //! | GET | `/metrics` | public (viewer when `[api] metrics_public = false`) | Prometheus text format 0.0.4 (see [`metrics`]) |
+//! | GET | `/openapi.json` | public | this API's OpenAPI 3.1 document, generated from the handlers (see [`openapi`]) |
 //! | GET | `/v1/stats` | viewer | live counters ([`crate::engine::EngineStats`]) and totals since start-up |
 //! | GET | `/v1/gates` | viewer | `{"registration_enabled":bool,"launch_enabled":bool}` |
 //! | PUT | `/v1/gates` | admin | the same object, both fields required → 200 with the gates now in effect |
-//! | GET | `/v1/callbacks[?status=&queue=&number=&from=&to=]` | viewer | the callbacks of the caller's units, oldest first (`from`/`to`: `registered_at`), as an array |
-//! | GET | `/v1/callbacks?…&limit=N[&cursor=C]` | viewer | the same filters, paged: `{"callbacks":[…],"next_cursor"}` (`limit` 1..=1000, 100 with only a cursor) |
+//! | GET | `/v1/callbacks[?status=&queue=&number=&from=&to=&limit=&cursor=]` | viewer | the callbacks of the caller's units, oldest first (`from`/`to`: `registered_at`), a page at a time: `{"callbacks":[…],"next_cursor"}` (`limit` 1..=1000, default 100; `next_cursor` null on the last page) |
 //! | POST | `/v1/callbacks` | manager | `{"queue","number","scheduled_for"?,"not_after"?,"priority"?,"data"?,"caller_id"?}`, `Idempotency-Key`? → 201 with the callback and `Location`; 409 `already_scheduled` naming the pending one; 422 naming the field (number invalid, blacklisted, international not allowed; time in the past or over 30 days; data; caller ID not one of the organisation's callback numbers, or no agent of the queue may present it); 429 `too_many_callbacks` with `Retry-After` |
 //! | GET | `/v1/callbacks/{id}` | viewer | the callback with `attempt_log` and `legs` (its CDR rows); `customer_dialed_at` and `ecbt_error_s` once the customer was dialed |
 //! | PATCH | `/v1/callbacks/{id}` | manager | `{"scheduled_for"?,"number"?,"priority"?,"caller_id"?}` (`caller_id: null`: the queue's number again) → 200; 409 `not_pending` unless pending, 409 `already_scheduled` for a number taken in the queue |
@@ -61,9 +61,11 @@
 //! an audit row naming the caller, with the object before and after.
 //!
 //! Bodies are JSON (`application/json`). Every refusal is a 4xx (5xx for a
-//! failure on our side) with `{"code":"snake_case","message":"…"}`, the
+//! failure on our side) with `{"code":"snake_case","message":"…"}` (the
+//! `Error` schema of [`openapi`]), the
 //! message naming the offending field or parameter: 400 for a bad body or
-//! query, 401/403 as above, 404 for an unknown path, agent, callback, user,
+//! query or a path segment that is not UTF-8, 401/403 as above, 404 for an
+//! unknown path, agent, callback, user,
 //! unit or token, 409 for a change the agent's or callback's state forbids
 //! or a name taken, 422 for a well-formed value the rules refuse (see
 //! [`callbacks`]), 429 over the per-number cap, 405
@@ -89,6 +91,7 @@ pub mod accounts;
 pub mod auth;
 pub mod callbacks;
 pub mod metrics;
+pub mod openapi;
 pub mod org;
 pub mod webhooks;
 
@@ -102,8 +105,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path as UrlPath, Query, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
@@ -116,6 +120,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
+use utoipa::ToSchema;
 
 use crate::acd::agents::AgentError;
 use crate::b2bua::agents::AgentStatus;
@@ -225,6 +230,9 @@ const TABLE: &[Entry] = &[
     entry(Verb::Get, "/healthz", Rule::Public, |m| on(m, healthz)),
     entry(Verb::Get, "/readyz", Rule::Public, |m| on(m, readyz)),
     entry(Verb::Get, "/metrics", Rule::Metrics, |m| on(m, metrics)),
+    entry(Verb::Get, "/openapi.json", Rule::Public, |m| {
+        on(m, openapi::openapi_json)
+    }),
     entry(Verb::Get, "/v1/stats", Rule::Viewer, |m| on(m, stats)),
     entry(Verb::Get, "/v1/gates", Rule::Viewer, |m| on(m, get_gates)),
     entry(Verb::Put, "/v1/gates", Rule::Admin, |m| on(m, put_gates)),
@@ -521,8 +529,9 @@ impl ApiServer {
 }
 
 /// `/v1/gates` body, both ways.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Gates)]
 pub struct GatesBody {
     /// Callbacks are offered to callers.
     pub registration_enabled: bool,
@@ -549,7 +558,8 @@ impl From<GatesBody> for Gates {
 }
 
 /// `/v1/stats` body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = Stats)]
 pub struct StatsBody {
     /// SIP endpoint state.
     pub sip: SipStatsBody,
@@ -564,7 +574,8 @@ pub struct StatsBody {
 }
 
 /// `sip` in [`StatsBody`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = SipStats)]
 pub struct SipStatsBody {
     /// Calls not yet ended.
     pub calls: usize,
@@ -575,7 +586,8 @@ pub struct SipStatsBody {
 }
 
 /// `totals` in [`StatsBody`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = Totals)]
 pub struct TotalsBody {
     /// INVITEs that reached the call layer.
     pub incoming_calls: u64,
@@ -609,7 +621,8 @@ impl From<&EngineStatus> for StatsBody {
 }
 
 /// One element of the `/v1/agents` array.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = Agent)]
 pub struct AgentBody {
     /// The agent's id from the configuration.
     pub id: String,
@@ -731,10 +744,37 @@ fn change_by(who: &Principal) -> Change {
     }
 }
 
-/// `/health` body.
-#[derive(Serialize)]
-struct HealthBody {
-    status: &'static str,
+/// `/health` and `/healthz` body.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Health)]
+pub struct HealthBody {
+    /// `ok`; `/health` also `draining` or `stopped` (503).
+    pub status: &'static str,
+}
+
+/// `/readyz` body.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Ready)]
+pub struct ReadyBody {
+    /// `ready` or `not_ready`.
+    pub status: &'static str,
+    /// The checks that failed, in the order of `checks`.
+    pub not_ready: Vec<&'static str>,
+    /// Every check and whether it passed.
+    pub checks: ReadyChecks,
+}
+
+/// `checks` in [`ReadyBody`].
+#[derive(Serialize, ToSchema)]
+pub struct ReadyChecks {
+    /// The engine task runs.
+    pub engine: bool,
+    /// The engine is not draining.
+    pub draining: bool,
+    /// The store opens read-write and answers.
+    pub store: bool,
+    /// The SIP sockets are bound.
+    pub sip: bool,
 }
 
 /// A refusal or failure: the status and `{"code","message"}`, maybe a
@@ -804,10 +844,14 @@ impl From<AccountError> for Problem {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: &'a str,
+/// Every refusal and failure's body (the `Error` schema).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// What went wrong, `snake_case` (`invalid_body`, `not_found`, …).
+    pub code: String,
+    /// For a person: names the offending field, parameter or header.
+    pub message: String,
 }
 
 impl IntoResponse for Problem {
@@ -815,8 +859,8 @@ impl IntoResponse for Problem {
         let mut response = (
             self.status,
             Json(ErrorBody {
-                code: self.code,
-                message: &self.message,
+                code: self.code.to_owned(),
+                message: self.message,
             }),
         )
             .into_response();
@@ -827,12 +871,24 @@ impl IntoResponse for Problem {
     }
 }
 
+/// Whether the engine runs.
+#[utoipa::path(get, path = "/health", tag = "health", security(()),
+    responses(
+        (status = 200, description = "The engine runs", body = HealthBody),
+        (status = 503, description = "`draining` while shutting down, `stopped` once the engine is gone", body = HealthBody),
+    ))]
 async fn health(State(state): State<ApiState>) -> Response {
     let status = state.engine.status().await;
     let (code, text) = health_of(status.as_ref());
     (code, Json(HealthBody { status: text })).into_response()
 }
 
+/// Live counters and totals since start-up.
+#[utoipa::path(get, path = "/v1/stats", tag = "engine",
+    responses(
+        (status = 200, description = "The engine's counters", body = StatsBody),
+        (status = 503, description = "`engine_stopped`", body = ErrorBody),
+    ))]
 async fn stats(State(state): State<ApiState>) -> Result<Json<StatsBody>, Problem> {
     let status = state
         .engine
@@ -842,6 +898,12 @@ async fn stats(State(state): State<ApiState>) -> Result<Json<StatsBody>, Problem
     Ok(Json(StatsBody::from(&status)))
 }
 
+/// The organisation's two switches.
+#[utoipa::path(get, path = "/v1/gates", tag = "engine",
+    responses(
+        (status = 200, description = "The gates in effect", body = GatesBody),
+        (status = 503, description = "`engine_stopped`", body = ErrorBody),
+    ))]
 async fn get_gates(State(state): State<ApiState>) -> Result<Json<GatesBody>, Problem> {
     let gates = state
         .engine
@@ -851,6 +913,14 @@ async fn get_gates(State(state): State<ApiState>) -> Result<Json<GatesBody>, Pro
     Ok(Json(gates.into()))
 }
 
+/// Sets both switches of the organisation (stored; outlasts a restart).
+#[utoipa::path(put, path = "/v1/gates", tag = "engine", request_body = GatesBody,
+    responses(
+        (status = 200, description = "The gates now in effect", body = GatesBody),
+        (status = 409, description = "`version_conflict`: the organisation changed meanwhile", body = ErrorBody),
+        (status = 422, description = "`invalid_organisation`", body = ErrorBody),
+        (status = 503, description = "`engine_stopped`", body = ErrorBody),
+    ))]
 async fn put_gates(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -877,17 +947,27 @@ async fn put_gates(
 }
 
 /// `PUT /v1/agents/{id}` body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentChange {
     /// Pause (no work offered) or make available.
     pub paused: bool,
 }
 
+/// Pauses or resumes an agent.
+#[utoipa::path(put, path = "/v1/agents/{id}", tag = "agents", request_body = AgentChange,
+    params(("id" = String, Path, description = "The agent's id", example = "alice")),
+    responses(
+        (status = 200, description = "The agent", body = AgentBody),
+        (status = 403, description = "`forbidden`: the agent serves none of your units' queues", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such agent", body = ErrorBody),
+        (status = 409, description = "`agent_busy`: ringing or on a call", body = ErrorBody),
+        (status = 503, description = "`engine_stopped`", body = ErrorBody),
+    ))]
 async fn put_agent(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    UrlPath(id): UrlPath<String>,
+    Segment(id): Segment,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AgentBody>, Problem> {
@@ -999,6 +1079,12 @@ fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
     Ok(query)
 }
 
+/// The agents serving the caller's units, in id order.
+#[utoipa::path(get, path = "/v1/agents", tag = "agents",
+    responses(
+        (status = 200, description = "The agents", body = Vec<AgentBody>),
+        (status = 503, description = "`engine_stopped`", body = ErrorBody),
+    ))]
 async fn agents(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -1017,6 +1103,13 @@ async fn agents(
     ))
 }
 
+/// Prometheus text format 0.0.4. Public unless `[api] metrics_public =
+/// false`, then a viewer's token.
+#[utoipa::path(get, path = "/metrics", tag = "health", security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The metric families", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 503, description = "`engine_stopped`", body = ErrorBody),
+    ))]
 async fn metrics(State(state): State<ApiState>) -> Result<Response, Problem> {
     let status = state
         .engine
@@ -1047,11 +1140,19 @@ async fn metrics(State(state): State<ApiState>) -> Result<Response, Problem> {
 }
 
 /// Liveness: the process is up and serves HTTP.
-async fn healthz() -> Response {
-    (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, description = "`ok`", body = HealthBody)))]
+async fn healthz() -> Json<HealthBody> {
+    Json(HealthBody { status: "ok" })
 }
 
-/// Readiness (see the module doc): every check, and which failed.
+/// Readiness: the engine runs, is not draining, the store opens read-write
+/// and answers, and the SIP sockets are bound.
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+    responses(
+        (status = 200, description = "`ready`", body = ReadyBody),
+        (status = 503, description = "`not_ready`, naming the failed checks", body = ReadyBody),
+    ))]
 async fn readyz(State(state): State<ApiState>) -> Response {
     let status = state.engine.status().await;
     let store = state
@@ -1064,27 +1165,36 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     if let Err(e) = &store {
         warn!(error = %e.message, "readyz: store not ready");
     }
-    let checks = [
-        ("engine", status.is_some()),
-        ("draining", status.as_ref().is_some_and(|s| !s.draining)),
-        ("store", store_ok),
-        ("sip", status.as_ref().is_some_and(|s| s.sip_bound)),
-    ];
-    let not_ready: Vec<&str> = checks
-        .iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(name, _)| *name)
-        .collect();
+    let checks = ReadyChecks {
+        engine: status.is_some(),
+        draining: status.as_ref().is_some_and(|s| !s.draining),
+        store: store_ok,
+        sip: status.as_ref().is_some_and(|s| s.sip_bound),
+    };
+    let not_ready: Vec<&'static str> = [
+        ("engine", checks.engine),
+        ("draining", checks.draining),
+        ("store", checks.store),
+        ("sip", checks.sip),
+    ]
+    .into_iter()
+    .filter(|(_, ok)| !ok)
+    .map(|(name, _)| name)
+    .collect();
     let code = if not_ready.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "status": if not_ready.is_empty() { "ready" } else { "not_ready" },
-        "not_ready": not_ready,
-        "checks": checks.iter().map(|(n, ok)| (*n, *ok)).collect::<BTreeMap<_, _>>(),
-    });
+    let body = ReadyBody {
+        status: if not_ready.is_empty() {
+            "ready"
+        } else {
+            "not_ready"
+        },
+        not_ready,
+        checks,
+    };
     (code, Json(body)).into_response()
 }
 
@@ -1098,6 +1208,23 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
         "method_not_allowed",
         format!("method: {method} is not allowed on {}", uri.path()),
     )
+}
+
+/// A path segment (`{id}`, `{name}`) as text: 400 `invalid_path` when it
+/// is not UTF-8 once percent-decoded (axum's own rejection is plain text).
+struct Segment(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Segment, Problem> {
+        let UrlPath(text) = UrlPath::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| {
+                Problem::bad_request("invalid_path", format!("path: {}", e.body_text()))
+            })?;
+        Ok(Segment(text))
+    }
 }
 
 /// Whether the request says its body is JSON (`application/json`, any

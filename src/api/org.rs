@@ -31,16 +31,17 @@ use std::collections::BTreeMap;
 use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path as UrlPath, State};
 use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::info;
+use utoipa::ToSchema;
 
-use super::{ApiOptions, ApiState, Problem, change_by, json_object};
+use super::{ApiOptions, ApiState, ErrorBody, Problem, Segment, change_by, json_object};
 use crate::callback::QueueId;
 use crate::callback::store::{
     AuditEntry, OrgSaveError, OrganisationStore, Principal, Role, StoredOrganisation,
@@ -52,7 +53,8 @@ use crate::engine::organisation::redacted;
 pub const MAX_ORG_BODY: usize = 256 * 1024;
 
 /// `GET /v1/org` body.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = Org)]
 pub struct OrgBody {
     /// The version in force (0: not stored yet).
     pub version: u64,
@@ -60,12 +62,15 @@ pub struct OrgBody {
     pub changed_at: Option<String>,
     /// Who stored it (`config.toml` for the seed).
     pub changed_by: Option<String>,
-    /// `{"org","queues","agents"}`, agents without passwords.
+    /// `{"org","queues","agents"}` as in config.toml's `[org]`,
+    /// `[[queues]]` and `[[agents]]`; agents show `password_set`, never
+    /// the password.
+    #[schema(value_type = Object)]
     pub organisation: Value,
 }
 
-/// `{"registration_enabled"?, "launch_enabled"?}`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// `{"registration_enabled"?, "launch_enabled"?}`: at least one.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchChange {
     /// Callbacks are offered.
@@ -75,7 +80,7 @@ pub struct SwitchChange {
 }
 
 /// One set of switches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Switches {
     /// Callbacks are offered.
     pub registration_enabled: bool,
@@ -84,7 +89,8 @@ pub struct Switches {
 }
 
 /// `GET /v1/org/switches` body.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = SwitchesView)]
 pub struct SwitchesBody {
     /// The organisation's version these switches are part of.
     pub version: u64,
@@ -357,6 +363,11 @@ fn without_password_set(value: &mut Value) {
     }
 }
 
+/// The organisation in force (`ETag: "<version>"`); a non-admin sees the
+/// queues of their units and the agents serving them.
+#[utoipa::path(get, path = "/v1/org", tag = "organisation",
+    responses((status = 200, description = "The organisation", body = OrgBody,
+        headers(("ETag" = String, description = "`\"<version>\"`")))))]
 pub(super) async fn get_org(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -365,6 +376,18 @@ pub(super) async fn get_org(
     Ok(org_response(&who, version, &document, stored.as_ref()))
 }
 
+/// Replaces the organisation; an agent without `password` keeps its own.
+#[utoipa::path(put, path = "/v1/org", tag = "organisation", request_body(description = "The `organisation` object (`{\"org\",\"queues\",\"agents\"}`)", content(
+        (Object = "application/json"), (Object = "application/merge-patch+json"))),
+    params(("If-Match" = Option<String>, Header, description = "`\"<version>\"` (the ETag of GET /v1/org) or `*`")),
+    responses(
+        (status = 200, description = "The organisation now in force", body = OrgBody),
+        (status = 400, description = "`invalid_body`, `invalid_header` (If-Match)", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: another version is in force", body = ErrorBody),
+        (status = 409, description = "`version_conflict`: the organisation changed meanwhile; retry", body = ErrorBody),
+        (status = 422, description = "`invalid_organisation`: names the field as in config.toml", body = ErrorBody),
+        (status = 503, description = "`engine_stopped`: stored, applied at the next start", body = ErrorBody),
+    ))]
 pub(super) async fn put_org(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -390,6 +413,19 @@ pub(super) async fn put_org(
     Ok(org_response(&who, version, &document, None))
 }
 
+/// A JSON merge patch (RFC 7396) over the organisation; arrays are
+/// replaced whole.
+#[utoipa::path(patch, path = "/v1/org", tag = "organisation", request_body(description = "The `organisation` object (`{\"org\",\"queues\",\"agents\"}`)", content(
+        (Object = "application/json"), (Object = "application/merge-patch+json"))),
+    params(("If-Match" = Option<String>, Header, description = "`\"<version>\"` (the ETag of GET /v1/org) or `*`")),
+    responses(
+        (status = 200, description = "The organisation now in force", body = OrgBody),
+        (status = 400, description = "`invalid_body`, `invalid_header` (If-Match)", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: another version is in force", body = ErrorBody),
+        (status = 409, description = "`version_conflict`: the organisation changed meanwhile; retry", body = ErrorBody),
+        (status = 422, description = "`invalid_organisation`: names the field as in config.toml", body = ErrorBody),
+        (status = 503, description = "`engine_stopped`: stored, applied at the next start", body = ErrorBody),
+    ))]
 pub(super) async fn patch_org(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -473,6 +509,10 @@ async fn switches_body(
     })
 }
 
+/// The organisation's and each visible queue's switches, pending
+/// callbacks per queue and what the switches mean now.
+#[utoipa::path(get, path = "/v1/org/switches", tag = "organisation",
+    responses((status = 200, description = "The switches", body = SwitchesBody)))]
 pub(super) async fn get_switches(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -512,6 +552,14 @@ fn nothing_to_change(change: &SwitchChange) -> Result<(), Problem> {
     Ok(())
 }
 
+/// Sets the organisation's switches.
+#[utoipa::path(put, path = "/v1/org/switches", tag = "organisation", request_body = SwitchChange,
+    responses(
+        (status = 200, description = "The switches", body = SwitchesBody),
+        (status = 409, description = "`version_conflict`: the organisation changed meanwhile; retry", body = ErrorBody),
+        (status = 422, description = "`invalid_organisation`: names the field as in config.toml", body = ErrorBody),
+        (status = 503, description = "`engine_stopped`: stored, applied at the next start", body = ErrorBody),
+    ))]
 pub(super) async fn put_org_switches(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -552,10 +600,22 @@ async fn queue_for(state: &ApiState, who: &Principal, id: &str) -> Result<QueueI
     Ok(queue.id.clone())
 }
 
+/// Sets one queue's switches.
+#[utoipa::path(put, path = "/v1/queues/{id}/switches", tag = "organisation", request_body = SwitchChange,
+    params(("id" = String, Path, description = "The queue's id", example = "closing")),
+    responses(
+        (status = 200, description = "The switches", body = SwitchesBody),
+        (status = 400, description = "`invalid_body`, `invalid_path`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the queue is not in your units", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`version_conflict`: the organisation changed meanwhile; retry", body = ErrorBody),
+        (status = 422, description = "`invalid_organisation`: names the field as in config.toml", body = ErrorBody),
+        (status = 503, description = "`engine_stopped`: stored, applied at the next start", body = ErrorBody),
+    ))]
 pub(super) async fn put_queue_switches(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    UrlPath(id): UrlPath<String>,
+    Segment(id): Segment,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SwitchesBody>, Problem> {
@@ -577,6 +637,9 @@ pub(super) async fn put_queue_switches(
     Ok(Json(switches_body(&state, &who, version, &document).await?))
 }
 
+/// The visible queues, each as in `[[queues]]`.
+#[utoipa::path(get, path = "/v1/queues", tag = "organisation",
+    responses((status = 200, description = "The queues", body = Vec<QueueConfig>)))]
 pub(super) async fn list_queues(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -612,10 +675,22 @@ fn queue_of(mut value: Value, id: &str) -> Result<QueueConfig, Problem> {
         .map_err(|e| Problem::bad_request("invalid_body", format!("body: {e}")))
 }
 
+/// Creates or replaces a queue (its `id` optional, else the path's).
+#[utoipa::path(put, path = "/v1/queues/{id}", tag = "organisation",
+    request_body(content((QueueConfig = "application/json"), (QueueConfig = "application/merge-patch+json"))),
+    params(("id" = String, Path, description = "The queue's id", example = "closing")),
+    responses(
+        (status = 200, description = "Replaced", body = QueueConfig),
+        (status = 201, description = "Created", body = QueueConfig),
+        (status = 400, description = "`invalid_body`, `invalid_path`", body = ErrorBody),
+        (status = 422, description = "`id_mismatch`; `invalid_organisation`: names the field", body = ErrorBody),
+        (status = 409, description = "`version_conflict`: the organisation changed meanwhile; retry", body = ErrorBody),
+        (status = 503, description = "`engine_stopped`: stored, applied at the next start", body = ErrorBody),
+    ))]
 pub(super) async fn put_queue(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    UrlPath(id): UrlPath<String>,
+    Segment(id): Segment,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
@@ -654,10 +729,25 @@ pub(super) async fn put_queue(
 /// What a manager may change in a queue.
 const MANAGER_QUEUE_FIELDS: &[&str] = &["hours", "registration_enabled", "launch_enabled"];
 
+/// A merge patch over a queue; a manager may change `hours`,
+/// `registration_enabled` and `launch_enabled` only.
+#[utoipa::path(patch, path = "/v1/queues/{id}", tag = "organisation",
+    request_body(description = "A JSON merge patch over the queue", content(
+        (Object = "application/json"), (Object = "application/merge-patch+json"))),
+    params(("id" = String, Path, description = "The queue's id", example = "closing")),
+    responses(
+        (status = 200, description = "The queue", body = QueueConfig),
+        (status = 400, description = "`invalid_body`, `invalid_path`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: another unit's queue, or a field a manager may not change", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`id_mismatch`; `invalid_organisation`: names the field", body = ErrorBody),
+        (status = 409, description = "`version_conflict`: the organisation changed meanwhile; retry", body = ErrorBody),
+        (status = 503, description = "`engine_stopped`: stored, applied at the next start", body = ErrorBody),
+    ))]
 pub(super) async fn patch_queue(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    UrlPath(id): UrlPath<String>,
+    Segment(id): Segment,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<QueueConfig>, Problem> {
@@ -697,10 +787,21 @@ pub(super) async fn patch_queue(
         .ok_or_else(|| Problem::not_found(format!("id: no queue {id:?}")))
 }
 
+/// Deletes a queue that no pending callback and no unit uses.
+#[utoipa::path(delete, path = "/v1/queues/{id}", tag = "organisation",
+    params(("id" = String, Path, description = "The queue's id", example = "closing")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "`invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`queue_in_use`; `version_conflict`", body = ErrorBody),
+        (status = 422, description = "`invalid_organisation`: the organisation would break a rule (the last queue, a failover to it)", body = ErrorBody),
+        (status = 503, description = "`engine_stopped`: stored, applied at the next start", body = ErrorBody),
+    ))]
 pub(super) async fn delete_queue(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    UrlPath(id): UrlPath<String>,
+    Segment(id): Segment,
 ) -> Result<StatusCode, Problem> {
     let queue = queue_for(&state, &who, &id).await?;
     let pending = {

@@ -11,7 +11,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,13 +20,14 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::callback::store::{
     Delivery, NewWebhook, Principal, Webhook, WebhookPatch, WebhookStore,
 };
 use crate::callback::webhook::EventKind;
 
-use super::{ApiState, Problem, json_object, query_of};
+use super::{ApiState, ErrorBody, Problem, Segment, json_object, query_of};
 
 /// Longest `url`, in bytes.
 pub const MAX_URL: usize = 2048;
@@ -40,7 +41,8 @@ pub const DEFAULT_PAGE: u32 = 100;
 pub const MAX_PAGE: u32 = 1000;
 
 /// A subscription as the API shows it (never its secret).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = Webhook)]
 pub struct WebhookBody {
     /// Row id.
     pub id: i64,
@@ -73,7 +75,8 @@ impl From<Webhook> for WebhookBody {
 }
 
 /// A row of the delivery log as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = Delivery)]
 pub struct DeliveryBody {
     /// Row id (the cursor).
     pub id: i64,
@@ -122,32 +125,70 @@ impl From<Delivery> for DeliveryBody {
     }
 }
 
+/// `POST /v1/webhooks` answer: the subscription and its secret, shown
+/// this once.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CreatedWebhook)]
+struct CreatedBody {
+    #[serde(flatten)]
+    webhook: WebhookBody,
+    /// The HMAC-SHA256 key of the signatures: keep it.
+    secret: String,
+}
+
+/// `GET /v1/webhooks/{id}/deliveries` body.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = DeliveryPage)]
+pub struct DeliveryPage {
+    /// Oldest first.
+    pub deliveries: Vec<DeliveryBody>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
 /// `POST /v1/webhooks` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewWebhook, example = json!({"url": "http://127.0.0.1:9/hook", "events": ["callback.registered"]}))]
 struct CreateBody {
+    /// An absolute `http://` or `https://` URL with a host.
+    #[schema(example = "http://127.0.0.1:9/hook")]
     url: String,
+    /// Event types (`callback.registered`, …), at least one.
+    #[schema(example = json!(["callback.registered", "callback.completed"]))]
     events: Vec<String>,
+    /// 16..=256 visible ASCII characters (default: ours, `whsec_…`).
     secret: Option<String>,
+    /// Receives events (default true).
     enabled: Option<bool>,
+    /// Free text, at most 256 characters.
     description: Option<String>,
 }
 
 /// `PATCH /v1/webhooks/{id}` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WebhookChange)]
 struct PatchBody {
+    /// An absolute `http://` or `https://` URL with a host.
     url: Option<String>,
+    /// Event types, at least one.
     events: Option<Vec<String>>,
+    /// Receives events.
     enabled: Option<bool>,
+    /// Free text, at most 256 characters.
     description: Option<String>,
 }
 
 /// `GET /v1/webhooks/{id}/deliveries` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct DeliveriesQuery {
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Page size, 1..=1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -245,11 +286,21 @@ fn id_param(id: &str) -> Result<i64, Problem> {
         .map_err(|_| Problem::not_found(format!("id: no webhook {id:?}")))
 }
 
+/// Every subscription (never the secrets).
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
+    responses((status = 200, description = "The subscriptions", body = Vec<WebhookBody>)))]
 pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Vec<WebhookBody>>, Problem> {
     let hooks = state.with_store(|store| Ok(store.webhooks()?)).await?;
     Ok(Json(hooks.into_iter().map(WebhookBody::from).collect()))
 }
 
+/// Subscribes a URL to event types.
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateBody,
+    responses(
+        (status = 201, description = "The subscription and its secret", body = CreatedBody,
+            headers(("Location" = String, description = "`/v1/webhooks/{id}`"))),
+        (status = 422, description = "`invalid_url`, `unknown_event`, `invalid_events`, `invalid_secret`, `invalid_description`", body = ErrorBody),
+    ))]
 pub(super) async fn create(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -281,8 +332,10 @@ pub(super) async fn create(
         )
         .await?;
     let location = format!("/v1/webhooks/{}", shown.id);
-    let mut body = json!(shown);
-    body["secret"] = json!(secret);
+    let body = CreatedBody {
+        webhook: shown,
+        secret,
+    };
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(LOCATION, value);
@@ -290,9 +343,15 @@ pub(super) async fn create(
     Ok(response)
 }
 
+/// One subscription.
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = i64, Path, description = "The subscription's id", example = 1)),
+    responses(
+        (status = 200, description = "The subscription", body = WebhookBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 pub(super) async fn get_one(
     State(state): State<ApiState>,
-    UrlPath(id): UrlPath<String>,
+    Segment(id): Segment,
 ) -> Result<Json<WebhookBody>, Problem> {
     let n = id_param(&id)?;
     let hook = state
@@ -302,10 +361,18 @@ pub(super) async fn get_one(
     Ok(Json(hook.into()))
 }
 
+/// Changes a subscription; a disabled one gets no new events and its
+/// pending deliveries wait.
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", request_body = PatchBody, params(("id" = i64, Path, description = "The subscription's id", example = 1)),
+    responses(
+        (status = 200, description = "The subscription", body = WebhookBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_url`, `unknown_event`, `invalid_events`, `invalid_description`", body = ErrorBody),
+    ))]
 pub(super) async fn patch(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    UrlPath(id): UrlPath<String>,
+    Segment(id): Segment,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<WebhookBody>, Problem> {
@@ -334,10 +401,16 @@ pub(super) async fn patch(
     Ok(Json(after))
 }
 
+/// Deletes a subscription and its delivery log.
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = i64, Path, description = "The subscription's id", example = 1)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 pub(super) async fn delete(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    UrlPath(id): UrlPath<String>,
+    Segment(id): Segment,
 ) -> Result<StatusCode, Problem> {
     let n = id_param(&id)?;
     let before = state
@@ -356,13 +429,18 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /v1/webhooks/{id}/deliveries`: `{"deliveries":[…],"next_cursor"}`,
-/// oldest first.
+/// A subscription's delivery log, oldest first, a page at a time.
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = i64, Path, description = "The subscription's id", example = 1), DeliveriesQuery),
+    responses(
+        (status = 200, description = "One page", body = DeliveryPage),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 pub(super) async fn deliveries(
     State(state): State<ApiState>,
-    UrlPath(id): UrlPath<String>,
+    Segment(id): Segment,
     query: Result<Query<DeliveriesQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, Problem> {
+) -> Result<Json<DeliveryPage>, Problem> {
     let n = id_param(&id)?;
     let q = query_of(query)?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
@@ -394,10 +472,10 @@ pub(super) async fn deliveries(
     let next_cursor = more
         .then(|| rows.last().map(|d| d.id.to_string()))
         .flatten();
-    let bodies: Vec<DeliveryBody> = rows.into_iter().map(DeliveryBody::from).collect();
-    Ok(Json(
-        json!({ "deliveries": bodies, "next_cursor": next_cursor }),
-    ))
+    Ok(Json(DeliveryPage {
+        deliveries: rows.into_iter().map(DeliveryBody::from).collect(),
+        next_cursor,
+    }))
 }
 
 #[cfg(test)]

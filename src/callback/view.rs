@@ -5,11 +5,14 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::callback::store::{CallbackRow, ManagedRow};
 
-/// One callback as the API shows it. Times are RFC 3339 UTC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One callback as the API shows it. Times are RFC 3339 UTC. Its schema
+/// (`Callback`) is part of the API's OpenAPI document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = Callback)]
 pub struct CallbackBody {
     /// Row id.
     pub id: i64,

@@ -15,11 +15,14 @@ use super::org::{OrgConfig, hours_invalid};
 use super::{Fault, Invalid, fail, in_range, is_digits, is_queue_id};
 
 /// One `[[queues]]` entry. `id` is required; every other key has a default.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Its schema (`Queue`) is part of the admin API's OpenAPI document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Queue)]
 pub struct QueueConfig {
     /// The queue's name: 1..=64 of `A-Z a-z 0-9 - _ .`, unique.
     #[serde(deserialize_with = "deserialize_queue_id")]
+    #[schema(value_type = String)]
     pub id: QueueId,
     /// Order across queues; higher is served first.
     #[serde(default)]
@@ -55,6 +58,7 @@ pub struct QueueConfig {
     /// Where a callback goes once its retries are exhausted: another
     /// configured queue; `None`: it is failed.
     #[serde(default, deserialize_with = "deserialize_optional_queue_id")]
+    #[schema(value_type = Option<String>)]
     pub failover: Option<QueueId>,
     /// Seconds the agent's leg rings before it is cancelled.
     #[serde(default = "default_agent_ring_timeout_s")]
