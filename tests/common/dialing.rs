@@ -286,8 +286,16 @@ pub fn cdr_of(cdrs: &[CdrRecord], leg: Leg) -> &CdrRecord {
     of[0]
 }
 
-/// When the last frame of the whisper (the last digit) arrived.
-pub fn whisper_end(packets: &[Rtp], lib: &PromptLibrary) -> Instant {
+/// Whether the whole whisper has arrived, its last digit whole.
+pub fn whisper_heard_whole(packets: &[Rtp], lib: &PromptLibrary) -> bool {
+    let segments = super::segments(packets, lib, Law::Ulaw);
+    let said: Vec<&str> = segments.iter().map(|s| s.name).collect();
+    find_run(&said, &WHISPER).is_some_and(|at| segments[at + WHISPER.len() - 1].complete())
+}
+
+/// When the whisper's last digit began and ended arriving (its first and
+/// last frames), the digit played whole.
+pub fn whisper_last_digit(packets: &[Rtp], lib: &PromptLibrary) -> (Instant, Instant) {
     let audio: Vec<&Rtp> = packets
         .iter()
         .filter(|p| p.pt == Law::Ulaw.payload_type())
@@ -297,7 +305,7 @@ pub fn whisper_end(packets: &[Rtp], lib: &PromptLibrary) -> Instant {
     let at = find_run(&said, &WHISPER).expect("the whisper was heard");
     let last = segments[at + WHISPER.len() - 1];
     assert!(last.complete(), "the last digit was played whole");
-    audio[last.start + last.frames - 1].at
+    (audio[last.start].at, audio[last.start + last.frames - 1].at)
 }
 
 // ---------------------------------------------------------------------------
