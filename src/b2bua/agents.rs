@@ -31,7 +31,7 @@ use std::time::Instant;
 use jiff::Timestamp;
 use tracing::{debug, info, warn};
 
-use crate::acd::agents::{Agent, AgentError, AgentId, AgentState, Agents, Contact};
+use crate::acd::agents::{AgentError, AgentId, AgentState, Agents, Contact};
 use crate::config::{AgentUri, Host, Settings};
 use crate::sip::endpoint::{ALLOW, Destination, Endpoint, Flow, FlowTransport, ServerTx};
 use crate::sip::message::Request;
@@ -173,15 +173,7 @@ impl Roster {
                             .set_callback_numbers(&agent.id, agent.callback_numbers.clone())
                     })
             } else {
-                self.agents.add(
-                    Agent::new(
-                        agent.id.clone(),
-                        agent.contact.clone(),
-                        agent.queues.clone(),
-                        now,
-                    )
-                    .with_callback_numbers(agent.callback_numbers.clone()),
-                )
+                self.agents.add(agent.agent(now))
             };
             if let Err(e) = outcome {
                 warn!(agent = %agent.id, error = %e, "agent not updated");

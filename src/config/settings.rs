@@ -133,6 +133,19 @@ pub struct AgentSettings {
     pub callback_numbers: Vec<PhoneNumber>,
 }
 
+impl AgentSettings {
+    /// The roster's agent for this entry: available, idle since `now`.
+    pub fn agent(&self, now: Instant) -> Agent {
+        Agent::new(
+            self.id.clone(),
+            self.contact.clone(),
+            self.queues.clone(),
+            now,
+        )
+        .with_callback_numbers(self.callback_numbers.clone())
+    }
+}
+
 /// The registrar, present when some agent REGISTERs.
 #[derive(Debug, Clone)]
 pub struct RegistrarSetup {
@@ -488,15 +501,7 @@ impl Settings {
         let mut roster = Agents::new(self.callbacks.max_lines);
         for agent in &self.agents {
             roster
-                .add(
-                    Agent::new(
-                        agent.id.clone(),
-                        agent.contact.clone(),
-                        agent.queues.clone(),
-                        now,
-                    )
-                    .with_callback_numbers(agent.callback_numbers.clone()),
-                )
+                .add(agent.agent(now))
                 // check_agents refused duplicate ids.
                 .expect("agent ids are unique: check_agents");
         }
