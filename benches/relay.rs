@@ -12,9 +12,9 @@
 //! sink sockets' work is outside the timed region; packets are relayed in
 //! batches of 64 queued on the socket, as the media thread drains a
 //! readable socket. Run: `cargo bench --bench relay`. Medians of 7 rounds.
-//! Under `cargo test` (no `--bench` argument) it only smoke-runs: one
-//! round of a few batches, checking the path works; its figures mean
-//! nothing.
+//! Under `cargo test` (no `--bench` argument) it runs nothing. With
+//! `--smoke` (scripts/bench-load's CI smoke) it runs one round of a few
+//! batches, checking the path works; its figures mean nothing.
 
 use std::hint::black_box;
 use std::net::UdpSocket;
@@ -36,10 +36,11 @@ fn rounds() -> usize {
     if smoke() { 1 } else { 7 }
 }
 
-/// Run by `cargo test` rather than `cargo bench` (which passes `--bench`).
+/// A short run checking the path works (`--smoke`, from scripts/bench-load
+/// --smoke).
 fn smoke() -> bool {
     static SMOKE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SMOKE.get_or_init(|| !std::env::args().any(|a| a == "--bench"))
+    *SMOKE.get_or_init(|| std::env::args().any(|a| a == "--smoke"))
 }
 /// Context only: the CPU per relayed packet of rtpengine's userspace relay
 /// measured on this kind of machine. Our ratios are against the in-run
@@ -57,6 +58,12 @@ enum Mode {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` does not, and
+    // then the bench runs nothing.
+    if !smoke() && !std::env::args().any(|a| a == "--bench") {
+        println!("relay bench: not run under cargo test; run `cargo bench --bench relay`");
+        return;
+    }
     let pcmu = LegCodecs {
         law: Law::Ulaw,
         audio: PayloadType::PCMU,
@@ -104,7 +111,7 @@ fn main() {
     }
 
     if smoke() {
-        println!("relay bench smoke run (cargo test): figures not meaningful; use cargo bench");
+        println!("relay bench smoke run: figures not meaningful; use cargo bench");
     }
     println!(
         "RTP relay, per packet (20 ms G.711, 172 octets; median of {} rounds):",

@@ -10,8 +10,9 @@
 //!   3,000 calls/s on this kind of machine).
 //!
 //! Run: `cargo bench --bench sip`. Reports medians of several rounds.
-//! Under `cargo test` (no `--bench` argument) it only smoke-runs: one
-//! round of a few calls, checking the path works; its figures mean nothing.
+//! Under `cargo test` (no `--bench` argument) it runs nothing. With
+//! `--smoke` (scripts/bench-load's CI smoke) it runs one round of a few
+//! calls, checking the path works; its figures mean nothing.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -47,15 +48,22 @@ const SDP_ANSWER: &[u8] = b"v=0\r\no=callbackd 1 1 IN IP4 127.0.0.1\r\ns=callbac
 c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\n";
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test` does not.
-    let smoke = !std::env::args().any(|a| a == "--bench");
+    // `cargo bench` passes --bench; `cargo test` does not: under
+    // `cargo test --all-targets` the bench runs nothing. `--smoke` (from
+    // scripts/bench-load --smoke) is one short round checking the path works.
+    let args: Vec<String> = std::env::args().collect();
+    let smoke = args.iter().any(|a| a == "--smoke");
+    if !smoke && !args.iter().any(|a| a == "--bench") {
+        println!("sip bench: not run under cargo test; run `cargo bench --bench sip`");
+        return;
+    }
     let (rounds, n, calls) = if smoke {
         (1, 100, 50)
     } else {
         (7, 20_000, 5_000)
     };
     if smoke {
-        println!("sip bench smoke run (cargo test): figures not meaningful; use cargo bench");
+        println!("sip bench smoke run: figures not meaningful; use cargo bench");
     }
 
     let parse_ours = median(rounds, || {
