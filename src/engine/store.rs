@@ -5,6 +5,11 @@
 //! carried out by [`execute`] and its answer sent back to the core, which
 //! feeds it to the controller. Recording purges (file IO) run here too.
 //!
+//! CDRs are a group commit: those queued when the thread takes one are
+//! written in the same transaction (one flush for all), in order, and a
+//! request queued behind them still comes after them. A registration is
+//! never grouped: it commits alone (`synchronous=FULL`) before its answer.
+//!
 //! Reads a caller waits on (the pending count an IVR call starts with) go
 //! to a second thread with its own connection when there is one: WAL lets
 //! it read beside the writer, so a burst of registrations (each a
@@ -31,6 +36,9 @@ pub struct StoreHandle {
     timings: CommitTimes,
 }
 
+/// Most CDRs written in one group commit.
+const MAX_CDR_GROUP: usize = 256;
+
 /// Upper bounds of the commit latency histogram, in seconds.
 pub const COMMIT_BOUNDS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -39,6 +47,7 @@ pub const COMMIT_BOUNDS: &[f64] = &[
 /// How long the store thread took for each write request (one transaction,
 /// `synchronous=FULL`), by [`StoreRequest::commit_label`]: from taking the
 /// request to having the answer, the wait for the database lock included.
+/// CDRs queued at once are one group commit, observed once.
 pub type CommitTimes = Arc<Mutex<BTreeMap<&'static str, Histogram>>>;
 
 impl StoreHandle {
@@ -94,7 +103,46 @@ pub fn spawn(
     let thread = thread::Builder::new()
         .name("callbackd-store".into())
         .spawn(move || {
-            for request in rx {
+            let observe = |label: &'static str, started: Instant| {
+                times
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entry(label)
+                    .or_insert_with(|| Histogram::new(COMMIT_BOUNDS))
+                    .observe(started.elapsed().as_secs_f64());
+            };
+            // A request taken off the channel while grouping CDRs, carried
+            // out next (the order of requests is kept).
+            let mut next = None;
+            loop {
+                let request = match next.take() {
+                    Some(request) => request,
+                    None => match rx.recv() {
+                        Ok(request) => request,
+                        Err(_) => return,
+                    },
+                };
+                // Group commit: the CDRs queued at once go in one
+                // transaction (one flush), not one each.
+                if let StoreRequest::WriteCdr(first) = request {
+                    let mut group = vec![*first];
+                    while group.len() < MAX_CDR_GROUP {
+                        match rx.try_recv() {
+                            Ok(StoreRequest::WriteCdr(record)) => group.push(*record),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let started = Instant::now();
+                    for (i, e) in store.write_cdrs(&group) {
+                        warn!(error = %e, call_id = %group[i].call_id, "CDR not written");
+                    }
+                    observe("cdr", started);
+                    continue;
+                }
                 if let StoreRequest::PurgeRecordings { dir, retention } = &request {
                     for path in purge_old_recordings(dir, *retention, SystemTime::now()) {
                         info!(path = %path.display(), "recording past retention deleted");
@@ -105,12 +153,7 @@ pub fn spawn(
                 let started = Instant::now();
                 let reply = execute(store.as_mut(), longest_ring, request);
                 if let Some(label) = label {
-                    times
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .entry(label)
-                        .or_insert_with(|| Histogram::new(COMMIT_BOUNDS))
-                        .observe(started.elapsed().as_secs_f64());
+                    observe(label, started);
                 }
                 let Some(reply) = reply else {
                     continue;
@@ -161,6 +204,7 @@ fn purge_old_recordings(
 mod tests {
     use super::*;
     use crate::callback::QueueId;
+    use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
     use crate::callback::store::{NewCallback, SqliteStore};
 
     /// The next reply within 4 s (the store's busy timeout is 5 s).
@@ -173,6 +217,89 @@ mod tests {
             thread::sleep(Duration::from_millis(5));
         }
         None
+    }
+
+    /// Issue 12: CDRs queued while the store is busy go in one group
+    /// commit, in order, and a request queued after them still comes after
+    /// them.
+    #[test]
+    fn queued_cdrs_are_one_group_commit_in_order() {
+        let path = std::env::temp_dir().join(format!(
+            "callbackd-store-cdr-group-{}.sqlite",
+            std::process::id()
+        ));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        let writer = SqliteStore::open(&path).expect("writer");
+        let (replies, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (handle, _thread) =
+            spawn(Box::new(writer), None, Duration::from_secs(30), replies).expect("thread");
+        // Another connection holds the write lock: the store thread's first
+        // commit waits, and the CDRs sent meanwhile queue up behind it.
+        let other = rusqlite::Connection::open(&path).expect("second connection");
+        other.execute_batch("BEGIN IMMEDIATE").expect("write lock");
+        let now = jiff::Timestamp::now();
+        for n in 0..40 {
+            assert!(handle.send(StoreRequest::WriteCdr(Box::new(CdrRecord {
+                callback: None,
+                inbound_call_id: format!("in-{n}@test"),
+                leg: Leg::Inbound,
+                call_id: format!("cdr-{n:02}@test"),
+                start: now,
+                answer: Some(now),
+                end: now,
+                outcome: LegOutcome::Answered,
+                sip_code: Some(200),
+                peer: "sip:caller@127.0.0.1".into(),
+                redirected_from: None,
+            }))));
+        }
+        let new = NewCallback {
+            queue: QueueId("support".into()),
+            number: "3125550188".into(),
+            caller_ani: "3125550111".into(),
+            called_number: "8005550100".into(),
+            priority: 0,
+            queued_at: now,
+            registered_at: now,
+            ecbt_quoted_minutes: 1,
+            expires_at: now + jiff::SignedDuration::from_hours(1),
+            inbound_call_id: "c1@test".into(),
+            sip_context: None,
+        };
+        assert!(handle.send(StoreRequest::Register {
+            call: 1,
+            new: Box::new(new),
+        }));
+        other.execute_batch("ROLLBACK").expect("release");
+        match next_reply(&mut rx) {
+            Some(StoreReply::Registered { call: 1, result }) => {
+                assert!(result.is_ok(), "{result:?}")
+            }
+            other => panic!("the registration: {other:?}"),
+        }
+        // Every CDR is there, in the order sent, before the registration.
+        let call_ids: Vec<String> = other
+            .prepare("SELECT call_id FROM cdr ORDER BY id")
+            .and_then(|mut s| {
+                s.query_map([], |r| r.get(0))
+                    .and_then(|rows| rows.collect::<Result<_, _>>())
+            })
+            .expect("cdr rows");
+        let expected: Vec<String> = (0..40).map(|n| format!("cdr-{n:02}@test")).collect();
+        assert_eq!(call_ids, expected);
+        // At most two commits for the 40: what was queued when the thread
+        // woke (waiting on the lock), then everything queued behind it.
+        let groups = handle.commit_times().get("cdr").map(Histogram::count);
+        assert!(
+            matches!(groups, Some(1..=2)),
+            "40 CDRs took {groups:?} commits"
+        );
+        drop(other);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
 
     #[test]

@@ -518,6 +518,19 @@ pub trait LaunchStore: Store {
     /// Stores one call detail record.
     fn write_cdr(&mut self, record: &CdrRecord) -> Result<(), StoreError>;
 
+    /// Stores several call detail records, in order: the store thread's
+    /// group commit of the CDRs queued at once (one transaction, one disk
+    /// flush, instead of one each). One that cannot be written loses none
+    /// of the others; the errors come back, each with its record's index.
+    /// By default one [`write_cdr`](Self::write_cdr) each.
+    fn write_cdrs(&mut self, records: &[CdrRecord]) -> Vec<(usize, StoreError)> {
+        records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| self.write_cdr(r).err().map(|e| (i, e)))
+            .collect()
+    }
+
     /// Call detail records whose leg started in `[since, until)` (either
     /// bound optional), oldest first.
     fn cdrs(

@@ -177,28 +177,32 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
+        // Cached statements: parsed once per connection, not per call.
         let existing: Option<i64> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT id FROM callbacks \
                  WHERE queue = ?1 AND number = ?2 AND status IN ('pending', 'dialing') \
                  ORDER BY id LIMIT 1",
-                params![new.queue.as_str(), new.number],
-                |row| row.get(0),
             )
-            .optional()
+            .and_then(|mut stmt| {
+                stmt.query_row(params![new.queue.as_str(), new.number], |row| row.get(0))
+                    .optional()
+            })
             .map_err(err)?;
         if let Some(id) = existing {
             tx.rollback().map_err(err)?;
             return Ok(Registration::AlreadyScheduled(CallbackId(id)));
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
                  queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
                  next_attempt_at, expires_at, inbound_call_id, scheduled_for, created_by, data, \
                  sip_context, caller_id) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?11, ?9, ?10, ?11, ?12, ?13, ?14, \
                  ?15)",
-            params![
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
                 new.queue.as_str(),
                 new.number,
                 new.caller_ani,
@@ -216,8 +220,8 @@ impl SqliteStore {
                 extra.and_then(|e| e.data.as_deref()),
                 new.sip_context.as_ref().map(|c| c.to_json()),
                 extra.and_then(|e| e.caller_id.as_deref()),
-            ],
-        )
+            ])
+        })
         .map_err(err)?;
         let id = tx.last_insert_rowid();
         // The events commit with the row, or neither does.
@@ -309,12 +313,15 @@ impl Store for SqliteStore {
     fn pending_ahead(&self, queue: &QueueId, queued_at: Timestamp) -> Result<u32, StoreError> {
         let count: i64 = self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT COUNT(*) FROM callbacks \
                  WHERE queue = ?1 AND status = 'pending' AND queued_at < ?2",
-                params![queue.as_str(), queued_at.as_millisecond()],
-                |row| row.get(0),
             )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![queue.as_str(), queued_at.as_millisecond()], |row| {
+                    row.get(0)
+                })
+            })
             .map_err(self.sqlite_err("pending_ahead"))?;
         // COUNT(*) is never negative; beyond u32::MAX is not a real queue.
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
@@ -760,27 +767,27 @@ impl LaunchStore for SqliteStore {
     }
 
     fn write_cdr(&mut self, record: &CdrRecord) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO cdr (callback_id, inbound_call_id, leg, call_id, start_at, \
-                     answer_at, end_at, outcome, sip_code, peer, redirected_from) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    record.callback.map(|c| c.0),
-                    record.inbound_call_id,
-                    record.leg.as_str(),
-                    record.call_id,
-                    record.start.as_millisecond(),
-                    record.answer.map(Timestamp::as_millisecond),
-                    record.end.as_millisecond(),
-                    record.outcome.as_str(),
-                    record.sip_code,
-                    record.peer,
-                    record.redirected_from,
-                ],
-            )
-            .map_err(self.sqlite_err("write_cdr"))?;
-        Ok(())
+        insert_cdr(&self.conn, record).map_err(self.sqlite_err("write_cdr"))
+    }
+
+    fn write_cdrs(&mut self, records: &[CdrRecord]) -> Vec<(usize, StoreError)> {
+        if records.len() > 1 {
+            let grouped = self.conn.transaction().and_then(|tx| {
+                for record in records {
+                    insert_cdr(&tx, record)?;
+                }
+                tx.commit()
+            });
+            if grouped.is_ok() {
+                return Vec::new();
+            }
+            // Rolled back: one by one, so one bad record loses no other.
+        }
+        records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| self.write_cdr(r).err().map(|e| (i, e)))
+            .collect()
     }
 
     fn cdrs(
@@ -811,6 +818,30 @@ impl LaunchStore for SqliteStore {
         }
         Ok(out)
     }
+}
+
+/// Inserts one CDR row (a cached statement: the SQL is parsed once per
+/// connection, not once per call).
+fn insert_cdr(conn: &rusqlite::Connection, record: &CdrRecord) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO cdr (callback_id, inbound_call_id, leg, call_id, start_at, \
+             answer_at, end_at, outcome, sip_code, peer, redirected_from) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        record.callback.map(|c| c.0),
+        record.inbound_call_id,
+        record.leg.as_str(),
+        record.call_id,
+        record.start.as_millisecond(),
+        record.answer.map(Timestamp::as_millisecond),
+        record.end.as_millisecond(),
+        record.outcome.as_str(),
+        record.sip_code,
+        record.peer,
+        record.redirected_from,
+    ])?;
+    Ok(())
 }
 
 /// `PRAGMA synchronous` value of FULL.
@@ -1849,6 +1880,47 @@ mod tests {
             [id]
         );
         assert_eq!(row_of(&store, id).status, Status::Pending);
+    }
+
+    /// Issue 12: a group of CDRs is one transaction, in order; a record
+    /// the database refuses loses none of the others.
+    #[test]
+    fn write_cdrs_keeps_order_and_one_refused_record_loses_no_other() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let mut records: Vec<CdrRecord> = (0..5)
+            .map(|n| {
+                let mut r = cdr(Leg::Inbound, "2025-06-02T15:00:00Z", None);
+                r.call_id = format!("leg-{n}@callbackd");
+                r
+            })
+            .collect();
+        assert!(store.write_cdrs(&records).is_empty());
+        // A record the database refuses (a trigger stands for a full disk
+        // or a constraint): the group is rolled back and written one by one.
+        store
+            .conn
+            .execute_batch(
+                "CREATE TEMP TRIGGER refuse BEFORE INSERT ON cdr \
+                 WHEN NEW.call_id = 'bad@callbackd' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            )
+            .unwrap();
+        for (n, r) in records.iter_mut().enumerate() {
+            r.call_id = format!("leg-{}@callbackd", n + 5);
+        }
+        records[2].call_id = "bad@callbackd".into();
+        let errors = store.write_cdrs(&records);
+        assert_eq!(errors.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [2]);
+        let stored: Vec<String> = store
+            .cdrs(None, None)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.call_id)
+            .collect();
+        let expected: Vec<String> = [0, 1, 2, 3, 4, 5, 6, 8, 9]
+            .iter()
+            .map(|n| format!("leg-{n}@callbackd"))
+            .collect();
+        assert_eq!(stored, expected);
     }
 
     #[test]
