@@ -623,6 +623,7 @@ struct RxStats {
     received: u64,
     win_received: u64,
     malformed: u64,
+    rtcp: u64,
 }
 
 impl RxStats {
@@ -636,6 +637,7 @@ impl RxStats {
             received: 0,
             win_received: 0,
             malformed: 0,
+            rtcp: 0,
         }
     }
 
@@ -644,6 +646,12 @@ impl RxStats {
         self.received += 1;
         if data.len() < 12 || data[0] >> 6 != 2 {
             self.malformed += 1;
+            return;
+        }
+        // RTCP (packet types 192..=223 where RTP has marker + PT) on a
+        // socket that happens to sit at someone's RTP port + 1.
+        if (192..=223).contains(&data[1]) {
+            self.rtcp += 1;
             return;
         }
         let seq = u16::from_be_bytes([data[2], data[3]]);
@@ -1099,8 +1107,11 @@ fn fmt_f(v: f64) -> String {
     }
 }
 
-/// The pacing/loss keys shared by every mode.
-fn rx_keys(out: &mut String, rx: &RxStats) {
+/// The pacing/loss keys shared by every mode. `rx_stream_pps` is what one
+/// stream delivered per second of the window (50 at 20 ms): packets a
+/// sender skipped without using a sequence number show here, not as loss,
+/// and their timestamp jumps keep them out of the gap figures.
+fn rx_keys(out: &mut String, rx: &RxStats, secs: f64) {
     let (expected, lost, streams) = rx.loss();
     let h = &rx.hist;
     let out_pct = if h.count > 0 {
@@ -1115,7 +1126,8 @@ fn rx_keys(out: &mut String, rx: &RxStats) {
     };
     let _ = write!(
         out,
-        " streams={streams} gaps={} gap_dev_p50_us={} gap_dev_p99_us={} gap_dev_max_us={} gap_out_2ms_pct={} loss_pct={} lost={lost}",
+        " streams={streams} rx_stream_pps={} gaps={} gap_dev_p50_us={} gap_dev_p99_us={} gap_dev_max_us={} gap_out_2ms_pct={} loss_pct={} lost={lost}",
+        fmt_f(rx.win_received as f64 / (streams.max(1) as f64 * secs)),
         h.count,
         h.quantile(0.5),
         h.quantile(0.99),
@@ -1220,6 +1232,10 @@ struct Gen {
     sip_malformed: u64,
     /// Which poll fds were readable after the last sleep (empty: all).
     ready: Vec<bool>,
+    /// Callers and agents in each state.
+    caller_states: [usize; 7],
+    agent_states: [usize; 3],
+    sip_buf: Vec<u8>,
 }
 
 impl Gen {
@@ -1298,6 +1314,9 @@ impl Gen {
             bye_timeouts: 0,
             sip_malformed: 0,
             ready: Vec::new(),
+            caller_states: [n, 0, 0, 0, 0, 0, 0],
+            agent_states: [if bridged_mode { n } else { 0 }, 0, 0],
+            sip_buf: vec![0u8; 65536],
         })
     }
 
@@ -1331,10 +1350,8 @@ impl Gen {
                         self.started += 1;
                     }
                     let resolved = self.started == n
-                        && self
-                            .callers
-                            .iter()
-                            .all(|c| !matches!(c.state, CState::Idle | CState::Inviting));
+                        && self.caller_states[CState::Idle as usize] == 0
+                        && self.caller_states[CState::Inviting as usize] == 0;
                     if resolved || now >= ramp_deadline {
                         if !resolved {
                             eprintln!("loadgen: ramp deadline passed with calls unanswered");
@@ -1412,8 +1429,8 @@ impl Gen {
                     }
                     self.bye_cursor = i;
                     let pending = self.bye_cursor < n
-                        || self.callers.iter().any(|c| c.state == CState::Byeing)
-                        || self.agents.iter().any(|a| a.state != AState::Idle);
+                        || self.caller_states[CState::Byeing as usize] > 0
+                        || self.agent_states[AState::Idle as usize] < self.agents.len();
                     if !pending || now >= teardown_deadline {
                         break;
                     }
@@ -1441,14 +1458,27 @@ impl Gen {
     }
 
     fn live_callers(&self) -> usize {
-        self.callers
-            .iter()
-            .filter(|c| c.state == CState::Up)
-            .count()
+        self.caller_states[CState::Up as usize]
     }
 
     fn bridged(&self) -> usize {
-        self.agents.iter().filter(|a| a.state == AState::Up).count()
+        self.agent_states[AState::Up as usize]
+    }
+
+    /// Moves caller `i` to `state`, keeping the per-state counts.
+    fn set_caller(&mut self, i: usize, state: CState) {
+        let c = &mut self.callers[i];
+        self.caller_states[c.state as usize] -= 1;
+        self.caller_states[state as usize] += 1;
+        c.state = state;
+    }
+
+    /// Moves agent `j` to `state`, keeping the per-state counts.
+    fn set_agent(&mut self, j: usize, state: AState) {
+        let a = &mut self.agents[j];
+        self.agent_states[a.state as usize] -= 1;
+        self.agent_states[state as usize] += 1;
+        a.state = state;
     }
 
     fn result(&self, w: &Window, idle: Option<ProcSample>) -> String {
@@ -1486,7 +1516,7 @@ impl Gen {
                 );
             }
         }
-        rx_keys(&mut out, &self.rx);
+        rx_keys(&mut out, &self.rx, w.secs);
         let _ = write!(
             out,
             " rtp_sent={} rtp_send_dropped={} rtp_received={} rtp_window_received={} late_skipped={}",
@@ -1620,20 +1650,16 @@ impl Gen {
     }
 
     fn drain_sip(&mut self, agent_side: bool) {
-        let mut buf = vec![0u8; 65536];
+        let mut buf = mem::take(&mut self.sip_buf);
         for _ in 0..1024 {
-            let sock = if agent_side {
-                match &self.agent_sip {
-                    Some(s) => s,
-                    None => return,
-                }
-            } else {
-                &self.sip
+            let sock = match (&self.agent_sip, agent_side) {
+                (Some(a), true) => a,
+                _ => &self.sip,
             };
             let (len, from) = match sock.recv_from(&mut buf) {
                 Ok(x) => x,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => return,
+                Err(_) => break,
             };
             let now = Instant::now();
             let Some(msg) = parse_msg(&buf[..len]) else {
@@ -1643,9 +1669,10 @@ impl Gen {
             if agent_side {
                 self.agent_message(&msg, from, now);
             } else {
-                self.caller_message(&msg, from, now);
+                self.caller_message(&msg, from);
             }
         }
+        self.sip_buf = buf;
     }
 
     fn send_sip(&self, agent_side: bool, bytes: &[u8], to: SocketAddr) {
@@ -1703,8 +1730,8 @@ impl Gen {
     fn invite(&mut self, i: usize, now: Instant) {
         let bytes = self.invite_bytes(i);
         self.send_sip(false, &bytes, SocketAddr::V4(self.o.sip));
+        self.set_caller(i, CState::Inviting);
         let c = &mut self.callers[i];
-        c.state = CState::Inviting;
         c.since = now;
         c.interval_ms = T1_MS;
         let at = now + Duration::from_millis(T1_MS.into());
@@ -1757,8 +1784,8 @@ impl Gen {
         self.tx.stop(i);
         let bytes = self.bye_bytes(i);
         self.send_sip(false, &bytes, SocketAddr::V4(self.o.sip));
+        self.set_caller(i, CState::Byeing);
         let c = &mut self.callers[i];
-        c.state = CState::Byeing;
         c.since = now;
         c.interval_ms = T1_MS;
         let at = now + Duration::from_millis(T1_MS.into());
@@ -1766,7 +1793,7 @@ impl Gen {
         self.timers.push(Reverse((at, Timer::Caller, i as u32)));
     }
 
-    fn caller_message(&mut self, msg: &Msg<'_>, from: SocketAddr, now: Instant) {
+    fn caller_message(&mut self, msg: &Msg<'_>, from: SocketAddr) {
         let Some(i) = msg.get("call-id").and_then(|c| self.caller_index(c)) else {
             // Not one of ours: answer requests so nothing retransmits.
             if let Start::Request { method, .. } = msg.start
@@ -1784,9 +1811,9 @@ impl Gen {
                     return;
                 };
                 match method {
-                    "INVITE" => self.invite_response(i, code, msg, now),
+                    "INVITE" => self.invite_response(i, code, msg),
                     "BYE" if code >= 200 && self.callers[i].state == CState::Byeing => {
-                        self.callers[i].state = CState::Done;
+                        self.set_caller(i, CState::Done);
                         self.callers[i].next = None;
                         self.bye_ok += 1;
                     }
@@ -1797,7 +1824,7 @@ impl Gen {
         }
     }
 
-    fn invite_response(&mut self, i: usize, code: u16, msg: &Msg<'_>, now: Instant) {
+    fn invite_response(&mut self, i: usize, code: u16, msg: &Msg<'_>) {
         let to = msg.get("to").unwrap_or("");
         let state = self.callers[i].state;
         if code < 200 {
@@ -1814,7 +1841,7 @@ impl Gen {
             let branch = format!("z9hG4bK{}i{i}", self.run);
             self.ack(i, &uri, to, &branch);
             if state == CState::Inviting {
-                self.callers[i].state = CState::Failed;
+                self.set_caller(i, CState::Failed);
                 self.callers[i].next = None;
                 self.failed += 1;
             }
@@ -1832,13 +1859,12 @@ impl Gen {
             self.ok_retransmits += 1;
             return;
         }
+        self.set_caller(i, CState::Up);
         let c = &mut self.callers[i];
-        c.state = CState::Up;
         c.next = None;
         c.to_tag = tag_of(to).unwrap_or("").to_owned();
         c.target = target;
         self.up += 1;
-        let _ = now;
         match sdp_audio(msg.body) {
             Some(dst) => {
                 let p = self.period_now();
@@ -1855,7 +1881,7 @@ impl Gen {
             "ACK" => return,
             "BYE" => {
                 if self.callers[i].state == CState::Up {
-                    self.callers[i].state = CState::EndedByPeer;
+                    self.set_caller(i, CState::EndedByPeer);
                     self.ended_by_peer += 1;
                     self.tx.stop(i);
                 }
@@ -1919,8 +1945,8 @@ impl Gen {
                 self.send_sip(true, &ok, from);
                 self.agent_by_call_id.insert(call_id.to_owned(), j);
                 self.agent_answered += 1;
+                self.set_agent(j, AState::Answered);
                 let a = &mut self.agents[j];
-                a.state = AState::Answered;
                 a.call_id = call_id.to_owned();
                 a.ok = ok;
                 a.from = from;
@@ -1958,8 +1984,8 @@ impl Gen {
                 if let Some(dst) = sdp_audio(msg.body) {
                     self.agents[j].remote = Some(dst);
                 }
+                self.set_agent(j, AState::Up);
                 let a = &mut self.agents[j];
-                a.state = AState::Up;
                 a.next = None;
                 a.ok = Vec::new();
                 match a.remote {
@@ -1993,8 +2019,8 @@ impl Gen {
     }
 
     fn end_agent(&mut self, j: usize) {
+        self.set_agent(j, AState::Idle);
         let a = &mut self.agents[j];
-        a.state = AState::Idle;
         a.next = None;
         a.ok = Vec::new();
         let call_id = mem::take(&mut a.call_id);
@@ -2025,15 +2051,14 @@ impl Gen {
         }
         let state = c.state;
         if now.duration_since(c.since) >= GIVE_UP {
-            let c = &mut self.callers[i];
-            c.next = None;
+            self.callers[i].next = None;
             match state {
                 CState::Inviting => {
-                    c.state = CState::Failed;
+                    self.set_caller(i, CState::Failed);
                     self.failed += 1;
                 }
                 CState::Byeing => {
-                    c.state = CState::Done;
+                    self.set_caller(i, CState::Done);
                     self.bye_timeouts += 1;
                 }
                 _ => {}
@@ -2415,7 +2440,7 @@ fn run_rtpengine(o: &Opts) -> Result<String, String> {
             );
         }
     }
-    rx_keys(&mut out, &rx);
+    rx_keys(&mut out, &rx, w.secs);
     let _ = write!(
         out,
         " rtp_sent={} rtp_send_dropped={} rtp_received={} late_skipped={late_skipped} gen_core_pct={} window_s={} deleted={deleted}",
@@ -2526,6 +2551,11 @@ mod selftest {
         rx.packet(src, 1500 * ms, &[0x80, 0]);
         rx.packet(src, 1500 * ms, &[0u8; 40]);
         c.check("malformed counted", rx.malformed == 2);
+        // An RTCP receiver report is not a stream.
+        let mut rr = rtp(0, 0, 9);
+        rr[1] = 201;
+        rx.packet(src, 1500 * ms, &rr);
+        c.check("rtcp set apart", rx.rtcp == 1);
         // Gaps: 980→1000 has its first packet outside the window (skipped);
         // 1000→1023 (3000 µs), 1023→1043.5 (500 µs), 1083→1103 (0 µs),
         // ssrc 8: 0 µs. Four in all.
