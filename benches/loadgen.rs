@@ -125,6 +125,10 @@ const PKT: usize = 12 + PAYLOAD;
 const SLOTS: u64 = 20;
 /// The packet period.
 const PERIOD_NS: i64 = 20_000_000;
+/// The last 12 payload octets of our packets: this magic and the send
+/// time (CLOCK_REALTIME ns, big-endian). A relay passes the payload through,
+/// so the receiver knows each relayed packet's transit time.
+const STAMP_MAGIC: &[u8; 4] = b"LGts";
 /// RFC 3261 T1 and T2.
 const T1_MS: u32 = 500;
 const T2_MS: u32 = 4000;
@@ -468,6 +472,7 @@ impl Sender {
     }
 
     fn send_batch(&mut self, ids: &[u32], period: u64, sock: &UdpSocket) {
+        let stamp = realtime_ns().to_be_bytes();
         for (k, &id) in ids.iter().enumerate() {
             let s = &mut self.streams[id as usize];
             let ts = s
@@ -480,6 +485,8 @@ impl Sender {
             b[4..8].copy_from_slice(&ts.to_be_bytes());
             b[8..12].copy_from_slice(&s.ssrc.to_be_bytes());
             b[12..].copy_from_slice(&self.payload);
+            b[PKT - 12..PKT - 8].copy_from_slice(STAMP_MAGIC);
+            b[PKT - 8..].copy_from_slice(&stamp);
             s.seq = s.seq.wrapping_add(1);
             s.first = false;
             self.names[k] = s.dst;
@@ -543,53 +550,83 @@ fn ulaw(sample: i16) -> u8 {
 // ---------------------------------------------------------------------------
 // RTP receiving and the statistics
 
-/// |gap − 20 ms| in µs, 1 µs buckets up to 1 s; larger in the last.
+/// A latency histogram in µs: 1 µs buckets below 100 ms, 1 ms buckets
+/// up to 100 s, larger values in the last (reported as the maximum).
 struct Histogram {
     buckets: Vec<u64>,
     count: u64,
     max: u64,
 }
 
+/// Below this, 1 µs buckets.
+const FINE_US: u64 = 100_000;
+/// Width and number of the coarse buckets.
+const COARSE_US: u64 = 1000;
+const COARSE_N: u64 = 99_900;
+
 impl Histogram {
     fn new() -> Histogram {
         Histogram {
-            buckets: vec![0; 1_000_001],
+            buckets: vec![0; (FINE_US + COARSE_N + 1) as usize],
             count: 0,
             max: 0,
         }
     }
 
+    fn index(us: u64) -> usize {
+        if us < FINE_US {
+            us as usize
+        } else {
+            (FINE_US + ((us - FINE_US) / COARSE_US).min(COARSE_N)) as usize
+        }
+    }
+
     fn record(&mut self, us: u64) {
-        let i = (us as usize).min(self.buckets.len() - 1);
-        self.buckets[i] += 1;
+        self.buckets[Self::index(us)] += 1;
         self.count += 1;
         self.max = self.max.max(us);
     }
 
-    /// The smallest value v with at least q of the samples ≤ v (0 if empty).
+    /// The smallest bucket value v with at least q of the samples ≤ v (0 if
+    /// empty); in the overflow bucket, the maximum.
     fn quantile(&self, q: f64) -> u64 {
         if self.count == 0 {
             return 0;
         }
         let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let last = self.buckets.len() - 1;
         let mut seen = 0;
-        for (v, &n) in self.buckets.iter().enumerate() {
+        for (i, &n) in self.buckets.iter().enumerate() {
             seen += n;
             if seen >= rank {
-                return if v == self.buckets.len() - 1 {
-                    self.max
-                } else {
-                    v as u64
+                let i = i as u64;
+                return match i {
+                    _ if i as usize == last => self.max,
+                    _ if i < FINE_US => i,
+                    _ => FINE_US + (i - FINE_US) * COARSE_US,
                 };
             }
         }
         self.max
     }
 
-    /// Samples strictly above `us`.
+    /// Samples above `us` (exact below 100 ms; by bucket above).
     fn above(&self, us: u64) -> u64 {
-        let from = (us as usize + 1).min(self.buckets.len());
-        self.buckets[from..].iter().sum()
+        self.buckets[Self::index(us) + 1..].iter().sum()
+    }
+}
+
+/// Where sending resumes when the loop wakes at `now_tick` with
+/// `next_tick` the first slot not yet sent: (first tick to send, ticks
+/// skipped). Less than one period late, every missed slot is sent (each
+/// stream at most once); later, the older slots are dropped, so no stream
+/// sends a burst and the skipped periods show as timestamp gaps.
+fn catch_up(next_tick: u64, now_tick: u64) -> (u64, u64) {
+    if now_tick >= next_tick + SLOTS {
+        let first = now_tick + 1 - SLOTS;
+        (first, first - next_tick)
+    } else {
+        (next_tick, 0)
     }
 }
 
@@ -619,6 +656,8 @@ struct RxStats {
     index: HashMap<(u64, u32), usize>,
     by_port: Vec<u32>,
     hist: Histogram,
+    /// Arrival − send time of our own (relayed) packets, µs.
+    transit: Histogram,
     window: (i64, i64),
     received: u64,
     win_received: u64,
@@ -633,6 +672,7 @@ impl RxStats {
             index: HashMap::new(),
             by_port: vec![0; 65536],
             hist: Histogram::new(),
+            transit: Histogram::new(),
             window: (i64::MAX, i64::MAX),
             received: 0,
             win_received: 0,
@@ -691,6 +731,12 @@ impl RxStats {
             i64::from(seq)
         };
         if at_ns >= ws && at_ns < we {
+            if data.len() >= PKT && &data[PKT - 12..PKT - 8] == STAMP_MAGIC {
+                let mut sent = [0u8; 8];
+                sent.copy_from_slice(&data[PKT - 8..PKT]);
+                let transit = at_ns - i64::from_be_bytes(sent);
+                self.transit.record((transit.max(0) / 1000) as u64);
+            }
             self.win_received += 1;
             s.win_count += 1;
             s.win_first = s.win_first.min(ext);
@@ -1135,6 +1181,18 @@ fn rx_keys(out: &mut String, rx: &RxStats, secs: f64) {
         fmt_f(out_pct),
         fmt_f(loss_pct),
     );
+    // Relayed packets of ours only (bridged, rtpengine): the relay's delay,
+    // which the generator's own send lateness does not enter.
+    let t = &rx.transit;
+    if t.count > 0 {
+        let _ = write!(
+            out,
+            " transit_p50_us={} transit_p99_us={} transit_max_us={}",
+            t.quantile(0.5),
+            t.quantile(0.99),
+            t.max
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1557,15 +1615,12 @@ impl Gen {
         out
     }
 
-    /// Sends every pacing slot due by `now`; more than 3 periods late, the
-    /// missed slots are skipped (no catch-up burst).
+    /// Sends every pacing slot due by `now` (see [`catch_up`]).
     fn pace(&mut self, now: Instant) {
         let now_tick = (now - self.t0).as_millis() as u64;
-        if now_tick >= self.next_tick + 3 * SLOTS {
-            let skip_to = now_tick - 2;
-            self.late_skipped += skip_to - self.next_tick;
-            self.next_tick = skip_to;
-        }
+        let (first, skipped) = catch_up(self.next_tick, now_tick);
+        self.next_tick = first;
+        self.late_skipped += skipped;
         while self.next_tick <= now_tick {
             self.tx.send_tick(self.next_tick, &self.rtp);
             self.next_tick += 1;
@@ -2340,10 +2395,9 @@ fn run_rtpengine(o: &Opts) -> Result<String, String> {
     loop {
         let now = Instant::now();
         let now_tick = (now - t0).as_millis() as u64;
-        if now_tick >= next_tick + 3 * SLOTS {
-            late_skipped += now_tick - 2 - next_tick;
-            next_tick = now_tick - 2;
-        }
+        let (first, skipped) = catch_up(next_tick, now_tick);
+        next_tick = first;
+        late_skipped += skipped;
         while next_tick <= now_tick {
             tx.send_tick(next_tick, &rtp);
             next_tick += 1;
@@ -2503,11 +2557,21 @@ mod selftest {
         c.check("p99 of 1..100", h.quantile(0.99) == 99);
         c.check("p100 of 1..100", h.quantile(1.0) == 100);
         c.check("above 90", h.above(90) == 10);
-        h.record(5_000_000);
+        c.check("above 2000 exact", h.above(2000) == 0);
+        for _ in 0..200 {
+            h.record(2_345_678);
+        }
+        c.check("coarse bucket", h.quantile(0.9) == 2_345_000);
+        h.record(500_000_000);
         c.check(
             "overflow keeps max",
-            h.max == 5_000_000 && h.quantile(1.0) == 5_000_000,
+            h.max == 500_000_000 && h.quantile(1.0) == 500_000_000,
         );
+        c.check("above counts coarse", h.above(2000) == 201);
+        c.check("catch up on time", catch_up(100, 100) == (100, 0));
+        c.check("catch up 19 late", catch_up(100, 119) == (100, 0));
+        c.check("skip 20 late", catch_up(100, 120) == (101, 1));
+        c.check("skip far", catch_up(100, 1000) == (981, 881));
     }
 
     fn sequence(c: &mut Checks) {
@@ -2556,6 +2620,7 @@ mod selftest {
         rr[1] = 201;
         rx.packet(src, 1500 * ms, &rr);
         c.check("rtcp set apart", rx.rtcp == 1);
+        c.check("no transit without stamps", rx.transit.count == 0);
         // Gaps: 980→1000 has its first packet outside the window (skipped);
         // 1000→1023 (3000 µs), 1023→1043.5 (500 µs), 1083→1103 (0 µs),
         // ssrc 8: 0 µs. Four in all.
@@ -2569,6 +2634,16 @@ mod selftest {
         c.check("one lost", lost == 1);
         c.check("two streams", streams == 2);
         c.check("window count", rx.win_received == 8);
+        let mut rx2 = RxStats::new();
+        rx2.window = (1000 * ms, 2000 * ms);
+        let mut stamped = rtp(200, 0, 10);
+        stamped[PKT - 12..PKT - 8].copy_from_slice(STAMP_MAGIC);
+        stamped[PKT - 8..].copy_from_slice(&(1500 * ms - 250_000).to_be_bytes());
+        rx2.packet(src, 1500 * ms, &stamped);
+        c.check(
+            "transit of a stamped packet",
+            rx2.transit.count == 1 && rx2.transit.max == 250,
+        );
     }
 
     fn sip(c: &mut Checks) {
