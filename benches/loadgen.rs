@@ -27,6 +27,33 @@
 //! Only IPv4. Each side uses K shared RTP sockets; call i sends from socket
 //! i % K. Streams are told apart by (source address, SSRC) on receipt.
 //!
+//! # Result keys
+//!
+//! Counted over the measurement window (after the ramp, the bridging wait
+//! and the warm-up), packets by their kernel receive timestamp:
+//! - `streams`: (source, SSRC) pairs heard; `rx_stream_pps`: packets per
+//!   stream per second (50 when a sender keeps 20 ms); `gaps`: consecutive
+//!   pairs (seq + 1 and RTP timestamp + 160) whose arrival gap was measured;
+//!   `gap_dev_p50_us`/`_p99_us`/`_max_us`: |gap − 20 ms|; `gap_out_2ms_pct`:
+//!   share of gaps outside 20 ± 2 ms; `loss_pct`/`lost`: sequence numbers
+//!   missing between each stream's first and last packet in the window.
+//! - `transit_p50_us`/`_p99_us`/`_max_us` (relayed modes): arrival − send
+//!   time of our own packets (stamped in the payload's last 12 octets),
+//!   i.e. the relay's delay; the relay keeps the sender's timing, so the
+//!   gap figures of relayed streams include our own send jitter, and this
+//!   does not.
+//! - `engine_cpu_us_per_call_s`, `engine_core_pct`, `relay_cpu_us_per_pkt`
+//!   (CPU of `--engine-pid` over the window divided by calls up × seconds,
+//!   by the window, by the packets received on either side), `rss_idle_kib`
+//!   (before the first call), `rss_kib` (window end), `rss_per_call_kib`;
+//!   only with `--engine-pid`.
+//! - `gen_core_pct`: our own CPU over the window; near 100 the generator,
+//!   not the engine, was the limit. `late_skipped`: 1 ms send slots dropped
+//!   because we woke more than 20 ms late (CPU starvation).
+//! - `retransmits` (INVITEs), `ok_retransmits` (200s retransmitted to us
+//!   and re-ACKed, or by our agents for want of an ACK), `ended_by_peer`
+//!   (BYEs from the engine), `bye_ok`/`bye_timeouts` (our BYEs at the end).
+//!
 //! # Engine configuration for `callers` (what the harness writes)
 //!
 //! ```toml
@@ -1605,11 +1632,12 @@ impl Gen {
         }
         let _ = write!(
             out,
-            " gen_core_pct={} window_s={} bye_ok={} bye_timeouts={} sip_malformed={}",
+            " gen_core_pct={} window_s={} bye_ok={} bye_timeouts={} ok_retransmits={} sip_malformed={}",
             fmt_f(w.gen_cpu_us / (w.secs * 1e6) * 100.0),
             fmt_f(w.secs),
             self.bye_ok,
             self.bye_timeouts,
+            self.ok_retransmits,
             self.sip_malformed
         );
         out
