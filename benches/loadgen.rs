@@ -48,7 +48,10 @@
 //!   (before the first call), `rss_kib` (window end), `rss_per_call_kib`;
 //!   only with `--engine-pid`.
 //! - `gen_core_pct`: our own CPU over the window; near 100 the generator,
-//!   not the engine, was the limit. `late_skipped`: 1 ms send slots dropped
+//!   not the engine, was the limit. `gen_us_per_pkt`: that CPU per packet
+//!   sent or received in the window (`rtp_window_sent` + received): on
+//!   loopback the sender's system call carries the packet into the
+//!   receiver's socket, so this is mostly kernel time. `late_skipped`: 1 ms send slots dropped
 //!   because we woke more than 20 ms late (CPU starvation).
 //! - `retransmits` (INVITEs), `ok_retransmits` (200s retransmitted to us
 //!   and re-ACKed, or by our agents for want of an ACK), `ended_by_peer`
@@ -65,11 +68,13 @@
 //! port_max = 40999          # callback leg (2 x callbacks.max_lines)
 //! rtp_timeout_s = 300
 //! [call]
-//! max_calls = 10000         # >= --calls (inbound calls only)
+//! max_calls = 9800          # >= --calls (inbound calls only); see below
 //! max_duration_s = 3600
 //! [edge]
 //! max_messages_per_source = 100000   # all our SIP comes from one address
 //! overload_queue = 4096
+//! max_tcp_connections = 16  # each is an fd the capacity check reserves
+//! max_tcp_per_source = 16
 //! [log]
 //! level = "warn"
 //! [api]
@@ -79,6 +84,12 @@
 //! [prompts]
 //! dir = "/path/to/repo/prompts"
 //! ```
+//!
+//! Open files: the engine keeps 2 sockets per call and refuses a
+//! `max_calls` its open-files limit cannot hold. Here the hard limit is
+//! 20,000 and root cannot raise it (`ulimit -n` is refused in this
+//! container): with the `[edge]` lines above, 9,834 calls is the most
+//! (+30 callback legs); 10,000 needs a limit of about 20,400.
 //!
 //! # Engine configuration for `bridged`
 //!
@@ -1168,8 +1179,23 @@ struct Window {
     engine0: Option<ProcSample>,
     engine1: Option<ProcSample>,
     gen_cpu_us: f64,
+    /// Packets we sent in the window (at its start: the count so far).
+    sent: u64,
     live_at_start: usize,
     bridged_at_start: usize,
+}
+
+/// Our own cost: `gen_core_pct`, and CPU µs per packet we sent or received
+/// in the window (on loopback the sender pays the delivery, so this is
+/// mostly the kernel's).
+fn gen_keys(out: &mut String, w: &Window, received: u64) {
+    let _ = write!(
+        out,
+        " gen_core_pct={} gen_us_per_pkt={} rtp_window_sent={}",
+        fmt_f(w.gen_cpu_us / (w.secs * 1e6) * 100.0),
+        fmt_f(w.gen_cpu_us / (w.sent + received).max(1) as f64),
+        w.sent
+    );
 }
 
 fn fmt_f(v: f64) -> String {
@@ -1476,6 +1502,7 @@ impl Gen {
                             engine0: pid.and_then(proc_sample),
                             engine1: None,
                             gen_cpu_us: self_cpu_us(),
+                            sent: self.tx.sent,
                             live_at_start: self.live_callers(),
                             bridged_at_start: self.bridged(),
                         });
@@ -1487,6 +1514,7 @@ impl Gen {
                         if let Some(w) = &mut window {
                             w.engine1 = pid.and_then(proc_sample);
                             w.gen_cpu_us = self_cpu_us() - w.gen_cpu_us;
+                            w.sent = self.tx.sent - w.sent;
                             w.secs = (now - w.start).as_secs_f64();
                         }
                         // Packets stamped before the end may still be queued.
@@ -1630,10 +1658,10 @@ impl Gen {
                 );
             }
         }
+        gen_keys(&mut out, w, self.rx.win_received);
         let _ = write!(
             out,
-            " gen_core_pct={} window_s={} bye_ok={} bye_timeouts={} ok_retransmits={} sip_malformed={}",
-            fmt_f(w.gen_cpu_us / (w.secs * 1e6) * 100.0),
+            " window_s={} bye_ok={} bye_timeouts={} ok_retransmits={} sip_malformed={}",
             fmt_f(w.secs),
             self.bye_ok,
             self.bye_timeouts,
@@ -2444,6 +2472,7 @@ fn run_rtpengine(o: &Opts) -> Result<String, String> {
                 engine0: o.engine_pid.and_then(proc_sample),
                 engine1: None,
                 gen_cpu_us: self_cpu_us(),
+                sent: tx.sent,
                 live_at_start: n,
                 bridged_at_start: n,
             });
@@ -2453,6 +2482,7 @@ fn run_rtpengine(o: &Opts) -> Result<String, String> {
             if let Some(w) = &mut window {
                 w.engine1 = o.engine_pid.and_then(proc_sample);
                 w.gen_cpu_us = self_cpu_us() - w.gen_cpu_us;
+                w.sent = tx.sent - w.sent;
                 w.secs = (now - w.start).as_secs_f64();
             }
             for s in &rtp {
@@ -2525,13 +2555,11 @@ fn run_rtpengine(o: &Opts) -> Result<String, String> {
     rx_keys(&mut out, &rx, w.secs);
     let _ = write!(
         out,
-        " rtp_sent={} rtp_send_dropped={} rtp_received={} late_skipped={late_skipped} gen_core_pct={} window_s={} deleted={deleted}",
-        tx.sent,
-        tx.dropped,
-        rx.received,
-        fmt_f(w.gen_cpu_us / (w.secs * 1e6) * 100.0),
-        fmt_f(w.secs),
+        " rtp_sent={} rtp_send_dropped={} rtp_received={} late_skipped={late_skipped}",
+        tx.sent, tx.dropped, rx.received,
     );
+    gen_keys(&mut out, &w, rx.win_received);
+    let _ = write!(out, " window_s={} deleted={deleted}", fmt_f(w.secs));
     Ok(out)
 }
 
