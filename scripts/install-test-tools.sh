@@ -5,7 +5,8 @@
 #   softphone for the IVR interop test; its aubridge/cons modules are in
 #   baresip-core, which the baresip package pulls in), linphone-cli
 #   (linphone-daemon, a second softphone), kamailio (with its dispatcher
-#   and ctl modules and kamcmd, all in the one package) and, for the
+#   and ctl modules and kamcmd, all in the one package), rtpengine
+#   (userspace relay, the peer of scripts/bench-load) and, for the
 #   behind-NAT test's network namespaces, iproute2 and nftables; python3
 #   with venv and pip for scripts/schemathesis.sh (which installs
 #   schemathesis itself, from PyPI, into a venv).
@@ -37,13 +38,14 @@ command -v linphone-daemon >/dev/null || want linphone-cli
 command -v kamailio >/dev/null || want kamailio
 command -v kamcmd >/dev/null || want kamailio
 [[ -f /usr/lib/x86_64-linux-gnu/kamailio/modules/dispatcher.so ]] || want kamailio
+command -v rtpengine >/dev/null || want rtpengine-daemon
 command -v ip >/dev/null || want iproute2
 command -v nft >/dev/null || want nftables
 command -v python3 >/dev/null || want python3
 python3 -c 'import ensurepip, venv' 2>/dev/null || want python3-venv
 
 if ((${#packages[@]} == 0)); then
-    echo "test tools present: sipp, tshark, sox, flite, baresip, linphone-daemon, kamailio, ip, nft, python3 (venv)"
+    echo "test tools present: sipp, tshark, sox, flite, baresip, linphone-daemon, kamailio, rtpengine, ip, nft, python3 (venv)"
     exit 0
 fi
 
