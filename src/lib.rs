@@ -29,7 +29,7 @@
 //! | [`domain`] | the shared vocabulary: queue, callback and caller ids, validated phone numbers | pure |
 //!
 //! The binary (`src/main.rs`) is a thin CLI over [`engine`] and [`config`].
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod acd;
 pub mod acl;

@@ -6,8 +6,11 @@
 //! pacing clock: the thread sleeps until the earliest deadline (or until a
 //! socket is readable, or a command arrives), sends every frame that is due,
 //! and pushes each stream's next deadline at `due + ptime` (never `now +
-//! ptime`, so lateness does not accumulate). Frames come pre-encoded from the
-//! shared [`PromptLibrary`]; the send and receive buffers are reused.
+//! ptime`, so lateness does not accumulate). The frames of one such pass go
+//! to the kernel together at its end, in one io_uring submission where the
+//! kernel allows it (`engine/send_batch.rs`), else one
+//! `sendto` each. Frames come pre-encoded from the shared
+//! [`PromptLibrary`]; the send and receive buffers are reused.
 //!
 //! Bridging ([`Command::Bridge`]): two streams relay to each other in the
 //! receive path — a packet read on one leg is rewritten by its
@@ -38,6 +41,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -54,6 +58,7 @@ use crate::acl::Acl;
 use crate::b2bua::media::MediaCommand;
 pub use crate::b2bua::media::{ExtraParams, MediaEvent, StreamKey, StreamParams};
 use crate::b2bua::telemetry::Histogram;
+use crate::engine::send_batch::SendBatch;
 use crate::media::bridge::{Dropped, LegCodecs, Relay};
 use crate::media::dtmf::DtmfReceiver;
 use crate::media::g711::Law;
@@ -203,6 +208,7 @@ pub fn spawn(
                 free: Vec::new(),
                 index: HashMap::new(),
                 pacing: BinaryHeap::new(),
+                batch: SendBatch::new(true),
                 recv_buf: vec![0u8; 2048],
                 send_buf: Vec::with_capacity(2048),
                 next_timeout_check: Instant::now(),
@@ -247,6 +253,9 @@ struct MediaThread {
     index: HashMap<StreamKey, usize>,
     /// (deadline, slot, generation): the one pacing clock.
     pacing: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// The frames of one pacing pass, sent together at its end:
+    /// (slot, generation, payload octets) of each.
+    batch: SendBatch<(usize, u32, u32)>,
     recv_buf: Vec<u8>,
     send_buf: Vec<u8>,
     next_timeout_check: Instant,
@@ -404,6 +413,7 @@ impl Stream {
 impl MediaThread {
     fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
+        debug!(io_uring = self.batch.uses_ring(), "media thread starts");
         loop {
             let now = Instant::now();
             let timeout = self
@@ -1047,24 +1057,48 @@ impl MediaThread {
             let marker = marker || std::mem::take(&mut s.gap);
             let header = s.send.next_header(samples, marker);
             write_rtp(&mut self.send_buf, &header, payload);
-            match s.rtp.send_to(&self.send_buf, target) {
-                Ok(_) => {
-                    self.stats.sent += 1;
-                    s.sent_packets = s.sent_packets.wrapping_add(1);
-                    s.sent_octets = s.sent_octets.wrapping_add(payload.len() as u32);
-                    s.sent_since_report = true;
-                }
-                Err(e) => {
-                    self.stats.send_errors += 1;
-                    trace!(error = %e, %target, "RTP send error ignored");
-                }
-            }
+            // Sent with the rest of the pass (see `flush_sends`).
+            self.batch.push(
+                s.rtp.as_raw_fd(),
+                target,
+                &self.send_buf,
+                (slot, generation, payload.len() as u32),
+            );
             drain_player(s, &self.events, &mut self.record_starts);
         }
+        self.flush_sends();
         // Recording notices that finished: their recordings start now.
         while let Some(pending) = self.record_starts.pop() {
             self.start_recording(now, pending);
         }
+    }
+
+    /// Sends the frames queued by this pacing pass, in one system call
+    /// where io_uring is there, and counts them per stream. The sockets are
+    /// open: streams are only removed by commands, never during a pass.
+    fn flush_sends(&mut self) {
+        let MediaThread {
+            batch,
+            streams,
+            stats,
+            ..
+        } = self;
+        batch.flush(|(slot, generation, octets), result| match result {
+            Ok(_) => {
+                stats.sent += 1;
+                if let Some(Some(s)) = streams.get_mut(slot)
+                    && s.generation == generation
+                {
+                    s.sent_packets = s.sent_packets.wrapping_add(1);
+                    s.sent_octets = s.sent_octets.wrapping_add(octets);
+                    s.sent_since_report = true;
+                }
+            }
+            Err(e) => {
+                stats.send_errors += 1;
+                trace!(error = %e, slot, "RTP send error ignored");
+            }
+        });
     }
 
     fn check_timeouts(&mut self, now: Instant) {

@@ -22,6 +22,7 @@
 pub mod media;
 pub mod organisation;
 pub mod resolve;
+mod send_batch;
 pub mod store;
 pub mod transport;
 pub mod webhooks;
