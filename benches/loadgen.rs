@@ -151,6 +151,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::{cmp::Reverse, mem};
 
+use callbackd::media::g711::linear_to_ulaw;
 use socket2::{Domain, Protocol, Socket, Type};
 
 const USAGE: &str = "usage: cargo bench --bench loadgen -- <callers|bridged|rtpengine|selftest> [--calls N --rate R --warmup-s W --measure-s M --engine-pid PID ...] (see benches/loadgen.rs)";
@@ -423,7 +424,7 @@ impl Sender {
         for (n, b) in payload.iter_mut().enumerate() {
             // A quiet 400 Hz tone: 20 samples a cycle, 8 cycles a packet.
             let x = (n as f64 * 2.0 * std::f64::consts::PI / 20.0).sin() * 1000.0;
-            *b = ulaw(x as i16);
+            *b = linear_to_ulaw(x as i16);
         }
         let tx = (0..streams)
             .map(|i| TxStream {
@@ -567,22 +568,6 @@ impl Sender {
             self.sent += n as u64;
         }
     }
-}
-
-/// G.711 µ-law encoding of one linear sample.
-fn ulaw(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    const CLIP: i32 = 32635;
-    let mut x = i32::from(sample);
-    let sign = if x < 0 { 0x80 } else { 0 };
-    if x < 0 {
-        x = -x;
-    }
-    x = x.min(CLIP) + BIAS;
-    let exp = (31 - (x as u32).leading_zeros()) as i32 - 7;
-    let exp = exp.clamp(0, 7);
-    let mant = (x >> (exp + 3)) & 0x0f;
-    !(sign | (exp << 4) as u8 | mant as u8)
 }
 
 // ---------------------------------------------------------------------------
@@ -2837,10 +2822,10 @@ mod selftest {
     }
 
     fn g711(c: &mut Checks) {
-        c.check("ulaw 0", ulaw(0) == 0xff);
-        c.check("ulaw max", ulaw(i16::MAX) == 0x80);
-        c.check("ulaw min", ulaw(i16::MIN) == 0x00);
-        c.check("ulaw -1", ulaw(-1) == 0x7f);
+        c.check("ulaw 0", linear_to_ulaw(0) == 0xff);
+        c.check("ulaw max", linear_to_ulaw(i16::MAX) == 0x80);
+        c.check("ulaw min", linear_to_ulaw(i16::MIN) == 0x00);
+        c.check("ulaw -1", linear_to_ulaw(-1) == 0x7f);
         let s = Sender::new(1, 1, 0);
         c.check(
             "tone is not silence",

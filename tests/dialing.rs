@@ -30,7 +30,7 @@ use callbackd::engine;
 use callbackd::media::g711::Law;
 
 use common::dialing::*;
-use common::{SdpInfo, find_run, heard, repo};
+use common::{SdpInfo, find_run, heard, repo, wait_for};
 
 // ---------------------------------------------------------------------------
 // 1. Happy path
@@ -72,20 +72,11 @@ async fn agent_first_whisper_then_customer_bridged_and_recorded() {
     // the machine's load. What must hold on the wire: the agent hears the
     // whole whisper, and the customer is not called before its last digit
     // has begun.
-    let deadline = Instant::now() + SOON;
-    let all = loop {
+    let all = wait_for(SOON, "the agent hears the whole whisper", || {
         let all = agent.rtp_before(Instant::now());
-        if whisper_heard_whole(&all, &lib) {
-            break all;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the agent must hear the whole whisper, heard {:?}",
-            heard(&all, &lib, Law::Ulaw)
-        );
-        // Poll interval of a wait with a deadline (asserted above).
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+        whisper_heard_whole(&all, &lib).then_some(all)
+    })
+    .await;
     let (last_digit, _) = whisper_last_digit(&all, &lib);
     assert!(
         last_digit <= carrier_invite.0,

@@ -251,11 +251,12 @@ mod tests {
     /// Sends `n` datagrams from each of three sockets to one sink through a
     /// batch and reads them all back.
     fn round_trip(ring: bool) -> SendBatch<(usize, u16)> {
-        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sink.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let to = sink.local_addr().unwrap();
+        let sink = UdpSocket::bind("127.0.0.1:0").expect("loopback is bindable");
+        sink.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("a read timeout can be set");
+        let to = sink.local_addr().expect("a bound socket has an address");
         let senders: Vec<UdpSocket> = (0..3)
-            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .map(|_| UdpSocket::bind("127.0.0.1:0").expect("loopback is bindable"))
             .collect();
         let mut batch = SendBatch::new(ring);
         let mut outcomes = Vec::new();
@@ -264,7 +265,7 @@ mod tests {
                 let packet = [i as u8, round as u8, 0xAB];
                 batch.push(s.as_raw_fd(), to, &packet, (i, round));
             }
-            batch.flush(|tag, r| outcomes.push((tag, r.unwrap())));
+            batch.flush(|tag, r| outcomes.push((tag, r.expect("a loopback send succeeds"))));
         }
         outcomes.sort_unstable();
         let expected: Vec<((usize, u16), usize)> = (0..2)
@@ -277,10 +278,17 @@ mod tests {
         let mut got = Vec::new();
         for _ in 0..6 {
             let mut buf = [0u8; 16];
-            let (n, from) = sink.recv_from(&mut buf).unwrap();
+            let (n, from) = sink
+                .recv_from(&mut buf)
+                .expect("every datagram arrives within the timeout");
             assert_eq!(n, 3);
             let i = buf[0] as usize;
-            assert_eq!(from, senders[i].local_addr().unwrap());
+            assert_eq!(
+                from,
+                senders[i]
+                    .local_addr()
+                    .expect("a bound socket has an address")
+            );
             got.push((buf[0], buf[1], buf[2]));
         }
         got.sort_unstable();
@@ -314,11 +322,21 @@ mod tests {
     #[test]
     fn send_errors_come_back_with_their_tag() {
         for ring in [false, true] {
-            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let s = UdpSocket::bind("127.0.0.1:0").expect("loopback is bindable");
             let mut batch = SendBatch::new(ring);
             // An IPv6 destination on an IPv4 socket: refused by the kernel.
-            batch.push(s.as_raw_fd(), "[::1]:9".parse().unwrap(), b"x", 7u8);
-            batch.push(s.as_raw_fd(), s.local_addr().unwrap(), b"y", 8u8);
+            batch.push(
+                s.as_raw_fd(),
+                "[::1]:9".parse().expect("a valid address literal"),
+                b"x",
+                7u8,
+            );
+            batch.push(
+                s.as_raw_fd(),
+                s.local_addr().expect("a bound socket has an address"),
+                b"y",
+                8u8,
+            );
             let mut outcomes = Vec::new();
             batch.flush(|tag, r| outcomes.push((tag, r.is_ok())));
             outcomes.sort_unstable();
@@ -328,9 +346,9 @@ mod tests {
 
     #[test]
     fn more_than_a_ring_goes_in_several_submissions() {
-        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = sink.local_addr().unwrap();
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sink = UdpSocket::bind("127.0.0.1:0").expect("loopback is bindable");
+        let to = sink.local_addr().expect("a bound socket has an address");
+        let s = UdpSocket::bind("127.0.0.1:0").expect("loopback is bindable");
         let mut batch = SendBatch::new(true);
         let n = RING_ENTRIES as usize * 2 + 5;
         for i in 0..n {

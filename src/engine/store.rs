@@ -219,18 +219,43 @@ mod tests {
         None
     }
 
+    /// A fresh store path in the temp dir (any leftover removed).
+    fn fresh_db(name: &str) -> std::path::PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("callbackd-{name}-{}.sqlite", std::process::id()));
+        remove_db(&path);
+        path
+    }
+
+    fn remove_db(path: &std::path::Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    /// A registration for 3125550188 in `support`, queued `now`.
+    fn registration(now: jiff::Timestamp) -> NewCallback {
+        NewCallback {
+            queue: QueueId("support".into()),
+            number: "3125550188".into(),
+            caller_ani: "3125550111".into(),
+            called_number: "8005550100".into(),
+            priority: 0,
+            queued_at: now,
+            registered_at: now,
+            ecbt_quoted_minutes: 1,
+            expires_at: now + jiff::SignedDuration::from_hours(1),
+            inbound_call_id: "c1@test".into(),
+            sip_context: None,
+        }
+    }
+
     /// Issue 12: CDRs queued while the store is busy go in one group
     /// commit, in order, and a request queued after them still comes after
     /// them.
     #[test]
     fn queued_cdrs_are_one_group_commit_in_order() {
-        let path = std::env::temp_dir().join(format!(
-            "callbackd-store-cdr-group-{}.sqlite",
-            std::process::id()
-        ));
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        let path = fresh_db("store-cdr-group");
         let writer = SqliteStore::open(&path).expect("writer");
         let (replies, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let (handle, _thread) =
@@ -255,22 +280,9 @@ mod tests {
                 redirected_from: None,
             }))));
         }
-        let new = NewCallback {
-            queue: QueueId("support".into()),
-            number: "3125550188".into(),
-            caller_ani: "3125550111".into(),
-            called_number: "8005550100".into(),
-            priority: 0,
-            queued_at: now,
-            registered_at: now,
-            ecbt_quoted_minutes: 1,
-            expires_at: now + jiff::SignedDuration::from_hours(1),
-            inbound_call_id: "c1@test".into(),
-            sip_context: None,
-        };
         assert!(handle.send(StoreRequest::Register {
             call: 1,
-            new: Box::new(new),
+            new: Box::new(registration(now)),
         }));
         other.execute_batch("ROLLBACK").expect("release");
         match next_reply(&mut rx) {
@@ -297,20 +309,12 @@ mod tests {
             "40 CDRs took {groups:?} commits"
         );
         drop(other);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        remove_db(&path);
     }
 
     #[test]
     fn reads_are_answered_while_a_write_waits_for_the_database() {
-        let path = std::env::temp_dir().join(format!(
-            "callbackd-store-read-{}.sqlite",
-            std::process::id()
-        ));
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        let path = fresh_db("store-read");
         let writer = SqliteStore::open(&path).expect("writer");
         let reader = SqliteStore::open(&path).expect("reader");
         let (replies, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -326,22 +330,9 @@ mod tests {
         let other = rusqlite::Connection::open(&path).expect("third connection");
         other.execute_batch("BEGIN IMMEDIATE").expect("write lock");
         let now = jiff::Timestamp::now();
-        let new = NewCallback {
-            queue: QueueId("support".into()),
-            number: "3125550188".into(),
-            caller_ani: "3125550111".into(),
-            called_number: "8005550100".into(),
-            priority: 0,
-            queued_at: now,
-            registered_at: now,
-            ecbt_quoted_minutes: 1,
-            expires_at: now + jiff::SignedDuration::from_hours(1),
-            inbound_call_id: "c1@test".into(),
-            sip_context: None,
-        };
         assert!(handle.send(StoreRequest::Register {
             call: 1,
-            new: Box::new(new),
+            new: Box::new(registration(now)),
         }));
         assert!(handle.send(StoreRequest::PendingAhead {
             call: 2,
@@ -360,9 +351,7 @@ mod tests {
             }
             other => panic!("the write: {other:?}"),
         }
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        remove_db(&path);
     }
 
     #[test]

@@ -1886,7 +1886,7 @@ mod tests {
     /// the database refuses loses none of the others.
     #[test]
     fn write_cdrs_keeps_order_and_one_refused_record_loses_no_other() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
+        let mut store = SqliteStore::open_in_memory().expect("in-memory store");
         let mut records: Vec<CdrRecord> = (0..5)
             .map(|n| {
                 let mut r = cdr(Leg::Inbound, "2025-06-02T15:00:00Z", None);
@@ -1903,7 +1903,7 @@ mod tests {
                 "CREATE TEMP TRIGGER refuse BEFORE INSERT ON cdr \
                  WHEN NEW.call_id = 'bad@callbackd' BEGIN SELECT RAISE(ABORT, 'refused'); END",
             )
-            .unwrap();
+            .expect("a temp trigger");
         for (n, r) in records.iter_mut().enumerate() {
             r.call_id = format!("leg-{}@callbackd", n + 5);
         }
@@ -1912,7 +1912,7 @@ mod tests {
         assert_eq!(errors.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [2]);
         let stored: Vec<String> = store
             .cdrs(None, None)
-            .unwrap()
+            .expect("cdrs readable")
             .into_iter()
             .map(|r| r.call_id)
             .collect();
