@@ -683,6 +683,8 @@ pub(super) async fn list(
         queues: (who.role != Role::Admin || q.queue.is_some()).then_some(queues),
         status: q.status.as_deref().map(status_param).transpose()?,
         number: q.number.clone(),
+        // `?type=` is the lead's (issue 13): every source until then.
+        source: None,
         from: q
             .from
             .as_deref()

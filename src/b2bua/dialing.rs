@@ -1213,6 +1213,7 @@ impl Dialing {
                 sip_code: leg.status,
                 peer: leg.peer.clone(),
                 redirected_from: None,
+                source: Some(a.callback.source),
             })));
         }
     }

@@ -13,13 +13,17 @@
 //! separated by commas; a field containing a comma, a double quote, CR or LF
 //! is enclosed in double quotes with its quotes doubled. Times are RFC 3339
 //! UTC with milliseconds (`2025-06-02T15:00:00.123Z`); an absent value
-//! (no answer time, no SIP code, no callback) is an empty field.
+//! (no answer time, no SIP code, no callback) is an empty field. The last
+//! column, `type`, is the source of the callback the leg served (`ivr`,
+//! `api`, `missed_call`; empty for an inbound call that registered nothing
+//! and a live caller's legs).
 
 use std::io::{self, Write};
 
 use jiff::Timestamp;
 
 use crate::callback::CallbackId;
+use crate::callback::store::Source;
 
 /// Which leg a record describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,10 +135,14 @@ pub struct CdrRecord {
     /// values as received); `None` when it was not redirected, and on the
     /// agent and customer legs.
     pub redirected_from: Option<String>,
+    /// The source of the callback this leg served (the CSV's `type`);
+    /// `None` for an inbound call that registered nothing and a live
+    /// caller's legs.
+    pub source: Option<Source>,
 }
 
 /// The CSV header, in column order.
-pub const CSV_HEADER: [&str; 11] = [
+pub const CSV_HEADER: [&str; 12] = [
     "callback_id",
     "inbound_call_id",
     "leg",
@@ -146,6 +154,7 @@ pub const CSV_HEADER: [&str; 11] = [
     "sip_code",
     "peer",
     "redirected_from",
+    "type",
 ];
 
 /// Writes `rows` as CSV (RFC 4180, see the module documentation) with a
@@ -168,6 +177,7 @@ pub fn write_csv(rows: &[CdrRecord], out: &mut impl Write) -> io::Result<()> {
             r.sip_code.map(|c| c.to_string()).unwrap_or_default(),
             r.peer.clone(),
             r.redirected_from.clone().unwrap_or_default(),
+            r.source.map(|s| s.as_str().to_owned()).unwrap_or_default(),
         ];
         push_line(&mut line, fields.iter().map(String::as_str));
         out.write_all(line.as_bytes())?;
@@ -226,6 +236,7 @@ mod tests {
             sip_code: Some(200),
             peer: "sip:+13125550188@trunk.example.net;user=phone".into(),
             redirected_from: None,
+            source: Some(Source::MissedCall),
         }
     }
 
@@ -244,24 +255,26 @@ mod tests {
         no_answer.outcome = LegOutcome::NoAnswer;
         no_answer.sip_code = None;
         no_answer.peer = "sip:201@pbx.example.com".into();
+        no_answer.source = None;
         let mut diverted = record();
         diverted.leg = Leg::Inbound;
         diverted.redirected_from =
             Some("<sip:3125550100@pbx.example.com>;reason=no-answer, <sip:3125550101@pbx>".into());
+        diverted.source = Some(Source::Ivr);
         let text = csv(&[record(), no_answer, diverted]);
         assert_eq!(
             text,
             "callback_id,inbound_call_id,leg,call_id,start,answer,end,outcome,sip_code,peer,\
-             redirected_from\r\n\
+             redirected_from,type\r\n\
              42,a84b4c76e66710@pc33.example.com,customer,cb-42-1@callbackd,\
              2025-06-02T15:00:00.000Z,2025-06-02T15:00:07.250Z,2025-06-02T15:04:00.123Z,\
-             answered,200,sip:+13125550188@trunk.example.net;user=phone,\r\n\
+             answered,200,sip:+13125550188@trunk.example.net;user=phone,,missed_call\r\n\
              ,a84b4c76e66710@pc33.example.com,agent,cb-42-1@callbackd,\
-             2025-06-02T15:00:00.000Z,,2025-06-02T15:04:00.123Z,no_answer,,sip:201@pbx.example.com,\r\n\
+             2025-06-02T15:00:00.000Z,,2025-06-02T15:04:00.123Z,no_answer,,sip:201@pbx.example.com,,\r\n\
              42,a84b4c76e66710@pc33.example.com,inbound,cb-42-1@callbackd,\
              2025-06-02T15:00:00.000Z,2025-06-02T15:00:07.250Z,2025-06-02T15:04:00.123Z,\
              answered,200,sip:+13125550188@trunk.example.net;user=phone,\
-             \"<sip:3125550100@pbx.example.com>;reason=no-answer, <sip:3125550101@pbx>\"\r\n"
+             \"<sip:3125550100@pbx.example.com>;reason=no-answer, <sip:3125550101@pbx>\",ivr\r\n"
         );
     }
 
@@ -282,7 +295,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.ends_with(",answered,200,\"\"\"Alice, A.\"\" <sip:alice@example.com>\",\r\n"),
+            text.ends_with(
+                ",answered,200,\"\"\"Alice, A.\"\" <sip:alice@example.com>\",,missed_call\r\n"
+            ),
             "{text}"
         );
         // A plain field is never quoted.

@@ -41,7 +41,7 @@
 //! | outcome | next step |
 //! |---|---|
 //! | answered | completed |
-//! | busy, no answer, failure | retry at `now + retry_time` while retries are left, else failover queue (once) or failed |
+//! | busy, no answer, short call, failure | retry at `now + retry_time` while retries are left, else failover queue (once) or failed |
 //! | invalid number (404/484/604) | failed — not retried, not failed over |
 //! | agent did not answer | pending again at once for another agent; not a customer attempt |
 //! | interrupted (restart) | pending again after the longest ring time; not counted |
@@ -92,6 +92,11 @@ pub enum Outcome {
     /// lost (no RTP, no ACK, no session refresh): the customer was reached,
     /// so the callback is completed, but the talk was cut.
     AgentLost,
+    /// The customer answered and was bridged, but hung up before the
+    /// missed-call rule's success time: not reached, tried again like no
+    /// answer. Never returned by [`classify`] (the controller, which knows
+    /// the rule, decides it).
+    ShortCall,
     /// The process stopped during the attempt (recorded at start-up).
     /// Never returned by [`classify`]; not a customer attempt.
     Interrupted,
@@ -99,7 +104,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Answered,
         Outcome::Busy,
         Outcome::NoAnswer,
@@ -107,6 +112,7 @@ impl Outcome {
         Outcome::InvalidNumber,
         Outcome::AgentNoAnswer,
         Outcome::AgentLost,
+        Outcome::ShortCall,
         Outcome::Interrupted,
     ];
 
@@ -120,6 +126,7 @@ impl Outcome {
             Outcome::InvalidNumber => "invalid_number",
             Outcome::AgentNoAnswer => "agent_no_answer",
             Outcome::AgentLost => "agent_lost",
+            Outcome::ShortCall => "short_call",
             Outcome::Interrupted => "interrupted",
         }
     }
@@ -139,7 +146,8 @@ impl Outcome {
             | Outcome::NoAnswer
             | Outcome::Failure
             | Outcome::InvalidNumber
-            | Outcome::AgentLost => true,
+            | Outcome::AgentLost
+            | Outcome::ShortCall => true,
             Outcome::AgentNoAnswer | Outcome::Interrupted => false,
         }
     }
@@ -506,7 +514,7 @@ impl Scheduler {
             if at >= row.expires_at {
                 NextStep::Expired
             } else {
-                NextStep::Retry { at }
+                NextStep::Retry { at, task: None }
             }
         };
         match outcome {
@@ -514,7 +522,7 @@ impl Scheduler {
             Outcome::InvalidNumber => NextStep::Failed,
             Outcome::AgentNoAnswer => pending_at(now),
             Outcome::Interrupted => pending_at(add(now, self.longest_ring())),
-            Outcome::Busy | Outcome::NoAnswer | Outcome::Failure => {
+            Outcome::Busy | Outcome::NoAnswer | Outcome::ShortCall | Outcome::Failure => {
                 let Some(policy) = policy else {
                     return NextStep::Failed;
                 };
@@ -572,6 +580,7 @@ fn add(at: Timestamp, d: Duration) -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::callback::store::Source;
 
     fn ts(s: &str) -> Timestamp {
         s.parse().expect("test timestamp")
@@ -645,6 +654,10 @@ mod tests {
             moved_from: None,
             customer_dialed_at: None,
             caller_id: None,
+            source: Source::Ivr,
+            rule: None,
+            task: None,
+            closed_reason: None,
         }
     }
 
@@ -720,6 +733,7 @@ mod tests {
             assert_eq!(Outcome::parse(o.as_str()), Some(o));
         }
         assert_eq!(Outcome::parse("Busy"), None);
+        assert_eq!(Outcome::parse("short_call"), Some(Outcome::ShortCall));
         let not_counted: Vec<_> = Outcome::ALL
             .into_iter()
             .filter(|o| !o.is_customer_attempt())
@@ -1004,11 +1018,18 @@ mod tests {
         let retry_at = ts("2025-06-02T15:10:00Z");
         let mut r = row(1, "support", 1, "2025-06-02T13:00:00Z");
         // support: max_retries 2 → attempts 1 and 2 are retried.
-        for (attempts, outcome) in [(0, Outcome::NoAnswer), (1, Outcome::Busy)] {
+        for (attempts, outcome) in [
+            (0, Outcome::NoAnswer),
+            (1, Outcome::Busy),
+            (1, Outcome::ShortCall),
+        ] {
             r.attempts = attempts;
             assert_eq!(
                 s.after_attempt(&r, outcome, now),
-                NextStep::Retry { at: retry_at },
+                NextStep::Retry {
+                    at: retry_at,
+                    task: None
+                },
                 "{attempts}"
             );
         }
@@ -1028,7 +1049,10 @@ mod tests {
         let mut b = row(2, "billing", 5, "2025-06-02T13:00:00Z");
         assert_eq!(
             s.after_attempt(&b, Outcome::NoAnswer, now),
-            NextStep::Retry { at: retry_at }
+            NextStep::Retry {
+                at: retry_at,
+                task: None
+            }
         );
         b.attempts = 1;
         assert_eq!(
@@ -1058,13 +1082,17 @@ mod tests {
         r.attempts = 2; // retries used up: still not a customer attempt
         assert_eq!(
             s.after_attempt(&r, Outcome::AgentNoAnswer, monday_10()),
-            NextStep::Retry { at: monday_10() }
+            NextStep::Retry {
+                at: monday_10(),
+                task: None
+            }
         );
         assert_eq!(s.longest_ring(), Duration::from_secs(30));
         assert_eq!(
             s.after_attempt(&r, Outcome::Interrupted, monday_10()),
             NextStep::Retry {
-                at: ts("2025-06-02T15:00:30Z")
+                at: ts("2025-06-02T15:00:30Z"),
+                task: None
             }
         );
     }

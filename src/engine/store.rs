@@ -278,6 +278,7 @@ mod tests {
                 sip_code: Some(200),
                 peer: "sip:caller@127.0.0.1".into(),
                 redirected_from: None,
+                source: None,
             }))));
         }
         assert!(handle.send(StoreRequest::Register {

@@ -1189,6 +1189,7 @@ impl Calls {
                 sip_code: Some(200),
                 peer: ctx.from.clone(),
                 redirected_from: ctx.redirected_from.clone(),
+                source: None,
             })));
         if let Some(q) = self.acd.queue_mut(&self.queues[ctx.queue].id) {
             q.leave(CallerId(call.0));

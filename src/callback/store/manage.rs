@@ -15,7 +15,7 @@
 
 use jiff::Timestamp;
 
-use super::{CallbackRow, NewCallback, Registration, Status, Store, StoreError};
+use super::{CallbackRow, NewCallback, Registration, Source, Status, Store, StoreError};
 use crate::callback::cdr::CdrRecord;
 use crate::callback::{CallbackId, QueueId};
 
@@ -61,6 +61,8 @@ pub struct CallbackQuery {
     pub status: Option<Status>,
     /// Only this number (plain digits).
     pub number: Option<String>,
+    /// Only callbacks from this source (the API's `?type=`).
+    pub source: Option<Source>,
     /// Registered at or after.
     pub from: Option<Timestamp>,
     /// Registered before.
@@ -123,9 +125,10 @@ pub struct StoredReply {
 
 /// The store as the callbacks API sees it; every method is one transaction.
 pub trait ManageStore: Store {
-    /// As [`Store::register`] (one active callback per queue and number),
-    /// with the API's additions. A scheduled callback's `next_attempt_at`
-    /// is its `scheduled_for`.
+    /// As [`Store::register`] (one active callback per queue and number;
+    /// the number's pending automatic tasks are cancelled first, here with
+    /// reason `callback_created`), with the API's additions and source API.
+    /// A scheduled callback's `next_attempt_at` is its `scheduled_for`.
     fn create(&mut self, new: &NewCallback, extra: &Creation) -> Result<Registration, StoreError>;
 
     /// Callback `id`, if stored.

@@ -19,6 +19,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_9,
     MIGRATION_10,
     MIGRATION_11,
+    MIGRATION_12,
 ];
 
 /// Applies the pending [`MIGRATIONS`] to `conn` (the file at `path`, named
@@ -410,6 +411,56 @@ ALTER TABLE callbacks ADD COLUMN caller_id TEXT
     CHECK (caller_id IS NULL OR (caller_id <> '' AND caller_id NOT GLOB '*[^0-9]*'));
 ";
 
+/// Schema version 12 (issue 13): missed-call rules. Where each callback
+/// came from (`source`: rows created through the API, `created_by` set,
+/// are 'api'; the rest were the IVR's), an automatic task's rule and its
+/// settings snapshot (JSON text), and why a callback was cancelled or not
+/// started. The cdr table gets the source of the callback a leg served. An
+/// attempt may end `short_call` (bridged, hung up before the rule's
+/// success time): the attempts table is rebuilt with its rows and ids, as
+/// in version 5.
+const MIGRATION_12: &str = "
+ALTER TABLE callbacks ADD COLUMN source TEXT NOT NULL DEFAULT 'ivr'
+    CHECK (source IN ('ivr', 'api', 'missed_call'));
+UPDATE callbacks SET source = 'api' WHERE created_by IS NOT NULL;
+ALTER TABLE callbacks ADD COLUMN rule_id TEXT;
+ALTER TABLE callbacks ADD COLUMN task TEXT;
+ALTER TABLE callbacks ADD COLUMN closed_reason TEXT
+    CHECK (closed_reason IS NULL OR (closed_reason <> '' AND closed_reason NOT GLOB '*[^a-z_]*'));
+
+-- (create_task and the cancellations by number use callbacks_by_number.)
+
+ALTER TABLE cdr ADD COLUMN source TEXT
+    CHECK (source IS NULL OR source IN ('ivr', 'api', 'missed_call'));
+
+CREATE TABLE attempts_v12 (
+    id                 INTEGER PRIMARY KEY,
+    callback_id        INTEGER NOT NULL REFERENCES callbacks (id),
+    -- the queue the callback was in at the time (failover moves it)
+    queue              TEXT    NOT NULL,
+    -- Unix milliseconds, UTC
+    started_at         INTEGER NOT NULL,
+    ended_at           INTEGER NOT NULL,
+    -- 'interrupted': the process stopped during the attempt;
+    -- 'agent_lost': bridged, then the agent's leg died;
+    -- 'short_call': bridged, the customer hung up before the success time
+    outcome            TEXT    NOT NULL CHECK (outcome IN ('answered', 'busy', 'no_answer',
+                           'failure', 'invalid_number', 'agent_no_answer', 'agent_lost',
+                           'short_call', 'interrupted')),
+    sip_status         INTEGER CHECK (sip_status BETWEEN 0 AND 65535),
+    agent              TEXT,
+    customer_dialed_at INTEGER
+) STRICT;
+INSERT INTO attempts_v12 (id, callback_id, queue, started_at, ended_at, outcome, sip_status,
+        agent, customer_dialed_at)
+    SELECT id, callback_id, queue, started_at, ended_at, outcome, sip_status, agent,
+        customer_dialed_at
+    FROM attempts;
+DROP TABLE attempts;
+ALTER TABLE attempts_v12 RENAME TO attempts;
+CREATE INDEX attempts_by_callback ON attempts (callback_id, id);
+";
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -421,7 +472,7 @@ mod tests {
     use crate::callback::scheduler::Outcome;
     use crate::callback::store::test_support::*;
     use crate::callback::store::{
-        LaunchStore, NextStep, Recovery, SqliteStore, Status, Store, StoreError,
+        LaunchStore, NextStep, Recovery, Source, SqliteStore, Status, Store, StoreError,
     };
 
     #[test]
@@ -797,5 +848,150 @@ mod tests {
             store.list().unwrap()[0].caller_id.as_deref(),
             Some("8005550100")
         );
+    }
+
+    #[test]
+    fn migration_11_to_12_derives_sources_and_keeps_the_attempts() {
+        let db = temp_db("migrate-11-12");
+        let path = db.path.clone();
+        let t0 = now();
+        let (ivr, api, attempt_id) = {
+            // A version-11 file: an IVR callback with an attempt, an API
+            // callback, a CDR row.
+            let conn = Connection::open(&path).unwrap();
+            for m in &MIGRATIONS[..11] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 11).unwrap();
+            let insert = |number: &str, created_by: Option<&str>| {
+                conn.execute(
+                    "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
+                         queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
+                         expires_at, inbound_call_id, created_by) \
+                     VALUES ('support', ?1, '+13125550100', '8005550199', 0, ?2, ?2, \
+                         3, 'pending', 1, ?3, 'old-call@pc33', ?4)",
+                    params![
+                        number,
+                        t0.as_millisecond(),
+                        (t0 + secs(3600)).as_millisecond(),
+                        created_by
+                    ],
+                )
+                .unwrap();
+                CallbackId(conn.last_insert_rowid())
+            };
+            let ivr = insert("3125550188", None);
+            let api = insert("3125550199", Some("ann"));
+            // An id that is not 1: the rebuild keeps ids, not just rows.
+            conn.execute(
+                "INSERT INTO attempts (id, callback_id, queue, started_at, ended_at, outcome, \
+                     sip_status, agent, customer_dialed_at) \
+                 VALUES (7, ?1, 'support', ?2, ?2, 'no_answer', 480, 'alice', ?2)",
+                params![ivr.0, t0.as_millisecond()],
+            )
+            .unwrap();
+            // Version 11 refuses the new outcome.
+            assert!(
+                conn.execute(
+                    "INSERT INTO attempts (callback_id, queue, started_at, ended_at, outcome) \
+                     VALUES (?1, 'support', 0, 0, 'short_call')",
+                    params![ivr.0],
+                )
+                .is_err()
+            );
+            conn.execute(
+                "INSERT INTO cdr (callback_id, inbound_call_id, leg, call_id, start_at, end_at, \
+                     outcome, peer) \
+                 VALUES (?1, 'old-call@pc33', 'inbound', 'old-call@pc33', ?2, ?2, 'answered', \
+                     'sip:caller@pbx')",
+                params![ivr.0, t0.as_millisecond()],
+            )
+            .unwrap();
+            (ivr, api, 7)
+        };
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&store.conn).unwrap(), MIGRATIONS.len() as i64);
+        let rows = store.list().unwrap();
+        let got: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.id,
+                    r.source,
+                    r.rule.clone(),
+                    r.task.clone(),
+                    r.closed_reason.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (ivr, Source::Ivr, None, None, None),
+                (api, Source::Api, None, None, None)
+            ]
+        );
+        let kept = store.attempts(ivr).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            (
+                kept[0].id,
+                kept[0].attempt.outcome,
+                kept[0].attempt.sip_status,
+                kept[0].attempt.agent.as_deref(),
+                kept[0].attempt.customer_dialed_at
+            ),
+            (
+                attempt_id,
+                Outcome::NoAnswer,
+                Some(480),
+                Some("alice"),
+                Some(t0)
+            )
+        );
+        assert_eq!(store.cdrs(None, None).unwrap()[0].source, None);
+        // The new outcome is taken; the new columns are checked.
+        assert!(store.claim(ivr, t0).unwrap());
+        store
+            .record_attempt(
+                ivr,
+                &attempt(Outcome::ShortCall, Some(200)),
+                &NextStep::Failed,
+            )
+            .unwrap();
+        let outcomes: Vec<Outcome> = store
+            .attempts(ivr)
+            .unwrap()
+            .iter()
+            .map(|a| a.attempt.outcome)
+            .collect();
+        assert_eq!(outcomes, [Outcome::NoAnswer, Outcome::ShortCall]);
+        for (column, bad) in [
+            ("source", "walk_in"),
+            ("closed_reason", ""),
+            ("closed_reason", "Rule Disabled"),
+        ] {
+            assert!(
+                store
+                    .conn
+                    .execute(
+                        &format!("UPDATE callbacks SET {column} = ?1 WHERE id = ?2"),
+                        params![bad, api.0]
+                    )
+                    .is_err(),
+                "{column} = {bad:?}"
+            );
+        }
+        assert!(
+            store
+                .conn
+                .execute("UPDATE cdr SET source = 'walk_in'", [])
+                .is_err()
+        );
+        let integrity: String = store
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok");
     }
 }

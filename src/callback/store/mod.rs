@@ -64,6 +64,16 @@
 //! An attempt row and the status change it
 //! causes are one `BEGIN IMMEDIATE` transaction. `moved_from` marks a
 //! callback moved to its failover queue.
+//!
+//! # Sources and automatic tasks (schema version 12)
+//!
+//! Every callback has a [`Source`]: the IVR, the API, or a missed-call
+//! rule's automatic task ([`LaunchStore::create_task`], with its rule id
+//! and settings snapshot). A task is not created while the number has an
+//! active callback of any kind; it is cancelled (`closed_reason`) when the
+//! customer registers or is given one through the API, when a callback to
+//! the number completes, and by [`LaunchStore::cancel_tasks`] (rule
+//! disabled, queue deleted, organisation frozen).
 
 pub mod accounts;
 pub mod manage;
@@ -167,6 +177,42 @@ impl std::fmt::Display for Status {
     }
 }
 
+/// Where a callback came from (the `source` TEXT column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// Registered by a caller in the IVR ([`Store::register`]).
+    Ivr,
+    /// Created through the API ([`ManageStore::create`]).
+    Api,
+    /// An automatic task of a missed-call rule ([`LaunchStore::create_task`]).
+    MissedCall,
+}
+
+impl Source {
+    /// Every source.
+    pub const ALL: [Source; 3] = [Source::Ivr, Source::Api, Source::MissedCall];
+
+    /// The text stored in the `source` column (and the API's and CDR's `type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Ivr => "ivr",
+            Source::Api => "api",
+            Source::MissedCall => "missed_call",
+        }
+    }
+
+    /// Parses the stored text (exact, lower case).
+    pub fn parse(text: &str) -> Option<Source> {
+        Source::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A callback request to register, as collected by the IVR.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewCallback {
@@ -238,15 +284,62 @@ pub struct CallbackRow {
     /// it. `None`: the queue's callback number, or the taking agent's own
     /// when it is restricted to others.
     pub caller_id: Option<String>,
+    /// Where the callback came from.
+    pub source: Source,
+    /// The missed-call rule id of an automatic task (`None` for others).
+    pub rule: Option<String>,
+    /// An automatic task's settings snapshot (JSON text, opaque to the
+    /// store: written and read back verbatim); replaced by
+    /// [`NextStep::Retry`] with a `task`.
+    pub task: Option<String>,
+    /// Why the callback was cancelled or not started (`customer_registered`,
+    /// `customer_reached`, `rule_disabled`, …: `[a-z_]`, given by the
+    /// caller); `None` otherwise.
+    pub closed_reason: Option<String>,
+}
+
+/// An automatic callback task of a missed-call rule, as the controller
+/// creates it ([`LaunchStore::create_task`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    /// The callback: queue, number, called number (the DID), priority,
+    /// `queued_at`, `registered_at` (when the call was missed), expiry,
+    /// the missed call's Call-ID, …
+    pub callback: NewCallback,
+    /// The missed-call rule's id.
+    pub rule: String,
+    /// The task's settings snapshot (JSON text), stored verbatim.
+    pub task: String,
+    /// When the first attempt is due; `None`: no call is started, the row
+    /// is stored failed with `reason`.
+    pub first_attempt_at: Option<Timestamp>,
+    /// The `closed_reason` of a task not started (`first_attempt_at` is
+    /// `None`); `[a-z_]`.
+    pub reason: Option<String>,
+}
+
+/// Which pending automatic tasks [`LaunchStore::cancel_tasks`] cancels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskFilter {
+    /// Those calling this number (plain digits).
+    Number(String),
+    /// Those of this missed-call rule.
+    Rule(String),
+    /// Those in this queue.
+    Queue(QueueId),
+    /// Every one.
+    All,
 }
 
 /// Outcome of [`Store::register`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registration {
-    /// A new pending callback was durably committed with this id.
+    /// A new callback was durably committed with this id (pending; or
+    /// failed, for an automatic task that was not started).
     Registered(CallbackId),
     /// A pending or dialing callback for the same number in the same queue
-    /// already exists (this id); nothing was written.
+    /// (for [`LaunchStore::create_task`]: in any queue) already exists
+    /// (this id); nothing was written.
     AlreadyScheduled(CallbackId),
 }
 
@@ -295,6 +388,9 @@ pub enum NextStep {
     Retry {
         /// The new `next_attempt_at`.
         at: Timestamp,
+        /// An automatic task's settings snapshot for the next attempt,
+        /// replacing [`CallbackRow::task`]; `None` keeps it.
+        task: Option<String>,
     },
     /// No more attempts: failed.
     Failed,
@@ -423,16 +519,26 @@ pub enum StoreError {
         /// The rejected number.
         number: String,
     },
+    /// The caller passed a closed reason that is not `[a-z_]+` (a caller
+    /// bug: reasons are fixed words of the caller's).
+    #[error("closed reason {reason:?} is not lower-case letters and underscores")]
+    InvalidReason {
+        /// The rejected reason.
+        reason: String,
+    },
 }
 
 /// The durable store of callbacks, as the IVR sees it. The launcher's
 /// methods are in [`LaunchStore`].
 pub trait Store: Send {
-    /// One transaction: if a pending or dialing callback exists for
+    /// One transaction: first the pending automatic tasks (missed-call
+    /// source) calling `new.number`, in any queue, are cancelled with reason
+    /// `customer_registered` (the customer asked for a callback: one call,
+    /// not two). Then, if a pending or dialing callback exists for
     /// `(new.queue, new.number)` → [`Registration::AlreadyScheduled`] and
-    /// nothing is written; else the row is inserted with status pending and
-    /// committed durably → [`Registration::Registered`]. An error means
-    /// nothing was written.
+    /// nothing is written (the tasks stay cancelled); else the row is
+    /// inserted with status pending and source IVR and committed durably →
+    /// [`Registration::Registered`]. An error means nothing was written.
     fn register(&mut self, new: &NewCallback) -> Result<Registration, StoreError>;
 
     /// Every stored callback, oldest id first.
@@ -467,7 +573,9 @@ pub trait LaunchStore: Store {
     /// Stores the attempt of a dialing callback and applies `next` in the
     /// same transaction. The callback's `attempts` grows by one when the
     /// outcome is a customer attempt ([`Outcome::is_customer_attempt`]);
-    /// a failover resets it. Fails with [`StoreError::NotDialing`] (nothing
+    /// a failover resets it. [`NextStep::Completed`] also cancels the
+    /// pending automatic tasks calling the same number (reason
+    /// `customer_reached`). Fails with [`StoreError::NotDialing`] (nothing
     /// written) if the callback is not dialing.
     fn record_attempt(
         &mut self,
@@ -485,6 +593,28 @@ pub trait LaunchStore: Store {
         at: Timestamp,
         agent: Option<&str>,
     ) -> Result<(), StoreError>;
+
+    /// One transaction: if an active (pending or dialing) callback of any
+    /// source in any queue exists for the task's number →
+    /// [`Registration::AlreadyScheduled`] and nothing is written (the
+    /// customer will be called anyway). Else the task is inserted with
+    /// source missed-call, its rule and settings snapshot: pending, due at
+    /// `first_attempt_at`; or, when that is `None`, failed with
+    /// `closed_reason = reason` (no duplicate check: nothing is dialed).
+    /// Its events are written with it (registered; scheduled, or failed).
+    fn create_task(&mut self, task: &NewTask) -> Result<Registration, StoreError>;
+
+    /// Every **pending** automatic task matching `which` → cancelled, with
+    /// `closed_reason = reason` and no next attempt, each with its
+    /// `callback.cancelled` event (at `now`); returns their ids
+    /// (ascending). A dialing task is left alone (its call finishes); other
+    /// sources are never touched.
+    fn cancel_tasks(
+        &mut self,
+        which: &TaskFilter,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Vec<CallbackId>, StoreError>;
 
     /// Marks every pending callback with `expires_at <= now` expired and
     /// returns their ids (ascending).

@@ -14,9 +14,16 @@ use super::migrations;
 use super::sqlite_webhooks::{EventData, current_attempt, emit};
 use super::{
     Attempt, AttemptRow, BUSY_TIMEOUT, CallbackRow, Creation, DEFAULT_LEASE, LaunchStore,
-    NewCallback, NextStep, Recorded, Recovery, Registration, Status, Store, StoreError,
+    NewCallback, NewTask, NextStep, Recorded, Recovery, Registration, Source, Status, Store,
+    StoreError, TaskFilter,
 };
 use crate::callback::webhook::{AttemptInfo, EventKind};
+
+/// The columns [`decode_row`] reads.
+pub(super) const ROW_COLUMNS: &str = "id, queue, number, caller_ani, called_number, priority, \
+     queued_at, registered_at, ecbt_quoted_minutes, status, attempts, next_attempt_at, \
+     expires_at, inbound_call_id, moved_from, customer_dialed_at, caller_id, source, rule_id, \
+     task, closed_reason";
 
 /// The [`Store`] on an SQLite file (WAL, `synchronous=FULL`).
 #[derive(Debug)]
@@ -139,9 +146,10 @@ impl SqliteStore {
     }
 
     /// [`Store::register`] and [`ManageStore::create`](super::ManageStore::create):
-    /// one transaction that finds an active callback for the queue and
-    /// number and writes nothing, or inserts the row (with the API's
-    /// additions, if any) and commits it.
+    /// one transaction that cancels the number's pending automatic tasks,
+    /// then finds an active callback for the queue and number (and writes
+    /// nothing more), or inserts the row (with the API's additions, if any)
+    /// and commits it.
     pub(super) fn insert_callback(
         &mut self,
         new: &NewCallback,
@@ -159,14 +167,14 @@ impl SqliteStore {
                 number: caller_id.clone(),
             });
         }
+        let (op, source, cancel_reason) = match extra {
+            Some(_) => ("create", Source::Api, "callback_created"),
+            None => ("register", Source::Ivr, "customer_registered"),
+        };
         let path = &self.path;
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
-            op: if extra.is_some() {
-                "create"
-            } else {
-                "register"
-            },
+            op,
             source,
         };
         // IMMEDIATE takes the write lock before the lookup, so no other
@@ -177,6 +185,16 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
+        // The customer asked for a callback: an automatic task for the
+        // number would call them a second time, and would refuse this
+        // registration as its duplicate. It goes first.
+        let cancelled = cancel_pending_tasks(
+            &tx,
+            &TaskFilter::Number(new.number.clone()),
+            cancel_reason,
+            new.registered_at,
+        )
+        .map_err(|e| e.into_store_error(err))?;
         // Cached statements: parsed once per connection, not per call.
         let existing: Option<i64> = tx
             .prepare_cached(
@@ -190,16 +208,22 @@ impl SqliteStore {
             })
             .map_err(err)?;
         if let Some(id) = existing {
-            tx.rollback().map_err(err)?;
+            // The cancelled tasks stay cancelled: the customer is called by
+            // the active callback.
+            if cancelled.is_empty() {
+                tx.rollback().map_err(err)?;
+            } else {
+                tx.commit().map_err(err)?;
+            }
             return Ok(Registration::AlreadyScheduled(CallbackId(id)));
         }
         tx.prepare_cached(
             "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
                  queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
                  next_attempt_at, expires_at, inbound_call_id, scheduled_for, created_by, data, \
-                 sip_context, caller_id) \
+                 sip_context, caller_id, source) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?11, ?9, ?10, ?11, ?12, ?13, ?14, \
-                 ?15)",
+                 ?15, ?16)",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -220,6 +244,7 @@ impl SqliteStore {
                 extra.and_then(|e| e.data.as_deref()),
                 new.sip_context.as_ref().map(|c| c.to_json()),
                 extra.and_then(|e| e.caller_id.as_deref()),
+                source.as_str(),
             ])
         })
         .map_err(err)?;
@@ -295,12 +320,7 @@ impl Store for SqliteStore {
         let err = self.sqlite_err("list");
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT id, queue, number, caller_ani, called_number, priority, queued_at, \
-                     registered_at, ecbt_quoted_minutes, status, attempts, next_attempt_at, \
-                     expires_at, inbound_call_id, moved_from, customer_dialed_at, caller_id \
-                 FROM callbacks ORDER BY id",
-            )
+            .prepare(&format!("SELECT {ROW_COLUMNS} FROM callbacks ORDER BY id"))
             .map_err(&err)?;
         let mut rows = stmt.query([]).map_err(&err)?;
         let mut out = Vec::new();
@@ -333,16 +353,13 @@ impl LaunchStore for SqliteStore {
         let err = self.sqlite_err("due");
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT id, queue, number, caller_ani, called_number, priority, queued_at, \
-                     registered_at, ecbt_quoted_minutes, status, attempts, next_attempt_at, \
-                     expires_at, inbound_call_id, moved_from, customer_dialed_at, caller_id \
-                 FROM callbacks \
+            .prepare(&format!(
+                "SELECT {ROW_COLUMNS} FROM callbacks \
                  WHERE status = 'pending' \
                      AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) \
                      AND expires_at > ?1 \
-                 ORDER BY priority DESC, queued_at, id",
-            )
+                 ORDER BY priority DESC, queued_at, id"
+            ))
             .map_err(&err)?;
         let mut rows = stmt.query([now.as_millisecond()]).map_err(&err)?;
         let mut out = Vec::new();
@@ -507,12 +524,13 @@ impl LaunchStore for SqliteStore {
                 finish(Status::Expired).map_err(err)?;
                 Recorded::Applied(Status::Expired)
             }
-            NextStep::Retry { at } => {
+            NextStep::Retry { at, task } => {
                 tx.execute(
                     "UPDATE callbacks SET status = 'pending', attempts = attempts + ?2, \
-                         next_attempt_at = ?3, claimed_at = NULL, claimed_by = NULL, lease_until = NULL \
+                         next_attempt_at = ?3, claimed_at = NULL, claimed_by = NULL, \
+                         lease_until = NULL, task = coalesce(?4, task) \
                      WHERE id = ?1",
-                    params![id.0, counted, at.as_millisecond()],
+                    params![id.0, counted, at.as_millisecond(), task],
                 )
                 .map_err(err)?;
                 Recorded::Applied(Status::Pending)
@@ -560,11 +578,11 @@ impl LaunchStore for SqliteStore {
             Recorded::Applied(Status::Failed | Status::Dialing | Status::Cancelled)
             | Recorded::FailoverDuplicate { .. } => EventKind::Failed,
         };
-        let number = current_attempt(&tx, id).map_err(err)?.saturating_sub(1);
+        let attempt_number = current_attempt(&tx, id).map_err(err)?.saturating_sub(1);
         let data = EventData {
             at: Some(attempt.ended_at),
             attempt: Some(AttemptInfo {
-                number,
+                number: attempt_number,
                 started_at: attempt.started_at.to_string(),
                 connected_at: None,
                 ended_at: Some(attempt.ended_at.to_string()),
@@ -574,8 +592,139 @@ impl LaunchStore for SqliteStore {
             }),
         };
         emit(&tx, kind, id, data).map_err(|e| e.into_store_error(err))?;
+        if *next == NextStep::Completed {
+            // The customer was reached: no automatic task calls them again.
+            cancel_pending_tasks(
+                &tx,
+                &TaskFilter::Number(number),
+                "customer_reached",
+                attempt.ended_at,
+            )
+            .map_err(|e| e.into_store_error(err))?;
+        }
         tx.commit().map_err(err)?;
         Ok(recorded)
+    }
+
+    fn create_task(&mut self, task: &NewTask) -> Result<Registration, StoreError> {
+        let new = &task.callback;
+        if !is_plain_digits(&new.number) {
+            return Err(StoreError::NumberNotDigits {
+                number: new.number.clone(),
+            });
+        }
+        // A started task has no closed reason; one not started may have one.
+        let reason = match task.first_attempt_at {
+            Some(_) => None,
+            None => task.reason.as_deref(),
+        };
+        if let Some(reason) = reason
+            && !is_reason(reason)
+        {
+            return Err(StoreError::InvalidReason {
+                reason: reason.to_owned(),
+            });
+        }
+        let path = &self.path;
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            op: "create_task",
+            source,
+        };
+        // IMMEDIATE: no writer slips a callback for the number in between
+        // the look and the insert.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        if task.first_attempt_at.is_some() {
+            // Any active callback, whatever its source or queue, will call
+            // the customer anyway.
+            let existing: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT id FROM callbacks \
+                     WHERE number = ?1 AND status IN ('pending', 'dialing') \
+                     ORDER BY id LIMIT 1",
+                )
+                .and_then(|mut stmt| stmt.query_row([&new.number], |row| row.get(0)).optional())
+                .map_err(err)?;
+            if let Some(id) = existing {
+                tx.rollback().map_err(err)?;
+                return Ok(Registration::AlreadyScheduled(CallbackId(id)));
+            }
+        }
+        let status = match task.first_attempt_at {
+            Some(_) => Status::Pending,
+            None => Status::Failed,
+        };
+        tx.prepare_cached(
+            "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
+                 queued_at, registered_at, ecbt_quoted_minutes, status, attempts, \
+                 next_attempt_at, expires_at, inbound_call_id, sip_context, source, rule_id, \
+                 task, closed_reason) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?12, ?13, 'missed_call', \
+                 ?14, ?15, ?16)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                new.queue.as_str(),
+                new.number,
+                new.caller_ani,
+                new.called_number,
+                new.priority,
+                new.queued_at.as_millisecond(),
+                new.registered_at.as_millisecond(),
+                new.ecbt_quoted_minutes,
+                status.as_str(),
+                task.first_attempt_at.map(Timestamp::as_millisecond),
+                new.expires_at.as_millisecond(),
+                new.inbound_call_id,
+                new.sip_context.as_ref().map(|c| c.to_json()),
+                task.rule,
+                task.task,
+                reason,
+            ])
+        })
+        .map_err(err)?;
+        let id = CallbackId(tx.last_insert_rowid());
+        // The events commit with the row, or neither does.
+        let second = match status {
+            Status::Pending => EventKind::Scheduled,
+            _ => EventKind::Failed,
+        };
+        for kind in [EventKind::Registered, second] {
+            emit(&tx, kind, id, EventData::at(new.registered_at))
+                .map_err(|e| e.into_store_error(err))?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(Registration::Registered(id))
+    }
+
+    fn cancel_tasks(
+        &mut self,
+        which: &TaskFilter,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Vec<CallbackId>, StoreError> {
+        if !is_reason(reason) {
+            return Err(StoreError::InvalidReason {
+                reason: reason.to_owned(),
+            });
+        }
+        let path = &self.path;
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            op: "cancel_tasks",
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let ids =
+            cancel_pending_tasks(&tx, which, reason, now).map_err(|e| e.into_store_error(err))?;
+        tx.commit().map_err(err)?;
+        Ok(ids)
     }
 
     fn expire(&mut self, now: Timestamp) -> Result<Vec<CallbackId>, StoreError> {
@@ -800,7 +949,7 @@ impl LaunchStore for SqliteStore {
             .conn
             .prepare(
                 "SELECT id, callback_id, inbound_call_id, leg, call_id, start_at, answer_at, \
-                     end_at, outcome, sip_code, peer, redirected_from \
+                     end_at, outcome, sip_code, peer, redirected_from, source \
                  FROM cdr \
                  WHERE (?1 IS NULL OR start_at >= ?1) AND (?2 IS NULL OR start_at < ?2) \
                  ORDER BY start_at, id",
@@ -825,8 +974,8 @@ impl LaunchStore for SqliteStore {
 fn insert_cdr(conn: &rusqlite::Connection, record: &CdrRecord) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO cdr (callback_id, inbound_call_id, leg, call_id, start_at, \
-             answer_at, end_at, outcome, sip_code, peer, redirected_from) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             answer_at, end_at, outcome, sip_code, peer, redirected_from, source) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         record.callback.map(|c| c.0),
@@ -840,8 +989,52 @@ fn insert_cdr(conn: &rusqlite::Connection, record: &CdrRecord) -> rusqlite::Resu
         record.sip_code,
         record.peer,
         record.redirected_from,
+        record.source.map(Source::as_str),
     ])?;
     Ok(())
+}
+
+/// Inside the caller's transaction: every pending automatic task
+/// (missed-call source) matching `which` → cancelled with `reason` and no
+/// next attempt, each with its `callback.cancelled` event at `at`. Their
+/// ids, ascending.
+pub(super) fn cancel_pending_tasks(
+    tx: &Connection,
+    which: &TaskFilter,
+    reason: &str,
+    at: Timestamp,
+) -> Result<Vec<CallbackId>, Decode> {
+    let (number, rule, queue) = match which {
+        TaskFilter::Number(n) => (Some(n.as_str()), None, None),
+        TaskFilter::Rule(r) => (None, Some(r.as_str()), None),
+        TaskFilter::Queue(q) => (None, None, Some(q.as_str())),
+        TaskFilter::All => (None, None, None),
+    };
+    let mut ids = tx
+        .prepare_cached(
+            "UPDATE callbacks SET status = 'cancelled', closed_reason = ?1, \
+                 next_attempt_at = NULL \
+             WHERE status = 'pending' AND source = 'missed_call' \
+                 AND (?2 IS NULL OR number = ?2) \
+                 AND (?3 IS NULL OR rule_id = ?3) \
+                 AND (?4 IS NULL OR queue = ?4) \
+             RETURNING id",
+        )?
+        .query_map(params![reason, number, rule, queue], |r| {
+            r.get(0).map(CallbackId)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    // RETURNING yields rows in no promised order.
+    ids.sort_unstable();
+    for &id in &ids {
+        emit(tx, EventKind::Cancelled, id, EventData::at(at))?;
+    }
+    Ok(ids)
+}
+
+/// A closed reason: `[a-z_]+` (the column's CHECK).
+fn is_reason(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
 }
 
 /// `PRAGMA synchronous` value of FULL.
@@ -903,6 +1096,14 @@ pub(super) fn decode_row(row: &rusqlite::Row<'_>) -> Result<CallbackRow, Decode>
         Some(ms) => Some(timestamp("next_attempt_at", ms)?),
         None => None,
     };
+    let source_text: String = row.get("source")?;
+    let Some(source) = Source::parse(&source_text) else {
+        return Err(corrupt("source", source_text));
+    };
+    let closed_reason = match row.get::<_, Option<String>>("closed_reason")? {
+        Some(text) if !is_reason(&text) => return Err(corrupt("closed_reason", text)),
+        other => other,
+    };
     Ok(CallbackRow {
         id: CallbackId(id),
         queue: QueueId(queue.into_boxed_str()),
@@ -929,6 +1130,10 @@ pub(super) fn decode_row(row: &rusqlite::Row<'_>) -> Result<CallbackRow, Decode>
             Some(digits) if !is_plain_digits(&digits) => return Err(corrupt("caller_id", digits)),
             other => other,
         },
+        source,
+        rule: row.get("rule_id")?,
+        task: row.get("task")?,
+        closed_reason,
     })
 }
 
@@ -993,6 +1198,13 @@ pub(super) fn decode_cdr(row: &rusqlite::Row<'_>) -> Result<CdrRecord, Decode> {
         Some(n) => Some(u16::try_from(n).map_err(|_| corrupt("cdr.sip_code", n.to_string()))?),
         None => None,
     };
+    let source = match row.get::<_, Option<String>>("source")? {
+        Some(text) => match Source::parse(&text) {
+            Some(source) => Some(source),
+            None => return Err(corrupt("cdr.source", text)),
+        },
+        None => None,
+    };
     Ok(CdrRecord {
         callback: row.get::<_, Option<i64>>("callback_id")?.map(CallbackId),
         inbound_call_id: row.get("inbound_call_id")?,
@@ -1005,6 +1217,7 @@ pub(super) fn decode_cdr(row: &rusqlite::Row<'_>) -> Result<CdrRecord, Decode> {
         sip_code,
         peer: row.get("peer")?,
         redirected_from: row.get("redirected_from")?,
+        source,
     })
 }
 
@@ -1040,6 +1253,10 @@ mod tests {
                 moved_from: None,
                 customer_dialed_at: None,
                 caller_id: None,
+                source: Source::Ivr,
+                rule: None,
+                task: None,
+                closed_reason: None,
             }]
         );
     }
@@ -1313,6 +1530,57 @@ mod tests {
     }
 
     #[test]
+    fn list_reports_corrupt_source_and_closed_reason_as_corrupt_row() {
+        for (column, value) in [("source", "walk_in"), ("closed_reason", "Rule Off")] {
+            let mut store = SqliteStore::open_in_memory().unwrap();
+            let id = register_one(&mut store, "support", "3125550188", "2025-06-02T15:00:00Z");
+            // The CHECK constraints stop this normally; a foreign tool may not.
+            store
+                .conn
+                .pragma_update(None, "ignore_check_constraints", "ON")
+                .unwrap();
+            store
+                .conn
+                .execute(
+                    &format!("UPDATE callbacks SET {column} = ?1 WHERE id = ?2"),
+                    params![value, id.0],
+                )
+                .unwrap();
+            match store.list().unwrap_err() {
+                StoreError::CorruptRow {
+                    id: row,
+                    column: got,
+                    value: v,
+                } => assert_eq!((row, got, v.as_str()), (id.0, column, value)),
+                other => panic!("expected CorruptRow, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn cdrs_report_a_corrupt_source_as_corrupt_row() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        store
+            .write_cdr(&cdr(Leg::Inbound, "2025-06-02T14:00:00Z", None))
+            .unwrap();
+        store
+            .conn
+            .pragma_update(None, "ignore_check_constraints", "ON")
+            .unwrap();
+        store
+            .conn
+            .execute("UPDATE cdr SET source = 'robot'", [])
+            .unwrap();
+        assert!(matches!(
+            store.cdrs(None, None).unwrap_err(),
+            StoreError::CorruptRow {
+                column: "cdr.source",
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn list_reports_out_of_range_timestamp_as_corrupt_row() {
         let mut store = SqliteStore::open_in_memory().unwrap();
         let id = registered(
@@ -1503,7 +1771,10 @@ mod tests {
         // An attempt that never reached the customer records no dial.
         assert!(store.claim(id, now()).unwrap());
         let agent_missed = attempt(Outcome::AgentNoAnswer, None);
-        let retry = NextStep::Retry { at: now() };
+        let retry = NextStep::Retry {
+            at: now(),
+            task: None,
+        };
         store.record_attempt(id, &agent_missed, &retry).unwrap();
         assert_eq!(row_of(&store, id).customer_dialed_at, None);
         for dialed in ["2025-06-02T15:19:05Z", "2025-06-02T15:40:00Z"] {
@@ -1562,7 +1833,14 @@ mod tests {
         let no_answer = attempt(Outcome::NoAnswer, Some(487));
         assert_eq!(
             store
-                .record_attempt(id, &no_answer, &NextStep::Retry { at: retry_at })
+                .record_attempt(
+                    id,
+                    &no_answer,
+                    &NextStep::Retry {
+                        at: retry_at,
+                        task: None,
+                    }
+                )
                 .unwrap(),
             Recorded::Applied(Status::Pending)
         );
@@ -1580,7 +1858,14 @@ mod tests {
         assert!(store.claim(id, retry_at).unwrap());
         let agent_missed = attempt(Outcome::AgentNoAnswer, Some(480));
         store
-            .record_attempt(id, &agent_missed, &NextStep::Retry { at: retry_at })
+            .record_attempt(
+                id,
+                &agent_missed,
+                &NextStep::Retry {
+                    at: retry_at,
+                    task: None,
+                },
+            )
             .unwrap();
         assert_eq!(row_of(&store, id).attempts, 1);
 
@@ -1932,7 +2217,8 @@ mod tests {
         agent.answer = None;
         agent.outcome = LegOutcome::NoAnswer;
         agent.sip_code = None;
-        let customer = cdr(Leg::Customer, "2025-06-02T15:20:00.5Z", Some(id));
+        let mut customer = cdr(Leg::Customer, "2025-06-02T15:20:00.5Z", Some(id));
+        customer.source = Some(Source::MissedCall);
         let walk_in = cdr(Leg::Inbound, "2025-06-02T15:00:00Z", None);
         for r in [&customer, &inbound, &agent, &walk_in] {
             store.write_cdr(r).unwrap();
@@ -1968,15 +2254,15 @@ mod tests {
         assert_eq!(text.lines().count(), 5);
         assert!(
             text.contains(
-                ",sip:201@pbx.example.com,<sip:3125550100@pbx.example.com>;reason=no-answer\r\n"
+                ",sip:201@pbx.example.com,<sip:3125550100@pbx.example.com>;reason=no-answer,ivr\r\n"
             ),
-            "the inbound leg's redirection: {text}"
+            "the inbound leg's redirection and type: {text}"
         );
         assert!(
             text.contains(
                 "\r\n1,a84b4c76e66710@pc33.example.com,customer,customer-leg@callbackd,\
                  2025-06-02T15:20:00.500Z,2025-06-02T15:20:03.500Z,2025-06-02T15:22:00.500Z,\
-                 answered,200,sip:201@pbx.example.com,\r\n"
+                 answered,200,sip:201@pbx.example.com,,missed_call\r\n"
             ),
             "{text}"
         );

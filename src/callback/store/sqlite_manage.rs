@@ -6,7 +6,9 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use super::manage::{CallbackPatch, CallbackQuery, Changed, ManagedRow, StoredReply};
 use super::sqlite::{Decode, decode_cdr, decode_row, is_plain_digits};
 use super::sqlite_webhooks::{EventData, emit};
-use super::{Creation, ManageStore, NewCallback, Registration, SqliteStore, Status, StoreError};
+use super::{
+    Creation, ManageStore, NewCallback, Registration, Source, SqliteStore, Status, StoreError,
+};
 use crate::callback::cdr::CdrRecord;
 use crate::callback::webhook::EventKind;
 use crate::callback::{CallbackId, QueueId};
@@ -15,7 +17,7 @@ use crate::callback::{CallbackId, QueueId};
 pub(super) const COLUMNS: &str = "id, queue, number, caller_ani, called_number, priority, queued_at, \
      registered_at, ecbt_quoted_minutes, status, attempts, next_attempt_at, expires_at, \
      inbound_call_id, moved_from, customer_dialed_at, ecbt_error_ms, scheduled_for, created_by, \
-     data, caller_id";
+     data, caller_id, source, rule_id, task, closed_reason";
 
 /// An `idempotency_keys` row as read: hash, status, body, location, time.
 type ReplyColumns = (Vec<u8>, i64, String, Option<String>, i64);
@@ -57,6 +59,7 @@ impl ManageStore for SqliteStore {
                      AND (?4 IS NULL OR registered_at >= ?4) \
                      AND (?5 IS NULL OR registered_at < ?5) \
                      AND (?6 IS NULL OR id > ?6) \
+                     AND (?8 IS NULL OR source = ?8) \
                  ORDER BY id LIMIT ?7"
             ))
             .map_err(&err)?;
@@ -69,6 +72,7 @@ impl ManageStore for SqliteStore {
                 q.to.map(Timestamp::as_millisecond),
                 q.after_id,
                 q.limit,
+                q.source.map(Source::as_str),
             ])
             .map_err(&err)?;
         let mut out = Vec::new();
@@ -212,7 +216,7 @@ impl ManageStore for SqliteStore {
             .conn
             .prepare(
                 "SELECT id, callback_id, inbound_call_id, leg, call_id, start_at, answer_at, \
-                     end_at, outcome, sip_code, peer, redirected_from \
+                     end_at, outcome, sip_code, peer, redirected_from, source \
                  FROM cdr WHERE callback_id = ?1 ORDER BY start_at, id",
             )
             .map_err(&err)?;
@@ -388,4 +392,10 @@ mod tests {
     use crate::callback::store::SqliteStore;
 
     crate::manage_store_suite!(SqliteStore::open_in_memory().expect("in-memory store"));
+
+    mod tasks {
+        use crate::callback::store::SqliteStore;
+
+        crate::task_store_suite!(SqliteStore::open_in_memory().expect("in-memory store"));
+    }
 }

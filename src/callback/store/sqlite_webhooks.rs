@@ -733,6 +733,7 @@ mod tests {
                 },
                 &NextStep::Retry {
                     at: ts("2025-06-02T15:21:00Z"),
+                    task: None,
                 },
             )
             .unwrap();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 use rusqlite::params;
 
-use super::{Attempt, CallbackRow, NewCallback, Registration, SqliteStore, Store};
+use super::{Attempt, CallbackRow, NewCallback, Registration, Source, SqliteStore, Store};
 use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
 use crate::callback::scheduler::Outcome;
 use crate::callback::{CallbackId, QueueId};
@@ -122,5 +122,6 @@ pub(super) fn cdr(leg: Leg, start: &str, callback: Option<CallbackId>) -> CdrRec
         peer: "sip:201@pbx.example.com".into(),
         redirected_from: (leg == Leg::Inbound)
             .then(|| "<sip:3125550100@pbx.example.com>;reason=no-answer".into()),
+        source: callback.map(|_| Source::Ivr),
     }
 }

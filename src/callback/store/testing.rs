@@ -7,8 +7,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::{
-    Attempt, AttemptRow, CallbackRow, LaunchStore, NewCallback, NextStep, Recorded, Recovery,
-    Registration, SqliteStore, Store, StoreError,
+    Attempt, AttemptRow, CallbackRow, LaunchStore, NewCallback, NewTask, NextStep, Recorded,
+    Recovery, Registration, SqliteStore, Store, StoreError, TaskFilter,
 };
 use crate::callback::cdr::CdrRecord;
 use crate::callback::{CallbackId, QueueId};
@@ -97,6 +97,19 @@ impl LaunchStore for FailingStore {
 
     fn attempts(&self, _id: CallbackId) -> Result<Vec<AttemptRow>, StoreError> {
         Ok(Vec::new())
+    }
+
+    fn create_task(&mut self, _task: &NewTask) -> Result<Registration, StoreError> {
+        Err(injected("create_task"))
+    }
+
+    fn cancel_tasks(
+        &mut self,
+        _which: &TaskFilter,
+        _reason: &str,
+        _now: Timestamp,
+    ) -> Result<Vec<CallbackId>, StoreError> {
+        Err(injected("cancel_tasks"))
     }
 
     fn write_cdr(&mut self, _record: &CdrRecord) -> Result<(), StoreError> {
@@ -735,6 +748,7 @@ pub mod manage_suite {
         queues: None,
         status: None,
         number: None,
+        source: None,
         from: None,
         to: None,
         after_id: None,
@@ -1034,6 +1048,623 @@ macro_rules! manage_store_suite {
             fn $case() {
                 let mut store = $make;
                 $crate::callback::store::testing::manage_suite::$case(&mut store);
+            }
+        )*
+    };
+}
+
+/// The automatic-task cases (issue 13: missed-call rules) of
+/// [`LaunchStore::create_task`], [`LaunchStore::cancel_tasks`] and the
+/// cancellations that registering, creating and completing a callback make,
+/// run on every implementation through
+/// [`task_store_suite!`](crate::task_store_suite). Each case takes a fresh,
+/// empty store.
+pub mod task_suite {
+    use jiff::{SignedDuration, Timestamp};
+
+    use crate::callback::scheduler::Outcome;
+    use crate::callback::store::{
+        Attempt, CallbackPatch, CallbackQuery, CallbackRow, Changed, Creation, LaunchStore,
+        ManageStore, NewCallback, NewTask, NewWebhook, NextStep, Registration, Source, Status,
+        StoreError, TaskFilter, WebhookStore,
+    };
+    use crate::callback::webhook::EventKind;
+    use crate::callback::{CallbackId, QueueId};
+
+    /// 2025-06-02 (a Monday) 10:00 UTC: when the calls were missed.
+    fn t0() -> Timestamp {
+        "2025-06-02T10:00:00Z".parse().expect("test timestamp")
+    }
+
+    fn mins(n: i64) -> SignedDuration {
+        SignedDuration::from_mins(n)
+    }
+
+    fn new_cb(queue: &str, number: &str) -> NewCallback {
+        NewCallback {
+            queue: QueueId(queue.into()),
+            number: number.to_owned(),
+            caller_ani: number.to_owned(),
+            called_number: "8005550199".to_owned(),
+            priority: 0,
+            queued_at: t0(),
+            registered_at: t0(),
+            ecbt_quoted_minutes: 0,
+            expires_at: t0() + mins(240),
+            inbound_call_id: format!("missed-{number}@pbx"),
+            sip_context: None,
+        }
+    }
+
+    fn snapshot(attempt: u32) -> String {
+        format!(r#"{{"attempt":{attempt},"intervals_min":[5,10],"caller_id":"8005550199"}}"#)
+    }
+
+    /// A task of `rule` in `queue` for `number`, first dialed 5 minutes
+    /// after the missed call.
+    fn task(queue: &str, number: &str, rule: &str) -> NewTask {
+        NewTask {
+            callback: new_cb(queue, number),
+            rule: rule.to_owned(),
+            task: snapshot(1),
+            first_attempt_at: Some(t0() + mins(5)),
+            reason: None,
+        }
+    }
+
+    fn created<S: LaunchStore>(store: &mut S, new: &NewTask) -> CallbackId {
+        match store.create_task(new).expect("create_task") {
+            Registration::Registered(id) => id,
+            other => panic!("expected Registered, got {other:?}"),
+        }
+    }
+
+    fn row<S: ManageStore>(store: &S, id: CallbackId) -> CallbackRow {
+        store.get(id).expect("get").expect("stored").row
+    }
+
+    fn count<S: ManageStore>(store: &S) -> usize {
+        store.query(&ALL).expect("query").len()
+    }
+
+    /// Subscribes to every event, so that each one written is seen.
+    fn subscribe<S: WebhookStore>(store: &mut S) -> i64 {
+        store
+            .create_webhook(&NewWebhook {
+                url: "https://hooks.example.com/tasks".into(),
+                events: EventKind::ALL.to_vec(),
+                secret: "whsec_task_suite".into(),
+                enabled: true,
+                description: String::new(),
+                created_by: "test".into(),
+                created_at: t0(),
+            })
+            .expect("create webhook")
+            .id
+    }
+
+    /// The events written since the subscription, in order.
+    fn events<S: WebhookStore>(store: &S, hook: i64) -> Vec<(CallbackId, String)> {
+        store
+            .deliveries(hook, None, 1000)
+            .expect("deliveries")
+            .into_iter()
+            .map(|d| (d.callback, d.event_type))
+            .collect()
+    }
+
+    fn ev(id: CallbackId, kind: EventKind) -> (CallbackId, String) {
+        (id, kind.as_str().to_owned())
+    }
+
+    const ALL: CallbackQuery = CallbackQuery {
+        queues: None,
+        status: None,
+        number: None,
+        source: None,
+        from: None,
+        to: None,
+        after_id: None,
+        limit: 1000,
+    };
+
+    /// A task is stored pending with its rule and snapshot, due at its
+    /// first attempt time; a second one for the number is refused naming
+    /// it. A task that is not started is stored failed with its reason,
+    /// never due. Each writes its events; the source filter finds them.
+    pub fn tasks_are_created_pending_or_failed_not_started<
+        S: ManageStore + LaunchStore + WebhookStore,
+    >(
+        store: &mut S,
+    ) {
+        let hook = subscribe(store);
+        let new = task("support", "3125550188", "after-hours");
+        let id = created(store, &new);
+        let r = row(store, id);
+        assert_eq!(
+            (r.source, r.rule.as_deref(), r.task.as_deref(), r.status),
+            (
+                Source::MissedCall,
+                Some("after-hours"),
+                Some(snapshot(1).as_str()),
+                Status::Pending
+            )
+        );
+        assert_eq!(r.next_attempt_at, Some(t0() + mins(5)));
+        assert_eq!(
+            (r.closed_reason, r.called_number.as_str()),
+            (None, "8005550199")
+        );
+        assert_eq!(r.registered_at, t0(), "registered when the call was missed");
+        assert!(store.due(t0() + mins(4)).expect("due").is_empty());
+        let due: Vec<_> = store
+            .due(t0() + mins(5))
+            .expect("due")
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(due, [id]);
+        assert_eq!(
+            store
+                .create_task(&task("sales", "3125550188", "abandoned"))
+                .expect("create_task"),
+            Registration::AlreadyScheduled(id),
+            "one automatic call per number"
+        );
+        assert_eq!(count(store), 1, "the refusal wrote nothing");
+
+        let not_started = NewTask {
+            first_attempt_at: None,
+            reason: Some("unknown_time_zone".into()),
+            ..task("support", "4165550100", "after-hours")
+        };
+        let failed = created(store, &not_started);
+        let f = row(store, failed);
+        assert_eq!(
+            (
+                f.source,
+                f.status,
+                f.closed_reason.as_deref(),
+                f.next_attempt_at
+            ),
+            (
+                Source::MissedCall,
+                Status::Failed,
+                Some("unknown_time_zone"),
+                None
+            )
+        );
+        assert_eq!(f.rule.as_deref(), Some("after-hours"));
+        let due: Vec<_> = store
+            .due(t0() + mins(60))
+            .expect("due")
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(due, [id], "a task not started is never due");
+        // Not started, so nothing is dialed: stored even beside an active one.
+        let beside = NewTask {
+            first_attempt_at: None,
+            reason: Some("queue_deleted".into()),
+            ..task("support", "3125550188", "after-hours")
+        };
+        let beside = created(store, &beside);
+        assert_eq!(row(store, beside).status, Status::Failed);
+        assert_eq!(
+            events(store, hook),
+            [
+                ev(id, EventKind::Registered),
+                ev(id, EventKind::Scheduled),
+                ev(failed, EventKind::Registered),
+                ev(failed, EventKind::Failed),
+                ev(beside, EventKind::Registered),
+                ev(beside, EventKind::Failed),
+            ]
+        );
+        let bad = NewTask {
+            first_attempt_at: None,
+            reason: Some("Unknown Zone".into()),
+            ..task("support", "3125550199", "after-hours")
+        };
+        assert!(matches!(
+            store.create_task(&bad),
+            Err(StoreError::InvalidReason { .. })
+        ));
+        let bad_number = task("support", "+13125550199", "after-hours");
+        assert!(matches!(
+            store.create_task(&bad_number),
+            Err(StoreError::NumberNotDigits { .. })
+        ));
+        assert_eq!(count(store), 3, "refusals write nothing");
+
+        let ivr = match store
+            .register(&new_cb("support", "2125550100"))
+            .expect("register")
+        {
+            Registration::Registered(id) => id,
+            other => panic!("{other:?}"),
+        };
+        let api = match store
+            .create(
+                &new_cb("support", "2125550101"),
+                &Creation {
+                    scheduled_for: None,
+                    created_by: "ann".into(),
+                    data: None,
+                    caller_id: None,
+                },
+            )
+            .expect("create")
+        {
+            Registration::Registered(id) => id,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (row(store, ivr).source, row(store, api).source),
+            (Source::Ivr, Source::Api)
+        );
+        let of = |source| {
+            let q = CallbackQuery {
+                source: Some(source),
+                ..ALL
+            };
+            store
+                .query(&q)
+                .expect("query")
+                .iter()
+                .map(|r| r.row.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of(Source::MissedCall), [id, failed, beside]);
+        assert_eq!(of(Source::Ivr), [ivr]);
+        assert_eq!(of(Source::Api), [api]);
+    }
+
+    /// An active callback of any source, in any queue, stops a task for
+    /// the same number: the customer is called anyway.
+    pub fn task_is_refused_while_any_callback_for_the_number_is_active<
+        S: ManageStore + LaunchStore,
+    >(
+        store: &mut S,
+    ) {
+        let Registration::Registered(ivr) = store
+            .register(&new_cb("billing", "3125550188"))
+            .expect("register")
+        else {
+            panic!("registered");
+        };
+        assert_eq!(
+            store
+                .create_task(&task("support", "3125550188", "abandoned"))
+                .expect("create_task"),
+            Registration::AlreadyScheduled(ivr)
+        );
+        // Dialing counts too.
+        assert!(store.claim(ivr, t0()).expect("claim"));
+        assert_eq!(
+            store
+                .create_task(&task("sales", "3125550188", "abandoned"))
+                .expect("create_task"),
+            Registration::AlreadyScheduled(ivr)
+        );
+        assert_eq!(count(store), 1, "nothing written");
+        // Once it is finished, the next missed call gets its task.
+        store
+            .record_attempt(ivr, &attempt(Outcome::InvalidNumber), &NextStep::Failed)
+            .expect("record");
+        let id = created(store, &task("support", "3125550188", "abandoned"));
+        assert_eq!(row(store, id).status, Status::Pending);
+    }
+
+    /// `cancel_tasks` by number, rule, queue and all takes only pending
+    /// tasks: never a dialing one, never an IVR or API callback; each
+    /// gets the reason, no next attempt and its event.
+    pub fn cancel_tasks_takes_only_pending_tasks_that_match<
+        S: ManageStore + LaunchStore + WebhookStore,
+    >(
+        store: &mut S,
+    ) {
+        let a = created(store, &task("support", "3125550101", "r1"));
+        let b = created(store, &task("sales", "3125550102", "r2"));
+        let c = created(store, &task("sales", "3125550103", "r1"));
+        let d = created(store, &task("support", "3125550104", "r2"));
+        let e = created(store, &task("billing", "3125550105", "r3"));
+        let Registration::Registered(ivr) = store
+            .register(&new_cb("support", "3125550106"))
+            .expect("register")
+        else {
+            panic!("registered");
+        };
+        assert!(
+            store.claim(c, t0() + mins(5)).expect("claim"),
+            "c is dialing"
+        );
+        let hook = subscribe(store);
+        let later = t0() + mins(30);
+        assert_eq!(
+            store
+                .cancel_tasks(
+                    &TaskFilter::Number("3125550102".into()),
+                    "customer_reached",
+                    later
+                )
+                .expect("by number"),
+            [b]
+        );
+        assert_eq!(
+            store
+                .cancel_tasks(&TaskFilter::Rule("r1".into()), "rule_disabled", later)
+                .expect("by rule"),
+            [a],
+            "c is dialing: its call finishes"
+        );
+        assert_eq!(
+            store
+                .cancel_tasks(
+                    &TaskFilter::Queue(QueueId("support".into())),
+                    "queue_deleted",
+                    later
+                )
+                .expect("by queue"),
+            [d],
+            "the IVR's callback in the queue is not a task"
+        );
+        assert!(
+            store
+                .cancel_tasks(&TaskFilter::Rule("r1".into()), "rule_disabled", later)
+                .expect("again")
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .cancel_tasks(&TaskFilter::All, "org_frozen", later)
+                .expect("all"),
+            [e]
+        );
+        for (id, reason) in [
+            (a, "rule_disabled"),
+            (b, "customer_reached"),
+            (d, "queue_deleted"),
+            (e, "org_frozen"),
+        ] {
+            let r = row(store, id);
+            assert_eq!(
+                (r.status, r.closed_reason.as_deref(), r.next_attempt_at),
+                (Status::Cancelled, Some(reason), None),
+                "{id}"
+            );
+        }
+        assert_eq!(
+            (row(store, c).status, row(store, c).closed_reason),
+            (Status::Dialing, None)
+        );
+        assert_eq!(
+            (row(store, ivr).status, row(store, ivr).closed_reason),
+            (Status::Pending, None)
+        );
+        assert_eq!(
+            events(store, hook),
+            [
+                ev(b, EventKind::Cancelled),
+                ev(a, EventKind::Cancelled),
+                ev(d, EventKind::Cancelled),
+                ev(e, EventKind::Cancelled),
+            ]
+        );
+        assert!(matches!(
+            store.cancel_tasks(&TaskFilter::All, "", later),
+            Err(StoreError::InvalidReason { .. })
+        ));
+        assert!(matches!(
+            store.cancel_tasks(&TaskFilter::All, "org-frozen", later),
+            Err(StoreError::InvalidReason { .. })
+        ));
+    }
+
+    /// A customer who registers in the IVR is not also called by the
+    /// automatic task: the number's pending tasks (any queue) are cancelled
+    /// in the same transaction, and the registration is not refused as
+    /// their duplicate. The API's create does the same.
+    pub fn registering_or_creating_cancels_the_numbers_pending_tasks<
+        S: ManageStore + LaunchStore + WebhookStore,
+    >(
+        store: &mut S,
+    ) {
+        let same_queue = created(store, &task("support", "3125550188", "abandoned"));
+        let other = created(store, &task("sales", "3125550199", "abandoned"));
+        let hook = subscribe(store);
+        let ivr = match store
+            .register(&new_cb("support", "3125550188"))
+            .expect("register")
+        {
+            Registration::Registered(id) => id,
+            other => panic!("a task is no duplicate of a registration: {other:?}"),
+        };
+        let t = row(store, same_queue);
+        assert_eq!(
+            (t.status, t.closed_reason.as_deref()),
+            (Status::Cancelled, Some("customer_registered"))
+        );
+        assert_eq!(row(store, ivr).source, Source::Ivr);
+        assert_eq!(
+            row(store, other).status,
+            Status::Pending,
+            "another number's task stays"
+        );
+        assert_eq!(
+            events(store, hook),
+            [
+                ev(same_queue, EventKind::Cancelled),
+                ev(ivr, EventKind::Registered)
+            ]
+        );
+
+        // The API: a task in another queue for the number goes too.
+        let api = match store
+            .create(
+                &new_cb("billing", "3125550199"),
+                &Creation {
+                    scheduled_for: Some(t0() + mins(60)),
+                    created_by: "ann".into(),
+                    data: None,
+                    caller_id: None,
+                },
+            )
+            .expect("create")
+        {
+            Registration::Registered(id) => id,
+            other => panic!("{other:?}"),
+        };
+        let t = row(store, other);
+        assert_eq!(
+            (t.status, t.closed_reason.as_deref()),
+            (Status::Cancelled, Some("callback_created"))
+        );
+        assert_eq!(row(store, api).source, Source::Api);
+
+        // A dialing task is left to finish; a duplicate registration in
+        // its queue is refused as before.
+        let dialing = created(store, &task("support", "3125550177", "abandoned"));
+        assert!(store.claim(dialing, t0() + mins(5)).expect("claim"));
+        assert_eq!(
+            store
+                .register(&new_cb("support", "3125550177"))
+                .expect("register"),
+            Registration::AlreadyScheduled(dialing)
+        );
+        assert_eq!(row(store, dialing).status, Status::Dialing);
+    }
+
+    /// A callback to the number that completes cancels the number's other
+    /// pending tasks ("customer_reached"). A task's retry may carry the
+    /// next attempt's settings snapshot, which replaces the stored one; a
+    /// short call is a counted customer attempt, read back as such.
+    pub fn completion_cancels_other_tasks_and_retries_carry_the_snapshot<
+        S: ManageStore + LaunchStore + WebhookStore,
+    >(
+        store: &mut S,
+    ) {
+        let t = created(store, &task("support", "3125550188", "abandoned"));
+        let at = t0() + mins(5);
+        assert!(store.claim(t, at).expect("claim"));
+        store
+            .record_attempt(
+                t,
+                &attempt(Outcome::ShortCall),
+                &NextStep::Retry {
+                    at: at + mins(10),
+                    task: Some(snapshot(2)),
+                },
+            )
+            .expect("record");
+        let r = row(store, t);
+        assert_eq!(
+            (r.status, r.attempts, r.next_attempt_at, r.task.as_deref()),
+            (
+                Status::Pending,
+                1,
+                Some(at + mins(10)),
+                Some(snapshot(2).as_str())
+            )
+        );
+        let outcomes: Vec<_> = store
+            .attempts(t)
+            .expect("attempts")
+            .iter()
+            .map(|a| a.attempt.outcome)
+            .collect();
+        assert_eq!(outcomes, [Outcome::ShortCall]);
+        assert!(store.claim(t, at + mins(10)).expect("claim"));
+        store
+            .record_attempt(
+                t,
+                &attempt(Outcome::NoAnswer),
+                &NextStep::Retry {
+                    at: at + mins(20),
+                    task: None,
+                },
+            )
+            .expect("record");
+        assert_eq!(
+            row(store, t).task.as_deref(),
+            Some(snapshot(2).as_str()),
+            "no snapshot: the stored one is kept"
+        );
+
+        // An API callback for another number, renumbered onto the task's
+        // (a patch checks its own queue only): two active for the number.
+        let Registration::Registered(api) = store
+            .create(
+                &new_cb("billing", "3125550199"),
+                &Creation {
+                    scheduled_for: None,
+                    created_by: "ann".into(),
+                    data: None,
+                    caller_id: None,
+                },
+            )
+            .expect("create")
+        else {
+            panic!("registered");
+        };
+        let patch = CallbackPatch {
+            number: Some("3125550188".into()),
+            ..CallbackPatch::default()
+        };
+        assert!(matches!(
+            store.patch(api, &patch).expect("patch"),
+            Changed::Done { .. }
+        ));
+        let untouched = created(store, &task("sales", "3125550177", "abandoned"));
+        let hook = subscribe(store);
+        assert!(store.claim(api, t0() + mins(30)).expect("claim"));
+        store
+            .record_attempt(api, &attempt(Outcome::Answered), &NextStep::Completed)
+            .expect("record");
+        let r = row(store, t);
+        assert_eq!(
+            (r.status, r.closed_reason.as_deref(), r.next_attempt_at),
+            (Status::Cancelled, Some("customer_reached"), None)
+        );
+        assert_eq!(row(store, api).status, Status::Completed);
+        assert_eq!(row(store, untouched).status, Status::Pending);
+        let seen = events(store, hook);
+        assert!(seen.contains(&ev(t, EventKind::Cancelled)), "{seen:?}");
+        assert!(seen.contains(&ev(api, EventKind::Completed)), "{seen:?}");
+        assert!(!seen.iter().any(|(id, _)| *id == untouched), "{seen:?}");
+    }
+
+    fn attempt(outcome: Outcome) -> Attempt {
+        Attempt {
+            started_at: t0() + mins(5),
+            ended_at: t0() + mins(6),
+            outcome,
+            sip_status: Some(200),
+            agent: Some("alice".into()),
+            customer_dialed_at: None,
+        }
+    }
+}
+
+/// Runs every [`task_suite`] case as its own `#[test]` on stores made by
+/// `$make` (an expression giving a fresh, empty store).
+#[macro_export]
+macro_rules! task_store_suite {
+    ($make:expr) => {
+        $crate::task_store_suite!(@cases $make;
+            tasks_are_created_pending_or_failed_not_started,
+            task_is_refused_while_any_callback_for_the_number_is_active,
+            cancel_tasks_takes_only_pending_tasks_that_match,
+            registering_or_creating_cancels_the_numbers_pending_tasks,
+            completion_cancels_other_tasks_and_retries_carry_the_snapshot,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let mut store = $make;
+                $crate::callback::store::testing::task_suite::$case(&mut store);
             }
         )*
     };
