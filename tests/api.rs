@@ -785,7 +785,10 @@ async fn callbacks_lists_stored_rows_with_a_status_filter() {
             agent: Some("alice".into()),
             customer_dialed_at: Some(dialed),
         };
-        let next = NextStep::Retry { at: expires_at };
+        let next = NextStep::Retry {
+            at: expires_at,
+            task: None,
+        };
         store.record_attempt(id, &attempt, &next).expect("recorded");
     }
     let (status, one) = h

@@ -158,6 +158,20 @@ fn answer_ivr_registration_then_bye_at_exact_instants() {
     let stats = h.ctl.stats();
     assert_eq!((stats.calls, stats.rtp_ports), (0, 0), "{stats:?}");
     assert_eq!(stats.sip, Default::default(), "{stats:?}");
+    // Its inbound CDR is linked to the callback and typed with its source.
+    assert_eq!(rows[0].source, callbackd::callback::store::Source::Ivr);
+    let cdrs = callbackd::callback::store::LaunchStore::cdrs(&h.store, None, None).expect("cdrs");
+    let inbound = cdrs
+        .iter()
+        .find(|c| c.call_id == "call-1")
+        .expect("the inbound CDR");
+    assert_eq!(
+        (inbound.callback, inbound.source),
+        (
+            Some(rows[0].id),
+            Some(callbackd::callback::store::Source::Ivr)
+        )
+    );
     assert!(h.media.streams.is_empty());
 }
 

@@ -294,6 +294,7 @@ fn callback_calls_agent_first_then_customer_and_bridges() {
     for r in &csv[2..] {
         assert_eq!(r[0], row.id.to_string(), "linked to the callback: {r:?}");
         assert_eq!(r[1], inbound_call_id, "linked to the inbound call: {r:?}");
+        assert_eq!(r[11], "ivr", "the callback's type: {r:?}");
     }
     let since = callbackd::callback::cdr::utc_millis(customer_cdr.start);
     let later = cdr_csv(engine.config_path(), &["--since", &since]);

@@ -34,7 +34,7 @@ use crate::callback::QueueId;
 use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
 use crate::callback::hours::{BusinessHours, GateDecision, Gates, registration_gate};
 use crate::callback::scheduler::LiveCaller;
-use crate::callback::store::{NewCallback, Registration};
+use crate::callback::store::{NewCallback, Registration, Source};
 use crate::callback::webhook::SipContext;
 use crate::config::{Codec, Routes, Settings};
 use crate::ivr::Ecbt;
@@ -1189,7 +1189,8 @@ impl Calls {
                 sip_code: Some(200),
                 peer: ctx.from.clone(),
                 redirected_from: ctx.redirected_from.clone(),
-                source: None,
+                // The callback it registered is the IVR's.
+                source: ctx.callback.map(|_| Source::Ivr),
             })));
         if let Some(q) = self.acd.queue_mut(&self.queues[ctx.queue].id) {
             q.leave(CallerId(call.0));
