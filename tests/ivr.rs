@@ -26,8 +26,8 @@ use callbackd::callback::cdr::CdrRecord;
 use callbackd::callback::hours::Gates;
 use callbackd::callback::store::testing::{FailingStore, arm_commit_failure};
 use callbackd::callback::store::{
-    Attempt, AttemptRow, CallbackRow, LaunchStore, NewCallback, NextStep, Recorded, Recovery,
-    Registration, SqliteStore, Status, Store, StoreError,
+    Attempt, AttemptRow, CallbackRow, LaunchStore, NewCallback, NewTask, NextStep, Recorded,
+    Recovery, Registration, SqliteStore, Status, Store, StoreError, TaskFilter,
 };
 use callbackd::callback::{CallbackId, QueueId};
 use callbackd::config::Config;
@@ -193,6 +193,19 @@ impl<S: LaunchStore> LaunchStore for Counting<S> {
 
     fn attempts(&self, id: CallbackId) -> Result<Vec<AttemptRow>, StoreError> {
         self.inner.attempts(id)
+    }
+
+    fn create_task(&mut self, task: &NewTask) -> Result<Registration, StoreError> {
+        self.inner.create_task(task)
+    }
+
+    fn cancel_tasks(
+        &mut self,
+        which: &TaskFilter,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Vec<CallbackId>, StoreError> {
+        self.inner.cancel_tasks(which, reason, now)
     }
 
     fn write_cdr(&mut self, record: &CdrRecord) -> Result<(), StoreError> {
