@@ -103,6 +103,7 @@ say already_scheduled "You already have a callback scheduled. We will call you b
 say unable "We are unable to offer callbacks at this time."
 say returning_to_queue "Returning you to the queue."
 say agent_whisper "Callback for"
+say missed_call_agent "Automatic callback of a missed call, for"
 say customer_no_answer "The customer did not answer."
 say recording_notice "This call may be recorded for quality purposes."
 say goodbye "Thank you. Goodbye."

@@ -553,7 +553,7 @@ fn records_a_stereo_wav_with_the_agent_left() {
         a: A,
         b: B,
         path: path.clone(),
-        notice_first: false,
+        notice: None,
     });
     rig.sync();
     // One second: A (the agent) says a 1 kHz tone, B (the customer) is silent.
@@ -642,7 +642,7 @@ fn recording_notice_plays_to_the_customer_before_recording() {
         a: A,
         b: B,
         path: path.clone(),
-        notice_first: true,
+        notice: Some("recording_notice".into()),
     });
     let lib = prompts();
     let notice = lib.id("recording_notice").unwrap();

@@ -4,6 +4,8 @@
 
 #[path = "controller/driver.rs"]
 mod driver;
+#[path = "controller/missed.rs"]
+mod missed;
 
 use callbackd::sip::message::HeaderName;
 use callbackd::sip::registrar::keepalive_period;

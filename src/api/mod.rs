@@ -27,6 +27,7 @@
 //! | POST | `/v1/callbacks/cancel` | manager | `{"number","queue"?}` → 200 `{"cancelled":[…]}`: every pending callback of that number in the caller's units (or that queue) |
 //! | GET | `/v1/callbacks/status?number=` | viewer | `{"number","callbacks":[{"id","queue","status","position","ecbt_minutes","ecbt_more_than","attempts","scheduled_for"}]}`: the active ones, else the latest (the ECBT estimated now from the callbacks ahead, the rolling handle time and the agents staffing the queue); 404 when none |
 //! | … | `/v1/org`, `/v1/org/switches`, `/v1/queues[/{id}[/switches]]` | viewer reads, manager a unit's queue hours and switches, admin the rest | the organisation at run time (see [`org`]) |
+//! | … | `/v1/missed-call-rules[/{id}]`, `/v1/org/freeze` | viewer reads, manager switches a unit's rule, admin the rest | missed-call rules and the organisation's freeze (see [`rules`]) |
 //! | GET | `/v1/agents` | viewer | the agents serving the caller's units: `{"id","state","reachable"}`, in id order |
 //! | PUT | `/v1/agents/{id}` | manager | `{"paused":bool}` → 200 with the agent; 404 unknown agent; 403 another unit's; 409 while it rings or talks |
 //! | GET | `/v1/me` | viewer | the caller: `{"name","role","units","queues"}` |
@@ -93,6 +94,7 @@ pub mod callbacks;
 pub mod metrics;
 pub mod openapi;
 pub mod org;
+pub mod rules;
 pub mod webhooks;
 
 use std::collections::BTreeMap;
@@ -270,6 +272,27 @@ const TABLE: &[Entry] = &[
     entry(Verb::Put, "/v1/org/switches", Rule::Admin, |m| {
         on(m, org::put_org_switches)
     }),
+    entry(Verb::Put, "/v1/org/freeze", Rule::Admin, |m| {
+        on(m, rules::put_freeze)
+    }),
+    entry(Verb::Get, "/v1/missed-call-rules", Rule::Viewer, |m| {
+        on(m, rules::list)
+    }),
+    entry(Verb::Put, "/v1/missed-call-rules/{id}", Rule::Admin, |m| {
+        on(m, rules::put)
+    }),
+    entry(
+        Verb::Patch,
+        "/v1/missed-call-rules/{id}",
+        Rule::Manager,
+        |m| on(m, rules::patch),
+    ),
+    entry(
+        Verb::Delete,
+        "/v1/missed-call-rules/{id}",
+        Rule::Admin,
+        |m| on(m, rules::delete),
+    ),
     entry(Verb::Get, "/v1/queues", Rule::Viewer, |m| {
         on(m, org::list_queues)
     }),

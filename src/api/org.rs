@@ -19,6 +19,8 @@
 //! | DELETE | `/v1/queues/{id}` | admin | 204; 409 `queue_in_use` while callbacks are pending in it or a unit groups it |
 //! | PUT | `/v1/queues/{id}/switches` | manager | `{"registration_enabled"?,"launch_enabled"?}` for one queue → 200 as `GET /v1/org/switches` |
 //!
+//! The missed-call rules and the freeze are in [`super::rules`].
+//!
 //! The switches (seed: the portal's On/Off tab): *registration* off → the
 //! caller hears "we are unable to offer callbacks at this time" and is
 //! disconnected, pending callbacks keep launching; *launching* off →
@@ -107,7 +109,7 @@ pub struct SwitchesBody {
 
 /// The organisation in force: the stored version (read now), else the
 /// configuration's (version 0).
-async fn current(
+pub(super) async fn current(
     state: &ApiState,
 ) -> Result<(u64, Organisation, Option<StoredOrganisation>), Problem> {
     let stored = state.with_store(|store| Ok(store.organisation()?)).await?;
@@ -212,6 +214,7 @@ where
     }
     let mut document = before.clone();
     f(&mut document)?;
+    super::rules::check_frozen(&document)?;
     if document == before {
         return Ok((base, document, false));
     }
@@ -294,7 +297,10 @@ fn invalid(e: ConfigError) -> Problem {
 }
 
 /// A JSON object body, `application/json` or `application/merge-patch+json`.
-fn object_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value, Problem> {
+pub(super) fn object_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Value, Problem> {
     let merge_patch = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -32,9 +32,11 @@ use crate::b2bua::telemetry::{self, CallDirection};
 use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
 use crate::callback::dialer::{self, Dialer, DialerSettings, Outcome};
 use crate::callback::number::NumberPolicy;
+use crate::callback::number::own_number;
 use crate::callback::number::{PhoneNumber, validate};
+use crate::callback::rules::{RuleBook, TaskSettings};
 use crate::callback::scheduler::{Action as Plan, Scheduler, Snapshot};
-use crate::callback::store::{Attempt, CallbackRow, Recorded};
+use crate::callback::store::{Attempt, CallbackRow, NextStep, Recorded, Source, TaskFilter};
 use crate::callback::trunk::{
     CpsLimiter, Target, TargetFailure, TargetHealth, TargetList, TrunkSettings,
     customer_request_uri, from_header, order_for_call, pai_header, presented_caller_id,
@@ -79,6 +81,10 @@ pub struct DialingSettings {
     pub recordings_dir: std::path::PathBuf,
     /// Recordings older than this are deleted.
     pub recording_retention: Duration,
+    /// The missed-call rules, the calling window and the freeze.
+    pub rules: RuleBook,
+    /// Automatic callback calls at once.
+    pub auto_lines: u32,
 }
 
 /// Per-queue maps of `settings` for [`DialingSettings`]: caller IDs,
@@ -129,6 +135,8 @@ pub struct Dialing {
     rng: fastrand::Rng,
     /// "No trunk target" was logged (once per outage).
     trunk_down_logged: bool,
+    /// Automatic tasks to cancel, and why: sent with the next timer run.
+    cancels: Vec<(TaskFilter, &'static str)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +160,8 @@ struct LiveCtx {
 
 struct AttemptCtx {
     callback: CallbackRow,
+    /// An automatic task's settings, as its attempt was scheduled.
+    task: Option<TaskSettings>,
     number: PhoneNumber,
     agent: AgentId,
     dialer: Option<Dialer>,
@@ -203,6 +213,7 @@ impl Dialing {
             legs: HashMap::new(),
             rng: fastrand::Rng::new(),
             trunk_down_logged: false,
+            cancels: Vec::new(),
         })
     }
 
@@ -238,8 +249,37 @@ impl Dialing {
         self.settings.recording = recording;
         self.settings.agent_cooldowns = agent_cooldowns;
         self.settings.policy = settings.org().number_policy.clone();
+        let old_queues: Vec<QueueId> = self.scheduler.queue_ids().cloned().collect();
         self.scheduler = settings.scheduler();
         self.launch_enabled = settings.org().gates.launch_enabled;
+        self.settings.auto_lines = settings.org().auto_callback_lines;
+        let rules = settings.org().rule_book();
+        // Issue 13 point 3: the pending tasks of a rule switched off or
+        // deleted, of a queue deleted, or of every rule when the
+        // organisation is frozen, are cancelled as the change is applied
+        // (sent to the store with the next timer run, which has the clock).
+        let old = &self.settings.rules;
+        if rules.frozen && !old.frozen {
+            self.cancels.push((TaskFilter::All, "org_frozen"));
+        }
+        for rule in &old.rules {
+            match rules.rule(&rule.id) {
+                None => self
+                    .cancels
+                    .push((TaskFilter::Rule(rule.id.clone()), "rule_deleted")),
+                Some(r) if !r.enabled && rule.enabled => self
+                    .cancels
+                    .push((TaskFilter::Rule(rule.id.clone()), "rule_disabled")),
+                Some(_) => {}
+            }
+        }
+        for queue in old_queues {
+            if self.scheduler.queue(&queue).is_none() {
+                self.cancels
+                    .push((TaskFilter::Queue(queue), "queue_deleted"));
+            }
+        }
+        self.settings.rules = rules;
     }
 
     /// The scheduler in use.
@@ -305,12 +345,20 @@ impl Dialing {
 
     /// Runs timers: polls the store, ring timeouts, delayed customer INVITEs.
     pub fn handle_timeout(&mut self, now: Instant, env: &mut Env<'_>) {
+        self.flush_cancels(now, env);
         if now >= self.next_purge {
             self.next_purge = now + PURGE_INTERVAL;
             env.calls.store(StoreRequest::PurgeRecordings {
                 dir: self.settings.recordings_dir.clone(),
                 retention: self.settings.recording_retention,
             });
+            // Each rule's recordings are kept for the rule's own period.
+            for rule in &self.settings.rules.rules {
+                env.calls.store(StoreRequest::PurgeRecordings {
+                    dir: rule_recordings_dir(&self.settings.recordings_dir, &rule.id),
+                    retention: rule.recording_retention,
+                });
+            }
         }
         if !self.polling && now >= self.next_poll {
             env.calls.store(StoreRequest::Due {
@@ -347,6 +395,18 @@ impl Dialing {
         }
     }
 
+    /// Sends the cancellations [`Dialing::apply_settings`] (or a launch
+    /// that found a task's rule off) queued.
+    fn flush_cancels(&mut self, now: Instant, env: &mut Env<'_>) {
+        for (which, reason) in self.cancels.drain(..) {
+            env.calls.store(StoreRequest::CancelTasks {
+                which,
+                reason: reason.to_owned(),
+                now: env.calls.wall(now),
+            });
+        }
+    }
+
     /// A store reply for the dialing side.
     pub fn handle_store_reply(&mut self, now: Instant, reply: StoreReply, env: &mut Env<'_>) {
         match reply {
@@ -369,7 +429,16 @@ impl Dialing {
                 }
                 a.claimed = true;
                 info!(callback = %id, agent = %a.agent, number = %a.number.as_digits(), "callback launched");
-                a.dialer = Some(Dialer::start(now, a.settings, &a.number.as_digits()));
+                let prompt = a
+                    .task
+                    .as_ref()
+                    .map_or(dialer::WHISPER_PROMPT, |t| t.agent_prompt.as_str());
+                a.dialer = Some(Dialer::start_with(
+                    now,
+                    a.settings,
+                    prompt,
+                    &a.number.as_digits(),
+                ));
                 self.drive(now, attempt, env);
             }
             StoreReply::AttemptRecorded { id, result } => match result {
@@ -548,12 +617,38 @@ impl Dialing {
     fn plan(&mut self, now: Instant, rows: Vec<CallbackRow>, env: &mut Env<'_>) {
         let live = env.calls.live_callers();
         let free = env.roster.agents().free_agents(now);
-        let free_lines = env.roster.agents().free_lines();
-        // Callbacks already being dialed by this process are not due again.
+        // Automatic tasks have lines of their own: the ones in progress
+        // do not take the queues' lines.
+        let auto_busy = self
+            .attempts
+            .values()
+            .filter(|a| a.callback.source == Source::MissedCall)
+            .count();
+        let auto_busy = u32::try_from(auto_busy).unwrap_or(u32::MAX);
+        let free_lines = env.roster.agents().free_lines().saturating_add(auto_busy);
+        let free_auto_lines = self.settings.auto_lines.saturating_sub(auto_busy);
+        // Callbacks already being dialed by this process are not due again;
+        // a task whose rule is off or gone (or the organisation frozen) is
+        // cancelled, not dialed.
+        let mut retired = Vec::new();
         let rows: Vec<CallbackRow> = rows
             .into_iter()
             .filter(|r| !self.attempts.values().any(|a| a.callback.id == r.id))
+            .filter(|r| {
+                let Some(cancel) = self.task_retired(r) else {
+                    return true;
+                };
+                if !retired.contains(&cancel) {
+                    retired.push(cancel);
+                }
+                false
+            })
             .collect();
+        for cancel in retired {
+            if !self.cancels.contains(&cancel) {
+                self.cancels.push(cancel);
+            }
+        }
         // No trunk target (the termination does not resolve yet): ringing
         // an agent would only end in a failed customer attempt; callbacks
         // wait, live callers are still served.
@@ -571,13 +666,28 @@ impl Dialing {
         let plan = self.scheduler.decide(
             env.calls.wall(now),
             &Snapshot {
-                launch_enabled: self.launch_enabled && !self.draining,
+                launch_enabled: self.launch_enabled
+                    && !self.draining
+                    && !self.settings.rules.frozen,
                 callbacks: if trunk_down { &[] } else { &rows },
                 live: &live,
                 free_agents: &free,
                 free_lines,
+                free_auto_lines,
             },
         );
+        // A task whose queue was deleted does not start (issue 13 point 3).
+        for id in &plan.stranded {
+            if let Some(row) = rows
+                .iter()
+                .find(|r| r.id == *id && r.source == Source::MissedCall)
+            {
+                let cancel = (TaskFilter::Queue(row.queue.clone()), "queue_deleted");
+                if !self.cancels.contains(&cancel) {
+                    self.cancels.push(cancel);
+                }
+            }
+        }
         let mut serves = Vec::new();
         let launches: Vec<(CallbackId, QueueId, AgentId)> = plan
             .actions
@@ -601,6 +711,7 @@ impl Dialing {
             })
             .collect();
         drop(free);
+        self.flush_cancels(now, env);
         for (caller, agent, queue) in serves {
             self.serve(now, CallKey(caller.0), agent, queue, env);
         }
@@ -615,6 +726,7 @@ impl Dialing {
             let Some(policy) = self.scheduler.queue(&queue).map(|q| q.policy.clone()) else {
                 continue;
             };
+            let task = task_settings(&row);
             if env
                 .roster
                 .agents_mut()
@@ -640,8 +752,11 @@ impl Dialing {
                     dialer: None,
                     settings: DialerSettings {
                         agent_ring_timeout: policy.agent_ring_timeout,
-                        customer_ring_timeout: policy.customer_ring_timeout,
+                        customer_ring_timeout: task
+                            .as_ref()
+                            .map_or(policy.customer_ring_timeout, TaskSettings::wait_for_answer),
                     },
+                    task,
                     started_at: env.calls.wall(now),
                     agent_leg: None,
                     customer_leg: None,
@@ -754,7 +869,7 @@ impl Dialing {
                 }
                 live.answered = Some(now);
                 let _ = env.roster.agents_mut().answered(&live.agent, now);
-                if !env.calls.connect_to_agent(live.caller, call) {
+                if !env.calls.connect_to_agent(now, live.caller, call) {
                     // The caller left (or started registering) meanwhile.
                     let _ = env.endpoint.hangup(now, call);
                 }
@@ -786,6 +901,8 @@ impl Dialing {
                         .roster
                         .agents_mut()
                         .no_answer(&live.agent, now, cooldown);
+                    // Should the caller now hang up, this agent missed it.
+                    env.calls.agent_missed(live.caller, live.agent.as_str());
                 }
             }
             Event::Reoffer { method, sdp, .. } => {
@@ -861,15 +978,31 @@ impl Dialing {
                         }
                         // Issue 4 point 7: the bridged call as a stereo WAV,
                         // after the notice to the customer when configured.
-                        if let Some(&(true, notice)) =
-                            self.settings.recording.get(&a.callback.queue)
-                        {
-                            let name = format!(
-                                "callback-{}-{}.wav",
-                                a.callback.id,
-                                env.calls.wall(now).as_second()
-                            );
-                            let path = self.settings.recordings_dir.join(name);
+                        let name = format!(
+                            "callback-{}-{}.wav",
+                            a.callback.id,
+                            env.calls.wall(now).as_second()
+                        );
+                        // An automatic task records by its rule (into the
+                        // rule's directory, after the rule's notice); any
+                        // other callback by its queue.
+                        let recording = match &a.task {
+                            Some(task) => task.recording_notice.as_ref().map(|notice| {
+                                (
+                                    rule_recordings_dir(&self.settings.recordings_dir, &task.rule)
+                                        .join(&name),
+                                    Some(notice.as_str().into()),
+                                )
+                            }),
+                            None => match self.settings.recording.get(&a.callback.queue) {
+                                Some(&(true, notice)) => Some((
+                                    self.settings.recordings_dir.join(&name),
+                                    notice.then(|| "recording_notice".into()),
+                                )),
+                                _ => None,
+                            },
+                        };
+                        if let Some((path, notice)) = recording {
                             info!(callback = %a.callback.id, path = %path.display(), "recording");
                             env.calls.record(agent.call, customer.call, path, notice);
                         }
@@ -983,12 +1116,21 @@ impl Dialing {
             .get(&a.agent)
             .map_or(&[][..], |agent| agent.callback_numbers());
         let asked = a.callback.caller_id.as_deref();
-        let caller_id = presented_caller_id(
-            asked,
-            self.settings.caller_ids.get(&a.callback.queue),
-            agent_numbers,
-            &self.settings.callback_numbers,
-        );
+        // An automatic task presents its rule's number, or the number the
+        // customer dialed (ours: the DID), whatever the lists say.
+        let task_caller_id = a
+            .task
+            .as_ref()
+            .and_then(|t| t.caller_id.as_deref())
+            .and_then(|digits| own_number(digits).ok());
+        let caller_id = task_caller_id.or_else(|| {
+            presented_caller_id(
+                asked,
+                self.settings.caller_ids.get(&a.callback.queue),
+                agent_numbers,
+                &self.settings.callback_numbers,
+            )
+        });
         if let Some(asked) = asked
             && !caller_id.as_ref().is_some_and(|c| c.has_digits(asked))
         {
@@ -1177,7 +1319,12 @@ impl Dialing {
             env.calls
                 .record_handle_time(&a.callback.queue, talk.unsigned_abs());
         }
-        let next = self.scheduler.after_attempt(&a.callback, outcome, ended_at);
+        let bridged = a
+            .customer_leg
+            .as_ref()
+            .and_then(|l| l.answered)
+            .map(|answered| ended_at.duration_since(answered));
+        let (outcome, next) = self.after_attempt(&a, outcome, bridged, ended_at);
         info!(
             callback = %a.callback.id,
             outcome = outcome.as_str(),
@@ -1203,6 +1350,7 @@ impl Dialing {
             let Some(leg) = leg else { continue };
             env.calls.store(StoreRequest::WriteCdr(Box::new(CdrRecord {
                 callback: Some(a.callback.id),
+                source: Some(a.callback.source),
                 inbound_call_id: a.callback.inbound_call_id.clone(),
                 leg: kind,
                 call_id: leg.call_id.clone(),
@@ -1213,8 +1361,67 @@ impl Dialing {
                 sip_code: leg.status,
                 peer: leg.peer.clone(),
                 redirected_from: None,
-                source: Some(a.callback.source),
             })));
+        }
+    }
+
+    /// What an attempt's end means. A plain callback: the scheduler's
+    /// table. An automatic task (issue 13 point 6): answered counts only
+    /// when the customer stayed bridged `success_after` (shorter is a
+    /// [`Outcome::ShortCall`], a failed attempt); a failed attempt is
+    /// followed by the next interval of the rule as it is now
+    /// ([`RuleBook::next_attempt`]), or none.
+    fn after_attempt(
+        &self,
+        a: &AttemptCtx,
+        outcome: Outcome,
+        bridged: Option<jiff::SignedDuration>,
+        ended_at: Timestamp,
+    ) -> (Outcome, NextStep) {
+        let Some(task) = &a.task else {
+            return (
+                outcome,
+                self.scheduler.after_attempt(&a.callback, outcome, ended_at),
+            );
+        };
+        let short = bridged.is_some_and(|b| b.unsigned_abs() < task.success_after());
+        let outcome = match outcome {
+            Outcome::Answered | Outcome::AgentLost if short => Outcome::ShortCall,
+            other => other,
+        };
+        let next = match outcome {
+            Outcome::Answered | Outcome::AgentLost => NextStep::Completed,
+            Outcome::InvalidNumber => NextStep::Failed,
+            // Not a customer attempt: the same settings, another agent.
+            Outcome::AgentNoAnswer | Outcome::Interrupted => {
+                self.scheduler.after_attempt(&a.callback, outcome, ended_at)
+            }
+            Outcome::Busy | Outcome::NoAnswer | Outcome::Failure | Outcome::ShortCall => {
+                match self.settings.rules.next_attempt(task, &a.number, ended_at) {
+                    Some((at, settings)) if at < a.callback.expires_at => NextStep::Retry {
+                        at,
+                        task: Some(settings.to_json()),
+                    },
+                    Some(_) => NextStep::Expired,
+                    None => NextStep::Failed,
+                }
+            }
+        };
+        (outcome, next)
+    }
+
+    /// Why the automatic task `row` must be cancelled rather than dialed:
+    /// its rule was switched off or deleted, or the organisation frozen.
+    fn task_retired(&self, row: &CallbackRow) -> Option<(TaskFilter, &'static str)> {
+        let task = task_settings(row)?;
+        let rules = &self.settings.rules;
+        if rules.frozen {
+            return Some((TaskFilter::All, "org_frozen"));
+        }
+        match rules.rule(&task.rule) {
+            None => Some((TaskFilter::Rule(task.rule), "rule_deleted")),
+            Some(rule) if !rule.enabled => Some((TaskFilter::Rule(task.rule), "rule_disabled")),
+            Some(_) => None,
         }
     }
 
@@ -1238,6 +1445,20 @@ impl Dialing {
             Side::Customer => a.customer_leg.as_mut(),
         }
     }
+}
+
+/// An automatic task's settings, if `row` is one (and they parse).
+fn task_settings(row: &CallbackRow) -> Option<TaskSettings> {
+    if row.source != Source::MissedCall {
+        return None;
+    }
+    row.task.as_deref().and_then(TaskSettings::from_json)
+}
+
+/// Where the recordings of a missed-call rule's calls go (each rule's
+/// directory is purged with its own retention).
+pub fn rule_recordings_dir(dir: &std::path::Path, rule: &str) -> std::path::PathBuf {
+    dir.join("rules").join(rule)
 }
 
 /// How often old recordings are looked for.

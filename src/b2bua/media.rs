@@ -120,9 +120,9 @@ pub enum MediaCommand<P = u16> {
     /// Records what `a` and `b` receive as a stereo WAV at `path`: `a` (the
     /// agent) left, `b` (the customer) right, 8 kHz 16-bit. Written on a
     /// thread of its own; ends with [`MediaCommand::Unbridge`] or
-    /// [`MediaCommand::Remove`] of either. With `notice_first`, the
-    /// `recording_notice` prompt is played to `b` and recording starts when
-    /// it has finished. Send it after [`MediaCommand::Bridge`], which stops
+    /// [`MediaCommand::Remove`] of either. With `notice`, that prompt
+    /// (normally `recording_notice`) is played to `b` and recording starts
+    /// when it has finished. Send it after [`MediaCommand::Bridge`], which stops
     /// players (and so a notice in progress).
     Record {
         /// The agent's leg (left channel).
@@ -131,8 +131,8 @@ pub enum MediaCommand<P = u16> {
         b: StreamKey,
         /// The WAV file to create.
         path: PathBuf,
-        /// Play the recording notice to `b` first.
-        notice_first: bool,
+        /// The prompt played to `b` first (the recording notice).
+        notice: Option<Box<str>>,
     },
     /// The engine's settings were reloaded (SIGHUP): RTP sources are
     /// checked against `acl` and prompts come from `prompts` from now on
@@ -227,17 +227,9 @@ impl<P> MediaCommand<P> {
             MediaCommand::Extra { key, extra } => MediaCommand::Extra { key, extra },
             MediaCommand::Bridge { a, b } => MediaCommand::Bridge { a, b },
             MediaCommand::Unbridge { a, b } => MediaCommand::Unbridge { a, b },
-            MediaCommand::Record {
-                a,
-                b,
-                path,
-                notice_first,
-            } => MediaCommand::Record {
-                a,
-                b,
-                path,
-                notice_first,
-            },
+            MediaCommand::Record { a, b, path, notice } => {
+                MediaCommand::Record { a, b, path, notice }
+            }
             MediaCommand::Reload { acl, prompts } => MediaCommand::Reload { acl, prompts },
         })
     }

@@ -146,6 +146,8 @@ pub struct Controller {
     roster: Roster,
     totals: Totals,
     draining: bool,
+    /// The RTP allow-list in force (the media plane's reload carries it).
+    rtp_acl: crate::acl::Acl,
     /// While draining: when the calls still in progress are hung up.
     drain_deadline: Option<Instant>,
     longest_ring: Duration,
@@ -198,6 +200,8 @@ impl Controller {
                 recordings_dir: setup.recordings_dir,
                 recording_retention: settings.callbacks().recording_retention(),
                 agent_cooldowns,
+                rules: settings.org().rule_book(),
+                auto_lines: settings.org().auto_callback_lines,
             },
             scheduler,
             settings.org().gates.launch_enabled,
@@ -213,6 +217,7 @@ impl Controller {
             roster,
             totals: Totals::default(),
             draining: false,
+            rtp_acl: settings.acl().rtp_acl(),
             drain_deadline: None,
             longest_ring,
         }
@@ -371,6 +376,16 @@ impl Controller {
         self.process(now);
     }
 
+    /// Plays prompts from `prompts` from now on, in the call layer and the
+    /// media plane (a missed-call rule named prompts of its own).
+    pub fn set_prompts(&mut self, prompts: Arc<PromptLibrary>) {
+        self.calls.set_prompts(prompts.clone());
+        self.calls.media_command(MediaCommand::Reload {
+            acl: self.rtp_acl.clone(),
+            prompts,
+        });
+    }
+
     /// Takes the engine's settings of `settings` again (SIGHUP): the
     /// signalling allow-list, the trunk (its new targets follow with
     /// [`Controller::set_trunk_targets`]) and `prompts`, for the RTP
@@ -385,6 +400,7 @@ impl Controller {
             tracing::warn!(error = %e, "trunk settings not reloaded");
         }
         self.calls.set_prompts(prompts.clone());
+        self.rtp_acl = acl.rtp_acl();
         self.calls.media_command(MediaCommand::Reload {
             acl: acl.rtp_acl(),
             prompts,

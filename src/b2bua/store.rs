@@ -11,12 +11,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::callback::cdr::CdrRecord;
 use crate::callback::store::{
-    Attempt, CallbackRow, LaunchStore, NewCallback, NextStep, Recorded, Recovery, Registration,
-    StoreError,
+    Attempt, CallbackRow, LaunchStore, NewCallback, NewTask, NextStep, Recorded, Recovery,
+    Registration, StoreError, TaskFilter,
 };
 use crate::callback::{CallbackId, QueueId};
 
@@ -33,6 +33,8 @@ impl StoreRequest {
             StoreRequest::RecordAttempt { .. } => Some("attempt"),
             StoreRequest::WriteCdr(_) => Some("cdr"),
             StoreRequest::Connected { .. } => Some("connected"),
+            StoreRequest::CreateTask(_) => Some("task"),
+            StoreRequest::CancelTasks { .. } => Some("cancel_tasks"),
             StoreRequest::PendingAhead { .. } | StoreRequest::PurgeRecordings { .. } => None,
         }
     }
@@ -98,6 +100,18 @@ pub enum StoreRequest {
         at: Timestamp,
         /// The agent.
         agent: String,
+    },
+    /// Store a missed call's automatic callback task (no reply; the
+    /// outcome is logged).
+    CreateTask(Box<NewTask>),
+    /// Cancel pending automatic tasks (no reply; logged).
+    CancelTasks {
+        /// Which.
+        which: TaskFilter,
+        /// Why (stored on each).
+        reason: String,
+        /// The wall clock.
+        now: Timestamp,
     },
     /// Delete `callback-*.wav` recordings in `dir` older than `retention`
     /// (file IO for whoever carries requests out; no reply).
@@ -226,6 +240,32 @@ pub fn execute(
         StoreRequest::Connected { id, at, agent } => {
             if let Err(e) = store.record_connected(id, at, Some(&agent)) {
                 warn!(error = %e, callback = %id, "connected event not written");
+            }
+            return None;
+        }
+        StoreRequest::CreateTask(task) => {
+            match store.create_task(&task) {
+                Ok(Registration::Registered(id)) => {
+                    info!(callback = %id, rule = %task.rule, number = %task.callback.number, "automatic callback task stored")
+                }
+                Ok(Registration::AlreadyScheduled(id)) => info!(
+                    existing = %id,
+                    number = %task.callback.number,
+                    "missed call: the number already has a callback; no task"
+                ),
+                Err(e) => {
+                    warn!(error = %e, rule = %task.rule, "automatic callback task not stored")
+                }
+            }
+            return None;
+        }
+        StoreRequest::CancelTasks { which, reason, now } => {
+            match store.cancel_tasks(&which, &reason, now) {
+                Ok(ids) if !ids.is_empty() => {
+                    info!(?which, %reason, count = ids.len(), "automatic callback tasks cancelled")
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, ?which, "automatic callback tasks not cancelled"),
             }
             return None;
         }

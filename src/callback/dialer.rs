@@ -37,6 +37,9 @@ use std::time::{Duration, Instant};
 pub use crate::callback::scheduler::Outcome;
 use crate::callback::scheduler::classify;
 
+/// The prompt the agent hears before the customer's number.
+pub const WHISPER_PROMPT: &str = "agent_whisper";
+
 /// How long each leg may ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DialerSettings {
@@ -140,7 +143,18 @@ impl Dialer {
     /// Starts an attempt at `now`: the agent is invited at once. `number`
     /// is the customer's number as digits, read to the agent in the whisper.
     pub fn start(now: Instant, settings: DialerSettings, number: &str) -> Dialer {
-        let mut whisper = vec!["agent_whisper".to_string()];
+        Dialer::start_with(now, settings, WHISPER_PROMPT, number)
+    }
+
+    /// [`Dialer::start`] with another prompt before the number (an
+    /// automatic task's agent prompt).
+    pub fn start_with(
+        now: Instant,
+        settings: DialerSettings,
+        prompt: &str,
+        number: &str,
+    ) -> Dialer {
+        let mut whisper = vec![prompt.to_string()];
         whisper.extend(
             number
                 .chars()

@@ -8,6 +8,7 @@
 pub mod cdr;
 pub mod dialer;
 pub mod hours;
+pub mod rules;
 pub mod scheduler;
 pub mod store;
 pub mod timezone;

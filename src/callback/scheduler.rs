@@ -27,8 +27,13 @@
 //!   organisation's, with holidays, in their IANA zone. Outside hours it is
 //!   not launched; [`Plan::next_open`] says when the earliest such queue
 //!   opens (the next business day), so the engine can sleep until then;
+//! - the customer's legal calling window
+//!   ([`Scheduler::with_calling_window`]): inside it in every time zone of
+//!   the customer ([`Scheduler::customer_zones`]); [`Plan::next_open`] also
+//!   says when the earliest such window opens;
 //! - a free line ([`Snapshot::free_lines`], `max_lines` minus the callback
-//!   calls in progress) and a free agent of its queue.
+//!   calls in progress; an automatic missed-call task takes one of
+//!   [`Snapshot::free_auto_lines`] instead) and a free agent of its queue.
 //!
 //! A callback that cannot launch for want of hours, switch or line does not
 //! hold up the live callers behind it — an agent never idles while someone
@@ -68,7 +73,10 @@ use thiserror::Error;
 
 use crate::callback::hours::BusinessHours;
 use crate::callback::number::PhoneNumber;
-use crate::callback::store::{CallbackRow, NextStep, Status};
+use crate::callback::number::own_number;
+use crate::callback::rules::TaskSettings;
+use crate::callback::store::{CallbackRow, NextStep, Source, Status};
+use crate::callback::timezone::{CallingWindow, CustomerZones, zones_of};
 use crate::callback::{CallbackId, QueueId};
 use crate::domain::CallerId;
 
@@ -271,6 +279,9 @@ pub struct Snapshot<'a, A> {
     pub free_agents: &'a [FreeAgent<'a, A>],
     /// Lines free for new callback calls.
     pub free_lines: u32,
+    /// Lines free for automatic (missed-call) callback calls, a pool of
+    /// their own.
+    pub free_auto_lines: u32,
 }
 
 /// One thing to do now.
@@ -335,6 +346,8 @@ pub enum SchedulerError {
 pub struct Scheduler {
     org_hours: BusinessHours,
     queues: BTreeMap<QueueId, QueueSchedule>,
+    /// When customers may be rung, in their local time; `None`: any time.
+    calling_window: Option<CallingWindow>,
 }
 
 impl Scheduler {
@@ -367,7 +380,33 @@ impl Scheduler {
         Ok(Scheduler {
             org_hours,
             queues: map,
+            calling_window: None,
         })
+    }
+
+    /// This scheduler launching callbacks only inside `window` in the
+    /// customer's local time.
+    pub fn with_calling_window(mut self, window: CallingWindow) -> Self {
+        self.calling_window = Some(window);
+        self
+    }
+
+    /// The customer's time zones for the calling window: an automatic
+    /// task's stored ones, else the number's, else the zone of the hours
+    /// the callback's queue keeps (the contact center's own).
+    pub fn customer_zones(&self, row: &CallbackRow) -> CustomerZones {
+        let stored = (row.source == Source::MissedCall)
+            .then(|| row.task.as_deref().and_then(TaskSettings::from_json))
+            .flatten()
+            .and_then(|t| t.customer_zones());
+        stored
+            .or_else(|| own_number(&row.number).ok().and_then(|n| zones_of(&n)))
+            .unwrap_or_else(|| CustomerZones::of_zone(self.hours(&row.queue).tz.clone()))
+    }
+
+    /// The configured queues' ids.
+    pub fn queue_ids(&self) -> impl Iterator<Item = &QueueId> {
+        self.queues.keys()
     }
 
     /// The queue's schedule, if configured.
@@ -433,7 +472,17 @@ impl Scheduler {
                 }
                 continue;
             }
+            if let Some(window) = &self.calling_window {
+                let zones = self.customer_zones(row);
+                if !window.contains(zones.zones(), now) {
+                    if let Some(open) = window.earliest(zones.zones(), now) {
+                        plan.next_open = Some(plan.next_open.map_or(open, |t| t.min(open)));
+                    }
+                    continue;
+                }
+            }
             work.push(Item {
+                auto: row.source == Source::MissedCall,
                 queue_priority: queue.priority,
                 priority: row.priority,
                 queued_at: row.queued_at,
@@ -450,6 +499,7 @@ impl Scheduler {
                 .get(&live.queue)
                 .map_or(i32::MIN, |q| q.priority);
             work.push(Item {
+                auto: false,
                 queue_priority,
                 priority: live.priority,
                 queued_at: live.queued_at,
@@ -470,11 +520,17 @@ impl Scheduler {
         let mut taken = vec![false; snap.free_agents.len()];
         let mut free_agents = snap.free_agents.len();
         let mut free_lines = snap.free_lines;
+        let mut free_auto_lines = snap.free_auto_lines;
         for item in work {
             if free_agents == 0 {
                 break;
             }
-            if matches!(item.kind, Kind::Callback(_)) && free_lines == 0 {
+            let pool = if item.auto {
+                free_auto_lines
+            } else {
+                free_lines
+            };
+            if matches!(item.kind, Kind::Callback(_)) && pool == 0 {
                 continue;
             }
             let Some(slot) = snap.free_agents.iter().zip(&taken).position(|(a, &t)| {
@@ -493,7 +549,11 @@ impl Scheduler {
                     agent,
                 },
                 Kind::Callback(callback) => {
-                    free_lines -= 1;
+                    if item.auto {
+                        free_auto_lines -= 1;
+                    } else {
+                        free_lines -= 1;
+                    }
                     Action::Launch {
                         callback,
                         queue,
@@ -553,6 +613,8 @@ impl Scheduler {
 
 /// One piece of work in line.
 struct Item<'a> {
+    /// An automatic (missed-call) task: its own pool of lines.
+    auto: bool,
     queue_priority: i32,
     priority: i32,
     queued_at: Timestamp,
@@ -682,6 +744,7 @@ mod tests {
             live,
             free_agents,
             free_lines,
+            free_auto_lines: free_lines,
         }
     }
 

@@ -18,6 +18,7 @@
 //!
 //! Pure: no clock, no IO. The map is parsed once, on first use.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::LazyLock;
@@ -38,13 +39,42 @@ pub const EARLIEST_HORIZON_DAYS: i64 = 8;
 #[derive(Debug, Clone, PartialEq)]
 pub struct CustomerZones {
     prefix: &'static str,
-    names: Vec<&'static str>,
+    names: Vec<Cow<'static, str>>,
     zones: Vec<TimeZone>,
 }
 
 impl CustomerZones {
+    /// Zones given by IANA name: a rule's fallback zone, or the zones
+    /// stored with a task. `None` when the list is empty or a name is not
+    /// a zone. The prefix is empty (no number said it).
+    pub fn from_names(names: &[&str]) -> Option<CustomerZones> {
+        if names.is_empty() {
+            return None;
+        }
+        let zones = names
+            .iter()
+            .map(|n| TimeZone::get(n).ok())
+            .collect::<Option<Vec<_>>>()?;
+        Some(CustomerZones {
+            prefix: "",
+            names: names.iter().map(|n| Cow::Owned((*n).to_owned())).collect(),
+            zones,
+        })
+    }
+
+    /// One zone (the contact center's own, for a number whose zone the map
+    /// does not know), named by its IANA name (`UTC` for a fixed offset).
+    pub fn of_zone(zone: TimeZone) -> CustomerZones {
+        let name = zone.iana_name().unwrap_or("UTC").to_owned();
+        CustomerZones {
+            prefix: "",
+            names: vec![Cow::Owned(name)],
+            zones: vec![zone],
+        }
+    }
+
     /// The IANA names, e.g. `["America/Chicago"]`.
-    pub fn names(&self) -> &[&'static str] {
+    pub fn names(&self) -> &[Cow<'static, str>] {
         &self.names
     }
 
@@ -64,7 +94,8 @@ impl CustomerZones {
 /// `America/Denver&America/North_Dakota/Center`.
 impl fmt::Display for CustomerZones {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.names.join("&"))
+        let names: Vec<&str> = self.names.iter().map(|n| n.as_ref()).collect();
+        f.write_str(&names.join("&"))
     }
 }
 
@@ -100,7 +131,7 @@ pub fn zones_of(number: &PhoneNumber) -> Option<CustomerZones> {
     }
     Some(CustomerZones {
         prefix: entry.prefix,
-        names: entry.names.clone(),
+        names: entry.names.iter().map(|n| Cow::Borrowed(*n)).collect(),
         zones: entry.zones.clone(),
     })
 }
@@ -409,11 +440,13 @@ mod tests {
         }
     }
 
-    fn names_of(number: &PhoneNumber) -> Vec<&'static str> {
+    fn names_of(number: &PhoneNumber) -> Vec<String> {
         zones_of(number)
             .unwrap_or_else(|| panic!("{number:?} has zones"))
             .names()
-            .to_vec()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     fn tz(name: &str) -> TimeZone {

@@ -316,6 +316,33 @@ pub enum Invalid {
         /// The id as written.
         id: String,
     },
+    /// A missed-call rule id that is empty, too long, or has characters
+    /// outside the allowed set.
+    #[error("{id:?} must be 1..=64 characters of A-Z a-z 0-9 - _ .")]
+    BadRuleId {
+        /// The id as written.
+        id: String,
+    },
+    /// A prompt name that is not a plain file name.
+    #[error(
+        "{name:?} must be a prompt name: 1..=64 characters of A-Z a-z 0-9 - _ . (the file is <prompts.dir>/<name>.wav)"
+    )]
+    BadPromptName {
+        /// The name as written.
+        name: String,
+    },
+    /// A rule's schedule that does not parse.
+    #[error("{reason} (expected HH:MM-HH:MM or closed)")]
+    BadSchedule {
+        /// Why.
+        reason: String,
+    },
+    /// A calling window that does not parse.
+    #[error("{reason} (expected HH:MM-HH:MM, such as 08:00-21:00)")]
+    BadCallingWindow {
+        /// Why.
+        reason: String,
+    },
     /// A queue failing over to itself.
     #[error("must name another queue, not the queue itself")]
     FailoverToItself,

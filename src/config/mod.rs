@@ -37,6 +37,7 @@ mod org;
 mod organisation;
 mod queues;
 mod rtp;
+mod rules;
 mod settings;
 mod sip;
 #[cfg(test)]
@@ -60,6 +61,7 @@ pub use org::OrgConfig;
 pub use organisation::Organisation;
 pub use queues::QueueConfig;
 pub use rtp::{CallConfig, Codec, MediaConfig, PromptsConfig, RtpConfig};
+pub use rules::MissedCallRuleConfig;
 pub use settings::{
     AgentSettings, CallerIdRefused, OrgSettings, QueueSettings, RegistrarSetup, Routes, Settings,
 };
@@ -121,6 +123,9 @@ pub struct Config {
     pub queues: Vec<QueueConfig>,
     /// `[[agents]]`: who takes the calls (none shipped).
     pub agents: Vec<AgentConfig>,
+    /// `[[missed_call_rules]]`: missed calls called back automatically
+    /// (none shipped).
+    pub missed_call_rules: Vec<MissedCallRuleConfig>,
     /// Name used in error messages (the file path, or a label).
     #[serde(skip)]
     origin: String,
@@ -166,9 +171,10 @@ impl Config {
     /// resolved by [`PromptsConfig::file_path`]. The error names the first
     /// missing file and how many more are missing.
     pub fn validate_prompts(&self, base_dir: &Path) -> Result<(), ConfigError> {
-        let mut missing = PROMPT_NAMES
-            .iter()
-            .map(|name| self.prompts.file_path(base_dir, name))
+        let mut missing = self
+            .prompt_files(base_dir)
+            .into_iter()
+            .map(|(_, path)| path)
             .filter(|path| !path.is_file());
         let Some(first) = missing.next() else {
             return Ok(());
@@ -239,7 +245,29 @@ impl Config {
         self.registrar.check()?;
         self.webhooks.check()?;
         queues::check_queues(&self.queues, &self.org)?;
-        agents::check_agents(&self.agents, &self.queues, &self.org)
+        agents::check_agents(&self.agents, &self.queues, &self.org)?;
+        rules::check_rules(&self.missed_call_rules, &self.queues, &self.org)
+    }
+
+    /// Every prompt the engine loads: the standard ones, then those the
+    /// missed-call rules name that are not standard (each once), with
+    /// their files as [`PromptsConfig::file_path`] resolves them.
+    pub fn prompt_files(&self, base_dir: &Path) -> Vec<(String, PathBuf)> {
+        let mut names: Vec<String> = PROMPT_NAMES.iter().map(|n| (*n).to_owned()).collect();
+        for rule in &self.missed_call_rules {
+            for name in rule.prompt_names() {
+                if !names.iter().any(|n| n == name) {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        names
+            .into_iter()
+            .map(|name| {
+                let path = self.prompts.file_path(base_dir, &name);
+                (name, path)
+            })
+            .collect()
     }
 
     fn invalid(&self, field: &str, reason: Invalid) -> ConfigError {
@@ -273,6 +301,7 @@ impl Default for Config {
             registrar: RegistrarConfig::default(),
             webhooks: WebhooksConfig::default(),
             queues: vec![QueueConfig::default()],
+            missed_call_rules: Vec::new(),
             agents: Vec::new(),
             origin: DEFAULTS_ORIGIN.to_owned(),
             ephemeral_sip_port: false,
@@ -303,6 +332,7 @@ impl PartialEq for Config {
             webhooks,
             queues,
             agents,
+            missed_call_rules,
             origin: _,
             ephemeral_sip_port: _,
         } = self;
@@ -325,6 +355,7 @@ impl PartialEq for Config {
             && *webhooks == other.webhooks
             && *queues == other.queues
             && *agents == other.agents
+            && *missed_call_rules == other.missed_call_rules
     }
 }
 

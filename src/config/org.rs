@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::callback::hours::{BusinessHours, Gates, HoursError};
+use crate::callback::timezone::CallingWindow;
 
 use super::{Fault, Invalid, fail, is_digits};
 
@@ -43,6 +44,18 @@ pub struct OrgConfig {
     /// (`[[agents]] callback_numbers`), a callback may ask for one. Empty:
     /// any queue's number is allowed (no central list).
     pub callback_numbers: Vec<String>,
+    /// When any callback may ring a customer, in the customer's local time
+    /// (`HH:MM-HH:MM`; the zone comes from the number, see
+    /// [`crate::callback::timezone`]): automatic, IVR and API callbacks
+    /// alike wait for it.
+    pub calling_window: String,
+    /// Automatic (missed-call) callback calls at once, apart from
+    /// `[callbacks] max_lines`.
+    pub auto_callback_lines: u32,
+    /// The organisation is frozen: every missed-call rule is off (their
+    /// pending tasks cancelled) and nothing is dialed. Unfreezing turns
+    /// nothing back on: rules and launching are switched on by hand.
+    pub frozen: bool,
 }
 
 impl OrgConfig {
@@ -136,6 +149,19 @@ impl OrgConfig {
             }
             seen.push(number);
         }
+        if let Err(e) = CallingWindow::parse(&self.calling_window) {
+            return fail(
+                "org.calling_window",
+                Invalid::BadCallingWindow {
+                    reason: e.to_string(),
+                },
+            );
+        }
+        super::in_range(
+            "org.auto_callback_lines",
+            self.auto_callback_lines.into(),
+            0..=1000,
+        )?;
         for (prefix, rate) in &self.rates {
             let field = format!("org.rates.{prefix}");
             if !is_digits(prefix) {
@@ -169,6 +195,9 @@ impl Default for OrgConfig {
                 .collect(),
             rates: BTreeMap::new(),
             callback_numbers: Vec::new(),
+            calling_window: "08:00-21:00".to_owned(),
+            auto_callback_lines: 15,
+            frozen: false,
         }
     }
 }

@@ -11,7 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AgentConfig, Config, ConfigError, OrgConfig, QueueConfig, Settings};
+use super::{
+    AgentConfig, Config, ConfigError, MissedCallRuleConfig, OrgConfig, QueueConfig, Settings,
+};
 
 /// The organisation's sections of the configuration, as stored and as
 /// exported (TOML) or shown by the API (JSON).
@@ -27,6 +29,9 @@ pub struct Organisation {
     /// `[[agents]]`.
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
+    /// `[[missed_call_rules]]`.
+    #[serde(default)]
+    pub missed_call_rules: Vec<MissedCallRuleConfig>,
 }
 
 impl Organisation {
@@ -51,6 +56,7 @@ impl Config {
             org: self.org.clone(),
             queues: self.queues.clone(),
             agents: self.agents.clone(),
+            missed_call_rules: self.missed_call_rules.clone(),
         }
     }
 
@@ -60,6 +66,7 @@ impl Config {
         self.org = organisation.org;
         self.queues = organisation.queues;
         self.agents = organisation.agents;
+        self.missed_call_rules = organisation.missed_call_rules;
     }
 }
 

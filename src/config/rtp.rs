@@ -511,7 +511,7 @@ mod tests {
 
     #[test]
     fn prompt_names_match_prompts_md() {
-        assert_eq!(PROMPT_NAMES.len(), 97);
+        assert_eq!(PROMPT_NAMES.len(), 98);
         assert_eq!(first_duplicate(&PROMPT_NAMES), None);
         for n in 0..=60 {
             assert!(

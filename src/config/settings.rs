@@ -23,7 +23,9 @@ use crate::acd::{Acd, Queue};
 use crate::callback::QueueId;
 use crate::callback::hours::{BusinessHours, Gates};
 use crate::callback::number::{self, NumberPolicy, PhoneNumber};
+use crate::callback::rules::{Rule, RuleBook};
 use crate::callback::scheduler::Scheduler;
+use crate::callback::timezone::CallingWindow;
 use crate::callback::trunk::TrunkSettings;
 use crate::ivr::ecbt::Estimator;
 use crate::media::ports::PortPool;
@@ -32,8 +34,7 @@ use crate::sip::registrar::RegistrarSettings;
 
 use super::{
     AclConfig, AgentUri, ApiConfig, CallConfig, CallbacksConfig, Capacity, Config, ConfigError,
-    EdgeConfig, Invalid, IvrConfig, LogConfig, MediaConfig, PROMPT_NAMES, RtpConfig, SipConfig,
-    WebhooksConfig,
+    EdgeConfig, Invalid, IvrConfig, LogConfig, MediaConfig, RtpConfig, SipConfig, WebhooksConfig,
 };
 
 /// A checked configuration (see the module documentation).
@@ -47,7 +48,7 @@ pub struct Settings {
     sip: SipConfig,
     rtp: RtpConfig,
     media: MediaConfig,
-    prompt_files: Vec<(&'static str, PathBuf)>,
+    prompt_files: Vec<(String, PathBuf)>,
     acl: AclConfig,
     edge: EdgeConfig,
     call: CallConfig,
@@ -83,6 +84,25 @@ pub struct OrgSettings {
     /// `[org] callback_numbers`: the numbers presented to customers (empty:
     /// no central list, the queues' own numbers are the set).
     pub callback_numbers: Vec<PhoneNumber>,
+    /// When a customer may be rung, in the customer's local time.
+    pub calling_window: CallingWindow,
+    /// Automatic callback calls at once.
+    pub auto_callback_lines: u32,
+    /// The organisation is frozen (no rule in force, nothing dialed).
+    pub frozen: bool,
+    /// The missed-call rules, in file order.
+    pub rules: Vec<Rule>,
+}
+
+impl OrgSettings {
+    /// The missed-call rules with the calling window and the freeze.
+    pub fn rule_book(&self) -> RuleBook {
+        RuleBook {
+            rules: self.rules.clone(),
+            window: self.calling_window,
+            frozen: self.frozen,
+        }
+    }
 }
 
 /// One `[[queues]]` entry, typed.
@@ -184,6 +204,11 @@ impl Config {
                 .iter()
                 .map(|n| number::own_number(n).expect("org.callback_numbers: OrgConfig::check"))
                 .collect(),
+            calling_window: CallingWindow::parse(&org.calling_window)
+                .expect("org.calling_window: OrgConfig::check"),
+            auto_callback_lines: org.auto_callback_lines,
+            frozen: org.frozen,
+            rules: self.missed_call_rules.iter().map(|r| r.rule(org)).collect(),
         };
         let mut acd = Acd::new();
         let mut queues = Vec::with_capacity(self.queues.len());
@@ -211,7 +236,8 @@ impl Config {
             });
         }
         let scheduler = Scheduler::new(org_settings.hours.clone(), schedules)
-            .expect("queue ids unique and failovers configured: check_queues");
+            .expect("queue ids unique and failovers configured: check_queues")
+            .with_calling_window(org_settings.calling_window);
         let agents = self
             .agents
             .iter()
@@ -242,10 +268,7 @@ impl Config {
         Settings {
             source: Config::default(),
             base_dir: base_dir.to_owned(),
-            prompt_files: PROMPT_NAMES
-                .iter()
-                .map(|name| (*name, self.prompts.file_path(base_dir, name)))
-                .collect(),
+            prompt_files: self.prompt_files(base_dir),
             store_path: self.store_path(base_dir),
             org: org_settings,
             estimator: Estimator::new(self.ecbt.settings()).expect("[ecbt] passed its check"),
@@ -319,8 +342,9 @@ impl Settings {
         &self.media
     }
 
-    /// Every standard prompt and its file, resolved (each exists at check).
-    pub fn prompt_files(&self) -> &[(&'static str, PathBuf)] {
+    /// Every prompt and its file, resolved (each exists at check): the
+    /// standard ones, then those the missed-call rules name.
+    pub fn prompt_files(&self) -> &[(String, PathBuf)] {
         &self.prompt_files
     }
 
@@ -572,7 +596,7 @@ mod tests {
             s.store_path(),
             Path::new(env!("CARGO_MANIFEST_DIR")).join("callbackd.sqlite")
         );
-        assert_eq!(s.prompt_files().len(), PROMPT_NAMES.len());
+        assert_eq!(s.prompt_files().len(), crate::config::PROMPT_NAMES.len());
         assert!(s.registrar().is_none(), "no agent registers");
     }
 

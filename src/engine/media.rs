@@ -590,15 +590,12 @@ impl MediaThread {
             }
             Command::Bridge { a, b } => self.bridge(a, b),
             Command::Unbridge { a, b } => self.unbridge(a, b),
-            Command::Record {
-                a,
-                b,
-                path,
-                notice_first,
-            } => {
+            Command::Record { a, b, path, notice } => {
                 let pending = PendingRecord { a, b, path };
-                let notice = self.prompts.id(RECORDING_NOTICE);
-                match (notice_first, notice, self.stream_mut(b)) {
+                let wanted = notice.is_some();
+                let name = notice.as_deref().unwrap_or(RECORDING_NOTICE);
+                let notice = self.prompts.id(name);
+                match (wanted, notice, self.stream_mut(b)) {
                     (true, Some(notice), Some(s)) => {
                         // The notice replaces whatever the customer hears;
                         // relaying to them pauses until it has played.
@@ -607,7 +604,10 @@ impl MediaThread {
                         s.notice = Some((notice, pending));
                     }
                     (true, None, _) => {
-                        warn!("no {RECORDING_NOTICE} prompt; recording without the notice");
+                        warn!(
+                            prompt = name,
+                            "no such notice prompt; recording without the notice"
+                        );
                         self.start_recording(now, pending);
                     }
                     (_, _, _) => self.start_recording(now, pending),

@@ -141,7 +141,11 @@ enum Control {
     /// The engine's settings, reloaded (SIGHUP), with their prompts.
     Reload(Box<Settings>, Arc<PromptLibrary>, oneshot::Sender<()>),
     /// A new organisation (the admin API changed it): applied, then acked.
-    ApplySettings(Box<Settings>, oneshot::Sender<()>),
+    ApplySettings(
+        Box<Settings>,
+        Option<Arc<PromptLibrary>>,
+        oneshot::Sender<()>,
+    ),
     SetPaused {
         agent: String,
         paused: bool,
@@ -212,12 +216,34 @@ impl EngineControl {
 
     /// Applies the organisation of `settings` (see
     /// [`Controller::apply_settings`]); true once the engine has taken it,
-    /// false when it has stopped.
+    /// false when it has stopped. When its missed-call rules name prompts
+    /// of their own, the prompts are loaded again first (a file that cannot
+    /// be loaded keeps the running prompts and is logged: the files were
+    /// checked to exist by [`Settings::with_organisation`]).
     pub async fn apply_settings(&self, settings: Settings) -> bool {
+        let (settings, prompts) = if settings.prompt_files().len()
+            > crate::config::PROMPT_NAMES.len()
+        {
+            let loaded = tokio::task::spawn_blocking(move || {
+                let prompts = load_prompts(&settings);
+                (settings, prompts)
+            })
+            .await;
+            let Ok((settings, prompts)) = loaded else {
+                return false;
+            };
+            let prompts = prompts
+                .map_err(|e| tracing::warn!(error = %e, "rule prompts not loaded; keeping the running prompts"))
+                .ok()
+                .map(Arc::new);
+            (settings, prompts)
+        } else {
+            (settings, None)
+        };
         let (tx, rx) = oneshot::channel();
         if self
             .control
-            .send(Control::ApplySettings(Box::new(settings), tx))
+            .send(Control::ApplySettings(Box::new(settings), prompts, tx))
             .await
             .is_err()
         {
@@ -787,8 +813,11 @@ impl Core {
                         self.reload(now, &settings, prompts);
                         let _ = reply.send(());
                     }
-                    Some(Control::ApplySettings(settings, reply)) => {
+                    Some(Control::ApplySettings(settings, prompts, reply)) => {
                         let now = self.now();
+                        if let Some(prompts) = prompts {
+                            self.controller.set_prompts(prompts);
+                        }
                         self.controller.apply_settings(now, &settings);
                         let _ = reply.send(());
                     }

@@ -373,6 +373,20 @@ impl Flow {
         ) && self.offer_announced
     }
 
+    /// Whether the caller is on hold in the queue now: the welcome (and
+    /// any offer or estimate) has been said and hold music plays. The call
+    /// layer remembers that it once was (a later hang-up, even in number
+    /// entry, is then an abandon in the queue, not in the IVR).
+    pub fn reached_queue(&self) -> bool {
+        matches!(
+            self.state,
+            State::Holding {
+                speaking: false,
+                ..
+            }
+        )
+    }
+
     /// Whether the flow has asked for the hangup and wants nothing more.
     #[cfg(test)]
     pub(crate) fn is_ended(&self) -> bool {

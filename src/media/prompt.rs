@@ -48,7 +48,7 @@ pub const MAX_PROMPT_DURATION: Duration = Duration::from_secs(30 * 60);
 /// The canonical prompt names (`prompts/<name>.wav`, listed with their texts in
 /// `prompts/README.md`), in that document's order.
 #[rustfmt::skip]
-pub const STANDARD_PROMPTS: [&str; 97] = [
+pub const STANDARD_PROMPTS: [&str; 98] = [
     "welcome", "ecbt_intro",
     "ecbt_about", "ecbt_more_than", "number_0", "number_1", "number_2", "number_3",
     "number_4", "number_5", "number_6", "number_7", "number_8", "number_9", "number_10",
@@ -65,7 +65,7 @@ pub const STANDARD_PROMPTS: [&str; 97] = [
     "international_prefix", "confirm", "registered",
     "registered_asap", "already_scheduled", "unable",
     "returning_to_queue", "hold_music", "ringback", "agent_whisper", "customer_no_answer",
-    "recording_notice", "goodbye",
+    "recording_notice", "missed_call_agent", "goodbye",
 ];
 
 /// Index of a prompt in the [`PromptLibrary`] that issued it.

@@ -459,6 +459,9 @@ pub fn config_toml(c: &EngineConfig) -> String {
          [store]\n\
          path = {store}\n\
          \n\
+         [org]\n\
+         calling_window = \"00:00-24:00\"\n\
+         \n\
          [ivr]\n\
          first_digit_timeout_s = {first_digit}\n\
          inter_digit_timeout_s = {inter_digit}\n\

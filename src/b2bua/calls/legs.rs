@@ -217,13 +217,13 @@ impl Calls {
         agent: CallKey,
         customer: CallKey,
         path: std::path::PathBuf,
-        notice_first: bool,
+        notice: Option<Box<str>>,
     ) {
         self.media.push_back(MediaCommand::Record {
             a: agent.0,
             b: customer.0,
             path,
-            notice_first,
+            notice,
         });
     }
 

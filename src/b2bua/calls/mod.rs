@@ -33,8 +33,10 @@ use crate::callback::CallbackId;
 use crate::callback::QueueId;
 use crate::callback::cdr::{CdrRecord, Leg, LegOutcome};
 use crate::callback::hours::{BusinessHours, GateDecision, Gates, registration_gate};
+use crate::callback::number::national_from_ani;
+use crate::callback::rules::{MissKind, Missed, MissedCall, RuleBook};
 use crate::callback::scheduler::LiveCaller;
-use crate::callback::store::{NewCallback, Registration, Source};
+use crate::callback::store::{NewCallback, Registration, Source, TaskFilter};
 use crate::callback::webhook::SipContext;
 use crate::config::{Codec, Routes, Settings};
 use crate::ivr::Ecbt;
@@ -91,6 +93,8 @@ pub struct Calls {
     max_duration: Duration,
     /// Counters for metrics (see [`Telemetry`]).
     telemetry: Telemetry,
+    /// The missed-call rules and the calling window.
+    rules: RuleBook,
 }
 
 struct CallCtx {
@@ -133,6 +137,14 @@ struct CallCtx {
     connected_to: Option<CallKey>,
     /// The callback this call registered, for its CDR row.
     callback: Option<CallbackId>,
+    /// The caller reached the queue's hold (a hang-up from then on is
+    /// missed in the contact center, before it in the IVR).
+    was_queued: bool,
+    /// The caller needs no automatic callback: it registered one, already
+    /// had one, or talked to an agent.
+    settled: bool,
+    /// An agent rung for this caller who did not answer.
+    missed_agent: Option<String>,
     /// The caller (From URI), for its CDR row.
     from: String,
     max_deadline: Option<Instant>,
@@ -240,6 +252,7 @@ impl Calls {
             max_calls: settings.call().max_calls as usize,
             max_duration: settings.call().max_duration(),
             telemetry: Telemetry::default(),
+            rules: org.rule_book(),
         }
     }
 
@@ -308,6 +321,7 @@ impl Calls {
             }
         }
         self.routes = settings.routes().renumbered(&index);
+        self.rules = org.rule_book();
         info!(queues = index.len(), "organisation applied");
     }
 
@@ -623,6 +637,7 @@ impl Calls {
                     }
                     Ok(Registration::AlreadyScheduled(id)) => {
                         info!(call_id = %ctx.call_id, callback = %id, "callback already scheduled");
+                        ctx.settled = true;
                         RegistrationOutcome::AlreadyScheduled
                     }
                     Err(e) => {
@@ -786,6 +801,11 @@ impl Calls {
                 }
             }
         }
+        if let Some(ctx) = self.calls.get_mut(&call)
+            && ctx.flow.as_ref().is_some_and(Flow::reached_queue)
+        {
+            ctx.was_queued = true;
+        }
         self.reschedule(call);
     }
 
@@ -916,6 +936,9 @@ impl Calls {
             digits: DigitMerger::new(),
             connected_to: None,
             callback: None,
+            was_queued: false,
+            settled: false,
+            missed_agent: None,
             from: request.headers.from.uri.to_string(),
             max_deadline: None,
             scheduled: None,
@@ -1179,6 +1202,7 @@ impl Calls {
         self.store
             .push_back(StoreRequest::WriteCdr(Box::new(CdrRecord {
                 callback: ctx.callback,
+                source: ctx.callback.map(|_| Source::Ivr),
                 inbound_call_id: ctx.call_id.to_string(),
                 leg: Leg::Inbound,
                 call_id: ctx.call_id.to_string(),
@@ -1189,17 +1213,75 @@ impl Calls {
                 sip_code: Some(200),
                 peer: ctx.from.clone(),
                 redirected_from: ctx.redirected_from.clone(),
-                // The callback it registered is the IVR's.
-                source: ctx.callback.map(|_| Source::Ivr),
             })));
         if let Some(q) = self.acd.queue_mut(&self.queues[ctx.queue].id) {
             q.leave(CallerId(call.0));
         }
+        self.missed(now, &ctx, reason);
         if ctx.stream_added {
             self.closing.insert(call.0, ctx.port);
             self.media.push_back(MediaCommand::Remove { key: call.0 });
         } else {
             self.ports_release_now(now, ctx.port);
+        }
+    }
+
+    /// Issue 13: a caller who hung up unserved may be called back
+    /// automatically, by rule ([`RuleBook::on_missed`]). Only the caller's
+    /// own hang-up counts (BYE or CANCEL): a call we ended (registration
+    /// off, maximum length, shutdown) was not missed by the caller.
+    fn missed(&mut self, now: Instant, ctx: &CallCtx, reason: EndReason) {
+        if ctx.settled
+            || ctx.callback.is_some()
+            || ctx.connected_to.is_some()
+            || !matches!(reason, EndReason::RemoteBye | EndReason::Cancelled)
+            || self.rules.rules.is_empty()
+        {
+            return;
+        }
+        let queue = &self.queues[ctx.queue];
+        let ani = ctx.ani.clone().unwrap_or_default();
+        let call = MissedCall {
+            kind: if ctx.was_queued {
+                MissKind::ContactCenter
+            } else {
+                MissKind::Ivr
+            },
+            queue: queue.id.clone(),
+            priority: queue.priority,
+            expiry: queue.expiry,
+            number: national_from_ani(&ani, &self.flow_settings.policy),
+            ani,
+            called: ctx.called.clone(),
+            arrived_at: ctx.arrived_at,
+            ended_at: self.clock.at(now),
+            agent: ctx.missed_agent.clone(),
+            call_id: ctx.call_id.to_string(),
+        };
+        match self.rules.on_missed(&call) {
+            Missed::NotCounted(why) => {
+                debug!(call_id = %ctx.call_id, kind = call.kind.as_str(), ?why, "hang-up not counted as missed");
+            }
+            Missed::Task(task) => {
+                info!(
+                    call_id = %ctx.call_id,
+                    kind = call.kind.as_str(),
+                    rule = %task.rule,
+                    number = %task.callback.number,
+                    first_attempt_at = ?task.first_attempt_at,
+                    reason = ?task.reason,
+                    "missed call: automatic callback task"
+                );
+                self.store.push_back(StoreRequest::CreateTask(task));
+            }
+        }
+    }
+
+    /// An agent rung for the waiting caller `caller` did not answer (the
+    /// agent that missed the call, should the caller hang up).
+    pub fn agent_missed(&mut self, caller: CallKey, agent: &str) {
+        if let Some(ctx) = self.calls.get_mut(&caller) {
+            ctx.missed_agent = Some(agent.to_owned());
         }
     }
 
@@ -1235,7 +1317,7 @@ impl Calls {
     /// Connects a waiting caller to an answered agent leg: the IVR stops,
     /// the caller leaves the queue, RTP is bridged. False when the caller is
     /// gone or no longer waiting (the agent leg should then be hung up).
-    pub fn connect_to_agent(&mut self, caller: CallKey, agent_leg: CallKey) -> bool {
+    pub fn connect_to_agent(&mut self, now: Instant, caller: CallKey, agent_leg: CallKey) -> bool {
         let Some(ctx) = self.calls.get_mut(&caller) else {
             return false;
         };
@@ -1243,6 +1325,19 @@ impl Calls {
             return false;
         }
         info!(call_id = %ctx.call_id, "caller connected to an agent");
+        ctx.settled = true;
+        // Served: no automatic callback of this number is needed any more.
+        if let Some(number) = ctx
+            .ani
+            .as_deref()
+            .and_then(|ani| national_from_ani(ani, &self.flow_settings.policy))
+        {
+            self.store.push_back(StoreRequest::CancelTasks {
+                which: TaskFilter::Number(number.as_digits()),
+                reason: "customer_reached".into(),
+                now: self.clock.at(now),
+            });
+        }
         ctx.flow = None;
         ctx.scheduled = None;
         ctx.connected_to = Some(agent_leg);

@@ -1,0 +1,346 @@
+//! Missed-call rules (issue 13) on the fake clock: which hang-ups count,
+//! when the automatic callback is dialed (intervals, schedule, the
+//! customer's calling window), agent first with the rule's prompt, the
+//! caller ID, success by bridge length, cancellation and the lines.
+
+use super::*;
+use callbackd::callback::scheduler::Outcome;
+use callbackd::callback::store::{CallbackRow, LaunchStore, Source, Status};
+
+/// One queue (`support`, DID 3125550100, callback number 800-555-0100),
+/// agent alice, the trunk, and `rules` / `extra` appended.
+fn missed_config(extra: &str) -> String {
+    format!(
+        "[trunk]\ntermination = \"{CARRIER}\"\n\
+         [callbacks]\npoll_interval_ms = 500\n\
+         [[queues]]\nid = \"support\"\ncallback_number = \"8005550100\"\ndids = [\"3125550100\"]\n\
+         retry_time_s = 2\nmax_retries = 3\nagent_ring_timeout_s = 2\n\
+         customer_ring_timeout_s = 3\nagent_cooldown_s = 5\n\
+         [[agents]]\nid = \"alice\"\nuri = \"sip:alice@{AGENT}\"\nqueues = [\"support\"]\n{extra}"
+    )
+}
+
+/// An IVR rule: 5 s minimum, attempts after 1 then 2 minutes, 20 s of
+/// customer ringing, 10 s of talk for success.
+const IVR_RULE: &str = "[[missed_call_rules]]\nid = \"ivr\"\nkind = \"ivr\"\nmin_time_s = 5\n\
+     intervals_min = [1, 2]\nwait_for_answer_s = 20\nsuccess_after_s = 10\n";
+
+fn harness(extra: &str) -> Harness {
+    let config = driver::config(&missed_config(extra));
+    let mut h = Harness::with_trunk(&config, vec![udp_target(CARRIER)]);
+    h.answers_bye.extend([addr(AGENT), addr(CARRIER)]);
+    h
+}
+
+/// A caller from `from_user` calls in and hangs up (BYE) `after` the ACK.
+fn call_and_hang_up(h: &mut Harness, call_id: &str, from_user: &str, after: std::time::Duration) {
+    let mut caller = Peer::new("127.0.0.1:5070", call_id);
+    let invite = caller
+        .request("INVITE", Some(&offer(40000, 1, "sendrecv")))
+        .replace(
+            "From: <sip:3125550111@",
+            &format!("From: <sip:{from_user}@"),
+        );
+    h.deliver(caller.addr, &invite);
+    let ok = h.responses(call_id, 200, "INVITE")[0]
+        .response()
+        .expect("200")
+        .clone();
+    caller.learn(&ok);
+    let ack = caller.request("ACK", None);
+    h.deliver(caller.addr, &ack);
+    h.advance(after);
+    let bye = caller.request("BYE", None).replace(
+        "From: <sip:3125550111@",
+        &format!("From: <sip:{from_user}@"),
+    );
+    h.deliver(caller.addr, &bye);
+}
+
+fn tasks(h: &Harness) -> Vec<CallbackRow> {
+    h.rows()
+        .into_iter()
+        .filter(|r| r.source == Source::MissedCall)
+        .collect()
+}
+
+fn wall(offset: std::time::Duration) -> jiff::Timestamp {
+    let w: jiff::Timestamp = WALL0.parse().expect("timestamp");
+    w + jiff::SignedDuration::try_from(offset).expect("duration")
+}
+
+fn customer_invite_for(number: &'static str) -> impl Fn(&Sent) -> bool {
+    move |s: &Sent| {
+        s.request()
+            .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains(number))
+    }
+}
+
+#[test]
+fn a_caller_hanging_up_in_the_ivr_is_called_back_agent_first_with_the_did_as_caller_id() {
+    let mut h = harness(IVR_RULE);
+    // Hung up in the welcome, 6 s after the answer (Chicago, 09:00).
+    call_and_hang_up(&mut h, "in-1", "3125550111", secs(6));
+    let hung_up = h.elapsed();
+    let task = tasks(&h).pop().expect("a task");
+    assert_eq!(task.status, Status::Pending);
+    assert_eq!(task.number, "3125550111");
+    assert_eq!(task.rule.as_deref(), Some("ivr"));
+    assert_eq!(task.next_attempt_at, Some(wall(hung_up + secs(60))));
+    // Nothing before the first interval; then, at the first poll after it,
+    // the agent first.
+    h.advance(secs(59));
+    assert!(invites_to(&h, AGENT).is_empty(), "not before the interval");
+    let invite = agent_answers(&mut h, ms(300));
+    let agent_call = invite.headers.call_id.as_str().to_owned();
+    let rung_at = h.sent_for(&agent_call)[0].0;
+    assert!(
+        rung_at >= hung_up + secs(60) && rung_at <= hung_up + secs(60) + ms(500),
+        "rung at {rung_at:?}, due {:?}",
+        hung_up + secs(60)
+    );
+    // The agent hears the rule's prompt, then the number.
+    let told = h.plays(&agent_call)[0].clone();
+    assert_eq!(told.1[0], "missed_call_agent");
+    assert_eq!(told.1.len(), 11);
+    assert!(invites_to(&h, CARRIER).is_empty(), "the customer waits");
+    // Then the customer, presented the number they dialed.
+    let i = h.run_until_sent(secs(20), customer_invite_for("3125550111"));
+    let customer = h.sent[i].request().expect("INVITE").clone();
+    assert!(
+        customer.headers.from.uri.contains("3125550100"),
+        "{}",
+        customer.headers.from.raw
+    );
+    // Answered and bridged 12 s (success takes 10): completed.
+    h.advance(secs(1));
+    let ok = answer(
+        &customer,
+        200,
+        "cust",
+        CARRIER,
+        Some(&offer(42000, 1, "sendrecv")),
+    );
+    h.deliver(addr(CARRIER), &ok);
+    h.advance(secs(12));
+    h.deliver(
+        addr(CARRIER),
+        &in_dialog(&customer, "BYE", "cust", CARRIER, 2),
+    );
+    let task = tasks(&h).pop().expect("the task");
+    assert_eq!(task.status, Status::Completed);
+    let attempts = LaunchStore::attempts(&h.store, task.id).expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].attempt.outcome, Outcome::Answered);
+    // Its CDR legs carry the type.
+    let cdrs = LaunchStore::cdrs(&h.store, None, None).expect("cdrs");
+    let legs: Vec<_> = cdrs
+        .iter()
+        .filter(|c| c.callback == Some(task.id))
+        .collect();
+    assert_eq!(legs.len(), 2, "agent and customer legs");
+    assert!(legs.iter().all(|c| c.source == Some(Source::MissedCall)));
+}
+
+#[test]
+fn a_short_bridge_is_a_failed_attempt_and_the_next_interval_follows() {
+    let mut h = harness(IVR_RULE);
+    call_and_hang_up(&mut h, "in-1", "3125550111", secs(6));
+    h.advance(secs(60));
+    agent_answers(&mut h, ms(100));
+    let i = h.run_until_sent(secs(20), customer_invite_for("3125550111"));
+    let customer = h.sent[i].request().expect("INVITE").clone();
+    let ok = answer(
+        &customer,
+        200,
+        "cust",
+        CARRIER,
+        Some(&offer(42000, 1, "sendrecv")),
+    );
+    h.deliver(addr(CARRIER), &ok);
+    // 4 s of talk, fewer than the 10 the rule asks.
+    h.advance(secs(4));
+    h.deliver(
+        addr(CARRIER),
+        &in_dialog(&customer, "BYE", "cust", CARRIER, 2),
+    );
+    let ended = h.elapsed();
+    let task = tasks(&h).pop().expect("the task");
+    assert_eq!(task.status, Status::Pending);
+    assert_eq!(task.attempts, 1);
+    // The second interval (2 min) counts from that attempt's end (the
+    // store keeps milliseconds).
+    let due = wall(ended + secs(120));
+    let due = jiff::Timestamp::from_millisecond(due.as_millisecond()).expect("in range");
+    assert_eq!(task.next_attempt_at, Some(due));
+    let attempts = LaunchStore::attempts(&h.store, task.id).expect("attempts");
+    assert_eq!(attempts[0].attempt.outcome, Outcome::ShortCall);
+}
+
+#[test]
+fn outside_the_calling_window_the_call_waits_for_eight_in_the_morning_local() {
+    // 15:00Z is 05:00 in Honolulu: the window opens at 08:00 there, 18:00Z.
+    let mut h = harness(&format!("{IVR_RULE}[org]\nallow_international = false\n"));
+    call_and_hang_up(&mut h, "in-1", "8085550111", secs(6));
+    let task = tasks(&h).pop().expect("a task");
+    assert_eq!(
+        task.next_attempt_at,
+        Some("2026-12-07T18:00:00Z".parse().expect("timestamp"))
+    );
+    // Nothing is dialed before then, and at 08:00 local the agent is rung.
+    h.advance(std::time::Duration::from_secs(3 * 3600 - 10));
+    assert!(invites_to(&h, AGENT).is_empty(), "not before 08:00 local");
+    // 08:00 local and the next poll (every 500 ms).
+    h.advance(secs(10) + ms(600));
+    assert_eq!(invites_to(&h, AGENT).len(), 1, "rung at 08:00 local");
+}
+
+#[test]
+fn an_unknown_time_zone_without_fallback_starts_no_call_and_says_why() {
+    let mut h = harness(IVR_RULE);
+    // Area code 999 is in no zone map.
+    call_and_hang_up(&mut h, "in-1", "9995550111", secs(6));
+    let task = tasks(&h).pop().expect("a row");
+    assert_eq!(task.status, Status::Failed);
+    assert_eq!(task.closed_reason.as_deref(), Some("unknown_time_zone"));
+    assert_eq!(task.next_attempt_at, None);
+    h.advance(secs(300));
+    assert!(invites_to(&h, AGENT).is_empty());
+    // With a fallback zone it is called.
+    let mut h = harness(&format!(
+        "{IVR_RULE}fallback_timezone = \"America/Chicago\"\n"
+    ));
+    call_and_hang_up(&mut h, "in-1", "9995550111", secs(6));
+    assert_eq!(tasks(&h).pop().expect("a task").status, Status::Pending);
+    h.advance(secs(61));
+    assert_eq!(invites_to(&h, AGENT).len(), 1);
+}
+
+#[test]
+fn a_customer_who_calls_again_and_registers_is_not_called_twice() {
+    let mut h = harness(IVR_RULE);
+    call_and_hang_up(&mut h, "in-1", "3125550111", secs(6));
+    assert_eq!(tasks(&h).len(), 1);
+    // The customer calls back and registers a callback for their number.
+    h.advance(secs(10));
+    let _caller = call_in(&mut h, "127.0.0.1:5071", "in-2", 40010);
+    let first = after_pressing_1(&mut h, "in-2");
+    assert_eq!(first[0], "ani_offer");
+    h.advance(secs(1));
+    h.digit("in-2", '1');
+    let task = tasks(&h).pop().expect("the task");
+    assert_eq!(task.status, Status::Cancelled);
+    assert_eq!(task.closed_reason.as_deref(), Some("customer_registered"));
+    let ivr: Vec<_> = h
+        .rows()
+        .into_iter()
+        .filter(|r| r.source == Source::Ivr)
+        .collect();
+    assert_eq!(ivr.len(), 1, "the registration stands");
+    // Past the task's time: it stays cancelled, never attempted.
+    h.advance(secs(120));
+    let task = tasks(&h).pop().expect("the task");
+    assert_eq!(task.status, Status::Cancelled);
+    assert!(
+        LaunchStore::attempts(&h.store, task.id)
+            .expect("attempts")
+            .is_empty()
+    );
+}
+
+#[test]
+fn switching_the_rule_off_cancels_its_pending_tasks() {
+    let mut h = harness(IVR_RULE);
+    call_and_hang_up(&mut h, "in-1", "3125550111", secs(6));
+    let mut organisation = h.settings.organisation();
+    organisation.missed_call_rules[0].enabled = false;
+    let settings = h
+        .settings
+        .with_organisation(organisation)
+        .expect("valid organisation");
+    let now = h.now;
+    h.ctl.apply_settings(now, &settings);
+    h.advance(secs(1));
+    let task = tasks(&h).pop().expect("the task");
+    assert_eq!(task.status, Status::Cancelled);
+    assert_eq!(task.closed_reason.as_deref(), Some("rule_disabled"));
+    h.advance(secs(120));
+    assert!(invites_to(&h, AGENT).is_empty());
+}
+
+#[test]
+fn freezing_the_organisation_cancels_tasks_and_dials_nothing() {
+    let mut h = harness(IVR_RULE);
+    call_and_hang_up(&mut h, "in-1", "3125550111", secs(6));
+    let mut organisation = h.settings.organisation();
+    organisation.org.frozen = true;
+    let settings = h
+        .settings
+        .with_organisation(organisation)
+        .expect("valid organisation");
+    let now = h.now;
+    h.ctl.apply_settings(now, &settings);
+    h.advance(secs(1));
+    let task = tasks(&h).pop().expect("the task");
+    assert_eq!(task.closed_reason.as_deref(), Some("org_frozen"));
+    // A new missed call starts nothing while frozen.
+    call_and_hang_up(&mut h, "in-2", "3125550122", secs(6));
+    assert_eq!(tasks(&h).len(), 1);
+}
+
+#[test]
+fn sixteen_tasks_due_at_once_use_fifteen_lines_and_the_sixteenth_waits() {
+    let agents: String = (1..=16)
+        .map(|i| {
+            format!(
+                "[[agents]]\nid = \"a{i}\"\nuri = \"sip:a{i}@127.0.0.1:{}\"\nqueues = [\"support\"]\n",
+                6000 + i
+            )
+        })
+        .collect();
+    let mut h = harness(&format!("{agents}{IVR_RULE}"));
+    // Sixteen callers in at once, each hanging up 6 s later.
+    let mut callers = Vec::new();
+    for i in 0..16u16 {
+        let call_id = format!("in-{i}");
+        let user = format!("31255501{:02}", 20 + i);
+        let mut caller = Peer::new(&format!("127.0.0.1:{}", 5100 + i), &call_id);
+        let invite = caller
+            .request("INVITE", Some(&offer(40000 + 2 * i, 1, "sendrecv")))
+            .replace("From: <sip:3125550111@", &format!("From: <sip:{user}@"));
+        h.deliver(caller.addr, &invite);
+        let ok = h.responses(&call_id, 200, "INVITE")[0]
+            .response()
+            .expect("200")
+            .clone();
+        caller.learn(&ok);
+        let ack = caller.request("ACK", None);
+        h.deliver(caller.addr, &ack);
+        callers.push((caller, user));
+    }
+    h.advance(secs(6));
+    for (caller, user) in &mut callers {
+        let bye = caller
+            .request("BYE", None)
+            .replace("From: <sip:3125550111@", &format!("From: <sip:{user}@"));
+        h.deliver(caller.addr, &bye);
+    }
+    assert_eq!(tasks(&h).len(), 16);
+    // All due at the same instant, 60 s after the hang-ups, with 17 agents
+    // free: at the first poll 15 are rung, never more (before any ring
+    // timeout frees a line).
+    h.advance(secs(60) + ms(700));
+    let rung = h
+        .sent
+        .iter()
+        .filter(|s| s.request().is_some_and(|r| r.method.as_str() == "INVITE"))
+        .map(Sent::call_id)
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    assert_eq!(rung, 15);
+    let dialing = tasks(&h)
+        .iter()
+        .filter(|t| t.status == Status::Dialing)
+        .count();
+    assert_eq!(dialing, 15);
+}
