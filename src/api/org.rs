@@ -660,8 +660,12 @@ pub(super) async fn list_queues(
     ))
 }
 
-/// `value` as the queue `id` (its `id` optional, else equal).
-fn queue_of(mut value: Value, id: &str) -> Result<QueueConfig, Problem> {
+/// `value` as the object named `id` by the path (a queue, a rule): its
+/// `id` optional, else equal to the path's.
+pub(super) fn of_path_id<T: serde::de::DeserializeOwned>(
+    mut value: Value,
+    id: &str,
+) -> Result<T, Problem> {
     if let Some(object) = value.as_object_mut() {
         match object.get("id") {
             None => {
@@ -700,7 +704,7 @@ pub(super) async fn put_queue(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let queue = queue_of(object_body(&headers, body)?, &id)?;
+    let queue = of_path_id::<QueueConfig>(object_body(&headers, body)?, &id)?;
     let mut created = false;
     let (_, document, _) = change(
         &state,
@@ -780,7 +784,7 @@ pub(super) async fn patch_queue(
             let mut value = serde_json::to_value(&*q)
                 .expect("a queue's fields are strings, numbers, bools and string-keyed maps");
             merge_patch(&mut value, &patch);
-            *q = queue_of(value, queue.as_str())?;
+            *q = of_path_id::<QueueConfig>(value, queue.as_str())?;
             Ok(())
         },
     )

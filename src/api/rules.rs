@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::org::{change, current, merge_patch, object_body};
+use super::org::{change, current, merge_patch, object_body, of_path_id};
 use super::{ApiState, ErrorBody, Problem, Segment, json_object};
 use crate::callback::store::{Principal, Role};
 use crate::config::{MissedCallRuleConfig, Organisation};
@@ -54,28 +54,8 @@ fn rule_view(id: &str) -> impl Fn(&Organisation) -> Value + use<> {
     }
 }
 
-/// `value` as the rule `id` (its `id` optional, else equal).
-fn rule_of(mut value: Value, id: &str) -> Result<MissedCallRuleConfig, Problem> {
-    if let Some(object) = value.as_object_mut() {
-        match object.get("id") {
-            None => {
-                object.insert("id".to_owned(), Value::from(id));
-            }
-            Some(given) if given.as_str() == Some(id) => {}
-            Some(given) => {
-                return Err(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "id_mismatch",
-                    format!("id: {given} differs from the path's {id:?}"),
-                ));
-            }
-        }
-    }
-    serde_json::from_value(value)
-        .map_err(|e| Problem::bad_request("invalid_body", format!("body: {e}")))
-}
-
-/// Refuses a document that is frozen yet has a rule or launching on.
+/// Refuses a document that is frozen yet has a rule or launching on
+/// ([`change`] runs it on every change of the organisation).
 pub(super) fn check_frozen(doc: &Organisation) -> Result<(), Problem> {
     if !doc.org.frozen {
         return Ok(());
@@ -136,7 +116,7 @@ pub(super) async fn put(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let rule = rule_of(object_body(&headers, body)?, &id)?;
+    let rule = of_path_id::<MissedCallRuleConfig>(object_body(&headers, body)?, &id)?;
     let mut created = false;
     let (_, document, _) = change(
         &state,
@@ -151,7 +131,7 @@ pub(super) async fn put(
                     doc.missed_call_rules.push(rule);
                 }
             }
-            check_frozen(doc)
+            Ok(())
         },
     )
     .await?;
@@ -224,8 +204,8 @@ pub(super) async fn patch(
             let mut value = serde_json::to_value(&*rule)
                 .expect("a rule's fields are strings, numbers, bools and lists");
             merge_patch(&mut value, &patch);
-            *rule = rule_of(value, &id)?;
-            check_frozen(doc)
+            *rule = of_path_id::<MissedCallRuleConfig>(value, &id)?;
+            Ok(())
         },
     )
     .await?;

@@ -316,8 +316,9 @@ fn parse_window(day: &str, range: &str) -> Result<Option<(Time, Time)>, HoursErr
     Ok(Some((open, close)))
 }
 
-/// `H:MM` or `HH:MM`, hour 0–24, minute 0–59.
-fn parse_hh_mm(text: &str) -> Option<(i8, i8)> {
+/// `H:MM` or `HH:MM`, hour 0–24, minute 0–59 (also the calling window's,
+/// [`crate::callback::timezone::CallingWindow::parse`]).
+pub(crate) fn parse_hh_mm(text: &str) -> Option<(i8, i8)> {
     let (h, m) = text.split_once(':')?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if !digits(h) || h.len() > 2 || !digits(m) || m.len() != 2 {

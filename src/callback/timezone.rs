@@ -28,6 +28,7 @@ use jiff::tz::{AmbiguousOffset, TimeZone};
 use jiff::{SignedDuration, Timestamp, ToSpan};
 use thiserror::Error;
 
+use crate::callback::hours::parse_hh_mm;
 use crate::domain::number::PhoneNumber;
 
 /// How far past the instant asked about [`CallingWindow::earliest`] looks
@@ -409,18 +410,6 @@ impl ZoneMap {
     }
 }
 
-/// `H:MM` or `HH:MM`, hour 0–24, minute 0–59.
-fn parse_hh_mm(text: &str) -> Option<(i8, i8)> {
-    let (h, m) = text.split_once(':')?;
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(h) || h.len() > 2 || !digits(m) || m.len() != 2 {
-        return None;
-    }
-    let h: i8 = h.parse().ok()?;
-    let m: i8 = m.parse().ok()?;
-    (h <= 24 && m <= 59).then_some((h, m))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,7 +504,7 @@ mod tests {
     #[test]
     fn alaska_area_code_spans_two_zones_and_an_exchange_entry_wins() {
         // 907 is Alaska: Anchorage time and, on the Aleutians, Adak time.
-        let alaska = zones_of(&nanp("9075550100")).unwrap();
+        let alaska = zones_of(&nanp("9075550100")).expect("the map knows this number");
         assert_eq!(alaska.names(), ["America/Adak", "America/Anchorage"]);
         assert_eq!(alaska.to_string(), "America/Adak&America/Anchorage");
         // An exchange listed on its own (907-209) is Juneau only.
@@ -525,7 +514,7 @@ mod tests {
     #[test]
     fn area_code_across_a_zone_line_gives_both_zones() {
         // South Dakota: Mountain and Central time.
-        let sd = zones_of(&nanp("6055550100")).unwrap();
+        let sd = zones_of(&nanp("6055550100")).expect("the map knows this number");
         assert_eq!(sd.prefix(), "1605");
         assert_eq!(sd.to_string(), "America/Denver&America/North_Dakota/Center");
         // 605-201 is listed as Central only.
@@ -535,7 +524,7 @@ mod tests {
     #[test]
     fn international_number_maps_by_country_prefix() {
         // 011 44 20 7946 0000, a London number.
-        let uk = zones_of(&international("442079460000")).unwrap();
+        let uk = zones_of(&international("442079460000")).expect("the map knows this number");
         assert_eq!(uk.prefix(), "442");
         assert_eq!(uk.names(), ["Europe/London"]);
         assert_eq!(names_of(&international("33142685300")), ["Europe/Paris"]);
@@ -614,7 +603,7 @@ mod tests {
 
     #[test]
     fn chicago_number_at_night_is_called_at_eight_next_morning() {
-        let zones = zones_of(&nanp("3125550188")).unwrap();
+        let zones = zones_of(&nanp("3125550188")).expect("the map knows this number");
         let w = CallingWindow::default();
         // Tuesday 2025-06-10 22:00 CDT (UTC-5) → Wednesday 08:00 CDT.
         let night = ts("2025-06-11T03:00:00Z");
@@ -630,7 +619,7 @@ mod tests {
 
     #[test]
     fn chicago_number_just_before_eight_waits_for_eight() {
-        let zones = zones_of(&nanp("3125550188")).unwrap();
+        let zones = zones_of(&nanp("3125550188")).expect("the map knows this number");
         let w = CallingWindow::default();
         // 07:59 CDT → 08:00 CDT the same day.
         assert_eq!(
@@ -641,7 +630,7 @@ mod tests {
 
     #[test]
     fn inside_the_window_is_now() {
-        let zones = zones_of(&nanp("3125550188")).unwrap();
+        let zones = zones_of(&nanp("3125550188")).expect("the map knows this number");
         let w = CallingWindow::default();
         for at in [
             "2025-06-10T13:00:00Z",     // 08:00 CDT
@@ -666,7 +655,7 @@ mod tests {
             ("6025550100", "15:00", "15:00"), // Phoenix, UTC-7, no DST
             ("8085550100", "18:00", "18:00"), // Honolulu, UTC-10, no DST
         ] {
-            let zones = zones_of(&nanp(number)).unwrap();
+            let zones = zones_of(&nanp(number)).expect("the map knows this number");
             for (date, want) in [("2025-01-15", winter), ("2025-07-15", summer)] {
                 assert_eq!(
                     w.earliest(zones.zones(), ts(&format!("{date}T09:00:00Z"))),
@@ -776,10 +765,14 @@ mod tests {
                 let w = window(text);
                 for start in starts {
                     let at = ts(start);
-                    let limit = at.checked_add(horizon()).unwrap();
+                    let limit = at
+                        .checked_add(horizon())
+                        .expect("inside the representable range");
                     let mut scan = at;
                     while scan <= limit && !w.contains(&zones, scan) {
-                        scan = scan.checked_add(minute).unwrap();
+                        scan = scan
+                            .checked_add(minute)
+                            .expect("inside the representable range");
                     }
                     let want = (scan <= limit).then_some(scan);
                     assert_eq!(w.earliest(&zones, at), want, "{set:?} {text} {start}");
@@ -792,7 +785,7 @@ mod tests {
     fn two_zone_number_is_called_only_when_legal_in_both() {
         // South Dakota, Mountain (Denver) and Central, summer: UTC-6 and
         // UTC-5. Legal in both from 08:00 MDT (14:00Z) to 21:00 CDT (02:00Z).
-        let zones = zones_of(&nanp("6055550100")).unwrap();
+        let zones = zones_of(&nanp("6055550100")).expect("the map knows this number");
         let w = CallingWindow::default();
         // 08:30 CDT = 07:30 MDT → 08:00 MDT.
         assert_eq!(
@@ -809,7 +802,7 @@ mod tests {
         );
         // Alaska (Adak UTC-9 and Anchorage UTC-8 in summer): 08:00 in Adak
         // is 09:00 in Anchorage.
-        let alaska = zones_of(&nanp("9075550100")).unwrap();
+        let alaska = zones_of(&nanp("9075550100")).expect("the map knows this number");
         assert_eq!(
             w.earliest(alaska.zones(), ts("2025-06-10T10:00:00Z")),
             Some(ts("2025-06-10T17:00:00Z"))

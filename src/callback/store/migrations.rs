@@ -858,11 +858,12 @@ mod tests {
         let (ivr, api, attempt_id) = {
             // A version-11 file: an IVR callback with an attempt, an API
             // callback, a CDR row.
-            let conn = Connection::open(&path).unwrap();
+            let conn = Connection::open(&path).expect("the temporary file opens");
             for m in &MIGRATIONS[..11] {
-                conn.execute_batch(m).unwrap();
+                conn.execute_batch(m).expect("the temporary file opens");
             }
-            conn.pragma_update(None, "user_version", 11).unwrap();
+            conn.pragma_update(None, "user_version", 11)
+                .expect("the migration SQL applies");
             let insert = |number: &str, created_by: Option<&str>| {
                 conn.execute(
                     "INSERT INTO callbacks (queue, number, caller_ani, called_number, priority, \
@@ -877,7 +878,7 @@ mod tests {
                         created_by
                     ],
                 )
-                .unwrap();
+                .expect("the store answers in the test");
                 CallbackId(conn.last_insert_rowid())
             };
             let ivr = insert("3125550188", None);
@@ -889,7 +890,7 @@ mod tests {
                  VALUES (7, ?1, 'support', ?2, ?2, 'no_answer', 480, 'alice', ?2)",
                 params![ivr.0, t0.as_millisecond()],
             )
-            .unwrap();
+            .expect("the store answers in the test");
             // Version 11 refuses the new outcome.
             assert!(
                 conn.execute(
@@ -906,12 +907,15 @@ mod tests {
                      'sip:caller@pbx')",
                 params![ivr.0, t0.as_millisecond()],
             )
-            .unwrap();
+            .expect("the store answers in the test");
             (ivr, api, 7)
         };
-        let mut store = SqliteStore::open(&path).unwrap();
-        assert_eq!(user_version(&store.conn).unwrap(), MIGRATIONS.len() as i64);
-        let rows = store.list().unwrap();
+        let mut store = SqliteStore::open(&path).expect("the temporary file opens");
+        assert_eq!(
+            user_version(&store.conn).expect("the temporary file opens"),
+            MIGRATIONS.len() as i64
+        );
+        let rows = store.list().expect("the temporary file opens");
         let got: Vec<_> = rows
             .iter()
             .map(|r| {
@@ -931,7 +935,7 @@ mod tests {
                 (api, Source::Api, None, None, None)
             ]
         );
-        let kept = store.attempts(ivr).unwrap();
+        let kept = store.attempts(ivr).expect("the store answers in the test");
         assert_eq!(kept.len(), 1);
         assert_eq!(
             (
@@ -949,19 +953,25 @@ mod tests {
                 Some(t0)
             )
         );
-        assert_eq!(store.cdrs(None, None).unwrap()[0].source, None);
+        assert_eq!(
+            store
+                .cdrs(None, None)
+                .expect("the store answers in the test")[0]
+                .source,
+            None
+        );
         // The new outcome is taken; the new columns are checked.
-        assert!(store.claim(ivr, t0).unwrap());
+        assert!(store.claim(ivr, t0).expect("the store answers in the test"));
         store
             .record_attempt(
                 ivr,
                 &attempt(Outcome::ShortCall, Some(200)),
                 &NextStep::Failed,
             )
-            .unwrap();
+            .expect("the store answers in the test");
         let outcomes: Vec<Outcome> = store
             .attempts(ivr)
-            .unwrap()
+            .expect("the store answers in the test")
             .iter()
             .map(|a| a.attempt.outcome)
             .collect();
@@ -991,7 +1001,7 @@ mod tests {
         let integrity: String = store
             .conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
+            .expect("the store answers in the test");
         assert_eq!(integrity, "ok");
     }
 }

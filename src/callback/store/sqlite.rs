@@ -1532,20 +1532,20 @@ mod tests {
     #[test]
     fn list_reports_corrupt_source_and_closed_reason_as_corrupt_row() {
         for (column, value) in [("source", "walk_in"), ("closed_reason", "Rule Off")] {
-            let mut store = SqliteStore::open_in_memory().unwrap();
+            let mut store = SqliteStore::open_in_memory().expect("an in-memory store opens");
             let id = register_one(&mut store, "support", "3125550188", "2025-06-02T15:00:00Z");
             // The CHECK constraints stop this normally; a foreign tool may not.
             store
                 .conn
                 .pragma_update(None, "ignore_check_constraints", "ON")
-                .unwrap();
+                .expect("the migration SQL applies");
             store
                 .conn
                 .execute(
                     &format!("UPDATE callbacks SET {column} = ?1 WHERE id = ?2"),
                     params![value, id.0],
                 )
-                .unwrap();
+                .expect("the store answers in the test");
             match store.list().unwrap_err() {
                 StoreError::CorruptRow {
                     id: row,
@@ -1559,18 +1559,18 @@ mod tests {
 
     #[test]
     fn cdrs_report_a_corrupt_source_as_corrupt_row() {
-        let mut store = SqliteStore::open_in_memory().unwrap();
+        let mut store = SqliteStore::open_in_memory().expect("an in-memory store opens");
         store
             .write_cdr(&cdr(Leg::Inbound, "2025-06-02T14:00:00Z", None))
-            .unwrap();
+            .expect("an in-memory store opens");
         store
             .conn
             .pragma_update(None, "ignore_check_constraints", "ON")
-            .unwrap();
+            .expect("the migration SQL applies");
         store
             .conn
             .execute("UPDATE cdr SET source = 'robot'", [])
-            .unwrap();
+            .expect("the store answers in the test");
         assert!(matches!(
             store.cdrs(None, None).unwrap_err(),
             StoreError::CorruptRow {
