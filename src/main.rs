@@ -41,6 +41,10 @@ enum Command {
         /// Only legs that started before this RFC 3339 time.
         #[arg(long)]
         until: Option<jiff::Timestamp>,
+        /// Only the outbound legs of callbacks of this type: `ivr`, `api`
+        /// or `missed_call` (automatic callbacks of missed calls).
+        #[arg(long = "type", value_parser = parse_source)]
+        source: Option<callbackd::callback::store::Source>,
     },
     /// Inspect the stored callbacks (the store named by the configuration).
     Callbacks {
@@ -158,7 +162,11 @@ fn main() -> ExitCode {
         Command::Callbacks {
             command: CallbacksCommand::List,
         } => list_callbacks(&cli.config),
-        Command::Cdr { since, until } => write_cdrs(&cli.config, since, until),
+        Command::Cdr {
+            since,
+            until,
+            source,
+        } => write_cdrs(&cli.config, since, until, source),
         Command::User { command } => match user_command(&cli.config, command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -167,6 +175,11 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn parse_source(text: &str) -> Result<callbackd::callback::store::Source, String> {
+    callbackd::callback::store::Source::parse(text)
+        .ok_or_else(|| format!("unknown type {text:?} (expected ivr, api or missed_call)"))
 }
 
 fn parse_role(text: &str) -> Result<callbackd::callback::store::Role, String> {
@@ -253,6 +266,7 @@ fn write_cdrs(
     path: &Path,
     since: Option<jiff::Timestamp>,
     until: Option<jiff::Timestamp>,
+    source: Option<callbackd::callback::store::Source>,
 ) -> ExitCode {
     use callbackd::callback::cdr::write_csv;
     use callbackd::callback::store::{LaunchStore, SqliteStore};
@@ -264,13 +278,16 @@ fn write_cdrs(
         }
     };
     let store_path = config.store_path(base_dir(path));
-    let rows = match SqliteStore::open(&store_path).and_then(|store| store.cdrs(since, until)) {
+    let mut rows = match SqliteStore::open(&store_path).and_then(|store| store.cdrs(since, until)) {
         Ok(rows) => rows,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
+    if let Some(source) = source {
+        rows.retain(|r| r.source == Some(source));
+    }
     let stdout = std::io::stdout();
     match write_csv(&rows, &mut stdout.lock()) {
         Ok(()) => ExitCode::SUCCESS,

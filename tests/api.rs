@@ -374,6 +374,11 @@ struct CallbackBody {
     customer_dialed_at: Option<String>,
     ecbt_error_s: Option<i64>,
     caller_id: Option<String>,
+    #[serde(rename = "type")]
+    source: String,
+    rule: Option<String>,
+    task: Option<serde_json::Value>,
+    closed_reason: Option<String>,
 }
 
 fn json<T: DeserializeOwned>(body: &[u8]) -> T {
@@ -751,6 +756,10 @@ async fn callbacks_lists_stored_rows_with_a_status_filter() {
         customer_dialed_at: None,
         ecbt_error_s: None,
         caller_id: None,
+        source: "ivr".into(),
+        rule: None,
+        task: None,
+        closed_reason: None,
     };
     let (status, rows) = h.callbacks("/v1/callbacks").await;
     assert_eq!(status, StatusCode::OK);
@@ -801,6 +810,137 @@ async fn callbacks_lists_stored_rows_with_a_status_filter() {
         one["attempt_log"][0]["customer_dialed_at"],
         rfc3339(dialed).as_str()
     );
+}
+
+/// Issue 13: automatic callbacks of missed calls are listed with their
+/// rule, settings and state, and the callbacks and the CDR export filter by
+/// type.
+#[tokio::test]
+async fn callbacks_and_cdrs_filter_by_type() {
+    use callbackd::callback::CallbackId;
+    use callbackd::callback::cdr::{CdrRecord, Leg, LegOutcome};
+    use callbackd::callback::store::{LaunchStore, NewTask, Source};
+    let h = Harness::start("by-type").await;
+    let second = Timestamp::now().as_second();
+    let at = Timestamp::from_second(second).expect("ts");
+    let expires_at = Timestamp::from_second(second + 86_400).expect("ts");
+    let new = |number: &str, call_id: &str| NewCallback {
+        queue: QueueId("support".into()),
+        number: number.into(),
+        caller_ani: number.into(),
+        called_number: "3125550100".into(),
+        priority: 0,
+        queued_at: at,
+        registered_at: at,
+        ecbt_quoted_minutes: 0,
+        expires_at,
+        inbound_call_id: call_id.into(),
+        sip_context: None,
+    };
+    let (ivr, task, failed) = {
+        let mut store = SqliteStore::open(&h.store_path).expect("store");
+        let id = |r: Registration| match r {
+            Registration::Registered(id) | Registration::AlreadyScheduled(id) => id,
+        };
+        let ivr = id(store
+            .register(&new("3125550188", "in-1"))
+            .expect("register"));
+        let settings = r#"{"rule":"ivr","miss":"ivr","attempt":0}"#;
+        let due = Timestamp::from_second(second + 3600).expect("ts");
+        let task = id(store
+            .create_task(&NewTask {
+                callback: new("3125550111", "in-2"),
+                rule: "ivr".into(),
+                task: settings.into(),
+                first_attempt_at: Some(due),
+                reason: None,
+            })
+            .expect("task"));
+        let failed = id(store
+            .create_task(&NewTask {
+                callback: new("9995550111", "in-3"),
+                rule: "ivr".into(),
+                task: settings.into(),
+                first_attempt_at: None,
+                reason: Some("unknown_time_zone".into()),
+            })
+            .expect("task"));
+        let leg = |callback: Option<CallbackId>, leg: Leg, call_id: &str, source| CdrRecord {
+            callback,
+            inbound_call_id: String::new(),
+            leg,
+            call_id: call_id.into(),
+            start: at,
+            answer: None,
+            end: at,
+            outcome: LegOutcome::NoAnswer,
+            sip_code: Some(480),
+            peer: "sip:x@127.0.0.1".into(),
+            redirected_from: None,
+            source,
+        };
+        for record in [
+            leg(None, Leg::Inbound, "cdr-in", None),
+            leg(Some(ivr), Leg::Customer, "cdr-ivr", Some(Source::Ivr)),
+            leg(Some(task), Leg::Agent, "cdr-task", Some(Source::MissedCall)),
+        ] {
+            store.write_cdr(&record).expect("cdr");
+        }
+        (ivr, task, failed)
+    };
+    let (status, rows) = h.callbacks("/v1/callbacks?type=missed_call").await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    assert_eq!(ids, [task.0, failed.0], "only the automatic ones");
+    assert!(rows.iter().all(|r| r.source == "missed_call"));
+    assert_eq!(rows[0].rule.as_deref(), Some("ivr"));
+    assert_eq!(rows[0].status, "pending");
+    let settings = rows[0].task.as_ref().expect("its settings");
+    assert_eq!(settings["attempt"], 0, "{settings}");
+    assert_eq!(rows[1].status, "failed");
+    assert_eq!(rows[1].closed_reason.as_deref(), Some("unknown_time_zone"));
+    let (_, rows) = h.callbacks("/v1/callbacks?type=ivr").await;
+    assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), [ivr.0]);
+    let (_, rows) = h.callbacks("/v1/callbacks?type=api").await;
+    assert!(rows.is_empty());
+    let e = h
+        .refused(
+            "GET",
+            "/v1/callbacks?type=robot",
+            None,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    assert!(e.starts_with("type: ") && e.contains("missed_call"), "{e}");
+
+    // The CDR export: every leg, or one type's.
+    let csv = |body: &[u8]| -> Vec<String> {
+        let text = std::str::from_utf8(body).expect("UTF-8");
+        text.split_terminator("\r\n").map(str::to_owned).collect()
+    };
+    let (status, headers, body) = h.request("GET", "/v1/cdrs", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        Some("text/csv; charset=utf-8")
+    );
+    let all = csv(&body);
+    assert_eq!(all.len(), 4, "header and three legs: {all:?}");
+    assert!(all[0].contains("type"), "{}", all[0]);
+    let (status, _, body) = h.request("GET", "/v1/cdrs?type=missed_call", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let some = csv(&body);
+    assert_eq!(some.len(), 2, "{some:?}");
+    assert!(some[1].contains("cdr-task") && some[1].contains("missed_call"));
+    let e = h
+        .refused("GET", "/v1/cdrs?type=", None, StatusCode::BAD_REQUEST)
+        .await;
+    assert!(e.starts_with("type: "), "{e}");
+    // Admin only: a viewer's token is refused.
+    let (status, _, _) = h
+        .request_as(Some(&h.tokens.viewer), "GET", "/v1/cdrs", None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
 /// `2026-03-02T15:04:05.123Z`: UTC, milliseconds only when there are some.
@@ -1731,6 +1871,14 @@ fn matrix_cases(token_id: i64, cb: &MatrixCallbacks) -> Vec<Case> {
             "GET",
             "/v1/audit",
             "/v1/audit?limit=5",
+            None,
+            S::OK,
+        ),
+        case(
+            Rule::Admin,
+            "GET",
+            "/v1/cdrs",
+            "/v1/cdrs?type=missed_call",
             None,
             S::OK,
         ),

@@ -1236,6 +1236,50 @@ fn a_live_caller_reaches_the_free_agent_once_the_offer_was_said() {
     assert_eq!(bye.first().map(|s| s.at), Some(h.elapsed()));
 }
 
+/// One agent rung at a time per live caller: while alice rings, the next
+/// polls leave bob alone; at alice's ring timeout bob is rung.
+#[test]
+fn a_live_caller_rings_one_agent_at_a_time() {
+    let config = driver::config(&callback_config(
+        "[[agents]]\nid = \"bob\"\nuri = \"sip:bob@127.0.0.1:5083\"\nqueues = [\"support\"]\n",
+    ));
+    let mut h = Harness::with_trunk(&config, vec![udp_target(CARRIER)]);
+    call_in(&mut h, "127.0.0.1:5070", "live-1", 40000);
+    let rings_an_agent = |s: &Sent| {
+        s.request()
+            .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("@127.0.0.1:50"))
+            && !s.call_id().starts_with("live-")
+    };
+    let i = h.run_until_sent(secs(30), rings_an_agent);
+    let first = h.sent[i].request().expect("INVITE").clone();
+    let from = if first.uri.contains("bob@") {
+        "127.0.0.1:5083"
+    } else {
+        AGENT
+    };
+    // 180 from the agent: ringing. Three polls later, still one agent.
+    h.deliver(addr(from), &answer(&first, 180, "r1", from, None));
+    h.advance(ms(1_500));
+    let rung: std::collections::HashSet<_> = h
+        .sent
+        .iter()
+        .filter(|s| rings_an_agent(s))
+        .map(Sent::call_id)
+        .collect();
+    assert_eq!(rung.len(), 1, "one agent rings for the caller");
+    // At the ring timeout the first is cancelled, then the other rung.
+    let c = h.run_until_sent(secs(5), |s| {
+        s.request().is_some_and(|r| r.method.as_str() == "CANCEL")
+    });
+    let cancel = h.sent[c].request().expect("CANCEL").clone();
+    h.deliver(addr(from), &answer(&cancel, 200, "r1", from, None));
+    h.deliver(addr(from), &answer(&first, 487, "r1", from, None));
+    let j = h.run_until_sent(secs(3), |s| {
+        rings_an_agent(s) && s.call_id() != first.headers.call_id.as_str()
+    });
+    assert!(h.sent[j].at >= h.sent[i].at + secs(2), "{:?}", h.sent[j].at);
+}
+
 /// A live caller's talk with an agent is a handle time too: five minutes
 /// of it replace the 60 s seed, and the next caller with one ahead of it
 /// hears 5 minutes (one agent).

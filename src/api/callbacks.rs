@@ -36,8 +36,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::callback::cdr::CdrRecord;
 use crate::callback::store::{
-    AttemptRow, CallbackPatch, CallbackQuery, Changed, Creation, ManageStore, ManagedRow,
-    NewCallback, Principal, Registration, Role, Status, Store, StoredReply,
+    AttemptRow, CallbackPatch, CallbackQuery, Changed, Creation, LaunchStore, ManageStore,
+    ManagedRow, NewCallback, Principal, Registration, Role, Source, Status, Store, StoredReply,
 };
 use crate::callback::{CallbackId, QueueId};
 use crate::config::CallerIdRefused;
@@ -151,6 +151,10 @@ pub(super) struct ListQuery {
     queue: Option<String>,
     /// The number, as stored.
     number: Option<String>,
+    /// `ivr`, `api` or `missed_call` (automatic tasks of missed-call rules).
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    source: Option<String>,
     /// RFC 3339: registered at or after.
     #[param(format = DateTime)]
     from: Option<String>,
@@ -622,6 +626,20 @@ fn status_param(text: &str) -> Result<Status, Problem> {
     })
 }
 
+/// Type filter text (400 naming it).
+fn source_param(text: &str) -> Result<Source, Problem> {
+    Source::parse(text).ok_or_else(|| {
+        let known: Vec<&str> = Source::ALL.iter().map(|s| s.as_str()).collect();
+        Problem::bad_request(
+            "invalid_query",
+            format!(
+                "type: unknown type {text:?} (expected one of {})",
+                known.join(", ")
+            ),
+        )
+    })
+}
+
 /// The opaque cursor that continues after row `id` (`next_cursor`).
 pub fn cursor_of(id: i64) -> String {
     Base64UrlUnpadded::encode_string(format!("cb1:{id}").as_bytes())
@@ -683,8 +701,7 @@ pub(super) async fn list(
         queues: (who.role != Role::Admin || q.queue.is_some()).then_some(queues),
         status: q.status.as_deref().map(status_param).transpose()?,
         number: q.number.clone(),
-        // `?type=` is the lead's (issue 13): every source until then.
-        source: None,
+        source: q.source.as_deref().map(source_param).transpose()?,
         from: q
             .from
             .as_deref()
@@ -707,6 +724,62 @@ pub(super) async fn list(
         callbacks: rows.into_iter().map(CallbackBody::from).collect(),
         next_cursor,
     }))
+}
+
+/// `GET /v1/cdrs` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct CdrQuery {
+    /// Only the legs of callbacks of this type: `ivr`, `api` or
+    /// `missed_call` (inbound legs have none, so they are left out).
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    source: Option<String>,
+    /// RFC 3339: legs that started at or after.
+    #[param(format = DateTime)]
+    from: Option<String>,
+    /// RFC 3339: legs that started before.
+    #[param(format = DateTime)]
+    to: Option<String>,
+}
+
+/// The call detail records as CSV (the columns of `callbackd cdr`), oldest
+/// first: every leg, or the outbound legs of one type of callback.
+#[utoipa::path(get, path = "/v1/cdrs", tag = "callbacks", params(CdrQuery),
+    responses(
+        (status = 200, description = "CSV, one row per leg", body = String, content_type = "text/csv"),
+        (status = 400, description = "`invalid_query`: names the parameter", body = ErrorBody),
+    ))]
+pub(super) async fn cdrs(
+    State(state): State<ApiState>,
+    query: Result<Query<CdrQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let q = query_of(query)?;
+    let source = q.source.as_deref().map(source_param).transpose()?;
+    let from = q
+        .from
+        .as_deref()
+        .map(|t| query_time("from", t))
+        .transpose()?;
+    let to = q.to.as_deref().map(|t| query_time("to", t)).transpose()?;
+    let mut rows = state
+        .with_store(move |store| Ok(LaunchStore::cdrs(store, from, to)?))
+        .await?;
+    if let Some(source) = source {
+        rows.retain(|r| r.source == Some(source));
+    }
+    let mut csv = Vec::new();
+    crate::callback::cdr::write_csv(&rows, &mut csv)
+        .map_err(|e| Problem::internal(format!("writing CSV: {e}")))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/csv; charset=utf-8"),
+        )],
+        csv,
+    )
+        .into_response())
 }
 
 /// The callback `id` if the caller sees its queue (404, 403).

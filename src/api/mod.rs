@@ -19,7 +19,7 @@
 //! | GET | `/v1/stats` | viewer | live counters ([`crate::engine::EngineStats`]) and totals since start-up |
 //! | GET | `/v1/gates` | viewer | `{"registration_enabled":bool,"launch_enabled":bool}` |
 //! | PUT | `/v1/gates` | admin | the same object, both fields required → 200 with the gates now in effect |
-//! | GET | `/v1/callbacks[?status=&queue=&number=&from=&to=&limit=&cursor=]` | viewer | the callbacks of the caller's units, oldest first (`from`/`to`: `registered_at`), a page at a time: `{"callbacks":[…],"next_cursor"}` (`limit` 1..=1000, default 100; `next_cursor` null on the last page) |
+//! | GET | `/v1/callbacks[?status=&queue=&number=&type=&from=&to=&limit=&cursor=]` | viewer | the callbacks of the caller's units, oldest first (`type`: `ivr`, `api` or `missed_call`; `from`/`to`: `registered_at`), a page at a time: `{"callbacks":[…],"next_cursor"}` (`limit` 1..=1000, default 100; `next_cursor` null on the last page) |
 //! | POST | `/v1/callbacks` | manager | `{"queue","number","scheduled_for"?,"not_after"?,"priority"?,"data"?,"caller_id"?}`, `Idempotency-Key`? → 201 with the callback and `Location`; 409 `already_scheduled` naming the pending one; 422 naming the field (number invalid, blacklisted, international not allowed; time in the past or over 30 days; data; caller ID not one of the organisation's callback numbers, or no agent of the queue may present it); 429 `too_many_callbacks` with `Retry-After` |
 //! | GET | `/v1/callbacks/{id}` | viewer | the callback with `attempt_log` and `legs` (its CDR rows); `customer_dialed_at` and `ecbt_error_s` once the customer was dialed |
 //! | PATCH | `/v1/callbacks/{id}` | manager | `{"scheduled_for"?,"number"?,"priority"?,"caller_id"?}` (`caller_id: null`: the queue's number again) → 200; 409 `not_pending` unless pending, 409 `already_scheduled` for a number taken in the queue |
@@ -45,6 +45,7 @@
 //! | POST | `/v1/units` | admin | `{"name","queues"}` (configured queue ids) → 201 |
 //! | PATCH | `/v1/units/{name}` | admin | `{"name"?,"queues"?}` → 200 |
 //! | DELETE | `/v1/units/{name}` | admin | 204; its users lose it |
+//! | GET | `/v1/cdrs[?type=&from=&to=]` | admin | the call detail records as CSV (`text/csv`, the columns of `callbackd cdr`), oldest first (`from`/`to`: the leg's start); `type` keeps the outbound legs of that type of callback (`ivr`, `api`, `missed_call`) |
 //! | GET | `/v1/audit[?from=&to=&cursor=&limit=]` | admin | `{"entries":[…],"next_cursor"}`, oldest first |
 //! | GET | `/v1/webhooks` | admin | every subscription: `{"id","url","events","enabled","description","created_by","created_at"}` (never the secret) |
 //! | POST | `/v1/webhooks` | admin | `{"url","events","secret"?,"enabled"?,"description"?}` → 201 with the subscription, `Location` and `"secret"`, shown this once (ours, `whsec_…`, unless given); 422 `invalid_url` (not http(s) with a host), `unknown_event`, `invalid_events`, `invalid_secret` |
@@ -354,6 +355,9 @@ const TABLE: &[Entry] = &[
     }),
     entry(Verb::Delete, "/v1/units/{name}", Rule::Admin, |m| {
         on(m, accounts::delete_unit)
+    }),
+    entry(Verb::Get, "/v1/cdrs", Rule::Admin, |m| {
+        on(m, callbacks::cdrs)
     }),
     entry(Verb::Get, "/v1/audit", Rule::Admin, |m| {
         on(m, accounts::audit)

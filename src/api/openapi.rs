@@ -107,6 +107,7 @@ pub(super) async fn openapi_json() -> Response {
         super::accounts::patch_unit,
         super::accounts::delete_unit,
         super::accounts::audit,
+        super::callbacks::cdrs,
         super::webhooks::list,
         super::webhooks::create,
         super::webhooks::get_one,

@@ -24,7 +24,7 @@ use jiff::Timestamp;
 use tracing::{debug, info, warn};
 
 use crate::acd::CallerId;
-use crate::acd::agents::{AgentId, Work};
+use crate::acd::agents::{AgentId, Agents, Work};
 use crate::b2bua::agents::Roster;
 use crate::b2bua::calls::Calls;
 use crate::b2bua::store::{StoreReply, StoreRequest};
@@ -35,7 +35,7 @@ use crate::callback::number::NumberPolicy;
 use crate::callback::number::own_number;
 use crate::callback::number::{PhoneNumber, validate};
 use crate::callback::rules::{RuleBook, TaskSettings};
-use crate::callback::scheduler::{Action as Plan, Scheduler, Snapshot};
+use crate::callback::scheduler::{Action as Plan, Scheduler, Snapshot, pinned_agent};
 use crate::callback::store::{Attempt, CallbackRow, NextStep, Recorded, Source, TaskFilter};
 use crate::callback::trunk::{
     CpsLimiter, Target, TargetFailure, TargetHealth, TargetList, TrunkSettings,
@@ -155,7 +155,9 @@ struct LiveCtx {
     leg: Option<CallKey>,
     /// When the agent answered: the handle time runs from here.
     answered: Option<Instant>,
-    ring_deadline: Instant,
+    /// When the agent must have answered; taken when the CANCEL goes out,
+    /// so an agent that ignores the CANCEL arms no timer in the past.
+    ring_deadline: Option<Instant>,
 }
 
 struct AttemptCtx {
@@ -338,7 +340,7 @@ impl Dialing {
             .live
             .values()
             .filter(|l| l.answered.is_none())
-            .map(|l| l.ring_deadline)
+            .filter_map(|l| l.ring_deadline)
             .min();
         [dialers, poll, live].into_iter().flatten().min()
     }
@@ -367,13 +369,14 @@ impl Dialing {
             self.polling = true;
             self.next_poll = now + self.settings.poll_interval;
         }
-        for live in self.live.values() {
+        for live in self.live.values_mut() {
             if live.answered.is_none()
-                && live.ring_deadline <= now
+                && live.ring_deadline.is_some_and(|d| d <= now)
                 && let Some(leg) = live.leg
             {
-                // The agent did not answer in time: CANCEL; the leg's end
-                // (Failed/Ended) finishes the connection attempt.
+                // The agent did not answer in time: CANCEL once; the leg's
+                // end (Failed/Ended) finishes the connection attempt.
+                live.ring_deadline = None;
                 let _ = env.endpoint.hangup_because(now, leg, Reason::NO_ANSWER);
             }
         }
@@ -615,7 +618,10 @@ impl Dialing {
     }
 
     fn plan(&mut self, now: Instant, rows: Vec<CallbackRow>, env: &mut Env<'_>) {
-        let live = env.calls.live_callers();
+        // A caller whose agent is ringing waits for that agent's answer or
+        // ring timeout: one agent rung at a time per caller.
+        let mut live = env.calls.live_callers();
+        live.retain(|c| !self.live.values().any(|l| l.caller.0 == c.caller.0));
         let free = env.roster.agents().free_agents(now);
         // Automatic tasks have lines of their own: the ones in progress
         // do not take the queues' lines.
@@ -635,7 +641,10 @@ impl Dialing {
             .into_iter()
             .filter(|r| !self.attempts.values().any(|a| a.callback.id == r.id))
             .filter(|r| {
-                let Some(cancel) = self.task_retired(r) else {
+                let Some(cancel) = self
+                    .task_retired(r)
+                    .or_else(|| agent_gone(r, env.roster.agents()))
+                else {
                     return true;
                 };
                 if !retired.contains(&cancel) {
@@ -813,7 +822,7 @@ impl Dialing {
                 agent: agent.clone(),
                 leg: None,
                 answered: None,
-                ring_deadline: now + ring,
+                ring_deadline: Some(now + ring),
             },
         );
         let invite = OutboundInvite {
@@ -1445,6 +1454,16 @@ impl Dialing {
             Side::Customer => a.customer_leg.as_mut(),
         }
     }
+}
+
+/// A task sent back to the agent that missed the call, whose agent was
+/// deleted or no longer serves the queue: it does not start.
+fn agent_gone(row: &CallbackRow, agents: &Agents) -> Option<(TaskFilter, &'static str)> {
+    let name = pinned_agent(row)?;
+    let serves = agents
+        .get(&AgentId(name.into()))
+        .is_some_and(|a| a.serves(&row.queue));
+    (!serves).then_some((TaskFilter::Id(row.id), "agent_deleted"))
 }
 
 /// An automatic task's settings, if `row` is one (and they parse).

@@ -440,7 +440,7 @@ impl Scheduler {
 
     /// What to do at `now`; see the module documentation for the order and
     /// the rules.
-    pub fn decide<A: Clone>(&self, now: Timestamp, snap: &Snapshot<'_, A>) -> Plan<A> {
+    pub fn decide<A: Clone + AsRef<str>>(&self, now: Timestamp, snap: &Snapshot<'_, A>) -> Plan<A> {
         let mut plan = Plan {
             actions: Vec::new(),
             next_open: None,
@@ -489,6 +489,7 @@ impl Scheduler {
                 kind: Kind::Callback(row.id),
                 queue: &row.queue,
                 caller_id: row.caller_id.as_deref(),
+                agent: pinned_agent(row),
             });
         }
         for live in snap.live {
@@ -506,6 +507,7 @@ impl Scheduler {
                 kind: Kind::Live(live.caller),
                 queue: &live.queue,
                 caller_id: None,
+                agent: None,
             });
         }
         work.sort_by_key(|i| {
@@ -534,7 +536,12 @@ impl Scheduler {
                 continue;
             }
             let Some(slot) = snap.free_agents.iter().zip(&taken).position(|(a, &t)| {
-                !t && a.queues.contains(item.queue) && a.may_present(item.caller_id)
+                !t && a.queues.contains(item.queue)
+                    && a.may_present(item.caller_id)
+                    && item
+                        .agent
+                        .as_deref()
+                        .is_none_or(|only| a.id.as_ref() == only)
             }) else {
                 continue;
             };
@@ -622,6 +629,21 @@ struct Item<'a> {
     queue: &'a QueueId,
     /// The caller ID a callback asks to present.
     caller_id: Option<&'a str>,
+    /// The only agent that may take it (an automatic task sent back to
+    /// the agent that missed the call).
+    agent: Option<String>,
+}
+
+/// The agent an automatic task waits for, if its rule sends it back to
+/// the agent that missed the call.
+pub fn pinned_agent(row: &CallbackRow) -> Option<String> {
+    if row.source != Source::MissedCall {
+        return None;
+    }
+    row.task
+        .as_deref()
+        .and_then(TaskSettings::from_json)
+        .and_then(|t| t.agent)
 }
 
 /// Live callers sort before callbacks on an exact tie (derive order).
@@ -944,6 +966,33 @@ mod tests {
         );
         let plan = s.decide(monday_10(), &snapshot(&rows, &callers, &agents, 0));
         assert_eq!(plan.actions, [serve(7, "support", "a")]);
+    }
+
+    #[test]
+    fn a_task_sent_back_to_the_agent_that_missed_it_waits_for_that_agent() {
+        let s = scheduler();
+        let mut task = row(1, "support", 1, "2025-06-02T14:00:00Z");
+        task.source = Source::MissedCall;
+        task.task = Some(r#"{"rule":"cc","miss":"contact_center","attempt":0,"zones":[],"zone_from_number":false,"caller_id":null,"wait_for_answer_s":30,"agent_prompt":"missed_call_agent","recording_notice":null,"recording_retention_s":0,"success_after_s":10,"agent":"b"}"#.into());
+        let rows = [task, row(2, "support", 1, "2025-06-02T14:05:00Z")];
+        let support = [qid("support")];
+        let agents: Vec<_> = ["a", "b"]
+            .map(|id| FreeAgent {
+                id,
+                queues: &support,
+                callback_numbers: &[],
+            })
+            .into();
+        // a has waited longest, but the task is b's; the next callback
+        // takes a.
+        let plan = s.decide(monday_10(), &snapshot(&rows, &[], &agents, 15));
+        assert_eq!(
+            plan.actions,
+            [launch(1, "support", "b"), launch(2, "support", "a")]
+        );
+        // b busy: the task waits and a takes the other one.
+        let plan = s.decide(monday_10(), &snapshot(&rows, &[], &agents[..1], 15));
+        assert_eq!(plan.actions, [launch(2, "support", "a")]);
     }
 
     #[test]

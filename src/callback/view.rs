@@ -60,6 +60,22 @@ pub struct CallbackBody {
     /// the queue's callback number (or the taking agent's own, when it is
     /// restricted to others).
     pub caller_id: Option<String>,
+    /// Where it came from: `ivr` (a caller registered it), `api` (created
+    /// through the API) or `missed_call` (an automatic task of a
+    /// missed-call rule).
+    #[serde(rename = "type")]
+    #[schema(rename = "type")]
+    pub source: &'static str,
+    /// The missed-call rule that made it (`missed_call` only).
+    pub rule: Option<String>,
+    /// An automatic task's settings as its next attempt was scheduled
+    /// (rule, attempt, the customer's zones, caller ID, ring time, agent
+    /// prompt, recording, success time, the agent it waits for).
+    pub task: Option<Value>,
+    /// Why it closed without completing, when the engine knows (e.g.
+    /// `customer_registered`, `customer_reached`, `rule_disabled`,
+    /// `unknown_time_zone`).
+    pub closed_reason: Option<String>,
 }
 
 impl From<CallbackRow> for CallbackBody {
@@ -85,6 +101,12 @@ impl From<CallbackRow> for CallbackBody {
             customer_dialed_at: r.customer_dialed_at.map(|t| t.to_string()),
             ecbt_error_s: None,
             caller_id: r.caller_id,
+            source: r.source.as_str(),
+            rule: r.rule,
+            task: r
+                .task
+                .map(|text| serde_json::from_str(&text).unwrap_or(Value::String(text))),
+            closed_reason: r.closed_reason,
         }
     }
 }

@@ -385,6 +385,10 @@ mod tests {
             customer_dialed_at: None,
             ecbt_error_s: None,
             caller_id: None,
+            source: "ivr",
+            rule: None,
+            task: None,
+            closed_reason: None,
         }
     }
 

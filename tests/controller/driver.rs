@@ -282,7 +282,13 @@ pub struct Harness {
     pub held: VecDeque<StoreReply>,
     prompts: Arc<PromptLibrary>,
     longest_ring: Duration,
+    /// Wake-ups run in a row at the same instant: a timer that stays in the
+    /// past makes an event loop spin, so past a bound the test fails.
+    same_instant: u32,
 }
+
+/// More wake-ups than this at one instant is a timer stuck in the past.
+const MAX_WAKEUPS_AT_ONE_INSTANT: u32 = 1000;
 
 impl Harness {
     /// A controller for `config` (checked here) at `t0`, with no trunk target.
@@ -333,6 +339,7 @@ impl Harness {
             held: VecDeque::new(),
             prompts,
             longest_ring,
+            same_instant: 0,
         };
         h.settle();
         h
@@ -444,6 +451,16 @@ impl Harness {
     }
 
     fn step(&mut self, at: Instant) {
+        if at <= self.now {
+            self.same_instant += 1;
+            assert!(
+                self.same_instant < MAX_WAKEUPS_AT_ONE_INSTANT,
+                "the controller wakes again and again at {:?}: a timer stays in the past",
+                self.now - self.t0
+            );
+        } else {
+            self.same_instant = 0;
+        }
         self.now = at.max(self.now);
         self.media.fire_idle(self.now);
         if self.ctl.poll_timeout().is_some_and(|t| t <= self.now) {

@@ -4,6 +4,7 @@
 //! caller ID, success by bridge length, cancellation and the lines.
 
 use super::*;
+use callbackd::callback::rules::{MissKind, TaskSettings};
 use callbackd::callback::scheduler::Outcome;
 use callbackd::callback::store::{CallbackRow, LaunchStore, Source, Status};
 
@@ -343,4 +344,160 @@ fn sixteen_tasks_due_at_once_use_fifteen_lines_and_the_sixteenth_waits() {
         .filter(|t| t.status == Status::Dialing)
         .count();
     assert_eq!(dialing, 15);
+}
+
+/// A contact-center rule: 20 s minimum, one attempt 5 minutes later.
+const CC_RULE: &str = "[[missed_call_rules]]\nid = \"cc\"\nkind = \"contact_center\"\n\
+     min_time_s = 20\nintervals_min = [5]\n";
+
+fn is_cancel(s: &Sent) -> bool {
+    s.request().is_some_and(|r| r.method.as_str() == "CANCEL")
+}
+
+#[test]
+fn a_caller_abandoning_in_the_queue_is_the_contact_center_rules() {
+    let mut h = harness(&format!("{IVR_RULE}{CC_RULE}"));
+    // The caller waits in the queue; alice is rung for them, never
+    // answers and ignores the CANCEL too (a phone gone away). The caller
+    // gives up a minute in.
+    call_and_hang_up(&mut h, "in-1", "3125550111", secs(60));
+    let hung_up = h.elapsed();
+    // Without a provisional response no CANCEL may go out (RFC 3261
+    // 9.1): the INVITE transaction times out instead; meanwhile the ring
+    // timeout has passed and must not fire again and again.
+    assert!(
+        !invites_to(&h, AGENT).is_empty(),
+        "alice rung for the caller"
+    );
+    assert!(!h.sent.iter().any(is_cancel), "no CANCEL before a 1xx");
+    let task = tasks(&h).pop().expect("a task");
+    assert_eq!(task.rule.as_deref(), Some("cc"), "not the IVR rule");
+    assert_eq!(task.next_attempt_at, Some(wall(hung_up + secs(300))));
+    let settings =
+        TaskSettings::from_json(task.task.as_deref().expect("settings")).expect("they parse");
+    assert_eq!(settings.miss, MissKind::ContactCenter);
+}
+
+#[test]
+fn too_short_in_the_system_or_no_rule_of_that_kind_starts_nothing() {
+    // In the queue (alice is being rung for the caller) but 19 s in the
+    // system, under the rule's 20: not a missed call.
+    let mut h = harness(&format!("{IVR_RULE}{CC_RULE}"));
+    let mut caller = call_in(&mut h, "127.0.0.1:5070", "in-1", 40000);
+    let answered = h.elapsed();
+    let i = h.run_until_sent(secs(19), is_agent_invite);
+    assert!(h.sent[i].at < answered + secs(19), "queued in time");
+    h.run_until(h.t0 + answered + secs(19));
+    let bye = caller.request("BYE", None);
+    h.deliver(caller.addr, &bye);
+    assert!(tasks(&h).is_empty(), "{:?}", tasks(&h));
+    // 4 s in the IVR, under the IVR rule's 5.
+    call_and_hang_up(&mut h, "in-2", "3125550122", secs(4));
+    assert!(tasks(&h).is_empty(), "{:?}", tasks(&h));
+    // A minute in the queue, but only an IVR rule: nothing either.
+    let mut h = harness(IVR_RULE);
+    call_and_hang_up(&mut h, "in-1", "3125550111", secs(60));
+    let rung = invites_to(&h, AGENT).len();
+    assert!(rung > 0, "queued: alice was rung");
+    assert!(tasks(&h).is_empty(), "{:?}", tasks(&h));
+    h.advance(secs(600));
+    assert_eq!(invites_to(&h, AGENT).len(), rung, "and no one since");
+}
+
+const BOB_URI: &str = "127.0.0.1:5083";
+
+fn rings_an_agent(s: &Sent) -> bool {
+    s.request().is_some_and(|r| {
+        r.method.as_str() == "INVITE" && (r.uri.contains("alice@") || r.uri.contains("bob@"))
+    })
+}
+
+/// alice (from [`missed_config`]) and bob, and a contact-center rule that
+/// sends the task back to the agent that missed it (no forward-to-queue):
+/// 1 s minimum, 5 minutes to the attempt.
+fn two_agents(with_bob: bool) -> String {
+    let bob = if with_bob {
+        format!("[[agents]]\nid = \"bob\"\nuri = \"sip:bob@{BOB_URI}\"\nqueues = [\"support\"]\n")
+    } else {
+        String::new()
+    };
+    format!(
+        "{bob}[[missed_call_rules]]\nid = \"cc\"\nkind = \"contact_center\"\n\
+         min_time_s = 1\nintervals_min = [5]\n"
+    )
+}
+
+/// A caller waits in the queue; the agent rung for them declines (486)
+/// and the caller hangs up at that instant. Gives the agent's id.
+fn missed_by_an_agent(h: &mut Harness, call_id: &str) -> &'static str {
+    let mut caller = call_in(h, "127.0.0.1:5070", call_id, 40000);
+    let i = h.run_until_sent(secs(30), rings_an_agent);
+    let invite = h.sent[i].request().expect("INVITE").clone();
+    let (who, at) = if invite.uri.contains("bob@") {
+        ("bob", BOB_URI)
+    } else {
+        ("alice", AGENT)
+    };
+    h.advance(ms(500));
+    h.deliver(addr(at), &answer(&invite, 486, "busy", at, None));
+    let bye = caller.request("BYE", None);
+    h.deliver(caller.addr, &bye);
+    who
+}
+
+#[test]
+fn a_task_sent_back_to_the_agent_that_missed_it_rings_only_that_agent() {
+    let mut h = harness(&two_agents(true));
+    h.answers_bye.insert(addr(BOB_URI));
+    let missed_by = missed_by_an_agent(&mut h, "in-1");
+    let task = tasks(&h).pop().expect("a task");
+    let settings =
+        TaskSettings::from_json(task.task.as_deref().expect("settings")).expect("they parse");
+    assert_eq!(settings.agent.as_deref(), Some(missed_by));
+    let before = h.sent.len();
+    // Five minutes on both agents are free, the other one idle longer:
+    // only the agent that missed the call is rung for it.
+    h.advance(secs(301));
+    let mut rung: Vec<(Box<str>, String)> = h.sent[before..]
+        .iter()
+        .filter(|s| rings_an_agent(s))
+        .filter_map(|s| {
+            s.request()
+                .map(|r| (r.uri.clone(), r.headers.call_id.as_str().to_owned()))
+        })
+        .collect();
+    rung.dedup();
+    let log: Vec<_> = h.sent[before..].iter().map(|s| (s.at, s.label())).collect();
+    assert_eq!(rung.len(), 1, "missed by {missed_by}: {rung:?} {log:#?}");
+    assert!(rung[0].0.contains(&format!("{missed_by}@")), "{rung:?}");
+}
+
+#[test]
+fn a_task_whose_agent_was_deleted_does_not_start() {
+    let mut h = harness(&two_agents(true));
+    h.answers_bye.insert(addr(BOB_URI));
+    let missed_by = missed_by_an_agent(&mut h, "in-1");
+    // The agent that missed it is deleted (bob, or alice: the config
+    // keeps the other one).
+    let text = if missed_by == "bob" {
+        missed_config(&two_agents(false))
+    } else {
+        missed_config(&two_agents(true))
+            .replace("[[agents]]\nid = \"alice\"\nuri = \"sip:alice@127.0.0.1:5080\"\nqueues = [\"support\"]\n", "")
+    };
+    assert!(!text.contains(&format!("id = \"{missed_by}\"")), "{text}");
+    let settings = driver::config(&text)
+        .check(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+        .expect("valid");
+    let now = h.now;
+    h.ctl.apply_settings(now, &settings);
+    let before = h.sent.len();
+    h.advance(secs(301));
+    let task = tasks(&h).pop().expect("the task");
+    assert_eq!(task.status, Status::Cancelled);
+    assert_eq!(task.closed_reason.as_deref(), Some("agent_deleted"));
+    assert!(
+        !h.sent[before..].iter().any(rings_an_agent),
+        "no one rung for it"
+    );
 }

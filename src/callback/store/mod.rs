@@ -327,6 +327,8 @@ pub enum TaskFilter {
     Rule(String),
     /// Those in this queue.
     Queue(QueueId),
+    /// This one.
+    Id(CallbackId),
     /// Every one.
     All,
 }

@@ -1004,11 +1004,12 @@ pub(super) fn cancel_pending_tasks(
     reason: &str,
     at: Timestamp,
 ) -> Result<Vec<CallbackId>, Decode> {
-    let (number, rule, queue) = match which {
-        TaskFilter::Number(n) => (Some(n.as_str()), None, None),
-        TaskFilter::Rule(r) => (None, Some(r.as_str()), None),
-        TaskFilter::Queue(q) => (None, None, Some(q.as_str())),
-        TaskFilter::All => (None, None, None),
+    let (number, rule, queue, id) = match which {
+        TaskFilter::Number(n) => (Some(n.as_str()), None, None, None),
+        TaskFilter::Rule(r) => (None, Some(r.as_str()), None, None),
+        TaskFilter::Queue(q) => (None, None, Some(q.as_str()), None),
+        TaskFilter::Id(id) => (None, None, None, Some(id.0)),
+        TaskFilter::All => (None, None, None, None),
     };
     let mut ids = tx
         .prepare_cached(
@@ -1018,9 +1019,10 @@ pub(super) fn cancel_pending_tasks(
                  AND (?2 IS NULL OR number = ?2) \
                  AND (?3 IS NULL OR rule_id = ?3) \
                  AND (?4 IS NULL OR queue = ?4) \
+                 AND (?5 IS NULL OR id = ?5) \
              RETURNING id",
         )?
-        .query_map(params![reason, number, rule, queue], |r| {
+        .query_map(params![reason, number, rule, queue, id], |r| {
             r.get(0).map(CallbackId)
         })?
         .collect::<Result<Vec<_>, _>>()?;

@@ -1369,6 +1369,7 @@ pub mod task_suite {
         let c = created(store, &task("sales", "3125550103", "r1"));
         let d = created(store, &task("support", "3125550104", "r2"));
         let e = created(store, &task("billing", "3125550105", "r3"));
+        let f = created(store, &task("billing", "3125550107", "r3"));
         let Registration::Registered(ivr) = store
             .register(&new_cb("support", "3125550106"))
             .expect("register")
@@ -1415,17 +1416,33 @@ pub mod task_suite {
                 .expect("again")
                 .is_empty()
         );
+        // One by id: the dialing one is left alone, the IVR's is no task.
+        for id in [c, ivr] {
+            assert!(
+                store
+                    .cancel_tasks(&TaskFilter::Id(id), "agent_deleted", later)
+                    .expect("by id")
+                    .is_empty()
+            );
+        }
+        assert_eq!(
+            store
+                .cancel_tasks(&TaskFilter::Id(e), "agent_deleted", later)
+                .expect("by id"),
+            [e]
+        );
         assert_eq!(
             store
                 .cancel_tasks(&TaskFilter::All, "org_frozen", later)
                 .expect("all"),
-            [e]
+            [f]
         );
         for (id, reason) in [
             (a, "rule_disabled"),
             (b, "customer_reached"),
             (d, "queue_deleted"),
-            (e, "org_frozen"),
+            (e, "agent_deleted"),
+            (f, "org_frozen"),
         ] {
             let r = row(store, id);
             assert_eq!(
@@ -1449,6 +1466,7 @@ pub mod task_suite {
                 ev(a, EventKind::Cancelled),
                 ev(d, EventKind::Cancelled),
                 ev(e, EventKind::Cancelled),
+                ev(f, EventKind::Cancelled),
             ]
         );
         assert!(matches!(
