@@ -501,3 +501,191 @@ fn a_task_whose_agent_was_deleted_does_not_start() {
         "no one rung for it"
     );
 }
+
+/// A second queue, sales (callback number 800-555-0200), whose only agent
+/// is bob.
+const SALES: &str = "[[queues]]\nid = \"sales\"\ncallback_number = \"8005550200\"\n\
+     agent_ring_timeout_s = 5\n\
+     [[agents]]\nid = \"bob\"\nuri = \"sip:bob@127.0.0.1:5083\"\nqueues = [\"sales\"]\n";
+
+/// bob's INVITE (the first after `from`), answered at once; gives it.
+fn bob_answers(h: &mut Harness, limit: std::time::Duration) -> callbackd::sip::message::Request {
+    let i = h.run_until_sent(limit, |s| {
+        s.request()
+            .is_some_and(|r| r.method.as_str() == "INVITE" && r.uri.contains("bob@"))
+    });
+    let invite = h.sent[i].request().expect("INVITE").clone();
+    let ok = answer(
+        &invite,
+        200,
+        "bob-tag",
+        BOB_URI,
+        Some(&offer(41000, 1, "sendrecv")),
+    );
+    h.deliver(addr(BOB_URI), &ok);
+    invite
+}
+
+#[test]
+fn the_rules_caller_id_queue_prompt_and_ring_time_shape_its_attempt() {
+    let rule = "[[missed_call_rules]]\nid = \"full\"\nkind = \"ivr\"\nmin_time_s = 5\n\
+         intervals_min = [1]\ncaller_id = \"8005550200\"\nforward_to_queue = \"sales\"\n\
+         wait_for_answer_s = 7\nagent_prompt = \"ani_offer\"\n";
+    let mut h = harness(&format!("{SALES}{rule}"));
+    h.answers_bye.insert(addr(BOB_URI));
+    call_and_hang_up(&mut h, "in-1", "3125550111", secs(6));
+    let task = tasks(&h).pop().expect("a task");
+    assert_eq!(task.queue.as_str(), "sales", "forward-to-queue");
+    // The sales agent, not alice, hears the rule's prompt first.
+    let invite = bob_answers(&mut h, secs(61));
+    assert!(invites_to(&h, AGENT).is_empty(), "alice is not in sales");
+    let agent_call = invite.headers.call_id.as_str().to_owned();
+    assert_eq!(h.plays(&agent_call)[0].1[0], "ani_offer");
+    // The customer is shown the rule's caller ID and rings 7 s.
+    let i = h.run_until_sent(secs(20), customer_invite_for("3125550111"));
+    let customer = h.sent[i].request().expect("INVITE").clone();
+    assert!(
+        customer.headers.from.uri.contains("8005550200"),
+        "{}",
+        customer.headers.from.raw
+    );
+    h.deliver(
+        addr(CARRIER),
+        &answer(&customer, 180, "cust", CARRIER, None),
+    );
+    let c = h.run_until_sent(secs(30), |s| {
+        s.request().is_some_and(|r| {
+            r.method.as_str() == "CANCEL" && r.headers.call_id == customer.headers.call_id
+        })
+    });
+    assert_eq!(h.sent[c].at, h.sent[i].at + secs(7), "wait_for_answer_s");
+}
+
+#[test]
+fn the_rules_recording_has_its_notice_its_folder_and_its_retention() {
+    let rule = "[[missed_call_rules]]\nid = \"rec\"\nkind = \"ivr\"\nmin_time_s = 5\n\
+         intervals_min = [1]\nrecording_notice = \"recording_notice\"\n\
+         recording_retention_days = 3\n";
+    let mut h = harness(rule);
+    call_and_hang_up(&mut h, "in-1", "3125550111", secs(6));
+    h.advance(secs(60));
+    agent_answers(&mut h, ms(100));
+    let i = h.run_until_sent(secs(20), customer_invite_for("3125550111"));
+    let customer = h.sent[i].request().expect("INVITE").clone();
+    let ok = answer(
+        &customer,
+        200,
+        "cust",
+        CARRIER,
+        Some(&offer(42000, 1, "sendrecv")),
+    );
+    h.deliver(addr(CARRIER), &ok);
+    let record = h
+        .media
+        .log
+        .iter()
+        .find_map(|(_, c)| match c {
+            callbackd::b2bua::media::MediaCommand::Record { path, notice, .. } => {
+                Some((path.clone(), notice.clone()))
+            }
+            _ => None,
+        })
+        .expect("recorded");
+    assert!(
+        record.0.parent().is_some_and(|d| d.ends_with("rules/rec")),
+        "{record:?}"
+    );
+    assert_eq!(record.1.as_deref(), Some("recording_notice"));
+    // The rule's recordings are purged on the rule's own period.
+    let purges: Vec<_> = h
+        .store_log
+        .iter()
+        .filter_map(|(_, r)| match r {
+            callbackd::b2bua::store::StoreRequest::PurgeRecordings { dir, retention } => {
+                Some((dir.clone(), *retention))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        purges
+            .iter()
+            .any(|(dir, kept)| dir.ends_with("rules/rec") && *kept == secs(3 * 86_400)),
+        "{purges:?}"
+    );
+}
+
+#[test]
+fn a_call_missed_outside_the_rules_schedule_is_not_called_back() {
+    // Monday 09:00 in Chicago (the org's zone); the rule works 10:00-17:00
+    // on weekdays.
+    let rule = "[[missed_call_rules]]\nid = \"day\"\nkind = \"ivr\"\nmin_time_s = 5\n\
+         intervals_min = [1]\nweekdays = \"10:00-17:00\"\n";
+    let mut h = harness(rule);
+    call_and_hang_up(&mut h, "in-1", "3125550111", secs(6));
+    assert!(tasks(&h).is_empty(), "{:?}", tasks(&h));
+    // At 10:00 a missed call is taken.
+    h.advance(secs(3600));
+    call_and_hang_up(&mut h, "in-2", "3125550122", secs(6));
+    assert_eq!(tasks(&h).len(), 1);
+}
+
+#[test]
+fn an_edit_applies_to_attempts_not_yet_scheduled_and_a_scheduled_one_keeps_its_settings() {
+    let rule = "[[missed_call_rules]]\nid = \"ivr\"\nkind = \"ivr\"\nmin_time_s = 5\n\
+         intervals_min = [1, 1]\nwait_for_answer_s = 20\n";
+    let mut h = harness(rule);
+    call_and_hang_up(&mut h, "in-1", "3125550111", secs(6));
+    // The rule is edited after the first attempt was scheduled: the
+    // customer now rings 5 s and the agent hears another prompt.
+    let mut organisation = h.settings.organisation();
+    organisation.missed_call_rules[0].wait_for_answer_s = 5;
+    organisation.missed_call_rules[0].agent_prompt = "ani_offer".into();
+    let settings = h
+        .settings
+        .with_organisation(organisation)
+        .expect("valid organisation");
+    let now = h.now;
+    h.ctl.apply_settings(now, &settings);
+    // The first attempt keeps what it was scheduled with.
+    h.advance(secs(59));
+    let invite = agent_answers(&mut h, ms(100));
+    let agent_call = invite.headers.call_id.as_str().to_owned();
+    assert_eq!(h.plays(&agent_call)[0].1[0], "missed_call_agent");
+    let i = h.run_until_sent(secs(20), customer_invite_for("3125550111"));
+    let customer = h.sent[i].request().expect("INVITE").clone();
+    h.deliver(addr(CARRIER), &answer(&customer, 180, "c1", CARRIER, None));
+    let cancelled_at = |h: &Harness, call_id: &str| {
+        h.sent
+            .iter()
+            .find(|s| {
+                s.request().is_some_and(|r| {
+                    r.method.as_str() == "CANCEL" && r.headers.call_id.as_str() == call_id
+                })
+            })
+            .map(|s| s.at)
+    };
+    h.advance(secs(21));
+    let call_id = customer.headers.call_id.as_str().to_owned();
+    assert_eq!(cancelled_at(&h, &call_id), Some(h.sent[i].at + secs(20)));
+    h.deliver(addr(CARRIER), &answer(&customer, 487, "c1", CARRIER, None));
+    // The second attempt was scheduled after the edit: the new settings.
+    let k = h.run_until_sent(secs(70), is_agent_invite);
+    let second = h.sent[k].request().expect("the agent rung again").clone();
+    let ok = answer(
+        &second,
+        200,
+        "agent-2",
+        AGENT,
+        Some(&offer(41000, 1, "sendrecv")),
+    );
+    h.deliver(addr(AGENT), &ok);
+    let agent_call = second.headers.call_id.as_str().to_owned();
+    assert_eq!(h.plays(&agent_call)[0].1[0], "ani_offer");
+    let j = h.run_until_sent(secs(20), customer_invite_for("3125550111"));
+    let customer = h.sent[j].request().expect("INVITE").clone();
+    h.deliver(addr(CARRIER), &answer(&customer, 180, "c2", CARRIER, None));
+    h.advance(secs(6));
+    let call_id = customer.headers.call_id.as_str().to_owned();
+    assert_eq!(cancelled_at(&h, &call_id), Some(h.sent[j].at + secs(5)));
+}
