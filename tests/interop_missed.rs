@@ -118,6 +118,13 @@ fn callbacks(agent: &Ports, carrier: &Ports, agents: usize) -> CallbackConfig {
     }
 }
 
+/// Scenarios 1 to 5 in one engine (20 static agents at one sipp UAS, one
+/// carrier UAS answering every customer call and hanging up after 5 s):
+/// the IVR, billing and 999 callers hang up together while the abandoning
+/// caller holds in `sales`; the billing rule is switched off, the
+/// abandoning caller registers, then the 16 call and hang up. The store is
+/// sampled until every callback has ended; the capture and the store are
+/// checked afterwards.
 #[test]
 fn missed_calls_are_called_back_cancelled_and_held_to_fifteen_lines() {
     let test = "missed_calls_are_called_back_cancelled_and_held_to_fifteen_lines";
