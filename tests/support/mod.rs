@@ -267,6 +267,9 @@ pub struct EngineConfig {
     pub callbacks: Option<CallbackConfig>,
     /// `[api]` on 127.0.0.1 at this port; `None`: the API is off.
     pub api_port: Option<u16>,
+    /// `org.calling_window`: when customers may be rung, in their local
+    /// time; around the clock unless a test narrows it.
+    pub calling_window: String,
     /// Whole tables appended to the file as they are (e.g. `[edge]`).
     pub extra_toml: String,
 }
@@ -401,6 +404,7 @@ impl EngineConfig {
             log_level: "info".into(),
             callbacks: None,
             api_port: None,
+            calling_window: "00:00-24:00".into(),
             extra_toml: String::new(),
         }
     }
@@ -460,7 +464,7 @@ pub fn config_toml(c: &EngineConfig) -> String {
          path = {store}\n\
          \n\
          [org]\n\
-         calling_window = \"00:00-24:00\"\n\
+         calling_window = {calling_window}\n\
          \n\
          [ivr]\n\
          first_digit_timeout_s = {first_digit}\n\
@@ -483,6 +487,7 @@ pub fn config_toml(c: &EngineConfig) -> String {
         prompts = toml_string(&c.prompts_dir.to_string_lossy()),
         acl_sip = list(&c.acl_sip),
         acl_agents = list(&c.acl_agents),
+        calling_window = toml_string(&c.calling_window),
         extra = c.extra_toml,
         api = match c.api_port {
             Some(port) => format!("enabled = true\nbind = \"127.0.0.1:{port}\""),
@@ -2549,6 +2554,7 @@ mod tests {
         assert_eq!(table["sip"]["t1_ms"].as_integer(), Some(500));
         assert_eq!(table["rtp"]["rtp_timeout_s"].as_integer(), Some(60));
         assert_eq!(table["store"]["path"].as_str(), Some("callbackd.sqlite"));
+        assert_eq!(table["org"]["calling_window"].as_str(), Some("00:00-24:00"));
         assert_eq!(table["ivr"]["first_digit_timeout_s"].as_integer(), Some(10));
         assert_eq!(table["ivr"]["inter_digit_timeout_s"].as_integer(), Some(5));
         assert_eq!(table["ivr"]["max_invalid"].as_integer(), Some(3));
