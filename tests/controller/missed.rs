@@ -689,3 +689,25 @@ fn an_edit_applies_to_attempts_not_yet_scheduled_and_a_scheduled_one_keeps_its_s
     let call_id = customer.headers.call_id.as_str().to_owned();
     assert_eq!(cancelled_at(&h, &call_id), Some(h.sent[j].at + secs(5)));
 }
+
+#[test]
+fn a_task_whose_queue_was_deleted_does_not_start() {
+    let rule = "[[missed_call_rules]]\nid = \"fw\"\nkind = \"ivr\"\nmin_time_s = 5\n\
+         intervals_min = [1]\nforward_to_queue = \"sales\"\n";
+    let mut h = harness(&format!("{SALES}{rule}"));
+    call_and_hang_up(&mut h, "in-1", "3125550111", secs(6));
+    assert_eq!(tasks(&h).pop().expect("a task").queue.as_str(), "sales");
+    // sales (and bob, its agent) go; the rule now forwards to support.
+    let text = missed_config(&rule.replace("\"sales\"", "\"support\""));
+    let settings = driver::config(&text)
+        .check(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+        .expect("valid");
+    let now = h.now;
+    h.ctl.apply_settings(now, &settings);
+    let before = h.sent.len();
+    h.advance(secs(120));
+    let task = tasks(&h).pop().expect("the task");
+    assert_eq!(task.status, Status::Cancelled);
+    assert_eq!(task.closed_reason.as_deref(), Some("queue_deleted"));
+    assert!(!h.sent[before..].iter().any(rings_an_agent), "no one rung");
+}
