@@ -9,7 +9,9 @@
 //! release binary, makes the first admin with the CLI and runs
 //! `tests/console/console.mjs` (playwright-core driving Debian's
 //! `/usr/bin/chromium`); the script's checks are listed at its top. Its
-//! screenshots are kept in `<target tmp>/console-screenshots/`.
+//! screenshots are kept in `<target tmp>/console-screenshots/`. The
+//! script ends with registration switched off for queue support on the
+//! On/Off page; a sipp caller then hears "unable to offer callbacks".
 
 mod support;
 
@@ -535,6 +537,106 @@ async fn every_post_needs_the_origin_the_token_and_the_apis_role() {
 }
 
 #[tokio::test]
+async fn switches_and_agents_follow_the_apis_rules() {
+    let h = Harness::start("switches").await;
+    let (ann, ann_csrf) = h.sign_in("ann").await;
+    let (vic, vic_csrf) = h.sign_in("vic").await;
+    let form = |csrf: &str, switch: &str, on: bool| format!("csrf={csrf}&switch={switch}&on={on}");
+
+    let page = h.send("GET", "/switches", &[("cookie", &vic)], None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("Queue support"), "{}", page.text);
+    assert!(!page.text.contains("Switch "), "no toggle for a viewer");
+    let refused = h
+        .send(
+            "POST",
+            "/switches/queues/support",
+            &[("cookie", &vic)],
+            Some(&form(&vic_csrf, "registration", false)),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    // A manager: their queue's switches, not the organisation's.
+    let page = h.send("GET", "/switches", &[("cookie", &ann)], None).await;
+    assert!(page.text.contains("Switch queue support registration off"));
+    assert!(!page.text.contains("Switch organisation registration"));
+    let org = h
+        .send(
+            "POST",
+            "/switches/org",
+            &[("cookie", &ann)],
+            Some(&form(&ann_csrf, "registration", false)),
+        )
+        .await;
+    assert_eq!(org.status, StatusCode::FORBIDDEN);
+    let off = h
+        .send(
+            "POST",
+            "/switches/queues/support",
+            &[("cookie", &ann)],
+            Some(&form(&ann_csrf, "registration", false)),
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::SEE_OTHER, "{}", off.text);
+    let page = h.send("GET", "/switches", &[("cookie", &ann)], None).await;
+    assert!(page.text.contains("Switch queue support registration on"));
+    // The dashboard reads the same organisation: the queue's switch is off.
+    let live = h
+        .send("GET", "/dashboard/live", &[("cookie", &ann)], None)
+        .await;
+    let card = live
+        .text
+        .split("Queue support")
+        .nth(1)
+        .expect("the support card");
+    let registration = card
+        .split("Registration")
+        .nth(1)
+        .expect("its registration line");
+    assert!(
+        registration
+            .trim_start_matches("</dt><dd>")
+            .starts_with("<span class=\"badge off\">off"),
+        "{card}"
+    );
+    // Another unit's queue: the API's 403.
+    let other = h
+        .send(
+            "POST",
+            "/switches/queues/sales",
+            &[("cookie", &ann)],
+            Some(&form(&ann_csrf, "launch", false)),
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
+
+    // Agents: a viewer sees, a manager pauses and resumes.
+    let page = h.send("GET", "/agents", &[("cookie", &vic)], None).await;
+    assert!(page.text.contains("alice") && !page.text.contains("Pause"));
+    let refused = h
+        .send(
+            "POST",
+            "/agents/alice",
+            &[("cookie", &vic)],
+            Some(&format!("csrf={vic_csrf}&paused=true")),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let paused = h
+        .send(
+            "POST",
+            "/agents/alice",
+            &[("cookie", &ann)],
+            Some(&format!("csrf={ann_csrf}&paused=true")),
+        )
+        .await;
+    assert_eq!(paused.header("location"), "/agents?done=paused");
+    let page = h.send("GET", "/agents", &[("cookie", &ann)], None).await;
+    assert!(page.text.contains("Resume alice"), "{}", page.text);
+}
+
+#[tokio::test]
 async fn assets_are_embedded_and_cached_for_long() {
     let h = Harness::start("assets").await;
     let page = h.send("GET", "/sign-in", &[], None).await;
@@ -568,7 +670,7 @@ async fn assets_are_embedded_and_cached_for_long() {
 #[test]
 fn console_works_in_headless_chromium() {
     let test = "console_works_in_headless_chromium";
-    if !require_tools(test, &["/usr/bin/chromium", "node", "npm"]) {
+    if !require_tools(test, &["/usr/bin/chromium", "node", "npm", "sipp"]) {
         return;
     }
     let scripts = support::repo_root().join("tests").join("console");
@@ -653,6 +755,38 @@ fn console_works_in_headless_chromium() {
         engine.log_tail(30)
     );
     println!("screenshots in {}", shots.display());
+
+    // The script left registration off for queue support (as the manager,
+    // on the On/Off page): the next caller hears "unable to offer
+    // callbacks" and nothing is stored.
+    let caller = support::Sipp::uac(
+        support::scenario_file("caller_hears_unable.xml"),
+        engine.sip_addr(),
+        &main,
+    )
+    .timeout_s(40)
+    .run(&dir, "caller-off");
+    support::assert_clean(&caller, 1);
+    let call_id = caller.call_id(1, std::net::IpAddr::from([127, 0, 0, 1]));
+    let line = engine
+        .log_lines()
+        .into_iter()
+        .find(|l| support::is_call_event(l, "IVR starts", &call_id))
+        .unwrap_or_else(|| panic!("no \"IVR starts\" for {call_id}: {}", engine.log_tail(30)));
+    assert_eq!(
+        support::log_field(&line, "offer_callbacks"),
+        Some("false"),
+        "{line}"
+    );
+    let numbers: Vec<String> = support::stored_callbacks(&engine.store_path())
+        .into_iter()
+        .map(|c| c.number)
+        .collect();
+    assert_eq!(
+        numbers,
+        ["3125550188", "3125550199"],
+        "only the console's two"
+    );
     engine.stop();
     engine.assert_no_panic();
 }

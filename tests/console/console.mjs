@@ -9,7 +9,9 @@
 // What it shows (issue 14 acceptance 1, 3, 4):
 //   sign in as admin; make business unit east (queue support), manager mia
 //   and viewer vic through the API; as mia schedule a callback and see it
-//   in the list, then cancel it; as vic no cancel button and no schedule
+//   in the list, then cancel it; pause and resume agent alice; switch
+//   registration off for queue support (left off: tests/console.rs then
+//   calls with sipp and hears "unable"); as vic no cancel button and no schedule
 //   form, and a direct POST with the right CSRF token is refused 403; a
 //   cross-origin POST is refused 403 (from a page of another origin in the
 //   browser, and with a forged Origin and a live cookie from node);
@@ -191,6 +193,29 @@ try {
 
   const second = await schedule('3125550199');
   const managerCsrf = await csrfOfPage();
+
+  // --- Agents and On/Off as the manager ---------------------------------------
+  await page.goto(base + '/agents');
+  await page.getByRole('button', { name: 'Pause alice' }).click();
+  await page.waitForURL(base + '/agents?done=paused');
+  check(await page.locator('tr[data-id="alice"] [data-testid="agent-state"]').textContent() === 'paused',
+    'the manager paused agent alice');
+  await shot('agents.png');
+  await page.getByRole('button', { name: 'Resume alice' }).click();
+  await page.waitForURL(base + '/agents?done=resumed');
+  check(await page.locator('tr[data-id="alice"] [data-testid="agent-state"]').textContent() === 'available',
+    'and resumed her');
+  await page.goto(base + '/switches');
+  check(await page.getByRole('button', { name: /Switch organisation/ }).count() === 0,
+    'a manager has no organisation switch');
+  await page.getByRole('button', { name: 'Switch queue support registration off' }).click();
+  await page.waitForURL(base + '/switches?done=switched');
+  check(await page.getByRole('button', { name: 'Switch queue support registration on' }).isVisible(),
+    'the manager switched registration off for queue support');
+  await shot('switches.png');
+  const switches = await fetch(base + '/v1/org/switches', { headers: { authorization: `Bearer ${adminToken}` } })
+    .then((r) => r.json());
+  check(switches.queues.support.registration_enabled === false, 'the API sees it off');
 
   // --- Cross-origin POSTs ----------------------------------------------------
   // A page of another origin (localhost, not 127.0.0.1: still this machine)

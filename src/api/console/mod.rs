@@ -12,6 +12,11 @@
 //! | GET | `/callbacks/{id}` | viewer | one callback, its attempts and call legs |
 //! | POST | `/callbacks/{id}/cancel` | as `DELETE /v1/callbacks/{id}` | cancels it |
 //! | POST | `/callbacks/{id}/reschedule` | as `PATCH /v1/callbacks/{id}` | moves its launch time |
+//! | GET | `/switches` | viewer | the On/Off tab: the organisation's and each queue's switches, pending callbacks, the warnings of `GET /v1/org/switches` |
+//! | POST | `/switches/org` | as `PUT /v1/org/switches` | sets one organisation switch |
+//! | POST | `/switches/queues/{id}` | as `PUT /v1/queues/{id}/switches` | sets one switch of a queue |
+//! | GET | `/agents` | viewer | the agents serving the user's units |
+//! | POST | `/agents/{id}` | as `PUT /v1/agents/{id}` | pauses or resumes one |
 //! | GET | `/assets/…` | anyone | htmx and the style sheet, cached for a year |
 //!
 //! **Same rules, same code as the API.** Every action calls the API's own
@@ -107,6 +112,11 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/callbacks/{id}", get(detail))
         .route("/callbacks/{id}/cancel", post(cancel))
         .route("/callbacks/{id}/reschedule", post(reschedule))
+        .route("/switches", get(switches))
+        .route("/switches/org", post(switch_org))
+        .route("/switches/queues/{id}", post(switch_queue))
+        .route("/agents", get(agents))
+        .route("/agents/{id}", post(pause_agent))
         .route(
             HTMX_URL,
             get(|| asset(HTMX, "text/javascript; charset=utf-8")),
@@ -937,6 +947,251 @@ async fn reschedule(
     }
 }
 
+// ---------------------------------------------------------------------------
+// On/Off
+// ---------------------------------------------------------------------------
+
+async fn switches(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(done): Query<DoneQuery>,
+) -> Response {
+    let signed = match page_caller(&state, &headers).await {
+        Ok(signed) => signed,
+        Err(response) => return response,
+    };
+    let notice = (done.done == "switched").then(|| Notice::Done("Switch set.".to_owned()));
+    switches_page(&state, &signed, notice, StatusCode::OK).await
+}
+
+async fn switches_page(
+    state: &ApiState,
+    signed: &Signed,
+    notice: Option<Notice>,
+    status: StatusCode,
+) -> Response {
+    let chrome = signed.chrome();
+    let answer = org::get_switches(State(state.clone()), Extension(signed.who.clone())).await;
+    let body = match answer {
+        Ok(Json(body)) => body,
+        Err(problem) => return refused(Some(&chrome), problem),
+    };
+    let content = pages::switches(
+        &chrome,
+        &body,
+        may(state, &signed.who, Verb::Put, "/v1/org/switches"),
+        may(state, &signed.who, Verb::Put, "/v1/queues/{id}/switches"),
+        notice.as_ref(),
+    );
+    page(
+        status,
+        pages::layout("On/Off", Nav::Switches, Some(&chrome), content),
+    )
+}
+
+#[derive(Deserialize)]
+struct SwitchForm {
+    #[serde(default)]
+    csrf: String,
+    /// `registration` or `launch`.
+    switch: String,
+    on: bool,
+}
+
+impl SwitchForm {
+    /// The API's body for this change.
+    fn body(&self) -> Option<Value> {
+        match self.switch.as_str() {
+            "registration" => Some(json!({ "registration_enabled": self.on })),
+            "launch" => Some(json!({ "launch_enabled": self.on })),
+            _ => None,
+        }
+    }
+}
+
+async fn switch_org(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    form: Result<Form<SwitchForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return bad_form();
+    };
+    let signed = match post_caller(
+        &state,
+        &headers,
+        &form.csrf,
+        Some((Verb::Put, "/v1/org/switches")),
+    )
+    .await
+    {
+        Ok(signed) => signed,
+        Err(response) => return response,
+    };
+    let Some(body) = form.body() else {
+        return bad_form();
+    };
+    let answer = org::put_org_switches(
+        State(state.clone()),
+        Extension(signed.who.clone()),
+        json_headers(),
+        Ok(Bytes::from(body.to_string())),
+    )
+    .await;
+    switched(&state, &signed, answer.map(|_| ())).await
+}
+
+async fn switch_queue(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Segment(id): Segment,
+    form: Result<Form<SwitchForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return bad_form();
+    };
+    let signed = match post_caller(
+        &state,
+        &headers,
+        &form.csrf,
+        Some((Verb::Put, "/v1/queues/{id}/switches")),
+    )
+    .await
+    {
+        Ok(signed) => signed,
+        Err(response) => return response,
+    };
+    let Some(body) = form.body() else {
+        return bad_form();
+    };
+    let answer = org::put_queue_switches(
+        State(state.clone()),
+        Extension(signed.who.clone()),
+        Segment(id),
+        json_headers(),
+        Ok(Bytes::from(body.to_string())),
+    )
+    .await;
+    switched(&state, &signed, answer.map(|_| ())).await
+}
+
+/// After a switch: back to the page, or the page saying why not.
+async fn switched(state: &ApiState, signed: &Signed, answer: Result<(), Problem>) -> Response {
+    match answer {
+        Ok(()) => Redirect::to("/switches?done=switched").into_response(),
+        Err(problem) if problem.status == StatusCode::FORBIDDEN => {
+            refused(Some(&signed.chrome()), problem)
+        }
+        Err(problem) => {
+            let status = problem.status;
+            switches_page(
+                state,
+                signed,
+                Some(Notice::Refused(problem.message)),
+                status,
+            )
+            .await
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Agents
+// ---------------------------------------------------------------------------
+
+async fn agents(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(done): Query<DoneQuery>,
+) -> Response {
+    let signed = match page_caller(&state, &headers).await {
+        Ok(signed) => signed,
+        Err(response) => return response,
+    };
+    let notice = match done.done.as_str() {
+        "paused" => Some(Notice::Done("Agent paused.".to_owned())),
+        "resumed" => Some(Notice::Done("Agent resumed.".to_owned())),
+        _ => None,
+    };
+    agents_page(&state, &signed, notice, StatusCode::OK).await
+}
+
+async fn agents_page(
+    state: &ApiState,
+    signed: &Signed,
+    notice: Option<Notice>,
+    status: StatusCode,
+) -> Response {
+    let chrome = signed.chrome();
+    let answer = super::agents(State(state.clone()), Extension(signed.who.clone())).await;
+    let list = match answer {
+        Ok(Json(list)) => list,
+        Err(problem) => return refused(Some(&chrome), problem),
+    };
+    let content = pages::agents(
+        &chrome,
+        &list,
+        may(state, &signed.who, Verb::Put, "/v1/agents/{id}"),
+        notice.as_ref(),
+    );
+    page(
+        status,
+        pages::layout("Agents", Nav::Agents, Some(&chrome), content),
+    )
+}
+
+#[derive(Deserialize)]
+struct PauseForm {
+    #[serde(default)]
+    csrf: String,
+    paused: bool,
+}
+
+async fn pause_agent(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Segment(id): Segment,
+    form: Result<Form<PauseForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return bad_form();
+    };
+    let signed = match post_caller(
+        &state,
+        &headers,
+        &form.csrf,
+        Some((Verb::Put, "/v1/agents/{id}")),
+    )
+    .await
+    {
+        Ok(signed) => signed,
+        Err(response) => return response,
+    };
+    let answer = super::put_agent(
+        State(state.clone()),
+        Extension(signed.who.clone()),
+        Segment(id),
+        json_headers(),
+        Ok(Bytes::from(json!({ "paused": form.paused }).to_string())),
+    )
+    .await;
+    match answer {
+        Ok(_) if form.paused => Redirect::to("/agents?done=paused").into_response(),
+        Ok(_) => Redirect::to("/agents?done=resumed").into_response(),
+        Err(problem) if problem.status == StatusCode::CONFLICT => {
+            let status = problem.status;
+            agents_page(
+                &state,
+                &signed,
+                Some(Notice::Refused(problem.message)),
+                status,
+            )
+            .await
+        }
+        Err(problem) => refused(Some(&signed.chrome()), problem),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -949,6 +1204,9 @@ mod tests {
             (Verb::Post, "/v1/callbacks", Rule::Manager),
             (Verb::Delete, "/v1/callbacks/{id}", Rule::Manager),
             (Verb::Patch, "/v1/callbacks/{id}", Rule::Manager),
+            (Verb::Put, "/v1/org/switches", Rule::Admin),
+            (Verb::Put, "/v1/queues/{id}/switches", Rule::Manager),
+            (Verb::Put, "/v1/agents/{id}", Rule::Manager),
         ] {
             let route = super::super::routes()
                 .find(|r| r.verb == verb && r.path == path)

@@ -13,7 +13,9 @@ use maud::{DOCTYPE, Markup, html};
 use crate::callback::store::Role;
 use crate::callback::view::CallbackBody;
 
+use super::super::AgentBody;
 use super::super::callbacks::{AttemptBody, LegBody};
+use super::super::org::SwitchesBody;
 use super::{CSS_URL, HTMX_URL};
 
 /// How often the dashboard's live part is fetched again, in seconds.
@@ -26,6 +28,10 @@ pub enum Nav {
     Dashboard,
     /// `/callbacks`.
     Callbacks,
+    /// `/agents`.
+    Agents,
+    /// `/switches`.
+    Switches,
     /// A page outside the menu.
     None,
 }
@@ -76,6 +82,8 @@ pub fn layout(title: &str, nav: Nav, chrome: Option<&Chrome<'_>>, content: Marku
                             ul {
                                 li { a href="/" aria-current=[(nav == Nav::Dashboard).then_some("page")] { "Dashboard" } }
                                 li { a href="/callbacks" aria-current=[(nav == Nav::Callbacks).then_some("page")] { "Callbacks" } }
+                                li { a href="/agents" aria-current=[(nav == Nav::Agents).then_some("page")] { "Agents" } }
+                                li { a href="/switches" aria-current=[(nav == Nav::Switches).then_some("page")] { "On/Off" } }
                             }
                         }
                         div.who {
@@ -547,6 +555,129 @@ pub fn callback(
             } }
         }
         p { a href="/callbacks" { "All callbacks" } }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// On/Off
+// ---------------------------------------------------------------------------
+
+/// One switch's toggle: a form that sets it to the other position.
+fn toggle(chrome: &Chrome<'_>, action: &str, switch: &str, label: &str, on: bool) -> Markup {
+    let verb = if on { "off" } else { "on" };
+    html! {
+        form method="post" action=(action) {
+            (csrf_field(chrome.csrf))
+            input type="hidden" name="switch" value=(switch);
+            input type="hidden" name="on" value=(!on);
+            button.plain type="submit" aria-label=(format!("Switch {label} {verb}")) { "Switch " (verb) }
+        }
+    }
+}
+
+/// The organisation's and each visible queue's switches (Mindful's
+/// On/Off), what they mean now, and a toggle per switch the role may set.
+pub fn switches(
+    chrome: &Chrome<'_>,
+    body: &SwitchesBody,
+    can_org: bool,
+    can_queues: bool,
+    notice_: Option<&Notice>,
+) -> Markup {
+    let state = |on: bool| {
+        html! { @if on { span.badge.on { "on" } } @else { span.badge.off { "off" } } }
+    };
+    html! {
+        h1 { "On/Off" }
+        (notice(notice_))
+        @for w in &body.warnings {
+            p.message.error role="alert" { (w) }
+        }
+        p.muted {
+            "Registration off: callers hear that callbacks cannot be offered now. "
+            "Launching off: callbacks wait; callers may still register, without an estimated time."
+        }
+        div.table-wrap {
+            table {
+                thead { tr {
+                    th scope="col" { "Scope" }
+                    th scope="col" { "Registration" }
+                    th scope="col" { "Launching" }
+                    th.num scope="col" { "Pending" }
+                } }
+                tbody {
+                    tr data-scope="org" {
+                        th scope="row" { "Organisation" }
+                        td { (state(body.org.registration_enabled)) @if can_org { (toggle(chrome, "/switches/org", "registration", "organisation registration", body.org.registration_enabled)) } }
+                        td { (state(body.org.launch_enabled)) @if can_org { (toggle(chrome, "/switches/org", "launch", "organisation launching", body.org.launch_enabled)) } }
+                        td.num { (body.pending_callbacks.values().sum::<u64>()) }
+                    }
+                    @for (id, s) in &body.queues {
+                        @let action = format!("/switches/queues/{id}");
+                        tr data-scope=(format!("queue:{id}")) {
+                            th scope="row" { "Queue " (id) }
+                            td { (state(s.registration_enabled)) @if can_queues { (toggle(chrome, &action, "registration", &format!("queue {id} registration"), s.registration_enabled)) } }
+                            td { (state(s.launch_enabled)) @if can_queues { (toggle(chrome, &action, "launch", &format!("queue {id} launching"), s.launch_enabled)) } }
+                            td.num { (body.pending_callbacks.get(id).copied().unwrap_or(0)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Agents
+// ---------------------------------------------------------------------------
+
+/// The agents serving the user's units, with pause and resume for the
+/// roles that may.
+pub fn agents(
+    chrome: &Chrome<'_>,
+    agents: &[AgentBody],
+    can_pause: bool,
+    notice_: Option<&Notice>,
+) -> Markup {
+    html! {
+        h1 { "Agents" }
+        (notice(notice_))
+        div.table-wrap {
+            table {
+                thead { tr {
+                    th scope="col" { "Agent" }
+                    th scope="col" { "State" }
+                    th scope="col" { "Reachable" }
+                    @if can_pause { th scope="col" { span.skip { "Actions" } } }
+                } }
+                tbody {
+                    @for a in agents {
+                        tr data-id=(a.id) {
+                            td { (a.id) }
+                            td data-testid="agent-state" { (a.state.replace('_', " ")) }
+                            td { @if a.reachable { "yes" } @else { "no" } }
+                            @if can_pause {
+                                td {
+                                    form method="post" action=(format!("/agents/{}", a.id)) {
+                                        (csrf_field(chrome.csrf))
+                                        @if a.state == "paused" {
+                                            input type="hidden" name="paused" value="false";
+                                            button type="submit" aria-label=(format!("Resume {}", a.id)) { "Resume" }
+                                        } @else {
+                                            input type="hidden" name="paused" value="true";
+                                            button.plain type="submit" aria-label=(format!("Pause {}", a.id)) { "Pause" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @if agents.is_empty() {
+                        tr { td colspan="4" { "No agent serves your units' queues." } }
+                    }
+                }
+            }
+        }
     }
 }
 
