@@ -270,6 +270,24 @@ try {
   check((await api('GET', `/v1/callbacks/${second}`)).json.status === 'pending', 'the callback is still pending');
   await page.goto(`${base}/callbacks/${second}`);
   await shot('callback-viewer.png');
+
+  // --- A phone-sized screen and the keyboard ---------------------------------
+  await page.setViewportSize({ width: 390, height: 844 });
+  for (const path of ['/', '/callbacks', '/agents', '/switches']) {
+    await page.goto(base + path);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    check(overflow <= 0, `${path} fits a 390 px wide screen (overflow ${overflow} px)`);
+  }
+  await page.goto(base + '/callbacks');
+  await shot('callbacks-phone.png');
+  await page.keyboard.press('Tab');
+  check(await page.evaluate(() => document.activeElement.textContent) === 'Skip to content',
+    'the first Tab reaches the skip link');
+  await page.keyboard.press('Enter');
+  await page.keyboard.press('Tab');
+  check(await page.evaluate(() => document.activeElement.closest('main') !== null),
+    'the skip link leads into the content');
+  await page.setViewportSize({ width: 1280, height: 800 });
   await signOut();
   // Signed out: the old page's token and cookie are worth nothing.
   const after = await rawPost(`/callbacks/${second}/cancel`, {
