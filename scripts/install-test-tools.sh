@@ -9,7 +9,11 @@
 #   (userspace relay, the peer of scripts/bench-load) and, for the
 #   behind-NAT test's network namespaces, iproute2 and nftables; python3
 #   with venv and pip for scripts/schemathesis.sh (which installs
-#   schemathesis itself, from PyPI, into a venv).
+#   schemathesis itself, from PyPI, into a venv); chromium, node and npm
+#   for the console's browser test, whose playwright-core (from npm, at
+#   the version of tests/console/package-lock.json; it drives Debian's
+#   /usr/bin/chromium and downloads no browser) `npm ci` installs into
+#   tests/console/node_modules when it is missing.
 # `apt-get update` runs once, and only when something has to be installed.
 #
 # tshark captures on the loopback interface: as root that just works; a
@@ -43,9 +47,23 @@ command -v ip >/dev/null || want iproute2
 command -v nft >/dev/null || want nftables
 command -v python3 >/dev/null || want python3
 python3 -c 'import ensurepip, venv' 2>/dev/null || want python3-venv
+[[ -x /usr/bin/chromium ]] || want chromium
+command -v node >/dev/null || want nodejs
+command -v npm >/dev/null || want npm
+
+# The console test's npm packages (after the Debian ones: npm may be new).
+console_packages() {
+    local dir
+    dir="$(dirname "${BASH_SOURCE[0]}")/../tests/console"
+    if [[ ! -d $dir/node_modules/playwright-core ]]; then
+        echo "installing tests/console's npm packages (npm ci)"
+        (cd "$dir" && npm ci --no-audit --no-fund)
+    fi
+}
 
 if ((${#packages[@]} == 0)); then
-    echo "test tools present: sipp, tshark, sox, flite, baresip, linphone-daemon, kamailio, rtpengine, ip, nft, python3 (venv)"
+    echo "test tools present: sipp, tshark, sox, flite, baresip, linphone-daemon, kamailio, rtpengine, ip, nft, python3 (venv), chromium, node, npm"
+    console_packages
     exit 0
 fi
 
@@ -64,3 +82,4 @@ echo "installing: ${packages[*]}"
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends "${packages[@]}"
+console_packages

@@ -16,7 +16,7 @@
 //!
 //! | module | owns | IO / clock |
 //! |---|---|---|
-//! | [`api`] | admin HTTP API (axum): health, statistics, runtime gates, stored callbacks, webhook subscriptions, Prometheus metrics | HTTP |
+//! | [`api`] | admin HTTP API (axum): health, statistics, runtime gates, stored callbacks, webhook subscriptions, Prometheus metrics; the web console at `/` ([`api::console`]: server-rendered pages, sign-in sessions, htmx embedded) | HTTP |
 //! | [`engine`] | tokio shell: SIP over UDP/TCP, the media thread (one pacing clock for every stream, binds the ports the controller allocates), the store thread, DNS, the webhook delivery worker, the clock; reads inputs, feeds the controller, carries out its outputs | all IO lives here |
 //! | [`b2bua`] | the call controller: inbound calls and their IVR, outbound legs, agents and their REGISTERs, bridging, callbacks, live callers — `handle_*(now, …)`, then `poll_transmit` / `poll_media` / `poll_store` / `poll_timeout` (tested on a fake clock in `tests/controller.rs`) | sans-IO |
 //! | [`config`] | TOML schema, defaults, validation with field-level errors; converts sections into the settings types of the layers below; read by `engine`, `api`, `b2bua` and the binary | reads the file |

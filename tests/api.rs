@@ -1056,7 +1056,7 @@ async fn unknown_path_is_404_and_wrong_method_is_405() {
         .refused("GET", "/v1/nope", None, StatusCode::NOT_FOUND)
         .await;
     assert!(e.contains("/v1/nope"), "{e}");
-    h.refused("GET", "/", None, StatusCode::NOT_FOUND).await;
+    h.refused("GET", "/nope", None, StatusCode::NOT_FOUND).await;
 
     let (status, headers, body) = h.request("DELETE", "/v1/gates", None).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);

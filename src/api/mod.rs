@@ -81,6 +81,10 @@
 //! → callers still register, but no estimated time is announced. They are
 //! stored with the organisation and outlast a restart.
 //!
+//! The web console is served on the same listener, at `/` and the paths
+//! of [`console`] (none starts with `/v1/`); it signs users in with their
+//! password and acts through these handlers.
+//!
 //! **No TLS.** Tokens travel in clear: keep the listener on loopback (the
 //! default), or behind a proxy that terminates TLS.
 //!
@@ -92,6 +96,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod callbacks;
+pub mod console;
 pub mod metrics;
 pub mod openapi;
 pub mod org;
@@ -468,8 +473,9 @@ pub fn router(engine: EngineControl, options: ApiOptions) -> Router {
         org_change: Arc::new(tokio::sync::Mutex::new(())),
         store: Arc::new(Mutex::new(None)),
         metrics,
+        sessions: console::Sessions::default(),
     };
-    let mut router = Router::new();
+    let mut router = console::routes();
     for e in TABLE {
         let rule = e.route.rule;
         let method_router = (e.handler)(e.route.verb.filter()).route_layer(from_fn_with_state(
@@ -693,6 +699,8 @@ struct ApiState {
     /// Metric families API workers bump (the webhook worker's deliveries:
     /// [`metrics::Shared::webhook_delivery`]).
     metrics: metrics::Shared,
+    /// The console's sign-in sessions.
+    sessions: console::Sessions,
 }
 
 impl ApiState {
