@@ -35,7 +35,7 @@ use crate::callback::number::NumberPolicy;
 use crate::callback::number::own_number;
 use crate::callback::number::{PhoneNumber, validate};
 use crate::callback::rules::{RuleBook, TaskSettings};
-use crate::callback::scheduler::{Action as Plan, Scheduler, Snapshot, pinned_agent};
+use crate::callback::scheduler::{Action as Plan, Scheduler, Snapshot, task_of};
 use crate::callback::store::{Attempt, CallbackRow, NextStep, Recorded, Source, TaskFilter};
 use crate::callback::trunk::{
     CpsLimiter, Target, TargetFailure, TargetHealth, TargetList, TrunkSettings,
@@ -641,9 +641,12 @@ impl Dialing {
             .into_iter()
             .filter(|r| !self.attempts.values().any(|a| a.callback.id == r.id))
             .filter(|r| {
+                let Some(task) = task_of(r) else {
+                    return true;
+                };
                 let Some(cancel) = self
-                    .task_retired(r)
-                    .or_else(|| agent_gone(r, env.roster.agents()))
+                    .task_retired(&task)
+                    .or_else(|| agent_gone(r, &task, env.roster.agents()))
                 else {
                     return true;
                 };
@@ -735,7 +738,7 @@ impl Dialing {
             let Some(policy) = self.scheduler.queue(&queue).map(|q| q.policy.clone()) else {
                 continue;
             };
-            let task = task_settings(&row);
+            let task = task_of(&row);
             if env
                 .roster
                 .agents_mut()
@@ -1419,17 +1422,17 @@ impl Dialing {
         (outcome, next)
     }
 
-    /// Why the automatic task `row` must be cancelled rather than dialed:
-    /// its rule was switched off or deleted, or the organisation frozen.
-    fn task_retired(&self, row: &CallbackRow) -> Option<(TaskFilter, &'static str)> {
-        let task = task_settings(row)?;
+    /// Why an automatic task must be cancelled rather than dialed: its
+    /// rule was switched off or deleted, or the organisation frozen.
+    fn task_retired(&self, task: &TaskSettings) -> Option<(TaskFilter, &'static str)> {
         let rules = &self.settings.rules;
         if rules.frozen {
             return Some((TaskFilter::All, "org_frozen"));
         }
+        let by_rule = || TaskFilter::Rule(task.rule.clone());
         match rules.rule(&task.rule) {
-            None => Some((TaskFilter::Rule(task.rule), "rule_deleted")),
-            Some(rule) if !rule.enabled => Some((TaskFilter::Rule(task.rule), "rule_disabled")),
+            None => Some((by_rule(), "rule_deleted")),
+            Some(rule) if !rule.enabled => Some((by_rule(), "rule_disabled")),
             Some(_) => None,
         }
     }
@@ -1458,20 +1461,16 @@ impl Dialing {
 
 /// A task sent back to the agent that missed the call, whose agent was
 /// deleted or no longer serves the queue: it does not start.
-fn agent_gone(row: &CallbackRow, agents: &Agents) -> Option<(TaskFilter, &'static str)> {
-    let name = pinned_agent(row)?;
+fn agent_gone(
+    row: &CallbackRow,
+    task: &TaskSettings,
+    agents: &Agents,
+) -> Option<(TaskFilter, &'static str)> {
+    let name = task.agent.as_deref()?;
     let serves = agents
         .get(&AgentId(name.into()))
         .is_some_and(|a| a.serves(&row.queue));
     (!serves).then_some((TaskFilter::Id(row.id), "agent_deleted"))
-}
-
-/// An automatic task's settings, if `row` is one (and they parse).
-fn task_settings(row: &CallbackRow) -> Option<TaskSettings> {
-    if row.source != Source::MissedCall {
-        return None;
-    }
-    row.task.as_deref().and_then(TaskSettings::from_json)
 }
 
 /// Where the recordings of a missed-call rule's calls go (each rule's

@@ -395,11 +395,13 @@ impl Scheduler {
     /// task's stored ones, else the number's, else the zone of the hours
     /// the callback's queue keeps (the contact center's own).
     pub fn customer_zones(&self, row: &CallbackRow) -> CustomerZones {
-        let stored = (row.source == Source::MissedCall)
-            .then(|| row.task.as_deref().and_then(TaskSettings::from_json))
-            .flatten()
-            .and_then(|t| t.customer_zones());
-        stored
+        self.zones_for(row, task_of(row).as_ref())
+    }
+
+    /// [`Scheduler::customer_zones`] with the row's task settings already
+    /// read.
+    fn zones_for(&self, row: &CallbackRow, task: Option<&TaskSettings>) -> CustomerZones {
+        task.and_then(TaskSettings::customer_zones)
             .or_else(|| own_number(&row.number).ok().and_then(|n| zones_of(&n)))
             .unwrap_or_else(|| CustomerZones::of_zone(self.hours(&row.queue).tz.clone()))
     }
@@ -472,8 +474,9 @@ impl Scheduler {
                 }
                 continue;
             }
+            let task = task_of(row);
             if let Some(window) = &self.calling_window {
-                let zones = self.customer_zones(row);
+                let zones = self.zones_for(row, task.as_ref());
                 if !window.contains(zones.zones(), now) {
                     if let Some(open) = window.earliest(zones.zones(), now) {
                         plan.next_open = Some(plan.next_open.map_or(open, |t| t.min(open)));
@@ -489,7 +492,7 @@ impl Scheduler {
                 kind: Kind::Callback(row.id),
                 queue: &row.queue,
                 caller_id: row.caller_id.as_deref(),
-                agent: pinned_agent(row),
+                agent: task.and_then(|t| t.agent),
             });
         }
         for live in snap.live {
@@ -634,16 +637,12 @@ struct Item<'a> {
     agent: Option<String>,
 }
 
-/// The agent an automatic task waits for, if its rule sends it back to
-/// the agent that missed the call.
-pub fn pinned_agent(row: &CallbackRow) -> Option<String> {
+/// An automatic task's settings, if `row` is one (and they parse).
+pub fn task_of(row: &CallbackRow) -> Option<TaskSettings> {
     if row.source != Source::MissedCall {
         return None;
     }
-    row.task
-        .as_deref()
-        .and_then(TaskSettings::from_json)
-        .and_then(|t| t.agent)
+    row.task.as_deref().and_then(TaskSettings::from_json)
 }
 
 /// Live callers sort before callbacks on an exact tie (derive order).
