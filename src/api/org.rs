@@ -660,6 +660,19 @@ pub(super) async fn list_queues(
     ))
 }
 
+/// `item` with an RFC 7396 merge `patch` applied, read back as an object
+/// of the path's `id` (422 `id_mismatch`, 400 `invalid_body`).
+pub(super) fn patched<T: serde::Serialize + serde::de::DeserializeOwned>(
+    item: &T,
+    patch: &Value,
+    id: &str,
+) -> Result<T, Problem> {
+    let mut value = serde_json::to_value(item)
+        .expect("configuration objects are strings, numbers, bools, lists and string-keyed maps");
+    merge_patch(&mut value, patch);
+    of_path_id(value, id)
+}
+
 /// `value` as the object named `id` by the path (a queue, a rule): its
 /// `id` optional, else equal to the path's.
 pub(super) fn of_path_id<T: serde::de::DeserializeOwned>(
@@ -781,10 +794,7 @@ pub(super) async fn patch_queue(
         ("patch_queue", format!("queue:{queue}"), queue_view(&queue)),
         |doc| {
             let q = queue_in(doc, &queue)?;
-            let mut value = serde_json::to_value(&*q)
-                .expect("a queue's fields are strings, numbers, bools and string-keyed maps");
-            merge_patch(&mut value, &patch);
-            *q = of_path_id::<QueueConfig>(value, queue.as_str())?;
+            *q = patched(&*q, &patch, queue.as_str())?;
             Ok(())
         },
     )

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::org::{change, current, merge_patch, object_body, of_path_id};
+use super::org::{change, current, object_body, of_path_id, patched};
 use super::{ApiState, ErrorBody, Problem, Segment, json_object};
 use crate::callback::store::{Principal, Role};
 use crate::config::{MissedCallRuleConfig, Organisation};
@@ -201,10 +201,7 @@ pub(super) async fn patch(
                 .iter_mut()
                 .find(|r| r.id == id)
                 .ok_or_else(|| Problem::not_found(format!("id: no missed-call rule {id:?}")))?;
-            let mut value = serde_json::to_value(&*rule)
-                .expect("a rule's fields are strings, numbers, bools and lists");
-            merge_patch(&mut value, &patch);
-            *rule = of_path_id::<MissedCallRuleConfig>(value, &id)?;
+            *rule = patched(&*rule, &patch, &id)?;
             Ok(())
         },
     )
